@@ -1,0 +1,27 @@
+//! Order-free ledger logic: transactions, blocks, genesis, state layout and the deterministic policy
+//! state machine that every validator executes.
+//!
+//! This crate does no I/O and reads no clock and no randomness: [`execute_block`] takes the state
+//! before a block (through [`StateView`]), the block's context (chain id, height, block time) and its
+//! transactions, and returns the writes and one [`TxOutcome`] per transaction. Two validators given
+//! the same inputs produce byte-identical outputs, which is what lets them agree on a state root.
+
+mod block;
+mod exec;
+mod genesis;
+pub mod merkle;
+mod policy;
+mod sidecar;
+pub mod state;
+mod tx;
+
+pub use block::{Block, BlockHeader, BlockError};
+pub use exec::{BlockContext, BlockInvalid, Execution, execute_block};
+pub use genesis::{Genesis, GenesisError, GenesisMember, GenesisOrg, GenesisValidator};
+pub use policy::{Action, Rejection};
+pub use sidecar::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, SidecarError};
+pub use state::{StateView, WriteSet};
+pub use tx::{
+    Enroll, Grant, GrantScope, NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Transaction, TxBody, TxKind,
+    TxOutcome, TX_NAMESPACE,
+};

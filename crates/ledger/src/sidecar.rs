@@ -1,0 +1,122 @@
+//! Sidecars: the wrapped keys (and encrypted metadata) that travel beside a transaction, committed by
+//! their digest in the signed body and kept in validator state outside the Merkle tree, so blocks
+//! verify without them and erasure can purge them without touching history.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use medledger_crypto::wrap::{Envelope, WrapContext};
+use medledger_types::limits::{METADATA_BYTES_MAX, SIDECAR_BYTES_MAX, SIDECAR_ENVELOPES_MAX};
+use medledger_types::{ChainId, Digest, MemberId, RecordId, decode_canonical, encode};
+use serde::{Deserialize, Serialize};
+
+/// Who can open an envelope: a member, or whoever holds a patient's chart key of an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KeyHolder {
+    Member { member: MemberId },
+    Chart { patient: MemberId, epoch: u32 },
+}
+
+/// What secret an envelope wraps: a record version's data key, or a chart key's secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KeySubject {
+    Record { record: RecordId, version: u32 },
+    Chart { patient: MemberId, epoch: u32 },
+}
+
+fn tagged_hash(tag: &[u8], value: &impl BorshSerialize) -> [u8; 32] {
+    let mut bytes = tag.to_vec();
+    bytes.extend_from_slice(&encode(value));
+    medledger_crypto::sha256(&bytes)
+}
+
+impl KeyHolder {
+    /// The HPKE AAD naming this recipient.
+    pub fn context_id(&self) -> [u8; 32] {
+        tagged_hash(b"medledger/holder/v1", self)
+    }
+}
+
+impl KeySubject {
+    fn context_id(&self) -> [u8; 32] {
+        tagged_hash(b"medledger/subject/v1", self)
+    }
+
+    fn version(&self) -> u64 {
+        match self {
+            KeySubject::Record { version, .. } => u64::from(*version),
+            KeySubject::Chart { epoch, .. } => u64::from(*epoch),
+        }
+    }
+
+    /// The binding of an envelope of this subject for `holder` on `chain_id`.
+    pub fn wrap_context(&self, chain_id: ChainId, holder: KeyHolder) -> WrapContext {
+        WrapContext {
+            chain_id: *chain_id.as_bytes(),
+            subject: self.context_id(),
+            version: self.version(),
+            recipient: holder.context_id(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct SidecarEnvelope {
+    pub holder: KeyHolder,
+    pub subject: KeySubject,
+    pub envelope: Envelope,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Sidecar {
+    pub envelopes: Vec<SidecarEnvelope>,
+    /// Record metadata (resource type, dates, codes) encrypted under the record's data key.
+    pub metadata: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SidecarError {
+    #[error("sidecar is malformed or over its limits")]
+    Malformed,
+    #[error("sidecar does not match the digest the transaction commits to")]
+    DigestMismatch,
+    #[error("transaction commits to a sidecar but none was sent, or the reverse")]
+    Presence,
+    #[error("sidecar envelopes do not match the transaction's recipients")]
+    Recipients,
+}
+
+impl Sidecar {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn digest(&self) -> Digest {
+        Digest::new(medledger_crypto::sha256(&self.encode()))
+    }
+
+    /// Decodes a sidecar from outside input and checks its limits.
+    pub fn decode(bytes: &[u8]) -> Result<Self, SidecarError> {
+        let sidecar: Sidecar = decode_canonical(bytes, SIDECAR_BYTES_MAX).map_err(|_| SidecarError::Malformed)?;
+        if sidecar.envelopes.len() > SIDECAR_ENVELOPES_MAX
+            || sidecar.metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX)
+        {
+            return Err(SidecarError::Malformed);
+        }
+        Ok(sidecar)
+    }
+
+    /// The envelope for `holder` of `subject`, if this sidecar carries one.
+    pub fn envelope_for(&self, holder: KeyHolder, subject: KeySubject) -> Option<&Envelope> {
+        self.envelopes.iter().find(|e| e.holder == holder && e.subject == subject).map(|e| &e.envelope)
+    }
+
+    /// The holders this sidecar has envelopes for, sorted and without duplicates.
+    pub fn holders(&self) -> Vec<KeyHolder> {
+        let mut holders: Vec<KeyHolder> = self.envelopes.iter().map(|e| e.holder).collect();
+        holders.sort();
+        holders.dedup();
+        holders
+    }
+}

@@ -1,0 +1,261 @@
+//! The state layout: every key the ledger writes, and the values behind them.
+//!
+//! Keys are short prefixes followed by fixed-width ids, so a store can list by prefix (a patient's
+//! records, grants and audit trail) while the Merkle tree commits to every key and value. Values are
+//! borsh-encoded entries. Nothing here names a patient other than by pseudonym.
+
+use std::collections::BTreeMap;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use medledger_crypto::sign::VerifyingKey;
+use medledger_crypto::wrap::EncryptionKey;
+use medledger_types::{Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Rejection;
+use crate::tx::GrantScope;
+
+/// Read access to the state before (or during) a block.
+pub trait StateView {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// Writes of a block or transaction: `None` deletes. Ordered, so applying them is deterministic.
+pub type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A view of `base` with `writes` applied on top.
+pub struct Overlay<'a, V: StateView + ?Sized> {
+    base: &'a V,
+    pub writes: WriteSet,
+}
+
+impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
+    pub fn new(base: &'a V) -> Self {
+        Self { base, writes: WriteSet::new() }
+    }
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+}
+
+impl<V: StateView + ?Sized> StateView for Overlay<'_, V> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.writes.get(key) {
+            Some(value) => value.clone(),
+            None => self.base.get(key),
+        }
+    }
+}
+
+impl StateView for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        BTreeMap::get(self, key).cloned()
+    }
+}
+
+/// Reads and decodes an entry. State is only written by this crate, so a value that fails to
+/// decode is a broken invariant, not outside input.
+pub fn read<T: BorshDeserialize>(view: &(impl StateView + ?Sized), key: &[u8]) -> Option<T> {
+    view.get(key).map(|bytes| borsh::from_slice(&bytes).expect("state values are written by the ledger and decode"))
+}
+
+pub mod keys {
+    //! State keys. The first byte(s) name the table.
+    use super::*;
+
+    fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let mut k = prefix.to_vec();
+        for p in parts {
+            k.extend_from_slice(p);
+        }
+        k
+    }
+
+    pub const ORG: &[u8] = b"o/";
+    pub const MEMBER: &[u8] = b"m/";
+    pub const NONCE: &[u8] = b"n/";
+    pub const CHART: &[u8] = b"c/";
+    pub const RECORD: &[u8] = b"r/";
+    pub const PATIENT_RECORD: &[u8] = b"pr/";
+    pub const GRANT: &[u8] = b"g/";
+    pub const AUTHOR_REVOKED: &[u8] = b"ar/";
+    pub const ENVELOPE: &[u8] = b"e/";
+    pub const AUDIT: &[u8] = b"a/";
+    pub const TX_RESULT: &[u8] = b"t/";
+    pub const SIGNING_KEY: &[u8] = b"k/";
+
+    pub fn org(org: &OrgId) -> Vec<u8> {
+        key(ORG, &[org.as_str().as_bytes()])
+    }
+    pub fn member(id: &MemberId) -> Vec<u8> {
+        key(MEMBER, &[id.as_bytes()])
+    }
+    pub fn nonce(id: &MemberId) -> Vec<u8> {
+        key(NONCE, &[id.as_bytes()])
+    }
+    pub fn signing_key(k: &VerifyingKey) -> Vec<u8> {
+        key(SIGNING_KEY, &[&k.0])
+    }
+    pub fn chart(patient: &MemberId) -> Vec<u8> {
+        key(CHART, &[patient.as_bytes()])
+    }
+    pub fn record(id: &RecordId) -> Vec<u8> {
+        key(RECORD, &[id.as_bytes()])
+    }
+    pub fn patient_records(patient: &MemberId) -> Vec<u8> {
+        key(PATIENT_RECORD, &[patient.as_bytes()])
+    }
+    pub fn patient_record(patient: &MemberId, record: &RecordId) -> Vec<u8> {
+        key(PATIENT_RECORD, &[patient.as_bytes(), record.as_bytes()])
+    }
+    pub fn grants_of(patient: &MemberId) -> Vec<u8> {
+        key(GRANT, &[patient.as_bytes()])
+    }
+    pub fn grant(patient: &MemberId, grantee: &MemberId, scope: &GrantScope) -> Vec<u8> {
+        match scope {
+            GrantScope::All => key(GRANT, &[patient.as_bytes(), grantee.as_bytes(), b"*"]),
+            GrantScope::Record(r) => key(GRANT, &[patient.as_bytes(), grantee.as_bytes(), b"r", r.as_bytes()]),
+        }
+    }
+    pub fn author_revoked(record: &RecordId, author: &MemberId) -> Vec<u8> {
+        key(AUTHOR_REVOKED, &[record.as_bytes(), author.as_bytes()])
+    }
+    pub fn envelope(subject: &crate::KeySubject, holder: &crate::KeyHolder) -> Vec<u8> {
+        key(ENVELOPE, &[&medledger_types::encode(subject), &medledger_types::encode(holder)])
+    }
+    pub fn audit_of(patient: &MemberId) -> Vec<u8> {
+        key(AUDIT, &[patient.as_bytes()])
+    }
+    pub fn audit(patient: &MemberId, height: Height, index: u32) -> Vec<u8> {
+        key(AUDIT, &[patient.as_bytes(), &height.get().to_be_bytes(), &index.to_be_bytes()])
+    }
+    pub fn tx_result(tx: &TxId) -> Vec<u8> {
+        key(TX_RESULT, &[tx.as_bytes()])
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct OrgEntry {
+    pub id: OrgId,
+    pub name: String,
+    pub admin: MemberId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    Active,
+    Suspended,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct MemberEntry {
+    pub id: MemberId,
+    pub org: OrgId,
+    pub role: Role,
+    pub signing_key: VerifyingKey,
+    pub encryption_key: EncryptionKey,
+    pub display_name: Option<String>,
+    pub status: MemberStatus,
+    pub enrolled_at: Timestamp,
+    /// The admin who enrolled the member; `None` for the admins of genesis.
+    pub enrolled_by: Option<MemberId>,
+}
+
+/// A patient's current chart key.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ChartEntry {
+    pub patient: MemberId,
+    pub epoch: u32,
+    pub public_key: EncryptionKey,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RecordEntry {
+    pub record: RecordId,
+    pub patient: MemberId,
+    pub author: MemberId,
+    pub version: u32,
+    pub digest: Digest,
+    pub size_bytes: u64,
+    /// The sidecar with the record's envelopes and encrypted metadata.
+    pub sidecar: Digest,
+    /// The chart epoch the data key is wrapped for.
+    pub chart_epoch: u32,
+    pub created_at: Timestamp,
+    pub created_height: Height,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct GrantEntry {
+    pub patient: MemberId,
+    pub grantee: MemberId,
+    pub scope: GrantScope,
+    pub write: bool,
+    pub granted_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub tx: TxId,
+}
+
+impl GrantEntry {
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// Where a holder's envelope of a subject lives: which sidecar, committed by which transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct EnvelopeRef {
+    pub sidecar: Digest,
+    pub tx: TxId,
+}
+
+/// What an audit event is about.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditAction {
+    Read { record: RecordId, version: u32 },
+    Write { record: RecordId, version: u32 },
+    Grant { grantee: MemberId, scope: GrantScope, write: bool, expires_at: Option<Timestamp> },
+    Revoke { grantee: MemberId, scope: GrantScope },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Allowed,
+    Denied { reason: Rejection },
+}
+
+/// One entry of a patient's audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub tx: TxId,
+    pub height: Height,
+    pub time: Timestamp,
+    pub actor: MemberId,
+    pub actor_org: OrgId,
+    pub actor_role: Role,
+    pub action: AuditAction,
+    pub purpose: Option<PurposeOfUse>,
+    pub decision: Decision,
+}
+
+/// The outcome of a committed transaction, kept so clients can learn it and nodes can check a
+/// reader's RecordAccess before serving bytes.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct TxResultEntry {
+    pub height: Height,
+    pub index: u32,
+    pub time: Timestamp,
+    pub signer: MemberId,
+    pub outcome: crate::TxOutcome,
+}
+
+/// The last nonce a signer used.
+pub fn last_nonce(view: &(impl StateView + ?Sized), member: &MemberId) -> Nonce {
+    read(view, &keys::nonce(member)).unwrap_or(Nonce::ZERO)
+}

@@ -1,0 +1,179 @@
+//! Signed transactions and their outcomes.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use medledger_crypto::sign::{Signature, SigningKey, VerifyingKey};
+use medledger_crypto::wrap::EncryptionKey;
+use medledger_types::limits::TX_BYTES_MAX;
+use medledger_types::{
+    ChainId, DecodeError, Digest, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId,
+    decode_canonical, encode,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Rejection;
+use crate::sidecar::KeyHolder;
+
+/// Signing namespace of transactions: a transaction signature can never be confused with a vote,
+/// an API request or anything else signed by the same key.
+pub const TX_NAMESPACE: &[u8] = b"medledger/tx/v1";
+
+/// What the signer signs: the chain, who, which nonce, what, and the digest of the sidecar.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct TxBody {
+    pub chain_id: ChainId,
+    pub signer: MemberId,
+    pub nonce: Nonce,
+    pub kind: TxKind,
+    /// SHA-256 of the sidecar's canonical encoding, when the transaction carries one.
+    pub sidecar_digest: Option<Digest>,
+}
+
+/// A signed transaction as it appears in a block (its sidecar travels beside it).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Transaction {
+    pub body: TxBody,
+    pub signature: Signature,
+}
+
+impl Transaction {
+    /// Signs `body` with the signer's key.
+    pub fn sign(body: TxBody, key: &SigningKey) -> Self {
+        let signature = key.sign(TX_NAMESPACE, &encode(&body));
+        Self { body, signature }
+    }
+
+    /// The bytes covered by the signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        encode(&self.body)
+    }
+
+    /// SHA-256 of the whole encoded transaction (body and signature).
+    pub fn id(&self) -> TxId {
+        TxId::new(medledger_crypto::sha256(&encode(self)))
+    }
+
+    /// Checks the signature against `key`.
+    pub fn verify_signature(&self, key: &VerifyingKey) -> bool {
+        key.verify(TX_NAMESPACE, &self.signed_bytes(), &self.signature).is_ok()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes a transaction from outside input: bounded, canonical.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode_canonical(bytes, TX_BYTES_MAX)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TxKind {
+    Enroll(Enroll),
+    RegisterRecord(RegisterRecord),
+    Grant(Grant),
+    Revoke(Revoke),
+    RecordAccess(RecordAccess),
+}
+
+impl TxKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TxKind::Enroll(_) => "enroll",
+            TxKind::RegisterRecord(_) => "register_record",
+            TxKind::Grant(_) => "grant",
+            TxKind::Revoke(_) => "revoke",
+            TxKind::RecordAccess(_) => "record_access",
+        }
+    }
+}
+
+/// An organisation's admin enrols a member. Carries only public keys; the member made them.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Enroll {
+    pub member: MemberId,
+    pub org: OrgId,
+    pub role: Role,
+    pub signing_key: VerifyingKey,
+    pub encryption_key: EncryptionKey,
+    /// Staff may carry a public display name (a provider directory is public); patients may not.
+    pub display_name: Option<String>,
+    /// A patient's first chart key (epoch 0); the sidecar wraps its secret for the patient.
+    pub chart_key: Option<EncryptionKey>,
+}
+
+/// Registers version 1 of a record whose ciphertext is already in the blob store.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RegisterRecord {
+    pub record: RecordId,
+    pub patient: MemberId,
+    pub version: u32,
+    /// SHA-256 of the ciphertext; also its object key in the blob store.
+    pub digest: Digest,
+    pub size_bytes: u64,
+    /// The key holders whose envelopes the sidecar carries (validators cannot open envelopes, but
+    /// they check that the patient's current chart key and the author are covered).
+    pub recipients: Vec<KeyHolder>,
+}
+
+/// What a grant covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantScope {
+    /// One record (its DEK is wrapped for the grantee).
+    Record(RecordId),
+    /// The patient's whole chart, existing and future records (the chart key is wrapped for the grantee).
+    All,
+}
+
+/// The patient grants a member access (`write` also lets a doctor add records for the patient).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Grant {
+    pub patient: MemberId,
+    pub grantee: MemberId,
+    pub scope: GrantScope,
+    pub write: bool,
+    pub expires_at: Option<Timestamp>,
+    /// For `All`: the chart epoch whose secret the sidecar wraps for the grantee.
+    pub chart_epoch: Option<u32>,
+}
+
+/// The next chart key after an `--all` revocation, wrapped for the remaining holders.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct NewChartEpoch {
+    pub public_key: EncryptionKey,
+    pub recipients: Vec<MemberId>,
+}
+
+/// The patient revokes a grant (and, for a record's author, the author's access).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Revoke {
+    pub patient: MemberId,
+    pub grantee: MemberId,
+    pub scope: GrantScope,
+    /// Required for `All`: the chart moves to a new epoch the revoked member never holds.
+    pub new_chart: Option<NewChartEpoch>,
+}
+
+/// A reader asks to read a record version for a purpose. Allowed or denied, it is on the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RecordAccess {
+    pub record: RecordId,
+    pub version: u32,
+    pub purpose: PurposeOfUse,
+}
+
+/// What executing a transaction did.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TxOutcome {
+    Applied,
+    Rejected { reason: Rejection },
+}
+
+impl TxOutcome {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, TxOutcome::Applied)
+    }
+}

@@ -1,0 +1,38 @@
+//! Every limit of the system, named once. Decoders, the mempool, the API and the CLI all refer here.
+
+/// Largest encoded transaction (body + signature), sidecar excluded.
+pub const TX_BYTES_MAX: usize = 16 * 1024;
+/// Largest encoded sidecar (wrapped keys and encrypted metadata of one transaction).
+pub const SIDECAR_BYTES_MAX: usize = 256 * 1024;
+/// Most envelopes one sidecar may carry.
+pub const SIDECAR_ENVELOPES_MAX: usize = 64;
+/// Largest encrypted metadata blob in a sidecar.
+pub const METADATA_BYTES_MAX: usize = 16 * 1024;
+/// Most transactions in one block.
+pub const BLOCK_TXS_MAX: usize = 2_000;
+/// Largest encoded block.
+pub const BLOCK_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// How far a block's time may run ahead of a validator's clock.
+pub const BLOCK_TIME_DRIFT_MAX_MS: u64 = 2_000;
+/// Longest display name a staff member may carry on the ledger.
+pub const DISPLAY_NAME_BYTES_MAX: usize = 64;
+/// Longest organisation id.
+pub const ORG_ID_BYTES_MAX: usize = 32;
+/// Most organisations in a genesis.
+pub const ORGS_MAX: usize = 64;
+/// Most validators in a genesis.
+pub const VALIDATORS_MAX: usize = 64;
+/// Longest public encryption key (X-Wing: 1,216 bytes).
+pub const ENCRYPTION_KEY_BYTES_MAX: usize = 1_216;
+/// Largest record ciphertext accepted by the blob store.
+pub const RECORD_CIPHERTEXT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Longest a grant may run.
+pub const GRANT_TTL_MS_MAX: u64 = 10 * 365 * 24 * 3600 * 1000;
+/// Transactions waiting in one validator's mempool.
+pub const MEMPOOL_TXS_MAX: usize = 50_000;
+/// Page size of list and audit queries.
+pub const PAGE_ITEMS_MAX: usize = 1_000;
+/// Window in which a signed API request is accepted.
+pub const REQUEST_SKEW_MS_MAX: u64 = 60_000;
+/// How long after a committed RecordAccess its reader may fetch the ciphertext and envelopes.
+pub const ACCESS_WINDOW_MS: u64 = 10 * 60 * 1000;
