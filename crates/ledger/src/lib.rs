@@ -15,13 +15,13 @@ mod sidecar;
 pub mod state;
 mod tx;
 
-pub use block::{Block, BlockHeader, BlockError};
-pub use exec::{BlockContext, BlockInvalid, Execution, execute_block};
+pub use block::{Block, BlockError, BlockHeader, check_sidecar, results_root, tx_root};
+pub use exec::{BlockContext, BlockInvalid, Execution, Executor, TxInvalid, execute_block};
 pub use genesis::{Genesis, GenesisError, GenesisMember, GenesisOrg, GenesisValidator};
-pub use policy::{Action, Rejection};
+pub use policy::{CHART_HOLDERS_MAX, Rejection};
 pub use sidecar::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, SidecarError};
 pub use state::{StateView, WriteSet};
 pub use tx::{
-    Enroll, Grant, GrantScope, NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Transaction, TxBody, TxKind,
-    TxOutcome, TX_NAMESPACE,
+    Enroll, Grant, GrantScope, NewChartEpoch, RecordAccess, RegisterRecord, Revoke, TX_NAMESPACE,
+    Transaction, TxBody, TxKind, TxOutcome,
 };

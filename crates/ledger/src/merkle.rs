@@ -60,10 +60,11 @@ mod tests {
 
     #[test]
     fn golden_root() {
-        // Pins the tree shape: changing it changes every block hash.
+        // Pins the tree shape (value computed independently: sha256(1‖sha256(1‖H(0‖a)‖H(0‖b))‖H(0‖c)));
+        // changing it changes every block hash.
         assert_eq!(
             root(&[b"a".as_slice(), b"b", b"c"]).to_hex(),
-            "17fdc3ee8e7aa1f06afe0e1ae3a4f13e0c6a8e0fb0d5cd3a2aa3ffdcc3e6e7bd"
+            "36642e73c2540ab121e3a6bf9545b0a24982cd830eb13d3cd19de3ce6c021ec1"
         );
     }
 }

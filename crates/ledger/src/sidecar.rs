@@ -9,7 +9,20 @@ use medledger_types::{ChainId, Digest, MemberId, RecordId, decode_canonical, enc
 use serde::{Deserialize, Serialize};
 
 /// Who can open an envelope: a member, or whoever holds a patient's chart key of an epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KeyHolder {
     Member { member: MemberId },
@@ -17,7 +30,20 @@ pub enum KeyHolder {
 }
 
 /// What secret an envelope wraps: a record version's data key, or a chart key's secret.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KeySubject {
     Record { record: RecordId, version: u32 },
@@ -67,7 +93,9 @@ pub struct SidecarEnvelope {
     pub envelope: Envelope,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 pub struct Sidecar {
     pub envelopes: Vec<SidecarEnvelope>,
     /// Record metadata (resource type, dates, codes) encrypted under the record's data key.
@@ -98,9 +126,13 @@ impl Sidecar {
 
     /// Decodes a sidecar from outside input and checks its limits.
     pub fn decode(bytes: &[u8]) -> Result<Self, SidecarError> {
-        let sidecar: Sidecar = decode_canonical(bytes, SIDECAR_BYTES_MAX).map_err(|_| SidecarError::Malformed)?;
+        let sidecar: Sidecar =
+            decode_canonical(bytes, SIDECAR_BYTES_MAX).map_err(|_| SidecarError::Malformed)?;
         if sidecar.envelopes.len() > SIDECAR_ENVELOPES_MAX
-            || sidecar.metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX)
+            || sidecar
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > METADATA_BYTES_MAX)
         {
             return Err(SidecarError::Malformed);
         }
@@ -109,7 +141,10 @@ impl Sidecar {
 
     /// The envelope for `holder` of `subject`, if this sidecar carries one.
     pub fn envelope_for(&self, holder: KeyHolder, subject: KeySubject) -> Option<&Envelope> {
-        self.envelopes.iter().find(|e| e.holder == holder && e.subject == subject).map(|e| &e.envelope)
+        self.envelopes
+            .iter()
+            .find(|e| e.holder == holder && e.subject == subject)
+            .map(|e| &e.envelope)
     }
 
     /// The holders this sidecar has envelopes for, sorted and without duplicates.
@@ -118,5 +153,115 @@ impl Sidecar {
         holders.sort();
         holders.dedup();
         holders
+    }
+}
+
+/// Whether a transaction of this kind must carry a sidecar.
+pub(crate) fn required(kind: &crate::TxKind) -> bool {
+    use crate::TxKind;
+    match kind {
+        TxKind::Enroll(e) => e.chart_key.is_some(),
+        TxKind::RegisterRecord(_) | TxKind::Grant(_) => true,
+        TxKind::Revoke(r) => r.new_chart.is_some(),
+        TxKind::RecordAccess(_) => false,
+    }
+}
+
+/// Checks, without state, that a sidecar carries exactly the envelopes its transaction names.
+/// What needs state (current chart epoch, record version) is checked during execution.
+pub(crate) fn check_against(
+    tx: &crate::Transaction,
+    sidecar: &Sidecar,
+) -> Result<(), SidecarError> {
+    use crate::{GrantScope, TxKind};
+    let mut seen = std::collections::BTreeSet::new();
+    if !sidecar.envelopes.iter().all(|e| seen.insert(e.holder)) {
+        return Err(SidecarError::Recipients);
+    }
+    if sidecar
+        .envelopes
+        .iter()
+        .any(|e| e.envelope.check().is_err())
+    {
+        return Err(SidecarError::Malformed);
+    }
+    let only_metadata_for_records =
+        sidecar.metadata.is_none() || matches!(tx.body.kind, TxKind::RegisterRecord(_));
+    if !only_metadata_for_records {
+        return Err(SidecarError::Malformed);
+    }
+    let one = |holder: KeyHolder, subject_ok: &dyn Fn(&KeySubject) -> bool| match sidecar
+        .envelopes
+        .as_slice()
+    {
+        [e] if e.holder == holder && subject_ok(&e.subject) => Ok(()),
+        _ => Err(SidecarError::Recipients),
+    };
+    match &tx.body.kind {
+        TxKind::Enroll(e) => one(KeyHolder::Member { member: e.member }, &|s| {
+            *s == KeySubject::Chart {
+                patient: e.member,
+                epoch: 0,
+            }
+        }),
+        TxKind::RegisterRecord(r) => {
+            let mut named: Vec<KeyHolder> = r.recipients.clone();
+            named.sort();
+            named.dedup();
+            let subject = KeySubject::Record {
+                record: r.record,
+                version: r.version,
+            };
+            if named.len() != r.recipients.len()
+                || named != sidecar.holders()
+                || sidecar.envelopes.iter().any(|e| e.subject != subject)
+            {
+                return Err(SidecarError::Recipients);
+            }
+            Ok(())
+        }
+        TxKind::Grant(g) => {
+            let holder = KeyHolder::Member { member: g.grantee };
+            match (g.scope, g.chart_epoch) {
+                (GrantScope::Record(record), None) => one(
+                    holder,
+                    &|s| matches!(s, KeySubject::Record { record: r, .. } if *r == record),
+                ),
+                (GrantScope::All, Some(epoch)) => one(holder, &|s| {
+                    *s == KeySubject::Chart {
+                        patient: g.patient,
+                        epoch,
+                    }
+                }),
+                _ => Err(SidecarError::Recipients),
+            }
+        }
+        TxKind::Revoke(r) => {
+            let Some(new_chart) = &r.new_chart else {
+                return Err(SidecarError::Presence);
+            };
+            let mut named: Vec<KeyHolder> = new_chart
+                .recipients
+                .iter()
+                .map(|m| KeyHolder::Member { member: *m })
+                .collect();
+            named.sort();
+            named.dedup();
+            if named.len() != new_chart.recipients.len()
+                || named != sidecar.holders()
+                || sidecar.envelopes.iter().any(
+                    |e| !matches!(e.subject, KeySubject::Chart { patient, .. } if patient == r.patient),
+                )
+            {
+                return Err(SidecarError::Recipients);
+            }
+            let epochs: std::collections::BTreeSet<_> =
+                sidecar.envelopes.iter().map(|e| e.subject).collect();
+            if epochs.len() > 1 {
+                return Err(SidecarError::Recipients);
+            }
+            Ok(())
+        }
+        TxKind::RecordAccess(_) => Err(SidecarError::Presence),
     }
 }

@@ -1,0 +1,781 @@
+//! The deterministic state machine: a block's transactions applied in order to the state before it.
+//!
+//! A transaction is either *invalid* (wrong chain, unknown signer, bad signature, sidecar that does
+//! not match its digest): it cannot appear in a block, the proposer drops it and a validator that
+//! finds one votes against the block. Or it is *valid* and gets an outcome: applied, or rejected with
+//! a [`Rejection`]. A rejected transaction changes nothing but the signer's nonce, its own result
+//! entry and, when it concerned a patient, a `Denied` event in that patient's audit trail (every
+//! denied attempt is on the ledger). A stale nonce changes nothing at all (a replay must not
+//! overwrite the original's result).
+
+use medledger_crypto::sign::verify_batch;
+use medledger_types::limits::{
+    DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX,
+};
+use medledger_types::{ChainId, Height, MemberId, Role, Timestamp, TxId, encode};
+
+use crate::policy::{CHART_HOLDERS_MAX, Rejection};
+use crate::sidecar::{KeyHolder, KeySubject, Sidecar, SidecarError};
+use crate::state::{
+    AuditAction, AuditEvent, ChartEntry, Decision, EnvelopeRef, GrantEntry, MemberEntry,
+    MemberStatus, Overlay, RecordEntry, StateView, TxResultEntry, WriteSet, keys, last_nonce, read,
+};
+use crate::tx::{
+    Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, TX_NAMESPACE, Transaction,
+    TxKind, TxOutcome,
+};
+
+/// What execution knows about the block: nothing else, in particular no wall clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockContext {
+    pub chain_id: ChainId,
+    pub height: Height,
+    pub time: Timestamp,
+}
+
+/// The result of executing a block: its writes (applied atomically) and one outcome per transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Execution {
+    pub writes: WriteSet,
+    pub results: Vec<TxOutcome>,
+}
+
+/// Why a transaction cannot be in a block at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxInvalid {
+    #[error("transaction is for another chain")]
+    WrongChain,
+    #[error("signer is not enrolled")]
+    UnknownSigner,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("sidecar: {0}")]
+    Sidecar(#[from] SidecarError),
+}
+
+/// Why a block is invalid: the first invalid transaction.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("transaction {index} is invalid: {error}")]
+pub struct BlockInvalid {
+    pub index: usize,
+    pub error: TxInvalid,
+}
+
+/// Applies transactions one at a time on top of a base state; the proposer uses it to build a block
+/// (dropping invalid transactions), [`execute_block`] to check one.
+pub struct Executor<'a, V: StateView + ?Sized> {
+    state: Overlay<'a, V>,
+    ctx: BlockContext,
+    results: Vec<TxOutcome>,
+    audit_index: u32,
+}
+
+/// The writes of one transaction over the block's state so far.
+struct TxState<'s> {
+    outer: &'s dyn StateView,
+    writes: WriteSet,
+}
+
+impl StateView for TxState<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.writes.get(key) {
+            Some(value) => value.clone(),
+            None => self.outer.get(key),
+        }
+    }
+}
+
+impl TxState<'_> {
+    fn put(&mut self, key: Vec<u8>, value: &impl borsh::BorshSerialize) {
+        self.writes.insert(key, Some(encode(value)));
+    }
+    fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+}
+
+/// The marker value of index entries whose key says everything.
+const PRESENT: u8 = 1;
+
+impl<'a, V: StateView + ?Sized> Executor<'a, V> {
+    pub fn new(base: &'a V, ctx: BlockContext) -> Self {
+        Self {
+            state: Overlay::new(base),
+            ctx,
+            results: Vec::new(),
+            audit_index: 0,
+        }
+    }
+
+    /// The state with every transaction applied so far.
+    pub fn view(&self) -> &Overlay<'a, V> {
+        &self.state
+    }
+
+    /// Applies one transaction. `signature_checked` skips the signature check when the caller
+    /// already verified it (in a batch) against the key this state holds for the signer.
+    pub fn apply(
+        &mut self,
+        tx: &Transaction,
+        sidecar: Option<&[u8]>,
+        signature_checked: bool,
+    ) -> Result<&TxOutcome, TxInvalid> {
+        let body = &tx.body;
+        if body.chain_id != self.ctx.chain_id {
+            return Err(TxInvalid::WrongChain);
+        }
+        let signer: MemberEntry =
+            read(&self.state, &keys::member(&body.signer)).ok_or(TxInvalid::UnknownSigner)?;
+        if !signature_checked && !tx.verify_signature(&signer.signing_key) {
+            return Err(TxInvalid::BadSignature);
+        }
+        let sidecar = crate::block::check_sidecar(tx, sidecar)?;
+
+        let index = self.results.len();
+        if body.nonce <= last_nonce(&self.state, &body.signer) {
+            self.results.push(TxOutcome::Rejected {
+                reason: Rejection::StaleNonce,
+            });
+            return Ok(&self.results[index]);
+        }
+        let tx_id = tx.id();
+        let mut local = TxState {
+            outer: &self.state,
+            writes: WriteSet::new(),
+        };
+        let outcome = if signer.status == MemberStatus::Suspended {
+            Err(Rejection::SignerSuspended)
+        } else {
+            let mut run = Run {
+                state: &mut local,
+                ctx: self.ctx,
+                signer: &signer,
+                tx_id,
+                sidecar: sidecar.as_ref(),
+            };
+            run.kind(&body.kind)
+        };
+        let mut writes = match outcome {
+            Ok(audit) => {
+                let mut writes = local.writes;
+                if let Some((patient, event)) = audit {
+                    writes.insert(
+                        keys::audit(&patient, self.ctx.height, self.audit_index),
+                        Some(encode(&event)),
+                    );
+                    self.audit_index += 1;
+                }
+                self.results.push(TxOutcome::Applied);
+                writes
+            }
+            Err(reason) => {
+                let denied =
+                    denial_event(&self.state, &signer, &body.kind, reason, tx_id, self.ctx);
+                let mut writes = WriteSet::new();
+                if let Some((patient, event)) = denied {
+                    writes.insert(
+                        keys::audit(&patient, self.ctx.height, self.audit_index),
+                        Some(encode(&event)),
+                    );
+                    self.audit_index += 1;
+                }
+                self.results.push(TxOutcome::Rejected { reason });
+                writes
+            }
+        };
+        writes.insert(keys::nonce(&body.signer), Some(encode(&body.nonce)));
+        let result = TxResultEntry {
+            height: self.ctx.height,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            time: self.ctx.time,
+            signer: body.signer,
+            outcome: self.results[index].clone(),
+        };
+        writes.insert(keys::tx_result(&tx_id), Some(encode(&result)));
+        self.state.writes.extend(writes);
+        Ok(&self.results[index])
+    }
+
+    pub fn finish(self) -> Execution {
+        Execution {
+            writes: self.state.writes,
+            results: self.results,
+        }
+    }
+}
+
+/// Executes a whole block on top of `base`. Signatures of signers already enrolled before the block
+/// are checked in one batch; those enrolled within the block, one by one as they are reached.
+pub fn execute_block<V: StateView + ?Sized>(
+    base: &V,
+    ctx: BlockContext,
+    txs: &[Transaction],
+    sidecars: &[Option<Vec<u8>>],
+) -> Result<Execution, BlockInvalid> {
+    let mut pre_checked = vec![false; txs.len()];
+    let mut batch = Vec::with_capacity(txs.len());
+    let mut batch_index = Vec::with_capacity(txs.len());
+    let signed: Vec<Vec<u8>> = txs.iter().map(Transaction::signed_bytes).collect();
+    for (index, tx) in txs.iter().enumerate() {
+        if let Some(signer) = read::<MemberEntry>(base, &keys::member(&tx.body.signer)) {
+            batch.push((signer.signing_key, signed[index].as_slice(), tx.signature));
+            batch_index.push(index);
+        }
+    }
+    if !batch.is_empty() {
+        if verify_batch(TX_NAMESPACE, &batch) {
+            for index in batch_index {
+                pre_checked[index] = true;
+            }
+        }
+        // A failed batch falls back to one-by-one checks, which name the culprit.
+    }
+    let mut executor = Executor::new(base, ctx);
+    for (index, tx) in txs.iter().enumerate() {
+        let sidecar = sidecars.get(index).and_then(|s| s.as_deref());
+        executor
+            .apply(tx, sidecar, pre_checked[index])
+            .map_err(|error| BlockInvalid { index, error })?;
+    }
+    Ok(executor.finish())
+}
+
+/// The audit event of a rejected transaction, filed under the patient it concerned (if any).
+fn denial_event(
+    state: &dyn StateView,
+    signer: &MemberEntry,
+    kind: &TxKind,
+    reason: Rejection,
+    tx: TxId,
+    ctx: BlockContext,
+) -> Option<(MemberId, AuditEvent)> {
+    let is_patient = |m: &MemberId| {
+        read::<MemberEntry>(state, &keys::member(m)).is_some_and(|e| e.role == Role::Patient)
+    };
+    let (patient, action, purpose) = match kind {
+        TxKind::Enroll(_) => return None,
+        TxKind::RegisterRecord(r) => (
+            r.patient,
+            AuditAction::Write {
+                record: r.record,
+                version: r.version,
+            },
+            None,
+        ),
+        TxKind::Grant(g) => (
+            g.patient,
+            AuditAction::Grant {
+                grantee: g.grantee,
+                scope: g.scope,
+                write: g.write,
+                expires_at: g.expires_at,
+            },
+            None,
+        ),
+        TxKind::Revoke(r) => (
+            r.patient,
+            AuditAction::Revoke {
+                grantee: r.grantee,
+                scope: r.scope,
+            },
+            None,
+        ),
+        TxKind::RecordAccess(a) => {
+            let record: RecordEntry = read(state, &keys::record(&a.record))?;
+            (
+                record.patient,
+                AuditAction::Read {
+                    record: a.record,
+                    version: a.version,
+                },
+                Some(a.purpose),
+            )
+        }
+    };
+    if !is_patient(&patient) {
+        return None;
+    }
+    Some((
+        patient,
+        event(
+            signer,
+            tx,
+            ctx,
+            action,
+            purpose,
+            Decision::Denied { reason },
+        ),
+    ))
+}
+
+fn event(
+    signer: &MemberEntry,
+    tx: TxId,
+    ctx: BlockContext,
+    action: AuditAction,
+    purpose: Option<medledger_types::PurposeOfUse>,
+    decision: Decision,
+) -> AuditEvent {
+    AuditEvent {
+        tx,
+        height: ctx.height,
+        time: ctx.time,
+        actor: signer.id,
+        actor_org: signer.org.clone(),
+        actor_role: signer.role,
+        action,
+        purpose,
+        decision,
+    }
+}
+
+/// One transaction's policy checks and writes. Every check comes before the first write.
+struct Run<'r, 's> {
+    state: &'r mut TxState<'s>,
+    ctx: BlockContext,
+    signer: &'r MemberEntry,
+    tx_id: TxId,
+    sidecar: Option<&'r Sidecar>,
+}
+
+/// An applied transaction may leave one audit event in a patient's trail.
+type Applied = Option<(MemberId, AuditEvent)>;
+
+impl Run<'_, '_> {
+    fn kind(&mut self, kind: &TxKind) -> Result<Applied, Rejection> {
+        match kind {
+            TxKind::Enroll(e) => self.enroll(e).map(|()| None),
+            TxKind::RegisterRecord(r) => self.register(r),
+            TxKind::Grant(g) => self.grant(g),
+            TxKind::Revoke(r) => self.revoke(r),
+            TxKind::RecordAccess(a) => self.access(a),
+        }
+    }
+
+    fn member(&self, id: &MemberId) -> Option<MemberEntry> {
+        read(self.state, &keys::member(id))
+    }
+
+    fn chart(&self, patient: &MemberId) -> Result<(MemberEntry, ChartEntry), Rejection> {
+        let entry = self
+            .member(patient)
+            .filter(|m| m.role == Role::Patient)
+            .ok_or(Rejection::UnknownPatient)?;
+        let chart = read(self.state, &keys::chart(patient)).ok_or(Rejection::UnknownPatient)?;
+        Ok((entry, chart))
+    }
+
+    fn audit(
+        &self,
+        patient: MemberId,
+        action: AuditAction,
+        purpose: Option<medledger_types::PurposeOfUse>,
+    ) -> Applied {
+        Some((
+            patient,
+            event(
+                self.signer,
+                self.tx_id,
+                self.ctx,
+                action,
+                purpose,
+                Decision::Allowed,
+            ),
+        ))
+    }
+
+    fn put_envelope(&mut self, subject: KeySubject, holder: KeyHolder) {
+        let sidecar = self
+            .sidecar
+            .map(Sidecar::digest)
+            .expect("envelopes come from a checked sidecar");
+        self.state.put(
+            keys::envelope(&subject, &holder),
+            &EnvelopeRef {
+                sidecar,
+                tx: self.tx_id,
+            },
+        );
+    }
+
+    /// A patient acting on their own chart.
+    fn require_patient(&self, patient: &MemberId) -> Result<(), Rejection> {
+        if self.signer.role == Role::Admin {
+            return Err(Rejection::AdminHasNoClinicalAccess);
+        }
+        if self.signer.id != *patient || self.signer.role != Role::Patient {
+            return Err(Rejection::NotThePatient);
+        }
+        Ok(())
+    }
+
+    fn grant_entry(
+        &self,
+        patient: &MemberId,
+        grantee: &MemberId,
+        scope: &GrantScope,
+    ) -> Option<GrantEntry> {
+        read(self.state, &keys::grant(patient, grantee, scope))
+    }
+
+    fn enroll(&mut self, e: &Enroll) -> Result<(), Rejection> {
+        if read::<crate::state::OrgEntry>(self.state, &keys::org(&e.org)).is_none() {
+            return Err(Rejection::UnknownOrg);
+        }
+        if self.signer.role != Role::Admin || self.signer.org != e.org {
+            return Err(Rejection::NotAdminOfOrg);
+        }
+        if self.member(&e.member).is_some() {
+            return Err(Rejection::MemberExists);
+        }
+        if self.state.get(&keys::signing_key(&e.signing_key)).is_some() {
+            return Err(Rejection::KeyInUse);
+        }
+        let is_patient = e.role == Role::Patient;
+        let name_ok = match &e.display_name {
+            None => true,
+            Some(name) => {
+                !is_patient
+                    && !name.is_empty()
+                    && name.len() <= DISPLAY_NAME_BYTES_MAX
+                    && !name.chars().any(char::is_control)
+            }
+        };
+        let keys_ok = e.signing_key.check().is_ok()
+            && e.encryption_key.check().is_ok()
+            && e.chart_key.as_ref().is_none_or(|k| k.check().is_ok());
+        if !name_ok || !keys_ok || is_patient != e.chart_key.is_some() {
+            return Err(Rejection::InvalidEnrollment);
+        }
+        let entry = MemberEntry {
+            id: e.member,
+            org: e.org.clone(),
+            role: e.role,
+            signing_key: e.signing_key,
+            encryption_key: e.encryption_key.clone(),
+            display_name: e.display_name.clone(),
+            status: MemberStatus::Active,
+            enrolled_at: self.ctx.time,
+            enrolled_by: Some(self.signer.id),
+        };
+        self.state.put(keys::member(&e.member), &entry);
+        self.state.put(keys::signing_key(&e.signing_key), &e.member);
+        if let Some(chart_key) = &e.chart_key {
+            let chart = ChartEntry {
+                patient: e.member,
+                epoch: 0,
+                public_key: chart_key.clone(),
+                holders: vec![],
+            };
+            self.state.put(keys::chart(&e.member), &chart);
+            self.put_envelope(
+                KeySubject::Chart {
+                    patient: e.member,
+                    epoch: 0,
+                },
+                KeyHolder::Member { member: e.member },
+            );
+        }
+        Ok(())
+    }
+
+    fn register(&mut self, r: &RegisterRecord) -> Result<Applied, Rejection> {
+        let (_, chart) = self.chart(&r.patient)?;
+        if self.signer.id != r.patient {
+            match self.signer.role {
+                Role::Admin => return Err(Rejection::AdminHasNoClinicalAccess),
+                Role::Doctor => {
+                    match self.grant_entry(&r.patient, &self.signer.id, &GrantScope::All) {
+                        Some(g) if g.write && g.is_live(self.ctx.time) => {}
+                        Some(g) if g.write => return Err(Rejection::GrantExpired),
+                        _ => return Err(Rejection::NoWriteGrant),
+                    }
+                }
+                _ => return Err(Rejection::NotAllowedToWrite),
+            }
+        } else if self.signer.role != Role::Patient {
+            return Err(Rejection::NotAllowedToWrite);
+        }
+        if self.state.get(&keys::record(&r.record)).is_some() {
+            return Err(Rejection::RecordExists);
+        }
+        if r.version != 1 {
+            return Err(Rejection::VersionMismatch);
+        }
+        if r.size_bytes > RECORD_CIPHERTEXT_BYTES_MAX {
+            return Err(Rejection::TooLarge);
+        }
+        let chart_holder = KeyHolder::Chart {
+            patient: r.patient,
+            epoch: chart.epoch,
+        };
+        let author_holder = KeyHolder::Member {
+            member: self.signer.id,
+        };
+        for holder in &r.recipients {
+            match holder {
+                KeyHolder::Member { member } => {
+                    if self.member(member).is_none() {
+                        return Err(Rejection::UnknownRecipient);
+                    }
+                }
+                KeyHolder::Chart { patient, epoch } => {
+                    if *patient != r.patient {
+                        return Err(Rejection::UnknownRecipient);
+                    }
+                    if *epoch != chart.epoch {
+                        return Err(Rejection::StaleChartEpoch);
+                    }
+                }
+            }
+        }
+        if !r.recipients.contains(&chart_holder) || !r.recipients.contains(&author_holder) {
+            return Err(Rejection::RecipientsMissing);
+        }
+        let sidecar = self
+            .sidecar
+            .map(Sidecar::digest)
+            .ok_or(Rejection::EnvelopeMissing)?;
+        let entry = RecordEntry {
+            record: r.record,
+            patient: r.patient,
+            author: self.signer.id,
+            version: r.version,
+            digest: r.digest,
+            size_bytes: r.size_bytes,
+            sidecar,
+            chart_epoch: chart.epoch,
+            created_at: self.ctx.time,
+            created_height: self.ctx.height,
+        };
+        self.state.put(keys::record(&r.record), &entry);
+        self.state
+            .put(keys::patient_record(&r.patient, &r.record), &PRESENT);
+        let subject = KeySubject::Record {
+            record: r.record,
+            version: r.version,
+        };
+        for holder in &r.recipients {
+            self.put_envelope(subject, *holder);
+        }
+        Ok(self.audit(
+            r.patient,
+            AuditAction::Write {
+                record: r.record,
+                version: r.version,
+            },
+            None,
+        ))
+    }
+
+    fn grant(&mut self, g: &Grant) -> Result<Applied, Rejection> {
+        self.require_patient(&g.patient)?;
+        let (_, mut chart) = self.chart(&g.patient)?;
+        let grantee = self.member(&g.grantee).ok_or(Rejection::UnknownMember)?;
+        if grantee.status != MemberStatus::Active {
+            return Err(Rejection::UnknownMember);
+        }
+        if !grantee.role.is_clinical() {
+            return Err(Rejection::GranteeNotClinical);
+        }
+        if g.write && (grantee.role != Role::Doctor || g.scope != GrantScope::All) {
+            return Err(Rejection::WriteOnlyForDoctors);
+        }
+        if let Some(expires) = g.expires_at {
+            let latest = self
+                .ctx
+                .time
+                .checked_add_ms(GRANT_TTL_MS_MAX)
+                .unwrap_or(Timestamp::new(u64::MAX));
+            if expires <= self.ctx.time || expires > latest {
+                return Err(Rejection::BadExpiry);
+            }
+        }
+        let envelope = self
+            .sidecar
+            .and_then(|s| s.envelopes.first())
+            .ok_or(Rejection::EnvelopeMissing)?;
+        let holder = KeyHolder::Member { member: g.grantee };
+        match g.scope {
+            GrantScope::Record(record) => {
+                let entry: RecordEntry =
+                    read(self.state, &keys::record(&record)).ok_or(Rejection::UnknownRecord)?;
+                if entry.patient != g.patient {
+                    return Err(Rejection::WrongPatient);
+                }
+                let subject = KeySubject::Record {
+                    record,
+                    version: entry.version,
+                };
+                if envelope.subject != subject {
+                    return Err(Rejection::VersionMismatch);
+                }
+                self.put_envelope(subject, holder);
+            }
+            GrantScope::All => {
+                if g.chart_epoch != Some(chart.epoch) {
+                    return Err(Rejection::StaleChartEpoch);
+                }
+                if let Err(at) = chart.holders.binary_search(&g.grantee) {
+                    if chart.holders.len() >= CHART_HOLDERS_MAX {
+                        return Err(Rejection::TooManyHolders);
+                    }
+                    chart.holders.insert(at, g.grantee);
+                }
+                self.state.put(keys::chart(&g.patient), &chart);
+                self.put_envelope(
+                    KeySubject::Chart {
+                        patient: g.patient,
+                        epoch: chart.epoch,
+                    },
+                    holder,
+                );
+            }
+        }
+        let entry = GrantEntry {
+            patient: g.patient,
+            grantee: g.grantee,
+            scope: g.scope,
+            write: g.write,
+            granted_at: self.ctx.time,
+            expires_at: g.expires_at,
+            tx: self.tx_id,
+        };
+        self.state
+            .put(keys::grant(&g.patient, &g.grantee, &g.scope), &entry);
+        let action = AuditAction::Grant {
+            grantee: g.grantee,
+            scope: g.scope,
+            write: g.write,
+            expires_at: g.expires_at,
+        };
+        Ok(self.audit(g.patient, action, None))
+    }
+
+    fn revoke(&mut self, r: &Revoke) -> Result<Applied, Rejection> {
+        self.require_patient(&r.patient)?;
+        let (_, chart) = self.chart(&r.patient)?;
+        if self.member(&r.grantee).is_none() {
+            return Err(Rejection::UnknownMember);
+        }
+        match r.scope {
+            GrantScope::Record(record) => {
+                if r.new_chart.is_some() {
+                    return Err(Rejection::NewChartRequired);
+                }
+                let entry: RecordEntry =
+                    read(self.state, &keys::record(&record)).ok_or(Rejection::UnknownRecord)?;
+                if entry.patient != r.patient {
+                    return Err(Rejection::WrongPatient);
+                }
+                let grant_key = keys::grant(&r.patient, &r.grantee, &r.scope);
+                let has_grant = self.state.get(&grant_key).is_some();
+                let author_key = keys::author_revoked(&record, &r.grantee);
+                let is_author = entry.author == r.grantee && self.state.get(&author_key).is_none();
+                if !has_grant && !is_author {
+                    return Err(Rejection::NoSuchGrant);
+                }
+                self.state.delete(grant_key);
+                if is_author {
+                    self.state.put(author_key, &PRESENT);
+                }
+            }
+            GrantScope::All => {
+                let grant_key = keys::grant(&r.patient, &r.grantee, &GrantScope::All);
+                if self.state.get(&grant_key).is_none() {
+                    return Err(Rejection::NoSuchGrant);
+                }
+                let new_chart = r.new_chart.as_ref().ok_or(Rejection::NewChartRequired)?;
+                let now = self.ctx.time;
+                let mut remaining: Vec<MemberId> = chart
+                    .holders
+                    .iter()
+                    .copied()
+                    .filter(|m| *m != r.grantee)
+                    .filter(|m| {
+                        self.grant_entry(&r.patient, m, &GrantScope::All)
+                            .is_some_and(|g| g.is_live(now))
+                    })
+                    .collect();
+                let mut expected = remaining.clone();
+                expected.push(r.patient);
+                expected.sort();
+                let mut named = new_chart.recipients.clone();
+                named.sort();
+                let epoch = chart
+                    .epoch
+                    .checked_add(1)
+                    .ok_or(Rejection::NewChartRequired)?;
+                let subject = KeySubject::Chart {
+                    patient: r.patient,
+                    epoch,
+                };
+                let sidecar_ok = self
+                    .sidecar
+                    .is_some_and(|s| s.envelopes.iter().all(|e| e.subject == subject));
+                if named != expected || !sidecar_ok || new_chart.public_key.check().is_err() {
+                    return Err(Rejection::NewChartRequired);
+                }
+                remaining.sort();
+                self.state.delete(grant_key);
+                let next = ChartEntry {
+                    patient: r.patient,
+                    epoch,
+                    public_key: new_chart.public_key.clone(),
+                    holders: remaining,
+                };
+                self.state.put(keys::chart(&r.patient), &next);
+                for member in &new_chart.recipients {
+                    self.put_envelope(subject, KeyHolder::Member { member: *member });
+                }
+            }
+        }
+        Ok(self.audit(
+            r.patient,
+            AuditAction::Revoke {
+                grantee: r.grantee,
+                scope: r.scope,
+            },
+            None,
+        ))
+    }
+
+    fn access(&mut self, a: &RecordAccess) -> Result<Applied, Rejection> {
+        let entry: RecordEntry =
+            read(self.state, &keys::record(&a.record)).ok_or(Rejection::UnknownRecord)?;
+        if entry.version != a.version {
+            return Err(Rejection::VersionMismatch);
+        }
+        if self.signer.role == Role::Admin {
+            return Err(Rejection::AdminHasNoClinicalAccess);
+        }
+        let me = self.signer.id;
+        let now = self.ctx.time;
+        let is_patient = me == entry.patient && self.signer.role == Role::Patient;
+        let is_author = me == entry.author
+            && self
+                .state
+                .get(&keys::author_revoked(&a.record, &me))
+                .is_none();
+        let grants = [GrantScope::Record(a.record), GrantScope::All]
+            .map(|s| self.grant_entry(&entry.patient, &me, &s));
+        let live_grant = grants.iter().flatten().any(|g| g.is_live(now));
+        if !(is_patient || is_author || live_grant) {
+            let expired = grants.iter().flatten().next().is_some();
+            return Err(if expired {
+                Rejection::GrantExpired
+            } else {
+                Rejection::AccessDenied
+            });
+        }
+        Ok(self.audit(
+            entry.patient,
+            AuditAction::Read {
+                record: a.record,
+                version: a.version,
+            },
+            Some(a.purpose),
+        ))
+    }
+}

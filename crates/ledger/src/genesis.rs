@@ -1,0 +1,187 @@
+//! Genesis: the organisations with their admin keys, and the validators. Every validator derives
+//! the same chain id (a hash of the whole genesis) and the same initial state from it.
+
+use std::collections::BTreeSet;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use medledger_crypto::sign::VerifyingKey;
+use medledger_crypto::wrap::EncryptionKey;
+use medledger_types::limits::{DISPLAY_NAME_BYTES_MAX, ORGS_MAX, VALIDATORS_MAX};
+use medledger_types::{ChainId, MemberId, OrgId, Role, Timestamp, encode};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{MemberEntry, MemberStatus, OrgEntry, WriteSet, keys};
+
+/// An organisation's admin, by public keys only (the admin made them on their side).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct GenesisMember {
+    pub member: MemberId,
+    pub signing_key: VerifyingKey,
+    pub encryption_key: EncryptionKey,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct GenesisOrg {
+    pub id: OrgId,
+    pub name: String,
+    pub admin: GenesisMember,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct GenesisValidator {
+    pub org: OrgId,
+    /// The validator's consensus key (Ed25519).
+    pub public_key: VerifyingKey,
+    /// Where its peers reach it (`host:port`).
+    pub p2p_address: String,
+    /// Where clients reach its API (`host:port`).
+    pub api_address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Genesis {
+    pub chain_name: String,
+    /// Milliseconds since the Unix epoch; the time of block 0.
+    pub created_at: Timestamp,
+    pub orgs: Vec<GenesisOrg>,
+    pub validators: Vec<GenesisValidator>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenesisError {
+    #[error("genesis is not valid JSON for this version: {0}")]
+    Json(String),
+    #[error("genesis needs 1 to {ORGS_MAX} organisations with distinct ids")]
+    Orgs,
+    #[error("genesis needs 1 to {VALIDATORS_MAX} validators with distinct keys and addresses")]
+    Validators,
+    #[error("validator of unknown organisation {0}")]
+    UnknownOrg(String),
+    #[error("organisation {org} holds {count} validators, more than f = {f} of {n}")]
+    TooManyValidators {
+        org: String,
+        count: usize,
+        n: usize,
+        f: usize,
+    },
+    #[error("admin keys of organisation {0} are malformed or reused")]
+    AdminKeys(String),
+    #[error("names must be 1 to {DISPLAY_NAME_BYTES_MAX} printable bytes")]
+    Name,
+}
+
+impl Genesis {
+    pub fn from_json(text: &str) -> Result<Self, GenesisError> {
+        let genesis: Genesis =
+            serde_json::from_str(text).map_err(|e| GenesisError::Json(e.to_string()))?;
+        genesis.validate()?;
+        Ok(genesis)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("genesis serializes")
+    }
+
+    /// The chain id: SHA-256 over a domain tag and the canonical encoding of the whole genesis.
+    pub fn chain_id(&self) -> ChainId {
+        let mut bytes = b"medledger/genesis/v1".to_vec();
+        bytes.extend_from_slice(&encode(self));
+        ChainId::new(medledger_crypto::sha256(&bytes))
+    }
+
+    /// The most validators that may fail (Byzantine): n = 3f + 1.
+    pub fn max_faulty(&self) -> usize {
+        self.validators.len().saturating_sub(1) / 3
+    }
+
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        let printable = |s: &str| {
+            !s.is_empty() && s.len() <= DISPLAY_NAME_BYTES_MAX && !s.chars().any(char::is_control)
+        };
+        if !printable(&self.chain_name) {
+            return Err(GenesisError::Name);
+        }
+        let ids: BTreeSet<&OrgId> = self.orgs.iter().map(|o| &o.id).collect();
+        if self.orgs.is_empty() || self.orgs.len() > ORGS_MAX || ids.len() != self.orgs.len() {
+            return Err(GenesisError::Orgs);
+        }
+        let mut signing = BTreeSet::new();
+        let mut members = BTreeSet::new();
+        for org in &self.orgs {
+            let a = &org.admin;
+            if !printable(&org.name)
+                || a.signing_key.check().is_err()
+                || a.encryption_key.check().is_err()
+                || !signing.insert(a.signing_key)
+                || !members.insert(a.member)
+            {
+                return Err(GenesisError::AdminKeys(org.id.to_string()));
+            }
+        }
+        let n = self.validators.len();
+        let keys: BTreeSet<_> = self.validators.iter().map(|v| v.public_key).collect();
+        let addresses: BTreeSet<_> = self.validators.iter().map(|v| &v.p2p_address).collect();
+        if n == 0 || n > VALIDATORS_MAX || keys.len() != n || addresses.len() != n {
+            return Err(GenesisError::Validators);
+        }
+        for v in &self.validators {
+            if !ids.contains(&v.org) {
+                return Err(GenesisError::UnknownOrg(v.org.to_string()));
+            }
+            if v.public_key.check().is_err()
+                || v.p2p_address.len() > 255
+                || v.api_address.len() > 255
+            {
+                return Err(GenesisError::Validators);
+            }
+        }
+        // A consortium (n >= 4) must not let one organisation hold more than f validators;
+        // smaller networks are development mode.
+        if n >= 4 {
+            let f = self.max_faulty();
+            for org in &self.orgs {
+                let count = self.validators.iter().filter(|v| v.org == org.id).count();
+                if count > f {
+                    return Err(GenesisError::TooManyValidators {
+                        org: org.id.to_string(),
+                        count,
+                        n,
+                        f,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The state of block 0: organisations and their admins.
+    pub fn state(&self) -> WriteSet {
+        let mut writes = WriteSet::new();
+        for org in &self.orgs {
+            let entry = OrgEntry {
+                id: org.id.clone(),
+                name: org.name.clone(),
+                admin: org.admin.member,
+            };
+            writes.insert(keys::org(&org.id), Some(encode(&entry)));
+            let admin = MemberEntry {
+                id: org.admin.member,
+                org: org.id.clone(),
+                role: Role::Admin,
+                signing_key: org.admin.signing_key,
+                encryption_key: org.admin.encryption_key.clone(),
+                display_name: None,
+                status: MemberStatus::Active,
+                enrolled_at: self.created_at,
+                enrolled_by: None,
+            };
+            writes.insert(keys::member(&org.admin.member), Some(encode(&admin)));
+            writes.insert(
+                keys::signing_key(&org.admin.signing_key),
+                Some(encode(&org.admin.member)),
+            );
+        }
+        writes
+    }
+}

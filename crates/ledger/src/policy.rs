@@ -1,0 +1,143 @@
+//! Why a transaction was rejected. Structured, so clients can map a reason to an exit code and an
+//! auditor can count denials by kind; the text never names a patient.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The nonce is not above the signer's last one (a replay or a reordering).
+    StaleNonce,
+    /// The signer is enrolled but suspended.
+    SignerSuspended,
+    /// Only an admin of the member's organisation may enrol it.
+    NotAdminOfOrg,
+    UnknownOrg,
+    MemberExists,
+    /// The signing key is already enrolled for another member.
+    KeyInUse,
+    /// Keys, display name or chart key do not fit the role.
+    InvalidEnrollment,
+    /// Only the patient may do this on their chart.
+    NotThePatient,
+    UnknownPatient,
+    UnknownMember,
+    /// Grants go only to clinical members (doctor, nurse, emergency).
+    GranteeNotClinical,
+    /// `--write` is only for doctors, and only with `--all`.
+    WriteOnlyForDoctors,
+    /// A doctor adds records only for a patient who granted them `--all --write`.
+    NoWriteGrant,
+    /// A record is created by its patient or a doctor holding the patient's write grant.
+    NotAllowedToWrite,
+    RecordExists,
+    UnknownRecord,
+    /// The record belongs to another patient.
+    WrongPatient,
+    VersionMismatch,
+    /// The record's envelopes must cover the patient's current chart key and the author.
+    RecipientsMissing,
+    /// An envelope is addressed to a member or chart key that does not exist.
+    UnknownRecipient,
+    /// The envelope is for an older chart epoch than the current one.
+    StaleChartEpoch,
+    /// The expiry is not after the block time or is too far ahead.
+    BadExpiry,
+    /// The sidecar does not carry the envelope this transaction needs.
+    EnvelopeMissing,
+    NoSuchGrant,
+    /// Revoking `--all` must move the chart key to a new epoch for exactly the remaining holders.
+    NewChartRequired,
+    /// The record is over the size limit.
+    TooLarge,
+    /// An admin manages identities; it has no clinical access.
+    AdminHasNoClinicalAccess,
+    /// No grant, authorship or ownership allows this read.
+    AccessDenied,
+    /// The grant that allowed it has expired.
+    GrantExpired,
+    /// A chart key is shared with at most [`CHART_HOLDERS_MAX`] `--all` grantees.
+    TooManyHolders,
+}
+
+/// The most `--all` grantees of one chart (each holds an envelope of the chart key).
+pub const CHART_HOLDERS_MAX: usize = medledger_types::limits::SIDECAR_ENVELOPES_MAX - 1;
+
+impl Rejection {
+    /// Denials of access (exit code 3), as opposed to malformed or stale requests.
+    pub fn is_access_denial(self) -> bool {
+        matches!(
+            self,
+            Rejection::NotAdminOfOrg
+                | Rejection::NotThePatient
+                | Rejection::NoWriteGrant
+                | Rejection::NotAllowedToWrite
+                | Rejection::AdminHasNoClinicalAccess
+                | Rejection::AccessDenied
+                | Rejection::GrantExpired
+                | Rejection::SignerSuspended
+                | Rejection::WriteOnlyForDoctors
+                | Rejection::GranteeNotClinical
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::StaleNonce => "stale nonce",
+            Rejection::SignerSuspended => "signer is suspended",
+            Rejection::NotAdminOfOrg => "only an admin of the member's organisation may enrol it",
+            Rejection::UnknownOrg => "unknown organisation",
+            Rejection::MemberExists => "member already enrolled",
+            Rejection::KeyInUse => "signing key already enrolled",
+            Rejection::InvalidEnrollment => "keys, display name or chart key do not fit the role",
+            Rejection::NotThePatient => "only the patient may do this",
+            Rejection::UnknownPatient => "unknown patient",
+            Rejection::UnknownMember => "unknown member",
+            Rejection::GranteeNotClinical => "grants go only to clinical members",
+            Rejection::WriteOnlyForDoctors => "--write is only for doctors, with --all",
+            Rejection::NoWriteGrant => "no write grant from the patient",
+            Rejection::NotAllowedToWrite => {
+                "only the patient or a doctor with a write grant may add records"
+            }
+            Rejection::RecordExists => "record already exists",
+            Rejection::UnknownRecord => "unknown record",
+            Rejection::WrongPatient => "record belongs to another patient",
+            Rejection::VersionMismatch => "record version mismatch",
+            Rejection::RecipientsMissing => {
+                "envelopes must cover the patient's chart key and the author"
+            }
+            Rejection::UnknownRecipient => "envelope for an unknown member or chart key",
+            Rejection::StaleChartEpoch => "stale chart epoch",
+            Rejection::BadExpiry => "expiry must be in the future and within the limit",
+            Rejection::EnvelopeMissing => "the sidecar lacks a required envelope",
+            Rejection::NoSuchGrant => "no such grant",
+            Rejection::NewChartRequired => {
+                "revoking --all needs a new chart epoch for exactly the remaining holders"
+            }
+            Rejection::TooLarge => "record is over the size limit",
+            Rejection::AdminHasNoClinicalAccess => "an admin has no clinical access",
+            Rejection::AccessDenied => "access denied",
+            Rejection::GrantExpired => "grant expired",
+            Rejection::TooManyHolders => "too many --all grantees on this chart",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

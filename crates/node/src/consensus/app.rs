@@ -1,0 +1,162 @@
+//! The engine-facing application: turns the marshal's propose and verify requests into calls on
+//! the [`Ledger`], and checks what only consensus knows (who led the view) before the ledger sees a
+//! block.
+//!
+//! The marshal's [`Inline`](commonware_consensus::marshal::standard::Inline) wrapper has already
+//! checked, before `verify` is called, that the block's parent is the one consensus names and that
+//! its height is the parent's plus one; this module re-checks both (cheaply) so the ledger can rely
+//! on them, and adds the proposer and chain-id checks.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use commonware_consensus::marshal::ancestry::Ancestry;
+use commonware_consensus::simplex::types::Context;
+use commonware_consensus::Application;
+use commonware_cryptography::{Digested, Digestible, ed25519};
+use commonware_runtime::Clock;
+use futures::StreamExt as _;
+use futures::future::{Either, select};
+use medledger_ledger::Block;
+use tracing::{debug, warn};
+
+use super::Ledger;
+use super::block::{ChainBlock, Digest};
+
+/// The engine's per-view context: round, leader and the parent (view, digest) to build on.
+pub(crate) type ViewContext = Context<Digest, ed25519::PublicKey>;
+
+/// Adapter from the marshal's [`Application`] to a [`Ledger`].
+#[derive(Clone)]
+pub(crate) struct Glue<L> {
+    ledger: L,
+    /// Validators in genesis order; a block's `proposer` is an index into this list.
+    validators: Arc<Vec<ed25519::PublicKey>>,
+    /// This validator's index in `validators`.
+    index: u32,
+    /// Longest the ledger may take to build a proposal before the glue declines the view.
+    propose_budget: Duration,
+    /// Shortest time a declined proposal takes, so an idle leader does not spin through views.
+    idle_propose: Duration,
+}
+
+impl<L: Ledger> Glue<L> {
+    pub(crate) fn new(
+        ledger: L,
+        validators: Arc<Vec<ed25519::PublicKey>>,
+        index: u32,
+        propose_budget: Duration,
+        idle_propose: Duration,
+    ) -> Self {
+        Self { ledger, validators, index, propose_budget, idle_propose }
+    }
+
+    /// The genesis index of the validator holding `key`.
+    fn index_of(&self, key: &ed25519::PublicKey) -> Option<u32> {
+        let position = self.validators.iter().position(|candidate| candidate == key)?;
+        u32::try_from(position).ok()
+    }
+}
+
+/// Milliseconds since the Unix epoch on the runtime's clock (virtual in simulations).
+pub(crate) fn now_ms(clock: &impl Clock) -> u64 {
+    let since_epoch = clock.current().duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Checks the linkage a child must have to its parent, independent of ledger state.
+fn links_to(parent: &Block, child: &Block) -> bool {
+    parent.header.height.checked_next() == Some(child.header.height)
+        && child.header.parent == parent.digest()
+        && child.header.chain_id == parent.header.chain_id
+}
+
+impl<E, L> Application<E> for Glue<L>
+where
+    E: Clock,
+    L: Ledger,
+{
+    type SigningScheme = super::Scheme;
+    type Context = ViewContext;
+    type Block = ChainBlock;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        (runtime, context): (E, ViewContext),
+        ancestry: impl Ancestry<ChainBlock>,
+        _: (),
+    ) -> Option<Digested<ChainBlock>> {
+        let started = runtime.current();
+        let Some(parent) = ancestry.peek().cloned() else {
+            // The marshal builds the proposal ancestry from the fetched parent, so it is never empty.
+            warn!(round = %context.round, "proposal ancestry has no parent; declining the view");
+            return None;
+        };
+        if self.index_of(&context.leader) != Some(self.index) {
+            warn!(round = %context.round, "asked to propose in a view led by another validator; declining");
+            return None;
+        }
+        let built = {
+            let ledger = self.ledger.clone();
+            let parent = parent.inner().block().clone();
+            let index = self.index;
+            let now = now_ms(&runtime);
+            let build = Box::pin(async move { ledger.propose(&parent, index, now).await });
+            let budget = Box::pin(runtime.sleep(self.propose_budget));
+            match select(build, budget).await {
+                Either::Left((built, _)) => built,
+                Either::Right(((), _)) => {
+                    warn!(round = %context.round, "ledger took longer than the propose budget; declining the view");
+                    None
+                }
+            }
+        };
+        let Some(block) = built else {
+            // Nothing to propose. Declining makes Simplex nullify the view at once; waiting out
+            // `idle_propose` first keeps an idle network from spinning through views.
+            let deadline = started.checked_add(self.idle_propose).unwrap_or(SystemTime::UNIX_EPOCH);
+            runtime.sleep_until(deadline).await;
+            debug!(round = %context.round, "nothing to propose; declining the view");
+            return None;
+        };
+        let parent_block = parent.inner().block();
+        if !links_to(parent_block, &block) || block.header.proposer != self.index {
+            warn!(
+                round = %context.round,
+                height = block.header.height.get(),
+                "ledger built a block that is not a child of the requested parent; declining"
+            );
+            return None;
+        }
+        match ChainBlock::new(block) {
+            Ok(block) => {
+                let digest = block.digest();
+                Some(Digested::precomputed(block, digest))
+            }
+            Err(error) => {
+                warn!(round = %context.round, %error, "ledger built a block peers would refuse; declining");
+                None
+            }
+        }
+    }
+
+    async fn verify(&mut self, (runtime, context): (E, ViewContext), mut ancestry: impl Ancestry<ChainBlock>) -> bool {
+        // The marshal hands verification the block followed by its parent. If it ever did not, the
+        // glue abstains (never resolves) rather than vote on something it has not checked.
+        let (Some(block), Some(parent)) = (ancestry.next().await, ancestry.next().await) else {
+            warn!(round = %context.round, "verify ancestry lacks the block or its parent; abstaining");
+            return futures::future::pending().await;
+        };
+        let (block, parent) = (block.inner().block(), parent.inner().block());
+        if !links_to(parent, block) {
+            debug!(round = %context.round, "block does not extend its parent");
+            return false;
+        }
+        if self.index_of(&context.leader) != Some(block.header.proposer) {
+            debug!(round = %context.round, proposer = block.header.proposer, "block names a proposer other than the view's leader");
+            return false;
+        }
+        self.ledger.verify(parent, block, now_ms(&runtime)).await
+    }
+}

@@ -1,0 +1,115 @@
+//! The ledger's [`Block`] as the engine sees it: a length-prefixed canonical encoding, a cached
+//! digest, and the parent link and height the marshal orders blocks by.
+//!
+//! Invariant: `digest` is always `block.digest()` and `encoded` is always `block.encode()`; both are
+//! computed once, when the value is built or decoded, so the engine can hash and re-send a block
+//! without re-encoding it. Decoding goes through [`Block::decode`], which is bounded and canonical,
+//! so `encode(decode(bytes)) == bytes` as the engine's `Block` trait requires.
+
+use bytes::{BufMut, Bytes};
+use commonware_codec::{Buf, EncodeSize, Error as CodecError, RangeCfg, Read, Write};
+use commonware_consensus::{BoundedBlock, Heightable, types::Height};
+use commonware_cryptography::{Digestible, sha256};
+use medledger_ledger::Block;
+use medledger_types::limits::BLOCK_BYTES_MAX;
+
+/// The engine's digest type: SHA-256, the same bytes as the ledger's [`medledger_types::BlockHash`].
+pub type Digest = sha256::Digest;
+
+/// Largest encoded [`ChainBlock`]: the block bound plus the widest length prefix (a `u32` varint).
+pub const CHAIN_BLOCK_BYTES_MAX: usize = BLOCK_BYTES_MAX + 5;
+
+/// A ledger block wrapped for the consensus engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainBlock {
+    block: Block,
+    digest: Digest,
+    encoded: Bytes,
+}
+
+/// A block that cannot be handed to the engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainBlockError {
+    /// The encoded block is over [`BLOCK_BYTES_MAX`]; peers would refuse it.
+    #[error("encoded block is {len} bytes, over the limit of {max}")]
+    TooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl ChainBlock {
+    /// Wraps a block built locally (a proposal or the genesis block), encoding and hashing it once.
+    pub fn new(block: Block) -> Result<Self, ChainBlockError> {
+        let encoded = block.encode();
+        if encoded.len() > BLOCK_BYTES_MAX {
+            return Err(ChainBlockError::TooLarge { len: encoded.len(), max: BLOCK_BYTES_MAX });
+        }
+        let digest = sha256::Digest(block.digest().0);
+        Ok(Self { block, digest, encoded: Bytes::from(encoded) })
+    }
+
+    /// The ledger block.
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+
+    /// The ledger block, by value.
+    pub fn into_block(self) -> Block {
+        self.block
+    }
+}
+
+impl Write for ChainBlock {
+    fn write(&self, buf: &mut impl BufMut) {
+        self.encoded.len().write(buf);
+        buf.put_slice(&self.encoded);
+    }
+}
+
+impl EncodeSize for ChainBlock {
+    fn encode_size(&self) -> usize {
+        self.encoded.len().encode_size() + self.encoded.len()
+    }
+}
+
+impl Read for ChainBlock {
+    type Cfg = ();
+
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        let len = usize::read_cfg(buf, &RangeCfg::new(..=BLOCK_BYTES_MAX))?;
+        let encoded: Bytes = buf.try_take_owned(len).map_err(|_| CodecError::EndOfBuffer)?;
+        let block = Block::decode(&encoded).map_err(|error| CodecError::Wrapped("ChainBlock", Box::new(error)))?;
+        let digest = sha256::Digest(block.digest().0);
+        Ok(Self { block, digest, encoded })
+    }
+}
+
+impl Digestible for ChainBlock {
+    type Digest = Digest;
+
+    fn digest(&self) -> Digest {
+        self.digest
+    }
+}
+
+impl Heightable for ChainBlock {
+    fn height(&self) -> Height {
+        Height::new(self.block.header.height.get())
+    }
+}
+
+impl commonware_consensus::Block for ChainBlock {
+    fn parent(&self) -> Digest {
+        sha256::Digest(self.block.header.parent.0)
+    }
+}
+
+impl BoundedBlock for ChainBlock {
+    fn max_encode_size(_: &()) -> usize {
+        CHAIN_BLOCK_BYTES_MAX
+    }
+}

@@ -1,0 +1,309 @@
+//! Wiring of one validator: storage archives, the marshal (block ordering, gossip, backfill),
+//! the Simplex engine behind the marshal's inline-verification wrapper, and the task that hands
+//! finalized blocks to the ledger. Generic over the runtime and the p2p transport, so the same
+//! code runs on the tokio runtime over TCP and on the deterministic runtime over the simulated
+//! network.
+
+use std::num::{NonZeroU16, NonZeroU64, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use commonware_broadcast::buffered;
+use commonware_codec::{Copying, DecodeExt as _};
+use commonware_consensus::marshal::core::Actor;
+use commonware_consensus::marshal::standard::{Inline, Standard};
+use commonware_consensus::marshal::{self, Start};
+use commonware_consensus::simplex::elector::RoundRobin;
+use commonware_consensus::simplex::{self, Floor, ForwardPolicy, SkipPolicy};
+use commonware_consensus::types::{Epoch, FixedEpocher, ViewDelta};
+use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
+use commonware_cryptography::ed25519::PrivateKey;
+use commonware_cryptography::{Digested, Digestible as _, Sha256, Signer as _};
+use commonware_p2p::{Blocker, Provider, Receiver, Sender};
+use commonware_parallel::Sequential;
+use commonware_runtime::buffer::paged::CacheRef;
+use commonware_runtime::{Clock, Metrics, Spawner, Storage};
+use commonware_storage::archive::immutable;
+use commonware_utils::NonZeroDuration;
+use commonware_utils::ordered::Set;
+use medledger_types::limits::VALIDATORS_MAX;
+use rand_core::CryptoRng;
+use tracing::info;
+
+use super::app::Glue;
+use super::block::{ChainBlock, Digest};
+use super::commit::{FinalizedQueue, run_committer};
+use super::{ConsensusError, Finalization, Ledger, PublicKey, Scheme, ValidatorConfig};
+
+/// The five p2p channels one validator uses, each a (sender, receiver) pair.
+///
+/// Build them with [`super::simulated_channels`] for the simulated network; [`super::run_tokio`]
+/// registers them on the authenticated TCP transport.
+pub struct Channels<S, R> {
+    /// Simplex votes.
+    pub votes: (S, R),
+    /// Simplex certificates (notarizations, nullifications, finalizations).
+    pub certificates: (S, R),
+    /// Simplex fetches of missing certificates.
+    pub resolver: (S, R),
+    /// Gossip of proposed blocks (the marshal's broadcast buffer).
+    pub blocks: (S, R),
+    /// The marshal's backfill of missing finalized blocks.
+    pub backfill: (S, R),
+}
+
+/// One epoch for the life of the chain: the validator set is fixed (see the module docs).
+const EPOCH_LENGTH: NonZeroU64 = NonZeroU64::new(u64::MAX).expect("u64::MAX is not zero");
+/// Page size of the storage page cache.
+const PAGE_SIZE: NonZeroU16 = NonZeroU16::new(4096).expect("4096 is not zero");
+/// Pages held by the storage page cache (16 MiB).
+const PAGE_CACHE_PAGES: NonZeroUsize = NonZeroUsize::new(4096).expect("4096 is not zero");
+/// Bytes buffered when replaying a journal at startup.
+const REPLAY_BUFFER_BYTES: NonZeroUsize = NonZeroUsize::new(1 << 20).expect("1 MiB is not zero");
+/// Bytes buffered before a journal write reaches its blob.
+const WRITE_BUFFER_BYTES: NonZeroUsize = NonZeroUsize::new(64 << 10).expect("64 KiB is not zero");
+/// Items per archive section. Fixed for the life of the stored data: never change it.
+const ARCHIVE_ITEMS_PER_SECTION: NonZeroU64 = NonZeroU64::new(4096).expect("4096 is not zero");
+/// Views per section of the marshal's prunable caches.
+const CACHE_ITEMS_PER_SECTION: NonZeroU64 = NonZeroU64::new(256).expect("256 is not zero");
+/// Depth of the engine's internal mailboxes.
+const MAILBOX_SIZE: NonZeroUsize = NonZeroUsize::new(1024).expect("1024 is not zero");
+/// Finalized blocks the marshal hands out before it waits for acknowledgements.
+const MAX_PENDING_ACKS: NonZeroUsize = NonZeroUsize::new(16).expect("16 is not zero");
+/// Missing finalized heights fetched from peers at a time.
+const MAX_REPAIR: NonZeroUsize = NonZeroUsize::new(32).expect("32 is not zero");
+/// Views behind the finalized tip kept for peers that lag.
+const VIEW_RETENTION: ViewDelta = ViewDelta::new(256);
+/// Blocks cached per sender by the gossip buffer.
+const BUFFER_BLOCKS_PER_PEER: usize = 16;
+/// Delay before re-trying a fetch no peer answered.
+const FETCH_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// The validated identity of this validator within the validator set.
+pub(crate) struct Identity {
+    pub(crate) signer: PrivateKey,
+    /// Public keys in genesis order (block `proposer` numbers index this list).
+    pub(crate) genesis_order: Arc<Vec<PublicKey>>,
+    /// The same keys sorted, as the engine orders participants (signer indices in certificates).
+    pub(crate) participants: Set<PublicKey>,
+}
+
+/// Parses and checks the validator set and this validator's key.
+pub(crate) fn identity(cfg: &ValidatorConfig) -> Result<Identity, ConsensusError> {
+    let keys = public_keys(cfg.validators.iter().map(|peer| &peer.public_key))?;
+    let participants = Set::try_from(keys.clone()).map_err(|_| ConsensusError::DuplicateValidator)?;
+    let own = keys
+        .get(cfg.index as usize)
+        .ok_or(ConsensusError::IndexOutOfRange { index: cfg.index, count: keys.len() })?;
+    let signer =
+        PrivateKey::decode(Copying(&cfg.signing_seed[..])).map_err(|_| ConsensusError::KeyMismatch { index: cfg.index })?;
+    if &signer.public_key() != own {
+        return Err(ConsensusError::KeyMismatch { index: cfg.index });
+    }
+    Ok(Identity { signer, genesis_order: Arc::new(keys), participants })
+}
+
+/// Decodes raw Ed25519 public keys, in order, within the validator-set limit.
+pub(crate) fn public_keys<'a>(raw: impl ExactSizeIterator<Item = &'a [u8; 32]>) -> Result<Vec<PublicKey>, ConsensusError> {
+    let count = raw.len();
+    if count == 0 {
+        return Err(ConsensusError::NoValidators);
+    }
+    if count > VALIDATORS_MAX {
+        return Err(ConsensusError::TooManyValidators { count, max: VALIDATORS_MAX });
+    }
+    raw.enumerate()
+        .map(|(index, bytes)| PublicKey::decode(Copying(&bytes[..])).map_err(|_| ConsensusError::InvalidPublicKey { index }))
+        .collect()
+}
+
+/// Storage configuration of one immutable archive named `name` under `prefix`.
+fn archive_config<C>(prefix: &str, name: &str, page_cache: &CacheRef, codec_config: C) -> immutable::Config<C> {
+    let partition = |part: &str| format!("{prefix}-{name}-{part}");
+    immutable::Config {
+        metadata_partition: partition("metadata"),
+        freezer_table_partition: partition("freezer-table"),
+        freezer_table_initial_size: 65_536,
+        freezer_table_resize_frequency: 4,
+        freezer_table_resize_chunk_size: 16_384,
+        freezer_key_partition: partition("freezer-key"),
+        freezer_key_page_cache: page_cache.clone(),
+        freezer_value_partition: partition("freezer-value"),
+        freezer_value_target_size: 1 << 30,
+        freezer_value_compression: None,
+        ordinal_partition: partition("ordinal"),
+        items_per_section: ARCHIVE_ITEMS_PER_SECTION,
+        freezer_key_write_buffer: WRITE_BUFFER_BYTES,
+        freezer_value_write_buffer: WRITE_BUFFER_BYTES,
+        ordinal_write_buffer: WRITE_BUFFER_BYTES,
+        replay_buffer: REPLAY_BUFFER_BYTES,
+        codec_config,
+    }
+}
+
+/// Runs one validator until the runtime stops it or one of its components stops.
+///
+/// `context` is the runtime (tokio or deterministic); its storage holds this validator's
+/// partitions (see the module docs). `peers` tells the marshal whom to gossip blocks to and fetch
+/// missing ones from; `blocker` lets the engine disconnect a peer that sent invalid data.
+/// Returns `Err` only for a configuration or storage problem found at startup.
+pub async fn run<E, L, P, B, S, R>(
+    context: E,
+    cfg: ValidatorConfig,
+    ledger: L,
+    peers: P,
+    blocker: B,
+    channels: Channels<S, R>,
+) -> Result<(), ConsensusError>
+where
+    E: Spawner + Clock + Storage + Metrics + CryptoRng,
+    L: Ledger,
+    P: Provider<PublicKey = PublicKey>,
+    B: Blocker<PublicKey = PublicKey>,
+    S: Sender<PublicKey = PublicKey>,
+    R: Receiver<PublicKey = PublicKey>,
+{
+    let identity = identity(&cfg)?;
+    let genesis = ledger.genesis();
+    if genesis.header.height.get() != 0 || genesis.header.parent.0 != [0; 32] {
+        return Err(ConsensusError::InvalidGenesis);
+    }
+    let genesis = ChainBlock::new(genesis)?;
+    let genesis_digest = genesis.digest();
+    let scheme = Scheme::signer(&cfg.namespace, identity.participants.clone(), identity.signer.clone())
+        .ok_or(ConsensusError::KeyMismatch { index: cfg.index })?;
+    let public_key = identity.signer.public_key();
+    let prefix = cfg.partition_prefix();
+    let page_cache = CacheRef::new(PAGE_SIZE, PAGE_CACHE_PAGES);
+    let fetch_timeout = NonZeroDuration::new(cfg.timeouts.fetch)
+        .ok_or_else(|| ConsensusError::Network("the fetch time-out must not be zero".into()))?;
+
+    // Archives of finalization certificates and finalized blocks, both indexed by height.
+    let finalizations = immutable::Archive::<E, Digest, Finalization>::init(
+        context.child("finalizations_by_height"),
+        archive_config(&prefix, "finalizations-by-height", &page_cache, Scheme::certificate_codec_config_unbounded()),
+    )
+    .await
+    .map_err(|error| ConsensusError::Storage(format!("finalization archive: {error}")))?;
+    let blocks = immutable::Archive::<E, Digest, Arc<ChainBlock>>::init(
+        context.child("finalized_blocks"),
+        archive_config(&prefix, "finalized-blocks", &page_cache, ()),
+    )
+    .await
+    .map_err(|error| ConsensusError::Storage(format!("block archive: {error}")))?;
+
+    let marshal_config = marshal::Config {
+        provider: ConstantProvider::<Scheme, Epoch>::new(scheme.clone()),
+        epocher: FixedEpocher::new(EPOCH_LENGTH),
+        start: Start::Genesis(Digested::precomputed(genesis, genesis_digest)),
+        partition_prefix: format!("{prefix}-marshal"),
+        mailbox_size: MAILBOX_SIZE,
+        view_retention: VIEW_RETENTION,
+        prunable_items_per_section: CACHE_ITEMS_PER_SECTION,
+        page_cache: page_cache.clone(),
+        replay_buffer: REPLAY_BUFFER_BYTES,
+        key_write_buffer: WRITE_BUFFER_BYTES,
+        value_write_buffer: WRITE_BUFFER_BYTES,
+        block_codec_config: (),
+        max_repair: MAX_REPAIR,
+        max_pending_acks: MAX_PENDING_ACKS,
+        strategy: Sequential,
+    };
+    let (actor, marshal, floor) = Actor::<_, Standard<ChainBlock>, _, _, _, _, _>::init(
+        context.child("marshal"),
+        finalizations,
+        blocks,
+        marshal_config,
+    )
+    .await;
+    info!(
+        validator = cfg.index,
+        processed = ?floor.processed().map(|processed| processed.height().get()),
+        "marshal opened"
+    );
+
+    // Backfill of missing blocks and certificates from peers.
+    let resolver = marshal::resolver::p2p::init(
+        context.child("marshal_resolver"),
+        marshal::resolver::p2p::Config {
+            public_key: public_key.clone(),
+            peer_provider: peers.clone(),
+            blocker: blocker.clone(),
+            mailbox_size: MAILBOX_SIZE,
+            fetch_timeout,
+            fetch_retry_delay: FETCH_RETRY_DELAY,
+            priority_requests: false,
+            priority_responses: false,
+        },
+        channels.backfill,
+    );
+    // Gossip of proposed blocks.
+    let (buffer_engine, buffer) = buffered::Engine::new(
+        context.child("block_buffer"),
+        buffered::Config {
+            public_key,
+            mailbox_size: MAILBOX_SIZE,
+            deque_size: BUFFER_BLOCKS_PER_PEER,
+            priority: false,
+            codec_config: (),
+            peer_provider: peers,
+            strategy: Sequential,
+        },
+    );
+    let buffer_handle = buffer_engine.start(channels.blocks);
+
+    let (queue, deliveries) = FinalizedQueue::new();
+    let marshal_handle = actor.start(queue, buffer, resolver);
+    let committer_handle = {
+        let (ledger, marshal) = (ledger.clone(), marshal.clone());
+        context.child("committer").spawn(move |_| run_committer(ledger, marshal, deliveries))
+    };
+
+    // Simplex, with the marshal's inline-verification wrapper as automaton, relay and reporter.
+    let timeouts = cfg.timeouts;
+    let glue = Glue::new(
+        ledger,
+        identity.genesis_order.clone(),
+        cfg.index,
+        timeouts.propose_budget,
+        timeouts.idle_propose,
+    );
+    let wrapper = Inline::new(context.child("application"), glue, marshal, FixedEpocher::new(EPOCH_LENGTH));
+    let engine = simplex::Engine::new(
+        context.child("simplex"),
+        simplex::Config {
+            scheme,
+            elector: RoundRobin::<Sha256>::default(),
+            blocker,
+            automaton: wrapper.clone(),
+            relay: wrapper.clone(),
+            reporter: wrapper,
+            track_historical_votes: false,
+            strategy: Sequential,
+            partition: format!("{prefix}-votes"),
+            mailbox_size: MAILBOX_SIZE,
+            epoch: Epoch::zero(),
+            floor: Floor::Genesis(genesis_digest),
+            replay_buffer: REPLAY_BUFFER_BYTES,
+            write_buffer: WRITE_BUFFER_BYTES,
+            page_cache,
+            leader_timeout: timeouts.leader,
+            certification_timeout: timeouts.certification,
+            timeout_retry: timeouts.nullify_retry,
+            view_retention: VIEW_RETENTION,
+            skip: SkipPolicy::Disabled,
+            fetch_timeout,
+            fetch_retry_delay: FETCH_RETRY_DELAY,
+            forward: ForwardPolicy::SilentVoters,
+        },
+    );
+    let engine_handle = engine.start(channels.votes, channels.certificates, channels.resolver);
+    info!(validator = cfg.index, "consensus started");
+
+    // Run until any component stops (normally: the runtime shuts down and aborts them all).
+    let (stopped, index, _) =
+        futures::future::select_all([engine_handle, marshal_handle, committer_handle, buffer_handle]).await;
+    let component = ["simplex", "marshal", "committer", "block buffer"].get(index).copied().unwrap_or("unknown");
+    info!(validator = cfg.index, component, result = ?stopped, "consensus stopped");
+    Ok(())
+}

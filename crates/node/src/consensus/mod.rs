@@ -1,0 +1,231 @@
+//! Consensus glue: runs the commonware Simplex BFT engine (Ed25519 votes, round-robin leaders) with
+//! its marshal, which orders finalized blocks by height, and connects both to the node's
+//! [`Ledger`].
+//!
+//! Data flow: the engine asks the leader's [`Ledger::propose`] for a block and every other
+//! validator's [`Ledger::verify`] to check it; once a block is finalized, the marshal stores it and
+//! the glue calls [`Ledger::finalized`] with the block and its finalization certificate, then
+//! acknowledges it. The glue keeps these invariants:
+//!
+//! - A block is acknowledged to the marshal only after [`Ledger::finalized`] returned for it, so a
+//!   crash at any point re-delivers every block the ledger may not have committed.
+//! - Votes are journaled (and synced) before they are sent, so a restarted validator never signs
+//!   a vote that conflicts with one it sent before the crash.
+//! - The glue never invents a block: when the ledger has nothing to propose, the view is declined
+//!   (after [`Timeouts::idle_propose`]) and Simplex moves to the next leader without a block.
+//!
+//! Storage (all under the runtime's storage root, which [`run_tokio`] sets to
+//! [`ValidatorConfig::storage_dir`]): every partition starts with [`ValidatorConfig::partition_prefix`]
+//! (`medledger-v{index}-{first 8 bytes of the validator key in hex}`), so several validators can
+//! share one directory. `{prefix}-votes` is the Simplex vote journal; `{prefix}-marshal-*` the
+//! marshal's caches and delivery cursor; `{prefix}-finalizations-by-height-*` and
+//! `{prefix}-finalized-blocks-*` the immutable archives of finalization certificates and finalized
+//! blocks.
+//!
+//! The validator set is fixed for the life of the chain (one epoch); membership changes are future
+//! work (DESIGN.md §5a.6).
+
+mod app;
+mod block;
+mod certificate;
+mod commit;
+mod engine;
+mod network;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use medledger_ledger::Block;
+use medledger_types::ChainId;
+
+pub use block::{CHAIN_BLOCK_BYTES_MAX, ChainBlock, ChainBlockError, Digest};
+pub use certificate::verify_certificate;
+pub use engine::{Channels, run};
+pub use network::{
+    CHANNEL_BACKFILL, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES, CHANNEL_RESOLVER, CHANNEL_VOTES, channel_quota,
+    max_message_size, run_tokio, simulated_channels, tokio_runner,
+};
+
+/// The engine's signing scheme: Ed25519 votes, certificates carrying each signer's signature.
+pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
+/// A validator's identity and vote-signing key.
+pub type PublicKey = commonware_cryptography::ed25519::PublicKey;
+/// A finalization certificate as the engine produces it.
+pub type Finalization = commonware_consensus::simplex::types::Finalization<Scheme, Digest>;
+
+/// What the consensus glue needs from the ledger application. Implemented by the node's app.
+pub trait Ledger: Clone + Send + Sync + 'static {
+    /// The genesis block (height 0); every validator derives the same one from genesis.json.
+    fn genesis(&self) -> Block;
+
+    /// Builds a child of `parent` proposed by validator `proposer` at `now_ms` (runtime clock), or None
+    /// when there is nothing to propose (the view then times out; no empty-block flood).
+    /// May wait (bounded, well under the leader timeout) for work to arrive.
+    ///
+    /// The glue declines the view if this takes longer than [`Timeouts::propose_budget`], and
+    /// drops a block that is not a child of `parent` proposed by `proposer`.
+    fn propose(&self, parent: &Block, proposer: u32, now_ms: u64) -> impl Future<Output = Option<Block>> + Send;
+
+    /// Re-checks a block proposed by someone else on top of `parent` (time bounds, signatures, state root...).
+    ///
+    /// The glue has already checked that `block` extends `parent` (height, parent hash, chain id)
+    /// and that its `proposer` led the view. Return `false` only for a block that is invalid for
+    /// good; for one that may become valid (a time slightly ahead of this validator's clock), wait
+    /// before answering rather than reject it.
+    fn verify(&self, parent: &Block, block: &Block, now_ms: u64) -> impl Future<Output = bool> + Send;
+
+    /// Executes and durably commits a finalized block, with the engine's finalization certificate
+    /// (encoded bytes) when the marshal has it. Returns only after the commit is durable; the glue
+    /// acknowledges the block to the marshal after this returns. Re-deliveries at or below the last
+    /// committed height must be tolerated (the app skips them).
+    ///
+    /// The certificate checks offline with [`verify_certificate`]. A block finalized only through a
+    /// descendant's certificate comes with `None`; the hash chain from that descendant covers it.
+    fn finalized(&self, block: Block, certificate: Option<Vec<u8>>) -> impl Future<Output = ()> + Send;
+}
+
+/// One validator of the fixed validator set, in genesis order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatorPeer {
+    /// Ed25519 public key: the validator's network identity and vote-signing key.
+    pub public_key: [u8; 32],
+    /// Where the validator accepts p2p connections.
+    pub address: SocketAddr,
+}
+
+/// Engine time-outs. The defaults suit validators on one LAN or a few regions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long validators wait for the leader's proposal before voting to skip the view.
+    pub leader: Duration,
+    /// How long validators wait for a view to be notarized and certified before voting to skip it.
+    /// Must exceed `leader`.
+    pub certification: Duration,
+    /// How often a validator stuck in a view re-broadcasts its vote to skip it.
+    pub nullify_retry: Duration,
+    /// How long a request to a peer for a missing block or certificate may take.
+    pub fetch: Duration,
+    /// Longest [`Ledger::propose`] may take; must be under `leader`.
+    pub propose_budget: Duration,
+    /// Shortest time an empty proposal takes before the view is declined, so a leader with nothing
+    /// to propose does not spin through views (with one validator, every view is its own).
+    pub idle_propose: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            leader: Duration::from_secs(1),
+            certification: Duration::from_secs(2),
+            nullify_retry: Duration::from_secs(10),
+            fetch: Duration::from_secs(2),
+            propose_budget: Duration::from_millis(750),
+            idle_propose: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Everything one validator needs to take part in consensus.
+#[derive(Clone)]
+pub struct ValidatorConfig {
+    /// This validator's index in `validators` (its `proposer` number in block headers).
+    pub index: u32,
+    /// Ed25519 private key bytes (`commonware_cryptography::ed25519::PrivateKey`); must match
+    /// `validators[index].public_key`.
+    pub signing_seed: [u8; 32],
+    /// The validator set, in genesis order.
+    pub validators: Vec<ValidatorPeer>,
+    /// Address the p2p transport listens on.
+    pub listen: SocketAddr,
+    /// Directory holding the vote journal and the marshal's archives ([`run_tokio`] only; other
+    /// runtimes bring their own storage).
+    pub storage_dir: PathBuf,
+    /// Signing namespace of every vote and certificate, derived from the chain id with
+    /// [`namespace_for_chain`] so no vote is valid on another chain.
+    pub namespace: Vec<u8>,
+    /// Engine time-outs.
+    pub timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for ValidatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatorConfig")
+            .field("index", &self.index)
+            .field("signing_seed", &"<redacted>")
+            .field("validators", &self.validators)
+            .field("listen", &self.listen)
+            .field("storage_dir", &self.storage_dir)
+            .field("namespace", &hex::encode(&self.namespace))
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
+impl ValidatorConfig {
+    /// The prefix of every storage partition this validator uses.
+    pub fn partition_prefix(&self) -> String {
+        let key_prefix = self.validators.get(self.index as usize).map(|peer| hex::encode(&peer.public_key[..8]));
+        format!("medledger-v{}-{}", self.index, key_prefix.unwrap_or_default())
+    }
+}
+
+/// The consensus signing namespace of a chain.
+pub fn namespace_for_chain(chain_id: &ChainId) -> Vec<u8> {
+    let mut namespace = b"medledger-consensus-v1:".to_vec();
+    namespace.extend_from_slice(chain_id.as_bytes());
+    namespace
+}
+
+/// Why the consensus glue could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsensusError {
+    /// The validator set is empty.
+    #[error("the validator set is empty")]
+    NoValidators,
+    /// The validator set is larger than the ledger allows.
+    #[error("the validator set has {count} validators, over the limit of {max}")]
+    TooManyValidators {
+        /// Validators configured.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A configured public key is not a valid Ed25519 point.
+    #[error("validator {index}'s public key is not a valid Ed25519 key")]
+    InvalidPublicKey {
+        /// Index of the offending validator.
+        index: usize,
+    },
+    /// Two validators share a public key.
+    #[error("the validator set lists a public key twice")]
+    DuplicateValidator,
+    /// `index` is outside the validator set.
+    #[error("validator index {index} is outside a set of {count}")]
+    IndexOutOfRange {
+        /// The configured index.
+        index: u32,
+        /// Validators configured.
+        count: usize,
+    },
+    /// The signing key is not the configured validator's key.
+    #[error("the signing key does not belong to validator {index}")]
+    KeyMismatch {
+        /// The configured index.
+        index: u32,
+    },
+    /// The ledger's genesis block is not a height-0 block with an all-zero parent.
+    #[error("the genesis block must be at height 0 with an all-zero parent")]
+    InvalidGenesis,
+    /// The genesis block does not fit the engine's limits.
+    #[error("the genesis block cannot be used: {0}")]
+    GenesisTooLarge(#[from] ChainBlockError),
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The p2p transport could not be configured.
+    #[error("network: {0}")]
+    Network(String),
+}

@@ -1,0 +1,149 @@
+//! The p2p side: channel numbers and rate limits, the message-size bound, the production
+//! transport ([`run_tokio`]: commonware's authenticated `lookup` network over TCP, which admits only
+//! the registered validator keys) and the simulated network used by tests.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use commonware_consensus::marshal::standard::Standard;
+use commonware_cryptography::ChaCha20Poly1305;
+use commonware_p2p::authenticated::lookup;
+use commonware_p2p::{Address, AddressableManager as _, simulated};
+use commonware_runtime::{Clock, Quota, Supervisor as _, tokio};
+use commonware_stream::cups::{self, Cups};
+use commonware_stream::sake::{self, Sake};
+use commonware_utils::ordered::Map;
+
+use super::block::{ChainBlock, Digest};
+use super::engine::{Channels, identity, run};
+use super::{ConsensusError, Ledger, PublicKey, Scheme, ValidatorConfig};
+
+/// Channel of Simplex votes.
+pub const CHANNEL_VOTES: u64 = 0;
+/// Channel of Simplex certificates.
+pub const CHANNEL_CERTIFICATES: u64 = 1;
+/// Channel of Simplex certificate fetches.
+pub const CHANNEL_RESOLVER: u64 = 2;
+/// Channel of proposed-block gossip.
+pub const CHANNEL_BLOCKS: u64 = 3;
+/// Channel of finalized-block backfill.
+pub const CHANNEL_BACKFILL: u64 = 4;
+
+/// Depth of the p2p transport's internal mailboxes.
+const P2P_MAILBOX_SIZE: NonZeroUsize = NonZeroUsize::new(1024).expect("1024 is not zero");
+/// How far a peer's handshake clock may run ahead of ours.
+const HANDSHAKE_SYNCHRONY_BOUND: Duration = Duration::from_secs(5);
+/// Oldest handshake message accepted.
+const HANDSHAKE_AGE_MAX: Duration = Duration::from_secs(10);
+
+/// Messages per second each peer may send us (and we may send each peer) on `channel`.
+///
+/// Votes and certificates flow a few per view; a lone validator or a small LAN cluster runs
+/// hundreds of views per second, so the limits leave room for that. Block gossip and backfill are
+/// bounded lower because each message can be a whole block.
+pub fn channel_quota(channel: u64) -> Quota {
+    let per_second = match channel {
+        CHANNEL_VOTES | CHANNEL_CERTIFICATES => 10_000,
+        CHANNEL_BLOCKS => 1_000,
+        _ => 500,
+    };
+    Quota::per_second(NonZeroU32::new(per_second).expect("quotas are not zero"))
+}
+
+/// The largest message any channel carries for a set of `validators`: a whole block with its
+/// finalization certificate and framing.
+pub fn max_message_size(validators: usize) -> Result<u32, ConsensusError> {
+    let participants = u32::try_from(validators).map_err(|_| ConsensusError::TooManyValidators {
+        count: validators,
+        max: medledger_types::limits::VALIDATORS_MAX,
+    })?;
+    let consensus = commonware_consensus::simplex::max_payload_size::<Scheme, Digest>(participants);
+    let marshal = commonware_consensus::marshal::max_payload_size::<Standard<ChainBlock>, Scheme>(participants, &());
+    u32::try_from(consensus.max(marshal))
+        .map_err(|_| ConsensusError::Network("the largest message does not fit the transport".into()))
+}
+
+/// Registers this validator's five channels on a simulated network (tests and simulations).
+pub async fn simulated_channels<E: Clock>(
+    oracle: &simulated::Oracle<PublicKey, E>,
+    me: &PublicKey,
+) -> Result<Channels<simulated::Sender<PublicKey, E>, simulated::Receiver<PublicKey>>, ConsensusError> {
+    let control = oracle.control(me.clone());
+    let register = |channel: u64| {
+        let control = control.clone();
+        async move {
+            control
+                .register(channel, channel_quota(channel))
+                .await
+                .map_err(|error| ConsensusError::Network(format!("register channel {channel}: {error}")))
+        }
+    };
+    Ok(Channels {
+        votes: register(CHANNEL_VOTES).await?,
+        certificates: register(CHANNEL_CERTIFICATES).await?,
+        resolver: register(CHANNEL_RESOLVER).await?,
+        blocks: register(CHANNEL_BLOCKS).await?,
+        backfill: register(CHANNEL_BACKFILL).await?,
+    })
+}
+
+/// A tokio runtime whose storage root is `cfg.storage_dir`; start [`run_tokio`] on it.
+pub fn tokio_runner(cfg: &ValidatorConfig) -> tokio::Runner {
+    tokio::Runner::new(tokio::Config::new().with_storage_directory(cfg.storage_dir.clone()))
+}
+
+/// Runs a validator in production: the authenticated, encrypted TCP transport listening on
+/// `cfg.listen`, which connects only to (and accepts only) the validators in `cfg.validators`,
+/// then [`run`]. `context` must come from a runner built with [`tokio_runner`] so the storage
+/// lands in `cfg.storage_dir`.
+pub async fn run_tokio<L: Ledger>(context: tokio::Context, cfg: ValidatorConfig, ledger: L) -> Result<(), ConsensusError> {
+    let identity = identity(&cfg)?;
+    let validators = cfg.validators.len();
+    let max_peers =
+        NonZeroUsize::new(validators).ok_or(ConsensusError::NoValidators)?;
+    let handshake = Cups::<_, ChaCha20Poly1305>::new(
+        Sake {
+            signer: identity.signer.clone(),
+            synchrony_bound: HANDSHAKE_SYNCHRONY_BOUND,
+            max_handshake_age: HANDSHAKE_AGE_MAX,
+            version: sake::Version::V1,
+        },
+        cups::Version::V1,
+    );
+    let mut p2p_namespace = cfg.namespace.clone();
+    p2p_namespace.extend_from_slice(b"/p2p");
+    let mut p2p = lookup::Config::recommended(
+        handshake,
+        &p2p_namespace,
+        cfg.listen,
+        max_peers,
+        max_message_size(validators)?,
+        P2P_MAILBOX_SIZE,
+    );
+    // Consortium validators often sit on private networks, and a restarted peer should be
+    // reconnected within seconds, not the minute the public-internet default waits.
+    p2p.allow_private_ips = true;
+    p2p.peer_connection_cooldown = Duration::from_secs(1);
+    let (mut network, mut oracle) = lookup::Network::new(context.child("p2p"), p2p);
+    let peers: Vec<(PublicKey, Address)> = identity
+        .genesis_order
+        .iter()
+        .zip(&cfg.validators)
+        .map(|(key, peer)| (key.clone(), Address::from(peer.address)))
+        .collect();
+    let peers = Map::try_from(peers).map_err(|_| ConsensusError::DuplicateValidator)?;
+    // The tracker's mailbox is empty at startup, so the peer set is accepted.
+    let _ = oracle.track(0, peers);
+    let mut register = |channel: u64| network.register(channel, channel_quota(channel));
+    let channels = Channels {
+        votes: register(CHANNEL_VOTES),
+        certificates: register(CHANNEL_CERTIFICATES),
+        resolver: register(CHANNEL_RESOLVER),
+        blocks: register(CHANNEL_BLOCKS),
+        backfill: register(CHANNEL_BACKFILL),
+    };
+    let network_handle = network.start();
+    let result = run(context.child("consensus"), cfg, ledger, oracle.clone(), oracle, channels).await;
+    network_handle.abort();
+    result
+}
