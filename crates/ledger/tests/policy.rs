@@ -639,7 +639,7 @@ fn read_rows_and_audit() {
         .filter(|e| matches!(e.action, medledger_ledger::state::AuditAction::Read { .. }))
         .count();
     assert_eq!(
-        reads, 11,
+        reads, 10,
         "every RecordAccess, allowed or denied, is one event"
     );
 }
