@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes};
 use commonware_codec::{Buf, EncodeSize, Error as CodecError, RangeCfg, Read, Write};
 use commonware_consensus::{BoundedBlock, Heightable, types::Height};
 use commonware_cryptography::{Digestible, sha256};
-use medledger_ledger::Block;
+use medledger_ledger::{Block, BlockError};
 use medledger_types::limits::BLOCK_BYTES_MAX;
 
 /// The engine's digest type: SHA-256, the same bytes as the ledger's [`medledger_types::BlockHash`].
@@ -39,15 +39,22 @@ pub enum ChainBlockError {
         /// The limit.
         max: usize,
     },
+    /// The block would not decode on a peer (non-canonical, or its shape is wrong).
+    #[error("block would not decode on a peer: {0}")]
+    Invalid(#[from] BlockError),
 }
 
 impl ChainBlock {
     /// Wraps a block built locally (a proposal or the genesis block), encoding and hashing it once.
+    ///
+    /// The encoding is decoded back as a peer would, so a block that peers would refuse (too
+    /// large, or failing [`Block::decode`]'s shape checks) is caught here, before it is proposed.
     pub fn new(block: Block) -> Result<Self, ChainBlockError> {
         let encoded = block.encode();
         if encoded.len() > BLOCK_BYTES_MAX {
             return Err(ChainBlockError::TooLarge { len: encoded.len(), max: BLOCK_BYTES_MAX });
         }
+        Block::decode(&encoded)?;
         let digest = sha256::Digest(block.digest().0);
         Ok(Self { block, digest, encoded: Bytes::from(encoded) })
     }

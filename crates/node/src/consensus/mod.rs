@@ -171,6 +171,15 @@ impl ValidatorConfig {
     }
 }
 
+/// The Ed25519 public key of a validator's signing seed, as listed in [`ValidatorPeer::public_key`].
+pub fn validator_public_key(signing_seed: &[u8; 32]) -> [u8; 32] {
+    use commonware_codec::{Copying, DecodeExt as _};
+    use commonware_cryptography::Signer as _;
+    let key = commonware_cryptography::ed25519::PrivateKey::decode(Copying(&signing_seed[..]))
+        .expect("every 32-byte string is an Ed25519 seed");
+    key.public_key().as_ref().try_into().expect("Ed25519 public keys are 32 bytes")
+}
+
 /// The consensus signing namespace of a chain.
 pub fn namespace_for_chain(chain_id: &ChainId) -> Vec<u8> {
     let mut namespace = b"medledger-consensus-v1:".to_vec();
@@ -219,9 +228,9 @@ pub enum ConsensusError {
     /// The ledger's genesis block is not a height-0 block with an all-zero parent.
     #[error("the genesis block must be at height 0 with an all-zero parent")]
     InvalidGenesis,
-    /// The genesis block does not fit the engine's limits.
+    /// The genesis block cannot be handed to the engine (too large, or it does not decode).
     #[error("the genesis block cannot be used: {0}")]
-    GenesisTooLarge(#[from] ChainBlockError),
+    UnusableGenesis(#[from] ChainBlockError),
     /// Storage could not be opened.
     #[error("storage: {0}")]
     Storage(String),

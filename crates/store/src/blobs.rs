@@ -1,0 +1,146 @@
+//! The blob store: record ciphertexts, content-addressed by their SHA-256, through `object_store`.
+//!
+//! Object keys are `c/<hex digest>`: they carry no patient, record or member data. The digest is
+//! checked before an upload (a client cannot store bytes under another object's name) and after a
+//! download (a storage provider that alters a byte is caught; the caller gets [`BlobError::Integrity`]).
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use medledger_types::Digest;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    #[error("storage URL must be file://PATH, s3://BUCKET or memory://: {0}")]
+    Url(String),
+    #[error("blob not found")]
+    NotFound,
+    #[error("blob does not match its digest")]
+    Integrity,
+    #[error("blob is over the size limit")]
+    TooLarge,
+    #[error("object store: {0}")]
+    Store(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Blobs {
+    store: Arc<dyn ObjectStore>,
+    max_bytes: u64,
+}
+
+fn store_err(e: object_store::Error) -> BlobError {
+    match e {
+        object_store::Error::NotFound { .. } => BlobError::NotFound,
+        other => BlobError::Store(other.to_string()),
+    }
+}
+
+impl Blobs {
+    /// Opens a store from a URL: `file://PATH` (relative paths under `base`), `s3://BUCKET` (with
+    /// `s3_endpoint` for a non-AWS server; credentials and region from the usual AWS_* variables),
+    /// or `memory://` (tests).
+    pub fn open(
+        url: &str,
+        base: &FsPath,
+        s3_endpoint: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<Self, BlobError> {
+        let store: Arc<dyn ObjectStore> = if let Some(path) = url.strip_prefix("file://") {
+            let path = if FsPath::new(path).is_absolute() {
+                FsPath::new(path).to_path_buf()
+            } else {
+                base.join(path)
+            };
+            std::fs::create_dir_all(&path).map_err(|e| BlobError::Store(e.to_string()))?;
+            Arc::new(LocalFileSystem::new_with_prefix(&path).map_err(store_err)?)
+        } else if let Some(bucket) = url.strip_prefix("s3://") {
+            let bucket = bucket.trim_end_matches('/');
+            if bucket.is_empty() || bucket.contains('/') {
+                return Err(BlobError::Url(url.to_string()));
+            }
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(endpoint) = s3_endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_virtual_hosted_style_request(false);
+            }
+            Arc::new(builder.build().map_err(store_err)?)
+        } else if url == "memory://" {
+            Arc::new(InMemory::new())
+        } else {
+            return Err(BlobError::Url(url.to_string()));
+        };
+        Ok(Self { store, max_bytes })
+    }
+
+    fn path(digest: &Digest) -> Path {
+        Path::from(format!("c/{}", digest.to_hex()))
+    }
+
+    /// Stores `bytes` under `digest` after checking that they hash to it. Idempotent.
+    pub async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<(), BlobError> {
+        if bytes.len() as u64 > self.max_bytes {
+            return Err(BlobError::TooLarge);
+        }
+        if Digest::new(medledger_crypto::sha256(&bytes)) != *digest {
+            return Err(BlobError::Integrity);
+        }
+        let path = Self::path(digest);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts)
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            // Some S3 servers lack create-if-absent; content addressing makes an overwrite harmless.
+            Err(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ) => self
+                .store
+                .put(&path, PutPayload::from_bytes(bytes))
+                .await
+                .map(|_| ())
+                .map_err(store_err),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    /// Fetches the blob and checks it against `digest`.
+    pub async fn get(&self, digest: &Digest) -> Result<Bytes, BlobError> {
+        let result = self
+            .store
+            .get(&Self::path(digest))
+            .await
+            .map_err(store_err)?;
+        if result.meta.size > self.max_bytes {
+            return Err(BlobError::TooLarge);
+        }
+        let bytes = result.bytes().await.map_err(store_err)?;
+        if Digest::new(medledger_crypto::sha256(&bytes)) != *digest {
+            return Err(BlobError::Integrity);
+        }
+        Ok(bytes)
+    }
+
+    pub async fn exists(&self, digest: &Digest) -> Result<bool, BlobError> {
+        match self.store.head(&Self::path(digest)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+}

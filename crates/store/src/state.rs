@@ -1,0 +1,362 @@
+//! The state database: latest key/values, the Jellyfish Merkle tree over them, and indexes.
+
+use std::path::Path;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
+use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
+use medledger_ledger::{StateView, WriteSet};
+use medledger_types::{BlockHash, Digest, Height, TxId};
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
+/// key hash → (version, value): the latest value of each leaf, for proofs.
+const VALUES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("jmt_values");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const SIDECARS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sidecars");
+/// tx id → (height, index in block).
+const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("txs");
+/// height → (offset, length) of the block's entry in the chain log.
+const BLOCKS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("blocks");
+
+const LAST_APPLIED: &str = "last_applied";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("state database: {0}")]
+    Db(String),
+    #[error("merkle tree: {0}")]
+    Tree(String),
+    #[error("state database is not initialised")]
+    Uninitialised,
+    #[error("block {0} does not follow the last applied block")]
+    OutOfOrder(u64),
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+/// Where the state stands: the last finalized block applied, and the chain log's length after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct LastApplied {
+    pub height: Height,
+    pub digest: BlockHash,
+    pub state_root: Digest,
+    pub log_len: u64,
+}
+
+/// The outcome of executing a block not yet finalized: its writes and tree nodes.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub height: Height,
+    pub writes: WriteSet,
+    pub tree: TreeUpdateBatch,
+    pub root: Digest,
+}
+
+pub struct StateDb {
+    db: Database,
+}
+
+fn key_hash(key: &[u8]) -> KeyHash {
+    KeyHash::with::<sha2::Sha256>(key)
+}
+
+impl StateDb {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(db_err)?;
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            txn.open_table(KV).map_err(db_err)?;
+            txn.open_table(NODES).map_err(db_err)?;
+            txn.open_table(VALUES).map_err(db_err)?;
+            txn.open_table(META).map_err(db_err)?;
+            txn.open_table(SIDECARS).map_err(db_err)?;
+            txn.open_table(TXS).map_err(db_err)?;
+            txn.open_table(BLOCKS).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(Self { db })
+    }
+
+    pub fn last_applied(&self) -> Result<Option<LastApplied>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        let value = meta.get(LAST_APPLIED).map_err(db_err)?;
+        value
+            .map(|v| borsh::from_slice(v.value()).map_err(db_err))
+            .transpose()
+    }
+
+    /// Computes the tree update of `writes` at `height` on top of the committed state and the
+    /// `pending` batches of the unfinalized ancestors (oldest first).
+    pub fn compute(
+        &self,
+        pending: &[&Pending],
+        height: Height,
+        writes: WriteSet,
+    ) -> Result<Pending, StoreError> {
+        let view = self.view(pending)?;
+        let tree = Sha256Jmt::new(&view);
+        let set: Vec<(KeyHash, Option<OwnedValue>)> = writes
+            .iter()
+            .map(|(k, v)| (key_hash(k), v.clone()))
+            .collect();
+        let (root, tree_batch) = tree
+            .put_value_set(set, height.get())
+            .map_err(|e| StoreError::Tree(e.to_string()))?;
+        Ok(Pending {
+            height,
+            writes,
+            tree: tree_batch,
+            root: Digest::new(root.0),
+        })
+    }
+
+    /// Initialises the state with genesis (version 0) unless it already is; returns the root.
+    pub fn init_genesis(
+        &self,
+        genesis_digest: BlockHash,
+        writes: WriteSet,
+    ) -> Result<Digest, StoreError> {
+        if let Some(last) = self.last_applied()? {
+            return self
+                .root_at(last.height)
+                .map(|r| r.unwrap_or(last.state_root));
+        }
+        let pending = self.compute(&[], Height::ZERO, writes)?;
+        let root = pending.root;
+        self.commit(pending, genesis_digest, &[], &[], None)?;
+        Ok(root)
+    }
+
+    fn root_at(&self, height: Height) -> Result<Option<Digest>, StoreError> {
+        let view = self.view(&[])?;
+        let tree = Sha256Jmt::new(&view);
+        let root = tree
+            .get_root_hash_option(height.get())
+            .map_err(|e| StoreError::Tree(e.to_string()))?;
+        Ok(root.map(|r| Digest::new(r.0)))
+    }
+
+    /// Commits a finalized block's execution atomically: state, tree, sidecars, tx index, block
+    /// location and `last_applied`. `log_entry` is the block's (offset, length) in the chain log.
+    pub fn commit(
+        &self,
+        pending: Pending,
+        digest: BlockHash,
+        txs: &[TxId],
+        sidecars: &[(Digest, Vec<u8>)],
+        log_entry: Option<(u64, u64)>,
+    ) -> Result<(), StoreError> {
+        let height = pending.height;
+        if let Some(last) = self.last_applied()? {
+            if height.get() != last.height.get() + 1 {
+                return Err(StoreError::OutOfOrder(height.get()));
+            }
+        }
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut kv = txn.open_table(KV).map_err(db_err)?;
+            for (k, v) in &pending.writes {
+                match v {
+                    Some(v) => kv.insert(k.as_slice(), v.as_slice()).map_err(db_err)?,
+                    None => kv.remove(k.as_slice()).map_err(db_err)?,
+                };
+            }
+            let mut nodes = txn.open_table(NODES).map_err(db_err)?;
+            for (key, node) in pending.tree.node_batch.nodes() {
+                let k = borsh::to_vec(key).map_err(db_err)?;
+                let v = borsh::to_vec(node).map_err(db_err)?;
+                nodes.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
+            }
+            // History is in the chain log; the tree keeps only the latest version's nodes.
+            for stale in &pending.tree.stale_node_index_batch {
+                let k = borsh::to_vec(&stale.node_key).map_err(db_err)?;
+                nodes.remove(k.as_slice()).map_err(db_err)?;
+            }
+            let mut values = txn.open_table(VALUES).map_err(db_err)?;
+            for ((version, hash), value) in pending.tree.node_batch.values() {
+                match value {
+                    Some(v) => {
+                        let entry = borsh::to_vec(&(*version, v)).map_err(db_err)?;
+                        values.insert(&hash.0, entry.as_slice()).map_err(db_err)?
+                    }
+                    None => values.remove(&hash.0).map_err(db_err)?,
+                };
+            }
+            let mut table = txn.open_table(SIDECARS).map_err(db_err)?;
+            for (d, bytes) in sidecars {
+                table
+                    .insert(d.as_bytes(), bytes.as_slice())
+                    .map_err(db_err)?;
+            }
+            let mut index = txn.open_table(TXS).map_err(db_err)?;
+            for (i, tx) in txs.iter().enumerate() {
+                index
+                    .insert(
+                        tx.as_bytes(),
+                        (height.get(), u32::try_from(i).unwrap_or(u32::MAX)),
+                    )
+                    .map_err(db_err)?;
+            }
+            let log_len = match log_entry {
+                Some((offset, len)) => {
+                    txn.open_table(BLOCKS)
+                        .map_err(db_err)?
+                        .insert(height.get(), (offset, len))
+                        .map_err(db_err)?;
+                    offset + len
+                }
+                None => 0,
+            };
+            let last = LastApplied {
+                height,
+                digest,
+                state_root: pending.root,
+                log_len,
+            };
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            meta.insert(
+                LAST_APPLIED,
+                borsh::to_vec(&last).map_err(db_err)?.as_slice(),
+            )
+            .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// A read view over the committed state plus pending ancestors (oldest first).
+    pub fn view<'a>(&'a self, pending: &'a [&'a Pending]) -> Result<SpecView<'a>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        Ok(SpecView { txn, pending })
+    }
+
+    pub fn sidecar(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(SIDECARS).map_err(db_err)?;
+        Ok(table
+            .get(digest.as_bytes())
+            .map_err(db_err)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Where a committed transaction is: (height, index in block).
+    pub fn tx_location(&self, tx: &TxId) -> Result<Option<(Height, u32)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(TXS).map_err(db_err)?;
+        Ok(table.get(tx.as_bytes()).map_err(db_err)?.map(|v| {
+            let (h, i) = v.value();
+            (Height::new(h), i)
+        }))
+    }
+
+    /// The chain log entry (offset, length) of a committed block.
+    pub fn block_location(&self, height: Height) -> Result<Option<(u64, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(BLOCKS).map_err(db_err)?;
+        Ok(table.get(height.get()).map_err(db_err)?.map(|v| v.value()))
+    }
+}
+
+/// Committed state plus pending batches: a [`StateView`] for execution and a [`TreeReader`] for
+/// the Merkle tree, consistent with each other (one redb read snapshot).
+pub struct SpecView<'a> {
+    txn: redb::ReadTransaction,
+    pending: &'a [&'a Pending],
+}
+
+impl SpecView<'_> {
+    fn committed(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let table = self.txn.open_table(KV).map_err(db_err)?;
+        Ok(table.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Committed entries whose key starts with `prefix`, from `after` (exclusive), at most `limit`.
+    /// Pending batches are not included: listings show finalized state.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let table = self.txn.open_table(KV).map_err(db_err)?;
+        let start: Vec<u8> = match after {
+            Some(a) => {
+                let mut k = a.to_vec();
+                k.push(0);
+                k
+            }
+            None => prefix.to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in table.range(start.as_slice()..).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+impl StateView for SpecView<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        for p in self.pending.iter().rev() {
+            if let Some(v) = p.writes.get(key) {
+                return v.clone();
+            }
+        }
+        // A storage error here cannot be expressed to the pure executor; it is fatal for the node.
+        self.committed(key).expect("state database read")
+    }
+}
+
+impl TreeReader for SpecView<'_> {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        for p in self.pending.iter().rev() {
+            if let Some(node) = p.tree.node_batch.get_node(node_key) {
+                return Ok(Some(node.clone()));
+            }
+        }
+        let table = self.txn.open_table(NODES)?;
+        let key = borsh::to_vec(node_key)?;
+        match table.get(key.as_slice())? {
+            Some(v) => Ok(Some(borsh::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        for p in self.pending.iter().rev() {
+            for ((version, hash), value) in p.tree.node_batch.values() {
+                if *hash == key_hash && *version <= max_version {
+                    return Ok(value.clone());
+                }
+            }
+        }
+        let table = self.txn.open_table(VALUES)?;
+        match table.get(&key_hash.0)? {
+            Some(v) => {
+                let (version, value): (u64, Vec<u8>) = borsh::from_slice(v.value())?;
+                Ok((version <= max_version).then_some(value))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!(
+            "rightmost leaf is only used for state restore, which reads snapshots instead"
+        )
+    }
+}

@@ -1,0 +1,167 @@
+use bytes::Bytes;
+use medledger_ledger::WriteSet;
+use medledger_store::{BlobError, Blobs, ChainLog, StateDb};
+use medledger_types::{BlockHash, Digest, Height};
+
+fn writes(pairs: &[(&str, Option<&str>)]) -> WriteSet {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+        .collect()
+}
+
+#[test]
+fn speculative_roots_equal_committed_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = StateDb::open(&dir.path().join("a.redb")).unwrap();
+    let b = StateDb::open(&dir.path().join("b.redb")).unwrap();
+    let g = writes(&[("o/org1", Some("x")), ("m/1", Some("y"))]);
+    let root_a = a.init_genesis(BlockHash::new([0; 32]), g.clone()).unwrap();
+    let root_b = b.init_genesis(BlockHash::new([0; 32]), g).unwrap();
+    assert_eq!(root_a, root_b, "same genesis, same root");
+
+    // a: execute blocks 1 and 2 speculatively (2 on top of pending 1), then commit both.
+    let w1 = writes(&[("k/1", Some("1")), ("m/1", None)]);
+    let w2 = writes(&[("k/2", Some("2")), ("k/1", Some("1b"))]);
+    let p1 = a.compute(&[], Height::new(1), w1.clone()).unwrap();
+    let p2 = a.compute(&[&p1], Height::new(2), w2.clone()).unwrap();
+    {
+        let chain = [&p1, &p2];
+        let view = a.view(&chain).unwrap();
+        use medledger_ledger::StateView;
+        assert_eq!(view.get(b"k/1"), Some(b"1b".to_vec()));
+        assert_eq!(view.get(b"m/1"), None);
+        assert_eq!(view.get(b"o/org1"), Some(b"x".to_vec()));
+    }
+    let (r1, r2) = (p1.root, p2.root);
+    assert_ne!(r1, root_a);
+    assert_ne!(r1, r2);
+    a.commit(p1, BlockHash::new([1; 32]), &[], &[], None)
+        .unwrap();
+    a.commit(p2, BlockHash::new([2; 32]), &[], &[], None)
+        .unwrap();
+
+    // b: compute and commit one at a time: the same roots.
+    let q1 = b.compute(&[], Height::new(1), w1).unwrap();
+    assert_eq!(q1.root, r1);
+    b.commit(q1, BlockHash::new([1; 32]), &[], &[], None)
+        .unwrap();
+    let q2 = b.compute(&[], Height::new(2), w2).unwrap();
+    assert_eq!(q2.root, r2);
+    b.commit(q2, BlockHash::new([2; 32]), &[], &[], None)
+        .unwrap();
+
+    // A block without writes keeps the root and the next block still builds on it.
+    let q3 = b.compute(&[], Height::new(3), WriteSet::new()).unwrap();
+    assert_eq!(q3.root, r2);
+    b.commit(q3, BlockHash::new([3; 32]), &[], &[], None)
+        .unwrap();
+    let q4 = b
+        .compute(&[], Height::new(4), writes(&[("k/4", Some("4"))]))
+        .unwrap();
+    assert_ne!(q4.root, r2);
+
+    // Out of order commits are refused.
+    let stale = b.compute(&[], Height::new(9), WriteSet::new()).unwrap();
+    assert!(
+        b.commit(stale, BlockHash::new([9; 32]), &[], &[], None)
+            .is_err()
+    );
+}
+
+#[test]
+fn state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let root = {
+        let db = StateDb::open(&path).unwrap();
+        db.init_genesis(BlockHash::new([0; 32]), writes(&[("a", Some("1"))]))
+            .unwrap();
+        let p = db
+            .compute(&[], Height::new(1), writes(&[("b", Some("2"))]))
+            .unwrap();
+        let root = p.root;
+        db.commit(p, BlockHash::new([7; 32]), &[], &[], Some((0, 10)))
+            .unwrap();
+        root
+    };
+    let db = StateDb::open(&path).unwrap();
+    let last = db.last_applied().unwrap().unwrap();
+    assert_eq!(
+        (last.height, last.digest, last.state_root, last.log_len),
+        (Height::new(1), BlockHash::new([7; 32]), root, 10)
+    );
+    let view = db.view(&[]).unwrap();
+    assert_eq!(view.scan(b"", None, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn chain_log_cuts_uncommitted_tail_and_flags_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.log");
+    let mut log = ChainLog::open(&path, 0).unwrap();
+    let (o1, l1) = log.append(Height::new(1), b"block-one", b"cert").unwrap();
+    let (o2, l2) = log.append(Height::new(2), b"block-two", b"cert").unwrap();
+    assert_eq!(o2, o1 + l1);
+    drop(log);
+    // The state only knew block 1: block 2 is cut.
+    let log = ChainLog::open(&path, o1 + l1).unwrap();
+    assert_eq!(log.len(), o1 + l1);
+    assert_eq!(log.read_at(o1).unwrap().block, b"block-one");
+    let entries: Vec<_> = ChainLog::entries(&path).unwrap().collect();
+    assert_eq!(entries.len(), 1);
+    let _ = l2;
+    // A changed magic byte is reported with its offset.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let first = ChainLog::entries(&path).unwrap().next().unwrap();
+    assert!(first.is_err());
+}
+
+#[tokio::test]
+async fn blobs_check_digests_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in ["memory://", "file://blobs"] {
+        let blobs = Blobs::open(url, dir.path(), None, 1 << 20).unwrap();
+        let data = Bytes::from_static(b"ciphertext bytes");
+        let digest = Digest::new(medledger_crypto::sha256(&data));
+        let wrong = Digest::new([0; 32]);
+        assert!(matches!(
+            blobs.put(&wrong, data.clone()).await,
+            Err(BlobError::Integrity)
+        ));
+        assert!(!blobs.exists(&wrong).await.unwrap());
+        blobs.put(&digest, data.clone()).await.unwrap();
+        blobs.put(&digest, data.clone()).await.unwrap();
+        assert_eq!(blobs.get(&digest).await.unwrap(), data);
+        assert!(matches!(blobs.get(&wrong).await, Err(BlobError::NotFound)));
+        let big = Bytes::from(vec![0u8; (1 << 20) + 1]);
+        let big_digest = Digest::new(medledger_crypto::sha256(&big));
+        assert!(matches!(
+            blobs.put(&big_digest, big).await,
+            Err(BlobError::TooLarge)
+        ));
+    }
+    // Flip one byte in the stored file: the read fails as an integrity error.
+    let path = dir.path().join("blobs").join("c");
+    let file = std::fs::read_dir(&path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[3] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let blobs = Blobs::open("file://blobs", dir.path(), None, 1 << 20).unwrap();
+    let digest = Digest::new(medledger_crypto::sha256(b"ciphertext bytes"));
+    assert!(matches!(
+        blobs.get(&digest).await,
+        Err(BlobError::Integrity)
+    ));
+    assert!(matches!(
+        Blobs::open("ftp://x", dir.path(), None, 1),
+        Err(BlobError::Url(_))
+    ));
+}
