@@ -6,6 +6,7 @@
 //! transactions, and returns the writes and one [`TxOutcome`] per transaction. Two validators given
 //! the same inputs produce byte-identical outputs, which is what lets them agree on a state root.
 
+pub mod api;
 mod block;
 mod exec;
 mod genesis;

@@ -1,3 +1,5 @@
 //! A validator: consensus engine, networking, mempool, sync and API server.
 
+pub mod api;
+pub mod app;
 pub mod consensus;

@@ -8,7 +8,7 @@
 //! on them, and adds the proposer and chain-id checks.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use commonware_consensus::marshal::ancestry::Ancestry;
 use commonware_consensus::simplex::types::Context;
@@ -36,8 +36,6 @@ pub(crate) struct Glue<L> {
     index: u32,
     /// Longest the ledger may take to build a proposal before the glue declines the view.
     propose_budget: Duration,
-    /// Shortest time a declined proposal takes, so an idle leader does not spin through views.
-    idle_propose: Duration,
 }
 
 impl<L: Ledger> Glue<L> {
@@ -46,9 +44,8 @@ impl<L: Ledger> Glue<L> {
         validators: Arc<Vec<ed25519::PublicKey>>,
         index: u32,
         propose_budget: Duration,
-        idle_propose: Duration,
     ) -> Self {
-        Self { ledger, validators, index, propose_budget, idle_propose }
+        Self { ledger, validators, index, propose_budget }
     }
 
     /// The genesis index of the validator holding `key`.
@@ -87,7 +84,6 @@ where
         ancestry: impl Ancestry<ChainBlock>,
         _: (),
     ) -> Option<Digested<ChainBlock>> {
-        let started = runtime.current();
         let Some(parent) = ancestry.peek().cloned() else {
             // The marshal builds the proposal ancestry from the fetched parent, so it is never empty.
             warn!(round = %context.round, "proposal ancestry has no parent; declining the view");
@@ -113,10 +109,7 @@ where
             }
         };
         let Some(block) = built else {
-            // Nothing to propose. Declining makes Simplex nullify the view at once; waiting out
-            // `idle_propose` first keeps an idle network from spinning through views.
-            let deadline = started.checked_add(self.idle_propose).unwrap_or(SystemTime::UNIX_EPOCH);
-            runtime.sleep_until(deadline).await;
+            // Nothing to propose: the view times out (the leader time-out) with no block.
             debug!(round = %context.round, "nothing to propose; declining the view");
             return None;
         };

@@ -120,3 +120,72 @@ impl BoundedBlock for ChainBlock {
         CHAIN_BLOCK_BYTES_MAX
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use commonware_codec::{Decode as _, Encode as _};
+    use commonware_consensus::Block as _;
+    use medledger_ledger::BlockHeader;
+    use medledger_types::{BlockHash, ChainId, Digest as LedgerDigest, Height as LedgerHeight, Timestamp};
+
+    use super::*;
+
+    fn sample(height: u64) -> Block {
+        let empty = medledger_ledger::merkle::root::<Vec<u8>>(&[]);
+        Block {
+            header: BlockHeader {
+                chain_id: ChainId::new([1; 32]),
+                height: LedgerHeight::new(height),
+                parent: BlockHash::new([2; 32]),
+                time: Timestamp::new(1_700_000_000_000),
+                tx_root: empty,
+                results_root: empty,
+                state_root: LedgerDigest::new([3; 32]),
+                proposer: 2,
+            },
+            txs: vec![],
+            sidecars: vec![],
+        }
+    }
+
+    #[test]
+    fn round_trips_canonically_with_the_ledger_digest() {
+        let block = ChainBlock::new(sample(9)).expect("a valid block");
+        let bytes = block.encode();
+        assert_eq!(bytes.len(), block.encode_size());
+        let decoded = ChainBlock::decode_cfg(bytes.clone(), &()).expect("decodes");
+        assert_eq!(decoded, block);
+        assert_eq!(decoded.encode(), bytes, "encode(decode(bytes)) == bytes");
+        assert_eq!(block.digest().0, sample(9).digest().0);
+        assert_eq!(block.parent().0, [2; 32]);
+        assert_eq!(block.height().get(), 9);
+    }
+
+    #[test]
+    fn length_prefix_over_the_block_limit_is_refused_before_reading() {
+        let mut bytes = Vec::new();
+        (BLOCK_BYTES_MAX + 1).write(&mut bytes);
+        assert!(ChainBlock::decode_cfg(bytes, &()).is_err());
+    }
+
+    #[test]
+    fn truncated_trailing_or_corrupt_bytes_are_refused() {
+        let bytes = ChainBlock::new(sample(1)).expect("a valid block").encode().to_vec();
+        assert!(ChainBlock::decode_cfg(bytes[..bytes.len() - 1].to_vec(), &()).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(ChainBlock::decode_cfg(trailing, &()).is_err());
+        // The last byte is the top byte of the (u32) sidecar count: a huge count with nothing behind it.
+        let mut corrupt = bytes;
+        let last = corrupt.len() - 1;
+        corrupt[last] = 1;
+        assert!(ChainBlock::decode_cfg(corrupt, &()).is_err());
+    }
+
+    #[test]
+    fn a_block_peers_would_refuse_is_not_wrapped() {
+        let mut block = sample(1);
+        block.header.tx_root = LedgerDigest::new([9; 32]);
+        assert!(matches!(ChainBlock::new(block), Err(ChainBlockError::Invalid(_))));
+    }
+}

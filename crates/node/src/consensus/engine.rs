@@ -261,13 +261,7 @@ where
 
     // Simplex, with the marshal's inline-verification wrapper as automaton, relay and reporter.
     let timeouts = cfg.timeouts;
-    let glue = Glue::new(
-        ledger,
-        identity.genesis_order.clone(),
-        cfg.index,
-        timeouts.propose_budget,
-        timeouts.idle_propose,
-    );
+    let glue = Glue::new(ledger, identity.genesis_order.clone(), cfg.index, timeouts.propose_budget);
     let wrapper = Inline::new(context.child("application"), glue, marshal, FixedEpocher::new(EPOCH_LENGTH));
     let engine = simplex::Engine::new(
         context.child("simplex"),

@@ -11,8 +11,9 @@
 //!   crash at any point re-delivers every block the ledger may not have committed.
 //! - Votes are journaled (and synced) before they are sent, so a restarted validator never signs
 //!   a vote that conflicts with one it sent before the crash.
-//! - The glue never invents a block: when the ledger has nothing to propose, the view is declined
-//!   (after [`Timeouts::idle_propose`]) and Simplex moves to the next leader without a block.
+//! - The glue never invents a block: when the ledger has nothing to propose, the view is declined;
+//!   it times out after [`Timeouts::leader`] and Simplex moves to the next leader without a block
+//!   (so an idle network, even a single validator, runs about one empty view per leader timeout).
 //!
 //! Storage (all under the runtime's storage root, which [`run_tokio`] sets to
 //! [`ValidatorConfig::storage_dir`]): every partition starts with [`ValidatorConfig::partition_prefix`]
@@ -107,11 +108,9 @@ pub struct Timeouts {
     pub nullify_retry: Duration,
     /// How long a request to a peer for a missing block or certificate may take.
     pub fetch: Duration,
-    /// Longest [`Ledger::propose`] may take; must be under `leader`.
+    /// Longest [`Ledger::propose`] may take before the glue declines the view; keep it under
+    /// `leader`.
     pub propose_budget: Duration,
-    /// Shortest time an empty proposal takes before the view is declined, so a leader with nothing
-    /// to propose does not spin through views (with one validator, every view is its own).
-    pub idle_propose: Duration,
 }
 
 impl Default for Timeouts {
@@ -122,7 +121,6 @@ impl Default for Timeouts {
             nullify_retry: Duration::from_secs(10),
             fetch: Duration::from_secs(2),
             propose_budget: Duration::from_millis(750),
-            idle_propose: Duration::from_millis(500),
         }
     }
 }

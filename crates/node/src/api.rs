@@ -1,0 +1,380 @@
+//! The validator's HTTP/JSON API. It only ever handles signed transactions, ciphertext and
+//! wrapped keys; envelopes and ciphertext go only to the signer of a committed, allowed
+//! RecordAccess, within [`ACCESS_WINDOW_MS`] of its block.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use medledger_crypto::sign::Signature;
+use medledger_ledger::api::{
+    AccessBundle, HEADER_SIGNATURE, HEADER_SIGNER, HEADER_TIME, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem,
+    SubmitRequest, SubmitResponse, TxStatus, verify_request,
+};
+use medledger_ledger::state::{
+    AuditEvent, ChartEntry, EnvelopeRef, MemberEntry, RecordEntry, TxResultEntry, keys, last_nonce, read,
+};
+use medledger_ledger::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, StateView, TxKind};
+use medledger_store::{BlobError, Blobs};
+use medledger_types::limits::{ACCESS_WINDOW_MS, PAGE_ITEMS_MAX, REQUEST_SKEW_MS_MAX, SIDECAR_BYTES_MAX, TX_BYTES_MAX};
+use medledger_types::{Digest, MemberId, RecordId, Role, Timestamp, TxId, decode_canonical};
+use serde::{Deserialize, Serialize};
+
+use crate::app::{App, wall_clock_ms};
+
+/// Largest ciphertext accepted through the API in one request.
+pub const BLOB_UPLOAD_MAX: usize = 64 * 1024 * 1024;
+/// Longest a client may long-poll for a transaction to commit.
+const WAIT_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub app: App,
+    pub blobs: Blobs,
+    pub validators: Vec<String>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/status", get(status))
+        .route("/v1/tx", post(submit).layer(DefaultBodyLimit::max(TX_BYTES_MAX + SIDECAR_BYTES_MAX + 64)))
+        .route("/v1/tx/{id}", get(tx_status))
+        .route("/v1/members/{id}", get(member))
+        .route("/v1/members/{id}/nonce", get(nonce))
+        .route("/v1/charts/{patient}", get(chart))
+        .route("/v1/charts/{patient}/envelope", get(chart_envelope))
+        .route("/v1/records/{id}", get(record))
+        .route("/v1/patients/{id}/records", get(patient_records))
+        .route("/v1/patients/{id}/audit", get(audit))
+        .route("/v1/blobs/{digest}", put(put_blob).layer(DefaultBodyLimit::max(BLOB_UPLOAD_MAX)))
+        .route("/v1/access/{tx}/bundle", get(access_bundle))
+        .route("/v1/access/{tx}/content", get(access_content))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
+        .with_state(state)
+}
+
+/// An error as a JSON problem; the detail never carries patient data.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: String,
+    title: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, title: impl Into<String>) -> Self {
+        let kind = if code.starts_with("urn:") { code.to_string() } else { format!("urn:medledger:problem:{code}") };
+        Self { status, kind, title: title.into() }
+    }
+    fn bad(title: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", title)
+    }
+    fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", format!("{what} not found"))
+    }
+    fn denied(title: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, PROBLEM_ACCESS_DENIED, title)
+    }
+    fn unauthenticated(title: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", title)
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = Problem { kind: self.kind, title: self.title, status: self.status.as_u16(), detail: None };
+        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], Json(problem)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn parse<T: std::str::FromStr>(s: &str, what: &str) -> ApiResult<T> {
+    s.parse().map_err(|_| ApiError::bad(format!("malformed {what}")))
+}
+
+fn view(state: &ApiState) -> ApiResult<medledger_store::SpecView<'_>> {
+    state.app.inner().db.view(&[]).map_err(ApiError::internal)
+}
+
+/// Checks the request's signature headers; returns the signer's committed member entry.
+fn authenticate(state: &ApiState, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> ApiResult<MemberEntry> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).ok_or(ApiError::unauthenticated("missing signature headers"));
+    let signer: MemberId = header(HEADER_SIGNER)?.parse().map_err(|_| ApiError::unauthenticated("malformed signer"))?;
+    let time: u64 = header(HEADER_TIME)?.parse().map_err(|_| ApiError::unauthenticated("malformed time"))?;
+    let signature: [u8; 64] = hex::decode(header(HEADER_SIGNATURE)?)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(ApiError::unauthenticated("malformed signature"))?;
+    if wall_clock_ms().abs_diff(time) > REQUEST_SKEW_MS_MAX {
+        return Err(ApiError::unauthenticated("request time too far from the node's clock"));
+    }
+    let member: MemberEntry =
+        read(&view(state)?, &keys::member(&signer)).ok_or(ApiError::unauthenticated("unknown signer"))?;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    if !verify_request(&member.signing_key, method.as_str(), path, Timestamp::new(time), body, &Signature(signature)) {
+        return Err(ApiError::unauthenticated("bad request signature"));
+    }
+    Ok(member)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Serialize)]
+struct StatusResponse {
+    chain_id: String,
+    height: u64,
+    block: String,
+    state_root: String,
+    mempool: usize,
+    validators: Vec<String>,
+}
+
+async fn status(State(state): State<ApiState>) -> Json<StatusResponse> {
+    let last = state.app.last_applied();
+    Json(StatusResponse {
+        chain_id: state.app.inner().chain_id.to_hex(),
+        height: last.height.get(),
+        block: last.digest.to_hex(),
+        state_root: last.state_root.to_hex(),
+        mempool: state.app.mempool_len(),
+        validators: state.validators.clone(),
+    })
+}
+
+async fn submit(State(state): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<SubmitResponse>)> {
+    let request: SubmitRequest = decode_canonical(&body, TX_BYTES_MAX + SIDECAR_BYTES_MAX + 64)
+        .map_err(|_| ApiError::bad("submission does not decode"))?;
+    let tx_id = state.app.submit(request.tx, request.sidecar).map_err(|e| match e {
+        crate::app::SubmitError::Full => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+        crate::app::SubmitError::Storage(_) => ApiError::internal(e),
+        other => ApiError::bad(other.to_string()),
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(SubmitResponse { tx_id })))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    wait_ms: Option<u64>,
+}
+
+fn lookup_status(state: &ApiState, id: &TxId) -> ApiResult<TxStatus> {
+    let entry: Option<TxResultEntry> = read(&view(state)?, &keys::tx_result(id));
+    // A result entry is written for every valid transaction except a stale replay; the tx index
+    // says whether this very transaction is the one committed.
+    if let Some(entry) = entry {
+        if state.app.inner().db.tx_location(id).map_err(ApiError::internal)?.is_some() {
+            return Ok(TxStatus::Committed { height: entry.height, index: entry.index, time: entry.time, outcome: entry.outcome });
+        }
+    }
+    if state.app.has_pending(id) { Ok(TxStatus::Pending) } else { Ok(TxStatus::Unknown) }
+}
+
+async fn tx_status(State(state): State<ApiState>, Path(id): Path<String>, Query(q): Query<WaitQuery>) -> ApiResult<Json<TxStatus>> {
+    let id: TxId = parse(&id, "transaction id")?;
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(WAIT_MAX);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut commits = state.app.subscribe();
+    loop {
+        let status = lookup_status(&state, &id)?;
+        if !matches!(status, TxStatus::Pending) || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(status));
+        }
+        if tokio::time::timeout_at(deadline, commits.changed()).await.is_err() {
+            return Ok(Json(lookup_status(&state, &id)?));
+        }
+    }
+}
+
+async fn member(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<MemberEntry>> {
+    let id: MemberId = parse(&id, "member id")?;
+    read(&view(&state)?, &keys::member(&id)).map(Json).ok_or(ApiError::not_found("member"))
+}
+
+async fn nonce(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let id: MemberId = parse(&id, "member id")?;
+    let nonce = last_nonce(&view(&state)?, &id);
+    Ok(Json(serde_json::json!({ "nonce": nonce.get() })))
+}
+
+async fn chart(State(state): State<ApiState>, Path(patient): Path<String>) -> ApiResult<Json<ChartEntry>> {
+    let patient: MemberId = parse(&patient, "patient id")?;
+    read(&view(&state)?, &keys::chart(&patient)).map(Json).ok_or(ApiError::not_found("chart"))
+}
+
+fn envelope(state: &ApiState, view: &impl StateView, subject: KeySubject, holder: KeyHolder) -> ApiResult<Option<SidecarEnvelope>> {
+    let Some(at) = read::<EnvelopeRef>(view, &keys::envelope(&subject, &holder)) else { return Ok(None) };
+    let bytes = state.app.inner().db.sidecar(&at.sidecar).map_err(ApiError::internal)?.ok_or_else(|| ApiError::internal("sidecar missing"))?;
+    let sidecar = Sidecar::decode(&bytes).map_err(ApiError::internal)?;
+    Ok(sidecar.envelope_for(holder, subject).map(|envelope| SidecarEnvelope { holder, subject, envelope: envelope.clone() }))
+}
+
+/// The signer's envelope of a patient's current chart key (the patient, or an `--all` grantee).
+async fn chart_envelope(
+    State(state): State<ApiState>,
+    Path(patient): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<SidecarEnvelope>> {
+    let me = authenticate(&state, &headers, &method, &uri, &[])?;
+    let patient: MemberId = parse(&patient, "patient id")?;
+    let view = view(&state)?;
+    let chart: ChartEntry = read(&view, &keys::chart(&patient)).ok_or(ApiError::not_found("chart"))?;
+    let subject = KeySubject::Chart { patient, epoch: chart.epoch };
+    envelope(&state, &view, subject, KeyHolder::Member { member: me.id })?
+        .map(Json)
+        .ok_or_else(|| ApiError::denied("no envelope of this chart for the signer"))
+}
+
+async fn record(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RecordEntry>> {
+    let id: RecordId = parse(&id, "record id")?;
+    read(&view(&state)?, &keys::record(&id)).map(Json).ok_or(ApiError::not_found("record"))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn patient_records(State(state): State<ApiState>, Path(id): Path<String>, Query(page): Query<Page>) -> ApiResult<Json<Vec<RecordEntry>>> {
+    let patient: MemberId = parse(&id, "patient id")?;
+    let prefix = keys::patient_records(&patient);
+    let after = page.after.as_deref().map(|a| parse::<RecordId>(a, "cursor")).transpose()?;
+    let after_key = after.map(|r| keys::patient_record(&patient, &r));
+    let limit = page.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
+    let view = view(&state)?;
+    let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
+    let mut records = Vec::with_capacity(rows.len());
+    for (key, _) in rows {
+        let record = RecordId::new(key[prefix.len()..].try_into().map_err(ApiError::internal)?);
+        if let Some(entry) = read::<RecordEntry>(&view, &keys::record(&record)) {
+            records.push(entry);
+        }
+    }
+    Ok(Json(records))
+}
+
+/// A patient's audit trail: for the patient, auditors, and admins (events of their own members).
+async fn audit(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<AuditEvent>>> {
+    let me = authenticate(&state, &headers, &method, &uri, &[])?;
+    let patient: MemberId = parse(&id, "patient id")?;
+    let own_org_only = match me.role {
+        _ if me.id == patient => false,
+        Role::Auditor => false,
+        Role::Admin => true,
+        _ => return Err(ApiError::denied("only the patient, auditors and admins read an audit trail")),
+    };
+    let prefix = keys::audit_of(&patient);
+    let after_key = match page.after.as_deref() {
+        Some(cursor) => Some(hex::decode(cursor).map_err(|_| ApiError::bad("malformed cursor"))?),
+        None => None,
+    };
+    let limit = page.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
+    let rows = view(&state)?.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
+    let events = rows
+        .into_iter()
+        .filter_map(|(_, v)| borsh::from_slice::<AuditEvent>(&v).ok())
+        .filter(|e| !own_org_only || e.actor_org == me.org)
+        .collect();
+    Ok(Json(events))
+}
+
+async fn put_blob(
+    State(state): State<ApiState>,
+    Path(digest): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let me = authenticate(&state, &headers, &method, &uri, &body)?;
+    if me.role == Role::Admin {
+        return Err(ApiError::denied("an admin has no clinical access"));
+    }
+    let digest: Digest = parse(&digest, "digest")?;
+    state.blobs.put(&digest, body).await.map_err(|e| match e {
+        BlobError::Integrity => ApiError::new(StatusCode::BAD_REQUEST, PROBLEM_INTEGRITY, "bytes do not match the digest"),
+        BlobError::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "blob over the size limit"),
+        other => ApiError::internal(other),
+    })?;
+    Ok(StatusCode::CREATED)
+}
+
+/// The record of an allowed RecordAccess signed by the requester, committed within the window.
+fn allowed_access(state: &ApiState, tx: &str, headers: &HeaderMap, method: &Method, uri: &Uri) -> ApiResult<(MemberEntry, RecordEntry)> {
+    let me = authenticate(state, headers, method, uri, &[])?;
+    let tx: TxId = parse(tx, "transaction id")?;
+    let view = view(state)?;
+    let result: TxResultEntry = read(&view, &keys::tx_result(&tx)).ok_or(ApiError::not_found("committed access"))?;
+    if result.signer != me.id {
+        return Err(ApiError::denied("the access was signed by someone else"));
+    }
+    if !result.outcome.is_applied() {
+        return Err(ApiError::denied("the access was denied"));
+    }
+    if wall_clock_ms().saturating_sub(result.time.get()) > ACCESS_WINDOW_MS {
+        return Err(ApiError::denied("the access has expired; request it again"));
+    }
+    let (height, index) = state.app.inner().db.tx_location(&tx).map_err(ApiError::internal)?.ok_or(ApiError::not_found("committed access"))?;
+    let (block, _) = state.app.block_at(height).map_err(ApiError::internal)?.ok_or(ApiError::not_found("block"))?;
+    let Some(TxKind::RecordAccess(access)) = block.txs.get(index as usize).map(|t| &t.body.kind) else {
+        return Err(ApiError::bad("not a record access"));
+    };
+    let record: RecordEntry = read(&view, &keys::record(&access.record)).ok_or(ApiError::not_found("record"))?;
+    if record.version != access.version {
+        return Err(ApiError::denied("the record changed since the access"));
+    }
+    Ok((me, record))
+}
+
+async fn access_bundle(State(state): State<ApiState>, Path(tx): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> ApiResult<Json<AccessBundle>> {
+    let (me, record) = allowed_access(&state, &tx, &headers, &method, &uri)?;
+    let view = view(&state)?;
+    let subject = KeySubject::Record { record: record.record, version: record.version };
+    let me_holder = KeyHolder::Member { member: me.id };
+    let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
+    let chart_subject = KeySubject::Chart { patient: record.patient, epoch: record.chart_epoch };
+    let mut envelopes = Vec::new();
+    if let Some(e) = envelope(&state, &view, subject, me_holder)? {
+        envelopes.push(e);
+    }
+    if let Some(e) = envelope(&state, &view, chart_subject, me_holder)? {
+        envelopes.push(e);
+        if let Some(e) = envelope(&state, &view, subject, chart_holder)? {
+            envelopes.push(e);
+        }
+    }
+    let sidecar = state.app.inner().db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
+    let metadata = sidecar.and_then(|b| Sidecar::decode(&b).ok()).and_then(|s| s.metadata);
+    Ok(Json(AccessBundle { record, envelopes, metadata }))
+}
+
+async fn access_content(State(state): State<ApiState>, Path(tx): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> ApiResult<Response> {
+    let (_, record) = allowed_access(&state, &tx, &headers, &method, &uri)?;
+    let bytes = state.blobs.get(&record.digest).await.map_err(|e| match e {
+        BlobError::Integrity => ApiError::new(StatusCode::BAD_GATEWAY, PROBLEM_INTEGRITY, "stored ciphertext does not match the ledger"),
+        BlobError::NotFound => ApiError::not_found("ciphertext"),
+        other => ApiError::internal(other),
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}

@@ -1,0 +1,429 @@
+//! The ledger application behind the consensus engine: mempool, speculative execution of
+//! proposed and verified blocks, and the atomic commit of finalized ones.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use medledger_ledger::state::{MemberEntry, keys, last_nonce, read};
+use medledger_ledger::{
+    Block, BlockContext, BlockHeader, Executor, Genesis, StateView, Transaction, execute_block,
+    results_root, tx_root,
+};
+use medledger_store::{ChainLog, LastApplied, Pending, StateDb, StoreError};
+use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MAX_MS, BLOCK_TXS_MAX, MEMPOOL_TXS_MAX, TX_BYTES_MAX};
+use medledger_types::{BlockHash, ChainId, Digest, Height, Timestamp, TxId};
+use tokio::sync::{Notify, watch};
+
+use crate::consensus::Ledger;
+
+/// How long a leader with an empty mempool waits for work before declining its view.
+const PROPOSE_WAIT: Duration = Duration::from_millis(400);
+
+/// Why a transaction was not admitted to the mempool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error("transaction does not decode or is over {TX_BYTES_MAX} bytes")]
+    Malformed,
+    #[error("transaction is for another chain")]
+    WrongChain,
+    #[error("signer is not enrolled")]
+    UnknownSigner,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("nonce already used")]
+    StaleNonce,
+    #[error("sidecar: {0}")]
+    Sidecar(medledger_ledger::SidecarError),
+    #[error("mempool is full; retry later")]
+    Full,
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// A block executed but not yet finalized.
+struct Speculative {
+    parent: BlockHash,
+    pending: Pending,
+}
+
+struct Mempool {
+    order: VecDeque<TxId>,
+    txs: HashMap<TxId, (Transaction, Option<Vec<u8>>)>,
+}
+
+impl Mempool {
+    /// Drops ids whose transaction left the pool.
+    fn prune(&mut self) {
+        let Mempool { order, txs } = self;
+        order.retain(|id| txs.contains_key(id));
+    }
+}
+
+pub struct Inner {
+    pub chain_id: ChainId,
+    pub genesis: Genesis,
+    genesis_block: Block,
+    pub db: StateDb,
+    log: Mutex<ChainLog>,
+    speculative: Mutex<HashMap<BlockHash, Arc<Speculative>>>,
+    mempool: Mutex<Mempool>,
+    work: Notify,
+    committed: watch::Sender<LastApplied>,
+}
+
+/// The application; cheap to clone (shared state).
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Chain(#[from] medledger_store::ChainError),
+    #[error("the state on disk belongs to another genesis")]
+    GenesisMismatch,
+}
+
+/// The block at height 0 and the tree batch of the genesis state.
+fn genesis_block(db: &StateDb, genesis: &Genesis) -> Result<(Block, Pending), StoreError> {
+    let pending = db.compute(&[], Height::ZERO, genesis.state())?;
+    let header = BlockHeader {
+        chain_id: genesis.chain_id(),
+        height: Height::ZERO,
+        parent: BlockHash::new([0; 32]),
+        time: genesis.created_at,
+        tx_root: tx_root(&[]),
+        results_root: results_root(&[]),
+        state_root: pending.root,
+        proposer: 0,
+    };
+    Ok((Block { header, txs: vec![], sidecars: vec![] }, pending))
+}
+
+impl App {
+    /// Opens (or initialises from genesis) the state under `data_dir`.
+    pub fn open(data_dir: &std::path::Path, genesis: Genesis) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Db(e.to_string()))?;
+        let db = StateDb::open(&data_dir.join("state.redb"))?;
+        let (genesis_block, pending) = genesis_block(&db, &genesis)?;
+        let last = match db.last_applied()? {
+            Some(last) => last,
+            None => {
+                db.commit(pending, genesis_block.digest(), &[], &[], None)?;
+                db.last_applied()?.ok_or(StoreError::Uninitialised)?
+            }
+        };
+        if last.height == Height::ZERO && last.digest != genesis_block.digest() {
+            return Err(OpenError::GenesisMismatch);
+        }
+        let log = ChainLog::open(&data_dir.join("chain.log"), last.log_len)?;
+        let (committed, _) = watch::channel(last);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                chain_id: genesis.chain_id(),
+                genesis,
+                genesis_block,
+                db,
+                log: Mutex::new(log),
+                speculative: Mutex::new(HashMap::new()),
+                mempool: Mutex::new(Mempool { order: VecDeque::new(), txs: HashMap::new() }),
+                work: Notify::new(),
+                committed,
+            }),
+        })
+    }
+
+    pub fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    pub fn last_applied(&self) -> LastApplied {
+        *self.inner.committed.borrow()
+    }
+
+    /// A receiver that changes at every commit (for long-polls).
+    pub fn subscribe(&self) -> watch::Receiver<LastApplied> {
+        self.inner.committed.subscribe()
+    }
+
+    /// The chain log entry of a committed block.
+    pub fn block_at(&self, height: Height) -> Result<Option<(Block, Vec<u8>)>, StoreError> {
+        let Some((offset, _)) = self.inner.db.block_location(height)? else { return Ok(None) };
+        let entry = self.inner.log.lock().expect("log lock").read_at(offset).map_err(|e| StoreError::Db(e.to_string()))?;
+        let block = Block::decode(&entry.block).map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(Some((block, entry.certificate)))
+    }
+
+    /// Checks and admits a transaction; returns its id. Idempotent for a transaction already pending.
+    pub fn submit(&self, tx: Transaction, sidecar: Option<Vec<u8>>) -> Result<TxId, SubmitError> {
+        let inner = &self.inner;
+        if tx.encode().len() > TX_BYTES_MAX {
+            return Err(SubmitError::Malformed);
+        }
+        if tx.body.chain_id != inner.chain_id {
+            return Err(SubmitError::WrongChain);
+        }
+        medledger_ledger::check_sidecar(&tx, sidecar.as_deref()).map_err(SubmitError::Sidecar)?;
+        let view = inner.db.view(&[]).map_err(|e| SubmitError::Storage(e.to_string()))?;
+        let signer: MemberEntry = read(&view, &keys::member(&tx.body.signer)).ok_or(SubmitError::UnknownSigner)?;
+        if !tx.verify_signature(&signer.signing_key) {
+            return Err(SubmitError::BadSignature);
+        }
+        if tx.body.nonce <= last_nonce(&view, &tx.body.signer) {
+            return Err(SubmitError::StaleNonce);
+        }
+        let id = tx.id();
+        {
+            let mut pool = inner.mempool.lock().expect("mempool lock");
+            if pool.txs.contains_key(&id) {
+                return Ok(id);
+            }
+            if pool.txs.len() >= MEMPOOL_TXS_MAX {
+                return Err(SubmitError::Full);
+            }
+            pool.order.push_back(id);
+            pool.txs.insert(id, (tx, sidecar));
+        }
+        inner.work.notify_one();
+        Ok(id)
+    }
+
+    pub fn mempool_len(&self) -> usize {
+        self.inner.mempool.lock().expect("mempool lock").txs.len()
+    }
+
+    /// The speculative batches from the last committed block up to `tip` (oldest first), or None
+    /// when `tip` is neither committed nor known (its branch was never executed here).
+    fn ancestry(&self, tip: &BlockHash) -> Option<Vec<Arc<Speculative>>> {
+        let last = self.last_applied();
+        let spec = self.inner.speculative.lock().expect("speculative lock");
+        let mut chain = Vec::new();
+        let mut cursor = *tip;
+        while cursor != last.digest {
+            let s = spec.get(&cursor)?;
+            if s.pending.height <= last.height {
+                return None;
+            }
+            cursor = s.parent;
+            chain.push(s.clone());
+        }
+        chain.reverse();
+        Some(chain)
+    }
+
+    fn build(&self, parent: &Block, proposer: u32, now_ms: u64) -> Option<Block> {
+        let inner = &self.inner;
+        let ancestry = self.ancestry(&parent.digest())?;
+        let pendings: Vec<&Pending> = ancestry.iter().map(|s| &s.pending).collect();
+        let view = inner.db.view(&pendings).ok()?;
+        let height = Height::new(parent.header.height.get() + 1);
+        let time = Timestamp::new(now_ms.max(parent.header.time.get() + 1));
+        let ctx = BlockContext { chain_id: inner.chain_id, height, time };
+        let candidates: Vec<(TxId, Transaction, Option<Vec<u8>>)> = {
+            let pool = inner.mempool.lock().expect("mempool lock");
+            pool.order.iter().filter_map(|id| pool.txs.get(id).map(|(t, s)| (*id, t.clone(), s.clone()))).collect()
+        };
+        let mut executor = Executor::new(&view, ctx);
+        let (mut txs, mut sidecars, mut drop) = (Vec::new(), Vec::new(), Vec::new());
+        let mut bytes = 0usize;
+        for (id, tx, sidecar) in candidates {
+            if txs.len() >= BLOCK_TXS_MAX {
+                break;
+            }
+            let size = tx.encode().len() + sidecar.as_ref().map_or(0, Vec::len) + 16;
+            if bytes + size > BLOCK_BYTES_MAX - 4096 {
+                break;
+            }
+            if tx.body.nonce <= last_nonce(executor.view(), &tx.body.signer) {
+                drop.push(id);
+                continue;
+            }
+            // Mempool admission verified the signature against the signer's enrolled key, and keys
+            // do not change in this version of the ledger.
+            match executor.apply(&tx, sidecar.as_deref(), true) {
+                Ok(_) => {
+                    bytes += size;
+                    txs.push(tx);
+                    sidecars.push(sidecar);
+                }
+                Err(_) => drop.push(id),
+            }
+        }
+        if !drop.is_empty() {
+            let mut pool = inner.mempool.lock().expect("mempool lock");
+            for id in &drop {
+                pool.txs.remove(id);
+            }
+            pool.prune();
+        }
+        if txs.is_empty() {
+            return None;
+        }
+        let execution = executor.finish();
+        let pending = inner.db.compute(&pendings, height, execution.writes).ok()?;
+        let header = BlockHeader {
+            chain_id: inner.chain_id,
+            height,
+            parent: parent.digest(),
+            time,
+            tx_root: tx_root(&txs),
+            results_root: results_root(&execution.results),
+            state_root: pending.root,
+            proposer,
+        };
+        let block = Block { header, txs, sidecars };
+        drop_view(view);
+        inner.speculative.lock().expect("speculative lock").insert(block.digest(), Arc::new(Speculative { parent: parent.digest(), pending }));
+        Some(block)
+    }
+
+    /// Full re-check of someone else's block; on success its execution is kept for finalization.
+    fn check(&self, parent: &Block, block: &Block, now_ms: u64) -> Result<(), String> {
+        let inner = &self.inner;
+        let h = &block.header;
+        if h.chain_id != inner.chain_id || h.parent != parent.digest() || h.height.get() != parent.header.height.get() + 1 {
+            return Err("does not extend its parent".into());
+        }
+        if h.time <= parent.header.time || h.time.get() > now_ms.saturating_add(BLOCK_TIME_DRIFT_MAX_MS) {
+            return Err("block time out of bounds".into());
+        }
+        if h.proposer as usize >= inner.genesis.validators.len() {
+            return Err("unknown proposer".into());
+        }
+        block.check_shape().map_err(|e| e.to_string())?;
+        let ancestry = self.ancestry(&parent.digest()).ok_or("parent state unknown")?;
+        let pendings: Vec<&Pending> = ancestry.iter().map(|s| &s.pending).collect();
+        let view = inner.db.view(&pendings).map_err(|e| e.to_string())?;
+        let ctx = BlockContext { chain_id: inner.chain_id, height: h.height, time: h.time };
+        let execution = execute_block(&view, ctx, &block.txs, &block.sidecars).map_err(|e| e.to_string())?;
+        if results_root(&execution.results) != h.results_root {
+            return Err("results root mismatch".into());
+        }
+        let pending = inner.db.compute(&pendings, h.height, execution.writes).map_err(|e| e.to_string())?;
+        if pending.root != h.state_root {
+            return Err("state root mismatch".into());
+        }
+        drop_view(view);
+        inner.speculative.lock().expect("speculative lock").insert(block.digest(), Arc::new(Speculative { parent: parent.digest(), pending }));
+        Ok(())
+    }
+
+    /// Commits a finalized block: chain log first (fsync), then one state transaction naming the
+    /// log's new length. A crash in between cuts the log back on restart and the engine re-delivers.
+    fn commit(&self, block: &Block, certificate: &[u8]) -> Result<(), String> {
+        let inner = &self.inner;
+        let last = self.last_applied();
+        let height = block.header.height;
+        if height <= last.height {
+            return Ok(());
+        }
+        if height.get() != last.height.get() + 1 || block.header.parent != last.digest {
+            return Err(format!("finalized block {height} does not follow {}", last.height));
+        }
+        let digest = block.digest();
+        let spec = inner.speculative.lock().expect("speculative lock").get(&digest).cloned();
+        let pending = match spec {
+            Some(s) => s.pending.clone(),
+            None => {
+                let view = inner.db.view(&[]).map_err(|e| e.to_string())?;
+                let h = &block.header;
+                let ctx = BlockContext { chain_id: inner.chain_id, height: h.height, time: h.time };
+                let execution =
+                    execute_block(&view, ctx, &block.txs, &block.sidecars).map_err(|e| format!("finalized block invalid: {e}"))?;
+                let pending = inner.db.compute(&[], height, execution.writes).map_err(|e| e.to_string())?;
+                drop_view(view);
+                pending
+            }
+        };
+        if pending.root != block.header.state_root {
+            return Err(format!("finalized block {height} has a state root this node does not reproduce"));
+        }
+        let location = inner.log.lock().expect("log lock").append(height, &block.encode(), certificate).map_err(|e| e.to_string())?;
+        let ids: Vec<TxId> = block.txs.iter().map(Transaction::id).collect();
+        let sidecars: Vec<(Digest, Vec<u8>)> = block
+            .txs
+            .iter()
+            .zip(&block.sidecars)
+            .filter_map(|(tx, s)| Some((tx.body.sidecar_digest?, s.clone()?)))
+            .collect();
+        inner.db.commit(pending, digest, &ids, &sidecars, Some(location)).map_err(|e| e.to_string())?;
+        {
+            let mut spec = inner.speculative.lock().expect("speculative lock");
+            spec.retain(|_, s| s.pending.height > height);
+        }
+        {
+            let mut pool = inner.mempool.lock().expect("mempool lock");
+            for id in &ids {
+                pool.txs.remove(id);
+            }
+            pool.prune();
+        }
+        let last = inner.db.last_applied().map_err(|e| e.to_string())?.ok_or("state vanished")?;
+        inner.committed.send_replace(last);
+        Ok(())
+    }
+}
+
+/// Ends a read snapshot before the state is written (keeps redb from holding old pages).
+fn drop_view(view: medledger_store::SpecView<'_>) {
+    drop(view);
+}
+
+/// The outcome of a committed transaction, as clients see it.
+pub fn tx_outcome(view: &impl StateView, id: &TxId) -> Option<medledger_ledger::state::TxResultEntry> {
+    read(view, &keys::tx_result(id))
+}
+
+impl Ledger for App {
+    fn genesis(&self) -> Block {
+        self.inner.genesis_block.clone()
+    }
+
+    async fn propose(&self, parent: &Block, proposer: u32, now_ms: u64) -> Option<Block> {
+        if self.mempool_len() == 0 {
+            let _ = tokio::time::timeout(PROPOSE_WAIT, self.inner.work.notified()).await;
+        }
+        if self.mempool_len() == 0 {
+            return None;
+        }
+        let now = now_ms.max(wall_clock_ms());
+        self.build(parent, proposer, now)
+    }
+
+    async fn verify(&self, parent: &Block, block: &Block, now_ms: u64) -> bool {
+        match self.check(parent, block, now_ms.max(wall_clock_ms())) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::warn!(height = block.header.height.get(), %reason, "rejected proposed block");
+                false
+            }
+        }
+    }
+
+    async fn finalized(&self, block: Block, certificate: Option<Vec<u8>>) {
+        let height = block.header.height;
+        if let Err(reason) = self.commit(&block, certificate.as_deref().unwrap_or_default()) {
+            // A finalized block this node cannot apply means its state or code diverged from the
+            // network: stopping beats serving a wrong state.
+            tracing::error!(height = height.get(), %reason, "cannot apply finalized block; stopping");
+            std::process::exit(70);
+        }
+        tracing::debug!(height = height.get(), txs = block.txs.len(), "committed");
+    }
+}
+
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl App {
+    /// Whether a transaction waits in this validator's mempool.
+    pub fn has_pending(&self, id: &TxId) -> bool {
+        self.inner.mempool.lock().expect("mempool lock").txs.contains_key(id)
+    }
+}
