@@ -1,1 +1,190 @@
-fn main() {}
+//! `medledger`: one binary for operators (init, up, node, verify) and members (id, record, grant,
+//! revoke, audit). Exit codes: 0 ok, 1 other error, 2 usage, 3 access denied, 4 integrity failure.
+//! Errors are one line on stderr and never carry patient data.
+
+mod commands;
+mod network;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use medledger_sdk::SdkError;
+
+#[derive(Parser)]
+#[command(name = "medledger", version, about = "Encrypted patient records on a permissioned BFT ledger")]
+struct Cli {
+    /// Client home: keystores, address book and client config.
+    #[arg(long, global = true, env = "MEDLEDGER_HOME")]
+    home: Option<PathBuf>,
+    /// A validator's API URL (default: every validator in the client config, with fail-over).
+    #[arg(long, global = true, env = "MEDLEDGER_NODE")]
+    node: Option<String>,
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a new network: genesis, validator keys and configs, and the admins' identities.
+    Init(InitArgs),
+    /// Run every validator of DIR (initialising DIR with the defaults if it is empty).
+    Up {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Run one validator of DIR (for multi-host deployments).
+    Node {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        validator: u32,
+    },
+    /// Identities.
+    #[command(subcommand)]
+    Id(IdCommand),
+    /// Records.
+    #[command(subcommand)]
+    Record(RecordCommand),
+    /// Grant a member access to your records (as the patient).
+    Grant(GrantArgs),
+    /// Revoke a member's access (as the patient).
+    Revoke(RevokeArgs),
+    /// Read a patient's audit trail.
+    Audit {
+        #[arg(long = "as")]
+        as_: String,
+        #[arg(long)]
+        patient: String,
+    },
+    /// Verify the whole chain (blocks, certificates, re-execution, state roots) and every ciphertext.
+    Verify {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Show the network's height and state root.
+    Status,
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub validators: usize,
+    /// Organisations, comma separated (ids: lowercase letters, digits, '-', '_').
+    #[arg(long, default_value = "org1", value_delimiter = ',')]
+    pub orgs: Vec<String>,
+    /// Object store: file://PATH (default: DIR/blobs), s3://BUCKET, memory://.
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// Endpoint of a non-AWS S3 server, e.g. http://127.0.0.1:9000.
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// First API port; validator K listens on BASE+K (API) and BASE+100+K (p2p).
+    #[arg(long, default_value_t = 7400)]
+    pub base_port: u16,
+}
+
+#[derive(Subcommand)]
+enum IdCommand {
+    /// Make a member's keys here and have an admin of their organisation enrol them.
+    Create {
+        /// Local alias (never leaves this machine).
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long = "as")]
+        as_: String,
+        /// Public display name for staff (provider directory); never for patients.
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List the identities and contacts of this home.
+    List,
+}
+
+#[derive(Subcommand)]
+enum RecordCommand {
+    /// Encrypt FILE for PATIENT, upload it and register it; prints the record id.
+    Put {
+        #[arg(long = "as")]
+        as_: String,
+        #[arg(long)]
+        patient: String,
+        file: PathBuf,
+    },
+    /// Read a record (the access is audited on the ledger first).
+    Get {
+        #[arg(long = "as")]
+        as_: String,
+        record: String,
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// HL7 PurposeOfUse code.
+        #[arg(long, default_value = "TREAT")]
+        purpose: String,
+    },
+    /// List a patient's records (ledger entries; contents stay encrypted).
+    List {
+        #[arg(long = "as")]
+        as_: String,
+        #[arg(long)]
+        patient: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct GrantArgs {
+    #[arg(long = "as")]
+    pub as_: String,
+    #[arg(long)]
+    pub to: String,
+    #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+    pub record: Option<String>,
+    #[arg(long)]
+    pub all: bool,
+    /// Also lets a doctor add records for the patient (with --all).
+    #[arg(long)]
+    pub write: bool,
+    /// RFC 3339 time (e.g. 2026-12-31T23:59:59Z) or a duration from now (e.g. 8h).
+    #[arg(long)]
+    pub expires: Option<String>,
+}
+
+#[derive(Args)]
+pub struct RevokeArgs {
+    #[arg(long = "as")]
+    pub as_: String,
+    #[arg(long)]
+    pub from: String,
+    #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+    pub record: Option<String>,
+    #[arg(long)]
+    pub all: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let home = cli.home.clone().unwrap_or_else(default_home);
+    let result = match cli.command {
+        Command::Node { dir, validator } => network::node(&dir, validator).map_err(|e| SdkError::Other(e.to_string())),
+        Command::Up { dir } => network::up(&dir, &home),
+        Command::Init(args) => network::init(&args, &home, cli.json),
+        Command::Verify { dir } => network::verify(dir, &home, cli.json),
+        command => commands::run(command, &home, cli.node, cli.json),
+    };
+    if let Err(e) = result {
+        let line = e.to_string().replace('\n', " ");
+        eprintln!("error: {line}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".medledger"), |h| PathBuf::from(h).join(".medledger"))
+}

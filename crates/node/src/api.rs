@@ -16,9 +16,9 @@ use medledger_ledger::api::{
     SubmitRequest, SubmitResponse, TxStatus, verify_request,
 };
 use medledger_ledger::state::{
-    AuditEvent, ChartEntry, EnvelopeRef, MemberEntry, RecordEntry, TxResultEntry, keys, last_nonce, read,
+    AuditEvent, ChartEntry, EnvelopeRef, GrantEntry, MemberEntry, RecordEntry, TxResultEntry, keys, last_nonce, read,
 };
-use medledger_ledger::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, StateView, TxKind};
+use medledger_ledger::{GrantScope, KeyHolder, KeySubject, Sidecar, SidecarEnvelope, StateView, TxKind};
 use medledger_store::{BlobError, Blobs};
 use medledger_types::limits::{ACCESS_WINDOW_MS, PAGE_ITEMS_MAX, REQUEST_SKEW_MS_MAX, SIDECAR_BYTES_MAX, TX_BYTES_MAX};
 use medledger_types::{Digest, MemberId, RecordId, Role, Timestamp, TxId, decode_canonical};
@@ -48,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/members/{id}/nonce", get(nonce))
         .route("/v1/charts/{patient}", get(chart))
         .route("/v1/charts/{patient}/envelope", get(chart_envelope))
+        .route("/v1/grants/{patient}/{grantee}", get(grant_all))
         .route("/v1/records/{id}", get(record))
         .route("/v1/patients/{id}/records", get(patient_records))
         .route("/v1/patients/{id}/audit", get(audit))
@@ -236,6 +237,13 @@ async fn chart_envelope(
     envelope(&state, &view, subject, KeyHolder::Member { member: me.id })?
         .map(Json)
         .ok_or_else(|| ApiError::denied("no envelope of this chart for the signer"))
+}
+
+/// A patient's `--all` grant to a member (public: the ledger's grants carry only pseudonyms).
+async fn grant_all(State(state): State<ApiState>, Path((patient, grantee)): Path<(String, String)>) -> ApiResult<Json<GrantEntry>> {
+    let patient: MemberId = parse(&patient, "patient id")?;
+    let grantee: MemberId = parse(&grantee, "member id")?;
+    read(&view(&state)?, &keys::grant(&patient, &grantee, &GrantScope::All)).map(Json).ok_or(ApiError::not_found("grant"))
 }
 
 async fn record(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RecordEntry>> {

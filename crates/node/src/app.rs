@@ -90,7 +90,7 @@ pub enum OpenError {
 }
 
 /// The block at height 0 and the tree batch of the genesis state.
-fn genesis_block(db: &StateDb, genesis: &Genesis) -> Result<(Block, Pending), StoreError> {
+pub(crate) fn genesis_block(db: &StateDb, genesis: &Genesis) -> Result<(Block, Pending), StoreError> {
     let pending = db.compute(&[], Height::ZERO, genesis.state())?;
     let header = BlockHeader {
         chain_id: genesis.chain_id(),

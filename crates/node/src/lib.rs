@@ -2,4 +2,7 @@
 
 pub mod api;
 pub mod app;
+pub mod config;
 pub mod consensus;
+pub mod run;
+pub mod verify;

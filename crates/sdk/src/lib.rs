@@ -1,1 +1,13 @@
+//! The medledger client SDK, used by the CLI, the tests and the benchmarks: the home directory
+//! (keystores, address book, client config), the validators' HTTP API, and the member-side
+//! operations where every key is made and every secret opened.
 
+mod client;
+mod error;
+mod home;
+mod ops;
+
+pub use client::{COMMIT_TIMEOUT, Client};
+pub use error::{Result, SdkError};
+pub use home::{ClientConfig, Contact, Home, Identity, check_alias};
+pub use ops::{Committed, Opened, RECORD_PLAINTEXT_MAX, RecordMetadata, Session, describe};

@@ -45,8 +45,8 @@ pub use block::{CHAIN_BLOCK_BYTES_MAX, ChainBlock, ChainBlockError, Digest};
 pub use certificate::verify_certificate;
 pub use engine::{Channels, run};
 pub use network::{
-    CHANNEL_BACKFILL, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES, CHANNEL_RESOLVER, CHANNEL_VOTES, channel_quota,
-    max_message_size, run_tokio, simulated_channels, tokio_runner,
+    CHANNEL_BACKFILL, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES, CHANNEL_RESOLVER, CHANNEL_VOTES,
+    channel_quota, max_message_size, run_tokio, simulated_channels, tokio_runner,
 };
 
 /// The engine's signing scheme: Ed25519 votes, certificates carrying each signer's signature.
@@ -67,7 +67,12 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     ///
     /// The glue declines the view if this takes longer than [`Timeouts::propose_budget`], and
     /// drops a block that is not a child of `parent` proposed by `proposer`.
-    fn propose(&self, parent: &Block, proposer: u32, now_ms: u64) -> impl Future<Output = Option<Block>> + Send;
+    fn propose(
+        &self,
+        parent: &Block,
+        proposer: u32,
+        now_ms: u64,
+    ) -> impl Future<Output = Option<Block>> + Send;
 
     /// Re-checks a block proposed by someone else on top of `parent` (time bounds, signatures, state root...).
     ///
@@ -75,16 +80,27 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     /// and that its `proposer` led the view. Return `false` only for a block that is invalid for
     /// good; for one that may become valid (a time slightly ahead of this validator's clock), wait
     /// before answering rather than reject it.
-    fn verify(&self, parent: &Block, block: &Block, now_ms: u64) -> impl Future<Output = bool> + Send;
+    fn verify(
+        &self,
+        parent: &Block,
+        block: &Block,
+        now_ms: u64,
+    ) -> impl Future<Output = bool> + Send;
 
     /// Executes and durably commits a finalized block, with the engine's finalization certificate
     /// (encoded bytes) when the marshal has it. Returns only after the commit is durable; the glue
     /// acknowledges the block to the marshal after this returns. Re-deliveries at or below the last
     /// committed height must be tolerated (the app skips them).
     ///
-    /// The certificate checks offline with [`verify_certificate`]. A block finalized only through a
-    /// descendant's certificate comes with `None`; the hash chain from that descendant covers it.
-    fn finalized(&self, block: Block, certificate: Option<Vec<u8>>) -> impl Future<Output = ()> + Send;
+    /// The certificate checks offline with [`verify_certificate`]. It is `None` for a block
+    /// finalized only through a descendant's certificate, or recovered after a crash before its
+    /// own certificate was stored; the next certified descendant covers it through the hash chain
+    /// (each header commits to its parent).
+    fn finalized(
+        &self,
+        block: Block,
+        certificate: Option<Vec<u8>>,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// One validator of the fixed validator set, in genesis order.
@@ -111,6 +127,26 @@ pub struct Timeouts {
     /// Longest [`Ledger::propose`] may take before the glue declines the view; keep it under
     /// `leader`.
     pub propose_budget: Duration,
+}
+
+impl Timeouts {
+    /// Checks the relations the engine requires (it would panic on them otherwise).
+    pub fn check(&self) -> Result<(), ConsensusError> {
+        let problem = if self.leader.is_zero() {
+            "the leader time-out must not be zero"
+        } else if self.certification <= self.leader {
+            "the certification time-out must exceed the leader time-out"
+        } else if self.nullify_retry.is_zero() {
+            "the nullify retry interval must not be zero"
+        } else if self.fetch.is_zero() {
+            "the fetch time-out must not be zero"
+        } else if self.propose_budget.is_zero() || self.propose_budget >= self.leader {
+            "the propose budget must be above zero and under the leader time-out"
+        } else {
+            return Ok(());
+        };
+        Err(ConsensusError::InvalidTimeouts(problem))
+    }
 }
 
 impl Default for Timeouts {
@@ -164,8 +200,15 @@ impl std::fmt::Debug for ValidatorConfig {
 impl ValidatorConfig {
     /// The prefix of every storage partition this validator uses.
     pub fn partition_prefix(&self) -> String {
-        let key_prefix = self.validators.get(self.index as usize).map(|peer| hex::encode(&peer.public_key[..8]));
-        format!("medledger-v{}-{}", self.index, key_prefix.unwrap_or_default())
+        let key_prefix = self
+            .validators
+            .get(self.index as usize)
+            .map(|peer| hex::encode(&peer.public_key[..8]));
+        format!(
+            "medledger-v{}-{}",
+            self.index,
+            key_prefix.unwrap_or_default()
+        )
     }
 }
 
@@ -175,7 +218,10 @@ pub fn validator_public_key(signing_seed: &[u8; 32]) -> [u8; 32] {
     use commonware_cryptography::Signer as _;
     let key = commonware_cryptography::ed25519::PrivateKey::decode(Copying(&signing_seed[..]))
         .expect("every 32-byte string is an Ed25519 seed");
-    key.public_key().as_ref().try_into().expect("Ed25519 public keys are 32 bytes")
+    key.public_key()
+        .as_ref()
+        .try_into()
+        .expect("Ed25519 public keys are 32 bytes")
 }
 
 /// The consensus signing namespace of a chain.
@@ -229,6 +275,9 @@ pub enum ConsensusError {
     /// The genesis block cannot be handed to the engine (too large, or it does not decode).
     #[error("the genesis block cannot be used: {0}")]
     UnusableGenesis(#[from] ChainBlockError),
+    /// The time-outs do not fit together (see [`Timeouts::check`]).
+    #[error("invalid time-outs: {0}")]
+    InvalidTimeouts(&'static str),
     /// Storage could not be opened.
     #[error("storage: {0}")]
     Storage(String),

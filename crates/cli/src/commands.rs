@@ -1,0 +1,232 @@
+//! Member commands: identities, records, grants, audit.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use medledger_ledger::state::{AuditAction, AuditEvent, Decision, RecordEntry};
+use medledger_ledger::GrantScope;
+use medledger_sdk::{Contact, Home, Identity, Result, SdkError, Session};
+use medledger_types::{MemberId, OrgId, PurposeOfUse, RecordId, Role, Timestamp};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::{Command, IdCommand, RecordCommand};
+
+/// The keystore passphrase: `MEDLEDGER_PASSPHRASE`, or a prompt on a terminal.
+pub fn passphrase() -> Result<Zeroizing<String>> {
+    if let Ok(p) = std::env::var("MEDLEDGER_PASSPHRASE") {
+        return Ok(Zeroizing::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(SdkError::Usage("set MEDLEDGER_PASSPHRASE or run on a terminal to be asked for the passphrase".into()));
+    }
+    eprint!("keystore passphrase: ");
+    let _ = std::io::stderr().flush();
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().read_line(&mut line).map_err(|e| SdkError::Other(e.to_string()))?;
+    Ok(Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_string()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| SdkError::Other(e.to_string()))
+}
+
+fn load(home: &Home, alias: &str) -> Result<Identity> {
+    home.load_identity(alias, passphrase()?.as_bytes())
+}
+
+fn parse_record(s: &str) -> Result<RecordId> {
+    s.parse().map_err(|_| SdkError::Usage("a record id is 32 hex digits".into()))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.get())).to_string()
+}
+
+fn parse_expiry(s: &str) -> Result<Timestamp> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        let ms = t.duration_since(UNIX_EPOCH).map_err(|_| SdkError::Usage("expiry before 1970".into()))?.as_millis();
+        return Ok(Timestamp::new(ms as u64));
+    }
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(Timestamp::new(now_ms().saturating_add(d.as_millis() as u64)));
+    }
+    Err(SdkError::Usage("--expires takes an RFC 3339 time (2026-12-31T23:59:59Z) or a duration (8h)".into()))
+}
+
+fn name_of(home: &Home, member: &MemberId) -> String {
+    home.alias_of(member).unwrap_or_else(|| member.to_hex())
+}
+
+pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) -> Result<()> {
+    let rt = runtime()?;
+    if let Command::Id(IdCommand::List) = command {
+        let home = Home::open(home_dir)?;
+        for (alias, c) in home.book()? {
+            if json {
+                println!("{}", json!({"name": alias, "member": c.member, "role": c.role.as_str(), "org": c.org.as_str(), "keys_here": home.has_identity(&alias)}));
+            } else {
+                let mine = if home.has_identity(&alias) { " (keys here)" } else { "" };
+                println!("{alias}\t{}\t{}\t{}{mine}", c.role.as_str(), c.org, c.member);
+            }
+        }
+        return Ok(());
+    }
+    let session = Session::open(home_dir, node)?;
+    let home = &session.home;
+    match command {
+        Command::Id(IdCommand::Create { name, role, org, as_, display_name }) => {
+            let role: Role = role.parse().map_err(|_| SdkError::Usage("--role is one of patient, doctor, nurse, admin, auditor, emergency".into()))?;
+            let pass = passphrase()?;
+            let admin = home.load_identity(&as_, pass.as_bytes())?;
+            let org = match org {
+                Some(o) => OrgId::new(&o).map_err(|_| SdkError::Usage("malformed organisation id".into()))?,
+                None => admin.org.clone(),
+            };
+            let identity = rt.block_on(session.create_identity(&admin, &name, role, org, display_name, pass.as_bytes()))?;
+            if json {
+                println!("{}", json!({"name": name, "member": identity.member, "role": role.as_str(), "org": identity.org.as_str()}));
+            } else {
+                println!("{name} enrolled as {} of {} (member {})", role.as_str(), identity.org, identity.member);
+            }
+        }
+        Command::Record(RecordCommand::Put { as_, patient, file }) => {
+            let patient = home.resolve(&patient)?;
+            let me = load(home, &as_)?;
+            let meta = std::fs::metadata(&file).map_err(|e| SdkError::Usage(format!("{}: {e}", file.display())))?;
+            if meta.len() > medledger_sdk::RECORD_PLAINTEXT_MAX as u64 {
+                return Err(SdkError::Usage(format!("records are limited to {} MiB", medledger_sdk::RECORD_PLAINTEXT_MAX >> 20)));
+            }
+            let plaintext = Zeroizing::new(std::fs::read(&file).map_err(|e| SdkError::Usage(format!("{}: {e}", file.display())))?);
+            let (record, committed) = rt.block_on(session.put_record(&me, &patient, &plaintext))?;
+            if json {
+                println!("{}", json!({"record": record, "tx": committed.tx, "height": committed.height.get()}));
+            } else {
+                println!("{record}");
+            }
+        }
+        Command::Record(RecordCommand::Get { as_, record, output, purpose }) => {
+            let record = parse_record(&record)?;
+            let purpose: PurposeOfUse = purpose.parse().map_err(|_| SdkError::Usage("--purpose is an HL7 PurposeOfUse code: TREAT, ETREAT, HPAYMT, HOPERAT, PATRQT, HRESCH, LEGAL".into()))?;
+            let me = load(home, &as_)?;
+            let opened = rt.block_on(session.get_record(&me, record, purpose))?;
+            // Nothing is written until the whole record has authenticated.
+            match output {
+                Some(path) => {
+                    let tmp = path.with_extension("medledger-tmp");
+                    std::fs::write(&tmp, &*opened.plaintext).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| SdkError::Other(format!("{}: {e}", path.display())))?;
+                    if json {
+                        println!("{}", json!({"record": record, "access_tx": opened.access.tx, "height": opened.access.height.get(), "bytes": opened.plaintext.len(), "metadata": opened.metadata}));
+                    }
+                }
+                None => {
+                    std::io::stdout().write_all(&opened.plaintext).map_err(|e| SdkError::Other(e.to_string()))?;
+                }
+            }
+        }
+        Command::Record(RecordCommand::List { as_, patient }) => {
+            let patient = match patient {
+                Some(p) => home.resolve(&p)?,
+                None => home.resolve(&as_)?,
+            };
+            let records = rt.block_on(session.list(&patient))?;
+            print_records(home, &records, json);
+        }
+        Command::Grant(args) => {
+            let to = home.resolve(&args.to)?;
+            let scope = scope(args.record.as_deref(), args.all)?;
+            let expires = args.expires.as_deref().map(parse_expiry).transpose()?;
+            let me = load(home, &args.as_)?;
+            let c = rt.block_on(session.grant(&me, &to, scope, args.write, expires))?;
+            report(json, "granted", &c);
+        }
+        Command::Revoke(args) => {
+            let from = home.resolve(&args.from)?;
+            let scope = scope(args.record.as_deref(), args.all)?;
+            let me = load(home, &args.as_)?;
+            let c = rt.block_on(session.revoke(&me, &from, scope))?;
+            report(json, "revoked", &c);
+        }
+        Command::Audit { as_, patient } => {
+            let patient: Contact = home.resolve(&patient)?;
+            let me = load(home, &as_)?;
+            let events = rt.block_on(session.audit(&me, &patient))?;
+            print_audit(home, &events, json);
+        }
+        Command::Status => {
+            let status = rt.block_on(session.client.status())?;
+            if json {
+                println!("{status}");
+            } else {
+                println!("height {} state root {}", status["height"], status["state_root"].as_str().unwrap_or_default());
+            }
+        }
+        Command::Init(_) | Command::Up { .. } | Command::Node { .. } | Command::Verify { .. } | Command::Id(IdCommand::List) => {
+            unreachable!("handled in main")
+        }
+    }
+    Ok(())
+}
+
+fn scope(record: Option<&str>, all: bool) -> Result<GrantScope> {
+    match (record, all) {
+        (Some(r), false) => Ok(GrantScope::Record(parse_record(r)?)),
+        (None, true) => Ok(GrantScope::All),
+        _ => Err(SdkError::Usage("give exactly one of --record RECORD or --all".into())),
+    }
+}
+
+fn report(json: bool, what: &str, c: &medledger_sdk::Committed) {
+    if json {
+        println!("{}", json!({"tx": c.tx, "height": c.height.get(), "time": rfc3339(c.time)}));
+    } else {
+        println!("{what} (block {})", c.height);
+    }
+}
+
+fn print_records(home: &Home, records: &[RecordEntry], json: bool) {
+    for r in records {
+        if json {
+            println!("{}", json!({"record": r.record, "version": r.version, "author": r.author, "size_bytes": r.size_bytes, "digest": r.digest, "height": r.created_height.get(), "created": rfc3339(r.created_at)}));
+        } else {
+            println!("{}  v{}  by {}  {} bytes  block {}  {}", r.record, r.version, name_of(home, &r.author), r.size_bytes, r.created_height, rfc3339(r.created_at));
+        }
+    }
+}
+
+fn print_audit(home: &Home, events: &[AuditEvent], json: bool) {
+    for e in events {
+        let (action, record) = match &e.action {
+            AuditAction::Read { record, .. } => ("read".to_string(), Some(*record)),
+            AuditAction::Write { record, .. } => ("write".to_string(), Some(*record)),
+            AuditAction::Grant { grantee, scope, write, .. } => {
+                let w = if *write { "+write" } else { "" };
+                (format!("grant{w} to {}", name_of(home, grantee)), scope_record(scope))
+            }
+            AuditAction::Revoke { grantee, scope } => (format!("revoke from {}", name_of(home, grantee)), scope_record(scope)),
+        };
+        let decision = match &e.decision {
+            Decision::Allowed => "allowed".to_string(),
+            Decision::Denied { reason } => format!("denied ({reason})"),
+        };
+        let purpose = e.purpose.map(|p| p.as_str()).unwrap_or("-");
+        if json {
+            println!("{}", json!({"height": e.height.get(), "time": rfc3339(e.time), "actor": e.actor, "actor_name": home.alias_of(&e.actor), "role": e.actor_role.as_str(), "org": e.actor_org.as_str(), "action": e.action, "purpose": e.purpose.map(|p| p.as_str()), "decision": e.decision, "tx": e.tx}));
+        } else {
+            let record = record.map_or_else(|| "all records".to_string(), |r| r.to_hex());
+            println!("block {}  {}  {} ({})  {}  {}  {}  {}", e.height, rfc3339(e.time), name_of(home, &e.actor), e.actor_role.as_str(), action, record, purpose, decision);
+        }
+    }
+}
+
+fn scope_record(scope: &GrantScope) -> Option<RecordId> {
+    match scope {
+        GrantScope::Record(r) => Some(*r),
+        GrantScope::All => None,
+    }
+}

@@ -1,0 +1,168 @@
+//! The files of a network directory, as `medledger init` writes them:
+//!
+//! ```text
+//! DIR/genesis.json                  organisations, admin public keys, validators (public)
+//! DIR/validator-K/validator.json    validator K's consensus key and listen addresses (0600)
+//! DIR/validator-K/data/             its state, chain log and consensus journal
+//! DIR/blobs/                        the default object store (file://), shared locally
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use medledger_crypto::sign::VerifyingKey;
+use medledger_ledger::{Genesis, GenesisOrg, GenesisValidator};
+use medledger_types::{OrgId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::{ValidatorConfig, ValidatorPeer, namespace_for_chain, validator_public_key};
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ValidatorFile {
+    pub index: u32,
+    /// Hex of the Ed25519 consensus key seed.
+    pub signing_seed: String,
+    pub p2p_listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    /// Object store URL: `file://PATH`, `s3://BUCKET`, or `memory://`.
+    pub storage: String,
+    /// Endpoint of a non-AWS S3 server (e.g. `http://127.0.0.1:9000`).
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error("{path}: {error}")]
+    Parse { path: PathBuf, error: String },
+    #[error("{0} already exists; choose an empty directory")]
+    Exists(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
+    move |error| ConfigError::Io { path: path.to_path_buf(), error }
+}
+
+pub fn genesis_path(dir: &Path) -> PathBuf {
+    dir.join("genesis.json")
+}
+
+pub fn validator_dir(dir: &Path, index: u32) -> PathBuf {
+    dir.join(format!("validator-{index}"))
+}
+
+pub fn load_genesis(dir: &Path) -> Result<Genesis, ConfigError> {
+    let path = genesis_path(dir);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    Genesis::from_json(&text).map_err(|e| ConfigError::Parse { path, error: e.to_string() })
+}
+
+pub fn load_validator(dir: &Path, index: u32) -> Result<ValidatorFile, ConfigError> {
+    let path = validator_dir(dir, index).join("validator.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text).map_err(|e| ConfigError::Parse { path, error: e.to_string() })
+}
+
+/// What `init` decides about the network.
+pub struct NetworkPlan {
+    pub chain_name: String,
+    pub orgs: Vec<GenesisOrg>,
+    pub validators: usize,
+    pub base_port: u16,
+    pub storage: Option<String>,
+    pub s3_endpoint: Option<String>,
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), ConfigError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).map_err(io(path))?;
+    file.write_all(contents.as_bytes()).map_err(io(path))
+}
+
+/// Writes genesis and one validator file per validator; validator keys are made here, on the
+/// operator's machine. Validators are spread over organisations round-robin.
+pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigError> {
+    if genesis_path(dir).exists() {
+        return Err(ConfigError::Exists(genesis_path(dir)));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let dir = dir.canonicalize().map_err(io(dir))?;
+    let port = |offset: usize| -> Result<u16, ConfigError> {
+        u16::try_from(usize::from(plan.base_port) + offset).map_err(|_| ConfigError::Invalid("port out of range".into()))
+    };
+    let mut seeds = Vec::new();
+    let mut validators = Vec::new();
+    for k in 0..plan.validators {
+        let seed: [u8; 32] = medledger_crypto::random_bytes();
+        let org: &OrgId = &plan.orgs[k % plan.orgs.len()].id;
+        validators.push(GenesisValidator {
+            org: org.clone(),
+            public_key: VerifyingKey(validator_public_key(&seed)),
+            p2p_address: format!("127.0.0.1:{}", port(100 + k)?),
+            api_address: format!("127.0.0.1:{}", port(k)?),
+        });
+        seeds.push(seed);
+    }
+    let genesis = Genesis {
+        chain_name: plan.chain_name,
+        created_at: Timestamp::new(crate::app::wall_clock_ms()),
+        orgs: plan.orgs,
+        validators,
+    };
+    genesis.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let storage = plan.storage.unwrap_or_else(|| format!("file://{}", dir.join("blobs").display()));
+    for (k, seed) in seeds.iter().enumerate() {
+        let vdir = validator_dir(&dir, k as u32);
+        std::fs::create_dir_all(&vdir).map_err(io(&vdir))?;
+        let v = &genesis.validators[k];
+        let file = ValidatorFile {
+            index: k as u32,
+            signing_seed: hex::encode(seed),
+            p2p_listen: v.p2p_address.parse().map_err(|_| ConfigError::Invalid("bad address".into()))?,
+            api_listen: v.api_address.parse().map_err(|_| ConfigError::Invalid("bad address".into()))?,
+            storage: storage.clone(),
+            s3_endpoint: plan.s3_endpoint.clone(),
+        };
+        let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        write_private(&vdir.join("validator.json"), &text)?;
+    }
+    let path = genesis_path(&dir);
+    std::fs::write(&path, genesis.to_json()).map_err(io(&path))?;
+    Ok(genesis)
+}
+
+/// The consensus configuration of validator `file.index` of `genesis`.
+pub fn consensus_config(dir: &Path, genesis: &Genesis, file: &ValidatorFile) -> Result<ValidatorConfig, ConfigError> {
+    let seed: [u8; 32] = hex::decode(&file.signing_seed)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ConfigError::Invalid("malformed validator key".into()))?;
+    let mut validators = Vec::new();
+    for v in &genesis.validators {
+        let address = v.p2p_address.parse().map_err(|_| ConfigError::Invalid(format!("bad p2p address {}", v.p2p_address)))?;
+        validators.push(ValidatorPeer { public_key: v.public_key.0, address });
+    }
+    let me = validators.get(file.index as usize).ok_or_else(|| ConfigError::Invalid("validator index not in genesis".into()))?;
+    if me.public_key != validator_public_key(&seed) {
+        return Err(ConfigError::Invalid("validator key does not match genesis".into()));
+    }
+    Ok(ValidatorConfig {
+        index: file.index,
+        signing_seed: seed,
+        validators,
+        listen: file.p2p_listen,
+        storage_dir: validator_dir(dir, file.index).join("data").join("consensus"),
+        namespace: namespace_for_chain(&genesis.chain_id()),
+        timeouts: Default::default(),
+    })
+}

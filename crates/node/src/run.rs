@@ -1,0 +1,35 @@
+//! Running one validator: state, blob store, API server and consensus in one process.
+
+use std::path::Path;
+
+use medledger_store::Blobs;
+use medledger_types::limits::RECORD_CIPHERTEXT_BYTES_MAX;
+
+use crate::api::{ApiState, router};
+use crate::app::App;
+use crate::config::{consensus_config, load_genesis, load_validator, validator_dir};
+
+/// Runs validator `index` of the network in `dir` until the process is stopped.
+pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
+    let genesis = load_genesis(dir)?;
+    let file = load_validator(dir, index)?;
+    let cfg = consensus_config(dir, &genesis, &file)?;
+    let data = validator_dir(dir, index).join("data");
+    let blobs = Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX)?;
+    let validators = genesis.validators.iter().map(|v| format!("http://{}", v.api_address)).collect();
+    let app = App::open(&data, genesis)?;
+    let runner = crate::consensus::tokio_runner(&cfg);
+    use commonware_runtime::Runner as _;
+    runner.start(|context| async move {
+        let listener = tokio::net::TcpListener::bind(file.api_listen).await?;
+        tracing::info!(validator = index, api = %file.api_listen, p2p = %file.p2p_listen, "validator starting");
+        let state = ApiState { app: app.clone(), blobs, validators };
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router(state)).await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        });
+        crate::consensus::run_tokio(context, cfg, app).await?;
+        Ok(())
+    })
+}

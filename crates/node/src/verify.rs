@@ -1,0 +1,111 @@
+//! Offline verification of a validator's files: every block's hash chain, transaction root,
+//! finality certificate, time, and state root (by re-executing from genesis), and every record
+//! ciphertext in the blob store against its digest on the ledger.
+
+use std::path::Path;
+
+use medledger_ledger::{BlockContext, TxKind, execute_block, results_root};
+use medledger_store::{BlobError, Blobs, ChainLog, StateDb};
+use medledger_types::limits::RECORD_CIPHERTEXT_BYTES_MAX;
+use medledger_types::Digest;
+
+use crate::config::{load_genesis, load_validator, validator_dir};
+use crate::consensus::{namespace_for_chain, verify_certificate};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub blocks: u64,
+    pub transactions: u64,
+    pub state_root: Digest,
+    pub ciphertexts: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("verification failed at height {height}: {reason}")]
+    At { height: u64, reason: String },
+    #[error("ciphertext of record {record} fails: {reason}")]
+    Ciphertext { record: String, reason: String },
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup(e: impl std::fmt::Display) -> VerifyError {
+    VerifyError::Setup(e.to_string())
+}
+
+/// Verifies validator `index` of the network in `dir`.
+pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyError> {
+    let genesis = load_genesis(dir).map_err(setup)?;
+    let file = load_validator(dir, index).map_err(setup)?;
+    let namespace = namespace_for_chain(&genesis.chain_id());
+    let keys: Vec<[u8; 32]> = genesis.validators.iter().map(|v| v.public_key.0).collect();
+    let scratch = tempfile::tempdir().map_err(setup)?;
+    let db = StateDb::open(&scratch.path().join("replay.redb")).map_err(setup)?;
+    let (genesis_block, pending) = crate::app::genesis_block(&db, &genesis).map_err(setup)?;
+    db.commit(pending, genesis_block.digest(), &[], &[], None).map_err(setup)?;
+
+    let log = validator_dir(dir, index).join("data").join("chain.log");
+    let mut prev = genesis_block.header.clone();
+    let mut uncertified: Option<u64> = None;
+    let mut transactions = 0u64;
+    let mut records = Vec::new();
+    for entry in ChainLog::entries(&log).map_err(setup)? {
+        let height = prev.height.get() + 1;
+        let at = |reason: String| VerifyError::At { height, reason };
+        let entry = entry.map_err(|e| at(e.to_string()))?;
+        if entry.height.get() != height {
+            return Err(at(format!("entry claims height {}", entry.height)));
+        }
+        let block = medledger_ledger::Block::decode(&entry.block).map_err(|e| at(format!("block does not decode: {e}")))?;
+        let h = &block.header;
+        if h.height.get() != height || h.chain_id != prev.chain_id || h.parent != prev.digest() {
+            return Err(at("block does not extend its parent".into()));
+        }
+        if h.time <= prev.time {
+            return Err(at("block time not after its parent's".into()));
+        }
+        let digest = block.digest();
+        if entry.certificate.is_empty() {
+            uncertified.get_or_insert(height);
+        } else if verify_certificate(&namespace, &keys, digest.0, &entry.certificate) {
+            uncertified = None;
+        } else {
+            return Err(at("finality certificate does not verify".into()));
+        }
+        let ctx = BlockContext { chain_id: h.chain_id, height: h.height, time: h.time };
+        let view = db.view(&[]).map_err(setup)?;
+        let execution = execute_block(&view, ctx, &block.txs, &block.sidecars).map_err(|e| at(e.to_string()))?;
+        drop(view);
+        if results_root(&execution.results) != h.results_root {
+            return Err(at("transaction results do not match the header".into()));
+        }
+        for (tx, outcome) in block.txs.iter().zip(&execution.results) {
+            if let (TxKind::RegisterRecord(r), true) = (&tx.body.kind, outcome.is_applied()) {
+                records.push((r.record, r.digest));
+            }
+        }
+        let pending = db.compute(&[], h.height, execution.writes).map_err(setup)?;
+        if pending.root != h.state_root {
+            return Err(at("state root does not match re-execution".into()));
+        }
+        transactions += block.txs.len() as u64;
+        db.commit(pending, digest, &[], &[], None).map_err(setup)?;
+        prev = block.header;
+    }
+    if let Some(height) = uncertified {
+        return Err(VerifyError::At { height, reason: "no finality certificate covers this block".into() });
+    }
+    let blobs = Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX).map_err(setup)?;
+    for (record, digest) in &records {
+        blobs.get(digest).await.map_err(|e| VerifyError::Ciphertext {
+            record: record.to_hex(),
+            reason: match e {
+                BlobError::Integrity => "bytes do not match the ledger's digest".into(),
+                BlobError::NotFound => "missing from the blob store".into(),
+                other => other.to_string(),
+            },
+        })?;
+    }
+    Ok(VerifyReport { blocks: prev.height.get(), transactions, state_root: prev.state_root, ciphertexts: records.len() as u64 })
+}

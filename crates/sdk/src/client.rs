@@ -1,0 +1,178 @@
+//! HTTP client of the validators' API, with fail-over between validators and signed requests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use medledger_ledger::api::{AccessBundle, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, SubmitRequest, SubmitResponse, TxStatus, sign_request};
+use medledger_ledger::state::{AuditEvent, ChartEntry, GrantEntry, MemberEntry, RecordEntry};
+use medledger_ledger::{SidecarEnvelope, Transaction};
+use medledger_types::{Digest, MemberId, Nonce, RecordId, Timestamp, TxId, encode};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Result, SdkError};
+use crate::home::Identity;
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client waits for its transaction to commit.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest response body read (ciphertexts included).
+const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024 + 4096;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    nodes: Vec<String>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Client {
+    pub fn new(nodes: Vec<String>) -> Result<Self> {
+        if nodes.is_empty() {
+            return Err(SdkError::Usage("no validator API configured".into()));
+        }
+        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().map_err(SdkError::other)?;
+        Ok(Self { http, nodes })
+    }
+
+    /// Sends a request to the first validator that answers; connection failures move on to the next.
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>, signer: Option<&Identity>) -> Result<Bytes> {
+        let mut last = None;
+        for node in &self.nodes {
+            let url = format!("{}{}", node.trim_end_matches('/'), path);
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(me) = signer {
+                let body = body.as_deref().unwrap_or_default();
+                for (name, value) in sign_request(&me.signing, me.member, method.as_str(), path, Timestamp::new(now_ms()), body) {
+                    request = request.header(name, value);
+                }
+            }
+            if let Some(body) = &body {
+                request = request.header("content-type", "application/octet-stream").body(body.clone());
+            }
+            let response = match request.send().await {
+                Ok(r) => r,
+                Err(e) if e.is_connect() || e.is_timeout() => {
+                    last = Some(SdkError::Other(format!("validator {node} unreachable")));
+                    continue;
+                }
+                Err(e) => return Err(SdkError::other(e)),
+            };
+            let status = response.status();
+            if let Some(len) = response.content_length() {
+                if len as usize > RESPONSE_BYTES_MAX {
+                    return Err(SdkError::Other("response over the size limit".into()));
+                }
+            }
+            let bytes = response.bytes().await.map_err(SdkError::other)?;
+            if status.is_success() {
+                return Ok(bytes);
+            }
+            return Err(problem_error(status, &bytes));
+        }
+        Err(last.unwrap_or_else(|| SdkError::Other("no validator answered".into())))
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str, signer: Option<&Identity>) -> Result<T> {
+        let bytes = self.send(Method::GET, path, None, signer).await?;
+        serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
+    }
+
+    pub async fn status(&self) -> Result<serde_json::Value> {
+        self.get_json("/v1/status", None).await
+    }
+
+    pub async fn member(&self, id: &MemberId) -> Result<MemberEntry> {
+        self.get_json(&format!("/v1/members/{id}"), None).await
+    }
+
+    pub async fn next_nonce(&self, id: &MemberId) -> Result<Nonce> {
+        let v: serde_json::Value = self.get_json(&format!("/v1/members/{id}/nonce"), None).await?;
+        let last = v.get("nonce").and_then(serde_json::Value::as_u64).ok_or_else(|| SdkError::Other("bad nonce reply".into()))?;
+        // Microseconds keep nonces increasing across this member's devices without coordination.
+        Ok(Nonce::new((last + 1).max(now_ms() * 1000)))
+    }
+
+    pub async fn chart(&self, patient: &MemberId) -> Result<ChartEntry> {
+        self.get_json(&format!("/v1/charts/{patient}"), None).await
+    }
+
+    pub async fn chart_envelope(&self, me: &Identity, patient: &MemberId) -> Result<SidecarEnvelope> {
+        self.get_json(&format!("/v1/charts/{patient}/envelope"), Some(me)).await
+    }
+
+    pub async fn grant(&self, patient: &MemberId, grantee: &MemberId) -> Result<Option<GrantEntry>> {
+        match self.get_json(&format!("/v1/grants/{patient}/{grantee}"), None).await {
+            Ok(g) => Ok(Some(g)),
+            Err(SdkError::Usage(m)) if m.contains("not found") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn record(&self, id: &RecordId) -> Result<RecordEntry> {
+        self.get_json(&format!("/v1/records/{id}"), None).await
+    }
+
+    pub async fn patient_records(&self, patient: &MemberId) -> Result<Vec<RecordEntry>> {
+        self.get_json(&format!("/v1/patients/{patient}/records"), None).await
+    }
+
+    pub async fn audit(&self, me: &Identity, patient: &MemberId) -> Result<Vec<AuditEvent>> {
+        self.get_json(&format!("/v1/patients/{patient}/audit"), Some(me)).await
+    }
+
+    pub async fn put_blob(&self, me: &Identity, digest: &Digest, bytes: Vec<u8>) -> Result<()> {
+        self.send(Method::PUT, &format!("/v1/blobs/{digest}"), Some(bytes), Some(me)).await.map(|_| ())
+    }
+
+    pub async fn access_bundle(&self, me: &Identity, access: &TxId) -> Result<AccessBundle> {
+        self.get_json(&format!("/v1/access/{access}/bundle"), Some(me)).await
+    }
+
+    pub async fn access_content(&self, me: &Identity, access: &TxId) -> Result<Bytes> {
+        self.send(Method::GET, &format!("/v1/access/{access}/content"), None, Some(me)).await
+    }
+
+    pub async fn submit(&self, tx: Transaction, sidecar: Option<Vec<u8>>) -> Result<TxId> {
+        let body = encode(&SubmitRequest { tx, sidecar });
+        let bytes = self.send(Method::POST, "/v1/tx", Some(body), None).await?;
+        let reply: SubmitResponse = serde_json::from_slice(&bytes).map_err(SdkError::other)?;
+        Ok(reply.tx_id)
+    }
+
+    /// Waits until the transaction is in a finalized, committed block.
+    pub async fn wait(&self, id: &TxId, timeout: Duration) -> Result<TxStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let wait_ms = left.as_millis().min(10_000) as u64;
+            let status: TxStatus = self.get_json(&format!("/v1/tx/{id}?wait_ms={wait_ms}"), None).await?;
+            match status {
+                TxStatus::Committed { .. } => return Ok(status),
+                TxStatus::Unknown => return Err(SdkError::Other("the validator dropped the transaction".into())),
+                TxStatus::Pending if left.is_zero() => {
+                    return Err(SdkError::Other(format!("transaction not committed within {}s", timeout.as_secs())));
+                }
+                TxStatus::Pending => {}
+            }
+        }
+    }
+}
+
+/// Maps a problem response to an error.
+fn problem_error(status: StatusCode, body: &[u8]) -> SdkError {
+    let problem: Option<Problem> = serde_json::from_slice(body).ok();
+    let title = problem.as_ref().map_or_else(|| format!("validator answered {status}"), |p| p.title.clone());
+    match problem.as_ref().map(|p| p.kind.as_str()) {
+        Some(PROBLEM_ACCESS_DENIED) => SdkError::Denied(title),
+        Some(PROBLEM_INTEGRITY) => SdkError::Integrity(title),
+        _ if status == StatusCode::NOT_FOUND => SdkError::Usage(title),
+        _ if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN => SdkError::Denied(title),
+        _ if status.is_client_error() => SdkError::Usage(title),
+        _ => SdkError::Other(title),
+    }
+}

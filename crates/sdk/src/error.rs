@@ -1,0 +1,35 @@
+//! SDK errors, each mapped to the CLI's exit code. Messages never carry patient data.
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SdkError {
+    /// Bad arguments or local state (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The ledger or a node refused (exit 3).
+    #[error("access denied: {0}")]
+    Denied(String),
+    /// Tampering detected: digest, key commitment or authentication failed (exit 4).
+    #[error("integrity failure: {0}")]
+    Integrity(String),
+    /// Anything else (exit 1).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SdkError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SdkError::Usage(_) => 2,
+            SdkError::Denied(_) => 3,
+            SdkError::Integrity(_) => 4,
+            SdkError::Other(_) => 1,
+        }
+    }
+
+    pub(crate) fn other(e: impl std::fmt::Display) -> Self {
+        SdkError::Other(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SdkError>;

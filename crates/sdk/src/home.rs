@@ -1,0 +1,208 @@
+//! The client's home directory: keystores, address book and client config.
+//!
+//! ```text
+//! HOME/client.json              chain id, validator API URLs, network directory
+//! HOME/identities/ALIAS.key     an identity's secret keys, sealed with the passphrase (Argon2id)
+//! HOME/book.json                local aliases → member ids (names never leave this file)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use medledger_crypto::sign::SigningKey;
+use medledger_crypto::suite::KemSuite;
+use medledger_crypto::wrap::DecryptionKey;
+use medledger_types::{ChainId, MemberId, OrgId, Role};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{Result, SdkError};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientConfig {
+    pub chain_id: ChainId,
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub network_dir: Option<PathBuf>,
+}
+
+/// An address-book entry: who an alias stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub member: MemberId,
+    pub role: Role,
+    pub org: OrgId,
+}
+
+/// A member's own keys, unsealed for the duration of a command.
+pub struct Identity {
+    pub alias: String,
+    pub member: MemberId,
+    pub role: Role,
+    pub org: OrgId,
+    pub signing: SigningKey,
+    pub encryption: DecryptionKey,
+}
+
+impl Identity {
+    /// Makes a new identity: all keys are generated here, on the member's side.
+    pub fn generate(alias: &str, role: Role, org: OrgId, suite: KemSuite) -> Self {
+        Identity {
+            alias: alias.to_string(),
+            member: MemberId::new(medledger_crypto::random_bytes()),
+            role,
+            org,
+            signing: SigningKey::generate(),
+            encryption: medledger_crypto::wrap::generate(suite),
+        }
+    }
+
+    pub fn contact(&self) -> Contact {
+        Contact { member: self.member, role: self.role, org: self.org.clone() }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    member: MemberId,
+    role: Role,
+    org: OrgId,
+    suite: u8,
+    /// Hex of the keystore blob sealing `signing seed ‖ encryption secret`.
+    sealed: String,
+}
+
+pub struct Home {
+    dir: PathBuf,
+}
+
+/// Local names: letters, digits, `.`, `_`, `-`; 1 to 64 bytes.
+pub fn check_alias(alias: &str) -> Result<()> {
+    let ok = !alias.is_empty()
+        && alias.len() <= 64
+        && alias.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok { Ok(()) } else { Err(SdkError::Usage("names are 1-64 letters, digits, '.', '_' or '-'".into())) }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| SdkError::Other(format!("{} is malformed: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SdkError::Other(format!("{}: {e}", path.display()))),
+    }
+}
+
+fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp).map_err(|e| SdkError::Other(format!("{}: {e}", tmp.display())))?;
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(SdkError::other)?;
+    std::fs::rename(&tmp, path).map_err(SdkError::other)
+}
+
+impl Home {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("identities")).map_err(|e| SdkError::Other(format!("{}: {e}", dir.display())))?;
+        Ok(Home { dir: dir.to_path_buf() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> Result<ClientConfig> {
+        read_json(&self.dir.join("client.json"))?
+            .ok_or_else(|| SdkError::Usage(format!("no client config in {}; run `medledger init` or `medledger up` first", self.dir.display())))
+    }
+
+    pub fn save_config(&self, config: &ClientConfig) -> Result<()> {
+        write_file(&self.dir.join("client.json"), serde_json::to_string_pretty(config).map_err(SdkError::other)?.as_bytes())
+    }
+
+    pub fn book(&self) -> Result<BTreeMap<String, Contact>> {
+        Ok(read_json(&self.dir.join("book.json"))?.unwrap_or_default())
+    }
+
+    pub fn add_contact(&self, alias: &str, contact: Contact) -> Result<()> {
+        check_alias(alias)?;
+        let mut book = self.book()?;
+        if let Some(existing) = book.get(alias) {
+            if *existing != contact {
+                return Err(SdkError::Usage(format!("the name {alias} is already taken in this address book")));
+            }
+        }
+        book.insert(alias.to_string(), contact);
+        write_file(&self.dir.join("book.json"), serde_json::to_string_pretty(&book).map_err(SdkError::other)?.as_bytes())
+    }
+
+    /// Resolves a local alias (or a member id in hex) to a contact.
+    pub fn resolve(&self, name: &str) -> Result<Contact> {
+        if let Some(contact) = self.book()?.get(name) {
+            return Ok(contact.clone());
+        }
+        Err(SdkError::Usage(format!("unknown name {name}; names are local aliases from `id create`")))
+    }
+
+    /// The alias of a member, if this home knows it.
+    pub fn alias_of(&self, member: &MemberId) -> Option<String> {
+        self.book().ok()?.into_iter().find(|(_, c)| c.member == *member).map(|(alias, _)| alias)
+    }
+
+    fn key_path(&self, alias: &str) -> PathBuf {
+        self.dir.join("identities").join(format!("{alias}.key"))
+    }
+
+    pub fn save_identity(&self, identity: &Identity, passphrase: &[u8]) -> Result<()> {
+        check_alias(&identity.alias)?;
+        let path = self.key_path(&identity.alias);
+        if path.exists() {
+            return Err(SdkError::Usage(format!("an identity named {} already exists", identity.alias)));
+        }
+        let mut secret = Zeroizing::new(Vec::with_capacity(80));
+        secret.extend_from_slice(&*identity.signing.to_bytes());
+        secret.extend_from_slice(&identity.encryption.to_bytes());
+        let sealed = medledger_crypto::keystore::seal(passphrase, &secret).map_err(SdkError::other)?;
+        let file = KeyFile {
+            member: identity.member,
+            role: identity.role,
+            org: identity.org.clone(),
+            suite: identity.encryption.suite() as u8,
+            sealed: hex::encode(sealed),
+        };
+        write_file(&path, serde_json::to_string_pretty(&file).map_err(SdkError::other)?.as_bytes())?;
+        self.add_contact(&identity.alias, identity.contact())
+    }
+
+    pub fn has_identity(&self, alias: &str) -> bool {
+        self.key_path(alias).exists()
+    }
+
+    pub fn load_identity(&self, alias: &str, passphrase: &[u8]) -> Result<Identity> {
+        check_alias(alias)?;
+        let file: KeyFile = read_json(&self.key_path(alias))?
+            .ok_or_else(|| SdkError::Usage(format!("no identity named {alias} in this home")))?;
+        let sealed = hex::decode(&file.sealed).map_err(|_| SdkError::Other("keystore is malformed".into()))?;
+        let secret = medledger_crypto::keystore::open(passphrase, &sealed)
+            .map_err(|_| SdkError::Usage(format!("wrong passphrase for {alias}, or its keystore is damaged")))?;
+        if secret.len() < 33 {
+            return Err(SdkError::Other("keystore is malformed".into()));
+        }
+        let seed: [u8; 32] = secret[..32].try_into().map_err(SdkError::other)?;
+        let suite = match file.suite {
+            s if s == KemSuite::XWing as u8 => KemSuite::XWing,
+            s if s == KemSuite::X25519 as u8 => KemSuite::X25519,
+            _ => return Err(SdkError::Other("keystore names an unknown suite".into())),
+        };
+        let encryption = DecryptionKey::from_bytes(suite, &secret[32..]).map_err(SdkError::other)?;
+        Ok(Identity { alias: alias.to_string(), member: file.member, role: file.role, org: file.org, signing: SigningKey::from_bytes(&seed), encryption })
+    }
+}

@@ -1,0 +1,325 @@
+//! What a member does: enrol people, write and read records, grant, revoke, read the audit trail.
+//! Every secret is made and opened here, on the member's side; validators see ciphertext,
+//! wrapped keys and signed transactions only.
+
+use std::path::Path;
+
+use medledger_crypto::payload::{self, DataKey};
+use medledger_crypto::suite::KemSuite;
+use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
+use medledger_ledger::api::TxStatus;
+use medledger_ledger::state::{AuditEvent, RecordEntry};
+use medledger_ledger::{
+    Enroll, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Sidecar,
+    SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome,
+};
+use medledger_types::{ChainId, Digest, Height, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::client::{COMMIT_TIMEOUT, Client};
+use crate::error::{Result, SdkError};
+use crate::home::{Contact, Home, Identity};
+
+/// Largest record accepted by `put` through the API (the node's upload limit, minus overhead).
+pub const RECORD_PLAINTEXT_MAX: usize = 64 * 1024 * 1024 - 64 * 1024;
+
+/// Metadata kept encrypted beside a record; listing and searching happen on the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordMetadata {
+    /// FHIR resourceType, when the record is a FHIR resource.
+    pub resource_type: Option<String>,
+    pub content_type: String,
+    pub size_bytes: u64,
+}
+
+/// A committed transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub tx: TxId,
+    pub height: Height,
+    pub time: Timestamp,
+}
+
+/// A decrypted record.
+pub struct Opened {
+    pub record: RecordEntry,
+    pub access: Committed,
+    pub metadata: Option<RecordMetadata>,
+    pub plaintext: Zeroizing<Vec<u8>>,
+}
+
+pub struct Session {
+    pub home: Home,
+    pub client: Client,
+    pub chain_id: ChainId,
+}
+
+/// Chart secrets travel as `suite ‖ secret key`.
+fn chart_secret(key: &DecryptionKey) -> Zeroizing<Vec<u8>> {
+    let mut secret = Zeroizing::new(vec![key.suite() as u8]);
+    secret.extend_from_slice(&key.to_bytes());
+    secret
+}
+
+fn chart_key_from(secret: &[u8]) -> Result<DecryptionKey> {
+    let (suite, bytes) = secret.split_first().ok_or_else(|| SdkError::Integrity("empty chart key".into()))?;
+    let suite = match *suite {
+        s if s == KemSuite::XWing as u8 => KemSuite::XWing,
+        s if s == KemSuite::X25519 as u8 => KemSuite::X25519,
+        _ => return Err(SdkError::Integrity("chart key of unknown suite".into())),
+    };
+    DecryptionKey::from_bytes(suite, bytes).map_err(|_| SdkError::Integrity("chart key does not decode".into()))
+}
+
+impl Session {
+    pub fn open(home_dir: &Path, node: Option<String>) -> Result<Self> {
+        let home = Home::open(home_dir)?;
+        let config = home.config()?;
+        let nodes = match node {
+            Some(n) => vec![n],
+            None => config.nodes.clone(),
+        };
+        Ok(Session { client: Client::new(nodes)?, chain_id: config.chain_id, home })
+    }
+
+    fn seal_for(&self, to: &EncryptionKey, holder: KeyHolder, subject: KeySubject, secret: &[u8]) -> Result<SidecarEnvelope> {
+        let envelope = wrap::seal(to, secret, &subject.wrap_context(self.chain_id, holder)).map_err(SdkError::other)?;
+        Ok(SidecarEnvelope { holder, subject, envelope })
+    }
+
+    fn open_envelope(&self, key: &DecryptionKey, e: &SidecarEnvelope) -> Result<Zeroizing<Vec<u8>>> {
+        wrap::open(key, &e.envelope, &e.subject.wrap_context(self.chain_id, e.holder))
+            .map_err(|_| SdkError::Integrity("a wrapped key does not open for this reader".into()))
+    }
+
+    /// Signs, submits and waits for the commit of a transaction; a rejection becomes an error.
+    pub async fn transact(&self, me: &Identity, kind: TxKind, sidecar: Option<Sidecar>) -> Result<Committed> {
+        let nonce = self.client.next_nonce(&me.member).await?;
+        let body = TxBody { chain_id: self.chain_id, signer: me.member, nonce, kind, sidecar_digest: sidecar.as_ref().map(Sidecar::digest) };
+        let tx = Transaction::sign(body, &me.signing);
+        let id = self.client.submit(tx, sidecar.map(|s| s.encode())).await?;
+        match self.client.wait(&id, COMMIT_TIMEOUT).await? {
+            TxStatus::Committed { height, time, outcome: TxOutcome::Applied, .. } => Ok(Committed { tx: id, height, time }),
+            TxStatus::Committed { outcome: TxOutcome::Rejected { reason }, height, .. } => {
+                if reason.is_access_denial() {
+                    Err(SdkError::Denied(format!("{reason} (recorded at height {height})")))
+                } else {
+                    Err(SdkError::Usage(format!("rejected: {reason} (height {height})")))
+                }
+            }
+            _ => Err(SdkError::Other("transaction did not commit".into())),
+        }
+    }
+
+    /// Makes a member's keys here and has `admin` enrol them. Returns the new identity (saved in
+    /// the home keystore under `alias`).
+    pub async fn create_identity(
+        &self,
+        admin: &Identity,
+        alias: &str,
+        role: Role,
+        org: OrgId,
+        display_name: Option<String>,
+        passphrase: &[u8],
+    ) -> Result<Identity> {
+        crate::home::check_alias(alias)?;
+        if self.home.has_identity(alias) || self.home.book()?.contains_key(alias) {
+            return Err(SdkError::Usage(format!("the name {alias} is already taken in this home")));
+        }
+        let identity = Identity::generate(alias, role, org.clone(), KemSuite::default());
+        let (chart_key, sidecar) = if role == Role::Patient {
+            let chart = wrap::generate(KemSuite::default());
+            let holder = KeyHolder::Member { member: identity.member };
+            let subject = KeySubject::Chart { patient: identity.member, epoch: 0 };
+            let envelope = self.seal_for(identity.encryption.encryption_key(), holder, subject, &chart_secret(&chart))?;
+            (Some(chart.encryption_key().clone()), Some(Sidecar { envelopes: vec![envelope], metadata: None }))
+        } else {
+            (None, None)
+        };
+        let kind = TxKind::Enroll(Enroll {
+            member: identity.member,
+            org,
+            role,
+            signing_key: identity.signing.verifying_key(),
+            encryption_key: identity.encryption.encryption_key().clone(),
+            display_name: if role == Role::Patient { None } else { display_name },
+            chart_key,
+        });
+        self.transact(admin, kind, sidecar).await?;
+        self.home.save_identity(&identity, passphrase)?;
+        Ok(identity)
+    }
+
+    /// Encrypts a record for `patient`, uploads the ciphertext and registers it.
+    pub async fn put_record(&self, me: &Identity, patient: &Contact, plaintext: &[u8]) -> Result<(RecordId, Committed)> {
+        if plaintext.len() > RECORD_PLAINTEXT_MAX {
+            return Err(SdkError::Usage(format!("records are limited to {} MiB", RECORD_PLAINTEXT_MAX >> 20)));
+        }
+        let metadata = describe(plaintext)?;
+        let record = RecordId::new(medledger_crypto::random_bytes());
+        let dek = DataKey::generate();
+        let mut ciphertext = Vec::with_capacity(plaintext.len() + plaintext.len() / 4096 + 128);
+        let sealed = payload::encrypt(&dek, record.as_bytes(), 1, plaintext, &mut ciphertext).map_err(SdkError::other)?;
+        let digest = Digest::new(sealed.digest);
+        let mut meta_ct = Vec::new();
+        let meta_json = serde_json::to_vec(&metadata).map_err(SdkError::other)?;
+        payload::encrypt(&dek, record.as_bytes(), 0, meta_json.as_slice(), &mut meta_ct).map_err(SdkError::other)?;
+
+        let chart = self.client.chart(&patient.member).await?;
+        let subject = KeySubject::Record { record, version: 1 };
+        let me_holder = KeyHolder::Member { member: me.member };
+        let chart_holder = KeyHolder::Chart { patient: patient.member, epoch: chart.epoch };
+        let envelopes = vec![
+            self.seal_for(me.encryption.encryption_key(), me_holder, subject, dek.as_bytes())?,
+            self.seal_for(&chart.public_key, chart_holder, subject, dek.as_bytes())?,
+        ];
+        let recipients = envelopes.iter().map(|e| e.holder).collect();
+        let sidecar = Sidecar { envelopes, metadata: Some(meta_ct) };
+        self.client.put_blob(me, &digest, ciphertext).await?;
+        let kind = TxKind::RegisterRecord(RegisterRecord {
+            record,
+            patient: patient.member,
+            version: 1,
+            digest,
+            size_bytes: sealed.ciphertext_len,
+            recipients,
+        });
+        let committed = self.transact(me, kind, Some(sidecar)).await?;
+        Ok((record, committed))
+    }
+
+    /// Signs a RecordAccess, waits for it to commit (the audit event is on the ledger before any
+    /// byte leaves a validator), then fetches, checks and decrypts.
+    pub async fn get_record(&self, me: &Identity, record: RecordId, purpose: PurposeOfUse) -> Result<Opened> {
+        let entry = self.client.record(&record).await?;
+        let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose });
+        let access = self.transact(me, kind, None).await?;
+        let (dek, bundle_record, metadata) = self.data_key(me, &access.tx).await?;
+        let ciphertext = self.client.access_content(me, &access.tx).await?;
+        if Digest::new(medledger_crypto::sha256(&ciphertext)) != bundle_record.digest {
+            return Err(SdkError::Integrity("ciphertext does not match the digest on the ledger".into()));
+        }
+        let mut plaintext = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
+        payload::decrypt_with_digest(&dek, record.as_bytes(), bundle_record.version, bundle_record.digest.as_bytes(), &ciphertext[..], &mut *plaintext)
+            .map_err(|_| SdkError::Integrity("ciphertext does not authenticate".into()))?;
+        let metadata = metadata.and_then(|ct| {
+            let mut out = Vec::new();
+            payload::decrypt(&dek, record.as_bytes(), 0, &ct[..], &mut out).ok()?;
+            serde_json::from_slice(&out).ok()
+        });
+        Ok(Opened { record: bundle_record, access, metadata, plaintext })
+    }
+
+    /// The data key of the record named by an allowed access, from the envelopes a validator serves.
+    async fn data_key(&self, me: &Identity, access: &TxId) -> Result<(DataKey, RecordEntry, Option<Vec<u8>>)> {
+        let bundle = self.client.access_bundle(me, access).await?;
+        let record = &bundle.record;
+        let subject = KeySubject::Record { record: record.record, version: record.version };
+        let me_holder = KeyHolder::Member { member: me.member };
+        let find = |holder, subject| bundle.envelopes.iter().find(|e| e.holder == holder && e.subject == subject);
+        let secret = if let Some(direct) = find(me_holder, subject) {
+            self.open_envelope(&me.encryption, direct)?
+        } else {
+            let chart_subject = KeySubject::Chart { patient: record.patient, epoch: record.chart_epoch };
+            let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
+            let to_chart = find(me_holder, chart_subject).ok_or_else(|| SdkError::Denied("no wrapped key for this reader".into()))?;
+            let chart = chart_key_from(&self.open_envelope(&me.encryption, to_chart)?)?;
+            let to_record = find(chart_holder, subject).ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
+            self.open_envelope(&chart, to_record)?
+        };
+        let dek = DataKey::from_slice(&secret).map_err(|_| SdkError::Integrity("data key malformed".into()))?;
+        Ok((dek, bundle.record, bundle.metadata))
+    }
+
+    /// The patient's current chart key, opened from the patient's envelope.
+    async fn chart_key(&self, me: &Identity) -> Result<(u32, DecryptionKey)> {
+        let envelope = self.client.chart_envelope(me, &me.member).await?;
+        let KeySubject::Chart { epoch, .. } = envelope.subject else {
+            return Err(SdkError::Integrity("chart envelope of the wrong kind".into()));
+        };
+        Ok((epoch, chart_key_from(&self.open_envelope(&me.encryption, &envelope)?)?))
+    }
+
+    /// The patient grants `to` access to one record or to the whole chart.
+    pub async fn grant(&self, me: &Identity, to: &Contact, scope: GrantScope, write: bool, expires_at: Option<Timestamp>) -> Result<Committed> {
+        let grantee = self.client.member(&to.member).await?;
+        let holder = KeyHolder::Member { member: to.member };
+        let (envelope, chart_epoch) = match scope {
+            GrantScope::All => {
+                let (epoch, chart) = self.chart_key(me).await?;
+                let subject = KeySubject::Chart { patient: me.member, epoch };
+                (self.seal_for(&grantee.encryption_key, holder, subject, &chart_secret(&chart))?, Some(epoch))
+            }
+            GrantScope::Record(record) => {
+                // The patient reads the record's key like any reader: a logged access first.
+                let entry = self.client.record(&record).await?;
+                let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose: PurposeOfUse::Patrqt });
+                let access = self.transact(me, kind, None).await?;
+                let (dek, entry, _) = self.data_key(me, &access.tx).await?;
+                let subject = KeySubject::Record { record, version: entry.version };
+                (self.seal_for(&grantee.encryption_key, holder, subject, dek.as_bytes())?, None)
+            }
+        };
+        let kind = TxKind::Grant(Grant { patient: me.member, grantee: to.member, scope, write, expires_at, chart_epoch });
+        self.transact(me, kind, Some(Sidecar { envelopes: vec![envelope], metadata: None })).await
+    }
+
+    /// The patient revokes a grant; `--all` moves the chart key to a new epoch for the others.
+    pub async fn revoke(&self, me: &Identity, from: &Contact, scope: GrantScope) -> Result<Committed> {
+        let (new_chart, sidecar) = match scope {
+            GrantScope::Record(_) => (None, None),
+            GrantScope::All => {
+                let chart = self.client.chart(&me.member).await?;
+                let epoch = chart.epoch.checked_add(1).ok_or_else(|| SdkError::Other("chart epochs exhausted".into()))?;
+                let now = Timestamp::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64));
+                let mut recipients = vec![me.member];
+                for holder in chart.holders.iter().filter(|m| **m != from.member) {
+                    if self.client.grant(&me.member, holder).await?.is_some_and(|g| g.is_live(now)) {
+                        recipients.push(*holder);
+                    }
+                }
+                let next = wrap::generate(KemSuite::default());
+                let secret = chart_secret(&next);
+                let subject = KeySubject::Chart { patient: me.member, epoch };
+                let mut envelopes = Vec::new();
+                for member in &recipients {
+                    let key = if *member == me.member { me.encryption.encryption_key().clone() } else { self.client.member(member).await?.encryption_key };
+                    envelopes.push(self.seal_for(&key, KeyHolder::Member { member: *member }, subject, &secret)?);
+                }
+                (Some(NewChartEpoch { public_key: next.encryption_key().clone(), recipients }), Some(Sidecar { envelopes, metadata: None }))
+            }
+        };
+        let kind = TxKind::Revoke(Revoke { patient: me.member, grantee: from.member, scope, new_chart });
+        self.transact(me, kind, sidecar).await
+    }
+
+    pub async fn audit(&self, me: &Identity, patient: &Contact) -> Result<Vec<AuditEvent>> {
+        self.client.audit(me, &patient.member).await
+    }
+
+    pub async fn list(&self, patient: &Contact) -> Result<Vec<RecordEntry>> {
+        self.client.patient_records(&patient.member).await
+    }
+}
+
+/// Checks the input and describes it: FHIR R4 JSON is parsed strictly as FHIR.
+pub fn describe(plaintext: &[u8]) -> Result<RecordMetadata> {
+    let size_bytes = plaintext.len() as u64;
+    let looks_json = plaintext.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if looks_json {
+        let text = std::str::from_utf8(plaintext).map_err(|_| SdkError::Usage("JSON input is not UTF-8".into()))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| SdkError::Usage(format!("input is not valid JSON: line {}", e.line())))?;
+        if value.get("resourceType").is_some() {
+            let resource: fhirkit::r4::Resource = fhirkit::from_json_strict(text)
+                .map_err(|e| SdkError::Usage(format!("not a valid FHIR R4 resource: {}", first_line(&e.to_string()))))?;
+            return Ok(RecordMetadata { resource_type: Some(resource.resource_type().to_string()), content_type: "application/fhir+json".into(), size_bytes });
+        }
+        return Ok(RecordMetadata { resource_type: None, content_type: "application/json".into(), size_bytes });
+    }
+    Ok(RecordMetadata { resource_type: None, content_type: "application/octet-stream".into(), size_bytes })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().chars().take(200).collect()
+}
