@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use medledger_ledger::state::{AuditAction, AuditEvent, Decision, RecordEntry};
 use medledger_ledger::GrantScope;
+use medledger_ledger::state::{AuditAction, AuditEvent, Decision, RecordEntry};
 use medledger_sdk::{Contact, Home, Identity, Result, SdkError, Session};
 use medledger_types::{MemberId, OrgId, PurposeOfUse, RecordId, Role, Timestamp};
 use serde_json::json;
@@ -19,7 +19,9 @@ pub fn passphrase() -> Result<Zeroizing<String>> {
         return Ok(Zeroizing::new(p));
     }
     if !std::io::stdin().is_terminal() {
-        return Err(SdkError::Usage("set MEDLEDGER_PASSPHRASE or run on a terminal to be asked for the passphrase".into()));
+        return Err(SdkError::Usage(
+            "set MEDLEDGER_PASSPHRASE or run on a terminal to be asked for the passphrase".into(),
+        ));
     }
     eprint!("keystore passphrase: ");
     let _ = std::io::stderr().flush();
@@ -69,7 +71,10 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
         let home = Home::open(home_dir)?;
         for (alias, c) in home.book()? {
             if json {
-                println!("{}", json!({"name": alias, "member": c.member, "role": c.role.as_str(), "org": c.org.as_str(), "keys_here": home.has_identity(&alias)}));
+                println!(
+                    "{}",
+                    json!({"name": alias, "member": c.member, "role": c.role.as_str(), "org": c.org.as_str(), "keys_here": home.has_identity(&alias)})
+                );
             } else {
                 let mine = if home.has_identity(&alias) { " (keys here)" } else { "" };
                 println!("{alias}\t{}\t{}\t{}{mine}", c.role.as_str(), c.org, c.member);
@@ -81,16 +86,22 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
     let home = &session.home;
     match command {
         Command::Id(IdCommand::Create { name, role, org, as_, display_name }) => {
-            let role: Role = role.parse().map_err(|_| SdkError::Usage("--role is one of patient, doctor, nurse, admin, auditor, emergency".into()))?;
+            let role: Role = role.parse().map_err(|_| {
+                SdkError::Usage("--role is one of patient, doctor, nurse, admin, auditor, emergency".into())
+            })?;
             let pass = passphrase()?;
             let admin = home.load_identity(&as_, pass.as_bytes())?;
             let org = match org {
                 Some(o) => OrgId::new(&o).map_err(|_| SdkError::Usage("malformed organisation id".into()))?,
                 None => admin.org.clone(),
             };
-            let identity = rt.block_on(session.create_identity(&admin, &name, role, org, display_name, pass.as_bytes()))?;
+            let identity =
+                rt.block_on(session.create_identity(&admin, &name, role, org, display_name, pass.as_bytes()))?;
             if json {
-                println!("{}", json!({"name": name, "member": identity.member, "role": role.as_str(), "org": identity.org.as_str()}));
+                println!(
+                    "{}",
+                    json!({"name": name, "member": identity.member, "role": role.as_str(), "org": identity.org.as_str()})
+                );
             } else {
                 println!("{name} enrolled as {} of {} (member {})", role.as_str(), identity.org, identity.member);
             }
@@ -100,9 +111,13 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let me = load(home, &as_)?;
             let meta = std::fs::metadata(&file).map_err(|e| SdkError::Usage(format!("{}: {e}", file.display())))?;
             if meta.len() > medledger_sdk::RECORD_PLAINTEXT_MAX as u64 {
-                return Err(SdkError::Usage(format!("records are limited to {} MiB", medledger_sdk::RECORD_PLAINTEXT_MAX >> 20)));
+                return Err(SdkError::Usage(format!(
+                    "records are limited to {} MiB",
+                    medledger_sdk::RECORD_PLAINTEXT_MAX >> 20
+                )));
             }
-            let plaintext = Zeroizing::new(std::fs::read(&file).map_err(|e| SdkError::Usage(format!("{}: {e}", file.display())))?);
+            let plaintext =
+                Zeroizing::new(std::fs::read(&file).map_err(|e| SdkError::Usage(format!("{}: {e}", file.display())))?);
             let (record, committed) = rt.block_on(session.put_record(&me, &patient, &plaintext))?;
             if json {
                 println!("{}", json!({"record": record, "tx": committed.tx, "height": committed.height.get()}));
@@ -112,16 +127,26 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
         }
         Command::Record(RecordCommand::Get { as_, record, output, purpose }) => {
             let record = parse_record(&record)?;
-            let purpose: PurposeOfUse = purpose.parse().map_err(|_| SdkError::Usage("--purpose is an HL7 PurposeOfUse code: TREAT, ETREAT, HPAYMT, HOPERAT, PATRQT, HRESCH, LEGAL".into()))?;
+            let purpose: PurposeOfUse = purpose.parse().map_err(|_| {
+                SdkError::Usage(
+                    "--purpose is an HL7 PurposeOfUse code: TREAT, ETREAT, HPAYMT, HOPERAT, PATRQT, HRESCH, LEGAL"
+                        .into(),
+                )
+            })?;
             let me = load(home, &as_)?;
             let opened = rt.block_on(session.get_record(&me, record, purpose))?;
             // Nothing is written until the whole record has authenticated.
             match output {
                 Some(path) => {
                     let tmp = path.with_extension("medledger-tmp");
-                    std::fs::write(&tmp, &*opened.plaintext).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| SdkError::Other(format!("{}: {e}", path.display())))?;
+                    std::fs::write(&tmp, &*opened.plaintext)
+                        .and_then(|()| std::fs::rename(&tmp, &path))
+                        .map_err(|e| SdkError::Other(format!("{}: {e}", path.display())))?;
                     if json {
-                        println!("{}", json!({"record": record, "access_tx": opened.access.tx, "height": opened.access.height.get(), "bytes": opened.plaintext.len(), "metadata": opened.metadata}));
+                        println!(
+                            "{}",
+                            json!({"record": record, "access_tx": opened.access.tx, "height": opened.access.height.get(), "bytes": opened.plaintext.len(), "metadata": opened.metadata})
+                        );
                     }
                 }
                 None => {
@@ -163,10 +188,18 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             if json {
                 println!("{status}");
             } else {
-                println!("height {} state root {}", status["height"], status["state_root"].as_str().unwrap_or_default());
+                println!(
+                    "height {} state root {}",
+                    status["height"],
+                    status["state_root"].as_str().unwrap_or_default()
+                );
             }
         }
-        Command::Init(_) | Command::Up { .. } | Command::Node { .. } | Command::Verify { .. } | Command::Id(IdCommand::List) => {
+        Command::Init(_)
+        | Command::Up { .. }
+        | Command::Node { .. }
+        | Command::Verify { .. }
+        | Command::Id(IdCommand::List) => {
             unreachable!("handled in main")
         }
     }
@@ -192,9 +225,20 @@ fn report(json: bool, what: &str, c: &medledger_sdk::Committed) {
 fn print_records(home: &Home, records: &[RecordEntry], json: bool) {
     for r in records {
         if json {
-            println!("{}", json!({"record": r.record, "version": r.version, "author": r.author, "size_bytes": r.size_bytes, "digest": r.digest, "height": r.created_height.get(), "created": rfc3339(r.created_at)}));
+            println!(
+                "{}",
+                json!({"record": r.record, "version": r.version, "author": r.author, "size_bytes": r.size_bytes, "digest": r.digest, "height": r.created_height.get(), "created": rfc3339(r.created_at)})
+            );
         } else {
-            println!("{}  v{}  by {}  {} bytes  block {}  {}", r.record, r.version, name_of(home, &r.author), r.size_bytes, r.created_height, rfc3339(r.created_at));
+            println!(
+                "{}  v{}  by {}  {} bytes  block {}  {}",
+                r.record,
+                r.version,
+                name_of(home, &r.author),
+                r.size_bytes,
+                r.created_height,
+                rfc3339(r.created_at)
+            );
         }
     }
 }
@@ -208,7 +252,9 @@ fn print_audit(home: &Home, events: &[AuditEvent], json: bool) {
                 let w = if *write { "+write" } else { "" };
                 (format!("grant{w} to {}", name_of(home, grantee)), scope_record(scope))
             }
-            AuditAction::Revoke { grantee, scope } => (format!("revoke from {}", name_of(home, grantee)), scope_record(scope)),
+            AuditAction::Revoke { grantee, scope } => {
+                (format!("revoke from {}", name_of(home, grantee)), scope_record(scope))
+            }
         };
         let decision = match &e.decision {
             Decision::Allowed => "allowed".to_string(),
@@ -216,10 +262,23 @@ fn print_audit(home: &Home, events: &[AuditEvent], json: bool) {
         };
         let purpose = e.purpose.map(|p| p.as_str()).unwrap_or("-");
         if json {
-            println!("{}", json!({"height": e.height.get(), "time": rfc3339(e.time), "actor": e.actor, "actor_name": home.alias_of(&e.actor), "role": e.actor_role.as_str(), "org": e.actor_org.as_str(), "action": e.action, "purpose": e.purpose.map(|p| p.as_str()), "decision": e.decision, "tx": e.tx}));
+            println!(
+                "{}",
+                json!({"height": e.height.get(), "time": rfc3339(e.time), "actor": e.actor, "actor_name": home.alias_of(&e.actor), "role": e.actor_role.as_str(), "org": e.actor_org.as_str(), "action": e.action, "purpose": e.purpose.map(|p| p.as_str()), "decision": e.decision, "tx": e.tx})
+            );
         } else {
             let record = record.map_or_else(|| "all records".to_string(), |r| r.to_hex());
-            println!("block {}  {}  {} ({})  {}  {}  {}  {}", e.height, rfc3339(e.time), name_of(home, &e.actor), e.actor_role.as_str(), action, record, purpose, decision);
+            println!(
+                "block {}  {}  {} ({})  {}  {}  {}  {}",
+                e.height,
+                rfc3339(e.time),
+                name_of(home, &e.actor),
+                e.actor_role.as_str(),
+                action,
+                record,
+                purpose,
+                decision
+            );
         }
     }
 }

@@ -27,10 +27,14 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
     let home = Home::open(home_dir)?;
     let mut admins = Vec::new();
     for org in &args.orgs {
-        let id = OrgId::new(org).map_err(|_| SdkError::Usage(format!("organisation ids are 1-32 of a-z, 0-9, '-', '_': {org}")))?;
+        let id = OrgId::new(org)
+            .map_err(|_| SdkError::Usage(format!("organisation ids are 1-32 of a-z, 0-9, '-', '_': {org}")))?;
         let alias = format!("{id}-admin");
         if home.has_identity(&alias) || home.book()?.contains_key(&alias) {
-            return Err(SdkError::Usage(format!("{alias} already exists in {}; use another --home", home_dir.display())));
+            return Err(SdkError::Usage(format!(
+                "{alias} already exists in {}; use another --home",
+                home_dir.display()
+            )));
         }
         admins.push(Identity::generate(&alias, Role::Admin, id, Default::default()));
     }
@@ -40,7 +44,11 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
         .map(|a| GenesisOrg {
             id: a.org.clone(),
             name: a.org.to_string(),
-            admin: GenesisMember { member: a.member, signing_key: a.signing.verifying_key(), encryption_key: a.encryption.encryption_key().clone() },
+            admin: GenesisMember {
+                member: a.member,
+                signing_key: a.signing.verifying_key(),
+                encryption_key: a.encryption.encryption_key().clone(),
+            },
         })
         .collect();
     let plan = NetworkPlan {
@@ -59,10 +67,18 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
     let network_dir = args.dir.canonicalize().map_err(other)?;
     home.save_config(&ClientConfig { chain_id: genesis.chain_id(), nodes, network_dir: Some(network_dir) })?;
     if json {
-        println!("{}", json!({"chain_id": genesis.chain_id(), "validators": genesis.validators.len(), "admins": admins.iter().map(|a| a.alias.clone()).collect::<Vec<_>>()}));
+        println!(
+            "{}",
+            json!({"chain_id": genesis.chain_id(), "validators": genesis.validators.len(), "admins": admins.iter().map(|a| a.alias.clone()).collect::<Vec<_>>()})
+        );
     } else {
         let names: Vec<_> = admins.iter().map(|a| a.alias.as_str()).collect();
-        println!("network written to {}: {} validator(s), admins {}", args.dir.display(), genesis.validators.len(), names.join(", "));
+        println!(
+            "network written to {}: {} validator(s), admins {}",
+            args.dir.display(),
+            genesis.validators.len(),
+            names.join(", ")
+        );
     }
     Ok(())
 }
@@ -70,7 +86,14 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
 /// Runs every validator of `dir` as a child process, restarting any that dies, until Ctrl-C.
 pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
     if !genesis_path(dir).exists() {
-        let defaults = InitArgs { dir: dir.to_path_buf(), validators: 1, orgs: vec!["org1".into()], storage: None, s3_endpoint: None, base_port: 7400 };
+        let defaults = InitArgs {
+            dir: dir.to_path_buf(),
+            validators: 1,
+            orgs: vec!["org1".into()],
+            storage: None,
+            s3_endpoint: None,
+            base_port: 7400,
+        };
         init(&defaults, home_dir, false)?;
     }
     let genesis = load_genesis(dir).map_err(|e| SdkError::Usage(e.to_string()))?;
@@ -92,7 +115,11 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
     let mut children: Vec<Child> = (0..n).map(spawn).collect::<Result<_>>()?;
     let urls: Vec<String> = genesis.validators.iter().map(|v| format!("http://{}", v.api_address)).collect();
     wait_healthy(&urls, &mut children)?;
-    println!("medledger is up: {n} validator(s), API {}; logs in {}/validator-*/node.log; Ctrl-C stops", urls.join(" "), dir.display());
+    println!(
+        "medledger is up: {n} validator(s), API {}; logs in {}/validator-*/node.log; Ctrl-C stops",
+        urls.join(" "),
+        dir.display()
+    );
     let mut restarts: Vec<Instant> = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(200));
@@ -136,6 +163,7 @@ pub fn node(dir: &Path, validator: u32) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MEDLEDGER_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     medledger_node::run::run_validator(dir, validator)
 }
@@ -156,9 +184,15 @@ pub fn verify(dir: Option<PathBuf>, home_dir: &Path, json: bool) -> Result<()> {
             other => SdkError::Integrity(format!("validator {k}: {other}")),
         })?;
         if json {
-            println!("{}", json!({"validator": k, "blocks": report.blocks, "transactions": report.transactions, "state_root": report.state_root, "ciphertexts": report.ciphertexts}));
+            println!(
+                "{}",
+                json!({"validator": k, "blocks": report.blocks, "transactions": report.transactions, "state_root": report.state_root, "ciphertexts": report.ciphertexts})
+            );
         } else {
-            println!("validator {k}: chain ok, {} blocks, {} transactions, state root {}, {} ciphertexts ok", report.blocks, report.transactions, report.state_root, report.ciphertexts);
+            println!(
+                "validator {k}: chain ok, {} blocks, {} transactions, state root {}, {} ciphertexts ok",
+                report.blocks, report.transactions, report.state_root, report.ciphertexts
+            );
         }
     }
     Ok(())

@@ -72,20 +72,13 @@ fn primitive_benches(c: &mut Criterion) {
         group.bench_function(format!("aws_lc_{size}"), |b| {
             b.iter(|| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, black_box(&data[..])))
         });
-        group.bench_function(format!("crate_{size}"), |b| {
-            b.iter(|| medledger_crypto::sha256(black_box(&data[..])))
-        });
+        group.bench_function(format!("crate_{size}"), |b| b.iter(|| medledger_crypto::sha256(black_box(&data[..]))));
     }
     group.finish();
 }
 
 fn wrap_benches(c: &mut Criterion) {
-    let ctx = WrapContext {
-        chain_id: [1; 32],
-        subject: [2; 32],
-        version: 3,
-        recipient: [4; 32],
-    };
+    let ctx = WrapContext { chain_id: [1; 32], subject: [2; 32], version: 3, recipient: [4; 32] };
     let secret = [9u8; 32];
     let mut group = c.benchmark_group("wrap");
     for suite in KemSuite::ALL {
@@ -108,20 +101,13 @@ fn sign_benches(c: &mut Criterion) {
     let vk = key.verifying_key();
     let mut group = c.benchmark_group("ed25519");
     group.bench_function("sign_256B", |b| b.iter(|| key.sign(NS, black_box(&msg))));
-    group.bench_function("verify_256B", |b| {
-        b.iter(|| vk.verify(NS, black_box(&msg), &sig).unwrap())
-    });
+    group.bench_function("verify_256B", |b| b.iter(|| vk.verify(NS, black_box(&msg), &sig).unwrap()));
     let keys: Vec<SigningKey> = (0..64).map(|_| SigningKey::generate()).collect();
     let msgs: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; 256]).collect();
-    let items: Vec<(VerifyingKey, &[u8], sign::Signature)> = keys
-        .iter()
-        .zip(&msgs)
-        .map(|(k, m)| (k.verifying_key(), m.as_slice(), k.sign(NS, m)))
-        .collect();
+    let items: Vec<(VerifyingKey, &[u8], sign::Signature)> =
+        keys.iter().zip(&msgs).map(|(k, m)| (k.verifying_key(), m.as_slice(), k.sign(NS, m))).collect();
     group.throughput(Throughput::Elements(64));
-    group.bench_function("verify_batch_64", |b| {
-        b.iter(|| assert!(sign::verify_batch(NS, black_box(&items))))
-    });
+    group.bench_function("verify_batch_64", |b| b.iter(|| assert!(sign::verify_batch(NS, black_box(&items)))));
     group.bench_function("verify_single_x64", |b| {
         b.iter(|| {
             for (k, m, s) in &items {
@@ -146,12 +132,5 @@ fn keystore_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(
-    benches,
-    payload_benches,
-    primitive_benches,
-    wrap_benches,
-    sign_benches,
-    keystore_benches
-);
+criterion_group!(benches, payload_benches, primitive_benches, wrap_benches, sign_benches, keystore_benches);
 criterion_main!(benches);

@@ -18,9 +18,7 @@ pub(crate) struct OpenError;
 
 impl Aes256Gcm {
     pub(crate) fn new(key: &[u8; 32]) -> Self {
-        Self(LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, key).expect("AES-256-GCM takes a 32-byte key"),
-        ))
+        Self(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256-GCM takes a 32-byte key")))
     }
 
     /// Encrypts `in_out` in place and returns the tag.
@@ -29,19 +27,12 @@ impl Aes256Gcm {
     ///
     /// If `in_out` exceeds AES-GCM's per-message limit (about 64 GiB); callers
     /// bound their inputs far below it.
-    pub(crate) fn seal_in_place(
-        &self,
-        nonce: [u8; NONCE_BYTES],
-        aad: &[u8],
-        in_out: &mut [u8],
-    ) -> [u8; TAG_BYTES] {
+    pub(crate) fn seal_in_place(&self, nonce: [u8; NONCE_BYTES], aad: &[u8], in_out: &mut [u8]) -> [u8; TAG_BYTES] {
         let tag = self
             .0
             .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
             .expect("callers bound messages far below the AES-GCM limit");
-        tag.as_ref()
-            .try_into()
-            .expect("the AES-GCM tag is 16 bytes")
+        tag.as_ref().try_into().expect("the AES-GCM tag is 16 bytes")
     }
 
     /// Authenticates and decrypts `ciphertext` ‖ `tag` into `plaintext`
@@ -59,13 +50,7 @@ impl Aes256Gcm {
             return Err(OpenError);
         }
         self.0
-            .open_separate_gather(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                ciphertext,
-                tag,
-                plaintext,
-            )
+            .open_separate_gather(Nonce::assume_unique_for_key(nonce), Aad::from(aad), ciphertext, tag, plaintext)
             .map_err(|_| OpenError)
     }
 }

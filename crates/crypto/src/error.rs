@@ -120,9 +120,7 @@ pub enum CryptoError {
         reason: &'static str,
     },
     /// Keystore key-derivation parameters outside the accepted bounds.
-    #[error(
-        "keystore Argon2 parameters out of bounds (m = {m_cost_kib} KiB, t = {t_cost}, p = {p_cost})"
-    )]
+    #[error("keystore Argon2 parameters out of bounds (m = {m_cost_kib} KiB, t = {t_cost}, p = {p_cost})")]
     KdfParametersOutOfBounds {
         /// Memory cost in KiB.
         m_cost_kib: u32,

@@ -8,10 +8,7 @@ use aws_lc_rs::digest::{Context, SHA256, digest};
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    digest(&SHA256, data)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 digests are 32 bytes")
+    digest(&SHA256, data).as_ref().try_into().expect("SHA-256 digests are 32 bytes")
 }
 
 /// Incremental SHA-256, for data that arrives in pieces.
@@ -29,9 +26,7 @@ impl Default for Sha256Stream {
 impl Sha256Stream {
     /// Starts an empty hash.
     pub fn new() -> Self {
-        Self {
-            inner: Context::new(&SHA256),
-        }
+        Self { inner: Context::new(&SHA256) }
     }
 
     /// Absorbs `data`.
@@ -41,11 +36,7 @@ impl Sha256Stream {
 
     /// The digest of everything absorbed.
     pub fn finalize(self) -> [u8; 32] {
-        self.inner
-            .finish()
-            .as_ref()
-            .try_into()
-            .expect("SHA-256 digests are 32 bytes")
+        self.inner.finish().as_ref().try_into().expect("SHA-256 digests are 32 bytes")
     }
 }
 
@@ -62,14 +53,8 @@ mod tests {
     #[test]
     fn known_answers() {
         // FIPS 180-2 examples.
-        assert_eq!(
-            hex::encode(sha256(b"")),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(
-            hex::encode(sha256(b"abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hex::encode(sha256(b"")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(hex::encode(sha256(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

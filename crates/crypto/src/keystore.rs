@@ -72,11 +72,7 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// The parameters [`seal`] uses.
-    pub const DEFAULT: KdfParams = KdfParams {
-        m_cost_kib: M_COST_KIB,
-        t_cost: T_COST,
-        p_cost: P_COST,
-    };
+    pub const DEFAULT: KdfParams = KdfParams { m_cost_kib: M_COST_KIB, t_cost: T_COST, p_cost: P_COST };
 
     /// Checks the parameters against the accepted bounds.
     pub fn check(&self) -> Result<(), CryptoError> {
@@ -94,14 +90,10 @@ impl KdfParams {
         }
     }
 
-    fn derive_key(
-        &self,
-        passphrase: &[u8],
-        salt: &[u8; SALT_BYTES],
-    ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    fn derive_key(&self, passphrase: &[u8], salt: &[u8; SALT_BYTES]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         self.check()?;
-        let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
-            .map_err(|_| CryptoError::KeyDerivation)?;
+        let params =
+            Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32)).map_err(|_| CryptoError::KeyDerivation)?;
         let mut key = Zeroizing::new([0u8; 32]);
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password_into(passphrase, salt, key.as_mut_slice())
@@ -116,11 +108,7 @@ pub fn seal(passphrase: &[u8], secret: &[u8]) -> Result<Vec<u8>, CryptoError> {
 }
 
 /// Encrypts `secret` under `passphrase` with explicit (bounded) parameters.
-pub fn seal_with(
-    passphrase: &[u8],
-    secret: &[u8],
-    params: KdfParams,
-) -> Result<Vec<u8>, CryptoError> {
+pub fn seal_with(passphrase: &[u8], secret: &[u8], params: KdfParams) -> Result<Vec<u8>, CryptoError> {
     if secret.len() > MAX_SECRET_BYTES {
         return Err(CryptoError::TooLong {
             what: "keystore secret",
@@ -162,14 +150,8 @@ pub fn open(passphrase: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Cryp
     let key = parsed.params.derive_key(passphrase, &parsed.salt)?;
     let aead = Aes256Gcm::new(&key);
     let mut plaintext = Zeroizing::new(vec![0u8; parsed.ciphertext.len()]);
-    aead.open(
-        parsed.nonce,
-        parsed.header,
-        parsed.ciphertext,
-        parsed.tag,
-        plaintext.as_mut_slice(),
-    )
-    .map_err(|_| CryptoError::WrongPassphrase)?;
+    aead.open(parsed.nonce, parsed.header, parsed.ciphertext, parsed.tag, plaintext.as_mut_slice())
+        .map_err(|_| CryptoError::WrongPassphrase)?;
     Ok(plaintext)
 }
 
@@ -184,9 +166,7 @@ struct Parsed<'a> {
 
 fn parse(sealed: &[u8]) -> Result<Parsed<'_>, CryptoError> {
     if sealed.len() < HEADER_BYTES + TAG_BYTES {
-        return Err(CryptoError::MalformedKeystore {
-            reason: "too short",
-        });
+        return Err(CryptoError::MalformedKeystore { reason: "too short" });
     }
     if sealed.len() > HEADER_BYTES + MAX_SECRET_BYTES + TAG_BYTES {
         return Err(CryptoError::TooLong {
@@ -198,22 +178,14 @@ fn parse(sealed: &[u8]) -> Result<Parsed<'_>, CryptoError> {
     let (header, body) = sealed.split_at(HEADER_BYTES);
     let (magic, rest) = header.split_at(MAGIC.len());
     if magic != MAGIC {
-        return Err(CryptoError::MalformedKeystore {
-            reason: "bad magic",
-        });
+        return Err(CryptoError::MalformedKeystore { reason: "bad magic" });
     }
     if rest[0] != KDF_ARGON2ID {
-        return Err(CryptoError::MalformedKeystore {
-            reason: "unknown key-derivation function",
-        });
+        return Err(CryptoError::MalformedKeystore { reason: "unknown key-derivation function" });
     }
     let rest = &rest[1..];
     let be = |at: usize| u32::from_be_bytes(rest[at..at + 4].try_into().expect("4-byte field"));
-    let params = KdfParams {
-        m_cost_kib: be(0),
-        t_cost: be(4),
-        p_cost: be(8),
-    };
+    let params = KdfParams { m_cost_kib: be(0), t_cost: be(4), p_cost: be(8) };
     let rest = &rest[12..];
     let (salt, nonce) = rest.split_at(SALT_BYTES);
     let (ciphertext, tag) = body.split_at(body.len() - TAG_BYTES);
@@ -238,10 +210,7 @@ mod tests {
         assert_eq!(&blob[..5], b"MLKS1");
         assert_eq!(blob.len(), HEADER_BYTES + secret.len() + TAG_BYTES);
         assert_eq!(params(&blob).unwrap(), KdfParams::DEFAULT);
-        assert_eq!(
-            open(b"correct horse", &blob).unwrap().as_slice(),
-            &secret[..]
-        );
+        assert_eq!(open(b"correct horse", &blob).unwrap().as_slice(), &secret[..]);
         // Salt and nonce are fresh.
         let again = seal(b"correct horse", &secret).unwrap();
         assert_ne!(blob[18..46], again[18..46]);
@@ -270,10 +239,7 @@ mod tests {
                 5 => matches!(err, CryptoError::MalformedKeystore { .. }),
                 // Parameter bytes: either out of bounds or (still in bounds)
                 // a different key, hence the AEAD fails.
-                6..=17 => matches!(
-                    err,
-                    CryptoError::KdfParametersOutOfBounds { .. } | CryptoError::WrongPassphrase
-                ),
+                6..=17 => matches!(err, CryptoError::KdfParametersOutOfBounds { .. } | CryptoError::WrongPassphrase),
                 _ => matches!(err, CryptoError::WrongPassphrase),
             };
             assert!(expected, "byte {i}: {err:?}");
@@ -311,27 +277,12 @@ mod tests {
                 "({m}, {t}, {p}): {err:?}"
             );
         }
-        assert!(
-            seal_with(
-                b"pw",
-                b"s",
-                KdfParams {
-                    m_cost_kib: u32::MAX,
-                    t_cost: 2,
-                    p_cost: 1
-                }
-            )
-            .is_err()
-        );
+        assert!(seal_with(b"pw", b"s", KdfParams { m_cost_kib: u32::MAX, t_cost: 2, p_cost: 1 }).is_err());
     }
 
     #[test]
     fn stronger_parameters_round_trip() {
-        let params = KdfParams {
-            m_cost_kib: 32 * 1024,
-            t_cost: 3,
-            p_cost: 2,
-        };
+        let params = KdfParams { m_cost_kib: 32 * 1024, t_cost: 3, p_cost: 2 };
         let blob = seal_with(b"pw", b"secret", params).unwrap();
         assert_eq!(super::params(&blob).unwrap(), params);
         assert_eq!(open(b"pw", &blob).unwrap().as_slice(), b"secret");
@@ -339,10 +290,7 @@ mod tests {
 
     #[test]
     fn oversized_secret_is_refused() {
-        assert!(matches!(
-            seal(b"pw", &vec![0u8; MAX_SECRET_BYTES + 1]).unwrap_err(),
-            CryptoError::TooLong { .. }
-        ));
+        assert!(matches!(seal(b"pw", &vec![0u8; MAX_SECRET_BYTES + 1]).unwrap_err(), CryptoError::TooLong { .. }));
     }
 
     #[test]
@@ -357,15 +305,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(params(&blob).unwrap(), KdfParams::DEFAULT);
-        assert_eq!(
-            open(b"correct horse battery staple", &blob)
-                .unwrap()
-                .as_slice(),
-            b"medledger keystore v1"
-        );
-        assert!(matches!(
-            open(b"correct horse battery stapler", &blob).unwrap_err(),
-            CryptoError::WrongPassphrase
-        ));
+        assert_eq!(open(b"correct horse battery staple", &blob).unwrap().as_slice(), b"medledger keystore v1");
+        assert!(matches!(open(b"correct horse battery stapler", &blob).unwrap_err(), CryptoError::WrongPassphrase));
     }
 }

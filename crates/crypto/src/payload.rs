@@ -77,12 +77,11 @@ impl DataKey {
 
     /// A key from a byte slice, which must be [`DATA_KEY_BYTES`] long.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let array: &[u8; DATA_KEY_BYTES] =
-            bytes.try_into().map_err(|_| CryptoError::InvalidLength {
-                what: "data key",
-                expected: DATA_KEY_BYTES,
-                actual: bytes.len(),
-            })?;
+        let array: &[u8; DATA_KEY_BYTES] = bytes.try_into().map_err(|_| CryptoError::InvalidLength {
+            what: "data key",
+            expected: DATA_KEY_BYTES,
+            actual: bytes.len(),
+        })?;
         Ok(Self::from_bytes(array))
     }
 
@@ -154,9 +153,7 @@ impl Header {
     pub fn decode(bytes: &[u8; HEADER_BYTES]) -> Result<Self, CryptoError> {
         let (magic, rest) = bytes.split_at(4);
         if magic != MAGIC {
-            return Err(CryptoError::MalformedHeader {
-                reason: "bad magic",
-            });
+            return Err(CryptoError::MalformedHeader { reason: "bad magic" });
         }
         let suite = PayloadSuite::try_from(rest[0])?;
         let rest = &rest[1..];
@@ -173,9 +170,7 @@ impl Header {
             nonce_prefix: nonce_prefix.try_into().expect("7-byte field"),
         };
         if header.segment_size_bytes != SEGMENT_SIZE_BYTES {
-            return Err(CryptoError::MalformedHeader {
-                reason: "segment size is not the suite's",
-            });
+            return Err(CryptoError::MalformedHeader { reason: "segment size is not the suite's" });
         }
         Ok(header)
     }
@@ -212,15 +207,7 @@ pub fn encrypt<R: Read, W: Write>(
     plaintext: R,
     out: W,
 ) -> Result<Sealed, CryptoError> {
-    encrypt_with_limit(
-        dek,
-        record,
-        version,
-        plaintext,
-        out,
-        MAX_PLAINTEXT_BYTES,
-        crate::random_bytes(),
-    )
+    encrypt_with_limit(dek, record, version, plaintext, out, MAX_PLAINTEXT_BYTES, crate::random_bytes())
 }
 
 fn encrypt_with_limit<R: Read, W: Write>(
@@ -263,11 +250,7 @@ fn encrypt_with_limit<R: Read, W: Write>(
             });
         }
         let last = filled < SEGMENT || lookahead.at_end(&mut plaintext)?;
-        let tag = key.seal_in_place(
-            header.nonce(segment, last),
-            &header_bytes,
-            &mut buffer[..filled],
-        );
+        let tag = key.seal_in_place(header.nonce(segment, last), &header_bytes, &mut buffer[..filled]);
         buffer[filled..filled + TAG_BYTES].copy_from_slice(&tag);
         let chunk = &buffer[..filled + TAG_BYTES];
         out.write_all(chunk)?;
@@ -276,16 +259,10 @@ fn encrypt_with_limit<R: Read, W: Write>(
         if last {
             break;
         }
-        segment = segment
-            .checked_add(1)
-            .expect("the plaintext limit keeps the segment index within u32");
+        segment = segment.checked_add(1).expect("the plaintext limit keeps the segment index within u32");
     }
     out.flush()?;
-    Ok(Sealed {
-        ciphertext_len,
-        digest: digest.finalize(),
-        key_commitment: header.key_commitment,
-    })
+    Ok(Sealed { ciphertext_len, digest: digest.finalize(), key_commitment: header.key_commitment })
 }
 
 /// Decrypts a payload written by [`encrypt`], writing the plaintext to `out`
@@ -327,10 +304,7 @@ pub fn decrypt_with_digest<R: Read, W: Write>(
     ciphertext: R,
     out: W,
 ) -> Result<u64, CryptoError> {
-    let mut hashing = HashingReader {
-        inner: ciphertext,
-        hash: Sha256Stream::new(),
-    };
+    let mut hashing = HashingReader { inner: ciphertext, hash: Sha256Stream::new() };
     let len = decrypt_with_limit(dek, record, version, &mut hashing, out, MAX_PLAINTEXT_BYTES)?;
     if hashing.hash.finalize() != *expected_digest {
         return Err(CryptoError::DigestMismatch);
@@ -362,19 +336,14 @@ fn decrypt_with_limit<R: Read, W: Write>(
 ) -> Result<u64, CryptoError> {
     let mut header_bytes = [0u8; HEADER_BYTES];
     if read_full(&mut ciphertext, &mut header_bytes)? < HEADER_BYTES {
-        return Err(CryptoError::MalformedHeader {
-            reason: "shorter than a header",
-        });
+        return Err(CryptoError::MalformedHeader { reason: "shorter than a header" });
     }
     let header = Header::decode(&header_bytes)?;
     if header.record != *record {
         return Err(CryptoError::RecordMismatch);
     }
     if header.version != version {
-        return Err(CryptoError::VersionMismatch {
-            expected: version,
-            actual: header.version,
-        });
+        return Err(CryptoError::VersionMismatch { expected: version, actual: header.version });
     }
     let commitment = key_commitment(dek, record, version);
     aws_lc_rs::constant_time::verify_slices_are_equal(&commitment, &header.key_commitment)
@@ -402,20 +371,12 @@ fn decrypt_with_limit<R: Read, W: Write>(
             });
         }
         let (body, tag) = sealed[..filled].split_at(body_len);
-        let open = |last: bool, into: &mut [u8]| {
-            key.open(header.nonce(segment, last), &header_bytes, body, tag, into)
-        };
+        let open = |last: bool, into: &mut [u8]| key.open(header.nonce(segment, last), &header_bytes, body, tag, into);
         if open(last, &mut opened[..body_len]).is_err() {
             // Say why, if we can: a segment that opens with the other value of
             // the last flag shows where the stream was cut or extended.
             let diagnosis = if open(!last, &mut opened[..body_len]).is_ok() {
-                if last {
-                    CryptoError::Truncated {
-                        segments: segment + 1,
-                    }
-                } else {
-                    CryptoError::TrailingData
-                }
+                if last { CryptoError::Truncated { segments: segment + 1 } } else { CryptoError::TrailingData }
             } else {
                 CryptoError::SegmentAuthenticationFailed { segment }
             };
@@ -497,9 +458,7 @@ mod tests {
     const SEG: usize = SEGMENT;
 
     fn data(len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8)
-            .collect()
+        (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8).collect()
     }
 
     fn seal(dek: &DataKey, plaintext: &[u8]) -> (Vec<u8>, Sealed) {
@@ -540,18 +499,10 @@ mod tests {
             let plaintext = data(len);
             let (ciphertext, sealed) = seal(&dek, &plaintext);
             let segments = segment_ranges(len);
-            assert_eq!(
-                ciphertext.len(),
-                segments.last().unwrap().end,
-                "length {len}: {} segments",
-                segments.len()
-            );
+            assert_eq!(ciphertext.len(), segments.last().unwrap().end, "length {len}: {} segments", segments.len());
             assert_eq!(sealed.ciphertext_len, ciphertext.len() as u64);
             assert_eq!(sealed.digest, crate::sha256(&ciphertext));
-            assert_eq!(
-                sealed.key_commitment,
-                key_commitment(&dek, &RECORD, VERSION)
-            );
+            assert_eq!(sealed.key_commitment, key_commitment(&dek, &RECORD, VERSION));
             assert_eq!(open(&dek, &ciphertext).unwrap(), plaintext, "length {len}");
         }
     }
@@ -624,14 +575,7 @@ mod tests {
         let dek = DataKey::generate();
         let (ciphertext, _) = seal(&dek, &data(SEG + 1));
         let mut out = Vec::new();
-        let err = decrypt(
-            &DataKey::generate(),
-            &RECORD,
-            VERSION,
-            &ciphertext[..],
-            &mut out,
-        )
-        .unwrap_err();
+        let err = decrypt(&DataKey::generate(), &RECORD, VERSION, &ciphertext[..], &mut out).unwrap_err();
         assert!(matches!(err, CryptoError::KeyCommitmentMismatch));
         assert!(out.is_empty());
     }
@@ -659,14 +603,8 @@ mod tests {
         let mut forged = header_bytes.to_vec();
         forged.extend_from_slice(&body);
         forged.extend_from_slice(&tag);
-        assert!(matches!(
-            open(&dek_a, &forged).unwrap_err(),
-            CryptoError::SegmentAuthenticationFailed { segment: 0 }
-        ));
-        assert!(matches!(
-            open(&dek_b, &forged).unwrap_err(),
-            CryptoError::KeyCommitmentMismatch
-        ));
+        assert!(matches!(open(&dek_a, &forged).unwrap_err(), CryptoError::SegmentAuthenticationFailed { segment: 0 }));
+        assert!(matches!(open(&dek_b, &forged).unwrap_err(), CryptoError::KeyCommitmentMismatch));
         // And with the honest commitment for B, B opens it.
         header.key_commitment = key_commitment(&dek_b, &RECORD, VERSION);
         let header_bytes = header.encode();
@@ -689,10 +627,7 @@ mod tests {
         ));
         assert!(matches!(
             decrypt(&dek, &RECORD, VERSION + 1, &ciphertext[..], &mut out).unwrap_err(),
-            CryptoError::VersionMismatch {
-                expected: 4,
-                actual: 3
-            }
+            CryptoError::VersionMismatch { expected: 4, actual: 3 }
         ));
         assert!(out.is_empty());
     }
@@ -721,18 +656,10 @@ mod tests {
         }
         // Cut in the middle of every segment, and one byte short of the end.
         for range in &ranges {
-            for cut in [
-                range.start + 1,
-                range.start + range.len() / 2,
-                range.end - 1,
-            ] {
+            for cut in [range.start + 1, range.start + range.len() / 2, range.end - 1] {
                 let err = open(&dek, &ciphertext[..cut]).unwrap_err();
                 assert!(
-                    matches!(
-                        err,
-                        CryptoError::SegmentAuthenticationFailed { .. }
-                            | CryptoError::Truncated { .. }
-                    ),
+                    matches!(err, CryptoError::SegmentAuthenticationFailed { .. } | CryptoError::Truncated { .. }),
                     "cut at {cut}: {err:?}"
                 );
             }
@@ -749,10 +676,7 @@ mod tests {
         ciphertext[ranges[2].start + 10] ^= 1;
         let mut out = Vec::new();
         let err = decrypt(&dek, &RECORD, VERSION, &ciphertext[..], &mut out).unwrap_err();
-        assert!(matches!(
-            err,
-            CryptoError::SegmentAuthenticationFailed { segment: 2 }
-        ));
+        assert!(matches!(err, CryptoError::SegmentAuthenticationFailed { segment: 2 }));
         assert_eq!(out, plaintext[..2 * SEG]);
     }
 
@@ -767,10 +691,7 @@ mod tests {
         swapped.extend_from_slice(&ciphertext[ranges[1].clone()]);
         swapped.extend_from_slice(&ciphertext[ranges[0].clone()]);
         swapped.extend_from_slice(&ciphertext[ranges[2].start..]);
-        assert!(matches!(
-            open(&dek, &swapped).unwrap_err(),
-            CryptoError::SegmentAuthenticationFailed { segment: 0 }
-        ));
+        assert!(matches!(open(&dek, &swapped).unwrap_err(), CryptoError::SegmentAuthenticationFailed { segment: 0 }));
         // Duplicate a segment in place of another.
         let mut duplicated = ciphertext[..ranges[1].start].to_vec();
         duplicated.extend_from_slice(&ciphertext[ranges[0].clone()]);
@@ -782,10 +703,7 @@ mod tests {
         // Move the short last segment forward (drop segment 2).
         let mut dropped = ciphertext[..ranges[2].start].to_vec();
         dropped.extend_from_slice(&ciphertext[ranges[3].clone()]);
-        assert!(matches!(
-            open(&dek, &dropped).unwrap_err(),
-            CryptoError::SegmentAuthenticationFailed { segment: 2 }
-        ));
+        assert!(matches!(open(&dek, &dropped).unwrap_err(), CryptoError::SegmentAuthenticationFailed { segment: 2 }));
     }
 
     #[test]
@@ -818,40 +736,16 @@ mod tests {
         let dek = DataKey::generate();
         let plaintext = data(2 * SEG + 1);
         let mut out = Vec::new();
-        let err = encrypt_with_limit(
-            &dek,
-            &RECORD,
-            VERSION,
-            &plaintext[..],
-            &mut out,
-            2 * SEG as u64,
-            [0; 7],
-        )
-        .unwrap_err();
+        let err =
+            encrypt_with_limit(&dek, &RECORD, VERSION, &plaintext[..], &mut out, 2 * SEG as u64, [0; 7]).unwrap_err();
         assert!(matches!(err, CryptoError::TooLong { .. }));
         // Exactly at the limit is fine, and decrypt enforces its own limit.
         let (ciphertext, _) = seal(&dek, &plaintext);
         let mut out = Vec::new();
-        let err = decrypt_with_limit(
-            &dek,
-            &RECORD,
-            VERSION,
-            &ciphertext[..],
-            &mut out,
-            2 * SEG as u64,
-        )
-        .unwrap_err();
+        let err = decrypt_with_limit(&dek, &RECORD, VERSION, &ciphertext[..], &mut out, 2 * SEG as u64).unwrap_err();
         assert!(matches!(err, CryptoError::TooLong { .. }));
         let mut out = Vec::new();
-        let len = decrypt_with_limit(
-            &dek,
-            &RECORD,
-            VERSION,
-            &ciphertext[..],
-            &mut out,
-            2 * SEG as u64 + 1,
-        )
-        .unwrap();
+        let len = decrypt_with_limit(&dek, &RECORD, VERSION, &ciphertext[..], &mut out, 2 * SEG as u64 + 1).unwrap();
         assert_eq!(len, plaintext.len() as u64);
     }
 
@@ -879,40 +773,19 @@ mod tests {
             &dek,
             &RECORD,
             VERSION,
-            Trickle {
-                data: &plaintext,
-                step: 1000,
-            },
+            Trickle { data: &plaintext, step: 1000 },
             &mut out,
             MAX_PLAINTEXT_BYTES,
             [1; 7],
         )
         .unwrap();
         let mut reference = Vec::new();
-        encrypt_with_limit(
-            &dek,
-            &RECORD,
-            VERSION,
-            &plaintext[..],
-            &mut reference,
-            MAX_PLAINTEXT_BYTES,
-            [1; 7],
-        )
-        .unwrap();
+        encrypt_with_limit(&dek, &RECORD, VERSION, &plaintext[..], &mut reference, MAX_PLAINTEXT_BYTES, [1; 7])
+            .unwrap();
         assert_eq!(out, reference);
         assert_eq!(sealed.digest, crate::sha256(&reference));
         let mut back = Vec::new();
-        decrypt(
-            &dek,
-            &RECORD,
-            VERSION,
-            Trickle {
-                data: &out,
-                step: 777,
-            },
-            &mut back,
-        )
-        .unwrap();
+        decrypt(&dek, &RECORD, VERSION, Trickle { data: &out, step: 777 }, &mut back).unwrap();
         assert_eq!(back, plaintext);
     }
 
@@ -922,37 +795,17 @@ mod tests {
         let dek = DataKey::from_bytes(&[0x42; 32]);
         let mut out = Vec::new();
         let plaintext = data(SEG + 3);
-        let sealed = encrypt_with_limit(
-            &dek,
-            &RECORD,
-            VERSION,
-            &plaintext[..],
-            &mut out,
-            MAX_PLAINTEXT_BYTES,
-            [0x11; 7],
-        )
-        .unwrap();
+        let sealed =
+            encrypt_with_limit(&dek, &RECORD, VERSION, &plaintext[..], &mut out, MAX_PLAINTEXT_BYTES, [0x11; 7])
+                .unwrap();
         assert_eq!(
             hex::encode(sealed.key_commitment),
             hex::encode(crate::sha256(
-                &[
-                    KEY_COMMITMENT_LABEL,
-                    &[0x42; 32][..],
-                    &RECORD[..],
-                    &VERSION.to_be_bytes()[..]
-                ]
-                .concat()
+                &[KEY_COMMITMENT_LABEL, &[0x42; 32][..], &RECORD[..], &VERSION.to_be_bytes()[..]].concat()
             ))
         );
-        assert_eq!(
-            sealed.ciphertext_len,
-            (HEADER_BYTES + SEG + 3 + 2 * TAG_BYTES) as u64
-        );
-        assert_eq!(
-            hex::encode(sealed.digest),
-            GOLDEN_DIGEST,
-            "the payload format changed"
-        );
+        assert_eq!(sealed.ciphertext_len, (HEADER_BYTES + SEG + 3 + 2 * TAG_BYTES) as u64);
+        assert_eq!(hex::encode(sealed.digest), GOLDEN_DIGEST, "the payload format changed");
     }
 
     /// Computed independently from the format description above with Python's
@@ -965,15 +818,7 @@ mod tests {
         let plaintext = data(SEG + 9);
         let (ciphertext, sealed) = seal(&dek, &plaintext);
         let mut out = Vec::new();
-        let len = decrypt_with_digest(
-            &dek,
-            &RECORD,
-            VERSION,
-            &sealed.digest,
-            &ciphertext[..],
-            &mut out,
-        )
-        .unwrap();
+        let len = decrypt_with_digest(&dek, &RECORD, VERSION, &sealed.digest, &ciphertext[..], &mut out).unwrap();
         assert_eq!(len, plaintext.len() as u64);
         assert_eq!(out, plaintext);
         // Another authentic encryption of the same plaintext under the same
@@ -982,23 +827,14 @@ mod tests {
         assert_ne!(other_sealed.digest, sealed.digest);
         let mut out = Vec::new();
         assert!(matches!(
-            decrypt_with_digest(&dek, &RECORD, VERSION, &sealed.digest, &other[..], &mut out)
-                .unwrap_err(),
+            decrypt_with_digest(&dek, &RECORD, VERSION, &sealed.digest, &other[..], &mut out).unwrap_err(),
             CryptoError::DigestMismatch
         ));
         // Tampering is still reported as such, before the digest.
         let mut bad = ciphertext.clone();
         bad[HEADER_BYTES + 3] ^= 1;
         assert!(matches!(
-            decrypt_with_digest(
-                &dek,
-                &RECORD,
-                VERSION,
-                &sealed.digest,
-                &bad[..],
-                &mut Vec::new()
-            )
-            .unwrap_err(),
+            decrypt_with_digest(&dek, &RECORD, VERSION, &sealed.digest, &bad[..], &mut Vec::new()).unwrap_err(),
             CryptoError::SegmentAuthenticationFailed { segment: 0 }
         ));
     }

@@ -21,9 +21,7 @@ use std::str::FromStr;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use commonware_codec::{Copying, ReadExt as _, Write as _};
-use commonware_cryptography::{
-    BatchEntry, BatchVerifier as _, Signer as _, Verifier as _, ed25519,
-};
+use commonware_cryptography::{BatchEntry, BatchVerifier as _, Signer as _, Verifier as _, ed25519};
 use commonware_parallel::Sequential;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
@@ -54,19 +52,10 @@ impl SigningKey {
 
     /// Rebuilds a key from its 32-byte seed (RFC 8032 secret key).
     pub fn from_bytes(seed: &[u8; SIGNING_KEY_BYTES]) -> Self {
-        let inner = ed25519::PrivateKey::read(&mut Copying(seed.as_slice()))
-            .expect("any 32 bytes are an Ed25519 seed");
+        let inner = ed25519::PrivateKey::read(&mut Copying(seed.as_slice())).expect("any 32 bytes are an Ed25519 seed");
         let public = inner.public_key();
-        let verifying_key = VerifyingKey(
-            public
-                .as_ref()
-                .try_into()
-                .expect("an Ed25519 public key is 32 bytes"),
-        );
-        Self {
-            inner,
-            verifying_key,
-        }
+        let verifying_key = VerifyingKey(public.as_ref().try_into().expect("an Ed25519 public key is 32 bytes"));
+        Self { inner, verifying_key }
     }
 
     /// The 32-byte seed, in a buffer that is wiped when dropped.
@@ -84,20 +73,13 @@ impl SigningKey {
     /// Signs `msg` under `namespace`.
     pub fn sign(&self, namespace: &[u8], msg: &[u8]) -> Signature {
         let signature = self.inner.sign(namespace, msg);
-        Signature(
-            signature
-                .as_ref()
-                .try_into()
-                .expect("an Ed25519 signature is 64 bytes"),
-        )
+        Signature(signature.as_ref().try_into().expect("an Ed25519 signature is 64 bytes"))
     }
 }
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("verifying_key", &self.verifying_key)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("verifying_key", &self.verifying_key).finish_non_exhaustive()
     }
 }
 
@@ -122,18 +104,9 @@ impl VerifyingKey {
     }
 
     /// Verifies `signature` over `msg` under `namespace`.
-    pub fn verify(
-        &self,
-        namespace: &[u8],
-        msg: &[u8],
-        signature: &Signature,
-    ) -> Result<(), CryptoError> {
+    pub fn verify(&self, namespace: &[u8], msg: &[u8], signature: &Signature) -> Result<(), CryptoError> {
         let public = self.decode()?;
-        if public.verify(namespace, msg, &signature.decode()) {
-            Ok(())
-        } else {
-            Err(CryptoError::InvalidSignature)
-        }
+        if public.verify(namespace, msg, &signature.decode()) { Ok(()) } else { Err(CryptoError::InvalidSignature) }
     }
 
     fn decode(&self) -> Result<ed25519::PublicKey, CryptoError> {
@@ -153,8 +126,7 @@ impl Signature {
     }
 
     fn decode(&self) -> ed25519::Signature {
-        ed25519::Signature::read(&mut Copying(self.0.as_slice()))
-            .expect("any 64 bytes decode as a signature")
+        ed25519::Signature::read(&mut Copying(self.0.as_slice())).expect("any 64 bytes decode as a signature")
     }
 }
 
@@ -162,14 +134,11 @@ impl TryFrom<&[u8]> for Signature {
     type Error = CryptoError;
 
     fn try_from(bytes: &[u8]) -> Result<Self, CryptoError> {
-        bytes
-            .try_into()
-            .map(Signature)
-            .map_err(|_| CryptoError::InvalidLength {
-                what: "ed25519 signature",
-                expected: SIGNATURE_BYTES,
-                actual: bytes.len(),
-            })
+        bytes.try_into().map(Signature).map_err(|_| CryptoError::InvalidLength {
+            what: "ed25519 signature",
+            expected: SIGNATURE_BYTES,
+            actual: bytes.len(),
+        })
     }
 }
 
@@ -177,14 +146,11 @@ impl TryFrom<&[u8]> for VerifyingKey {
     type Error = CryptoError;
 
     fn try_from(bytes: &[u8]) -> Result<Self, CryptoError> {
-        bytes
-            .try_into()
-            .map(VerifyingKey)
-            .map_err(|_| CryptoError::InvalidLength {
-                what: "ed25519 public key",
-                expected: VERIFYING_KEY_BYTES,
-                actual: bytes.len(),
-            })
+        bytes.try_into().map(VerifyingKey).map_err(|_| CryptoError::InvalidLength {
+            what: "ed25519 public key",
+            expected: VERIFYING_KEY_BYTES,
+            actual: bytes.len(),
+        })
     }
 }
 
@@ -208,12 +174,7 @@ pub fn verify_batch(namespace: &[u8], items: &[(VerifyingKey, &[u8], Signature)]
     ed25519::PublicKey::verify_batch(
         &mut commonware_utils::sys_rng(),
         &prepared,
-        |_, (public_key, message, signature)| BatchEntry {
-            namespace,
-            message,
-            public_key,
-            signature,
-        },
+        |_, (public_key, message, signature)| BatchEntry { namespace, message, public_key, signature },
         &Sequential,
     )
 }
@@ -222,16 +183,9 @@ pub fn verify_batch(namespace: &[u8], items: &[(VerifyingKey, &[u8], Signature)]
 pub(crate) mod hex_array {
     use crate::CryptoError;
 
-    pub(crate) fn decode<const N: usize>(
-        what: &'static str,
-        text: &str,
-    ) -> Result<[u8; N], CryptoError> {
+    pub(crate) fn decode<const N: usize>(what: &'static str, text: &str) -> Result<[u8; N], CryptoError> {
         if text.len() != 2 * N {
-            return Err(CryptoError::InvalidLength {
-                what,
-                expected: 2 * N,
-                actual: text.len(),
-            });
+            return Err(CryptoError::InvalidLength { what, expected: 2 * N, actual: text.len() });
         }
         let mut out = [0u8; N];
         hex::decode_to_slice(text, &mut out).map_err(|_| CryptoError::InvalidHex { what })?;
@@ -287,9 +241,8 @@ mod tests {
 
     /// The order of the prime subgroup, ℓ, little-endian.
     const ELL: [u8; 32] = [
-        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
-        0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x10,
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10,
     ];
 
     fn h32(s: &str) -> [u8; 32] {
@@ -343,10 +296,7 @@ mod tests {
         let vk = key.verifying_key();
         let sig = key.sign(NS, b"hello");
         assert!(vk.verify(NS, b"hello", &sig).is_ok());
-        assert!(matches!(
-            vk.verify(NS, b"hellp", &sig),
-            Err(CryptoError::InvalidSignature)
-        ));
+        assert!(matches!(vk.verify(NS, b"hellp", &sig), Err(CryptoError::InvalidSignature)));
         assert!(vk.verify(b"medledger/other", b"hello", &sig).is_err());
         let other = SigningKey::generate().verifying_key();
         assert!(other.verify(NS, b"hello", &sig).is_err());
@@ -392,10 +342,7 @@ mod tests {
         let mut bytes = [0u8; 32];
         bytes[0] = 2;
         let vk = VerifyingKey(bytes);
-        assert!(matches!(
-            vk.check(),
-            Err(CryptoError::InvalidPublicKey { .. })
-        ));
+        assert!(matches!(vk.check(), Err(CryptoError::InvalidPublicKey { .. })));
         let sig = SigningKey::generate().sign(NS, b"x");
         assert!(vk.verify(NS, b"x", &sig).is_err());
         assert!(!verify_batch(NS, &[(vk, b"x".as_slice(), sig)]));
@@ -408,20 +355,11 @@ mod tests {
         let encodings = small_order_encodings();
         for a in &encodings {
             let vk = VerifyingKey(*a);
-            assert!(
-                vk.check().is_ok(),
-                "small-order point {} must decode",
-                hex::encode(a)
-            );
+            assert!(vk.check().is_ok(), "small-order point {} must decode", hex::encode(a));
             for r in &encodings {
                 let sig = signature(*r, [0u8; 32]);
                 for msg in [b"".as_slice(), b"any message"] {
-                    assert!(
-                        vk.verify(NS, msg, &sig).is_ok(),
-                        "A={} R={}",
-                        hex::encode(a),
-                        hex::encode(r)
-                    );
+                    assert!(vk.verify(NS, msg, &sig).is_ok(), "A={} R={}", hex::encode(a), hex::encode(r));
                     assert!(verify_batch(NS, &[(vk, msg, sig)]));
                 }
             }
@@ -442,10 +380,7 @@ mod tests {
             assert!(!verify_batch(NS, &[(vk, b"m".as_slice(), sig)]));
             assert!(!verify_batch(
                 NS,
-                &[
-                    (honest.verifying_key(), b"m".as_slice(), honest_sig),
-                    (vk, b"m".as_slice(), sig)
-                ]
+                &[(honest.verifying_key(), b"m".as_slice(), honest_sig), (vk, b"m".as_slice(), sig)]
             ));
         }
         // s = 1 with small-order A and R: [8]B ≠ 0, rejected.
@@ -453,10 +388,7 @@ mod tests {
         one[0] = 1;
         let sig = signature(encodings[0], one);
         assert!(VerifyingKey(encodings[0]).verify(NS, b"m", &sig).is_err());
-        assert!(!verify_batch(
-            NS,
-            &[(VerifyingKey(encodings[0]), b"m".as_slice(), sig)]
-        ));
+        assert!(!verify_batch(NS, &[(VerifyingKey(encodings[0]), b"m".as_slice(), sig)]));
     }
 
     #[test]
@@ -464,11 +396,8 @@ mod tests {
         let encodings = small_order_encodings();
         let keys: Vec<SigningKey> = (0..4).map(|_| SigningKey::generate()).collect();
         let msgs: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10]).collect();
-        let mut items: Vec<(VerifyingKey, &[u8], Signature)> = keys
-            .iter()
-            .zip(&msgs)
-            .map(|(k, m)| (k.verifying_key(), m.as_slice(), k.sign(NS, m)))
-            .collect();
+        let mut items: Vec<(VerifyingKey, &[u8], Signature)> =
+            keys.iter().zip(&msgs).map(|(k, m)| (k.verifying_key(), m.as_slice(), k.sign(NS, m))).collect();
         for a in &encodings {
             items.push((VerifyingKey(*a), b"zz".as_slice(), signature(*a, [0u8; 32])));
         }
@@ -480,9 +409,7 @@ mod tests {
     #[test]
     fn batch_agrees_with_single_on_random_corruptions() {
         let keys: Vec<SigningKey> = (0..8).map(|_| SigningKey::generate()).collect();
-        let msgs: Vec<Vec<u8>> = (0..16u8)
-            .map(|i| vec![i.wrapping_mul(37); i as usize])
-            .collect();
+        let msgs: Vec<Vec<u8>> = (0..16u8).map(|i| vec![i.wrapping_mul(37); i as usize]).collect();
         let base: Vec<(VerifyingKey, Vec<u8>, Signature)> = msgs
             .iter()
             .enumerate()
@@ -551,11 +478,7 @@ mod tests {
         assert!(serde_json::from_str::<VerifyingKey>(&format!("\"{}\"", "zz".repeat(32))).is_err());
         assert!(matches!(
             Signature::try_from(&[0u8; 63][..]),
-            Err(CryptoError::InvalidLength {
-                expected: 64,
-                actual: 63,
-                ..
-            })
+            Err(CryptoError::InvalidLength { expected: 64, actual: 63, .. })
         ));
     }
 }

@@ -88,10 +88,7 @@ impl TryFrom<u8> for PayloadSuite {
     fn try_from(id: u8) -> Result<Self, CryptoError> {
         match id {
             1 => Ok(PayloadSuite::Aes256GcmStream64K),
-            id => Err(CryptoError::UnknownSuite {
-                kind: "payload",
-                id,
-            }),
+            id => Err(CryptoError::UnknownSuite { kind: "payload", id }),
         }
     }
 }
@@ -124,10 +121,7 @@ impl FromStr for KemSuite {
     type Err = CryptoError;
 
     fn from_str(s: &str) -> Result<Self, CryptoError> {
-        KemSuite::ALL
-            .into_iter()
-            .find(|suite| suite.name() == s)
-            .ok_or(CryptoError::UnknownSuiteName { kind: "kem" })
+        KemSuite::ALL.into_iter().find(|suite| suite.name() == s).ok_or(CryptoError::UnknownSuiteName { kind: "kem" })
     }
 }
 
@@ -155,8 +149,7 @@ macro_rules! suite_codecs {
         impl BorshDeserialize for $suite {
             fn deserialize_reader<R: std::io::Read>(reader: &mut R) -> std::io::Result<Self> {
                 let id = u8::deserialize_reader(reader)?;
-                <$suite>::try_from(id)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                <$suite>::try_from(id).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
             }
         }
 
@@ -209,10 +202,7 @@ mod tests {
     #[test]
     fn borsh_is_one_byte_and_rejects_unknown() {
         assert_eq!(borsh::to_vec(&KemSuite::X25519).unwrap(), vec![2]);
-        assert_eq!(
-            borsh::from_slice::<KemSuite>(&[1]).unwrap(),
-            KemSuite::XWing
-        );
+        assert_eq!(borsh::from_slice::<KemSuite>(&[1]).unwrap(), KemSuite::XWing);
         assert!(borsh::from_slice::<KemSuite>(&[9]).is_err());
         assert!(borsh::from_slice::<PayloadSuite>(&[0]).is_err());
         assert!(borsh::from_slice::<KemSuite>(&[]).is_err());
@@ -222,14 +212,8 @@ mod tests {
     fn display_and_serde_use_names() {
         assert_eq!(KemSuite::XWing.to_string(), "xwing");
         assert_eq!(KemSuite::X25519.to_string(), "x25519");
-        assert_eq!(
-            serde_json::to_string(&KemSuite::X25519).unwrap(),
-            "\"x25519\""
-        );
-        assert_eq!(
-            serde_json::from_str::<KemSuite>("\"xwing\"").unwrap(),
-            KemSuite::XWing
-        );
+        assert_eq!(serde_json::to_string(&KemSuite::X25519).unwrap(), "\"x25519\"");
+        assert_eq!(serde_json::from_str::<KemSuite>("\"xwing\"").unwrap(), KemSuite::XWing);
         assert!(serde_json::from_str::<KemSuite>("\"rsa\"").is_err());
         assert_eq!(
             serde_json::from_str::<PayloadSuite>("\"aes256gcm-stream64k\"").unwrap(),

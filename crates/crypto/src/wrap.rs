@@ -93,16 +93,10 @@ impl EncryptionKey {
 
     /// Checks that the bytes are a valid public key of the suite.
     pub fn check(&self) -> Result<(), CryptoError> {
-        check_len(
-            "encryption key",
-            self.suite.encryption_key_bytes(),
-            self.bytes.len(),
-        )?;
+        check_len("encryption key", self.suite.encryption_key_bytes(), self.bytes.len())?;
         match self.suite {
             KemSuite::XWing => parse_public::<XWing>(self.suite, &self.bytes).map(|_| ()),
-            KemSuite::X25519 => {
-                parse_public::<X25519HkdfSha256>(self.suite, &self.bytes).map(|_| ())
-            }
+            KemSuite::X25519 => parse_public::<X25519HkdfSha256>(self.suite, &self.bytes).map(|_| ()),
         }
     }
 }
@@ -111,13 +105,7 @@ impl fmt::Debug for EncryptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The full X-Wing key is 1216 bytes; a digest prefix identifies it.
         let digest = crate::sha256(&self.bytes);
-        write!(
-            f,
-            "EncryptionKey({}, {} B, sha256 {}…)",
-            self.suite,
-            self.bytes.len(),
-            hex::encode(&digest[..8])
-        )
+        write!(f, "EncryptionKey({}, {} B, sha256 {}…)", self.suite, self.bytes.len(), hex::encode(&digest[..8]))
     }
 }
 
@@ -163,33 +151,24 @@ impl DecryptionKey {
         check_len("decryption key", suite.decryption_key_bytes(), bytes.len())?;
         match suite {
             KemSuite::XWing => {
-                let secret = <XWing as Kem>::PrivateKey::from_bytes(bytes).map_err(|_| {
+                let secret = <XWing as Kem>::PrivateKey::from_bytes(bytes).map_err(|_| CryptoError::InvalidLength {
+                    what: "decryption key",
+                    expected: suite.decryption_key_bytes(),
+                    actual: bytes.len(),
+                })?;
+                let public = public_of::<XWing>(suite, &secret);
+                Ok(Self { secret: SecretKey::XWing(Box::new(secret)), public })
+            }
+            KemSuite::X25519 => {
+                let secret = <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(bytes).map_err(|_| {
                     CryptoError::InvalidLength {
                         what: "decryption key",
                         expected: suite.decryption_key_bytes(),
                         actual: bytes.len(),
                     }
                 })?;
-                let public = public_of::<XWing>(suite, &secret);
-                Ok(Self {
-                    secret: SecretKey::XWing(Box::new(secret)),
-                    public,
-                })
-            }
-            KemSuite::X25519 => {
-                let secret =
-                    <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(bytes).map_err(|_| {
-                        CryptoError::InvalidLength {
-                            what: "decryption key",
-                            expected: suite.decryption_key_bytes(),
-                            actual: bytes.len(),
-                        }
-                    })?;
                 let public = public_of::<X25519HkdfSha256>(suite, &secret);
-                Ok(Self {
-                    secret: SecretKey::X25519(secret),
-                    public,
-                })
+                Ok(Self { secret: SecretKey::X25519(secret), public })
             }
         }
     }
@@ -202,9 +181,7 @@ impl DecryptionKey {
 
 impl fmt::Debug for DecryptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DecryptionKey")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("DecryptionKey").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -213,17 +190,11 @@ pub fn generate(suite: KemSuite) -> DecryptionKey {
     match suite {
         KemSuite::XWing => {
             let (secret, public) = XWing::gen_keypair();
-            DecryptionKey {
-                secret: SecretKey::XWing(Box::new(secret)),
-                public: public_key(suite, &public),
-            }
+            DecryptionKey { secret: SecretKey::XWing(Box::new(secret)), public: public_key(suite, &public) }
         }
         KemSuite::X25519 => {
             let (secret, public) = X25519HkdfSha256::gen_keypair();
-            DecryptionKey {
-                secret: SecretKey::X25519(secret),
-                public: public_key(suite, &public),
-            }
+            DecryptionKey { secret: SecretKey::X25519(secret), public: public_key(suite, &public) }
         }
     }
 }
@@ -246,13 +217,7 @@ impl WrapContext {
     pub fn info(&self, suite: KemSuite) -> [u8; INFO_BYTES] {
         let mut info = [0u8; INFO_BYTES];
         let mut at = 0;
-        for part in [
-            INFO_LABEL,
-            &[suite.id()],
-            &self.chain_id,
-            &self.subject,
-            &self.version.to_be_bytes(),
-        ] {
+        for part in [INFO_LABEL, &[suite.id()], &self.chain_id, &self.subject, &self.version.to_be_bytes()] {
             info[at..at + part.len()].copy_from_slice(part);
             at += part.len();
         }
@@ -281,11 +246,7 @@ pub struct Envelope {
 impl Envelope {
     /// Checks the lengths against the suite and limits.
     pub fn check(&self) -> Result<(), CryptoError> {
-        check_len(
-            "encapsulated key",
-            self.suite.encapsulated_key_bytes(),
-            self.encapsulated_key.len(),
-        )?;
+        check_len("encapsulated key", self.suite.encapsulated_key_bytes(), self.encapsulated_key.len())?;
         check_ciphertext_len(self.ciphertext.len())
     }
 }
@@ -301,11 +262,7 @@ impl fmt::Debug for Envelope {
 }
 
 /// Seals `secret` for `recipient`, bound to `ctx`.
-pub fn seal(
-    recipient: &EncryptionKey,
-    secret: &[u8],
-    ctx: &WrapContext,
-) -> Result<Envelope, CryptoError> {
+pub fn seal(recipient: &EncryptionKey, secret: &[u8], ctx: &WrapContext) -> Result<Envelope, CryptoError> {
     if secret.len() > MAX_WRAPPED_SECRET_BYTES {
         return Err(CryptoError::TooLong {
             what: "wrapped secret",
@@ -313,24 +270,14 @@ pub fn seal(
             actual: secret.len() as u64,
         });
     }
-    check_len(
-        "encryption key",
-        recipient.suite.encryption_key_bytes(),
-        recipient.bytes.len(),
-    )?;
+    check_len("encryption key", recipient.suite.encryption_key_bytes(), recipient.bytes.len())?;
     let info = ctx.info(recipient.suite);
     let (encapsulated_key, ciphertext) = match recipient.suite {
         KemSuite::XWing => seal_with::<XWing>(recipient, &info, ctx.aad(), secret)?,
         KemSuite::X25519 => seal_with::<X25519HkdfSha256>(recipient, &info, ctx.aad(), secret)?,
     };
-    let envelope = Envelope {
-        suite: recipient.suite,
-        encapsulated_key,
-        ciphertext,
-    };
-    envelope
-        .check()
-        .expect("a sealed envelope has the lengths of its suite");
+    let envelope = Envelope { suite: recipient.suite, encapsulated_key, ciphertext };
+    envelope.check().expect("a sealed envelope has the lengths of its suite");
     Ok(envelope)
 }
 
@@ -340,24 +287,15 @@ pub fn seal(
 /// suite, with a length error if the envelope is malformed, and with
 /// [`CryptoError::EnvelopeOpenFailed`] for a wrong key, wrong context or
 /// altered envelope (deliberately indistinguishable).
-pub fn open(
-    key: &DecryptionKey,
-    envelope: &Envelope,
-    ctx: &WrapContext,
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+pub fn open(key: &DecryptionKey, envelope: &Envelope, ctx: &WrapContext) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     if envelope.suite != key.suite() {
-        return Err(CryptoError::SuiteMismatch {
-            key: key.suite(),
-            envelope: envelope.suite,
-        });
+        return Err(CryptoError::SuiteMismatch { key: key.suite(), envelope: envelope.suite });
     }
     envelope.check()?;
     let info = ctx.info(envelope.suite);
     match &key.secret {
         SecretKey::XWing(secret) => open_with::<XWing>(secret.as_ref(), envelope, &info, ctx.aad()),
-        SecretKey::X25519(secret) => {
-            open_with::<X25519HkdfSha256>(secret, envelope, &info, ctx.aad())
-        }
+        SecretKey::X25519(secret) => open_with::<X25519HkdfSha256>(secret, envelope, &info, ctx.aad()),
     }
 }
 
@@ -368,9 +306,8 @@ fn seal_with<K: Kem>(
     secret: &[u8],
 ) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
     let public = parse_public::<K>(recipient.suite, &recipient.bytes)?;
-    let (encapsulated, ciphertext) =
-        hpke::single_shot_seal::<Aead, Kdf, K>(&OpModeS::Base, &public, info, secret, aad)
-            .map_err(|_| CryptoError::SealFailed)?;
+    let (encapsulated, ciphertext) = hpke::single_shot_seal::<Aead, Kdf, K>(&OpModeS::Base, &public, info, secret, aad)
+        .map_err(|_| CryptoError::SealFailed)?;
     Ok((encapsulated.to_bytes().to_vec(), ciphertext))
 }
 
@@ -380,13 +317,9 @@ fn open_with<K: Kem>(
     info: &[u8],
     aad: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let encapsulated = K::EncappedKey::from_bytes(&envelope.encapsulated_key)
-        .map_err(|_| CryptoError::EnvelopeOpenFailed)?;
-    let split = envelope
-        .ciphertext
-        .len()
-        .checked_sub(TAG_BYTES)
-        .ok_or(CryptoError::EnvelopeOpenFailed)?;
+    let encapsulated =
+        K::EncappedKey::from_bytes(&envelope.encapsulated_key).map_err(|_| CryptoError::EnvelopeOpenFailed)?;
+    let split = envelope.ciphertext.len().checked_sub(TAG_BYTES).ok_or(CryptoError::EnvelopeOpenFailed)?;
     let (sealed, tag) = envelope.ciphertext.split_at(split);
     let tag = AeadTag::<Aead>::from_bytes(tag).map_err(|_| CryptoError::EnvelopeOpenFailed)?;
     let mut plaintext = Zeroizing::new(sealed.to_vec());
@@ -404,20 +337,12 @@ fn open_with<K: Kem>(
 }
 
 fn parse_public<K: Kem>(suite: KemSuite, bytes: &[u8]) -> Result<K::PublicKey, CryptoError> {
-    K::PublicKey::from_bytes(bytes)
-        .map_err(|_| CryptoError::InvalidPublicKey { what: suite.name() })
+    K::PublicKey::from_bytes(bytes).map_err(|_| CryptoError::InvalidPublicKey { what: suite.name() })
 }
 
 fn public_key<P: Serializable>(suite: KemSuite, public: &P) -> EncryptionKey {
-    let key = EncryptionKey {
-        suite,
-        bytes: public.to_bytes().to_vec(),
-    };
-    assert_eq!(
-        key.bytes.len(),
-        suite.encryption_key_bytes(),
-        "hpke serializes public keys at the suite's length"
-    );
+    let key = EncryptionKey { suite, bytes: public.to_bytes().to_vec() };
+    assert_eq!(key.bytes.len(), suite.encryption_key_bytes(), "hpke serializes public keys at the suite's length");
     key
 }
 
@@ -433,32 +358,16 @@ fn secret_bytes<S: Serializable>(secret: &S) -> Zeroizing<Vec<u8>> {
 }
 
 fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<(), CryptoError> {
-    if expected == actual {
-        Ok(())
-    } else {
-        Err(CryptoError::InvalidLength {
-            what,
-            expected,
-            actual,
-        })
-    }
+    if expected == actual { Ok(()) } else { Err(CryptoError::InvalidLength { what, expected, actual }) }
 }
 
 fn check_ciphertext_len(len: usize) -> Result<(), CryptoError> {
     if len < TAG_BYTES {
-        return Err(CryptoError::InvalidLength {
-            what: "envelope ciphertext",
-            expected: TAG_BYTES,
-            actual: len,
-        });
+        return Err(CryptoError::InvalidLength { what: "envelope ciphertext", expected: TAG_BYTES, actual: len });
     }
     let max = MAX_WRAPPED_SECRET_BYTES + TAG_BYTES;
     if len > max {
-        return Err(CryptoError::TooLong {
-            what: "envelope ciphertext",
-            max: max as u64,
-            actual: len as u64,
-        });
+        return Err(CryptoError::TooLong { what: "envelope ciphertext", max: max as u64, actual: len as u64 });
     }
     Ok(())
 }
@@ -475,11 +384,7 @@ fn invalid_data(error: CryptoError) -> std::io::Error {
 
 fn write_bytes<W: std::io::Write>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(bytes.len()).map_err(|_| {
-        invalid_data(CryptoError::TooLong {
-            what: "byte string",
-            max: u32::MAX as u64,
-            actual: bytes.len() as u64,
-        })
+        invalid_data(CryptoError::TooLong { what: "byte string", max: u32::MAX as u64, actual: bytes.len() as u64 })
     })?;
     writer.write_all(&len.to_le_bytes())?;
     writer.write_all(bytes)
@@ -507,9 +412,7 @@ impl BorshSerialize for EncryptionKey {
 impl BorshDeserialize for EncryptionKey {
     fn deserialize_reader<R: std::io::Read>(reader: &mut R) -> std::io::Result<Self> {
         let suite = KemSuite::deserialize_reader(reader)?;
-        let bytes = read_bytes(reader, |len| {
-            check_len("encryption key", suite.encryption_key_bytes(), len)
-        })?;
+        let bytes = read_bytes(reader, |len| check_len("encryption key", suite.encryption_key_bytes(), len))?;
         Ok(Self { suite, bytes })
     }
 }
@@ -525,15 +428,10 @@ impl BorshSerialize for Envelope {
 impl BorshDeserialize for Envelope {
     fn deserialize_reader<R: std::io::Read>(reader: &mut R) -> std::io::Result<Self> {
         let suite = KemSuite::deserialize_reader(reader)?;
-        let encapsulated_key = read_bytes(reader, |len| {
-            check_len("encapsulated key", suite.encapsulated_key_bytes(), len)
-        })?;
+        let encapsulated_key =
+            read_bytes(reader, |len| check_len("encapsulated key", suite.encapsulated_key_bytes(), len))?;
         let ciphertext = read_bytes(reader, check_ciphertext_len)?;
-        Ok(Self {
-            suite,
-            encapsulated_key,
-            ciphertext,
-        })
+        Ok(Self { suite, encapsulated_key, ciphertext })
     }
 }
 
@@ -568,11 +466,7 @@ fn decode_hex(
 
 impl Serialize for EncryptionKey {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        EncryptionKeyText {
-            suite: self.suite,
-            bytes: hex::encode(&self.bytes),
-        }
-        .serialize(serializer)
+        EncryptionKeyText { suite: self.suite, bytes: hex::encode(&self.bytes) }.serialize(serializer)
     }
 }
 
@@ -607,17 +501,9 @@ impl<'de> Deserialize<'de> for Envelope {
             check_len("encapsulated key", suite.encapsulated_key_bytes(), len)
         })
         .map_err(serde::de::Error::custom)?;
-        let ciphertext = decode_hex(
-            "envelope ciphertext",
-            &text.ciphertext,
-            check_ciphertext_len,
-        )
-        .map_err(serde::de::Error::custom)?;
-        Ok(Self {
-            suite,
-            encapsulated_key,
-            ciphertext,
-        })
+        let ciphertext = decode_hex("envelope ciphertext", &text.ciphertext, check_ciphertext_len)
+            .map_err(serde::de::Error::custom)?;
+        Ok(Self { suite, encapsulated_key, ciphertext })
     }
 }
 
@@ -626,12 +512,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> WrapContext {
-        WrapContext {
-            chain_id: [1; 32],
-            subject: [2; 32],
-            version: 3,
-            recipient: [4; 32],
-        }
+        WrapContext { chain_id: [1; 32], subject: [2; 32], version: 3, recipient: [4; 32] }
     }
 
     #[test]
@@ -639,19 +520,13 @@ mod tests {
         for suite in KemSuite::ALL {
             let key = generate(suite);
             assert_eq!(key.suite(), suite);
-            assert_eq!(
-                key.encryption_key().bytes.len(),
-                suite.encryption_key_bytes()
-            );
+            assert_eq!(key.encryption_key().bytes.len(), suite.encryption_key_bytes());
             key.encryption_key().check().unwrap();
             for len in [0usize, 1, 32, MAX_WRAPPED_SECRET_BYTES] {
                 let secret: Vec<u8> = (0..len as u8).collect();
                 let envelope = seal(key.encryption_key(), &secret, &ctx()).unwrap();
                 assert_eq!(envelope.suite, suite);
-                assert_eq!(
-                    envelope.encapsulated_key.len(),
-                    suite.encapsulated_key_bytes()
-                );
+                assert_eq!(envelope.encapsulated_key.len(), suite.encapsulated_key_bytes());
                 assert_eq!(envelope.ciphertext.len(), len + TAG_BYTES);
                 if len > 0 {
                     assert_ne!(&envelope.ciphertext[..len], secret.as_slice());
@@ -676,20 +551,8 @@ mod tests {
     #[test]
     fn secret_too_long_is_refused() {
         let key = generate(KemSuite::X25519);
-        let err = seal(
-            key.encryption_key(),
-            &[0u8; MAX_WRAPPED_SECRET_BYTES + 1],
-            &ctx(),
-        )
-        .unwrap_err();
-        assert!(matches!(
-            err,
-            CryptoError::TooLong {
-                max: 64,
-                actual: 65,
-                ..
-            }
-        ));
+        let err = seal(key.encryption_key(), &[0u8; MAX_WRAPPED_SECRET_BYTES + 1], &ctx()).unwrap_err();
+        assert!(matches!(err, CryptoError::TooLong { max: 64, actual: 65, .. }));
     }
 
     #[test]
@@ -698,21 +561,14 @@ mod tests {
             let key = generate(suite);
             let other = generate(suite);
             let envelope = seal(key.encryption_key(), b"secret", &ctx()).unwrap();
-            assert!(matches!(
-                open(&other, &envelope, &ctx()),
-                Err(CryptoError::EnvelopeOpenFailed)
-            ));
+            assert!(matches!(open(&other, &envelope, &ctx()), Err(CryptoError::EnvelopeOpenFailed)));
         }
     }
 
     #[test]
     fn every_context_field_is_bound() {
-        let changes: [fn(&mut WrapContext); 4] = [
-            |c| c.chain_id[31] ^= 1,
-            |c| c.subject[0] ^= 0x80,
-            |c| c.version += 1,
-            |c| c.recipient[7] ^= 1,
-        ];
+        let changes: [fn(&mut WrapContext); 4] =
+            [|c| c.chain_id[31] ^= 1, |c| c.subject[0] ^= 0x80, |c| c.version += 1, |c| c.recipient[7] ^= 1];
         for suite in KemSuite::ALL {
             let key = generate(suite);
             let envelope = seal(key.encryption_key(), b"secret", &ctx()).unwrap();
@@ -720,10 +576,7 @@ mod tests {
                 let mut wrong = ctx();
                 change(&mut wrong);
                 assert!(
-                    matches!(
-                        open(&key, &envelope, &wrong),
-                        Err(CryptoError::EnvelopeOpenFailed)
-                    ),
+                    matches!(open(&key, &envelope, &wrong), Err(CryptoError::EnvelopeOpenFailed)),
                     "suite {suite}, context change {i}"
                 );
             }
@@ -738,24 +591,15 @@ mod tests {
         let envelope = seal(x25519.encryption_key(), b"secret", &ctx()).unwrap();
         assert!(matches!(
             open(&xwing, &envelope, &ctx()),
-            Err(CryptoError::SuiteMismatch {
-                key: KemSuite::XWing,
-                envelope: KemSuite::X25519
-            })
+            Err(CryptoError::SuiteMismatch { key: KemSuite::XWing, envelope: KemSuite::X25519 })
         ));
         // Relabelling the envelope's suite does not help either.
         let mut relabelled = envelope.clone();
         relabelled.suite = KemSuite::XWing;
         assert!(open(&xwing, &relabelled, &ctx()).is_err());
         // A key whose bytes are sent under the wrong suite is refused.
-        let mislabelled = EncryptionKey {
-            suite: KemSuite::XWing,
-            bytes: x25519.encryption_key().bytes.clone(),
-        };
-        assert!(matches!(
-            seal(&mislabelled, b"s", &ctx()),
-            Err(CryptoError::InvalidLength { .. })
-        ));
+        let mislabelled = EncryptionKey { suite: KemSuite::XWing, bytes: x25519.encryption_key().bytes.clone() };
+        assert!(matches!(seal(&mislabelled, b"s", &ctx()), Err(CryptoError::InvalidLength { .. })));
     }
 
     #[test]
@@ -778,29 +622,16 @@ mod tests {
             // Truncations.
             let mut short = envelope.clone();
             short.ciphertext.pop();
-            assert!(matches!(
-                open(&key, &short, &ctx()),
-                Err(CryptoError::EnvelopeOpenFailed)
-            ));
+            assert!(matches!(open(&key, &short, &ctx()), Err(CryptoError::EnvelopeOpenFailed)));
             let mut no_tag = envelope.clone();
             no_tag.ciphertext.truncate(TAG_BYTES - 1);
-            assert!(matches!(
-                open(&key, &no_tag, &ctx()),
-                Err(CryptoError::InvalidLength { .. })
-            ));
+            assert!(matches!(open(&key, &no_tag, &ctx()), Err(CryptoError::InvalidLength { .. })));
             let mut short_enc = envelope.clone();
             short_enc.encapsulated_key.pop();
-            assert!(matches!(
-                open(&key, &short_enc, &ctx()),
-                Err(CryptoError::InvalidLength { .. })
-            ));
+            assert!(matches!(open(&key, &short_enc, &ctx()), Err(CryptoError::InvalidLength { .. })));
             let mut long = envelope.clone();
-            long.ciphertext
-                .resize(MAX_WRAPPED_SECRET_BYTES + TAG_BYTES + 1, 0);
-            assert!(matches!(
-                open(&key, &long, &ctx()),
-                Err(CryptoError::TooLong { .. })
-            ));
+            long.ciphertext.resize(MAX_WRAPPED_SECRET_BYTES + TAG_BYTES + 1, 0);
+            assert!(matches!(open(&key, &long, &ctx()), Err(CryptoError::TooLong { .. })));
         }
     }
 
@@ -808,10 +639,7 @@ mod tests {
     fn low_order_x25519_key_is_refused() {
         // The all-zero X25519 public key gives an all-zero shared secret,
         // which RFC 9180 requires senders to reject.
-        let key = EncryptionKey {
-            suite: KemSuite::X25519,
-            bytes: vec![0u8; 32],
-        };
+        let key = EncryptionKey { suite: KemSuite::X25519, bytes: vec![0u8; 32] };
         assert!(seal(&key, b"s", &ctx()).is_err());
     }
 
@@ -839,10 +667,7 @@ mod tests {
             let bytes = borsh::to_vec(&envelope).unwrap();
             // suite ‖ u32 len ‖ enc ‖ u32 len ‖ ct
             assert_eq!(bytes[0], suite.id());
-            assert_eq!(
-                bytes.len(),
-                1 + 4 + suite.encapsulated_key_bytes() + 4 + 6 + TAG_BYTES
-            );
+            assert_eq!(bytes.len(), 1 + 4 + suite.encapsulated_key_bytes() + 4 + 6 + TAG_BYTES);
             assert_eq!(borsh::from_slice::<Envelope>(&bytes).unwrap(), envelope);
             // Truncated encodings fail.
             assert!(borsh::from_slice::<Envelope>(&bytes[..bytes.len() - 1]).is_err());
@@ -873,10 +698,7 @@ mod tests {
         assert!(json.contains("\"suite\":\"x25519\""));
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), envelope);
         let pk_json = serde_json::to_string(key.encryption_key()).unwrap();
-        assert_eq!(
-            &serde_json::from_str::<EncryptionKey>(&pk_json).unwrap(),
-            key.encryption_key()
-        );
+        assert_eq!(&serde_json::from_str::<EncryptionKey>(&pk_json).unwrap(), key.encryption_key());
         let bad = r#"{"suite":"xwing","bytes":"00"}"#;
         assert!(serde_json::from_str::<EncryptionKey>(bad).is_err());
         let bad = r#"{"suite":"x25519","encapsulated_key":"00","ciphertext":"00"}"#;

@@ -129,10 +129,7 @@ fn wycheproof_under_the_zip215_reference() {
         assert_eq!(parsed.is_ok(), v.sig.len() == 64, "tcId {}", v.tc_id);
     }
     let documented: Vec<usize> = ZIP215_ACCEPTS.iter().map(|(id, _, _)| *id).collect();
-    assert_eq!(
-        accepted_invalid, documented,
-        "the invalid vectors ZIP-215 accepts must be exactly the documented ones"
-    );
+    assert_eq!(accepted_invalid, documented, "the invalid vectors ZIP-215 accepts must be exactly the documented ones");
     assert!(valid > 50);
 }
 
@@ -149,8 +146,7 @@ fn wycheproof_through_medledger_where_the_message_frames() {
         assert_eq!(frame(namespace, msg), v.msg);
         let vk = VerifyingKey(v.pk);
         let ours = vk.verify(namespace, msg, &sig).is_ok();
-        let expected =
-            v.result == TestResult::Valid || ZIP215_ACCEPTS.iter().any(|(id, _, _)| *id == v.tc_id);
+        let expected = v.result == TestResult::Valid || ZIP215_ACCEPTS.iter().any(|(id, _, _)| *id == v.tc_id);
         assert_eq!(ours, expected, "tcId {} ({})", v.tc_id, v.flags);
         assert_eq!(sign::verify_batch(namespace, &[(vk, msg, sig)]), ours);
         // And a changed message must not verify.
@@ -190,19 +186,11 @@ fn honest_signatures_verify_under_the_documented_framing() {
         let msg = vec![0x33u8; len];
         let sig = key.sign(NS, &msg);
         assert!(both(key.verifying_key(), &msg, sig));
-        assert!(reference_verify(
-            &key.verifying_key().0,
-            &sig.0,
-            &frame(NS, &msg)
-        ));
+        assert!(reference_verify(&key.verifying_key().0, &sig.0, &frame(NS, &msg)));
         // A long namespace uses a multi-byte varint.
         let long_ns = vec![b'n'; 300];
         let sig = key.sign(&long_ns, &msg);
-        assert!(reference_verify(
-            &key.verifying_key().0,
-            &sig.0,
-            &frame(&long_ns, &msg)
-        ));
+        assert!(reference_verify(&key.verifying_key().0, &sig.0, &frame(&long_ns, &msg)));
     }
 }
 

@@ -50,10 +50,7 @@ fn absurd_parameters_are_refused_before_allocating() {
         bad[10..14].copy_from_slice(&t.to_be_bytes());
         bad[14..18].copy_from_slice(&p.to_be_bytes());
         let (result, reserved) = reserved_kib(|| keystore::open(b"pw", &bad));
-        assert!(
-            reserved < THRESHOLD_KIB,
-            "({m}, {t}, {p}) reserved {reserved} KiB"
-        );
+        assert!(reserved < THRESHOLD_KIB, "({m}, {t}, {p}) reserved {reserved} KiB");
         let err = result.unwrap_err();
         assert!(
             matches!(err, CryptoError::KdfParametersOutOfBounds { m_cost_kib, t_cost, p_cost }
@@ -64,18 +61,8 @@ fn absurd_parameters_are_refused_before_allocating() {
 
     // Control: the probe sees an Argon2 run at the highest accepted cost.
     // (VmPeak is a high-water mark, so this comes last.)
-    let params = keystore::KdfParams {
-        m_cost_kib: keystore::M_COST_KIB_MAX,
-        t_cost: 2,
-        p_cost: 1,
-    };
+    let params = keystore::KdfParams { m_cost_kib: keystore::M_COST_KIB_MAX, t_cost: 2, p_cost: 1 };
     let (strong, reserved) = reserved_kib(|| keystore::seal_with(b"pw", b"s", params));
-    assert!(
-        reserved >= THRESHOLD_KIB,
-        "the probe must see a 256 MiB Argon2 allocation, saw {reserved} KiB"
-    );
-    assert_eq!(
-        keystore::open(b"pw", &strong.unwrap()).unwrap().as_slice(),
-        b"s"
-    );
+    assert!(reserved >= THRESHOLD_KIB, "the probe must see a 256 MiB Argon2 allocation, saw {reserved} KiB");
+    assert_eq!(keystore::open(b"pw", &strong.unwrap()).unwrap().as_slice(), b"s");
 }

@@ -4,9 +4,7 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TXS_MAX};
-use medledger_types::{
-    BlockHash, ChainId, DecodeError, Digest, Height, MemberId, Timestamp, decode_canonical, encode,
-};
+use medledger_types::{BlockHash, ChainId, DecodeError, Digest, Height, MemberId, Timestamp, decode_canonical, encode};
 use serde::{Deserialize, Serialize};
 
 use crate::sidecar::{Sidecar, SidecarError};
@@ -94,17 +92,13 @@ impl Block {
             return Err(BlockError::TooManyTxs(self.txs.len()));
         }
         if self.sidecars.len() != self.txs.len() {
-            return Err(BlockError::SidecarCount {
-                txs: self.txs.len(),
-                sidecars: self.sidecars.len(),
-            });
+            return Err(BlockError::SidecarCount { txs: self.txs.len(), sidecars: self.sidecars.len() });
         }
         if tx_root(&self.txs) != self.header.tx_root {
             return Err(BlockError::TxRoot);
         }
         for (index, (tx, sidecar)) in self.txs.iter().zip(&self.sidecars).enumerate() {
-            check_sidecar(tx, sidecar.as_deref())
-                .map_err(|error| BlockError::Sidecar { index, error })?;
+            check_sidecar(tx, sidecar.as_deref()).map_err(|error| BlockError::Sidecar { index, error })?;
         }
         Ok(())
     }
@@ -120,10 +114,7 @@ impl Block {
 
 /// Checks that `sidecar` is present exactly when `tx` commits to one, matches that digest, decodes
 /// within its limits and, for a record, carries an envelope for each named recipient and no other.
-pub fn check_sidecar(
-    tx: &Transaction,
-    sidecar: Option<&[u8]>,
-) -> Result<Option<Sidecar>, SidecarError> {
+pub fn check_sidecar(tx: &Transaction, sidecar: Option<&[u8]>) -> Result<Option<Sidecar>, SidecarError> {
     if crate::sidecar::required(&tx.body.kind) != tx.body.sidecar_digest.is_some() {
         return Err(SidecarError::Presence);
     }

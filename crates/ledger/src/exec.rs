@@ -9,20 +9,17 @@
 //! overwrite the original's result).
 
 use medledger_crypto::sign::verify_batch;
-use medledger_types::limits::{
-    DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX,
-};
+use medledger_types::limits::{DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX};
 use medledger_types::{ChainId, Height, MemberId, Role, Timestamp, TxId, encode};
 
 use crate::policy::{CHART_HOLDERS_MAX, Rejection};
 use crate::sidecar::{KeyHolder, KeySubject, Sidecar, SidecarError};
 use crate::state::{
-    AuditAction, AuditEvent, ChartEntry, Decision, EnvelopeRef, GrantEntry, MemberEntry,
-    MemberStatus, Overlay, RecordEntry, StateView, TxResultEntry, WriteSet, keys, last_nonce, read,
+    AuditAction, AuditEvent, ChartEntry, Decision, EnvelopeRef, GrantEntry, MemberEntry, MemberStatus, Overlay,
+    RecordEntry, StateView, TxResultEntry, WriteSet, keys, last_nonce, read,
 };
 use crate::tx::{
-    Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, TX_NAMESPACE, Transaction,
-    TxKind, TxOutcome,
+    Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, TX_NAMESPACE, Transaction, TxKind, TxOutcome,
 };
 
 /// What execution knows about the block: nothing else, in particular no wall clock.
@@ -100,12 +97,7 @@ const PRESENT: u8 = 1;
 
 impl<'a, V: StateView + ?Sized> Executor<'a, V> {
     pub fn new(base: &'a V, ctx: BlockContext) -> Self {
-        Self {
-            state: Overlay::new(base),
-            ctx,
-            results: Vec::new(),
-            audit_index: 0,
-        }
+        Self { state: Overlay::new(base), ctx, results: Vec::new(), audit_index: 0 }
     }
 
     /// The state with every transaction applied so far.
@@ -125,8 +117,7 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         if body.chain_id != self.ctx.chain_id {
             return Err(TxInvalid::WrongChain);
         }
-        let signer: MemberEntry =
-            read(&self.state, &keys::member(&body.signer)).ok_or(TxInvalid::UnknownSigner)?;
+        let signer: MemberEntry = read(&self.state, &keys::member(&body.signer)).ok_or(TxInvalid::UnknownSigner)?;
         if !signature_checked && !tx.verify_signature(&signer.signing_key) {
             return Err(TxInvalid::BadSignature);
         }
@@ -134,50 +125,32 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
 
         let index = self.results.len();
         if body.nonce <= last_nonce(&self.state, &body.signer) {
-            self.results.push(TxOutcome::Rejected {
-                reason: Rejection::StaleNonce,
-            });
+            self.results.push(TxOutcome::Rejected { reason: Rejection::StaleNonce });
             return Ok(&self.results[index]);
         }
         let tx_id = tx.id();
-        let mut local = TxState {
-            outer: &self.state,
-            writes: WriteSet::new(),
-        };
+        let mut local = TxState { outer: &self.state, writes: WriteSet::new() };
         let outcome = if signer.status == MemberStatus::Suspended {
             Err(Rejection::SignerSuspended)
         } else {
-            let mut run = Run {
-                state: &mut local,
-                ctx: self.ctx,
-                signer: &signer,
-                tx_id,
-                sidecar: sidecar.as_ref(),
-            };
+            let mut run = Run { state: &mut local, ctx: self.ctx, signer: &signer, tx_id, sidecar: sidecar.as_ref() };
             run.kind(&body.kind)
         };
         let mut writes = match outcome {
             Ok(audit) => {
                 let mut writes = local.writes;
                 if let Some((patient, event)) = audit {
-                    writes.insert(
-                        keys::audit(&patient, self.ctx.height, self.audit_index),
-                        Some(encode(&event)),
-                    );
+                    writes.insert(keys::audit(&patient, self.ctx.height, self.audit_index), Some(encode(&event)));
                     self.audit_index += 1;
                 }
                 self.results.push(TxOutcome::Applied);
                 writes
             }
             Err(reason) => {
-                let denied =
-                    denial_event(&self.state, &signer, &body.kind, reason, tx_id, self.ctx);
+                let denied = denial_event(&self.state, &signer, &body.kind, reason, tx_id, self.ctx);
                 let mut writes = WriteSet::new();
                 if let Some((patient, event)) = denied {
-                    writes.insert(
-                        keys::audit(&patient, self.ctx.height, self.audit_index),
-                        Some(encode(&event)),
-                    );
+                    writes.insert(keys::audit(&patient, self.ctx.height, self.audit_index), Some(encode(&event)));
                     self.audit_index += 1;
                 }
                 self.results.push(TxOutcome::Rejected { reason });
@@ -198,10 +171,7 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
     }
 
     pub fn finish(self) -> Execution {
-        Execution {
-            writes: self.state.writes,
-            results: self.results,
-        }
+        Execution { writes: self.state.writes, results: self.results }
     }
 }
 
@@ -234,9 +204,7 @@ pub fn execute_block<V: StateView + ?Sized>(
     let mut executor = Executor::new(base, ctx);
     for (index, tx) in txs.iter().enumerate() {
         let sidecar = sidecars.get(index).and_then(|s| s.as_deref());
-        executor
-            .apply(tx, sidecar, pre_checked[index])
-            .map_err(|error| BlockInvalid { index, error })?;
+        executor.apply(tx, sidecar, pre_checked[index]).map_err(|error| BlockInvalid { index, error })?;
     }
     Ok(executor.finish())
 }
@@ -250,63 +218,26 @@ fn denial_event(
     tx: TxId,
     ctx: BlockContext,
 ) -> Option<(MemberId, AuditEvent)> {
-    let is_patient = |m: &MemberId| {
-        read::<MemberEntry>(state, &keys::member(m)).is_some_and(|e| e.role == Role::Patient)
-    };
+    let is_patient =
+        |m: &MemberId| read::<MemberEntry>(state, &keys::member(m)).is_some_and(|e| e.role == Role::Patient);
     let (patient, action, purpose) = match kind {
         TxKind::Enroll(_) => return None,
-        TxKind::RegisterRecord(r) => (
-            r.patient,
-            AuditAction::Write {
-                record: r.record,
-                version: r.version,
-            },
-            None,
-        ),
+        TxKind::RegisterRecord(r) => (r.patient, AuditAction::Write { record: r.record, version: r.version }, None),
         TxKind::Grant(g) => (
             g.patient,
-            AuditAction::Grant {
-                grantee: g.grantee,
-                scope: g.scope,
-                write: g.write,
-                expires_at: g.expires_at,
-            },
+            AuditAction::Grant { grantee: g.grantee, scope: g.scope, write: g.write, expires_at: g.expires_at },
             None,
         ),
-        TxKind::Revoke(r) => (
-            r.patient,
-            AuditAction::Revoke {
-                grantee: r.grantee,
-                scope: r.scope,
-            },
-            None,
-        ),
+        TxKind::Revoke(r) => (r.patient, AuditAction::Revoke { grantee: r.grantee, scope: r.scope }, None),
         TxKind::RecordAccess(a) => {
             let record: RecordEntry = read(state, &keys::record(&a.record))?;
-            (
-                record.patient,
-                AuditAction::Read {
-                    record: a.record,
-                    version: a.version,
-                },
-                Some(a.purpose),
-            )
+            (record.patient, AuditAction::Read { record: a.record, version: a.version }, Some(a.purpose))
         }
     };
     if !is_patient(&patient) {
         return None;
     }
-    Some((
-        patient,
-        event(
-            signer,
-            tx,
-            ctx,
-            action,
-            purpose,
-            Decision::Denied { reason },
-        ),
-    ))
+    Some((patient, event(signer, tx, ctx, action, purpose, Decision::Denied { reason })))
 }
 
 fn event(
@@ -358,45 +289,18 @@ impl Run<'_, '_> {
     }
 
     fn chart(&self, patient: &MemberId) -> Result<(MemberEntry, ChartEntry), Rejection> {
-        let entry = self
-            .member(patient)
-            .filter(|m| m.role == Role::Patient)
-            .ok_or(Rejection::UnknownPatient)?;
+        let entry = self.member(patient).filter(|m| m.role == Role::Patient).ok_or(Rejection::UnknownPatient)?;
         let chart = read(self.state, &keys::chart(patient)).ok_or(Rejection::UnknownPatient)?;
         Ok((entry, chart))
     }
 
-    fn audit(
-        &self,
-        patient: MemberId,
-        action: AuditAction,
-        purpose: Option<medledger_types::PurposeOfUse>,
-    ) -> Applied {
-        Some((
-            patient,
-            event(
-                self.signer,
-                self.tx_id,
-                self.ctx,
-                action,
-                purpose,
-                Decision::Allowed,
-            ),
-        ))
+    fn audit(&self, patient: MemberId, action: AuditAction, purpose: Option<medledger_types::PurposeOfUse>) -> Applied {
+        Some((patient, event(self.signer, self.tx_id, self.ctx, action, purpose, Decision::Allowed)))
     }
 
     fn put_envelope(&mut self, subject: KeySubject, holder: KeyHolder) {
-        let sidecar = self
-            .sidecar
-            .map(Sidecar::digest)
-            .expect("envelopes come from a checked sidecar");
-        self.state.put(
-            keys::envelope(&subject, &holder),
-            &EnvelopeRef {
-                sidecar,
-                tx: self.tx_id,
-            },
-        );
+        let sidecar = self.sidecar.map(Sidecar::digest).expect("envelopes come from a checked sidecar");
+        self.state.put(keys::envelope(&subject, &holder), &EnvelopeRef { sidecar, tx: self.tx_id });
     }
 
     /// A patient acting on their own chart.
@@ -410,12 +314,7 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    fn grant_entry(
-        &self,
-        patient: &MemberId,
-        grantee: &MemberId,
-        scope: &GrantScope,
-    ) -> Option<GrantEntry> {
+    fn grant_entry(&self, patient: &MemberId, grantee: &MemberId, scope: &GrantScope) -> Option<GrantEntry> {
         read(self.state, &keys::grant(patient, grantee, scope))
     }
 
@@ -462,18 +361,10 @@ impl Run<'_, '_> {
         self.state.put(keys::member(&e.member), &entry);
         self.state.put(keys::signing_key(&e.signing_key), &e.member);
         if let Some(chart_key) = &e.chart_key {
-            let chart = ChartEntry {
-                patient: e.member,
-                epoch: 0,
-                public_key: chart_key.clone(),
-                holders: vec![],
-            };
+            let chart = ChartEntry { patient: e.member, epoch: 0, public_key: chart_key.clone(), holders: vec![] };
             self.state.put(keys::chart(&e.member), &chart);
             self.put_envelope(
-                KeySubject::Chart {
-                    patient: e.member,
-                    epoch: 0,
-                },
+                KeySubject::Chart { patient: e.member, epoch: 0 },
                 KeyHolder::Member { member: e.member },
             );
         }
@@ -485,13 +376,11 @@ impl Run<'_, '_> {
         if self.signer.id != r.patient {
             match self.signer.role {
                 Role::Admin => return Err(Rejection::AdminHasNoClinicalAccess),
-                Role::Doctor => {
-                    match self.grant_entry(&r.patient, &self.signer.id, &GrantScope::All) {
-                        Some(g) if g.write && g.is_live(self.ctx.time) => {}
-                        Some(g) if g.write => return Err(Rejection::GrantExpired),
-                        _ => return Err(Rejection::NoWriteGrant),
-                    }
-                }
+                Role::Doctor => match self.grant_entry(&r.patient, &self.signer.id, &GrantScope::All) {
+                    Some(g) if g.write && g.is_live(self.ctx.time) => {}
+                    Some(g) if g.write => return Err(Rejection::GrantExpired),
+                    _ => return Err(Rejection::NoWriteGrant),
+                },
                 _ => return Err(Rejection::NotAllowedToWrite),
             }
         } else if self.signer.role != Role::Patient {
@@ -506,13 +395,8 @@ impl Run<'_, '_> {
         if r.size_bytes > RECORD_CIPHERTEXT_BYTES_MAX {
             return Err(Rejection::TooLarge);
         }
-        let chart_holder = KeyHolder::Chart {
-            patient: r.patient,
-            epoch: chart.epoch,
-        };
-        let author_holder = KeyHolder::Member {
-            member: self.signer.id,
-        };
+        let chart_holder = KeyHolder::Chart { patient: r.patient, epoch: chart.epoch };
+        let author_holder = KeyHolder::Member { member: self.signer.id };
         for holder in &r.recipients {
             match holder {
                 KeyHolder::Member { member } => {
@@ -533,10 +417,7 @@ impl Run<'_, '_> {
         if !r.recipients.contains(&chart_holder) || !r.recipients.contains(&author_holder) {
             return Err(Rejection::RecipientsMissing);
         }
-        let sidecar = self
-            .sidecar
-            .map(Sidecar::digest)
-            .ok_or(Rejection::EnvelopeMissing)?;
+        let sidecar = self.sidecar.map(Sidecar::digest).ok_or(Rejection::EnvelopeMissing)?;
         let entry = RecordEntry {
             record: r.record,
             patient: r.patient,
@@ -550,23 +431,12 @@ impl Run<'_, '_> {
             created_height: self.ctx.height,
         };
         self.state.put(keys::record(&r.record), &entry);
-        self.state
-            .put(keys::patient_record(&r.patient, &r.record), &PRESENT);
-        let subject = KeySubject::Record {
-            record: r.record,
-            version: r.version,
-        };
+        self.state.put(keys::patient_record(&r.patient, &r.record), &PRESENT);
+        let subject = KeySubject::Record { record: r.record, version: r.version };
         for holder in &r.recipients {
             self.put_envelope(subject, *holder);
         }
-        Ok(self.audit(
-            r.patient,
-            AuditAction::Write {
-                record: r.record,
-                version: r.version,
-            },
-            None,
-        ))
+        Ok(self.audit(r.patient, AuditAction::Write { record: r.record, version: r.version }, None))
     }
 
     fn grant(&mut self, g: &Grant) -> Result<Applied, Rejection> {
@@ -583,31 +453,20 @@ impl Run<'_, '_> {
             return Err(Rejection::WriteOnlyForDoctors);
         }
         if let Some(expires) = g.expires_at {
-            let latest = self
-                .ctx
-                .time
-                .checked_add_ms(GRANT_TTL_MS_MAX)
-                .unwrap_or(Timestamp::new(u64::MAX));
+            let latest = self.ctx.time.checked_add_ms(GRANT_TTL_MS_MAX).unwrap_or(Timestamp::new(u64::MAX));
             if expires <= self.ctx.time || expires > latest {
                 return Err(Rejection::BadExpiry);
             }
         }
-        let envelope = self
-            .sidecar
-            .and_then(|s| s.envelopes.first())
-            .ok_or(Rejection::EnvelopeMissing)?;
+        let envelope = self.sidecar.and_then(|s| s.envelopes.first()).ok_or(Rejection::EnvelopeMissing)?;
         let holder = KeyHolder::Member { member: g.grantee };
         match g.scope {
             GrantScope::Record(record) => {
-                let entry: RecordEntry =
-                    read(self.state, &keys::record(&record)).ok_or(Rejection::UnknownRecord)?;
+                let entry: RecordEntry = read(self.state, &keys::record(&record)).ok_or(Rejection::UnknownRecord)?;
                 if entry.patient != g.patient {
                     return Err(Rejection::WrongPatient);
                 }
-                let subject = KeySubject::Record {
-                    record,
-                    version: entry.version,
-                };
+                let subject = KeySubject::Record { record, version: entry.version };
                 if envelope.subject != subject {
                     return Err(Rejection::VersionMismatch);
                 }
@@ -624,13 +483,7 @@ impl Run<'_, '_> {
                     chart.holders.insert(at, g.grantee);
                 }
                 self.state.put(keys::chart(&g.patient), &chart);
-                self.put_envelope(
-                    KeySubject::Chart {
-                        patient: g.patient,
-                        epoch: chart.epoch,
-                    },
-                    holder,
-                );
+                self.put_envelope(KeySubject::Chart { patient: g.patient, epoch: chart.epoch }, holder);
             }
         }
         let entry = GrantEntry {
@@ -642,14 +495,9 @@ impl Run<'_, '_> {
             expires_at: g.expires_at,
             tx: self.tx_id,
         };
-        self.state
-            .put(keys::grant(&g.patient, &g.grantee, &g.scope), &entry);
-        let action = AuditAction::Grant {
-            grantee: g.grantee,
-            scope: g.scope,
-            write: g.write,
-            expires_at: g.expires_at,
-        };
+        self.state.put(keys::grant(&g.patient, &g.grantee, &g.scope), &entry);
+        let action =
+            AuditAction::Grant { grantee: g.grantee, scope: g.scope, write: g.write, expires_at: g.expires_at };
         Ok(self.audit(g.patient, action, None))
     }
 
@@ -664,8 +512,7 @@ impl Run<'_, '_> {
                 if r.new_chart.is_some() {
                     return Err(Rejection::NewChartRequired);
                 }
-                let entry: RecordEntry =
-                    read(self.state, &keys::record(&record)).ok_or(Rejection::UnknownRecord)?;
+                let entry: RecordEntry = read(self.state, &keys::record(&record)).ok_or(Rejection::UnknownRecord)?;
                 if entry.patient != r.patient {
                     return Err(Rejection::WrongPatient);
                 }
@@ -693,27 +540,16 @@ impl Run<'_, '_> {
                     .iter()
                     .copied()
                     .filter(|m| *m != r.grantee)
-                    .filter(|m| {
-                        self.grant_entry(&r.patient, m, &GrantScope::All)
-                            .is_some_and(|g| g.is_live(now))
-                    })
+                    .filter(|m| self.grant_entry(&r.patient, m, &GrantScope::All).is_some_and(|g| g.is_live(now)))
                     .collect();
                 let mut expected = remaining.clone();
                 expected.push(r.patient);
                 expected.sort();
                 let mut named = new_chart.recipients.clone();
                 named.sort();
-                let epoch = chart
-                    .epoch
-                    .checked_add(1)
-                    .ok_or(Rejection::NewChartRequired)?;
-                let subject = KeySubject::Chart {
-                    patient: r.patient,
-                    epoch,
-                };
-                let sidecar_ok = self
-                    .sidecar
-                    .is_some_and(|s| s.envelopes.iter().all(|e| e.subject == subject));
+                let epoch = chart.epoch.checked_add(1).ok_or(Rejection::NewChartRequired)?;
+                let subject = KeySubject::Chart { patient: r.patient, epoch };
+                let sidecar_ok = self.sidecar.is_some_and(|s| s.envelopes.iter().all(|e| e.subject == subject));
                 if named != expected || !sidecar_ok || new_chart.public_key.check().is_err() {
                     return Err(Rejection::NewChartRequired);
                 }
@@ -731,19 +567,11 @@ impl Run<'_, '_> {
                 }
             }
         }
-        Ok(self.audit(
-            r.patient,
-            AuditAction::Revoke {
-                grantee: r.grantee,
-                scope: r.scope,
-            },
-            None,
-        ))
+        Ok(self.audit(r.patient, AuditAction::Revoke { grantee: r.grantee, scope: r.scope }, None))
     }
 
     fn access(&mut self, a: &RecordAccess) -> Result<Applied, Rejection> {
-        let entry: RecordEntry =
-            read(self.state, &keys::record(&a.record)).ok_or(Rejection::UnknownRecord)?;
+        let entry: RecordEntry = read(self.state, &keys::record(&a.record)).ok_or(Rejection::UnknownRecord)?;
         if entry.version != a.version {
             return Err(Rejection::VersionMismatch);
         }
@@ -753,29 +581,13 @@ impl Run<'_, '_> {
         let me = self.signer.id;
         let now = self.ctx.time;
         let is_patient = me == entry.patient && self.signer.role == Role::Patient;
-        let is_author = me == entry.author
-            && self
-                .state
-                .get(&keys::author_revoked(&a.record, &me))
-                .is_none();
-        let grants = [GrantScope::Record(a.record), GrantScope::All]
-            .map(|s| self.grant_entry(&entry.patient, &me, &s));
+        let is_author = me == entry.author && self.state.get(&keys::author_revoked(&a.record, &me)).is_none();
+        let grants = [GrantScope::Record(a.record), GrantScope::All].map(|s| self.grant_entry(&entry.patient, &me, &s));
         let live_grant = grants.iter().flatten().any(|g| g.is_live(now));
         if !(is_patient || is_author || live_grant) {
             let expired = grants.iter().flatten().next().is_some();
-            return Err(if expired {
-                Rejection::GrantExpired
-            } else {
-                Rejection::AccessDenied
-            });
+            return Err(if expired { Rejection::GrantExpired } else { Rejection::AccessDenied });
         }
-        Ok(self.audit(
-            entry.patient,
-            AuditAction::Read {
-                record: a.record,
-                version: a.version,
-            },
-            Some(a.purpose),
-        ))
+        Ok(self.audit(entry.patient, AuditAction::Read { record: a.record, version: a.version }, Some(a.purpose)))
     }
 }

@@ -59,12 +59,7 @@ pub enum GenesisError {
     #[error("validator of unknown organisation {0}")]
     UnknownOrg(String),
     #[error("organisation {org} holds {count} validators, more than f = {f} of {n}")]
-    TooManyValidators {
-        org: String,
-        count: usize,
-        n: usize,
-        f: usize,
-    },
+    TooManyValidators { org: String, count: usize, n: usize, f: usize },
     #[error("admin keys of organisation {0} are malformed or reused")]
     AdminKeys(String),
     #[error("names must be 1 to {DISPLAY_NAME_BYTES_MAX} printable bytes")]
@@ -73,8 +68,7 @@ pub enum GenesisError {
 
 impl Genesis {
     pub fn from_json(text: &str) -> Result<Self, GenesisError> {
-        let genesis: Genesis =
-            serde_json::from_str(text).map_err(|e| GenesisError::Json(e.to_string()))?;
+        let genesis: Genesis = serde_json::from_str(text).map_err(|e| GenesisError::Json(e.to_string()))?;
         genesis.validate()?;
         Ok(genesis)
     }
@@ -96,9 +90,8 @@ impl Genesis {
     }
 
     pub fn validate(&self) -> Result<(), GenesisError> {
-        let printable = |s: &str| {
-            !s.is_empty() && s.len() <= DISPLAY_NAME_BYTES_MAX && !s.chars().any(char::is_control)
-        };
+        let printable =
+            |s: &str| !s.is_empty() && s.len() <= DISPLAY_NAME_BYTES_MAX && !s.chars().any(char::is_control);
         if !printable(&self.chain_name) {
             return Err(GenesisError::Name);
         }
@@ -129,10 +122,7 @@ impl Genesis {
             if !ids.contains(&v.org) {
                 return Err(GenesisError::UnknownOrg(v.org.to_string()));
             }
-            if v.public_key.check().is_err()
-                || v.p2p_address.len() > 255
-                || v.api_address.len() > 255
-            {
+            if v.public_key.check().is_err() || v.p2p_address.len() > 255 || v.api_address.len() > 255 {
                 return Err(GenesisError::Validators);
             }
         }
@@ -143,12 +133,7 @@ impl Genesis {
             for org in &self.orgs {
                 let count = self.validators.iter().filter(|v| v.org == org.id).count();
                 if count > f {
-                    return Err(GenesisError::TooManyValidators {
-                        org: org.id.to_string(),
-                        count,
-                        n,
-                        f,
-                    });
+                    return Err(GenesisError::TooManyValidators { org: org.id.to_string(), count, n, f });
                 }
             }
         }
@@ -159,11 +144,7 @@ impl Genesis {
     pub fn state(&self) -> WriteSet {
         let mut writes = WriteSet::new();
         for org in &self.orgs {
-            let entry = OrgEntry {
-                id: org.id.clone(),
-                name: org.name.clone(),
-                admin: org.admin.member,
-            };
+            let entry = OrgEntry { id: org.id.clone(), name: org.name.clone(), admin: org.admin.member };
             writes.insert(keys::org(&org.id), Some(encode(&entry)));
             let admin = MemberEntry {
                 id: org.admin.member,
@@ -177,10 +158,7 @@ impl Genesis {
                 enrolled_by: None,
             };
             writes.insert(keys::member(&org.admin.member), Some(encode(&admin)));
-            writes.insert(
-                keys::signing_key(&org.admin.signing_key),
-                Some(encode(&org.admin.member)),
-            );
+            writes.insert(keys::signing_key(&org.admin.signing_key), Some(encode(&org.admin.member)));
         }
         writes
     }

@@ -4,18 +4,7 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Rejection {
@@ -109,24 +98,18 @@ impl Rejection {
             Rejection::GranteeNotClinical => "grants go only to clinical members",
             Rejection::WriteOnlyForDoctors => "--write is only for doctors, with --all",
             Rejection::NoWriteGrant => "no write grant from the patient",
-            Rejection::NotAllowedToWrite => {
-                "only the patient or a doctor with a write grant may add records"
-            }
+            Rejection::NotAllowedToWrite => "only the patient or a doctor with a write grant may add records",
             Rejection::RecordExists => "record already exists",
             Rejection::UnknownRecord => "unknown record",
             Rejection::WrongPatient => "record belongs to another patient",
             Rejection::VersionMismatch => "record version mismatch",
-            Rejection::RecipientsMissing => {
-                "envelopes must cover the patient's chart key and the author"
-            }
+            Rejection::RecipientsMissing => "envelopes must cover the patient's chart key and the author",
             Rejection::UnknownRecipient => "envelope for an unknown member or chart key",
             Rejection::StaleChartEpoch => "stale chart epoch",
             Rejection::BadExpiry => "expiry must be in the future and within the limit",
             Rejection::EnvelopeMissing => "the sidecar lacks a required envelope",
             Rejection::NoSuchGrant => "no such grant",
-            Rejection::NewChartRequired => {
-                "revoking --all needs a new chart epoch for exactly the remaining holders"
-            }
+            Rejection::NewChartRequired => "revoking --all needs a new chart epoch for exactly the remaining holders",
             Rejection::TooLarge => "record is over the size limit",
             Rejection::AdminHasNoClinicalAccess => "an admin has no clinical access",
             Rejection::AccessDenied => "access denied",

@@ -10,18 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Who can open an envelope: a member, or whoever holds a patient's chart key of an epoch.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KeyHolder {
@@ -31,18 +20,7 @@ pub enum KeyHolder {
 
 /// What secret an envelope wraps: a record version's data key, or a chart key's secret.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KeySubject {
@@ -93,9 +71,7 @@ pub struct SidecarEnvelope {
     pub envelope: Envelope,
 }
 
-#[derive(
-    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Sidecar {
     pub envelopes: Vec<SidecarEnvelope>,
     /// Record metadata (resource type, dates, codes) encrypted under the record's data key.
@@ -126,13 +102,9 @@ impl Sidecar {
 
     /// Decodes a sidecar from outside input and checks its limits.
     pub fn decode(bytes: &[u8]) -> Result<Self, SidecarError> {
-        let sidecar: Sidecar =
-            decode_canonical(bytes, SIDECAR_BYTES_MAX).map_err(|_| SidecarError::Malformed)?;
+        let sidecar: Sidecar = decode_canonical(bytes, SIDECAR_BYTES_MAX).map_err(|_| SidecarError::Malformed)?;
         if sidecar.envelopes.len() > SIDECAR_ENVELOPES_MAX
-            || sidecar
-                .metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > METADATA_BYTES_MAX)
+            || sidecar.metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX)
         {
             return Err(SidecarError::Malformed);
         }
@@ -141,10 +113,7 @@ impl Sidecar {
 
     /// The envelope for `holder` of `subject`, if this sidecar carries one.
     pub fn envelope_for(&self, holder: KeyHolder, subject: KeySubject) -> Option<&Envelope> {
-        self.envelopes
-            .iter()
-            .find(|e| e.holder == holder && e.subject == subject)
-            .map(|e| &e.envelope)
+        self.envelopes.iter().find(|e| e.holder == holder && e.subject == subject).map(|e| &e.envelope)
     }
 
     /// The holders this sidecar has envelopes for, sorted and without duplicates.
@@ -169,49 +138,32 @@ pub(crate) fn required(kind: &crate::TxKind) -> bool {
 
 /// Checks, without state, that a sidecar carries exactly the envelopes its transaction names.
 /// What needs state (current chart epoch, record version) is checked during execution.
-pub(crate) fn check_against(
-    tx: &crate::Transaction,
-    sidecar: &Sidecar,
-) -> Result<(), SidecarError> {
+pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Result<(), SidecarError> {
     use crate::{GrantScope, TxKind};
     let mut seen = std::collections::BTreeSet::new();
     if !sidecar.envelopes.iter().all(|e| seen.insert(e.holder)) {
         return Err(SidecarError::Recipients);
     }
-    if sidecar
-        .envelopes
-        .iter()
-        .any(|e| e.envelope.check().is_err())
-    {
+    if sidecar.envelopes.iter().any(|e| e.envelope.check().is_err()) {
         return Err(SidecarError::Malformed);
     }
-    let only_metadata_for_records =
-        sidecar.metadata.is_none() || matches!(tx.body.kind, TxKind::RegisterRecord(_));
+    let only_metadata_for_records = sidecar.metadata.is_none() || matches!(tx.body.kind, TxKind::RegisterRecord(_));
     if !only_metadata_for_records {
         return Err(SidecarError::Malformed);
     }
-    let one = |holder: KeyHolder, subject_ok: &dyn Fn(&KeySubject) -> bool| match sidecar
-        .envelopes
-        .as_slice()
-    {
+    let one = |holder: KeyHolder, subject_ok: &dyn Fn(&KeySubject) -> bool| match sidecar.envelopes.as_slice() {
         [e] if e.holder == holder && subject_ok(&e.subject) => Ok(()),
         _ => Err(SidecarError::Recipients),
     };
     match &tx.body.kind {
-        TxKind::Enroll(e) => one(KeyHolder::Member { member: e.member }, &|s| {
-            *s == KeySubject::Chart {
-                patient: e.member,
-                epoch: 0,
-            }
-        }),
+        TxKind::Enroll(e) => {
+            one(KeyHolder::Member { member: e.member }, &|s| *s == KeySubject::Chart { patient: e.member, epoch: 0 })
+        }
         TxKind::RegisterRecord(r) => {
             let mut named: Vec<KeyHolder> = r.recipients.clone();
             named.sort();
             named.dedup();
-            let subject = KeySubject::Record {
-                record: r.record,
-                version: r.version,
-            };
+            let subject = KeySubject::Record { record: r.record, version: r.version };
             if named.len() != r.recipients.len()
                 || named != sidecar.holders()
                 || sidecar.envelopes.iter().any(|e| e.subject != subject)
@@ -223,16 +175,12 @@ pub(crate) fn check_against(
         TxKind::Grant(g) => {
             let holder = KeyHolder::Member { member: g.grantee };
             match (g.scope, g.chart_epoch) {
-                (GrantScope::Record(record), None) => one(
-                    holder,
-                    &|s| matches!(s, KeySubject::Record { record: r, .. } if *r == record),
-                ),
-                (GrantScope::All, Some(epoch)) => one(holder, &|s| {
-                    *s == KeySubject::Chart {
-                        patient: g.patient,
-                        epoch,
-                    }
-                }),
+                (GrantScope::Record(record), None) => {
+                    one(holder, &|s| matches!(s, KeySubject::Record { record: r, .. } if *r == record))
+                }
+                (GrantScope::All, Some(epoch)) => {
+                    one(holder, &|s| *s == KeySubject::Chart { patient: g.patient, epoch })
+                }
                 _ => Err(SidecarError::Recipients),
             }
         }
@@ -240,23 +188,20 @@ pub(crate) fn check_against(
             let Some(new_chart) = &r.new_chart else {
                 return Err(SidecarError::Presence);
             };
-            let mut named: Vec<KeyHolder> = new_chart
-                .recipients
-                .iter()
-                .map(|m| KeyHolder::Member { member: *m })
-                .collect();
+            let mut named: Vec<KeyHolder> =
+                new_chart.recipients.iter().map(|m| KeyHolder::Member { member: *m }).collect();
             named.sort();
             named.dedup();
             if named.len() != new_chart.recipients.len()
                 || named != sidecar.holders()
-                || sidecar.envelopes.iter().any(
-                    |e| !matches!(e.subject, KeySubject::Chart { patient, .. } if patient == r.patient),
-                )
+                || sidecar
+                    .envelopes
+                    .iter()
+                    .any(|e| !matches!(e.subject, KeySubject::Chart { patient, .. } if patient == r.patient))
             {
                 return Err(SidecarError::Recipients);
             }
-            let epochs: std::collections::BTreeSet<_> =
-                sidecar.envelopes.iter().map(|e| e.subject).collect();
+            let epochs: std::collections::BTreeSet<_> = sidecar.envelopes.iter().map(|e| e.subject).collect();
             if epochs.len() > 1 {
                 return Err(SidecarError::Recipients);
             }

@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::sign::VerifyingKey;
 use medledger_crypto::wrap::EncryptionKey;
-use medledger_types::{
-    Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId,
-};
+use medledger_types::{Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Rejection;
@@ -33,10 +31,7 @@ pub struct Overlay<'a, V: StateView + ?Sized> {
 
 impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
     pub fn new(base: &'a V) -> Self {
-        Self {
-            base,
-            writes: WriteSet::new(),
-        }
+        Self { base, writes: WriteSet::new() }
     }
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.writes.insert(key, Some(value));
@@ -64,9 +59,7 @@ impl StateView for BTreeMap<Vec<u8>, Vec<u8>> {
 /// Reads and decodes an entry. State is only written by this crate, so a value that fails to
 /// decode is a broken invariant, not outside input.
 pub fn read<T: BorshDeserialize>(view: &(impl StateView + ?Sized), key: &[u8]) -> Option<T> {
-    view.get(key).map(|bytes| {
-        borsh::from_slice(&bytes).expect("state values are written by the ledger and decode")
-    })
+    view.get(key).map(|bytes| borsh::from_slice(&bytes).expect("state values are written by the ledger and decode"))
 }
 
 pub mod keys {
@@ -124,36 +117,20 @@ pub mod keys {
     pub fn grant(patient: &MemberId, grantee: &MemberId, scope: &GrantScope) -> Vec<u8> {
         match scope {
             GrantScope::All => key(GRANT, &[patient.as_bytes(), grantee.as_bytes(), b"*"]),
-            GrantScope::Record(r) => key(
-                GRANT,
-                &[patient.as_bytes(), grantee.as_bytes(), b"r", r.as_bytes()],
-            ),
+            GrantScope::Record(r) => key(GRANT, &[patient.as_bytes(), grantee.as_bytes(), b"r", r.as_bytes()]),
         }
     }
     pub fn author_revoked(record: &RecordId, author: &MemberId) -> Vec<u8> {
         key(AUTHOR_REVOKED, &[record.as_bytes(), author.as_bytes()])
     }
     pub fn envelope(subject: &crate::KeySubject, holder: &crate::KeyHolder) -> Vec<u8> {
-        key(
-            ENVELOPE,
-            &[
-                &medledger_types::encode(subject),
-                &medledger_types::encode(holder),
-            ],
-        )
+        key(ENVELOPE, &[&medledger_types::encode(subject), &medledger_types::encode(holder)])
     }
     pub fn audit_of(patient: &MemberId) -> Vec<u8> {
         key(AUDIT, &[patient.as_bytes()])
     }
     pub fn audit(patient: &MemberId, height: Height, index: u32) -> Vec<u8> {
-        key(
-            AUDIT,
-            &[
-                patient.as_bytes(),
-                &height.get().to_be_bytes(),
-                &index.to_be_bytes(),
-            ],
-        )
+        key(AUDIT, &[patient.as_bytes(), &height.get().to_be_bytes(), &index.to_be_bytes()])
     }
     pub fn tx_result(tx: &TxId) -> Vec<u8> {
         key(TX_RESULT, &[tx.as_bytes()])
@@ -167,9 +144,7 @@ pub struct OrgEntry {
     pub admin: MemberId,
 }
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberStatus {
     Active,
@@ -246,24 +221,10 @@ pub struct EnvelopeRef {
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuditAction {
-    Read {
-        record: RecordId,
-        version: u32,
-    },
-    Write {
-        record: RecordId,
-        version: u32,
-    },
-    Grant {
-        grantee: MemberId,
-        scope: GrantScope,
-        write: bool,
-        expires_at: Option<Timestamp>,
-    },
-    Revoke {
-        grantee: MemberId,
-        scope: GrantScope,
-    },
+    Read { record: RecordId, version: u32 },
+    Write { record: RecordId, version: u32 },
+    Grant { grantee: MemberId, scope: GrantScope, write: bool, expires_at: Option<Timestamp> },
+    Revoke { grantee: MemberId, scope: GrantScope },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]

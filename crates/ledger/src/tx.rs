@@ -5,8 +5,8 @@ use medledger_crypto::sign::{Signature, SigningKey, VerifyingKey};
 use medledger_crypto::wrap::EncryptionKey;
 use medledger_types::limits::TX_BYTES_MAX;
 use medledger_types::{
-    ChainId, DecodeError, Digest, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp,
-    TxId, decode_canonical, encode,
+    ChainId, DecodeError, Digest, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId,
+    decode_canonical, encode,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,8 +54,7 @@ impl Transaction {
 
     /// Checks the signature against `key`.
     pub fn verify_signature(&self, key: &VerifyingKey) -> bool {
-        key.verify(TX_NAMESPACE, &self.signed_bytes(), &self.signature)
-            .is_ok()
+        key.verify(TX_NAMESPACE, &self.signed_bytes(), &self.signature).is_ok()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -120,18 +119,7 @@ pub struct RegisterRecord {
 
 /// What a grant covers.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum GrantScope {

@@ -7,13 +7,11 @@ use medledger_crypto::suite::KemSuite;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::state::{AuditEvent, Decision, keys};
 use medledger_ledger::{
-    BlockContext, Enroll, Genesis, GenesisMember, GenesisOrg, GenesisValidator, Grant, GrantScope,
-    KeyHolder, KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Rejection, Revoke, Sidecar,
-    SidecarEnvelope, Transaction, TxBody, TxInvalid, TxKind, TxOutcome, execute_block,
+    BlockContext, Enroll, Genesis, GenesisMember, GenesisOrg, GenesisValidator, Grant, GrantScope, KeyHolder,
+    KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Rejection, Revoke, Sidecar, SidecarEnvelope, Transaction,
+    TxBody, TxInvalid, TxKind, TxOutcome, execute_block,
 };
-use medledger_types::{
-    ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp,
-};
+use medledger_types::{ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp};
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -45,18 +43,9 @@ struct World {
 
 const T0: u64 = 1_700_000_000_000;
 
-fn envelope(
-    chain: ChainId,
-    to: &EncryptionKey,
-    holder: KeyHolder,
-    subject: KeySubject,
-) -> SidecarEnvelope {
+fn envelope(chain: ChainId, to: &EncryptionKey, holder: KeyHolder, subject: KeySubject) -> SidecarEnvelope {
     let ctx = subject.wrap_context(chain, holder);
-    SidecarEnvelope {
-        holder,
-        subject,
-        envelope: wrap::seal(to, &[7u8; 32], &ctx).expect("seal"),
-    }
+    SidecarEnvelope { holder, subject, envelope: wrap::seal(to, &[7u8; 32], &ctx).expect("seal") }
 }
 
 impl World {
@@ -84,26 +73,11 @@ impl World {
             }],
         };
         genesis.validate().expect("valid genesis");
-        let state = genesis
-            .state()
-            .into_iter()
-            .map(|(k, v)| (k, v.unwrap()))
-            .collect();
-        World {
-            chain: genesis.chain_id(),
-            state,
-            height: 0,
-            time: T0,
-            chart: BTreeMap::new(),
-        }
+        let state = genesis.state().into_iter().map(|(k, v)| (k, v.unwrap())).collect();
+        World { chain: genesis.chain_id(), state, height: 0, time: T0, chart: BTreeMap::new() }
     }
 
-    fn tx(
-        &self,
-        who: &mut Who,
-        kind: TxKind,
-        sidecar: Option<&Sidecar>,
-    ) -> (Transaction, Option<Vec<u8>>) {
+    fn tx(&self, who: &mut Who, kind: TxKind, sidecar: Option<&Sidecar>) -> (Transaction, Option<Vec<u8>>) {
         who.nonce += 1;
         let body = TxBody {
             chain_id: self.chain,
@@ -112,10 +86,7 @@ impl World {
             kind,
             sidecar_digest: sidecar.map(Sidecar::digest),
         };
-        (
-            Transaction::sign(body, &who.sign),
-            sidecar.map(Sidecar::encode),
-        )
+        (Transaction::sign(body, &who.sign), sidecar.map(Sidecar::encode))
     }
 
     /// Executes one block and applies it; returns the outcomes.
@@ -123,17 +94,11 @@ impl World {
         self.try_block(txs).expect("block is valid")
     }
 
-    fn try_block(
-        &mut self,
-        txs: Vec<(Transaction, Option<Vec<u8>>)>,
-    ) -> Result<Vec<TxOutcome>, TxInvalid> {
+    fn try_block(&mut self, txs: Vec<(Transaction, Option<Vec<u8>>)>) -> Result<Vec<TxOutcome>, TxInvalid> {
         self.height += 1;
         self.time += 1_000;
-        let ctx = BlockContext {
-            chain_id: self.chain,
-            height: Height::new(self.height),
-            time: Timestamp::new(self.time),
-        };
+        let ctx =
+            BlockContext { chain_id: self.chain, height: Height::new(self.height), time: Timestamp::new(self.time) };
         let (txs, sidecars): (Vec<_>, Vec<_>) = txs.into_iter().unzip();
         let exec = execute_block(&self.state, ctx, &txs, &sidecars).map_err(|e| e.error)?;
         for (k, v) in exec.writes {
@@ -154,17 +119,9 @@ impl World {
         let (chart_key, sidecar) = if role == Role::Patient {
             let chart = wrap::generate(KemSuite::X25519);
             let holder = KeyHolder::Member { member: who.id };
-            let subject = KeySubject::Chart {
-                patient: who.id,
-                epoch: 0,
-            };
+            let subject = KeySubject::Chart { patient: who.id, epoch: 0 };
             let sidecar = Sidecar {
-                envelopes: vec![envelope(
-                    self.chain,
-                    who.enc.encryption_key(),
-                    holder,
-                    subject,
-                )],
+                envelopes: vec![envelope(self.chain, who.enc.encryption_key(), holder, subject)],
                 metadata: None,
             };
             let public = chart.encryption_key().clone();
@@ -187,27 +144,16 @@ impl World {
 
     fn put(&mut self, author: &mut Who, patient: MemberId, record: RecordId) -> TxOutcome {
         let epoch = self.chart.get(&patient).map_or(0, |c| c.0);
-        let chart_key = self
-            .chart
-            .get(&patient)
-            .map(|c| c.1.encryption_key().clone());
+        let chart_key = self.chart.get(&patient).map(|c| c.1.encryption_key().clone());
         let chart_holder = KeyHolder::Chart { patient, epoch };
         let author_holder = KeyHolder::Member { member: author.id };
         let subject = KeySubject::Record { record, version: 1 };
-        let mut envelopes = vec![envelope(
-            self.chain,
-            author.enc.encryption_key(),
-            author_holder,
-            subject,
-        )];
+        let mut envelopes = vec![envelope(self.chain, author.enc.encryption_key(), author_holder, subject)];
         if let Some(key) = chart_key {
             envelopes.push(envelope(self.chain, &key, chart_holder, subject));
         }
         let recipients = envelopes.iter().map(|e| e.holder).collect();
-        let sidecar = Sidecar {
-            envelopes,
-            metadata: Some(vec![1, 2, 3]),
-        };
+        let sidecar = Sidecar { envelopes, metadata: Some(vec![1, 2, 3]) };
         let kind = TxKind::RegisterRecord(RegisterRecord {
             record,
             patient,
@@ -236,25 +182,12 @@ impl World {
             GrantScope::Record(record) => (KeySubject::Record { record, version: 1 }, None),
             GrantScope::All => {
                 let epoch = self.chart.get(&patient.id).map_or(0, |c| c.0);
-                (
-                    KeySubject::Chart {
-                        patient: patient.id,
-                        epoch,
-                    },
-                    Some(epoch),
-                )
+                (KeySubject::Chart { patient: patient.id, epoch }, Some(epoch))
             }
         };
         let holder = KeyHolder::Member { member: to.id };
-        let sidecar = Sidecar {
-            envelopes: vec![envelope(
-                self.chain,
-                to.enc.encryption_key(),
-                holder,
-                subject,
-            )],
-            metadata: None,
-        };
+        let sidecar =
+            Sidecar { envelopes: vec![envelope(self.chain, to.enc.encryption_key(), holder, subject)], metadata: None };
         let kind = TxKind::Grant(Grant {
             patient: patient.id,
             grantee: to.id,
@@ -267,11 +200,7 @@ impl World {
     }
 
     fn read(&mut self, who: &mut Who, record: RecordId) -> TxOutcome {
-        let kind = TxKind::RecordAccess(RecordAccess {
-            record,
-            version: 1,
-            purpose: PurposeOfUse::Treat,
-        });
+        let kind = TxKind::RecordAccess(RecordAccess { record, version: 1, purpose: PurposeOfUse::Treat });
         self.one(who, kind, None)
     }
 
@@ -288,11 +217,7 @@ impl World {
     fn policy_state(&self) -> State {
         self.state
             .iter()
-            .filter(|(k, _)| {
-                ![keys::NONCE, keys::TX_RESULT, keys::AUDIT]
-                    .iter()
-                    .any(|p| k.starts_with(p))
-            })
+            .filter(|(k, _)| ![keys::NONCE, keys::TX_RESULT, keys::AUDIT].iter().any(|p| k.starts_with(p)))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
@@ -317,13 +242,7 @@ fn cast() -> Cast {
     let mut admin = Who::new(1);
     let other_admin = Who::new(2);
     let mut w = World::new(&[("org1", &admin), ("org2", &other_admin)]);
-    let (patient, d1, d2, nurse, auditor) = (
-        Who::new(10),
-        Who::new(11),
-        Who::new(12),
-        Who::new(13),
-        Who::new(14),
-    );
+    let (patient, d1, d2, nurse, auditor) = (Who::new(10), Who::new(11), Who::new(12), Who::new(13), Who::new(14));
     for (who, role) in [
         (&patient, Role::Patient),
         (&d1, Role::Doctor),
@@ -333,16 +252,7 @@ fn cast() -> Cast {
     ] {
         assert_eq!(w.enroll(&mut admin, who, "org1", role), TxOutcome::Applied);
     }
-    Cast {
-        w,
-        admin,
-        other_admin,
-        patient,
-        d1,
-        d2,
-        nurse,
-        auditor,
-    }
+    Cast { w, admin, other_admin, patient, d1, d2, nurse, auditor }
 }
 
 #[test]
@@ -350,108 +260,40 @@ fn enrolment_rows() {
     let mut c = cast();
     let newcomer = Who::new(20);
     // Denied: an admin of another organisation, a doctor, a patient with a display name.
-    assert_eq!(
-        c.w.enroll(&mut c.other_admin, &newcomer, "org1", Role::Nurse),
-        rejected(Rejection::NotAdminOfOrg)
-    );
-    assert_eq!(
-        c.w.enroll(&mut c.d1, &newcomer, "org1", Role::Nurse),
-        rejected(Rejection::NotAdminOfOrg)
-    );
-    assert_eq!(
-        c.w.enroll(&mut c.admin, &newcomer, "nope", Role::Nurse),
-        rejected(Rejection::UnknownOrg)
-    );
-    assert_eq!(
-        c.w.enroll(&mut c.admin, &c.d1, "org1", Role::Nurse),
-        rejected(Rejection::MemberExists)
-    );
-    let reused = Who {
-        id: MemberId::new([21; 16]),
-        sign: c.d1.sign.clone(),
-        enc: wrap::generate(KemSuite::X25519),
-        nonce: 0,
-    };
-    assert_eq!(
-        c.w.enroll(&mut c.admin, &reused, "org1", Role::Nurse),
-        rejected(Rejection::KeyInUse)
-    );
+    assert_eq!(c.w.enroll(&mut c.other_admin, &newcomer, "org1", Role::Nurse), rejected(Rejection::NotAdminOfOrg));
+    assert_eq!(c.w.enroll(&mut c.d1, &newcomer, "org1", Role::Nurse), rejected(Rejection::NotAdminOfOrg));
+    assert_eq!(c.w.enroll(&mut c.admin, &newcomer, "nope", Role::Nurse), rejected(Rejection::UnknownOrg));
+    assert_eq!(c.w.enroll(&mut c.admin, &c.d1, "org1", Role::Nurse), rejected(Rejection::MemberExists));
+    let reused =
+        Who { id: MemberId::new([21; 16]), sign: c.d1.sign.clone(), enc: wrap::generate(KemSuite::X25519), nonce: 0 };
+    assert_eq!(c.w.enroll(&mut c.admin, &reused, "org1", Role::Nurse), rejected(Rejection::KeyInUse));
     // Allowed: the other organisation's admin enrols into its own organisation.
-    assert_eq!(
-        c.w.enroll(&mut c.other_admin, &newcomer, "org2", Role::Nurse),
-        TxOutcome::Applied
-    );
+    assert_eq!(c.w.enroll(&mut c.other_admin, &newcomer, "org2", Role::Nurse), TxOutcome::Applied);
 }
 
 #[test]
 fn record_creation_rows() {
     let mut c = cast();
     let r = |n| RecordId::new([n; 16]);
-    assert_eq!(
-        c.w.put_own(&mut c.patient, r(1)),
-        TxOutcome::Applied,
-        "patient self-reports"
-    );
-    assert_eq!(
-        c.w.put(&mut c.d1, c.patient.id, r(2)),
-        rejected(Rejection::NoWriteGrant),
-        "doctor without grant"
-    );
-    assert_eq!(
-        c.w.put(&mut c.nurse, c.patient.id, r(2)),
-        rejected(Rejection::NotAllowedToWrite),
-        "nurse never writes"
-    );
-    assert_eq!(
-        c.w.put(&mut c.admin, c.patient.id, r(2)),
-        rejected(Rejection::AdminHasNoClinicalAccess)
-    );
-    assert_eq!(
-        c.w.put_own(&mut c.patient, r(1)),
-        rejected(Rejection::RecordExists)
-    );
+    assert_eq!(c.w.put_own(&mut c.patient, r(1)), TxOutcome::Applied, "patient self-reports");
+    assert_eq!(c.w.put(&mut c.d1, c.patient.id, r(2)), rejected(Rejection::NoWriteGrant), "doctor without grant");
+    assert_eq!(c.w.put(&mut c.nurse, c.patient.id, r(2)), rejected(Rejection::NotAllowedToWrite), "nurse never writes");
+    assert_eq!(c.w.put(&mut c.admin, c.patient.id, r(2)), rejected(Rejection::AdminHasNoClinicalAccess));
+    assert_eq!(c.w.put_own(&mut c.patient, r(1)), rejected(Rejection::RecordExists));
     // A read-only --all grant does not let a doctor write.
-    assert_eq!(
-        c.w.grant(&mut c.patient, &c.d2, GrantScope::All, false, None),
-        TxOutcome::Applied
-    );
-    assert_eq!(
-        c.w.put(&mut c.d2, c.patient.id, r(2)),
-        rejected(Rejection::NoWriteGrant)
-    );
-    assert_eq!(
-        c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None),
-        TxOutcome::Applied
-    );
-    assert_eq!(
-        c.w.put(&mut c.d1, c.patient.id, r(2)),
-        TxOutcome::Applied,
-        "doctor with --all --write"
-    );
+    assert_eq!(c.w.grant(&mut c.patient, &c.d2, GrantScope::All, false, None), TxOutcome::Applied);
+    assert_eq!(c.w.put(&mut c.d2, c.patient.id, r(2)), rejected(Rejection::NoWriteGrant));
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None), TxOutcome::Applied);
+    assert_eq!(c.w.put(&mut c.d1, c.patient.id, r(2)), TxOutcome::Applied, "doctor with --all --write");
     // Envelopes must cover the chart key: a record without the chart envelope is refused.
     let saved = c.w.chart.remove(&c.patient.id);
-    assert_eq!(
-        c.w.put(&mut c.d1, c.patient.id, r(3)),
-        rejected(Rejection::RecipientsMissing)
-    );
+    assert_eq!(c.w.put(&mut c.d1, c.patient.id, r(3)), rejected(Rejection::RecipientsMissing));
     c.w.chart.insert(c.patient.id, saved.unwrap());
     // An expired write grant stops writes.
     let now = c.w.time;
-    assert_eq!(
-        c.w.grant(
-            &mut c.patient,
-            &c.d1,
-            GrantScope::All,
-            true,
-            Some(now + 1_500)
-        ),
-        TxOutcome::Applied
-    );
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, Some(now + 1_500)), TxOutcome::Applied);
     c.w.time += 10_000;
-    assert_eq!(
-        c.w.put(&mut c.d1, c.patient.id, r(4)),
-        rejected(Rejection::GrantExpired)
-    );
+    assert_eq!(c.w.put(&mut c.d1, c.patient.id, r(4)), rejected(Rejection::GrantExpired));
 }
 
 #[test]
@@ -485,91 +327,30 @@ fn grant_rows() {
     );
     let past = c.w.time;
     assert_eq!(
-        c.w.grant(
-            &mut c.patient,
-            &c.nurse,
-            GrantScope::Record(rec),
-            false,
-            Some(past)
-        ),
+        c.w.grant(&mut c.patient, &c.nurse, GrantScope::Record(rec), false, Some(past)),
         rejected(Rejection::BadExpiry)
     );
     assert_eq!(
-        c.w.grant(
-            &mut c.patient,
-            &c.nurse,
-            GrantScope::Record(RecordId::new([5; 16])),
-            false,
-            None
-        ),
+        c.w.grant(&mut c.patient, &c.nurse, GrantScope::Record(RecordId::new([5; 16])), false, None),
         rejected(Rejection::UnknownRecord)
     );
-    assert_eq!(
-        c.w.grant(
-            &mut c.patient,
-            &c.nurse,
-            GrantScope::Record(rec),
-            false,
-            None
-        ),
-        TxOutcome::Applied
-    );
+    assert_eq!(c.w.grant(&mut c.patient, &c.nurse, GrantScope::Record(rec), false, None), TxOutcome::Applied);
 }
 
 #[test]
 fn read_rows_and_audit() {
     let mut c = cast();
     let rec = RecordId::new([1; 16]);
-    assert_eq!(
-        c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None),
-        TxOutcome::Applied
-    );
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None), TxOutcome::Applied);
     assert_eq!(c.w.put(&mut c.d1, c.patient.id, rec), TxOutcome::Applied);
-    assert_eq!(
-        c.w.read(&mut c.patient, rec),
-        TxOutcome::Applied,
-        "the patient"
-    );
-    assert_eq!(
-        c.w.read(&mut c.d1, rec),
-        TxOutcome::Applied,
-        "the author with --all"
-    );
-    assert_eq!(
-        c.w.read(&mut c.d2, rec),
-        rejected(Rejection::AccessDenied),
-        "no relationship"
-    );
-    assert_eq!(
-        c.w.read(&mut c.nurse, rec),
-        rejected(Rejection::AccessDenied),
-        "before the grant"
-    );
-    assert_eq!(
-        c.w.read(&mut c.admin, rec),
-        rejected(Rejection::AdminHasNoClinicalAccess),
-        "admin never reads"
-    );
-    assert_eq!(
-        c.w.read(&mut c.auditor, rec),
-        rejected(Rejection::AccessDenied),
-        "auditor reads trails, not records"
-    );
-    assert_eq!(
-        c.w.grant(
-            &mut c.patient,
-            &c.nurse,
-            GrantScope::Record(rec),
-            false,
-            None
-        ),
-        TxOutcome::Applied
-    );
-    assert_eq!(
-        c.w.read(&mut c.nurse, rec),
-        TxOutcome::Applied,
-        "per-record grant"
-    );
+    assert_eq!(c.w.read(&mut c.patient, rec), TxOutcome::Applied, "the patient");
+    assert_eq!(c.w.read(&mut c.d1, rec), TxOutcome::Applied, "the author with --all");
+    assert_eq!(c.w.read(&mut c.d2, rec), rejected(Rejection::AccessDenied), "no relationship");
+    assert_eq!(c.w.read(&mut c.nurse, rec), rejected(Rejection::AccessDenied), "before the grant");
+    assert_eq!(c.w.read(&mut c.admin, rec), rejected(Rejection::AdminHasNoClinicalAccess), "admin never reads");
+    assert_eq!(c.w.read(&mut c.auditor, rec), rejected(Rejection::AccessDenied), "auditor reads trails, not records");
+    assert_eq!(c.w.grant(&mut c.patient, &c.nurse, GrantScope::Record(rec), false, None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.nurse, rec), TxOutcome::Applied, "per-record grant");
 
     // Revoke the nurse's record grant: denied again.
     let revoke = TxKind::Revoke(Revoke {
@@ -578,29 +359,14 @@ fn read_rows_and_audit() {
         scope: GrantScope::Record(rec),
         new_chart: None,
     });
-    assert_eq!(
-        c.w.one(&mut c.patient, revoke.clone(), None),
-        TxOutcome::Applied
-    );
-    assert_eq!(
-        c.w.read(&mut c.nurse, rec),
-        rejected(Rejection::AccessDenied)
-    );
-    assert_eq!(
-        c.w.one(&mut c.patient, revoke, None),
-        rejected(Rejection::NoSuchGrant)
-    );
+    assert_eq!(c.w.one(&mut c.patient, revoke.clone(), None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.nurse, rec), rejected(Rejection::AccessDenied));
+    assert_eq!(c.w.one(&mut c.patient, revoke, None), rejected(Rejection::NoSuchGrant));
 
     // Expired grant: its own reason.
     let now = c.w.time;
     assert_eq!(
-        c.w.grant(
-            &mut c.patient,
-            &c.d2,
-            GrantScope::Record(rec),
-            false,
-            Some(now + 10_000)
-        ),
+        c.w.grant(&mut c.patient, &c.d2, GrantScope::Record(rec), false, Some(now + 10_000)),
         TxOutcome::Applied
     );
     assert_eq!(c.w.read(&mut c.d2, rec), TxOutcome::Applied);
@@ -609,66 +375,36 @@ fn read_rows_and_audit() {
 
     // Every read is in the patient's trail, denied ones with who, what, purpose and height.
     let trail = c.w.audit_of(&c.patient);
-    let denied: Vec<_> = trail
-        .iter()
-        .filter(|e| matches!(e.decision, Decision::Denied { .. }))
-        .collect();
-    assert!(denied.iter().any(|e| e.actor == c.d2.id
-        && e.decision
-            == Decision::Denied {
-                reason: Rejection::AccessDenied
-            }));
+    let denied: Vec<_> = trail.iter().filter(|e| matches!(e.decision, Decision::Denied { .. })).collect();
     assert!(
-        denied
-            .iter()
-            .any(|e| e.actor == c.admin.id && e.actor_role == Role::Admin)
+        denied.iter().any(|e| e.actor == c.d2.id && e.decision == Decision::Denied { reason: Rejection::AccessDenied })
     );
-    assert!(denied.iter().any(|e| e.actor == c.d2.id
-        && e.decision
-            == Decision::Denied {
-                reason: Rejection::GrantExpired
-            }));
+    assert!(denied.iter().any(|e| e.actor == c.admin.id && e.actor_role == Role::Admin));
+    assert!(
+        denied.iter().any(|e| e.actor == c.d2.id && e.decision == Decision::Denied { reason: Rejection::GrantExpired })
+    );
     assert!(
         denied
             .iter()
             .filter(|e| matches!(e.action, medledger_ledger::state::AuditAction::Read { .. }))
             .all(|e| e.purpose == Some(PurposeOfUse::Treat) && e.height.get() > 0)
     );
-    let reads = trail
-        .iter()
-        .filter(|e| matches!(e.action, medledger_ledger::state::AuditAction::Read { .. }))
-        .count();
-    assert_eq!(
-        reads, 10,
-        "every RecordAccess, allowed or denied, is one event"
-    );
+    let reads = trail.iter().filter(|e| matches!(e.action, medledger_ledger::state::AuditAction::Read { .. })).count();
+    assert_eq!(reads, 10, "every RecordAccess, allowed or denied, is one event");
 }
 
 #[test]
 fn revoke_all_moves_the_chart_to_a_new_epoch() {
     let mut c = cast();
     let rec = RecordId::new([1; 16]);
-    assert_eq!(
-        c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None),
-        TxOutcome::Applied
-    );
-    assert_eq!(
-        c.w.grant(&mut c.patient, &c.d2, GrantScope::All, false, None),
-        TxOutcome::Applied
-    );
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None), TxOutcome::Applied);
+    assert_eq!(c.w.grant(&mut c.patient, &c.d2, GrantScope::All, false, None), TxOutcome::Applied);
     assert_eq!(c.w.put_own(&mut c.patient, rec), TxOutcome::Applied);
     let chain = c.w.chain;
     let next = wrap::generate(KemSuite::X25519);
     let (pid, d1id) = (c.patient.id, c.d1.id);
-    let subject = KeySubject::Chart {
-        patient: pid,
-        epoch: 1,
-    };
-    let members = |ws: &[&Who]| {
-        ws.iter()
-            .map(|w| (w.id, w.enc.encryption_key().clone()))
-            .collect::<Vec<_>>()
-    };
+    let subject = KeySubject::Chart { patient: pid, epoch: 1 };
+    let members = |ws: &[&Who]| ws.iter().map(|w| (w.id, w.enc.encryption_key().clone())).collect::<Vec<_>>();
     let revoke = |recipients: Vec<(MemberId, EncryptionKey)>| {
         let envelopes = recipients
             .iter()
@@ -679,61 +415,26 @@ fn revoke_all_moves_the_chart_to_a_new_epoch() {
             recipients: recipients.iter().map(|w| w.0).collect(),
         };
         (
-            TxKind::Revoke(Revoke {
-                patient: pid,
-                grantee: d1id,
-                scope: GrantScope::All,
-                new_chart: Some(new_chart),
-            }),
-            Sidecar {
-                envelopes,
-                metadata: None,
-            },
+            TxKind::Revoke(Revoke { patient: pid, grantee: d1id, scope: GrantScope::All, new_chart: Some(new_chart) }),
+            Sidecar { envelopes, metadata: None },
         )
     };
     // Without the remaining holder d2, or still including d1: refused, state unchanged.
     let before = c.w.policy_state();
     let (kind, sidecar) = revoke(members(&[&c.patient]));
-    assert_eq!(
-        c.w.one(&mut c.patient, kind, Some(&sidecar)),
-        rejected(Rejection::NewChartRequired)
-    );
+    assert_eq!(c.w.one(&mut c.patient, kind, Some(&sidecar)), rejected(Rejection::NewChartRequired));
     let (kind, sidecar) = revoke(members(&[&c.patient, &c.d1, &c.d2]));
-    assert_eq!(
-        c.w.one(&mut c.patient, kind, Some(&sidecar)),
-        rejected(Rejection::NewChartRequired)
-    );
-    assert_eq!(
-        before,
-        c.w.policy_state(),
-        "rejections change no policy state"
-    );
+    assert_eq!(c.w.one(&mut c.patient, kind, Some(&sidecar)), rejected(Rejection::NewChartRequired));
+    assert_eq!(before, c.w.policy_state(), "rejections change no policy state");
     let (kind, sidecar) = revoke(members(&[&c.patient, &c.d2]));
-    assert_eq!(
-        c.w.one(&mut c.patient, kind, Some(&sidecar)),
-        TxOutcome::Applied
-    );
+    assert_eq!(c.w.one(&mut c.patient, kind, Some(&sidecar)), TxOutcome::Applied);
     c.w.chart.insert(c.patient.id, (1, next));
-    assert_eq!(
-        c.w.read(&mut c.d1, rec),
-        rejected(Rejection::AccessDenied),
-        "revoked --all"
-    );
-    assert_eq!(
-        c.w.read(&mut c.d2, rec),
-        TxOutcome::Applied,
-        "remaining --all holder"
-    );
-    assert_eq!(
-        c.w.put(&mut c.d1, c.patient.id, RecordId::new([2; 16])),
-        rejected(Rejection::NoWriteGrant)
-    );
+    assert_eq!(c.w.read(&mut c.d1, rec), rejected(Rejection::AccessDenied), "revoked --all");
+    assert_eq!(c.w.read(&mut c.d2, rec), TxOutcome::Applied, "remaining --all holder");
+    assert_eq!(c.w.put(&mut c.d1, c.patient.id, RecordId::new([2; 16])), rejected(Rejection::NoWriteGrant));
     // New records must use epoch 1: an envelope for epoch 0 is stale.
     c.w.chart.get_mut(&c.patient.id).unwrap().0 = 0;
-    assert_eq!(
-        c.w.put_own(&mut c.patient, RecordId::new([3; 16])),
-        rejected(Rejection::StaleChartEpoch)
-    );
+    assert_eq!(c.w.put_own(&mut c.patient, RecordId::new([3; 16])), rejected(Rejection::StaleChartEpoch));
 }
 
 #[test]
@@ -743,73 +444,40 @@ fn replay_and_rejection_change_nothing() {
     assert_eq!(c.w.put_own(&mut c.patient, rec), TxOutcome::Applied);
     let tx = c.w.tx(
         &mut c.d2,
-        TxKind::RecordAccess(RecordAccess {
-            record: rec,
-            version: 1,
-            purpose: PurposeOfUse::Treat,
-        }),
+        TxKind::RecordAccess(RecordAccess { record: rec, version: 1, purpose: PurposeOfUse::Treat }),
         None,
     );
     let before_all = c.w.state.clone();
-    assert_eq!(
-        c.w.block(vec![tx.clone()]),
-        vec![rejected(Rejection::AccessDenied)]
-    );
+    assert_eq!(c.w.block(vec![tx.clone()]), vec![rejected(Rejection::AccessDenied)]);
     let after_first = c.w.state.clone();
-    assert_ne!(
-        before_all, after_first,
-        "a denial leaves its nonce, result and audit event"
-    );
-    assert_eq!(
-        c.w.block(vec![tx.clone()]),
-        vec![rejected(Rejection::StaleNonce)]
-    );
+    assert_ne!(before_all, after_first, "a denial leaves its nonce, result and audit event");
+    assert_eq!(c.w.block(vec![tx.clone()]), vec![rejected(Rejection::StaleNonce)]);
     assert_eq!(after_first, c.w.state, "a replay changes nothing at all");
     // Two copies in one block: the second is stale.
     let tx2 = c.w.tx(
         &mut c.patient,
-        TxKind::RecordAccess(RecordAccess {
-            record: rec,
-            version: 1,
-            purpose: PurposeOfUse::Patrqt,
-        }),
+        TxKind::RecordAccess(RecordAccess { record: rec, version: 1, purpose: PurposeOfUse::Patrqt }),
         None,
     );
-    assert_eq!(
-        c.w.block(vec![tx2.clone(), tx2]),
-        vec![TxOutcome::Applied, rejected(Rejection::StaleNonce)]
-    );
+    assert_eq!(c.w.block(vec![tx2.clone(), tx2]), vec![TxOutcome::Applied, rejected(Rejection::StaleNonce)]);
 }
 
 #[test]
 fn forged_and_foreign_transactions_invalidate_the_block() {
     let mut c = cast();
     let rec = RecordId::new([1; 16]);
-    let kind = TxKind::RecordAccess(RecordAccess {
-        record: rec,
-        version: 1,
-        purpose: PurposeOfUse::Treat,
-    });
+    let kind = TxKind::RecordAccess(RecordAccess { record: rec, version: 1, purpose: PurposeOfUse::Treat });
     let (mut tx, sidecar) = c.w.tx(&mut c.patient, kind.clone(), None);
     tx.signature = Signature([0; 64]);
     let before = c.w.state.clone();
-    assert_eq!(
-        c.w.try_block(vec![(tx, sidecar)]),
-        Err(TxInvalid::BadSignature)
-    );
+    assert_eq!(c.w.try_block(vec![(tx, sidecar)]), Err(TxInvalid::BadSignature));
     // Signed by someone else's key under the patient's id.
     let (mut tx, _) = c.w.tx(&mut c.patient, kind.clone(), None);
     tx = Transaction::sign(tx.body, &c.d1.sign);
-    assert_eq!(
-        c.w.try_block(vec![(tx, None)]),
-        Err(TxInvalid::BadSignature)
-    );
+    assert_eq!(c.w.try_block(vec![(tx, None)]), Err(TxInvalid::BadSignature));
     let stranger = &mut Who::new(99);
     let (tx, _) = c.w.tx(stranger, kind.clone(), None);
-    assert_eq!(
-        c.w.try_block(vec![(tx, None)]),
-        Err(TxInvalid::UnknownSigner)
-    );
+    assert_eq!(c.w.try_block(vec![(tx, None)]), Err(TxInvalid::UnknownSigner));
     let (mut tx, _) = c.w.tx(&mut c.patient, kind, None);
     tx.body.chain_id = ChainId::new([0; 32]);
     let tx = Transaction::sign(tx.body, &c.patient.sign);
@@ -826,18 +494,10 @@ fn execution_is_deterministic() {
     let _ = a.w.put_own(&mut a.patient, rec);
     let tx = a.w.tx(
         &mut a.patient,
-        TxKind::RecordAccess(RecordAccess {
-            record: rec,
-            version: 1,
-            purpose: PurposeOfUse::Treat,
-        }),
+        TxKind::RecordAccess(RecordAccess { record: rec, version: 1, purpose: PurposeOfUse::Treat }),
         None,
     );
-    let ctx = BlockContext {
-        chain_id: a.w.chain,
-        height: Height::new(99),
-        time: Timestamp::new(T0 + 99_000),
-    };
+    let ctx = BlockContext { chain_id: a.w.chain, height: Height::new(99), time: Timestamp::new(T0 + 99_000) };
     let first = execute_block(&a.w.state, ctx, std::slice::from_ref(&tx.0), &[None]).unwrap();
     let second = execute_block(&a.w.state.clone(), ctx, &[tx.0], &[None]).unwrap();
     assert_eq!(first, second);

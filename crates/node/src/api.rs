@@ -108,8 +108,16 @@ fn view(state: &ApiState) -> ApiResult<medledger_store::SpecView<'_>> {
 }
 
 /// Checks the request's signature headers; returns the signer's committed member entry.
-fn authenticate(state: &ApiState, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> ApiResult<MemberEntry> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).ok_or(ApiError::unauthenticated("missing signature headers"));
+fn authenticate(
+    state: &ApiState,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> ApiResult<MemberEntry> {
+    let header = |name: &str| {
+        headers.get(name).and_then(|v| v.to_str().ok()).ok_or(ApiError::unauthenticated("missing signature headers"))
+    };
     let signer: MemberId = header(HEADER_SIGNER)?.parse().map_err(|_| ApiError::unauthenticated("malformed signer"))?;
     let time: u64 = header(HEADER_TIME)?.parse().map_err(|_| ApiError::unauthenticated("malformed time"))?;
     let signature: [u8; 64] = hex::decode(header(HEADER_SIGNATURE)?)
@@ -176,13 +184,22 @@ fn lookup_status(state: &ApiState, id: &TxId) -> ApiResult<TxStatus> {
     // says whether this very transaction is the one committed.
     if let Some(entry) = entry {
         if state.app.inner().db.tx_location(id).map_err(ApiError::internal)?.is_some() {
-            return Ok(TxStatus::Committed { height: entry.height, index: entry.index, time: entry.time, outcome: entry.outcome });
+            return Ok(TxStatus::Committed {
+                height: entry.height,
+                index: entry.index,
+                time: entry.time,
+                outcome: entry.outcome,
+            });
         }
     }
     if state.app.has_pending(id) { Ok(TxStatus::Pending) } else { Ok(TxStatus::Unknown) }
 }
 
-async fn tx_status(State(state): State<ApiState>, Path(id): Path<String>, Query(q): Query<WaitQuery>) -> ApiResult<Json<TxStatus>> {
+async fn tx_status(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<Json<TxStatus>> {
     let id: TxId = parse(&id, "transaction id")?;
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
@@ -214,11 +231,26 @@ async fn chart(State(state): State<ApiState>, Path(patient): Path<String>) -> Ap
     read(&view(&state)?, &keys::chart(&patient)).map(Json).ok_or(ApiError::not_found("chart"))
 }
 
-fn envelope(state: &ApiState, view: &impl StateView, subject: KeySubject, holder: KeyHolder) -> ApiResult<Option<SidecarEnvelope>> {
+fn envelope(
+    state: &ApiState,
+    view: &impl StateView,
+    subject: KeySubject,
+    holder: KeyHolder,
+) -> ApiResult<Option<SidecarEnvelope>> {
     let Some(at) = read::<EnvelopeRef>(view, &keys::envelope(&subject, &holder)) else { return Ok(None) };
-    let bytes = state.app.inner().db.sidecar(&at.sidecar).map_err(ApiError::internal)?.ok_or_else(|| ApiError::internal("sidecar missing"))?;
+    let bytes = state
+        .app
+        .inner()
+        .db
+        .sidecar(&at.sidecar)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("sidecar missing"))?;
     let sidecar = Sidecar::decode(&bytes).map_err(ApiError::internal)?;
-    Ok(sidecar.envelope_for(holder, subject).map(|envelope| SidecarEnvelope { holder, subject, envelope: envelope.clone() }))
+    Ok(sidecar.envelope_for(holder, subject).map(|envelope| SidecarEnvelope {
+        holder,
+        subject,
+        envelope: envelope.clone(),
+    }))
 }
 
 /// The signer's envelope of a patient's current chart key (the patient, or an `--all` grantee).
@@ -240,10 +272,15 @@ async fn chart_envelope(
 }
 
 /// A patient's `--all` grant to a member (public: the ledger's grants carry only pseudonyms).
-async fn grant_all(State(state): State<ApiState>, Path((patient, grantee)): Path<(String, String)>) -> ApiResult<Json<GrantEntry>> {
+async fn grant_all(
+    State(state): State<ApiState>,
+    Path((patient, grantee)): Path<(String, String)>,
+) -> ApiResult<Json<GrantEntry>> {
     let patient: MemberId = parse(&patient, "patient id")?;
     let grantee: MemberId = parse(&grantee, "member id")?;
-    read(&view(&state)?, &keys::grant(&patient, &grantee, &GrantScope::All)).map(Json).ok_or(ApiError::not_found("grant"))
+    read(&view(&state)?, &keys::grant(&patient, &grantee, &GrantScope::All))
+        .map(Json)
+        .ok_or(ApiError::not_found("grant"))
 }
 
 async fn record(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RecordEntry>> {
@@ -257,7 +294,11 @@ struct Page {
     limit: Option<usize>,
 }
 
-async fn patient_records(State(state): State<ApiState>, Path(id): Path<String>, Query(page): Query<Page>) -> ApiResult<Json<Vec<RecordEntry>>> {
+async fn patient_records(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<Vec<RecordEntry>>> {
     let patient: MemberId = parse(&id, "patient id")?;
     let prefix = keys::patient_records(&patient);
     let after = page.after.as_deref().map(|a| parse::<RecordId>(a, "cursor")).transpose()?;
@@ -321,7 +362,9 @@ async fn put_blob(
     }
     let digest: Digest = parse(&digest, "digest")?;
     state.blobs.put(&digest, body).await.map_err(|e| match e {
-        BlobError::Integrity => ApiError::new(StatusCode::BAD_REQUEST, PROBLEM_INTEGRITY, "bytes do not match the digest"),
+        BlobError::Integrity => {
+            ApiError::new(StatusCode::BAD_REQUEST, PROBLEM_INTEGRITY, "bytes do not match the digest")
+        }
         BlobError::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "blob over the size limit"),
         other => ApiError::internal(other),
     })?;
@@ -329,7 +372,13 @@ async fn put_blob(
 }
 
 /// The record of an allowed RecordAccess signed by the requester, committed within the window.
-fn allowed_access(state: &ApiState, tx: &str, headers: &HeaderMap, method: &Method, uri: &Uri) -> ApiResult<(MemberEntry, RecordEntry)> {
+fn allowed_access(
+    state: &ApiState,
+    tx: &str,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+) -> ApiResult<(MemberEntry, RecordEntry)> {
     let me = authenticate(state, headers, method, uri, &[])?;
     let tx: TxId = parse(tx, "transaction id")?;
     let view = view(state)?;
@@ -343,7 +392,13 @@ fn allowed_access(state: &ApiState, tx: &str, headers: &HeaderMap, method: &Meth
     if wall_clock_ms().saturating_sub(result.time.get()) > ACCESS_WINDOW_MS {
         return Err(ApiError::denied("the access has expired; request it again"));
     }
-    let (height, index) = state.app.inner().db.tx_location(&tx).map_err(ApiError::internal)?.ok_or(ApiError::not_found("committed access"))?;
+    let (height, index) = state
+        .app
+        .inner()
+        .db
+        .tx_location(&tx)
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::not_found("committed access"))?;
     let (block, _) = state.app.block_at(height).map_err(ApiError::internal)?.ok_or(ApiError::not_found("block"))?;
     let Some(TxKind::RecordAccess(access)) = block.txs.get(index as usize).map(|t| &t.body.kind) else {
         return Err(ApiError::bad("not a record access"));
@@ -355,7 +410,13 @@ fn allowed_access(state: &ApiState, tx: &str, headers: &HeaderMap, method: &Meth
     Ok((me, record))
 }
 
-async fn access_bundle(State(state): State<ApiState>, Path(tx): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> ApiResult<Json<AccessBundle>> {
+async fn access_bundle(
+    State(state): State<ApiState>,
+    Path(tx): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<AccessBundle>> {
     let (me, record) = allowed_access(&state, &tx, &headers, &method, &uri)?;
     let view = view(&state)?;
     let subject = KeySubject::Record { record: record.record, version: record.version };
@@ -377,10 +438,18 @@ async fn access_bundle(State(state): State<ApiState>, Path(tx): Path<String>, me
     Ok(Json(AccessBundle { record, envelopes, metadata }))
 }
 
-async fn access_content(State(state): State<ApiState>, Path(tx): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> ApiResult<Response> {
+async fn access_content(
+    State(state): State<ApiState>,
+    Path(tx): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let (_, record) = allowed_access(&state, &tx, &headers, &method, &uri)?;
     let bytes = state.blobs.get(&record.digest).await.map_err(|e| match e {
-        BlobError::Integrity => ApiError::new(StatusCode::BAD_GATEWAY, PROBLEM_INTEGRITY, "stored ciphertext does not match the ledger"),
+        BlobError::Integrity => {
+            ApiError::new(StatusCode::BAD_GATEWAY, PROBLEM_INTEGRITY, "stored ciphertext does not match the ledger")
+        }
         BlobError::NotFound => ApiError::not_found("ciphertext"),
         other => ApiError::internal(other),
     })?;

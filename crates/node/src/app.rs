@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use medledger_ledger::state::{MemberEntry, keys, last_nonce, read};
 use medledger_ledger::{
-    Block, BlockContext, BlockHeader, Executor, Genesis, StateView, Transaction, execute_block,
-    results_root, tx_root,
+    Block, BlockContext, BlockHeader, Executor, Genesis, StateView, Transaction, execute_block, results_root, tx_root,
 };
 use medledger_store::{ChainLog, LastApplied, Pending, StateDb, StoreError};
 use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MAX_MS, BLOCK_TXS_MAX, MEMPOOL_TXS_MAX, TX_BYTES_MAX};
@@ -18,7 +17,7 @@ use tokio::sync::{Notify, watch};
 use crate::consensus::Ledger;
 
 /// How long a leader with an empty mempool waits for work before declining its view.
-const PROPOSE_WAIT: Duration = Duration::from_millis(400);
+const PROPOSE_WAIT: Duration = Duration::from_millis(650);
 
 /// Why a transaction was not admitted to the mempool.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,7 +153,8 @@ impl App {
     /// The chain log entry of a committed block.
     pub fn block_at(&self, height: Height) -> Result<Option<(Block, Vec<u8>)>, StoreError> {
         let Some((offset, _)) = self.inner.db.block_location(height)? else { return Ok(None) };
-        let entry = self.inner.log.lock().expect("log lock").read_at(offset).map_err(|e| StoreError::Db(e.to_string()))?;
+        let entry =
+            self.inner.log.lock().expect("log lock").read_at(offset).map_err(|e| StoreError::Db(e.to_string()))?;
         let block = Block::decode(&entry.block).map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(Some((block, entry.certificate)))
     }
@@ -278,7 +278,11 @@ impl App {
         };
         let block = Block { header, txs, sidecars };
         drop_view(view);
-        inner.speculative.lock().expect("speculative lock").insert(block.digest(), Arc::new(Speculative { parent: parent.digest(), pending }));
+        inner
+            .speculative
+            .lock()
+            .expect("speculative lock")
+            .insert(block.digest(), Arc::new(Speculative { parent: parent.digest(), pending }));
         Some(block)
     }
 
@@ -286,7 +290,10 @@ impl App {
     fn check(&self, parent: &Block, block: &Block, now_ms: u64) -> Result<(), String> {
         let inner = &self.inner;
         let h = &block.header;
-        if h.chain_id != inner.chain_id || h.parent != parent.digest() || h.height.get() != parent.header.height.get() + 1 {
+        if h.chain_id != inner.chain_id
+            || h.parent != parent.digest()
+            || h.height.get() != parent.header.height.get() + 1
+        {
             return Err("does not extend its parent".into());
         }
         if h.time <= parent.header.time || h.time.get() > now_ms.saturating_add(BLOCK_TIME_DRIFT_MAX_MS) {
@@ -309,7 +316,11 @@ impl App {
             return Err("state root mismatch".into());
         }
         drop_view(view);
-        inner.speculative.lock().expect("speculative lock").insert(block.digest(), Arc::new(Speculative { parent: parent.digest(), pending }));
+        inner
+            .speculative
+            .lock()
+            .expect("speculative lock")
+            .insert(block.digest(), Arc::new(Speculative { parent: parent.digest(), pending }));
         Ok(())
     }
 
@@ -333,8 +344,8 @@ impl App {
                 let view = inner.db.view(&[]).map_err(|e| e.to_string())?;
                 let h = &block.header;
                 let ctx = BlockContext { chain_id: inner.chain_id, height: h.height, time: h.time };
-                let execution =
-                    execute_block(&view, ctx, &block.txs, &block.sidecars).map_err(|e| format!("finalized block invalid: {e}"))?;
+                let execution = execute_block(&view, ctx, &block.txs, &block.sidecars)
+                    .map_err(|e| format!("finalized block invalid: {e}"))?;
                 let pending = inner.db.compute(&[], height, execution.writes).map_err(|e| e.to_string())?;
                 drop_view(view);
                 pending
@@ -343,7 +354,12 @@ impl App {
         if pending.root != block.header.state_root {
             return Err(format!("finalized block {height} has a state root this node does not reproduce"));
         }
-        let location = inner.log.lock().expect("log lock").append(height, &block.encode(), certificate).map_err(|e| e.to_string())?;
+        let location = inner
+            .log
+            .lock()
+            .expect("log lock")
+            .append(height, &block.encode(), certificate)
+            .map_err(|e| e.to_string())?;
         let ids: Vec<TxId> = block.txs.iter().map(Transaction::id).collect();
         let sidecars: Vec<(Digest, Vec<u8>)> = block
             .txs

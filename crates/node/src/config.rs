@@ -98,7 +98,8 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dir = dir.canonicalize().map_err(io(dir))?;
     let port = |offset: usize| -> Result<u16, ConfigError> {
-        u16::try_from(usize::from(plan.base_port) + offset).map_err(|_| ConfigError::Invalid("port out of range".into()))
+        u16::try_from(usize::from(plan.base_port) + offset)
+            .map_err(|_| ConfigError::Invalid("port out of range".into()))
     };
     let mut seeds = Vec::new();
     let mut validators = Vec::new();
@@ -149,10 +150,13 @@ pub fn consensus_config(dir: &Path, genesis: &Genesis, file: &ValidatorFile) -> 
         .ok_or_else(|| ConfigError::Invalid("malformed validator key".into()))?;
     let mut validators = Vec::new();
     for v in &genesis.validators {
-        let address = v.p2p_address.parse().map_err(|_| ConfigError::Invalid(format!("bad p2p address {}", v.p2p_address)))?;
+        let address =
+            v.p2p_address.parse().map_err(|_| ConfigError::Invalid(format!("bad p2p address {}", v.p2p_address)))?;
         validators.push(ValidatorPeer { public_key: v.public_key.0, address });
     }
-    let me = validators.get(file.index as usize).ok_or_else(|| ConfigError::Invalid("validator index not in genesis".into()))?;
+    let me = validators
+        .get(file.index as usize)
+        .ok_or_else(|| ConfigError::Invalid("validator index not in genesis".into()))?;
     if me.public_key != validator_public_key(&seed) {
         return Err(ConfigError::Invalid("validator key does not match genesis".into()));
     }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use medledger_ledger::{BlockContext, TxKind, execute_block, results_root};
 use medledger_store::{BlobError, Blobs, ChainLog, StateDb};
-use medledger_types::limits::RECORD_CIPHERTEXT_BYTES_MAX;
 use medledger_types::Digest;
+use medledger_types::limits::RECORD_CIPHERTEXT_BYTES_MAX;
 
 use crate::config::{load_genesis, load_validator, validator_dir};
 use crate::consensus::{namespace_for_chain, verify_certificate};
@@ -57,7 +57,8 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
         if entry.height.get() != height {
             return Err(at(format!("entry claims height {}", entry.height)));
         }
-        let block = medledger_ledger::Block::decode(&entry.block).map_err(|e| at(format!("block does not decode: {e}")))?;
+        let block =
+            medledger_ledger::Block::decode(&entry.block).map_err(|e| at(format!("block does not decode: {e}")))?;
         let h = &block.header;
         if h.height.get() != height || h.chain_id != prev.chain_id || h.parent != prev.digest() {
             return Err(at("block does not extend its parent".into()));
@@ -96,7 +97,8 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
     if let Some(height) = uncertified {
         return Err(VerifyError::At { height, reason: "no finality certificate covers this block".into() });
     }
-    let blobs = Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX).map_err(setup)?;
+    let blobs =
+        Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX).map_err(setup)?;
     for (record, digest) in &records {
         blobs.get(digest).await.map_err(|e| VerifyError::Ciphertext {
             record: record.to_hex(),
@@ -107,5 +109,10 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
             },
         })?;
     }
-    Ok(VerifyReport { blocks: prev.height.get(), transactions, state_root: prev.state_root, ciphertexts: records.len() as u64 })
+    Ok(VerifyReport {
+        blocks: prev.height.get(),
+        transactions,
+        state_root: prev.state_root,
+        ciphertexts: records.len() as u64,
+    })
 }

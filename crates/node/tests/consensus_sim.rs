@@ -10,14 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use commonware_p2p::simulated::{self, Link};
-use commonware_runtime::{
-    Clock, Handle, Runner as _, Spawner as _, Supervisor as _, deterministic,
-};
+use commonware_runtime::{Clock, Handle, Runner as _, Spawner as _, Supervisor as _, deterministic};
 use commonware_utils::{NZUsize, probability};
 use medledger_ledger::{Block, BlockHeader};
 use medledger_node::consensus::{
-    self, Channels, Ledger, PublicKey, Timeouts, ValidatorConfig, ValidatorPeer, max_message_size,
-    namespace_for_chain, simulated_channels, validator_public_key, verify_certificate,
+    self, Channels, Ledger, PublicKey, Timeouts, ValidatorConfig, ValidatorPeer, max_message_size, namespace_for_chain,
+    simulated_channels, validator_public_key, verify_certificate,
 };
 use medledger_types::{BlockHash, ChainId, Digest, Height, Timestamp};
 use tokio::sync::watch;
@@ -83,11 +81,7 @@ impl ToyLedger {
         let mut state = ToyState::default();
         state.committed.insert(0, (genesis(), None));
         let (committed_height, _) = watch::channel(0);
-        Self {
-            state: Arc::new(Mutex::new(state)),
-            committed_height: Arc::new(committed_height),
-            idle_every,
-        }
+        Self { state: Arc::new(Mutex::new(state)), committed_height: Arc::new(committed_height), idle_every }
     }
 
     fn height(&self) -> u64 {
@@ -97,29 +91,16 @@ impl ToyLedger {
     /// Waits (on the commit event, not a timer) until `height` is committed.
     async fn wait_for(&self, height: u64) {
         let mut receiver = self.committed_height.subscribe();
-        receiver
-            .wait_for(|committed| *committed >= height)
-            .await
-            .expect("the sender lives in self");
+        receiver.wait_for(|committed| *committed >= height).await.expect("the sender lives in self");
     }
 
     fn chain(&self) -> Vec<[u8; 32]> {
-        self.state
-            .lock()
-            .unwrap()
-            .committed
-            .values()
-            .map(|(block, _)| block.digest().0)
-            .collect()
+        self.state.lock().unwrap().committed.values().map(|(block, _)| block.digest().0).collect()
     }
 
     fn check(&self) {
         let state = self.state.lock().unwrap();
-        assert!(
-            state.violations.is_empty(),
-            "toy ledger saw: {:?}",
-            state.violations
-        );
+        assert!(state.violations.is_empty(), "toy ledger saw: {:?}", state.violations);
     }
 }
 
@@ -167,27 +148,18 @@ impl Ledger for ToyLedger {
             let mut state = self.state.lock().unwrap();
             if let Some((committed, _)) = state.committed.get(&height) {
                 if committed.digest() != block.digest() {
-                    state
-                        .violations
-                        .push(format!("conflicting block finalized at height {height}"));
+                    state.violations.push(format!("conflicting block finalized at height {height}"));
                 }
                 state.redelivered += 1;
                 return;
             }
-            let (last, (parent, _)) = state
-                .committed
-                .last_key_value()
-                .expect("genesis is committed");
+            let (last, (parent, _)) = state.committed.last_key_value().expect("genesis is committed");
             let (last, parent_digest) = (*last, parent.digest());
             if height != last + 1 || block.header.parent != parent_digest {
-                state
-                    .violations
-                    .push(format!("height {height} delivered after {last}"));
+                state.violations.push(format!("height {height} delivered after {last}"));
             }
             if block.header.state_root != marker(height, block.header.proposer) {
-                state
-                    .violations
-                    .push(format!("block {height} was not built by a toy ledger"));
+                state.violations.push(format!("block {height} was not built by a toy ledger"));
             }
             state.committed.insert(height, (block, certificate));
         }
@@ -211,9 +183,7 @@ fn configs(n: usize, timeouts: Timeouts) -> Vec<ValidatorConfig> {
     let validators: Vec<ValidatorPeer> = (0..n)
         .map(|index| ValidatorPeer {
             public_key: validator_public_key(&seed_of(index)),
-            address: format!("127.0.0.1:{}", 30_000 + index)
-                .parse()
-                .expect("a socket address"),
+            address: format!("127.0.0.1:{}", 30_000 + index).parse().expect("a socket address"),
         })
         .collect();
     (0..n)
@@ -230,9 +200,7 @@ fn configs(n: usize, timeouts: Timeouts) -> Vec<ValidatorConfig> {
 }
 
 fn validator_keys(n: usize) -> Vec<[u8; 32]> {
-    (0..n)
-        .map(|index| validator_public_key(&seed_of(index)))
-        .collect()
+    (0..n).map(|index| validator_public_key(&seed_of(index))).collect()
 }
 
 type SimOracle = simulated::Oracle<PublicKey, deterministic::Context>;
@@ -251,18 +219,12 @@ async fn simulated_network(context: &deterministic::Context, n: usize) -> SimOra
     )
     .await;
     network.start();
-    let link = Link {
-        latency: Duration::from_millis(20),
-        jitter: Duration::from_millis(5),
-        success_rate: probability!(1.0),
-    };
+    let link =
+        Link { latency: Duration::from_millis(20), jitter: Duration::from_millis(5), success_rate: probability!(1.0) };
     for from in &keys {
         for to in &keys {
             if from != to {
-                oracle
-                    .add_link(from.clone(), to.clone(), link.clone())
-                    .await
-                    .expect("link");
+                oracle.add_link(from.clone(), to.clone(), link.clone()).await.expect("link");
             }
         }
     }
@@ -280,22 +242,16 @@ async fn start_validator(
     let me = public_key(cfg.index as usize);
     let channels: Channels<_, _> = simulated_channels(oracle, &me).await.expect("channels");
     let (manager, blocker) = (oracle.manager(), oracle.control(me));
-    context
-        .child("validator")
-        .with_attribute("index", cfg.index)
-        .with_attribute("incarnation", incarnation)
-        .spawn(move |context| async move {
-            consensus::run(context, cfg, ledger, manager, blocker, channels)
-                .await
-                .expect("validator starts");
-        })
+    context.child("validator").with_attribute("index", cfg.index).with_attribute("incarnation", incarnation).spawn(
+        move |context| async move {
+            consensus::run(context, cfg, ledger, manager, blocker, channels).await.expect("validator starts");
+        },
+    )
 }
 
 fn runner(seed: u64) -> deterministic::Runner {
     deterministic::Runner::new(
-        deterministic::Config::new()
-            .with_seed(seed)
-            .with_timeout(Some(Duration::from_secs(3_600))),
+        deterministic::Config::new().with_seed(seed).with_timeout(Some(Duration::from_secs(3_600))),
     )
 }
 
@@ -318,15 +274,8 @@ fn check_certificates(ledger: &ToyLedger, n: usize) -> usize {
             highest_certified = *height;
         }
     }
-    let uncovered = state
-        .committed
-        .keys()
-        .filter(|height| **height > highest_certified)
-        .count();
-    assert_eq!(
-        uncovered, 0,
-        "blocks above the highest certified one ({highest_certified})"
-    );
+    let uncovered = state.committed.keys().filter(|height| **height > highest_certified).count();
+    assert_eq!(uncovered, 0, "blocks above the highest certified one ({highest_certified})");
     certified
 }
 
@@ -340,10 +289,7 @@ fn one_validator_finalizes_and_idle_views_do_not_stall() {
         let cfg = configs(1, Timeouts::default()).remove(0);
         let _validator = start_validator(&context, &oracle, cfg, ledger.clone(), 0).await;
         ledger.wait_for(25).await;
-        context
-            .current()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after the epoch")
+        context.current().duration_since(std::time::UNIX_EPOCH).expect("after the epoch")
     });
     observed.check();
     let state = observed.state.lock().unwrap();
@@ -354,24 +300,14 @@ fn one_validator_finalizes_and_idle_views_do_not_stall() {
         started.elapsed(),
         state.redelivered
     );
-    assert!(
-        state.declined >= 5,
-        "the ledger declined {} views",
-        state.declined
-    );
+    assert!(state.declined >= 5, "the ledger declined {} views", state.declined);
     // A declined view ends by the leader time-out: no spinning through empty views.
     let leader_timeout = Timeouts::default().leader;
     let declined = u32::try_from(state.declined).expect("few");
-    assert!(
-        virtual_elapsed >= leader_timeout * declined,
-        "declined views ended early"
-    );
+    assert!(virtual_elapsed >= leader_timeout * declined, "declined views ended early");
     // Every finalized block is one the ledger built: the glue invents no (empty) blocks.
     for (height, (block, _)) in state.committed.iter().skip(1) {
-        assert!(
-            state.proposed.contains(&block.digest().0),
-            "block {height} was not built by the ledger"
-        );
+        assert!(state.proposed.contains(&block.digest().0), "block {height} was not built by the ledger");
     }
     drop(state);
     // A lone validator finalizes each block with its own certificate.
@@ -401,11 +337,7 @@ fn assert_same_chain(ledgers: &[ToyLedger], through: u64) {
         ledger.check();
         let chain = ledger.chain();
         let through = usize::try_from(through).expect("small");
-        assert_eq!(
-            chain[..=through],
-            reference[..=through],
-            "validator {index} diverged"
-        );
+        assert_eq!(chain[..=through], reference[..=through], "validator {index} diverged");
     }
 }
 
@@ -421,27 +353,16 @@ fn four_validators_finalize_the_same_chain() {
         }
         // Leadership rotates: every validator proposed some of the finalized blocks.
         let state = ledgers[0].state.lock().unwrap();
-        let proposers: std::collections::BTreeSet<u32> = state
-            .committed
-            .values()
-            .skip(1)
-            .map(|(block, _)| block.header.proposer)
-            .collect();
+        let proposers: std::collections::BTreeSet<u32> =
+            state.committed.values().skip(1).map(|(block, _)| block.header.proposer).collect();
         assert_eq!(proposers.len(), 4, "proposers {proposers:?}");
         drop(state);
-        println!(
-            "four validators: seed {seed}: 20 blocks in {:?} wall",
-            started.elapsed()
-        );
+        println!("four validators: seed {seed}: 20 blocks in {:?} wall", started.elapsed());
     }
     // The same seed replays the same run, block for block.
     let first = four_validators(11, 20);
     let second = four_validators(11, 20);
-    assert_eq!(
-        first[0].chain()[..=20],
-        second[0].chain()[..=20],
-        "seed 11 did not replay"
-    );
+    assert_eq!(first[0].chain()[..=20], second[0].chain()[..=20], "seed 11 did not replay");
 }
 
 #[test]
@@ -465,14 +386,10 @@ fn crashed_validator_restarts_and_catches_up() {
         let _ = crashed.await;
         let at_crash = ledgers[3].height();
         ledgers[0].wait_for(at_crash + 15).await;
-        assert!(
-            ledgers[3].height() == at_crash,
-            "a crashed validator commits nothing"
-        );
+        assert!(ledgers[3].height() == at_crash, "a crashed validator commits nothing");
         // Restart it from the same storage partitions and the same (durable) ledger.
         let target = ledgers[0].height() + 5;
-        handles
-            .push(start_validator(&context, &oracle, cfgs[3].clone(), ledgers[3].clone(), 1).await);
+        handles.push(start_validator(&context, &oracle, cfgs[3].clone(), ledgers[3].clone(), 1).await);
         for ledger in &ledgers {
             ledger.wait_for(target).await;
         }
@@ -510,11 +427,7 @@ fn whole_process_kill_and_restart_resumes() {
     });
     ledger.check();
     let chain_after = ledger.chain();
-    assert_eq!(
-        chain_after[..chain_before.len()],
-        chain_before[..],
-        "history changed across the restart"
-    );
+    assert_eq!(chain_after[..chain_before.len()], chain_before[..], "history changed across the restart");
     let certified = check_certificates(&ledger, 1);
     println!("kill and restart: resumed at {first_height}, {certified} own certificates");
 }
@@ -529,9 +442,7 @@ fn certificates_verify_offline_and_reject_tampering() {
         .committed
         .values()
         .skip(1)
-        .find_map(|(block, certificate)| {
-            certificate.as_ref().map(|certificate| (block, certificate))
-        })
+        .find_map(|(block, certificate)| certificate.as_ref().map(|certificate| (block, certificate)))
         .expect("some block has its own certificate");
     let digest = block.digest().0;
     assert!(verify_certificate(&namespace, &keys, digest, certificate));
@@ -540,37 +451,14 @@ fn certificates_verify_offline_and_reject_tampering() {
     for position in [0, certificate.len() / 2, certificate.len() - 1] {
         let mut tampered = certificate.clone();
         tampered[position] ^= 0x01;
-        assert!(
-            !verify_certificate(&namespace, &keys, digest, &tampered),
-            "flip at {position} accepted"
-        );
+        assert!(!verify_certificate(&namespace, &keys, digest, &tampered), "flip at {position} accepted");
     }
     let mut wrong_digest = digest;
     wrong_digest[0] ^= 0x01;
-    assert!(!verify_certificate(
-        &namespace,
-        &keys,
-        wrong_digest,
-        certificate
-    ));
-    assert!(!verify_certificate(
-        &namespace_for_chain(&ChainId([8; 32])),
-        &keys,
-        digest,
-        certificate
-    ));
-    assert!(!verify_certificate(
-        &namespace,
-        &validator_keys(3),
-        digest,
-        certificate
-    ));
-    assert!(!verify_certificate(
-        &namespace,
-        &keys,
-        digest,
-        &certificate[..certificate.len() - 1]
-    ));
+    assert!(!verify_certificate(&namespace, &keys, wrong_digest, certificate));
+    assert!(!verify_certificate(&namespace_for_chain(&ChainId([8; 32])), &keys, digest, certificate));
+    assert!(!verify_certificate(&namespace, &validator_keys(3), digest, certificate));
+    assert!(!verify_certificate(&namespace, &keys, digest, &certificate[..certificate.len() - 1]));
     let mut trailing = certificate.clone();
     trailing.push(0);
     assert!(!verify_certificate(&namespace, &keys, digest, &trailing));
@@ -586,6 +474,7 @@ fn tokio_validator_over_tcp_restarts_from_its_storage() {
     cfg.listen = "127.0.0.1:0".parse().expect("a socket address");
     cfg.validators[0].address = cfg.listen;
     cfg.storage_dir = storage.path().to_path_buf();
+    let prefix = cfg.partition_prefix();
     let ledger = ToyLedger::new(0);
 
     let first_height = consensus::tokio_runner(&cfg).start({
@@ -605,10 +494,7 @@ fn tokio_validator_over_tcp_restarts_from_its_storage() {
         }
     });
     let chain_before = ledger.chain();
-    println!(
-        "tokio: first run committed {first_height} blocks in {:?}",
-        started.elapsed()
-    );
+    println!("tokio: first run committed {first_height} blocks in {:?}", started.elapsed());
 
     consensus::tokio_runner(&cfg).start({
         let ledger = ledger.clone();
@@ -624,13 +510,19 @@ fn tokio_validator_over_tcp_restarts_from_its_storage() {
             ledger.wait_for(first_height + 5).await;
         }
     });
+    // Every partition carries the validator's prefix, so validators can share one runtime's
+    // storage. (`.hold` is the runtime's exclusive lock on the directory.)
+    let mut partitions: Vec<String> = std::fs::read_dir(storage.path())
+        .expect("the storage directory")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name != ".hold")
+        .collect();
+    partitions.sort();
+    assert!(!partitions.is_empty());
+    assert!(partitions.iter().all(|partition| partition.starts_with(&prefix)), "{partitions:?}");
     ledger.check();
     let chain_after = ledger.chain();
-    assert_eq!(
-        chain_after[..chain_before.len()],
-        chain_before[..],
-        "history changed across the restart"
-    );
+    assert_eq!(chain_after[..chain_before.len()], chain_before[..], "history changed across the restart");
     assert!(chain_after.len() > chain_before.len());
     // Blocks may lack their own certificate across the restart; the hash chain covers them.
     let certified = check_certificates(&ledger, 1);

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use medledger_ledger::api::{AccessBundle, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, SubmitRequest, SubmitResponse, TxStatus, sign_request};
+use medledger_ledger::api::{
+    AccessBundle, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, SubmitRequest, SubmitResponse, TxStatus,
+    sign_request,
+};
 use medledger_ledger::state::{AuditEvent, ChartEntry, GrantEntry, MemberEntry, RecordEntry};
 use medledger_ledger::{SidecarEnvelope, Transaction};
 use medledger_types::{Digest, MemberId, Nonce, RecordId, Timestamp, TxId, encode};
@@ -40,14 +43,22 @@ impl Client {
     }
 
     /// Sends a request to the first validator that answers; connection failures move on to the next.
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>, signer: Option<&Identity>) -> Result<Bytes> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        signer: Option<&Identity>,
+    ) -> Result<Bytes> {
         let mut last = None;
         for node in &self.nodes {
             let url = format!("{}{}", node.trim_end_matches('/'), path);
             let mut request = self.http.request(method.clone(), &url);
             if let Some(me) = signer {
                 let body = body.as_deref().unwrap_or_default();
-                for (name, value) in sign_request(&me.signing, me.member, method.as_str(), path, Timestamp::new(now_ms()), body) {
+                for (name, value) in
+                    sign_request(&me.signing, me.member, method.as_str(), path, Timestamp::new(now_ms()), body)
+                {
                     request = request.header(name, value);
                 }
             }
@@ -92,7 +103,10 @@ impl Client {
 
     pub async fn next_nonce(&self, id: &MemberId) -> Result<Nonce> {
         let v: serde_json::Value = self.get_json(&format!("/v1/members/{id}/nonce"), None).await?;
-        let last = v.get("nonce").and_then(serde_json::Value::as_u64).ok_or_else(|| SdkError::Other("bad nonce reply".into()))?;
+        let last = v
+            .get("nonce")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| SdkError::Other("bad nonce reply".into()))?;
         // Microseconds keep nonces increasing across this member's devices without coordination.
         Ok(Nonce::new((last + 1).max(now_ms() * 1000)))
     }

@@ -111,7 +111,8 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
 
 impl Home {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir.join("identities")).map_err(|e| SdkError::Other(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir.join("identities"))
+            .map_err(|e| SdkError::Other(format!("{}: {e}", dir.display())))?;
         Ok(Home { dir: dir.to_path_buf() })
     }
 
@@ -120,12 +121,19 @@ impl Home {
     }
 
     pub fn config(&self) -> Result<ClientConfig> {
-        read_json(&self.dir.join("client.json"))?
-            .ok_or_else(|| SdkError::Usage(format!("no client config in {}; run `medledger init` or `medledger up` first", self.dir.display())))
+        read_json(&self.dir.join("client.json"))?.ok_or_else(|| {
+            SdkError::Usage(format!(
+                "no client config in {}; run `medledger init` or `medledger up` first",
+                self.dir.display()
+            ))
+        })
     }
 
     pub fn save_config(&self, config: &ClientConfig) -> Result<()> {
-        write_file(&self.dir.join("client.json"), serde_json::to_string_pretty(config).map_err(SdkError::other)?.as_bytes())
+        write_file(
+            &self.dir.join("client.json"),
+            serde_json::to_string_pretty(config).map_err(SdkError::other)?.as_bytes(),
+        )
     }
 
     pub fn book(&self) -> Result<BTreeMap<String, Contact>> {
@@ -141,7 +149,10 @@ impl Home {
             }
         }
         book.insert(alias.to_string(), contact);
-        write_file(&self.dir.join("book.json"), serde_json::to_string_pretty(&book).map_err(SdkError::other)?.as_bytes())
+        write_file(
+            &self.dir.join("book.json"),
+            serde_json::to_string_pretty(&book).map_err(SdkError::other)?.as_bytes(),
+        )
     }
 
     /// Resolves a local alias (or a member id in hex) to a contact.
@@ -203,6 +214,13 @@ impl Home {
             _ => return Err(SdkError::Other("keystore names an unknown suite".into())),
         };
         let encryption = DecryptionKey::from_bytes(suite, &secret[32..]).map_err(SdkError::other)?;
-        Ok(Identity { alias: alias.to_string(), member: file.member, role: file.role, org: file.org, signing: SigningKey::from_bytes(&seed), encryption })
+        Ok(Identity {
+            alias: alias.to_string(),
+            member: file.member,
+            role: file.role,
+            org: file.org,
+            signing: SigningKey::from_bytes(&seed),
+            encryption,
+        })
     }
 }

@@ -83,7 +83,13 @@ impl Session {
         Ok(Session { client: Client::new(nodes)?, chain_id: config.chain_id, home })
     }
 
-    fn seal_for(&self, to: &EncryptionKey, holder: KeyHolder, subject: KeySubject, secret: &[u8]) -> Result<SidecarEnvelope> {
+    fn seal_for(
+        &self,
+        to: &EncryptionKey,
+        holder: KeyHolder,
+        subject: KeySubject,
+        secret: &[u8],
+    ) -> Result<SidecarEnvelope> {
         let envelope = wrap::seal(to, secret, &subject.wrap_context(self.chain_id, holder)).map_err(SdkError::other)?;
         Ok(SidecarEnvelope { holder, subject, envelope })
     }
@@ -96,11 +102,19 @@ impl Session {
     /// Signs, submits and waits for the commit of a transaction; a rejection becomes an error.
     pub async fn transact(&self, me: &Identity, kind: TxKind, sidecar: Option<Sidecar>) -> Result<Committed> {
         let nonce = self.client.next_nonce(&me.member).await?;
-        let body = TxBody { chain_id: self.chain_id, signer: me.member, nonce, kind, sidecar_digest: sidecar.as_ref().map(Sidecar::digest) };
+        let body = TxBody {
+            chain_id: self.chain_id,
+            signer: me.member,
+            nonce,
+            kind,
+            sidecar_digest: sidecar.as_ref().map(Sidecar::digest),
+        };
         let tx = Transaction::sign(body, &me.signing);
         let id = self.client.submit(tx, sidecar.map(|s| s.encode())).await?;
         match self.client.wait(&id, COMMIT_TIMEOUT).await? {
-            TxStatus::Committed { height, time, outcome: TxOutcome::Applied, .. } => Ok(Committed { tx: id, height, time }),
+            TxStatus::Committed { height, time, outcome: TxOutcome::Applied, .. } => {
+                Ok(Committed { tx: id, height, time })
+            }
             TxStatus::Committed { outcome: TxOutcome::Rejected { reason }, height, .. } => {
                 if reason.is_access_denial() {
                     Err(SdkError::Denied(format!("{reason} (recorded at height {height})")))
@@ -132,7 +146,8 @@ impl Session {
             let chart = wrap::generate(KemSuite::default());
             let holder = KeyHolder::Member { member: identity.member };
             let subject = KeySubject::Chart { patient: identity.member, epoch: 0 };
-            let envelope = self.seal_for(identity.encryption.encryption_key(), holder, subject, &chart_secret(&chart))?;
+            let envelope =
+                self.seal_for(identity.encryption.encryption_key(), holder, subject, &chart_secret(&chart))?;
             (Some(chart.encryption_key().clone()), Some(Sidecar { envelopes: vec![envelope], metadata: None }))
         } else {
             (None, None)
@@ -152,7 +167,12 @@ impl Session {
     }
 
     /// Encrypts a record for `patient`, uploads the ciphertext and registers it.
-    pub async fn put_record(&self, me: &Identity, patient: &Contact, plaintext: &[u8]) -> Result<(RecordId, Committed)> {
+    pub async fn put_record(
+        &self,
+        me: &Identity,
+        patient: &Contact,
+        plaintext: &[u8],
+    ) -> Result<(RecordId, Committed)> {
         if plaintext.len() > RECORD_PLAINTEXT_MAX {
             return Err(SdkError::Usage(format!("records are limited to {} MiB", RECORD_PLAINTEXT_MAX >> 20)));
         }
@@ -160,7 +180,8 @@ impl Session {
         let record = RecordId::new(medledger_crypto::random_bytes());
         let dek = DataKey::generate();
         let mut ciphertext = Vec::with_capacity(plaintext.len() + plaintext.len() / 4096 + 128);
-        let sealed = payload::encrypt(&dek, record.as_bytes(), 1, plaintext, &mut ciphertext).map_err(SdkError::other)?;
+        let sealed =
+            payload::encrypt(&dek, record.as_bytes(), 1, plaintext, &mut ciphertext).map_err(SdkError::other)?;
         let digest = Digest::new(sealed.digest);
         let mut meta_ct = Vec::new();
         let meta_json = serde_json::to_vec(&metadata).map_err(SdkError::other)?;
@@ -201,8 +222,15 @@ impl Session {
             return Err(SdkError::Integrity("ciphertext does not match the digest on the ledger".into()));
         }
         let mut plaintext = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
-        payload::decrypt_with_digest(&dek, record.as_bytes(), bundle_record.version, bundle_record.digest.as_bytes(), &ciphertext[..], &mut *plaintext)
-            .map_err(|_| SdkError::Integrity("ciphertext does not authenticate".into()))?;
+        payload::decrypt_with_digest(
+            &dek,
+            record.as_bytes(),
+            bundle_record.version,
+            bundle_record.digest.as_bytes(),
+            &ciphertext[..],
+            &mut *plaintext,
+        )
+        .map_err(|_| SdkError::Integrity("ciphertext does not authenticate".into()))?;
         let metadata = metadata.and_then(|ct| {
             let mut out = Vec::new();
             payload::decrypt(&dek, record.as_bytes(), 0, &ct[..], &mut out).ok()?;
@@ -223,9 +251,11 @@ impl Session {
         } else {
             let chart_subject = KeySubject::Chart { patient: record.patient, epoch: record.chart_epoch };
             let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
-            let to_chart = find(me_holder, chart_subject).ok_or_else(|| SdkError::Denied("no wrapped key for this reader".into()))?;
+            let to_chart = find(me_holder, chart_subject)
+                .ok_or_else(|| SdkError::Denied("no wrapped key for this reader".into()))?;
             let chart = chart_key_from(&self.open_envelope(&me.encryption, to_chart)?)?;
-            let to_record = find(chart_holder, subject).ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
+            let to_record = find(chart_holder, subject)
+                .ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
             self.open_envelope(&chart, to_record)?
         };
         let dek = DataKey::from_slice(&secret).map_err(|_| SdkError::Integrity("data key malformed".into()))?;
@@ -242,7 +272,14 @@ impl Session {
     }
 
     /// The patient grants `to` access to one record or to the whole chart.
-    pub async fn grant(&self, me: &Identity, to: &Contact, scope: GrantScope, write: bool, expires_at: Option<Timestamp>) -> Result<Committed> {
+    pub async fn grant(
+        &self,
+        me: &Identity,
+        to: &Contact,
+        scope: GrantScope,
+        write: bool,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Committed> {
         let grantee = self.client.member(&to.member).await?;
         let holder = KeyHolder::Member { member: to.member };
         let (envelope, chart_epoch) = match scope {
@@ -254,14 +291,19 @@ impl Session {
             GrantScope::Record(record) => {
                 // The patient reads the record's key like any reader: a logged access first.
                 let entry = self.client.record(&record).await?;
-                let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose: PurposeOfUse::Patrqt });
+                let kind = TxKind::RecordAccess(RecordAccess {
+                    record,
+                    version: entry.version,
+                    purpose: PurposeOfUse::Patrqt,
+                });
                 let access = self.transact(me, kind, None).await?;
                 let (dek, entry, _) = self.data_key(me, &access.tx).await?;
                 let subject = KeySubject::Record { record, version: entry.version };
                 (self.seal_for(&grantee.encryption_key, holder, subject, dek.as_bytes())?, None)
             }
         };
-        let kind = TxKind::Grant(Grant { patient: me.member, grantee: to.member, scope, write, expires_at, chart_epoch });
+        let kind =
+            TxKind::Grant(Grant { patient: me.member, grantee: to.member, scope, write, expires_at, chart_epoch });
         self.transact(me, kind, Some(Sidecar { envelopes: vec![envelope], metadata: None })).await
     }
 
@@ -271,8 +313,13 @@ impl Session {
             GrantScope::Record(_) => (None, None),
             GrantScope::All => {
                 let chart = self.client.chart(&me.member).await?;
-                let epoch = chart.epoch.checked_add(1).ok_or_else(|| SdkError::Other("chart epochs exhausted".into()))?;
-                let now = Timestamp::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64));
+                let epoch =
+                    chart.epoch.checked_add(1).ok_or_else(|| SdkError::Other("chart epochs exhausted".into()))?;
+                let now = Timestamp::new(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                );
                 let mut recipients = vec![me.member];
                 for holder in chart.holders.iter().filter(|m| **m != from.member) {
                     if self.client.grant(&me.member, holder).await?.is_some_and(|g| g.is_live(now)) {
@@ -284,10 +331,17 @@ impl Session {
                 let subject = KeySubject::Chart { patient: me.member, epoch };
                 let mut envelopes = Vec::new();
                 for member in &recipients {
-                    let key = if *member == me.member { me.encryption.encryption_key().clone() } else { self.client.member(member).await?.encryption_key };
+                    let key = if *member == me.member {
+                        me.encryption.encryption_key().clone()
+                    } else {
+                        self.client.member(member).await?.encryption_key
+                    };
                     envelopes.push(self.seal_for(&key, KeyHolder::Member { member: *member }, subject, &secret)?);
                 }
-                (Some(NewChartEpoch { public_key: next.encryption_key().clone(), recipients }), Some(Sidecar { envelopes, metadata: None }))
+                (
+                    Some(NewChartEpoch { public_key: next.encryption_key().clone(), recipients }),
+                    Some(Sidecar { envelopes, metadata: None }),
+                )
             }
         };
         let kind = TxKind::Revoke(Revoke { patient: me.member, grantee: from.member, scope, new_chart });
@@ -309,11 +363,17 @@ pub fn describe(plaintext: &[u8]) -> Result<RecordMetadata> {
     let looks_json = plaintext.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if looks_json {
         let text = std::str::from_utf8(plaintext).map_err(|_| SdkError::Usage("JSON input is not UTF-8".into()))?;
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| SdkError::Usage(format!("input is not valid JSON: line {}", e.line())))?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| SdkError::Usage(format!("input is not valid JSON: line {}", e.line())))?;
         if value.get("resourceType").is_some() {
-            let resource: fhirkit::r4::Resource = fhirkit::from_json_strict(text)
-                .map_err(|e| SdkError::Usage(format!("not a valid FHIR R4 resource: {}", first_line(&e.to_string()))))?;
-            return Ok(RecordMetadata { resource_type: Some(resource.resource_type().to_string()), content_type: "application/fhir+json".into(), size_bytes });
+            let resource: fhirkit::r4::Resource = fhirkit::from_json_strict(text).map_err(|e| {
+                SdkError::Usage(format!("not a valid FHIR R4 resource: {}", first_line(&e.to_string())))
+            })?;
+            return Ok(RecordMetadata {
+                resource_type: Some(resource.resource_type().to_string()),
+                content_type: "application/fhir+json".into(),
+                size_bytes,
+            });
         }
         return Ok(RecordMetadata { resource_type: None, content_type: "application/json".into(), size_bytes });
     }

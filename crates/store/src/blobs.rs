@@ -47,18 +47,9 @@ impl Blobs {
     /// Opens a store from a URL: `file://PATH` (relative paths under `base`), `s3://BUCKET` (with
     /// `s3_endpoint` for a non-AWS server; credentials and region from the usual AWS_* variables),
     /// or `memory://` (tests).
-    pub fn open(
-        url: &str,
-        base: &FsPath,
-        s3_endpoint: Option<&str>,
-        max_bytes: u64,
-    ) -> Result<Self, BlobError> {
+    pub fn open(url: &str, base: &FsPath, s3_endpoint: Option<&str>, max_bytes: u64) -> Result<Self, BlobError> {
         let store: Arc<dyn ObjectStore> = if let Some(path) = url.strip_prefix("file://") {
-            let path = if FsPath::new(path).is_absolute() {
-                FsPath::new(path).to_path_buf()
-            } else {
-                base.join(path)
-            };
+            let path = if FsPath::new(path).is_absolute() { FsPath::new(path).to_path_buf() } else { base.join(path) };
             std::fs::create_dir_all(&path).map_err(|e| BlobError::Store(e.to_string()))?;
             Arc::new(LocalFileSystem::new_with_prefix(&path).map_err(store_err)?)
         } else if let Some(bucket) = url.strip_prefix("s3://") {
@@ -95,37 +86,20 @@ impl Blobs {
             return Err(BlobError::Integrity);
         }
         let path = Self::path(digest);
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .store
-            .put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts)
-            .await
-        {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts).await {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
             // Some S3 servers lack create-if-absent; content addressing makes an overwrite harmless.
-            Err(
-                object_store::Error::NotImplemented { .. }
-                | object_store::Error::NotSupported { .. },
-            ) => self
-                .store
-                .put(&path, PutPayload::from_bytes(bytes))
-                .await
-                .map(|_| ())
-                .map_err(store_err),
+            Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+                self.store.put(&path, PutPayload::from_bytes(bytes)).await.map(|_| ()).map_err(store_err)
+            }
             Err(e) => Err(store_err(e)),
         }
     }
 
     /// Fetches the blob and checks it against `digest`.
     pub async fn get(&self, digest: &Digest) -> Result<Bytes, BlobError> {
-        let result = self
-            .store
-            .get(&Self::path(digest))
-            .await
-            .map_err(store_err)?;
+        let result = self.store.get(&Self::path(digest)).await.map_err(store_err)?;
         if result.meta.size > self.max_bytes {
             return Err(BlobError::TooLarge);
         }

@@ -40,22 +40,14 @@ pub struct ChainLog {
 impl ChainLog {
     /// Opens (or creates) the log and cuts it to `committed_len`, the length the state knows.
     pub fn open(path: &Path, committed_len: u64) -> Result<Self, ChainError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)?;
+        let file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
         let actual = file.metadata()?.len();
         if actual > committed_len {
             file.set_len(committed_len)?;
             file.sync_all()?;
         }
         let len = actual.min(committed_len);
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            len,
-        })
+        Ok(Self { path: path.to_path_buf(), file, len })
     }
 
     pub fn len(&self) -> u64 {
@@ -67,22 +59,13 @@ impl ChainLog {
     }
 
     /// Appends an entry and makes it durable; returns its (offset, length).
-    pub fn append(
-        &mut self,
-        height: Height,
-        block: &[u8],
-        certificate: &[u8],
-    ) -> Result<(u64, u64), ChainError> {
+    pub fn append(&mut self, height: Height, block: &[u8], certificate: &[u8]) -> Result<(u64, u64), ChainError> {
         let mut entry = Vec::with_capacity(24 + block.len() + certificate.len());
         entry.extend_from_slice(MAGIC);
         entry.extend_from_slice(&height.get().to_le_bytes());
         entry.extend_from_slice(&u32::try_from(block.len()).unwrap_or(u32::MAX).to_le_bytes());
         entry.extend_from_slice(block);
-        entry.extend_from_slice(
-            &u32::try_from(certificate.len())
-                .unwrap_or(u32::MAX)
-                .to_le_bytes(),
-        );
+        entry.extend_from_slice(&u32::try_from(certificate.len()).unwrap_or(u32::MAX).to_le_bytes());
         entry.extend_from_slice(certificate);
         let offset = self.len;
         self.file.write_all(&entry)?;
@@ -100,11 +83,7 @@ impl ChainLog {
 
     /// Every entry from the start, for verification; stops at the first malformed one.
     pub fn entries(path: &Path) -> Result<ChainEntries, ChainError> {
-        Ok(ChainEntries {
-            reader: BufReader::new(File::open(path)?),
-            offset: 0,
-            done: false,
-        })
+        Ok(ChainEntries { reader: BufReader::new(File::open(path)?), offset: 0, done: false })
     }
 }
 
@@ -141,9 +120,7 @@ fn read_entry(reader: &mut impl Read, offset: u64) -> Result<Option<ChainEntry>,
     let mut magic = [0u8; 4];
     match reader.read(&mut magic[..1])? {
         0 => return Ok(None),
-        _ => reader
-            .read_exact(&mut magic[1..])
-            .map_err(|_| malformed())?,
+        _ => reader.read_exact(&mut magic[1..]).map_err(|_| malformed())?,
     }
     if &magic != MAGIC {
         return Err(malformed());
@@ -153,11 +130,7 @@ fn read_entry(reader: &mut impl Read, offset: u64) -> Result<Option<ChainEntry>,
     let height = Height::new(u64::from_le_bytes(u64buf));
     let block = read_chunk(reader, BLOCK_BYTES_MAX).ok_or_else(malformed)?;
     let certificate = read_chunk(reader, CERT_BYTES_MAX).ok_or_else(malformed)?;
-    Ok(Some(ChainEntry {
-        height,
-        block,
-        certificate,
-    }))
+    Ok(Some(ChainEntry { height, block, certificate }))
 }
 
 fn read_chunk(reader: &mut impl Read, max: usize) -> Option<Vec<u8>> {

@@ -86,46 +86,23 @@ impl StateDb {
         let txn = self.db.begin_read().map_err(db_err)?;
         let meta = txn.open_table(META).map_err(db_err)?;
         let value = meta.get(LAST_APPLIED).map_err(db_err)?;
-        value
-            .map(|v| borsh::from_slice(v.value()).map_err(db_err))
-            .transpose()
+        value.map(|v| borsh::from_slice(v.value()).map_err(db_err)).transpose()
     }
 
     /// Computes the tree update of `writes` at `height` on top of the committed state and the
     /// `pending` batches of the unfinalized ancestors (oldest first).
-    pub fn compute(
-        &self,
-        pending: &[&Pending],
-        height: Height,
-        writes: WriteSet,
-    ) -> Result<Pending, StoreError> {
+    pub fn compute(&self, pending: &[&Pending], height: Height, writes: WriteSet) -> Result<Pending, StoreError> {
         let view = self.view(pending)?;
         let tree = Sha256Jmt::new(&view);
-        let set: Vec<(KeyHash, Option<OwnedValue>)> = writes
-            .iter()
-            .map(|(k, v)| (key_hash(k), v.clone()))
-            .collect();
-        let (root, tree_batch) = tree
-            .put_value_set(set, height.get())
-            .map_err(|e| StoreError::Tree(e.to_string()))?;
-        Ok(Pending {
-            height,
-            writes,
-            tree: tree_batch,
-            root: Digest::new(root.0),
-        })
+        let set: Vec<(KeyHash, Option<OwnedValue>)> = writes.iter().map(|(k, v)| (key_hash(k), v.clone())).collect();
+        let (root, tree_batch) = tree.put_value_set(set, height.get()).map_err(|e| StoreError::Tree(e.to_string()))?;
+        Ok(Pending { height, writes, tree: tree_batch, root: Digest::new(root.0) })
     }
 
     /// Initialises the state with genesis (version 0) unless it already is; returns the root.
-    pub fn init_genesis(
-        &self,
-        genesis_digest: BlockHash,
-        writes: WriteSet,
-    ) -> Result<Digest, StoreError> {
+    pub fn init_genesis(&self, genesis_digest: BlockHash, writes: WriteSet) -> Result<Digest, StoreError> {
         if let Some(last) = self.last_applied()? {
-            return self
-                .root_at(last.height)
-                .map(|r| r.unwrap_or(last.state_root));
+            return self.root_at(last.height).map(|r| r.unwrap_or(last.state_root));
         }
         let pending = self.compute(&[], Height::ZERO, writes)?;
         let root = pending.root;
@@ -136,9 +113,7 @@ impl StateDb {
     fn root_at(&self, height: Height) -> Result<Option<Digest>, StoreError> {
         let view = self.view(&[])?;
         let tree = Sha256Jmt::new(&view);
-        let root = tree
-            .get_root_hash_option(height.get())
-            .map_err(|e| StoreError::Tree(e.to_string()))?;
+        let root = tree.get_root_hash_option(height.get()).map_err(|e| StoreError::Tree(e.to_string()))?;
         Ok(root.map(|r| Digest::new(r.0)))
     }
 
@@ -190,41 +165,22 @@ impl StateDb {
             }
             let mut table = txn.open_table(SIDECARS).map_err(db_err)?;
             for (d, bytes) in sidecars {
-                table
-                    .insert(d.as_bytes(), bytes.as_slice())
-                    .map_err(db_err)?;
+                table.insert(d.as_bytes(), bytes.as_slice()).map_err(db_err)?;
             }
             let mut index = txn.open_table(TXS).map_err(db_err)?;
             for (i, tx) in txs.iter().enumerate() {
-                index
-                    .insert(
-                        tx.as_bytes(),
-                        (height.get(), u32::try_from(i).unwrap_or(u32::MAX)),
-                    )
-                    .map_err(db_err)?;
+                index.insert(tx.as_bytes(), (height.get(), u32::try_from(i).unwrap_or(u32::MAX))).map_err(db_err)?;
             }
             let log_len = match log_entry {
                 Some((offset, len)) => {
-                    txn.open_table(BLOCKS)
-                        .map_err(db_err)?
-                        .insert(height.get(), (offset, len))
-                        .map_err(db_err)?;
+                    txn.open_table(BLOCKS).map_err(db_err)?.insert(height.get(), (offset, len)).map_err(db_err)?;
                     offset + len
                 }
                 None => 0,
             };
-            let last = LastApplied {
-                height,
-                digest,
-                state_root: pending.root,
-                log_len,
-            };
+            let last = LastApplied { height, digest, state_root: pending.root, log_len };
             let mut meta = txn.open_table(META).map_err(db_err)?;
-            meta.insert(
-                LAST_APPLIED,
-                borsh::to_vec(&last).map_err(db_err)?.as_slice(),
-            )
-            .map_err(db_err)?;
+            meta.insert(LAST_APPLIED, borsh::to_vec(&last).map_err(db_err)?.as_slice()).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(())
@@ -239,10 +195,7 @@ impl StateDb {
     pub fn sidecar(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(SIDECARS).map_err(db_err)?;
-        Ok(table
-            .get(digest.as_bytes())
-            .map_err(db_err)?
-            .map(|v| v.value().to_vec()))
+        Ok(table.get(digest.as_bytes()).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     /// Where a committed transaction is: (height, index in block).
@@ -332,11 +285,7 @@ impl TreeReader for SpecView<'_> {
         }
     }
 
-    fn get_value_option(
-        &self,
-        max_version: Version,
-        key_hash: KeyHash,
-    ) -> anyhow::Result<Option<OwnedValue>> {
+    fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
         for p in self.pending.iter().rev() {
             for ((version, hash), value) in p.tree.node_batch.values() {
                 if *hash == key_hash && *version <= max_version {
@@ -355,8 +304,6 @@ impl TreeReader for SpecView<'_> {
     }
 
     fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
-        anyhow::bail!(
-            "rightmost leaf is only used for state restore, which reads snapshots instead"
-        )
+        anyhow::bail!("rightmost leaf is only used for state restore, which reads snapshots instead")
     }
 }

@@ -4,10 +4,7 @@ use medledger_store::{BlobError, Blobs, ChainLog, StateDb};
 use medledger_types::{BlockHash, Digest, Height};
 
 fn writes(pairs: &[(&str, Option<&str>)]) -> WriteSet {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec()))).collect()
 }
 
 #[test]
@@ -36,37 +33,27 @@ fn speculative_roots_equal_committed_roots() {
     let (r1, r2) = (p1.root, p2.root);
     assert_ne!(r1, root_a);
     assert_ne!(r1, r2);
-    a.commit(p1, BlockHash::new([1; 32]), &[], &[], None)
-        .unwrap();
-    a.commit(p2, BlockHash::new([2; 32]), &[], &[], None)
-        .unwrap();
+    a.commit(p1, BlockHash::new([1; 32]), &[], &[], None).unwrap();
+    a.commit(p2, BlockHash::new([2; 32]), &[], &[], None).unwrap();
 
     // b: compute and commit one at a time: the same roots.
     let q1 = b.compute(&[], Height::new(1), w1).unwrap();
     assert_eq!(q1.root, r1);
-    b.commit(q1, BlockHash::new([1; 32]), &[], &[], None)
-        .unwrap();
+    b.commit(q1, BlockHash::new([1; 32]), &[], &[], None).unwrap();
     let q2 = b.compute(&[], Height::new(2), w2).unwrap();
     assert_eq!(q2.root, r2);
-    b.commit(q2, BlockHash::new([2; 32]), &[], &[], None)
-        .unwrap();
+    b.commit(q2, BlockHash::new([2; 32]), &[], &[], None).unwrap();
 
     // A block without writes keeps the root and the next block still builds on it.
     let q3 = b.compute(&[], Height::new(3), WriteSet::new()).unwrap();
     assert_eq!(q3.root, r2);
-    b.commit(q3, BlockHash::new([3; 32]), &[], &[], None)
-        .unwrap();
-    let q4 = b
-        .compute(&[], Height::new(4), writes(&[("k/4", Some("4"))]))
-        .unwrap();
+    b.commit(q3, BlockHash::new([3; 32]), &[], &[], None).unwrap();
+    let q4 = b.compute(&[], Height::new(4), writes(&[("k/4", Some("4"))])).unwrap();
     assert_ne!(q4.root, r2);
 
     // Out of order commits are refused.
     let stale = b.compute(&[], Height::new(9), WriteSet::new()).unwrap();
-    assert!(
-        b.commit(stale, BlockHash::new([9; 32]), &[], &[], None)
-            .is_err()
-    );
+    assert!(b.commit(stale, BlockHash::new([9; 32]), &[], &[], None).is_err());
 }
 
 #[test]
@@ -75,14 +62,10 @@ fn state_survives_reopen() {
     let path = dir.path().join("s.redb");
     let root = {
         let db = StateDb::open(&path).unwrap();
-        db.init_genesis(BlockHash::new([0; 32]), writes(&[("a", Some("1"))]))
-            .unwrap();
-        let p = db
-            .compute(&[], Height::new(1), writes(&[("b", Some("2"))]))
-            .unwrap();
+        db.init_genesis(BlockHash::new([0; 32]), writes(&[("a", Some("1"))])).unwrap();
+        let p = db.compute(&[], Height::new(1), writes(&[("b", Some("2"))])).unwrap();
         let root = p.root;
-        db.commit(p, BlockHash::new([7; 32]), &[], &[], Some((0, 10)))
-            .unwrap();
+        db.commit(p, BlockHash::new([7; 32]), &[], &[], Some((0, 10))).unwrap();
         root
     };
     let db = StateDb::open(&path).unwrap();
@@ -127,10 +110,7 @@ async fn blobs_check_digests_both_ways() {
         let data = Bytes::from_static(b"ciphertext bytes");
         let digest = Digest::new(medledger_crypto::sha256(&data));
         let wrong = Digest::new([0; 32]);
-        assert!(matches!(
-            blobs.put(&wrong, data.clone()).await,
-            Err(BlobError::Integrity)
-        ));
+        assert!(matches!(blobs.put(&wrong, data.clone()).await, Err(BlobError::Integrity)));
         assert!(!blobs.exists(&wrong).await.unwrap());
         blobs.put(&digest, data.clone()).await.unwrap();
         blobs.put(&digest, data.clone()).await.unwrap();
@@ -138,30 +118,16 @@ async fn blobs_check_digests_both_ways() {
         assert!(matches!(blobs.get(&wrong).await, Err(BlobError::NotFound)));
         let big = Bytes::from(vec![0u8; (1 << 20) + 1]);
         let big_digest = Digest::new(medledger_crypto::sha256(&big));
-        assert!(matches!(
-            blobs.put(&big_digest, big).await,
-            Err(BlobError::TooLarge)
-        ));
+        assert!(matches!(blobs.put(&big_digest, big).await, Err(BlobError::TooLarge)));
     }
     // Flip one byte in the stored file: the read fails as an integrity error.
     let path = dir.path().join("blobs").join("c");
-    let file = std::fs::read_dir(&path)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let file = std::fs::read_dir(&path).unwrap().next().unwrap().unwrap().path();
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[3] ^= 0x01;
     std::fs::write(&file, bytes).unwrap();
     let blobs = Blobs::open("file://blobs", dir.path(), None, 1 << 20).unwrap();
     let digest = Digest::new(medledger_crypto::sha256(b"ciphertext bytes"));
-    assert!(matches!(
-        blobs.get(&digest).await,
-        Err(BlobError::Integrity)
-    ));
-    assert!(matches!(
-        Blobs::open("ftp://x", dir.path(), None, 1),
-        Err(BlobError::Url(_))
-    ));
+    assert!(matches!(blobs.get(&digest).await, Err(BlobError::Integrity)));
+    assert!(matches!(Blobs::open("ftp://x", dir.path(), None, 1), Err(BlobError::Url(_))));
 }

@@ -45,30 +45,19 @@ impl<L: Ledger> Glue<L> {
         index: u32,
         propose_budget: Duration,
     ) -> Self {
-        Self {
-            ledger,
-            validators,
-            index,
-            propose_budget,
-        }
+        Self { ledger, validators, index, propose_budget }
     }
 
     /// The genesis index of the validator holding `key`.
     fn index_of(&self, key: &ed25519::PublicKey) -> Option<u32> {
-        let position = self
-            .validators
-            .iter()
-            .position(|candidate| candidate == key)?;
+        let position = self.validators.iter().position(|candidate| candidate == key)?;
         u32::try_from(position).ok()
     }
 }
 
 /// Milliseconds since the Unix epoch on the runtime's clock (virtual in simulations).
 pub(crate) fn now_ms(clock: &impl Clock) -> u64 {
-    let since_epoch = clock
-        .current()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since_epoch = clock.current().duration_since(UNIX_EPOCH).unwrap_or_default();
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -145,11 +134,7 @@ where
         }
     }
 
-    async fn verify(
-        &mut self,
-        (runtime, context): (E, ViewContext),
-        mut ancestry: impl Ancestry<ChainBlock>,
-    ) -> bool {
+    async fn verify(&mut self, (runtime, context): (E, ViewContext), mut ancestry: impl Ancestry<ChainBlock>) -> bool {
         // The marshal hands verification the block followed by its parent. If it ever did not, the
         // glue abstains (never resolves) rather than vote on something it has not checked.
         let (Some(block), Some(parent)) = (ancestry.next().await, ancestry.next().await) else {

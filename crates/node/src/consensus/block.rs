@@ -52,18 +52,11 @@ impl ChainBlock {
     pub fn new(block: Block) -> Result<Self, ChainBlockError> {
         let encoded = block.encode();
         if encoded.len() > BLOCK_BYTES_MAX {
-            return Err(ChainBlockError::TooLarge {
-                len: encoded.len(),
-                max: BLOCK_BYTES_MAX,
-            });
+            return Err(ChainBlockError::TooLarge { len: encoded.len(), max: BLOCK_BYTES_MAX });
         }
         Block::decode(&encoded)?;
         let digest = sha256::Digest(block.digest().0);
-        Ok(Self {
-            block,
-            digest,
-            encoded: Bytes::from(encoded),
-        })
+        Ok(Self { block, digest, encoded: Bytes::from(encoded) })
     }
 
     /// The ledger block.
@@ -95,17 +88,10 @@ impl Read for ChainBlock {
 
     fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
         let len = usize::read_cfg(buf, &RangeCfg::new(..=BLOCK_BYTES_MAX))?;
-        let encoded: Bytes = buf
-            .try_take_owned(len)
-            .map_err(|_| CodecError::EndOfBuffer)?;
-        let block = Block::decode(&encoded)
-            .map_err(|error| CodecError::Wrapped("ChainBlock", Box::new(error)))?;
+        let encoded: Bytes = buf.try_take_owned(len).map_err(|_| CodecError::EndOfBuffer)?;
+        let block = Block::decode(&encoded).map_err(|error| CodecError::Wrapped("ChainBlock", Box::new(error)))?;
         let digest = sha256::Digest(block.digest().0);
-        Ok(Self {
-            block,
-            digest,
-            encoded,
-        })
+        Ok(Self { block, digest, encoded })
     }
 }
 
@@ -140,9 +126,7 @@ mod tests {
     use commonware_codec::{Decode as _, Encode as _};
     use commonware_consensus::Block as _;
     use medledger_ledger::BlockHeader;
-    use medledger_types::{
-        BlockHash, ChainId, Digest as LedgerDigest, Height as LedgerHeight, Timestamp,
-    };
+    use medledger_types::{BlockHash, ChainId, Digest as LedgerDigest, Height as LedgerHeight, Timestamp};
 
     use super::*;
 
@@ -186,10 +170,7 @@ mod tests {
 
     #[test]
     fn truncated_trailing_or_corrupt_bytes_are_refused() {
-        let bytes = ChainBlock::new(sample(1))
-            .expect("a valid block")
-            .encode()
-            .to_vec();
+        let bytes = ChainBlock::new(sample(1)).expect("a valid block").encode().to_vec();
         assert!(ChainBlock::decode_cfg(bytes[..bytes.len() - 1].to_vec(), &()).is_err());
         let mut trailing = bytes.clone();
         trailing.push(0);
@@ -205,9 +186,6 @@ mod tests {
     fn a_block_peers_would_refuse_is_not_wrapped() {
         let mut block = sample(1);
         block.header.tx_root = LedgerDigest::new([9; 32]);
-        assert!(matches!(
-            ChainBlock::new(block),
-            Err(ChainBlockError::Invalid(_))
-        ));
+        assert!(matches!(ChainBlock::new(block), Err(ChainBlockError::Invalid(_))));
     }
 }

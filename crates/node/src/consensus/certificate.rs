@@ -32,9 +32,7 @@ pub fn verify_certificate(
         return false;
     };
     let verifier = Scheme::verifier(namespace, participants);
-    let Ok(finalization) =
-        Finalization::decode_cfg(certificate.to_vec(), &verifier.certificate_codec_config())
-    else {
+    let Ok(finalization) = Finalization::decode_cfg(certificate.to_vec(), &verifier.certificate_codec_config()) else {
         return false;
     };
     if finalization.proposal.payload.0 != block_digest || finalization.epoch() != Epoch::zero() {
@@ -60,8 +58,7 @@ mod tests {
     fn sample() -> (Vec<[u8; 32]>, Vec<u8>) {
         let seeds = [[1u8; 32], [2; 32], [3; 32], [4; 32]];
         let keys: Vec<[u8; 32]> = seeds.iter().map(validator_public_key).collect();
-        let participants =
-            Set::try_from(public_keys(keys.iter()).expect("valid keys")).expect("distinct");
+        let participants = Set::try_from(public_keys(keys.iter()).expect("valid keys")).expect("distinct");
         let schemes: Vec<Scheme> = seeds
             .iter()
             .map(|seed| {
@@ -71,13 +68,10 @@ mod tests {
             .collect();
         let round = Round::new(Epoch::zero(), View::new(7));
         let proposal = Proposal::new(round, View::new(6), sha256::Digest([9; 32]));
-        let finalizes: Vec<_> = schemes[..3]
-            .iter()
-            .map(|scheme| Finalize::sign(scheme, proposal.clone()).expect("a signer"))
-            .collect();
+        let finalizes: Vec<_> =
+            schemes[..3].iter().map(|scheme| Finalize::sign(scheme, proposal.clone()).expect("a signer")).collect();
         let finalization =
-            Finalization::from_finalizes(&schemes[0], non_empty![@&finalizes], &Sequential)
-                .expect("a quorum");
+            Finalization::from_finalizes(&schemes[0], non_empty![@&finalizes], &Sequential).expect("a quorum");
         (keys, finalization.encode().to_vec())
     }
 
@@ -85,12 +79,7 @@ mod tests {
     fn a_quorum_certificate_verifies_and_a_short_one_does_not() {
         let (keys, certificate) = sample();
         assert!(verify_certificate(b"pin", &keys, [9; 32], &certificate));
-        assert!(!verify_certificate(
-            b"pin",
-            &keys[..3],
-            [9; 32],
-            &certificate
-        ));
+        assert!(!verify_certificate(b"pin", &keys[..3], [9; 32], &certificate));
         assert!(!verify_certificate(b"other", &keys, [9; 32], &certificate));
     }
 

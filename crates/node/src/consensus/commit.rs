@@ -76,14 +76,8 @@ pub(crate) async fn run_committer<L: Ledger>(
             .await
             .filter(|finalization| finalization.proposal.payload == digest)
             .map(|finalization| finalization.encode().to_vec());
-        debug!(
-            height = height.get(),
-            has_certificate = certificate.is_some(),
-            "committing finalized block"
-        );
-        ledger
-            .finalized(block.inner().block().clone(), certificate)
-            .await;
+        debug!(height = height.get(), has_certificate = certificate.is_some(), "committing finalized block");
+        ledger.finalized(block.inner().block().clone(), certificate).await;
         ack.acknowledge();
     }
     info!("finalized-block delivery stopped");

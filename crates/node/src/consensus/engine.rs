@@ -91,24 +91,15 @@ pub(crate) struct Identity {
 /// Parses and checks the validator set and this validator's key.
 pub(crate) fn identity(cfg: &ValidatorConfig) -> Result<Identity, ConsensusError> {
     let keys = public_keys(cfg.validators.iter().map(|peer| &peer.public_key))?;
-    let participants =
-        Set::try_from(keys.clone()).map_err(|_| ConsensusError::DuplicateValidator)?;
-    let own = keys
-        .get(cfg.index as usize)
-        .ok_or(ConsensusError::IndexOutOfRange {
-            index: cfg.index,
-            count: keys.len(),
-        })?;
+    let participants = Set::try_from(keys.clone()).map_err(|_| ConsensusError::DuplicateValidator)?;
+    let own =
+        keys.get(cfg.index as usize).ok_or(ConsensusError::IndexOutOfRange { index: cfg.index, count: keys.len() })?;
     let signer = PrivateKey::decode(Copying(&cfg.signing_seed[..]))
         .map_err(|_| ConsensusError::KeyMismatch { index: cfg.index })?;
     if &signer.public_key() != own {
         return Err(ConsensusError::KeyMismatch { index: cfg.index });
     }
-    Ok(Identity {
-        signer,
-        genesis_order: Arc::new(keys),
-        participants,
-    })
+    Ok(Identity { signer, genesis_order: Arc::new(keys), participants })
 }
 
 /// Decodes raw Ed25519 public keys, in order, within the validator-set limit.
@@ -120,26 +111,17 @@ pub(crate) fn public_keys<'a>(
         return Err(ConsensusError::NoValidators);
     }
     if count > VALIDATORS_MAX {
-        return Err(ConsensusError::TooManyValidators {
-            count,
-            max: VALIDATORS_MAX,
-        });
+        return Err(ConsensusError::TooManyValidators { count, max: VALIDATORS_MAX });
     }
     raw.enumerate()
         .map(|(index, bytes)| {
-            PublicKey::decode(Copying(&bytes[..]))
-                .map_err(|_| ConsensusError::InvalidPublicKey { index })
+            PublicKey::decode(Copying(&bytes[..])).map_err(|_| ConsensusError::InvalidPublicKey { index })
         })
         .collect()
 }
 
 /// Storage configuration of one immutable archive named `name` under `prefix`.
-fn archive_config<C>(
-    prefix: &str,
-    name: &str,
-    page_cache: &CacheRef,
-    codec_config: C,
-) -> immutable::Config<C> {
+fn archive_config<C>(prefix: &str, name: &str, page_cache: &CacheRef, codec_config: C) -> immutable::Config<C> {
     let partition = |part: &str| format!("{prefix}-{name}-{part}");
     immutable::Config {
         metadata_partition: partition("metadata"),
@@ -150,7 +132,7 @@ fn archive_config<C>(
         freezer_key_partition: partition("freezer-key"),
         freezer_key_page_cache: page_cache.clone(),
         freezer_value_partition: partition("freezer-value"),
-        freezer_value_target_size: 1 << 30,
+        freezer_value_target_size: 256 << 20,
         freezer_value_compression: None,
         ordinal_partition: partition("ordinal"),
         items_per_section: ARCHIVE_ITEMS_PER_SECTION,
@@ -192,28 +174,18 @@ where
     }
     let genesis = ChainBlock::new(genesis)?;
     let genesis_digest = genesis.digest();
-    let scheme = Scheme::signer(
-        &cfg.namespace,
-        identity.participants.clone(),
-        identity.signer.clone(),
-    )
-    .ok_or(ConsensusError::KeyMismatch { index: cfg.index })?;
+    let scheme = Scheme::signer(&cfg.namespace, identity.participants.clone(), identity.signer.clone())
+        .ok_or(ConsensusError::KeyMismatch { index: cfg.index })?;
     let public_key = identity.signer.public_key();
     let prefix = cfg.partition_prefix();
     let page_cache = CacheRef::new(PAGE_SIZE, PAGE_CACHE_PAGES);
-    let fetch_timeout = NonZeroDuration::new(cfg.timeouts.fetch).ok_or(
-        ConsensusError::InvalidTimeouts("the fetch time-out must not be zero"),
-    )?;
+    let fetch_timeout = NonZeroDuration::new(cfg.timeouts.fetch)
+        .ok_or(ConsensusError::InvalidTimeouts("the fetch time-out must not be zero"))?;
 
     // Archives of finalization certificates and finalized blocks, both indexed by height.
     let finalizations = immutable::Archive::<E, Digest, Finalization>::init(
         context.child("finalizations_by_height"),
-        archive_config(
-            &prefix,
-            "finalizations-by-height",
-            &page_cache,
-            Scheme::certificate_codec_config_unbounded(),
-        ),
+        archive_config(&prefix, "finalizations-by-height", &page_cache, Scheme::certificate_codec_config_unbounded()),
     )
     .await
     .map_err(|error| ConsensusError::Storage(format!("finalization archive: {error}")))?;
@@ -288,25 +260,13 @@ where
     let marshal_handle = actor.start(queue, buffer, resolver);
     let committer_handle = {
         let (ledger, marshal) = (ledger.clone(), marshal.clone());
-        context
-            .child("committer")
-            .spawn(move |_| run_committer(ledger, marshal, deliveries))
+        context.child("committer").spawn(move |_| run_committer(ledger, marshal, deliveries))
     };
 
     // Simplex, with the marshal's inline-verification wrapper as automaton, relay and reporter.
     let timeouts = cfg.timeouts;
-    let glue = Glue::new(
-        ledger,
-        identity.genesis_order.clone(),
-        cfg.index,
-        timeouts.propose_budget,
-    );
-    let wrapper = Inline::new(
-        context.child("application"),
-        glue,
-        marshal,
-        FixedEpocher::new(EPOCH_LENGTH),
-    );
+    let glue = Glue::new(ledger, identity.genesis_order.clone(), cfg.index, timeouts.propose_budget);
+    let wrapper = Inline::new(context.child("application"), glue, marshal, FixedEpocher::new(EPOCH_LENGTH));
     let engine = simplex::Engine::new(
         context.child("simplex"),
         simplex::Config {
@@ -339,17 +299,9 @@ where
     info!(validator = cfg.index, "consensus started");
 
     // Run until any component stops (normally: the runtime shuts down and aborts them all).
-    let (stopped, index, _) = futures::future::select_all([
-        engine_handle,
-        marshal_handle,
-        committer_handle,
-        buffer_handle,
-    ])
-    .await;
-    let component = ["simplex", "marshal", "committer", "block buffer"]
-        .get(index)
-        .copied()
-        .unwrap_or("unknown");
+    let (stopped, index, _) =
+        futures::future::select_all([engine_handle, marshal_handle, committer_handle, buffer_handle]).await;
+    let component = ["simplex", "marshal", "committer", "block buffer"].get(index).copied().unwrap_or("unknown");
     info!(validator = cfg.index, component, result = ?stopped, "consensus stopped");
     Ok(())
 }
@@ -392,22 +344,13 @@ mod tests {
     #[test]
     fn identity_rejects_bad_sets_and_keys() {
         let seeds = [[1; 32], [2; 32]];
-        assert!(matches!(
-            identity(&config(&seeds, 0, [2; 32])),
-            Err(ConsensusError::KeyMismatch { index: 0 })
-        ));
+        assert!(matches!(identity(&config(&seeds, 0, [2; 32])), Err(ConsensusError::KeyMismatch { index: 0 })));
         assert!(matches!(
             identity(&config(&seeds, 2, [1; 32])),
             Err(ConsensusError::IndexOutOfRange { index: 2, count: 2 })
         ));
-        assert!(matches!(
-            identity(&config(&[[1; 32], [1; 32]], 0, [1; 32])),
-            Err(ConsensusError::DuplicateValidator)
-        ));
-        assert!(matches!(
-            identity(&config(&[], 0, [1; 32])),
-            Err(ConsensusError::NoValidators)
-        ));
+        assert!(matches!(identity(&config(&[[1; 32], [1; 32]], 0, [1; 32])), Err(ConsensusError::DuplicateValidator)));
+        assert!(matches!(identity(&config(&[], 0, [1; 32])), Err(ConsensusError::NoValidators)));
         let mut bad_point = config(&seeds, 0, [1; 32]);
         // y = 2 is not the y-coordinate of any point on the curve.
         bad_point.validators[1].public_key = {
@@ -415,10 +358,7 @@ mod tests {
             key[0] = 2;
             key
         };
-        assert!(matches!(
-            identity(&bad_point),
-            Err(ConsensusError::InvalidPublicKey { index: 1 })
-        ));
+        assert!(matches!(identity(&bad_point), Err(ConsensusError::InvalidPublicKey { index: 1 })));
     }
 
     #[test]
@@ -426,31 +366,13 @@ mod tests {
         assert!(Timeouts::default().check().is_ok());
         let default = Timeouts::default();
         for bad in [
-            Timeouts {
-                leader: Duration::ZERO,
-                ..default
-            },
-            Timeouts {
-                certification: default.leader,
-                ..default
-            },
-            Timeouts {
-                nullify_retry: Duration::ZERO,
-                ..default
-            },
-            Timeouts {
-                fetch: Duration::ZERO,
-                ..default
-            },
-            Timeouts {
-                propose_budget: default.leader,
-                ..default
-            },
+            Timeouts { leader: Duration::ZERO, ..default },
+            Timeouts { certification: default.leader, ..default },
+            Timeouts { nullify_retry: Duration::ZERO, ..default },
+            Timeouts { fetch: Duration::ZERO, ..default },
+            Timeouts { propose_budget: default.leader, ..default },
         ] {
-            assert!(
-                matches!(bad.check(), Err(ConsensusError::InvalidTimeouts(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(bad.check(), Err(ConsensusError::InvalidTimeouts(_))), "{bad:?}");
         }
     }
 }

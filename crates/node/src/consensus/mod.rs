@@ -15,10 +15,12 @@
 //!   it times out after [`Timeouts::leader`] and Simplex moves to the next leader without a block
 //!   (so an idle network, even a single validator, runs about one empty view per leader timeout).
 //!
-//! Storage (all under the runtime's storage root, which [`run_tokio`] sets to
+//! Storage (all under the runtime's storage root, which [`tokio_runner`] sets to
 //! [`ValidatorConfig::storage_dir`]): every partition starts with [`ValidatorConfig::partition_prefix`]
 //! (`medledger-v{index}-{first 8 bytes of the validator key in hex}`), so several validators can
-//! share one directory. `{prefix}-votes` is the Simplex vote journal; `{prefix}-marshal-*` the
+//! share one runtime's storage (simulations; several validators in one process). The tokio runtime
+//! takes an exclusive lock (`.hold`) on its storage root, so separate processes need separate
+//! `storage_dir`s. `{prefix}-votes` is the Simplex vote journal; `{prefix}-marshal-*` the
 //! marshal's caches and delivery cursor; `{prefix}-finalizations-by-height-*` and
 //! `{prefix}-finalized-blocks-*` the immutable archives of finalization certificates and finalized
 //! blocks.
@@ -45,8 +47,8 @@ pub use block::{CHAIN_BLOCK_BYTES_MAX, ChainBlock, ChainBlockError, Digest};
 pub use certificate::verify_certificate;
 pub use engine::{Channels, run};
 pub use network::{
-    CHANNEL_BACKFILL, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES, CHANNEL_RESOLVER, CHANNEL_VOTES,
-    channel_quota, max_message_size, run_tokio, simulated_channels, tokio_runner,
+    CHANNEL_BACKFILL, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES, CHANNEL_RESOLVER, CHANNEL_VOTES, channel_quota,
+    max_message_size, run_tokio, simulated_channels, tokio_runner,
 };
 
 /// The engine's signing scheme: Ed25519 votes, certificates carrying each signer's signature.
@@ -67,12 +69,7 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     ///
     /// The glue declines the view if this takes longer than [`Timeouts::propose_budget`], and
     /// drops a block that is not a child of `parent` proposed by `proposer`.
-    fn propose(
-        &self,
-        parent: &Block,
-        proposer: u32,
-        now_ms: u64,
-    ) -> impl Future<Output = Option<Block>> + Send;
+    fn propose(&self, parent: &Block, proposer: u32, now_ms: u64) -> impl Future<Output = Option<Block>> + Send;
 
     /// Re-checks a block proposed by someone else on top of `parent` (time bounds, signatures, state root...).
     ///
@@ -80,12 +77,7 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     /// and that its `proposer` led the view. Return `false` only for a block that is invalid for
     /// good; for one that may become valid (a time slightly ahead of this validator's clock), wait
     /// before answering rather than reject it.
-    fn verify(
-        &self,
-        parent: &Block,
-        block: &Block,
-        now_ms: u64,
-    ) -> impl Future<Output = bool> + Send;
+    fn verify(&self, parent: &Block, block: &Block, now_ms: u64) -> impl Future<Output = bool> + Send;
 
     /// Executes and durably commits a finalized block, with the engine's finalization certificate
     /// (encoded bytes) when the marshal has it. Returns only after the commit is durable; the glue
@@ -96,11 +88,7 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     /// finalized only through a descendant's certificate, or recovered after a crash before its
     /// own certificate was stored; the next certified descendant covers it through the hash chain
     /// (each header commits to its parent).
-    fn finalized(
-        &self,
-        block: Block,
-        certificate: Option<Vec<u8>>,
-    ) -> impl Future<Output = ()> + Send;
+    fn finalized(&self, block: Block, certificate: Option<Vec<u8>>) -> impl Future<Output = ()> + Send;
 }
 
 /// One validator of the fixed validator set, in genesis order.
@@ -200,15 +188,8 @@ impl std::fmt::Debug for ValidatorConfig {
 impl ValidatorConfig {
     /// The prefix of every storage partition this validator uses.
     pub fn partition_prefix(&self) -> String {
-        let key_prefix = self
-            .validators
-            .get(self.index as usize)
-            .map(|peer| hex::encode(&peer.public_key[..8]));
-        format!(
-            "medledger-v{}-{}",
-            self.index,
-            key_prefix.unwrap_or_default()
-        )
+        let key_prefix = self.validators.get(self.index as usize).map(|peer| hex::encode(&peer.public_key[..8]));
+        format!("medledger-v{}-{}", self.index, key_prefix.unwrap_or_default())
     }
 }
 
@@ -218,10 +199,7 @@ pub fn validator_public_key(signing_seed: &[u8; 32]) -> [u8; 32] {
     use commonware_cryptography::Signer as _;
     let key = commonware_cryptography::ed25519::PrivateKey::decode(Copying(&signing_seed[..]))
         .expect("every 32-byte string is an Ed25519 seed");
-    key.public_key()
-        .as_ref()
-        .try_into()
-        .expect("Ed25519 public keys are 32 bytes")
+    key.public_key().as_ref().try_into().expect("Ed25519 public keys are 32 bytes")
 }
 
 /// The consensus signing namespace of a chain.

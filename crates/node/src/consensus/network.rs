@@ -53,27 +53,21 @@ pub fn channel_quota(channel: u64) -> Quota {
 /// The largest message any channel carries for a set of `validators`: a whole block with its
 /// finalization certificate and framing.
 pub fn max_message_size(validators: usize) -> Result<u32, ConsensusError> {
-    let participants =
-        u32::try_from(validators).map_err(|_| ConsensusError::TooManyValidators {
-            count: validators,
-            max: medledger_types::limits::VALIDATORS_MAX,
-        })?;
+    let participants = u32::try_from(validators).map_err(|_| ConsensusError::TooManyValidators {
+        count: validators,
+        max: medledger_types::limits::VALIDATORS_MAX,
+    })?;
     let consensus = commonware_consensus::simplex::max_payload_size::<Scheme, Digest>(participants);
-    let marshal = commonware_consensus::marshal::max_payload_size::<Standard<ChainBlock>, Scheme>(
-        participants,
-        &(),
-    );
-    u32::try_from(consensus.max(marshal)).map_err(|_| {
-        ConsensusError::Network("the largest message does not fit the transport".into())
-    })
+    let marshal = commonware_consensus::marshal::max_payload_size::<Standard<ChainBlock>, Scheme>(participants, &());
+    u32::try_from(consensus.max(marshal))
+        .map_err(|_| ConsensusError::Network("the largest message does not fit the transport".into()))
 }
 
 /// Registers this validator's five channels on a simulated network (tests and simulations).
 pub async fn simulated_channels<E: Clock>(
     oracle: &simulated::Oracle<PublicKey, E>,
     me: &PublicKey,
-) -> Result<Channels<simulated::Sender<PublicKey, E>, simulated::Receiver<PublicKey>>, ConsensusError>
-{
+) -> Result<Channels<simulated::Sender<PublicKey, E>, simulated::Receiver<PublicKey>>, ConsensusError> {
     let control = oracle.control(me.clone());
     let register = |channel: u64| {
         let control = control.clone();
@@ -81,9 +75,7 @@ pub async fn simulated_channels<E: Clock>(
             control
                 .register(channel, channel_quota(channel))
                 .await
-                .map_err(|error| {
-                    ConsensusError::Network(format!("register channel {channel}: {error}"))
-                })
+                .map_err(|error| ConsensusError::Network(format!("register channel {channel}: {error}")))
         }
     };
     Ok(Channels {
@@ -154,15 +146,7 @@ pub async fn run_tokio<L: Ledger>(
         backfill: register(CHANNEL_BACKFILL),
     };
     let network_handle = network.start();
-    let result = run(
-        context.child("consensus"),
-        cfg,
-        ledger,
-        oracle.clone(),
-        oracle,
-        channels,
-    )
-    .await;
+    let result = run(context.child("consensus"), cfg, ledger, oracle.clone(), oracle, channels).await;
     network_handle.abort();
     result
 }

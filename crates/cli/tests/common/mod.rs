@@ -1,0 +1,182 @@
+//! A real network for end-to-end tests: the `medledger` binary, a validator process over TCP on
+//! 127.0.0.1, a blob store folder, and a client home per test.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_medledger");
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// Two free ports P and P+100 (API and p2p of validator 0).
+fn free_base_port() -> u16 {
+    if NEXT_PORT.load(Ordering::SeqCst) == 0 {
+        let seed = (std::process::id() as u16 % 200) * 100 + 20_000;
+        let _ = NEXT_PORT.compare_exchange(0, seed, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    loop {
+        let port = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 100) {
+            return port;
+        }
+    }
+}
+
+pub struct Net {
+    pub root: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub home: PathBuf,
+    pub api: String,
+    node: Option<Child>,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Net {
+    /// `medledger init` with one validator, then the validator process.
+    pub fn start() -> Net {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra_init: &[&str]) -> Net {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("net");
+        let home = root.path().join("home");
+        let port = free_base_port();
+        let mut net = Net { api: format!("127.0.0.1:{port}"), dir, home, root, node: None };
+        let mut args = vec!["init", "--dir", net.dir.to_str().unwrap(), "--base-port"];
+        let port_s = port.to_string();
+        args.push(&port_s);
+        args.extend_from_slice(extra_init);
+        let init = net.cli(&args);
+        assert_eq!(init.code, 0, "init failed: {}", init.stderr);
+        net.start_node();
+        net
+    }
+
+    pub fn start_node(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log");
+        let child = Command::new(BIN)
+            .args(["node", "--dir", self.dir.to_str().unwrap(), "--validator", "0"])
+            .env("MEDLEDGER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn node");
+        self.node = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&self.api).is_err() {
+            assert!(Instant::now() < deadline, "node API did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.node.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("validator-0").join("node.log")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("validator-0").join("data")
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.dir.join("blobs").join("c")
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Run {
+        Command::new(BIN)
+            .args(args)
+            .env("MEDLEDGER_HOME", &self.home)
+            .env("MEDLEDGER_PASSPHRASE", "correct horse battery staple")
+            .env_remove("MEDLEDGER_NODE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run medledger")
+            .into()
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let run = self.cli(args);
+        assert_eq!(run.code, 0, "`medledger {}` failed: {}", args.join(" "), run.stderr);
+        run.stdout
+    }
+
+    pub fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.root.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Enrols the walkthrough's cast: patient alice, doctors drbob and drcarol, nurse nina.
+    pub fn cast(&self) {
+        self.ok(&["id", "create", "alice", "--role", "patient", "--as", "org1-admin"]);
+        self.ok(&["id", "create", "drbob", "--role", "doctor", "--as", "org1-admin", "--display-name", "Dr Bob"]);
+        self.ok(&["id", "create", "drcarol", "--role", "doctor", "--as", "org1-admin"]);
+        self.ok(&["id", "create", "nina", "--role", "nurse", "--as", "org1-admin"]);
+    }
+
+    pub fn height(&self) -> u64 {
+        let status: serde_json::Value = serde_json::from_str(&self.ok(&["--json", "status"])).unwrap();
+        status["height"].as_u64().unwrap()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+pub const OBSERVATION: &str = r#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}]},"valueQuantity":{"value":72,"unit":"beats/minute","system":"http://unitsofmeasure.org","code":"/min"},"note":[{"text":"MARKER-7f3a9c-PLAINTEXT"}]}"#;

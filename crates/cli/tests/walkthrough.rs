@@ -1,0 +1,124 @@
+//! The README walkthrough against a real validator process, with every denied path.
+
+mod common;
+
+use common::{Net, OBSERVATION, contains, files_under};
+
+#[test]
+fn walkthrough_denials_audit_and_confidentiality() {
+    let net = Net::start();
+    net.cast();
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all", "--write"]);
+    let obs = net.file("observation.json", OBSERVATION.as_bytes());
+    let record =
+        net.ok(&["record", "put", "--as", "drbob", "--patient", "alice", obs.to_str().unwrap()]).trim().to_string();
+    assert_eq!(record.len(), 32, "a record id: {record}");
+
+    // Before the grant the nurse is denied; after it she reads the exact bytes.
+    let before = net.cli(&["record", "get", "--as", "nina", &record]);
+    assert_eq!(before.code, 3, "{}", before.stderr);
+    assert!(before.stdout.is_empty());
+    net.ok(&["grant", "--as", "alice", "--to", "nina", "--record", &record]);
+    assert_eq!(net.ok(&["record", "get", "--as", "nina", &record]), OBSERVATION);
+    let out = net.root.path().join("copy.json");
+    net.ok(&["record", "get", "--as", "drbob", &record, "-o", out.to_str().unwrap(), "--purpose", "TREAT"]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), OBSERVATION);
+    assert_eq!(net.ok(&["record", "get", "--as", "alice", &record, "--purpose", "PATRQT"]), OBSERVATION);
+
+    // The second doctor has no relationship: denied, nothing printed.
+    let carol = net.cli(&["record", "get", "--as", "drcarol", &record]);
+    assert_eq!(carol.code, 3, "{}", carol.stderr);
+    assert!(carol.stdout.is_empty());
+    assert_eq!(carol.stderr.lines().count(), 1, "one line: {}", carol.stderr);
+
+    // An admin can neither read nor act for a patient.
+    assert_eq!(net.cli(&["record", "get", "--as", "org1-admin", &record]).code, 3);
+    assert_eq!(net.cli(&["record", "put", "--as", "org1-admin", "--patient", "alice", obs.to_str().unwrap()]).code, 3);
+    // A nurse never writes; a doctor without a write grant neither.
+    assert_eq!(net.cli(&["record", "put", "--as", "nina", "--patient", "alice", obs.to_str().unwrap()]).code, 3);
+    assert_eq!(net.cli(&["record", "put", "--as", "drcarol", "--patient", "alice", obs.to_str().unwrap()]).code, 3);
+    // Only the patient grants; --write only to doctors.
+    assert_eq!(net.cli(&["grant", "--as", "drbob", "--to", "nina", "--record", &record]).code, 3);
+    assert_eq!(net.cli(&["grant", "--as", "alice", "--to", "nina", "--all", "--write"]).code, 3);
+
+    // Revoke: the nurse is denied again.
+    net.ok(&["revoke", "--as", "alice", "--from", "nina", "--record", &record]);
+    assert_eq!(net.cli(&["record", "get", "--as", "nina", &record]).code, 3);
+
+    // Expired grant: allowed until the expiry, denied after, with its own reason.
+    net.ok(&["grant", "--as", "alice", "--to", "drcarol", "--record", &record, "--expires", "4s"]);
+    assert_eq!(net.ok(&["record", "get", "--as", "drcarol", &record]), OBSERVATION);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let expired = net.cli(&["record", "get", "--as", "drcarol", &record]);
+    assert_eq!(expired.code, 3, "{}", expired.stderr);
+    assert!(expired.stderr.contains("expired"), "{}", expired.stderr);
+
+    // The audit trail has every attempt, with who, when, record, purpose and height.
+    let audit = net.ok(&["--json", "audit", "--as", "alice", "--patient", "alice"]);
+    let events: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let denied_reads: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["action"]["type"] == "read" && e["decision"]["decision"] == "denied").collect();
+    let by = |name: &str| denied_reads.iter().filter(|e| e["actor_name"] == name).count();
+    assert_eq!(by("nina"), 2, "nina denied before the grant and after the revoke");
+    assert_eq!(by("drcarol"), 2, "drcarol denied without a grant and after expiry");
+    assert_eq!(by("org1-admin"), 1, "the admin's attempt");
+    for e in &denied_reads {
+        assert_eq!(e["action"]["record"], record);
+        assert_eq!(e["purpose"], "TREAT");
+        assert!(e["height"].as_u64().unwrap() > 0);
+        assert!(e["time"].as_str().unwrap().starts_with("20"));
+    }
+    assert!(events.iter().any(|e| e["decision"]["reason"] == "grant_expired"));
+    // Others cannot read alice's trail; an auditor could, the nurse cannot.
+    assert_eq!(net.cli(&["audit", "--as", "nina", "--patient", "alice"]).code, 3);
+
+    // Listing shows the record (ledger entries, contents encrypted).
+    assert!(net.ok(&["record", "list", "--as", "alice"]).contains(&record));
+
+    // verify passes: chain, certificates, re-execution and the ciphertext.
+    let verify = net.ok(&["verify"]);
+    assert!(verify.contains("chain ok") && verify.contains("1 ciphertexts ok"), "{verify}");
+
+    // No plaintext marker and no patient alias in the blob store, the ledger's files or the logs.
+    let mut files = files_under(&net.dir);
+    files.retain(|f| !f.ends_with("genesis.json") && !f.ends_with("validator.json"));
+    assert!(files.iter().any(|f| f.ends_with("chain.log")));
+    assert!(files.iter().any(|f| f.starts_with(net.blob_dir())));
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(!contains(&bytes, b"MARKER-7f3a9c"), "plaintext in {}", file.display());
+        assert!(!contains(&bytes, b"Heart rate"), "plaintext in {}", file.display());
+        assert!(!contains(&bytes, b"alice"), "patient alias in {}", file.display());
+    }
+}
+
+#[test]
+fn bad_input_is_a_usage_error_and_changes_nothing() {
+    let net = Net::start();
+    net.cast();
+    let height = net.height();
+    let bad_fhir = net
+        .file("bad.json", br#"{"resourceType":"Observation","status":"not-a-status","valueQuantity":{"value":"x"}}"#);
+    let run = net.cli(&["record", "put", "--as", "alice", "--patient", "alice", bad_fhir.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1);
+    let not_json = net.file("broken.json", b"{ not json");
+    assert_eq!(net.cli(&["record", "put", "--as", "alice", "--patient", "alice", not_json.to_str().unwrap()]).code, 2);
+    assert_eq!(net.cli(&["record", "put", "--as", "alice", "--patient", "nobody", not_json.to_str().unwrap()]).code, 2);
+    assert_eq!(net.cli(&["record", "get", "--as", "alice", "not-hex"]).code, 2);
+    assert_eq!(
+        net.cli(&["record", "get", "--as", "alice", "00112233445566778899aabbccddeeff", "--purpose", "GOSSIP"]).code,
+        2
+    );
+    assert_eq!(net.cli(&["grant", "--as", "alice", "--to", "nina"]).code, 2, "needs --record or --all");
+    assert_eq!(net.cli(&["id", "create", "bob", "--role", "wizard", "--as", "org1-admin"]).code, 2);
+    assert_eq!(net.cli(&["id", "create", "alice", "--role", "patient", "--as", "org1-admin"]).code, 2, "alias taken");
+    assert_eq!(net.cli(&["frobnicate"]).code, 2);
+    let wrong_pass = std::process::Command::new(common::BIN)
+        .args(["record", "list", "--as", "alice"])
+        .env("MEDLEDGER_HOME", &net.home)
+        .output()
+        .unwrap();
+    assert_eq!(wrong_pass.status.code(), Some(0), "list reads only the public ledger");
+    assert_eq!(net.height(), height, "no transaction was committed by bad input");
+}

@@ -1,1 +1,0 @@
-//! End-to-end tests that drive the real `medledger` binary over TCP.
