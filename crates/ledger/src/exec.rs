@@ -193,13 +193,11 @@ pub fn execute_block<V: StateView + ?Sized>(
             batch_index.push(index);
         }
     }
-    if !batch.is_empty() {
-        if verify_batch(TX_NAMESPACE, &batch) {
-            for index in batch_index {
-                pre_checked[index] = true;
-            }
+    // A failed batch falls back to one-by-one checks, which name the culprit.
+    if !batch.is_empty() && verify_batch(TX_NAMESPACE, &batch) {
+        for index in batch_index {
+            pre_checked[index] = true;
         }
-        // A failed batch falls back to one-by-one checks, which name the culprit.
     }
     let mut executor = Executor::new(base, ctx);
     for (index, tx) in txs.iter().enumerate() {

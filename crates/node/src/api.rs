@@ -182,15 +182,15 @@ fn lookup_status(state: &ApiState, id: &TxId) -> ApiResult<TxStatus> {
     let entry: Option<TxResultEntry> = read(&view(state)?, &keys::tx_result(id));
     // A result entry is written for every valid transaction except a stale replay; the tx index
     // says whether this very transaction is the one committed.
-    if let Some(entry) = entry {
-        if state.app.inner().db.tx_location(id).map_err(ApiError::internal)?.is_some() {
-            return Ok(TxStatus::Committed {
-                height: entry.height,
-                index: entry.index,
-                time: entry.time,
-                outcome: entry.outcome,
-            });
-        }
+    if let Some(entry) = entry
+        && state.app.inner().db.tx_location(id).map_err(ApiError::internal)?.is_some()
+    {
+        return Ok(TxStatus::Committed {
+            height: entry.height,
+            index: entry.index,
+            time: entry.time,
+            outcome: entry.outcome,
+        });
     }
     if state.app.has_pending(id) { Ok(TxStatus::Pending) } else { Ok(TxStatus::Unknown) }
 }

@@ -74,10 +74,10 @@ impl Client {
                 Err(e) => return Err(SdkError::other(e)),
             };
             let status = response.status();
-            if let Some(len) = response.content_length() {
-                if len as usize > RESPONSE_BYTES_MAX {
-                    return Err(SdkError::Other("response over the size limit".into()));
-                }
+            if let Some(len) = response.content_length()
+                && len as usize > RESPONSE_BYTES_MAX
+            {
+                return Err(SdkError::Other("response over the size limit".into()));
             }
             let bytes = response.bytes().await.map_err(SdkError::other)?;
             if status.is_success() {

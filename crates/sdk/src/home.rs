@@ -143,10 +143,10 @@ impl Home {
     pub fn add_contact(&self, alias: &str, contact: Contact) -> Result<()> {
         check_alias(alias)?;
         let mut book = self.book()?;
-        if let Some(existing) = book.get(alias) {
-            if *existing != contact {
-                return Err(SdkError::Usage(format!("the name {alias} is already taken in this address book")));
-            }
+        if let Some(existing) = book.get(alias)
+            && *existing != contact
+        {
+            return Err(SdkError::Usage(format!("the name {alias} is already taken in this address book")));
         }
         book.insert(alias.to_string(), contact);
         write_file(

@@ -128,10 +128,10 @@ impl StateDb {
         log_entry: Option<(u64, u64)>,
     ) -> Result<(), StoreError> {
         let height = pending.height;
-        if let Some(last) = self.last_applied()? {
-            if height.get() != last.height.get() + 1 {
-                return Err(StoreError::OutOfOrder(height.get()));
-            }
+        if let Some(last) = self.last_applied()?
+            && height.get() != last.height.get() + 1
+        {
+            return Err(StoreError::OutOfOrder(height.get()));
         }
         let txn = self.db.begin_write().map_err(db_err)?;
         {
@@ -216,6 +216,9 @@ impl StateDb {
     }
 }
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Committed state plus pending batches: a [`StateView`] for execution and a [`TreeReader`] for
 /// the Merkle tree, consistent with each other (one redb read snapshot).
 pub struct SpecView<'a> {
@@ -231,12 +234,7 @@ impl SpecView<'_> {
 
     /// Committed entries whose key starts with `prefix`, from `after` (exclusive), at most `limit`.
     /// Pending batches are not included: listings show finalized state.
-    pub fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let table = self.txn.open_table(KV).map_err(db_err)?;
         let start: Vec<u8> = match after {
             Some(a) => {
