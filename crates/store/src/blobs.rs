@@ -30,6 +30,17 @@ pub enum BlobError {
     Store(String),
 }
 
+/// S3 settings; what is unset comes from the usual `AWS_*` environment variables. Credentials
+/// are never written to medledger's config files.
+#[derive(Clone, Default)]
+pub struct S3Config {
+    /// Endpoint of a non-AWS server, e.g. `http://127.0.0.1:9000` (path-style requests).
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub region: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
@@ -48,6 +59,16 @@ impl Blobs {
     /// `s3_endpoint` for a non-AWS server; credentials and region from the usual AWS_* variables),
     /// or `memory://` (tests).
     pub fn open(url: &str, base: &FsPath, s3_endpoint: Option<&str>, max_bytes: u64) -> Result<Self, BlobError> {
+        Self::open_with(
+            url,
+            base,
+            &S3Config { endpoint: s3_endpoint.map(str::to_string), ..S3Config::default() },
+            max_bytes,
+        )
+    }
+
+    /// As [`Blobs::open`], with S3 settings given explicitly (unset ones come from the environment).
+    pub fn open_with(url: &str, base: &FsPath, s3: &S3Config, max_bytes: u64) -> Result<Self, BlobError> {
         let store: Arc<dyn ObjectStore> = if let Some(path) = url.strip_prefix("file://") {
             let path = if FsPath::new(path).is_absolute() { FsPath::new(path).to_path_buf() } else { base.join(path) };
             std::fs::create_dir_all(&path).map_err(|e| BlobError::Store(e.to_string()))?;
@@ -58,7 +79,16 @@ impl Blobs {
                 return Err(BlobError::Url(url.to_string()));
             }
             let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            if let Some(endpoint) = s3_endpoint {
+            if let Some(key) = &s3.access_key_id {
+                builder = builder.with_access_key_id(key);
+            }
+            if let Some(secret) = &s3.secret_access_key {
+                builder = builder.with_secret_access_key(secret);
+            }
+            if let Some(region) = &s3.region {
+                builder = builder.with_region(region);
+            }
+            if let Some(endpoint) = s3.endpoint.as_deref() {
                 builder = builder
                     .with_endpoint(endpoint)
                     .with_allow_http(endpoint.starts_with("http://"))

@@ -17,6 +17,6 @@ mod blobs;
 mod chain;
 mod state;
 
-pub use blobs::{BlobError, Blobs};
+pub use blobs::{BlobError, Blobs, S3Config};
 pub use chain::{ChainEntry, ChainError, ChainLog};
 pub use state::{LastApplied, Pending, SpecView, StateDb, StoreError};

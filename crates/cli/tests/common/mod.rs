@@ -33,6 +33,8 @@ pub struct Net {
     pub dir: PathBuf,
     pub home: PathBuf,
     pub api: String,
+    /// Extra environment of the validator process (e.g. S3 credentials).
+    pub node_env: Vec<(String, String)>,
     node: Option<Child>,
 }
 
@@ -59,11 +61,15 @@ impl Net {
     }
 
     pub fn start_with(extra_init: &[&str]) -> Net {
+        Self::start_with_env(extra_init, vec![])
+    }
+
+    pub fn start_with_env(extra_init: &[&str], node_env: Vec<(String, String)>) -> Net {
         let root = tempfile::tempdir().expect("tempdir");
         let dir = root.path().join("net");
         let home = root.path().join("home");
         let port = free_base_port();
-        let mut net = Net { api: format!("127.0.0.1:{port}"), dir, home, root, node: None };
+        let mut net = Net { api: format!("127.0.0.1:{port}"), dir, home, root, node_env, node: None };
         let mut args = vec!["init", "--dir", net.dir.to_str().unwrap(), "--base-port"];
         let port_s = port.to_string();
         args.push(&port_s);
@@ -79,6 +85,7 @@ impl Net {
         let child = Command::new(BIN)
             .args(["node", "--dir", self.dir.to_str().unwrap(), "--validator", "0"])
             .env("MEDLEDGER_LOG", "info")
+            .envs(self.node_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -180,3 +187,65 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 pub const OBSERVATION: &str = r#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}]},"valueQuantity":{"value":72,"unit":"beats/minute","system":"http://unitsofmeasure.org","code":"/min"},"note":[{"text":"MARKER-7f3a9c-PLAINTEXT"}]}"#;
+
+/// A real S3 server (s3s-fs) on 127.0.0.1 with a fresh root, for as long as the value lives.
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: tempfile::TempDir,
+    child: Child,
+}
+
+pub const S3_ACCESS_KEY: &str = "medledger-test";
+pub const S3_SECRET_KEY: &str = "medledger-test-secret";
+
+impl S3Server {
+    /// Starts `s3s-fs` (from PATH, or `MEDLEDGER_S3S_FS`); `scripts/test` installs it.
+    pub fn start(buckets: &[&str]) -> S3Server {
+        let bin = std::env::var("MEDLEDGER_S3S_FS").unwrap_or_else(|_| "s3s-fs".into());
+        let root = tempfile::tempdir().unwrap();
+        for b in buckets {
+            std::fs::create_dir_all(root.path().join(b)).unwrap();
+        }
+        let port = free_base_port();
+        let child = Command::new(&bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                S3_ACCESS_KEY,
+                "--secret-key",
+                S3_SECRET_KEY,
+            ])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start the S3 server `{bin}` ({e}); run scripts/test, which installs s3s-fs")
+            });
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "S3 server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        S3Server { endpoint: format!("http://{addr}"), root, child }
+    }
+
+    pub fn credentials(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), S3_ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), S3_SECRET_KEY.into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
