@@ -51,3 +51,35 @@ async fn replayed_and_forged_transactions_are_rejected() {
     assert!(matches!(client.submit(other, None).await, Err(SdkError::Usage(m)) if m.contains("chain")));
     assert_eq!(net.height(), height, "nothing was committed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_and_ciphertext_go_only_to_the_signer_of_an_allowed_access() {
+    let net = Net::start();
+    net.ok(&["id", "create", "alice", "--role", "patient", "--as", "org1-admin"]);
+    net.ok(&["id", "create", "drbob", "--role", "doctor", "--as", "org1-admin"]);
+    let session = medledger_sdk::Session::open(&net.home, None).unwrap();
+    let alice = session.home.load_identity("alice", b"correct horse battery staple").unwrap();
+    let bob = session.home.load_identity("drbob", b"correct horse battery staple").unwrap();
+    let (record, _) = session.put_record(&alice, &alice.contact(), common::OBSERVATION.as_bytes()).await.unwrap();
+    let opened = session.get_record(&alice, record, PurposeOfUse::Patrqt).await.unwrap();
+    assert_eq!(&opened.plaintext[..], common::OBSERVATION.as_bytes());
+    let allowed = opened.access.tx;
+    // Alice's allowed access does not serve Bob.
+    assert!(matches!(session.client.access_bundle(&bob, &allowed).await, Err(SdkError::Denied(_))));
+    assert!(matches!(session.client.access_content(&bob, &allowed).await, Err(SdkError::Denied(_))));
+    // Bob's own access is denied by policy, committed, and serves nothing.
+    let denied = session.get_record(&bob, record, PurposeOfUse::Treat).await;
+    assert!(matches!(denied, Err(SdkError::Denied(_))), "{:?}", denied.err());
+    let nonce = session.client.next_nonce(&bob.member).await.unwrap();
+    let kind = TxKind::RecordAccess(RecordAccess { record, version: 1, purpose: PurposeOfUse::Treat });
+    let body = TxBody { chain_id: session.chain_id, signer: bob.member, nonce, kind, sidecar_digest: None };
+    let id = session.client.submit(Transaction::sign(body, &bob.signing), None).await.unwrap();
+    session.client.wait(&id, COMMIT_TIMEOUT).await.unwrap();
+    assert!(matches!(session.client.access_bundle(&bob, &id).await, Err(SdkError::Denied(_))));
+    assert!(matches!(session.client.access_content(&bob, &id).await, Err(SdkError::Denied(_))));
+    // A transaction id that is not a committed access is not found.
+    let unknown = medledger_types::TxId::new([7; 32]);
+    assert!(session.client.access_content(&alice, &unknown).await.is_err());
+    // Alice's access still works for Alice.
+    assert!(session.client.access_content(&alice, &allowed).await.is_ok());
+}

@@ -228,6 +228,7 @@ impl App {
             let pool = inner.mempool.lock().expect("mempool lock");
             pool.order.iter().filter_map(|id| pool.txs.get(id).map(|(t, s)| (*id, t.clone(), s.clone()))).collect()
         };
+        let committed = inner.db.view(&[]).ok()?;
         let mut executor = Executor::new(&view, ctx);
         let (mut txs, mut sidecars, mut drop) = (Vec::new(), Vec::new(), Vec::new());
         let mut bytes = 0usize;
@@ -239,8 +240,12 @@ impl App {
             if bytes + size > BLOCK_BYTES_MAX - 4096 {
                 break;
             }
-            if tx.body.nonce <= last_nonce(executor.view(), &tx.body.signer) {
+            if tx.body.nonce <= last_nonce(&committed, &tx.body.signer) {
                 drop.push(id);
+                continue;
+            }
+            if tx.body.nonce <= last_nonce(executor.view(), &tx.body.signer) {
+                // Already in a block of this branch that is not finalized yet.
                 continue;
             }
             // Mempool admission verified the signature against the signer's enrolled key, and keys
@@ -278,6 +283,7 @@ impl App {
         };
         let block = Block { header, txs, sidecars };
         drop_view(view);
+        drop_view(committed);
         inner
             .speculative
             .lock()
@@ -401,14 +407,21 @@ impl Ledger for App {
     }
 
     async fn propose(&self, parent: &Block, proposer: u32, now_ms: u64) -> Option<Block> {
-        if self.mempool_len() == 0 {
-            let _ = tokio::time::timeout(PROPOSE_WAIT, self.inner.work.notified()).await;
+        // Build as soon as there is work the parent's branch does not already hold; otherwise
+        // wait for a submission, up to the budget. Interest in the next notification is
+        // registered before each attempt, so a submission in between is not missed.
+        let deadline = tokio::time::Instant::now() + PROPOSE_WAIT;
+        loop {
+            let notified = self.inner.work.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(block) = self.build(parent, proposer, now_ms.max(wall_clock_ms())) {
+                return Some(block);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
         }
-        if self.mempool_len() == 0 {
-            return None;
-        }
-        let now = now_ms.max(wall_clock_ms());
-        self.build(parent, proposer, now)
     }
 
     async fn verify(&self, parent: &Block, block: &Block, now_ms: u64) -> bool {

@@ -146,7 +146,7 @@ impl Home {
         if let Some(existing) = book.get(alias)
             && *existing != contact
         {
-            return Err(SdkError::Usage(format!("the name {alias} is already taken in this address book")));
+            return Err(SdkError::Usage("that name is already taken in this address book".to_string()));
         }
         book.insert(alias.to_string(), contact);
         write_file(
@@ -160,7 +160,7 @@ impl Home {
         if let Some(contact) = self.book()?.get(name) {
             return Ok(contact.clone());
         }
-        Err(SdkError::Usage(format!("unknown name {name}; names are local aliases from `id create`")))
+        Err(SdkError::Usage("unknown name: names are local aliases made by `id create` in this home".to_string()))
     }
 
     /// The alias of a member, if this home knows it.
@@ -199,11 +199,14 @@ impl Home {
 
     pub fn load_identity(&self, alias: &str, passphrase: &[u8]) -> Result<Identity> {
         check_alias(alias)?;
-        let file: KeyFile = read_json(&self.key_path(alias))?
-            .ok_or_else(|| SdkError::Usage(format!("no identity named {alias} in this home")))?;
+        let file: KeyFile = read_json(&self.key_path(alias))?.ok_or_else(|| {
+            SdkError::Usage(
+                "no identity of that name in this home (keys stay on the device that made them)".to_string(),
+            )
+        })?;
         let sealed = hex::decode(&file.sealed).map_err(|_| SdkError::Other("keystore is malformed".into()))?;
         let secret = medledger_crypto::keystore::open(passphrase, &sealed)
-            .map_err(|_| SdkError::Usage(format!("wrong passphrase for {alias}, or its keystore is damaged")))?;
+            .map_err(|_| SdkError::Usage("wrong passphrase, or the keystore is damaged".to_string()))?;
         if secret.len() < 33 {
             return Err(SdkError::Other("keystore is malformed".into()));
         }

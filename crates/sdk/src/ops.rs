@@ -139,7 +139,7 @@ impl Session {
     ) -> Result<Identity> {
         crate::home::check_alias(alias)?;
         if self.home.has_identity(alias) || self.home.book()?.contains_key(alias) {
-            return Err(SdkError::Usage(format!("the name {alias} is already taken in this home")));
+            return Err(SdkError::Usage("that name is already taken in this home".to_string()));
         }
         let identity = Identity::generate(alias, role, org.clone(), KemSuite::default());
         let (chart_key, sidecar) = if role == Role::Patient {
