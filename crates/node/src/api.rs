@@ -25,9 +25,12 @@ use medledger_types::{Digest, MemberId, RecordId, Role, Timestamp, TxId, decode_
 use serde::{Deserialize, Serialize};
 
 use crate::app::{App, wall_clock_ms};
+use crate::forward::{BATCH_TXS_MAX, HEADER_FORWARDED};
 
 /// Largest ciphertext accepted through the API in one request.
 pub const BLOB_UPLOAD_MAX: usize = 64 * 1024 * 1024;
+/// Largest `POST /v1/tx/batch` body.
+const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Longest a client may long-poll for a transaction to commit.
 const WAIT_MAX: Duration = Duration::from_secs(30);
 
@@ -36,6 +39,7 @@ pub struct ApiState {
     pub app: App,
     pub blobs: Blobs,
     pub validators: Vec<String>,
+    pub forwarder: Option<crate::forward::Forwarder>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -43,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
         .route("/v1/tx", post(submit).layer(DefaultBodyLimit::max(TX_BYTES_MAX + SIDECAR_BYTES_MAX + 64)))
+        .route("/v1/tx/batch", post(submit_batch).layer(DefaultBodyLimit::max(BATCH_BYTES_MAX)))
         .route("/v1/tx/{id}", get(tx_status))
         .route("/v1/members/{id}", get(member))
         .route("/v1/members/{id}/nonce", get(nonce))
@@ -162,15 +167,58 @@ async fn status(State(state): State<ApiState>) -> Json<StatusResponse> {
     })
 }
 
-async fn submit(State(state): State<ApiState>, body: Bytes) -> ApiResult<(StatusCode, Json<SubmitResponse>)> {
-    let request: SubmitRequest = decode_canonical(&body, TX_BYTES_MAX + SIDECAR_BYTES_MAX + 64)
-        .map_err(|_| ApiError::bad("submission does not decode"))?;
-    let tx_id = state.app.submit(request.tx, request.sidecar).map_err(|e| match e {
+fn admit(state: &ApiState, request: SubmitRequest, forwarded: bool) -> ApiResult<TxId> {
+    let forward = (!forwarded).then(|| state.forwarder.as_ref().map(|_| request.clone())).flatten();
+    let (tx_id, new) = state.app.submit(request.tx, request.sidecar).map_err(|e| match e {
         crate::app::SubmitError::Full => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
         crate::app::SubmitError::Storage(_) => ApiError::internal(e),
         other => ApiError::bad(other.to_string()),
     })?;
+    if let (true, Some(request), Some(forwarder)) = (new, forward, &state.forwarder) {
+        forwarder.forward(request);
+    }
+    Ok(tx_id)
+}
+
+async fn submit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<SubmitResponse>)> {
+    let request: SubmitRequest = decode_canonical(&body, TX_BYTES_MAX + SIDECAR_BYTES_MAX + 64)
+        .map_err(|_| ApiError::bad("submission does not decode"))?;
+    let tx_id = admit(&state, request, headers.contains_key(HEADER_FORWARDED))?;
     Ok((StatusCode::ACCEPTED, Json(SubmitResponse { tx_id })))
+}
+
+/// One result per submitted transaction, in order.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BatchResult {
+    Accepted { tx_id: TxId },
+    Refused { error: String },
+}
+
+/// Up to [`BATCH_TXS_MAX`] transactions in one request (clients with load, and peers forwarding).
+async fn submit_batch(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Vec<BatchResult>>)> {
+    let requests: Vec<SubmitRequest> =
+        decode_canonical(&body, BATCH_BYTES_MAX).map_err(|_| ApiError::bad("batch does not decode"))?;
+    if requests.len() > BATCH_TXS_MAX {
+        return Err(ApiError::bad(format!("at most {BATCH_TXS_MAX} transactions per batch")));
+    }
+    let forwarded = headers.contains_key(HEADER_FORWARDED);
+    let results = requests
+        .into_iter()
+        .map(|r| match admit(&state, r, forwarded) {
+            Ok(tx_id) => BatchResult::Accepted { tx_id },
+            Err(e) => BatchResult::Refused { error: e.title },
+        })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(results)))
 }
 
 #[derive(Deserialize)]

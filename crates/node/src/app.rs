@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use medledger_ledger::state::{MemberEntry, keys, last_nonce, read};
 use medledger_ledger::{
-    Block, BlockContext, BlockHeader, Executor, Genesis, StateView, Transaction, execute_block, results_root, tx_root,
+    Block, BlockContext, BlockHeader, Executor, Genesis, StateView, Transaction, TxInvalid, execute_block,
+    results_root, tx_root,
 };
 use medledger_store::{ChainLog, LastApplied, Pending, StateDb, StoreError};
 use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MAX_MS, BLOCK_TXS_MAX, MEMPOOL_TXS_MAX, TX_BYTES_MAX};
@@ -25,16 +26,10 @@ const PROPOSE_WAIT: Duration = Duration::from_millis(650);
 pub enum SubmitError {
     #[error("transaction does not decode or is over {TX_BYTES_MAX} bytes")]
     Malformed,
-    #[error("transaction is for another chain")]
-    WrongChain,
-    #[error("signer is not enrolled")]
-    UnknownSigner,
-    #[error("signature does not verify")]
-    BadSignature,
+    #[error(transparent)]
+    Invalid(#[from] medledger_ledger::TxInvalid),
     #[error("nonce already used")]
     StaleNonce,
-    #[error("sidecar: {0}")]
-    Sidecar(medledger_ledger::SidecarError),
     #[error("mempool is full; retry later")]
     Full,
     #[error("storage: {0}")]
@@ -159,20 +154,21 @@ impl App {
         Ok(Some((block, entry.certificate)))
     }
 
-    /// Checks and admits a transaction; returns its id. Idempotent for a transaction already pending.
-    pub fn submit(&self, tx: Transaction, sidecar: Option<Vec<u8>>) -> Result<TxId, SubmitError> {
+    /// Checks and admits a transaction; returns its id and whether it is new here. Idempotent for
+    /// a transaction already pending.
+    pub fn submit(&self, tx: Transaction, sidecar: Option<Vec<u8>>) -> Result<(TxId, bool), SubmitError> {
         let inner = &self.inner;
         if tx.encode().len() > TX_BYTES_MAX {
             return Err(SubmitError::Malformed);
         }
         if tx.body.chain_id != inner.chain_id {
-            return Err(SubmitError::WrongChain);
+            return Err(TxInvalid::WrongChain.into());
         }
-        medledger_ledger::check_sidecar(&tx, sidecar.as_deref()).map_err(SubmitError::Sidecar)?;
+        medledger_ledger::check_sidecar(&tx, sidecar.as_deref()).map_err(TxInvalid::Sidecar)?;
         let view = inner.db.view(&[]).map_err(|e| SubmitError::Storage(e.to_string()))?;
-        let signer: MemberEntry = read(&view, &keys::member(&tx.body.signer)).ok_or(SubmitError::UnknownSigner)?;
+        let signer: MemberEntry = read(&view, &keys::member(&tx.body.signer)).ok_or(TxInvalid::UnknownSigner)?;
         if !tx.verify_signature(&signer.signing_key) {
-            return Err(SubmitError::BadSignature);
+            return Err(TxInvalid::BadSignature.into());
         }
         if tx.body.nonce <= last_nonce(&view, &tx.body.signer) {
             return Err(SubmitError::StaleNonce);
@@ -181,7 +177,7 @@ impl App {
         {
             let mut pool = inner.mempool.lock().expect("mempool lock");
             if pool.txs.contains_key(&id) {
-                return Ok(id);
+                return Ok((id, false));
             }
             if pool.txs.len() >= MEMPOOL_TXS_MAX {
                 return Err(SubmitError::Full);
@@ -190,7 +186,7 @@ impl App {
             pool.txs.insert(id, (tx, sidecar));
         }
         inner.work.notify_one();
-        Ok(id)
+        Ok((id, true))
     }
 
     pub fn mempool_len(&self) -> usize {

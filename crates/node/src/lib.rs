@@ -4,5 +4,6 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod consensus;
+pub mod forward;
 pub mod run;
 pub mod verify;

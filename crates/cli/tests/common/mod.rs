@@ -15,14 +15,19 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// Two free ports P and P+100 (API and p2p of validator 0).
 fn free_base_port() -> u16 {
+    free_base_ports(1)
+}
+
+/// Free ports P..P+n and P+100..P+100+n (APIs and p2p of n validators).
+fn free_base_ports(n: u16) -> u16 {
     if NEXT_PORT.load(Ordering::SeqCst) == 0 {
         let seed = (std::process::id() as u16 % 200) * 100 + 20_000;
         let _ = NEXT_PORT.compare_exchange(0, seed, Ordering::SeqCst, Ordering::SeqCst);
     }
     loop {
-        let port = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let port = NEXT_PORT.fetch_add(n, Ordering::SeqCst);
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(port) && free(port + 100) {
+        if (0..n).all(|k| free(port + k) && free(port + 100 + k)) {
             return port;
         }
     }
@@ -32,10 +37,15 @@ pub struct Net {
     pub root: tempfile::TempDir,
     pub dir: PathBuf,
     pub home: PathBuf,
+    /// API address of validator 0.
     pub api: String,
-    /// Extra environment of the validator process (e.g. S3 credentials).
+    /// API addresses of every validator.
+    pub apis: Vec<String>,
+    /// The admin identity that enrols the cast.
+    pub admin: String,
+    /// Extra environment of the validator processes (e.g. S3 credentials).
     pub node_env: Vec<(String, String)>,
-    node: Option<Child>,
+    nodes: Vec<Option<Child>>,
 }
 
 pub struct Run {
@@ -65,25 +75,58 @@ impl Net {
     }
 
     pub fn start_with_env(extra_init: &[&str], node_env: Vec<(String, String)>) -> Net {
+        Self::start_network(1, extra_init, node_env)
+    }
+
+    /// `n` validators (organisations h1..hn, one validator each), all started.
+    pub fn start_n(n: u16) -> Net {
+        Self::start_network(n, &[], vec![])
+    }
+
+    fn start_network(n: u16, extra_init: &[&str], node_env: Vec<(String, String)>) -> Net {
         let root = tempfile::tempdir().expect("tempdir");
         let dir = root.path().join("net");
         let home = root.path().join("home");
-        let port = free_base_port();
-        let mut net = Net { api: format!("127.0.0.1:{port}"), dir, home, root, node_env, node: None };
-        let mut args = vec!["init", "--dir", net.dir.to_str().unwrap(), "--base-port"];
+        let port = free_base_ports(n);
+        let apis: Vec<String> = (0..n).map(|k| format!("127.0.0.1:{}", port + k)).collect();
+        let (orgs, admin) = if n == 1 {
+            ("org1".to_string(), "org1-admin".to_string())
+        } else {
+            ((1..=n).map(|k| format!("h{k}")).collect::<Vec<_>>().join(","), "h1-admin".to_string())
+        };
+        let mut net =
+            Net { api: apis[0].clone(), apis, admin, dir, home, root, node_env, nodes: (0..n).map(|_| None).collect() };
         let port_s = port.to_string();
-        args.push(&port_s);
+        let n_s = n.to_string();
+        let mut args = vec![
+            "init",
+            "--dir",
+            net.dir.to_str().unwrap(),
+            "--base-port",
+            &port_s,
+            "--validators",
+            &n_s,
+            "--orgs",
+            &orgs,
+        ];
         args.extend_from_slice(extra_init);
         let init = net.cli(&args);
         assert_eq!(init.code, 0, "init failed: {}", init.stderr);
-        net.start_node();
+        for k in 0..n as usize {
+            net.start_validator(k);
+        }
         net
     }
 
     pub fn start_node(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log");
+        self.start_validator(0);
+    }
+
+    pub fn start_validator(&mut self, k: usize) {
+        let log_path = self.dir.join(format!("validator-{k}")).join("node.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).expect("log");
         let child = Command::new(BIN)
-            .args(["node", "--dir", self.dir.to_str().unwrap(), "--validator", "0"])
+            .args(["node", "--dir", self.dir.to_str().unwrap(), "--validator", &k.to_string()])
             .env("MEDLEDGER_LOG", "info")
             .envs(self.node_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -91,17 +134,21 @@ impl Net {
             .stderr(log)
             .spawn()
             .expect("spawn node");
-        self.node = Some(child);
+        self.nodes[k] = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(&self.api).is_err() {
+        while std::net::TcpStream::connect(&self.apis[k]).is_err() {
             assert!(Instant::now() < deadline, "node API did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// SIGKILL: no chance to flush anything.
+    /// SIGKILL of validator 0: no chance to flush anything.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.node.take() {
+        self.kill9_validator(0);
+    }
+
+    pub fn kill9_validator(&mut self, k: usize) {
+        if let Some(mut child) = self.nodes[k].take() {
             child.kill().expect("kill -9");
             child.wait().expect("reap");
         }
@@ -146,21 +193,29 @@ impl Net {
 
     /// Enrols the walkthrough's cast: patient alice, doctors drbob and drcarol, nurse nina.
     pub fn cast(&self) {
-        self.ok(&["id", "create", "alice", "--role", "patient", "--as", "org1-admin"]);
-        self.ok(&["id", "create", "drbob", "--role", "doctor", "--as", "org1-admin", "--display-name", "Dr Bob"]);
-        self.ok(&["id", "create", "drcarol", "--role", "doctor", "--as", "org1-admin"]);
-        self.ok(&["id", "create", "nina", "--role", "nurse", "--as", "org1-admin"]);
+        let admin = self.admin.as_str();
+        self.ok(&["id", "create", "alice", "--role", "patient", "--as", admin]);
+        self.ok(&["id", "create", "drbob", "--role", "doctor", "--as", admin, "--display-name", "Dr Bob"]);
+        self.ok(&["id", "create", "drcarol", "--role", "doctor", "--as", admin]);
+        self.ok(&["id", "create", "nina", "--role", "nurse", "--as", admin]);
     }
 
     pub fn height(&self) -> u64 {
-        let status: serde_json::Value = serde_json::from_str(&self.ok(&["--json", "status"])).unwrap();
-        status["height"].as_u64().unwrap()
+        self.status_of(0)["height"].as_u64().unwrap()
+    }
+
+    /// `GET /v1/status` of validator k.
+    pub fn status_of(&self, k: usize) -> serde_json::Value {
+        let url = format!("http://{}", self.apis[k]);
+        serde_json::from_str(&self.ok(&["--json", "--node", &url, "status"])).unwrap()
     }
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
-        self.kill9();
+        for k in 0..self.nodes.len() {
+            self.kill9_validator(k);
+        }
     }
 }
 

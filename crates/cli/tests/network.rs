@@ -1,0 +1,100 @@
+//! Four validators as separate processes on 127.0.0.1: BFT under kill -9 of each in turn, and a
+//! stall without a fork when two of four are down.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Net, OBSERVATION};
+use medledger_ledger::api::TxStatus;
+use medledger_ledger::{RecordAccess, Transaction, TxBody, TxKind};
+use medledger_sdk::{Client, Home};
+use medledger_types::{PurposeOfUse, RecordId};
+
+/// Waits until every listed validator reports the same height and state root, at least `min`.
+fn converge(net: &Net, validators: &[usize], min: u64) -> (u64, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let statuses: Vec<_> = validators.iter().map(|k| net.status_of(*k)).collect();
+        let heights: Vec<u64> = statuses.iter().map(|s| s["height"].as_u64().unwrap()).collect();
+        let roots: Vec<&str> = statuses.iter().map(|s| s["state_root"].as_str().unwrap()).collect();
+        if heights.iter().all(|h| *h == heights[0] && *h >= min) && roots.iter().all(|r| *r == roots[0]) {
+            return (heights[0], roots[0].to_string());
+        }
+        assert!(Instant::now() < deadline, "validators did not converge: {heights:?} {roots:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn four_validators_survive_kill_9_of_each_in_turn() {
+    let mut net = Net::start_n(4);
+    net.cast();
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all", "--write"]);
+    let obs = net.file("obs.json", OBSERVATION.as_bytes());
+    let mut acknowledged = Vec::new();
+    // Writes through each validator's API in turn.
+    for k in 0..4 {
+        let node = format!("http://{}", net.apis[k]);
+        let record =
+            net.ok(&["--node", &node, "record", "put", "--as", "drbob", "--patient", "alice", obs.to_str().unwrap()]);
+        acknowledged.push(record.trim().to_string());
+    }
+    // Kill -9 each validator in turn; the other three keep finalizing writes.
+    for k in 0..4 {
+        net.kill9_validator(k);
+        for _ in 0..2 {
+            let record = net.ok(&["record", "put", "--as", "drbob", "--patient", "alice", obs.to_str().unwrap()]);
+            acknowledged.push(record.trim().to_string());
+        }
+        net.start_validator(k);
+    }
+    let (height, _) = converge(&net, &[0, 1, 2, 3], 1);
+    assert!(height >= 5 + acknowledged.len() as u64, "every write is a block or in one: {height}");
+    // Every acknowledged record is on every validator, and readable through any of them.
+    for k in 0..4 {
+        let node = format!("http://{}", net.apis[k]);
+        let listed = net.ok(&["--node", &node, "record", "list", "--as", "alice"]);
+        for record in &acknowledged {
+            assert!(listed.contains(record.as_str()), "validator {k} lacks acknowledged record {record}");
+        }
+    }
+    let last = acknowledged.last().unwrap();
+    let node = format!("http://{}", net.apis[3]);
+    assert_eq!(net.ok(&["--node", &node, "record", "get", "--as", "alice", last]), OBSERVATION);
+    // Every validator's chain verifies (hash chain, certificates, re-execution, ciphertexts).
+    let verify = net.ok(&["verify"]);
+    assert_eq!(verify.matches("chain ok").count(), 4, "{verify}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_four_down_stalls_without_forking_then_resumes() {
+    let mut net = Net::start_n(4);
+    net.ok(&["id", "create", "alice", "--role", "patient", "--as", "h1-admin"]);
+    let (before, _) = converge(&net, &[0, 1, 2, 3], 1);
+    net.kill9_validator(2);
+    net.kill9_validator(3);
+
+    let home = Home::open(&net.home).unwrap();
+    let config = home.config().unwrap();
+    let alice = home.load_identity("alice", b"correct horse battery staple").unwrap();
+    let client = Client::new(vec![format!("http://{}", net.apis[0])]).unwrap();
+    let nonce = client.next_nonce(&alice.member).await.unwrap();
+    let kind =
+        TxKind::RecordAccess(RecordAccess { record: RecordId::new([3; 16]), version: 1, purpose: PurposeOfUse::Treat });
+    let body = TxBody { chain_id: config.chain_id, signer: alice.member, nonce, kind, sidecar_digest: None };
+    let id = client.submit(Transaction::sign(body, &alice.signing), None).await.unwrap();
+    // Two of four cannot form a quorum: nothing is finalized.
+    let stalled = client.wait(&id, Duration::from_secs(4)).await;
+    assert!(stalled.is_err(), "committed without a quorum: {stalled:?}");
+    for k in [0, 1] {
+        assert_eq!(net.status_of(k)["height"].as_u64().unwrap(), before, "validator {k} moved without a quorum");
+    }
+    // One returns: three of four finalize again, the pending transaction included.
+    net.start_validator(2);
+    let status = client.wait(&id, Duration::from_secs(60)).await.unwrap();
+    assert!(matches!(status, TxStatus::Committed { .. }), "{status:?}");
+    let (after, _) = converge(&net, &[0, 1, 2], before + 1);
+    net.start_validator(3);
+    converge(&net, &[0, 1, 2, 3], after);
+}
