@@ -1,17 +1,22 @@
-//! End-to-end figures on a real one-validator network (release build, durable storage, every
-//! signature verified): committed transactions per second, and put/get latency for 4 KiB and
-//! 1 MiB records. `cargo bench -p medledger-cli --bench network`; prints a Markdown table.
+//! End-to-end figures on real networks of 1 and 4 validator processes (release build, durable
+//! storage, every signature verified): put/get latency for 4 KiB and 1 MiB records, and a sweep
+//! of offered load (batched submissions) giving committed transactions per second and commit
+//! latency. `cargo bench -p medledger-cli --bench network`; prints Markdown tables.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use medledger_ledger::{RecordAccess, Transaction, TxBody, TxKind};
-use medledger_sdk::{COMMIT_TIMEOUT, Home, Session};
-use medledger_types::{Nonce, PurposeOfUse};
+use medledger_sdk::{Client, Home, Identity, Session};
+use medledger_types::{Nonce, PurposeOfUse, TxId};
 
 const BIN: &str = env!("CARGO_BIN_EXE_medledger");
 const PASS: &str = "bench passphrase";
+const SIGNERS: usize = 32;
+const SWEEP_SECONDS: f64 = 3.0;
 
 fn cli(home: &Path, args: &[&str]) -> String {
     let out = Command::new(BIN)
@@ -32,122 +37,229 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-struct Node(Child);
-impl Drop for Node {
+struct Network {
+    _root: tempfile::TempDir,
+    home: PathBuf,
+    nodes: Vec<Child>,
+    apis: Vec<String>,
+}
+
+impl Drop for Network {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
     }
 }
 
-fn main() {
-    let root = tempfile::tempdir().unwrap();
-    let (dir, home) = (root.path().join("net"), root.path().join("home"));
-    cli(&home, &["init", "--dir", dir.to_str().unwrap(), "--base-port", "27400"]);
-    let log = std::fs::File::create(root.path().join("node.log")).unwrap();
-    let _node = Node(
-        Command::new(BIN)
-            .args(["node", "--dir", dir.to_str().unwrap(), "--validator", "0"])
-            .env("MEDLEDGER_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    while std::net::TcpStream::connect("127.0.0.1:27400").is_err() {
-        std::thread::sleep(Duration::from_millis(20));
+impl Network {
+    fn start(validators: usize, base_port: u16) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, home) = (root.path().join("net"), root.path().join("home"));
+        let (n, port) = (validators.to_string(), base_port.to_string());
+        cli(&home, &["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n]);
+        let mut nodes = Vec::new();
+        let mut apis = Vec::new();
+        for k in 0..validators {
+            let log = std::fs::File::create(root.path().join(format!("node{k}.log"))).unwrap();
+            nodes.push(
+                Command::new(BIN)
+                    .args(["node", "--dir", dir.to_str().unwrap(), "--validator", &k.to_string()])
+                    .env("MEDLEDGER_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            );
+            let api = format!("127.0.0.1:{}", base_port as usize + k);
+            while std::net::TcpStream::connect(&api).is_err() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            apis.push(format!("http://{api}"));
+        }
+        Network { _root: root, home, nodes, apis }
     }
-    let signers = 16;
-    for k in 0..signers {
-        cli(&home, &["id", "create", &format!("p{k}"), "--role", "patient", "--as", "org1-admin"]);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let session = Session::open(&home, None).unwrap();
-    let h = Home::open(&home).unwrap();
-    let ids: Vec<_> = (0..signers).map(|k| h.load_identity(&format!("p{k}"), PASS.as_bytes()).unwrap()).collect();
+}
 
-    println!("| measurement | p50 | p99 | n |\n|---|---|---|---|");
-    let mut records = Vec::new();
+fn latency_rows(rt: &tokio::runtime::Runtime, session: &Session, me: &Identity, label_n: usize) {
     for (label, size) in [("4 KiB", 4096usize), ("1 MiB", 1 << 20)] {
         let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let (mut puts, mut gets) = (Vec::new(), Vec::new());
-        let me = &ids[0];
-        let patient = me.contact();
         for _ in 0..20 {
             let t = Instant::now();
-            let (record, _) = rt.block_on(session.put_record(me, &patient, &data)).unwrap();
+            let (record, _) = rt.block_on(session.put_record(me, &me.contact(), &data)).unwrap();
             puts.push(t.elapsed());
             let t = Instant::now();
             let opened = rt.block_on(session.get_record(me, record, PurposeOfUse::Patrqt)).unwrap();
             gets.push(t.elapsed());
             assert_eq!(&opened.plaintext[..], &data[..]);
-            records.push(record);
         }
         puts.sort();
         gets.sort();
-        println!(
-            "| put {label} (encrypt, upload, commit) | {} | {} | {} |",
-            ms(percentile(&puts, 0.5)),
-            ms(percentile(&puts, 0.99)),
-            puts.len()
-        );
-        println!(
-            "| get {label} (audited access commit, fetch, decrypt) | {} | {} | {} |",
-            ms(percentile(&gets, 0.5)),
-            ms(percentile(&gets, 0.99)),
-            gets.len()
-        );
+        for (what, v) in [("put", &puts), ("get", &gets)] {
+            println!(
+                "| {label_n} | {what} {label} | {} | {} | {} |",
+                ms(percentile(v, 0.5)),
+                ms(percentile(v, 0.99)),
+                v.len()
+            );
+        }
     }
+}
 
-    // Throughput: every signer reads its own record over and over (allowed, audited); all
-    // transactions are submitted up front and the clock stops when the last one is committed.
-    let per_signer = 500u64;
-    let chain_id = session.chain_id;
-    let mut own = Vec::new();
-    for me in &ids {
-        let (record, _) = rt.block_on(session.put_record(me, &me.contact(), b"small record")).unwrap();
-        own.push(record);
-    }
-    let mut txs = Vec::new();
-    for (me, record) in ids.iter().zip(&own) {
-        let first = rt.block_on(session.client.next_nonce(&me.member)).unwrap().get();
-        for i in 0..per_signer {
-            let kind =
-                TxKind::RecordAccess(RecordAccess { record: *record, version: 1, purpose: PurposeOfUse::Patrqt });
-            let body = TxBody { chain_id, signer: me.member, nonce: Nonce::new(first + i), kind, sidecar_digest: None };
-            txs.push((me.member, Transaction::sign(body, &me.signing)));
-        }
-    }
-    let total = txs.len();
-    let start = Instant::now();
-    let last_ids = rt.block_on(async {
-        let mut tasks = Vec::new();
-        for chunk in txs.chunks(per_signer as usize) {
-            let client = session.client.clone();
-            let chunk = chunk.to_vec();
-            tasks.push(tokio::spawn(async move {
-                let mut last = None;
-                for (_, tx) in chunk {
-                    last = Some(client.submit(tx, None).await.unwrap());
+/// Offers `rate` tx/s for SWEEP_SECONDS in batches every 20 ms. Each validator's API gets the
+/// transactions of its own signers, in nonce order, from one sequential submitter (a signer's
+/// transactions must arrive in order). Returns (committed tx/s, commit latencies, offered).
+fn offer(
+    rt: &tokio::runtime::Runtime,
+    clients: &[Client],
+    queues: &mut [std::vec::IntoIter<Transaction>],
+    rate: usize,
+) -> (f64, Vec<Duration>, usize) {
+    let tick = Duration::from_millis(20);
+    let per_tick = (rate * tick.as_millis() as usize / 1000 / clients.len()).max(1);
+    let ticks = (SWEEP_SECONDS / tick.as_secs_f64()) as usize;
+    let submitted: Arc<Mutex<HashMap<TxId, Instant>>> = Arc::default();
+    let committed: Arc<Mutex<(Vec<Duration>, Option<Instant>)>> = Arc::default();
+    let watcher_client = clients[0].clone();
+    let start_height = rt.block_on(watcher_client.status()).unwrap()["height"].as_u64().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let total = per_tick * ticks * clients.len();
+    // Watch committed blocks on validator 0 and time every transaction we submitted.
+    let watcher = {
+        let (submitted, committed, stop) = (submitted.clone(), committed.clone(), stop.clone());
+        rt.spawn(async move {
+            let mut next = start_height + 1;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match watcher_client.block(next).await {
+                    Ok(block) => {
+                        let now = Instant::now();
+                        let mut done = committed.lock().unwrap();
+                        for id in block["txs"].as_array().unwrap() {
+                            let id: TxId = id.as_str().unwrap().parse().unwrap();
+                            if let Some(t) = submitted.lock().unwrap().remove(&id) {
+                                done.0.push(now - t);
+                                done.1 = Some(now);
+                            }
+                        }
+                        next += 1;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
                 }
-                last.unwrap()
-            }));
+            }
+        })
+    };
+    type Batch = Vec<(Transaction, Option<Vec<u8>>)>;
+    let senders: Vec<tokio::sync::mpsc::UnboundedSender<Batch>> = clients
+        .iter()
+        .map(|client| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+            let client = client.clone();
+            rt.spawn(async move {
+                while let Some(batch) = rx.recv().await {
+                    let _ = client.submit_batch(batch).await;
+                }
+            });
+            tx
+        })
+        .collect();
+    let begin = Instant::now();
+    rt.block_on(async {
+        let mut interval = tokio::time::interval(tick);
+        for _ in 0..ticks {
+            interval.tick().await;
+            for (queue, sender) in queues.iter_mut().zip(&senders) {
+                let batch: Batch = queue.take(per_tick).map(|t| (t, None)).collect();
+                let now = Instant::now();
+                let mut map = submitted.lock().unwrap();
+                for (tx, _) in &batch {
+                    map.insert(tx.id(), now);
+                }
+                drop(map);
+                let _ = sender.send(batch);
+            }
         }
-        let mut last = Vec::new();
-        for t in tasks {
-            last.push(t.await.unwrap());
-        }
-        last
     });
-    let submitted = start.elapsed();
-    for id in &last_ids {
-        rt.block_on(session.client.wait(id, COMMIT_TIMEOUT)).unwrap();
+    drop(senders);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while committed.lock().unwrap().0.len() < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let elapsed = start.elapsed();
-    println!(
-        "\ncommitted {total} transactions from {signers} signers in {:.2} s (submission took {:.2} s): {:.0} tx/s",
-        elapsed.as_secs_f64(),
-        submitted.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64()
-    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = rt.block_on(watcher);
+    let (mut latencies, last) = committed.lock().unwrap().clone();
+    latencies.sort();
+    let elapsed = last.map_or(f64::INFINITY, |l| (l - begin).as_secs_f64());
+    (latencies.len() as f64 / elapsed, latencies, total)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut sweeps = Vec::new();
+    println!("| validators | measurement | p50 | p99 | n |\n|---|---|---|---|---|");
+    for (validators, base_port) in [(1usize, 27400u16), (4, 27500)] {
+        let net = Network::start(validators, base_port);
+        let admin = "org1-admin";
+        for k in 0..SIGNERS {
+            cli(&net.home, &["id", "create", &format!("p{k}"), "--role", "patient", "--as", admin]);
+        }
+        let session = Session::open(&net.home, None).unwrap();
+        let home = Home::open(&net.home).unwrap();
+        let ids: Vec<Identity> =
+            (0..SIGNERS).map(|k| home.load_identity(&format!("p{k}"), PASS.as_bytes()).unwrap()).collect();
+        latency_rows(&rt, &session, &ids[0], validators);
+
+        // Pre-signed load: every signer reads its own record (allowed, audited).
+        let rates = [500usize, 1000, 2000, 4000, 8000, 16000];
+        let per_signer = rates.iter().map(|r| r * SWEEP_SECONDS as usize).sum::<usize>() / SIGNERS + 2;
+        let mut by_signer = Vec::new();
+        for me in &ids {
+            let (record, _) = rt.block_on(session.put_record(me, &me.contact(), b"small record")).unwrap();
+            let first = rt.block_on(session.client.next_nonce(&me.member)).unwrap().get();
+            let txs: Vec<Transaction> = (0..per_signer as u64)
+                .map(|i| {
+                    let kind = TxKind::RecordAccess(RecordAccess { record, version: 1, purpose: PurposeOfUse::Patrqt });
+                    let body = TxBody {
+                        chain_id: session.chain_id,
+                        signer: me.member,
+                        nonce: Nonce::new(first + i),
+                        kind,
+                        sidecar_digest: None,
+                    };
+                    Transaction::sign(body, &me.signing)
+                })
+                .collect();
+            by_signer.push(txs);
+        }
+        // Signer s submits through validator s mod n; each queue interleaves its signers.
+        let n = net.apis.len();
+        let mut queues: Vec<std::vec::IntoIter<Transaction>> = (0..n)
+            .map(|v| {
+                let mine: Vec<&Vec<Transaction>> = by_signer.iter().skip(v).step_by(n).collect();
+                let mut q = Vec::new();
+                for i in 0..per_signer {
+                    for txs in &mine {
+                        q.push(txs[i].clone());
+                    }
+                }
+                q.into_iter()
+            })
+            .collect();
+        let clients: Vec<Client> = net.apis.iter().map(|a| Client::new(vec![a.clone()]).unwrap()).collect();
+        for rate in rates {
+            let (tps, lat, offered) = offer(&rt, &clients, &mut queues, rate);
+            let (p50, p99) = if lat.is_empty() {
+                (Duration::ZERO, Duration::ZERO)
+            } else {
+                (percentile(&lat, 0.5), percentile(&lat, 0.99))
+            };
+            sweeps.push((validators, rate, tps, p50, p99, lat.len(), offered));
+        }
+    }
+    println!("\n| validators | offered tx/s | committed tx/s | commit latency p50 | p99 | committed / offered |");
+    println!("|---|---|---|---|---|---|");
+    for (v, rate, tps, p50, p99, n, offered) in sweeps {
+        println!("| {v} | {rate} | {tps:.0} | {} | {} | {n} / {offered} |", ms(p50), ms(p99));
+    }
 }

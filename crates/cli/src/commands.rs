@@ -184,15 +184,23 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             print_audit(home, &events, json);
         }
         Command::Status => {
-            let status = rt.block_on(session.client.status())?;
-            if json {
-                println!("{status}");
-            } else {
-                println!(
-                    "height {} state root {}",
-                    status["height"],
-                    status["state_root"].as_str().unwrap_or_default()
-                );
+            let statuses = rt.block_on(session.client.statuses());
+            if statuses.iter().all(|(_, s)| s.is_none()) {
+                return Err(SdkError::Other("no validator answered".into()));
+            }
+            for (k, (url, status)) in statuses.iter().enumerate() {
+                match status {
+                    Some(s) if json => println!("{s}"),
+                    Some(s) => println!(
+                        "validator {k}  {url}  height {}  state root {}  block {}  mempool {}",
+                        s["height"],
+                        s["state_root"].as_str().unwrap_or_default(),
+                        s["block"].as_str().unwrap_or_default(),
+                        s["mempool"]
+                    ),
+                    None if json => println!("{}", json!({"validator": k, "url": url, "down": true})),
+                    None => println!("validator {k}  {url}  down"),
+                }
             }
         }
         Command::Init(_)

@@ -72,10 +72,12 @@ enum Command {
 pub struct InitArgs {
     #[arg(long)]
     pub dir: PathBuf,
-    #[arg(long, default_value_t = 1)]
+    /// Validators (n = 3f + 1 tolerates f faulty ones; 1 is development mode).
+    #[arg(long, default_value_t = 4)]
     pub validators: usize,
-    /// Organisations, comma separated (ids: lowercase letters, digits, '-', '_').
-    #[arg(long, default_value = "org1", value_delimiter = ',')]
+    /// Organisations, comma separated (ids: lowercase letters, digits, '-', '_'); default one
+    /// per validator, org1..orgN, so no organisation holds more than f validators.
+    #[arg(long, value_delimiter = ',')]
     pub orgs: Vec<String>,
     /// Object store: file://PATH (default: DIR/blobs), s3://BUCKET, memory://.
     #[arg(long)]

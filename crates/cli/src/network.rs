@@ -25,8 +25,13 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
         return Err(SdkError::Usage(format!("{} already holds a network", args.dir.display())));
     }
     let home = Home::open(home_dir)?;
+    let orgs: Vec<String> = if args.orgs.is_empty() {
+        (1..=args.validators).map(|k| format!("org{k}")).collect()
+    } else {
+        args.orgs.clone()
+    };
     let mut admins = Vec::new();
-    for org in &args.orgs {
+    for org in &orgs {
         let id = OrgId::new(org)
             .map_err(|_| SdkError::Usage(format!("organisation ids are 1-32 of a-z, 0-9, '-', '_': {org}")))?;
         let alias = format!("{id}-admin");
@@ -88,8 +93,8 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
     if !genesis_path(dir).exists() {
         let defaults = InitArgs {
             dir: dir.to_path_buf(),
-            validators: 1,
-            orgs: vec!["org1".into()],
+            validators: 4,
+            orgs: vec![],
             storage: None,
             s3_endpoint: None,
             base_port: 7400,

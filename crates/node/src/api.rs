@@ -49,6 +49,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tx", post(submit).layer(DefaultBodyLimit::max(TX_BYTES_MAX + SIDECAR_BYTES_MAX + 64)))
         .route("/v1/tx/batch", post(submit_batch).layer(DefaultBodyLimit::max(BATCH_BYTES_MAX)))
         .route("/v1/tx/{id}", get(tx_status))
+        .route("/v1/blocks/{height}", get(block))
         .route("/v1/members/{id}", get(member))
         .route("/v1/members/{id}/nonce", get(nonce))
         .route("/v1/charts/{patient}", get(chart))
@@ -261,6 +262,38 @@ async fn tx_status(
             return Ok(Json(lookup_status(&state, &id)?));
         }
     }
+}
+
+#[derive(Serialize)]
+struct BlockSummary {
+    height: u64,
+    digest: String,
+    parent: String,
+    time: Timestamp,
+    proposer: u32,
+    state_root: String,
+    txs: Vec<TxId>,
+    certified: bool,
+}
+
+/// A committed block's header and transaction ids (the chain explorer's view; no sidecars).
+async fn block(State(state): State<ApiState>, Path(height): Path<u64>) -> ApiResult<Json<BlockSummary>> {
+    let (block, certificate) = state
+        .app
+        .block_at(medledger_types::Height::new(height))
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::not_found("block"))?;
+    let h = &block.header;
+    Ok(Json(BlockSummary {
+        height: h.height.get(),
+        digest: block.digest().to_hex(),
+        parent: h.parent.to_hex(),
+        time: h.time,
+        proposer: h.proposer,
+        state_root: h.state_root.to_hex(),
+        txs: block.txs.iter().map(medledger_ledger::Transaction::id).collect(),
+        certified: !certificate.is_empty(),
+    }))
 }
 
 async fn member(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<MemberEntry>> {

@@ -97,6 +97,11 @@ impl Client {
         self.get_json("/v1/status", None).await
     }
 
+    /// A committed block's summary (`height`, `time`, `txs`, ...), or an error if not committed yet.
+    pub async fn block(&self, height: u64) -> Result<serde_json::Value> {
+        self.get_json(&format!("/v1/blocks/{height}"), None).await
+    }
+
     pub async fn member(&self, id: &MemberId) -> Result<MemberEntry> {
         self.get_json(&format!("/v1/members/{id}"), None).await
     }
@@ -156,6 +161,34 @@ impl Client {
         let bytes = self.send(Method::POST, "/v1/tx", Some(body), None).await?;
         let reply: SubmitResponse = serde_json::from_slice(&bytes).map_err(SdkError::other)?;
         Ok(reply.tx_id)
+    }
+
+    /// Submits up to 1000 transactions in one request; one result per transaction, in order.
+    pub async fn submit_batch(
+        &self,
+        txs: Vec<(Transaction, Option<Vec<u8>>)>,
+    ) -> Result<Vec<std::result::Result<TxId, String>>> {
+        let batch: Vec<SubmitRequest> = txs.into_iter().map(|(tx, sidecar)| SubmitRequest { tx, sidecar }).collect();
+        let bytes = self.send(Method::POST, "/v1/tx/batch", Some(encode(&batch)), None).await?;
+        let replies: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(SdkError::other)?;
+        Ok(replies
+            .into_iter()
+            .map(|r| match (r.get("tx_id").and_then(|v| v.as_str()), r.get("error").and_then(|v| v.as_str())) {
+                (Some(id), _) => id.parse().map_err(|_| "malformed transaction id".to_string()),
+                (None, Some(error)) => Err(error.to_string()),
+                _ => Err("malformed reply".to_string()),
+            })
+            .collect())
+    }
+
+    /// The status of each configured validator (None where it does not answer).
+    pub async fn statuses(&self) -> Vec<(String, Option<serde_json::Value>)> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            let single = Client { http: self.http.clone(), nodes: vec![node.clone()] };
+            out.push((node.clone(), single.status().await.ok()));
+        }
+        out
     }
 
     /// Waits until the transaction is in a finalized, committed block.
