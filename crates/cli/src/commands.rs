@@ -203,6 +203,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                 }
             }
         }
+        Command::Backup { .. } | Command::Restore { .. } => unreachable!("handled in main"),
         Command::Init(_)
         | Command::Up { .. }
         | Command::Node { .. }

@@ -42,6 +42,25 @@ enum Command {
         #[arg(long)]
         validator: u32,
     },
+    /// Copy a stopped validator's keys, state, chain and consensus journal to a folder.
+    Backup {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        validator: u32,
+        /// Destination folder (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a validator back from a backup (its folder must not exist); it catches up from peers.
+    Restore {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        validator: u32,
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Identities.
     #[command(subcommand)]
     Id(IdCommand),
@@ -178,6 +197,8 @@ fn main() {
         Command::Up { dir } => network::up(&dir, &home),
         Command::Init(args) => network::init(&args, &home, cli.json),
         Command::Verify { dir } => network::verify(dir, &home, cli.json),
+        Command::Backup { dir, validator, to } => network::backup(&dir, validator, &to),
+        Command::Restore { dir, validator, from } => network::restore(&dir, validator, &from),
         command => commands::run(command, &home, cli.node, cli.json),
     };
     if let Err(e) = result {

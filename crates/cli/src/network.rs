@@ -202,3 +202,62 @@ pub fn verify(dir: Option<PathBuf>, home_dir: &Path, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
+    std::fs::create_dir_all(to)?;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            bytes += copy_tree(&src, &dst)?;
+        } else if kind.is_file() {
+            bytes += std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(bytes)
+}
+
+/// Whether a validator process holds the folder (its state database is locked while it runs).
+fn validator_running(vdir: &Path) -> bool {
+    let state = vdir.join("data").join("state.redb");
+    state.exists() && medledger_store::StateDb::open(&state).is_err()
+}
+
+pub fn backup(dir: &Path, validator: u32, to: &Path) -> Result<()> {
+    let vdir = validator_dir(dir, validator);
+    if !vdir.join("validator.json").exists() {
+        return Err(SdkError::Usage(format!("no validator {validator} in {}", dir.display())));
+    }
+    if to.exists() {
+        return Err(SdkError::Usage(format!("{} already exists", to.display())));
+    }
+    if validator_running(&vdir) {
+        return Err(SdkError::Usage("stop the validator first: a backup copies its files while they are still".into()));
+    }
+    let bytes = copy_tree(&vdir, to).map_err(other)?;
+    std::fs::copy(genesis_path(dir), to.join("genesis.json")).map_err(other)?;
+    println!(
+        "validator {validator} backed up to {} ({bytes} bytes; it holds the validator's key: keep it private)",
+        to.display()
+    );
+    Ok(())
+}
+
+pub fn restore(dir: &Path, validator: u32, from: &Path) -> Result<()> {
+    let vdir = validator_dir(dir, validator);
+    let genesis = std::fs::read(genesis_path(dir)).map_err(|e| SdkError::Usage(format!("{}: {e}", dir.display())))?;
+    let backed =
+        std::fs::read(from.join("genesis.json")).map_err(|e| SdkError::Usage(format!("{}: {e}", from.display())))?;
+    if genesis != backed {
+        return Err(SdkError::Usage("the backup belongs to another network".into()));
+    }
+    if vdir.exists() {
+        return Err(SdkError::Usage(format!("{} exists; move it away first", vdir.display())));
+    }
+    copy_tree(from, &vdir).map_err(other)?;
+    std::fs::remove_file(vdir.join("genesis.json")).map_err(other)?;
+    println!("validator {validator} restored; start it and it catches up from its peers");
+    Ok(())
+}

@@ -98,3 +98,45 @@ async fn two_of_four_down_stalls_without_forking_then_resumes() {
     net.start_validator(3);
     converge(&net, &[0, 1, 2, 3], after);
 }
+
+#[test]
+fn restored_and_wiped_validators_catch_up() {
+    let mut net = Net::start_n(4);
+    net.ok(&["id", "create", "alice", "--role", "patient", "--as", "h1-admin"]);
+    let obs = net.file("obs.json", OBSERVATION.as_bytes());
+    let put = |net: &Net| {
+        net.ok(&["record", "put", "--as", "alice", "--patient", "alice", obs.to_str().unwrap()]).trim().to_string()
+    };
+    let mut records = vec![put(&net), put(&net)];
+    converge(&net, &[0, 1, 2, 3], 1);
+    let dir = net.dir.to_str().unwrap().to_string();
+
+    // A running validator is not backed up (its files are moving).
+    let backup_dir = net.root.path().join("backup-3");
+    let running = net.cli(&["backup", "--dir", &dir, "--validator", "3", "--to", backup_dir.to_str().unwrap()]);
+    assert_eq!(running.code, 2, "{}", running.stderr);
+    // Stop it, back it up, and let the network move on without it.
+    net.kill9_validator(3);
+    net.ok(&["backup", "--dir", &dir, "--validator", "3", "--to", backup_dir.to_str().unwrap()]);
+    records.push(put(&net));
+    records.push(put(&net));
+    // Lose the validator's folder; restore the (older) backup; it catches up from its peers.
+    std::fs::rename(net.dir.join("validator-3"), net.root.path().join("lost-3")).unwrap();
+    net.ok(&["restore", "--dir", &dir, "--validator", "3", "--from", backup_dir.to_str().unwrap()]);
+    net.start_validator(3);
+    let (height, _) = converge(&net, &[0, 1, 2, 3], 1);
+
+    // A brand-new validator (keys only, no data) syncs the whole chain from genesis.
+    net.kill9_validator(2);
+    std::fs::remove_dir_all(net.dir.join("validator-2").join("data")).unwrap();
+    net.start_validator(2);
+    records.push(put(&net));
+    converge(&net, &[0, 1, 2, 3], height + 1);
+    for k in [2, 3] {
+        let node = format!("http://{}", net.apis[k]);
+        let listed = net.ok(&["--node", &node, "record", "list", "--as", "alice"]);
+        for record in &records {
+            assert!(listed.contains(record.as_str()), "validator {k} lacks {record}");
+        }
+    }
+}
