@@ -198,7 +198,15 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut sweeps = Vec::new();
     println!("| validators | measurement | p50 | p99 | n |\n|---|---|---|---|---|");
-    for (validators, base_port) in [(1usize, 27400u16), (4, 27500)] {
+    // MEDLEDGER_BENCH_VALIDATORS=4 and MEDLEDGER_BENCH_RATES=1000,2000 narrow the run for profiling.
+    let sizes: Vec<usize> = std::env::var("MEDLEDGER_BENCH_VALIDATORS")
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|_| vec![1, 4]);
+    let rates: Vec<usize> = std::env::var("MEDLEDGER_BENCH_RATES")
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|_| vec![500, 1000, 2000, 4000, 8000, 16000]);
+    for validators in sizes {
+        let base_port = 27400 + 100 * validators as u16;
         let net = Network::start(validators, base_port);
         let admin = "org1-admin";
         for k in 0..SIGNERS {
@@ -208,10 +216,11 @@ fn main() {
         let home = Home::open(&net.home).unwrap();
         let ids: Vec<Identity> =
             (0..SIGNERS).map(|k| home.load_identity(&format!("p{k}"), PASS.as_bytes()).unwrap()).collect();
-        latency_rows(&rt, &session, &ids[0], validators);
+        if std::env::var("MEDLEDGER_BENCH_RATES").is_err() {
+            latency_rows(&rt, &session, &ids[0], validators);
+        }
 
         // Pre-signed load: every signer reads its own record (allowed, audited).
-        let rates = [500usize, 1000, 2000, 4000, 8000, 16000];
         let per_signer = rates.iter().map(|r| r * SWEEP_SECONDS as usize).sum::<usize>() / SIGNERS + 2;
         let mut by_signer = Vec::new();
         for me in &ids {
@@ -247,7 +256,7 @@ fn main() {
             })
             .collect();
         let clients: Vec<Client> = net.apis.iter().map(|a| Client::new(vec![a.clone()]).unwrap()).collect();
-        for rate in rates {
+        for &rate in &rates {
             let (tps, lat, offered) = offer(&rt, &clients, &mut queues, rate);
             let (p50, p99) = if lat.is_empty() {
                 (Duration::ZERO, Duration::ZERO)

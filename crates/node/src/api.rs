@@ -168,13 +168,17 @@ async fn status(State(state): State<ApiState>) -> Json<StatusResponse> {
     })
 }
 
-fn admit(state: &ApiState, request: SubmitRequest, forwarded: bool) -> ApiResult<TxId> {
-    let forward = (!forwarded).then(|| state.forwarder.as_ref().map(|_| request.clone())).flatten();
-    let (tx_id, new) = state.app.submit(request.tx, request.sidecar).map_err(|e| match e {
+fn submit_error(e: crate::app::SubmitError) -> ApiError {
+    match e {
         crate::app::SubmitError::Full => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
         crate::app::SubmitError::Storage(_) => ApiError::internal(e),
         other => ApiError::bad(other.to_string()),
-    })?;
+    }
+}
+
+fn admit(state: &ApiState, request: SubmitRequest, forwarded: bool) -> ApiResult<TxId> {
+    let forward = (!forwarded).then(|| state.forwarder.as_ref().map(|_| request.clone())).flatten();
+    let (tx_id, new) = state.app.submit(request.tx, request.sidecar).map_err(submit_error)?;
     if let (true, Some(request), Some(forwarder)) = (new, forward, &state.forwarder) {
         forwarder.forward(request);
     }
@@ -212,13 +216,21 @@ async fn submit_batch(
         return Err(ApiError::bad(format!("at most {BATCH_TXS_MAX} transactions per batch")));
     }
     let forwarded = headers.contains_key(HEADER_FORWARDED);
-    let results = requests
-        .into_iter()
-        .map(|r| match admit(&state, r, forwarded) {
-            Ok(tx_id) => BatchResult::Accepted { tx_id },
-            Err(e) => BatchResult::Refused { error: e.title },
-        })
-        .collect();
+    let txs: Vec<(medledger_ledger::Transaction, Option<Vec<u8>>)> =
+        requests.iter().map(|r| (r.tx.clone(), r.sidecar.clone())).collect();
+    let outcomes = state.app.submit_many(txs);
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (request, outcome) in requests.into_iter().zip(outcomes) {
+        results.push(match outcome {
+            Ok((tx_id, new)) => {
+                if let (true, false, Some(forwarder)) = (new, forwarded, &state.forwarder) {
+                    forwarder.forward(request);
+                }
+                BatchResult::Accepted { tx_id }
+            }
+            Err(e) => BatchResult::Refused { error: submit_error(e).title },
+        });
+    }
     Ok((StatusCode::ACCEPTED, Json(results)))
 }
 

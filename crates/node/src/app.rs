@@ -157,36 +157,76 @@ impl App {
     /// Checks and admits a transaction; returns its id and whether it is new here. Idempotent for
     /// a transaction already pending.
     pub fn submit(&self, tx: Transaction, sidecar: Option<Vec<u8>>) -> Result<(TxId, bool), SubmitError> {
+        self.submit_many(vec![(tx, sidecar)]).pop().expect("one result per transaction")
+    }
+
+    /// Admits many transactions, checking their signatures in one batch (falling back to one by
+    /// one when the batch fails, to tell which). One result per transaction, in order.
+    pub fn submit_many(&self, txs: Vec<(Transaction, Option<Vec<u8>>)>) -> Vec<Result<(TxId, bool), SubmitError>> {
         let inner = &self.inner;
-        if tx.encode().len() > TX_BYTES_MAX {
-            return Err(SubmitError::Malformed);
-        }
-        if tx.body.chain_id != inner.chain_id {
-            return Err(TxInvalid::WrongChain.into());
-        }
-        medledger_ledger::check_sidecar(&tx, sidecar.as_deref()).map_err(TxInvalid::Sidecar)?;
-        let view = inner.db.view(&[]).map_err(|e| SubmitError::Storage(e.to_string()))?;
-        let signer: MemberEntry = read(&view, &keys::member(&tx.body.signer)).ok_or(TxInvalid::UnknownSigner)?;
-        if !tx.verify_signature(&signer.signing_key) {
-            return Err(TxInvalid::BadSignature.into());
-        }
-        if tx.body.nonce <= last_nonce(&view, &tx.body.signer) {
-            return Err(SubmitError::StaleNonce);
-        }
-        let id = tx.id();
+        let view = match inner.db.view(&[]) {
+            Ok(v) => v,
+            Err(e) => return txs.iter().map(|_| Err(SubmitError::Storage(e.to_string()))).collect(),
+        };
+        // Everything but the signature, per transaction.
+        let checked: Vec<Result<MemberEntry, SubmitError>> = txs
+            .iter()
+            .map(|(tx, sidecar)| {
+                if tx.encode().len() > TX_BYTES_MAX {
+                    return Err(SubmitError::Malformed);
+                }
+                if tx.body.chain_id != inner.chain_id {
+                    return Err(TxInvalid::WrongChain.into());
+                }
+                medledger_ledger::check_sidecar(tx, sidecar.as_deref()).map_err(TxInvalid::Sidecar)?;
+                let signer: MemberEntry =
+                    read(&view, &keys::member(&tx.body.signer)).ok_or(TxInvalid::UnknownSigner)?;
+                if tx.body.nonce <= last_nonce(&view, &tx.body.signer) {
+                    return Err(SubmitError::StaleNonce);
+                }
+                Ok(signer)
+            })
+            .collect();
+        drop(view);
+        let signed: Vec<Vec<u8>> = txs.iter().map(|(tx, _)| tx.signed_bytes()).collect();
+        let batch: Vec<_> = txs
+            .iter()
+            .zip(&checked)
+            .zip(&signed)
+            .filter_map(|(((tx, _), c), bytes)| {
+                c.as_ref().ok().map(|m| (m.signing_key, bytes.as_slice(), tx.signature))
+            })
+            .collect();
+        let all_good =
+            !batch.is_empty() && medledger_crypto::sign::verify_batch(medledger_ledger::TX_NAMESPACE, &batch);
+        let mut results = Vec::with_capacity(txs.len());
+        let mut admitted = false;
         {
             let mut pool = inner.mempool.lock().expect("mempool lock");
-            if pool.txs.contains_key(&id) {
-                return Ok((id, false));
+            for ((tx, sidecar), check) in txs.into_iter().zip(checked) {
+                let result = check.and_then(|signer| {
+                    if !all_good && !tx.verify_signature(&signer.signing_key) {
+                        return Err(TxInvalid::BadSignature.into());
+                    }
+                    let id = tx.id();
+                    if pool.txs.contains_key(&id) {
+                        return Ok((id, false));
+                    }
+                    if pool.txs.len() >= MEMPOOL_TXS_MAX {
+                        return Err(SubmitError::Full);
+                    }
+                    pool.order.push_back(id);
+                    pool.txs.insert(id, (tx, sidecar));
+                    admitted = true;
+                    Ok((id, true))
+                });
+                results.push(result);
             }
-            if pool.txs.len() >= MEMPOOL_TXS_MAX {
-                return Err(SubmitError::Full);
-            }
-            pool.order.push_back(id);
-            pool.txs.insert(id, (tx, sidecar));
         }
-        inner.work.notify_one();
-        Ok((id, true))
+        if admitted {
+            inner.work.notify_one();
+        }
+        results
     }
 
     pub fn mempool_len(&self) -> usize {

@@ -189,7 +189,10 @@ impl StateDb {
     /// A read view over the committed state plus pending ancestors (oldest first).
     pub fn view<'a>(&'a self, pending: &'a [&'a Pending]) -> Result<SpecView<'a>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        Ok(SpecView { txn, pending })
+        let kv = txn.open_table(KV).map_err(db_err)?;
+        let nodes = txn.open_table(NODES).map_err(db_err)?;
+        let values = txn.open_table(VALUES).map_err(db_err)?;
+        Ok(SpecView { kv, nodes, values, pending })
     }
 
     pub fn sidecar(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
@@ -222,20 +225,21 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// Committed state plus pending batches: a [`StateView`] for execution and a [`TreeReader`] for
 /// the Merkle tree, consistent with each other (one redb read snapshot).
 pub struct SpecView<'a> {
-    txn: redb::ReadTransaction,
+    kv: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    nodes: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    values: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
     pending: &'a [&'a Pending],
 }
 
 impl SpecView<'_> {
     fn committed(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let table = self.txn.open_table(KV).map_err(db_err)?;
-        Ok(table.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+        Ok(self.kv.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     /// Committed entries whose key starts with `prefix`, from `after` (exclusive), at most `limit`.
     /// Pending batches are not included: listings show finalized state.
     pub fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let table = self.txn.open_table(KV).map_err(db_err)?;
+        let table = &self.kv;
         let start: Vec<u8> = match after {
             Some(a) => {
                 let mut k = a.to_vec();
@@ -275,9 +279,8 @@ impl TreeReader for SpecView<'_> {
                 return Ok(Some(node.clone()));
             }
         }
-        let table = self.txn.open_table(NODES)?;
         let key = borsh::to_vec(node_key)?;
-        match table.get(key.as_slice())? {
+        match self.nodes.get(key.as_slice())? {
             Some(v) => Ok(Some(borsh::from_slice(v.value())?)),
             None => Ok(None),
         }
@@ -291,8 +294,7 @@ impl TreeReader for SpecView<'_> {
                 }
             }
         }
-        let table = self.txn.open_table(VALUES)?;
-        match table.get(&key_hash.0)? {
+        match self.values.get(&key_hash.0)? {
             Some(v) => {
                 let (version, value): (u64, Vec<u8>) = borsh::from_slice(v.value())?;
                 Ok((version <= max_version).then_some(value))
