@@ -25,7 +25,11 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     for n in [600usize, 6_000] {
         group.bench_function(format!("merkle_update_{n}_keys"), |b| {
-            b.iter_batched(|| writes(999_999, n), |w| db.compute(&[], Height::new(height.get()), w).unwrap(), BatchSize::LargeInput)
+            b.iter_batched(
+                || writes(999_999, n),
+                |w| db.compute(&[], Height::new(height.get()), w).unwrap(),
+                BatchSize::LargeInput,
+            )
         });
         group.bench_function(format!("merkle_update_and_commit_{n}_keys"), |b| {
             b.iter_batched(

@@ -108,7 +108,9 @@ pub struct Timeouts {
     /// How long validators wait for a view to be notarized and certified before voting to skip it.
     /// Must exceed `leader`.
     pub certification: Duration,
-    /// How often a validator stuck in a view re-broadcasts its vote to skip it.
+    /// How often a validator stuck in a view re-broadcasts its vote to skip it. 2 s rather than
+    /// the engine's usual 10 s: after a partition with no quorum on either side heals, the chain
+    /// resumes within about this long (measured in simulation: 6-8 s with 10 s, 0.1-2.2 s with 2 s).
     pub nullify_retry: Duration,
     /// How long a request to a peer for a missing block or certificate may take.
     pub fetch: Duration,
@@ -142,7 +144,7 @@ impl Default for Timeouts {
         Self {
             leader: Duration::from_secs(1),
             certification: Duration::from_secs(2),
-            nullify_retry: Duration::from_secs(10),
+            nullify_retry: Duration::from_secs(2),
             fetch: Duration::from_secs(2),
             propose_budget: Duration::from_millis(750),
         }
