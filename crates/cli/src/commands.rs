@@ -191,13 +191,18 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             for (k, (url, status)) in statuses.iter().enumerate() {
                 match status {
                     Some(s) if json => println!("{s}"),
-                    Some(s) => println!(
-                        "validator {k}  {url}  height {}  state root {}  block {}  mempool {}",
-                        s["height"],
-                        s["state_root"].as_str().unwrap_or_default(),
-                        s["block"].as_str().unwrap_or_default(),
-                        s["mempool"]
-                    ),
+                    Some(s) => {
+                        let peers = s["peers"].as_array().cloned().unwrap_or_default();
+                        let up = peers.iter().filter(|p| p["up"] == true).count();
+                        println!(
+                            "validator {k}  {url}  height {}  state root {}  block {}  mempool {}  peers up {up}/{}",
+                            s["height"],
+                            s["state_root"].as_str().unwrap_or_default(),
+                            s["block"].as_str().unwrap_or_default(),
+                            s["mempool"],
+                            peers.len()
+                        )
+                    }
                     None if json => println!("{}", json!({"validator": k, "url": url, "down": true})),
                     None => println!("validator {k}  {url}  down"),
                 }

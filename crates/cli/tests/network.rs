@@ -74,6 +74,17 @@ async fn two_of_four_down_stalls_without_forking_then_resumes() {
     let (before, _) = converge(&net, &[0, 1, 2, 3], 1);
     net.kill9_validator(2);
     net.kill9_validator(3);
+    // Validator 0's status sees its peers: 1 up, 2 and 3 down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let peers = net.status_of(0)["peers"].as_array().unwrap().clone();
+        let up: Vec<u64> = peers.iter().filter(|p| p["up"] == true).map(|p| p["validator"].as_u64().unwrap()).collect();
+        if up == [1] && peers.len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "peers never showed 2 and 3 down: {peers:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let home = Home::open(&net.home).unwrap();
     let config = home.config().unwrap();

@@ -40,6 +40,9 @@ pub struct ApiState {
     pub blobs: Blobs,
     pub validators: Vec<String>,
     pub forwarder: Option<crate::forward::Forwarder>,
+    /// This validator's index in genesis.
+    pub index: u32,
+    pub peers: crate::peers::Peers,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -149,22 +152,27 @@ async fn health() -> Json<serde_json::Value> {
 #[derive(Serialize)]
 struct StatusResponse {
     chain_id: String,
+    validator: u32,
+    /// The last finalized and committed block (a validator applies finalized blocks only).
     height: u64,
     block: String,
     state_root: String,
     mempool: usize,
     validators: Vec<String>,
+    peers: Vec<crate::peers::PeerState>,
 }
 
 async fn status(State(state): State<ApiState>) -> Json<StatusResponse> {
     let last = state.app.last_applied();
     Json(StatusResponse {
         chain_id: state.app.inner().chain_id.to_hex(),
+        validator: state.index,
         height: last.height.get(),
         block: last.digest.to_hex(),
         state_root: last.state_root.to_hex(),
         mempool: state.app.mempool_len(),
         validators: state.validators.clone(),
+        peers: state.peers.snapshot(),
     })
 }
 

@@ -5,5 +5,6 @@ pub mod app;
 pub mod config;
 pub mod consensus;
 pub mod forward;
+pub mod peers;
 pub mod run;
 pub mod verify;

@@ -17,16 +17,21 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
     let data = validator_dir(dir, index).join("data");
     let blobs = Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX)?;
     let validators: Vec<String> = genesis.validators.iter().map(|v| format!("http://{}", v.api_address)).collect();
-    let peers: Vec<String> =
-        validators.iter().enumerate().filter(|(k, _)| *k != index as usize).map(|(_, url)| url.clone()).collect();
+    let peers: Vec<(u32, String)> = validators
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != index as usize)
+        .map(|(k, url)| (k as u32, url.clone()))
+        .collect();
     let app = App::open(&data, genesis)?;
     let runner = crate::consensus::tokio_runner(&cfg);
     use commonware_runtime::Runner as _;
     runner.start(|context| async move {
         let listener = tokio::net::TcpListener::bind(file.api_listen).await?;
         tracing::info!(validator = index, api = %file.api_listen, p2p = %file.p2p_listen, "validator starting");
-        let forwarder = crate::forward::Forwarder::spawn(peers);
-        let state = ApiState { app: app.clone(), blobs, validators, forwarder };
+        let forwarder = crate::forward::Forwarder::spawn(peers.iter().map(|(_, url)| url.clone()).collect());
+        let peers = crate::peers::Peers::spawn(peers);
+        let state = ApiState { app: app.clone(), blobs, validators, forwarder, index, peers };
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router(state)).await {
                 tracing::error!(error = %e, "API server stopped");
