@@ -65,7 +65,39 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/access/{tx}/bundle", get(access_bundle))
         .route("/v1/access/{tx}/content", get(access_content))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), read_your_writes))
         .with_state(state)
+}
+
+/// Header by which a client asks a validator to answer only once it has committed at least this
+/// height (the height of the client's last committed transaction, wherever it was submitted), so
+/// a client reads its own writes from any validator.
+pub const HEADER_MIN_HEIGHT: &str = "x-medledger-min-height";
+/// Longest a request waits for this validator to catch up to the client's height.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+
+async fn read_your_writes(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let wanted =
+        request.headers().get(HEADER_MIN_HEIGHT).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if let Some(wanted) = wanted {
+        let mut commits = state.app.subscribe();
+        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        while commits.borrow_and_update().height.get() < wanted {
+            if tokio::time::timeout_at(deadline, commits.changed()).await.is_err() {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "behind",
+                    "this validator is behind the client; try another",
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(request).await
 }
 
 /// An error as a JSON problem; the detail never carries patient data.

@@ -27,6 +27,9 @@ const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024 + 4096;
 pub struct Client {
     http: reqwest::Client,
     nodes: Vec<String>,
+    /// The highest committed height this client has seen; validators answer only once they are
+    /// at least there (read-your-writes across validators).
+    min_height: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn now_ms() -> u64 {
@@ -39,7 +42,7 @@ impl Client {
             return Err(SdkError::Usage("no validator API configured".into()));
         }
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().map_err(SdkError::other)?;
-        Ok(Self { http, nodes })
+        Ok(Self { http, nodes, min_height: Default::default() })
     }
 
     /// Sends a request to the first validator that answers; connection failures move on to the next.
@@ -54,6 +57,10 @@ impl Client {
         for node in &self.nodes {
             let url = format!("{}{}", node.trim_end_matches('/'), path);
             let mut request = self.http.request(method.clone(), &url);
+            let min_height = self.min_height();
+            if min_height > 0 {
+                request = request.header("x-medledger-min-height", min_height.to_string());
+            }
             if let Some(me) = signer {
                 let body = body.as_deref().unwrap_or_default();
                 for (name, value) in
@@ -83,7 +90,12 @@ impl Client {
             if status.is_success() {
                 return Ok(bytes);
             }
-            return Err(problem_error(status, &bytes));
+            let error = problem_error(status, &bytes);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                last = Some(error);
+                continue;
+            }
+            return Err(error);
         }
         Err(last.unwrap_or_else(|| SdkError::Other("no validator answered".into())))
     }
@@ -91,6 +103,16 @@ impl Client {
     async fn get_json<T: DeserializeOwned>(&self, path: &str, signer: Option<&Identity>) -> Result<T> {
         let bytes = self.send(Method::GET, path, None, signer).await?;
         serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
+    }
+
+    /// The highest committed height this client has seen.
+    pub fn min_height(&self) -> u64 {
+        self.min_height.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Raises the height validators must have reached before answering this client.
+    pub fn observe_height(&self, height: u64) {
+        self.min_height.fetch_max(height, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub async fn status(&self) -> Result<serde_json::Value> {
@@ -185,7 +207,7 @@ impl Client {
     pub async fn statuses(&self) -> Vec<(String, Option<serde_json::Value>)> {
         let mut out = Vec::new();
         for node in &self.nodes {
-            let single = Client { http: self.http.clone(), nodes: vec![node.clone()] };
+            let single = Client { http: self.http.clone(), nodes: vec![node.clone()], min_height: Default::default() };
             out.push((node.clone(), single.status().await.ok()));
         }
         out
@@ -199,7 +221,10 @@ impl Client {
             let wait_ms = left.as_millis().min(10_000) as u64;
             let status: TxStatus = self.get_json(&format!("/v1/tx/{id}?wait_ms={wait_ms}"), None).await?;
             match status {
-                TxStatus::Committed { .. } => return Ok(status),
+                TxStatus::Committed { height, .. } => {
+                    self.observe_height(height.get());
+                    return Ok(status);
+                }
                 TxStatus::Unknown => return Err(SdkError::Other("the validator dropped the transaction".into())),
                 TxStatus::Pending if left.is_zero() => {
                     return Err(SdkError::Other(format!("transaction not committed within {}s", timeout.as_secs())));

@@ -136,6 +136,19 @@ impl Home {
         )
     }
 
+    /// The height of the last transaction this home saw committed (for read-your-writes).
+    pub fn last_height(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("height")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Records a committed height if it is above the stored one (best effort: a lost update only
+    /// makes a later read wait less).
+    pub fn save_last_height(&self, height: u64) {
+        if height > self.last_height() {
+            let _ = write_file(&self.dir.join("height"), height.to_string().as_bytes());
+        }
+    }
+
     pub fn book(&self) -> Result<BTreeMap<String, Contact>> {
         Ok(read_json(&self.dir.join("book.json"))?.unwrap_or_default())
     }

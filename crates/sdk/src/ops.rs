@@ -80,7 +80,9 @@ impl Session {
             Some(n) => vec![n],
             None => config.nodes.clone(),
         };
-        Ok(Session { client: Client::new(nodes)?, chain_id: config.chain_id, home })
+        let client = Client::new(nodes)?;
+        client.observe_height(home.last_height());
+        Ok(Session { client, chain_id: config.chain_id, home })
     }
 
     fn seal_for(
@@ -111,7 +113,11 @@ impl Session {
         };
         let tx = Transaction::sign(body, &me.signing);
         let id = self.client.submit(tx, sidecar.map(|s| s.encode())).await?;
-        match self.client.wait(&id, COMMIT_TIMEOUT).await? {
+        let status = self.client.wait(&id, COMMIT_TIMEOUT).await?;
+        if let TxStatus::Committed { height, .. } = &status {
+            self.home.save_last_height(height.get());
+        }
+        match status {
             TxStatus::Committed { height, time, outcome: TxOutcome::Applied, .. } => {
                 Ok(Committed { tx: id, height, time })
             }
