@@ -177,6 +177,17 @@ fn authenticate(
     Ok(member)
 }
 
+/// A request without a body signed by an enrolled member (see [`authenticate`]).
+pub struct Signed(pub MemberEntry);
+
+impl axum::extract::FromRequestParts<ApiState> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &ApiState) -> Result<Self, ApiError> {
+        authenticate(state, &parts.headers, &parts.method, &parts.uri, &[]).map(Signed)
+    }
+}
+
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
@@ -390,11 +401,8 @@ fn envelope(
 async fn chart_envelope(
     State(state): State<ApiState>,
     Path(patient): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Signed(me): Signed,
 ) -> ApiResult<Json<SidecarEnvelope>> {
-    let me = authenticate(&state, &headers, &method, &uri, &[])?;
     let patient: MemberId = parse(&patient, "patient id")?;
     let view = view(&state)?;
     let chart: ChartEntry = read(&view, &keys::chart(&patient)).ok_or(ApiError::not_found("chart"))?;
@@ -454,11 +462,8 @@ async fn audit(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(page): Query<Page>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Signed(me): Signed,
 ) -> ApiResult<Json<Vec<AuditEvent>>> {
-    let me = authenticate(&state, &headers, &method, &uri, &[])?;
     let patient: MemberId = parse(&id, "patient id")?;
     let own_org_only = match me.role {
         _ if me.id == patient => false,
@@ -505,14 +510,7 @@ async fn put_blob(
 }
 
 /// The record of an allowed RecordAccess signed by the requester, committed within the window.
-fn allowed_access(
-    state: &ApiState,
-    tx: &str,
-    headers: &HeaderMap,
-    method: &Method,
-    uri: &Uri,
-) -> ApiResult<(MemberEntry, RecordEntry)> {
-    let me = authenticate(state, headers, method, uri, &[])?;
+fn allowed_access(state: &ApiState, tx: &str, me: MemberEntry) -> ApiResult<(MemberEntry, RecordEntry)> {
     let tx: TxId = parse(tx, "transaction id")?;
     let view = view(state)?;
     let result: TxResultEntry = read(&view, &keys::tx_result(&tx)).ok_or(ApiError::not_found("committed access"))?;
@@ -546,11 +544,9 @@ fn allowed_access(
 async fn access_bundle(
     State(state): State<ApiState>,
     Path(tx): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Signed(me): Signed,
 ) -> ApiResult<Json<AccessBundle>> {
-    let (me, record) = allowed_access(&state, &tx, &headers, &method, &uri)?;
+    let (me, record) = allowed_access(&state, &tx, me)?;
     let view = view(&state)?;
     let subject = KeySubject::Record { record: record.record, version: record.version };
     let me_holder = KeyHolder::Member { member: me.id };
@@ -574,11 +570,9 @@ async fn access_bundle(
 async fn access_content(
     State(state): State<ApiState>,
     Path(tx): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Signed(me): Signed,
 ) -> ApiResult<Response> {
-    let (_, record) = allowed_access(&state, &tx, &headers, &method, &uri)?;
+    let (_, record) = allowed_access(&state, &tx, me)?;
     let bytes = state.blobs.get(&record.digest).await.map_err(|e| match e {
         BlobError::Integrity => {
             ApiError::new(StatusCode::BAD_GATEWAY, PROBLEM_INTEGRITY, "stored ciphertext does not match the ledger")
