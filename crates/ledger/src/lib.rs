@@ -17,7 +17,7 @@ pub mod state;
 mod tx;
 
 pub use block::{Block, BlockError, BlockHeader, check_sidecar, results_root, tx_root};
-pub use exec::{BlockContext, BlockInvalid, Execution, Executor, TxInvalid, execute_block};
+pub use exec::{BlockContext, BlockInvalid, Execution, Executor, TxInvalid, execute_block, execute_block_verified};
 pub use genesis::{Genesis, GenesisError, GenesisMember, GenesisOrg, GenesisValidator};
 pub use policy::{CHART_HOLDERS_MAX, Rejection};
 pub use sidecar::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, SidecarError};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use medledger_ledger::state::{MemberEntry, keys, last_nonce, read};
 use medledger_ledger::{
     Block, BlockContext, BlockHeader, Executor, Genesis, StateView, Transaction, TxInvalid, execute_block,
-    results_root, tx_root,
+    execute_block_verified, results_root, tx_root,
 };
 use medledger_store::{ChainLog, LastApplied, Pending, StateDb, StoreError};
 use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MAX_MS, BLOCK_TXS_MAX, MEMPOOL_TXS_MAX, TX_BYTES_MAX};
@@ -349,7 +349,14 @@ impl App {
         let pendings: Vec<&Pending> = ancestry.iter().map(|s| &s.pending).collect();
         let view = inner.db.view(&pendings).map_err(|e| e.to_string())?;
         let ctx = BlockContext { chain_id: inner.chain_id, height: h.height, time: h.time };
-        let execution = execute_block(&view, ctx, &block.txs, &block.sidecars).map_err(|e| e.to_string())?;
+        // Transactions this validator admitted had their signatures checked then, against the
+        // signer's enrolled key (keys never change in this ledger); the rest are checked here.
+        let verified: Vec<bool> = {
+            let pool = inner.mempool.lock().expect("mempool lock");
+            block.txs.iter().map(|tx| pool.txs.contains_key(&tx.id())).collect()
+        };
+        let execution =
+            execute_block_verified(&view, ctx, &block.txs, &block.sidecars, &verified).map_err(|e| e.to_string())?;
         if results_root(&execution.results) != h.results_root {
             return Err("results root mismatch".into());
         }
