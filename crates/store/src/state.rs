@@ -7,7 +7,7 @@ use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
 use medledger_ledger::{StateView, WriteSet};
 use medledger_types::{BlockHash, Digest, Height, TxId};
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
@@ -19,6 +19,12 @@ const SIDECARS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sideca
 const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("txs");
 /// height → (offset, length) of the block's entry in the chain log.
 const BLOCKS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("blocks");
+/// Tree nodes no longer in the latest tree, by the height that replaced them, waiting to be pruned.
+const STALE: TableDefinition<&[u8], ()> = TableDefinition::new("jmt_stale");
+
+/// Stale tree nodes are deleted in one go every this many heights: nodes are keyed version first,
+/// so the deletions of many blocks fall on few pages instead of one page per node per block.
+const PRUNE_EVERY_HEIGHTS: u64 = 64;
 
 const LAST_APPLIED: &str = "last_applied";
 
@@ -61,6 +67,14 @@ pub struct StateDb {
     db: Database,
 }
 
+/// Tree nodes are stored under (version big-endian ‖ nibble path): the nodes of one block are
+/// adjacent, so inserting them appends and pruning a range of old versions touches few pages.
+fn node_key_bytes(key: &NodeKey) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = key.version().to_be_bytes().to_vec();
+    borsh::to_writer(&mut bytes, key.nibble_path()).map_err(db_err)?;
+    Ok(bytes)
+}
+
 fn key_hash(key: &[u8]) -> KeyHash {
     KeyHash::with::<sha2::Sha256>(key)
 }
@@ -77,6 +91,7 @@ impl StateDb {
             txn.open_table(SIDECARS).map_err(db_err)?;
             txn.open_table(TXS).map_err(db_err)?;
             txn.open_table(BLOCKS).map_err(db_err)?;
+            txn.open_table(STALE).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self { db })
@@ -144,14 +159,32 @@ impl StateDb {
             }
             let mut nodes = txn.open_table(NODES).map_err(db_err)?;
             for (key, node) in pending.tree.node_batch.nodes() {
-                let k = borsh::to_vec(key).map_err(db_err)?;
+                let k = node_key_bytes(key)?;
                 let v = borsh::to_vec(node).map_err(db_err)?;
                 nodes.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
             }
-            // History is in the chain log; the tree keeps only the latest version's nodes.
+            // History is in the chain log; the tree keeps only the latest version's nodes. Nodes
+            // replaced here are listed (append-only: keyed by this height) and pruned in batches.
+            let mut stale_table = txn.open_table(STALE).map_err(db_err)?;
             for stale in &pending.tree.stale_node_index_batch {
-                let k = borsh::to_vec(&stale.node_key).map_err(db_err)?;
-                nodes.remove(k.as_slice()).map_err(db_err)?;
+                let mut k = stale.stale_since_version.to_be_bytes().to_vec();
+                k.extend_from_slice(&node_key_bytes(&stale.node_key)?);
+                stale_table.insert(k.as_slice(), ()).map_err(db_err)?;
+            }
+            if height.get().is_multiple_of(PRUNE_EVERY_HEIGHTS) {
+                let mut doomed: Vec<Vec<u8>> = Vec::new();
+                for entry in stale_table.range::<&[u8]>(..).map_err(db_err)? {
+                    let (k, _) = entry.map_err(db_err)?;
+                    doomed.push(k.value().to_vec());
+                }
+                let mut node_keys: Vec<&[u8]> = doomed.iter().map(|k| &k[8..]).collect();
+                node_keys.sort_unstable();
+                for k in node_keys {
+                    nodes.remove(k).map_err(db_err)?;
+                }
+                for k in &doomed {
+                    stale_table.remove(k.as_slice()).map_err(db_err)?;
+                }
             }
             let mut values = txn.open_table(VALUES).map_err(db_err)?;
             for ((version, hash), value) in pending.tree.node_batch.values() {
@@ -279,7 +312,7 @@ impl TreeReader for SpecView<'_> {
                 return Ok(Some(node.clone()));
             }
         }
-        let key = borsh::to_vec(node_key)?;
+        let key = node_key_bytes(node_key)?;
         match self.nodes.get(key.as_slice())? {
             Some(v) => Ok(Some(borsh::from_slice(v.value())?)),
             None => Ok(None),

@@ -131,3 +131,39 @@ async fn blobs_check_digests_both_ways() {
     assert!(matches!(blobs.get(&digest).await, Err(BlobError::Integrity)));
     assert!(matches!(Blobs::open("ftp://x", dir.path(), None, 1), Err(BlobError::Url(_))));
 }
+
+#[test]
+fn pruned_tree_keeps_working_and_roots_are_history_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(&dir.path().join("long.redb")).unwrap();
+    db.init_genesis(BlockHash::new([0; 32]), writes(&[("seed", Some("0"))])).unwrap();
+    let mut state = std::collections::BTreeMap::from([("seed".to_string(), "0".to_string())]);
+    // 150 blocks rewriting and deleting 40 keys: stale nodes are pruned at heights 64 and 128.
+    for height in 1..=150u64 {
+        let mut w = WriteSet::new();
+        for i in 0..5u64 {
+            let key = format!("k/{}", (height * 7 + i * 13) % 40);
+            if (height + i) % 9 == 0 {
+                w.insert(key.clone().into_bytes(), None);
+                state.remove(&key);
+            } else {
+                let value = format!("v{height}-{i}");
+                w.insert(key.clone().into_bytes(), Some(value.clone().into_bytes()));
+                state.insert(key, value);
+            }
+        }
+        let pending = db.compute(&[], Height::new(height), w).unwrap();
+        db.commit(pending, BlockHash::new([height as u8; 32]), &[], &[], None).unwrap();
+    }
+    let last = db.last_applied().unwrap().unwrap();
+    // A fresh tree with only the final key/values has the same root: nothing needed was pruned.
+    let fresh = StateDb::open(&dir.path().join("fresh.redb")).unwrap();
+    let all: WriteSet = state.iter().map(|(k, v)| (k.clone().into_bytes(), Some(v.clone().into_bytes()))).collect();
+    let root = fresh.init_genesis(BlockHash::new([0; 32]), all).unwrap();
+    assert_eq!(root, last.state_root);
+    // And the pruned tree still takes new blocks after a reopen.
+    drop(db);
+    let db = StateDb::open(&dir.path().join("long.redb")).unwrap();
+    let next = db.compute(&[], Height::new(151), writes(&[("k/1", Some("again"))])).unwrap();
+    db.commit(next, BlockHash::new([9; 32]), &[], &[], None).unwrap();
+}
