@@ -64,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/blobs/{digest}", put(put_blob).layer(DefaultBodyLimit::max(BLOB_UPLOAD_MAX)))
         .route("/v1/access/{tx}/bundle", get(access_bundle))
         .route("/v1/access/{tx}/content", get(access_content))
+        .merge(crate::sync::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), read_your_writes))
         .with_state(state)
@@ -109,23 +110,23 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, title: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &str, title: impl Into<String>) -> Self {
         let kind = if code.starts_with("urn:") { code.to_string() } else { format!("urn:medledger:problem:{code}") };
         Self { status, kind, title: title.into() }
     }
-    fn bad(title: impl Into<String>) -> Self {
+    pub(crate) fn bad(title: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", title)
     }
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", format!("{what} not found"))
     }
-    fn denied(title: impl Into<String>) -> Self {
+    pub(crate) fn denied(title: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, PROBLEM_ACCESS_DENIED, title)
     }
-    fn unauthenticated(title: &str) -> Self {
+    pub(crate) fn unauthenticated(title: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", title)
     }
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
@@ -203,6 +204,9 @@ struct StatusResponse {
     mempool: usize,
     validators: Vec<String>,
     peers: Vec<crate::peers::PeerState>,
+    /// Set when this validator started by installing a peer's verified state at this height.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_synced_at: Option<u64>,
 }
 
 async fn status(State(state): State<ApiState>) -> Json<StatusResponse> {
@@ -216,6 +220,7 @@ async fn status(State(state): State<ApiState>) -> Json<StatusResponse> {
         mempool: state.app.mempool_len(),
         validators: state.validators.clone(),
         peers: state.peers.snapshot(),
+        state_synced_at: state.app.synced_at().map(|h| h.get()),
     })
 }
 

@@ -10,7 +10,7 @@ use medledger_ledger::{
     Block, BlockContext, BlockHeader, Executor, Genesis, StateView, Transaction, TxInvalid, execute_block,
     execute_block_verified, results_root, tx_root,
 };
-use medledger_store::{ChainLog, LastApplied, Pending, StateDb, StoreError};
+use medledger_store::{ChainEntry, ChainLog, LastApplied, Pending, Snapshot, StateDb, StoreError};
 use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MAX_MS, BLOCK_TXS_MAX, MEMPOOL_TXS_MAX, TX_BYTES_MAX};
 use medledger_types::{BlockHash, ChainId, Digest, Height, Timestamp, TxId};
 use tokio::sync::{Notify, watch};
@@ -65,6 +65,8 @@ pub struct Inner {
     mempool: Mutex<Mempool>,
     work: Notify,
     committed: watch::Sender<LastApplied>,
+    /// The finalization certificate consensus starts from after a state sync (see [`crate::sync`]).
+    floor: Mutex<Option<(Height, Vec<u8>)>>,
 }
 
 /// The application; cheap to clone (shared state).
@@ -128,6 +130,7 @@ impl App {
                 mempool: Mutex::new(Mempool { order: VecDeque::new(), txs: HashMap::new() }),
                 work: Notify::new(),
                 committed,
+                floor: Mutex::new(None),
             }),
         })
     }
@@ -152,6 +155,55 @@ impl App {
             self.inner.log.lock().expect("log lock").read_at(offset).map_err(|e| StoreError::Db(e.to_string()))?;
         let block = Block::decode(&entry.block).map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(Some((block, entry.certificate)))
+    }
+
+    /// The raw chain log entry of a committed block (for peers' state sync).
+    pub fn chain_entry(&self, height: Height) -> Result<Option<ChainEntry>, StoreError> {
+        let Some((offset, _)) = self.inner.db.block_location(height)? else { return Ok(None) };
+        let entry =
+            self.inner.log.lock().expect("log lock").read_at(offset).map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(Some(entry))
+    }
+
+    /// State sync: appends downloaded chain entries the state does not name yet.
+    pub(crate) fn append_unsynced(&self, entries: &[(Height, &[u8], &[u8])]) -> Result<Vec<(u64, u64)>, String> {
+        self.inner.log.lock().expect("log lock").append_batch(entries).map_err(|e| e.to_string())
+    }
+
+    /// State sync: the chain log's length including entries the state does not name yet.
+    pub(crate) fn unsynced_log_len(&self) -> u64 {
+        self.inner.log.lock().expect("log lock").len()
+    }
+
+    /// State sync failed: cuts the chain log back to what the state names.
+    pub(crate) fn discard_unsynced_log(&self) -> Result<(), String> {
+        let committed = self.last_applied().log_len;
+        let path = self.inner.log.lock().expect("log lock").path().to_path_buf();
+        let log = ChainLog::open(&path, committed).map_err(|e| e.to_string())?;
+        *self.inner.log.lock().expect("log lock") = log;
+        Ok(())
+    }
+
+    /// State sync: installs a verified snapshot (see [`StateDb::install_snapshot`]).
+    pub(crate) fn install_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.inner.db.install_snapshot(snapshot)?;
+        let last = self.inner.db.last_applied()?.ok_or(StoreError::Uninitialised)?;
+        self.inner.committed.send_replace(last);
+        Ok(())
+    }
+
+    /// State sync: executes and commits a finalized block (its certificate checked by the caller).
+    pub(crate) fn commit_finalized(&self, block: &Block, certificate: &[u8]) -> Result<(), String> {
+        self.commit(block, certificate)
+    }
+
+    pub(crate) fn set_floor(&self, height: Height, certificate: Vec<u8>) {
+        *self.inner.floor.lock().expect("floor lock") = Some((height, certificate));
+    }
+
+    /// The height this validator's state was synced to from a peer in this run, if it was.
+    pub fn synced_at(&self) -> Option<Height> {
+        self.inner.floor.lock().expect("floor lock").as_ref().map(|(height, _)| *height)
     }
 
     /// Checks and admits a transaction; returns its id and whether it is new here. Idempotent for
@@ -447,6 +499,10 @@ pub fn tx_outcome(view: &impl StateView, id: &TxId) -> Option<medledger_ledger::
 impl Ledger for App {
     fn genesis(&self) -> Block {
         self.inner.genesis_block.clone()
+    }
+
+    fn floor(&self) -> Option<Vec<u8>> {
+        self.inner.floor.lock().expect("floor lock").as_ref().map(|(_, certificate)| certificate.clone())
     }
 
     async fn propose(&self, parent: &Block, proposer: u32, now_ms: u64) -> Option<Block> {

@@ -29,6 +29,14 @@ pub struct ValidatorFile {
     /// Endpoint of a non-AWS S3 server (e.g. `http://127.0.0.1:9000`).
     #[serde(default)]
     pub s3_endpoint: Option<String>,
+    /// A starting validator more than this many blocks behind its most advanced peer installs
+    /// that peer's verified state instead of replaying the blocks (see `medledger_node::sync`).
+    #[serde(default = "default_sync_gap")]
+    pub sync_gap_blocks: u64,
+}
+
+fn default_sync_gap() -> u64 {
+    crate::sync::SYNC_GAP_BLOCKS_DEFAULT
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +141,7 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
             api_listen: v.api_address.parse().map_err(|_| ConfigError::Invalid("bad address".into()))?,
             storage: storage.clone(),
             s3_endpoint: plan.s3_endpoint.clone(),
+            sync_gap_blocks: default_sync_gap(),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         write_private(&vdir.join("validator.json"), &text)?;

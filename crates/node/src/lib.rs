@@ -7,4 +7,5 @@ pub mod consensus;
 pub mod forward;
 pub mod peers;
 pub mod run;
+pub mod sync;
 pub mod verify;

@@ -30,6 +30,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(file.api_listen).await?;
         tracing::info!(validator = index, api = %file.api_listen, p2p = %file.p2p_listen, "validator starting");
         let forwarder = crate::forward::Forwarder::spawn(peers.iter().map(|(_, url)| url.clone()).collect());
+        let peers_urls = peers.clone();
         let peers = crate::peers::Peers::spawn(peers);
         let state = ApiState { app: app.clone(), blobs, validators, forwarder, index, peers };
         tokio::spawn(async move {
@@ -37,6 +38,13 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "API server stopped");
             }
         });
+        let me =
+            crate::sync::SyncIdentity { index, key: medledger_crypto::sign::SigningKey::from_bytes(&cfg.signing_seed) };
+        match crate::sync::catch_up(&app, &me, &peers_urls, file.sync_gap_blocks).await {
+            Ok(_) => {}
+            // Replay from peers through consensus still works; a bad or unreachable peer only costs time.
+            Err(e) => tracing::warn!(error = %e, "state sync failed; catching up by replay"),
+        }
         crate::consensus::run_tokio(context, cfg, app).await?;
         Ok(())
     })

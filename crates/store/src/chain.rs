@@ -50,6 +50,10 @@ impl ChainLog {
         Ok(Self { path: path.to_path_buf(), file, len })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -60,18 +64,23 @@ impl ChainLog {
 
     /// Appends an entry and makes it durable; returns its (offset, length).
     pub fn append(&mut self, height: Height, block: &[u8], certificate: &[u8]) -> Result<(u64, u64), ChainError> {
-        let mut entry = Vec::with_capacity(24 + block.len() + certificate.len());
-        entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&height.get().to_le_bytes());
-        entry.extend_from_slice(&u32::try_from(block.len()).unwrap_or(u32::MAX).to_le_bytes());
-        entry.extend_from_slice(block);
-        entry.extend_from_slice(&u32::try_from(certificate.len()).unwrap_or(u32::MAX).to_le_bytes());
-        entry.extend_from_slice(certificate);
-        let offset = self.len;
-        self.file.write_all(&entry)?;
+        Ok(self.append_batch(&[(height, block, certificate)])?[0])
+    }
+
+    /// Appends several entries and makes them durable with one sync (state sync from a peer);
+    /// returns each one's (offset, length).
+    pub fn append_batch(&mut self, entries: &[(Height, &[u8], &[u8])]) -> Result<Vec<(u64, u64)>, ChainError> {
+        let mut buffer = Vec::new();
+        let mut locations = Vec::with_capacity(entries.len());
+        for (height, block, certificate) in entries {
+            let offset = self.len + buffer.len() as u64;
+            encode_entry(&mut buffer, *height, block, certificate);
+            locations.push((offset, self.len + buffer.len() as u64 - offset));
+        }
+        self.file.write_all(&buffer)?;
         self.file.sync_data()?;
-        self.len += entry.len() as u64;
-        Ok((offset, entry.len() as u64))
+        self.len += buffer.len() as u64;
+        Ok(locations)
     }
 
     /// Reads the entry at `offset`.
@@ -112,6 +121,15 @@ impl Iterator for ChainEntries {
             }
         }
     }
+}
+
+fn encode_entry(out: &mut Vec<u8>, height: Height, block: &[u8], certificate: &[u8]) {
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&height.get().to_le_bytes());
+    out.extend_from_slice(&u32::try_from(block.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(block);
+    out.extend_from_slice(&u32::try_from(certificate.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(certificate);
 }
 
 /// Reads one entry; `None` at a clean end of file.

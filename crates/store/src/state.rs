@@ -7,7 +7,7 @@ use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
 use medledger_ledger::{StateView, WriteSet};
 use medledger_types::{BlockHash, Digest, Height, TxId};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
@@ -39,6 +39,8 @@ pub enum StoreError {
     Uninitialised,
     #[error("block {0} does not follow the last applied block")]
     OutOfOrder(u64),
+    #[error("the snapshot's state does not have the certified state root")]
+    SnapshotRoot,
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -219,6 +221,92 @@ impl StateDb {
         Ok(())
     }
 
+    /// Reads the committed state in one read snapshot, for a peer's state sync: `head` gets
+    /// `last_applied` and the number of entries, then `entry` every key/value in key order until
+    /// it returns `false`.
+    pub fn export(
+        &self,
+        head: impl FnOnce(&LastApplied, u64) -> bool,
+        mut entry: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        let last: LastApplied = match meta.get(LAST_APPLIED).map_err(db_err)? {
+            Some(v) => borsh::from_slice(v.value()).map_err(db_err)?,
+            None => return Err(StoreError::Uninitialised),
+        };
+        let kv = txn.open_table(KV).map_err(db_err)?;
+        if !head(&last, kv.len().map_err(db_err)?) {
+            return Ok(());
+        }
+        for item in kv.range::<&[u8]>(..).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            if !entry(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the state with a snapshot taken at `snapshot.height` by a peer, after checking
+    /// that its Merkle root is `snapshot.state_root` (which the caller has tied to a certified
+    /// block). Adds the indexes of the blocks from the current height to the snapshot's, whose
+    /// entries the caller has appended to the chain log (now `snapshot.log_len` bytes long).
+    /// All in one write transaction: on any error nothing changes.
+    pub fn install_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let Snapshot { height, digest, state_root, log_len, entries, blocks } = snapshot;
+        let set: Vec<(KeyHash, Option<OwnedValue>)> =
+            entries.iter().map(|(k, v)| (key_hash(k), Some(v.clone()))).collect();
+        let (root, tree) =
+            Sha256Jmt::new(&EmptyTree).put_value_set(set, height.get()).map_err(|e| StoreError::Tree(e.to_string()))?;
+        if Digest::new(root.0) != state_root {
+            return Err(StoreError::SnapshotRoot);
+        }
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            txn.delete_table(KV).map_err(db_err)?;
+            txn.delete_table(NODES).map_err(db_err)?;
+            txn.delete_table(STALE).map_err(db_err)?;
+            txn.delete_table(VALUES).map_err(db_err)?;
+            let mut kv = txn.open_table(KV).map_err(db_err)?;
+            for (k, v) in &entries {
+                kv.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
+            }
+            let mut nodes = txn.open_table(NODES).map_err(db_err)?;
+            for (key, node) in tree.node_batch.nodes() {
+                let v = borsh::to_vec(node).map_err(db_err)?;
+                nodes.insert(node_key_bytes(key)?.as_slice(), v.as_slice()).map_err(db_err)?;
+            }
+            txn.open_table(STALE).map_err(db_err)?;
+            let mut values = txn.open_table(VALUES).map_err(db_err)?;
+            for ((version, hash), value) in tree.node_batch.values() {
+                if let Some(v) = value {
+                    values
+                        .insert(&hash.0, borsh::to_vec(&(*version, v)).map_err(db_err)?.as_slice())
+                        .map_err(db_err)?;
+                }
+            }
+            let mut sidecars = txn.open_table(SIDECARS).map_err(db_err)?;
+            let mut index = txn.open_table(TXS).map_err(db_err)?;
+            let mut locations = txn.open_table(BLOCKS).map_err(db_err)?;
+            for block in &blocks {
+                for (d, bytes) in &block.sidecars {
+                    sidecars.insert(d.as_bytes(), bytes.as_slice()).map_err(db_err)?;
+                }
+                for (i, tx) in block.txs.iter().enumerate() {
+                    let i = u32::try_from(i).unwrap_or(u32::MAX);
+                    index.insert(tx.as_bytes(), (block.height.get(), i)).map_err(db_err)?;
+                }
+                locations.insert(block.height.get(), block.location).map_err(db_err)?;
+            }
+            let last = LastApplied { height, digest, state_root, log_len };
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            meta.insert(LAST_APPLIED, borsh::to_vec(&last).map_err(db_err)?.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(())
+    }
+
     /// A read view over the committed state plus pending ancestors (oldest first).
     pub fn view<'a>(&'a self, pending: &'a [&'a Pending]) -> Result<SpecView<'a>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
@@ -254,6 +342,45 @@ impl StateDb {
 
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A peer's state at a finalized height, and the indexes of the blocks that lead to it.
+pub struct Snapshot {
+    pub height: Height,
+    pub digest: BlockHash,
+    pub state_root: Digest,
+    /// The chain log's length once the blocks up to `height` are in it.
+    pub log_len: u64,
+    /// Every key/value of the state.
+    pub entries: Vec<Entry>,
+    /// The blocks after the current height, up to `height`.
+    pub blocks: Vec<SyncedBlock>,
+}
+
+/// What the indexes need of one block added by a state sync.
+pub struct SyncedBlock {
+    pub height: Height,
+    /// (offset, length) of its chain log entry.
+    pub location: (u64, u64),
+    pub txs: Vec<TxId>,
+    pub sidecars: Vec<(Digest, Vec<u8>)>,
+}
+
+/// The tree before anything is written: a snapshot's tree is built in one batch from it.
+struct EmptyTree;
+
+impl TreeReader for EmptyTree {
+    fn get_node_option(&self, _: &NodeKey) -> anyhow::Result<Option<Node>> {
+        Ok(None)
+    }
+
+    fn get_value_option(&self, _: Version, _: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+        Ok(None)
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        Ok(None)
+    }
+}
 
 /// Committed state plus pending batches: a [`StateView`] for execution and a [`TreeReader`] for
 /// the Merkle tree, consistent with each other (one redb read snapshot).

@@ -167,3 +167,94 @@ fn pruned_tree_keeps_working_and_roots_are_history_independent() {
     let next = db.compute(&[], Height::new(151), writes(&[("k/1", Some("again"))])).unwrap();
     db.commit(next, BlockHash::new([9; 32]), &[], &[], None).unwrap();
 }
+
+/// Builds a state through 20 blocks and returns it with its key/values as `export` sees them.
+fn built_state(path: &std::path::Path) -> (StateDb, Vec<medledger_store::Entry>) {
+    let db = StateDb::open(path).unwrap();
+    db.init_genesis(BlockHash::new([0; 32]), writes(&[("seed", Some("0"))])).unwrap();
+    for height in 1..=20u64 {
+        let w = writes(&[(&format!("k/{}", height % 7), Some(&format!("v{height}"))), ("seed", None)]);
+        let pending = db.compute(&[], Height::new(height), w).unwrap();
+        db.commit(pending, BlockHash::new([height as u8; 32]), &[], &[], None).unwrap();
+    }
+    let mut entries = Vec::new();
+    let mut announced = 0;
+    db.export(
+        |_, n| {
+            announced = n;
+            true
+        },
+        |k, v| {
+            entries.push((k.to_vec(), v.to_vec()));
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!(announced, entries.len() as u64);
+    assert_eq!(entries.len(), 7, "seven live keys, the deleted seed gone");
+    (db, entries)
+}
+
+#[test]
+fn snapshot_installs_only_with_the_certified_root_and_then_extends_like_the_source() {
+    use medledger_store::{Snapshot, SyncedBlock};
+    let dir = tempfile::tempdir().unwrap();
+    let (source, entries) = built_state(&dir.path().join("source.redb"));
+    let head = source.last_applied().unwrap().unwrap();
+
+    // A joining state at genesis.
+    let target = StateDb::open(&dir.path().join("target.redb")).unwrap();
+    target.init_genesis(BlockHash::new([0; 32]), writes(&[("seed", Some("0"))])).unwrap();
+    let before = target.last_applied().unwrap().unwrap();
+    let snapshot = |entries: Vec<medledger_store::Entry>, root: Digest| Snapshot {
+        height: head.height,
+        digest: head.digest,
+        state_root: root,
+        log_len: 99,
+        entries,
+        blocks: vec![SyncedBlock {
+            height: head.height,
+            location: (0, 99),
+            txs: vec![medledger_types::TxId::new([5; 32])],
+            sidecars: vec![(Digest::new([6; 32]), b"sidecar".to_vec())],
+        }],
+    };
+
+    // One changed value, one missing entry, one extra entry, or a wrong claimed root: refused, nothing changes.
+    let mut changed = entries.clone();
+    changed[3].1 = b"forged".to_vec();
+    let mut extra = entries.clone();
+    extra.push((b"z/extra".to_vec(), b"1".to_vec()));
+    for bad in [
+        snapshot(changed, head.state_root),
+        snapshot(entries[1..].to_vec(), head.state_root),
+        snapshot(extra, head.state_root),
+        snapshot(entries.clone(), Digest::new([1; 32])),
+    ] {
+        assert!(matches!(target.install_snapshot(bad), Err(medledger_store::StoreError::SnapshotRoot)));
+        assert_eq!(target.last_applied().unwrap().unwrap(), before);
+        assert_eq!(target.view(&[]).unwrap().scan(b"", None, 100).unwrap(), vec![(b"seed".to_vec(), b"0".to_vec())]);
+    }
+
+    // The real one installs: same state, same root, indexes of the synced block.
+    target.install_snapshot(snapshot(entries.clone(), head.state_root)).unwrap();
+    let after = target.last_applied().unwrap().unwrap();
+    assert_eq!(
+        (after.height, after.digest, after.state_root, after.log_len),
+        (head.height, head.digest, head.state_root, 99)
+    );
+    assert_eq!(target.view(&[]).unwrap().scan(b"", None, 100).unwrap(), entries);
+    assert_eq!(target.tx_location(&medledger_types::TxId::new([5; 32])).unwrap(), Some((head.height, 0)));
+    assert_eq!(target.sidecar(&Digest::new([6; 32])).unwrap(), Some(b"sidecar".to_vec()));
+    assert_eq!(target.block_location(head.height).unwrap(), Some((0, 99)));
+
+    // The next block gives the same root on both, and both keep going past a pruning height.
+    for height in head.height.get() + 1..=70 {
+        let w = writes(&[(&format!("k/{}", height % 11), Some(&format!("w{height}")))]);
+        let a = source.compute(&[], Height::new(height), w.clone()).unwrap();
+        let b = target.compute(&[], Height::new(height), w).unwrap();
+        assert_eq!(a.root, b.root, "height {height}");
+        source.commit(a, BlockHash::new([height as u8; 32]), &[], &[], None).unwrap();
+        target.commit(b, BlockHash::new([height as u8; 32]), &[], &[], None).unwrap();
+    }
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use commonware_broadcast::buffered;
-use commonware_codec::{Copying, DecodeExt as _};
+use commonware_codec::{Copying, Decode as _, DecodeExt as _};
 use commonware_consensus::marshal::core::Actor;
 use commonware_consensus::marshal::standard::{Inline, Standard};
 use commonware_consensus::marshal::{self, Start};
@@ -196,10 +196,21 @@ where
     .await
     .map_err(|error| ConsensusError::Storage(format!("block archive: {error}")))?;
 
+    // After a state sync the marshal starts from the synced block's certificate (which the sync
+    // verified); otherwise from genesis, or from its own progress on disk when that is further.
+    let start = match ledger.floor() {
+        Some(bytes) => {
+            let finalization = Finalization::decode_cfg(bytes, &scheme.certificate_codec_config())
+                .map_err(|_| ConsensusError::InvalidFloor)?;
+            info!(validator = cfg.index, height = ?finalization.proposal.round, "marshal starts from a synced state");
+            Start::Floor(finalization)
+        }
+        None => Start::Genesis(Digested::precomputed(genesis, genesis_digest)),
+    };
     let marshal_config = marshal::Config {
         provider: ConstantProvider::<Scheme, Epoch>::new(scheme.clone()),
         epocher: FixedEpocher::new(EPOCH_LENGTH),
-        start: Start::Genesis(Digested::precomputed(genesis, genesis_digest)),
+        start,
         partition_prefix: format!("{prefix}-marshal"),
         mailbox_size: MAILBOX_SIZE,
         view_retention: VIEW_RETENTION,

@@ -63,6 +63,13 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     /// The genesis block (height 0); every validator derives the same one from genesis.json.
     fn genesis(&self) -> Block;
 
+    /// The finalization certificate of the block this validator's state was synced to from a
+    /// peer (see [`crate::sync`]), if it was in this run: the marshal starts from that block
+    /// instead of replaying from its own progress.
+    fn floor(&self) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Builds a child of `parent` proposed by validator `proposer` at `now_ms` (runtime clock), or None
     /// when there is nothing to propose (the view then times out; no empty-block flood).
     /// May wait (bounded, well under the leader timeout) for work to arrive.
@@ -218,6 +225,9 @@ pub enum ConsensusError {
     /// The validator set is empty.
     #[error("the validator set is empty")]
     NoValidators,
+    /// The ledger's floor certificate (after a state sync) does not decode.
+    #[error("the synced state's finalization certificate does not decode")]
+    InvalidFloor,
     /// The validator set is larger than the ledger allows.
     #[error("the validator set has {count} validators, over the limit of {max}")]
     TooManyValidators {
