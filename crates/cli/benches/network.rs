@@ -1,7 +1,9 @@
 //! End-to-end figures on real networks of 1 and 4 validator processes (release build, durable
 //! storage, every signature verified): put/get latency for 4 KiB and 1 MiB records, and a sweep
 //! of offered load (batched submissions) giving committed transactions per second and commit
-//! latency. `cargo bench -p medledger-cli --bench network`; prints Markdown tables.
+//! latency; then, on 4 validators, how long a validator rejoining with no data takes to catch up
+//! by replay and by state sync. `cargo bench -p medledger-cli --bench network`; prints Markdown
+//! tables.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,7 @@ fn ms(d: Duration) -> String {
 
 struct Network {
     _root: tempfile::TempDir,
+    dir: PathBuf,
     home: PathBuf,
     nodes: Vec<Child>,
     apis: Vec<String>,
@@ -59,26 +62,60 @@ impl Network {
         let (dir, home) = (root.path().join("net"), root.path().join("home"));
         let (n, port) = (validators.to_string(), base_port.to_string());
         cli(&home, &["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n]);
-        let mut nodes = Vec::new();
-        let mut apis = Vec::new();
+        let mut net = Network { _root: root, dir, home, nodes: Vec::new(), apis: Vec::new() };
         for k in 0..validators {
-            let log = std::fs::File::create(root.path().join(format!("node{k}.log"))).unwrap();
-            nodes.push(
-                Command::new(BIN)
-                    .args(["node", "--dir", dir.to_str().unwrap(), "--validator", &k.to_string()])
-                    .env("MEDLEDGER_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .unwrap(),
-            );
-            let api = format!("127.0.0.1:{}", base_port as usize + k);
-            while std::net::TcpStream::connect(&api).is_err() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            apis.push(format!("http://{api}"));
+            net.apis.push(format!("http://127.0.0.1:{}", base_port as usize + k));
+            let child = net.spawn(k);
+            net.nodes.push(child);
         }
-        Network { _root: root, home, nodes, apis }
+        net
+    }
+
+    fn spawn(&self, k: usize) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("validator-{k}")).join("node.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "--dir", self.dir.to_str().unwrap(), "--validator", &k.to_string()])
+            .env("MEDLEDGER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let api = self.apis[k].trim_start_matches("http://");
+        while std::net::TcpStream::connect(api).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn status(&self, rt: &tokio::runtime::Runtime, k: usize) -> serde_json::Value {
+        let client = Client::new(vec![self.apis[k].clone()]).unwrap();
+        rt.block_on(client.status()).unwrap_or_default()
+    }
+
+    /// Wipes validator `k`'s data, restarts it with `sync_gap_blocks = gap`, and times how long it
+    /// takes to reach the height validator 0 had when it restarted.
+    fn rejoin(&mut self, rt: &tokio::runtime::Runtime, k: usize, gap: u64) -> (Duration, u64, bool) {
+        let _ = self.nodes[k].kill();
+        let _ = self.nodes[k].wait();
+        std::fs::remove_dir_all(self.dir.join(format!("validator-{k}")).join("data")).unwrap();
+        let config = self.dir.join(format!("validator-{k}")).join("validator.json");
+        let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        file["sync_gap_blocks"] = gap.into();
+        std::fs::write(&config, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+        let target = self.status(rt, 0)["height"].as_u64().unwrap_or(0);
+        let started = Instant::now();
+        self.nodes[k] = self.spawn(k);
+        loop {
+            let status = self.status(rt, k);
+            if status["height"].as_u64().is_some_and(|h| h >= target) {
+                return (started.elapsed(), target, status["state_synced_at"].is_u64());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -197,6 +234,7 @@ fn offer(
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut sweeps = Vec::new();
+    let mut catch_up = None;
     println!("| validators | measurement | p50 | p99 | n |\n|---|---|---|---|---|");
     // MEDLEDGER_BENCH_VALIDATORS=4 and MEDLEDGER_BENCH_RATES=1000,2000 narrow the run for profiling.
     let sizes: Vec<usize> = std::env::var("MEDLEDGER_BENCH_VALIDATORS")
@@ -264,6 +302,21 @@ fn main() {
                 (percentile(&lat, 0.5), percentile(&lat, 0.99))
             };
             sweeps.push((validators, rate, tps, p50, p99, lat.len(), offered));
+        }
+        // After the sweep's blocks: a validator rejoining with no data, by replay and by state sync.
+        if validators > 1 {
+            let mut net = net;
+            let (replay, height, synced) = net.rejoin(&rt, validators - 1, u64::MAX);
+            assert!(!synced, "replay run used a state sync");
+            let (sync, _, synced) = net.rejoin(&rt, validators - 1, 0);
+            assert!(synced, "sync run replayed");
+            catch_up = Some(vec![("replay of every block", height, replay), ("state sync from a peer", height, sync)]);
+        }
+    }
+    if let Some(rows) = catch_up {
+        println!("\n| validator rejoining with empty data | blocks behind | time to catch up |\n|---|---|---|");
+        for (how, height, time) in rows {
+            println!("| {how} | {height} | {} |", ms(time));
         }
     }
     println!("\n| validators | offered tx/s | committed tx/s | commit latency p50 | p99 | committed / offered |");
