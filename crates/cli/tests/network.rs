@@ -193,6 +193,25 @@ fn far_behind_validator_installs_a_verified_state_from_a_peer() {
     for record in &records {
         assert!(listed.contains(record.as_str()), "validator 3 lacks {record}");
     }
+    // Ready for clients, and its metrics count what it committed, without patient identifiers.
+    let (status, body) = common::http_get(&net.apis[3], "/v1/ready");
+    assert_eq!(status, 200, "{body}");
+    let (status, metrics) = common::http_get(&net.apis[3], "/metrics");
+    assert_eq!(status, 200);
+    let applied = metrics
+        .lines()
+        .find(|l| l.contains("medledger_transactions_total") && l.contains("kind=\"register_record\""))
+        .unwrap_or_else(|| panic!("no record counter in\n{metrics}"));
+    let count: u64 = applied.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(applied.contains("result=\"applied\"") && count >= 1, "{applied}");
+    assert!(metrics.contains("medledger_blocks_committed_total"), "{metrics}");
+    assert!(metrics.lines().any(|l| l.starts_with("simplex") || l.contains("_simplex_")), "no engine metrics");
+    let book: Vec<serde_json::Value> =
+        net.ok(&["--json", "id", "list"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for entry in book {
+        let member = entry["member"].as_str().unwrap();
+        assert!(!metrics.contains(member), "metrics name member {member}");
+    }
     // Its chain log holds every block from genesis: verify re-executes the whole history there too.
     let verified = net.ok(&["verify", "--dir", &dir]);
     assert!(verified.contains("validator 3: chain ok"), "{verified}");

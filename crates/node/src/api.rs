@@ -43,11 +43,25 @@ pub struct ApiState {
     /// This validator's index in genesis.
     pub index: u32,
     pub peers: crate::peers::Peers,
+    pub ops: Ops,
 }
+
+/// What the operations endpoints read: the metrics encoder (the consensus runtime's registry) and
+/// whether consensus has started (after any state sync).
+#[derive(Clone, Default)]
+pub struct Ops {
+    pub metrics: Option<std::sync::Arc<dyn Fn() -> String + Send + Sync>>,
+    pub consensus_running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A validator more than this many blocks behind its most advanced peer is not ready.
+pub const READY_LAG_BLOCKS_MAX: u64 = 8;
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/tx", post(submit).layer(DefaultBodyLimit::max(TX_BYTES_MAX + SIDECAR_BYTES_MAX + 64)))
         .route("/v1/tx/batch", post(submit_batch).layer(DefaultBodyLimit::max(BATCH_BYTES_MAX)))
@@ -191,6 +205,30 @@ impl axum::extract::FromRequestParts<ApiState> for Signed {
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready for clients: consensus is running and this validator is within [`READY_LAG_BLOCKS_MAX`]
+/// of the most advanced peer it can reach. 503 otherwise (load balancers take it out).
+async fn ready(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let not_ready = |title: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", title);
+    if !state.ops.consensus_running.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(not_ready("starting: consensus is not running yet".into()));
+    }
+    let height = state.app.last_applied().height.get();
+    let best = state.peers.snapshot().iter().filter_map(|p| p.height).max().unwrap_or(0);
+    if best > height + READY_LAG_BLOCKS_MAX {
+        return Err(not_ready(format!("catching up: {} blocks behind a peer", best - height)));
+    }
+    Ok(Json(serde_json::json!({ "ready": true, "height": height })))
+}
+
+/// Prometheus text exposition of the validator's, the engine's and the runtime's metrics.
+async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let encode = state.ops.metrics.as_ref().ok_or(ApiError::not_found("metrics"))?;
+    let metrics = &state.app.inner().metrics;
+    metrics.mempool.set(i64::try_from(state.app.mempool_len()).unwrap_or(i64::MAX));
+    let body = encode();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 
 #[derive(Serialize)]

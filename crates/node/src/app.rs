@@ -67,6 +67,7 @@ pub struct Inner {
     committed: watch::Sender<LastApplied>,
     /// The finalization certificate consensus starts from after a state sync (see [`crate::sync`]).
     floor: Mutex<Option<(Height, Vec<u8>)>>,
+    pub metrics: crate::metrics::NodeMetrics,
 }
 
 /// The application; cheap to clone (shared state).
@@ -131,6 +132,7 @@ impl App {
                 work: Notify::new(),
                 committed,
                 floor: Mutex::new(None),
+                metrics: Default::default(),
             }),
         })
     }
@@ -428,6 +430,7 @@ impl App {
     /// Commits a finalized block: chain log first (fsync), then one state transaction naming the
     /// log's new length. A crash in between cuts the log back on restart and the engine re-delivers.
     fn commit(&self, block: &Block, certificate: &[u8]) -> Result<(), String> {
+        let started = std::time::Instant::now();
         let inner = &self.inner;
         let last = self.last_applied();
         let height = block.header.height;
@@ -462,6 +465,21 @@ impl App {
             .append(height, &block.encode(), certificate)
             .map_err(|e| e.to_string())?;
         let ids: Vec<TxId> = block.txs.iter().map(Transaction::id).collect();
+        let metrics = &inner.metrics;
+        for (tx, id) in block.txs.iter().zip(&ids) {
+            let result = match pending.writes.get(&keys::tx_result(id)) {
+                Some(Some(bytes)) => {
+                    borsh::from_slice::<medledger_ledger::state::TxResultEntry>(bytes).map_or("unknown", |entry| {
+                        match entry.outcome {
+                            medledger_ledger::TxOutcome::Applied => "applied",
+                            medledger_ledger::TxOutcome::Rejected { reason } => reason.as_str(),
+                        }
+                    })
+                }
+                _ => "unknown",
+            };
+            metrics.txs.get_or_create(&vec![("kind", tx.body.kind.name()), ("result", result)]).inc();
+        }
         let sidecars: Vec<(Digest, Vec<u8>)> = block
             .txs
             .iter()
@@ -482,6 +500,10 @@ impl App {
         }
         let last = inner.db.last_applied().map_err(|e| e.to_string())?.ok_or("state vanished")?;
         inner.committed.send_replace(last);
+        metrics.blocks.inc();
+        metrics.height.set(i64::try_from(height.get()).unwrap_or(i64::MAX));
+        metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.finality_seconds.observe(wall_clock_ms().saturating_sub(block.header.time.get()) as f64 / 1000.0);
         Ok(())
     }
 }

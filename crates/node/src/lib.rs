@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod consensus;
 pub mod forward;
+pub mod metrics;
 pub mod peers;
 pub mod run;
 pub mod sync;

@@ -25,14 +25,20 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         .collect();
     let app = App::open(&data, genesis)?;
     let runner = crate::consensus::tokio_runner(&cfg);
-    use commonware_runtime::Runner as _;
+    use commonware_runtime::{Metrics as _, Runner as _, Supervisor as _};
     runner.start(|context| async move {
         let listener = tokio::net::TcpListener::bind(file.api_listen).await?;
         tracing::info!(validator = index, api = %file.api_listen, p2p = %file.p2p_listen, "validator starting");
         let forwarder = crate::forward::Forwarder::spawn(peers.iter().map(|(_, url)| url.clone()).collect());
         let peers_urls = peers.clone();
         let peers = crate::peers::Peers::spawn(peers);
-        let state = ApiState { app: app.clone(), blobs, validators, forwarder, index, peers };
+        let registry = context.child("metrics_encoder");
+        let ops = crate::api::Ops {
+            metrics: Some(std::sync::Arc::new(move || registry.encode())),
+            consensus_running: Default::default(),
+        };
+        let _registered = app.inner().metrics.register(&context.child("medledger"));
+        let state = ApiState { app: app.clone(), blobs, validators, forwarder, index, peers, ops: ops.clone() };
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router(state)).await {
                 tracing::error!(error = %e, "API server stopped");
@@ -45,6 +51,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
             // Replay from peers through consensus still works; a bad or unreachable peer only costs time.
             Err(e) => tracing::warn!(error = %e, "state sync failed; catching up by replay"),
         }
+        ops.consensus_running.store(true, std::sync::atomic::Ordering::Release);
         crate::consensus::run_tokio(context, cfg, app).await?;
         Ok(())
     })

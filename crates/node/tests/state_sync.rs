@@ -109,6 +109,7 @@ fn api(app: &App, dir: &std::path::Path) -> axum::Router {
         forwarder: None,
         index: 0,
         peers: Default::default(),
+        ops: Default::default(),
     })
 }
 
