@@ -32,6 +32,10 @@ fn flipped_ciphertext_byte_exits_4_and_prints_nothing() {
     let run = net.cli(&["record", "get", "--as", "alice", &record]);
     assert_eq!(run.code, 4);
     assert!(!run.stdout.contains("MARKER"));
+    // The validator counted the corrupt object it refused to serve.
+    let (_, metrics) = common::http_get(&net.apis[0], "/metrics");
+    let errors = metrics.lines().find(|l| l.starts_with("medledger_storage_errors_total")).expect("counter");
+    assert!(errors.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 2, "{errors}");
     let verify = net.cli(&["verify"]);
     assert_eq!(verify.code, 4, "{}", verify.stderr);
     assert!(verify.stderr.contains(&record), "names the record: {}", verify.stderr);

@@ -547,9 +547,15 @@ async fn put_blob(
             ApiError::new(StatusCode::BAD_REQUEST, PROBLEM_INTEGRITY, "bytes do not match the digest")
         }
         BlobError::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "blob over the size limit"),
-        other => ApiError::internal(other),
+        other => storage_failure(&state, other),
     })?;
     Ok(StatusCode::CREATED)
+}
+
+/// An object store failure: counted in the metrics, a 500 to the client.
+fn storage_failure(state: &ApiState, error: BlobError) -> ApiError {
+    state.app.inner().metrics.storage_errors.inc();
+    ApiError::internal(error)
 }
 
 /// The record of an allowed RecordAccess signed by the requester, committed within the window.
@@ -618,10 +624,11 @@ async fn access_content(
     let (_, record) = allowed_access(&state, &tx, me)?;
     let bytes = state.blobs.get(&record.digest).await.map_err(|e| match e {
         BlobError::Integrity => {
+            state.app.inner().metrics.storage_errors.inc();
             ApiError::new(StatusCode::BAD_GATEWAY, PROBLEM_INTEGRITY, "stored ciphertext does not match the ledger")
         }
         BlobError::NotFound => ApiError::not_found("ciphertext"),
-        other => ApiError::internal(other),
+        other => storage_failure(&state, other),
     })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
