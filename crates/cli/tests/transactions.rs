@@ -83,3 +83,48 @@ async fn envelopes_and_ciphertext_go_only_to_the_signer_of_an_allowed_access() {
     // Alice's access still works for Alice.
     assert!(session.client.access_content(&alice, &allowed).await.is_ok());
 }
+
+/// Reads about a patient need an RFC 9421 signature by an enrolled, active identity, and a signed
+/// request is answered once: a captured copy is refused.
+#[test]
+fn signed_requests_cannot_be_replayed_forged_or_skipped() {
+    use medledger_ledger::httpsig::{self, RequestParts};
+    let net = Net::start();
+    net.ok(&["id", "create", "alice", "--role", "patient", "--as", "org1-admin"]);
+    let home = Home::open(&net.home).unwrap();
+    let alice = home.load_identity("alice", b"correct horse battery staple").unwrap();
+    let api = &net.apis[0];
+    let path = format!("/v1/patients/{}/audit", alice.member.to_hex());
+    let url = format!("http://{api}{path}");
+    let sign = |key: &medledger_crypto::sign::SigningKey, url: &str, nonce: &str| {
+        let parts = RequestParts::of_url("GET", url, b"").unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        httpsig::sign(key, &alice.member.to_hex(), &parts, now, nonce).to_vec()
+    };
+    let headers = sign(&alice.signing, &url, "first-nonce");
+
+    let (status, body) = common::http_get_with(api, &path, &headers);
+    assert_eq!(status, 200, "{body}");
+    // The same bytes again: refused as a replay.
+    let (status, body) = common::http_get_with(api, &path, &headers);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("replayed"), "{body}");
+    // Unsigned.
+    let (status, body) = common::http_get(api, &path);
+    assert_eq!(status, 401, "{body}");
+    // Signed for alice's id by a key that is not hers.
+    let stranger = medledger_crypto::sign::SigningKey::generate();
+    let (status, body) = common::http_get_with(api, &path, &sign(&stranger, &url, "n2"));
+    assert_eq!(status, 401, "{body}");
+    // A valid signature moved to another path (another patient's audit).
+    let other = format!("/v1/patients/{}/audit", "00".repeat(16));
+    let (status, body) = common::http_get_with(api, &other, &sign(&alice.signing, &url, "n3"));
+    assert_eq!(status, 401, "{body}");
+    // Signed for another node address (the Host it was meant for is covered).
+    let elsewhere = format!("http://127.0.0.1:1{path}");
+    let (status, body) = common::http_get_with(api, &path, &sign(&alice.signing, &elsewhere, "n4"));
+    assert_eq!(status, 401, "{body}");
+    // And a fresh signature still works.
+    let (status, body) = common::http_get_with(api, &path, &sign(&alice.signing, &url, "n5"));
+    assert_eq!(status, 200, "{body}");
+}

@@ -70,6 +70,14 @@ impl SigningKey {
         self.verifying_key
     }
 
+    /// Signs `msg` itself (RFC 8032 Ed25519, no namespace), for formats whose verifiers are not
+    /// ours, such as HTTP Message Signatures (RFC 9421). Everything medledger verifies itself is
+    /// signed with [`Self::sign`].
+    pub fn sign_raw(&self, msg: &[u8]) -> Signature {
+        let key = ed25519_consensus::SigningKey::from(*self.to_bytes());
+        Signature(key.sign(msg).to_bytes())
+    }
+
     /// Signs `msg` under `namespace`.
     pub fn sign(&self, namespace: &[u8], msg: &[u8]) -> Signature {
         let signature = self.inner.sign(namespace, msg);
@@ -101,6 +109,13 @@ impl VerifyingKey {
     /// non-canonical encodings and small-order points).
     pub fn check(&self) -> Result<(), CryptoError> {
         self.decode().map(|_| ())
+    }
+
+    /// Verifies a [`SigningKey::sign_raw`] signature over `msg` (ZIP-215 rules, like [`Self::verify`]).
+    pub fn verify_raw(&self, msg: &[u8], signature: &Signature) -> Result<(), CryptoError> {
+        let key = ed25519_consensus::VerificationKey::try_from(self.0)
+            .map_err(|_| CryptoError::InvalidPublicKey { what: "ed25519" })?;
+        key.verify(&ed25519_consensus::Signature::from(signature.0), msg).map_err(|_| CryptoError::InvalidSignature)
     }
 
     /// Verifies `signature` over `msg` under `namespace`.

@@ -2,8 +2,7 @@
 //! status looks like, and how a request is signed. Shared by the node and the SDK.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use medledger_crypto::sign::{Signature, SigningKey, VerifyingKey};
-use medledger_types::{Height, MemberId, Timestamp, TxId};
+use medledger_types::{Height, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
 
 use crate::TxOutcome;
@@ -60,50 +59,3 @@ pub struct Problem {
 pub const PROBLEM_ACCESS_DENIED: &str = "urn:medledger:problem:access-denied";
 /// Problem type of an integrity failure (clients exit 4).
 pub const PROBLEM_INTEGRITY: &str = "urn:medledger:problem:integrity";
-
-/// Signing namespace of API requests.
-pub const REQUEST_NAMESPACE: &[u8] = b"medledger/api/v1";
-pub const HEADER_SIGNER: &str = "x-medledger-signer";
-pub const HEADER_TIME: &str = "x-medledger-time";
-pub const HEADER_SIGNATURE: &str = "x-medledger-signature";
-
-/// What a request signature covers: method, path with query, time, and the body's SHA-256.
-pub fn request_message(method: &str, path_and_query: &str, time: Timestamp, body: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(96 + path_and_query.len());
-    message.extend_from_slice(method.as_bytes());
-    message.push(b'\n');
-    message.extend_from_slice(path_and_query.as_bytes());
-    message.push(b'\n');
-    message.extend_from_slice(&time.get().to_be_bytes());
-    message.extend_from_slice(&medledger_crypto::sha256(body));
-    message
-}
-
-/// The three header values of a signed request.
-pub fn sign_request(
-    key: &SigningKey,
-    signer: MemberId,
-    method: &str,
-    path_and_query: &str,
-    time: Timestamp,
-    body: &[u8],
-) -> [(&'static str, String); 3] {
-    let signature = key.sign(REQUEST_NAMESPACE, &request_message(method, path_and_query, time, body));
-    [
-        (HEADER_SIGNER, signer.to_hex()),
-        (HEADER_TIME, time.get().to_string()),
-        (HEADER_SIGNATURE, hex::encode(signature.0)),
-    ]
-}
-
-/// Checks a request signature.
-pub fn verify_request(
-    key: &VerifyingKey,
-    method: &str,
-    path_and_query: &str,
-    time: Timestamp,
-    body: &[u8],
-    signature: &Signature,
-) -> bool {
-    key.verify(REQUEST_NAMESPACE, &request_message(method, path_and_query, time, body), signature).is_ok()
-}

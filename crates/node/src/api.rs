@@ -10,22 +10,23 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use medledger_crypto::sign::Signature;
 use medledger_ledger::api::{
-    AccessBundle, HEADER_SIGNATURE, HEADER_SIGNER, HEADER_TIME, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem,
-    SubmitRequest, SubmitResponse, TxStatus, verify_request,
+    AccessBundle, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, SubmitRequest, SubmitResponse, TxStatus,
 };
+use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::state::{
-    AuditEvent, ChartEntry, EnvelopeRef, GrantEntry, MemberEntry, RecordEntry, TxResultEntry, keys, last_nonce, read,
+    AuditEvent, ChartEntry, EnvelopeRef, GrantEntry, MemberEntry, MemberStatus, RecordEntry, TxResultEntry, keys,
+    last_nonce, read,
 };
 use medledger_ledger::{GrantScope, KeyHolder, KeySubject, Sidecar, SidecarEnvelope, StateView, TxKind};
 use medledger_store::{BlobError, Blobs};
-use medledger_types::limits::{ACCESS_WINDOW_MS, PAGE_ITEMS_MAX, REQUEST_SKEW_MS_MAX, SIDECAR_BYTES_MAX, TX_BYTES_MAX};
+use medledger_types::limits::{ACCESS_WINDOW_MS, PAGE_ITEMS_MAX, SIDECAR_BYTES_MAX, TX_BYTES_MAX};
 use medledger_types::{Digest, MemberId, RecordId, Role, Timestamp, TxId, decode_canonical};
 use serde::{Deserialize, Serialize};
 
 use crate::app::{App, wall_clock_ms};
 use crate::forward::{BATCH_TXS_MAX, HEADER_FORWARDED};
+use crate::replay::Refused;
 
 /// Largest ciphertext accepted through the API in one request.
 pub const BLOB_UPLOAD_MAX: usize = 64 * 1024 * 1024;
@@ -52,6 +53,8 @@ pub struct ApiState {
 pub struct Ops {
     pub metrics: Option<std::sync::Arc<dyn Fn() -> String + Send + Sync>>,
     pub consensus_running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Nonces of signed requests within the signature window (replay protection).
+    pub nonces: std::sync::Arc<crate::replay::Nonces>,
 }
 
 /// A validator more than this many blocks behind its most advanced peer is not ready.
@@ -137,7 +140,7 @@ impl ApiError {
     pub(crate) fn denied(title: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, PROBLEM_ACCESS_DENIED, title)
     }
-    pub(crate) fn unauthenticated(title: &str) -> Self {
+    pub(crate) fn unauthenticated(title: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", title)
     }
     pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
@@ -163,7 +166,9 @@ fn view(state: &ApiState) -> ApiResult<medledger_store::SpecView<'_>> {
     state.app.inner().db.view(&[]).map_err(ApiError::internal)
 }
 
-/// Checks the request's signature headers; returns the signer's committed member entry.
+/// Checks the request's RFC 9421 signature (see [`medledger_ledger::httpsig`]): profile, body
+/// digest, time window, the signer's committed key, its status, and that the nonce is new.
+/// Returns the signer's member entry.
 fn authenticate(
     state: &ApiState,
     headers: &HeaderMap,
@@ -171,25 +176,52 @@ fn authenticate(
     uri: &Uri,
     body: &[u8],
 ) -> ApiResult<MemberEntry> {
-    let header = |name: &str| {
-        headers.get(name).and_then(|v| v.to_str().ok()).ok_or(ApiError::unauthenticated("missing signature headers"))
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let parts = RequestParts {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query(),
+        authority: header("host").unwrap_or_default(),
+        body,
     };
-    let signer: MemberId = header(HEADER_SIGNER)?.parse().map_err(|_| ApiError::unauthenticated("malformed signer"))?;
-    let time: u64 = header(HEADER_TIME)?.parse().map_err(|_| ApiError::unauthenticated("malformed time"))?;
-    let signature: [u8; 64] = hex::decode(header(HEADER_SIGNATURE)?)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or(ApiError::unauthenticated("malformed signature"))?;
-    if wall_clock_ms().abs_diff(time) > REQUEST_SKEW_MS_MAX {
-        return Err(ApiError::unauthenticated("request time too far from the node's clock"));
-    }
-    let member: MemberEntry =
-        read(&view(state)?, &keys::member(&signer)).ok_or(ApiError::unauthenticated("unknown signer"))?;
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    if !verify_request(&member.signing_key, method.as_str(), path, Timestamp::new(time), body, &Signature(signature)) {
+    let now = wall_clock_ms();
+    let signed = httpsig::check(
+        &parts,
+        header(httpsig::HEADER_SIGNATURE_INPUT),
+        header(httpsig::HEADER_SIGNATURE),
+        header(httpsig::HEADER_CONTENT_DIGEST),
+        now,
+    )
+    .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let id: MemberId = signed.keyid.parse().map_err(|_| ApiError::unauthenticated("keyid is not a member id"))?;
+    let Some(member) = read::<MemberEntry>(&view(state)?, &keys::member(&id)) else {
+        // Logged here, not on the ledger: anyone can send this. No identifier is logged.
+        tracing::warn!(path = uri.path(), "request signed by an unknown identity");
+        return Err(ApiError::unauthenticated("unknown signer"));
+    };
+    if !signed.verify(&member.signing_key) {
+        tracing::warn!(path = uri.path(), "request with a bad signature");
         return Err(ApiError::unauthenticated("bad request signature"));
     }
+    if member.status != MemberStatus::Active {
+        tracing::warn!(path = uri.path(), role = member.role.as_str(), "request by a suspended member refused");
+        return Err(ApiError::denied("this identity is suspended"));
+    }
+    admit_nonce(state, &signed, uri)?;
     Ok(member)
+}
+
+/// Refuses a second use of a signed request's nonce (see [`crate::replay`]).
+pub(crate) fn admit_nonce(state: &ApiState, signed: &httpsig::SignedBy, uri: &Uri) -> ApiResult<()> {
+    state.ops.nonces.admit(&signed.keyid, &signed.nonce, signed.created_ms, wall_clock_ms()).map_err(|refused| {
+        match refused {
+            Refused::Replayed => {
+                tracing::warn!(path = uri.path(), "replayed request refused");
+                ApiError::unauthenticated("replayed request: this nonce was used before")
+            }
+            Refused::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests; retry later"),
+        }
+    })
 }
 
 /// A request without a body signed by an enrolled member (see [`authenticate`]).

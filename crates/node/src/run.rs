@@ -36,6 +36,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         let ops = crate::api::Ops {
             metrics: Some(std::sync::Arc::new(move || registry.encode())),
             consensus_running: Default::default(),
+            nonces: Default::default(),
         };
         let _registered = app.inner().metrics.register(&context.child("medledger"));
         let state = ApiState { app: app.clone(), blobs, validators, forwarder, index, peers, ops: ops.clone() };

@@ -27,22 +27,21 @@ use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use borsh::{BorshDeserialize, BorshSerialize};
-use medledger_crypto::sign::{Signature, SigningKey};
-use medledger_ledger::api::{HEADER_SIGNATURE, HEADER_TIME, request_message};
+use medledger_crypto::sign::SigningKey;
+use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::{Block, Transaction};
 use medledger_store::{Entry, Snapshot, SyncedBlock};
-use medledger_types::limits::{BLOCK_BYTES_MAX, REQUEST_SKEW_MS_MAX};
-use medledger_types::{BlockHash, Digest, Height, Timestamp, TxId};
+use medledger_types::limits::BLOCK_BYTES_MAX;
+use medledger_types::{BlockHash, Digest, Height, TxId};
 use serde::Deserialize;
 
 use crate::api::{ApiError, ApiState};
 use crate::app::{App, wall_clock_ms};
 use crate::consensus::{namespace_for_chain, verify_certificate};
 
-/// Signing namespace of validator-to-validator sync requests (distinct from members' requests).
-pub const SYNC_NAMESPACE: &[u8] = b"medledger/sync/v1";
-/// Header naming the requesting validator (its index in genesis).
-pub const HEADER_VALIDATOR: &str = "x-medledger-validator";
+/// Key id prefix of a validator's sync requests (RFC 9421 signatures, like members' requests,
+/// with `keyid="validator-K"`, K its index in genesis).
+pub const KEYID_PREFIX: &str = "validator-";
 /// Default gap, in blocks, beyond which a starting validator syncs state instead of replaying.
 pub const SYNC_GAP_BLOCKS_DEFAULT: u64 = 1024;
 
@@ -99,36 +98,43 @@ impl axum::extract::FromRequestParts<ApiState> for ValidatorSigned {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let validators = &state.app.inner().genesis.validators;
-        check_validator_request(validators, &parts.headers, &parts.method, &parts.uri).map(ValidatorSigned)
+        check_validator_request(state, &parts.headers, &parts.method, &parts.uri).map(ValidatorSigned)
     }
 }
 
-fn check_validator_request(
-    validators: &[medledger_ledger::GenesisValidator],
-    headers: &HeaderMap,
-    method: &Method,
-    uri: &Uri,
-) -> Result<u32, ApiError> {
-    let header = |name: &str| {
-        headers.get(name).and_then(|v| v.to_str().ok()).ok_or(ApiError::unauthenticated("missing signature headers"))
+fn check_validator_request(state: &ApiState, headers: &HeaderMap, method: &Method, uri: &Uri) -> Result<u32, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let parts = RequestParts {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query(),
+        authority: header("host").unwrap_or_default(),
+        body: &[],
     };
-    let index: u32 = header(HEADER_VALIDATOR)?.parse().map_err(|_| ApiError::unauthenticated("malformed validator"))?;
-    let time: u64 = header(HEADER_TIME)?.parse().map_err(|_| ApiError::unauthenticated("malformed time"))?;
-    let signature: [u8; 64] = hex::decode(header(HEADER_SIGNATURE)?)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or(ApiError::unauthenticated("malformed signature"))?;
-    if wall_clock_ms().abs_diff(time) > REQUEST_SKEW_MS_MAX {
-        return Err(ApiError::unauthenticated("request time too far from the node's clock"));
+    let signed = httpsig::check(
+        &parts,
+        header(httpsig::HEADER_SIGNATURE_INPUT),
+        header(httpsig::HEADER_SIGNATURE),
+        header(httpsig::HEADER_CONTENT_DIGEST),
+        wall_clock_ms(),
+    )
+    .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let index: u32 = signed
+        .keyid
+        .strip_prefix(KEYID_PREFIX)
+        .and_then(|k| k.parse().ok())
+        .ok_or(ApiError::unauthenticated("not a validator's key id"))?;
+    let validator = state
+        .app
+        .inner()
+        .genesis
+        .validators
+        .get(index as usize)
+        .ok_or(ApiError::unauthenticated("unknown validator"))?;
+    if !signed.verify(&validator.public_key) {
+        return Err(ApiError::unauthenticated("bad request signature"));
     }
-    let validator = validators.get(index as usize).ok_or(ApiError::unauthenticated("unknown validator"))?;
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let message = request_message(method.as_str(), path, Timestamp::new(time), &[]);
-    validator
-        .public_key
-        .verify(SYNC_NAMESPACE, &message, &Signature(signature))
-        .map_err(|_| ApiError::unauthenticated("bad request signature"))?;
+    crate::api::admit_nonce(state, &signed, uri)?;
     Ok(index)
 }
 
@@ -263,13 +269,15 @@ pub struct SyncIdentity {
 
 impl SyncIdentity {
     fn get(&self, http: &reqwest::Client, url: &str, path_and_query: &str) -> reqwest::RequestBuilder {
-        let time = wall_clock_ms();
-        let message = request_message("GET", path_and_query, Timestamp::new(time), &[]);
-        let signature = self.key.sign(SYNC_NAMESPACE, &message);
-        http.get(format!("{url}{path_and_query}"))
-            .header(HEADER_VALIDATOR, self.index.to_string())
-            .header(HEADER_TIME, time.to_string())
-            .header(HEADER_SIGNATURE, hex::encode(signature.0))
+        let full = reqwest::Url::parse(&format!("{url}{path_and_query}")).map(String::from).unwrap_or_default();
+        let mut request = http.get(&full);
+        if let Some(parts) = RequestParts::of_url("GET", &full, &[]) {
+            let keyid = format!("{KEYID_PREFIX}{}", self.index);
+            for (name, value) in httpsig::sign(&self.key, &keyid, &parts, wall_clock_ms(), &httpsig::new_nonce()) {
+                request = request.header(name, value);
+            }
+        }
+        request
     }
 }
 

@@ -182,20 +182,25 @@ async fn a_far_behind_app_installs_only_a_state_the_chain_vouches_for() {
         };
         source.finalized(block, certificate).await;
         if height == SNAPSHOT {
-            let path = "/v1/sync/state";
-            let time = medledger_node::app::wall_clock_ms();
-            let message = medledger_ledger::api::request_message("GET", path, Timestamp::new(time), &[]);
-            let signature = SigningKey::from_bytes(&SEEDS[3]).sign(medledger_node::sync::SYNC_NAMESPACE, &message);
-            let reply = http
-                .get(format!("{source_url}{path}"))
-                .header(medledger_node::sync::HEADER_VALIDATOR, "3")
-                .header(medledger_ledger::api::HEADER_TIME, time.to_string())
-                .header(medledger_ledger::api::HEADER_SIGNATURE, hex::encode(signature.0))
-                .send()
-                .await
-                .unwrap();
+            let url = format!("{source_url}/v1/sync/state");
+            let parts = medledger_ledger::httpsig::RequestParts::of_url("GET", &url, &[]).unwrap();
+            let now = medledger_node::app::wall_clock_ms();
+            let headers =
+                medledger_ledger::httpsig::sign(&SigningKey::from_bytes(&SEEDS[3]), "validator-3", &parts, now, "n1");
+            let send = || {
+                let mut request = http.get(&url);
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
+                }
+                request.send()
+            };
+            let reply = send().await.unwrap();
             assert_eq!(reply.status(), 200);
             state_at_snapshot = reply.bytes().await.unwrap().to_vec();
+            // The same signed request again is a replay.
+            let replay = send().await.unwrap();
+            assert_eq!(replay.status(), 401);
+            assert!(replay.text().await.unwrap().contains("replayed"));
         }
     }
     let chain: Vec<(Vec<u8>, Vec<u8>)> = (1..=TIP)

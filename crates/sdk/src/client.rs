@@ -5,11 +5,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use medledger_ledger::api::{
     AccessBundle, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, SubmitRequest, SubmitResponse, TxStatus,
-    sign_request,
 };
+use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::state::{AuditEvent, ChartEntry, GrantEntry, MemberEntry, RecordEntry};
 use medledger_ledger::{SidecarEnvelope, Transaction};
-use medledger_types::{Digest, MemberId, Nonce, RecordId, Timestamp, TxId, encode};
+use medledger_types::{Digest, MemberId, Nonce, RecordId, TxId, encode};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -56,6 +56,8 @@ impl Client {
         let mut last = None;
         for node in &self.nodes {
             let url = format!("{}{}", node.trim_end_matches('/'), path);
+            // Signed as the client library will send it (normalized), so the node rebuilds the same base.
+            let url = reqwest::Url::parse(&url).map(String::from).unwrap_or(url);
             let mut request = self.http.request(method.clone(), &url);
             let min_height = self.min_height();
             if min_height > 0 {
@@ -63,9 +65,10 @@ impl Client {
             }
             if let Some(me) = signer {
                 let body = body.as_deref().unwrap_or_default();
-                for (name, value) in
-                    sign_request(&me.signing, me.member, method.as_str(), path, Timestamp::new(now_ms()), body)
-                {
+                let parts = RequestParts::of_url(method.as_str(), &url, body)
+                    .ok_or_else(|| SdkError::Usage(format!("not an http(s) URL: {node}")))?;
+                let keyid = me.member.to_hex();
+                for (name, value) in httpsig::sign(&me.signing, &keyid, &parts, now_ms(), &httpsig::new_nonce()) {
                     request = request.header(name, value);
                 }
             }

@@ -307,9 +307,15 @@ impl Drop for S3Server {
 
 /// A plain HTTP/1.1 GET (no client library between the test and the node): status and body.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_get_with(addr, path, &[])
+}
+
+/// [`http_get`] with extra headers.
+pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, String)]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").expect("request");
     let mut reply = String::new();
     stream.read_to_string(&mut reply).expect("reply");
     let status = reply.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
