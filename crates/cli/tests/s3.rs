@@ -58,4 +58,27 @@ fn network_on_s3_round_trips_and_verifies() {
         assert!(!object.to_string_lossy().contains("alice"));
     }
     assert!(!net.blob_dir().exists(), "nothing went to the local folder");
+
+    // An independent client (boto3, from PyPI) lists and reads the bucket over S3 and finds only
+    // content-addressed medledger ciphertext: no plaintext marker, no member id in keys or bytes.
+    let book = net.ok(&["--json", "id", "list"]);
+    let mut args = vec![
+        "scripts/s3_audit.py".to_string(),
+        s3.endpoint.clone(),
+        "medledger-records".to_string(),
+        "MARKER-7f3a9c".to_string(),
+    ];
+    for line in book.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        args.push(entry["member"].as_str().unwrap().to_string());
+    }
+    let audit = std::process::Command::new("python3")
+        .args(&args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .envs(s3.credentials())
+        .output()
+        .expect("python3");
+    let report = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "{report}{}", String::from_utf8_lossy(&audit.stderr));
+    assert!(report.contains("1 objects, all ciphertext"), "{report}");
 }
