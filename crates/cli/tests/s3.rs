@@ -82,3 +82,61 @@ fn network_on_s3_round_trips_and_verifies() {
     assert!(audit.status.success(), "{report}{}", String::from_utf8_lossy(&audit.stderr));
     assert!(report.contains("1 objects, all ciphertext"), "{report}");
 }
+
+/// Wrong credentials or an unreachable endpoint: writes and reads fail with one clear line, no
+/// record is registered without its ciphertext, and everything committed before is intact once
+/// the storage settings are right again.
+#[test]
+fn wrong_credentials_or_unreachable_endpoint_fail_clearly_and_lose_nothing() {
+    let s3 = S3Server::start(&["medledger-records"]);
+    let mut net =
+        Net::start_with_env(&["--storage", "s3://medledger-records", "--s3-endpoint", &s3.endpoint], s3.credentials());
+    net.ok(&["id", "create", "alice", "--role", "patient", "--as", "org1-admin"]);
+    let obs = net.file("obs.json", OBSERVATION.as_bytes());
+    let put = |net: &Net| net.cli(&["record", "put", "--as", "alice", "--patient", "alice", obs.to_str().unwrap()]);
+    let first = put(&net);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let record = first.stdout.trim().to_string();
+    let config = net.dir.join("validator-0").join("validator.json");
+    let good_config = std::fs::read(&config).unwrap();
+
+    let wrong_secret: Vec<(String, String)> = s3
+        .credentials()
+        .into_iter()
+        .map(|(k, v)| if k == "AWS_SECRET_ACCESS_KEY" { (k, "not-the-secret".into()) } else { (k, v) })
+        .collect();
+    let mut unreachable: serde_json::Value = serde_json::from_slice(&good_config).unwrap();
+    unreachable["s3_endpoint"] = "http://127.0.0.1:1".into();
+    let unreachable = serde_json::to_vec_pretty(&unreachable).unwrap();
+    for (env, config_bytes, what) in
+        [(wrong_secret, good_config.clone(), "wrong credentials"), (s3.credentials(), unreachable, "unreachable")]
+    {
+        net.kill9_validator(0);
+        net.node_env = env;
+        std::fs::write(&config, &config_bytes).unwrap();
+        net.start_validator(0);
+        let height = net.height();
+        let failed = put(&net);
+        assert_eq!(failed.code, 1, "{what}: {}", failed.stderr);
+        assert_eq!(failed.stderr.trim().lines().count(), 1, "{what}: {}", failed.stderr);
+        assert!(failed.stderr.contains("object store"), "{what}: {}", failed.stderr);
+        assert_eq!(net.height(), height, "{what}: nothing registered without its ciphertext");
+        let read = net.cli(&["record", "get", "--as", "alice", &record]);
+        assert_eq!(read.code, 1, "{what}: {}", read.stderr);
+        assert!(read.stderr.contains("object store") && !read.stdout.contains("MARKER"), "{what}: {}", read.stderr);
+    }
+
+    // Right settings again: the first record is intact and the chain verifies.
+    net.kill9_validator(0);
+    net.node_env = s3.credentials();
+    std::fs::write(&config, &good_config).unwrap();
+    net.start_validator(0);
+    assert_eq!(net.ok(&["record", "get", "--as", "alice", &record]), OBSERVATION);
+    let listed = net.ok(&["record", "list", "--as", "alice"]);
+    assert_eq!(listed.lines().filter(|l| l.contains(record.as_str())).count(), 1, "{listed}");
+    // `verify` reads the bucket itself: without credentials that is a setup error (exit 1), not an
+    // integrity finding (exit 4).
+    let verify = net.cli(&["verify"]);
+    assert_eq!(verify.code, 1, "{}", verify.stderr);
+    assert!(verify.stderr.contains("cannot read the blob store"), "{}", verify.stderr);
+}

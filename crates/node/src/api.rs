@@ -587,7 +587,12 @@ async fn put_blob(
 /// An object store failure: counted in the metrics, a 500 to the client.
 fn storage_failure(state: &ApiState, error: BlobError) -> ApiError {
     state.app.inner().metrics.storage_errors.inc();
-    ApiError::internal(error)
+    tracing::error!(%error, "object store request failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage-unavailable",
+        "the validator's object store refused or did not answer (credentials or endpoint); nothing was stored",
+    )
 }
 
 /// The record of an allowed RecordAccess signed by the requester, committed within the window.

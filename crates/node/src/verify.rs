@@ -100,13 +100,14 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
     let blobs =
         Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX).map_err(setup)?;
     for (record, digest) in &records {
-        blobs.get(digest).await.map_err(|e| VerifyError::Ciphertext {
-            record: record.to_hex(),
-            reason: match e {
-                BlobError::Integrity => "bytes do not match the ledger's digest".into(),
-                BlobError::NotFound => "missing from the blob store".into(),
-                other => other.to_string(),
-            },
+        blobs.get(digest).await.map_err(|e| {
+            let ciphertext = |reason: &str| VerifyError::Ciphertext { record: record.to_hex(), reason: reason.into() };
+            match e {
+                BlobError::Integrity => ciphertext("bytes do not match the ledger's digest"),
+                BlobError::NotFound => ciphertext("missing from the blob store"),
+                // Not a finding about the data: the store could not be read (credentials, endpoint).
+                other => VerifyError::Setup(format!("cannot read the blob store: {other}")),
+            }
         })?;
     }
     Ok(VerifyReport {

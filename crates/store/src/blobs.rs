@@ -13,7 +13,14 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+
+/// Retries of a failed S3 request, and the longest they may take together.
+const S3_RETRIES: usize = 3;
+const S3_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// Longest to open a connection to the S3 endpoint, and to complete one request (64 MiB at most).
+const S3_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+const S3_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -78,7 +85,12 @@ impl Blobs {
             if bucket.is_empty() || bucket.contains('/') {
                 return Err(BlobError::Url(url.to_string()));
             }
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            // Bounded: a wrong endpoint or an outage fails a request within seconds, not minutes.
+            // (Client options first: `with_allow_http` below writes into them.)
+            let retry = RetryConfig { max_retries: S3_RETRIES, retry_timeout: S3_RETRY_TIMEOUT, ..Default::default() };
+            let client = ClientOptions::new().with_connect_timeout(S3_CONNECT_TIMEOUT).with_timeout(S3_REQUEST_TIMEOUT);
+            let mut builder =
+                AmazonS3Builder::from_env().with_client_options(client).with_retry(retry).with_bucket_name(bucket);
             if let Some(key) = &s3.access_key_id {
                 builder = builder.with_access_key_id(key);
             }
