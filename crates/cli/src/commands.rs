@@ -159,7 +159,8 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                 Some(p) => home.resolve(&p)?,
                 None => home.resolve(&as_)?,
             };
-            let records = rt.block_on(session.list(&patient))?;
+            let me = load(home, &as_)?;
+            let records = rt.block_on(session.list(&me, &patient))?;
             print_records(home, &records, json);
         }
         Command::Grant(args) => {

@@ -127,4 +127,12 @@ fn signed_requests_cannot_be_replayed_forged_or_skipped() {
     // And a fresh signature still works.
     let (status, body) = common::http_get_with(api, &path, &sign(&alice.signing, &url, "n5"));
     assert_eq!(status, 200, "{body}");
+
+    // Listing a patient's records: the patient, and a doctor only once holding a chart-wide grant.
+    net.ok(&["id", "create", "drbob", "--role", "doctor", "--as", "org1-admin"]);
+    let denied = net.cli(&["record", "list", "--as", "drbob", "--patient", "alice"]);
+    assert_eq!(denied.code, 3, "{}", denied.stderr);
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all"]);
+    let allowed = net.cli(&["record", "list", "--as", "drbob", "--patient", "alice"]);
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
 }

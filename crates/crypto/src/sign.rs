@@ -236,6 +236,13 @@ macro_rules! hex_codecs {
             }
         }
 
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                medledger_types::schema::hex_string($len, $what)
+            }
+        }
+        impl utoipa::ToSchema for $ty {}
+
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let text = <std::borrow::Cow<'de, str> as Deserialize>::deserialize(deserializer)?;

@@ -159,6 +159,14 @@ macro_rules! suite_codecs {
             }
         }
 
+        impl utoipa::PartialSchema for $suite {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let names: Vec<&str> = <$suite>::ALL.iter().map(|suite| suite.name()).collect();
+                medledger_types::schema::code(&names)
+            }
+        }
+        impl utoipa::ToSchema for $suite {}
+
         impl<'de> Deserialize<'de> for $suite {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let name = <std::borrow::Cow<'de, str> as Deserialize>::deserialize(deserializer)?;

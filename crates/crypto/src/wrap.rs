@@ -437,18 +437,42 @@ impl BorshDeserialize for Envelope {
 
 // ---- Text encoding (serde): byte strings as lowercase hex ----------------
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = EncryptionKey)]
 struct EncryptionKeyText {
+    #[schema(inline)]
     suite: KemSuite,
+    /// The public key, lowercase hex.
+    #[schema(pattern = "^([0-9a-f]{2})+$")]
     bytes: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Envelope)]
 struct EnvelopeText {
+    #[schema(inline)]
     suite: KemSuite,
+    /// Lowercase hex.
+    #[schema(pattern = "^([0-9a-f]{2})+$")]
     encapsulated_key: String,
+    /// Lowercase hex.
+    #[schema(pattern = "^([0-9a-f]{2})+$")]
     ciphertext: String,
 }
+
+impl utoipa::PartialSchema for EncryptionKey {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <EncryptionKeyText as utoipa::PartialSchema>::schema()
+    }
+}
+impl utoipa::ToSchema for EncryptionKey {}
+
+impl utoipa::PartialSchema for Envelope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <EnvelopeText as utoipa::PartialSchema>::schema()
+    }
+}
+impl utoipa::ToSchema for Envelope {}
 
 /// Decodes hex after checking the text length against `check`, so oversized
 /// input is refused before decoding.

@@ -16,13 +16,13 @@ pub struct SubmitRequest {
     pub sidecar: Option<Vec<u8>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitResponse {
     pub tx_id: TxId,
 }
 
 /// `GET /v1/tx/{id}`: where a transaction stands.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum TxStatus {
     /// In this validator's mempool, not yet in a finalized block.
@@ -34,7 +34,7 @@ pub enum TxStatus {
 }
 
 /// `GET /v1/access/{tx}/bundle`: what the reader of an allowed RecordAccess needs to decrypt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccessBundle {
     pub record: RecordEntry,
     /// Envelopes that lead the reader to the record's data key: one addressed to the reader for
@@ -45,7 +45,7 @@ pub struct AccessBundle {
 }
 
 /// A problem report (RFC 9457) returned with every 4xx/5xx.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

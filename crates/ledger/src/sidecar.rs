@@ -10,7 +10,19 @@ use serde::{Deserialize, Serialize};
 
 /// Who can open an envelope: a member, or whoever holds a patient's chart key of an epoch.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KeyHolder {
@@ -20,7 +32,19 @@ pub enum KeyHolder {
 
 /// What secret an envelope wraps: a record version's data key, or a chart key's secret.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KeySubject {
@@ -64,7 +88,7 @@ impl KeySubject {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SidecarEnvelope {
     pub holder: KeyHolder,
     pub subject: KeySubject,

@@ -144,14 +144,16 @@ pub struct OrgEntry {
     pub admin: MemberId,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberStatus {
     Active,
     Suspended,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberEntry {
     pub id: MemberId,
     pub org: OrgId,
@@ -166,7 +168,7 @@ pub struct MemberEntry {
 }
 
 /// A patient's current chart key.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChartEntry {
     pub patient: MemberId,
     pub epoch: u32,
@@ -177,7 +179,7 @@ pub struct ChartEntry {
     pub holders: Vec<MemberId>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordEntry {
     pub record: RecordId,
     pub patient: MemberId,
@@ -193,7 +195,7 @@ pub struct RecordEntry {
     pub created_height: Height,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantEntry {
     pub patient: MemberId,
     pub grantee: MemberId,
@@ -211,14 +213,14 @@ impl GrantEntry {
 }
 
 /// Where a holder's envelope of a subject lives: which sidecar, committed by which transaction.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvelopeRef {
     pub sidecar: Digest,
     pub tx: TxId,
 }
 
 /// What an audit event is about.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuditAction {
     Read { record: RecordId, version: u32 },
@@ -227,7 +229,7 @@ pub enum AuditAction {
     Revoke { grantee: MemberId, scope: GrantScope },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
     Allowed,
@@ -235,7 +237,7 @@ pub enum Decision {
 }
 
 /// One entry of a patient's audit trail.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub tx: TxId,
     pub height: Height,
@@ -250,7 +252,7 @@ pub struct AuditEvent {
 
 /// The outcome of a committed transaction, kept so clients can learn it and nodes can check a
 /// reader's RecordAccess before serving bytes.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TxResultEntry {
     pub height: Height,
     pub index: u32,

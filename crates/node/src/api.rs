@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use medledger_ledger::api::{
     AccessBundle, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, SubmitRequest, SubmitResponse, TxStatus,
@@ -60,31 +60,137 @@ pub struct Ops {
 /// A validator more than this many blocks behind its most advanced peer is not ready.
 pub const READY_LAG_BLOCKS_MAX: u64 = 8;
 
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/v1/status", get(status))
-        .route("/v1/tx", post(submit).layer(DefaultBodyLimit::max(TX_BYTES_MAX + SIDECAR_BYTES_MAX + 64)))
-        .route("/v1/tx/batch", post(submit_batch).layer(DefaultBodyLimit::max(BATCH_BYTES_MAX)))
-        .route("/v1/tx/{id}", get(tx_status))
-        .route("/v1/blocks/{height}", get(block))
-        .route("/v1/members/{id}", get(member))
-        .route("/v1/members/{id}/nonce", get(nonce))
-        .route("/v1/charts/{patient}", get(chart))
-        .route("/v1/charts/{patient}/envelope", get(chart_envelope))
-        .route("/v1/grants/{patient}/{grantee}", get(grant_all))
-        .route("/v1/records/{id}", get(record))
-        .route("/v1/patients/{id}/records", get(patient_records))
-        .route("/v1/patients/{id}/audit", get(audit))
-        .route("/v1/blobs/{digest}", put(put_blob).layer(DefaultBodyLimit::max(BLOB_UPLOAD_MAX)))
-        .route("/v1/access/{tx}/bundle", get(access_bundle))
-        .route("/v1/access/{tx}/content", get(access_content))
+/// The API's OpenAPI document: info, the signature scheme, and the error responses every
+/// operation shares; the paths come from the handlers' `#[utoipa::path]` as they are routed.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "medledger validator API",
+        version = "1",
+        description = "A validator's HTTP/JSON API. It handles signed transactions, ciphertext and wrapped keys only. Requests that touch a patient's data carry an RFC 9421 HTTP Message Signature (Ed25519) over @method, @path, @query, @authority and content-digest, with created, nonce, keyid (member id), alg=\"ed25519\" and tag=\"medledger-api\". Errors are RFC 9457 problems with a stable `type` URN."
+    ),
+    modifiers(&SignatureScheme),
+    tags(
+        (name = "operations", description = "Health, readiness, metrics, status"),
+        (name = "transactions", description = "Submitting signed transactions and following them to commit"),
+        (name = "chain", description = "Committed blocks"),
+        (name = "members", description = "Enrolled identities (pseudonymous)"),
+        (name = "records", description = "Charts, records, grants, audit trails, envelopes and ciphertext"),
+        (name = "sync", description = "Validator-to-validator state sync (validators only)")
+    )
+)]
+struct ApiDoc;
+
+/// Declares the RFC 9421 signature as a security scheme (OpenAPI has no type for it: an API key
+/// in the `Signature` header, with `Signature-Input` and `Content-Digest` beside it).
+struct SignatureScheme;
+
+impl utoipa::Modify for SignatureScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "rfc9421",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Signature",
+                "RFC 9421 signature; also send Signature-Input and Content-Digest (see the API description)",
+            ))),
+        );
+    }
+}
+
+/// The errors any operation may answer, as problems (`application/problem+json`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum Problems {
+    /// Malformed input (path, query, body); nothing changed.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(#[to_schema] Problem),
+    /// Missing, stale, replayed or forged request signature, or an unknown signer.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthenticated(#[to_schema] Problem),
+    /// The signer may not see this (policy, suspended identity, admin without clinical access).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Denied(#[to_schema] Problem),
+    /// No such item or endpoint.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(#[to_schema] Problem),
+    /// The body is over the endpoint's limit.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(#[to_schema] Problem),
+    /// A storage failure inside the validator.
+    #[response(status = 500, content_type = "application/problem+json")]
+    Internal(#[to_schema] Problem),
+    /// Busy (mempool full), behind the client's height, not ready, or the object store is unavailable: retry.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(#[to_schema] Problem),
+}
+
+/// The routes and, from the same declarations, their OpenAPI document.
+pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+    use utoipa_axum::routes;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(status))
+        .routes(routes!(submit).layer(DefaultBodyLimit::max(TX_BYTES_MAX + SIDECAR_BYTES_MAX + 64)))
+        .routes(routes!(submit_batch).layer(DefaultBodyLimit::max(BATCH_BYTES_MAX)))
+        .routes(routes!(tx_status))
+        .routes(routes!(block))
+        .routes(routes!(member))
+        .routes(routes!(nonce))
+        .routes(routes!(chart))
+        .routes(routes!(chart_envelope))
+        .routes(routes!(grant_all))
+        .routes(routes!(record))
+        .routes(routes!(patient_records))
+        .routes(routes!(audit))
+        .routes(routes!(put_blob).layer(DefaultBodyLimit::max(BLOB_UPLOAD_MAX)))
+        .routes(routes!(access_bundle))
+        .routes(routes!(access_content))
         .merge(crate::sync::routes())
+        .split_for_parts()
+}
+
+/// The OpenAPI document of this API (what `GET /v1/openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+pub fn router(state: ApiState) -> Router {
+    let (routes, document) = routes();
+    let document = std::sync::Arc::new(document);
+    routes
+        .route("/v1/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), read_your_writes))
+        .layer(axum::middleware::map_response(problem_for_rejections))
         .with_state(state)
+}
+
+/// Turns the framework's own error responses (a malformed query string, a wrong method, a body
+/// over a limit) into problems like every other error.
+async fn problem_for_rejections(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        s if s.is_server_error() => "internal",
+        _ => "bad-request",
+    };
+    let title = status.canonical_reason().unwrap_or("error");
+    ApiError::new(status, code, title).into_response()
 }
 
 /// Header by which a client asks a validator to answer only once it has committed at least this
@@ -235,13 +341,38 @@ impl axum::extract::FromRequestParts<ApiState> for Signed {
     }
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[derive(Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "operations",
+    responses((status = 200, description = "The process answers.", body = Health), Problems)
+)]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Ready {
+    ready: bool,
+    /// The last committed height.
+    height: u64,
 }
 
 /// Ready for clients: consensus is running and this validator is within [`READY_LAG_BLOCKS_MAX`]
 /// of the most advanced peer it can reach. 503 otherwise (load balancers take it out).
-async fn ready(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/ready",
+    tag = "operations",
+    responses((status = 200, description = "Consensus runs and this validator is within 8 blocks of its peers.", body = Ready), Problems)
+)]
+async fn ready(State(state): State<ApiState>) -> Result<Json<Ready>, ApiError> {
     let not_ready = |title: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", title);
     if !state.ops.consensus_running.load(std::sync::atomic::Ordering::Acquire) {
         return Err(not_ready("starting: consensus is not running yet".into()));
@@ -251,10 +382,16 @@ async fn ready(State(state): State<ApiState>) -> Result<Json<serde_json::Value>,
     if best > height + READY_LAG_BLOCKS_MAX {
         return Err(not_ready(format!("catching up: {} blocks behind a peer", best - height)));
     }
-    Ok(Json(serde_json::json!({ "ready": true, "height": height })))
+    Ok(Json(Ready { ready: true, height }))
 }
 
 /// Prometheus text exposition of the validator's, the engine's and the runtime's metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain"), Problems)
+)]
 async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let encode = state.ops.metrics.as_ref().ok_or(ApiError::not_found("metrics"))?;
     let metrics = &state.app.inner().metrics;
@@ -263,7 +400,7 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct StatusResponse {
     chain_id: String,
     validator: u32,
@@ -279,6 +416,12 @@ struct StatusResponse {
     state_synced_at: Option<u64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "operations",
+    responses((status = 200, description = "This validator and what it sees of its peers.", body = StatusResponse), Problems)
+)]
 async fn status(State(state): State<ApiState>) -> Json<StatusResponse> {
     let last = state.app.last_applied();
     Json(StatusResponse {
@@ -311,6 +454,13 @@ fn admit(state: &ApiState, request: SubmitRequest, forwarded: bool) -> ApiResult
     Ok(tx_id)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tx",
+    tag = "transactions",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A borsh-encoded SubmitRequest (signed transaction and its sidecar)."),
+    responses((status = 202, description = "Admitted to the mempool (or already there).", body = SubmitResponse), Problems)
+)]
 async fn submit(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -323,7 +473,7 @@ async fn submit(
 }
 
 /// One result per submitted transaction, in order.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum BatchResult {
     Accepted { tx_id: TxId },
@@ -331,6 +481,13 @@ pub enum BatchResult {
 }
 
 /// Up to [`BATCH_TXS_MAX`] transactions in one request (clients with load, and peers forwarding).
+#[utoipa::path(
+    post,
+    path = "/v1/tx/batch",
+    tag = "transactions",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A borsh-encoded list of SubmitRequests."),
+    responses((status = 202, description = "One result per transaction, in order.", body = Vec<BatchResult>), Problems)
+)]
 async fn submit_batch(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -382,13 +539,23 @@ fn lookup_status(state: &ApiState, id: &TxId) -> ApiResult<TxStatus> {
     if state.app.has_pending(id) { Ok(TxStatus::Pending) } else { Ok(TxStatus::Unknown) }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tx/{id}",
+    tag = "transactions",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "Transaction id (64 hex)."), ("wait_ms" = Option<u64>, Query, maximum = 30000, description = "Wait up to this long (ms, at most 30000) for a pending transaction to commit.")),
+    responses((status = 200, description = "Committed (with its outcome), pending, or unknown.", body = TxStatus), Problems)
+)]
 async fn tx_status(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> ApiResult<Json<TxStatus>> {
     let id: TxId = parse(&id, "transaction id")?;
-    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(WAIT_MAX);
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0));
+    if wait > WAIT_MAX {
+        return Err(ApiError::bad(format!("wait_ms is at most {}", WAIT_MAX.as_millis())));
+    }
     let deadline = tokio::time::Instant::now() + wait;
     let mut commits = state.app.subscribe();
     loop {
@@ -402,7 +569,7 @@ async fn tx_status(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BlockSummary {
     height: u64,
     digest: String,
@@ -415,7 +582,15 @@ struct BlockSummary {
 }
 
 /// A committed block's header and transaction ids (the chain explorer's view; no sidecars).
-async fn block(State(state): State<ApiState>, Path(height): Path<u64>) -> ApiResult<Json<BlockSummary>> {
+#[utoipa::path(
+    get,
+    path = "/v1/blocks/{height}",
+    tag = "chain",
+    params(("height" = u64, Path, minimum = 0, description = "Block height.")),
+    responses((status = 200, description = "A committed block's header and transaction ids.", body = BlockSummary), Problems)
+)]
+async fn block(State(state): State<ApiState>, Path(height): Path<String>) -> ApiResult<Json<BlockSummary>> {
+    let height: u64 = parse(&height, "height")?;
     let (block, certificate) = state
         .app
         .block_at(medledger_types::Height::new(height))
@@ -434,17 +609,44 @@ async fn block(State(state): State<ApiState>, Path(height): Path<u64>) -> ApiRes
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/members/{id}",
+    tag = "members",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Member id (32 hex).")),
+    responses((status = 200, description = "An enrolled member (pseudonymous id, role, public keys).", body = MemberEntry), Problems)
+)]
 async fn member(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<MemberEntry>> {
     let id: MemberId = parse(&id, "member id")?;
     read(&view(&state)?, &keys::member(&id)).map(Json).ok_or(ApiError::not_found("member"))
 }
 
-async fn nonce(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(
+    get,
+    path = "/v1/members/{id}/nonce",
+    tag = "members",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Member id (32 hex).")),
+    responses((status = 200, description = "The last nonce the member used.", body = NonceResponse), Problems)
+)]
+async fn nonce(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<NonceResponse>> {
     let id: MemberId = parse(&id, "member id")?;
     let nonce = last_nonce(&view(&state)?, &id);
-    Ok(Json(serde_json::json!({ "nonce": nonce.get() })))
+    Ok(Json(NonceResponse { nonce: nonce.get() }))
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+struct NonceResponse {
+    /// The last nonce the member used (0 before its first transaction).
+    nonce: u64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/charts/{patient}",
+    tag = "records",
+    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex).")),
+    responses((status = 200, description = "The patient's chart (key epoch and holders).", body = ChartEntry), Problems)
+)]
 async fn chart(State(state): State<ApiState>, Path(patient): Path<String>) -> ApiResult<Json<ChartEntry>> {
     let patient: MemberId = parse(&patient, "patient id")?;
     read(&view(&state)?, &keys::chart(&patient)).map(Json).ok_or(ApiError::not_found("chart"))
@@ -473,6 +675,14 @@ fn envelope(
 }
 
 /// The signer's envelope of a patient's current chart key (the patient, or an `--all` grantee).
+#[utoipa::path(
+    get,
+    path = "/v1/charts/{patient}/envelope",
+    tag = "records",
+    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The signer's wrapped chart key.", body = SidecarEnvelope), Problems)
+)]
 async fn chart_envelope(
     State(state): State<ApiState>,
     Path(patient): Path<String>,
@@ -488,6 +698,13 @@ async fn chart_envelope(
 }
 
 /// A patient's `--all` grant to a member (public: the ledger's grants carry only pseudonyms).
+#[utoipa::path(
+    get,
+    path = "/v1/grants/{patient}/{grantee}",
+    tag = "records",
+    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("grantee" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Grantee member id (32 hex).")),
+    responses((status = 200, description = "A chart-wide grant.", body = GrantEntry), Problems)
+)]
 async fn grant_all(
     State(state): State<ApiState>,
     Path((patient, grantee)): Path<(String, String)>,
@@ -499,6 +716,13 @@ async fn grant_all(
         .ok_or(ApiError::not_found("grant"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/records/{id}",
+    tag = "records",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Record id (32 hex).")),
+    responses((status = 200, description = "A record's ledger entry (digest, version, encrypted metadata).", body = RecordEntry), Problems)
+)]
 async fn record(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RecordEntry>> {
     let id: RecordId = parse(&id, "record id")?;
     read(&view(&state)?, &keys::record(&id)).map(Json).ok_or(ApiError::not_found("record"))
@@ -510,12 +734,32 @@ struct Page {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{id}/records",
+    tag = "records",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Record id to continue after."), ("limit" = Option<usize>, Query, maximum = 1000, description = "Page size (at most 1000).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The patient's records, a page.", body = Vec<RecordEntry>), Problems)
+)]
 async fn patient_records(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(page): Query<Page>,
+    Signed(me): Signed,
 ) -> ApiResult<Json<Vec<RecordEntry>>> {
     let patient: MemberId = parse(&id, "patient id")?;
+    // The patient, members holding a chart-wide grant, auditors, and admins see the list (its
+    // entries carry no plaintext: metadata is encrypted); anyone else is refused.
+    let holder = || {
+        view(&state)
+            .ok()
+            .and_then(|v| read::<ChartEntry>(&v, &keys::chart(&patient)))
+            .is_some_and(|chart| chart.holders.contains(&me.id))
+    };
+    if me.id != patient && !matches!(me.role, Role::Auditor | Role::Admin) && !holder() {
+        return Err(ApiError::denied("only the patient, their chart-wide grantees, auditors and admins list records"));
+    }
     let prefix = keys::patient_records(&patient);
     let after = page.after.as_deref().map(|a| parse::<RecordId>(a, "cursor")).transpose()?;
     let after_key = after.map(|r| keys::patient_record(&patient, &r));
@@ -533,6 +777,14 @@ async fn patient_records(
 }
 
 /// A patient's audit trail: for the patient, auditors, and admins (events of their own members).
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{id}/audit",
+    tag = "records",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("after" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,128}$", description = "Event key (hex) to continue after."), ("limit" = Option<usize>, Query, maximum = 1000, description = "Page size (at most 1000).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The patient's audit trail, a page.", body = Vec<AuditEvent>), Problems)
+)]
 async fn audit(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -548,7 +800,10 @@ async fn audit(
     };
     let prefix = keys::audit_of(&patient);
     let after_key = match page.after.as_deref() {
-        Some(cursor) => Some(hex::decode(cursor).map_err(|_| ApiError::bad("malformed cursor"))?),
+        Some(cursor) if cursor.len() <= 256 => {
+            Some(hex::decode(cursor).map_err(|_| ApiError::bad("malformed cursor"))?)
+        }
+        Some(_) => return Err(ApiError::bad("cursor too long")),
         None => None,
     };
     let limit = page.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
@@ -561,6 +816,15 @@ async fn audit(
     Ok(Json(events))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/blobs/{digest}",
+    tag = "records",
+    params(("digest" = String, Path, pattern = "^[0-9a-f]{64}$", description = "SHA-256 of the ciphertext (64 hex).")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "Record ciphertext, at most 64 MiB."),
+    security(("rfc9421" = [])),
+    responses((status = 201, description = "Stored (idempotent)."), Problems)
+)]
 async fn put_blob(
     State(state): State<ApiState>,
     Path(digest): Path<String>,
@@ -627,6 +891,14 @@ fn allowed_access(state: &ApiState, tx: &str, me: MemberEntry) -> ApiResult<(Mem
     Ok((me, record))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/access/{tx}/bundle",
+    tag = "records",
+    params(("tx" = String, Path, pattern = "^[0-9a-f]{64}$", description = "RecordAccess transaction id (64 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "Envelopes for the signer of this committed, allowed RecordAccess.", body = AccessBundle), Problems)
+)]
 async fn access_bundle(
     State(state): State<ApiState>,
     Path(tx): Path<String>,
@@ -653,6 +925,14 @@ async fn access_bundle(
     Ok(Json(AccessBundle { record, envelopes, metadata }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/access/{tx}/content",
+    tag = "records",
+    params(("tx" = String, Path, pattern = "^[0-9a-f]{64}$", description = "RecordAccess transaction id (64 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The record ciphertext.", body = Vec<u8>, content_type = "application/octet-stream"), Problems)
+)]
 async fn access_content(
     State(state): State<ApiState>,
     Path(tx): Path<String>,

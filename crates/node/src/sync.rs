@@ -20,12 +20,10 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::sign::SigningKey;
 use medledger_ledger::httpsig::{self, RequestParts};
@@ -81,8 +79,9 @@ pub enum SyncError {
     Local(String),
 }
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new().route("/v1/sync/state", get(serve_state)).route("/v1/sync/chain", get(serve_chain))
+pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new().routes(routes!(serve_state)).routes(routes!(serve_chain))
 }
 
 /// Frames: a little-endian u32 length, then that many bytes.
@@ -139,6 +138,16 @@ fn check_validator_request(state: &ApiState, headers: &HeaderMap, method: &Metho
 }
 
 /// `GET /v1/sync/state`: the committed state, streamed from one read snapshot.
+#[utoipa::path(
+    get,
+    path = "/v1/sync/state",
+    tag = "sync",
+    security(("rfc9421" = [])),
+    responses(
+        (status = 200, description = "Frames (u32 LE length, bytes): a borsh SyncHead, then borsh batches of (key, value).", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 401, description = "Not signed by a genesis validator (keyid validator-K).", body = medledger_ledger::api::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn serve_state(State(state): State<ApiState>, _: ValidatorSigned) -> Response {
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let app = state.app.clone();
@@ -197,6 +206,19 @@ struct ChainQuery {
 
 /// `GET /v1/sync/chain?from=H`: committed chain entries (block, certificate) from height H, up to
 /// [`CHAIN_PAGE_BLOCKS`] or [`CHAIN_PAGE_BYTES`]; an empty body past the tip.
+#[utoipa::path(
+    get,
+    path = "/v1/sync/chain",
+    tag = "sync",
+    security(("rfc9421" = [])),
+    params(("from" = u64, Query, description = "First height.")),
+    responses(
+        (status = 200, description = "Frames (u32 LE length, bytes) of borsh (block, certificate) pairs.", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 400, description = "Malformed query.", body = medledger_ledger::api::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed by a genesis validator (keyid validator-K).", body = medledger_ledger::api::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Storage failure.", body = medledger_ledger::api::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn serve_chain(
     State(state): State<ApiState>,
     _: ValidatorSigned,

@@ -161,8 +161,8 @@ impl Client {
         self.get_json(&format!("/v1/records/{id}"), None).await
     }
 
-    pub async fn patient_records(&self, patient: &MemberId) -> Result<Vec<RecordEntry>> {
-        self.get_json(&format!("/v1/patients/{patient}/records"), None).await
+    pub async fn patient_records(&self, me: &Identity, patient: &MemberId) -> Result<Vec<RecordEntry>> {
+        self.get_json(&format!("/v1/patients/{patient}/records"), Some(me)).await
     }
 
     pub async fn audit(&self, me: &Identity, patient: &MemberId) -> Result<Vec<AuditEvent>> {

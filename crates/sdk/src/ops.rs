@@ -358,8 +358,8 @@ impl Session {
         self.client.audit(me, &patient.member).await
     }
 
-    pub async fn list(&self, patient: &Contact) -> Result<Vec<RecordEntry>> {
-        self.client.patient_records(&patient.member).await
+    pub async fn list(&self, me: &Identity, patient: &Contact) -> Result<Vec<RecordEntry>> {
+        self.client.patient_records(me, &patient.member).await
     }
 }
 

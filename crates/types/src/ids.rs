@@ -37,6 +37,12 @@ macro_rules! byte_id {
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> { s.serialize_str(&self.to_hex()) }
         }
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::schema::hex_string($len, stringify!($name))
+            }
+        }
+        impl utoipa::ToSchema for $name {}
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <String as Deserialize>::deserialize(d)?;
@@ -86,6 +92,12 @@ macro_rules! counter {
             /// The next value; `None` on overflow.
             pub fn checked_next(self) -> Option<Self> { self.0.checked_add(1).map(Self) }
         }
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::schema::counter(stringify!($name))
+            }
+        }
+        impl utoipa::ToSchema for $name {}
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { write!(f, "{}", self.0) }
         }
@@ -123,6 +135,13 @@ pub struct OrgId(String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("organisation ids are 1 to {ORG_ID_BYTES_MAX} characters of a-z, 0-9, '-' and '_'")]
 pub struct OrgIdError;
+
+impl utoipa::PartialSchema for OrgId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::org_id()
+    }
+}
+impl utoipa::ToSchema for OrgId {}
 
 impl OrgId {
     pub fn new(s: &str) -> Result<Self, OrgIdError> {

@@ -9,6 +9,7 @@ mod encoding;
 mod ids;
 pub mod limits;
 mod roles;
+pub mod schema;
 
 pub use encoding::{DecodeError, decode_canonical, encode};
 pub use ids::{BlockHash, ChainId, Digest, Height, MemberId, Nonce, OrgId, OrgIdError, RecordId, Timestamp, TxId};
