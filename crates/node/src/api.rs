@@ -282,23 +282,7 @@ fn authenticate(
     uri: &Uri,
     body: &[u8],
 ) -> ApiResult<MemberEntry> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let parts = RequestParts {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query(),
-        authority: header("host").unwrap_or_default(),
-        body,
-    };
-    let now = wall_clock_ms();
-    let signed = httpsig::check(
-        &parts,
-        header(httpsig::HEADER_SIGNATURE_INPUT),
-        header(httpsig::HEADER_SIGNATURE),
-        header(httpsig::HEADER_CONTENT_DIGEST),
-        now,
-    )
-    .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let signed = signed_request(headers, method, uri, body)?;
     let id: MemberId = signed.keyid.parse().map_err(|_| ApiError::unauthenticated("keyid is not a member id"))?;
     let Some(member) = read::<MemberEntry>(&view(state)?, &keys::member(&id)) else {
         // Logged here, not on the ledger: anyone can send this. No identifier is logged.
@@ -315,6 +299,32 @@ fn authenticate(
     }
     admit_nonce(state, &signed, uri)?;
     Ok(member)
+}
+
+/// Parses and checks a request's RFC 9421 signature headers against the request (profile, body
+/// digest, time window); the caller checks the key behind `keyid` and the nonce.
+pub(crate) fn signed_request(
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> ApiResult<httpsig::SignedBy> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let parts = RequestParts {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query(),
+        authority: header("host").unwrap_or_default(),
+        body,
+    };
+    httpsig::check(
+        &parts,
+        header(httpsig::HEADER_SIGNATURE_INPUT),
+        header(httpsig::HEADER_SIGNATURE),
+        header(httpsig::HEADER_CONTENT_DIGEST),
+        wall_clock_ms(),
+    )
+    .map_err(|e| ApiError::unauthenticated(e.to_string()))
 }
 
 /// Refuses a second use of a signed request's nonce (see [`crate::replay`]).

@@ -102,22 +102,7 @@ impl axum::extract::FromRequestParts<ApiState> for ValidatorSigned {
 }
 
 fn check_validator_request(state: &ApiState, headers: &HeaderMap, method: &Method, uri: &Uri) -> Result<u32, ApiError> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let parts = RequestParts {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query(),
-        authority: header("host").unwrap_or_default(),
-        body: &[],
-    };
-    let signed = httpsig::check(
-        &parts,
-        header(httpsig::HEADER_SIGNATURE_INPUT),
-        header(httpsig::HEADER_SIGNATURE),
-        header(httpsig::HEADER_CONTENT_DIGEST),
-        wall_clock_ms(),
-    )
-    .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let signed = crate::api::signed_request(headers, method, uri, &[])?;
     let index: u32 = signed
         .keyid
         .strip_prefix(KEYID_PREFIX)
