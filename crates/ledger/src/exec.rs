@@ -236,7 +236,9 @@ fn denial_event(
         |m: &MemberId| read::<MemberEntry>(state, &keys::member(m)).is_some_and(|e| e.role == Role::Patient);
     let (patient, action, purpose) = match kind {
         TxKind::Enroll(_) => return None,
-        TxKind::RegisterRecord(r) => (r.patient, AuditAction::Write { record: r.record, version: r.version }, None),
+        TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => {
+            (r.patient, AuditAction::Write { record: r.record, version: r.version }, None)
+        }
         TxKind::Grant(g) => (
             g.patient,
             AuditAction::Grant { grantee: g.grantee, scope: g.scope, write: g.write, expires_at: g.expires_at },
@@ -291,7 +293,8 @@ impl Run<'_, '_> {
     fn kind(&mut self, kind: &TxKind) -> Result<Applied, Rejection> {
         match kind {
             TxKind::Enroll(e) => self.enroll(e).map(|()| None),
-            TxKind::RegisterRecord(r) => self.register(r),
+            TxKind::RegisterRecord(r) => self.register(r, false),
+            TxKind::AppendVersion(r) => self.register(r, true),
             TxKind::Grant(g) => self.grant(g),
             TxKind::Revoke(r) => self.revoke(r),
             TxKind::RecordAccess(a) => self.access(a),
@@ -358,7 +361,7 @@ impl Run<'_, '_> {
         let keys_ok = e.signing_key.check().is_ok()
             && e.encryption_key.check().is_ok()
             && e.chart_key.as_ref().is_none_or(|k| k.check().is_ok());
-        if !name_ok || !keys_ok || is_patient != e.chart_key.is_some() {
+        if !name_ok || !keys_ok || is_patient != e.chart_key.is_some() || (e.custodial && !is_patient) {
             return Err(Rejection::InvalidEnrollment);
         }
         let entry = MemberEntry {
@@ -371,6 +374,7 @@ impl Run<'_, '_> {
             status: MemberStatus::Active,
             enrolled_at: self.ctx.time,
             enrolled_by: Some(self.signer.id),
+            custodial: e.custodial,
         };
         self.state.put(keys::member(&e.member), &entry);
         self.state.put(keys::signing_key(&e.signing_key), &e.member);
@@ -385,7 +389,9 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    fn register(&mut self, r: &RegisterRecord) -> Result<Applied, Rejection> {
+    /// Version 1 of a new record, or (`append`) the next version of an existing one. Both need the
+    /// same right: the patient, or a doctor holding the patient's live write grant.
+    fn register(&mut self, r: &RegisterRecord, append: bool) -> Result<Applied, Rejection> {
         let (_, chart) = self.chart(&r.patient)?;
         if self.signer.id != r.patient {
             match self.signer.role {
@@ -400,11 +406,16 @@ impl Run<'_, '_> {
         } else if self.signer.role != Role::Patient {
             return Err(Rejection::NotAllowedToWrite);
         }
-        if self.state.get(&keys::record(&r.record)).is_some() {
-            return Err(Rejection::RecordExists);
-        }
-        if r.version != 1 {
-            return Err(Rejection::VersionMismatch);
+        let previous: Option<RecordEntry> = read(self.state, &keys::record(&r.record));
+        match (&previous, append) {
+            (Some(_), false) => return Err(Rejection::RecordExists),
+            (None, true) => return Err(Rejection::UnknownRecord),
+            (Some(p), true) if p.patient != r.patient => return Err(Rejection::WrongPatient),
+            (Some(p), true) if Some(r.version) != p.version.checked_add(1) => {
+                return Err(Rejection::VersionMismatch);
+            }
+            (None, false) if r.version != 1 => return Err(Rejection::VersionMismatch),
+            _ => {}
         }
         if r.size_bytes > RECORD_CIPHERTEXT_BYTES_MAX {
             return Err(Rejection::TooLarge);
@@ -445,7 +456,9 @@ impl Run<'_, '_> {
             created_height: self.ctx.height,
         };
         self.state.put(keys::record(&r.record), &entry);
-        self.state.put(keys::patient_record(&r.patient, &r.record), &PRESENT);
+        if previous.is_none() {
+            self.state.put(keys::patient_record(&r.patient, &r.record), &PRESENT);
+        }
         let subject = KeySubject::Record { record: r.record, version: r.version };
         for holder in &r.recipients {
             self.put_envelope(subject, *holder);
@@ -597,9 +610,18 @@ impl Run<'_, '_> {
         let is_patient = me == entry.patient && self.signer.role == Role::Patient;
         let is_author = me == entry.author && self.state.get(&keys::author_revoked(&a.record, &me)).is_none();
         let grants = [GrantScope::Record(a.record), GrantScope::All].map(|s| self.grant_entry(&entry.patient, &me, &s));
-        let live_grant = grants.iter().flatten().any(|g| g.is_live(now));
+        // A per-record grant covers the versions whose data key was wrapped for the grantee; an
+        // `--all` grant covers every version through the chart key.
+        let wrapped_for_me = |scope: &GrantScope| match scope {
+            GrantScope::All => true,
+            GrantScope::Record(record) => {
+                let subject = KeySubject::Record { record: *record, version: entry.version };
+                self.state.get(&keys::envelope(&subject, &KeyHolder::Member { member: me })).is_some()
+            }
+        };
+        let live_grant = grants.iter().flatten().any(|g| g.is_live(now) && wrapped_for_me(&g.scope));
         if !(is_patient || is_author || live_grant) {
-            let expired = grants.iter().flatten().next().is_some();
+            let expired = grants.iter().flatten().any(|g| !g.is_live(now));
             return Err(if expired { Rejection::GrantExpired } else { Rejection::AccessDenied });
         }
         Ok(self.audit(entry.patient, AuditAction::Read { record: a.record, version: a.version }, Some(a.purpose)))

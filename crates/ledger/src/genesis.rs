@@ -156,6 +156,7 @@ impl Genesis {
                 status: MemberStatus::Active,
                 enrolled_at: self.created_at,
                 enrolled_by: None,
+                custodial: false,
             };
             writes.insert(keys::member(&org.admin.member), Some(encode(&admin)));
             writes.insert(keys::signing_key(&org.admin.signing_key), Some(encode(&org.admin.member)));

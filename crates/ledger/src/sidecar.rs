@@ -154,7 +154,7 @@ pub(crate) fn required(kind: &crate::TxKind) -> bool {
     use crate::TxKind;
     match kind {
         TxKind::Enroll(e) => e.chart_key.is_some(),
-        TxKind::RegisterRecord(_) | TxKind::Grant(_) => true,
+        TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) => true,
         TxKind::Revoke(r) => r.new_chart.is_some(),
         TxKind::RecordAccess(_) => false,
     }
@@ -171,7 +171,8 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
     if sidecar.envelopes.iter().any(|e| e.envelope.check().is_err()) {
         return Err(SidecarError::Malformed);
     }
-    let only_metadata_for_records = sidecar.metadata.is_none() || matches!(tx.body.kind, TxKind::RegisterRecord(_));
+    let only_metadata_for_records =
+        sidecar.metadata.is_none() || matches!(tx.body.kind, TxKind::RegisterRecord(_) | TxKind::AppendVersion(_));
     if !only_metadata_for_records {
         return Err(SidecarError::Malformed);
     }
@@ -183,7 +184,7 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
         TxKind::Enroll(e) => {
             one(KeyHolder::Member { member: e.member }, &|s| *s == KeySubject::Chart { patient: e.member, epoch: 0 })
         }
-        TxKind::RegisterRecord(r) => {
+        TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => {
             let mut named: Vec<KeyHolder> = r.recipients.clone();
             named.sort();
             named.dedup();

@@ -165,6 +165,8 @@ pub struct MemberEntry {
     pub enrolled_at: Timestamp,
     /// The admin who enrolled the member; `None` for the admins of genesis.
     pub enrolled_by: Option<MemberId>,
+    /// Enrolled in the organisation's custody (keys held by the organisation until claimed).
+    pub custodial: bool,
 }
 
 /// A patient's current chart key.
@@ -180,9 +182,11 @@ pub struct ChartEntry {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+/// A record as of its current version (earlier versions' entries are in the chain's history).
 pub struct RecordEntry {
     pub record: RecordId,
     pub patient: MemberId,
+    /// The author of the current version.
     pub author: MemberId,
     pub version: u32,
     pub digest: Digest,
@@ -191,6 +195,7 @@ pub struct RecordEntry {
     pub sidecar: Digest,
     /// The chart epoch the data key is wrapped for.
     pub chart_epoch: u32,
+    /// When the current version was registered.
     pub created_at: Timestamp,
     pub created_height: Height,
 }

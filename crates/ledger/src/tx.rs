@@ -75,6 +75,8 @@ pub enum TxKind {
     Grant(Grant),
     Revoke(Revoke),
     RecordAccess(RecordAccess),
+    /// A new version of an existing record (same shape as a registration; `version` = current + 1).
+    AppendVersion(RegisterRecord),
 }
 
 impl TxKind {
@@ -85,6 +87,7 @@ impl TxKind {
             TxKind::Grant(_) => "grant",
             TxKind::Revoke(_) => "revoke",
             TxKind::RecordAccess(_) => "record_access",
+            TxKind::AppendVersion(_) => "append_version",
         }
     }
 }
@@ -101,9 +104,13 @@ pub struct Enroll {
     pub display_name: Option<String>,
     /// A patient's first chart key (epoch 0); the sidecar wraps its secret for the patient.
     pub chart_key: Option<EncryptionKey>,
+    /// A patient without a device of their own: their keys sit in the organisation's custody
+    /// keystore until they claim the identity (DESIGN §8). Only for patients.
+    pub custodial: bool,
 }
 
-/// Registers version 1 of a record whose ciphertext is already in the blob store.
+/// Registers version 1 of a record whose ciphertext is already in the blob store (and, as
+/// [`TxKind::AppendVersion`], each later version).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct RegisterRecord {
     pub record: RecordId,

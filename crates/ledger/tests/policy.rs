@@ -116,6 +116,10 @@ impl World {
     }
 
     fn enroll(&mut self, admin: &mut Who, who: &Who, org: &str, role: Role) -> TxOutcome {
+        self.enroll_as(admin, who, org, role, false)
+    }
+
+    fn enroll_as(&mut self, admin: &mut Who, who: &Who, org: &str, role: Role, custodial: bool) -> TxOutcome {
         let (chart_key, sidecar) = if role == Role::Patient {
             let chart = wrap::generate(KemSuite::X25519);
             let holder = KeyHolder::Member { member: who.id };
@@ -138,30 +142,53 @@ impl World {
             encryption_key: who.enc.encryption_key().clone(),
             display_name: (role != Role::Patient).then(|| "Dr Test".to_string()),
             chart_key,
+            custodial,
         });
         self.one(admin, kind, sidecar.as_ref())
     }
 
     fn put(&mut self, author: &mut Who, patient: MemberId, record: RecordId) -> TxOutcome {
+        self.write(author, patient, record, 1, &[])
+    }
+
+    /// Registers `version` of `record` (an append when it is above 1), wrapped for the chart, the
+    /// author and `also`.
+    fn write(
+        &mut self,
+        author: &mut Who,
+        patient: MemberId,
+        record: RecordId,
+        version: u32,
+        also: &[&Who],
+    ) -> TxOutcome {
         let epoch = self.chart.get(&patient).map_or(0, |c| c.0);
         let chart_key = self.chart.get(&patient).map(|c| c.1.encryption_key().clone());
         let chart_holder = KeyHolder::Chart { patient, epoch };
         let author_holder = KeyHolder::Member { member: author.id };
-        let subject = KeySubject::Record { record, version: 1 };
+        let subject = KeySubject::Record { record, version };
         let mut envelopes = vec![envelope(self.chain, author.enc.encryption_key(), author_holder, subject)];
         if let Some(key) = chart_key {
             envelopes.push(envelope(self.chain, &key, chart_holder, subject));
         }
+        for who in also {
+            envelopes.push(envelope(
+                self.chain,
+                who.enc.encryption_key(),
+                KeyHolder::Member { member: who.id },
+                subject,
+            ));
+        }
         let recipients = envelopes.iter().map(|e| e.holder).collect();
         let sidecar = Sidecar { envelopes, metadata: Some(vec![1, 2, 3]) };
-        let kind = TxKind::RegisterRecord(RegisterRecord {
+        let body = RegisterRecord {
             record,
             patient,
-            version: 1,
-            digest: Digest::new([9; 32]),
+            version,
+            digest: Digest::new([version as u8; 32]),
             size_bytes: 4096,
             recipients,
-        });
+        };
+        let kind = if version == 1 { TxKind::RegisterRecord(body) } else { TxKind::AppendVersion(body) };
         self.one(author, kind, Some(&sidecar))
     }
 
@@ -200,7 +227,11 @@ impl World {
     }
 
     fn read(&mut self, who: &mut Who, record: RecordId) -> TxOutcome {
-        let kind = TxKind::RecordAccess(RecordAccess { record, version: 1, purpose: PurposeOfUse::Treat });
+        self.read_version(who, record, 1)
+    }
+
+    fn read_version(&mut self, who: &mut Who, record: RecordId, version: u32) -> TxOutcome {
+        let kind = TxKind::RecordAccess(RecordAccess { record, version, purpose: PurposeOfUse::Treat });
         self.one(who, kind, None)
     }
 
@@ -269,6 +300,60 @@ fn enrolment_rows() {
     assert_eq!(c.w.enroll(&mut c.admin, &reused, "org1", Role::Nurse), rejected(Rejection::KeyInUse));
     // Allowed: the other organisation's admin enrols into its own organisation.
     assert_eq!(c.w.enroll(&mut c.other_admin, &newcomer, "org2", Role::Nurse), TxOutcome::Applied);
+    // Custody is for patients only; a custodial patient is marked so on the ledger.
+    let staff = Who::new(22);
+    assert_eq!(c.w.enroll_as(&mut c.admin, &staff, "org1", Role::Doctor, true), rejected(Rejection::InvalidEnrollment));
+    let migrated = Who::new(23);
+    assert_eq!(c.w.enroll_as(&mut c.admin, &migrated, "org1", Role::Patient, true), TxOutcome::Applied);
+    let entry: medledger_ledger::state::MemberEntry =
+        borsh::from_slice(&c.w.state[&keys::member(&migrated.id)]).unwrap();
+    assert!(entry.custodial);
+    let entry: medledger_ledger::state::MemberEntry =
+        borsh::from_slice(&c.w.state[&keys::member(&c.patient.id)]).unwrap();
+    assert!(!entry.custodial);
+}
+
+#[test]
+fn version_rows() {
+    let mut c = cast();
+    let r = |n| RecordId::new([n; 16]);
+    assert_eq!(c.w.put_own(&mut c.patient, r(1)), TxOutcome::Applied);
+    let pid = c.patient.id;
+    // Denied: skipping or repeating a version, an unknown record, another patient's record, and
+    // everyone who may not write for the patient.
+    assert_eq!(c.w.write(&mut c.patient, pid, r(1), 3, &[]), rejected(Rejection::VersionMismatch));
+    assert_eq!(c.w.write(&mut c.patient, pid, r(9), 2, &[]), rejected(Rejection::UnknownRecord));
+    assert_eq!(c.w.write(&mut c.d1, pid, r(1), 2, &[]), rejected(Rejection::NoWriteGrant));
+    assert_eq!(c.w.write(&mut c.nurse, pid, r(1), 2, &[]), rejected(Rejection::NotAllowedToWrite));
+    assert_eq!(c.w.write(&mut c.admin, pid, r(1), 2, &[]), rejected(Rejection::AdminHasNoClinicalAccess));
+    let mut other = Who::new(30);
+    assert_eq!(c.w.enroll(&mut c.admin, &other, "org1", Role::Patient), TxOutcome::Applied);
+    let other_id = other.id;
+    assert_eq!(c.w.write(&mut other, other_id, r(1), 2, &[]), rejected(Rejection::WrongPatient));
+    // A per-record grantee of version 1 reads it.
+    assert_eq!(c.w.grant(&mut c.patient, &c.nurse, GrantScope::Record(r(1)), false, None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.nurse, r(1)), TxOutcome::Applied);
+    // Allowed: the patient appends version 2; the old version is no longer what a read names.
+    assert_eq!(c.w.write(&mut c.patient, pid, r(1), 2, &[]), TxOutcome::Applied);
+    assert_eq!(c.w.write(&mut c.patient, pid, r(1), 2, &[]), rejected(Rejection::VersionMismatch), "no second v2");
+    assert_eq!(c.w.read_version(&mut c.patient, r(1), 1), rejected(Rejection::VersionMismatch));
+    assert_eq!(c.w.read_version(&mut c.patient, r(1), 2), TxOutcome::Applied);
+    // The per-record grant covers only versions wrapped for the grantee: v2 was not.
+    assert_eq!(c.w.read_version(&mut c.nurse, r(1), 2), rejected(Rejection::AccessDenied));
+    // A doctor with the write grant appends v3 and carries the nurse's grant forward.
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None), TxOutcome::Applied);
+    let nurse = Who { id: c.nurse.id, sign: c.nurse.sign.clone(), enc: c.nurse.enc.clone(), nonce: 0 };
+    assert_eq!(c.w.write(&mut c.d1, pid, r(1), 3, &[&nurse]), TxOutcome::Applied);
+    assert_eq!(c.w.read_version(&mut c.nurse, r(1), 3), TxOutcome::Applied);
+    let entry: medledger_ledger::state::RecordEntry = borsh::from_slice(&c.w.state[&keys::record(&r(1))]).unwrap();
+    assert_eq!((entry.version, entry.author, entry.digest), (3, c.d1.id, Digest::new([3; 32])));
+    // Every write is in the patient's trail, denied ones included.
+    let writes =
+        c.w.audit_of(&c.patient)
+            .iter()
+            .filter(|e| matches!(e.action, medledger_ledger::state::AuditAction::Write { .. }))
+            .count();
+    assert_eq!(writes, 3 + 6, "3 applied writes and 6 denied attempts on the patient's chart");
 }
 
 #[test]

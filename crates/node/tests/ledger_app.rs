@@ -59,6 +59,7 @@ fn enroll_tx(f: &Fixture, n: u8, nonce: u64) -> Transaction {
         encryption_key: wrap::generate(KemSuite::X25519).encryption_key().clone(),
         display_name: Some("Nurse".into()),
         chart_key: None,
+        custodial: false,
     });
     let body = TxBody {
         chain_id: f.genesis.chain_id(),

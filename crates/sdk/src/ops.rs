@@ -166,6 +166,7 @@ impl Session {
             encryption_key: identity.encryption.encryption_key().clone(),
             display_name: if role == Role::Patient { None } else { display_name },
             chart_key,
+            custodial: false,
         });
         self.transact(admin, kind, sidecar).await?;
         self.home.save_identity(&identity, passphrase)?;
