@@ -135,6 +135,16 @@ pub enum CryptoError {
     /// Argon2 refused its inputs.
     #[error("key derivation failed")]
     KeyDerivation,
+    /// A locally sealed blob (cache, custody keystore) that is malformed or over its limit, or a
+    /// secret too short to derive its key from.
+    #[error("local blob: {reason}")]
+    LocalBlob {
+        /// Which check failed.
+        reason: &'static str,
+    },
+    /// A locally sealed blob that does not authenticate (another key, another name, or altered).
+    #[error("local blob does not open with this key and name")]
+    LocalOpenFailed,
     /// Reading or writing a stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

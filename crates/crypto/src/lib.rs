@@ -7,6 +7,7 @@
 //! - [`payload`]: AES-256-GCM in the STREAM construction with a key-committing
 //!   header, streaming in bounded memory.
 //! - [`keystore`]: passphrase-encrypted secrets (Argon2id + AES-256-GCM).
+//! - [`local`]: blobs kept at rest on a member's machine, under an HKDF-derived key.
 //! - [`suite`]: the stable ids that make every format crypto-agile.
 //!
 //! Nothing here implements a primitive: the algorithms come from
@@ -18,6 +19,7 @@ mod aead;
 mod error;
 mod hash;
 pub mod keystore;
+pub mod local;
 pub mod payload;
 pub mod sign;
 pub mod suite;

@@ -12,6 +12,9 @@ pub enum SdkError {
     /// Tampering detected: digest, key commitment or authentication failed (exit 4).
     #[error("integrity failure: {0}")]
     Integrity(String),
+    /// The record changed since the caller read it (a newer version exists; exit 1).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Anything else (exit 1).
     #[error("{0}")]
     Other(String),
@@ -23,7 +26,7 @@ impl SdkError {
             SdkError::Usage(_) => 2,
             SdkError::Denied(_) => 3,
             SdkError::Integrity(_) => 4,
-            SdkError::Other(_) => 1,
+            SdkError::Conflict(_) | SdkError::Other(_) => 1,
         }
     }
 

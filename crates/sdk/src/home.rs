@@ -57,6 +57,35 @@ impl Identity {
         }
     }
 
+    /// `signing seed ‖ encryption secret`, as keystores seal it.
+    pub(crate) fn secret(&self) -> Zeroizing<Vec<u8>> {
+        let mut secret = Zeroizing::new(Vec::with_capacity(80));
+        secret.extend_from_slice(&*self.signing.to_bytes());
+        secret.extend_from_slice(&self.encryption.to_bytes());
+        secret
+    }
+
+    pub(crate) fn from_secret(
+        alias: &str,
+        member: MemberId,
+        role: Role,
+        org: OrgId,
+        suite: u8,
+        secret: &[u8],
+    ) -> Result<Self> {
+        if secret.len() < 33 {
+            return Err(SdkError::Other("keystore is malformed".into()));
+        }
+        let seed: [u8; 32] = secret[..32].try_into().map_err(SdkError::other)?;
+        let suite = match suite {
+            s if s == KemSuite::XWing as u8 => KemSuite::XWing,
+            s if s == KemSuite::X25519 as u8 => KemSuite::X25519,
+            _ => return Err(SdkError::Other("keystore names an unknown suite".into())),
+        };
+        let encryption = DecryptionKey::from_bytes(suite, &secret[32..]).map_err(SdkError::other)?;
+        Ok(Identity { alias: alias.to_string(), member, role, org, signing: SigningKey::from_bytes(&seed), encryption })
+    }
+
     pub fn contact(&self) -> Contact {
         Contact { member: self.member, role: self.role, org: self.org.clone() }
     }
@@ -94,7 +123,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     }
 }
 
-fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
@@ -168,7 +197,7 @@ impl Home {
         )
     }
 
-    /// Resolves a local alias (or a member id in hex) to a contact.
+    /// Resolves a local alias to a contact.
     pub fn resolve(&self, name: &str) -> Result<Contact> {
         if let Some(contact) = self.book()?.get(name) {
             return Ok(contact.clone());
@@ -191,10 +220,7 @@ impl Home {
         if path.exists() {
             return Err(SdkError::Usage(format!("an identity named {} already exists", identity.alias)));
         }
-        let mut secret = Zeroizing::new(Vec::with_capacity(80));
-        secret.extend_from_slice(&*identity.signing.to_bytes());
-        secret.extend_from_slice(&identity.encryption.to_bytes());
-        let sealed = medledger_crypto::keystore::seal(passphrase, &secret).map_err(SdkError::other)?;
+        let sealed = medledger_crypto::keystore::seal(passphrase, &identity.secret()).map_err(SdkError::other)?;
         let file = KeyFile {
             member: identity.member,
             role: identity.role,
@@ -220,23 +246,6 @@ impl Home {
         let sealed = hex::decode(&file.sealed).map_err(|_| SdkError::Other("keystore is malformed".into()))?;
         let secret = medledger_crypto::keystore::open(passphrase, &sealed)
             .map_err(|_| SdkError::Usage("wrong passphrase, or the keystore is damaged".to_string()))?;
-        if secret.len() < 33 {
-            return Err(SdkError::Other("keystore is malformed".into()));
-        }
-        let seed: [u8; 32] = secret[..32].try_into().map_err(SdkError::other)?;
-        let suite = match file.suite {
-            s if s == KemSuite::XWing as u8 => KemSuite::XWing,
-            s if s == KemSuite::X25519 as u8 => KemSuite::X25519,
-            _ => return Err(SdkError::Other("keystore names an unknown suite".into())),
-        };
-        let encryption = DecryptionKey::from_bytes(suite, &secret[32..]).map_err(SdkError::other)?;
-        Ok(Identity {
-            alias: alias.to_string(),
-            member: file.member,
-            role: file.role,
-            org: file.org,
-            signing: SigningKey::from_bytes(&seed),
-            encryption,
-        })
+        Identity::from_secret(alias, file.member, file.role, file.org, file.suite, &secret)
     }
 }

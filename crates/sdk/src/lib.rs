@@ -3,11 +3,13 @@
 //! operations where every key is made and every secret opened.
 
 mod client;
+mod custody;
 mod error;
 mod home;
 mod ops;
 
 pub use client::{COMMIT_TIMEOUT, Client};
+pub use custody::Custody;
 pub use error::{Result, SdkError};
 pub use home::{ClientConfig, Contact, Home, Identity, check_alias};
-pub use ops::{Committed, Opened, RECORD_PLAINTEXT_MAX, RecordMetadata, Session, describe};
+pub use ops::{Committed, Opened, RECORD_PLAINTEXT_MAX, RecordMetadata, Sealed, Session, describe};

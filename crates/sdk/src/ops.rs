@@ -4,16 +4,17 @@
 
 use std::path::Path;
 
+use futures::StreamExt;
 use medledger_crypto::payload::{self, DataKey};
 use medledger_crypto::suite::KemSuite;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::api::TxStatus;
-use medledger_ledger::state::{AuditEvent, RecordEntry};
+use medledger_ledger::state::{AuditEvent, ChartEntry, RecordEntry};
 use medledger_ledger::{
     Enroll, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Sidecar,
     SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome,
 };
-use medledger_types::{ChainId, Digest, Height, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
+use medledger_types::{ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -117,19 +118,7 @@ impl Session {
         if let TxStatus::Committed { height, .. } = &status {
             self.home.save_last_height(height.get());
         }
-        match status {
-            TxStatus::Committed { height, time, outcome: TxOutcome::Applied, .. } => {
-                Ok(Committed { tx: id, height, time })
-            }
-            TxStatus::Committed { outcome: TxOutcome::Rejected { reason }, height, .. } => {
-                if reason.is_access_denial() {
-                    Err(SdkError::Denied(format!("{reason} (recorded at height {height})")))
-                } else {
-                    Err(SdkError::Usage(format!("rejected: {reason} (height {height})")))
-                }
-            }
-            _ => Err(SdkError::Other("transaction did not commit".into())),
-        }
+        outcome(id, status)
     }
 
     /// Makes a member's keys here and has `admin` enrol them. Returns the new identity (saved in
@@ -147,7 +136,22 @@ impl Session {
         if self.home.has_identity(alias) || self.home.book()?.contains_key(alias) {
             return Err(SdkError::Usage("that name is already taken in this home".to_string()));
         }
-        let identity = Identity::generate(alias, role, org.clone(), KemSuite::default());
+        let identity = Identity::generate(alias, role, org, KemSuite::default());
+        let (kind, sidecar) = self.enrolment(&identity, display_name, false)?;
+        self.transact(admin, kind, sidecar).await?;
+        self.home.save_identity(&identity, passphrase)?;
+        Ok(identity)
+    }
+
+    /// The Enroll transaction (and, for a patient, the sidecar wrapping their first chart key for
+    /// them) of an identity made on this side.
+    pub fn enrolment(
+        &self,
+        identity: &Identity,
+        display_name: Option<String>,
+        custodial: bool,
+    ) -> Result<(TxKind, Option<Sidecar>)> {
+        let role = identity.role;
         let (chart_key, sidecar) = if role == Role::Patient {
             let chart = wrap::generate(KemSuite::default());
             let holder = KeyHolder::Member { member: identity.member };
@@ -160,17 +164,75 @@ impl Session {
         };
         let kind = TxKind::Enroll(Enroll {
             member: identity.member,
-            org,
+            org: identity.org.clone(),
             role,
             signing_key: identity.signing.verifying_key(),
             encryption_key: identity.encryption.encryption_key().clone(),
             display_name: if role == Role::Patient { None } else { display_name },
             chart_key,
-            custodial: false,
+            custodial,
         });
-        self.transact(admin, kind, sidecar).await?;
-        self.home.save_identity(&identity, passphrase)?;
-        Ok(identity)
+        Ok((kind, sidecar))
+    }
+
+    /// The Grant of a patient's whole chart to `to` (`write` for a doctor's treatment
+    /// relationship), signed by the patient: the chart key's secret wrapped for the grantee.
+    async fn grant_all(
+        &self,
+        me: &Identity,
+        to: &Contact,
+        write: bool,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(TxKind, Sidecar)> {
+        let grantee = self.client.member(&to.member).await?;
+        let (epoch, chart) = self.chart_key(me).await?;
+        let subject = KeySubject::Chart { patient: me.member, epoch };
+        let holder = KeyHolder::Member { member: to.member };
+        let envelope = self.seal_for(&grantee.encryption_key, holder, subject, &chart_secret(&chart))?;
+        let kind = TxKind::Grant(Grant {
+            patient: me.member,
+            grantee: to.member,
+            scope: GrantScope::All,
+            write,
+            expires_at,
+            chart_epoch: Some(epoch),
+        });
+        Ok((kind, Sidecar { envelopes: vec![envelope], metadata: None }))
+    }
+
+    /// Enrols patients in `admin`'s organisation's custody (DESIGN §8), each with an `--all
+    /// --write` grant to `doctor` (the treatment relationship of the migrating clinician), in two
+    /// batches; the new identities go to the custody keystore before anything is submitted.
+    pub async fn enroll_custodial(
+        &self,
+        admin: &Identity,
+        custody: &crate::Custody<'_>,
+        doctor: &Contact,
+        count: usize,
+    ) -> Result<Vec<Identity>> {
+        let mut patients = Vec::with_capacity(count);
+        let mut enrolments = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut patient = Identity::generate("custody", Role::Patient, admin.org.clone(), KemSuite::default());
+            patient.alias = format!("custody-{}", &patient.member.to_hex()[..12]);
+            custody.save(&patient)?;
+            let (kind, sidecar) = self.enrolment(&patient, None, true)?;
+            enrolments.push((admin, kind, sidecar));
+            patients.push(patient);
+        }
+        for result in self.transact_batch(enrolments).await? {
+            result?;
+        }
+        let mut grants = Vec::with_capacity(count);
+        for patient in &patients {
+            // The chart envelope was just committed; wrap the chart key from the local copy.
+            let (kind, sidecar) = self.grant_all(patient, doctor, true, None).await?;
+            grants.push((patient, kind, Some(sidecar)));
+        }
+        for result in self.transact_batch(grants).await? {
+            result?;
+        }
+        Ok(patients)
     }
 
     /// Encrypts a record for `patient`, uploads the ciphertext and registers it.
@@ -180,41 +242,130 @@ impl Session {
         patient: &Contact,
         plaintext: &[u8],
     ) -> Result<(RecordId, Committed)> {
+        let metadata = describe(plaintext)?;
+        let chart = self.client.chart(&patient.member).await?;
+        let record = RecordId::new(medledger_crypto::random_bytes());
+        let sealed = self.seal_record(me, &chart, record, 1, plaintext, &metadata)?;
+        self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
+        let committed = self.transact(me, sealed.kind, Some(sealed.sidecar)).await?;
+        Ok((record, committed))
+    }
+
+    /// Writes the next version of `record`. With `expected`, refuses (conflict) unless the
+    /// record is still at that version.
+    pub async fn append_version(
+        &self,
+        me: &Identity,
+        record: RecordId,
+        expected: Option<u32>,
+        plaintext: &[u8],
+    ) -> Result<Committed> {
+        let metadata = describe(plaintext)?;
+        let entry = self.client.record(&record).await?;
+        if expected.is_some_and(|v| v != entry.version) {
+            return Err(SdkError::Conflict(format!("the record is at version {}", entry.version)));
+        }
+        let version =
+            entry.version.checked_add(1).ok_or_else(|| SdkError::Usage("the record has too many versions".into()))?;
+        let chart = self.client.chart(&entry.patient).await?;
+        let sealed = self.seal_record(me, &chart, record, version, plaintext, &metadata)?;
+        self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
+        match self.transact(me, sealed.kind, Some(sealed.sidecar)).await {
+            Err(SdkError::Usage(m)) if m.contains(medledger_ledger::Rejection::VersionMismatch.as_str()) => {
+                Err(SdkError::Conflict("another version was written first".into()))
+            }
+            other => other,
+        }
+    }
+
+    /// Encrypts `plaintext` as `version` of `record` in `chart`'s patient's chart, wraps its data
+    /// key for the chart key and the author, and encrypts its metadata: everything a
+    /// registration (version 1) or an append needs, nothing sent yet.
+    pub fn seal_record(
+        &self,
+        me: &Identity,
+        chart: &ChartEntry,
+        record: RecordId,
+        version: u32,
+        plaintext: &[u8],
+        metadata: &RecordMetadata,
+    ) -> Result<Sealed> {
         if plaintext.len() > RECORD_PLAINTEXT_MAX {
             return Err(SdkError::Usage(format!("records are limited to {} MiB", RECORD_PLAINTEXT_MAX >> 20)));
         }
-        let metadata = describe(plaintext)?;
-        let record = RecordId::new(medledger_crypto::random_bytes());
         let dek = DataKey::generate();
         let mut ciphertext = Vec::with_capacity(plaintext.len() + plaintext.len() / 4096 + 128);
         let sealed =
-            payload::encrypt(&dek, record.as_bytes(), 1, plaintext, &mut ciphertext).map_err(SdkError::other)?;
+            payload::encrypt(&dek, record.as_bytes(), version, plaintext, &mut ciphertext).map_err(SdkError::other)?;
         let digest = Digest::new(sealed.digest);
         let mut meta_ct = Vec::new();
-        let meta_json = serde_json::to_vec(&metadata).map_err(SdkError::other)?;
+        let meta_json = serde_json::to_vec(metadata).map_err(SdkError::other)?;
         payload::encrypt(&dek, record.as_bytes(), 0, meta_json.as_slice(), &mut meta_ct).map_err(SdkError::other)?;
-
-        let chart = self.client.chart(&patient.member).await?;
-        let subject = KeySubject::Record { record, version: 1 };
+        let patient = chart.patient;
+        let subject = KeySubject::Record { record, version };
         let me_holder = KeyHolder::Member { member: me.member };
-        let chart_holder = KeyHolder::Chart { patient: patient.member, epoch: chart.epoch };
+        let chart_holder = KeyHolder::Chart { patient, epoch: chart.epoch };
         let envelopes = vec![
             self.seal_for(me.encryption.encryption_key(), me_holder, subject, dek.as_bytes())?,
             self.seal_for(&chart.public_key, chart_holder, subject, dek.as_bytes())?,
         ];
         let recipients = envelopes.iter().map(|e| e.holder).collect();
-        let sidecar = Sidecar { envelopes, metadata: Some(meta_ct) };
-        self.client.put_blob(me, &digest, ciphertext).await?;
-        let kind = TxKind::RegisterRecord(RegisterRecord {
-            record,
-            patient: patient.member,
-            version: 1,
-            digest,
-            size_bytes: sealed.ciphertext_len,
-            recipients,
+        let body = RegisterRecord { record, patient, version, digest, size_bytes: sealed.ciphertext_len, recipients };
+        let kind = if version == 1 { TxKind::RegisterRecord(body) } else { TxKind::AppendVersion(body) };
+        Ok(Sealed { record, digest, ciphertext, kind, sidecar: Sidecar { envelopes, metadata: Some(meta_ct) } })
+    }
+
+    /// Signs and submits many transactions at once (each signer's in order, with consecutive
+    /// nonces) and waits for all of them; one result per transaction, in order.
+    pub async fn transact_batch(
+        &self,
+        items: Vec<(&Identity, TxKind, Option<Sidecar>)>,
+    ) -> Result<Vec<Result<Committed>>> {
+        let mut nonces: std::collections::HashMap<MemberId, u64> = std::collections::HashMap::new();
+        let mut signed = Vec::with_capacity(items.len());
+        for (me, kind, sidecar) in items {
+            let next = match nonces.get(&me.member) {
+                Some(n) => *n,
+                None => self.client.next_nonce(&me.member).await?.get(),
+            };
+            nonces.insert(me.member, next + 1);
+            let body = TxBody {
+                chain_id: self.chain_id,
+                signer: me.member,
+                nonce: Nonce::new(next),
+                kind,
+                sidecar_digest: sidecar.as_ref().map(Sidecar::digest),
+            };
+            signed.push((Transaction::sign(body, &me.signing), sidecar.map(|s| s.encode())));
+        }
+        let mut ids = Vec::with_capacity(signed.len());
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0usize;
+        let mut rest = signed.into_iter().peekable();
+        while let Some((tx, sidecar)) = rest.next() {
+            chunk_bytes += tx.encode().len() + sidecar.as_ref().map_or(0, Vec::len);
+            chunk.push((tx, sidecar));
+            if chunk.len() == SUBMIT_BATCH_MAX || chunk_bytes > SUBMIT_BATCH_BYTES || rest.peek().is_none() {
+                ids.extend(self.client.submit_batch(std::mem::take(&mut chunk)).await?);
+                chunk_bytes = 0;
+            }
+        }
+        let waits = ids.into_iter().map(|id| async move {
+            let id = id.map_err(|e| SdkError::Usage(format!("refused: {e}")))?;
+            let status = self.client.wait(&id, COMMIT_TIMEOUT).await?;
+            outcome(id, status)
         });
-        let committed = self.transact(me, kind, Some(sidecar)).await?;
-        Ok((record, committed))
+        let results: Vec<Result<Committed>> = futures::stream::iter(waits).buffered(WAITS_IN_FLIGHT).collect().await;
+        if let Some(height) = results.iter().filter_map(|r| r.as_ref().ok()).map(|c| c.height.get()).max() {
+            self.home.save_last_height(height);
+        }
+        Ok(results)
+    }
+
+    /// Whom a member id names, from the ledger (role and organisation).
+    pub async fn contact_of(&self, member: &MemberId) -> Result<Contact> {
+        let entry = self.client.member(member).await?;
+        Ok(Contact { member: entry.id, role: entry.role, org: entry.org })
     }
 
     /// Signs a RecordAccess, waits for it to commit (the audit event is on the ledger before any
@@ -287,30 +438,27 @@ impl Session {
         write: bool,
         expires_at: Option<Timestamp>,
     ) -> Result<Committed> {
+        let GrantScope::Record(record) = scope else {
+            let (kind, sidecar) = self.grant_all(me, to, write, expires_at).await?;
+            return self.transact(me, kind, Some(sidecar)).await;
+        };
         let grantee = self.client.member(&to.member).await?;
         let holder = KeyHolder::Member { member: to.member };
-        let (envelope, chart_epoch) = match scope {
-            GrantScope::All => {
-                let (epoch, chart) = self.chart_key(me).await?;
-                let subject = KeySubject::Chart { patient: me.member, epoch };
-                (self.seal_for(&grantee.encryption_key, holder, subject, &chart_secret(&chart))?, Some(epoch))
-            }
-            GrantScope::Record(record) => {
-                // The patient reads the record's key like any reader: a logged access first.
-                let entry = self.client.record(&record).await?;
-                let kind = TxKind::RecordAccess(RecordAccess {
-                    record,
-                    version: entry.version,
-                    purpose: PurposeOfUse::Patrqt,
-                });
-                let access = self.transact(me, kind, None).await?;
-                let (dek, entry, _) = self.data_key(me, &access.tx).await?;
-                let subject = KeySubject::Record { record, version: entry.version };
-                (self.seal_for(&grantee.encryption_key, holder, subject, dek.as_bytes())?, None)
-            }
-        };
-        let kind =
-            TxKind::Grant(Grant { patient: me.member, grantee: to.member, scope, write, expires_at, chart_epoch });
+        // The patient reads the record's key like any reader: a logged access first.
+        let entry = self.client.record(&record).await?;
+        let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose: PurposeOfUse::Patrqt });
+        let access = self.transact(me, kind, None).await?;
+        let (dek, entry, _) = self.data_key(me, &access.tx).await?;
+        let subject = KeySubject::Record { record, version: entry.version };
+        let envelope = self.seal_for(&grantee.encryption_key, holder, subject, dek.as_bytes())?;
+        let kind = TxKind::Grant(Grant {
+            patient: me.member,
+            grantee: to.member,
+            scope,
+            write,
+            expires_at,
+            chart_epoch: None,
+        });
         self.transact(me, kind, Some(Sidecar { envelopes: vec![envelope], metadata: None })).await
     }
 
@@ -362,6 +510,38 @@ impl Session {
     pub async fn list(&self, me: &Identity, patient: &Contact) -> Result<Vec<RecordEntry>> {
         self.client.patient_records(me, &patient.member).await
     }
+}
+
+/// The most transactions per batch request (the node's limit is 1000).
+const SUBMIT_BATCH_MAX: usize = 500;
+/// The most bytes of transactions and sidecars per batch request.
+const SUBMIT_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Commit waits (long polls) in flight at once.
+const WAITS_IN_FLIGHT: usize = 64;
+
+/// A committed transaction's outcome; a rejection becomes an error.
+fn outcome(id: TxId, status: TxStatus) -> Result<Committed> {
+    match status {
+        TxStatus::Committed { height, time, outcome: TxOutcome::Applied, .. } => Ok(Committed { tx: id, height, time }),
+        TxStatus::Committed { outcome: TxOutcome::Rejected { reason }, height, .. } => {
+            if reason.is_access_denial() {
+                Err(SdkError::Denied(format!("{reason} (recorded at height {height})")))
+            } else {
+                Err(SdkError::Usage(format!("rejected: {reason} (height {height})")))
+            }
+        }
+        _ => Err(SdkError::Other("transaction did not commit".into())),
+    }
+}
+
+/// A record encrypted and wrapped on this side: the ciphertext to upload and the transaction
+/// (registration or append) with its sidecar.
+pub struct Sealed {
+    pub record: RecordId,
+    pub digest: Digest,
+    pub ciphertext: Vec<u8>,
+    pub kind: TxKind,
+    pub sidecar: Sidecar,
 }
 
 /// Checks the input and describes it: FHIR R4 JSON is parsed strictly as FHIR.
