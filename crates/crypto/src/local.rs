@@ -13,6 +13,7 @@ use crate::aead::{Aes256Gcm, NONCE_BYTES, TAG_BYTES};
 
 const MAGIC: &[u8; 4] = b"MLL1";
 const SALT: &[u8] = b"medledger/local/v1";
+const ID_SALT: &[u8] = b"medledger/local-id/v1";
 /// Largest blob sealed or opened (bounds memory on hostile input).
 pub const LOCAL_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -36,6 +37,19 @@ fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8]) -> Result<Zeroizing<[u8; 32
         .and_then(|k| k.fill(&mut okm[..]))
         .map_err(|_| CryptoError::LocalBlob { reason: "key derivation failed" })?;
     Ok(okm)
+}
+
+/// A 16-byte identifier derived from `secret` and `context` (HKDF-SHA256): the same inputs give
+/// the same id (so an interrupted job can be resumed without duplicates), and nobody without the
+/// secret can link the id to `context`.
+pub fn derive_id(secret: &[u8], context: &[u8]) -> Result<[u8; 16], CryptoError> {
+    if secret.len() < 32 {
+        return Err(CryptoError::LocalBlob { reason: "secret shorter than 32 bytes" });
+    }
+    let okm = hkdf_sha256(ID_SALT, secret, context)?;
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&okm[..16]);
+    Ok(id)
 }
 
 impl LocalKey {
@@ -105,6 +119,15 @@ mod tests {
         // Two seals of the same input differ (random nonce).
         assert_ne!(sealed, key.seal(b"name-1", b"resource").unwrap());
         assert!(LocalKey::derive(&[7u8; 16], b"cache").is_err(), "short secrets are refused");
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_keyed() {
+        let a = derive_id(&[7u8; 32], b"file-1/0").unwrap();
+        assert_eq!(a, derive_id(&[7u8; 32], b"file-1/0").unwrap());
+        assert_ne!(a, derive_id(&[7u8; 32], b"file-1/1").unwrap());
+        assert_ne!(a, derive_id(&[8u8; 32], b"file-1/0").unwrap());
+        assert!(derive_id(&[7u8; 31], b"x").is_err());
     }
 
     #[test]

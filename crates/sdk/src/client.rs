@@ -152,7 +152,7 @@ impl Client {
     pub async fn grant(&self, patient: &MemberId, grantee: &MemberId) -> Result<Option<GrantEntry>> {
         match self.get_json(&format!("/v1/grants/{patient}/{grantee}"), None).await {
             Ok(g) => Ok(Some(g)),
-            Err(SdkError::Usage(m)) if m.contains("not found") => Ok(None),
+            Err(SdkError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -245,7 +245,7 @@ fn problem_error(status: StatusCode, body: &[u8]) -> SdkError {
     match problem.as_ref().map(|p| p.kind.as_str()) {
         Some(PROBLEM_ACCESS_DENIED) => SdkError::Denied(title),
         Some(PROBLEM_INTEGRITY) => SdkError::Integrity(title),
-        _ if status == StatusCode::NOT_FOUND => SdkError::Usage(title),
+        _ if status == StatusCode::NOT_FOUND => SdkError::NotFound(title),
         _ if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN => SdkError::Denied(title),
         _ if status.is_client_error() => SdkError::Usage(title),
         _ => SdkError::Other(title),

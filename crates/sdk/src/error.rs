@@ -6,6 +6,9 @@ pub enum SdkError {
     /// Bad arguments or local state (exit 2).
     #[error("{0}")]
     Usage(String),
+    /// No such record, member or transaction on the ledger (exit 2).
+    #[error("{0}")]
+    NotFound(String),
     /// The ledger or a node refused (exit 3).
     #[error("access denied: {0}")]
     Denied(String),
@@ -23,7 +26,7 @@ pub enum SdkError {
 impl SdkError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            SdkError::Usage(_) => 2,
+            SdkError::Usage(_) | SdkError::NotFound(_) => 2,
             SdkError::Denied(_) => 3,
             SdkError::Integrity(_) => 4,
             SdkError::Conflict(_) | SdkError::Other(_) => 1,

@@ -86,6 +86,18 @@ impl Identity {
         Ok(Identity { alias: alias.to_string(), member, role, org, signing: SigningKey::from_bytes(&seed), encryption })
     }
 
+    /// A key for this member's local blobs (a cache, a journal), derived from their secret for
+    /// `label`; never stored.
+    pub fn local_key(&self, label: &str) -> Result<medledger_crypto::local::LocalKey> {
+        medledger_crypto::local::LocalKey::derive(&self.secret(), label.as_bytes()).map_err(SdkError::other)
+    }
+
+    /// A stable 16-byte id for `context`, keyed by this member's secret (see
+    /// [`medledger_crypto::local::derive_id`]).
+    pub fn local_id(&self, context: &[u8]) -> Result<[u8; 16]> {
+        medledger_crypto::local::derive_id(&self.secret(), context).map_err(SdkError::other)
+    }
+
     pub fn contact(&self) -> Contact {
         Contact { member: self.member, role: self.role, org: self.org.clone() }
     }

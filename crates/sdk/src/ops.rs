@@ -2,6 +2,7 @@
 //! Every secret is made and opened here, on the member's side; validators see ciphertext,
 //! wrapped keys and signed transactions only.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use futures::StreamExt;
@@ -54,6 +55,10 @@ pub struct Session {
     pub home: Home,
     pub client: Client,
     pub chain_id: ChainId,
+    /// The next nonce of each signer this session has submitted for, so concurrent requests of
+    /// one member (a gateway serving several applications) never reuse a nonce. Held while
+    /// signing and submitting, so a signer's transactions reach the validator in nonce order.
+    nonces: tokio::sync::Mutex<HashMap<MemberId, u64>>,
 }
 
 /// Chart secrets travel as `suite ‖ secret key`.
@@ -83,7 +88,7 @@ impl Session {
         };
         let client = Client::new(nodes)?;
         client.observe_height(home.last_height());
-        Ok(Session { client, chain_id: config.chain_id, home })
+        Ok(Session { client, chain_id: config.chain_id, home, nonces: Default::default() })
     }
 
     fn seal_for(
@@ -104,21 +109,72 @@ impl Session {
 
     /// Signs, submits and waits for the commit of a transaction; a rejection becomes an error.
     pub async fn transact(&self, me: &Identity, kind: TxKind, sidecar: Option<Sidecar>) -> Result<Committed> {
-        let nonce = self.client.next_nonce(&me.member).await?;
-        let body = TxBody {
-            chain_id: self.chain_id,
-            signer: me.member,
-            nonce,
-            kind,
-            sidecar_digest: sidecar.as_ref().map(Sidecar::digest),
-        };
-        let tx = Transaction::sign(body, &me.signing);
-        let id = self.client.submit(tx, sidecar.map(|s| s.encode())).await?;
+        let mut submitted = self.submit_signed(vec![(me, kind.clone(), sidecar.clone())]).await?;
+        if let Some(Err(e)) = submitted.first()
+            && e.contains("nonce")
+        {
+            // Another client of the same member moved its nonce on; submit_signed re-read it.
+            submitted = self.submit_signed(vec![(me, kind, sidecar)]).await?;
+        }
+        let id = submitted.pop().ok_or_else(|| SdkError::Other("no reply for the transaction".into()))?;
+        let id = id.map_err(|e| SdkError::Usage(format!("refused: {e}")))?;
         let status = self.client.wait(&id, COMMIT_TIMEOUT).await?;
         if let TxStatus::Committed { height, .. } = &status {
             self.home.save_last_height(height.get());
         }
         outcome(id, status)
+    }
+
+    /// Signs transactions with each signer's next nonces (consecutive, in order) and submits
+    /// them in batches; one id or refusal per transaction. A refusal makes the next call re-read
+    /// that signer's nonce from the ledger.
+    async fn submit_signed(
+        &self,
+        items: Vec<(&Identity, TxKind, Option<Sidecar>)>,
+    ) -> Result<Vec<std::result::Result<TxId, String>>> {
+        let mut nonces = self.nonces.lock().await;
+        let mut signed = Vec::with_capacity(items.len());
+        let mut signers = Vec::with_capacity(items.len());
+        for (me, kind, sidecar) in items {
+            let next = match nonces.get(&me.member) {
+                Some(n) => *n,
+                None => self.client.next_nonce(&me.member).await?.get(),
+            };
+            nonces.insert(me.member, next + 1);
+            let body = TxBody {
+                chain_id: self.chain_id,
+                signer: me.member,
+                nonce: Nonce::new(next),
+                kind,
+                sidecar_digest: sidecar.as_ref().map(Sidecar::digest),
+            };
+            signed.push((Transaction::sign(body, &me.signing), sidecar.map(|s| s.encode())));
+            signers.push(me.member);
+        }
+        let mut ids = Vec::with_capacity(signed.len());
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0usize;
+        let mut rest = signed.into_iter().peekable();
+        while let Some((tx, sidecar)) = rest.next() {
+            chunk_bytes += tx.encode().len() + sidecar.as_ref().map_or(0, Vec::len);
+            chunk.push((tx, sidecar));
+            if chunk.len() == SUBMIT_BATCH_MAX || chunk_bytes > SUBMIT_BATCH_BYTES || rest.peek().is_none() {
+                match self.client.submit_batch(std::mem::take(&mut chunk)).await {
+                    Ok(replies) => ids.extend(replies),
+                    Err(e) => {
+                        nonces.clear();
+                        return Err(e);
+                    }
+                }
+                chunk_bytes = 0;
+            }
+        }
+        for (id, signer) in ids.iter().zip(&signers) {
+            if id.is_err() {
+                nonces.remove(signer);
+            }
+        }
+        Ok(ids)
     }
 
     /// Makes a member's keys here and has `admin` enrol them. Returns the new identity (saved in
@@ -200,9 +256,9 @@ impl Session {
         Ok((kind, Sidecar { envelopes: vec![envelope], metadata: None }))
     }
 
-    /// Enrols patients in `admin`'s organisation's custody (DESIGN §8), each with an `--all
-    /// --write` grant to `doctor` (the treatment relationship of the migrating clinician), in two
-    /// batches; the new identities go to the custody keystore before anything is submitted.
+    /// Enrols `count` new patients in `admin`'s organisation's custody (DESIGN §8), each with an
+    /// `--all --write` grant to `doctor` (the treatment relationship of the clinician who brings
+    /// their records).
     pub async fn enroll_custodial(
         &self,
         admin: &Identity,
@@ -210,22 +266,53 @@ impl Session {
         doctor: &Contact,
         count: usize,
     ) -> Result<Vec<Identity>> {
-        let mut patients = Vec::with_capacity(count);
-        let mut enrolments = Vec::with_capacity(count);
-        for _ in 0..count {
-            let mut patient = Identity::generate("custody", Role::Patient, admin.org.clone(), KemSuite::default());
-            patient.alias = format!("custody-{}", &patient.member.to_hex()[..12]);
-            custody.save(&patient)?;
-            let (kind, sidecar) = self.enrolment(&patient, None, true)?;
-            enrolments.push((admin, kind, sidecar));
+        let members = (0..count).map(|_| MemberId::new(medledger_crypto::random_bytes())).collect();
+        self.ensure_custodial(admin, custody, doctor, members).await
+    }
+
+    /// Makes sure each of `members` is a patient in `admin`'s organisation's custody with an
+    /// `--all --write` grant to `doctor`, doing only what is missing: keys made here and saved
+    /// in the custody keystore before anything is submitted, then one batch of enrolments and
+    /// one of grants. Safe to repeat after an interruption (a bulk import derives the member ids).
+    pub async fn ensure_custodial(
+        &self,
+        admin: &Identity,
+        custody: &crate::Custody<'_>,
+        doctor: &Contact,
+        members: Vec<MemberId>,
+    ) -> Result<Vec<Identity>> {
+        let mut patients = Vec::with_capacity(members.len());
+        for member in members {
+            let patient = if custody.contains(&member) {
+                custody.load(&member)?
+            } else {
+                let mut patient = Identity::generate("custody", Role::Patient, admin.org.clone(), KemSuite::default());
+                patient.member = member;
+                patient.alias = format!("custody-{}", &member.to_hex()[..12]);
+                custody.save(&patient)?;
+                patient
+            };
             patients.push(patient);
+        }
+        let mut enrolments = Vec::new();
+        for patient in &patients {
+            match self.client.member(&patient.member).await {
+                Ok(entry) if entry.signing_key == patient.signing.verifying_key() => continue,
+                Ok(_) => return Err(SdkError::Integrity("a custodial member id is taken by other keys".into())),
+                Err(SdkError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            let (kind, sidecar) = self.enrolment(patient, None, true)?;
+            enrolments.push((admin, kind, sidecar));
         }
         for result in self.transact_batch(enrolments).await? {
             result?;
         }
-        let mut grants = Vec::with_capacity(count);
+        let mut grants = Vec::new();
         for patient in &patients {
-            // The chart envelope was just committed; wrap the chart key from the local copy.
+            if self.client.grant(&patient.member, &doctor.member).await?.is_some_and(|g| g.write) {
+                continue;
+            }
             let (kind, sidecar) = self.grant_all(patient, doctor, true, None).await?;
             grants.push((patient, kind, Some(sidecar)));
         }
@@ -321,35 +408,7 @@ impl Session {
         &self,
         items: Vec<(&Identity, TxKind, Option<Sidecar>)>,
     ) -> Result<Vec<Result<Committed>>> {
-        let mut nonces: std::collections::HashMap<MemberId, u64> = std::collections::HashMap::new();
-        let mut signed = Vec::with_capacity(items.len());
-        for (me, kind, sidecar) in items {
-            let next = match nonces.get(&me.member) {
-                Some(n) => *n,
-                None => self.client.next_nonce(&me.member).await?.get(),
-            };
-            nonces.insert(me.member, next + 1);
-            let body = TxBody {
-                chain_id: self.chain_id,
-                signer: me.member,
-                nonce: Nonce::new(next),
-                kind,
-                sidecar_digest: sidecar.as_ref().map(Sidecar::digest),
-            };
-            signed.push((Transaction::sign(body, &me.signing), sidecar.map(|s| s.encode())));
-        }
-        let mut ids = Vec::with_capacity(signed.len());
-        let mut chunk = Vec::new();
-        let mut chunk_bytes = 0usize;
-        let mut rest = signed.into_iter().peekable();
-        while let Some((tx, sidecar)) = rest.next() {
-            chunk_bytes += tx.encode().len() + sidecar.as_ref().map_or(0, Vec::len);
-            chunk.push((tx, sidecar));
-            if chunk.len() == SUBMIT_BATCH_MAX || chunk_bytes > SUBMIT_BATCH_BYTES || rest.peek().is_none() {
-                ids.extend(self.client.submit_batch(std::mem::take(&mut chunk)).await?);
-                chunk_bytes = 0;
-            }
-        }
+        let ids = self.submit_signed(items).await?;
         let waits = ids.into_iter().map(|id| async move {
             let id = id.map_err(|e| SdkError::Usage(format!("refused: {e}")))?;
             let status = self.client.wait(&id, COMMIT_TIMEOUT).await?;
@@ -374,6 +433,34 @@ impl Session {
         let entry = self.client.record(&record).await?;
         let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose });
         let access = self.transact(me, kind, None).await?;
+        self.open_access(me, record, access).await
+    }
+
+    /// Reads many records: one batch of RecordAccess transactions (each audited on the ledger
+    /// before any byte leaves a validator), then the allowed ones fetched, checked and decrypted
+    /// a few at a time. One result per record, in order.
+    pub async fn get_records(
+        &self,
+        me: &Identity,
+        records: &[RecordEntry],
+        purpose: PurposeOfUse,
+    ) -> Result<Vec<Result<Opened>>> {
+        let accesses = records
+            .iter()
+            .map(|r| (me, TxKind::RecordAccess(RecordAccess { record: r.record, version: r.version, purpose }), None))
+            .collect();
+        let committed = self.transact_batch(accesses).await?;
+        let opens = records.iter().zip(committed).map(|(r, access)| async move {
+            match access {
+                Ok(access) => self.open_access(me, r.record, access).await,
+                Err(e) => Err(e),
+            }
+        });
+        Ok(futures::stream::iter(opens).buffered(OPENS_IN_FLIGHT).collect().await)
+    }
+
+    /// Fetches, checks and decrypts the record an allowed, committed access names.
+    pub async fn open_access(&self, me: &Identity, record: RecordId, access: Committed) -> Result<Opened> {
         let (dek, bundle_record, metadata) = self.data_key(me, &access.tx).await?;
         let ciphertext = self.client.access_content(me, &access.tx).await?;
         if Digest::new(medledger_crypto::sha256(&ciphertext)) != bundle_record.digest {
@@ -516,6 +603,8 @@ impl Session {
 const SUBMIT_BATCH_MAX: usize = 500;
 /// The most bytes of transactions and sidecars per batch request.
 const SUBMIT_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Records fetched and decrypted at once by [`Session::get_records`].
+const OPENS_IN_FLIGHT: usize = 8;
 /// Commit waits (long polls) in flight at once.
 const WAITS_IN_FLIGHT: usize = 64;
 

@@ -1,0 +1,381 @@
+//! The FHIR REST surface (R4, JSON) that local applications talk to.
+//!
+//! The gateway acts as the member whose keys it holds, so it listens on loopback only, refuses
+//! requests whose `Host` is not a loopback name (DNS rebinding), and takes bodies only as
+//! `application/fhir+json` or `application/json` (a cross-site form cannot send those without a
+//! CORS preflight, which it never grants). Every error is an OperationOutcome with the FHIR status.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::fhir::{self, FhirError};
+use crate::service::{self, Gateway, Search, Stored};
+
+/// How long one request may take (a transaction Bundle waits for its commits).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct App {
+    gateway: Gateway,
+    base: String,
+}
+
+type Shared = Arc<App>;
+
+fn fhir_json(status: StatusCode, value: &Value) -> Response {
+    let mut response = (status, value.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(fhir::FHIR_JSON));
+    response
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        fhir_json(status, &self.outcome())
+    }
+}
+
+/// The router, for `base` (the URL clients reach it at, e.g. `http://127.0.0.1:8080`).
+pub fn router(gateway: Gateway, base: String) -> Router {
+    let app = Arc::new(App { gateway, base: base.trim_end_matches('/').to_string() });
+    Router::new()
+        .route("/metadata", get(metadata))
+        .route("/", axum::routing::post(transaction))
+        .route("/{kind}", get(search).post(create))
+        .route("/{kind}/{id}", get(read).put(update))
+        .route("/{kind}/{id}/{operation}", get(operation))
+        .fallback(|| async { FhirError::not_found("no such FHIR interaction") })
+        .layer(DefaultBodyLimit::max(fhir::BODY_BYTES_MAX))
+        .layer(middleware::from_fn(guard))
+        .with_state(app)
+}
+
+/// Serves until `shutdown` completes. Refuses non-loopback addresses.
+pub async fn serve(
+    gateway: Gateway,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        return Err(std::io::Error::other("the gateway acts with your keys: it listens on a loopback address only"));
+    }
+    let base = format!("http://{addr}");
+    axum::serve(listener, router(gateway, base)).with_graceful_shutdown(shutdown).await
+}
+
+fn loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name == "localhost" || name == "[::1]" || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+async fn guard(request: Request, next: Next) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if !loopback_host(host) {
+        return FhirError::forbidden("requests must address the gateway by a loopback name").into_response();
+    }
+    if matches!(*request.method(), Method::POST | Method::PUT) {
+        let ct = request.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let media = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if media != "application/fhir+json" && media != "application/json" {
+            return FhirError::new(415, "not-supported", "send application/fhir+json").into_response();
+        }
+    }
+    let format = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("_format=")).map(str::to_ascii_lowercase));
+    if format.is_some_and(|f| !f.contains("json")) {
+        return FhirError::new(406, "not-supported", "this gateway speaks FHIR JSON only").into_response();
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => FhirError::new(504, "timeout", "the network did not answer in time").into_response(),
+    }
+}
+
+fn body_resource(bytes: &Bytes) -> Result<serde_json::Map<String, Value>, FhirError> {
+    fhir::parse_resource(bytes)
+}
+
+fn respond(app: &App, status: StatusCode, stored: &Stored) -> Response {
+    let mut response = fhir_json(status, &Value::Object(stored.resource.clone()));
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", stored.version)) {
+        headers.insert(header::ETAG, v);
+    }
+    let location = format!("{}/{}/{}/_history/{}", app.base, stored.resource_type(), stored.id(), stored.version);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        headers.insert(header::CONTENT_LOCATION, v.clone());
+        if status == StatusCode::CREATED {
+            headers.insert(header::LOCATION, v);
+        }
+    }
+    let updated = std::time::UNIX_EPOCH + Duration::from_millis(stored.updated.get());
+    if let Ok(v) = HeaderValue::from_str(&httpdate(updated)) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    response
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate).
+fn httpdate(t: std::time::SystemTime) -> String {
+    // humantime gives RFC 3339; Last-Modified wants IMF-fixdate, built from the same instant.
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let (h, m, s) = ((secs % 86_400) / 3600, (secs % 3600) / 60, secs % 60);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let date = humantime::format_rfc3339_seconds(t).to_string();
+    let (y, mo, d) = (&date[0..4], &date[5..7], &date[8..10]);
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        [mo.parse::<usize>().unwrap_or(1).clamp(1, 12) - 1];
+    format!("{weekday}, {d} {month} {y} {h:02}:{m:02}:{s:02} GMT")
+}
+
+async fn metadata(State(app): State<Shared>) -> Response {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    fhir_json(StatusCode::OK, &fhir::capability_statement(&app.base, &now[..10]))
+}
+
+fn check_type(kind: &str) -> Result<(), FhirError> {
+    if fhir::is_resource_type(kind) { Ok(()) } else { Err(FhirError::not_found("unknown resource type")) }
+}
+
+async fn create(State(app): State<Shared>, Path(kind): Path<String>, body: Bytes) -> Result<Response, FhirError> {
+    check_type(&kind)?;
+    let resource = body_resource(&body)?;
+    let stored = app.gateway.create(&kind, resource).await?;
+    Ok(respond(&app, StatusCode::CREATED, &stored))
+}
+
+async fn read(State(app): State<Shared>, Path((kind, id)): Path<(String, String)>) -> Result<Response, FhirError> {
+    check_type(&kind)?;
+    if !fhir::is_id(&id) {
+        return Err(FhirError::not_found("no such resource"));
+    }
+    let stored = app.gateway.read(&kind, &id).await?;
+    Ok(respond(&app, StatusCode::OK, &stored))
+}
+
+/// `W/"3"` or `"3"` to 3.
+fn if_match(headers: &HeaderMap) -> Result<Option<u32>, FhirError> {
+    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse().map(Some).map_err(|_| FhirError::invalid("If-Match takes an ETag such as W/\"1\""))
+}
+
+async fn update(
+    State(app): State<Shared>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    check_type(&kind)?;
+    let expected = if_match(&headers)?;
+    let resource = body_resource(&body)?;
+    let stored = app.gateway.update(&kind, &id, resource, expected).await?;
+    Ok(respond(&app, StatusCode::OK, &stored))
+}
+
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(query) = query else { return Vec::new() };
+    query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .take(100)
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn search(
+    State(app): State<Shared>,
+    Path(kind): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, FhirError> {
+    check_type(&kind)?;
+    let pairs = query_pairs(query.as_deref());
+    let mut s = Search { resource_type: Some(kind.clone()), ..Search::default() };
+    let (mut count, mut offset) = (fhir::PAGE_DEFAULT, 0usize);
+    let mut applied = Vec::new();
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "patient" | "subject" => {
+                s.patient =
+                    Some(service::patient_param(v).map_err(|_| FhirError::invalid("patient takes Patient/ID"))?);
+                applied.push((k.clone(), v.clone()));
+            }
+            "_id" => {
+                s.ids.extend(v.split(',').map(str::to_string));
+                applied.push((k.clone(), v.clone()));
+            }
+            "code" => {
+                s.codes.extend(v.split(',').map(str::to_string));
+                applied.push((k.clone(), v.clone()));
+            }
+            "_count" => count = v.parse().map_err(|_| FhirError::invalid("_count takes a number"))?,
+            "_offset" => offset = v.parse().map_err(|_| FhirError::invalid("_offset takes a number"))?,
+            // Other parameters are not supported and, as FHIR's lenient handling allows, ignored
+            // (the self link shows which were applied).
+            _ => {}
+        }
+    }
+    let found = app.gateway.search(&s).await?;
+    Ok(fhir_json(StatusCode::OK, &searchset(&app, &format!("{}/{kind}", app.base), &applied, found, count, offset)))
+}
+
+fn searchset(
+    app: &App,
+    path: &str,
+    applied: &[(String, String)],
+    found: Vec<Stored>,
+    count: usize,
+    offset: usize,
+) -> Value {
+    let count = count.clamp(1, fhir::PAGE_MAX);
+    let total = found.len();
+    let query: String = applied.iter().map(|(k, v)| format!("{k}={v}&")).collect();
+    let mut link = vec![json!({"relation": "self", "url": format!("{path}?{query}_count={count}&_offset={offset}")})];
+    if offset + count < total {
+        link.push(
+            json!({"relation": "next", "url": format!("{path}?{query}_count={count}&_offset={}", offset + count)}),
+        );
+    }
+    let entry: Vec<Value> = found
+        .into_iter()
+        .skip(offset)
+        .take(count)
+        .map(|s| {
+            json!({
+                "fullUrl": format!("{}/{}/{}", app.base, s.resource_type(), s.id()),
+                "resource": Value::Object(s.resource),
+                "search": {"mode": "match"}
+            })
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": "searchset", "total": total, "link": link, "entry": entry})
+}
+
+async fn operation(
+    State(app): State<Shared>,
+    Path((kind, id, operation)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, FhirError> {
+    if kind != "Patient" || operation != "$everything" {
+        return Err(FhirError::not_found("no such operation (this gateway has Patient/ID/$everything)"));
+    }
+    let patient = service::patient_param(&id)?;
+    let pairs = query_pairs(query.as_deref());
+    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok());
+    let (count, offset) = (get("_count").unwrap_or(fhir::PAGE_MAX), get("_offset").unwrap_or(0));
+    let found = app.gateway.search(&Search { patient: Some(patient), ..Search::default() }).await?;
+    if found.is_empty() {
+        // Nothing this member may read (or no such chart): FHIR answers 404 for an unknown patient.
+        app.gateway.read("Patient", &id).await?;
+    }
+    let path = format!("{}/Patient/{id}/$everything", app.base);
+    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &[], found, count, offset)))
+}
+
+async fn transaction(State(app): State<Shared>, body: Bytes) -> Result<Response, FhirError> {
+    let bundle = body_resource(&body)?;
+    if fhir::resource_type(&bundle) != "Bundle" {
+        return Err(FhirError::invalid("POST / takes a transaction Bundle"));
+    }
+    let written = app.gateway.transaction(bundle).await?;
+    let entry: Vec<Value> = written
+        .iter()
+        .map(|(s, status)| {
+            json!({
+                "fullUrl": format!("{}/{}/{}", app.base, s.resource_type(), s.id()),
+                "resource": Value::Object(s.resource.clone()),
+                "response": {
+                    "status": status,
+                    "location": format!("{}/{}/_history/{}", s.resource_type(), s.id(), s.version),
+                    "etag": format!("W/\"{}\"", s.version),
+                    "lastModified": service::rfc3339(s.updated),
+                }
+            })
+        })
+        .collect();
+    Ok(fhir_json(StatusCode::OK, &json!({"resourceType": "Bundle", "type": "transaction-response", "entry": entry})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_names_only() {
+        for ok in ["127.0.0.1:8080", "localhost:1", "[::1]:9", "127.0.0.1", "localhost"] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in ["evil.example:8080", "10.0.0.1:80", "", "localhost.evil.com", "127.0.0.1.evil.com:80"] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn queries_decode() {
+        let p = query_pairs(Some("code=http%3A%2F%2Floinc.org%7C4548-4&_count=2&patient=Patient/ab&x"));
+        assert_eq!(p[0], ("code".into(), "http://loinc.org|4548-4".into()));
+        assert_eq!(p[1], ("_count".into(), "2".into()));
+        assert_eq!(p[3], ("x".into(), "".into()));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("a+b%20c"), "a b c");
+    }
+
+    #[test]
+    fn http_dates() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(httpdate(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+
+    #[test]
+    fn etags() {
+        let mut h = HeaderMap::new();
+        assert_eq!(if_match(&h).unwrap(), None);
+        h.insert(header::IF_MATCH, HeaderValue::from_static("W/\"3\""));
+        assert_eq!(if_match(&h).unwrap(), Some(3));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("nonsense"));
+        assert_eq!(if_match(&h).unwrap_err().status, 400);
+    }
+}

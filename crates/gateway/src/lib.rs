@@ -1,0 +1,20 @@
+//! The client-side FHIR R4 gateway (`medledger gateway`) and bulk import (`medledger import`).
+//!
+//! Both run on the member's machine and use the SDK, so validators only ever see ciphertext,
+//! wrapped keys and signed transactions:
+//! - [`fhir`]: R4 vocabulary (validation with fhirkit, OperationOutcome, CapabilityStatement,
+//!   references and the patient a resource belongs to);
+//! - [`plan`]: a Bundle or a file planned before anything is written (ids, patients, references);
+//! - [`service`]: create, read, update, search, `$everything` and transaction as one member;
+//! - [`cache`]: the encrypted-at-rest local copy that searches use;
+//! - [`http`]: the FHIR REST surface (axum) on a loopback address;
+//! - [`import`]: NDJSON and Bundle files loaded in parallel, resumable, with custody enrolment.
+
+pub mod cache;
+pub mod fhir;
+pub mod http;
+pub mod import;
+pub mod plan;
+pub mod service;
+
+pub use service::{Gateway, Search, Stored};

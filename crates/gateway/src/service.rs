@@ -1,0 +1,557 @@
+//! What the gateway does for a FHIR client, as one member: create, read, update, search and
+//! transaction, each through the SDK (validate, encrypt, register; audit before every read).
+//!
+//! Ids: a resource's FHIR id is its record id (32 hex digits, a random pseudonym already on the
+//! ledger), except a Patient's, which is the patient's member id, so `Patient/ID` in a
+//! reference names the chart itself. No type, code, name or date leaves this process in the
+//! clear: the ledger sees record ids, digests and envelopes; metadata is encrypted in the sidecar.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use medledger_ledger::state::RecordEntry;
+use medledger_ledger::{RecordAccess, TxKind};
+use medledger_sdk::{Committed, Contact, Custody, Identity, RecordMetadata, SdkError, Session};
+use medledger_types::{MemberId, PurposeOfUse, RecordId, Role, Timestamp};
+use serde_json::{Map, Value, json};
+
+use crate::cache::{Cache, Cached};
+use crate::fhir::{self, FhirError};
+use crate::plan::Planned;
+
+pub type FhirResult<T> = std::result::Result<T, FhirError>;
+
+/// Ciphertext uploads in flight at once.
+const UPLOADS_IN_FLIGHT: usize = 16;
+/// Most charts a search without `patient` looks through (those this gateway has seen).
+pub const SEARCH_CHARTS_MAX: usize = 1000;
+
+/// A resource as the gateway returns it, with its version and ledger time.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub resource: Map<String, Value>,
+    pub version: u32,
+    pub updated: Timestamp,
+}
+
+impl Stored {
+    pub fn resource_type(&self) -> &str {
+        fhir::resource_type(&self.resource)
+    }
+    pub fn id(&self) -> &str {
+        self.resource.get("id").and_then(Value::as_str).unwrap_or_default()
+    }
+}
+
+/// One search: the type (None for `$everything`), the patients, and the filters.
+#[derive(Clone, Debug, Default)]
+pub struct Search {
+    pub resource_type: Option<String>,
+    pub patient: Option<MemberId>,
+    pub ids: Vec<String>,
+    /// `code` tokens: `system|code`, `code`, or `system|`.
+    pub codes: Vec<String>,
+}
+
+pub struct Gateway {
+    pub session: Session,
+    pub me: Identity,
+    /// An admin of the member's organisation, when the gateway may enrol patients in its custody.
+    pub custodian: Option<Identity>,
+    pub cache: Cache,
+    pub purpose: PurposeOfUse,
+}
+
+pub fn rfc3339(t: Timestamp) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.get())).to_string()
+}
+
+/// `Patient/ID` or `ID` (a member id) to the member.
+pub fn patient_param(value: &str) -> FhirResult<MemberId> {
+    let id = value.strip_prefix("Patient/").unwrap_or(value);
+    id.parse().map_err(|_| FhirError::not_found("no such patient (patient ids are 32 hex digits)"))
+}
+
+/// Whether a resource carries any coding matching a `code` search token.
+pub fn matches_code(resource: &Map<String, Value>, token: &str) -> bool {
+    let (system, code) = match token.split_once('|') {
+        Some((s, c)) => (Some(s), c),
+        None => (None, token),
+    };
+    let codings = resource.get("code").and_then(|c| c.get("coding")).and_then(Value::as_array);
+    codings.into_iter().flatten().any(|coding| {
+        let sys_ok = system.is_none_or(|s| coding.get("system").and_then(Value::as_str).unwrap_or_default() == s);
+        let code_ok = code.is_empty() || coding.get("code").and_then(Value::as_str) == Some(code);
+        sys_ok && code_ok
+    })
+}
+
+fn parse_json(text: &str) -> FhirResult<Map<String, Value>> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(FhirError::new(502, "exception", "a stored record is not a FHIR resource")),
+    }
+}
+
+impl Gateway {
+    /// The chart a new resource goes to: its patient reference, or the member's own chart.
+    async fn chart_of(&self, resource: &Map<String, Value>) -> FhirResult<Contact> {
+        match fhir::patient_reference(resource) {
+            Some(reference) => {
+                let (_, id) = fhir::reference_target(&reference)
+                    .ok_or_else(|| FhirError::unprocessable("the patient reference must be Patient/ID"))?;
+                let member: MemberId = id
+                    .parse()
+                    .map_err(|_| FhirError::unprocessable("the patient reference names no patient of this network"))?;
+                let contact = self.session.contact_of(&member).await.map_err(|e| match e {
+                    SdkError::NotFound(_) => {
+                        FhirError::unprocessable("the patient reference names no enrolled patient")
+                    }
+                    e => e.into(),
+                })?;
+                if contact.role != Role::Patient {
+                    return Err(FhirError::unprocessable("the patient reference names a member who is not a patient"));
+                }
+                Ok(contact)
+            }
+            None if self.me.role == Role::Patient => Ok(self.me.contact()),
+            None => Err(FhirError::unprocessable(
+                "the resource names no patient (subject or patient: Patient/ID); records belong to a patient's chart",
+            )),
+        }
+    }
+
+    /// Encrypts and registers one resource as version `version` of `record` in `chart`.
+    async fn write(
+        &self,
+        chart: &MemberId,
+        record: RecordId,
+        version: u32,
+        resource: &mut Map<String, Value>,
+    ) -> FhirResult<Stored> {
+        set_meta(resource, version);
+        let text = serde_json::to_string(resource).map_err(|_| FhirError::invalid("resource does not serialize"))?;
+        let metadata = medledger_sdk::describe(text.as_bytes())?;
+        let committed = if version == 1 {
+            let chart_entry = self.session.client.chart(chart).await?;
+            let sealed = self.session.seal_record(&self.me, &chart_entry, record, 1, text.as_bytes(), &metadata)?;
+            self.session.client.put_blob(&self.me, &sealed.digest, sealed.ciphertext).await?;
+            self.session.transact(&self.me, sealed.kind, Some(sealed.sidecar)).await?
+        } else {
+            self.session.append_version(&self.me, record, Some(version - 1), text.as_bytes()).await?
+        };
+        self.remember(record, *chart, version, resource, &text);
+        Ok(Stored { resource: resource.clone(), version, updated: committed.time })
+    }
+
+    fn remember(&self, record: RecordId, patient: MemberId, version: u32, resource: &Map<String, Value>, text: &str) {
+        self.cache.put(Cached {
+            record,
+            patient,
+            version,
+            resource_type: fhir::resource_type(resource).to_string(),
+            resource: text.to_string(),
+        });
+    }
+
+    /// `POST /{type}`.
+    pub async fn create(&self, kind: &str, mut resource: Map<String, Value>) -> FhirResult<Stored> {
+        if fhir::resource_type(&resource) != kind {
+            return Err(FhirError::invalid("resourceType does not match the URL"));
+        }
+        let record = RecordId::new(medledger_crypto::random_bytes());
+        if kind == "Patient" {
+            let patient = self.new_patient_chart().await?;
+            resource.insert("id".into(), Value::String(patient.to_hex()));
+            return self.write(&patient, record, 1, &mut resource).await;
+        }
+        let chart = self.chart_of(&resource).await?;
+        resource.insert("id".into(), Value::String(record.to_hex()));
+        self.write(&chart.member, record, 1, &mut resource).await
+    }
+
+    /// The chart a new Patient resource describes: the member's own (a patient), or a patient
+    /// newly enrolled in the organisation's custody with this clinician's treatment grant.
+    async fn new_patient_chart(&self) -> FhirResult<MemberId> {
+        let mut charts = self.new_patient_charts(1).await?;
+        charts.pop().ok_or_else(|| FhirError::new(500, "exception", "enrolment returned nothing"))
+    }
+
+    async fn new_patient_charts(&self, count: usize) -> FhirResult<Vec<MemberId>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        if self.me.role == Role::Patient {
+            if count > 1 || self.cache.patient_resource(&self.me.member).is_some() {
+                return Err(FhirError::new(409, "duplicate", "this chart already has a Patient resource; update it"));
+            }
+            return Ok(vec![self.me.member]);
+        }
+        let Some(admin) = &self.custodian else {
+            return Err(FhirError::unprocessable(
+                "patients are enrolled by their organisation: start the gateway with --custodian ADMIN, or enrol \
+                 them with `medledger id create`",
+            ));
+        };
+        if self.me.role != Role::Doctor {
+            return Err(FhirError::forbidden("only a doctor enrols patients in custody (with a treatment grant)"));
+        }
+        let custody = Custody::open(&self.session.home, admin)?;
+        let patients = self.session.enroll_custodial(admin, &custody, &self.me.contact(), count).await?;
+        Ok(patients.into_iter().map(|p| p.member).collect())
+    }
+
+    /// The record and ledger entry behind `Type/id`.
+    async fn locate(&self, kind: &str, id: &str) -> FhirResult<RecordEntry> {
+        if !fhir::is_resource_type(kind) {
+            return Err(FhirError::not_found("unknown resource type"));
+        }
+        if kind == "Patient" {
+            let patient = patient_param(id)?;
+            if let Some(cached) = self.cache.patient_resource(&patient) {
+                return Ok(self.session.client.record(&cached.record).await?);
+            }
+            // Not seen yet: read the chart until its Patient resource shows up.
+            let contact =
+                self.session.contact_of(&patient).await.map_err(|_| FhirError::not_found("no such patient"))?;
+            let entries = self.session.list(&self.me, &contact).await?;
+            let unseen: Vec<RecordEntry> = entries
+                .into_iter()
+                .filter(|e| self.cache.get(&e.record).is_none_or(|c| c.version != e.version))
+                .collect();
+            self.read_entries(&unseen).await?;
+            let cached = self
+                .cache
+                .patient_resource(&patient)
+                .ok_or_else(|| FhirError::not_found("no Patient resource in this chart"))?;
+            return Ok(self.session.client.record(&cached.record).await?);
+        }
+        let record: RecordId = id.parse().map_err(|_| FhirError::not_found("no such resource"))?;
+        self.session.client.record(&record).await.map_err(|e| match e {
+            SdkError::NotFound(_) => FhirError::not_found("no such resource"),
+            e => e.into(),
+        })
+    }
+
+    /// `GET /{type}/{id}`: an audited access on the ledger, then decrypt.
+    pub async fn read(&self, kind: &str, id: &str) -> FhirResult<Stored> {
+        let entry = self.locate(kind, id).await?;
+        let found = self.read_entries(std::slice::from_ref(&entry)).await?;
+        let stored = found.into_iter().next().ok_or_else(|| FhirError::not_found("no such resource"))??;
+        if stored.resource_type() != kind {
+            return Err(FhirError::not_found("no such resource"));
+        }
+        Ok(stored)
+    }
+
+    /// Reads ledger entries: one batch of audited accesses; the allowed ones come from the cache
+    /// when it holds that version, otherwise they are fetched and decrypted. Denied ones are
+    /// evicted from the cache.
+    async fn read_entries(&self, entries: &[RecordEntry]) -> FhirResult<Vec<FhirResult<Stored>>> {
+        let accesses = entries
+            .iter()
+            .map(|e| {
+                let kind =
+                    TxKind::RecordAccess(RecordAccess { record: e.record, version: e.version, purpose: self.purpose });
+                (&self.me, kind, None)
+            })
+            .collect();
+        let committed = self.session.transact_batch(accesses).await?;
+        let opens: Vec<_> =
+            entries.iter().zip(committed).map(|(entry, access)| self.open_or_evict(entry, access)).collect();
+        use futures::StreamExt;
+        Ok(futures::stream::iter(opens).buffered(8).collect().await)
+    }
+
+    async fn open_or_evict(&self, entry: &RecordEntry, access: medledger_sdk::Result<Committed>) -> FhirResult<Stored> {
+        match access {
+            Ok(access) => self.open(entry, access).await,
+            Err(e) => {
+                if matches!(e, SdkError::Denied(_)) {
+                    self.cache.remove(&entry.record);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn open(&self, entry: &RecordEntry, access: Committed) -> FhirResult<Stored> {
+        let cached = self.cache.get(&entry.record).filter(|c| c.version == entry.version);
+        let text = match cached {
+            Some(c) => c.resource.clone(),
+            None => {
+                let opened = self.session.open_access(&self.me, entry.record, access).await?;
+                let text = String::from_utf8(opened.plaintext.to_vec())
+                    .map_err(|_| FhirError::new(415, "not-supported", "this record is not a FHIR resource"))?;
+                if opened.metadata.as_ref().and_then(|m: &RecordMetadata| m.resource_type.as_ref()).is_none() {
+                    return Err(FhirError::new(415, "not-supported", "this record is not a FHIR resource"));
+                }
+                let resource = parse_json(&text)?;
+                self.remember(entry.record, entry.patient, entry.version, &resource, &text);
+                text
+            }
+        };
+        let mut resource = parse_json(&text)?;
+        set_meta(&mut resource, entry.version);
+        if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.insert("lastUpdated".into(), Value::String(rfc3339(entry.created_at)));
+        }
+        Ok(Stored { resource, version: entry.version, updated: entry.created_at })
+    }
+
+    /// `PUT /{type}/{id}`: the next version (If-Match checked against the ledger's version).
+    pub async fn update(
+        &self,
+        kind: &str,
+        id: &str,
+        mut resource: Map<String, Value>,
+        if_match: Option<u32>,
+    ) -> FhirResult<Stored> {
+        if fhir::resource_type(&resource) != kind {
+            return Err(FhirError::invalid("resourceType does not match the URL"));
+        }
+        if resource.get("id").and_then(Value::as_str) != Some(id) {
+            return Err(FhirError::invalid("the resource's id must equal the id in the URL"));
+        }
+        let entry = match self.locate(kind, id).await {
+            Err(e) if e.status == 404 => {
+                return Err(FhirError::new(405, "not-supported", "update as create is not supported: POST to create"));
+            }
+            other => other?,
+        };
+        if let Some(expected) = if_match
+            && expected != entry.version
+        {
+            return Err(FhirError::new(412, "conflict", format!("the resource is at version {}", entry.version)));
+        }
+        // The stored type must match too (reading it is an audited access, as any update needs).
+        let current = self.read_entries(std::slice::from_ref(&entry)).await?.pop();
+        match current {
+            Some(Ok(s)) if s.resource_type() == kind => {}
+            Some(Err(e)) => return Err(e),
+            _ => return Err(FhirError::not_found("no such resource")),
+        }
+        if kind != "Patient" {
+            let chart = self.chart_of(&resource).await?;
+            if chart.member != entry.patient {
+                return Err(FhirError::unprocessable("a record cannot move to another patient's chart"));
+            }
+        }
+        let version = entry.version.checked_add(1).ok_or_else(|| FhirError::unprocessable("too many versions"))?;
+        let patient = entry.patient;
+        self.write(&patient, entry.record, version, &mut resource).await.map_err(|e| {
+            if e.status == 409 { FhirError::new(412, "conflict", "another version was written first") } else { e }
+        })
+    }
+
+    /// `GET /{type}?...` and `GET /Patient/{id}/$everything`: the patients' record lists from the
+    /// ledger; records whose cached type cannot match are skipped, the rest read (audited).
+    pub async fn search(&self, search: &Search) -> FhirResult<Vec<Stored>> {
+        let patients = match search.patient {
+            Some(p) => vec![p],
+            None => self.cache.patients().into_iter().take(SEARCH_CHARTS_MAX).collect(),
+        };
+        let mut candidates = Vec::new();
+        for patient in patients {
+            let contact = match self.session.contact_of(&patient).await {
+                Ok(c) => c,
+                Err(SdkError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let entries = match self.session.list(&self.me, &contact).await {
+                Ok(entries) => entries,
+                // A chart this member may no longer list: nothing to show from it.
+                Err(SdkError::Denied(_)) if search.patient.is_none() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let cached = self.cache.get(&entry.record).filter(|c| c.version == entry.version);
+                let type_may_match = match (&cached, &search.resource_type) {
+                    (Some(c), Some(t)) => c.resource_type == *t,
+                    _ => true,
+                };
+                let id_may_match = search.ids.is_empty()
+                    || search.ids.iter().any(|id| *id == entry.record.to_hex() || *id == entry.patient.to_hex());
+                if type_may_match && id_may_match {
+                    candidates.push(entry);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for read in self.read_entries(&candidates).await? {
+            let stored = match read {
+                Ok(s) => s,
+                Err(e) if e.status == 403 || e.status == 415 => continue,
+                Err(e) => return Err(e),
+            };
+            let type_ok = search.resource_type.as_deref().is_none_or(|t| stored.resource_type() == t);
+            let id_ok = search.ids.is_empty() || search.ids.iter().any(|id| id == stored.id());
+            let code_ok = search.codes.is_empty() || search.codes.iter().any(|c| matches_code(&stored.resource, c));
+            if type_ok && id_ok && code_ok {
+                out.push(stored);
+            }
+        }
+        out.sort_by(|a, b| (a.resource_type(), a.id()).cmp(&(b.resource_type(), b.id())));
+        Ok(out)
+    }
+
+    /// `POST /` with a transaction Bundle: every entry checked and planned before anything is
+    /// written (bad input changes nothing); then each entry is a record, written in one batch.
+    pub async fn transaction(&self, bundle: Map<String, Value>) -> FhirResult<Vec<(Stored, &'static str)>> {
+        if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
+            return Err(FhirError::invalid("POST / takes a Bundle of type transaction"));
+        }
+        let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+        if entries.len() > fhir::BUNDLE_ENTRIES_MAX {
+            return Err(FhirError::new(413, "too-costly", format!("at most {} entries", fhir::BUNDLE_ENTRIES_MAX)));
+        }
+        let mut items = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let method = entry.get("request").and_then(|r| r.get("method")).and_then(Value::as_str);
+            if method != Some("POST") {
+                return Err(FhirError::not_supported(format!("entry {i}: only POST entries are supported")));
+            }
+            let Some(Value::Object(resource)) = entry.get("resource") else {
+                return Err(FhirError::invalid(format!("entry {i} has no resource")));
+            };
+            let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_string);
+            items.push(crate::plan::Item { full_url, resource: resource.clone() });
+        }
+        crate::plan::check_items(&items)?;
+        let plan = crate::plan::Plan::new(items, |_| None)?;
+        if !plan.unresolved_patients.is_empty() {
+            return Err(FhirError::unprocessable(
+                "an entry references a patient who is neither in the Bundle nor enrolled on this network",
+            ));
+        }
+        // New patients (Patient entries) are enrolled first; they need a custodian or are me.
+        let mut members = HashMap::new();
+        for (key, member) in plan.new_patients.iter().zip(self.new_patient_charts(plan.new_patients.len()).await?) {
+            members.insert(key.clone(), member);
+        }
+        let existing: HashSet<MemberId> = plan.existing_patients.iter().copied().collect();
+        for member in &existing {
+            let contact = self.session.contact_of(member).await.map_err(|_| {
+                FhirError::unprocessable("an entry references a patient who is not enrolled on this network")
+            })?;
+            if contact.role != Role::Patient {
+                return Err(FhirError::unprocessable(
+                    "an entry's patient reference names a member who is not a patient",
+                ));
+            }
+        }
+        let (planned, skipped) = plan.resolve(&members, |_| RecordId::new(medledger_crypto::random_bytes()))?;
+        if let Some((i, why)) = skipped.first() {
+            return Err(FhirError::unprocessable(format!("entry {i} {why}")));
+        }
+        let mut out = Vec::with_capacity(planned.len());
+        for written in self.write_many(planned).await? {
+            let stored = written?.ok_or_else(|| FhirError::new(500, "exception", "record id collision"))?;
+            out.push((stored, "201 Created"));
+        }
+        Ok(out)
+    }
+
+    async fn upload(&self, sealed: &mut FhirResult<medledger_sdk::Sealed>) -> FhirResult<()> {
+        match sealed {
+            Ok(s) => {
+                let ciphertext = std::mem::take(&mut s.ciphertext);
+                Ok(self.session.client.put_blob(&self.me, &s.digest, ciphertext).await?)
+            }
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Writes planned resources as version 1 of their records in one batch: sealed here on
+    /// every core, ciphertexts uploaded a few at a time, registrations submitted together and
+    /// awaited. One result per resource, in order. A record that already exists (an import
+    /// resumed with the same derived ids) comes back as `Ok(None)`.
+    pub async fn write_many(&self, planned: Vec<Planned>) -> FhirResult<Vec<FhirResult<Option<Stored>>>> {
+        use futures::StreamExt;
+        let mut charts = HashMap::new();
+        for p in &planned {
+            if !charts.contains_key(&p.patient) {
+                charts.insert(p.patient, self.session.client.chart(&p.patient).await?);
+            }
+        }
+        let mut planned = planned;
+        let texts: Vec<String> = planned
+            .iter_mut()
+            .map(|p| {
+                set_meta(&mut p.resource, 1);
+                serde_json::to_string(&p.resource).unwrap_or_default()
+            })
+            .collect();
+        let seal = |range: std::ops::Range<usize>| -> Vec<FhirResult<medledger_sdk::Sealed>> {
+            range
+                .map(|i| {
+                    let metadata = medledger_sdk::describe(texts[i].as_bytes())?;
+                    let chart = &charts[&planned[i].patient];
+                    Ok(self.session.seal_record(
+                        &self.me,
+                        chart,
+                        planned[i].record,
+                        1,
+                        texts[i].as_bytes(),
+                        &metadata,
+                    )?)
+                })
+                .collect()
+        };
+        let n = planned.len();
+        let mut sealed = tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let half = n / 2;
+                let second = scope.spawn(move || seal(half..n));
+                let mut first = seal(0..half);
+                first.extend(second.join().unwrap_or_default());
+                first
+            })
+        });
+        if sealed.len() != n {
+            return Err(FhirError::new(500, "exception", "sealing failed"));
+        }
+        let uploads: Vec<_> = sealed.iter_mut().map(|s| self.upload(s)).collect();
+        let uploaded: Vec<FhirResult<()>> = futures::stream::iter(uploads).buffered(UPLOADS_IN_FLIGHT).collect().await;
+        let mut results: Vec<Option<FhirResult<Option<Stored>>>> = (0..n).map(|_| None).collect();
+        let mut batch = Vec::new();
+        let mut positions = Vec::new();
+        for (i, (s, up)) in sealed.into_iter().zip(uploaded).enumerate() {
+            match (s, up) {
+                (Ok(s), Ok(())) => {
+                    batch.push((&self.me, s.kind, Some(s.sidecar)));
+                    positions.push(i);
+                }
+                (Err(e), _) | (_, Err(e)) => results[i] = Some(Err(e)),
+            }
+        }
+        let committed = self.session.transact_batch(batch).await?;
+        for (i, c) in positions.into_iter().zip(committed) {
+            let p = &planned[i];
+            results[i] = Some(match c {
+                Ok(c) => {
+                    self.remember(p.record, p.patient, 1, &p.resource, &texts[i]);
+                    Ok(Some(Stored { resource: p.resource.clone(), version: 1, updated: c.time }))
+                }
+                Err(SdkError::Usage(m)) if m.contains(medledger_ledger::Rejection::RecordExists.as_str()) => Ok(None),
+                Err(e) => Err(e.into()),
+            });
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(FhirError::new(500, "exception", "lost")))).collect())
+    }
+}
+
+/// Sets `meta.versionId` (and drops a client's `lastUpdated`: the ledger's time is the truth).
+fn set_meta(resource: &mut Map<String, Value>, version: u32) {
+    let meta = resource.entry("meta").or_insert_with(|| json!({}));
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    if let Some(meta) = meta.as_object_mut() {
+        meta.insert("versionId".into(), Value::String(version.to_string()));
+        meta.remove("lastUpdated");
+    }
+}
+
+pub type Shared = Arc<Gateway>;
