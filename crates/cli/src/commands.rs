@@ -107,7 +107,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             }
         }
         Command::Record(RecordCommand::Put { as_, patient, file }) => {
-            let patient = home.resolve(&patient)?;
+            let patient = rt.block_on(session.resolve(&patient))?;
             let me = load(home, &as_)?;
             let meta = std::fs::metadata(&file).map_err(|e| SdkError::Usage(format!("{}: {e}", file.display())))?;
             if meta.len() > medledger_sdk::RECORD_PLAINTEXT_MAX as u64 {
@@ -155,16 +155,13 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             }
         }
         Command::Record(RecordCommand::List { as_, patient }) => {
-            let patient = match patient {
-                Some(p) => home.resolve(&p)?,
-                None => home.resolve(&as_)?,
-            };
+            let patient = rt.block_on(session.resolve(patient.as_deref().unwrap_or(&as_)))?;
             let me = load(home, &as_)?;
             let records = rt.block_on(session.list(&me, &patient))?;
             print_records(home, &records, json);
         }
         Command::Grant(args) => {
-            let to = home.resolve(&args.to)?;
+            let to = rt.block_on(session.resolve(&args.to))?;
             let scope = scope(args.record.as_deref(), args.all)?;
             let expires = args.expires.as_deref().map(parse_expiry).transpose()?;
             let me = load(home, &args.as_)?;
@@ -172,14 +169,14 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             report(json, "granted", &c);
         }
         Command::Revoke(args) => {
-            let from = home.resolve(&args.from)?;
+            let from = rt.block_on(session.resolve(&args.from))?;
             let scope = scope(args.record.as_deref(), args.all)?;
             let me = load(home, &args.as_)?;
             let c = rt.block_on(session.revoke(&me, &from, scope))?;
             report(json, "revoked", &c);
         }
         Command::Audit { as_, patient } => {
-            let patient: Contact = home.resolve(&patient)?;
+            let patient: Contact = rt.block_on(session.resolve(&patient))?;
             let me = load(home, &as_)?;
             let events = rt.block_on(session.audit(&me, &patient))?;
             print_audit(home, &events, json);
@@ -209,7 +206,9 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                 }
             }
         }
-        Command::Backup { .. } | Command::Restore { .. } => unreachable!("handled in main"),
+        Command::Backup { .. } | Command::Restore { .. } | Command::Gateway { .. } | Command::Import { .. } => {
+            unreachable!("handled in main")
+        }
         Command::Init(_)
         | Command::Up { .. }
         | Command::Node { .. }

@@ -3,6 +3,7 @@
 //! Errors are one line on stderr and never carry patient data.
 
 mod commands;
+mod fhir;
 mod network;
 
 use std::path::PathBuf;
@@ -85,6 +86,33 @@ enum Command {
     },
     /// Show the network's height and state root.
     Status,
+    /// Serve FHIR R4 REST on a loopback address as USER: resources are validated, encrypted and
+    /// registered here; every read is an audited access first.
+    Gateway {
+        #[arg(long = "as")]
+        as_: String,
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// An admin of your organisation, to enrol new patients (POST /Patient) in its custody
+        /// (default: ORG-admin when its keys are in this home).
+        #[arg(long)]
+        custodian: Option<String>,
+        /// HL7 PurposeOfUse of the reads made for applications.
+        #[arg(long, default_value = "TREAT")]
+        purpose: String,
+    },
+    /// Import FHIR R4 files (NDJSON, Bundles, single resources; a file or a folder) as USER (a
+    /// doctor); patients not enrolled yet are enrolled in your organisation's custody with your
+    /// treatment grant. Resumable: run it again after an interruption.
+    Import {
+        #[arg(long = "as")]
+        as_: String,
+        /// An admin of your organisation (default: ORG-admin when its keys are in this home).
+        #[arg(long)]
+        custodian: Option<String>,
+        input: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -199,6 +227,10 @@ fn main() {
         Command::Verify { dir } => network::verify(dir, &home, cli.json),
         Command::Backup { dir, validator, to } => network::backup(&dir, validator, &to),
         Command::Restore { dir, validator, from } => network::restore(&dir, validator, &from),
+        Command::Gateway { as_, listen, custodian, purpose } => {
+            fhir::gateway(&home, cli.node, &as_, &listen, custodian, &purpose)
+        }
+        Command::Import { as_, custodian, input } => fhir::import(&home, cli.node, &as_, custodian, &input, cli.json),
         command => commands::run(command, &home, cli.node, cli.json),
     };
     if let Err(e) = result {

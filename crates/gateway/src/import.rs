@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use medledger_crypto::local::LocalKey;
-use medledger_sdk::{Custody, Identity, SdkError};
+use medledger_sdk::{Custody, SdkError};
 use medledger_types::{MemberId, RecordId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -186,15 +186,16 @@ fn read_items(path: &Path, bytes: &[u8], label: &str, summary: &mut Summary) -> 
     items
 }
 
-/// Imports `input` as the gateway's member (a doctor), enrolling unknown patients in `admin`'s
-/// organisation's custody. `progress` is told the bytes done and the resources written.
+/// Imports `input` as the gateway's member (a doctor), enrolling unknown patients in the
+/// custody of the gateway's custodian's organisation. `progress` is told the bytes done and the
+/// resources written.
 pub async fn import(
     gateway: &Gateway,
-    admin: &Identity,
     input: &Path,
     mut progress: impl FnMut(u64, &Summary),
 ) -> Result<Summary, SdkError> {
     let started = Instant::now();
+    let admin = gateway.custodian.as_ref().ok_or_else(|| SdkError::Usage("importing needs a custodian".into()))?;
     let files = files_of(input)?;
     let mut journal = JournalFile::open(gateway, input)?;
     let custody = Custody::open(&gateway.session.home, admin)?;

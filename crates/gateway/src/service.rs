@@ -7,14 +7,13 @@
 //! clear: the ledger sees record ids, digests and envelopes; metadata is encrypted in the sidecar.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use medledger_ledger::state::RecordEntry;
 use medledger_ledger::{RecordAccess, TxKind};
 use medledger_sdk::{Committed, Contact, Custody, Identity, RecordMetadata, SdkError, Session};
 use medledger_types::{MemberId, PurposeOfUse, RecordId, Role, Timestamp};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::cache::{Cache, Cached};
 use crate::fhir::{self, FhirError};
@@ -142,7 +141,9 @@ impl Gateway {
             self.session.append_version(&self.me, record, Some(version - 1), text.as_bytes()).await?
         };
         self.remember(record, *chart, version, resource, &text);
-        Ok(Stored { resource: resource.clone(), version, updated: committed.time })
+        let mut returned = resource.clone();
+        set_last_updated(&mut returned, committed.time);
+        Ok(Stored { resource: returned, version, updated: committed.time })
     }
 
     fn remember(&self, record: RecordId, patient: MemberId, version: u32, resource: &Map<String, Value>, text: &str) {
@@ -294,9 +295,7 @@ impl Gateway {
         };
         let mut resource = parse_json(&text)?;
         set_meta(&mut resource, entry.version);
-        if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
-            meta.insert("lastUpdated".into(), Value::String(rfc3339(entry.created_at)));
-        }
+        set_last_updated(&mut resource, entry.created_at);
         Ok(Stored { resource, version: entry.version, updated: entry.created_at })
     }
 
@@ -532,7 +531,9 @@ impl Gateway {
             results[i] = Some(match c {
                 Ok(c) => {
                     self.remember(p.record, p.patient, 1, &p.resource, &texts[i]);
-                    Ok(Some(Stored { resource: p.resource.clone(), version: 1, updated: c.time }))
+                    let mut returned = p.resource.clone();
+                    set_last_updated(&mut returned, c.time);
+                    Ok(Some(Stored { resource: returned, version: 1, updated: c.time }))
                 }
                 Err(SdkError::Usage(m)) if m.contains(medledger_ledger::Rejection::RecordExists.as_str()) => Ok(None),
                 Err(e) => Err(e.into()),
@@ -543,15 +544,28 @@ impl Gateway {
 }
 
 /// Sets `meta.versionId` (and drops a client's `lastUpdated`: the ledger's time is the truth).
+/// Also puts `resourceType`, `id` and `meta` first, as FHIR servers write them.
 fn set_meta(resource: &mut Map<String, Value>, version: u32) {
-    let meta = resource.entry("meta").or_insert_with(|| json!({}));
-    if !meta.is_object() {
-        *meta = json!({});
+    let mut meta = match resource.shift_remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.remove("lastUpdated");
+    let mut ordered = Map::with_capacity(resource.len() + 1);
+    for key in ["resourceType", "id"] {
+        if let Some(v) = resource.shift_remove(key) {
+            ordered.insert(key.into(), v);
+        }
     }
-    if let Some(meta) = meta.as_object_mut() {
-        meta.insert("versionId".into(), Value::String(version.to_string()));
-        meta.remove("lastUpdated");
-    }
+    ordered.insert("meta".into(), Value::Object(meta));
+    ordered.append(resource);
+    *resource = ordered;
 }
 
-pub type Shared = Arc<Gateway>;
+/// The ledger's time of the version, on a resource being returned.
+fn set_last_updated(resource: &mut Map<String, Value>, time: Timestamp) {
+    if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.insert("lastUpdated".into(), Value::String(rfc3339(time)));
+    }
+}

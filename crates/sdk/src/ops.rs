@@ -421,6 +421,18 @@ impl Session {
         Ok(results)
     }
 
+    /// A local alias, or a member id (32 hex digits, e.g. a patient enrolled in custody by an
+    /// import), to a contact.
+    pub async fn resolve(&self, name: &str) -> Result<Contact> {
+        match self.home.resolve(name) {
+            Ok(contact) => Ok(contact),
+            Err(e) => match name.parse::<MemberId>() {
+                Ok(member) => self.contact_of(&member).await,
+                Err(_) => Err(e),
+            },
+        }
+    }
+
     /// Whom a member id names, from the ledger (role and organisation).
     pub async fn contact_of(&self, member: &MemberId) -> Result<Contact> {
         let entry = self.client.member(member).await?;
