@@ -107,6 +107,7 @@ pub fn import(
     as_: &str,
     custodian_name: Option<String>,
     input: &PathBuf,
+    batch: usize,
     json: bool,
 ) -> Result<()> {
     let gateway = open_gateway(home_dir, node, as_, custodian_name, "TREAT", true)?;
@@ -121,7 +122,7 @@ pub fn import(
         bar.set_style(style);
     }
     let rt = runtime()?;
-    let summary = rt.block_on(import::import(&gateway, input, |done, s| {
+    let summary = rt.block_on(import::import(&gateway, input, batch, |done, s| {
         bar.set_position(done);
         let rate = if s.seconds > 0.0 { s.resources_written as f64 / s.seconds } else { 0.0 };
         bar.set_message(format!("{} resources, {rate:.0}/s", s.resources_written));

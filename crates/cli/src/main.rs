@@ -111,6 +111,9 @@ enum Command {
         /// An admin of your organisation (default: ORG-admin when its keys are in this home).
         #[arg(long)]
         custodian: Option<String>,
+        /// Resources planned, sealed and registered together (files are never split).
+        #[arg(long, default_value_t = medledger_gateway::import::BATCH_DEFAULT)]
+        batch: usize,
         input: PathBuf,
     },
 }
@@ -230,7 +233,9 @@ fn main() {
         Command::Gateway { as_, listen, custodian, purpose } => {
             fhir::gateway(&home, cli.node, &as_, &listen, custodian, &purpose)
         }
-        Command::Import { as_, custodian, input } => fhir::import(&home, cli.node, &as_, custodian, &input, cli.json),
+        Command::Import { as_, custodian, batch, input } => {
+            fhir::import(&home, cli.node, &as_, custodian, &input, batch, cli.json)
+        }
         command => commands::run(command, &home, cli.node, cli.json),
     };
     if let Err(e) = result {

@@ -28,8 +28,10 @@ use crate::service::Gateway;
 pub const FILE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Most files under one folder.
 pub const FILES_MAX: usize = 100_000;
-/// Resources planned and written together.
-pub const GROUP_RESOURCES: usize = 2_000;
+/// Resources planned and written together, by default (`--batch`).
+pub const BATCH_DEFAULT: usize = 2_000;
+/// Largest batch.
+pub const BATCH_MAX: usize = 20_000;
 /// Invalid entries listed in the summary (all are counted).
 const INVALID_LISTED_MAX: usize = 1_000;
 
@@ -192,8 +194,12 @@ fn read_items(path: &Path, bytes: &[u8], label: &str, summary: &mut Summary) -> 
 pub async fn import(
     gateway: &Gateway,
     input: &Path,
+    batch: usize,
     mut progress: impl FnMut(u64, &Summary),
 ) -> Result<Summary, SdkError> {
+    if batch == 0 || batch > BATCH_MAX {
+        return Err(SdkError::Usage(format!("--batch takes 1 to {BATCH_MAX} resources")));
+    }
     let started = Instant::now();
     let admin = gateway.custodian.as_ref().ok_or_else(|| SdkError::Usage("importing needs a custodian".into()))?;
     let files = files_of(input)?;
@@ -205,10 +211,10 @@ pub async fn import(
 
     let mut queue = files.into_iter().peekable();
     while queue.peek().is_some() {
-        // A group: whole files until about GROUP_RESOURCES resources.
+        // A group: whole files until about `batch` resources.
         let mut group: Vec<(String, String, Vec<Item>, u64)> = Vec::new();
         let mut size = 0;
-        while size < GROUP_RESOURCES {
+        while size < batch {
             let Some(path) = queue.next() else { break };
             let label = path.strip_prefix(input).unwrap_or(&path).display().to_string();
             let label = if label.is_empty() { path.display().to_string() } else { label };

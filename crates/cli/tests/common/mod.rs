@@ -322,3 +322,99 @@ pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, String)]) -> (u16
     let body = reply.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
     (status, body)
 }
+
+/// A plain HTTP/1.1 request: status, lower-cased headers and body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let has_host = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
+    let host = if has_host { String::new() } else { format!("Host: {addr}\r\n") };
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\n{host}{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("request");
+    stream.write_all(body).expect("body");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).expect("reply");
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+/// A running `medledger gateway` process, killed on drop.
+pub struct Gateway {
+    pub addr: String,
+    child: Child,
+}
+
+impl Gateway {
+    /// Starts a gateway as `member` (extra args e.g. `--custodian`) and waits for its address.
+    pub fn start(net: &Net, member: &str, extra: &[&str]) -> Gateway {
+        use std::io::{BufRead, BufReader};
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(BIN)
+            .args(["gateway", "--as", member, "--listen", &listen])
+            .args(extra)
+            .env("MEDLEDGER_HOME", &net.home)
+            .env("MEDLEDGER_PASSPHRASE", "correct horse battery staple")
+            .env_remove("MEDLEDGER_NODE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gateway");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("gateway banner");
+        assert!(line.contains(&listen), "gateway did not start: {line:?}");
+        Gateway { addr: listen, child }
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, serde_json::Value) {
+        let (status, _, text) = self.request_full(method, path, &[], body);
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    pub fn request_full(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> (u16, Vec<(String, String)>, String) {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let mut all = vec![("Content-Type", "application/fhir+json")];
+        all.extend_from_slice(headers);
+        http_request(&self.addr, method, path, &all, &bytes)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of header `name` in a [`http_request`] reply.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}

@@ -1,0 +1,237 @@
+//! The FHIR R4 gateway end to end: a validator process, `medledger gateway` processes for a doctor
+//! and a nurse, and a FHIR client that knows nothing of medledger (plain HTTP and JSON).
+
+mod common;
+
+use common::{Gateway, Net, contains, files_under, header};
+use serde_json::{Value, json};
+
+const MARKER: &str = "Zebulon-Quixotic-7731";
+
+fn hex32(v: &Value) -> String {
+    let id = v.as_str().unwrap_or_default().to_string();
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "not a 32-hex id: {v}");
+    id
+}
+
+fn audit(net: &Net, patient: &str) -> Vec<Value> {
+    net.ok(&["--json", "audit", "--as", "audrey", "--patient", patient])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn observation(patient: &str, code: &str, value: f64) -> Value {
+    json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "valueQuantity": {"value": value, "unit": "%"}
+    })
+}
+
+#[test]
+fn a_fhir_client_creates_reads_updates_and_searches_through_the_gateway() {
+    let net = Net::start();
+    net.cast();
+    let admin = net.admin.clone();
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &admin]);
+    let gw = Gateway::start(&net, "drbob", &["--custodian", &admin]);
+
+    // Capabilities.
+    let (status, cs) = gw.request("GET", "/metadata", None);
+    assert_eq!(status, 200);
+    assert_eq!((cs["resourceType"].as_str(), cs["fhirVersion"].as_str()), (Some("CapabilityStatement"), Some("4.0.1")));
+
+    // A new patient: enrolled in org1's custody, with drbob's treatment grant, on the ledger.
+    let patient =
+        json!({"resourceType": "Patient", "name": [{"family": MARKER}], "gender": "female", "birthDate": "1980-02-01"});
+    let (status, headers, body) = gw.request_full("POST", "/Patient", &[], Some(&patient));
+    assert_eq!(status, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let pid = hex32(&created["id"]);
+    assert_eq!(created["meta"]["versionId"], "1");
+    assert!(created["meta"]["lastUpdated"].is_string());
+    assert!(header(&headers, "location").unwrap().ends_with(&format!("/Patient/{pid}/_history/1")));
+    assert_eq!(header(&headers, "etag"), Some("W/\"1\""));
+    let (_, member) = common::http_get(&net.api, &format!("/v1/members/{pid}"));
+    let member: Value = serde_json::from_str(&member).unwrap();
+    assert_eq!((member["role"].as_str(), member["custodial"].as_bool()), (Some("patient"), Some(true)));
+
+    // Create, read back (an audited access), search, $everything.
+    let (status, obs) = gw.request("POST", "/Observation", Some(&observation(&pid, "4548-4", 7.1)));
+    assert_eq!(status, 201, "{obs}");
+    let oid = hex32(&obs["id"]);
+    let reads_before = audit(&net, &pid).iter().filter(|e| e["action"]["type"] == "read").count();
+    let (status, read) = gw.request("GET", &format!("/Observation/{oid}"), None);
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["valueQuantity"]["value"], 7.1);
+    assert_eq!(read["subject"]["reference"], format!("Patient/{pid}"));
+    let trail = audit(&net, &pid);
+    let reads: Vec<&Value> = trail.iter().filter(|e| e["action"]["type"] == "read").collect();
+    assert_eq!(reads.len(), reads_before + 1, "the read is on the ledger");
+    assert_eq!(reads.last().unwrap()["actor_name"], "drbob");
+    let (status, p) = gw.request("GET", &format!("/Patient/{pid}"), None);
+    assert_eq!((status, p["name"][0]["family"].as_str()), (200, Some(MARKER)));
+
+    gw.request("POST", "/Observation", Some(&observation(&pid, "2345-7", 5.4)));
+    let (status, found) =
+        gw.request("GET", &format!("/Observation?patient={pid}&code=http://loinc.org%7C4548-4"), None);
+    assert_eq!(status, 200);
+    assert_eq!((found["type"].as_str(), found["total"].as_u64()), (Some("searchset"), Some(1)));
+    assert_eq!(found["entry"][0]["resource"]["id"], oid.as_str());
+    let (_, all) = gw.request("GET", &format!("/Observation?subject=Patient/{pid}"), None);
+    assert_eq!(all["total"], 2);
+    let (_, paged) = gw.request("GET", &format!("/Observation?patient={pid}&_count=1"), None);
+    assert_eq!(paged["entry"].as_array().unwrap().len(), 1);
+    assert!(paged["link"].as_array().unwrap().iter().any(|l| l["relation"] == "next"));
+    let (status, everything) = gw.request("GET", &format!("/Patient/{pid}/$everything"), None);
+    assert_eq!(status, 200);
+    let mut kinds: Vec<&str> = everything["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["Observation", "Observation", "Patient"]);
+
+    // Update: a stale ETag is refused (412), a current one makes version 2.
+    let mut amended = observation(&pid, "4548-4", 7.4);
+    amended["id"] = json!(oid);
+    amended["status"] = json!("amended");
+    let (status, _, body) =
+        gw.request_full("PUT", &format!("/Observation/{oid}"), &[("If-Match", "W/\"1\"")], Some(&amended));
+    assert_eq!(status, 200, "{body}");
+    let (status, stale) = gw.request("PUT", &format!("/Observation/{oid}"), Some(&amended));
+    assert_eq!(status, 200, "without If-Match the update applies to the current version: {stale}");
+    let (status, _, body) =
+        gw.request_full("PUT", &format!("/Observation/{oid}"), &[("If-Match", "W/\"1\"")], Some(&amended));
+    assert_eq!(status, 412, "{body}");
+    let (_, read) = gw.request("GET", &format!("/Observation/{oid}"), None);
+    assert_eq!((read["meta"]["versionId"].as_str(), read["valueQuantity"]["value"].as_f64()), (Some("3"), Some(7.4)));
+
+    // Bad input: an OperationOutcome with the FHIR status, and nothing written.
+    let blobs_before = files_under(&net.blob_dir()).len();
+    let (status, oo) = gw.request("POST", "/Observation", Some(&json!({"resourceType": "Observation", "status": "final", "subject": {"reference": format!("Patient/{pid}")}})));
+    assert_eq!(status, 422);
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    assert!(
+        oo["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["expression"][0].as_str().is_some_and(|e| e.starts_with("Observation"))),
+        "{oo}"
+    );
+    let wrong_type = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}});
+    let (status, oo) = gw.request("POST", "/Patient", Some(&wrong_type));
+    assert_eq!((status, oo["issue"][0]["code"].as_str()), (400, Some("invalid")));
+    let (status, _) =
+        gw.request("POST", "/Observation", Some(&observation("0123456789abcdef0123456789abcdef", "x", 1.0)));
+    assert_eq!(status, 422, "a reference to a patient who is not enrolled");
+    let (status, _) = gw.request(
+        "POST",
+        "/Observation",
+        Some(&json!({"resourceType": "Observation", "status": "final", "code": {"text": "no patient"}})),
+    );
+    assert_eq!(status, 422, "a clinician's record needs a patient");
+    let (status, _, _) =
+        common::http_request(&gw.addr, "POST", "/Observation", &[("Content-Type", "text/plain")], b"{}");
+    assert_eq!(status, 415);
+    let (status, _, _) = common::http_request(&gw.addr, "GET", "/metadata", &[("Host", "evil.example:80")], b"");
+    assert_eq!(status, 403, "DNS rebinding: a non-loopback Host is refused");
+    let (status, _, _) = common::http_request(
+        &gw.addr,
+        "POST",
+        "/Observation",
+        &[("Content-Type", "application/fhir+json")],
+        b"{not json",
+    );
+    assert_eq!(status, 400);
+    assert_eq!(gw.request("GET", "/Observation/0123456789abcdef0123456789abcdef", None).0, 404);
+    assert_eq!(gw.request("GET", "/Observation/not-hex", None).0, 404);
+    assert_eq!(gw.request("GET", "/Nonsense/abc", None).0, 404);
+    assert_eq!(gw.request("GET", "/metadata?_format=xml", None).0, 406);
+    assert_eq!(files_under(&net.blob_dir()).len(), blobs_before, "refused requests store nothing");
+
+    // Another member without any grant: denied, and the denial is on the ledger.
+    let nurse = Gateway::start(&net, "nina", &[]);
+    let (status, oo) = nurse.request("GET", &format!("/Observation/{oid}"), None);
+    assert_eq!((status, oo["issue"][0]["code"].as_str()), (403, Some("forbidden")), "{oo}");
+    let denied =
+        audit(&net, &pid).into_iter().any(|e| e["actor_name"] == "nina" && e["decision"]["decision"] == "denied");
+    assert!(denied, "the nurse's denied read is an audit event");
+    let (status, _) = nurse.request("POST", "/Patient", Some(&patient));
+    assert_eq!(status, 403, "only a doctor enrols patients in custody (the nurse's home has org1-admin's keys)");
+
+    // Confidentiality: the marker is nowhere in the validator's data, the blob store, or the
+    // gateway's own cache (encrypted at rest).
+    let cache = net.home.join("gateway");
+    assert!(!files_under(&cache).is_empty(), "the gateway keeps a cache");
+    for dir in [net.dir.clone(), cache] {
+        for file in files_under(&dir) {
+            let bytes = std::fs::read(&file).unwrap();
+            assert!(!contains(&bytes, MARKER.as_bytes()), "plaintext in {}", file.display());
+            assert!(!contains(&bytes, b"4548-4"), "a code in the clear in {}", file.display());
+        }
+    }
+    // The cache holds what was read: a gateway restarted reads the cache back (same key).
+    drop(gw);
+    let gw = Gateway::start(&net, "drbob", &[]);
+    let (_, found) = gw.request("GET", &format!("/Observation?patient={pid}"), None);
+    assert_eq!(found["total"], 2);
+}
+
+#[test]
+fn a_transaction_bundle_becomes_records_with_references_resolved() {
+    let net = Net::start();
+    net.cast();
+    let admin = net.admin.clone();
+    let gw = Gateway::start(&net, "drbob", &["--custodian", &admin]);
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111", "request": {"method": "POST", "url": "Patient"},
+             "resource": {"resourceType": "Patient", "name": [{"family": MARKER}]}},
+            {"fullUrl": "urn:uuid:22222222-2222-2222-2222-222222222222", "request": {"method": "POST", "url": "Encounter"},
+             "resource": {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+                          "subject": {"reference": "urn:uuid:11111111-1111-1111-1111-111111111111"}}},
+            {"fullUrl": "urn:uuid:33333333-3333-3333-3333-333333333333", "request": {"method": "POST", "url": "Observation"},
+             "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "HbA1c"},
+                          "subject": {"reference": "urn:uuid:11111111-1111-1111-1111-111111111111"},
+                          "encounter": {"reference": "urn:uuid:22222222-2222-2222-2222-222222222222"}}}
+        ]
+    });
+    let (status, reply) = gw.request("POST", "/", Some(&bundle));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["type"], "transaction-response");
+    let entries = reply["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|e| e["response"]["status"] == "201 Created"));
+    let pid = hex32(&entries[0]["resource"]["id"]);
+    let eid = hex32(&entries[1]["resource"]["id"]);
+    let oid = hex32(&entries[2]["resource"]["id"]);
+    assert_eq!(entries[2]["response"]["location"], format!("Observation/{oid}/_history/1"));
+    let (_, obs) = gw.request("GET", &format!("/Observation/{oid}"), None);
+    assert_eq!(obs["subject"]["reference"], format!("Patient/{pid}"));
+    assert_eq!(obs["encounter"]["reference"], format!("Encounter/{eid}"));
+
+    // One invalid entry refuses the whole Bundle before anything is written or enrolled.
+    let blobs_before = files_under(&net.blob_dir()).len();
+    let mut bad = bundle.clone();
+    bad["entry"][2]["resource"].as_object_mut().unwrap().remove("code");
+    let (status, oo) = gw.request("POST", "/", Some(&bad));
+    assert_eq!(status, 422, "{oo}");
+    let paths: Vec<&str> = oo["issue"].as_array().unwrap().iter().filter_map(|i| i["expression"][0].as_str()).collect();
+    assert_eq!(paths, ["Bundle.entry[2].resource.code"], "{oo}");
+    let (status, _) = gw.request("POST", "/", Some(&json!({"resourceType": "Bundle", "type": "batch"})));
+    assert_eq!(status, 400);
+    let mut orphan = bundle.clone();
+    orphan["entry"].as_array_mut().unwrap().remove(0);
+    let (status, _) = gw.request("POST", "/", Some(&orphan));
+    assert_eq!(status, 422, "references to a patient neither in the Bundle nor enrolled");
+    assert_eq!(files_under(&net.blob_dir()).len(), blobs_before);
+}
