@@ -62,12 +62,7 @@ fn openapi_document_is_complete_and_schemathesis_finds_nothing() {
     // that bodies match their schemas. Seeded so a failure replays.
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/api/schemathesis.toml");
     let url = format!("http://{}/v1/openapi.json", net.apis[0]);
-    // Found through Python itself (pip's scripts folder), not PATH: pyenv shims may lag installs.
-    let scripts = std::process::Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
-        .output()
-        .expect("python3");
-    let bin = std::path::Path::new(String::from_utf8_lossy(&scripts.stdout).trim()).join("schemathesis");
+    let bin = common::python_tool("schemathesis");
     let run = std::process::Command::new(&bin)
         .args(["--config-file", config, "run", &url, "--max-examples", "20", "--seed", "20261127"])
         .env("NO_COLOR", "1")

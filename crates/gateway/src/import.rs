@@ -255,8 +255,8 @@ pub async fn import(
                     gateway.me.local_id(format!("import/{}/patient/{key}", journal.scope).as_bytes()).map(MemberId::new)
                 })
                 .collect::<Result<_, _>>()?;
-            gateway.session.ensure_custodial(admin, &custody, &me, members.clone()).await?;
-            summary.patients_enrolled += members.len();
+            let (_, enrolled) = gateway.session.ensure_custodial(admin, &custody, &me, members.clone()).await?;
+            summary.patients_enrolled += enrolled;
             for (key, member) in wanted.into_iter().zip(members) {
                 journal.state.patients.insert(key, member);
             }

