@@ -235,3 +235,28 @@ fn a_transaction_bundle_becomes_records_with_references_resolved() {
     assert_eq!(status, 422, "references to a patient neither in the Bundle nor enrolled");
     assert_eq!(files_under(&net.blob_dir()).len(), blobs_before);
 }
+
+#[test]
+fn an_outside_python_fhir_client_works_through_the_gateway() {
+    let net = Net::start();
+    net.cast();
+    let admin = net.admin.clone();
+    let gw = Gateway::start(&net, "drbob", &["--custodian", &admin]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fhir/client.py");
+    let run = std::process::Command::new("python3")
+        .arg(script)
+        .env("GATEWAY", format!("http://{}", gw.addr))
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let facts: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(facts["everything"], 3);
+    // What the client wrote is on the ledger, in the chart of the patient it created.
+    let pid = hex32(&facts["patient"]);
+    let listed = net.ok(&["--json", "record", "list", "--as", "drbob", "--patient", &pid]);
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    for id in facts["observations"].as_array().unwrap() {
+        assert!(listed.contains(&hex32(id)), "observation {id} registered");
+    }
+}
