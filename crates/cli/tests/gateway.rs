@@ -260,3 +260,39 @@ fn an_outside_python_fhir_client_works_through_the_gateway() {
         assert!(listed.contains(&hex32(id)), "observation {id} registered");
     }
 }
+
+/// The README's curl examples, run verbatim (only the gateway's port differs).
+#[test]
+fn the_readme_curl_examples_work_verbatim() {
+    let net = Net::start();
+    net.cast();
+    let admin = net.admin.clone();
+    let gw = Gateway::start(&net, "drbob", &["--custodian", &admin]);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split("## FHIR gateway").nth(1).expect("README has a FHIR gateway section");
+    let block = section
+        .split("```sh\n")
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.contains("curl "))
+        .expect("a block of curl examples");
+    let port = gw.addr.rsplit(':').next().unwrap();
+    let script = format!("set -euo pipefail\n{}", block.replace("localhost:8080", &format!("localhost:{port}")));
+    let run = std::process::Command::new("bash").arg("-c").arg(&script).output().expect("bash");
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{out}\n{}", String::from_utf8_lossy(&run.stderr));
+    let lines: Vec<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let read: Value = serde_json::from_str(lines[0]).expect("the read prints the Observation");
+    assert_eq!(
+        (read["resourceType"].as_str(), read["valueQuantity"]["value"].as_f64()),
+        (Some("Observation"), Some(6.9))
+    );
+    assert_eq!(lines[1], "1", "one Observation with that code");
+    let kinds: String = lines[2..]
+        .iter()
+        .take_while(|l| !l.starts_with('"') || l.contains("Observation") || l.contains("Patient"))
+        .copied()
+        .collect();
+    assert!(kinds.contains("\"Observation\"") && kinds.contains("\"Patient\""), "{out}");
+    assert!(lines.iter().any(|l| *l == "\"2\""), "the update made version 2: {out}");
+    assert_eq!(lines.last(), Some(&"\"OperationOutcome\""), "{out}");
+}
