@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use medledger_gateway::cache::Cache;
 use medledger_gateway::{Gateway, import};
@@ -106,7 +106,7 @@ pub fn import(
     node: Option<String>,
     as_: &str,
     custodian_name: Option<String>,
-    input: &PathBuf,
+    input: &Path,
     batch: usize,
     json: bool,
 ) -> Result<()> {

@@ -36,6 +36,9 @@ pub struct Planned {
     pub resource: Map<String, Value>,
 }
 
+/// The planned writes, and the entries skipped (index, reason).
+pub type Resolved = (Vec<Planned>, Vec<(usize, &'static str)>);
+
 pub struct Plan {
     items: Vec<Item>,
     /// The patient key of each Patient entry (by index).
@@ -122,7 +125,7 @@ impl Plan {
         self,
         members: &HashMap<String, MemberId>,
         mut record_id: impl FnMut(usize) -> RecordId,
-    ) -> Result<(Vec<Planned>, Vec<(usize, &'static str)>), FhirError> {
+    ) -> Result<Resolved, FhirError> {
         let member_of = |key: &str| members.get(key).copied();
         let mut rewrite: HashMap<String, String> = HashMap::new();
         for (key, member) in members {

@@ -470,8 +470,8 @@ impl Gateway {
         use futures::StreamExt;
         let mut charts = HashMap::new();
         for p in &planned {
-            if !charts.contains_key(&p.patient) {
-                charts.insert(p.patient, self.session.client.chart(&p.patient).await?);
+            if let std::collections::hash_map::Entry::Vacant(slot) = charts.entry(p.patient) {
+                slot.insert(self.session.client.chart(&p.patient).await?);
             }
         }
         let mut planned = planned;
