@@ -1,0 +1,142 @@
+//! Bulk import throughput: carebundle's synthetic patients (PyPI `carebundle`, type 2 diabetes
+//! profile) imported by `medledger import` (release build) into real networks of 1 and 4
+//! validator processes with durable storage. Also the client's sealing ceiling (encrypt + wrap
+//! for chart and author + sign, no network) on the same machine, for the ratio.
+//!
+//! `cargo bench -p medledger-cli --bench import` (`MEDLEDGER_BENCH_PATIENTS`, default 100, about
+//! 50 resources each); prints a Markdown table.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use medledger_sdk::{RecordMetadata, Session};
+use medledger_types::RecordId;
+
+const BIN: &str = env!("CARGO_BIN_EXE_medledger");
+const PASS: &str = "bench passphrase";
+
+fn cli(home: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("MEDLEDGER_HOME", home)
+        .env("MEDLEDGER_PASSPHRASE", PASS)
+        .output()
+        .expect("medledger");
+    assert!(out.status.success(), "medledger {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+struct Network {
+    _root: tempfile::TempDir,
+    home: PathBuf,
+    nodes: Vec<Child>,
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+fn start(validators: usize, base_port: u16) -> Network {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, home) = (root.path().join("net"), root.path().join("home"));
+    let (n, port) = (validators.to_string(), base_port.to_string());
+    cli(&home, &["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n]);
+    let mut nodes = Vec::new();
+    for k in 0..validators {
+        let log = std::fs::File::create(dir.join(format!("validator-{k}")).join("node.log")).unwrap();
+        nodes.push(
+            Command::new(BIN)
+                .args(["node", "--dir", dir.to_str().unwrap(), "--validator", &k.to_string()])
+                .env("MEDLEDGER_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        while std::net::TcpStream::connect(("127.0.0.1", base_port + k as u16)).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    cli(&home, &["id", "create", "drbob", "--role", "doctor", "--as", "org1-admin"]);
+    Network { _root: root, home, nodes }
+}
+
+fn carebundle(patients: usize, out: &Path) -> usize {
+    let scripts = Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .output()
+        .expect("python3");
+    let bin = Path::new(String::from_utf8_lossy(&scripts.stdout).trim()).join("carebundle");
+    let run = Command::new(bin)
+        .args(["generate", "--profile", "type2_diabetes", "--count", &patients.to_string(), "--seed", "42", "--out"])
+        .arg(out)
+        .output()
+        .expect("carebundle (pip install carebundle==0.5.0)");
+    assert!(run.status.success());
+    std::fs::read_dir(out)
+        .unwrap()
+        .map(|f| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+            v["entry"].as_array().map_or(0, Vec::len)
+        })
+        .sum()
+}
+
+fn main() {
+    let patients: usize =
+        std::env::var("MEDLEDGER_BENCH_PATIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let data = tempfile::tempdir().unwrap();
+    let resources = carebundle(patients, data.path());
+    println!("carebundle: {patients} patients, {resources} resources\n");
+    println!("| validators | resources | patients enrolled | seconds | resources/s |");
+    println!("|---|---|---|---|---|");
+    let mut ceiling_home = None;
+    for (validators, port) in [(1usize, 29_400u16), (4, 29_500)] {
+        let net = start(validators, port);
+        let out = cli(&net.home, &["--json", "import", "--as", "drbob", data.path().to_str().unwrap()]);
+        let s: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(s["resources_written"].as_u64(), Some(resources as u64), "{s}");
+        println!(
+            "| {validators} | {} | {} | {:.2} | {:.0} |",
+            s["resources_written"], s["patients_enrolled"], s["seconds"].as_f64().unwrap(), s["resources_per_second"].as_f64().unwrap()
+        );
+        if validators == 1 {
+            ceiling_home = Some(net);
+        }
+    }
+
+    // The client-side ceiling: seal (encrypt, wrap for chart and author) the same resources.
+    let net = ceiling_home.unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let session = Session::open(&net.home, None).unwrap();
+    let me = session.home.load_identity("drbob", PASS.as_bytes()).unwrap();
+    let custody_patient = std::fs::read_dir(net.home.join("custody").join("org1")).unwrap().next().unwrap().unwrap();
+    let patient = custody_patient.path().file_stem().unwrap().to_string_lossy().parse().unwrap();
+    let chart = rt.block_on(session.client.chart(&patient)).unwrap();
+    let bundle = std::fs::read_dir(data.path()).unwrap().next().unwrap().unwrap().path();
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle).unwrap()).unwrap();
+    let texts: Vec<String> = bundle["entry"].as_array().unwrap().iter().map(|e| e["resource"].to_string()).collect();
+    let meta = RecordMetadata { resource_type: Some("Observation".into()), content_type: "application/fhir+json".into(), size_bytes: 0 };
+    let n = resources.max(1000);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for half in 0..2 {
+            let (session, me, chart, texts, meta) = (&session, &me, &chart, &texts, &meta);
+            scope.spawn(move || {
+                for i in (half..n).step_by(2) {
+                    let text = &texts[i % texts.len()];
+                    let record = RecordId::new(medledger_crypto::random_bytes());
+                    std::hint::black_box(session.seal_record(me, chart, record, 1, text.as_bytes(), meta).unwrap());
+                }
+            });
+        }
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    println!("\nclient sealing ceiling (2 threads, no network): {n} resources in {seconds:.2} s = {:.0} resources/s", n as f64 / seconds);
+}
