@@ -89,8 +89,7 @@ fn carebundle(patients: usize, out: &Path) -> usize {
 }
 
 fn main() {
-    let patients: usize =
-        std::env::var("MEDLEDGER_BENCH_PATIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let patients: usize = std::env::var("MEDLEDGER_BENCH_PATIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let data = tempfile::tempdir().unwrap();
     let resources = carebundle(patients, data.path());
     println!("carebundle: {patients} patients, {resources} resources\n");
@@ -104,7 +103,10 @@ fn main() {
         assert_eq!(s["resources_written"].as_u64(), Some(resources as u64), "{s}");
         println!(
             "| {validators} | {} | {} | {:.2} | {:.0} |",
-            s["resources_written"], s["patients_enrolled"], s["seconds"].as_f64().unwrap(), s["resources_per_second"].as_f64().unwrap()
+            s["resources_written"],
+            s["patients_enrolled"],
+            s["seconds"].as_f64().unwrap(),
+            s["resources_per_second"].as_f64().unwrap()
         );
         if validators == 1 {
             ceiling_home = Some(net);
@@ -122,7 +124,11 @@ fn main() {
     let bundle = std::fs::read_dir(data.path()).unwrap().next().unwrap().unwrap().path();
     let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle).unwrap()).unwrap();
     let texts: Vec<String> = bundle["entry"].as_array().unwrap().iter().map(|e| e["resource"].to_string()).collect();
-    let meta = RecordMetadata { resource_type: Some("Observation".into()), content_type: "application/fhir+json".into(), size_bytes: 0 };
+    let meta = RecordMetadata {
+        resource_type: Some("Observation".into()),
+        content_type: "application/fhir+json".into(),
+        size_bytes: 0,
+    };
     let n = resources.max(1000);
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -138,5 +144,8 @@ fn main() {
         }
     });
     let seconds = started.elapsed().as_secs_f64();
-    println!("\nclient sealing ceiling (2 threads, no network): {n} resources in {seconds:.2} s = {:.0} resources/s", n as f64 / seconds);
+    println!(
+        "\nclient sealing ceiling (2 threads, no network): {n} resources in {seconds:.2} s = {:.0} resources/s",
+        n as f64 / seconds
+    );
 }

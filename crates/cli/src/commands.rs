@@ -106,6 +106,16 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                 println!("{name} enrolled as {} of {} (member {})", role.as_str(), identity.org, identity.member);
             }
         }
+        Command::Id(IdCommand::Suspend { name, as_ }) => {
+            let member = rt.block_on(session.resolve(&name))?;
+            let c = rt.block_on(session.suspend(&load(home, &as_)?, &member, true))?;
+            report(json, "suspended", &c);
+        }
+        Command::Id(IdCommand::Reinstate { name, as_ }) => {
+            let member = rt.block_on(session.resolve(&name))?;
+            let c = rt.block_on(session.suspend(&load(home, &as_)?, &member, false))?;
+            report(json, "reinstated", &c);
+        }
         Command::Record(RecordCommand::Put { as_, patient, file }) => {
             let patient = rt.block_on(session.resolve(&patient))?;
             let me = load(home, &as_)?;

@@ -158,6 +158,19 @@ enum IdCommand {
     },
     /// List the identities and contacts of this home.
     List,
+    /// Suspend a member of your organisation (as its admin): they can do nothing until reinstated,
+    /// and every attempt on a patient's chart is audited.
+    Suspend {
+        name: String,
+        #[arg(long = "as")]
+        as_: String,
+    },
+    /// Lift a member's suspension (as an admin of their organisation).
+    Reinstate {
+        name: String,
+        #[arg(long = "as")]
+        as_: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -136,3 +136,37 @@ fn signed_requests_cannot_be_replayed_forged_or_skipped() {
     let allowed = net.cli(&["record", "list", "--as", "drbob", "--patient", "alice"]);
     assert_eq!(allowed.code, 0, "{}", allowed.stderr);
 }
+
+/// A suspended member can do nothing: signed API reads are refused with 403, transactions are
+/// rejected and, when they concern a patient, audited as denied; reinstated, they work again.
+#[test]
+fn a_suspended_member_is_refused_and_every_attempt_is_audited() {
+    let net = Net::start();
+    net.cast();
+    let admin = net.admin.clone();
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all", "--write"]);
+    let record = net.file("obs.json", br#"{"resourceType":"Basic","code":{"text":"x"}}"#);
+    let id = net.ok(&["record", "put", "--as", "drbob", "--patient", "alice", record.to_str().unwrap()]);
+    let id = id.trim();
+
+    // Only an admin of drbob's organisation suspends him.
+    let denied = net.cli(&["id", "suspend", "drbob", "--as", "drcarol"]);
+    assert_eq!(denied.code, 3, "{}", denied.stderr);
+    net.ok(&["id", "suspend", "drbob", "--as", &admin]);
+
+    // Signed API read (the record list): 403, and the CLI's access-denied exit code.
+    let list = net.cli(&["record", "list", "--as", "drbob", "--patient", "alice"]);
+    assert_eq!(list.code, 3, "{}", list.stderr);
+    assert!(list.stderr.contains("suspended"), "{}", list.stderr);
+    // A read attempt: rejected on the ledger and audited in alice's trail.
+    let get = net.cli(&["record", "get", "--as", "drbob", id]);
+    assert_eq!(get.code, 3, "{}", get.stderr);
+    let trail = net.ok(&["--json", "audit", "--as", "alice", "--patient", "alice"]);
+    let last: serde_json::Value = serde_json::from_str(trail.lines().last().unwrap()).unwrap();
+    assert_eq!(last["actor_name"], "drbob");
+    assert_eq!(last["decision"]["decision"], "denied");
+    assert_eq!(last["decision"]["reason"], "signer_suspended");
+
+    net.ok(&["id", "reinstate", "drbob", "--as", &admin]);
+    assert_eq!(net.cli(&["record", "get", "--as", "drbob", id, "-o", "/dev/null"]).code, 0);
+}

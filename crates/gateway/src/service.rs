@@ -21,8 +21,11 @@ use crate::plan::Planned;
 
 pub type FhirResult<T> = std::result::Result<T, FhirError>;
 
-/// Ciphertext uploads in flight at once.
-const UPLOADS_IN_FLIGHT: usize = 16;
+/// Upload batches in flight at once.
+const UPLOADS_IN_FLIGHT: usize = 2;
+/// Ciphertexts per upload batch, and their largest total (the node's limits are 1024 and 32 MiB).
+const UPLOAD_BATCH_ITEMS: usize = 256;
+const UPLOAD_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Most charts a search without `patient` looks through (those this gateway has seen).
 pub const SEARCH_CHARTS_MAX: usize = 1000;
 
@@ -452,14 +455,40 @@ impl Gateway {
         Ok(out)
     }
 
-    async fn upload(&self, sealed: &mut FhirResult<medledger_sdk::Sealed>) -> FhirResult<()> {
-        match sealed {
-            Ok(s) => {
-                let ciphertext = std::mem::take(&mut s.ciphertext);
-                Ok(self.session.client.put_blob(&self.me, &s.digest, ciphertext).await?)
+    /// Uploads the sealed ciphertexts in signed batches (a few in flight); one result per item.
+    async fn upload_all(&self, sealed: &mut [FhirResult<medledger_sdk::Sealed>]) -> Vec<FhirResult<()>> {
+        use futures::StreamExt;
+        let mut batches: Vec<(Vec<usize>, Vec<(medledger_types::Digest, Vec<u8>)>)> = Vec::new();
+        let mut bytes = usize::MAX;
+        for (i, s) in sealed.iter_mut().enumerate() {
+            let Ok(s) = s else { continue };
+            let ciphertext = std::mem::take(&mut s.ciphertext);
+            let full = batches.last().is_none_or(|(items, _)| items.len() >= UPLOAD_BATCH_ITEMS);
+            if full || bytes + ciphertext.len() > UPLOAD_BATCH_BYTES {
+                batches.push((Vec::new(), Vec::new()));
+                bytes = 0;
             }
-            Err(e) => Err(e.clone()),
+            bytes += ciphertext.len();
+            let (items, blobs) = batches.last_mut().expect("a batch was just pushed");
+            items.push(i);
+            blobs.push((s.digest, ciphertext));
         }
+        let mut results: Vec<FhirResult<()>> =
+            sealed.iter().map(|s| s.as_ref().map(|_| ()).map_err(Clone::clone)).collect();
+        let uploads: Vec<_> = batches
+            .into_iter()
+            .map(|(items, blobs)| async move { (items, self.session.client.put_blobs(&self.me, blobs).await) })
+            .collect();
+        let mut done = futures::stream::iter(uploads).buffer_unordered(UPLOADS_IN_FLIGHT);
+        while let Some((items, result)) = done.next().await {
+            if let Err(e) = result {
+                let e = FhirError::from(e);
+                for i in items {
+                    results[i] = Err(e.clone());
+                }
+            }
+        }
+        results
     }
 
     /// Writes planned resources as version 1 of their records in one batch: sealed here on
@@ -467,7 +496,6 @@ impl Gateway {
     /// awaited. One result per resource, in order. A record that already exists (an import
     /// resumed with the same derived ids) comes back as `Ok(None)`.
     pub async fn write_many(&self, planned: Vec<Planned>) -> FhirResult<Vec<FhirResult<Option<Stored>>>> {
-        use futures::StreamExt;
         let mut charts = HashMap::new();
         for p in &planned {
             if let std::collections::hash_map::Entry::Vacant(slot) = charts.entry(p.patient) {
@@ -485,7 +513,12 @@ impl Gateway {
         let seal = |range: std::ops::Range<usize>| -> Vec<FhirResult<medledger_sdk::Sealed>> {
             range
                 .map(|i| {
-                    let metadata = medledger_sdk::describe(texts[i].as_bytes())?;
+                    // Validated when planned: the metadata is known without parsing again.
+                    let metadata = RecordMetadata {
+                        resource_type: Some(fhir::resource_type(&planned[i].resource).to_string()),
+                        content_type: "application/fhir+json".into(),
+                        size_bytes: texts[i].len() as u64,
+                    };
                     let chart = &charts[&planned[i].patient];
                     Ok(self.session.seal_record(
                         &self.me,
@@ -511,8 +544,7 @@ impl Gateway {
         if sealed.len() != n {
             return Err(FhirError::new(500, "exception", "sealing failed"));
         }
-        let uploads: Vec<_> = sealed.iter_mut().map(|s| self.upload(s)).collect();
-        let uploaded: Vec<FhirResult<()>> = futures::stream::iter(uploads).buffered(UPLOADS_IN_FLIGHT).collect().await;
+        let uploaded = self.upload_all(&mut sealed).await;
         let mut results: Vec<Option<FhirResult<Option<Stored>>>> = (0..n).map(|_| None).collect();
         let mut batch = Vec::new();
         let mut positions = Vec::new();

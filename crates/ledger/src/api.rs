@@ -16,6 +16,18 @@ pub struct SubmitRequest {
     pub sidecar: Option<Vec<u8>>,
 }
 
+/// One ciphertext of `POST /v1/blobs` (a borsh `Vec<BlobUpload>`, `application/octet-stream`).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BlobUpload {
+    pub digest: medledger_types::Digest,
+    pub bytes: Vec<u8>,
+}
+
+/// Most ciphertexts in one `POST /v1/blobs`.
+pub const BLOB_BATCH_MAX: usize = 1024;
+/// Largest body of one `POST /v1/blobs`.
+pub const BLOB_BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitResponse {
     pub tx_id: TxId,

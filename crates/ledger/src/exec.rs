@@ -19,7 +19,8 @@ use crate::state::{
     RecordEntry, StateView, TxResultEntry, WriteSet, keys, last_nonce, read,
 };
 use crate::tx::{
-    Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, TX_NAMESPACE, Transaction, TxKind, TxOutcome,
+    Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, Suspend, TX_NAMESPACE, Transaction, TxKind,
+    TxOutcome,
 };
 
 /// What execution knows about the block: nothing else, in particular no wall clock.
@@ -235,7 +236,7 @@ fn denial_event(
     let is_patient =
         |m: &MemberId| read::<MemberEntry>(state, &keys::member(m)).is_some_and(|e| e.role == Role::Patient);
     let (patient, action, purpose) = match kind {
-        TxKind::Enroll(_) => return None,
+        TxKind::Enroll(_) | TxKind::Suspend(_) => return None,
         TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => {
             (r.patient, AuditAction::Write { record: r.record, version: r.version }, None)
         }
@@ -295,6 +296,7 @@ impl Run<'_, '_> {
             TxKind::Enroll(e) => self.enroll(e).map(|()| None),
             TxKind::RegisterRecord(r) => self.register(r, false),
             TxKind::AppendVersion(r) => self.register(r, true),
+            TxKind::Suspend(s) => self.suspend(s).map(|()| None),
             TxKind::Grant(g) => self.grant(g),
             TxKind::Revoke(r) => self.revoke(r),
             TxKind::RecordAccess(a) => self.access(a),
@@ -386,6 +388,19 @@ impl Run<'_, '_> {
                 KeyHolder::Member { member: e.member },
             );
         }
+        Ok(())
+    }
+
+    fn suspend(&mut self, s: &Suspend) -> Result<(), Rejection> {
+        let mut member = self.member(&s.member).ok_or(Rejection::UnknownMember)?;
+        if self.signer.role != Role::Admin || self.signer.org != member.org {
+            return Err(Rejection::NotAdminOfOrg);
+        }
+        if s.member == self.signer.id {
+            return Err(Rejection::SelfSuspension);
+        }
+        member.status = if s.suspended { MemberStatus::Suspended } else { MemberStatus::Active };
+        self.state.put(keys::member(&s.member), &member);
         Ok(())
     }
 

@@ -24,6 +24,6 @@ pub use policy::{CHART_HOLDERS_MAX, Rejection};
 pub use sidecar::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, SidecarError};
 pub use state::{StateView, WriteSet};
 pub use tx::{
-    Enroll, Grant, GrantScope, NewChartEpoch, RecordAccess, RegisterRecord, Revoke, TX_NAMESPACE, Transaction, TxBody,
-    TxKind, TxOutcome,
+    Enroll, Grant, GrantScope, NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Suspend, TX_NAMESPACE, Transaction,
+    TxBody, TxKind, TxOutcome,
 };

@@ -62,6 +62,8 @@ pub enum Rejection {
     GrantExpired,
     /// A chart key is shared with at most [`CHART_HOLDERS_MAX`] `--all` grantees.
     TooManyHolders,
+    /// An admin does not suspend themself (another admin of the organisation does).
+    SelfSuspension,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -117,6 +119,7 @@ impl Rejection {
             Rejection::AccessDenied => "access denied",
             Rejection::GrantExpired => "grant expired",
             Rejection::TooManyHolders => "too many --all grantees on this chart",
+            Rejection::SelfSuspension => "an admin does not suspend themself",
         }
     }
 }

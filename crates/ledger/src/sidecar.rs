@@ -156,7 +156,7 @@ pub(crate) fn required(kind: &crate::TxKind) -> bool {
         TxKind::Enroll(e) => e.chart_key.is_some(),
         TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) => true,
         TxKind::Revoke(r) => r.new_chart.is_some(),
-        TxKind::RecordAccess(_) => false,
+        TxKind::RecordAccess(_) | TxKind::Suspend(_) => false,
     }
 }
 
@@ -232,6 +232,6 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
             }
             Ok(())
         }
-        TxKind::RecordAccess(_) => Err(SidecarError::Presence),
+        TxKind::RecordAccess(_) | TxKind::Suspend(_) => Err(SidecarError::Presence),
     }
 }

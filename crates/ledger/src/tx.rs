@@ -77,6 +77,7 @@ pub enum TxKind {
     RecordAccess(RecordAccess),
     /// A new version of an existing record (same shape as a registration; `version` = current + 1).
     AppendVersion(RegisterRecord),
+    Suspend(Suspend),
 }
 
 impl TxKind {
@@ -88,6 +89,7 @@ impl TxKind {
             TxKind::Revoke(_) => "revoke",
             TxKind::RecordAccess(_) => "record_access",
             TxKind::AppendVersion(_) => "append_version",
+            TxKind::Suspend(_) => "suspend",
         }
     }
 }
@@ -107,6 +109,14 @@ pub struct Enroll {
     /// A patient without a device of their own: their keys sit in the organisation's custody
     /// keystore until they claim the identity (DESIGN §8). Only for patients.
     pub custodial: bool,
+}
+
+/// An admin of the member's organisation suspends a member (who can then do nothing: every
+/// attempt is rejected, and audited when it concerns a patient) or lifts the suspension.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Suspend {
+    pub member: MemberId,
+    pub suspended: bool,
 }
 
 /// Registers version 1 of a record whose ciphertext is already in the blob store (and, as

@@ -8,8 +8,8 @@ use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::state::{AuditEvent, Decision, keys};
 use medledger_ledger::{
     BlockContext, Enroll, Genesis, GenesisMember, GenesisOrg, GenesisValidator, Grant, GrantScope, KeyHolder,
-    KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Rejection, Revoke, Sidecar, SidecarEnvelope, Transaction,
-    TxBody, TxInvalid, TxKind, TxOutcome, execute_block,
+    KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Rejection, Revoke, Sidecar, SidecarEnvelope, Suspend,
+    Transaction, TxBody, TxInvalid, TxKind, TxOutcome, execute_block,
 };
 use medledger_types::{ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp};
 
@@ -311,6 +311,35 @@ fn enrolment_rows() {
     let entry: medledger_ledger::state::MemberEntry =
         borsh::from_slice(&c.w.state[&keys::member(&c.patient.id)]).unwrap();
     assert!(!entry.custodial);
+}
+
+#[test]
+fn suspension_rows() {
+    let mut c = cast();
+    let r = |n| RecordId::new([n; 16]);
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None), TxOutcome::Applied);
+    assert_eq!(c.w.put(&mut c.d1, c.patient.id, r(1)), TxOutcome::Applied);
+    let suspend = |id, suspended| TxKind::Suspend(Suspend { member: id, suspended });
+    // Denied: another organisation's admin, a doctor, an admin suspending themself, nobody.
+    assert_eq!(c.w.one(&mut c.other_admin, suspend(c.d1.id, true), None), rejected(Rejection::NotAdminOfOrg));
+    assert_eq!(c.w.one(&mut c.d2, suspend(c.d1.id, true), None), rejected(Rejection::NotAdminOfOrg));
+    let admin_id = c.admin.id;
+    assert_eq!(c.w.one(&mut c.admin, suspend(admin_id, true), None), rejected(Rejection::SelfSuspension));
+    assert_eq!(c.w.one(&mut c.admin, suspend(MemberId::new([99; 16]), true), None), rejected(Rejection::UnknownMember));
+    // Allowed: the organisation's admin. The suspended doctor can then do nothing, and each
+    // attempt on a patient's chart is a denied event in that patient's trail.
+    assert_eq!(c.w.one(&mut c.admin, suspend(c.d1.id, true), None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d1, r(1)), rejected(Rejection::SignerSuspended));
+    assert_eq!(c.w.put(&mut c.d1, c.patient.id, r(2)), rejected(Rejection::SignerSuspended));
+    let last = c.w.audit_of(&c.patient).pop().unwrap();
+    assert_eq!((last.actor, last.decision), (c.d1.id, Decision::Denied { reason: Rejection::SignerSuspended }));
+    // Nobody grants to a suspended member; lifting the suspension restores what the grants allow.
+    assert_eq!(
+        c.w.grant(&mut c.patient, &c.d1, GrantScope::Record(r(1)), false, None),
+        rejected(Rejection::UnknownMember)
+    );
+    assert_eq!(c.w.one(&mut c.admin, suspend(c.d1.id, false), None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d1, r(1)), TxOutcome::Applied);
 }
 
 #[test]

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use medledger_ledger::api::{
-    AccessBundle, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, SubmitRequest, SubmitResponse, TxStatus,
+    AccessBundle, BLOB_BATCH_BYTES_MAX, BLOB_BATCH_MAX, BlobUpload, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem,
+    SubmitRequest, SubmitResponse, TxStatus,
 };
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::state::{
@@ -149,6 +150,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(patient_records))
         .routes(routes!(audit))
         .routes(routes!(put_blob).layer(DefaultBodyLimit::max(BLOB_UPLOAD_MAX)))
+        .routes(routes!(put_blobs).layer(DefaultBodyLimit::max(BLOB_BATCH_BYTES_MAX)))
         .routes(routes!(access_bundle))
         .routes(routes!(access_content))
         .merge(crate::sync::routes())
@@ -857,6 +859,53 @@ async fn put_blob(
     })?;
     Ok(StatusCode::CREATED)
 }
+
+#[utoipa::path(
+    post,
+    path = "/v1/blobs",
+    tag = "records",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "Borsh `Vec<BlobUpload>`: up to 1024 ciphertexts, 32 MiB in all, each stored under its SHA-256."),
+    security(("rfc9421" = [])),
+    responses((status = 201, description = "All stored (idempotent); nothing is stored unless every digest matches its bytes."), Problems)
+)]
+async fn put_blobs(
+    State(state): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let me = authenticate(&state, &headers, &method, &uri, &body)?;
+    if me.role == Role::Admin {
+        return Err(ApiError::denied("an admin has no clinical access"));
+    }
+    let uploads: Vec<BlobUpload> =
+        decode_canonical(&body, BLOB_BATCH_BYTES_MAX).map_err(|_| ApiError::bad("the upload batch does not decode"))?;
+    if uploads.len() > BLOB_BATCH_MAX {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "too many ciphertexts in one batch"));
+    }
+    // Every digest is checked before anything is stored.
+    if uploads.iter().any(|u| Digest::new(medledger_crypto::sha256(&u.bytes)) != u.digest) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, PROBLEM_INTEGRITY, "bytes do not match the digest"));
+    }
+    use futures::StreamExt;
+    let blobs = &state.blobs;
+    let mut writes = futures::stream::iter(uploads)
+        .map(|u| async move { blobs.put(&u.digest, Bytes::from(u.bytes)).await })
+        .buffer_unordered(BLOB_WRITES_IN_FLIGHT);
+    while let Some(result) = writes.next().await {
+        result.map_err(|e| match e {
+            BlobError::TooLarge => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "blob over the size limit")
+            }
+            other => storage_failure(&state, other),
+        })?;
+    }
+    Ok(StatusCode::CREATED)
+}
+
+/// Object store writes in flight for one upload batch.
+const BLOB_WRITES_IN_FLIGHT: usize = 16;
 
 /// An object store failure: counted in the metrics, a 500 to the client.
 fn storage_failure(state: &ApiState, error: BlobError) -> ApiError {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use medledger_ledger::api::{
-    AccessBundle, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, SubmitRequest, SubmitResponse, TxStatus,
+    AccessBundle, BlobUpload, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, SubmitRequest, SubmitResponse,
+    TxStatus,
 };
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::state::{AuditEvent, ChartEntry, GrantEntry, MemberEntry, RecordEntry};
@@ -45,7 +46,10 @@ impl Client {
         Ok(Self { http, nodes, min_height: Default::default() })
     }
 
-    /// Sends a request to the first validator that answers; connection failures move on to the next.
+    /// Sends a request to the first validator that answers; transport failures (refused, reset,
+    /// timed out) move on to the next, and the list is tried twice. Every request of the API is
+    /// idempotent (submissions are deduplicated by transaction id, blobs by digest), and a
+    /// signed one is signed afresh for each try.
     async fn send(
         &self,
         method: Method,
@@ -54,7 +58,7 @@ impl Client {
         signer: Option<&Identity>,
     ) -> Result<Bytes> {
         let mut last = None;
-        for node in &self.nodes {
+        for node in self.nodes.iter().chain(&self.nodes) {
             let url = format!("{}{}", node.trim_end_matches('/'), path);
             // Signed as the client library will send it (normalized), so the node rebuilds the same base.
             let url = reqwest::Url::parse(&url).map(String::from).unwrap_or(url);
@@ -77,7 +81,7 @@ impl Client {
             }
             let response = match request.send().await {
                 Ok(r) => r,
-                Err(e) if e.is_connect() || e.is_timeout() => {
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
                     last = Some(SdkError::Other(format!("validator {node} unreachable")));
                     continue;
                 }
@@ -171,6 +175,12 @@ impl Client {
 
     pub async fn put_blob(&self, me: &Identity, digest: &Digest, bytes: Vec<u8>) -> Result<()> {
         self.send(Method::PUT, &format!("/v1/blobs/{digest}"), Some(bytes), Some(me)).await.map(|_| ())
+    }
+
+    /// Uploads many ciphertexts in one signed request (see `POST /v1/blobs` for the limits).
+    pub async fn put_blobs(&self, me: &Identity, blobs: Vec<(Digest, Vec<u8>)>) -> Result<()> {
+        let uploads: Vec<BlobUpload> = blobs.into_iter().map(|(digest, bytes)| BlobUpload { digest, bytes }).collect();
+        self.send(Method::POST, "/v1/blobs", Some(encode(&uploads)), Some(me)).await.map(|_| ())
     }
 
     pub async fn access_bundle(&self, me: &Identity, access: &TxId) -> Result<AccessBundle> {

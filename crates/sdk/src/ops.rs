@@ -423,6 +423,12 @@ impl Session {
         Ok(results)
     }
 
+    /// An admin of the member's organisation suspends them (`suspended`) or lifts the suspension.
+    pub async fn suspend(&self, admin: &Identity, member: &Contact, suspended: bool) -> Result<Committed> {
+        let kind = TxKind::Suspend(medledger_ledger::Suspend { member: member.member, suspended });
+        self.transact(admin, kind, None).await
+    }
+
     /// A local alias, or a member id (32 hex digits, e.g. a patient enrolled in custody by an
     /// import), to a contact.
     pub async fn resolve(&self, name: &str) -> Result<Contact> {
