@@ -188,6 +188,45 @@ fn read_items(path: &Path, bytes: &[u8], label: &str, summary: &mut Summary) -> 
     items
 }
 
+/// A batch submitted and not yet accounted: its resources' (file, entry) labels and its files.
+struct Pending {
+    submitted: crate::service::Submitted,
+    labels: Vec<(String, usize)>,
+    finished: Vec<(String, String, u64)>,
+}
+
+/// Counts a batch's results and marks its files done (those with no failed resource).
+fn account(
+    summary: &mut Summary,
+    journal: &mut JournalFile,
+    results: Vec<Result<Option<crate::service::Stored>, FhirError>>,
+    labels: Vec<(String, usize)>,
+    finished: Vec<(String, String, u64)>,
+    done_bytes: &mut u64,
+) -> Result<(), SdkError> {
+    let mut failed_files = BTreeSet::new();
+    for (result, (label, index)) in results.into_iter().zip(labels) {
+        match result {
+            Ok(Some(_)) => summary.resources_written += 1,
+            Ok(None) => summary.resources_already_present += 1,
+            Err(e) => {
+                summary.resources_failed += 1;
+                if summary.problems.len() < INVALID_LISTED_MAX {
+                    summary.problems.push(format!("{label}: entry {index}: {}", e.diagnostics));
+                }
+                failed_files.insert(label);
+            }
+        }
+    }
+    for (label, digest, len) in finished {
+        *done_bytes += len;
+        if !failed_files.contains(&label) {
+            journal.state.files_done.insert(digest);
+        }
+    }
+    journal.save()
+}
+
 /// Imports `input` as the gateway's member (a doctor), enrolling unknown patients in the
 /// custody of the gateway's custodian's organisation. `progress` is told the bytes done and the
 /// resources written.
@@ -209,6 +248,7 @@ pub async fn import(
     let mut summary = Summary { files: files.len(), ..Summary::default() };
     let mut done_bytes = 0u64;
 
+    let mut pending: Option<Pending> = None;
     let mut queue = files.into_iter().peekable();
     while queue.peek().is_some() {
         // A group: whole files until about `batch` resources.
@@ -291,29 +331,19 @@ pub async fn import(
             finished.push((label, digest, len));
         }
         let (writes, labels): (Vec<_>, Vec<_>) = planned.into_iter().unzip();
-        let results = gateway.write_many(writes).await.map_err(|e| SdkError::Other(e.diagnostics))?;
-        let mut failed_files = BTreeSet::new();
-        for (result, (label, index)) in results.into_iter().zip(labels) {
-            match result {
-                Ok(Some(_)) => summary.resources_written += 1,
-                Ok(None) => summary.resources_already_present += 1,
-                Err(e) => {
-                    summary.resources_failed += 1;
-                    if summary.problems.len() < INVALID_LISTED_MAX {
-                        summary.problems.push(format!("{label}: entry {index}: {}", e.diagnostics));
-                    }
-                    failed_files.insert(label);
-                }
-            }
+        // Submitted, not awaited: this batch commits while the next one is read, planned,
+        // sealed and uploaded. The previous batch is accounted once this one is on its way.
+        let submitted = gateway.submit_many(writes).await.map_err(|e| SdkError::Other(e.diagnostics))?;
+        if let Some(previous) = pending.replace(Pending { submitted, labels, finished }) {
+            let results = gateway.finish(previous.submitted).await;
+            account(&mut summary, &mut journal, results, previous.labels, previous.finished, &mut done_bytes)?;
+            summary.seconds = started.elapsed().as_secs_f64();
+            progress(done_bytes, &summary);
         }
-        for (label, digest, len) in finished {
-            done_bytes += len;
-            if !failed_files.contains(&label) {
-                journal.state.files_done.insert(digest);
-            }
-        }
-        journal.save()?;
-        summary.seconds = started.elapsed().as_secs_f64();
+    }
+    if let Some(last) = pending.take() {
+        let results = gateway.finish(last.submitted).await;
+        account(&mut summary, &mut journal, results, last.labels, last.finished, &mut done_bytes)?;
         progress(done_bytes, &summary);
     }
     summary.seconds = started.elapsed().as_secs_f64();

@@ -46,6 +46,16 @@ impl Stored {
     }
 }
 
+/// Resources submitted by [`Gateway::submit_many`], awaiting [`Gateway::finish`].
+pub struct Submitted {
+    planned: Vec<Planned>,
+    texts: Vec<String>,
+    results: Vec<Option<FhirResult<Option<Stored>>>>,
+    /// The input position of each submitted transaction.
+    positions: Vec<usize>,
+    ids: Vec<Result<medledger_types::TxId, String>>,
+}
+
 /// One search: the type (None for `$everything`), the patients, and the filters.
 #[derive(Clone, Debug, Default)]
 pub struct Search {
@@ -496,6 +506,13 @@ impl Gateway {
     /// awaited. One result per resource, in order. A record that already exists (an import
     /// resumed with the same derived ids) comes back as `Ok(None)`.
     pub async fn write_many(&self, planned: Vec<Planned>) -> FhirResult<Vec<FhirResult<Option<Stored>>>> {
+        let submitted = self.submit_many(planned).await?;
+        Ok(self.finish(submitted).await)
+    }
+
+    /// The first half of [`Gateway::write_many`]: sealed, uploaded and submitted, not awaited,
+    /// so a caller (the import) prepares its next batch while this one commits.
+    pub async fn submit_many(&self, planned: Vec<Planned>) -> FhirResult<Submitted> {
         let mut charts = HashMap::new();
         for p in &planned {
             if let std::collections::hash_map::Entry::Vacant(slot) = charts.entry(p.patient) {
@@ -557,7 +574,15 @@ impl Gateway {
                 (Err(e), _) | (_, Err(e)) => results[i] = Some(Err(e)),
             }
         }
-        let committed = self.session.transact_batch(batch).await?;
+        let ids = self.session.submit_signed(batch).await?;
+        Ok(Submitted { planned, texts, results, positions, ids })
+    }
+
+    /// The second half of [`Gateway::write_many`]: waits for the commits and caches what was
+    /// written. One result per resource, in order.
+    pub async fn finish(&self, submitted: Submitted) -> Vec<FhirResult<Option<Stored>>> {
+        let Submitted { planned, texts, mut results, positions, ids } = submitted;
+        let committed = self.session.wait_all(ids).await;
         for (i, c) in positions.into_iter().zip(committed) {
             let p = &planned[i];
             results[i] = Some(match c {
@@ -571,7 +596,7 @@ impl Gateway {
                 Err(e) => Err(e.into()),
             });
         }
-        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(FhirError::new(500, "exception", "lost")))).collect())
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(FhirError::new(500, "exception", "lost")))).collect()
     }
 }
 

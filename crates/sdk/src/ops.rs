@@ -128,7 +128,7 @@ impl Session {
     /// Signs transactions with each signer's next nonces (consecutive, in order) and submits
     /// them in batches; one id or refusal per transaction. A refusal makes the next call re-read
     /// that signer's nonce from the ledger.
-    async fn submit_signed(
+    pub async fn submit_signed(
         &self,
         items: Vec<(&Identity, TxKind, Option<Sidecar>)>,
     ) -> Result<Vec<std::result::Result<TxId, String>>> {
@@ -411,6 +411,12 @@ impl Session {
         items: Vec<(&Identity, TxKind, Option<Sidecar>)>,
     ) -> Result<Vec<Result<Committed>>> {
         let ids = self.submit_signed(items).await?;
+        Ok(self.wait_all(ids).await)
+    }
+
+    /// Waits for submitted transactions (as [`Session::submit_signed`] returned them) to commit;
+    /// one outcome per transaction, in order.
+    pub async fn wait_all(&self, ids: Vec<std::result::Result<TxId, String>>) -> Vec<Result<Committed>> {
         let waits = ids.into_iter().map(|id| async move {
             let id = id.map_err(|e| SdkError::Usage(format!("refused: {e}")))?;
             let status = self.client.wait(&id, COMMIT_TIMEOUT).await?;
@@ -420,7 +426,7 @@ impl Session {
         if let Some(height) = results.iter().filter_map(|r| r.as_ref().ok()).map(|c| c.height.get()).max() {
             self.home.save_last_height(height);
         }
-        Ok(results)
+        results
     }
 
     /// An admin of the member's organisation suspends them (`suspended`) or lifts the suspension.
