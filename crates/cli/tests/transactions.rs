@@ -170,3 +170,34 @@ fn a_suspended_member_is_refused_and_every_attempt_is_audited() {
     net.ok(&["id", "reinstate", "drbob", "--as", &admin]);
     assert_eq!(net.cli(&["record", "get", "--as", "drbob", id, "-o", "/dev/null"]).code, 0);
 }
+
+/// The API's per-client rate limit (`api_requests_per_second`, `api_request_burst` in
+/// validator.json): over it, 429 problems with Retry-After; the validator keeps serving.
+#[test]
+fn a_client_over_its_request_rate_gets_429_and_retry_after() {
+    let mut net = Net::start();
+    net.kill9();
+    let config = net.dir.join("validator-0").join("validator.json");
+    let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(file["api_requests_per_second"], 20_000, "the default is written by init");
+    file["api_requests_per_second"] = 1.into();
+    file["api_request_burst"] = 5.into();
+    std::fs::write(&config, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+    net.start_node();
+    let statuses: Vec<(u16, Vec<(String, String)>, String)> =
+        (0..8).map(|_| common::http_request(&net.api, "GET", "/v1/health", &[], b"")).collect();
+    let limited: Vec<_> = statuses.iter().filter(|(s, _, _)| *s == 429).collect();
+    assert!(statuses.iter().filter(|(s, _, _)| *s == 200).count() <= 5, "the burst is 5");
+    assert!(!limited.is_empty(), "{:?}", statuses.iter().map(|s| s.0).collect::<Vec<_>>());
+    let (_, headers, body) = limited[0];
+    let retry_after: u64 = common::header(headers, "retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        (problem["status"].as_u64(), problem["type"].as_str()),
+        (Some(429), Some("urn:medledger:problem:rate-limited"))
+    );
+    // A client that honours Retry-After is served again.
+    std::thread::sleep(std::time::Duration::from_secs(retry_after));
+    assert_eq!(common::http_request(&net.api, "GET", "/v1/health", &[], b"").0, 200);
+}

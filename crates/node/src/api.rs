@@ -56,6 +56,8 @@ pub struct Ops {
     pub consensus_running: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Nonces of signed requests within the signature window (replay protection).
     pub nonces: std::sync::Arc<crate::replay::Nonces>,
+    /// The per-client request-rate limit (none in in-process tests).
+    pub limiter: Option<std::sync::Arc<crate::ratelimit::RequestLimiter>>,
 }
 
 /// A validator more than this many blocks behind its most advanced peer is not ready.
@@ -119,6 +121,9 @@ enum Problems {
     /// The body is over the endpoint's limit.
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(#[to_schema] Problem),
+    /// Over this client's request rate (`api_requests_per_second`); see `Retry-After`.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(#[to_schema] Problem),
     /// A storage failure inside the validator.
     #[response(status = 500, content_type = "application/problem+json")]
     Internal(#[to_schema] Problem),
@@ -170,6 +175,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), read_your_writes))
         .layer(axum::middleware::map_response(problem_for_rejections))
+        .layer(axum::middleware::from_fn_with_state(state.ops.limiter.clone(), crate::ratelimit::limit))
         .with_state(state)
 }
 

@@ -33,6 +33,20 @@ pub struct ValidatorFile {
     /// that peer's verified state instead of replaying the blocks (see `medledger_node::sync`).
     #[serde(default = "default_sync_gap")]
     pub sync_gap_blocks: u64,
+    /// Sustained API requests per second from one client address (0: no limit).
+    #[serde(default = "default_rate")]
+    pub api_requests_per_second: u32,
+    /// Requests one client address may send in a burst above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub api_request_burst: u32,
+}
+
+fn default_rate() -> u32 {
+    crate::ratelimit::REQUESTS_PER_SECOND_DEFAULT
+}
+
+fn default_burst() -> u32 {
+    crate::ratelimit::REQUEST_BURST_DEFAULT
 }
 
 fn default_sync_gap() -> u64 {
@@ -142,6 +156,8 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
             storage: storage.clone(),
             s3_endpoint: plan.s3_endpoint.clone(),
             sync_gap_blocks: default_sync_gap(),
+            api_requests_per_second: default_rate(),
+            api_request_burst: default_burst(),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         write_private(&vdir.join("validator.json"), &text)?;

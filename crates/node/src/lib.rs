@@ -7,6 +7,7 @@ pub mod consensus;
 pub mod forward;
 pub mod metrics;
 pub mod peers;
+pub mod ratelimit;
 pub mod replay;
 pub mod run;
 pub mod sync;

@@ -37,11 +37,22 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
             metrics: Some(std::sync::Arc::new(move || registry.encode())),
             consensus_running: Default::default(),
             nonces: Default::default(),
+            limiter: crate::ratelimit::RequestLimiter::new(file.api_requests_per_second, file.api_request_burst),
         };
+        if let Some(limiter) = ops.limiter.clone() {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    limiter.prune();
+                }
+            });
+        }
         let _registered = app.inner().metrics.register(&context.child("medledger"));
         let state = ApiState { app: app.clone(), blobs, validators, forwarder, index, peers, ops: ops.clone() };
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router(state)).await {
+            let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            if let Err(e) = axum::serve(listener, service).await {
                 tracing::error!(error = %e, "API server stopped");
             }
         });
