@@ -138,6 +138,10 @@ pub struct InitArgs {
     /// First API port; validator K listens on BASE+K (API) and BASE+100+K (p2p).
     #[arg(long, default_value_t = 7400)]
     pub base_port: u16,
+    /// Serve the APIs over HTTPS: writes a local CA (DIR/tls/ca.pem, its key beside it) and a
+    /// certificate per validator, and has clients and validators trust that CA only.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(Subcommand)]

@@ -68,9 +68,11 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
     for admin in &admins {
         home.save_identity(admin, pass.as_bytes())?;
     }
-    let nodes = genesis.validators.iter().map(|v| format!("http://{}", v.api_address)).collect();
+    let ca_pem = if args.tls { Some(write_tls(&args.dir, &genesis)?) } else { None };
+    let scheme = if args.tls { "https" } else { "http" };
+    let nodes = genesis.validators.iter().map(|v| format!("{scheme}://{}", v.api_address)).collect();
     let network_dir = args.dir.canonicalize().map_err(other)?;
-    home.save_config(&ClientConfig { chain_id: genesis.chain_id(), nodes, network_dir: Some(network_dir) })?;
+    home.save_config(&ClientConfig { chain_id: genesis.chain_id(), nodes, network_dir: Some(network_dir), ca_pem })?;
     if json {
         println!(
             "{}",
@@ -88,6 +90,59 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A local CA and a certificate per validator (for its API address and `localhost`), each
+/// validator's `validator.json` pointed at them. Returns the CA certificate (PEM) for clients.
+fn write_tls(dir: &Path, genesis: &medledger_ledger::Genesis) -> Result<String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let tls = |e: rcgen::Error| SdkError::Other(format!("making TLS certificates: {e}"));
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(tls)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name.push(DnType::CommonName, format!("medledger {} CA", genesis.chain_name));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().map_err(tls)?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let issuer = CertifiedIssuer::self_signed(ca, ca_key).map_err(tls)?;
+    let ca_pem = issuer.pem();
+    let tls_dir = dir.join("tls");
+    std::fs::create_dir_all(&tls_dir).map_err(other)?;
+    write_private(&tls_dir.join("ca.pem"), ca_pem.as_bytes())?;
+    // Kept to issue certificates for validators added later; as private as a validator key.
+    write_private(&tls_dir.join("ca.key"), ca_key_pem.as_bytes())?;
+    for (k, v) in genesis.validators.iter().enumerate() {
+        let host = v.api_address.rsplit_once(':').map_or(v.api_address.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let mut params = CertificateParams::new(vec![host, "localhost".to_string()]).map_err(tls)?;
+        params.distinguished_name.push(DnType::CommonName, format!("medledger validator {k}"));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().map_err(tls)?;
+        let cert = params.signed_by(&key, &issuer).map_err(tls)?;
+        let vdir = validator_dir(dir, k as u32);
+        write_private(&vdir.join("tls-cert.pem"), cert.pem().as_bytes())?;
+        write_private(&vdir.join("tls-key.pem"), key.serialize_pem().as_bytes())?;
+        let config_path = vdir.join("validator.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config_path).map_err(other)?).map_err(other)?;
+        config["tls"] = json!({"cert": "tls-cert.pem", "key": "tls-key.pem", "ca": "../tls/ca.pem"});
+        write_private(&config_path, &serde_json::to_vec_pretty(&config).map_err(other)?)?;
+    }
+    Ok(ca_pem)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| SdkError::Other(format!("{}: {e}", path.display())))?;
+    file.write_all(bytes).map_err(other)
+}
+
 /// Runs every validator of `dir` as a child process, restarting any that dies, until Ctrl-C.
 pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
     if !genesis_path(dir).exists() {
@@ -98,6 +153,7 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
             storage: None,
             s3_endpoint: None,
             base_port: 7400,
+            tls: false,
         };
         init(&defaults, home_dir, false)?;
     }
@@ -118,8 +174,10 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
             .map_err(other)
     };
     let mut children: Vec<Child> = (0..n).map(spawn).collect::<Result<_>>()?;
-    let urls: Vec<String> = genesis.validators.iter().map(|v| format!("http://{}", v.api_address)).collect();
-    wait_healthy(&urls, &mut children)?;
+    let addrs: Vec<String> = genesis.validators.iter().map(|v| v.api_address.to_string()).collect();
+    wait_healthy(&addrs, &mut children)?;
+    let scheme = if dir.join("tls").join("ca.pem").exists() { "https" } else { "http" };
+    let urls: Vec<String> = addrs.iter().map(|a| format!("{scheme}://{a}")).collect();
     println!(
         "medledger is up: {n} validator(s), API {}; logs in {}/validator-*/node.log; Ctrl-C stops",
         urls.join(" "),
@@ -142,10 +200,10 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
     }
 }
 
-fn wait_healthy(urls: &[String], children: &mut [Child]) -> Result<()> {
+/// Waits until every API address accepts connections (or a validator exits).
+fn wait_healthy(addrs: &[String], children: &mut [Child]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    for url in urls {
-        let addr = url.trim_start_matches("http://");
+    for addr in addrs {
         loop {
             if std::net::TcpStream::connect_timeout(&addr.parse().map_err(other)?, Duration::from_millis(200)).is_ok() {
                 break;
@@ -156,7 +214,7 @@ fn wait_healthy(urls: &[String], children: &mut [Child]) -> Result<()> {
                 }
             }
             if Instant::now() > deadline {
-                return Err(SdkError::Other(format!("validator API {url} did not come up within 60s")));
+                return Err(SdkError::Other(format!("validator API {addr} did not come up within 60s")));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

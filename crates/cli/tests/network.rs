@@ -216,3 +216,61 @@ fn far_behind_validator_installs_a_verified_state_from_a_peer() {
     let verified = net.ok(&["verify", "--dir", &dir]);
     assert!(verified.contains("validator 3: chain ok"), "{verified}");
 }
+
+/// `init --tls`: four validators serve HTTPS with certificates from the network's local CA, talk
+/// to each other over it (forwarding, status polls), and clients trust that CA only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_network_serves_https_and_trusts_only_its_ca() {
+    let net = tokio::task::spawn_blocking(|| {
+        let net = Net::start_n_with(4, &["--tls"]);
+        net.ok(&["id", "create", "alice", "--role", "patient", "--as", &net.admin.clone()]);
+        net
+    })
+    .await
+    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.home.join("client.json")).unwrap()).unwrap();
+    let nodes: Vec<String> =
+        config["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+    assert!(nodes.iter().all(|n| n.starts_with("https://")), "{nodes:?}");
+    let ca = config["ca_pem"].as_str().unwrap().to_string();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    // Writes through one validator reach all four (peer calls over TLS), reads work.
+    let home = net.home.clone();
+    let record = net.file("obs.json", br#"{"resourceType":"Basic","code":{"text":"tls"}}"#);
+    let put = net.ok(&[
+        "--node",
+        &nodes[2],
+        "record",
+        "put",
+        "--as",
+        "alice",
+        "--patient",
+        "alice",
+        record.to_str().unwrap(),
+    ]);
+    let got = net.ok(&["--node", &nodes[1], "record", "get", "--as", "alice", put.trim()]);
+    assert!(got.contains("tls"), "{got}");
+    for node in &nodes {
+        let trusting = medledger_sdk::Client::with_ca(vec![node.clone()], Some(&ca)).unwrap();
+        let status = trusting.status().await.unwrap();
+        assert_eq!(
+            status["peers"].as_array().map(|p| p.iter().filter(|x| x["up"] == true).count()),
+            Some(3),
+            "{status}"
+        );
+    }
+    // A client that does not trust the network's CA, and plain HTTP, get nothing.
+    let untrusting = medledger_sdk::Client::new(vec![nodes[0].clone()]).unwrap();
+    assert!(untrusting.status().await.is_err(), "a certificate from an unknown CA is refused");
+    let plain = nodes[0].replace("https://", "http://");
+    let plain = medledger_sdk::Client::new(vec![plain]).unwrap();
+    assert!(plain.status().await.is_err(), "plain HTTP is not served");
+    // The CA's key stays with the network's files, private.
+    let key = net.dir.join("tls").join("ca.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!std::fs::read_to_string(home.join("client.json")).unwrap().contains("PRIVATE KEY"));
+    tokio::task::spawn_blocking(move || drop(net)).await.unwrap();
+}

@@ -184,8 +184,7 @@ fn a_client_over_its_request_rate_gets_429_and_retry_after() {
     file["api_request_burst"] = 5.into();
     std::fs::write(&config, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
     net.start_node();
-    let statuses: Vec<(u16, Vec<(String, String)>, String)> =
-        (0..8).map(|_| common::http_request(&net.api, "GET", "/v1/health", &[], b"")).collect();
+    let statuses: Vec<_> = (0..8).map(|_| common::http_request(&net.api, "GET", "/v1/health", &[], b"")).collect();
     let limited: Vec<_> = statuses.iter().filter(|(s, _, _)| *s == 429).collect();
     assert!(statuses.iter().filter(|(s, _, _)| *s == 200).count() <= 5, "the burst is 5");
     assert!(!limited.is_empty(), "{:?}", statuses.iter().map(|s| s.0).collect::<Vec<_>>());

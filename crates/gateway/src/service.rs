@@ -21,6 +21,9 @@ use crate::plan::Planned;
 
 pub type FhirResult<T> = std::result::Result<T, FhirError>;
 
+/// The input positions of an upload batch, and its (digest, ciphertext) pairs.
+type UploadBatch = (Vec<usize>, Vec<(medledger_types::Digest, Vec<u8>)>);
+
 /// Upload batches in flight at once.
 const UPLOADS_IN_FLIGHT: usize = 2;
 /// Ciphertexts per upload batch, and their largest total (the node's limits are 1024 and 32 MiB).
@@ -468,7 +471,7 @@ impl Gateway {
     /// Uploads the sealed ciphertexts in signed batches (a few in flight); one result per item.
     async fn upload_all(&self, sealed: &mut [FhirResult<medledger_sdk::Sealed>]) -> Vec<FhirResult<()>> {
         use futures::StreamExt;
-        let mut batches: Vec<(Vec<usize>, Vec<(medledger_types::Digest, Vec<u8>)>)> = Vec::new();
+        let mut batches: Vec<UploadBatch> = Vec::new();
         let mut bytes = usize::MAX;
         for (i, s) in sealed.iter_mut().enumerate() {
             let Ok(s) = s else { continue };

@@ -39,6 +39,9 @@ pub struct ValidatorFile {
     /// Requests one client address may send in a burst above the sustained rate.
     #[serde(default = "default_burst")]
     pub api_request_burst: u32,
+    /// HTTPS for the API (`medledger init --tls`); absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 fn default_rate() -> u32 {
@@ -158,6 +161,7 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
             sync_gap_blocks: default_sync_gap(),
             api_requests_per_second: default_rate(),
             api_request_burst: default_burst(),
+            tls: None,
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         write_private(&vdir.join("validator.json"), &text)?;

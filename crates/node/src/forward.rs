@@ -29,7 +29,7 @@ impl Forwarder {
             return None;
         }
         let (queue, mut rx) = mpsc::channel::<SubmitRequest>(QUEUE_TXS_MAX);
-        let http = reqwest::Client::builder().timeout(PEER_TIMEOUT).build().ok()?;
+        let http = crate::tls::peer_client().timeout(PEER_TIMEOUT).build().ok()?;
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];

@@ -11,4 +11,5 @@ pub mod ratelimit;
 pub mod replay;
 pub mod run;
 pub mod sync;
+pub mod tls;
 pub mod verify;

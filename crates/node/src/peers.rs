@@ -30,7 +30,7 @@ impl Peers {
             .map(|(validator, api)| PeerState { validator: *validator, api: api.clone(), up: false, height: None })
             .collect();
         let this = Peers { states: Arc::new(Mutex::new(states)) };
-        let Ok(http) = reqwest::Client::builder().timeout(POLL_TIMEOUT).build() else { return this };
+        let Ok(http) = crate::tls::peer_client().timeout(POLL_TIMEOUT).build() else { return this };
         let shared = this.clone();
         tokio::spawn(async move {
             loop {

@@ -3,7 +3,7 @@
 //! client gets `429 Too Many Requests` with `Retry-After`; the limit is per validator, set in
 //! `validator.json` (`api_requests_per_second`, `api_request_burst`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,7 @@ impl RequestLimiter {
 
 /// The middleware: requests without a peer address (in-process tests) are not limited.
 pub async fn limit(State(limiter): State<Option<Arc<RequestLimiter>>>, request: Request, next: Next) -> Response {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = request.extensions().get::<ConnectInfo<crate::tls::ClientAddr>>().map(|c| c.0.0.ip());
     if let (Some(limiter), Some(peer)) = (limiter, peer)
         && let Err(wait) = limiter.check(peer)
     {

@@ -16,7 +16,12 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
     let cfg = consensus_config(dir, &genesis, &file)?;
     let data = validator_dir(dir, index).join("data");
     let blobs = Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX)?;
-    let validators: Vec<String> = genesis.validators.iter().map(|v| format!("http://{}", v.api_address)).collect();
+    let scheme = if file.tls.is_some() { "https" } else { "http" };
+    let validators: Vec<String> = genesis.validators.iter().map(|v| format!("{scheme}://{}", v.api_address)).collect();
+    let tls = match &file.tls {
+        Some(files) => Some(crate::tls::server_config(files, &validator_dir(dir, index))?),
+        None => None,
+    };
     let peers: Vec<(u32, String)> = validators
         .iter()
         .enumerate()
@@ -51,7 +56,11 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         let _registered = app.inner().metrics.register(&context.child("medledger"));
         let state = ApiState { app: app.clone(), blobs, validators, forwarder, index, peers, ops: ops.clone() };
         tokio::spawn(async move {
-            let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let listener = match crate::tls::ApiListener::new(listener, tls) {
+                Ok(l) => l,
+                Err(e) => return tracing::error!(error = %e, "API listener failed"),
+            };
+            let service = router(state).into_make_service_with_connect_info::<crate::tls::ClientAddr>();
             if let Err(e) = axum::serve(listener, service).await {
                 tracing::error!(error = %e, "API server stopped");
             }

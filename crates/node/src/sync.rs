@@ -306,7 +306,7 @@ pub async fn catch_up(
     peers: &[(u32, String)],
     gap: u64,
 ) -> Result<Option<Height>, SyncError> {
-    let http = reqwest::Client::builder()
+    let http = crate::tls::peer_client()
         .connect_timeout(STATUS_TIMEOUT)
         .build()
         .map_err(|e| SyncError::Local(e.to_string()))?;

@@ -39,10 +39,21 @@ fn now_ms() -> u64 {
 
 impl Client {
     pub fn new(nodes: Vec<String>) -> Result<Self> {
+        Self::with_ca(nodes, None)
+    }
+
+    /// A client that trusts only `ca_pem` (the network's CA) for HTTPS validators.
+    pub fn with_ca(nodes: Vec<String>, ca_pem: Option<&str>) -> Result<Self> {
         if nodes.is_empty() {
             return Err(SdkError::Usage("no validator API configured".into()));
         }
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().map_err(SdkError::other)?;
+        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        if let Some(pem) = ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(|_| SdkError::Usage("the client config's CA certificate is malformed".into()))?;
+            builder = builder.tls_certs_only([ca]);
+        }
+        let http = builder.build().map_err(SdkError::other)?;
         Ok(Self { http, nodes, min_height: Default::default() })
     }
 

@@ -24,6 +24,10 @@ pub struct ClientConfig {
     pub nodes: Vec<String>,
     #[serde(default)]
     pub network_dir: Option<PathBuf>,
+    /// The network's CA certificate (PEM) when its APIs serve HTTPS (`init --tls`); the client
+    /// then trusts that CA only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 /// An address-book entry: who an alias stands for.

@@ -86,7 +86,7 @@ impl Session {
             Some(n) => vec![n],
             None => config.nodes.clone(),
         };
-        let client = Client::new(nodes)?;
+        let client = Client::with_ca(nodes, config.ca_pem.as_deref())?;
         client.observe_height(home.last_height());
         Ok(Session { client, chain_id: config.chain_id, home, nonces: Default::default() })
     }

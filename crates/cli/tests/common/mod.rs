@@ -83,6 +83,11 @@ impl Net {
         Self::start_network(n, &[], vec![])
     }
 
+    /// [`Net::start_n`] with extra `init` arguments.
+    pub fn start_n_with(n: u16, extra_init: &[&str]) -> Net {
+        Self::start_network(n, extra_init, vec![])
+    }
+
     fn start_network(n: u16, extra_init: &[&str], node_env: Vec<(String, String)>) -> Net {
         let root = tempfile::tempdir().expect("tempdir");
         let dir = root.path().join("net");
