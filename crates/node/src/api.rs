@@ -851,19 +851,29 @@ async fn put_blob(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let me = authenticate(&state, &headers, &method, &uri, &body)?;
+    uploader(&state, &headers, &method, &uri, &body)?;
+    let digest: Digest = parse(&digest, "digest")?;
+    state.blobs.put(&digest, body).await.map_err(|e| blob_failure(&state, e))?;
+    Ok(StatusCode::CREATED)
+}
+
+/// The signer of an upload: any enrolled member with clinical access (not an admin).
+fn uploader(state: &ApiState, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> ApiResult<MemberEntry> {
+    let me = authenticate(state, headers, method, uri, body)?;
     if me.role == Role::Admin {
         return Err(ApiError::denied("an admin has no clinical access"));
     }
-    let digest: Digest = parse(&digest, "digest")?;
-    state.blobs.put(&digest, body).await.map_err(|e| match e {
+    Ok(me)
+}
+
+fn blob_failure(state: &ApiState, error: BlobError) -> ApiError {
+    match error {
         BlobError::Integrity => {
             ApiError::new(StatusCode::BAD_REQUEST, PROBLEM_INTEGRITY, "bytes do not match the digest")
         }
         BlobError::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "blob over the size limit"),
-        other => storage_failure(&state, other),
-    })?;
-    Ok(StatusCode::CREATED)
+        other => storage_failure(state, other),
+    }
 }
 
 #[utoipa::path(
@@ -881,10 +891,7 @@ async fn put_blobs(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let me = authenticate(&state, &headers, &method, &uri, &body)?;
-    if me.role == Role::Admin {
-        return Err(ApiError::denied("an admin has no clinical access"));
-    }
+    uploader(&state, &headers, &method, &uri, &body)?;
     let uploads: Vec<BlobUpload> =
         decode_canonical(&body, BLOB_BATCH_BYTES_MAX).map_err(|_| ApiError::bad("the upload batch does not decode"))?;
     if uploads.len() > BLOB_BATCH_MAX {
