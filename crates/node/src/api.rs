@@ -294,15 +294,15 @@ fn authenticate(
     let id: MemberId = signed.keyid.parse().map_err(|_| ApiError::unauthenticated("keyid is not a member id"))?;
     let Some(member) = read::<MemberEntry>(&view(state)?, &keys::member(&id)) else {
         // Logged here, not on the ledger: anyone can send this. No identifier is logged.
-        tracing::warn!(path = uri.path(), "request signed by an unknown identity");
+        tracing::warn!(route = %route_of(uri), "request signed by an unknown identity");
         return Err(ApiError::unauthenticated("unknown signer"));
     };
     if !signed.verify(&member.signing_key) {
-        tracing::warn!(path = uri.path(), "request with a bad signature");
+        tracing::warn!(route = %route_of(uri), "request with a bad signature");
         return Err(ApiError::unauthenticated("bad request signature"));
     }
     if member.status != MemberStatus::Active {
-        tracing::warn!(path = uri.path(), role = member.role.as_str(), "request by a suspended member refused");
+        tracing::warn!(route = %route_of(uri), role = member.role.as_str(), "request by a suspended member refused");
         return Err(ApiError::denied("this identity is suspended"));
     }
     admit_nonce(state, &signed, uri)?;
@@ -332,7 +332,20 @@ pub(crate) fn signed_request(
         header(httpsig::HEADER_CONTENT_DIGEST),
         wall_clock_ms(),
     )
-    .map_err(|e| ApiError::unauthenticated(e.to_string()))
+    .map_err(|e| {
+        tracing::warn!(route = %route_of(uri), reason = %e, "unsigned or badly signed request refused");
+        ApiError::unauthenticated(e.to_string())
+    })
+}
+
+/// A request's path for the logs, with every id (hex segment) replaced by `{id}`: logs name the
+/// route, never a patient's or a record's pseudonym.
+pub(crate) fn route_of(uri: &Uri) -> String {
+    uri.path()
+        .split('/')
+        .map(|seg| if seg.len() >= 16 && seg.bytes().all(|b| b.is_ascii_hexdigit()) { "{id}" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Refuses a second use of a signed request's nonce (see [`crate::replay`]).
@@ -340,7 +353,7 @@ pub(crate) fn admit_nonce(state: &ApiState, signed: &httpsig::SignedBy, uri: &Ur
     state.ops.nonces.admit(&signed.keyid, &signed.nonce, signed.created_ms, wall_clock_ms()).map_err(|refused| {
         match refused {
             Refused::Replayed => {
-                tracing::warn!(path = uri.path(), "replayed request refused");
+                tracing::warn!(route = %route_of(uri), "replayed request refused");
                 ApiError::unauthenticated("replayed request: this nonce was used before")
             }
             Refused::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests; retry later"),
@@ -1020,4 +1033,15 @@ async fn access_content(
         other => storage_failure(&state, other),
     })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logged_routes_carry_no_ids() {
+        let uri: axum::http::Uri = "/v1/patients/0123456789abcdef0123456789abcdef/records?x=1".parse().unwrap();
+        assert_eq!(super::route_of(&uri), "/v1/patients/{id}/records");
+        let uri: axum::http::Uri = "/v1/status".parse().unwrap();
+        assert_eq!(super::route_of(&uri), "/v1/status");
+    }
 }
