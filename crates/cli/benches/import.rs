@@ -6,6 +6,8 @@
 //! `cargo bench -p medledger-cli --bench import` (`MEDLEDGER_BENCH_PATIENTS`, default 100, about
 //! 50 resources each); prints a Markdown table.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,19 +15,7 @@ use std::time::{Duration, Instant};
 use medledger_sdk::{RecordMetadata, Session};
 use medledger_types::RecordId;
 
-const BIN: &str = env!("CARGO_BIN_EXE_medledger");
-const PASS: &str = "bench passphrase";
-
-fn cli(home: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("MEDLEDGER_HOME", home)
-        .env("MEDLEDGER_PASSPHRASE", PASS)
-        .output()
-        .expect("medledger");
-    assert!(out.status.success(), "medledger {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{BIN, PASS, cli};
 
 struct Network {
     _root: tempfile::TempDir,

@@ -5,8 +5,10 @@
 //! by replay and by state sync. `cargo bench -p medledger-cli --bench network`; prints Markdown
 //! tables.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,21 +17,10 @@ use medledger_ledger::{RecordAccess, Transaction, TxBody, TxKind};
 use medledger_sdk::{Client, Home, Identity, Session};
 use medledger_types::{Nonce, PurposeOfUse, TxId};
 
-const BIN: &str = env!("CARGO_BIN_EXE_medledger");
-const PASS: &str = "bench passphrase";
+use common::{BIN, PASS, cli};
+
 const SIGNERS: usize = 32;
 const SWEEP_SECONDS: f64 = 3.0;
-
-fn cli(home: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("MEDLEDGER_HOME", home)
-        .env("MEDLEDGER_PASSPHRASE", PASS)
-        .output()
-        .expect("medledger");
-    assert!(out.status.success(), "medledger {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

@@ -21,6 +21,15 @@ fn audit(net: &Net, patient: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A one-validator network with the walkthrough's cast, and drbob's gateway with org1's custody.
+fn doctor_gateway() -> (Net, Gateway) {
+    let net = Net::start();
+    net.cast();
+    let admin = net.admin.clone();
+    let gw = Gateway::start(&net, "drbob", &["--custodian", &admin]);
+    (net, gw)
+}
+
 fn observation(patient: &str, code: &str, value: f64) -> Value {
     json!({
         "resourceType": "Observation",
@@ -33,11 +42,8 @@ fn observation(patient: &str, code: &str, value: f64) -> Value {
 
 #[test]
 fn a_fhir_client_creates_reads_updates_and_searches_through_the_gateway() {
-    let net = Net::start();
-    net.cast();
-    let admin = net.admin.clone();
-    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &admin]);
-    let gw = Gateway::start(&net, "drbob", &["--custodian", &admin]);
+    let (net, gw) = doctor_gateway();
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &net.admin.clone()]);
 
     // Capabilities.
     let (status, cs) = gw.request("GET", "/metadata", None);
@@ -186,10 +192,7 @@ fn a_fhir_client_creates_reads_updates_and_searches_through_the_gateway() {
 
 #[test]
 fn a_transaction_bundle_becomes_records_with_references_resolved() {
-    let net = Net::start();
-    net.cast();
-    let admin = net.admin.clone();
-    let gw = Gateway::start(&net, "drbob", &["--custodian", &admin]);
+    let (net, gw) = doctor_gateway();
     let bundle = json!({
         "resourceType": "Bundle",
         "type": "transaction",
@@ -238,10 +241,7 @@ fn a_transaction_bundle_becomes_records_with_references_resolved() {
 
 #[test]
 fn an_outside_python_fhir_client_works_through_the_gateway() {
-    let net = Net::start();
-    net.cast();
-    let admin = net.admin.clone();
-    let gw = Gateway::start(&net, "drbob", &["--custodian", &admin]);
+    let (net, gw) = doctor_gateway();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fhir/client.py");
     let run = std::process::Command::new("python3")
         .arg(script)
@@ -264,10 +264,8 @@ fn an_outside_python_fhir_client_works_through_the_gateway() {
 /// The README's curl examples, run verbatim (only the gateway's port differs).
 #[test]
 fn the_readme_curl_examples_work_verbatim() {
-    let net = Net::start();
-    net.cast();
-    let admin = net.admin.clone();
-    let gw = Gateway::start(&net, "drbob", &["--custodian", &admin]);
+    // The network lives until the end of the test (the gateway talks to it).
+    let (_net, gw) = doctor_gateway();
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let section = readme.split("## FHIR gateway").nth(1).expect("README has a FHIR gateway section");
     let block = section
