@@ -148,9 +148,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             // Nothing is written until the whole record has authenticated.
             match output {
                 Some(path) => {
-                    let tmp = path.with_extension("medledger-tmp");
-                    std::fs::write(&tmp, &*opened.plaintext)
-                        .and_then(|()| std::fs::rename(&tmp, &path))
+                    write_output(&path, &opened.plaintext)
                         .map_err(|e| SdkError::Other(format!("{}: {e}", path.display())))?;
                     if json {
                         println!(
@@ -228,6 +226,32 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
         }
     }
     Ok(())
+}
+
+/// Writes a decrypted record to `path`. A regular file (or a new one) is replaced atomically
+/// through a private (0600) temporary file beside it, so a reader never sees half a record and
+/// a failure leaves the old file; anything else that exists (a FIFO, a terminal, `/dev/null`)
+/// is written in place, never replaced: renaming over `/dev/null` as root would turn the
+/// machine's null device into a file that collects every process's discarded output.
+fn write_output(path: &Path, plaintext: &[u8]) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            if meta.is_dir() {
+                return Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"));
+            }
+            std::fs::OpenOptions::new().write(true).open(path)?.write_all(plaintext)
+        }
+        _ => {
+            let dir = match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            let mut tmp = tempfile::Builder::new().prefix(".medledger-").tempfile_in(dir)?;
+            tmp.write_all(plaintext)?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(path).map(drop).map_err(|e| e.error)
+        }
+    }
 }
 
 fn scope(record: Option<&str>, all: bool) -> Result<GrantScope> {

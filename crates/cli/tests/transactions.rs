@@ -168,7 +168,36 @@ fn a_suspended_member_is_refused_and_every_attempt_is_audited() {
     assert_eq!(last["decision"]["reason"], "signer_suspended");
 
     net.ok(&["id", "reinstate", "drbob", "--as", &admin]);
-    assert_eq!(net.cli(&["record", "get", "--as", "drbob", id, "-o", "/dev/null"]).code, 0);
+    // Reinstated, he reads again; `-o` onto a FIFO (as onto /dev/null) writes into it and never
+    // replaces it with a file.
+    let fifo = net.dir.join("record.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let (sent, received) = std::sync::mpsc::channel();
+    {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || sent.send(std::fs::read(fifo).unwrap()));
+    }
+    let get = net.cli(&["record", "get", "--as", "drbob", id, "-o", fifo.to_str().unwrap()]);
+    assert_eq!(get.code, 0, "{}", get.stderr);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced by a file");
+    let read = received.recv_timeout(std::time::Duration::from_secs(30)).expect("nothing was written into the FIFO");
+    assert_eq!(read, std::fs::read(&record).unwrap());
+    // Onto a regular file: replaced whole, private to its owner, no temporary file left beside it.
+    let out = net.dir.join("out").join("record.json");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&out, b"an older, longer file that must not survive in part").unwrap();
+    net.ok(&["record", "get", "--as", "drbob", id, "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&record).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_dir(out.parent().unwrap()).unwrap().count(), 1);
+    // Onto a directory: a clear error, and the directory is untouched.
+    let onto_dir = net.cli(&["record", "get", "--as", "drbob", id, "-o", out.parent().unwrap().to_str().unwrap()]);
+    assert_ne!(onto_dir.code, 0);
+    assert!(onto_dir.stderr.contains("directory"), "{}", onto_dir.stderr);
+    assert_eq!(std::fs::read_dir(out.parent().unwrap()).unwrap().count(), 1);
 }
 
 /// The API's per-client rate limit (`api_requests_per_second`, `api_request_burst` in
