@@ -145,6 +145,12 @@ pub enum CryptoError {
     /// A locally sealed blob that does not authenticate (another key, another name, or altered).
     #[error("local blob does not open with this key and name")]
     LocalOpenFailed,
+    /// Threshold sharing refused its parameters or shares (DESIGN §6a).
+    #[error("threshold sharing: {reason}")]
+    Threshold {
+        /// Which check failed.
+        reason: &'static str,
+    },
     /// Reading or writing a stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

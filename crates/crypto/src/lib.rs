@@ -8,10 +8,11 @@
 //!   header, streaming in bounded memory.
 //! - [`keystore`]: passphrase-encrypted secrets (Argon2id + AES-256-GCM).
 //! - [`local`]: blobs kept at rest on a member's machine, under an HKDF-derived key.
+//! - [`threshold`]: Shamir shares of a record key half for the validators (threshold release).
 //! - [`suite`]: the stable ids that make every format crypto-agile.
 //!
 //! Nothing here implements a primitive: the algorithms come from
-//! commonware-cryptography, hpke, aws-lc-rs and argon2.
+//! commonware-cryptography, hpke, aws-lc-rs, argon2 and vsss-rs.
 
 #![deny(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod local;
 pub mod payload;
 pub mod sign;
 pub mod suite;
+pub mod threshold;
 pub mod wrap;
 
 pub use error::CryptoError;

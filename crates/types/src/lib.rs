@@ -11,6 +11,6 @@ pub mod limits;
 mod roles;
 pub mod schema;
 
-pub use encoding::{DecodeError, decode_canonical, encode};
+pub use encoding::{DecodeError, Trailing, decode_canonical, encode};
 pub use ids::{BlockHash, ChainId, Digest, Height, MemberId, Nonce, OrgId, OrgIdError, RecordId, Timestamp, TxId};
 pub use roles::{ParseError, PurposeOfUse, Role};
