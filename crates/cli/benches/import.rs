@@ -110,6 +110,7 @@ fn main() {
     let me = session.home.load_identity("drbob", PASS.as_bytes()).unwrap();
     let custody_patient = std::fs::read_dir(net.home.join("custody").join("org1")).unwrap().next().unwrap().unwrap();
     let patient = custody_patient.path().file_stem().unwrap().to_string_lossy().parse().unwrap();
+    rt.block_on(session.release()).unwrap();
     let chart = rt.block_on(session.client.chart(&patient)).unwrap();
     let bundle = std::fs::read_dir(data.path()).unwrap().next().unwrap().unwrap().path();
     let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle).unwrap()).unwrap();

@@ -142,6 +142,11 @@ pub struct InitArgs {
     /// certificate per validator, and has clients and validators trust that CA only.
     #[arg(long)]
     pub tls: bool,
+    /// Make a network without threshold release: any one validator that serves a read hands out
+    /// the whole record key (the suite of networks made before threshold release existed).
+    /// By default each validator gets a share key and f + 1 of them must release their shares.
+    #[arg(long)]
+    pub no_threshold: bool,
 }
 
 #[derive(Subcommand)]

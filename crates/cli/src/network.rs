@@ -63,6 +63,7 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
         base_port: args.base_port,
         storage: args.storage.clone(),
         s3_endpoint: args.s3_endpoint.clone(),
+        threshold_release: !args.no_threshold,
     };
     let genesis = write_network(&args.dir, plan).map_err(|e| SdkError::Usage(e.to_string()))?;
     for admin in &admins {
@@ -154,6 +155,7 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
             s3_endpoint: None,
             base_port: 7400,
             tls: false,
+            no_threshold: false,
         };
         init(&defaults, home_dir, false)?;
     }

@@ -207,10 +207,26 @@ pub fn encrypt<R: Read, W: Write>(
     plaintext: R,
     out: W,
 ) -> Result<Sealed, CryptoError> {
-    encrypt_with_limit(dek, record, version, plaintext, out, MAX_PLAINTEXT_BYTES, crate::random_bytes())
+    encrypt_with_suite(PayloadSuite::Aes256GcmStream64K, dek, record, version, plaintext, out)
 }
 
+/// As [`encrypt`], naming `suite` in the authenticated header: the suites share the segment
+/// format and differ in how the data key was made (see [`PayloadSuite`]), which a reader checks
+/// against what the ledger says before trusting the result.
+pub fn encrypt_with_suite<R: Read, W: Write>(
+    suite: PayloadSuite,
+    dek: &DataKey,
+    record: &[u8; 16],
+    version: u32,
+    plaintext: R,
+    out: W,
+) -> Result<Sealed, CryptoError> {
+    encrypt_with_limit(suite, dek, record, version, plaintext, out, MAX_PLAINTEXT_BYTES, crate::random_bytes())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn encrypt_with_limit<R: Read, W: Write>(
+    suite: PayloadSuite,
     dek: &DataKey,
     record: &[u8; 16],
     version: u32,
@@ -220,7 +236,7 @@ fn encrypt_with_limit<R: Read, W: Write>(
     nonce_prefix: [u8; 7],
 ) -> Result<Sealed, CryptoError> {
     let header = Header {
-        suite: PayloadSuite::Aes256GcmStream64K,
+        suite,
         record: *record,
         version,
         segment_size_bytes: SEGMENT_SIZE_BYTES,
@@ -736,8 +752,17 @@ mod tests {
         let dek = DataKey::generate();
         let plaintext = data(2 * SEG + 1);
         let mut out = Vec::new();
-        let err =
-            encrypt_with_limit(&dek, &RECORD, VERSION, &plaintext[..], &mut out, 2 * SEG as u64, [0; 7]).unwrap_err();
+        let err = encrypt_with_limit(
+            PayloadSuite::Aes256GcmStream64K,
+            &dek,
+            &RECORD,
+            VERSION,
+            &plaintext[..],
+            &mut out,
+            2 * SEG as u64,
+            [0; 7],
+        )
+        .unwrap_err();
         assert!(matches!(err, CryptoError::TooLong { .. }));
         // Exactly at the limit is fine, and decrypt enforces its own limit.
         let (ciphertext, _) = seal(&dek, &plaintext);
@@ -770,6 +795,7 @@ mod tests {
         let plaintext = data(2 * SEG + 17);
         let mut out = Vec::new();
         let sealed = encrypt_with_limit(
+            PayloadSuite::Aes256GcmStream64K,
             &dek,
             &RECORD,
             VERSION,
@@ -780,8 +806,17 @@ mod tests {
         )
         .unwrap();
         let mut reference = Vec::new();
-        encrypt_with_limit(&dek, &RECORD, VERSION, &plaintext[..], &mut reference, MAX_PLAINTEXT_BYTES, [1; 7])
-            .unwrap();
+        encrypt_with_limit(
+            PayloadSuite::Aes256GcmStream64K,
+            &dek,
+            &RECORD,
+            VERSION,
+            &plaintext[..],
+            &mut reference,
+            MAX_PLAINTEXT_BYTES,
+            [1; 7],
+        )
+        .unwrap();
         assert_eq!(out, reference);
         assert_eq!(sealed.digest, crate::sha256(&reference));
         let mut back = Vec::new();
@@ -795,9 +830,17 @@ mod tests {
         let dek = DataKey::from_bytes(&[0x42; 32]);
         let mut out = Vec::new();
         let plaintext = data(SEG + 3);
-        let sealed =
-            encrypt_with_limit(&dek, &RECORD, VERSION, &plaintext[..], &mut out, MAX_PLAINTEXT_BYTES, [0x11; 7])
-                .unwrap();
+        let sealed = encrypt_with_limit(
+            PayloadSuite::Aes256GcmStream64K,
+            &dek,
+            &RECORD,
+            VERSION,
+            &plaintext[..],
+            &mut out,
+            MAX_PLAINTEXT_BYTES,
+            [0x11; 7],
+        )
+        .unwrap();
         assert_eq!(
             hex::encode(sealed.key_commitment),
             hex::encode(crate::sha256(

@@ -33,6 +33,10 @@ pub enum PayloadSuite {
     /// AES-256-GCM in the STREAM construction with 64 KiB plaintext segments.
     #[default]
     Aes256GcmStream64K = 1,
+    /// The same segment format under a data key derived from two halves,
+    /// `HKDF(k_env ‖ k_thr)`, the second one released by the validators only after an audited
+    /// access (DESIGN §6a; [`crate::threshold`]).
+    Aes256GcmStream64KThreshold = 2,
 }
 
 impl KemSuite {
@@ -55,7 +59,7 @@ impl KemSuite {
 
 impl PayloadSuite {
     /// Every suite this version knows, in id order.
-    pub const ALL: [PayloadSuite; 1] = [PayloadSuite::Aes256GcmStream64K];
+    pub const ALL: [PayloadSuite; 2] = [PayloadSuite::Aes256GcmStream64K, PayloadSuite::Aes256GcmStream64KThreshold];
 
     /// The stable wire id.
     pub const fn id(self) -> u8 {
@@ -66,6 +70,7 @@ impl PayloadSuite {
     pub const fn name(self) -> &'static str {
         match self {
             PayloadSuite::Aes256GcmStream64K => "aes256gcm-stream64k",
+            PayloadSuite::Aes256GcmStream64KThreshold => "aes256gcm-stream64k-threshold",
         }
     }
 }
@@ -88,6 +93,7 @@ impl TryFrom<u8> for PayloadSuite {
     fn try_from(id: u8) -> Result<Self, CryptoError> {
         match id {
             1 => Ok(PayloadSuite::Aes256GcmStream64K),
+            2 => Ok(PayloadSuite::Aes256GcmStream64KThreshold),
             id => Err(CryptoError::UnknownSuite { kind: "payload", id }),
         }
     }
@@ -189,6 +195,7 @@ mod tests {
         assert_eq!(KemSuite::XWing.id(), 1);
         assert_eq!(KemSuite::X25519.id(), 2);
         assert_eq!(PayloadSuite::Aes256GcmStream64K.id(), 1);
+        assert_eq!(PayloadSuite::Aes256GcmStream64KThreshold.id(), 2);
         assert_eq!(KemSuite::default(), KemSuite::XWing);
     }
 
@@ -204,7 +211,10 @@ mod tests {
             ));
         }
         assert!(PayloadSuite::try_from(0).is_err());
-        assert!(PayloadSuite::try_from(2).is_err());
+        assert!(PayloadSuite::try_from(3).is_err());
+        for suite in PayloadSuite::ALL {
+            assert_eq!(PayloadSuite::try_from(suite.id()).unwrap(), suite);
+        }
     }
 
     #[test]

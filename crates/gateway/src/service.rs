@@ -149,6 +149,7 @@ impl Gateway {
         let text = serde_json::to_string(resource).map_err(|_| FhirError::invalid("resource does not serialize"))?;
         let metadata = medledger_sdk::describe(text.as_bytes())?;
         let committed = if version == 1 {
+            self.session.release().await?;
             let chart_entry = self.session.client.chart(chart).await?;
             let sealed = self.session.seal_record(&self.me, &chart_entry, record, 1, text.as_bytes(), &metadata)?;
             self.session.client.put_blob(&self.me, &sealed.digest, sealed.ciphertext).await?;
@@ -517,6 +518,7 @@ impl Gateway {
     /// so a caller (the import) prepares its next batch while this one commits.
     pub async fn submit_many(&self, planned: Vec<Planned>) -> FhirResult<Submitted> {
         let mut charts = HashMap::new();
+        self.session.release().await?;
         for p in &planned {
             if let std::collections::hash_map::Entry::Vacant(slot) = charts.entry(p.patient) {
                 slot.insert(self.session.client.chart(&p.patient).await?);

@@ -2,7 +2,8 @@
 //! status looks like, and how a request is signed. Shared by the node and the SDK.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use medledger_types::{Height, Timestamp, TxId};
+use medledger_crypto::wrap::Envelope;
+use medledger_types::{Digest, Height, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
 
 use crate::TxOutcome;
@@ -54,6 +55,28 @@ pub struct AccessBundle {
     pub envelopes: Vec<SidecarEnvelope>,
     /// Record metadata, encrypted under the data key.
     pub metadata: Option<Vec<u8>>,
+    /// For a record under threshold release: how many validators' shares the reader needs and
+    /// the commitment each released share must match (share `i` is validator `i`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<ThresholdPublic>,
+}
+
+/// The public side of a record's threshold shares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ThresholdPublic {
+    pub epoch: u32,
+    pub threshold: u8,
+    pub commitments: Vec<Digest>,
+}
+
+/// `GET /v1/access/{tx}/share`: this validator's share of the record's `k_thr`, wrapped for the
+/// signer of the allowed RecordAccess `tx` (DESIGN §6a).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReleasedShare {
+    /// The validator's index in the share epoch (the share's participant id minus one).
+    pub validator: u32,
+    pub epoch: u32,
+    pub envelope: Envelope,
 }
 
 /// A problem report (RFC 9457) returned with every 4xx/5xx.

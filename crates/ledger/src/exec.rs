@@ -18,6 +18,7 @@ use crate::state::{
     AuditAction, AuditEvent, ChartEntry, Decision, EnvelopeRef, GrantEntry, MemberEntry, MemberStatus, Overlay,
     RecordEntry, StateView, TxResultEntry, WriteSet, keys, last_nonce, read,
 };
+use crate::threshold::ThresholdConfig;
 use crate::tx::{
     Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, Suspend, TX_NAMESPACE, Transaction, TxKind,
     TxOutcome,
@@ -458,6 +459,12 @@ impl Run<'_, '_> {
             return Err(Rejection::RecipientsMissing);
         }
         let sidecar = self.sidecar.map(Sidecar::digest).ok_or(Rejection::EnvelopeMissing)?;
+        let config: Option<ThresholdConfig> = read(self.state, keys::THRESHOLD);
+        let threshold = match (&config, self.sidecar.and_then(|s| s.threshold.0.as_ref())) {
+            (Some(config), Some(shares)) if shares.fits(config) => Some(shares.info()),
+            (None, None) => None,
+            _ => return Err(Rejection::ThresholdShares),
+        };
         let entry = RecordEntry {
             record: r.record,
             patient: r.patient,
@@ -469,6 +476,7 @@ impl Run<'_, '_> {
             chart_epoch: chart.epoch,
             created_at: self.ctx.time,
             created_height: self.ctx.height,
+            threshold: threshold.into(),
         };
         self.state.put(keys::record(&r.record), &entry);
         if previous.is_none() {

@@ -45,6 +45,12 @@ pub struct Genesis {
     pub created_at: Timestamp,
     pub orgs: Vec<GenesisOrg>,
     pub validators: Vec<GenesisValidator>,
+    /// Each validator's share key (HPKE), in validator order: the network releases record keys
+    /// by threshold (DESIGN §6a). Absent in networks made before it existed, whose chain id it
+    /// leaves unchanged.
+    #[borsh(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_keys: Option<Vec<EncryptionKey>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +70,8 @@ pub enum GenesisError {
     AdminKeys(String),
     #[error("names must be 1 to {DISPLAY_NAME_BYTES_MAX} printable bytes")]
     Name,
+    #[error("share keys must be one valid, distinct key per validator")]
+    ShareKeys,
 }
 
 impl Genesis {
@@ -81,6 +89,9 @@ impl Genesis {
     pub fn chain_id(&self) -> ChainId {
         let mut bytes = b"medledger/genesis/v1".to_vec();
         bytes.extend_from_slice(&encode(self));
+        if let Some(keys) = &self.share_keys {
+            bytes.extend_from_slice(&encode(keys));
+        }
         ChainId::new(medledger_crypto::sha256(&bytes))
     }
 
@@ -126,6 +137,12 @@ impl Genesis {
                 return Err(GenesisError::Validators);
             }
         }
+        if let Some(share_keys) = &self.share_keys {
+            let distinct: BTreeSet<&[u8]> = share_keys.iter().map(|k| k.bytes.as_slice()).collect();
+            if share_keys.len() != n || distinct.len() != n || share_keys.iter().any(|k| k.check().is_err()) {
+                return Err(GenesisError::ShareKeys);
+            }
+        }
         // A consortium (n >= 4) must not let one organisation hold more than f validators;
         // smaller networks are development mode.
         if n >= 4 {
@@ -160,6 +177,10 @@ impl Genesis {
             };
             writes.insert(keys::member(&org.admin.member), Some(encode(&admin)));
             writes.insert(keys::signing_key(&org.admin.signing_key), Some(encode(&org.admin.member)));
+        }
+        if let Some(share_keys) = &self.share_keys {
+            let config = crate::threshold::ThresholdConfig::for_validators(0, share_keys.clone());
+            writes.insert(keys::THRESHOLD.to_vec(), Some(encode(&config)));
         }
         writes
     }

@@ -15,6 +15,7 @@ pub mod merkle;
 mod policy;
 mod sidecar;
 pub mod state;
+pub mod threshold;
 mod tx;
 
 pub use block::{Block, BlockError, BlockHeader, check_sidecar, results_root, tx_root};

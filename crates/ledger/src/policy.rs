@@ -64,6 +64,9 @@ pub enum Rejection {
     TooManyHolders,
     /// An admin does not suspend themself (another admin of the organisation does).
     SelfSuspension,
+    /// The record's sidecar must carry one share of `k_thr` per validator of the current share
+    /// epoch, with the network's threshold (DESIGN §6a), and only on a network that has one.
+    ThresholdShares,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -120,6 +123,9 @@ impl Rejection {
             Rejection::GrantExpired => "grant expired",
             Rejection::TooManyHolders => "too many --all grantees on this chart",
             Rejection::SelfSuspension => "an admin does not suspend themself",
+            Rejection::ThresholdShares => {
+                "the record must carry one key share per validator with the network's threshold"
+            }
         }
     }
 }

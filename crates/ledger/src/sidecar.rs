@@ -4,8 +4,9 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::wrap::{Envelope, WrapContext};
+use medledger_types::limits::VALIDATORS_MAX;
 use medledger_types::limits::{METADATA_BYTES_MAX, SIDECAR_BYTES_MAX, SIDECAR_ENVELOPES_MAX};
-use medledger_types::{ChainId, Digest, MemberId, RecordId, decode_canonical, encode};
+use medledger_types::{ChainId, Digest, MemberId, RecordId, Trailing, decode_canonical, encode};
 use serde::{Deserialize, Serialize};
 
 /// Who can open an envelope: a member, or whoever holds a patient's chart key of an epoch.
@@ -100,6 +101,9 @@ pub struct Sidecar {
     pub envelopes: Vec<SidecarEnvelope>,
     /// Record metadata (resource type, dates, codes) encrypted under the record's data key.
     pub metadata: Option<Vec<u8>>,
+    /// The validators' shares of the record's `k_thr` (DESIGN §6a). Last field: sidecars written
+    /// before threshold release keep their encoding and digest.
+    pub threshold: Trailing<crate::threshold::ThresholdShares>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +133,7 @@ impl Sidecar {
         let sidecar: Sidecar = decode_canonical(bytes, SIDECAR_BYTES_MAX).map_err(|_| SidecarError::Malformed)?;
         if sidecar.envelopes.len() > SIDECAR_ENVELOPES_MAX
             || sidecar.metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX)
+            || sidecar.threshold.0.as_ref().is_some_and(|t| t.shares.len() > VALIDATORS_MAX)
         {
             return Err(SidecarError::Malformed);
         }
@@ -171,8 +176,12 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
     if sidecar.envelopes.iter().any(|e| e.envelope.check().is_err()) {
         return Err(SidecarError::Malformed);
     }
-    let only_metadata_for_records =
-        sidecar.metadata.is_none() || matches!(tx.body.kind, TxKind::RegisterRecord(_) | TxKind::AppendVersion(_));
+    let is_record = matches!(tx.body.kind, TxKind::RegisterRecord(_) | TxKind::AppendVersion(_));
+    if sidecar.threshold.0.as_ref().is_some_and(|t| !is_record || t.shares.iter().any(|s| s.envelope.check().is_err()))
+    {
+        return Err(SidecarError::Malformed);
+    }
+    let only_metadata_for_records = sidecar.metadata.is_none() || is_record;
     if !only_metadata_for_records {
         return Err(SidecarError::Malformed);
     }

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::sign::VerifyingKey;
 use medledger_crypto::wrap::EncryptionKey;
-use medledger_types::{Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
+use medledger_types::{
+    Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, Trailing, TxId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Rejection;
@@ -86,6 +88,8 @@ pub mod keys {
     pub const AUDIT: &[u8] = b"a/";
     pub const TX_RESULT: &[u8] = b"t/";
     pub const SIGNING_KEY: &[u8] = b"k/";
+    /// The validators' share keys of the current share epoch (threshold release).
+    pub const THRESHOLD: &[u8] = b"v/threshold";
 
     pub fn org(org: &OrgId) -> Vec<u8> {
         key(ORG, &[org.as_str().as_bytes()])
@@ -198,6 +202,10 @@ pub struct RecordEntry {
     /// When the current version was registered.
     pub created_at: Timestamp,
     pub created_height: Height,
+    /// Set when the data key needs the validators' shares (DESIGN §6a). Last field: absent in
+    /// records written before threshold release existed, whose encoding it leaves unchanged.
+    #[schema(value_type = Option<crate::threshold::ThresholdInfo>)]
+    pub threshold: Trailing<crate::threshold::ThresholdInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]

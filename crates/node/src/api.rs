@@ -12,13 +12,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use medledger_ledger::api::{
     AccessBundle, BLOB_BATCH_BYTES_MAX, BLOB_BATCH_MAX, BlobUpload, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem,
-    SubmitRequest, SubmitResponse, TxStatus,
+    ReleasedShare, SubmitRequest, SubmitResponse, ThresholdPublic, TxStatus,
 };
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::state::{
     AuditEvent, ChartEntry, EnvelopeRef, GrantEntry, MemberEntry, MemberStatus, RecordEntry, TxResultEntry, keys,
     last_nonce, read,
 };
+use medledger_ledger::threshold;
 use medledger_ledger::{GrantScope, KeyHolder, KeySubject, Sidecar, SidecarEnvelope, StateView, TxKind};
 use medledger_store::{BlobError, Blobs};
 use medledger_types::limits::{ACCESS_WINDOW_MS, PAGE_ITEMS_MAX, SIDECAR_BYTES_MAX, TX_BYTES_MAX};
@@ -46,6 +47,8 @@ pub struct ApiState {
     pub index: u32,
     pub peers: crate::peers::Peers,
     pub ops: Ops,
+    /// This validator's share key (threshold release); `None` on a network without it.
+    pub share_key: Option<std::sync::Arc<medledger_crypto::wrap::DecryptionKey>>,
 }
 
 /// What the operations endpoints read: the metrics encoder (the consensus runtime's registry) and
@@ -158,6 +161,8 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(put_blobs).layer(DefaultBodyLimit::max(BLOB_BATCH_BYTES_MAX)))
         .routes(routes!(access_bundle))
         .routes(routes!(access_content))
+        .routes(routes!(access_share))
+        .routes(routes!(genesis))
         .merge(crate::sync::routes())
         .split_for_parts()
 }
@@ -1006,8 +1011,67 @@ async fn access_bundle(
         }
     }
     let sidecar = state.app.inner().db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
-    let metadata = sidecar.and_then(|b| Sidecar::decode(&b).ok()).and_then(|s| s.metadata);
-    Ok(Json(AccessBundle { record, envelopes, metadata }))
+    let sidecar = sidecar.and_then(|b| Sidecar::decode(&b).ok()).unwrap_or_default();
+    let threshold = sidecar.threshold.0.map(|t| ThresholdPublic {
+        epoch: t.epoch,
+        threshold: t.threshold,
+        commitments: t.shares.iter().map(|s| s.commitment).collect(),
+    });
+    Ok(Json(AccessBundle { record, envelopes, metadata: sidecar.metadata, threshold }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/access/{tx}/share",
+    tag = "records",
+    params(("tx" = String, Path, pattern = "^[0-9a-f]{64}$", description = "RecordAccess transaction id (64 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "This validator's share of the record's k_thr, wrapped for the signer of this committed, allowed RecordAccess (threshold release).", body = ReleasedShare), Problems)
+)]
+async fn access_share(
+    State(state): State<ApiState>,
+    Path(tx): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<ReleasedShare>> {
+    let (me, record) = allowed_access(&state, &tx, me)?;
+    let Some(info) = record.threshold.0 else {
+        return Err(ApiError::not_found("threshold share (the record uses the direct suite)"));
+    };
+    let Some(key) = state.share_key.as_deref() else {
+        return Err(ApiError::not_found("threshold share (this validator holds no share key)"));
+    };
+    if info.epoch != 0 {
+        return Err(ApiError::not_found("share of another validator set"));
+    }
+    let bytes = state.app.inner().db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
+    let shares = bytes
+        .and_then(|b| Sidecar::decode(&b).ok())
+        .and_then(|s| s.threshold.0)
+        .ok_or_else(|| ApiError::not_found("threshold share"))?;
+    let mine = shares.shares.get(state.index as usize).ok_or_else(|| ApiError::not_found("threshold share"))?;
+    let chain_id = state.app.inner().chain_id;
+    let opened = medledger_crypto::wrap::open(
+        key,
+        &mine.envelope,
+        &threshold::share_context(chain_id, record.record, record.version, info.epoch, state.index),
+    )
+    .map_err(|_| {
+        ApiError::new(StatusCode::CONFLICT, "share-unopenable", "the author wrapped this validator's share wrongly")
+    })?;
+    let context = threshold::release_context(chain_id, record.record, record.version, info.epoch, state.index, me.id);
+    let envelope = medledger_crypto::wrap::seal(&me.encryption_key, &opened, &context).map_err(ApiError::internal)?;
+    state.app.inner().metrics.shares_released.inc();
+    Ok(Json(ReleasedShare { validator: state.index, epoch: info.epoch, envelope }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/genesis",
+    tag = "chain",
+    responses((status = 200, description = "The network's genesis (organisations, validators and their share keys); its SHA-256 under the genesis tag is the chain id, so a client checks it against the chain id it was configured with.", body = Object), Problems)
+)]
+async fn genesis(State(state): State<ApiState>) -> Json<medledger_ledger::Genesis> {
+    Json(state.app.inner().genesis.clone())
 }
 
 #[utoipa::path(

@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use medledger_crypto::sign::VerifyingKey;
+use medledger_crypto::suite::KemSuite;
+use medledger_crypto::wrap::DecryptionKey;
 use medledger_ledger::{Genesis, GenesisOrg, GenesisValidator};
 use medledger_types::{OrgId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,11 @@ pub struct ValidatorFile {
     /// HTTPS for the API (`medledger init --tls`); absent: plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Hex of this validator's share key (X-Wing), whose public half is in genesis: it opens the
+    /// validator's shares of record keys (threshold release, DESIGN §6a). Absent in networks
+    /// made without threshold release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_secret: Option<String>,
 }
 
 fn default_rate() -> u32 {
@@ -100,6 +107,8 @@ pub struct NetworkPlan {
     pub base_port: u16,
     pub storage: Option<String>,
     pub s3_endpoint: Option<String>,
+    /// Give every validator a share key: record keys are then released by threshold.
+    pub threshold_release: bool,
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), ConfigError> {
@@ -128,6 +137,11 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
     };
     let mut seeds = Vec::new();
     let mut validators = Vec::new();
+    let share_keys: Vec<DecryptionKey> = if plan.threshold_release {
+        (0..plan.validators).map(|_| medledger_crypto::wrap::generate(KemSuite::XWing)).collect()
+    } else {
+        Vec::new()
+    };
     for k in 0..plan.validators {
         let seed: [u8; 32] = medledger_crypto::random_bytes();
         let org: &OrgId = &plan.orgs[k % plan.orgs.len()].id;
@@ -144,6 +158,7 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
         created_at: Timestamp::new(crate::app::wall_clock_ms()),
         orgs: plan.orgs,
         validators,
+        share_keys: plan.threshold_release.then(|| share_keys.iter().map(|k| k.encryption_key().clone()).collect()),
     };
     genesis.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let storage = plan.storage.unwrap_or_else(|| format!("file://{}", dir.join("blobs").display()));
@@ -162,6 +177,7 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
             api_requests_per_second: default_rate(),
             api_request_burst: default_burst(),
             tls: None,
+            share_secret: share_keys.get(k).map(|key| hex::encode(&*key.to_bytes())),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         write_private(&vdir.join("validator.json"), &text)?;
@@ -169,6 +185,23 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
     let path = genesis_path(&dir);
     std::fs::write(&path, genesis.to_json()).map_err(io(&path))?;
     Ok(genesis)
+}
+
+/// This validator's share key, checked against the public key genesis names for it; `None` on a
+/// network without threshold release.
+pub fn share_key(genesis: &Genesis, file: &ValidatorFile) -> Result<Option<DecryptionKey>, ConfigError> {
+    let Some(keys) = &genesis.share_keys else { return Ok(None) };
+    let public =
+        keys.get(file.index as usize).ok_or_else(|| ConfigError::Invalid("validator index not in genesis".into()))?;
+    let secret = file.share_secret.as_deref().and_then(|h| hex::decode(h).ok()).ok_or_else(|| {
+        ConfigError::Invalid("genesis names a share key but validator.json has no share_secret".into())
+    })?;
+    let key = DecryptionKey::from_bytes(public.suite, &zeroize::Zeroizing::new(secret))
+        .map_err(|_| ConfigError::Invalid("malformed share_secret".into()))?;
+    if key.encryption_key() != public {
+        return Err(ConfigError::Invalid("share key does not match genesis".into()));
+    }
+    Ok(Some(key))
 }
 
 /// The consensus configuration of validator `file.index` of `genesis`.

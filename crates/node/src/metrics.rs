@@ -27,6 +27,8 @@ pub struct NodeMetrics {
     pub mempool: Gauge,
     /// Object store and state database errors met while serving requests.
     pub storage_errors: Counter,
+    /// Key shares released to readers of allowed accesses (threshold release).
+    pub shares_released: Counter,
 }
 
 impl Default for NodeMetrics {
@@ -39,6 +41,7 @@ impl Default for NodeMetrics {
             height: Gauge::default(),
             mempool: Gauge::default(),
             storage_errors: Counter::default(),
+            shares_released: Counter::default(),
         }
     }
 }
@@ -65,6 +68,11 @@ impl NodeMetrics {
                 "storage_errors",
                 "storage errors met while serving requests",
                 self.storage_errors.clone(),
+            )),
+            Box::new(context.register(
+                "shares_released",
+                "key shares released to readers of allowed accesses",
+                self.shares_released.clone(),
             )),
         ]
     }

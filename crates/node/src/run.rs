@@ -14,6 +14,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
     let genesis = load_genesis(dir)?;
     let file = load_validator(dir, index)?;
     let cfg = consensus_config(dir, &genesis, &file)?;
+    let share_key = crate::config::share_key(&genesis, &file)?.map(std::sync::Arc::new);
     let data = validator_dir(dir, index).join("data");
     let blobs = Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX)?;
     let scheme = if file.tls.is_some() { "https" } else { "http" };
@@ -54,7 +55,8 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
             });
         }
         let _registered = app.inner().metrics.register(&context.child("medledger"));
-        let state = ApiState { app: app.clone(), blobs, validators, forwarder, index, peers, ops: ops.clone() };
+        let state =
+            ApiState { app: app.clone(), blobs, validators, forwarder, index, peers, ops: ops.clone(), share_key };
         tokio::spawn(async move {
             let listener = match crate::tls::ApiListener::new(listener, tls) {
                 Ok(l) => l,

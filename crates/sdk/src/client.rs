@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use medledger_ledger::api::{
-    AccessBundle, BlobUpload, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, SubmitRequest, SubmitResponse,
-    TxStatus,
+    AccessBundle, BlobUpload, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, ReleasedShare, SubmitRequest,
+    SubmitResponse, TxStatus,
 };
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::state::{AuditEvent, ChartEntry, GrantEntry, MemberEntry, RecordEntry};
@@ -68,8 +68,21 @@ impl Client {
         body: Option<Vec<u8>>,
         signer: Option<&Identity>,
     ) -> Result<Bytes> {
+        let nodes: Vec<&str> = self.nodes.iter().chain(&self.nodes).map(String::as_str).collect();
+        self.send_via(&nodes, method, path, body, signer).await
+    }
+
+    /// As [`Client::send`], over exactly `nodes` in order.
+    async fn send_via(
+        &self,
+        nodes: &[&str],
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        signer: Option<&Identity>,
+    ) -> Result<Bytes> {
         let mut last = None;
-        for node in self.nodes.iter().chain(&self.nodes) {
+        for &node in nodes {
             let url = format!("{}{}", node.trim_end_matches('/'), path);
             // Signed as the client library will send it (normalized), so the node rebuilds the same base.
             let url = reqwest::Url::parse(&url).map(String::from).unwrap_or(url);
@@ -196,6 +209,23 @@ impl Client {
 
     pub async fn access_bundle(&self, me: &Identity, access: &TxId) -> Result<AccessBundle> {
         self.get_json(&format!("/v1/access/{access}/bundle"), Some(me)).await
+    }
+
+    /// Validator `api`'s share of the record key named by the allowed access `access`, wrapped
+    /// for `me` (threshold release). Asks that validator only.
+    pub async fn access_share(&self, api: &str, me: &Identity, access: &TxId) -> Result<ReleasedShare> {
+        let bytes = self.send_via(&[api], Method::GET, &format!("/v1/access/{access}/share"), None, Some(me)).await?;
+        serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
+    }
+
+    /// The network's genesis as a validator serves it (the caller checks it against its chain id).
+    pub async fn genesis(&self) -> Result<medledger_ledger::Genesis> {
+        self.get_json("/v1/genesis", None).await
+    }
+
+    /// `https` when this client talks TLS to the validators, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.nodes.iter().any(|n| n.starts_with("https://")) { "https" } else { "http" }
     }
 
     pub async fn access_content(&self, me: &Identity, access: &TxId) -> Result<Bytes> {

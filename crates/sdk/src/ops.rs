@@ -7,7 +7,8 @@ use std::path::Path;
 
 use futures::StreamExt;
 use medledger_crypto::payload::{self, DataKey};
-use medledger_crypto::suite::KemSuite;
+use medledger_crypto::suite::{KemSuite, PayloadSuite};
+use medledger_crypto::threshold;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::api::TxStatus;
 use medledger_ledger::state::{AuditEvent, ChartEntry, RecordEntry};
@@ -59,6 +60,8 @@ pub struct Session {
     /// one member (a gateway serving several applications) never reuse a nonce. Held while
     /// signing and submitting, so a signer's transactions reach the validator in nonce order.
     nonces: tokio::sync::Mutex<HashMap<MemberId, u64>>,
+    /// The network's threshold release (from its genesis), once fetched.
+    pub(crate) release: tokio::sync::OnceCell<Option<std::sync::Arc<crate::release::Release>>>,
 }
 
 /// Chart secrets travel as `suite ‖ secret key`.
@@ -88,7 +91,7 @@ impl Session {
         };
         let client = Client::with_ca(nodes, config.ca_pem.as_deref())?;
         client.observe_height(home.last_height());
-        Ok(Session { client, chain_id: config.chain_id, home, nonces: Default::default() })
+        Ok(Session { client, chain_id: config.chain_id, home, nonces: Default::default(), release: Default::default() })
     }
 
     fn seal_for(
@@ -214,7 +217,10 @@ impl Session {
             let subject = KeySubject::Chart { patient: identity.member, epoch: 0 };
             let envelope =
                 self.seal_for(identity.encryption.encryption_key(), holder, subject, &chart_secret(&chart))?;
-            (Some(chart.encryption_key().clone()), Some(Sidecar { envelopes: vec![envelope], metadata: None }))
+            (
+                Some(chart.encryption_key().clone()),
+                Some(Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() }),
+            )
         } else {
             (None, None)
         };
@@ -253,7 +259,7 @@ impl Session {
             expires_at,
             chart_epoch: Some(epoch),
         });
-        Ok((kind, Sidecar { envelopes: vec![envelope], metadata: None }))
+        Ok((kind, Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() }))
     }
 
     /// Enrols `count` new patients in `admin`'s organisation's custody (DESIGN §8), each with an
@@ -332,6 +338,7 @@ impl Session {
         plaintext: &[u8],
     ) -> Result<(RecordId, Committed)> {
         let metadata = describe(plaintext)?;
+        self.release().await?;
         let chart = self.client.chart(&patient.member).await?;
         let record = RecordId::new(medledger_crypto::random_bytes());
         let sealed = self.seal_record(me, &chart, record, 1, plaintext, &metadata)?;
@@ -350,6 +357,7 @@ impl Session {
         plaintext: &[u8],
     ) -> Result<Committed> {
         let metadata = describe(plaintext)?;
+        self.release().await?;
         let entry = self.client.record(&record).await?;
         if expected.is_some_and(|v| v != entry.version) {
             return Err(SdkError::Conflict(format!("the record is at version {}", entry.version)));
@@ -382,10 +390,23 @@ impl Session {
         if plaintext.len() > RECORD_PLAINTEXT_MAX {
             return Err(SdkError::Usage(format!("records are limited to {} MiB", RECORD_PLAINTEXT_MAX >> 20)));
         }
-        let dek = DataKey::generate();
+        // Under threshold release the envelopes wrap k_env and the validators hold k_thr's shares;
+        // otherwise the envelopes wrap the data key itself.
+        let (dek, wrapped, suite, threshold) = match self.loaded_release()? {
+            Some(release) => {
+                let dealt = self.deal(&release, record, version)?;
+                let k_env = Zeroizing::new(dealt.k_env.to_vec());
+                (dealt.dek, k_env, PayloadSuite::Aes256GcmStream64KThreshold, Some(dealt.shares))
+            }
+            None => {
+                let dek = DataKey::generate();
+                let bytes = Zeroizing::new(dek.as_bytes().to_vec());
+                (dek, bytes, PayloadSuite::Aes256GcmStream64K, None)
+            }
+        };
         let mut ciphertext = Vec::with_capacity(plaintext.len() + plaintext.len() / 4096 + 128);
-        let sealed =
-            payload::encrypt(&dek, record.as_bytes(), version, plaintext, &mut ciphertext).map_err(SdkError::other)?;
+        let sealed = payload::encrypt_with_suite(suite, &dek, record.as_bytes(), version, plaintext, &mut ciphertext)
+            .map_err(SdkError::other)?;
         let digest = Digest::new(sealed.digest);
         let mut meta_ct = Vec::new();
         let meta_json = serde_json::to_vec(metadata).map_err(SdkError::other)?;
@@ -395,13 +416,14 @@ impl Session {
         let me_holder = KeyHolder::Member { member: me.member };
         let chart_holder = KeyHolder::Chart { patient, epoch: chart.epoch };
         let envelopes = vec![
-            self.seal_for(me.encryption.encryption_key(), me_holder, subject, dek.as_bytes())?,
-            self.seal_for(&chart.public_key, chart_holder, subject, dek.as_bytes())?,
+            self.seal_for(me.encryption.encryption_key(), me_holder, subject, &wrapped)?,
+            self.seal_for(&chart.public_key, chart_holder, subject, &wrapped)?,
         ];
         let recipients = envelopes.iter().map(|e| e.holder).collect();
         let body = RegisterRecord { record, patient, version, digest, size_bytes: sealed.ciphertext_len, recipients };
         let kind = if version == 1 { TxKind::RegisterRecord(body) } else { TxKind::AppendVersion(body) };
-        Ok(Sealed { record, digest, ciphertext, kind, sidecar: Sidecar { envelopes, metadata: Some(meta_ct) } })
+        let sidecar = Sidecar { envelopes, metadata: Some(meta_ct), threshold: threshold.into() };
+        Ok(Sealed { record, digest, ciphertext, kind, sidecar })
     }
 
     /// Signs and submits many transactions at once (each signer's in order, with consecutive
@@ -487,10 +509,22 @@ impl Session {
 
     /// Fetches, checks and decrypts the record an allowed, committed access names.
     pub async fn open_access(&self, me: &Identity, record: RecordId, access: Committed) -> Result<Opened> {
-        let (dek, bundle_record, metadata) = self.data_key(me, &access.tx).await?;
-        let ciphertext = self.client.access_content(me, &access.tx).await?;
+        // The shares are asked for while the ciphertext comes.
+        let (key, ciphertext) = tokio::join!(self.data_key(me, &access.tx), self.client.access_content(me, &access.tx));
+        let (dek, bundle_record, metadata) = key?;
+        let ciphertext = ciphertext?;
         if Digest::new(medledger_crypto::sha256(&ciphertext)) != bundle_record.digest {
             return Err(SdkError::Integrity("ciphertext does not match the digest on the ledger".into()));
+        }
+        let expected = if bundle_record.threshold.0.is_some() {
+            PayloadSuite::Aes256GcmStream64KThreshold
+        } else {
+            PayloadSuite::Aes256GcmStream64K
+        };
+        let header =
+            ciphertext.get(..payload::HEADER_BYTES).and_then(|h| h.try_into().ok()).map(payload::Header::decode);
+        if !matches!(header, Some(Ok(h)) if h.suite == expected) {
+            return Err(SdkError::Integrity("the ciphertext's suite is not the one the ledger records".into()));
         }
         let mut plaintext = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
         payload::decrypt_with_digest(
@@ -529,7 +563,18 @@ impl Session {
                 .ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
             self.open_envelope(&chart, to_record)?
         };
-        let dek = DataKey::from_slice(&secret).map_err(|_| SdkError::Integrity("data key malformed".into()))?;
+        let dek = match &bundle.threshold {
+            None => DataKey::from_slice(&secret).map_err(|_| SdkError::Integrity("data key malformed".into()))?,
+            Some(public) => {
+                let k_env: &[u8; 32] = secret
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| SdkError::Integrity("record key half malformed".into()))?;
+                let k_thr = self.collect_k_thr(me, access, record, public).await?;
+                threshold::derive_data_key(k_env, &k_thr, record.record.as_bytes(), record.version)
+                    .map_err(SdkError::other)?
+            }
+        };
         Ok((dek, bundle.record, bundle.metadata))
     }
 
@@ -572,7 +617,12 @@ impl Session {
             expires_at,
             chart_epoch: None,
         });
-        self.transact(me, kind, Some(Sidecar { envelopes: vec![envelope], metadata: None })).await
+        self.transact(
+            me,
+            kind,
+            Some(Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() }),
+        )
+        .await
     }
 
     /// The patient revokes a grant; `--all` moves the chart key to a new epoch for the others.
@@ -608,7 +658,7 @@ impl Session {
                 }
                 (
                     Some(NewChartEpoch { public_key: next.encryption_key().clone(), recipients }),
-                    Some(Sidecar { envelopes, metadata: None }),
+                    Some(Sidecar { envelopes, metadata: None, threshold: Default::default() }),
                 )
             }
         };

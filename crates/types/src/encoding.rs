@@ -24,8 +24,14 @@ pub fn encode<T: BorshSerialize>(value: &T) -> Vec<u8> {
 /// Only valid as the **last field of a value decoded from a whole buffer** (a state entry, a
 /// sidecar): it reads "absent" from the end of input, so anywhere else it would swallow the bytes
 /// that follow. A zero tag is refused, so each value has one encoding.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Trailing<T>(pub Option<T>);
+
+impl<T> Default for Trailing<T> {
+    fn default() -> Self {
+        Trailing(None)
+    }
+}
 
 impl<T: BorshSerialize> BorshSerialize for Trailing<T> {
     fn serialize<W: std::io::Write>(&self, writer: &mut W) -> std::io::Result<()> {

@@ -1,0 +1,158 @@
+//! Threshold release on the ledger (DESIGN §6a): which validators hold shares of a record's `k_thr`,
+//! what a record's sidecar must carry for them, and the bindings of the two wraps a share goes
+//! through (author → validator in the sidecar, validator → reader on release).
+//!
+//! A network whose genesis names share keys requires every new record version to carry one share
+//! per validator, `threshold = f + 1` of which recover `k_thr`; validators check the shape (they
+//! cannot open the other validators' shares) and release their own share only to the signer of an
+//! allowed RecordAccess they executed. Records of a network without share keys keep the direct
+//! suite.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use medledger_crypto::wrap::{EncryptionKey, Envelope, WrapContext};
+use medledger_types::{ChainId, Digest, MemberId, RecordId, encode};
+use serde::{Deserialize, Serialize};
+
+/// The share keys of the validator set of one share epoch, in validator order. Kept in state.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ThresholdConfig {
+    /// 0 for the genesis set; a new set of validators is a new epoch.
+    pub epoch: u32,
+    /// Shares needed to recover `k_thr`: f + 1.
+    pub threshold: u8,
+    pub share_keys: Vec<EncryptionKey>,
+}
+
+impl ThresholdConfig {
+    /// The configuration of `n` validators' share keys: threshold f + 1 with n = 3f + 1.
+    pub fn for_validators(epoch: u32, share_keys: Vec<EncryptionKey>) -> Self {
+        let f = share_keys.len().saturating_sub(1) / 3;
+        Self { epoch, threshold: u8::try_from(f + 1).unwrap_or(u8::MAX), share_keys }
+    }
+}
+
+/// One validator's share, wrapped for its share key, with the public commitment a reader checks
+/// the released share against.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WrappedShare {
+    pub envelope: Envelope,
+    /// [`medledger_crypto::threshold::share_commitment`] of the share.
+    pub commitment: Digest,
+}
+
+/// The validators' shares of one record version's `k_thr`, carried in its sidecar.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ThresholdShares {
+    pub epoch: u32,
+    pub threshold: u8,
+    /// Share `i` belongs to validator `i` of the epoch.
+    pub shares: Vec<WrappedShare>,
+}
+
+impl ThresholdShares {
+    /// Whether these shares fit `config`: its epoch and threshold, one well-formed share per
+    /// validator, each wrapped with the suite of that validator's key.
+    pub fn fits(&self, config: &ThresholdConfig) -> bool {
+        self.epoch == config.epoch
+            && self.threshold == config.threshold
+            && self.shares.len() == config.share_keys.len()
+            && self
+                .shares
+                .iter()
+                .zip(&config.share_keys)
+                .all(|(s, key)| s.envelope.check().is_ok() && s.envelope.suite == key.suite)
+    }
+
+    /// The public part a record entry keeps.
+    pub fn info(&self) -> ThresholdInfo {
+        ThresholdInfo { epoch: self.epoch, threshold: self.threshold }
+    }
+}
+
+/// What a record entry says about its threshold release: which validator set holds the shares
+/// and how many of them a reader needs.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema,
+)]
+pub struct ThresholdInfo {
+    pub epoch: u32,
+    pub threshold: u8,
+}
+
+/// What a share is a share of, for the HPKE bindings.
+#[derive(BorshSerialize)]
+struct ShareSubject {
+    record: RecordId,
+    version: u32,
+    epoch: u32,
+    validator: u32,
+}
+
+/// Who a share is wrapped for.
+#[derive(BorshSerialize)]
+enum ShareHolder {
+    Validator { epoch: u32, validator: u32 },
+    Reader { member: MemberId },
+}
+
+fn tagged(tag: &[u8], value: &impl BorshSerialize) -> [u8; 32] {
+    let mut bytes = tag.to_vec();
+    bytes.extend_from_slice(&encode(value));
+    medledger_crypto::sha256(&bytes)
+}
+
+fn context(chain_id: ChainId, subject: &ShareSubject, holder: &ShareHolder) -> WrapContext {
+    WrapContext {
+        chain_id: *chain_id.as_bytes(),
+        subject: tagged(b"medledger/share-subject/v1", subject),
+        version: u64::from(subject.version),
+        recipient: tagged(b"medledger/share-holder/v1", holder),
+    }
+}
+
+/// The binding of validator `validator`'s share of `record`/`version`, wrapped by the author for
+/// that validator's share key of `epoch`.
+pub fn share_context(chain_id: ChainId, record: RecordId, version: u32, epoch: u32, validator: u32) -> WrapContext {
+    let subject = ShareSubject { record, version, epoch, validator };
+    context(chain_id, &subject, &ShareHolder::Validator { epoch, validator })
+}
+
+/// The binding of the same share, released by the validator to `reader`.
+pub fn release_context(
+    chain_id: ChainId,
+    record: RecordId,
+    version: u32,
+    epoch: u32,
+    validator: u32,
+    reader: MemberId,
+) -> WrapContext {
+    let subject = ShareSubject { record, version, epoch, validator };
+    context(chain_id, &subject, &ShareHolder::Reader { member: reader })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_is_f_plus_one() {
+        let key = medledger_crypto::wrap::generate(medledger_crypto::suite::KemSuite::X25519).encryption_key().clone();
+        for (n, t) in [(1, 1), (3, 1), (4, 2), (6, 2), (7, 3), (10, 4)] {
+            assert_eq!(ThresholdConfig::for_validators(0, vec![key.clone(); n]).threshold, t, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn bindings_differ_by_validator_reader_and_direction() {
+        let chain = ChainId::new([1; 32]);
+        let record = RecordId::new([2; 16]);
+        let a = share_context(chain, record, 1, 0, 0);
+        assert_ne!(a, share_context(chain, record, 1, 0, 1));
+        assert_ne!(a, share_context(chain, record, 2, 0, 0));
+        assert_ne!(a, share_context(chain, record, 1, 1, 0));
+        let reader = MemberId::new([3; 16]);
+        let r = release_context(chain, record, 1, 0, 0, reader);
+        assert_ne!(r, a);
+        assert_ne!(r, release_context(chain, record, 1, 0, 0, MemberId::new([4; 16])));
+    }
+}
