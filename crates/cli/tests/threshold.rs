@@ -1,0 +1,196 @@
+//! Threshold release (DESIGN §6a) on a 4-validator network (f = 1, threshold 2), real processes
+//! over TCP: a record's key needs `k_env` (from an envelope) and `k_thr` (from two validators'
+//! shares, released only to the signer of an allowed, committed RecordAccess).
+
+mod common;
+
+use common::Net;
+use medledger_crypto::payload;
+use medledger_crypto::suite::KemSuite;
+use medledger_crypto::threshold::{Share, combine, derive_data_key};
+use medledger_crypto::wrap::{self, DecryptionKey};
+use medledger_ledger::threshold::share_context;
+use medledger_ledger::{KeyHolder, KeySubject, RecordAccess, TxKind};
+use medledger_sdk::{COMMIT_TIMEOUT, Identity, SdkError, Sealed, Session, describe};
+use medledger_types::{PurposeOfUse, RecordId, TxId};
+
+const PASS: &[u8] = b"correct horse battery staple";
+
+/// Validator `k`'s share key, as its operator has it (validator.json).
+fn share_key(net: &Net, k: usize) -> DecryptionKey {
+    let path = net.dir.join(format!("validator-{k}")).join("validator.json");
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let secret = hex::decode(file["share_secret"].as_str().expect("a share key")).unwrap();
+    DecryptionKey::from_bytes(KemSuite::XWing, &secret).unwrap()
+}
+
+/// Seals a FHIR resource for `patient` as `author` and registers it; returns what the author made.
+async fn write(session: &Session, author: &Identity, patient: &Identity, text: &str) -> Sealed {
+    let chart = session.client.chart(&patient.member).await.unwrap();
+    let record = RecordId::new(medledger_crypto::random_bytes());
+    let metadata = describe(text.as_bytes()).unwrap();
+    let sealed = session.seal_record(author, &chart, record, 1, text.as_bytes(), &metadata).unwrap();
+    session.client.put_blob(author, &sealed.digest, sealed.ciphertext.clone()).await.unwrap();
+    session.transact(author, sealed.kind.clone(), Some(sealed.sidecar.clone())).await.unwrap();
+    sealed
+}
+
+/// Every validator's share of `sealed`'s `k_thr`, opened with that validator's own key: what f
+/// Byzantine operators would pool.
+fn operator_shares(net: &Net, session: &Session, sealed: &Sealed) -> Vec<Share> {
+    let shares = sealed.sidecar.threshold.0.as_ref().expect("threshold shares");
+    (0..shares.shares.len())
+        .map(|k| {
+            let context = share_context(session.chain_id, sealed.record, 1, 0, k as u32);
+            let bytes = wrap::open(&share_key(net, k), &shares.shares[k].envelope, &context).unwrap();
+            Share::from_slice(&bytes).unwrap()
+        })
+        .collect()
+}
+
+/// Whether `k_env` and these shares decrypt `sealed`.
+fn opens(sealed: &Sealed, k_env: &[u8; 32], shares: &[Share]) -> bool {
+    let k_thr = combine(shares).unwrap();
+    let dek = derive_data_key(k_env, &k_thr, sealed.record.as_bytes(), 1).unwrap();
+    payload::decrypt(&dek, sealed.record.as_bytes(), 1, &sealed.ciphertext[..], &mut Vec::new()).is_ok()
+}
+
+/// Submits a RecordAccess and waits for its commit, allowed or not; returns its id.
+async fn access(session: &Session, reader: &Identity, record: RecordId) -> TxId {
+    let kind = TxKind::RecordAccess(RecordAccess { record, version: 1, purpose: PurposeOfUse::Treat });
+    let id = session.submit_signed(vec![(reader, kind, None)]).await.unwrap().remove(0).unwrap();
+    session.client.wait(&id, COMMIT_TIMEOUT).await.unwrap();
+    id
+}
+
+/// Asks every validator for its share of the access `tx`; how many refused as access denied.
+async fn refusals(session: &Session, reader: &Identity, tx: &TxId) -> usize {
+    let release = session.release().await.unwrap().unwrap();
+    let mut denied = 0;
+    for api in &release.apis {
+        match session.client.access_share(api, reader, tx).await {
+            Err(SdkError::Denied(_)) => denied += 1,
+            other => panic!("validator {api} did not refuse: {other:?}"),
+        }
+    }
+    denied
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_audited_access_no_f_validators_open_a_record_and_f_withheld_do_not_block_reads() {
+    let mut net = Net::start_n(4);
+    net.cast();
+    let session = Session::open(&net.home, None).unwrap();
+    let alice = session.home.load_identity("alice", PASS).unwrap();
+    let bob = session.home.load_identity("drbob", PASS).unwrap();
+    let release = session.release().await.unwrap().expect("networks release by threshold by default");
+    assert_eq!((release.config.threshold, release.config.share_keys.len()), (2, 4));
+
+    let text = r#"{"resourceType":"Basic","code":{"text":"threshold-marker"}}"#;
+    let sealed = write(&session, &alice, &alice, text).await;
+    let entry = session.client.record(&sealed.record).await.unwrap();
+    assert_eq!(entry.threshold.0.map(|t| (t.epoch, t.threshold)), Some((0, 2)));
+    let header = payload::Header::decode(sealed.ciphertext[..payload::HEADER_BYTES].try_into().unwrap()).unwrap();
+    assert_eq!(header.suite, medledger_crypto::suite::PayloadSuite::Aes256GcmStream64KThreshold);
+
+    // Someone holding an envelope (here the patient's own) and the ciphertext, with the data of
+    // any one validator (f = 1), opens nothing; any two validators' shares do (so the refusal is
+    // the threshold's, not a broken test).
+    let subject = KeySubject::Record { record: sealed.record, version: 1 };
+    let holder = KeyHolder::Member { member: alice.member };
+    let envelope = sealed.sidecar.envelope_for(holder, subject).unwrap();
+    let k_env = wrap::open(&alice.encryption, envelope, &subject.wrap_context(session.chain_id, holder)).unwrap();
+    let k_env: [u8; 32] = k_env[..].try_into().unwrap();
+    let shares = operator_shares(&net, &session, &sealed);
+    for k in 0..4 {
+        assert!(!opens(&sealed, &k_env, &[shares[k].clone()]), "validator {k} alone opened the record");
+        for j in k + 1..4 {
+            assert!(opens(&sealed, &k_env, &[shares[k].clone(), shares[j].clone()]), "validators {k},{j}");
+        }
+    }
+    // The shares alone, without k_env, are not the data key either.
+    assert!(!opens(&sealed, &[0u8; 32], &[shares[0].clone(), shares[1].clone()]));
+    // A validator's key opens its own share only.
+    let other = share_context(session.chain_id, sealed.record, 1, 0, 1);
+    assert!(
+        wrap::open(&share_key(&net, 0), &sealed.sidecar.threshold.0.as_ref().unwrap().shares[1].envelope, &other)
+            .is_err()
+    );
+
+    // Through the API: a denied access gets no share from any validator, and it is on the ledger.
+    let denied = access(&session, &bob, sealed.record).await;
+    assert_eq!(refusals(&session, &bob, &denied).await, 4);
+    // Nor does a transaction that is not a RecordAccess (alice's own, allowed, registration).
+    let trail = net.ok(&["--json", "audit", "--as", "alice", "--patient", "alice"]);
+    assert!(trail.contains("\"denied\""), "{trail}");
+
+    // Granted, bob reads through the shares of the validators; with one validator down
+    // (withholding), two of the other three still release.
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all"]);
+    let id = sealed.record.to_string();
+    assert_eq!(net.ok(&["record", "get", "--as", "drbob", &id]), text);
+    net.kill9_validator(3);
+    assert_eq!(net.ok(&["record", "get", "--as", "drbob", &id]), text);
+    let metrics = common::http_get(&net.apis[0], "/metrics").1;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("medledger_shares_released_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_reader_keeps_old_envelopes_but_gets_no_shares() {
+    let net = Net::start_n(4);
+    net.cast();
+    let session = Session::open(&net.home, None).unwrap();
+    let alice = session.home.load_identity("alice", PASS).unwrap();
+    let bob = session.home.load_identity("drbob", PASS).unwrap();
+    session.release().await.unwrap();
+
+    // bob holds alice's chart key of epoch 0 through an --all grant, and keeps a copy of it.
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all"]);
+    let to_bob = session.client.chart_envelope(&bob, &alice.member).await.unwrap();
+    let secret =
+        wrap::open(&bob.encryption, &to_bob.envelope, &to_bob.subject.wrap_context(session.chain_id, to_bob.holder))
+            .unwrap();
+    let (suite, key) = secret.split_first().unwrap();
+    assert_eq!(*suite, KemSuite::XWing as u8);
+    let chart_key = DecryptionKey::from_bytes(KemSuite::XWing, key).unwrap();
+
+    // A record he never reads, written while he could; then alice revokes him.
+    let text = r#"{"resourceType":"Basic","code":{"text":"never-read-marker"}}"#;
+    let sealed = write(&session, &alice, &alice, text).await;
+    net.ok(&["revoke", "--as", "alice", "--from", "drbob", "--all"]);
+
+    // His old chart key still opens the record's envelope (it was wrapped for epoch 0)...
+    let subject = KeySubject::Record { record: sealed.record, version: 1 };
+    let chart_holder = KeyHolder::Chart { patient: alice.member, epoch: 0 };
+    let envelope = sealed.sidecar.envelope_for(chart_holder, subject).unwrap();
+    let k_env = wrap::open(&chart_key, envelope, &subject.wrap_context(session.chain_id, chart_holder)).unwrap();
+    let k_env: [u8; 32] = k_env[..].try_into().unwrap();
+    // ...but his access is denied, every validator refuses its share, and one Byzantine
+    // validator's share is not enough.
+    let denied = access(&session, &bob, sealed.record).await;
+    assert_eq!(refusals(&session, &bob, &denied).await, 4);
+    let get = net.cli(&["record", "get", "--as", "drbob", &sealed.record.to_string()]);
+    assert_eq!(get.code, 3, "{}", get.stderr);
+    let byzantine = operator_shares(&net, &session, &sealed).remove(0);
+    assert!(!opens(&sealed, &k_env, &[byzantine]));
+    // alice, the patient, still reads it.
+    assert_eq!(net.ok(&["record", "get", "--as", "alice", &sealed.record.to_string()]), text);
+}
+
+#[test]
+fn a_network_without_threshold_release_keeps_the_direct_suite() {
+    let net = Net::start_with(&["--no-threshold"]);
+    net.cast();
+    let record = net.file("obs.json", br#"{"resourceType":"Basic","code":{"text":"direct"}}"#);
+    let id = net.ok(&["record", "put", "--as", "alice", "--patient", "alice", record.to_str().unwrap()]);
+    let entry = common::http_get(&net.api, &format!("/v1/records/{}", id.trim())).1;
+    let entry: serde_json::Value = serde_json::from_str(&entry).unwrap();
+    assert!(entry["threshold"].is_null(), "{entry}");
+    assert_eq!(net.ok(&["record", "get", "--as", "alice", id.trim()]).as_bytes(), std::fs::read(&record).unwrap());
+    let genesis: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(net.dir.join("genesis.json")).unwrap()).unwrap();
+    assert!(genesis.get("share_keys").is_none());
+}
