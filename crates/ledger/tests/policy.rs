@@ -4,14 +4,18 @@ use std::collections::BTreeMap;
 
 use medledger_crypto::sign::{Signature, SigningKey};
 use medledger_crypto::suite::KemSuite;
+use medledger_crypto::threshold as shamir;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::state::{AuditEvent, Decision, keys};
+use medledger_ledger::threshold::{ThresholdConfig, ThresholdShares, WrappedShare, share_context};
 use medledger_ledger::{
     BlockContext, Enroll, Genesis, GenesisMember, GenesisOrg, GenesisValidator, Grant, GrantScope, KeyHolder,
     KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Rejection, Revoke, Sidecar, SidecarEnvelope, Suspend,
     Transaction, TxBody, TxInvalid, TxKind, TxOutcome, execute_block,
 };
-use medledger_types::{ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp};
+use medledger_types::{
+    ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, Trailing,
+};
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -39,6 +43,10 @@ struct World {
     height: u64,
     time: u64,
     chart: BTreeMap<MemberId, (u32, DecryptionKey)>,
+    /// The validators' share keys (threshold release); empty on a network without it.
+    share_keys: Vec<DecryptionKey>,
+    /// The threshold shares the next write carries instead of well-made ones.
+    next_shares: Option<Trailing<ThresholdShares>>,
 }
 
 const T0: u64 = 1_700_000_000_000;
@@ -50,6 +58,13 @@ fn envelope(chain: ChainId, to: &EncryptionKey, holder: KeyHolder, subject: KeyS
 
 impl World {
     fn new(admins: &[(&str, &Who)]) -> Self {
+        Self::with_validators(admins, 1, false)
+    }
+
+    /// A network of `n` validators; with `threshold`, each has a share key.
+    fn with_validators(admins: &[(&str, &Who)], n: usize, threshold: bool) -> Self {
+        let share_keys: Vec<DecryptionKey> =
+            if threshold { (0..n).map(|_| wrap::generate(KemSuite::X25519)).collect() } else { vec![] };
         let genesis = Genesis {
             chain_name: "test".into(),
             created_at: Timestamp::new(T0),
@@ -65,16 +80,45 @@ impl World {
                     },
                 })
                 .collect(),
-            validators: vec![GenesisValidator {
-                org: OrgId::new(admins[0].0).unwrap(),
-                public_key: SigningKey::generate().verifying_key(),
-                p2p_address: "127.0.0.1:1".into(),
-                api_address: "127.0.0.1:2".into(),
-            }],
+            validators: (0..n)
+                .map(|k| GenesisValidator {
+                    org: OrgId::new(admins[k % admins.len()].0).unwrap(),
+                    public_key: SigningKey::generate().verifying_key(),
+                    p2p_address: format!("127.0.0.1:{}", 100 + k),
+                    api_address: format!("127.0.0.1:{}", 200 + k),
+                })
+                .collect(),
+            share_keys: threshold.then(|| share_keys.iter().map(|k| k.encryption_key().clone()).collect()),
         };
         genesis.validate().expect("valid genesis");
         let state = genesis.state().into_iter().map(|(k, v)| (k, v.unwrap())).collect();
-        World { chain: genesis.chain_id(), state, height: 0, time: T0, chart: BTreeMap::new() }
+        World {
+            chain: genesis.chain_id(),
+            state,
+            height: 0,
+            time: T0,
+            chart: BTreeMap::new(),
+            share_keys,
+            next_shares: None,
+        }
+    }
+
+    /// Well-made shares of a fresh `k_thr` of `record`/`version` for this network's validators.
+    fn deal(&self, record: RecordId, version: u32) -> ThresholdShares {
+        let keys: Vec<EncryptionKey> = self.share_keys.iter().map(|k| k.encryption_key().clone()).collect();
+        let config = ThresholdConfig::for_validators(0, keys);
+        let pieces = shamir::split(&[5u8; 32], usize::from(config.threshold), config.share_keys.len()).unwrap();
+        let shares = pieces
+            .iter()
+            .zip(&config.share_keys)
+            .enumerate()
+            .map(|(i, (share, key))| WrappedShare {
+                envelope: wrap::seal(key, share.as_bytes(), &share_context(self.chain, record, version, 0, i as u32))
+                    .unwrap(),
+                commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, share)),
+            })
+            .collect();
+        ThresholdShares { epoch: 0, threshold: config.threshold, shares }
     }
 
     fn tx(&self, who: &mut Who, kind: TxKind, sidecar: Option<&Sidecar>) -> (Transaction, Option<Vec<u8>>) {
@@ -127,6 +171,7 @@ impl World {
             let sidecar = Sidecar {
                 envelopes: vec![envelope(self.chain, who.enc.encryption_key(), holder, subject)],
                 metadata: None,
+                threshold: Default::default(),
             };
             let public = chart.encryption_key().clone();
             self.chart.insert(who.id, (0, chart));
@@ -179,7 +224,12 @@ impl World {
             ));
         }
         let recipients = envelopes.iter().map(|e| e.holder).collect();
-        let sidecar = Sidecar { envelopes, metadata: Some(vec![1, 2, 3]) };
+        let threshold = match self.next_shares.take() {
+            Some(chosen) => chosen,
+            None if self.share_keys.is_empty() => Trailing(None),
+            None => Trailing(Some(self.deal(record, version))),
+        };
+        let sidecar = Sidecar { envelopes, metadata: Some(vec![1, 2, 3]), threshold };
         let body = RegisterRecord {
             record,
             patient,
@@ -213,8 +263,11 @@ impl World {
             }
         };
         let holder = KeyHolder::Member { member: to.id };
-        let sidecar =
-            Sidecar { envelopes: vec![envelope(self.chain, to.enc.encryption_key(), holder, subject)], metadata: None };
+        let sidecar = Sidecar {
+            envelopes: vec![envelope(self.chain, to.enc.encryption_key(), holder, subject)],
+            metadata: None,
+            threshold: Default::default(),
+        };
         let kind = TxKind::Grant(Grant {
             patient: patient.id,
             grantee: to.id,
@@ -410,6 +463,69 @@ fn record_creation_rows() {
     assert_eq!(c.w.put(&mut c.d1, c.patient.id, r(4)), rejected(Rejection::GrantExpired));
 }
 
+/// Threshold release (DESIGN §6a): on a network with share keys, every record version carries one
+/// well-formed share per validator with the network's threshold; elsewhere, none.
+#[test]
+fn threshold_share_rows() {
+    let mut admin = Who::new(1);
+    let other_admin = Who::new(2);
+    let mut w = World::with_validators(&[("org1", &admin), ("org2", &other_admin)], 3, true);
+    let mut patient = Who::new(10);
+    assert_eq!(w.enroll(&mut admin, &patient, "org1", Role::Patient), TxOutcome::Applied);
+    let r = |n| RecordId::new([n; 16]);
+    assert_eq!(w.put_own(&mut patient, r(1)), TxOutcome::Applied, "one share per validator, threshold f + 1");
+    let entry: medledger_ledger::state::RecordEntry =
+        medledger_ledger::state::read(&w.state, &keys::record(&r(1))).unwrap();
+    assert_eq!(entry.threshold.0.map(|t| (t.epoch, t.threshold)), Some((0, 1)));
+    let good = w.deal(r(2), 1);
+    let mut bad = Vec::new();
+    bad.push(("no shares", Trailing(None)));
+    let mut fewer = good.clone();
+    fewer.shares.pop();
+    bad.push(("a validator left out", Trailing(Some(fewer))));
+    let mut more = good.clone();
+    more.shares.push(good.shares[0].clone());
+    bad.push(("a share too many", Trailing(Some(more))));
+    bad.push(("another threshold", Trailing(Some(ThresholdShares { threshold: 2, ..good.clone() }))));
+    bad.push(("another epoch", Trailing(Some(ThresholdShares { epoch: 1, ..good.clone() }))));
+    let mut other_suite = good.clone();
+    let xwing = wrap::generate(KemSuite::XWing);
+    other_suite.shares[1].envelope =
+        wrap::seal(xwing.encryption_key(), &[1u8; 33], &share_context(w.chain, r(2), 1, 0, 1)).unwrap();
+    bad.push(("a share under another suite than its validator's key", Trailing(Some(other_suite))));
+    for (what, shares) in bad {
+        w.next_shares = Some(shares);
+        assert_eq!(w.put_own(&mut patient, r(2)), rejected(Rejection::ThresholdShares), "{what}");
+    }
+    assert!(w.audit_of(&patient).iter().filter(|e| matches!(e.decision, Decision::Denied { .. })).count() >= 6);
+    w.next_shares = Some(Trailing(Some(good)));
+    assert_eq!(w.put_own(&mut patient, r(2)), TxOutcome::Applied);
+
+    // A network without share keys refuses shares.
+    let mut c = cast();
+    c.w.next_shares = Some(Trailing(Some(w.deal(r(3), 1))));
+    assert_eq!(c.w.put_own(&mut c.patient, r(3)), rejected(Rejection::ThresholdShares));
+    assert_eq!(c.w.put_own(&mut c.patient, r(3)), TxOutcome::Applied);
+    // Shares ride only on record writes: on a grant the transaction cannot be in a block.
+    let holder = KeyHolder::Member { member: c.d1.id };
+    let subject = KeySubject::Chart { patient: c.patient.id, epoch: 0 };
+    let sidecar = Sidecar {
+        envelopes: vec![envelope(c.w.chain, c.d1.enc.encryption_key(), holder, subject)],
+        metadata: None,
+        threshold: Trailing(Some(w.deal(r(3), 1))),
+    };
+    let kind = TxKind::Grant(Grant {
+        patient: c.patient.id,
+        grantee: c.d1.id,
+        scope: GrantScope::All,
+        write: false,
+        expires_at: None,
+        chart_epoch: Some(0),
+    });
+    let tx = c.w.tx(&mut c.patient, kind, Some(&sidecar));
+    assert!(matches!(c.w.try_block(vec![tx]), Err(TxInvalid::Sidecar(_))));
+}
+
 #[test]
 fn grant_rows() {
     let mut c = cast();
@@ -530,7 +646,7 @@ fn revoke_all_moves_the_chart_to_a_new_epoch() {
         };
         (
             TxKind::Revoke(Revoke { patient: pid, grantee: d1id, scope: GrantScope::All, new_chart: Some(new_chart) }),
-            Sidecar { envelopes, metadata: None },
+            Sidecar { envelopes, metadata: None, threshold: Default::default() },
         )
     };
     // Without the remaining holder d2, or still including d1: refused, state unchanged.
