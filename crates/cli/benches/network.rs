@@ -4,6 +4,10 @@
 //! latency; then, on 4 validators, how long a validator rejoining with no data takes to catch up
 //! by replay and by state sync. `cargo bench -p medledger-cli --bench network`; prints Markdown
 //! tables.
+//!
+//! `MEDLEDGER_BENCH_READS=N` measures only the read path, with and without threshold release:
+//! two networks of the same size side by side, N reads of a 4 KiB record on each, interleaved so
+//! both see the same machine.
 
 mod common;
 
@@ -49,10 +53,16 @@ impl Drop for Network {
 
 impl Network {
     fn start(validators: usize, base_port: u16) -> Self {
+        Self::start_with(validators, base_port, &[])
+    }
+
+    fn start_with(validators: usize, base_port: u16, extra_init: &[&str]) -> Self {
         let root = tempfile::tempdir().unwrap();
         let (dir, home) = (root.path().join("net"), root.path().join("home"));
         let (n, port) = (validators.to_string(), base_port.to_string());
-        cli(&home, &["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n]);
+        let mut args = vec!["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n];
+        args.extend_from_slice(extra_init);
+        cli(&home, &args);
         let mut net = Network { _root: root, dir, home, nodes: Vec::new(), apis: Vec::new() };
         for k in 0..validators {
             net.apis.push(format!("http://127.0.0.1:{}", base_port as usize + k));
@@ -222,8 +232,50 @@ fn offer(
     (latencies.len() as f64 / elapsed, latencies, total)
 }
 
+/// Read latency with threshold release against the direct suite, on networks of each size.
+fn read_path(rt: &tokio::runtime::Runtime, sizes: &[usize], reads: usize) {
+    println!("| validators | read path (4 KiB) | p50 | p99 | n |\n|---|---|---|---|---|");
+    for &validators in sizes {
+        let modes = [("threshold release (f+1 shares)", &[][..]), ("direct (--no-threshold)", &["--no-threshold"][..])];
+        let nets: Vec<(&str, Network, Session, Identity, medledger_types::RecordId)> = modes
+            .iter()
+            .enumerate()
+            .map(|(m, (label, extra))| {
+                let net = Network::start_with(validators, 29400 + 200 * m as u16 + 10 * validators as u16, extra);
+                cli(&net.home, &["id", "create", "p0", "--role", "patient", "--as", "org1-admin"]);
+                let session = Session::open(&net.home, None).unwrap();
+                let me = Home::open(&net.home).unwrap().load_identity("p0", PASS.as_bytes()).unwrap();
+                let data: Vec<u8> = (0..4096).map(|i| (i * 31 % 251) as u8).collect();
+                let (record, _) = rt.block_on(session.put_record(&me, &me.contact(), &data)).unwrap();
+                (*label, net, session, me, record)
+            })
+            .collect();
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); nets.len()];
+        for _ in 0..reads {
+            for (i, (_, _, session, me, record)) in nets.iter().enumerate() {
+                let t = Instant::now();
+                let opened = rt.block_on(session.get_record(me, *record, PurposeOfUse::Patrqt)).unwrap();
+                times[i].push(t.elapsed());
+                assert_eq!(opened.plaintext.len(), 4096);
+            }
+        }
+        for ((label, ..), mut v) in nets.iter().zip(times) {
+            v.sort();
+            println!(
+                "| {validators} | {label} | {} | {} | {} |",
+                ms(percentile(&v, 0.5)),
+                ms(percentile(&v, 0.99)),
+                v.len()
+            );
+        }
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    if let Some(reads) = std::env::var("MEDLEDGER_BENCH_READS").ok().and_then(|v| v.parse().ok()) {
+        return read_path(&rt, &[1, 4], reads);
+    }
     let mut sweeps = Vec::new();
     let mut catch_up = None;
     println!("| validators | measurement | p50 | p99 | n |\n|---|---|---|---|---|");
