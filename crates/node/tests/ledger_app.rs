@@ -42,6 +42,7 @@ fn fixture() -> Fixture {
                 api_address: format!("127.0.0.1:{}", 2000 + k),
             })
             .collect(),
+        share_keys: None,
     };
     let dirs = vec![tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let leader = App::open(dirs[0].path(), genesis.clone()).unwrap();

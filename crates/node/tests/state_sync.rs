@@ -53,6 +53,7 @@ fn genesis() -> Genesis {
                 api_address: format!("127.0.0.1:{}", 2000 + k),
             })
             .collect(),
+        share_keys: None,
     }
 }
 
