@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use medledger_ledger::GrantScope;
 use medledger_ledger::state::{AuditAction, AuditEvent, Decision, RecordEntry};
+use medledger_ledger::{EmergencyReason, GrantScope};
 use medledger_sdk::{Contact, Home, Identity, Result, SdkError, Session};
 use medledger_types::{MemberId, OrgId, PurposeOfUse, RecordId, Role, Timestamp};
 use serde_json::json;
@@ -183,11 +183,39 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let c = rt.block_on(session.revoke(&me, &from, scope))?;
             report(json, "revoked", &c);
         }
-        Command::Audit { as_, patient } => {
+        Command::Audit { as_, patient: Some(patient), flagged: false } => {
             let patient: Contact = rt.block_on(session.resolve(&patient))?;
             let me = load(home, &as_)?;
             let events = rt.block_on(session.audit(&me, &patient))?;
             print_audit(home, &events, json);
+        }
+        Command::Audit { as_, .. } => {
+            let me = load(home, &as_)?;
+            for entry in rt.block_on(session.flagged(&me))? {
+                if !json {
+                    print!("patient {}  ", entry.patient.to_hex());
+                }
+                print_audit(home, std::slice::from_ref(&entry.event), json);
+            }
+        }
+        Command::BreakGlass { as_, patient, reason, duration } => {
+            let reason: EmergencyReason = reason.parse().map_err(|()| {
+                SdkError::Usage(
+                    "--reason is one of unconscious, life-threatening, unable-to-consent, mass-casualty".into(),
+                )
+            })?;
+            let duration = humantime::parse_duration(&duration)
+                .map_err(|_| SdkError::Usage("--for is a duration such as 30m or 24h".into()))?;
+            let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+            let patient: Contact = rt.block_on(session.resolve(&patient))?;
+            let me = load(home, &as_)?;
+            let committed = rt.block_on(session.break_glass(&me, &patient, Some(reason), duration_ms))?;
+            let until = committed.time.checked_add_ms(duration_ms).unwrap_or(committed.time);
+            if json {
+                println!("{}", json!({"tx": committed.tx, "height": committed.height.get(), "until": rfc3339(until)}));
+            } else {
+                println!("break-glass open until {} (flagged to the patient and the auditors)", rfc3339(until));
+            }
         }
         Command::Status => {
             let statuses = rt.block_on(session.client.statuses());
@@ -303,7 +331,13 @@ fn print_audit(home: &Home, events: &[AuditEvent], json: bool) {
             AuditAction::Revoke { grantee, scope } => {
                 (format!("revoke from {}", name_of(home, grantee)), scope_record(scope))
             }
+            AuditAction::BreakGlass { reason, until } => {
+                let reason = reason.map_or("no reason", EmergencyReason::code);
+                let until = until.map(|t| format!(" until {}", rfc3339(t))).unwrap_or_default();
+                (format!("break-glass ({reason}){until}"), None)
+            }
         };
+        let flag = if e.is_flagged() { "  FLAGGED" } else { "" };
         let decision = match &e.decision {
             Decision::Allowed => "allowed".to_string(),
             Decision::Denied { reason } => format!("denied ({reason})"),
@@ -312,12 +346,12 @@ fn print_audit(home: &Home, events: &[AuditEvent], json: bool) {
         if json {
             println!(
                 "{}",
-                json!({"height": e.height.get(), "time": rfc3339(e.time), "actor": e.actor, "actor_name": home.alias_of(&e.actor), "role": e.actor_role.as_str(), "org": e.actor_org.as_str(), "action": e.action, "purpose": e.purpose.map(|p| p.as_str()), "decision": e.decision, "tx": e.tx})
+                json!({"height": e.height.get(), "time": rfc3339(e.time), "actor": e.actor, "actor_name": home.alias_of(&e.actor), "role": e.actor_role.as_str(), "org": e.actor_org.as_str(), "action": e.action, "purpose": e.purpose.map(|p| p.as_str()), "decision": e.decision, "tx": e.tx, "flagged": e.is_flagged()})
             );
         } else {
             let record = record.map_or_else(|| "all records".to_string(), |r| r.to_hex());
             println!(
-                "block {}  {}  {} ({})  {}  {}  {}  {}",
+                "block {}  {}  {} ({})  {}  {}  {}  {}{flag}",
                 e.height,
                 rfc3339(e.time),
                 name_of(home, &e.actor),

@@ -72,12 +72,29 @@ enum Command {
     Grant(GrantArgs),
     /// Revoke a member's access (as the patient).
     Revoke(RevokeArgs),
-    /// Read a patient's audit trail.
+    /// Read a patient's audit trail, or (auditors) the review queue of flagged events.
     Audit {
+        #[arg(long = "as")]
+        as_: String,
+        #[arg(long, required_unless_present = "flagged", conflicts_with = "flagged")]
+        patient: Option<String>,
+        /// The auditors' review queue: break-glass openings and attempts, emergency reads.
+        #[arg(long)]
+        flagged: bool,
+    },
+    /// Emergency access to a patient's records (doctor or emergency role): time-boxed,
+    /// rate-limited, flagged to the patient and the auditors. Then read with `--purpose ETREAT`.
+    BreakGlass {
         #[arg(long = "as")]
         as_: String,
         #[arg(long)]
         patient: String,
+        /// unconscious, life-threatening, unable-to-consent or mass-casualty.
+        #[arg(long)]
+        reason: String,
+        /// How long the records stay open (at most 24h).
+        #[arg(long = "for", default_value = "24h")]
+        duration: String,
     },
     /// Verify the whole chain (blocks, certificates, re-execution, state roots) and every ciphertext.
     Verify {

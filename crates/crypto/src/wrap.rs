@@ -32,7 +32,7 @@ use crate::CryptoError;
 use crate::suite::KemSuite;
 
 /// The largest secret that can be wrapped.
-pub const MAX_WRAPPED_SECRET_BYTES: usize = 64;
+pub const MAX_WRAPPED_SECRET_BYTES: usize = 96;
 /// Length of the AES-256-GCM tag at the end of an envelope's ciphertext.
 pub const TAG_BYTES: usize = 16;
 /// Domain-separation label at the start of the HPKE `info`.

@@ -67,6 +67,8 @@ pub struct ThresholdPublic {
     pub epoch: u32,
     pub threshold: u8,
     pub commitments: Vec<Digest>,
+    pub emergency_threshold: u8,
+    pub emergency_commitments: Vec<Digest>,
 }
 
 /// `GET /v1/access/{tx}/share`: this validator's share of the record's `k_thr`, wrapped for the
@@ -76,7 +78,11 @@ pub struct ReleasedShare {
     /// The validator's index in the share epoch (the share's participant id minus one).
     pub validator: u32,
     pub epoch: u32,
+    /// Wraps the `k_thr` share; for an access allowed by break-glass, followed by the emergency
+    /// share of `k_env`.
     pub envelope: Envelope,
+    /// Whether the envelope carries the emergency share too.
+    pub emergency: bool,
 }
 
 /// A problem report (RFC 9457) returned with every 4xx/5xx.

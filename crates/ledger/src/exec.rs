@@ -9,19 +9,21 @@
 //! overwrite the original's result).
 
 use medledger_crypto::sign::verify_batch;
-use medledger_types::limits::{DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX};
-use medledger_types::{ChainId, Height, MemberId, Role, Timestamp, TxId, encode};
+use medledger_types::limits::{
+    BREAK_GLASS_MS_MAX, BREAK_GLASS_PER_DAY, DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX,
+};
+use medledger_types::{ChainId, Height, MemberId, PurposeOfUse, Role, Timestamp, TxId, encode};
 
 use crate::policy::{CHART_HOLDERS_MAX, Rejection};
 use crate::sidecar::{KeyHolder, KeySubject, Sidecar, SidecarError};
 use crate::state::{
-    AuditAction, AuditEvent, ChartEntry, Decision, EnvelopeRef, GrantEntry, MemberEntry, MemberStatus, Overlay,
-    RecordEntry, StateView, TxResultEntry, WriteSet, keys, last_nonce, read,
+    AccessBasis, AuditAction, AuditEvent, BreakGlassEntry, ChartEntry, Decision, EnvelopeRef, FlaggedEntry, GrantEntry,
+    MemberEntry, MemberStatus, Overlay, RecordEntry, StateView, TxResultEntry, WriteSet, keys, last_nonce, read,
 };
 use crate::threshold::ThresholdConfig;
 use crate::tx::{
-    Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, Suspend, TX_NAMESPACE, Transaction, TxKind,
-    TxOutcome,
+    BreakGlass, Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, Suspend, TX_NAMESPACE, Transaction,
+    TxKind, TxOutcome,
 };
 
 /// What execution knows about the block: nothing else, in particular no wall clock.
@@ -142,8 +144,7 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
             Ok(audit) => {
                 let mut writes = local.writes;
                 if let Some((patient, event)) = audit {
-                    writes.insert(keys::audit(&patient, self.ctx.height, self.audit_index), Some(encode(&event)));
-                    self.audit_index += 1;
+                    self.file_audit(&mut writes, patient, event);
                 }
                 self.results.push(TxOutcome::Applied);
                 writes
@@ -152,8 +153,7 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
                 let denied = denial_event(&self.state, &signer, &body.kind, reason, tx_id, self.ctx);
                 let mut writes = WriteSet::new();
                 if let Some((patient, event)) = denied {
-                    writes.insert(keys::audit(&patient, self.ctx.height, self.audit_index), Some(encode(&event)));
-                    self.audit_index += 1;
+                    self.file_audit(&mut writes, patient, event);
                 }
                 self.results.push(TxOutcome::Rejected { reason });
                 writes
@@ -170,6 +170,16 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         writes.insert(keys::tx_result(&tx_id), Some(encode(&result)));
         self.state.writes.extend(writes);
         Ok(&self.results[index])
+    }
+
+    /// Files an event in the patient's trail and, when flagged, in the auditors' review queue.
+    fn file_audit(&mut self, writes: &mut WriteSet, patient: MemberId, event: AuditEvent) {
+        if event.is_flagged() {
+            let flagged = FlaggedEntry { patient, event: event.clone() };
+            writes.insert(keys::flagged(self.ctx.height, self.audit_index), Some(encode(&flagged)));
+        }
+        writes.insert(keys::audit(&patient, self.ctx.height, self.audit_index), Some(encode(&event)));
+        self.audit_index += 1;
     }
 
     pub fn finish(self) -> Execution {
@@ -251,6 +261,9 @@ fn denial_event(
             let record: RecordEntry = read(state, &keys::record(&a.record))?;
             (record.patient, AuditAction::Read { record: a.record, version: a.version }, Some(a.purpose))
         }
+        TxKind::BreakGlass(b) => {
+            (b.patient, AuditAction::BreakGlass { reason: b.reason, until: None }, Some(PurposeOfUse::Etreat))
+        }
     };
     if !is_patient(&patient) {
         return None;
@@ -301,6 +314,7 @@ impl Run<'_, '_> {
             TxKind::Grant(g) => self.grant(g),
             TxKind::Revoke(r) => self.revoke(r),
             TxKind::RecordAccess(a) => self.access(a),
+            TxKind::BreakGlass(b) => self.break_glass(b),
         }
     }
 
@@ -620,6 +634,31 @@ impl Run<'_, '_> {
         Ok(self.audit(r.patient, AuditAction::Revoke { grantee: r.grantee, scope: r.scope }, None))
     }
 
+    fn break_glass(&mut self, b: &BreakGlass) -> Result<Applied, Rejection> {
+        if !matches!(self.signer.role, Role::Doctor | Role::Emergency) {
+            return Err(Rejection::BreakGlassRole);
+        }
+        self.chart(&b.patient)?;
+        let reason = b.reason.ok_or(Rejection::BreakGlassReason)?;
+        if b.duration_ms == 0 || b.duration_ms > BREAK_GLASS_MS_MAX {
+            return Err(Rejection::BadExpiry);
+        }
+        let now = self.ctx.time;
+        let day_ago = now.get().saturating_sub(24 * 3600 * 1000);
+        let mut uses: Vec<Timestamp> = read(self.state, &keys::break_glass_uses(&self.signer.id)).unwrap_or_default();
+        uses.retain(|t| t.get() > day_ago);
+        if uses.len() >= BREAK_GLASS_PER_DAY {
+            return Err(Rejection::BreakGlassRateLimited);
+        }
+        uses.push(now);
+        self.state.put(keys::break_glass_uses(&self.signer.id), &uses);
+        let until = now.checked_add_ms(b.duration_ms).ok_or(Rejection::BadExpiry)?;
+        let entry = BreakGlassEntry { reason, opened_at: now, until, tx: self.tx_id };
+        self.state.put(keys::break_glass(&b.patient, &self.signer.id), &entry);
+        let action = AuditAction::BreakGlass { reason: Some(reason), until: Some(until) };
+        Ok(self.audit(b.patient, action, Some(PurposeOfUse::Etreat)))
+    }
+
     fn access(&mut self, a: &RecordAccess) -> Result<Applied, Rejection> {
         let entry: RecordEntry = read(self.state, &keys::record(&a.record)).ok_or(Rejection::UnknownRecord)?;
         if entry.version != a.version {
@@ -644,6 +683,18 @@ impl Run<'_, '_> {
         };
         let live_grant = grants.iter().flatten().any(|g| g.is_live(now) && wrapped_for_me(&g.scope));
         if !(is_patient || is_author || live_grant) {
+            // Break-glass: an open window, for emergency treatment only; the read is flagged.
+            let glass: Option<BreakGlassEntry> = read(self.state, &keys::break_glass(&entry.patient, &me));
+            let clinician = matches!(self.signer.role, Role::Doctor | Role::Emergency);
+            match glass {
+                Some(g) if clinician && now < g.until && a.purpose == PurposeOfUse::Etreat => {
+                    self.state.put(keys::access_basis(&self.tx_id), &AccessBasis::BreakGlass);
+                    let read = AuditAction::Read { record: a.record, version: a.version };
+                    return Ok(self.audit(entry.patient, read, Some(a.purpose)));
+                }
+                Some(g) if clinician && now >= g.until => return Err(Rejection::BreakGlassExpired),
+                _ => {}
+            }
             let expired = grants.iter().flatten().any(|g| !g.is_live(now));
             return Err(if expired { Rejection::GrantExpired } else { Rejection::AccessDenied });
         }

@@ -25,6 +25,6 @@ pub use policy::{CHART_HOLDERS_MAX, Rejection};
 pub use sidecar::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, SidecarError};
 pub use state::{StateView, WriteSet};
 pub use tx::{
-    Enroll, Grant, GrantScope, NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Suspend, TX_NAMESPACE, Transaction,
-    TxBody, TxKind, TxOutcome,
+    BreakGlass, EmergencyReason, Enroll, Grant, GrantScope, NewChartEpoch, RecordAccess, RegisterRecord, Revoke,
+    Suspend, TX_NAMESPACE, Transaction, TxBody, TxKind, TxOutcome,
 };

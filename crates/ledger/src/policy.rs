@@ -67,6 +67,14 @@ pub enum Rejection {
     /// The record's sidecar must carry one share of `k_thr` per validator of the current share
     /// epoch, with the network's threshold (DESIGN §6a), and only on a network that has one.
     ThresholdShares,
+    /// Only doctors and emergency members break the glass.
+    BreakGlassRole,
+    /// Breaking the glass needs a reason code.
+    BreakGlassReason,
+    /// Over the member's break-glass openings per 24 hours.
+    BreakGlassRateLimited,
+    /// The break-glass window has closed.
+    BreakGlassExpired,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -87,6 +95,9 @@ impl Rejection {
                 | Rejection::SignerSuspended
                 | Rejection::WriteOnlyForDoctors
                 | Rejection::GranteeNotClinical
+                | Rejection::BreakGlassRole
+                | Rejection::BreakGlassRateLimited
+                | Rejection::BreakGlassExpired
         )
     }
 
@@ -126,6 +137,10 @@ impl Rejection {
             Rejection::ThresholdShares => {
                 "the record must carry one key share per validator with the network's threshold"
             }
+            Rejection::BreakGlassRole => "only doctors and emergency members may break the glass",
+            Rejection::BreakGlassReason => "breaking the glass needs a reason code",
+            Rejection::BreakGlassRateLimited => "too many break-glass openings in 24 hours",
+            Rejection::BreakGlassExpired => "the break-glass window has closed",
         }
     }
 }

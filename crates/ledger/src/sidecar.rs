@@ -161,7 +161,7 @@ pub(crate) fn required(kind: &crate::TxKind) -> bool {
         TxKind::Enroll(e) => e.chart_key.is_some(),
         TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) => true,
         TxKind::Revoke(r) => r.new_chart.is_some(),
-        TxKind::RecordAccess(_) | TxKind::Suspend(_) => false,
+        TxKind::RecordAccess(_) | TxKind::Suspend(_) | TxKind::BreakGlass(_) => false,
     }
 }
 
@@ -241,6 +241,6 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
             }
             Ok(())
         }
-        TxKind::RecordAccess(_) | TxKind::Suspend(_) => Err(SidecarError::Presence),
+        TxKind::RecordAccess(_) | TxKind::Suspend(_) | TxKind::BreakGlass(_) => Err(SidecarError::Presence),
     }
 }

@@ -90,6 +90,12 @@ pub mod keys {
     pub const SIGNING_KEY: &[u8] = b"k/";
     /// The validators' share keys of the current share epoch (threshold release).
     pub const THRESHOLD: &[u8] = b"v/threshold";
+    pub const BREAK_GLASS: &[u8] = b"bg/";
+    pub const BREAK_GLASS_USES: &[u8] = b"bu/";
+    /// Audit events for the auditors' review queue (break-glass, emergency reads), by height.
+    pub const FLAGGED: &[u8] = b"f/";
+    /// RecordAccess transactions allowed only by break-glass (validators then release emergency shares).
+    pub const ACCESS_BASIS: &[u8] = b"ab/";
 
     pub fn org(org: &OrgId) -> Vec<u8> {
         key(ORG, &[org.as_str().as_bytes()])
@@ -135,6 +141,18 @@ pub mod keys {
     }
     pub fn audit(patient: &MemberId, height: Height, index: u32) -> Vec<u8> {
         key(AUDIT, &[patient.as_bytes(), &height.get().to_be_bytes(), &index.to_be_bytes()])
+    }
+    pub fn break_glass(patient: &MemberId, member: &MemberId) -> Vec<u8> {
+        key(BREAK_GLASS, &[patient.as_bytes(), member.as_bytes()])
+    }
+    pub fn break_glass_uses(member: &MemberId) -> Vec<u8> {
+        key(BREAK_GLASS_USES, &[member.as_bytes()])
+    }
+    pub fn flagged(height: Height, index: u32) -> Vec<u8> {
+        key(FLAGGED, &[&height.get().to_be_bytes(), &index.to_be_bytes()])
+    }
+    pub fn access_basis(tx: &TxId) -> Vec<u8> {
+        key(ACCESS_BASIS, &[tx.as_bytes()])
     }
     pub fn tx_result(tx: &TxId) -> Vec<u8> {
         key(TX_RESULT, &[tx.as_bytes()])
@@ -236,10 +254,29 @@ pub struct EnvelopeRef {
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuditAction {
-    Read { record: RecordId, version: u32 },
-    Write { record: RecordId, version: u32 },
-    Grant { grantee: MemberId, scope: GrantScope, write: bool, expires_at: Option<Timestamp> },
-    Revoke { grantee: MemberId, scope: GrantScope },
+    Read {
+        record: RecordId,
+        version: u32,
+    },
+    Write {
+        record: RecordId,
+        version: u32,
+    },
+    Grant {
+        grantee: MemberId,
+        scope: GrantScope,
+        write: bool,
+        expires_at: Option<Timestamp>,
+    },
+    Revoke {
+        grantee: MemberId,
+        scope: GrantScope,
+    },
+    /// A break-glass opening (or attempt) on the patient's records, open until `until`.
+    BreakGlass {
+        reason: Option<crate::tx::EmergencyReason>,
+        until: Option<Timestamp>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
@@ -261,6 +298,38 @@ pub struct AuditEvent {
     pub action: AuditAction,
     pub purpose: Option<PurposeOfUse>,
     pub decision: Decision,
+}
+
+impl AuditEvent {
+    /// Whether the auditors review it: every break-glass opening or attempt, and every read for
+    /// emergency treatment.
+    pub fn is_flagged(&self) -> bool {
+        matches!(self.action, AuditAction::BreakGlass { .. }) || self.purpose == Some(PurposeOfUse::Etreat)
+    }
+}
+
+/// An entry of the auditors' review queue: a flagged event and whose trail it is in.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FlaggedEntry {
+    pub patient: MemberId,
+    pub event: AuditEvent,
+}
+
+/// A member's open break-glass window on a patient's records.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BreakGlassEntry {
+    pub reason: crate::tx::EmergencyReason,
+    pub opened_at: Timestamp,
+    pub until: Timestamp,
+    pub tx: TxId,
+}
+
+/// Why a RecordAccess was allowed, when it matters to the validators' share release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub enum AccessBasis {
+    /// Only an open break-glass window allowed it: the reader holds no envelope, so validators
+    /// release their emergency shares of `k_env` too.
+    BreakGlass,
 }
 
 /// The outcome of a committed transaction, kept so clients can learn it and nodes can check a

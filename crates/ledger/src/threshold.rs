@@ -20,31 +20,43 @@ pub struct ThresholdConfig {
     pub epoch: u32,
     /// Shares needed to recover `k_thr`: f + 1.
     pub threshold: u8,
+    /// Emergency shares needed to recover `k_env` under break-glass: 2f + 1.
+    pub emergency_threshold: u8,
     pub share_keys: Vec<EncryptionKey>,
 }
 
 impl ThresholdConfig {
-    /// The configuration of `n` validators' share keys: threshold f + 1 with n = 3f + 1.
+    /// The configuration of `n` validators' share keys with n = 3f + 1: threshold f + 1, so f
+    /// Byzantine validators cannot release a key alone; emergency threshold 2f + 1, so break-glass
+    /// needs a quorum of validators to have executed the BreakGlass and the flagged read.
     pub fn for_validators(epoch: u32, share_keys: Vec<EncryptionKey>) -> Self {
         let f = share_keys.len().saturating_sub(1) / 3;
-        Self { epoch, threshold: u8::try_from(f + 1).unwrap_or(u8::MAX), share_keys }
+        let count = |t: usize| u8::try_from(t).unwrap_or(u8::MAX);
+        Self { epoch, threshold: count(f + 1), emergency_threshold: count(2 * f + 1), share_keys }
     }
 }
 
-/// One validator's share, wrapped for its share key, with the public commitment a reader checks
-/// the released share against.
+/// One validator's shares, wrapped together for its share key: its share of `k_thr` followed by its
+/// emergency share of `k_env` ([`SHARES_SECRET_BYTES`]), each with the public commitment a reader
+/// checks the released share against.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WrappedShare {
     pub envelope: Envelope,
-    /// [`medledger_crypto::threshold::share_commitment`] of the share.
+    /// [`medledger_crypto::threshold::share_commitment`] of the `k_thr` share.
     pub commitment: Digest,
+    /// The same of the emergency share of `k_env`.
+    pub emergency_commitment: Digest,
 }
+
+/// What a validator's share envelope wraps: the `k_thr` share, then the emergency `k_env` share.
+pub const SHARES_SECRET_BYTES: usize = 2 * medledger_crypto::threshold::SHARE_BYTES;
 
 /// The validators' shares of one record version's `k_thr`, carried in its sidecar.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ThresholdShares {
     pub epoch: u32,
     pub threshold: u8,
+    pub emergency_threshold: u8,
     /// Share `i` belongs to validator `i` of the epoch.
     pub shares: Vec<WrappedShare>,
 }
@@ -55,6 +67,7 @@ impl ThresholdShares {
     pub fn fits(&self, config: &ThresholdConfig) -> bool {
         self.epoch == config.epoch
             && self.threshold == config.threshold
+            && self.emergency_threshold == config.emergency_threshold
             && self.shares.len() == config.share_keys.len()
             && self
                 .shares
@@ -137,8 +150,9 @@ mod tests {
     #[test]
     fn threshold_is_f_plus_one() {
         let key = medledger_crypto::wrap::generate(medledger_crypto::suite::KemSuite::X25519).encryption_key().clone();
-        for (n, t) in [(1, 1), (3, 1), (4, 2), (6, 2), (7, 3), (10, 4)] {
-            assert_eq!(ThresholdConfig::for_validators(0, vec![key.clone(); n]).threshold, t, "n = {n}");
+        for (n, t, e) in [(1, 1, 1), (3, 1, 1), (4, 2, 3), (6, 2, 3), (7, 3, 5), (10, 4, 7)] {
+            let config = ThresholdConfig::for_validators(0, vec![key.clone(); n]);
+            assert_eq!((config.threshold, config.emergency_threshold), (t, e), "n = {n}");
         }
     }
 

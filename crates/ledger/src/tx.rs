@@ -78,6 +78,9 @@ pub enum TxKind {
     /// A new version of an existing record (same shape as a registration; `version` = current + 1).
     AppendVersion(RegisterRecord),
     Suspend(Suspend),
+    /// Emergency access to a patient's records (DESIGN §3): doctors and emergency members only,
+    /// with a reason, time-boxed, rate-limited, flagged to the patient and the auditors.
+    BreakGlass(BreakGlass),
 }
 
 impl TxKind {
@@ -90,6 +93,7 @@ impl TxKind {
             TxKind::RecordAccess(_) => "record_access",
             TxKind::AppendVersion(_) => "append_version",
             TxKind::Suspend(_) => "suspend",
+            TxKind::BreakGlass(_) => "break_glass",
         }
     }
 }
@@ -193,6 +197,69 @@ pub struct RecordAccess {
     pub record: RecordId,
     pub version: u32,
     pub purpose: PurposeOfUse,
+}
+
+/// Why a clinician breaks the glass: coded, never free text on the ledger.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmergencyReason {
+    /// The patient is unconscious or cannot communicate.
+    Unconscious,
+    /// A life-threatening condition needs the history now.
+    LifeThreatening,
+    /// The patient cannot consent and no delegate is reachable.
+    UnableToConsent,
+    /// A mass-casualty incident or disaster.
+    MassCasualty,
+}
+
+impl EmergencyReason {
+    pub const ALL: [EmergencyReason; 4] = [
+        EmergencyReason::Unconscious,
+        EmergencyReason::LifeThreatening,
+        EmergencyReason::UnableToConsent,
+        EmergencyReason::MassCasualty,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            EmergencyReason::Unconscious => "unconscious",
+            EmergencyReason::LifeThreatening => "life-threatening",
+            EmergencyReason::UnableToConsent => "unable-to-consent",
+            EmergencyReason::MassCasualty => "mass-casualty",
+        }
+    }
+}
+
+impl std::str::FromStr for EmergencyReason {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|r| r.code() == s).ok_or(())
+    }
+}
+
+/// Opens a patient's records to the signer for `duration_ms` (at most
+/// [`medledger_types::limits::BREAK_GLASS_MS_MAX`]). `reason` is required; a missing one is
+/// refused and audited.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct BreakGlass {
+    pub patient: MemberId,
+    pub reason: Option<EmergencyReason>,
+    pub duration_ms: u64,
 }
 
 /// What executing a transaction did.

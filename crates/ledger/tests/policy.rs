@@ -6,12 +6,12 @@ use medledger_crypto::sign::{Signature, SigningKey};
 use medledger_crypto::suite::KemSuite;
 use medledger_crypto::threshold as shamir;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
-use medledger_ledger::state::{AuditEvent, Decision, keys};
+use medledger_ledger::state::{AuditAction, AuditEvent, Decision, keys};
 use medledger_ledger::threshold::{ThresholdConfig, ThresholdShares, WrappedShare, share_context};
 use medledger_ledger::{
-    BlockContext, Enroll, Genesis, GenesisMember, GenesisOrg, GenesisValidator, Grant, GrantScope, KeyHolder,
-    KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Rejection, Revoke, Sidecar, SidecarEnvelope, Suspend,
-    Transaction, TxBody, TxInvalid, TxKind, TxOutcome, execute_block,
+    BlockContext, BreakGlass, EmergencyReason, Enroll, Genesis, GenesisMember, GenesisOrg, GenesisValidator, Grant,
+    GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Rejection, Revoke, Sidecar,
+    SidecarEnvelope, Suspend, Transaction, TxBody, TxInvalid, TxKind, TxOutcome, execute_block,
 };
 use medledger_types::{
     ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, Trailing,
@@ -107,18 +107,26 @@ impl World {
     fn deal(&self, record: RecordId, version: u32) -> ThresholdShares {
         let keys: Vec<EncryptionKey> = self.share_keys.iter().map(|k| k.encryption_key().clone()).collect();
         let config = ThresholdConfig::for_validators(0, keys);
-        let pieces = shamir::split(&[5u8; 32], usize::from(config.threshold), config.share_keys.len()).unwrap();
-        let shares = pieces
-            .iter()
-            .zip(&config.share_keys)
-            .enumerate()
-            .map(|(i, (share, key))| WrappedShare {
-                envelope: wrap::seal(key, share.as_bytes(), &share_context(self.chain, record, version, 0, i as u32))
-                    .unwrap(),
-                commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, share)),
+        let n = config.share_keys.len();
+        let thr = shamir::split(&[5u8; 32], usize::from(config.threshold), n).unwrap();
+        let env = shamir::split(&[6u8; 32], usize::from(config.emergency_threshold), n).unwrap();
+        let shares = (0..n)
+            .map(|i| {
+                let both = [&thr[i].as_bytes()[..], &env[i].as_bytes()[..]].concat();
+                let context = share_context(self.chain, record, version, 0, i as u32);
+                WrappedShare {
+                    envelope: wrap::seal(&config.share_keys[i], &both, &context).unwrap(),
+                    commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, &thr[i])),
+                    emergency_commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, &env[i])),
+                }
             })
             .collect();
-        ThresholdShares { epoch: 0, threshold: config.threshold, shares }
+        ThresholdShares {
+            epoch: 0,
+            threshold: config.threshold,
+            emergency_threshold: config.emergency_threshold,
+            shares,
+        }
     }
 
     fn tx(&self, who: &mut Who, kind: TxKind, sidecar: Option<&Sidecar>) -> (Transaction, Option<Vec<u8>>) {
@@ -277,6 +285,24 @@ impl World {
             chart_epoch,
         });
         self.one(patient, kind, Some(&sidecar))
+    }
+
+    fn break_glass(&mut self, who: &mut Who, patient: MemberId, reason: Option<EmergencyReason>, ms: u64) -> TxOutcome {
+        let kind = TxKind::BreakGlass(BreakGlass { patient, reason, duration_ms: ms });
+        self.one(who, kind, None)
+    }
+
+    fn read_for(&mut self, who: &mut Who, record: RecordId, purpose: PurposeOfUse) -> TxOutcome {
+        let kind = TxKind::RecordAccess(RecordAccess { record, version: 1, purpose });
+        self.one(who, kind, None)
+    }
+
+    fn flagged(&self) -> Vec<medledger_ledger::state::FlaggedEntry> {
+        self.state
+            .range(keys::FLAGGED.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(keys::FLAGGED))
+            .map(|(_, v)| borsh::from_slice(v).unwrap())
+            .collect()
     }
 
     fn read(&mut self, who: &mut Who, record: RecordId) -> TxOutcome {
@@ -524,6 +550,67 @@ fn threshold_share_rows() {
     });
     let tx = c.w.tx(&mut c.patient, kind, Some(&sidecar));
     assert!(matches!(c.w.try_block(vec![tx]), Err(TxInvalid::Sidecar(_))));
+}
+
+/// Break-glass (DESIGN §3): doctors and emergency members, with a reason, time-boxed, rate-limited,
+/// every opening and attempt flagged; reads under it only for emergency treatment.
+#[test]
+fn break_glass_rows() {
+    let mut c = cast();
+    let mut medic = Who::new(20);
+    assert_eq!(c.w.enroll(&mut c.admin, &medic, "org1", Role::Emergency), TxOutcome::Applied);
+    let record = RecordId::new([1; 16]);
+    assert_eq!(c.w.put_own(&mut c.patient, record), TxOutcome::Applied);
+    let reason = Some(EmergencyReason::Unconscious);
+    let hour = 3_600_000;
+    let etreat = PurposeOfUse::Etreat;
+
+    assert_eq!(c.w.read_for(&mut c.d1, record, etreat), rejected(Rejection::AccessDenied), "no glass broken yet");
+    assert_eq!(c.w.break_glass(&mut c.nurse, c.patient.id, reason, hour), rejected(Rejection::BreakGlassRole));
+    assert_eq!(c.w.break_glass(&mut c.admin, c.patient.id, reason, hour), rejected(Rejection::BreakGlassRole));
+    let own = c.patient.id;
+    assert_eq!(c.w.break_glass(&mut c.patient, own, reason, hour), rejected(Rejection::BreakGlassRole));
+    assert_eq!(c.w.break_glass(&mut c.d1, c.patient.id, None, hour), rejected(Rejection::BreakGlassReason));
+    assert_eq!(c.w.break_glass(&mut c.d1, c.patient.id, reason, 0), rejected(Rejection::BadExpiry));
+    assert_eq!(c.w.break_glass(&mut c.d1, c.patient.id, reason, 24 * hour + 1), rejected(Rejection::BadExpiry));
+    assert_eq!(c.w.break_glass(&mut c.d1, c.nurse.id, reason, hour), rejected(Rejection::UnknownPatient));
+    let denied_attempts = c.w.flagged().len();
+    // The refused emergency read and the six refused openings on a patient (not the one naming a
+    // nurse as patient: it concerns no patient's trail).
+    assert_eq!(denied_attempts, 7, "every refused attempt on the patient is flagged");
+
+    assert_eq!(c.w.break_glass(&mut c.d1, c.patient.id, reason, hour), TxOutcome::Applied);
+    assert_eq!(c.w.read_for(&mut c.d1, record, PurposeOfUse::Treat), rejected(Rejection::AccessDenied), "ETREAT only");
+    assert_eq!(c.w.read_for(&mut c.d1, record, etreat), TxOutcome::Applied);
+    assert_eq!(c.w.read_for(&mut c.d2, record, etreat), rejected(Rejection::AccessDenied), "the glass is d1's");
+    assert_eq!(
+        c.w.break_glass(&mut medic, c.patient.id, Some(EmergencyReason::MassCasualty), hour),
+        TxOutcome::Applied
+    );
+    assert_eq!(c.w.read_for(&mut medic, record, etreat), TxOutcome::Applied, "emergency role");
+    // Reads allowed only by break-glass are marked, so validators release emergency shares.
+    let bases = c.w.state.keys().filter(|k| k.starts_with(keys::ACCESS_BASIS)).count();
+    assert_eq!(bases, 2);
+    let trail = c.w.audit_of(&c.patient);
+    assert!(trail.iter().any(|e| matches!(e.action, AuditAction::BreakGlass { until: Some(_), .. })
+        && e.decision == Decision::Allowed
+        && e.is_flagged()));
+    let flagged = c.w.flagged();
+    // + two openings, two allowed emergency reads and d2's refused one (the TREAT read is not flagged).
+    assert_eq!(flagged.len(), denied_attempts + 5, "openings and emergency reads, allowed or not");
+    assert!(flagged.iter().all(|f| f.patient == c.patient.id && f.event.is_flagged()));
+
+    // The window closes.
+    c.w.time += hour;
+    assert_eq!(c.w.read_for(&mut c.d1, record, etreat), rejected(Rejection::BreakGlassExpired));
+
+    // At most 3 openings per member in 24 hours; the limit slides.
+    for _ in 0..2 {
+        assert_eq!(c.w.break_glass(&mut c.d1, c.patient.id, reason, hour), TxOutcome::Applied);
+    }
+    assert_eq!(c.w.break_glass(&mut c.d1, c.patient.id, reason, hour), rejected(Rejection::BreakGlassRateLimited));
+    c.w.time += 24 * hour;
+    assert_eq!(c.w.break_glass(&mut c.d1, c.patient.id, reason, hour), TxOutcome::Applied);
 }
 
 #[test]

@@ -16,8 +16,8 @@ use medledger_ledger::api::{
 };
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::state::{
-    AuditEvent, ChartEntry, EnvelopeRef, GrantEntry, MemberEntry, MemberStatus, RecordEntry, TxResultEntry, keys,
-    last_nonce, read,
+    AccessBasis, AuditEvent, ChartEntry, EnvelopeRef, FlaggedEntry, GrantEntry, MemberEntry, MemberStatus, RecordEntry,
+    TxResultEntry, keys, last_nonce, read,
 };
 use medledger_ledger::threshold;
 use medledger_ledger::{GrantScope, KeyHolder, KeySubject, Sidecar, SidecarEnvelope, StateView, TxKind};
@@ -162,6 +162,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(access_bundle))
         .routes(routes!(access_content))
         .routes(routes!(access_share))
+        .routes(routes!(flagged))
         .routes(routes!(genesis))
         .merge(crate::sync::routes())
         .split_for_parts()
@@ -852,6 +853,35 @@ async fn audit(
     Ok(Json(events))
 }
 
+/// The auditors' review queue: every break-glass opening or attempt and every emergency read.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/flagged",
+    tag = "records",
+    params(("after" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,128}$", description = "Entry key (hex) to continue after."), ("limit" = Option<usize>, Query, maximum = 1000, description = "Page size (at most 1000).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "Flagged events, oldest first, each with the patient whose trail holds it.", body = Vec<FlaggedEntry>), Problems)
+)]
+async fn flagged(
+    State(state): State<ApiState>,
+    Query(page): Query<Page>,
+    Signed(me): Signed,
+) -> ApiResult<Json<Vec<FlaggedEntry>>> {
+    if me.role != Role::Auditor {
+        return Err(ApiError::denied("only auditors read the review queue"));
+    }
+    let after_key = match page.after.as_deref() {
+        Some(cursor) if cursor.len() <= 256 => {
+            Some(hex::decode(cursor).map_err(|_| ApiError::bad("malformed cursor"))?)
+        }
+        Some(_) => return Err(ApiError::bad("cursor too long")),
+        None => None,
+    };
+    let limit = page.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
+    let rows = view(&state)?.scan(keys::FLAGGED, after_key.as_deref(), limit).map_err(ApiError::internal)?;
+    Ok(Json(rows.into_iter().filter_map(|(_, v)| borsh::from_slice::<FlaggedEntry>(&v).ok()).collect()))
+}
+
 #[utoipa::path(
     put,
     path = "/v1/blobs/{digest}",
@@ -1016,6 +1046,8 @@ async fn access_bundle(
         epoch: t.epoch,
         threshold: t.threshold,
         commitments: t.shares.iter().map(|s| s.commitment).collect(),
+        emergency_threshold: t.emergency_threshold,
+        emergency_commitments: t.shares.iter().map(|s| s.emergency_commitment).collect(),
     });
     Ok(Json(AccessBundle { record, envelopes, metadata: sidecar.metadata, threshold }))
 }
@@ -1058,10 +1090,22 @@ async fn access_share(
     .map_err(|_| {
         ApiError::new(StatusCode::CONFLICT, "share-unopenable", "the author wrapped this validator's share wrongly")
     })?;
+    if opened.len() != threshold::SHARES_SECRET_BYTES {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "share-unopenable",
+            "the author wrapped this validator's share wrongly",
+        ));
+    }
+    // The emergency share of k_env goes only to a reader whom break-glass alone allowed (they
+    // hold no envelope); everyone else gets the k_thr share.
+    let tx_id: TxId = parse(&tx, "transaction id")?;
+    let emergency = read::<AccessBasis>(&view(&state)?, &keys::access_basis(&tx_id)) == Some(AccessBasis::BreakGlass);
+    let released = if emergency { &opened[..] } else { &opened[..medledger_crypto::threshold::SHARE_BYTES] };
     let context = threshold::release_context(chain_id, record.record, record.version, info.epoch, state.index, me.id);
-    let envelope = medledger_crypto::wrap::seal(&me.encryption_key, &opened, &context).map_err(ApiError::internal)?;
+    let envelope = medledger_crypto::wrap::seal(&me.encryption_key, released, &context).map_err(ApiError::internal)?;
     state.app.inner().metrics.shares_released.inc();
-    Ok(Json(ReleasedShare { validator: state.index, epoch: info.epoch, envelope }))
+    Ok(Json(ReleasedShare { validator: state.index, epoch: info.epoch, envelope, emergency }))
 }
 
 #[utoipa::path(

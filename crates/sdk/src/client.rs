@@ -197,6 +197,11 @@ impl Client {
         self.get_json(&format!("/v1/patients/{patient}/audit"), Some(me)).await
     }
 
+    /// The auditors' review queue (first page).
+    pub async fn flagged(&self, me: &Identity) -> Result<Vec<medledger_ledger::state::FlaggedEntry>> {
+        self.get_json("/v1/audit/flagged", Some(me)).await
+    }
+
     pub async fn put_blob(&self, me: &Identity, digest: &Digest, bytes: Vec<u8>) -> Result<()> {
         self.send(Method::PUT, &format!("/v1/blobs/{digest}"), Some(bytes), Some(me)).await.map(|_| ())
     }

@@ -11,10 +11,10 @@ use medledger_crypto::suite::{KemSuite, PayloadSuite};
 use medledger_crypto::threshold;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::api::TxStatus;
-use medledger_ledger::state::{AuditEvent, ChartEntry, RecordEntry};
+use medledger_ledger::state::{AuditEvent, ChartEntry, FlaggedEntry, RecordEntry};
 use medledger_ledger::{
-    Enroll, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Sidecar,
-    SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome,
+    BreakGlass, EmergencyReason, Enroll, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess,
+    RegisterRecord, Revoke, Sidecar, SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome,
 };
 use medledger_types::{ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
@@ -551,27 +551,33 @@ impl Session {
         let subject = KeySubject::Record { record: record.record, version: record.version };
         let me_holder = KeyHolder::Member { member: me.member };
         let find = |holder, subject| bundle.envelopes.iter().find(|e| e.holder == holder && e.subject == subject);
+        let chart_subject = KeySubject::Chart { patient: record.patient, epoch: record.chart_epoch };
         let secret = if let Some(direct) = find(me_holder, subject) {
-            self.open_envelope(&me.encryption, direct)?
-        } else {
-            let chart_subject = KeySubject::Chart { patient: record.patient, epoch: record.chart_epoch };
+            Some(self.open_envelope(&me.encryption, direct)?)
+        } else if let Some(to_chart) = find(me_holder, chart_subject) {
             let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
-            let to_chart = find(me_holder, chart_subject)
-                .ok_or_else(|| SdkError::Denied("no wrapped key for this reader".into()))?;
             let chart = chart_key_from(&self.open_envelope(&me.encryption, to_chart)?)?;
             let to_record = find(chart_holder, subject)
                 .ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
-            self.open_envelope(&chart, to_record)?
+            Some(self.open_envelope(&chart, to_record)?)
+        } else {
+            // No envelope: only break-glass allows such a read, through the emergency shares.
+            None
         };
-        let dek = match &bundle.threshold {
-            None => DataKey::from_slice(&secret).map_err(|_| SdkError::Integrity("data key malformed".into()))?,
-            Some(public) => {
-                let k_env: &[u8; 32] = secret
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| SdkError::Integrity("record key half malformed".into()))?;
-                let k_thr = self.collect_k_thr(me, access, record, public).await?;
-                threshold::derive_data_key(k_env, &k_thr, record.record.as_bytes(), record.version)
+        let malformed = || SdkError::Integrity("record key half malformed".into());
+        let dek = match (&bundle.threshold, secret) {
+            (None, Some(secret)) => {
+                DataKey::from_slice(&secret).map_err(|_| SdkError::Integrity("data key malformed".into()))?
+            }
+            (None, None) => return Err(SdkError::Denied("no wrapped key for this reader".into())),
+            (Some(public), secret) => {
+                let (k_thr, emergency) = self.collect_shares(me, access, record, public, secret.is_none()).await?;
+                let k_env: Zeroizing<[u8; 32]> = match (&secret, emergency) {
+                    (Some(s), _) => Zeroizing::new(s.as_slice().try_into().map_err(|_| malformed())?),
+                    (None, Some(k)) => k,
+                    (None, None) => return Err(malformed()),
+                };
+                threshold::derive_data_key(&k_env, &k_thr, record.record.as_bytes(), record.version)
                     .map_err(SdkError::other)?
             }
         };
@@ -672,6 +678,24 @@ impl Session {
 
     pub async fn list(&self, me: &Identity, patient: &Contact) -> Result<Vec<RecordEntry>> {
         self.client.patient_records(me, &patient.member).await
+    }
+
+    /// Breaks the glass on `patient`'s records for `duration_ms`: once committed, this member's
+    /// reads for emergency treatment (ETREAT) are allowed and flagged until the window closes.
+    pub async fn break_glass(
+        &self,
+        me: &Identity,
+        patient: &Contact,
+        reason: Option<EmergencyReason>,
+        duration_ms: u64,
+    ) -> Result<Committed> {
+        let kind = TxKind::BreakGlass(BreakGlass { patient: patient.member, reason, duration_ms });
+        self.transact(me, kind, None).await
+    }
+
+    /// The auditors' review queue (break-glass openings and attempts, emergency reads).
+    pub async fn flagged(&self, me: &Identity) -> Result<Vec<FlaggedEntry>> {
+        self.client.flagged(me).await
     }
 }
 

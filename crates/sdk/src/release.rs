@@ -9,11 +9,13 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use medledger_crypto::payload::DataKey;
-use medledger_crypto::threshold::{self as shamir, HALF_KEY_BYTES, Share};
+use medledger_crypto::threshold::{self as shamir, HALF_KEY_BYTES, SHARE_BYTES, Share};
 use medledger_crypto::wrap;
 use medledger_ledger::api::ThresholdPublic;
 use medledger_ledger::state::RecordEntry;
-use medledger_ledger::threshold::{ThresholdConfig, ThresholdShares, WrappedShare, release_context, share_context};
+use medledger_ledger::threshold::{
+    SHARES_SECRET_BYTES, ThresholdConfig, ThresholdShares, WrappedShare, release_context, share_context,
+};
 use medledger_types::{Digest, RecordId, TxId};
 use zeroize::Zeroizing;
 
@@ -68,46 +70,65 @@ impl Session {
             .ok_or_else(|| SdkError::Other("the network's release configuration was not loaded".into()))
     }
 
-    /// Makes a record version's two key halves, its data key and the validators' wrapped shares.
+    /// Makes a record version's two key halves, its data key and the validators' wrapped shares:
+    /// each validator gets its share of `k_thr` (threshold f + 1) and its emergency share of
+    /// `k_env` (threshold 2f + 1, for break-glass), in one envelope.
     pub(crate) fn deal(&self, release: &Release, record: RecordId, version: u32) -> Result<Dealt> {
         let k_env = Zeroizing::new(medledger_crypto::random_bytes::<HALF_KEY_BYTES>());
         let k_thr = Zeroizing::new(medledger_crypto::random_bytes::<HALF_KEY_BYTES>());
         let dek = shamir::derive_data_key(&k_env, &k_thr, record.as_bytes(), version).map_err(SdkError::other)?;
         let config = &release.config;
-        let pieces =
-            shamir::split(&k_thr, usize::from(config.threshold), config.share_keys.len()).map_err(SdkError::other)?;
-        let mut shares = Vec::with_capacity(pieces.len());
-        for (i, (share, key)) in pieces.iter().zip(&config.share_keys).enumerate() {
+        let n = config.share_keys.len();
+        let thr = shamir::split(&k_thr, usize::from(config.threshold), n).map_err(SdkError::other)?;
+        let env = shamir::split(&k_env, usize::from(config.emergency_threshold), n).map_err(SdkError::other)?;
+        let mut shares = Vec::with_capacity(n);
+        for (i, key) in config.share_keys.iter().enumerate() {
+            let mut both = Zeroizing::new([0u8; SHARES_SECRET_BYTES]);
+            both[..SHARE_BYTES].copy_from_slice(thr[i].as_bytes());
+            both[SHARE_BYTES..].copy_from_slice(env[i].as_bytes());
             let context = share_context(self.chain_id, record, version, config.epoch, index(i));
             shares.push(WrappedShare {
-                envelope: wrap::seal(key, share.as_bytes(), &context).map_err(SdkError::other)?,
-                commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, share)),
+                envelope: wrap::seal(key, &both[..], &context).map_err(SdkError::other)?,
+                commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, &thr[i])),
+                emergency_commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, &env[i])),
             });
         }
-        let shares = ThresholdShares { epoch: config.epoch, threshold: config.threshold, shares };
+        let shares = ThresholdShares {
+            epoch: config.epoch,
+            threshold: config.threshold,
+            emergency_threshold: config.emergency_threshold,
+            shares,
+        };
         Ok(Dealt { dek, k_env, shares })
     }
 
     /// Asks every validator for its share of the record key the allowed access `access` names,
     /// keeps the released shares that match their published commitments, and combines the first
-    /// `threshold` of them. Validators that refuse, lag or lie are skipped; fewer than
-    /// `threshold` honest releases and the read fails.
-    pub(crate) async fn collect_k_thr(
+    /// `threshold` of them into `k_thr`. Under break-glass (`emergency`: the reader holds no
+    /// envelope) it needs `emergency_threshold` validators, each releasing its emergency share of
+    /// `k_env` too, and also returns `k_env`. Validators that refuse, lag or lie are skipped;
+    /// without enough honest releases the read fails.
+    pub(crate) async fn collect_shares(
         &self,
         me: &Identity,
         access: &TxId,
         record: &RecordEntry,
         public: &ThresholdPublic,
-    ) -> Result<Zeroizing<[u8; HALF_KEY_BYTES]>> {
+        emergency: bool,
+    ) -> Result<(Key, Option<Key>)> {
         let release = self
             .release()
             .await?
             .ok_or_else(|| SdkError::Integrity("the record needs validator shares but the network has none".into()))?;
-        let needed = usize::from(public.threshold);
+        let n = release.apis.len();
+        let threshold = usize::from(public.threshold);
+        let needed = if emergency { usize::from(public.emergency_threshold) } else { threshold };
         if public.epoch != release.config.epoch
-            || public.commitments.len() != release.apis.len()
-            || needed == 0
-            || needed > release.apis.len()
+            || public.commitments.len() != n
+            || public.emergency_commitments.len() != n
+            || threshold == 0
+            || needed < threshold
+            || needed > n
         {
             return Err(SdkError::Integrity("the record's shares do not fit the network's validators".into()));
         }
@@ -117,46 +138,63 @@ impl Session {
             .enumerate()
             .map(|(i, api)| async move { (i, self.client.access_share(api, me, access).await) })
             .collect();
-        let mut shares: Vec<Share> = Vec::with_capacity(needed);
+        let (mut thr, mut env): (Vec<Share>, Vec<Share>) = (Vec::new(), Vec::new());
         let mut denied = 0;
         let mut failures = Vec::new();
         while let Some((i, reply)) = asks.next().await {
             let checked = reply.and_then(|released| {
-                if released.validator != index(i) || released.epoch != public.epoch {
-                    return Err(SdkError::Integrity("a validator released another validator's share".into()));
+                if released.validator != index(i) || released.epoch != public.epoch || released.emergency != emergency {
+                    return Err(SdkError::Integrity("a validator released another share than asked".into()));
                 }
                 let context =
                     release_context(self.chain_id, record.record, record.version, public.epoch, index(i), me.member);
                 let bytes = wrap::open(&me.encryption, &released.envelope, &context)
                     .map_err(|_| SdkError::Integrity("a released share does not open for this reader".into()))?;
-                let share = Share::from_slice(&bytes).map_err(SdkError::other)?;
-                let commitment = shamir::share_commitment(record.record.as_bytes(), record.version, &share);
-                if share.index() != i || Digest::new(commitment) != public.commitments[i] {
-                    return Err(SdkError::Integrity("a released share does not match its commitment".into()));
+                let expected = if emergency { SHARES_SECRET_BYTES } else { SHARE_BYTES };
+                if bytes.len() != expected {
+                    return Err(SdkError::Integrity("a released share has the wrong length".into()));
                 }
-                Ok(share)
+                let check = |bytes: &[u8], commitments: &[Digest]| -> Result<Share> {
+                    let share = Share::from_slice(bytes).map_err(SdkError::other)?;
+                    let commitment = shamir::share_commitment(record.record.as_bytes(), record.version, &share);
+                    if share.index() != i || Digest::new(commitment) != commitments[i] {
+                        return Err(SdkError::Integrity("a released share does not match its commitment".into()));
+                    }
+                    Ok(share)
+                };
+                let thr_share = check(&bytes[..SHARE_BYTES], &public.commitments)?;
+                let env_share =
+                    if emergency { Some(check(&bytes[SHARE_BYTES..], &public.emergency_commitments)?) } else { None };
+                Ok((thr_share, env_share))
             });
             match checked {
-                Ok(share) => {
-                    shares.push(share);
-                    if shares.len() == needed {
-                        return shamir::combine(&shares).map_err(SdkError::other);
+                Ok((t, e)) => {
+                    thr.push(t);
+                    env.extend(e);
+                    if thr.len() == needed {
+                        let k_thr = shamir::combine(&thr[..threshold]).map_err(SdkError::other)?;
+                        let k_env =
+                            if emergency { Some(shamir::combine(&env).map_err(SdkError::other)?) } else { None };
+                        return Ok((k_thr, k_env));
                     }
                 }
                 Err(SdkError::Denied(_)) => denied += 1,
                 Err(e) => failures.push(e),
             }
         }
-        if denied > 0 && shares.is_empty() && failures.is_empty() {
+        if denied > 0 && thr.is_empty() && failures.is_empty() {
             return Err(SdkError::Denied("the validators refused to release the record key".into()));
         }
         Err(SdkError::Other(format!(
             "only {} of the {needed} validator shares needed were released{}",
-            shares.len(),
+            thr.len(),
             failures.first().map(|e| format!(" ({e})")).unwrap_or_default()
         )))
     }
 }
+
+/// A recovered key half.
+pub(crate) type Key = Zeroizing<[u8; HALF_KEY_BYTES]>;
 
 fn index(i: usize) -> u32 {
     u32::try_from(i).expect("validator sets are small")

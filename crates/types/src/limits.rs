@@ -36,3 +36,7 @@ pub const PAGE_ITEMS_MAX: usize = 1_000;
 pub const REQUEST_SKEW_MS_MAX: u64 = 60_000;
 /// How long after a committed RecordAccess its reader may fetch the ciphertext and envelopes.
 pub const ACCESS_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Longest break-glass window (and the CLI's default): 24 hours.
+pub const BREAK_GLASS_MS_MAX: u64 = 24 * 3600 * 1000;
+/// Break-glass openings one member may make in any 24 hours; more are refused and audited.
+pub const BREAK_GLASS_PER_DAY: usize = 3;
