@@ -7,7 +7,7 @@ mod common;
 use common::Net;
 use medledger_crypto::payload;
 use medledger_crypto::suite::KemSuite;
-use medledger_crypto::threshold::{Share, combine, derive_data_key};
+use medledger_crypto::threshold::{SHARE_BYTES, Share, combine, derive_data_key};
 use medledger_crypto::wrap::{self, DecryptionKey};
 use medledger_ledger::threshold::share_context;
 use medledger_ledger::{KeyHolder, KeySubject, RecordAccess, TxKind};
@@ -35,15 +35,16 @@ async fn write(session: &Session, author: &Identity, patient: &Identity, text: &
     sealed
 }
 
-/// Every validator's share of `sealed`'s `k_thr`, opened with that validator's own key: what f
-/// Byzantine operators would pool.
-fn operator_shares(net: &Net, session: &Session, sealed: &Sealed) -> Vec<Share> {
+/// Every validator's shares of `sealed`'s key halves, opened with that validator's own key (what
+/// Byzantine operators would pool): its `k_thr` share and its emergency `k_env` share.
+fn operator_shares(net: &Net, session: &Session, sealed: &Sealed) -> Vec<(Share, Share)> {
     let shares = sealed.sidecar.threshold.0.as_ref().expect("threshold shares");
     (0..shares.shares.len())
         .map(|k| {
             let context = share_context(session.chain_id, sealed.record, 1, 0, k as u32);
             let bytes = wrap::open(&share_key(net, k), &shares.shares[k].envelope, &context).unwrap();
-            Share::from_slice(&bytes).unwrap()
+            assert_eq!(bytes.len(), 2 * SHARE_BYTES);
+            (Share::from_slice(&bytes[..SHARE_BYTES]).unwrap(), Share::from_slice(&bytes[SHARE_BYTES..]).unwrap())
         })
         .collect()
 }
@@ -101,13 +102,19 @@ async fn without_an_audited_access_no_f_validators_open_a_record_and_f_withheld_
     let envelope = sealed.sidecar.envelope_for(holder, subject).unwrap();
     let k_env = wrap::open(&alice.encryption, envelope, &subject.wrap_context(session.chain_id, holder)).unwrap();
     let k_env: [u8; 32] = k_env[..].try_into().unwrap();
-    let shares = operator_shares(&net, &session, &sealed);
+    let pooled = operator_shares(&net, &session, &sealed);
+    let shares: Vec<Share> = pooled.iter().map(|(thr, _)| thr.clone()).collect();
+    let emergency: Vec<Share> = pooled.iter().map(|(_, env)| env.clone()).collect();
     for k in 0..4 {
         assert!(!opens(&sealed, &k_env, &[shares[k].clone()]), "validator {k} alone opened the record");
         for j in k + 1..4 {
             assert!(opens(&sealed, &k_env, &[shares[k].clone(), shares[j].clone()]), "validators {k},{j}");
+            // Without an envelope, even two validators (f + 1) lack k_env: its emergency shares
+            // need 2f + 1 = 3.
+            assert_ne!(*combine(&[emergency[k].clone(), emergency[j].clone()]).unwrap(), k_env);
         }
     }
+    assert_eq!(*combine(&emergency[..3]).unwrap(), k_env, "2f + 1 emergency shares are k_env");
     // The shares alone, without k_env, are not the data key either.
     assert!(!opens(&sealed, &[0u8; 32], &[shares[0].clone(), shares[1].clone()]));
     // A validator's key opens its own share only.
@@ -174,7 +181,7 @@ async fn a_revoked_reader_keeps_old_envelopes_but_gets_no_shares() {
     assert_eq!(refusals(&session, &bob, &denied).await, 4);
     let get = net.cli(&["record", "get", "--as", "drbob", &sealed.record.to_string()]);
     assert_eq!(get.code, 3, "{}", get.stderr);
-    let byzantine = operator_shares(&net, &session, &sealed).remove(0);
+    let byzantine = operator_shares(&net, &session, &sealed).remove(0).0;
     assert!(!opens(&sealed, &k_env, &[byzantine]));
     // alice, the patient, still reads it.
     assert_eq!(net.ok(&["record", "get", "--as", "alice", &sealed.record.to_string()]), text);
@@ -193,4 +200,62 @@ fn a_network_without_threshold_release_keeps_the_direct_suite() {
     let genesis: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(net.dir.join("genesis.json")).unwrap()).unwrap();
     assert!(genesis.get("share_keys").is_none());
+}
+
+/// Break-glass without any master key: an emergency member who was never given a key reads a
+/// patient's record through the validators' emergency shares of `k_env` (3 of 4 here), only
+/// after a committed BreakGlass and only for emergency treatment; every step is flagged.
+#[test]
+fn break_glass_opens_records_never_shared_and_flags_every_use() {
+    let net = Net::start_n(4);
+    net.cast();
+    let admin = net.admin.clone();
+    net.ok(&["id", "create", "medic", "--role", "emergency", "--as", &admin, "--display-name", "Medic One"]);
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &admin, "--display-name", "Audrey"]);
+    let text = r#"{"resourceType":"AllergyIntolerance","patient":{"reference":"Patient/x"},"code":{"text":"penicillin-marker"}}"#;
+    let file = net.file("allergy.json", text.as_bytes());
+    let id = net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]);
+    let id = id.trim();
+
+    // Before breaking the glass: denied.
+    let early = net.cli(&["record", "get", "--as", "medic", id, "--purpose", "ETREAT"]);
+    assert_eq!(early.code, 3, "{}", early.stderr);
+    // Wrong role, or no valid reason: refused (the nurse's attempt is on alice's trail).
+    let nurse = net.cli(&["break-glass", "--as", "nina", "--patient", "alice", "--reason", "unconscious"]);
+    assert_eq!(nurse.code, 3, "{}", nurse.stderr);
+    let bogus = net.cli(&["break-glass", "--as", "medic", "--patient", "alice", "--reason", "curiosity"]);
+    assert_eq!(bogus.code, 2, "{}", bogus.stderr);
+    let too_long =
+        net.cli(&["break-glass", "--as", "medic", "--patient", "alice", "--reason", "unconscious", "--for", "25h"]);
+    assert_eq!(too_long.code, 2, "{}", too_long.stderr);
+
+    let opened =
+        net.ok(&["break-glass", "--as", "medic", "--patient", "alice", "--reason", "unconscious", "--for", "1h"]);
+    assert!(opened.contains("open until"), "{opened}");
+    // For emergency treatment only.
+    let treat = net.cli(&["record", "get", "--as", "medic", id]);
+    assert_eq!(treat.code, 3, "{}", treat.stderr);
+    assert_eq!(net.ok(&["record", "get", "--as", "medic", id, "--purpose", "ETREAT"]), text);
+
+    // The patient sees it flagged; the auditors' queue has the opening, the attempts and the reads.
+    let trail = net.ok(&["audit", "--as", "alice", "--patient", "alice"]);
+    assert!(trail.lines().any(|l| l.contains("break-glass (unconscious) until") && l.contains("FLAGGED")), "{trail}");
+    let queue = net.ok(&["--json", "audit", "--as", "audrey", "--flagged"]);
+    let events: Vec<serde_json::Value> = queue.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |actor: &str, kind: &str, decision: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e["actor_name"] == actor && e["action"]["type"] == kind && e["decision"]["decision"] == decision
+            })
+            .count()
+    };
+    assert_eq!(count("medic", "break_glass", "allowed"), 1, "{queue}");
+    assert_eq!(count("nina", "break_glass", "denied"), 1, "{queue}");
+    assert_eq!(count("medic", "read", "allowed"), 1, "{queue}");
+    assert_eq!(count("medic", "read", "denied"), 1, "the early emergency read: {queue}");
+    assert!(events.iter().all(|e| e["flagged"] == true));
+    // Only auditors read the queue.
+    let nosy = net.cli(&["audit", "--as", "drbob", "--flagged"]);
+    assert_eq!(nosy.code, 3, "{}", nosy.stderr);
 }
