@@ -38,6 +38,14 @@ fn load(home: &Home, alias: &str) -> Result<Identity> {
     home.load_identity(alias, passphrase()?.as_bytes())
 }
 
+fn parse_purpose(s: &str) -> Result<PurposeOfUse> {
+    s.parse().map_err(|_| {
+        SdkError::Usage(
+            "--purpose is an HL7 PurposeOfUse code: TREAT, ETREAT, HPAYMT, HOPERAT, PATRQT, HRESCH, LEGAL".into(),
+        )
+    })
+}
+
 fn parse_record(s: &str) -> Result<RecordId> {
     s.parse().map_err(|_| SdkError::Usage("a record id is 32 hex digits".into()))
 }
@@ -137,12 +145,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
         }
         Command::Record(RecordCommand::Get { as_, record, output, purpose }) => {
             let record = parse_record(&record)?;
-            let purpose: PurposeOfUse = purpose.parse().map_err(|_| {
-                SdkError::Usage(
-                    "--purpose is an HL7 PurposeOfUse code: TREAT, ETREAT, HPAYMT, HOPERAT, PATRQT, HRESCH, LEGAL"
-                        .into(),
-                )
-            })?;
+            let purpose = parse_purpose(&purpose)?;
             let me = load(home, &as_)?;
             let opened = rt.block_on(session.get_record(&me, record, purpose))?;
             // Nothing is written until the whole record has authenticated.
@@ -161,6 +164,13 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                     std::io::stdout().write_all(&opened.plaintext).map_err(|e| SdkError::Other(e.to_string()))?;
                 }
             }
+        }
+        Command::Record(RecordCommand::Rotate { as_, record, purpose }) => {
+            let record = parse_record(&record)?;
+            let purpose = parse_purpose(&purpose)?;
+            let me = load(home, &as_)?;
+            let committed = rt.block_on(session.rotate(&me, record, purpose))?;
+            report(json, "rotated (the replaced ciphertext is deleted by the validators)", &committed);
         }
         Command::Record(RecordCommand::List { as_, patient }) => {
             let patient = rt.block_on(session.resolve(patient.as_deref().unwrap_or(&as_)))?;

@@ -227,6 +227,16 @@ enum RecordCommand {
         #[arg(long)]
         patient: Option<String>,
     },
+    /// Re-encrypt a record under fresh keys as its next version; the validators delete the
+    /// replaced ciphertext from the store. For when a reader who lost access may have kept a key.
+    Rotate {
+        #[arg(long = "as")]
+        as_: String,
+        record: String,
+        /// HL7 PurposeOfUse code of the (audited) read of the current version.
+        #[arg(long, default_value = "PATRQT")]
+        purpose: String,
+    },
 }
 
 #[derive(Args)]

@@ -259,3 +259,42 @@ fn break_glass_opens_records_never_shared_and_flags_every_use() {
     let nosy = net.cli(&["audit", "--as", "drbob", "--flagged"]);
     assert_eq!(nosy.code, 3, "{}", nosy.stderr);
 }
+
+/// Rotation after a revocation: the record is re-encrypted under fresh keys as its next version,
+/// every validator deletes the replaced ciphertext from the store, and the chain still verifies.
+#[test]
+fn rotate_reencrypts_and_the_validators_delete_the_replaced_ciphertext() {
+    let net = Net::start_n(4);
+    net.cast();
+    let text = r#"{"resourceType":"Basic","code":{"text":"rotate-marker"}}"#;
+    let file = net.file("basic.json", text.as_bytes());
+    let id = net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]);
+    let id = id.trim();
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all"]);
+    assert_eq!(net.ok(&["record", "get", "--as", "drbob", id]), text);
+    net.ok(&["revoke", "--as", "alice", "--from", "drbob", "--all"]);
+    let entry = |net: &Net| -> serde_json::Value {
+        serde_json::from_str(&common::http_get(&net.api, &format!("/v1/records/{id}")).1).unwrap()
+    };
+    let before = entry(&net);
+    let old = net.blob_dir().join(before["digest"].as_str().unwrap());
+    assert!(old.exists());
+
+    // A nurse cannot rotate (she cannot even read it); the patient can.
+    assert_eq!(net.cli(&["record", "rotate", "--as", "nina", id]).code, 3);
+    net.ok(&["record", "rotate", "--as", "alice", id]);
+    let after = entry(&net);
+    assert_eq!(after["version"], 2);
+    assert_ne!(after["digest"], before["digest"]);
+    // The validators delete the replaced ciphertext once the rotation is committed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while old.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!old.exists(), "the replaced ciphertext is still in the store");
+    assert!(net.blob_dir().join(after["digest"].as_str().unwrap()).exists());
+    assert_eq!(net.ok(&["record", "get", "--as", "alice", id]), text);
+    assert_eq!(net.cli(&["record", "get", "--as", "drbob", id]).code, 3);
+    let verify = net.ok(&["verify", "--dir", net.dir.to_str().unwrap()]);
+    assert!(verify.contains("ok") || verify.contains("verified"), "{verify}");
+}

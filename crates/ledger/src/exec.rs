@@ -22,8 +22,8 @@ use crate::state::{
 };
 use crate::threshold::ThresholdConfig;
 use crate::tx::{
-    BreakGlass, Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, Suspend, TX_NAMESPACE, Transaction,
-    TxKind, TxOutcome,
+    BreakGlass, Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, Rotate, Suspend, TX_NAMESPACE,
+    Transaction, TxKind, TxOutcome,
 };
 
 /// What execution knows about the block: nothing else, in particular no wall clock.
@@ -248,7 +248,7 @@ fn denial_event(
         |m: &MemberId| read::<MemberEntry>(state, &keys::member(m)).is_some_and(|e| e.role == Role::Patient);
     let (patient, action, purpose) = match kind {
         TxKind::Enroll(_) | TxKind::Suspend(_) => return None,
-        TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => {
+        TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) | TxKind::Rotate(Rotate { next: r, .. }) => {
             (r.patient, AuditAction::Write { record: r.record, version: r.version }, None)
         }
         TxKind::Grant(g) => (
@@ -315,6 +315,14 @@ impl Run<'_, '_> {
             TxKind::Revoke(r) => self.revoke(r),
             TxKind::RecordAccess(a) => self.access(a),
             TxKind::BreakGlass(b) => self.break_glass(b),
+            TxKind::Rotate(r) => {
+                let current: RecordEntry =
+                    read(self.state, &keys::record(&r.next.record)).ok_or(Rejection::UnknownRecord)?;
+                if current.digest != r.replaces {
+                    return Err(Rejection::VersionMismatch);
+                }
+                self.register(&r.next, true)
+            }
         }
     }
 

@@ -26,5 +26,5 @@ pub use sidecar::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, SidecarError}
 pub use state::{StateView, WriteSet};
 pub use tx::{
     BreakGlass, EmergencyReason, Enroll, Grant, GrantScope, NewChartEpoch, RecordAccess, RegisterRecord, Revoke,
-    Suspend, TX_NAMESPACE, Transaction, TxBody, TxKind, TxOutcome,
+    Rotate, Suspend, TX_NAMESPACE, Transaction, TxBody, TxKind, TxOutcome,
 };

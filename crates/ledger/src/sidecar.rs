@@ -159,7 +159,7 @@ pub(crate) fn required(kind: &crate::TxKind) -> bool {
     use crate::TxKind;
     match kind {
         TxKind::Enroll(e) => e.chart_key.is_some(),
-        TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) => true,
+        TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) | TxKind::Rotate(_) => true,
         TxKind::Revoke(r) => r.new_chart.is_some(),
         TxKind::RecordAccess(_) | TxKind::Suspend(_) | TxKind::BreakGlass(_) => false,
     }
@@ -176,7 +176,7 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
     if sidecar.envelopes.iter().any(|e| e.envelope.check().is_err()) {
         return Err(SidecarError::Malformed);
     }
-    let is_record = matches!(tx.body.kind, TxKind::RegisterRecord(_) | TxKind::AppendVersion(_));
+    let is_record = matches!(tx.body.kind, TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Rotate(_));
     if sidecar.threshold.0.as_ref().is_some_and(|t| !is_record || t.shares.iter().any(|s| s.envelope.check().is_err()))
     {
         return Err(SidecarError::Malformed);
@@ -193,7 +193,7 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
         TxKind::Enroll(e) => {
             one(KeyHolder::Member { member: e.member }, &|s| *s == KeySubject::Chart { patient: e.member, epoch: 0 })
         }
-        TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => {
+        TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) | TxKind::Rotate(crate::tx::Rotate { next: r, .. }) => {
             let mut named: Vec<KeyHolder> = r.recipients.clone();
             named.sort();
             named.dedup();

@@ -81,6 +81,10 @@ pub enum TxKind {
     /// Emergency access to a patient's records (DESIGN §3): doctors and emergency members only,
     /// with a reason, time-boxed, rate-limited, flagged to the patient and the auditors.
     BreakGlass(BreakGlass),
+    /// The next version of a record under fresh keys, replacing the current version's ciphertext,
+    /// which every validator then deletes from the store (for when a revoked reader may have
+    /// kept a key).
+    Rotate(Rotate),
 }
 
 impl TxKind {
@@ -94,6 +98,7 @@ impl TxKind {
             TxKind::AppendVersion(_) => "append_version",
             TxKind::Suspend(_) => "suspend",
             TxKind::BreakGlass(_) => "break_glass",
+            TxKind::Rotate(_) => "rotate",
         }
     }
 }
@@ -260,6 +265,14 @@ pub struct BreakGlass {
     pub patient: MemberId,
     pub reason: Option<EmergencyReason>,
     pub duration_ms: u64,
+}
+
+/// A rotation: `next` is registered as an append (`version` = current + 1) and `replaces`, the
+/// current version's ciphertext digest, is deleted from the store by the validators.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Rotate {
+    pub next: RegisterRecord,
+    pub replaces: Digest,
 }
 
 /// What executing a transaction did.

@@ -29,6 +29,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         .filter(|(k, _)| *k != index as usize)
         .map(|(k, url)| (k as u32, url.clone()))
         .collect();
+    let gc_cursor = data.join("blob-gc-height");
     let app = App::open(&data, genesis)?;
     let runner = crate::consensus::tokio_runner(&cfg);
     use commonware_runtime::{Metrics as _, Runner as _, Supervisor as _};
@@ -55,6 +56,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
             });
         }
         let _registered = app.inner().metrics.register(&context.child("medledger"));
+        tokio::spawn(crate::gc::run(app.clone(), blobs.clone(), gc_cursor));
         let state =
             ApiState { app: app.clone(), blobs, validators, forwarder, index, peers, ops: ops.clone(), share_key };
         tokio::spawn(async move {

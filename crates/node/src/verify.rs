@@ -49,7 +49,7 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
     let mut prev = genesis_block.header.clone();
     let mut uncertified: Option<u64> = None;
     let mut transactions = 0u64;
-    let mut records = Vec::new();
+    let mut records = std::collections::BTreeMap::new();
     for entry in ChainLog::entries(&log).map_err(setup)? {
         let height = prev.height.get() + 1;
         let at = |reason: String| VerifyError::At { height, reason };
@@ -81,9 +81,17 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
         if results_root(&execution.results) != h.results_root {
             return Err(at("transaction results do not match the header".into()));
         }
-        for (tx, outcome) in block.txs.iter().zip(&execution.results) {
-            if let (TxKind::RegisterRecord(r), true) = (&tx.body.kind, outcome.is_applied()) {
-                records.push((r.record, r.digest));
+        // Every version's ciphertext must be in the store, except those a rotation retired.
+        for (tx, _) in block.txs.iter().zip(&execution.results).filter(|(_, o)| o.is_applied()) {
+            match &tx.body.kind {
+                TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => {
+                    records.insert(r.digest, r.record);
+                }
+                TxKind::Rotate(rotate) => {
+                    records.remove(&rotate.replaces);
+                    records.insert(rotate.next.digest, rotate.next.record);
+                }
+                _ => {}
             }
         }
         let pending = db.compute(&[], h.height, execution.writes).map_err(setup)?;
@@ -99,7 +107,7 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
     }
     let blobs =
         Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX).map_err(setup)?;
-    for (record, digest) in &records {
+    for (digest, record) in &records {
         blobs.get(digest).await.map_err(|e| {
             let ciphertext = |reason: &str| VerifyError::Ciphertext { record: record.to_hex(), reason: reason.into() };
             match e {

@@ -14,7 +14,7 @@ use medledger_ledger::api::TxStatus;
 use medledger_ledger::state::{AuditEvent, ChartEntry, FlaggedEntry, RecordEntry};
 use medledger_ledger::{
     BreakGlass, EmergencyReason, Enroll, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess,
-    RegisterRecord, Revoke, Sidecar, SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome,
+    RegisterRecord, Revoke, Rotate, Sidecar, SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome,
 };
 use medledger_types::{ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
@@ -370,6 +370,31 @@ impl Session {
         match self.transact(me, sealed.kind, Some(sealed.sidecar)).await {
             Err(SdkError::Usage(m)) if m.contains(medledger_ledger::Rejection::VersionMismatch.as_str()) => {
                 Err(SdkError::Conflict("another version was written first".into()))
+            }
+            other => other,
+        }
+    }
+
+    /// Re-encrypts `record` under fresh keys as its next version and retires the current
+    /// ciphertext, which every validator then deletes from the store: for when a reader who lost
+    /// access may have kept a key. Reading the current version is an audited access as always.
+    pub async fn rotate(&self, me: &Identity, record: RecordId, purpose: PurposeOfUse) -> Result<Committed> {
+        self.release().await?;
+        let current = self.get_record(me, record, purpose).await?;
+        let entry = current.record;
+        let version =
+            entry.version.checked_add(1).ok_or_else(|| SdkError::Usage("the record has too many versions".into()))?;
+        let metadata = describe(&current.plaintext)?;
+        let chart = self.client.chart(&entry.patient).await?;
+        let sealed = self.seal_record(me, &chart, record, version, &current.plaintext, &metadata)?;
+        self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
+        let TxKind::AppendVersion(next) = sealed.kind else {
+            return Err(SdkError::Other("a rotation seals a next version".into()));
+        };
+        let kind = TxKind::Rotate(Rotate { next, replaces: entry.digest });
+        match self.transact(me, kind, Some(sealed.sidecar)).await {
+            Err(SdkError::Usage(m)) if m.contains(medledger_ledger::Rejection::VersionMismatch.as_str()) => {
+                Err(SdkError::Conflict("the record changed during the rotation; rotate again".into()))
             }
             other => other,
         }

@@ -152,6 +152,15 @@ impl Blobs {
         Ok(bytes)
     }
 
+    /// Deletes the blob; one already gone is not an error. (On a versioned S3 bucket this removes
+    /// the current version only: a lifecycle rule must expire noncurrent versions.)
+    pub async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
+        match self.store.delete(&Self::path(digest)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
     pub async fn exists(&self, digest: &Digest) -> Result<bool, BlobError> {
         match self.store.head(&Self::path(digest)).await {
             Ok(_) => Ok(true),
