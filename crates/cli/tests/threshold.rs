@@ -282,7 +282,9 @@ fn rotate_reencrypts_and_the_validators_delete_the_replaced_ciphertext() {
 
     // A nurse cannot rotate (she cannot even read it); the patient can.
     assert_eq!(net.cli(&["record", "rotate", "--as", "nina", id]).code, 3);
-    net.ok(&["record", "rotate", "--as", "alice", id]);
+    let rotated: serde_json::Value =
+        serde_json::from_str(&net.ok(&["--json", "record", "rotate", "--as", "alice", id])).unwrap();
+    let height = rotated["height"].as_u64().unwrap();
     let after = entry(&net);
     assert_eq!(after["version"], 2);
     assert_ne!(after["digest"], before["digest"]);
@@ -295,6 +297,11 @@ fn rotate_reencrypts_and_the_validators_delete_the_replaced_ciphertext() {
     assert!(net.blob_dir().join(after["digest"].as_str().unwrap()).exists());
     assert_eq!(net.ok(&["record", "get", "--as", "alice", id]), text);
     assert_eq!(net.cli(&["record", "get", "--as", "drbob", id]).code, 3);
+    // `verify` checks each validator's own chain: wait until every one has the rotation.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while (0..4).any(|k| net.status_of(k)["height"].as_u64() < Some(height)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let verify = net.ok(&["verify", "--dir", net.dir.to_str().unwrap()]);
     assert!(verify.contains("ok") || verify.contains("verified"), "{verify}");
 }

@@ -10,7 +10,7 @@ use medledger_crypto::payload::{self, DataKey};
 use medledger_crypto::suite::{KemSuite, PayloadSuite};
 use medledger_crypto::threshold;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
-use medledger_ledger::api::TxStatus;
+use medledger_ledger::api::{AccessBundle, TxStatus};
 use medledger_ledger::state::{AuditEvent, ChartEntry, FlaggedEntry, RecordEntry};
 use medledger_ledger::{
     BreakGlass, EmergencyReason, Enroll, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess,
@@ -569,26 +569,32 @@ impl Session {
         Ok(Opened { record: bundle_record, access, metadata, plaintext })
     }
 
-    /// The data key of the record named by an allowed access, from the envelopes a validator serves.
-    async fn data_key(&self, me: &Identity, access: &TxId) -> Result<(DataKey, RecordEntry, Option<Vec<u8>>)> {
-        let bundle = self.client.access_bundle(me, access).await?;
+    /// What this reader's envelopes wrap for the record of `bundle`: its data key (direct suite)
+    /// or `k_env` (threshold release); `None` when the reader holds no envelope for it.
+    fn wrapped_secret(&self, me: &Identity, bundle: &AccessBundle) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let record = &bundle.record;
         let subject = KeySubject::Record { record: record.record, version: record.version };
         let me_holder = KeyHolder::Member { member: me.member };
         let find = |holder, subject| bundle.envelopes.iter().find(|e| e.holder == holder && e.subject == subject);
         let chart_subject = KeySubject::Chart { patient: record.patient, epoch: record.chart_epoch };
-        let secret = if let Some(direct) = find(me_holder, subject) {
-            Some(self.open_envelope(&me.encryption, direct)?)
-        } else if let Some(to_chart) = find(me_holder, chart_subject) {
-            let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
-            let chart = chart_key_from(&self.open_envelope(&me.encryption, to_chart)?)?;
-            let to_record = find(chart_holder, subject)
-                .ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
-            Some(self.open_envelope(&chart, to_record)?)
-        } else {
-            // No envelope: only break-glass allows such a read, through the emergency shares.
-            None
-        };
+        if let Some(direct) = find(me_holder, subject) {
+            return Ok(Some(self.open_envelope(&me.encryption, direct)?));
+        }
+        let Some(to_chart) = find(me_holder, chart_subject) else { return Ok(None) };
+        let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
+        let chart = chart_key_from(&self.open_envelope(&me.encryption, to_chart)?)?;
+        let to_record = find(chart_holder, subject)
+            .ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
+        Ok(Some(self.open_envelope(&chart, to_record)?))
+    }
+
+    /// The data key of the record named by an allowed access, from the envelopes a validator
+    /// serves and, under threshold release, the validators' shares. A reader without an envelope
+    /// (break-glass) gets `k_env` from the emergency shares.
+    async fn data_key(&self, me: &Identity, access: &TxId) -> Result<(DataKey, RecordEntry, Option<Vec<u8>>)> {
+        let bundle = self.client.access_bundle(me, access).await?;
+        let record = &bundle.record;
+        let secret = self.wrapped_secret(me, &bundle)?;
         let malformed = || SdkError::Integrity("record key half malformed".into());
         let dek = match (&bundle.threshold, secret) {
             (None, Some(secret)) => {
@@ -637,9 +643,14 @@ impl Session {
         let entry = self.client.record(&record).await?;
         let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose: PurposeOfUse::Patrqt });
         let access = self.transact(me, kind, None).await?;
-        let (dek, entry, _) = self.data_key(me, &access.tx).await?;
-        let subject = KeySubject::Record { record, version: entry.version };
-        let envelope = self.seal_for(&grantee.encryption_key, holder, subject, dek.as_bytes())?;
+        // Re-wrapped for the grantee: what the patient's envelopes wrap (k_env under threshold
+        // release, so the grantee still needs the validators' shares at each read).
+        let bundle = self.client.access_bundle(me, &access.tx).await?;
+        let secret = self
+            .wrapped_secret(me, &bundle)?
+            .ok_or_else(|| SdkError::Denied("no wrapped key for this reader".into()))?;
+        let subject = KeySubject::Record { record, version: bundle.record.version };
+        let envelope = self.seal_for(&grantee.encryption_key, holder, subject, &secret)?;
         let kind = TxKind::Grant(Grant {
             patient: me.member,
             grantee: to.member,
