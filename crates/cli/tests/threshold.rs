@@ -185,6 +185,26 @@ async fn a_revoked_reader_keeps_old_envelopes_but_gets_no_shares() {
     assert!(!opens(&sealed, &k_env, &[byzantine]));
     // alice, the patient, still reads it.
     assert_eq!(net.ok(&["record", "get", "--as", "alice", &sealed.record.to_string()]), text);
+
+    // An author who wraps one validator's share wrongly (validators cannot tell at write time)
+    // does not make the record unreadable: that validator answers 409, the others release.
+    let chart = session.client.chart(&alice.member).await.unwrap();
+    let record = RecordId::new(medledger_crypto::random_bytes());
+    let text = r#"{"resourceType":"Basic","code":{"text":"miswrapped-marker"}}"#;
+    let mut sealed =
+        session.seal_record(&alice, &chart, record, 1, text.as_bytes(), &describe(text.as_bytes()).unwrap()).unwrap();
+    let release = session.release().await.unwrap().unwrap();
+    let wrong = share_context(session.chain_id, record, 1, 0, 1);
+    let shares = sealed.sidecar.threshold.0.as_mut().unwrap();
+    shares.shares[0].envelope = wrap::seal(&release.config.share_keys[0], &[0u8; 2 * SHARE_BYTES], &wrong).unwrap();
+    session.client.put_blob(&alice, &sealed.digest, sealed.ciphertext.clone()).await.unwrap();
+    session.transact(&alice, sealed.kind.clone(), Some(sealed.sidecar.clone())).await.unwrap();
+    let allowed = access(&session, &alice, record).await;
+    match session.client.access_share(&release.apis[0], &alice, &allowed).await {
+        Err(SdkError::Usage(problem)) => assert!(problem.contains("wrapped"), "{problem}"),
+        other => panic!("validator 0 released a share it cannot open: {other:?}"),
+    }
+    assert_eq!(net.ok(&["record", "get", "--as", "alice", &record.to_string()]), text);
 }
 
 #[test]

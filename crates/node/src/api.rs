@@ -121,6 +121,10 @@ enum Problems {
     /// No such item or endpoint.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(#[to_schema] Problem),
+    /// What the ledger holds for this request is unusable (a record whose author wrapped this
+    /// validator's key share wrongly: the other validators' shares still serve the read).
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(#[to_schema] Problem),
     /// The body is over the endpoint's limit.
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(#[to_schema] Problem),
@@ -1082,20 +1086,12 @@ async fn access_share(
         .ok_or_else(|| ApiError::not_found("threshold share"))?;
     let mine = shares.shares.get(state.index as usize).ok_or_else(|| ApiError::not_found("threshold share"))?;
     let chain_id = state.app.inner().chain_id;
-    let opened = medledger_crypto::wrap::open(
-        key,
-        &mine.envelope,
-        &threshold::share_context(chain_id, record.record, record.version, info.epoch, state.index),
-    )
-    .map_err(|_| {
-        ApiError::new(StatusCode::CONFLICT, "share-unopenable", "the author wrapped this validator's share wrongly")
-    })?;
+    let miswrapped =
+        || ApiError::new(StatusCode::CONFLICT, "share-unopenable", "the author wrapped this validator's share wrongly");
+    let context = threshold::share_context(chain_id, record.record, record.version, info.epoch, state.index);
+    let opened = medledger_crypto::wrap::open(key, &mine.envelope, &context).map_err(|_| miswrapped())?;
     if opened.len() != threshold::SHARES_SECRET_BYTES {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "share-unopenable",
-            "the author wrapped this validator's share wrongly",
-        ));
+        return Err(miswrapped());
     }
     // The emergency share of k_env goes only to a reader whom break-glass alone allowed (they
     // hold no envelope); everyone else gets the k_thr share.
