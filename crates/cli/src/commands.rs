@@ -193,19 +193,25 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let c = rt.block_on(session.revoke(&me, &from, scope))?;
             report(json, "revoked", &c);
         }
-        Command::Audit { as_, patient: Some(patient), flagged: false } => {
-            let patient: Contact = rt.block_on(session.resolve(&patient))?;
+        Command::Audit { as_, patient, flagged, format } => {
             let me = load(home, &as_)?;
-            let events = rt.block_on(session.audit(&me, &patient))?;
-            print_audit(home, &events, json);
-        }
-        Command::Audit { as_, .. } => {
-            let me = load(home, &as_)?;
-            for entry in rt.block_on(session.flagged(&me))? {
-                if !json {
-                    print!("patient {}  ", entry.patient.to_hex());
+            let entries: Vec<(MemberId, AuditEvent)> = match patient {
+                Some(patient) if !flagged => {
+                    let patient: Contact = rt.block_on(session.resolve(&patient))?;
+                    let events = rt.block_on(session.audit(&me, &patient))?;
+                    events.into_iter().map(|e| (patient.member, e)).collect()
                 }
-                print_audit(home, std::slice::from_ref(&entry.event), json);
+                _ => rt.block_on(session.flagged(&me))?.into_iter().map(|f| (f.patient, f.event)).collect(),
+            };
+            for (patient, event) in &entries {
+                if format == "fhir" {
+                    println!("{}", medledger_gateway::audit::audit_event(&session.chain_id, patient, event));
+                    continue;
+                }
+                if flagged && !json {
+                    print!("patient {}  ", patient.to_hex());
+                }
+                print_audit(home, std::slice::from_ref(event), json);
             }
         }
         Command::BreakGlass { as_, patient, reason, duration } => {

@@ -81,6 +81,9 @@ enum Command {
         /// The auditors' review queue: break-glass openings and attempts, emergency reads.
         #[arg(long)]
         flagged: bool,
+        /// `fhir`: one FHIR R4 AuditEvent per line (NDJSON), for SIEM and compliance tools.
+        #[arg(long, value_parser = ["text", "fhir"], default_value = "text")]
+        format: String,
     },
     /// Emergency access to a patient's records (doctor or emergency role): time-boxed,
     /// rate-limited, flagged to the patient and the auditors. Then read with `--purpose ETREAT`.

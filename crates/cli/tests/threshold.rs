@@ -278,6 +278,35 @@ fn break_glass_opens_records_never_shared_and_flags_every_use() {
     // Only auditors read the queue.
     let nosy = net.cli(&["audit", "--as", "drbob", "--flagged"]);
     assert_eq!(nosy.code, 3, "{}", nosy.stderr);
+
+    // The FHIR export, checked by an outside parser (fhir.resources R4B AuditEvent).
+    let trail = net.ok(&["audit", "--as", "audrey", "--patient", "alice", "--format", "fhir"]);
+    let facts = fhir_audit_facts(&trail);
+    assert_eq!(facts["count"].as_u64(), Some(trail.lines().count() as u64));
+    let has = |field: &str, value: &str| facts[field].as_array().unwrap().iter().any(|v| v == value);
+    assert!(has("types", "110127"), "break-glass is DICOM Emergency Override Started: {facts}");
+    assert!(has("types", "110110") && has("actions", "R") && has("actions", "C"), "{facts}");
+    assert!(has("outcomes", "0") && has("outcomes", "4"), "allowed and denied: {facts}");
+    assert!(has("purposes", "ETREAT"), "{facts}");
+    let queue = fhir_audit_facts(&net.ok(&["audit", "--as", "audrey", "--flagged", "--format", "fhir"]));
+    assert_eq!(queue["count"].as_u64(), Some(events.len() as u64));
+}
+
+/// Runs `tests/fhir/audit_events.py` (fhir.resources) on NDJSON AuditEvents; its facts.
+fn fhir_audit_facts(ndjson: &str) -> serde_json::Value {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fhir/audit_events.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(ndjson.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{ndjson}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Rotation after a revocation: the record is re-encrypted under fresh keys as its next version,
