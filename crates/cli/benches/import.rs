@@ -32,11 +32,13 @@ impl Drop for Network {
     }
 }
 
-fn start(validators: usize, base_port: u16) -> Network {
+fn start(validators: usize, base_port: u16, extra_init: &[&str]) -> Network {
     let root = tempfile::tempdir().unwrap();
     let (dir, home) = (root.path().join("net"), root.path().join("home"));
     let (n, port) = (validators.to_string(), base_port.to_string());
-    cli(&home, &["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n]);
+    let mut args = vec!["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n];
+    args.extend_from_slice(extra_init);
+    cli(&home, &args);
     let mut nodes = Vec::new();
     for k in 0..validators {
         let log = std::fs::File::create(dir.join(format!("validator-{k}")).join("node.log")).unwrap();
@@ -83,28 +85,32 @@ fn main() {
     let data = tempfile::tempdir().unwrap();
     let resources = carebundle(patients, data.path());
     println!("carebundle: {patients} patients, {resources} resources\n");
-    println!("| validators | resources | patients enrolled | seconds | resources/s |");
-    println!("|---|---|---|---|---|");
-    let mut ceiling_home = None;
-    for (validators, port) in [(1usize, 29_400u16), (4, 29_500)] {
-        let net = start(validators, port);
-        let out = cli(&net.home, &["--json", "import", "--as", "drbob", data.path().to_str().unwrap()]);
-        let s: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-        assert_eq!(s["resources_written"].as_u64(), Some(resources as u64), "{s}");
-        println!(
-            "| {validators} | {} | {} | {:.2} | {:.0} |",
-            s["resources_written"],
-            s["patients_enrolled"],
-            s["seconds"].as_f64().unwrap(),
-            s["resources_per_second"].as_f64().unwrap()
-        );
-        if validators == 1 {
-            ceiling_home = Some(net);
+    println!(
+        "| validators | key release | resources | patients enrolled | seconds | resources/s | client sealing ceiling (2 threads, no network) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let modes = [("threshold (default)", &[][..]), ("direct (--no-threshold)", &["--no-threshold"][..])];
+    for (m, (mode, extra)) in modes.iter().enumerate() {
+        for (v, validators) in [1usize, 4].into_iter().enumerate() {
+            let net = start(validators, 29_400 + 200 * m as u16 + 100 * v as u16, extra);
+            let out = cli(&net.home, &["--json", "import", "--as", "drbob", data.path().to_str().unwrap()]);
+            let s: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+            assert_eq!(s["resources_written"].as_u64(), Some(resources as u64), "{s}");
+            let ceiling = sealing_ceiling(&net, data.path(), resources);
+            println!(
+                "| {validators} | {mode} | {} | {} | {:.2} | {:.0} | {ceiling:.0} |",
+                s["resources_written"],
+                s["patients_enrolled"],
+                s["seconds"].as_f64().unwrap(),
+                s["resources_per_second"].as_f64().unwrap()
+            );
         }
     }
+}
 
-    // The client-side ceiling: seal (encrypt, wrap for chart and author) the same resources.
-    let net = ceiling_home.unwrap();
+/// The client-side ceiling on `net`: seal (encrypt, wrap for chart and author, and deal the
+/// validators' shares under threshold release) the same resources, no network; resources/s.
+fn sealing_ceiling(net: &Network, data: &Path, resources: usize) -> f64 {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let session = Session::open(&net.home, None).unwrap();
     let me = session.home.load_identity("drbob", PASS.as_bytes()).unwrap();
@@ -112,7 +118,7 @@ fn main() {
     let patient = custody_patient.path().file_stem().unwrap().to_string_lossy().parse().unwrap();
     rt.block_on(session.release()).unwrap();
     let chart = rt.block_on(session.client.chart(&patient)).unwrap();
-    let bundle = std::fs::read_dir(data.path()).unwrap().next().unwrap().unwrap().path();
+    let bundle = std::fs::read_dir(data).unwrap().next().unwrap().unwrap().path();
     let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle).unwrap()).unwrap();
     let texts: Vec<String> = bundle["entry"].as_array().unwrap().iter().map(|e| e["resource"].to_string()).collect();
     let meta = RecordMetadata {
@@ -134,9 +140,5 @@ fn main() {
             });
         }
     });
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "\nclient sealing ceiling (2 threads, no network): {n} resources in {seconds:.2} s = {:.0} resources/s",
-        n as f64 / seconds
-    );
+    n as f64 / started.elapsed().as_secs_f64()
 }
