@@ -984,10 +984,9 @@ fn storage_failure(state: &ApiState, error: BlobError) -> ApiError {
 }
 
 /// The record of an allowed RecordAccess signed by the requester, committed within the window.
-fn allowed_access(state: &ApiState, tx: &str, me: MemberEntry) -> ApiResult<(MemberEntry, RecordEntry)> {
-    let tx: TxId = parse(tx, "transaction id")?;
+fn allowed_access(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<(MemberEntry, RecordEntry)> {
     let view = view(state)?;
-    let result: TxResultEntry = read(&view, &keys::tx_result(&tx)).ok_or(ApiError::not_found("committed access"))?;
+    let result: TxResultEntry = read(&view, &keys::tx_result(tx)).ok_or(ApiError::not_found("committed access"))?;
     if result.signer != me.id {
         return Err(ApiError::denied("the access was signed by someone else"));
     }
@@ -1001,7 +1000,7 @@ fn allowed_access(state: &ApiState, tx: &str, me: MemberEntry) -> ApiResult<(Mem
         .app
         .inner()
         .db
-        .tx_location(&tx)
+        .tx_location(tx)
         .map_err(ApiError::internal)?
         .ok_or(ApiError::not_found("committed access"))?;
     let (block, _) = state.app.block_at(height).map_err(ApiError::internal)?.ok_or(ApiError::not_found("block"))?;
@@ -1028,6 +1027,7 @@ async fn access_bundle(
     Path(tx): Path<String>,
     Signed(me): Signed,
 ) -> ApiResult<Json<AccessBundle>> {
+    let tx: TxId = parse(&tx, "transaction id")?;
     let (me, record) = allowed_access(&state, &tx, me)?;
     let view = view(&state)?;
     let subject = KeySubject::Record { record: record.record, version: record.version };
@@ -1069,6 +1069,7 @@ async fn access_share(
     Path(tx): Path<String>,
     Signed(me): Signed,
 ) -> ApiResult<Json<ReleasedShare>> {
+    let tx: TxId = parse(&tx, "transaction id")?;
     let (me, record) = allowed_access(&state, &tx, me)?;
     let Some(info) = record.threshold.0 else {
         return Err(ApiError::not_found("threshold share (the record uses the direct suite)"));
@@ -1095,8 +1096,7 @@ async fn access_share(
     }
     // The emergency share of k_env goes only to a reader whom break-glass alone allowed (they
     // hold no envelope); everyone else gets the k_thr share.
-    let tx_id: TxId = parse(&tx, "transaction id")?;
-    let emergency = read::<AccessBasis>(&view(&state)?, &keys::access_basis(&tx_id)) == Some(AccessBasis::BreakGlass);
+    let emergency = read::<AccessBasis>(&view(&state)?, &keys::access_basis(&tx)) == Some(AccessBasis::BreakGlass);
     let released = if emergency { &opened[..] } else { &opened[..medledger_crypto::threshold::SHARE_BYTES] };
     let context = threshold::release_context(chain_id, record.record, record.version, info.epoch, state.index, me.id);
     let envelope = medledger_crypto::wrap::seal(&me.encryption_key, released, &context).map_err(ApiError::internal)?;
@@ -1127,6 +1127,7 @@ async fn access_content(
     Path(tx): Path<String>,
     Signed(me): Signed,
 ) -> ApiResult<Response> {
+    let tx: TxId = parse(&tx, "transaction id")?;
     let (_, record) = allowed_access(&state, &tx, me)?;
     let bytes = state.blobs.get(&record.digest).await.map_err(|e| match e {
         BlobError::Integrity => {
