@@ -172,6 +172,19 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let committed = rt.block_on(session.rotate(&me, record, purpose))?;
             report(json, "rotated (the replaced ciphertext is deleted by the validators)", &committed);
         }
+        Command::Record(RecordCommand::Erase { as_, record }) => {
+            let record = parse_record(&record)?;
+            let me = load(home, &as_)?;
+            let committed = rt.block_on(session.erase(&me, record))?;
+            report(json, "erased (the validators delete its ciphertext, envelopes and key shares)", &committed);
+        }
+        Command::LegalHold { as_, patient, record, lift } => {
+            let patient: Contact = rt.block_on(session.resolve(&patient))?;
+            let record = record.as_deref().map(parse_record).transpose()?;
+            let me = load(home, &as_)?;
+            let committed = rt.block_on(session.legal_hold(&me, &patient, record, !lift))?;
+            report(json, if lift { "legal hold lifted" } else { "legal hold placed" }, &committed);
+        }
         Command::Record(RecordCommand::List { as_, patient }) => {
             let patient = rt.block_on(session.resolve(patient.as_deref().unwrap_or(&as_)))?;
             let me = load(home, &as_)?;
@@ -351,6 +364,10 @@ fn print_audit(home: &Home, events: &[AuditEvent], json: bool) {
                 let reason = reason.map_or("no reason", EmergencyReason::code);
                 let until = until.map(|t| format!(" until {}", rfc3339(t))).unwrap_or_default();
                 (format!("break-glass ({reason}){until}"), None)
+            }
+            AuditAction::Erase { record, versions } => (format!("erase ({versions} versions)"), Some(*record)),
+            AuditAction::LegalHold { record, hold } => {
+                (if *hold { "legal hold placed" } else { "legal hold lifted" }.to_string(), *record)
             }
         };
         let flag = if e.is_flagged() { "  FLAGGED" } else { "" };

@@ -99,6 +99,19 @@ enum Command {
         #[arg(long = "for", default_value = "24h")]
         duration: String,
     },
+    /// Place or lift a legal hold (auditors): erasure of what it covers is refused until lifted.
+    LegalHold {
+        #[arg(long = "as")]
+        as_: String,
+        #[arg(long)]
+        patient: String,
+        /// One record only (default: all of the patient's records).
+        #[arg(long)]
+        record: Option<String>,
+        /// Lift the hold instead of placing it.
+        #[arg(long)]
+        lift: bool,
+    },
     /// Verify the whole chain (blocks, certificates, re-execution, state roots) and every ciphertext.
     Verify {
         #[arg(long)]
@@ -239,6 +252,14 @@ enum RecordCommand {
         /// HL7 PurposeOfUse code of the (audited) read of the current version.
         #[arg(long, default_value = "PATRQT")]
         purpose: String,
+    },
+    /// Erase a record (its patient): every version's ciphertext, envelopes and key shares are
+    /// deleted by the validators; the chain keeps digests and the erasure event. Refused under a
+    /// legal hold.
+    Erase {
+        #[arg(long = "as")]
+        as_: String,
+        record: String,
     },
 }
 

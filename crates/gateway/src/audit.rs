@@ -3,7 +3,9 @@
 //!
 //! Codes: the event type is DICOM "110110 Patient Record" for reads and writes, "110127 Emergency
 //! Override Started" for a break-glass opening and "110136 Security Roles Changed" for consent
-//! (grants and revocations); reads and writes carry the FHIR restful interaction as subtype; the
+//! (grants and revocations); an erasure is a Patient Record delete ("D"), a legal hold an update
+//! with the hold in the entity detail; reads, writes and erasures carry the FHIR restful
+//! interaction as subtype; the
 //! purpose is the HL7 v3 ActReason (PurposeOfUse) code. Participants and records appear only by
 //! their ledger pseudonyms, as on the ledger.
 
@@ -35,6 +37,9 @@ pub fn audit_event(chain: &ChainId, patient: &MemberId, event: &AuditEvent) -> V
         }
         AuditAction::Grant { .. } | AuditAction::Revoke { .. } => ("110136", "Security Roles Changed", "U", None, None),
         AuditAction::BreakGlass { .. } => ("110127", "Emergency Override Started", "E", None, None),
+        AuditAction::Erase { record, .. } => ("110110", "Patient Record", "D", Some("delete"), Some(*record)),
+        // A hold changes what may be done with the record, not the record: an update of its status.
+        AuditAction::LegalHold { record, .. } => ("110110", "Patient Record", "U", None, *record),
     };
     let (outcome, outcome_desc) = match &event.decision {
         Decision::Allowed => ("0", None),
@@ -46,6 +51,10 @@ pub fn audit_event(chain: &ChainId, patient: &MemberId, event: &AuditEvent) -> V
     });
     if let AuditAction::BreakGlass { reason: Some(reason), .. } = &event.action {
         subject["detail"] = json!([{"type": "emergency-reason", "valueString": reason.code()}]);
+    }
+    if let AuditAction::LegalHold { hold, .. } = &event.action {
+        let value = if *hold { "placed" } else { "lifted" };
+        subject["detail"] = json!([{"type": "legal-hold", "valueString": value}]);
     }
     let mut entities = vec![subject];
     if let Some(record) = record {

@@ -7,7 +7,7 @@ use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TXS_MAX};
 use medledger_types::{BlockHash, ChainId, DecodeError, Digest, Height, MemberId, Timestamp, decode_canonical, encode};
 use serde::{Deserialize, Serialize};
 
-use crate::sidecar::{Sidecar, SidecarError};
+use crate::sidecar::{Sidecar, SidecarError, SidecarFacts};
 use crate::tx::{Transaction, TxOutcome};
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -98,9 +98,15 @@ impl Block {
             return Err(BlockError::TxRoot);
         }
         for (index, (tx, sidecar)) in self.txs.iter().zip(&self.sidecars).enumerate() {
-            check_sidecar(tx, sidecar.as_deref()).map_err(|error| BlockError::Sidecar { index, error })?;
+            sidecar_facts(tx, sidecar.as_deref(), true).map_err(|error| BlockError::Sidecar { index, error })?;
         }
         Ok(())
+    }
+
+    /// Whether an erasure purged any of this block's sidecars. Such a block is history: it is
+    /// replayed (its header certifies the state it leads to) but never accepted as a proposal.
+    pub fn has_purged_sidecars(&self) -> bool {
+        self.sidecars.iter().flatten().any(|bytes| crate::sidecar::parse_purged(bytes).is_some())
     }
 
     pub fn proposer_is(&self, proposer: u32) -> bool {
@@ -110,6 +116,26 @@ impl Block {
     pub fn signers(&self) -> impl Iterator<Item = MemberId> + '_ {
         self.txs.iter().map(|tx| tx.body.signer)
     }
+}
+
+/// What execution needs of a transaction's sidecar slot: [`check_sidecar`]'s facts for a full
+/// sidecar or, with `allow_purged` (replaying finalized history), the facts a purged slot kept,
+/// which must name the digest the transaction commits to.
+pub fn sidecar_facts(
+    tx: &Transaction,
+    sidecar: Option<&[u8]>,
+    allow_purged: bool,
+) -> Result<Option<SidecarFacts>, SidecarError> {
+    if allow_purged
+        && let Some(bytes) = sidecar
+        && let Some(facts) = crate::sidecar::parse_purged(bytes)
+    {
+        return match tx.body.sidecar_digest {
+            Some(digest) if digest == facts.digest => Ok(Some(facts)),
+            _ => Err(SidecarError::DigestMismatch),
+        };
+    }
+    Ok(check_sidecar(tx, sidecar)?.map(|s| s.facts()))
 }
 
 /// Checks that `sidecar` is present exactly when `tx` commits to one, matches that digest, decodes

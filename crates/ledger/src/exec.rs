@@ -15,15 +15,16 @@ use medledger_types::limits::{
 use medledger_types::{ChainId, Height, MemberId, PurposeOfUse, Role, Timestamp, TxId, encode};
 
 use crate::policy::{CHART_HOLDERS_MAX, Rejection};
-use crate::sidecar::{KeyHolder, KeySubject, Sidecar, SidecarError};
+use crate::sidecar::{KeyHolder, KeySubject, SidecarError, SidecarFacts};
 use crate::state::{
-    AccessBasis, AuditAction, AuditEvent, BreakGlassEntry, ChartEntry, Decision, EnvelopeRef, FlaggedEntry, GrantEntry,
-    MemberEntry, MemberStatus, Overlay, RecordEntry, StateView, TxResultEntry, WriteSet, keys, last_nonce, read,
+    AccessBasis, AuditAction, AuditEvent, BreakGlassEntry, ChartEntry, Decision, EnvelopeRef, ErasedEntry,
+    FlaggedEntry, GrantEntry, LegalHoldEntry, MemberEntry, MemberStatus, Overlay, RecordEntry, StateView,
+    TxResultEntry, WriteSet, keys, last_nonce, read,
 };
 use crate::threshold::ThresholdConfig;
 use crate::tx::{
-    BreakGlass, Enroll, Grant, GrantScope, RecordAccess, RegisterRecord, Revoke, Rotate, Suspend, TX_NAMESPACE,
-    Transaction, TxKind, TxOutcome,
+    BreakGlass, Enroll, Erase, Grant, GrantScope, LegalHold, RecordAccess, RegisterRecord, Revoke, Rotate, Suspend,
+    TX_NAMESPACE, Transaction, TxKind, TxOutcome,
 };
 
 /// What execution knows about the block: nothing else, in particular no wall clock.
@@ -70,6 +71,8 @@ pub struct Executor<'a, V: StateView + ?Sized> {
     ctx: BlockContext,
     results: Vec<TxOutcome>,
     audit_index: u32,
+    /// Replaying finalized history: sidecars an erasure purged are accepted as their kept facts.
+    history: bool,
 }
 
 /// The writes of one transaction over the block's state so far.
@@ -101,7 +104,12 @@ const PRESENT: u8 = 1;
 
 impl<'a, V: StateView + ?Sized> Executor<'a, V> {
     pub fn new(base: &'a V, ctx: BlockContext) -> Self {
-        Self { state: Overlay::new(base), ctx, results: Vec::new(), audit_index: 0 }
+        Self { state: Overlay::new(base), ctx, results: Vec::new(), audit_index: 0, history: false }
+    }
+
+    /// An executor for finalized blocks, whose purged sidecars it accepts (see [`SidecarFacts`]).
+    pub fn for_history(base: &'a V, ctx: BlockContext) -> Self {
+        Self { history: true, ..Self::new(base, ctx) }
     }
 
     /// The state with every transaction applied so far.
@@ -125,7 +133,7 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         if !signature_checked && !tx.verify_signature(&signer.signing_key) {
             return Err(TxInvalid::BadSignature);
         }
-        let sidecar = crate::block::check_sidecar(tx, sidecar)?;
+        let sidecar = crate::block::sidecar_facts(tx, sidecar, self.history)?;
 
         let index = self.results.len();
         if body.nonce <= last_nonce(&self.state, &body.signer) {
@@ -187,26 +195,38 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
     }
 }
 
-/// Executes a whole block on top of `base`. Signatures of signers already enrolled before the block
-/// are checked in one batch; those enrolled within the block, one by one as they are reached.
+/// Executes a finalized block on top of `base` (committing it, or replaying history, where a
+/// sidecar may have been purged by an erasure since). Signatures of signers already enrolled
+/// before the block are checked in one batch; those enrolled within the block, one by one.
 pub fn execute_block<V: StateView + ?Sized>(
     base: &V,
     ctx: BlockContext,
     txs: &[Transaction],
     sidecars: &[Option<Vec<u8>>],
 ) -> Result<Execution, BlockInvalid> {
-    execute_block_verified(base, ctx, txs, sidecars, &[])
+    execute(base, ctx, txs, sidecars, &[], true)
 }
 
-/// As [`execute_block`], but the caller vouches for the signatures of the transactions marked in
-/// `verified` (already checked against the signer's enrolled key, which this ledger never changes);
-/// the others are checked here.
+/// Executes a proposed block: every sidecar must be whole. The caller vouches for the signatures
+/// of the transactions marked in `verified` (already checked against the signer's enrolled key,
+/// which this ledger never changes); the others are checked here.
 pub fn execute_block_verified<V: StateView + ?Sized>(
     base: &V,
     ctx: BlockContext,
     txs: &[Transaction],
     sidecars: &[Option<Vec<u8>>],
     verified: &[bool],
+) -> Result<Execution, BlockInvalid> {
+    execute(base, ctx, txs, sidecars, verified, false)
+}
+
+fn execute<V: StateView + ?Sized>(
+    base: &V,
+    ctx: BlockContext,
+    txs: &[Transaction],
+    sidecars: &[Option<Vec<u8>>],
+    verified: &[bool],
+    history: bool,
 ) -> Result<Execution, BlockInvalid> {
     let mut pre_checked: Vec<bool> = (0..txs.len()).map(|i| verified.get(i).copied().unwrap_or(false)).collect();
     let mut batch = Vec::with_capacity(txs.len());
@@ -227,7 +247,7 @@ pub fn execute_block_verified<V: StateView + ?Sized>(
             pre_checked[index] = true;
         }
     }
-    let mut executor = Executor::new(base, ctx);
+    let mut executor = if history { Executor::for_history(base, ctx) } else { Executor::new(base, ctx) };
     for (index, tx) in txs.iter().enumerate() {
         let sidecar = sidecars.get(index).and_then(|s| s.as_deref());
         executor.apply(tx, sidecar, pre_checked[index]).map_err(|error| BlockInvalid { index, error })?;
@@ -258,9 +278,14 @@ fn denial_event(
         ),
         TxKind::Revoke(r) => (r.patient, AuditAction::Revoke { grantee: r.grantee, scope: r.scope }, None),
         TxKind::RecordAccess(a) => {
-            let record: RecordEntry = read(state, &keys::record(&a.record))?;
-            (record.patient, AuditAction::Read { record: a.record, version: a.version }, Some(a.purpose))
+            let patient = record_patient(state, &a.record)?;
+            (patient, AuditAction::Read { record: a.record, version: a.version }, Some(a.purpose))
         }
+        TxKind::Erase(e) => {
+            let versions = read::<RecordEntry>(state, &keys::record(&e.record)).map_or(0, |r| r.version);
+            (record_patient(state, &e.record)?, AuditAction::Erase { record: e.record, versions }, None)
+        }
+        TxKind::LegalHold(h) => (h.patient, AuditAction::LegalHold { record: h.record, hold: h.hold }, None),
         TxKind::BreakGlass(b) => {
             (b.patient, AuditAction::BreakGlass { reason: b.reason, until: None }, Some(PurposeOfUse::Etreat))
         }
@@ -269,6 +294,14 @@ fn denial_event(
         return None;
     }
     Some((patient, event(signer, tx, ctx, action, purpose, Decision::Denied { reason })))
+}
+
+/// The patient of a record, live or erased.
+fn record_patient(state: &dyn StateView, record: &medledger_types::RecordId) -> Option<MemberId> {
+    match read::<RecordEntry>(state, &keys::record(record)) {
+        Some(entry) => Some(entry.patient),
+        None => read::<ErasedEntry>(state, &keys::erased(record)).map(|e| e.patient),
+    }
 }
 
 fn event(
@@ -298,7 +331,7 @@ struct Run<'r, 's> {
     ctx: BlockContext,
     signer: &'r MemberEntry,
     tx_id: TxId,
-    sidecar: Option<&'r Sidecar>,
+    sidecar: Option<&'r SidecarFacts>,
 }
 
 /// An applied transaction may leave one audit event in a patient's trail.
@@ -315,15 +348,23 @@ impl Run<'_, '_> {
             TxKind::Revoke(r) => self.revoke(r),
             TxKind::RecordAccess(a) => self.access(a),
             TxKind::BreakGlass(b) => self.break_glass(b),
+            TxKind::Erase(e) => self.erase(e),
+            TxKind::LegalHold(h) => self.legal_hold(h),
             TxKind::Rotate(r) => {
-                let current: RecordEntry =
-                    read(self.state, &keys::record(&r.next.record)).ok_or(Rejection::UnknownRecord)?;
+                let current = self.record(&r.next.record)?;
                 if current.digest != r.replaces {
                     return Err(Rejection::VersionMismatch);
                 }
                 self.register(&r.next, true)
             }
         }
+    }
+
+    /// A live record; an erased one is told apart from one that never existed.
+    fn record(&self, id: &medledger_types::RecordId) -> Result<RecordEntry, Rejection> {
+        read(self.state, &keys::record(id)).ok_or_else(|| {
+            if self.state.get(&keys::erased(id)).is_some() { Rejection::RecordErased } else { Rejection::UnknownRecord }
+        })
     }
 
     fn member(&self, id: &MemberId) -> Option<MemberEntry> {
@@ -341,7 +382,7 @@ impl Run<'_, '_> {
     }
 
     fn put_envelope(&mut self, subject: KeySubject, holder: KeyHolder) {
-        let sidecar = self.sidecar.map(Sidecar::digest).expect("envelopes come from a checked sidecar");
+        let sidecar = self.sidecar.map(|s| s.digest).expect("envelopes come from a checked sidecar");
         self.state.put(keys::envelope(&subject, &holder), &EnvelopeRef { sidecar, tx: self.tx_id });
     }
 
@@ -444,6 +485,9 @@ impl Run<'_, '_> {
         } else if self.signer.role != Role::Patient {
             return Err(Rejection::NotAllowedToWrite);
         }
+        if self.state.get(&keys::erased(&r.record)).is_some() {
+            return Err(Rejection::RecordErased);
+        }
         let previous: Option<RecordEntry> = read(self.state, &keys::record(&r.record));
         match (&previous, append) {
             (Some(_), false) => return Err(Rejection::RecordExists),
@@ -480,9 +524,9 @@ impl Run<'_, '_> {
         if !r.recipients.contains(&chart_holder) || !r.recipients.contains(&author_holder) {
             return Err(Rejection::RecipientsMissing);
         }
-        let sidecar = self.sidecar.map(Sidecar::digest).ok_or(Rejection::EnvelopeMissing)?;
+        let sidecar = self.sidecar.map(|s| s.digest).ok_or(Rejection::EnvelopeMissing)?;
         let config: Option<ThresholdConfig> = read(self.state, keys::THRESHOLD);
-        let threshold = match (&config, self.sidecar.and_then(|s| s.threshold.0.as_ref())) {
+        let threshold = match (&config, self.sidecar.and_then(|s| s.shares.as_ref())) {
             (Some(config), Some(shares)) if shares.fits(config) => Some(shares.info()),
             (None, None) => None,
             _ => return Err(Rejection::ThresholdShares),
@@ -530,16 +574,16 @@ impl Run<'_, '_> {
                 return Err(Rejection::BadExpiry);
             }
         }
-        let envelope = self.sidecar.and_then(|s| s.envelopes.first()).ok_or(Rejection::EnvelopeMissing)?;
+        let wrapped = self.sidecar.and_then(|s| s.subjects.first()).copied().ok_or(Rejection::EnvelopeMissing)?;
         let holder = KeyHolder::Member { member: g.grantee };
         match g.scope {
             GrantScope::Record(record) => {
-                let entry: RecordEntry = read(self.state, &keys::record(&record)).ok_or(Rejection::UnknownRecord)?;
+                let entry = self.record(&record)?;
                 if entry.patient != g.patient {
                     return Err(Rejection::WrongPatient);
                 }
                 let subject = KeySubject::Record { record, version: entry.version };
-                if envelope.subject != subject {
+                if wrapped != subject {
                     return Err(Rejection::VersionMismatch);
                 }
                 self.put_envelope(subject, holder);
@@ -584,7 +628,7 @@ impl Run<'_, '_> {
                 if r.new_chart.is_some() {
                     return Err(Rejection::NewChartRequired);
                 }
-                let entry: RecordEntry = read(self.state, &keys::record(&record)).ok_or(Rejection::UnknownRecord)?;
+                let entry = self.record(&record)?;
                 if entry.patient != r.patient {
                     return Err(Rejection::WrongPatient);
                 }
@@ -621,7 +665,7 @@ impl Run<'_, '_> {
                 named.sort();
                 let epoch = chart.epoch.checked_add(1).ok_or(Rejection::NewChartRequired)?;
                 let subject = KeySubject::Chart { patient: r.patient, epoch };
-                let sidecar_ok = self.sidecar.is_some_and(|s| s.envelopes.iter().all(|e| e.subject == subject));
+                let sidecar_ok = self.sidecar.is_some_and(|s| s.subjects.iter().all(|e| *e == subject));
                 if named != expected || !sidecar_ok || new_chart.public_key.check().is_err() {
                     return Err(Rejection::NewChartRequired);
                 }
@@ -668,7 +712,7 @@ impl Run<'_, '_> {
     }
 
     fn access(&mut self, a: &RecordAccess) -> Result<Applied, Rejection> {
-        let entry: RecordEntry = read(self.state, &keys::record(&a.record)).ok_or(Rejection::UnknownRecord)?;
+        let entry = self.record(&a.record)?;
         if entry.version != a.version {
             return Err(Rejection::VersionMismatch);
         }
@@ -707,5 +751,52 @@ impl Run<'_, '_> {
             return Err(if expired { Rejection::GrantExpired } else { Rejection::AccessDenied });
         }
         Ok(self.audit(entry.patient, AuditAction::Read { record: a.record, version: a.version }, Some(a.purpose)))
+    }
+
+    /// The patient erases a record: its entry goes, a tombstone stays (the id is never reused),
+    /// and the validators, once the block is committed, delete every version's ciphertext,
+    /// sidecar and share (see the node's janitor). Refused under a legal hold.
+    fn erase(&mut self, e: &Erase) -> Result<Applied, Rejection> {
+        let entry = self.record(&e.record)?;
+        self.require_patient(&entry.patient)?;
+        let held = |key: Vec<u8>| self.state.get(&key).is_some();
+        if held(keys::legal_hold(&entry.patient, None)) || held(keys::legal_hold(&entry.patient, Some(&e.record))) {
+            return Err(Rejection::LegalHold);
+        }
+        let tombstone = ErasedEntry {
+            record: e.record,
+            patient: entry.patient,
+            versions: entry.version,
+            erased_at: self.ctx.time,
+            tx: self.tx_id,
+        };
+        self.state.delete(keys::record(&e.record));
+        self.state.delete(keys::patient_record(&entry.patient, &e.record));
+        self.state.put(keys::erased(&e.record), &tombstone);
+        Ok(self.audit(entry.patient, AuditAction::Erase { record: e.record, versions: entry.version }, None))
+    }
+
+    /// An auditor places or lifts a legal hold on a patient's chart or one of its records.
+    fn legal_hold(&mut self, h: &LegalHold) -> Result<Applied, Rejection> {
+        if self.signer.role != Role::Auditor {
+            return Err(Rejection::NotAnAuditor);
+        }
+        self.chart(&h.patient)?;
+        if let Some(record) = &h.record
+            && self.record(record)?.patient != h.patient
+        {
+            return Err(Rejection::WrongPatient);
+        }
+        let key = keys::legal_hold(&h.patient, h.record.as_ref());
+        if h.hold {
+            let entry = LegalHoldEntry { placed_by: self.signer.id, placed_at: self.ctx.time, tx: self.tx_id };
+            self.state.put(key, &entry);
+        } else {
+            if self.state.get(&key).is_none() {
+                return Err(Rejection::NoSuchHold);
+            }
+            self.state.delete(key);
+        }
+        Ok(self.audit(h.patient, AuditAction::LegalHold { record: h.record, hold: h.hold }, None))
     }
 }

@@ -18,13 +18,15 @@ pub mod state;
 pub mod threshold;
 mod tx;
 
-pub use block::{Block, BlockError, BlockHeader, check_sidecar, results_root, tx_root};
+pub use block::{Block, BlockError, BlockHeader, check_sidecar, results_root, sidecar_facts, tx_root};
 pub use exec::{BlockContext, BlockInvalid, Execution, Executor, TxInvalid, execute_block, execute_block_verified};
 pub use genesis::{Genesis, GenesisError, GenesisMember, GenesisOrg, GenesisValidator};
 pub use policy::{CHART_HOLDERS_MAX, Rejection};
-pub use sidecar::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, SidecarError};
+pub use sidecar::{
+    KeyHolder, KeySubject, Sidecar, SidecarEnvelope, SidecarError, SidecarFacts, parse_purged, purged_slot,
+};
 pub use state::{StateView, WriteSet};
 pub use tx::{
-    BreakGlass, EmergencyReason, Enroll, Grant, GrantScope, NewChartEpoch, RecordAccess, RegisterRecord, Revoke,
-    Rotate, Suspend, TX_NAMESPACE, Transaction, TxBody, TxKind, TxOutcome,
+    BreakGlass, EmergencyReason, Enroll, Erase, Grant, GrantScope, LegalHold, NewChartEpoch, RecordAccess,
+    RegisterRecord, Revoke, Rotate, Suspend, TX_NAMESPACE, Transaction, TxBody, TxKind, TxOutcome,
 };

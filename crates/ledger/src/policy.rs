@@ -75,6 +75,14 @@ pub enum Rejection {
     BreakGlassRateLimited,
     /// The break-glass window has closed.
     BreakGlassExpired,
+    /// The record was erased; its id is never used again.
+    RecordErased,
+    /// A legal hold covers the record: it cannot be erased until the hold is lifted.
+    LegalHold,
+    /// Only auditors place and lift legal holds.
+    NotAnAuditor,
+    /// No such legal hold to lift.
+    NoSuchHold,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -98,6 +106,8 @@ impl Rejection {
                 | Rejection::BreakGlassRole
                 | Rejection::BreakGlassRateLimited
                 | Rejection::BreakGlassExpired
+                | Rejection::LegalHold
+                | Rejection::NotAnAuditor
         )
     }
 
@@ -141,6 +151,10 @@ impl Rejection {
             Rejection::BreakGlassReason => "breaking the glass needs a reason code",
             Rejection::BreakGlassRateLimited => "too many break-glass openings in 24 hours",
             Rejection::BreakGlassExpired => "the break-glass window has closed",
+            Rejection::RecordErased => "the record was erased",
+            Rejection::LegalHold => "a legal hold covers this record",
+            Rejection::NotAnAuditor => "only auditors place or lift legal holds",
+            Rejection::NoSuchHold => "no such legal hold",
         }
     }
 }

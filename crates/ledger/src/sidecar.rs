@@ -154,6 +154,54 @@ impl Sidecar {
     }
 }
 
+/// What execution reads from a sidecar. When erasure purges a sidecar, the validators keep this in
+/// its place (see [`purged_slot`]), so the blocks that carried it still re-execute to the states
+/// their headers certify, while no wrapped key survives.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SidecarFacts {
+    /// The digest the transaction committed to.
+    pub digest: Digest,
+    /// The subject of each envelope, in order.
+    pub subjects: Vec<KeySubject>,
+    pub shares: Option<crate::threshold::SharesShape>,
+}
+
+impl Sidecar {
+    pub fn facts(&self) -> SidecarFacts {
+        SidecarFacts {
+            digest: self.digest(),
+            subjects: self.envelopes.iter().map(|e| e.subject).collect(),
+            shares: self.threshold.0.as_ref().map(|t| t.shape()),
+        }
+    }
+}
+
+/// How a purged sidecar slot starts. A real sidecar cannot: its first four bytes are its envelope
+/// count, and this prefix reads as a count far over the limit.
+const PURGED_MAGIC: &[u8; 16] = b"medledger/purged";
+
+/// The bytes that replace a purged sidecar in a block: the magic, the facts, then zeros up to
+/// `len` (the purged sidecar's length, so the block keeps its length and can be rewritten in
+/// place). `None` when the facts do not fit in `len` bytes.
+pub fn purged_slot(facts: &SidecarFacts, len: usize) -> Option<Vec<u8>> {
+    let mut bytes = PURGED_MAGIC.to_vec();
+    bytes.extend_from_slice(&encode(facts));
+    if bytes.len() > len {
+        return None;
+    }
+    bytes.resize(len, 0);
+    Some(bytes)
+}
+
+/// The facts of a purged slot; `None` when the bytes are not one (a full sidecar, or malformed).
+pub fn parse_purged(bytes: &[u8]) -> Option<SidecarFacts> {
+    let mut rest = bytes.strip_prefix(PURGED_MAGIC.as_slice())?;
+    let facts = SidecarFacts::deserialize(&mut rest).ok()?;
+    let bounded = facts.subjects.len() <= SIDECAR_ENVELOPES_MAX
+        && facts.shares.as_ref().is_none_or(|s| s.suites.len() <= VALIDATORS_MAX);
+    (bounded && rest.iter().all(|b| *b == 0)).then_some(facts)
+}
+
 /// Whether a transaction of this kind must carry a sidecar.
 pub(crate) fn required(kind: &crate::TxKind) -> bool {
     use crate::TxKind;
@@ -161,7 +209,11 @@ pub(crate) fn required(kind: &crate::TxKind) -> bool {
         TxKind::Enroll(e) => e.chart_key.is_some(),
         TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) | TxKind::Rotate(_) => true,
         TxKind::Revoke(r) => r.new_chart.is_some(),
-        TxKind::RecordAccess(_) | TxKind::Suspend(_) | TxKind::BreakGlass(_) => false,
+        TxKind::RecordAccess(_)
+        | TxKind::Suspend(_)
+        | TxKind::BreakGlass(_)
+        | TxKind::Erase(_)
+        | TxKind::LegalHold(_) => false,
     }
 }
 
@@ -241,6 +293,10 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
             }
             Ok(())
         }
-        TxKind::RecordAccess(_) | TxKind::Suspend(_) | TxKind::BreakGlass(_) => Err(SidecarError::Presence),
+        TxKind::RecordAccess(_)
+        | TxKind::Suspend(_)
+        | TxKind::BreakGlass(_)
+        | TxKind::Erase(_)
+        | TxKind::LegalHold(_) => Err(SidecarError::Presence),
     }
 }

@@ -96,6 +96,10 @@ pub mod keys {
     pub const FLAGGED: &[u8] = b"f/";
     /// RecordAccess transactions allowed only by break-glass (validators then release emergency shares).
     pub const ACCESS_BASIS: &[u8] = b"ab/";
+    /// Tombstones of erased records (their ids are never reused).
+    pub const ERASED: &[u8] = b"x/";
+    /// Legal holds, on a patient's whole chart or on one record.
+    pub const LEGAL_HOLD: &[u8] = b"lh/";
 
     pub fn org(org: &OrgId) -> Vec<u8> {
         key(ORG, &[org.as_str().as_bytes()])
@@ -153,6 +157,16 @@ pub mod keys {
     }
     pub fn access_basis(tx: &TxId) -> Vec<u8> {
         key(ACCESS_BASIS, &[tx.as_bytes()])
+    }
+    pub fn erased(record: &RecordId) -> Vec<u8> {
+        key(ERASED, &[record.as_bytes()])
+    }
+    /// A hold on the whole chart (`record: None`) or on one record.
+    pub fn legal_hold(patient: &MemberId, record: Option<&RecordId>) -> Vec<u8> {
+        match record {
+            None => key(LEGAL_HOLD, &[patient.as_bytes(), b"*"]),
+            Some(r) => key(LEGAL_HOLD, &[patient.as_bytes(), b"r", r.as_bytes()]),
+        }
     }
     pub fn tx_result(tx: &TxId) -> Vec<u8> {
         key(TX_RESULT, &[tx.as_bytes()])
@@ -277,6 +291,16 @@ pub enum AuditAction {
         reason: Option<crate::tx::EmergencyReason>,
         until: Option<Timestamp>,
     },
+    /// The erasure (or an attempt) of a record and its `versions` versions.
+    Erase {
+        record: RecordId,
+        versions: u32,
+    },
+    /// A legal hold placed (`hold`) or lifted on the chart (`record: None`) or one record.
+    LegalHold {
+        record: Option<RecordId>,
+        hold: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
@@ -321,6 +345,26 @@ pub struct BreakGlassEntry {
     pub reason: crate::tx::EmergencyReason,
     pub opened_at: Timestamp,
     pub until: Timestamp,
+    pub tx: TxId,
+}
+
+/// What is left of an erased record: who it belonged to and when it went (the digests of its
+/// versions stay in the chain's transactions).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErasedEntry {
+    pub record: RecordId,
+    pub patient: MemberId,
+    /// How many versions it had.
+    pub versions: u32,
+    pub erased_at: Timestamp,
+    pub tx: TxId,
+}
+
+/// A legal hold: erasure of what it covers is refused until an auditor lifts it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LegalHoldEntry {
+    pub placed_by: MemberId,
+    pub placed_at: Timestamp,
     pub tx: TxId,
 }
 

@@ -62,18 +62,36 @@ pub struct ThresholdShares {
 }
 
 impl ThresholdShares {
-    /// Whether these shares fit `config`: its epoch and threshold, one well-formed share per
-    /// validator, each wrapped with the suite of that validator's key.
+    /// What execution checks of these shares (all it needs once erasure purged them).
+    pub fn shape(&self) -> SharesShape {
+        SharesShape {
+            epoch: self.epoch,
+            threshold: self.threshold,
+            emergency_threshold: self.emergency_threshold,
+            suites: self.shares.iter().map(|s| s.envelope.suite.id()).collect(),
+        }
+    }
+}
+
+/// The shape of a record version's shares: epoch, thresholds and each share's KEM suite (by id).
+/// The shares themselves are checked well-formed with the sidecar they came in.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SharesShape {
+    pub epoch: u32,
+    pub threshold: u8,
+    pub emergency_threshold: u8,
+    pub suites: Vec<u8>,
+}
+
+impl SharesShape {
+    /// Whether the shares fit `config`: its epoch and thresholds, one share per validator, each
+    /// wrapped with the suite of that validator's key.
     pub fn fits(&self, config: &ThresholdConfig) -> bool {
         self.epoch == config.epoch
             && self.threshold == config.threshold
             && self.emergency_threshold == config.emergency_threshold
-            && self.shares.len() == config.share_keys.len()
-            && self
-                .shares
-                .iter()
-                .zip(&config.share_keys)
-                .all(|(s, key)| s.envelope.check().is_ok() && s.envelope.suite == key.suite)
+            && self.suites.len() == config.share_keys.len()
+            && self.suites.iter().zip(&config.share_keys).all(|(suite, key)| *suite == key.suite.id())
     }
 
     /// The public part a record entry keeps.

@@ -85,6 +85,11 @@ pub enum TxKind {
     /// which every validator then deletes from the store (for when a revoked reader may have
     /// kept a key).
     Rotate(Rotate),
+    /// The patient erases a record (DESIGN §8, GDPR Art. 17): every version's ciphertext, sidecar
+    /// and validator share goes; the chain keeps digests and the erasure event.
+    Erase(Erase),
+    /// An auditor places or lifts a legal hold (GDPR Art. 17(3)) on a patient's records or one of them.
+    LegalHold(LegalHold),
 }
 
 impl TxKind {
@@ -99,6 +104,8 @@ impl TxKind {
             TxKind::Suspend(_) => "suspend",
             TxKind::BreakGlass(_) => "break_glass",
             TxKind::Rotate(_) => "rotate",
+            TxKind::Erase(_) => "erase",
+            TxKind::LegalHold(_) => "legal_hold",
         }
     }
 }
@@ -273,6 +280,20 @@ pub struct BreakGlass {
 pub struct Rotate {
     pub next: RegisterRecord,
     pub replaces: Digest,
+}
+
+/// Erases a record, all of its versions. Refused while a legal hold covers it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Erase {
+    pub record: RecordId,
+}
+
+/// Places (`hold`) or lifts a legal hold on all of a patient's records (`record: None`) or one.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct LegalHold {
+    pub patient: MemberId,
+    pub record: Option<RecordId>,
+    pub hold: bool,
 }
 
 /// What executing a transaction did.

@@ -9,9 +9,10 @@ use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::state::{AuditAction, AuditEvent, Decision, keys};
 use medledger_ledger::threshold::{ThresholdConfig, ThresholdShares, WrappedShare, share_context};
 use medledger_ledger::{
-    BlockContext, BreakGlass, EmergencyReason, Enroll, Genesis, GenesisMember, GenesisOrg, GenesisValidator, Grant,
-    GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess, RegisterRecord, Rejection, Revoke, Sidecar,
-    SidecarEnvelope, Suspend, Transaction, TxBody, TxInvalid, TxKind, TxOutcome, execute_block,
+    BlockContext, BreakGlass, EmergencyReason, Enroll, Erase, Genesis, GenesisMember, GenesisOrg, GenesisValidator,
+    Grant, GrantScope, KeyHolder, KeySubject, LegalHold, NewChartEpoch, RecordAccess, RegisterRecord, Rejection,
+    Revoke, Sidecar, SidecarEnvelope, SidecarError, Suspend, Transaction, TxBody, TxInvalid, TxKind, TxOutcome,
+    execute_block, execute_block_verified,
 };
 use medledger_types::{
     ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, Trailing,
@@ -47,6 +48,9 @@ struct World {
     share_keys: Vec<DecryptionKey>,
     /// The threshold shares the next write carries instead of well-made ones.
     next_shares: Option<Trailing<ThresholdShares>>,
+    /// The state at genesis and every block since, to replay.
+    genesis_state: State,
+    history: Vec<(BlockContext, Vec<Transaction>, Vec<Option<Vec<u8>>>)>,
 }
 
 const T0: u64 = 1_700_000_000_000;
@@ -91,9 +95,11 @@ impl World {
             share_keys: threshold.then(|| share_keys.iter().map(|k| k.encryption_key().clone()).collect()),
         };
         genesis.validate().expect("valid genesis");
-        let state = genesis.state().into_iter().map(|(k, v)| (k, v.unwrap())).collect();
+        let state: State = genesis.state().into_iter().map(|(k, v)| (k, v.unwrap())).collect();
         World {
             chain: genesis.chain_id(),
+            genesis_state: state.clone(),
+            history: Vec::new(),
             state,
             height: 0,
             time: T0,
@@ -153,6 +159,7 @@ impl World {
             BlockContext { chain_id: self.chain, height: Height::new(self.height), time: Timestamp::new(self.time) };
         let (txs, sidecars): (Vec<_>, Vec<_>) = txs.into_iter().unzip();
         let exec = execute_block(&self.state, ctx, &txs, &sidecars).map_err(|e| e.error)?;
+        self.history.push((ctx, txs, sidecars));
         for (k, v) in exec.writes {
             match v {
                 Some(v) => self.state.insert(k, v),
@@ -611,6 +618,173 @@ fn break_glass_rows() {
     assert_eq!(c.w.break_glass(&mut c.d1, c.patient.id, reason, hour), rejected(Rejection::BreakGlassRateLimited));
     c.w.time += 24 * hour;
     assert_eq!(c.w.break_glass(&mut c.d1, c.patient.id, reason, hour), TxOutcome::Applied);
+}
+
+impl World {
+    fn erase(&mut self, who: &mut Who, record: RecordId) -> TxOutcome {
+        self.one(who, TxKind::Erase(Erase { record }), None)
+    }
+
+    fn hold(&mut self, who: &mut Who, patient: MemberId, record: Option<RecordId>, hold: bool) -> TxOutcome {
+        self.one(who, TxKind::LegalHold(LegalHold { patient, record, hold }), None)
+    }
+}
+
+#[test]
+fn erasure_and_legal_hold_rows() {
+    let mut c = cast();
+    let (record, kept) = (RecordId::new([1; 16]), RecordId::new([2; 16]));
+    assert_eq!(c.w.put_own(&mut c.patient, record), TxOutcome::Applied);
+    let pid = c.patient.id;
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::Record(record), false, None), TxOutcome::Applied);
+    assert_eq!(c.w.write(&mut c.patient, pid, record, 2, &[&c.d1]), TxOutcome::Applied);
+    assert_eq!(c.w.put_own(&mut c.patient, kept), TxOutcome::Applied);
+
+    // Only the patient erases.
+    assert_eq!(c.w.erase(&mut c.d1, record), rejected(Rejection::NotThePatient), "a grantee");
+    assert_eq!(c.w.erase(&mut c.auditor, record), rejected(Rejection::NotThePatient));
+    assert_eq!(c.w.erase(&mut c.admin, record), rejected(Rejection::AdminHasNoClinicalAccess));
+    assert_eq!(c.w.erase(&mut c.patient, RecordId::new([9; 16])), rejected(Rejection::UnknownRecord));
+
+    // Only auditors place and lift holds.
+    for who in [&mut c.patient, &mut c.d1, &mut c.nurse, &mut c.admin] {
+        assert_eq!(c.w.hold(who, pid, None, true), rejected(Rejection::NotAnAuditor));
+    }
+    let nurse = c.nurse.id;
+    assert_eq!(c.w.hold(&mut c.auditor, nurse, None, true), rejected(Rejection::UnknownPatient));
+    assert_eq!(c.w.hold(&mut c.auditor, pid, None, false), rejected(Rejection::NoSuchHold));
+    let elsewhere = RecordId::new([9; 16]);
+    assert_eq!(c.w.hold(&mut c.auditor, pid, Some(elsewhere), true), rejected(Rejection::UnknownRecord));
+
+    // A hold on the chart, then on the record, each blocks erasure until lifted.
+    assert_eq!(c.w.hold(&mut c.auditor, pid, None, true), TxOutcome::Applied);
+    assert_eq!(c.w.erase(&mut c.patient, record), rejected(Rejection::LegalHold));
+    assert_eq!(c.w.hold(&mut c.auditor, pid, Some(record), false), rejected(Rejection::NoSuchHold), "scopes differ");
+    assert_eq!(c.w.hold(&mut c.auditor, pid, None, false), TxOutcome::Applied);
+    assert_eq!(c.w.hold(&mut c.auditor, pid, Some(record), true), TxOutcome::Applied);
+    assert_eq!(c.w.erase(&mut c.patient, record), rejected(Rejection::LegalHold));
+    assert_eq!(c.w.erase(&mut c.patient, kept), TxOutcome::Applied, "the hold covers one record");
+    assert_eq!(c.w.hold(&mut c.auditor, pid, Some(record), false), TxOutcome::Applied);
+    assert!(c.w.read_version(&mut c.d1, record, 2).is_applied(), "still readable before erasure");
+    assert_eq!(c.w.erase(&mut c.patient, record), TxOutcome::Applied);
+
+    // What is left: a tombstone; the id is dead for every kind.
+    assert!(!c.w.state.contains_key(&keys::record(&record)));
+    assert!(!c.w.state.contains_key(&keys::patient_record(&pid, &record)));
+    let tombstone: medledger_ledger::state::ErasedEntry =
+        borsh::from_slice(&c.w.state[&keys::erased(&record)]).expect("tombstone");
+    assert_eq!((tombstone.patient, tombstone.versions), (pid, 2));
+    assert_eq!(c.w.read(&mut c.patient, record), rejected(Rejection::RecordErased));
+    assert_eq!(c.w.read(&mut c.d1, record), rejected(Rejection::RecordErased));
+    assert_eq!(c.w.erase(&mut c.patient, record), rejected(Rejection::RecordErased));
+    assert_eq!(c.w.put_own(&mut c.patient, record), rejected(Rejection::RecordErased), "ids are never reused");
+    assert_eq!(c.w.write(&mut c.patient, pid, record, 3, &[]), rejected(Rejection::RecordErased));
+    assert_eq!(
+        c.w.grant(&mut c.patient, &c.d2, GrantScope::Record(record), false, None),
+        rejected(Rejection::RecordErased)
+    );
+    assert_eq!(c.w.hold(&mut c.auditor, pid, Some(record), true), rejected(Rejection::RecordErased));
+
+    // The trail: refused and allowed erasures, holds, and the reads of the erased record.
+    let trail = c.w.audit_of(&c.patient);
+    let erasures: Vec<&Decision> = trail
+        .iter()
+        .filter(|e| matches!(e.action, AuditAction::Erase { record: r, .. } if r == record))
+        .map(|e| &e.decision)
+        .collect();
+    assert_eq!(erasures.iter().filter(|d| ***d == Decision::Allowed).count(), 1);
+    assert_eq!(erasures.len(), 7, "d1, auditor, admin, two under hold, the erasure and one after it");
+    assert!(trail.iter().any(|e| e.action == AuditAction::Erase { record, versions: 2 } && e.actor == pid));
+    let holds = trail.iter().filter(|e| matches!(e.action, AuditAction::LegalHold { .. })).count();
+    assert_eq!(
+        holds,
+        4 + 3 + 4 + 1,
+        "four non-auditors, two lifts of no hold, an unknown record, four applied, the dead id"
+    );
+    let dead_reads = trail
+        .iter()
+        .filter(|e| e.decision == Decision::Denied { reason: Rejection::RecordErased } && e.actor == c.d1.id)
+        .count();
+    assert_eq!(dead_reads, 1, "a read of an erased record is still on the patient's trail");
+}
+
+/// Erasure purges sidecars from the validators' copies of the blocks; the blocks still replay
+/// to the same state from their kept facts, and no proposal may carry a purged slot.
+#[test]
+fn purged_sidecars_replay_to_the_same_state() {
+    let (mut admin, mut patient, reader) = (Who::new(1), Who::new(10), Who::new(11));
+    let others = [Who::new(2), Who::new(3), Who::new(4)];
+    let orgs = [("org1", &admin), ("org2", &others[0]), ("org3", &others[1]), ("org4", &others[2])];
+    let mut w = World::with_validators(&orgs, 4, true);
+    assert_eq!(w.enroll(&mut admin, &patient, "org1", Role::Patient), TxOutcome::Applied);
+    assert_eq!(w.enroll(&mut admin, &reader, "org1", Role::Doctor), TxOutcome::Applied);
+    let record = RecordId::new([1; 16]);
+    assert_eq!(w.put_own(&mut patient, record), TxOutcome::Applied);
+    let pid = patient.id;
+    assert_eq!(w.write(&mut patient, pid, record, 2, &[&reader]), TxOutcome::Applied);
+    assert_eq!(w.grant(&mut patient, &reader, GrantScope::All, false, None), TxOutcome::Applied);
+    assert_eq!(w.erase(&mut patient, record), TxOutcome::Applied);
+
+    let mut history = w.history.clone();
+    let mut purged = 0;
+    for (_, txs, sidecars) in &mut history {
+        for (tx, slot) in txs.iter().zip(sidecars.iter_mut()) {
+            let names_record = matches!(&tx.body.kind,
+                TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) if r.record == record);
+            if let (true, Some(bytes)) = (names_record, slot.as_mut()) {
+                let facts = Sidecar::decode(bytes).expect("sidecar").facts();
+                *bytes = medledger_ledger::purged_slot(&facts, bytes.len()).expect("facts fit");
+                assert!(medledger_ledger::parse_purged(bytes).is_some());
+                purged += 1;
+            }
+        }
+    }
+    assert_eq!(purged, 2, "both versions' sidecars");
+
+    let replay = |history: &[(BlockContext, Vec<Transaction>, Vec<Option<Vec<u8>>>)]| -> Result<State, TxInvalid> {
+        let mut state = w.genesis_state.clone();
+        for (ctx, txs, sidecars) in history {
+            let exec = execute_block(&state, *ctx, txs, sidecars).map_err(|e| e.error)?;
+            for (k, v) in exec.writes {
+                match v {
+                    Some(v) => state.insert(k, v),
+                    None => state.remove(&k),
+                };
+            }
+        }
+        Ok(state)
+    };
+    assert_eq!(replay(&history).expect("history replays"), w.state, "same state from the kept facts");
+
+    // A proposal (live execution) refuses a purged slot.
+    let (index, block) = history
+        .iter()
+        .enumerate()
+        .find(|(_, b)| b.2.iter().flatten().any(|s| medledger_ledger::parse_purged(s).is_some()))
+        .expect("a purged block");
+    let mut state = w.genesis_state.clone();
+    for (ctx, txs, sidecars) in &w.history[..index] {
+        for (k, v) in execute_block(&state, *ctx, txs, sidecars).unwrap().writes {
+            match v {
+                Some(v) => state.insert(k, v),
+                None => state.remove(&k),
+            };
+        }
+    }
+    let live = execute_block_verified(&state, block.0, &block.1, &block.2, &[]);
+    assert!(live.is_err(), "a purged sidecar is never accepted in a proposal");
+
+    // Facts that name another digest, or trailing bytes that are not zero, do not replay.
+    let mut forged = history.clone();
+    let slot = forged[index].2.iter_mut().flatten().next().expect("slot");
+    let mut facts = medledger_ledger::parse_purged(slot).expect("purged");
+    facts.digest = Digest::new([0xee; 32]);
+    *slot = medledger_ledger::purged_slot(&facts, slot.len()).expect("fits");
+    assert_eq!(replay(&forged), Err(TxInvalid::Sidecar(SidecarError::DigestMismatch)));
+    let mut padded = history.clone();
+    let slot = padded[index].2.iter_mut().flatten().next().expect("slot");
+    *slot.last_mut().expect("byte") = 1;
+    assert!(replay(&padded).is_err(), "a slot that is neither a sidecar nor a clean purge");
 }
 
 #[test]

@@ -399,6 +399,9 @@ impl App {
             return Err("unknown proposer".into());
         }
         block.check_shape().map_err(|e| e.to_string())?;
+        if block.has_purged_sidecars() {
+            return Err("a proposal carries a purged sidecar".into());
+        }
         let ancestry = self.ancestry(&parent.digest()).ok_or("parent state unknown")?;
         let pendings: Vec<&Pending> = ancestry.iter().map(|s| &s.pending).collect();
         let view = inner.db.view(&pendings).map_err(|e| e.to_string())?;

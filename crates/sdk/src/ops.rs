@@ -13,8 +13,8 @@ use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::api::{AccessBundle, TxStatus};
 use medledger_ledger::state::{AuditEvent, ChartEntry, FlaggedEntry, RecordEntry};
 use medledger_ledger::{
-    BreakGlass, EmergencyReason, Enroll, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess,
-    RegisterRecord, Revoke, Rotate, Sidecar, SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome,
+    BreakGlass, EmergencyReason, Enroll, Erase, Grant, GrantScope, KeyHolder, KeySubject, LegalHold, NewChartEpoch,
+    RecordAccess, RegisterRecord, Revoke, Rotate, Sidecar, SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome,
 };
 use medledger_types::{ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
@@ -727,6 +727,23 @@ impl Session {
     ) -> Result<Committed> {
         let kind = TxKind::BreakGlass(BreakGlass { patient: patient.member, reason, duration_ms });
         self.transact(me, kind, None).await
+    }
+
+    /// The patient erases a record: once committed, every validator deletes each version's
+    /// ciphertext, sidecar and key share.
+    pub async fn erase(&self, me: &Identity, record: RecordId) -> Result<Committed> {
+        self.transact(me, TxKind::Erase(Erase { record }), None).await
+    }
+
+    /// An auditor places (`hold`) or lifts a legal hold on a patient's chart or one record.
+    pub async fn legal_hold(
+        &self,
+        me: &Identity,
+        patient: &Contact,
+        record: Option<RecordId>,
+        hold: bool,
+    ) -> Result<Committed> {
+        self.transact(me, TxKind::LegalHold(LegalHold { patient: patient.member, record, hold }), None).await
     }
 
     /// The auditors' review queue (break-glass openings and attempts, emergency reads).
