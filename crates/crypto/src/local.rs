@@ -14,6 +14,7 @@ use crate::aead::{Aes256Gcm, NONCE_BYTES, TAG_BYTES};
 const MAGIC: &[u8; 4] = b"MLL1";
 const SALT: &[u8] = b"medledger/local/v1";
 const ID_SALT: &[u8] = b"medledger/local-id/v1";
+const SECRET_SALT: &[u8] = b"medledger/local-secret/v1";
 /// Largest blob sealed or opened (bounds memory on hostile input).
 pub const LOCAL_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -50,6 +51,15 @@ pub fn derive_id(secret: &[u8], context: &[u8]) -> Result<[u8; 16], CryptoError>
     let mut id = [0u8; 16];
     id.copy_from_slice(&okm[..16]);
     Ok(id)
+}
+
+/// A 32-byte secret derived from `secret` for `label` (HKDF-SHA256): one-way, so whoever holds
+/// the result cannot get back to `secret` (a share key's successor, for forward secrecy).
+pub fn derive_secret(secret: &[u8], label: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    if secret.len() < 32 {
+        return Err(CryptoError::LocalBlob { reason: "secret shorter than 32 bytes" });
+    }
+    hkdf_sha256(SECRET_SALT, secret, label)
 }
 
 impl LocalKey {

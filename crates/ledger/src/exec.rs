@@ -8,7 +8,7 @@
 //! denied attempt is on the ledger). A stale nonce changes nothing at all (a replay must not
 //! overwrite the original's result).
 
-use medledger_crypto::sign::verify_batch;
+use medledger_crypto::sign::{VerifyingKey, verify_batch};
 use medledger_types::limits::{
     BREAK_GLASS_MS_MAX, BREAK_GLASS_PER_DAY, DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX,
 };
@@ -29,10 +29,12 @@ use crate::tx::{
 
 /// What execution knows about the block: nothing else, in particular no wall clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockContext {
+pub struct BlockContext<'g> {
     pub chain_id: ChainId,
     pub height: Height,
     pub time: Timestamp,
+    /// The validators' consensus keys, in genesis order (they sign validators' own transactions).
+    pub validators: &'g [VerifyingKey],
 }
 
 /// The result of executing a block: its writes (applied atomically) and one outcome per transaction.
@@ -68,7 +70,7 @@ pub struct BlockInvalid {
 /// (dropping invalid transactions), [`execute_block`] to check one.
 pub struct Executor<'a, V: StateView + ?Sized> {
     state: Overlay<'a, V>,
-    ctx: BlockContext,
+    ctx: BlockContext<'a>,
     results: Vec<TxOutcome>,
     audit_index: u32,
     /// Replaying finalized history: sidecars an erasure purged are accepted as their kept facts.
@@ -103,12 +105,12 @@ impl TxState<'_> {
 const PRESENT: u8 = 1;
 
 impl<'a, V: StateView + ?Sized> Executor<'a, V> {
-    pub fn new(base: &'a V, ctx: BlockContext) -> Self {
+    pub fn new(base: &'a V, ctx: BlockContext<'a>) -> Self {
         Self { state: Overlay::new(base), ctx, results: Vec::new(), audit_index: 0, history: false }
     }
 
     /// An executor for finalized blocks, whose purged sidecars it accepts (see [`SidecarFacts`]).
-    pub fn for_history(base: &'a V, ctx: BlockContext) -> Self {
+    pub fn for_history(base: &'a V, ctx: BlockContext<'a>) -> Self {
         Self { history: true, ..Self::new(base, ctx) }
     }
 
@@ -129,6 +131,9 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         if body.chain_id != self.ctx.chain_id {
             return Err(TxInvalid::WrongChain);
         }
+        if let TxKind::ShareKey(share_key) = &body.kind {
+            return self.apply_share_key(tx, share_key, signature_checked);
+        }
         let signer: MemberEntry = read(&self.state, &keys::member(&body.signer)).ok_or(TxInvalid::UnknownSigner)?;
         if !signature_checked && !tx.verify_signature(&signer.signing_key) {
             return Err(TxInvalid::BadSignature);
@@ -148,7 +153,7 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
             let mut run = Run { state: &mut local, ctx: self.ctx, signer: &signer, tx_id, sidecar: sidecar.as_ref() };
             run.kind(&body.kind)
         };
-        let mut writes = match outcome {
+        let writes = match outcome {
             Ok(audit) => {
                 let mut writes = local.writes;
                 if let Some((patient, event)) = audit {
@@ -167,17 +172,67 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
                 writes
             }
         };
-        writes.insert(keys::nonce(&body.signer), Some(encode(&body.nonce)));
+        Ok(self.close(tx, tx_id, index, writes))
+    }
+
+    /// Records a transaction's nonce and result beside its writes and applies them.
+    fn close(&mut self, tx: &Transaction, tx_id: TxId, index: usize, mut writes: WriteSet) -> &TxOutcome {
+        writes.insert(keys::nonce(&tx.body.signer), Some(encode(&tx.body.nonce)));
         let result = TxResultEntry {
             height: self.ctx.height,
             index: u32::try_from(index).unwrap_or(u32::MAX),
             time: self.ctx.time,
-            signer: body.signer,
+            signer: tx.body.signer,
             outcome: self.results[index].clone(),
         };
         writes.insert(keys::tx_result(&tx_id), Some(encode(&result)));
         self.state.writes.extend(writes);
-        Ok(&self.results[index])
+        &self.results[index]
+    }
+
+    /// A validator's own transaction: its next share key. The signer must be the id of the named
+    /// validator's consensus key, and the signature that key's.
+    fn apply_share_key(
+        &mut self,
+        tx: &Transaction,
+        next: &crate::tx::ShareKey,
+        signature_checked: bool,
+    ) -> Result<&TxOutcome, TxInvalid> {
+        let body = &tx.body;
+        let key = self.ctx.validators.get(next.validator as usize).ok_or(TxInvalid::UnknownSigner)?;
+        if body.signer != crate::tx::validator_member_id(key) {
+            return Err(TxInvalid::UnknownSigner);
+        }
+        if !signature_checked && !tx.verify_signature(key) {
+            return Err(TxInvalid::BadSignature);
+        }
+        crate::block::check_sidecar(tx, None)?;
+        let index = self.results.len();
+        if body.nonce <= last_nonce(&self.state, &body.signer) {
+            self.results.push(TxOutcome::Rejected { reason: Rejection::StaleNonce });
+            return Ok(&self.results[index]);
+        }
+        let mut writes = WriteSet::new();
+        let config: Option<ThresholdConfig> = read(&self.state, keys::THRESHOLD);
+        let outcome = match config {
+            None => TxOutcome::Rejected { reason: Rejection::ThresholdShares },
+            Some(mut config) => {
+                let current = config.share_keys.get(next.validator as usize);
+                if next.public_key.check().is_err()
+                    || current.is_none_or(|k| k.suite != next.public_key.suite)
+                    || config.share_keys.contains(&next.public_key)
+                {
+                    TxOutcome::Rejected { reason: Rejection::InvalidShareKey }
+                } else {
+                    config.share_keys[next.validator as usize] = next.public_key.clone();
+                    config.epoch = config.epoch.saturating_add(1);
+                    writes.insert(keys::THRESHOLD.to_vec(), Some(encode(&config)));
+                    TxOutcome::Applied
+                }
+            }
+        };
+        self.results.push(outcome);
+        Ok(self.close(tx, tx.id(), index, writes))
     }
 
     /// Files an event in the patient's trail and, when flagged, in the auditors' review queue.
@@ -200,7 +255,7 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
 /// before the block are checked in one batch; those enrolled within the block, one by one.
 pub fn execute_block<V: StateView + ?Sized>(
     base: &V,
-    ctx: BlockContext,
+    ctx: BlockContext<'_>,
     txs: &[Transaction],
     sidecars: &[Option<Vec<u8>>],
 ) -> Result<Execution, BlockInvalid> {
@@ -212,7 +267,7 @@ pub fn execute_block<V: StateView + ?Sized>(
 /// which this ledger never changes); the others are checked here.
 pub fn execute_block_verified<V: StateView + ?Sized>(
     base: &V,
-    ctx: BlockContext,
+    ctx: BlockContext<'_>,
     txs: &[Transaction],
     sidecars: &[Option<Vec<u8>>],
     verified: &[bool],
@@ -222,7 +277,7 @@ pub fn execute_block_verified<V: StateView + ?Sized>(
 
 fn execute<V: StateView + ?Sized>(
     base: &V,
-    ctx: BlockContext,
+    ctx: BlockContext<'_>,
     txs: &[Transaction],
     sidecars: &[Option<Vec<u8>>],
     verified: &[bool],
@@ -262,12 +317,12 @@ fn denial_event(
     kind: &TxKind,
     reason: Rejection,
     tx: TxId,
-    ctx: BlockContext,
+    ctx: BlockContext<'_>,
 ) -> Option<(MemberId, AuditEvent)> {
     let is_patient =
         |m: &MemberId| read::<MemberEntry>(state, &keys::member(m)).is_some_and(|e| e.role == Role::Patient);
     let (patient, action, purpose) = match kind {
-        TxKind::Enroll(_) | TxKind::Suspend(_) => return None,
+        TxKind::Enroll(_) | TxKind::Suspend(_) | TxKind::ShareKey(_) => return None,
         TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) | TxKind::Rotate(Rotate { next: r, .. }) => {
             (r.patient, AuditAction::Write { record: r.record, version: r.version }, None)
         }
@@ -307,7 +362,7 @@ fn record_patient(state: &dyn StateView, record: &medledger_types::RecordId) -> 
 fn event(
     signer: &MemberEntry,
     tx: TxId,
-    ctx: BlockContext,
+    ctx: BlockContext<'_>,
     action: AuditAction,
     purpose: Option<medledger_types::PurposeOfUse>,
     decision: Decision,
@@ -328,7 +383,7 @@ fn event(
 /// One transaction's policy checks and writes. Every check comes before the first write.
 struct Run<'r, 's> {
     state: &'r mut TxState<'s>,
-    ctx: BlockContext,
+    ctx: BlockContext<'r>,
     signer: &'r MemberEntry,
     tx_id: TxId,
     sidecar: Option<&'r SidecarFacts>,
@@ -349,6 +404,8 @@ impl Run<'_, '_> {
             TxKind::RecordAccess(a) => self.access(a),
             TxKind::BreakGlass(b) => self.break_glass(b),
             TxKind::Erase(e) => self.erase(e),
+            // Applied before any member is looked up (see `Executor::apply_share_key`).
+            TxKind::ShareKey(_) => Err(Rejection::InvalidShareKey),
             TxKind::LegalHold(h) => self.legal_hold(h),
             TxKind::Rotate(r) => {
                 let current = self.record(&r.next.record)?;

@@ -83,6 +83,8 @@ pub enum Rejection {
     NotAnAuditor,
     /// No such legal hold to lift.
     NoSuchHold,
+    /// A share key must be valid, of the suite of the key it replaces, and new.
+    InvalidShareKey,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -155,6 +157,7 @@ impl Rejection {
             Rejection::LegalHold => "a legal hold covers this record",
             Rejection::NotAnAuditor => "only auditors place or lift legal holds",
             Rejection::NoSuchHold => "no such legal hold",
+            Rejection::InvalidShareKey => "the share key is malformed, of another suite, or not new",
         }
     }
 }

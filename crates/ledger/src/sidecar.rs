@@ -213,7 +213,8 @@ pub(crate) fn required(kind: &crate::TxKind) -> bool {
         | TxKind::Suspend(_)
         | TxKind::BreakGlass(_)
         | TxKind::Erase(_)
-        | TxKind::LegalHold(_) => false,
+        | TxKind::LegalHold(_)
+        | TxKind::ShareKey(_) => false,
     }
 }
 
@@ -297,6 +298,7 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
         | TxKind::Suspend(_)
         | TxKind::BreakGlass(_)
         | TxKind::Erase(_)
-        | TxKind::LegalHold(_) => Err(SidecarError::Presence),
+        | TxKind::LegalHold(_)
+        | TxKind::ShareKey(_) => Err(SidecarError::Presence),
     }
 }

@@ -90,6 +90,10 @@ pub enum TxKind {
     Erase(Erase),
     /// An auditor places or lifts a legal hold (GDPR Art. 17(3)) on a patient's records or one of them.
     LegalHold(LegalHold),
+    /// A validator replaces its share key (after an erasure, so the old key, which opens the
+    /// shares in any copy of an erased record's sidecar, can be destroyed). Signed with the
+    /// validator's consensus key; the signer is [`validator_member_id`] of that key.
+    ShareKey(ShareKey),
 }
 
 impl TxKind {
@@ -106,6 +110,7 @@ impl TxKind {
             TxKind::Rotate(_) => "rotate",
             TxKind::Erase(_) => "erase",
             TxKind::LegalHold(_) => "legal_hold",
+            TxKind::ShareKey(_) => "share_key",
         }
     }
 }
@@ -294,6 +299,25 @@ pub struct LegalHold {
     pub patient: MemberId,
     pub record: Option<RecordId>,
     pub hold: bool,
+}
+
+/// Validator `validator`'s next share key. New records wrap that validator's share for it from
+/// the block after; the share epoch moves on by one.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ShareKey {
+    pub validator: u32,
+    pub public_key: EncryptionKey,
+}
+
+/// The signer id a validator uses for its own transactions: derived from its consensus key, so it
+/// can never be a member's (members' ids are random).
+pub fn validator_member_id(consensus_key: &VerifyingKey) -> MemberId {
+    let mut bytes = b"medledger/validator/v1".to_vec();
+    bytes.extend_from_slice(&consensus_key.0);
+    let digest = medledger_crypto::sha256(&bytes);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    MemberId::new(id)
 }
 
 /// What executing a transaction did.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use medledger_crypto::sign::{Signature, SigningKey};
+use medledger_crypto::sign::{Signature, SigningKey, VerifyingKey};
 use medledger_crypto::suite::KemSuite;
 use medledger_crypto::threshold as shamir;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
@@ -50,8 +50,14 @@ struct World {
     next_shares: Option<Trailing<ThresholdShares>>,
     /// The state at genesis and every block since, to replay.
     genesis_state: State,
-    history: Vec<(BlockContext, Vec<Transaction>, Vec<Option<Vec<u8>>>)>,
+    history: Vec<Past>,
+    /// The validators' consensus keys (they sign their own share-key transactions).
+    validators: Vec<SigningKey>,
+    validator_keys: Vec<VerifyingKey>,
 }
+
+/// A block executed earlier: height, time, transactions and sidecars.
+type Past = (Height, Timestamp, Vec<Transaction>, Vec<Option<Vec<u8>>>);
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -69,6 +75,7 @@ impl World {
     fn with_validators(admins: &[(&str, &Who)], n: usize, threshold: bool) -> Self {
         let share_keys: Vec<DecryptionKey> =
             if threshold { (0..n).map(|_| wrap::generate(KemSuite::X25519)).collect() } else { vec![] };
+        let validators: Vec<SigningKey> = (0..n).map(|_| SigningKey::generate()).collect();
         let genesis = Genesis {
             chain_name: "test".into(),
             created_at: Timestamp::new(T0),
@@ -87,7 +94,7 @@ impl World {
             validators: (0..n)
                 .map(|k| GenesisValidator {
                     org: OrgId::new(admins[k % admins.len()].0).unwrap(),
-                    public_key: SigningKey::generate().verifying_key(),
+                    public_key: validators[k].verifying_key(),
                     p2p_address: format!("127.0.0.1:{}", 100 + k),
                     api_address: format!("127.0.0.1:{}", 200 + k),
                 })
@@ -100,6 +107,8 @@ impl World {
             chain: genesis.chain_id(),
             genesis_state: state.clone(),
             history: Vec::new(),
+            validator_keys: validators.iter().map(SigningKey::verifying_key).collect(),
+            validators,
             state,
             height: 0,
             time: T0,
@@ -109,17 +118,16 @@ impl World {
         }
     }
 
-    /// Well-made shares of a fresh `k_thr` of `record`/`version` for this network's validators.
+    /// Well-made shares of a fresh `k_thr` of `record`/`version` for the validators' current keys.
     fn deal(&self, record: RecordId, version: u32) -> ThresholdShares {
-        let keys: Vec<EncryptionKey> = self.share_keys.iter().map(|k| k.encryption_key().clone()).collect();
-        let config = ThresholdConfig::for_validators(0, keys);
+        let config: ThresholdConfig = borsh::from_slice(&self.state[keys::THRESHOLD]).expect("threshold config");
         let n = config.share_keys.len();
         let thr = shamir::split(&[5u8; 32], usize::from(config.threshold), n).unwrap();
         let env = shamir::split(&[6u8; 32], usize::from(config.emergency_threshold), n).unwrap();
         let shares = (0..n)
             .map(|i| {
                 let both = [&thr[i].as_bytes()[..], &env[i].as_bytes()[..]].concat();
-                let context = share_context(self.chain, record, version, 0, i as u32);
+                let context = share_context(self.chain, record, version, config.epoch, i as u32);
                 WrappedShare {
                     envelope: wrap::seal(&config.share_keys[i], &both, &context).unwrap(),
                     commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, &thr[i])),
@@ -128,7 +136,7 @@ impl World {
             })
             .collect();
         ThresholdShares {
-            epoch: 0,
+            epoch: config.epoch,
             threshold: config.threshold,
             emergency_threshold: config.emergency_threshold,
             shares,
@@ -155,11 +163,11 @@ impl World {
     fn try_block(&mut self, txs: Vec<(Transaction, Option<Vec<u8>>)>) -> Result<Vec<TxOutcome>, TxInvalid> {
         self.height += 1;
         self.time += 1_000;
-        let ctx =
-            BlockContext { chain_id: self.chain, height: Height::new(self.height), time: Timestamp::new(self.time) };
+        let (height, time) = (Height::new(self.height), Timestamp::new(self.time));
+        let ctx = BlockContext { chain_id: self.chain, height, time, validators: &self.validator_keys };
         let (txs, sidecars): (Vec<_>, Vec<_>) = txs.into_iter().unzip();
         let exec = execute_block(&self.state, ctx, &txs, &sidecars).map_err(|e| e.error)?;
-        self.history.push((ctx, txs, sidecars));
+        self.history.push((height, time, txs, sidecars));
         for (k, v) in exec.writes {
             match v {
                 Some(v) => self.state.insert(k, v),
@@ -621,6 +629,10 @@ fn break_glass_rows() {
 }
 
 impl World {
+    fn ctx(&self, height: Height, time: Timestamp) -> BlockContext<'_> {
+        BlockContext { chain_id: self.chain, height, time, validators: &self.validator_keys }
+    }
+
     fn erase(&mut self, who: &mut Who, record: RecordId) -> TxOutcome {
         self.one(who, TxKind::Erase(Erase { record }), None)
     }
@@ -708,6 +720,82 @@ fn erasure_and_legal_hold_rows() {
     assert_eq!(dead_reads, 1, "a read of an erased record is still on the patient's trail");
 }
 
+impl World {
+    /// Validator `signer` signs a share-key transaction naming validator `named`.
+    fn share_key_tx(&self, signer: usize, named: u32, key: &EncryptionKey, nonce: u64) -> Transaction {
+        let body = TxBody {
+            chain_id: self.chain,
+            signer: medledger_ledger::validator_member_id(&self.validator_keys[signer]),
+            nonce: Nonce::new(nonce),
+            kind: TxKind::ShareKey(medledger_ledger::ShareKey { validator: named, public_key: key.clone() }),
+            sidecar_digest: None,
+        };
+        Transaction::sign(body, &self.validators[signer])
+    }
+}
+
+/// A validator replaces its share key (after an erasure): only with its own consensus key, only
+/// with a new key of the same suite; records dealt for the old keys are refused from then on.
+#[test]
+fn share_key_rows() {
+    let (mut admin, mut patient) = (Who::new(1), Who::new(10));
+    let others = [Who::new(2), Who::new(3), Who::new(4)];
+    let orgs = [("org1", &admin), ("org2", &others[0]), ("org3", &others[1]), ("org4", &others[2])];
+    let mut w = World::with_validators(&orgs, 4, true);
+    assert_eq!(w.enroll(&mut admin, &patient, "org1", Role::Patient), TxOutcome::Applied);
+    let config = |w: &World| -> ThresholdConfig { borsh::from_slice(&w.state[keys::THRESHOLD]).unwrap() };
+    let before = config(&w);
+    let next = wrap::generate(KemSuite::X25519);
+    let stale = w.deal(RecordId::new([1; 16]), 1);
+
+    // Someone else's index, a forged signer id, a member: invalid, not in any block.
+    let other = w.share_key_tx(1, 2, next.encryption_key(), 1);
+    assert_eq!(w.try_block(vec![(other, None)]), Err(TxInvalid::UnknownSigner));
+    let mut forged = w.share_key_tx(2, 2, next.encryption_key(), 1);
+    forged.body.kind =
+        TxKind::ShareKey(medledger_ledger::ShareKey { validator: 1, public_key: next.encryption_key().clone() });
+    assert_eq!(w.try_block(vec![(forged, None)]), Err(TxInvalid::UnknownSigner));
+    let mut resigned = w.share_key_tx(1, 1, next.encryption_key(), 1);
+    resigned.signature = w.validators[2].sign(medledger_ledger::TX_NAMESPACE, &resigned.signed_bytes());
+    assert_eq!(w.try_block(vec![(resigned, None)]), Err(TxInvalid::BadSignature));
+    let kind = TxKind::ShareKey(medledger_ledger::ShareKey { validator: 1, public_key: next.encryption_key().clone() });
+    assert_eq!(w.try_block(vec![w.tx(&mut patient, kind, None)]), Err(TxInvalid::UnknownSigner));
+
+    // A key already in use, or of another suite: rejected.
+    let current = before.share_keys[1].clone();
+    let outcome = |w: &mut World, tx: Transaction| w.block(vec![(tx, None)]).remove(0);
+    let tx = w.share_key_tx(1, 1, &current, 1);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::InvalidShareKey));
+    let tx = w.share_key_tx(1, 1, &before.share_keys[3], 2);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::InvalidShareKey), "another validator's key");
+    let xwing = wrap::generate(KemSuite::XWing);
+    let tx = w.share_key_tx(1, 1, xwing.encryption_key(), 3);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::InvalidShareKey), "another suite");
+    assert_eq!(config(&w), before);
+
+    // Its own new key: applied, the epoch moves on, the other keys stay.
+    let tx = w.share_key_tx(1, 1, next.encryption_key(), 4);
+    assert_eq!(outcome(&mut w, tx.clone()), TxOutcome::Applied);
+    let after = config(&w);
+    assert_eq!(after.epoch, before.epoch + 1);
+    assert_eq!(&after.share_keys[1], next.encryption_key());
+    assert_eq!(
+        [&after.share_keys[0], &after.share_keys[2], &after.share_keys[3]],
+        [&before.share_keys[0], &before.share_keys[2], &before.share_keys[3]]
+    );
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::StaleNonce), "a replay");
+
+    // Records dealt for the old keys are refused; dealt for the new ones, applied.
+    w.next_shares = Some(Trailing(Some(stale)));
+    assert_eq!(w.put_own(&mut patient, RecordId::new([1; 16])), rejected(Rejection::ThresholdShares));
+    assert_eq!(w.put_own(&mut patient, RecordId::new([2; 16])), TxOutcome::Applied);
+
+    // A network without share keys has none to replace.
+    let mut plain = World::with_validators(&[("org1", &admin)], 1, false);
+    let tx = plain.share_key_tx(0, 0, next.encryption_key(), 1);
+    assert_eq!(outcome(&mut plain, tx), rejected(Rejection::ThresholdShares));
+}
+
 /// Erasure purges sidecars from the validators' copies of the blocks; the blocks still replay
 /// to the same state from their kept facts, and no proposal may carry a purged slot.
 #[test]
@@ -727,11 +815,11 @@ fn purged_sidecars_replay_to_the_same_state() {
 
     let mut history = w.history.clone();
     let mut purged = 0;
-    for (_, txs, sidecars) in &mut history {
+    for (_, _, txs, sidecars) in &mut history {
         for (tx, slot) in txs.iter().zip(sidecars.iter_mut()) {
             let names_record = matches!(&tx.body.kind,
                 TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) if r.record == record);
-            if let (true, Some(bytes)) = (names_record, slot.as_mut()) {
+            if let (true, Some(bytes)) = (names_record, slot) {
                 let facts = Sidecar::decode(bytes).expect("sidecar").facts();
                 *bytes = medledger_ledger::purged_slot(&facts, bytes.len()).expect("facts fit");
                 assert!(medledger_ledger::parse_purged(bytes).is_some());
@@ -741,10 +829,10 @@ fn purged_sidecars_replay_to_the_same_state() {
     }
     assert_eq!(purged, 2, "both versions' sidecars");
 
-    let replay = |history: &[(BlockContext, Vec<Transaction>, Vec<Option<Vec<u8>>>)]| -> Result<State, TxInvalid> {
+    let replay = |history: &[Past]| -> Result<State, TxInvalid> {
         let mut state = w.genesis_state.clone();
-        for (ctx, txs, sidecars) in history {
-            let exec = execute_block(&state, *ctx, txs, sidecars).map_err(|e| e.error)?;
+        for (height, time, txs, sidecars) in history {
+            let exec = execute_block(&state, w.ctx(*height, *time), txs, sidecars).map_err(|e| e.error)?;
             for (k, v) in exec.writes {
                 match v {
                     Some(v) => state.insert(k, v),
@@ -760,29 +848,29 @@ fn purged_sidecars_replay_to_the_same_state() {
     let (index, block) = history
         .iter()
         .enumerate()
-        .find(|(_, b)| b.2.iter().flatten().any(|s| medledger_ledger::parse_purged(s).is_some()))
+        .find(|(_, b)| b.3.iter().flatten().any(|s| medledger_ledger::parse_purged(s).is_some()))
         .expect("a purged block");
     let mut state = w.genesis_state.clone();
-    for (ctx, txs, sidecars) in &w.history[..index] {
-        for (k, v) in execute_block(&state, *ctx, txs, sidecars).unwrap().writes {
+    for (height, time, txs, sidecars) in &w.history[..index] {
+        for (k, v) in execute_block(&state, w.ctx(*height, *time), txs, sidecars).unwrap().writes {
             match v {
                 Some(v) => state.insert(k, v),
                 None => state.remove(&k),
             };
         }
     }
-    let live = execute_block_verified(&state, block.0, &block.1, &block.2, &[]);
+    let live = execute_block_verified(&state, w.ctx(block.0, block.1), &block.2, &block.3, &[]);
     assert!(live.is_err(), "a purged sidecar is never accepted in a proposal");
 
     // Facts that name another digest, or trailing bytes that are not zero, do not replay.
     let mut forged = history.clone();
-    let slot = forged[index].2.iter_mut().flatten().next().expect("slot");
+    let slot = forged[index].3.iter_mut().flatten().next().expect("slot");
     let mut facts = medledger_ledger::parse_purged(slot).expect("purged");
     facts.digest = Digest::new([0xee; 32]);
     *slot = medledger_ledger::purged_slot(&facts, slot.len()).expect("fits");
     assert_eq!(replay(&forged), Err(TxInvalid::Sidecar(SidecarError::DigestMismatch)));
     let mut padded = history.clone();
-    let slot = padded[index].2.iter_mut().flatten().next().expect("slot");
+    let slot = padded[index].3.iter_mut().flatten().next().expect("slot");
     *slot.last_mut().expect("byte") = 1;
     assert!(replay(&padded).is_err(), "a slot that is neither a sidecar nor a clean purge");
 }
@@ -988,7 +1076,7 @@ fn execution_is_deterministic() {
         TxKind::RecordAccess(RecordAccess { record: rec, version: 1, purpose: PurposeOfUse::Treat }),
         None,
     );
-    let ctx = BlockContext { chain_id: a.w.chain, height: Height::new(99), time: Timestamp::new(T0 + 99_000) };
+    let ctx = a.w.ctx(Height::new(99), Timestamp::new(T0 + 99_000));
     let first = execute_block(&a.w.state, ctx, std::slice::from_ref(&tx.0), &[None]).unwrap();
     let second = execute_block(&a.w.state.clone(), ctx, &[tx.0], &[None]).unwrap();
     assert_eq!(first, second);

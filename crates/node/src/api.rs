@@ -1074,26 +1074,37 @@ async fn access_share(
     let Some(info) = record.threshold.0 else {
         return Err(ApiError::not_found("threshold share (the record uses the direct suite)"));
     };
-    let Some(key) = state.share_key.as_deref() else {
-        return Err(ApiError::not_found("threshold share (this validator holds no share key)"));
-    };
-    if info.epoch != 0 {
-        return Err(ApiError::not_found("share of another validator set"));
-    }
-    let bytes = state.app.inner().db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
-    let shares = bytes
-        .and_then(|b| Sidecar::decode(&b).ok())
-        .and_then(|s| s.threshold.0)
-        .ok_or_else(|| ApiError::not_found("threshold share"))?;
-    let mine = shares.shares.get(state.index as usize).ok_or_else(|| ApiError::not_found("threshold share"))?;
     let chain_id = state.app.inner().chain_id;
-    let miswrapped =
-        || ApiError::new(StatusCode::CONFLICT, "share-unopenable", "the author wrapped this validator's share wrongly");
-    let context = threshold::share_context(chain_id, record.record, record.version, info.epoch, state.index);
-    let opened = medledger_crypto::wrap::open(key, &mine.envelope, &context).map_err(|_| miswrapped())?;
-    if opened.len() != threshold::SHARES_SECRET_BYTES {
-        return Err(miswrapped());
-    }
+    let db = &state.app.inner().db;
+    // The vault holds the share once the janitor has seen the record's block; until then it is
+    // opened from the sidecar.
+    let opened = match db.vault_get(&record.record, record.version).map_err(ApiError::internal)? {
+        Some(opened) => zeroize::Zeroizing::new(opened),
+        None => {
+            let Some(key) = state.share_key.as_deref() else {
+                return Err(ApiError::not_found("threshold share (this validator holds no share key)"));
+            };
+            let bytes = db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
+            let shares = bytes
+                .and_then(|b| Sidecar::decode(&b).ok())
+                .and_then(|s| s.threshold.0)
+                .ok_or_else(|| ApiError::not_found("threshold share"))?;
+            let mine = shares.shares.get(state.index as usize).ok_or_else(|| ApiError::not_found("threshold share"))?;
+            let miswrapped = || {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "share-unopenable",
+                    "the author wrapped this validator's share wrongly",
+                )
+            };
+            let context = threshold::share_context(chain_id, record.record, record.version, info.epoch, state.index);
+            let opened = medledger_crypto::wrap::open(key, &mine.envelope, &context).map_err(|_| miswrapped())?;
+            if opened.len() != threshold::SHARES_SECRET_BYTES {
+                return Err(miswrapped());
+            }
+            zeroize::Zeroizing::new(opened.to_vec())
+        }
+    };
     // The emergency share of k_env goes only to a reader whom break-glass alone allowed (they
     // hold no envelope); everyone else gets the k_thr share.
     let emergency = read::<AccessBasis>(&view(&state)?, &keys::access_basis(&tx)) == Some(AccessBasis::BreakGlass);

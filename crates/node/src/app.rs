@@ -5,10 +5,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use medledger_crypto::sign::VerifyingKey;
 use medledger_ledger::state::{MemberEntry, keys, last_nonce, read};
 use medledger_ledger::{
-    Block, BlockContext, BlockHeader, Executor, Genesis, StateView, Transaction, TxInvalid, execute_block,
-    execute_block_verified, results_root, tx_root,
+    Block, BlockContext, BlockHeader, Executor, Genesis, StateView, Transaction, TxInvalid, TxKind, execute_block,
+    execute_block_verified, results_root, tx_root, validator_member_id,
 };
 use medledger_store::{ChainEntry, ChainLog, LastApplied, Pending, Snapshot, StateDb, StoreError};
 use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MAX_MS, BLOCK_TXS_MAX, MEMPOOL_TXS_MAX, TX_BYTES_MAX};
@@ -59,6 +60,9 @@ pub struct Inner {
     pub chain_id: ChainId,
     pub genesis: Genesis,
     genesis_block: Block,
+    /// The validators' consensus keys, in genesis order (execution checks validators' own
+    /// transactions against them).
+    pub validator_keys: Vec<VerifyingKey>,
     pub db: StateDb,
     log: Mutex<ChainLog>,
     speculative: Mutex<HashMap<BlockHash, Arc<Speculative>>>,
@@ -123,6 +127,7 @@ impl App {
         Ok(Self {
             inner: Arc::new(Inner {
                 chain_id: genesis.chain_id(),
+                validator_keys: genesis.validators.iter().map(|v| v.public_key).collect(),
                 genesis,
                 genesis_block,
                 db,
@@ -157,6 +162,18 @@ impl App {
             self.inner.log.lock().expect("log lock").read_at(offset).map_err(|e| StoreError::Db(e.to_string()))?;
         let block = Block::decode(&entry.block).map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(Some((block, entry.certificate)))
+    }
+
+    /// Rewrites a committed block in the chain log with the same length (erasure purging its
+    /// sidecars; see [`crate::janitor`]).
+    pub(crate) fn rewrite_block(&self, height: Height, block: &Block) -> Result<(), String> {
+        let (offset, _) = self
+            .inner
+            .db
+            .block_location(height)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("block {height} is not in the chain log"))?;
+        self.inner.log.lock().expect("log lock").rewrite_block(offset, &block.encode()).map_err(|e| e.to_string())
     }
 
     /// The raw chain log entry of a committed block (for peers' state sync).
@@ -223,7 +240,7 @@ impl App {
             Err(e) => return txs.iter().map(|_| Err(SubmitError::Storage(e.to_string()))).collect(),
         };
         // Everything but the signature, per transaction.
-        let checked: Vec<Result<MemberEntry, SubmitError>> = txs
+        let checked: Vec<Result<VerifyingKey, SubmitError>> = txs
             .iter()
             .map(|(tx, sidecar)| {
                 if tx.encode().len() > TX_BYTES_MAX {
@@ -233,12 +250,24 @@ impl App {
                     return Err(TxInvalid::WrongChain.into());
                 }
                 medledger_ledger::check_sidecar(tx, sidecar.as_deref()).map_err(TxInvalid::Sidecar)?;
-                let signer: MemberEntry =
-                    read(&view, &keys::member(&tx.body.signer)).ok_or(TxInvalid::UnknownSigner)?;
+                let key = match &tx.body.kind {
+                    // A validator's own transaction, signed with its consensus key.
+                    TxKind::ShareKey(next) => inner
+                        .validator_keys
+                        .get(next.validator as usize)
+                        .filter(|key| validator_member_id(key) == tx.body.signer)
+                        .copied()
+                        .ok_or(TxInvalid::UnknownSigner)?,
+                    _ => {
+                        read::<MemberEntry>(&view, &keys::member(&tx.body.signer))
+                            .ok_or(TxInvalid::UnknownSigner)?
+                            .signing_key
+                    }
+                };
                 if tx.body.nonce <= last_nonce(&view, &tx.body.signer) {
                     return Err(SubmitError::StaleNonce);
                 }
-                Ok(signer)
+                Ok(key)
             })
             .collect();
         drop(view);
@@ -247,9 +276,7 @@ impl App {
             .iter()
             .zip(&checked)
             .zip(&signed)
-            .filter_map(|(((tx, _), c), bytes)| {
-                c.as_ref().ok().map(|m| (m.signing_key, bytes.as_slice(), tx.signature))
-            })
+            .filter_map(|(((tx, _), c), bytes)| c.as_ref().ok().map(|key| (*key, bytes.as_slice(), tx.signature)))
             .collect();
         let all_good =
             !batch.is_empty() && medledger_crypto::sign::verify_batch(medledger_ledger::TX_NAMESPACE, &batch);
@@ -258,8 +285,8 @@ impl App {
         {
             let mut pool = inner.mempool.lock().expect("mempool lock");
             for ((tx, sidecar), check) in txs.into_iter().zip(checked) {
-                let result = check.and_then(|signer| {
-                    if !all_good && !tx.verify_signature(&signer.signing_key) {
+                let result = check.and_then(|key| {
+                    if !all_good && !tx.verify_signature(&key) {
                         return Err(TxInvalid::BadSignature.into());
                     }
                     let id = tx.id();
@@ -313,7 +340,7 @@ impl App {
         let view = inner.db.view(&pendings).ok()?;
         let height = Height::new(parent.header.height.get() + 1);
         let time = Timestamp::new(now_ms.max(parent.header.time.get() + 1));
-        let ctx = BlockContext { chain_id: inner.chain_id, height, time };
+        let ctx = BlockContext { chain_id: inner.chain_id, height, time, validators: &inner.validator_keys };
         let candidates: Vec<(TxId, Transaction, Option<Vec<u8>>)> = {
             let pool = inner.mempool.lock().expect("mempool lock");
             pool.order.iter().filter_map(|id| pool.txs.get(id).map(|(t, s)| (*id, t.clone(), s.clone()))).collect()
@@ -405,7 +432,12 @@ impl App {
         let ancestry = self.ancestry(&parent.digest()).ok_or("parent state unknown")?;
         let pendings: Vec<&Pending> = ancestry.iter().map(|s| &s.pending).collect();
         let view = inner.db.view(&pendings).map_err(|e| e.to_string())?;
-        let ctx = BlockContext { chain_id: inner.chain_id, height: h.height, time: h.time };
+        let ctx = BlockContext {
+            chain_id: inner.chain_id,
+            height: h.height,
+            time: h.time,
+            validators: &inner.validator_keys,
+        };
         // Transactions this validator admitted had their signatures checked then, against the
         // signer's enrolled key (keys never change in this ledger); the rest are checked here.
         let verified: Vec<bool> = {
@@ -450,7 +482,12 @@ impl App {
             None => {
                 let view = inner.db.view(&[]).map_err(|e| e.to_string())?;
                 let h = &block.header;
-                let ctx = BlockContext { chain_id: inner.chain_id, height: h.height, time: h.time };
+                let ctx = BlockContext {
+                    chain_id: inner.chain_id,
+                    height: h.height,
+                    time: h.time,
+                    validators: &inner.validator_keys,
+                };
                 let execution = execute_block(&view, ctx, &block.txs, &block.sidecars)
                     .map_err(|e| format!("finalized block invalid: {e}"))?;
                 let pending = inner.db.compute(&[], height, execution.writes).map_err(|e| e.to_string())?;
@@ -488,6 +525,8 @@ impl App {
             .iter()
             .zip(&block.sidecars)
             .filter_map(|(tx, s)| Some((tx.body.sidecar_digest?, s.clone()?)))
+            // A block replayed from a peer after an erasure carries purged slots: nothing to keep.
+            .filter(|(_, bytes)| medledger_ledger::parse_purged(bytes).is_none())
             .collect();
         inner.db.commit(pending, digest, &ids, &sidecars, Some(location)).map_err(|e| e.to_string())?;
         {

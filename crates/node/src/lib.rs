@@ -5,7 +5,7 @@ pub mod app;
 pub mod config;
 pub mod consensus;
 pub mod forward;
-pub mod gc;
+pub mod janitor;
 pub mod metrics;
 pub mod peers;
 pub mod ratelimit;

@@ -29,6 +29,8 @@ pub struct NodeMetrics {
     pub storage_errors: Counter,
     /// Key shares released to readers of allowed accesses (threshold release).
     pub shares_released: Counter,
+    /// Erasures this validator has carried out (ciphertext, sidecars and shares deleted).
+    pub erasures: Counter,
 }
 
 impl Default for NodeMetrics {
@@ -42,6 +44,7 @@ impl Default for NodeMetrics {
             mempool: Gauge::default(),
             storage_errors: Counter::default(),
             shares_released: Counter::default(),
+            erasures: Counter::default(),
         }
     }
 }
@@ -73,6 +76,11 @@ impl NodeMetrics {
                 "shares_released",
                 "key shares released to readers of allowed accesses",
                 self.shares_released.clone(),
+            )),
+            Box::new(context.register(
+                "erasures",
+                "erasures carried out (ciphertext, sidecars and shares deleted)",
+                self.erasures.clone(),
             )),
         ]
     }

@@ -56,7 +56,14 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
             });
         }
         let _registered = app.inner().metrics.register(&context.child("medledger"));
-        tokio::spawn(crate::gc::run(app.clone(), blobs.clone(), gc_cursor));
+        let janitor = crate::janitor::Janitor {
+            app: app.clone(),
+            blobs: blobs.clone(),
+            share_key: share_key.clone(),
+            index,
+            cursor: gc_cursor,
+        };
+        tokio::spawn(janitor.run());
         let state =
             ApiState { app: app.clone(), blobs, validators, forwarder, index, peers, ops: ops.clone(), share_key };
         tokio::spawn(async move {

@@ -483,6 +483,7 @@ fn append(app: &App, page: &[(Block, Vec<u8>, Vec<u8>)]) -> Result<Vec<SyncedBlo
                 .iter()
                 .zip(&block.sidecars)
                 .filter_map(|(tx, s)| Some((tx.body.sidecar_digest?, s.clone()?)))
+                .filter(|(_, bytes)| medledger_ledger::parse_purged(bytes).is_none())
                 .collect(),
         })
         .collect())

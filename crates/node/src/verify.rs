@@ -1,13 +1,16 @@
 //! Offline verification of a validator's files: every block's hash chain, transaction root,
-//! finality certificate, time, and state root (by re-executing from genesis), and every record
-//! ciphertext in the blob store against its digest on the ledger.
+//! finality certificate, time, and state root (by re-executing from genesis), every record
+//! ciphertext in the blob store against its digest on the ledger, and every erasure carried out:
+//! no ciphertext of an erased record left in the store, no sidecar of one left in the chain log.
 
 use std::path::Path;
 
 use medledger_ledger::{BlockContext, TxKind, execute_block, results_root};
 use medledger_store::{BlobError, Blobs, ChainLog, StateDb};
-use medledger_types::Digest;
+use std::collections::BTreeMap;
+
 use medledger_types::limits::RECORD_CIPHERTEXT_BYTES_MAX;
+use medledger_types::{Digest, RecordId};
 
 use crate::config::{load_genesis, load_validator, validator_dir};
 use crate::consensus::{namespace_for_chain, verify_certificate};
@@ -26,6 +29,8 @@ pub enum VerifyError {
     At { height: u64, reason: String },
     #[error("ciphertext of record {record} fails: {reason}")]
     Ciphertext { record: String, reason: String },
+    #[error("record {record} was erased at height {height} but {what} is still kept")]
+    NotErased { record: String, height: u64, what: &'static str },
     #[error("{0}")]
     Setup(String),
 }
@@ -40,6 +45,7 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
     let file = load_validator(dir, index).map_err(setup)?;
     let namespace = namespace_for_chain(&genesis.chain_id());
     let keys: Vec<[u8; 32]> = genesis.validators.iter().map(|v| v.public_key.0).collect();
+    let validator_keys: Vec<_> = genesis.validators.iter().map(|v| v.public_key).collect();
     let scratch = tempfile::tempdir().map_err(setup)?;
     let db = StateDb::open(&scratch.path().join("replay.redb")).map_err(setup)?;
     let (genesis_block, pending) = crate::app::genesis_block(&db, &genesis).map_err(setup)?;
@@ -49,7 +55,10 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
     let mut prev = genesis_block.header.clone();
     let mut uncertified: Option<u64> = None;
     let mut transactions = 0u64;
-    let mut records = std::collections::BTreeMap::new();
+    let mut records: BTreeMap<Digest, RecordId> = BTreeMap::new();
+    // Per record: the heights of blocks in this log that carry one of its sidecars whole.
+    let mut whole_sidecars: BTreeMap<RecordId, Vec<u64>> = BTreeMap::new();
+    let mut erased: BTreeMap<RecordId, (u64, Vec<Digest>)> = BTreeMap::new();
     for entry in ChainLog::entries(&log).map_err(setup)? {
         let height = prev.height.get() + 1;
         let at = |reason: String| VerifyError::At { height, reason };
@@ -74,14 +83,21 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
         } else {
             return Err(at("finality certificate does not verify".into()));
         }
-        let ctx = BlockContext { chain_id: h.chain_id, height: h.height, time: h.time };
+        let ctx = BlockContext { chain_id: h.chain_id, height: h.height, time: h.time, validators: &validator_keys };
         let view = db.view(&[]).map_err(setup)?;
         let execution = execute_block(&view, ctx, &block.txs, &block.sidecars).map_err(|e| at(e.to_string()))?;
         drop(view);
         if results_root(&execution.results) != h.results_root {
             return Err(at("transaction results do not match the header".into()));
         }
-        // Every version's ciphertext must be in the store, except those a rotation retired.
+        for (tx, slot) in block.txs.iter().zip(&block.sidecars) {
+            let whole = slot.as_deref().is_some_and(|s| medledger_ledger::parse_purged(s).is_none());
+            if let (true, Some(record)) = (whole, names_record(&tx.body.kind)) {
+                whole_sidecars.entry(record).or_default().push(height);
+            }
+        }
+        // Every version's ciphertext must be in the store, except those a rotation retired and
+        // those of erased records, which must be gone.
         for (tx, _) in block.txs.iter().zip(&execution.results).filter(|(_, o)| o.is_applied()) {
             match &tx.body.kind {
                 TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => {
@@ -90,6 +106,13 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
                 TxKind::Rotate(rotate) => {
                     records.remove(&rotate.replaces);
                     records.insert(rotate.next.digest, rotate.next.record);
+                }
+                TxKind::Erase(e) => {
+                    let gone: Vec<Digest> = records.iter().filter(|(_, r)| **r == e.record).map(|(d, _)| *d).collect();
+                    for d in &gone {
+                        records.remove(d);
+                    }
+                    erased.insert(e.record, (height, gone));
                 }
                 _ => {}
             }
@@ -118,10 +141,37 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
             }
         })?;
     }
+    for (record, (height, digests)) in &erased {
+        let not_erased = |what| VerifyError::NotErased { record: record.to_hex(), height: *height, what };
+        // (A later attempt to reuse the id, refused, carries keys of other data.)
+        if whole_sidecars.get(record).is_some_and(|heights| heights.iter().any(|h| h <= height)) {
+            return Err(not_erased("a sidecar in the chain log"));
+        }
+        for digest in digests {
+            match blobs.get(digest).await {
+                Err(BlobError::NotFound) => {}
+                Ok(_) | Err(BlobError::Integrity) => return Err(not_erased("a ciphertext in the blob store")),
+                Err(other) => return Err(VerifyError::Setup(format!("cannot read the blob store: {other}"))),
+            }
+        }
+    }
     Ok(VerifyReport {
         blocks: prev.height.get(),
         transactions,
         state_root: prev.state_root,
         ciphertexts: records.len() as u64,
     })
+}
+
+/// The record whose keys a transaction's sidecar carries, if it carries one's.
+fn names_record(kind: &TxKind) -> Option<RecordId> {
+    match kind {
+        TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => Some(r.record),
+        TxKind::Rotate(rotate) => Some(rotate.next.record),
+        TxKind::Grant(g) => match g.scope {
+            medledger_ledger::GrantScope::Record(record) => Some(record),
+            medledger_ledger::GrantScope::All => None,
+        },
+        _ => None,
+    }
 }

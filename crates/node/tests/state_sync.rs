@@ -79,7 +79,7 @@ fn next_block(app: &App) -> Block {
     let height = Height::new(last.height.get() + 1);
     let time = Timestamp::new(1_000_000 + height.get() * 1_000);
     let view = app.inner().db.view(&[]).unwrap();
-    let execution = execute_block(&view, BlockContext { chain_id, height, time }, &[], &[]).unwrap();
+    let execution = execute_block(&view, BlockContext { chain_id, height, time, validators: &[] }, &[], &[]).unwrap();
     let root = app.inner().db.compute(&[], height, execution.writes).unwrap().root;
     drop(view);
     let header = BlockHeader {

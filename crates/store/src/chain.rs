@@ -83,6 +83,21 @@ impl ChainLog {
         Ok(locations)
     }
 
+    /// Rewrites the block of the entry at `offset` in place with `block`, which must have the same
+    /// length (erasure replaces purged sidecars with same-length slots; see
+    /// `medledger_ledger::purged_slot`), and makes it durable.
+    pub fn rewrite_block(&self, offset: u64, block: &[u8]) -> Result<(), ChainError> {
+        use std::os::unix::fs::FileExt;
+        let entry = self.read_at(offset)?;
+        if entry.block.len() != block.len() {
+            return Err(ChainError::Malformed { offset });
+        }
+        let file = OpenOptions::new().write(true).open(&self.path)?;
+        file.write_all_at(block, offset + 16)?;
+        file.sync_data()?;
+        Ok(())
+    }
+
     /// Reads the entry at `offset`.
     pub fn read_at(&self, offset: u64) -> Result<ChainEntry, ChainError> {
         let mut file = File::open(&self.path)?;

@@ -6,7 +6,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
 use medledger_ledger::{StateView, WriteSet};
-use medledger_types::{BlockHash, Digest, Height, TxId};
+use medledger_types::{BlockHash, Digest, Height, RecordId, TxId};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
@@ -21,6 +21,10 @@ const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("txs");
 const BLOCKS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("blocks");
 /// Tree nodes no longer in the latest tree, by the height that replaced them, waiting to be pruned.
 const STALE: TableDefinition<&[u8], ()> = TableDefinition::new("jmt_stale");
+
+/// (record ‖ version, big-endian) → this validator's opened key shares of that version. Local
+/// secrets: outside the Merkle tree and never in a snapshot; erasure deletes them.
+const VAULT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("share_vault");
 
 /// Stale tree nodes are deleted in one go every this many heights: nodes are keyed version first,
 /// so the deletions of many blocks fall on few pages instead of one page per node per block.
@@ -94,6 +98,7 @@ impl StateDb {
             txn.open_table(TXS).map_err(db_err)?;
             txn.open_table(BLOCKS).map_err(db_err)?;
             txn.open_table(STALE).map_err(db_err)?;
+            txn.open_table(VAULT).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self { db })
@@ -322,6 +327,49 @@ impl StateDb {
         Ok(table.get(digest.as_bytes()).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
+    /// Deletes sidecars (erasure). Absent ones are fine.
+    pub fn delete_sidecars(&self, digests: &[Digest]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(SIDECARS).map_err(db_err)?;
+            for d in digests {
+                table.remove(d.as_bytes()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Keeps this validator's opened shares of record versions (see [`VAULT`]).
+    pub fn vault_put(&self, shares: &[(RecordId, u32, Vec<u8>)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(VAULT).map_err(db_err)?;
+            for (record, version, bytes) in shares {
+                table.insert(vault_key(record, *version).as_slice(), bytes.as_slice()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    pub fn vault_get(&self, record: &RecordId, version: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(VAULT).map_err(db_err)?;
+        Ok(table.get(vault_key(record, version).as_slice()).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Deletes every version's shares of `record` (erasure); returns how many there were.
+    pub fn vault_erase(&self, record: &RecordId) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let count = {
+            let mut table = txn.open_table(VAULT).map_err(db_err)?;
+            let (first, last) = (vault_key(record, 0), vault_key(record, u32::MAX));
+            let doomed = table.extract_from_if(first.as_slice()..=last.as_slice(), |_, _| true).map_err(db_err)?;
+            doomed.count()
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(count)
+    }
+
     /// Where a committed transaction is: (height, index in block).
     pub fn tx_location(&self, tx: &TxId) -> Result<Option<(Height, u32)>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
@@ -466,4 +514,11 @@ impl TreeReader for SpecView<'_> {
     fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
         anyhow::bail!("rightmost leaf is only used for state restore, which reads snapshots instead")
     }
+}
+
+fn vault_key(record: &RecordId, version: u32) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(record.as_bytes());
+    key[16..].copy_from_slice(&version.to_be_bytes());
+    key
 }

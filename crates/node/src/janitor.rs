@@ -1,0 +1,187 @@
+//! What committed blocks ask of this validator beyond its state, done behind the commits in
+//! height order. A cursor file in the data directory remembers the last height handled, so work
+//! missed while the validator was down (or failed, e.g. the store was unreachable) happens later;
+//! every step is idempotent.
+//!
+//! - **Vaulting**: this validator opens its share of each new record version with its share key
+//!   and keeps it in its vault (local, outside the Merkle state), so releases need the vault, not
+//!   the key.
+//! - **Rotation**: the ciphertext a `Rotate` replaced is deleted from the store (the validators
+//!   share the store, so an object already gone is fine).
+//! - **Erasure**: for an applied `Erase`, every version's ciphertext leaves the store; every
+//!   sidecar of the record (its versions' envelopes and shares, per-record grants) leaves the
+//!   state database and this validator's chain log, where each is replaced in place by the facts
+//!   execution needs (`medledger_ledger::purged_slot`), so the chain still verifies; and this
+//!   validator's shares leave its vault.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use medledger_crypto::wrap::DecryptionKey;
+use medledger_ledger::{GrantScope, Sidecar, TxKind, parse_purged, purged_slot, threshold};
+use medledger_store::Blobs;
+use medledger_types::{Digest, Height, RecordId};
+
+use crate::app::{App, tx_outcome};
+
+pub struct Janitor {
+    pub app: App,
+    pub blobs: Blobs,
+    /// This validator's share key (threshold release), if the network has one.
+    pub share_key: Option<Arc<DecryptionKey>>,
+    /// This validator's index in the validator set.
+    pub index: u32,
+    pub cursor: PathBuf,
+}
+
+impl Janitor {
+    /// Runs until the application stops committing (process exit).
+    pub async fn run(self) {
+        let mut done: u64 = std::fs::read_to_string(&self.cursor).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let mut commits = self.app.subscribe();
+        loop {
+            let top = self.app.last_applied().height.get();
+            while done < top {
+                match self.handle(Height::new(done + 1)).await {
+                    Ok(()) => {
+                        done += 1;
+                        if let Err(e) = std::fs::write(&self.cursor, done.to_string()) {
+                            tracing::warn!(error = %e, "cannot save the janitor's cursor");
+                        }
+                    }
+                    Err(e) => {
+                        // The store is unavailable, say: try again at the next commit.
+                        tracing::warn!(height = done + 1, error = %e, "janitor work not done yet");
+                        break;
+                    }
+                }
+            }
+            if commits.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The work block `height` asks for.
+    async fn handle(&self, height: Height) -> Result<(), String> {
+        let Some((block, _)) = self.app.block_at(height).map_err(|e| e.to_string())? else {
+            // Not in this validator's log (it started from a peer's state): nothing it can do.
+            return Ok(());
+        };
+        let applied: Vec<bool> = {
+            let view = self.app.inner().db.view(&[]).map_err(|e| e.to_string())?;
+            block.txs.iter().map(|tx| tx_outcome(&view, &tx.id()).is_some_and(|r| r.outcome.is_applied())).collect()
+        };
+        let (mut vault, mut retired, mut erased) = (Vec::new(), Vec::new(), Vec::new());
+        for ((tx, slot), applied) in block.txs.iter().zip(&block.sidecars).zip(applied) {
+            if !applied {
+                continue;
+            }
+            let written = match &tx.body.kind {
+                TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => Some(r),
+                TxKind::Rotate(rotate) => {
+                    retired.push(rotate.replaces);
+                    Some(&rotate.next)
+                }
+                TxKind::Erase(erase) => {
+                    erased.push(erase.record);
+                    None
+                }
+                _ => None,
+            };
+            if let (Some(r), Some(bytes)) = (written, slot)
+                && let Some(opened) = self.open_share(r.record, r.version, bytes)
+            {
+                vault.push((r.record, r.version, opened));
+            }
+        }
+        // A version put and erased in the same block is vaulted, then erased.
+        if !vault.is_empty() {
+            self.app.inner().db.vault_put(&vault).map_err(|e| e.to_string())?;
+        }
+        for digest in retired {
+            self.blobs.delete(&digest).await.map_err(|e| e.to_string())?;
+            tracing::info!(height = height.get(), "retired ciphertext deleted");
+        }
+        for record in erased {
+            self.erase(record, height).await?;
+        }
+        Ok(())
+    }
+
+    /// This validator's opened share of a record version, from the sidecar that carried it.
+    fn open_share(&self, record: RecordId, version: u32, sidecar: &[u8]) -> Option<Vec<u8>> {
+        let key = self.share_key.as_deref()?;
+        let shares = Sidecar::decode(sidecar).ok()?.threshold.0?;
+        let mine = shares.shares.get(self.index as usize)?;
+        let chain_id = self.app.inner().chain_id;
+        let context = threshold::share_context(chain_id, record, version, shares.epoch, self.index);
+        match medledger_crypto::wrap::open(key, &mine.envelope, &context) {
+            Ok(opened) if opened.len() == threshold::SHARES_SECRET_BYTES => Some(opened.to_vec()),
+            _ => {
+                // The author wrapped this validator's share wrongly: the other validators' shares
+                // still serve the record (and this one answers 409 to a release).
+                tracing::warn!(version, "a share for this validator does not open; not vaulted");
+                None
+            }
+        }
+    }
+
+    /// Carries out the erasure of `record`, committed at `height` (see the module docs).
+    async fn erase(&self, record: RecordId, height: Height) -> Result<(), String> {
+        let (mut sidecars, mut ciphertexts): (Vec<Digest>, Vec<Digest>) = (Vec::new(), Vec::new());
+        let mut purged = 0usize;
+        for h in 1..=height.get() {
+            let Some((mut block, _)) = self.app.block_at(Height::new(h)).map_err(|e| e.to_string())? else {
+                continue;
+            };
+            let mut changed = false;
+            for (tx, slot) in block.txs.iter().zip(block.sidecars.iter_mut()) {
+                let names_record = match &tx.body.kind {
+                    TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) if r.record == record => {
+                        ciphertexts.push(r.digest);
+                        true
+                    }
+                    TxKind::Rotate(rotate) if rotate.next.record == record => {
+                        ciphertexts.extend([rotate.next.digest, rotate.replaces]);
+                        true
+                    }
+                    TxKind::Grant(grant) => grant.scope == GrantScope::Record(record),
+                    _ => false,
+                };
+                if !names_record {
+                    continue;
+                }
+                sidecars.extend(tx.body.sidecar_digest);
+                let Some(bytes) = slot.as_mut() else { continue };
+                if parse_purged(bytes).is_some() {
+                    continue;
+                }
+                let facts = Sidecar::decode(bytes).map_err(|e| format!("block {h}: {e}"))?.facts();
+                *bytes = purged_slot(&facts, bytes.len()).ok_or_else(|| format!("block {h}: facts do not fit"))?;
+                changed = true;
+                purged += 1;
+            }
+            if changed {
+                self.app.rewrite_block(Height::new(h), &block)?;
+            }
+        }
+        let db = &self.app.inner().db;
+        db.delete_sidecars(&sidecars).map_err(|e| e.to_string())?;
+        let shares = db.vault_erase(&record).map_err(|e| e.to_string())?;
+        ciphertexts.sort();
+        ciphertexts.dedup();
+        for digest in &ciphertexts {
+            self.blobs.delete(digest).await.map_err(|e| e.to_string())?;
+        }
+        self.app.inner().metrics.erasures.inc();
+        tracing::info!(
+            height = height.get(),
+            ciphertexts = ciphertexts.len(),
+            sidecars = purged,
+            shares,
+            "erasure carried out"
+        );
+        Ok(())
+    }
+}
