@@ -354,3 +354,199 @@ fn rotate_reencrypts_and_the_validators_delete_the_replaced_ciphertext() {
     let verify = net.ok(&["verify", "--dir", net.dir.to_str().unwrap()]);
     assert!(verify.contains("ok") || verify.contains("verified"), "{verify}");
 }
+
+/// Validator `k`'s share key as its files hold it now: its keyring once it has replaced the
+/// genesis key, else `validator.json`.
+fn current_share_key(net: &Net, k: usize) -> DecryptionKey {
+    let keyring = net.dir.join(format!("validator-{k}")).join("data").join("share-key.json");
+    match std::fs::read_to_string(keyring) {
+        Ok(text) => {
+            let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(file["retiring"].is_null(), "validator {k} is still switching keys");
+            let secret = hex::decode(file["secret"].as_str().unwrap()).unwrap();
+            DecryptionKey::from_bytes(KemSuite::XWing, &secret).unwrap()
+        }
+        Err(_) => share_key(net, k),
+    }
+}
+
+/// Polls `done` every 50 ms for up to 60 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it() {
+    let mut net = Net::start_n(4);
+    net.cast();
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &net.admin.clone()]);
+    let session = Session::open(&net.home, None).unwrap();
+    let alice = session.home.load_identity("alice", PASS).unwrap();
+    session.release().await.unwrap();
+    // A client that fetched the share keys before the erasure, and keeps them.
+    let stale = Session::open(&net.home, None).unwrap();
+    stale.release().await.unwrap();
+
+    // The record to erase, read by a per-record grantee; and one to keep.
+    let text = r#"{"resourceType":"Basic","code":{"text":"erase-marker"}}"#;
+    let sealed = write(&session, &alice, &alice, text).await;
+    let id = sealed.record.to_string();
+    // An allowed access of alice's, committed before the erasure.
+    let allowed = access(&session, &alice, sealed.record).await;
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--record", &id]);
+    assert_eq!(net.ok(&["record", "get", "--as", "drbob", &id]), text);
+    let kept = r#"{"resourceType":"Basic","code":{"text":"kept-marker"}}"#;
+    let kept_id = net.ok(&[
+        "record",
+        "put",
+        "--as",
+        "alice",
+        "--patient",
+        "alice",
+        net.file("k.json", kept.as_bytes()).to_str().unwrap(),
+    ]);
+    let kept_id = kept_id.trim().to_string();
+    let before = operator_shares(&net, &session, &sealed);
+
+    // A legal hold blocks the erasure until an auditor lifts it; only auditors place one.
+    let nurse = net.cli(&["legal-hold", "--as", "nina", "--patient", "alice", "--record", &id]);
+    assert_eq!(nurse.code, 3, "{}", nurse.stderr);
+    net.ok(&["legal-hold", "--as", "audrey", "--patient", "alice", "--record", &id]);
+    let held = net.cli(&["record", "erase", "--as", "alice", &id]);
+    assert_eq!(held.code, 3, "{}", held.stderr);
+    assert!(held.stderr.contains("legal hold"), "{}", held.stderr);
+    let not_hers = net.cli(&["record", "erase", "--as", "drbob", &id]);
+    assert_eq!(not_hers.code, 3, "{}", not_hers.stderr);
+    net.ok(&["legal-hold", "--as", "audrey", "--patient", "alice", "--record", &id, "--lift"]);
+    let erased: serde_json::Value =
+        serde_json::from_str(&net.ok(&["--json", "record", "erase", "--as", "alice", &id])).unwrap();
+    let height = erased["height"].as_u64().unwrap();
+
+    // Every validator carries the erasure out and replaces its share key (the epoch counts the
+    // four replacements); each one's files then hold the new key.
+    wait_until("every validator replaced its share key", || {
+        (0..4).all(|k| {
+            let (status, body) = common::http_get(&net.apis[k], "/v1/threshold");
+            let config: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            status == 200 && config["epoch"] == 4
+        })
+    });
+    let release = session.refresh_release().await.unwrap().unwrap();
+    assert_eq!(release.config.epoch, 4);
+    wait_until("every validator switched to its announced key", || {
+        (0..4).all(|k| {
+            let keyring = net.dir.join(format!("validator-{k}")).join("data").join("share-key.json");
+            std::fs::read_to_string(keyring).is_ok_and(|t| t.contains("\"retiring\": null"))
+        })
+    });
+    for k in 0..4 {
+        assert_eq!(current_share_key(&net, k).encryption_key(), &release.config.share_keys[k], "validator {k}");
+        let file = std::fs::read_to_string(net.dir.join(format!("validator-{k}")).join("validator.json")).unwrap();
+        assert!(!file.contains("share_secret"), "validator {k} still keeps its genesis share key");
+    }
+
+    // The ledger keeps the erasure, not the record; no validator releases a share for the
+    // access made before; the store keeps no ciphertext of it.
+    assert_eq!(common::http_get(&net.api, &format!("/v1/records/{id}")).0, 410, "gone: erased");
+    for api in &release.apis {
+        assert!(session.client.access_share(api, &alice, &allowed).await.is_err(), "{api} released a share");
+    }
+    assert!(!net.blob_dir().join(sealed.digest.to_hex()).exists(), "the ciphertext is still in the store");
+    let get = net.cli(&["record", "get", "--as", "alice", &id]);
+    assert_ne!(get.code, 0);
+    assert!(get.stderr.contains("erased"), "{}", get.stderr);
+    let trail = net.ok(&["audit", "--as", "alice", "--patient", "alice"]);
+    assert!(trail.contains("erase (1 versions)") && trail.contains("legal hold placed"), "{trail}");
+
+    // Nothing a validator keeps opens the record, even with alice's old keys and copies of the
+    // sidecar and the ciphertext taken before the erasure: her chart key still opens k_env...
+    let chart = session.client.chart(&alice.member).await.unwrap();
+    assert_eq!(chart.epoch, 0);
+    let to_alice = session.client.chart_envelope(&alice, &alice.member).await.unwrap();
+    let secret = wrap::open(
+        &alice.encryption,
+        &to_alice.envelope,
+        &to_alice.subject.wrap_context(session.chain_id, to_alice.holder),
+    )
+    .unwrap();
+    let chart_key = DecryptionKey::from_bytes(KemSuite::XWing, &secret[1..]).unwrap();
+    let subject = KeySubject::Record { record: sealed.record, version: 1 };
+    let holder = KeyHolder::Chart { patient: alice.member, epoch: 0 };
+    let envelope = sealed.sidecar.envelope_for(holder, subject).unwrap();
+    let k_env: [u8; 32] =
+        wrap::open(&chart_key, envelope, &subject.wrap_context(session.chain_id, holder)).unwrap()[..]
+            .try_into()
+            .unwrap();
+    assert!(opens(&sealed, &k_env, &[before[0].0.clone(), before[1].0.clone()]), "the shares as they were open it");
+    // ...but no validator's current key opens its share in the sidecar copy,
+    let shares = sealed.sidecar.threshold.0.as_ref().unwrap();
+    for k in 0..4 {
+        let context = share_context(session.chain_id, sealed.record, 1, 0, k as u32);
+        assert!(
+            wrap::open(&current_share_key(&net, k), &shares.shares[k].envelope, &context).is_err(),
+            "validator {k}"
+        );
+    }
+    // ...no chain log or stored object holds any of the sidecar's bytes, and no validator's
+    // database holds the sidecar or a vaulted share (checked with the validators stopped).
+    let needles: Vec<Vec<u8>> =
+        shares.shares.iter().map(|s| medledger_types::encode(&s.envelope)[..64].to_vec()).collect();
+    for k in 0..4 {
+        let log = std::fs::read(net.dir.join(format!("validator-{k}")).join("data").join("chain.log")).unwrap();
+        assert!(needles.iter().all(|n| !common::contains(&log, n)), "validator {k}'s chain log keeps the sidecar");
+    }
+    for file in common::files_under(&net.blob_dir()) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(needles.iter().all(|n| !common::contains(&bytes, n)), "{} keeps the sidecar", file.display());
+    }
+
+    // Life goes on: the kept record (its shares now only in the validators' vaults) still reads,
+    // and the erased id cannot be reused.
+    assert_eq!(net.ok(&["record", "get", "--as", "alice", &kept_id]), kept);
+    let metadata = describe(kept.as_bytes()).unwrap();
+    // (A new session: the CLI has used alice's nonces since.)
+    let session = Session::open(&net.home, None).unwrap();
+    session.release().await.unwrap();
+    let reuse = session.seal_record(&alice, &chart, sealed.record, 1, kept.as_bytes(), &metadata).unwrap();
+    session.client.put_blob(&alice, &reuse.digest, reuse.ciphertext.clone()).await.unwrap();
+    match session.transact(&alice, reuse.kind, Some(reuse.sidecar)).await {
+        Err(SdkError::Usage(m)) => assert!(m.contains("erased"), "{m}"),
+        other => panic!("an erased id was reused: {other:?}"),
+    }
+    // A record sealed for the share keys fetched before the rotation is refused; the client
+    // fetches the current keys and the record sealed again is written and read.
+    let record = RecordId::new(medledger_crypto::random_bytes());
+    let old = stale.seal_record(&alice, &chart, record, 1, kept.as_bytes(), &metadata).unwrap();
+    assert_eq!(old.sidecar.threshold.0.as_ref().unwrap().epoch, 0);
+    stale.client.put_blob(&alice, &old.digest, old.ciphertext.clone()).await.unwrap();
+    let refused = stale.transact(&alice, old.kind, Some(old.sidecar)).await.unwrap_err();
+    assert!(stale.stale_shares(&refused).await.unwrap(), "{refused}");
+    let again = stale.seal_record(&alice, &chart, record, 1, kept.as_bytes(), &metadata).unwrap();
+    assert_eq!(again.sidecar.threshold.0.as_ref().unwrap().epoch, 4);
+    stale.client.put_blob(&alice, &again.digest, again.ciphertext.clone()).await.unwrap();
+    stale.transact(&alice, again.kind, Some(again.sidecar)).await.unwrap();
+    let read = stale.get_record(&alice, record, PurposeOfUse::Patrqt).await.unwrap();
+    assert_eq!(&read.plaintext[..], kept.as_bytes());
+
+    // verify passes on every validator (chain re-executed from purged sidecars; the erased
+    // ciphertext gone), after every validator has the erasure.
+    wait_until("every validator has the erasure", || {
+        (0..4).all(|k| net.status_of(k)["height"].as_u64() >= Some(height))
+    });
+    let verify = net.ok(&["verify", "--dir", net.dir.to_str().unwrap()]);
+    assert_eq!(verify.lines().filter(|l| l.contains("chain ok")).count(), 4, "{verify}");
+    for k in 0..4 {
+        net.kill9_validator(k);
+        let db =
+            medledger_store::StateDb::open(&net.dir.join(format!("validator-{k}")).join("data").join("state.redb"))
+                .unwrap();
+        assert_eq!(db.sidecar(&sealed.sidecar.digest()).unwrap(), None, "validator {k} keeps the sidecar");
+        assert_eq!(db.vault_get(&sealed.record, 1).unwrap(), None, "validator {k} keeps its share");
+        let kept_record: RecordId = kept_id.parse().unwrap();
+        assert!(db.vault_get(&kept_record, 1).unwrap().is_some(), "validator {k} lost a kept share");
+    }
+}

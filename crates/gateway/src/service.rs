@@ -149,11 +149,18 @@ impl Gateway {
         let text = serde_json::to_string(resource).map_err(|_| FhirError::invalid("resource does not serialize"))?;
         let metadata = medledger_sdk::describe(text.as_bytes())?;
         let committed = if version == 1 {
-            self.session.release().await?;
-            let chart_entry = self.session.client.chart(chart).await?;
-            let sealed = self.session.seal_record(&self.me, &chart_entry, record, 1, text.as_bytes(), &metadata)?;
-            self.session.client.put_blob(&self.me, &sealed.digest, sealed.ciphertext).await?;
-            self.session.transact(&self.me, sealed.kind, Some(sealed.sidecar)).await?
+            let create = || async {
+                self.session.release().await?;
+                let chart_entry = self.session.client.chart(chart).await?;
+                let sealed = self.session.seal_record(&self.me, &chart_entry, record, 1, text.as_bytes(), &metadata)?;
+                self.session.client.put_blob(&self.me, &sealed.digest, sealed.ciphertext).await?;
+                self.session.transact(&self.me, sealed.kind, Some(sealed.sidecar)).await
+            };
+            // Sealed for share keys a validator replaced meanwhile: once more with the new keys.
+            match create().await {
+                Err(e) if self.session.stale_shares(&e).await? => create().await?,
+                other => other?,
+            }
         } else {
             self.session.append_version(&self.me, record, Some(version - 1), text.as_bytes()).await?
         };

@@ -19,7 +19,7 @@ use medledger_ledger::state::{
     AccessBasis, AuditEvent, ChartEntry, EnvelopeRef, FlaggedEntry, GrantEntry, MemberEntry, MemberStatus, RecordEntry,
     TxResultEntry, keys, last_nonce, read,
 };
-use medledger_ledger::threshold;
+use medledger_ledger::threshold::{self, ThresholdConfig};
 use medledger_ledger::{GrantScope, KeyHolder, KeySubject, Sidecar, SidecarEnvelope, StateView, TxKind};
 use medledger_store::{BlobError, Blobs};
 use medledger_types::limits::{ACCESS_WINDOW_MS, PAGE_ITEMS_MAX, SIDECAR_BYTES_MAX, TX_BYTES_MAX};
@@ -48,7 +48,8 @@ pub struct ApiState {
     pub peers: crate::peers::Peers,
     pub ops: Ops,
     /// This validator's share key (threshold release); `None` on a network without it.
-    pub share_key: Option<std::sync::Arc<medledger_crypto::wrap::DecryptionKey>>,
+    /// This validator's share key and vault (threshold release).
+    pub keyring: Option<std::sync::Arc<crate::keyring::Keyring>>,
 }
 
 /// What the operations endpoints read: the metrics encoder (the consensus runtime's registry) and
@@ -125,6 +126,9 @@ enum Problems {
     /// validator's key share wrongly: the other validators' shares still serve the read).
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(#[to_schema] Problem),
+    /// The record was erased (GDPR Art. 17): only its tombstone and the erasure event remain.
+    #[response(status = 410, content_type = "application/problem+json")]
+    Gone(#[to_schema] Problem),
     /// The body is over the endpoint's limit.
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(#[to_schema] Problem),
@@ -168,6 +172,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(access_share))
         .routes(routes!(flagged))
         .routes(routes!(genesis))
+        .routes(routes!(threshold_config))
         .merge(crate::sync::routes())
         .split_for_parts()
 }
@@ -766,7 +771,14 @@ async fn grant_all(
 )]
 async fn record(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RecordEntry>> {
     let id: RecordId = parse(&id, "record id")?;
-    read(&view(&state)?, &keys::record(&id)).map(Json).ok_or(ApiError::not_found("record"))
+    let view = view(&state)?;
+    match read(&view, &keys::record(&id)) {
+        Some(entry) => Ok(Json(entry)),
+        None if view.get(&keys::erased(&id)).is_some() => {
+            Err(ApiError::new(StatusCode::GONE, "erased", "the record was erased"))
+        }
+        None => Err(ApiError::not_found("record")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -1078,12 +1090,14 @@ async fn access_share(
     let db = &state.app.inner().db;
     // The vault holds the share once the janitor has seen the record's block; until then it is
     // opened from the sidecar.
-    let opened = match db.vault_get(&record.record, record.version).map_err(ApiError::internal)? {
-        Some(opened) => zeroize::Zeroizing::new(opened),
+    let Some(keyring) = state.keyring.as_deref() else {
+        return Err(ApiError::not_found("threshold share (this validator holds no share key)"));
+    };
+    let vaulted = db.vault_get(&record.record, record.version).map_err(ApiError::internal)?;
+    let opened = match vaulted.and_then(|row| keyring.open_share(&record.record, record.version, &row)) {
+        Some(opened) => opened,
         None => {
-            let Some(key) = state.share_key.as_deref() else {
-                return Err(ApiError::not_found("threshold share (this validator holds no share key)"));
-            };
+            let key = keyring.current();
             let bytes = db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
             let shares = bytes
                 .and_then(|b| Sidecar::decode(&b).ok())
@@ -1098,11 +1112,11 @@ async fn access_share(
                 )
             };
             let context = threshold::share_context(chain_id, record.record, record.version, info.epoch, state.index);
-            let opened = medledger_crypto::wrap::open(key, &mine.envelope, &context).map_err(|_| miswrapped())?;
+            let opened = medledger_crypto::wrap::open(&key, &mine.envelope, &context).map_err(|_| miswrapped())?;
             if opened.len() != threshold::SHARES_SECRET_BYTES {
                 return Err(miswrapped());
             }
-            zeroize::Zeroizing::new(opened.to_vec())
+            opened
         }
     };
     // The emergency share of k_env goes only to a reader whom break-glass alone allowed (they
@@ -1123,6 +1137,17 @@ async fn access_share(
 )]
 async fn genesis(State(state): State<ApiState>) -> Json<medledger_ledger::Genesis> {
     Json(state.app.inner().genesis.clone())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/threshold",
+    tag = "chain",
+    responses((status = 200, description = "The validators' current share keys (threshold release) as this validator's committed state has them: each validator replaces its key after an erasure, and the epoch counts the replacements. Clients use keys that f + 1 validators report alike.", body = ThresholdConfig), Problems)
+)]
+async fn threshold_config(State(state): State<ApiState>) -> ApiResult<Json<ThresholdConfig>> {
+    let config: Option<ThresholdConfig> = read(&view(&state)?, keys::THRESHOLD);
+    config.map(Json).ok_or_else(|| ApiError::not_found("threshold release (the network has no share keys)"))
 }
 
 #[utoipa::path(

@@ -187,15 +187,15 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
     Ok(genesis)
 }
 
-/// This validator's share key, checked against the public key genesis names for it; `None` on a
-/// network without threshold release.
+/// This validator's genesis share key, checked against the public key genesis names for it;
+/// `None` on a network without threshold release, or once the validator has replaced it (the
+/// keyring in its data directory holds the current key then; see [`crate::keyring`]).
 pub fn share_key(genesis: &Genesis, file: &ValidatorFile) -> Result<Option<DecryptionKey>, ConfigError> {
     let Some(keys) = &genesis.share_keys else { return Ok(None) };
     let public =
         keys.get(file.index as usize).ok_or_else(|| ConfigError::Invalid("validator index not in genesis".into()))?;
-    let secret = file.share_secret.as_deref().and_then(|h| hex::decode(h).ok()).ok_or_else(|| {
-        ConfigError::Invalid("genesis names a share key but validator.json has no share_secret".into())
-    })?;
+    let Some(secret) = file.share_secret.as_deref() else { return Ok(None) };
+    let secret = hex::decode(secret).map_err(|_| ConfigError::Invalid("malformed share_secret".into()))?;
     let key = DecryptionKey::from_bytes(public.suite, &zeroize::Zeroizing::new(secret))
         .map_err(|_| ConfigError::Invalid("malformed share_secret".into()))?;
     if key.encryption_key() != public {

@@ -4,8 +4,11 @@
 //! every step is idempotent.
 //!
 //! - **Vaulting**: this validator opens its share of each new record version with its share key
-//!   and keeps it in its vault (local, outside the Merkle state), so releases need the vault, not
-//!   the key.
+//!   and keeps it in its vault (local, outside the Merkle state, sealed; see [`crate::keyring`]),
+//!   so releases need the vault, not the key.
+//! - **Share-key rotation**: an erasure asks for a new share key; the janitor announces the
+//!   successor (a `ShareKey` transaction signed with the consensus key) and, when this validator's
+//!   announcement is committed, switches to it and destroys the old key.
 //! - **Rotation**: the ciphertext a `Rotate` replaced is deleted from the store (the validators
 //!   share the store, so an object already gone is fine).
 //! - **Erasure**: for an applied `Erase`, every version's ciphertext leaves the store; every
@@ -17,20 +20,27 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use medledger_crypto::wrap::DecryptionKey;
-use medledger_ledger::{GrantScope, Sidecar, TxKind, parse_purged, purged_slot, threshold};
+use medledger_crypto::sign::SigningKey;
+use medledger_ledger::state::last_nonce;
+use medledger_ledger::{
+    GrantScope, ShareKey, Sidecar, Transaction, TxBody, TxKind, parse_purged, purged_slot, threshold,
+    validator_member_id,
+};
 use medledger_store::Blobs;
-use medledger_types::{Digest, Height, RecordId};
+use medledger_types::{Digest, Height, RecordId, TxId};
 
 use crate::app::{App, tx_outcome};
+use crate::keyring::Keyring;
 
 pub struct Janitor {
     pub app: App,
     pub blobs: Blobs,
-    /// This validator's share key (threshold release), if the network has one.
-    pub share_key: Option<Arc<DecryptionKey>>,
-    /// This validator's index in the validator set.
+    /// This validator's share key and vault (threshold release), if the network has them.
+    pub keyring: Option<Arc<Keyring>>,
+    /// This validator's index in the validator set, and its consensus key (it signs the
+    /// validator's own transactions).
     pub index: u32,
+    pub consensus_key: SigningKey,
     pub cursor: PathBuf,
 }
 
@@ -39,6 +49,7 @@ impl Janitor {
     pub async fn run(self) {
         let mut done: u64 = std::fs::read_to_string(&self.cursor).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         let mut commits = self.app.subscribe();
+        let mut announced: Option<TxId> = None;
         loop {
             let top = self.app.last_applied().height.get();
             while done < top {
@@ -56,10 +67,46 @@ impl Janitor {
                     }
                 }
             }
+            if done == top
+                && let Err(e) = self.announce_successor(&mut announced)
+            {
+                tracing::warn!(error = %e, "share key successor not announced yet");
+            }
             if commits.changed().await.is_err() {
                 return;
             }
         }
+    }
+
+    /// When an erasure asks for it, submits this validator's next share key, once: again only if
+    /// the announcement left the mempool without being applied.
+    fn announce_successor(&self, announced: &mut Option<TxId>) -> Result<(), String> {
+        let Some(keyring) = &self.keyring else { return Ok(()) };
+        if !keyring.wants_rotation() {
+            return Ok(());
+        }
+        let signer = validator_member_id(&self.consensus_key.verifying_key());
+        let nonce = {
+            let view = self.app.inner().db.view(&[]).map_err(|e| e.to_string())?;
+            if let Some(id) = announced
+                && (self.app.has_pending(id) || tx_outcome(&view, id).is_some_and(|r| r.outcome.is_applied()))
+            {
+                return Ok(());
+            }
+            last_nonce(&view, &signer).checked_next().ok_or("nonces exhausted")?
+        };
+        let successor = keyring.successor()?;
+        let body = TxBody {
+            chain_id: self.app.inner().chain_id,
+            signer,
+            nonce,
+            kind: TxKind::ShareKey(ShareKey { validator: self.index, public_key: successor.encryption_key().clone() }),
+            sidecar_digest: None,
+        };
+        let (id, _) = self.app.submit(Transaction::sign(body, &self.consensus_key), None).map_err(|e| e.to_string())?;
+        tracing::info!("share key successor announced");
+        *announced = Some(id);
+        Ok(())
     }
 
     /// The work block `height` asks for.
@@ -72,7 +119,9 @@ impl Janitor {
             let view = self.app.inner().db.view(&[]).map_err(|e| e.to_string())?;
             block.txs.iter().map(|tx| tx_outcome(&view, &tx.id()).is_some_and(|r| r.outcome.is_applied())).collect()
         };
+        let db = &self.app.inner().db;
         let (mut vault, mut retired, mut erased) = (Vec::new(), Vec::new(), Vec::new());
+        // In block order: a share-key switch applies to the records after it in the block.
         for ((tx, slot), applied) in block.txs.iter().zip(&block.sidecars).zip(applied) {
             if !applied {
                 continue;
@@ -85,19 +134,29 @@ impl Janitor {
                 }
                 TxKind::Erase(erase) => {
                     erased.push(erase.record);
+                    if let Some(keyring) = &self.keyring {
+                        keyring.request_rotation()?;
+                    }
+                    None
+                }
+                TxKind::ShareKey(next) if next.validator == self.index => {
+                    if let Some(keyring) = &self.keyring {
+                        db.vault_put(&std::mem::take(&mut vault)).map_err(|e| e.to_string())?;
+                        keyring.advance(&next.public_key, db)?;
+                    }
                     None
                 }
                 _ => None,
             };
-            if let (Some(r), Some(bytes)) = (written, slot)
-                && let Some(opened) = self.open_share(r.record, r.version, bytes)
+            if let (Some(r), Some(bytes), Some(keyring)) = (written, slot, &self.keyring)
+                && let Some(opened) = self.open_share(keyring, r.record, r.version, bytes)
             {
-                vault.push((r.record, r.version, opened));
+                vault.push((r.record, r.version, keyring.seal_share(&r.record, r.version, &opened)?));
             }
         }
         // A version put and erased in the same block is vaulted, then erased.
         if !vault.is_empty() {
-            self.app.inner().db.vault_put(&vault).map_err(|e| e.to_string())?;
+            db.vault_put(&vault).map_err(|e| e.to_string())?;
         }
         for digest in retired {
             self.blobs.delete(&digest).await.map_err(|e| e.to_string())?;
@@ -110,14 +169,20 @@ impl Janitor {
     }
 
     /// This validator's opened share of a record version, from the sidecar that carried it.
-    fn open_share(&self, record: RecordId, version: u32, sidecar: &[u8]) -> Option<Vec<u8>> {
-        let key = self.share_key.as_deref()?;
+    fn open_share(
+        &self,
+        keyring: &Keyring,
+        record: RecordId,
+        version: u32,
+        sidecar: &[u8],
+    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        let key = keyring.current();
         let shares = Sidecar::decode(sidecar).ok()?.threshold.0?;
         let mine = shares.shares.get(self.index as usize)?;
         let chain_id = self.app.inner().chain_id;
         let context = threshold::share_context(chain_id, record, version, shares.epoch, self.index);
-        match medledger_crypto::wrap::open(key, &mine.envelope, &context) {
-            Ok(opened) if opened.len() == threshold::SHARES_SECRET_BYTES => Some(opened.to_vec()),
+        match medledger_crypto::wrap::open(&key, &mine.envelope, &context) {
+            Ok(opened) if opened.len() == threshold::SHARES_SECRET_BYTES => Some(opened),
             _ => {
                 // The author wrapped this validator's share wrongly: the other validators' shares
                 // still serve the record (and this one answers 409 to a release).

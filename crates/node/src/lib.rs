@@ -6,6 +6,7 @@ pub mod config;
 pub mod consensus;
 pub mod forward;
 pub mod janitor;
+pub mod keyring;
 pub mod metrics;
 pub mod peers;
 pub mod ratelimit;

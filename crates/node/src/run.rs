@@ -14,7 +14,8 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
     let genesis = load_genesis(dir)?;
     let file = load_validator(dir, index)?;
     let cfg = consensus_config(dir, &genesis, &file)?;
-    let share_key = crate::config::share_key(&genesis, &file)?.map(std::sync::Arc::new);
+    let share_key = crate::config::share_key(&genesis, &file)?;
+    let share_suite = genesis.share_keys.as_ref().and_then(|keys| keys.get(index as usize)).map(|k| k.suite);
     let data = validator_dir(dir, index).join("data");
     let blobs = Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX)?;
     let scheme = if file.tls.is_some() { "https" } else { "http" };
@@ -31,6 +32,17 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         .collect();
     let gc_cursor = data.join("blob-gc-height");
     let app = App::open(&data, genesis)?;
+    let keyring = match share_suite {
+        Some(suite) => {
+            let validator_json = validator_dir(dir, index).join("validator.json");
+            let chain_id = app.inner().chain_id;
+            let keyring =
+                crate::keyring::Keyring::open(&data, &validator_json, chain_id, suite, share_key, &app.inner().db)
+                    .map_err(anyhow::Error::msg)?;
+            Some(std::sync::Arc::new(keyring))
+        }
+        None => None,
+    };
     let runner = crate::consensus::tokio_runner(&cfg);
     use commonware_runtime::{Metrics as _, Runner as _, Supervisor as _};
     runner.start(|context| async move {
@@ -59,13 +71,14 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         let janitor = crate::janitor::Janitor {
             app: app.clone(),
             blobs: blobs.clone(),
-            share_key: share_key.clone(),
+            keyring: keyring.clone(),
             index,
+            consensus_key: medledger_crypto::sign::SigningKey::from_bytes(&cfg.signing_seed),
             cursor: gc_cursor,
         };
         tokio::spawn(janitor.run());
         let state =
-            ApiState { app: app.clone(), blobs, validators, forwarder, index, peers, ops: ops.clone(), share_key };
+            ApiState { app: app.clone(), blobs, validators, forwarder, index, peers, ops: ops.clone(), keyring };
         tokio::spawn(async move {
             let listener = match crate::tls::ApiListener::new(listener, tls) {
                 Ok(l) => l,

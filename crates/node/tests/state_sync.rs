@@ -111,7 +111,7 @@ fn api(app: &App, dir: &std::path::Path) -> axum::Router {
         index: 0,
         peers: Default::default(),
         ops: Default::default(),
-        share_key: None,
+        keyring: None,
     })
 }
 

@@ -223,6 +223,12 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
     }
 
+    /// Validator `api`'s view of the current share keys (threshold release).
+    pub async fn threshold_at(&self, api: &str) -> Result<medledger_ledger::threshold::ThresholdConfig> {
+        let bytes = self.send_via(&[api], Method::GET, "/v1/threshold", None, None).await?;
+        serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
+    }
+
     /// The network's genesis as a validator serves it (the caller checks it against its chain id).
     pub async fn genesis(&self) -> Result<medledger_ledger::Genesis> {
         self.get_json("/v1/genesis", None).await
@@ -301,7 +307,7 @@ fn problem_error(status: StatusCode, body: &[u8]) -> SdkError {
     match problem.as_ref().map(|p| p.kind.as_str()) {
         Some(PROBLEM_ACCESS_DENIED) => SdkError::Denied(title),
         Some(PROBLEM_INTEGRITY) => SdkError::Integrity(title),
-        _ if status == StatusCode::NOT_FOUND => SdkError::NotFound(title),
+        _ if status == StatusCode::NOT_FOUND || status == StatusCode::GONE => SdkError::NotFound(title),
         _ if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN => SdkError::Denied(title),
         _ if status.is_client_error() => SdkError::Usage(title),
         _ => SdkError::Other(title),

@@ -60,8 +60,8 @@ pub struct Session {
     /// one member (a gateway serving several applications) never reuse a nonce. Held while
     /// signing and submitting, so a signer's transactions reach the validator in nonce order.
     nonces: tokio::sync::Mutex<HashMap<MemberId, u64>>,
-    /// The network's threshold release (from its genesis), once fetched.
-    pub(crate) release: tokio::sync::OnceCell<Option<std::sync::Arc<crate::release::Release>>>,
+    /// The network's threshold release as last fetched, and when (see [`Session::release`]).
+    pub(crate) release: std::sync::Mutex<Option<crate::release::Cached>>,
 }
 
 /// Chart secrets travel as `suite ‖ secret key`.
@@ -337,6 +337,18 @@ impl Session {
         patient: &Contact,
         plaintext: &[u8],
     ) -> Result<(RecordId, Committed)> {
+        match self.put_record_once(me, patient, plaintext).await {
+            Err(e) if self.stale_shares(&e).await? => self.put_record_once(me, patient, plaintext).await,
+            other => other,
+        }
+    }
+
+    async fn put_record_once(
+        &self,
+        me: &Identity,
+        patient: &Contact,
+        plaintext: &[u8],
+    ) -> Result<(RecordId, Committed)> {
         let metadata = describe(plaintext)?;
         self.release().await?;
         let chart = self.client.chart(&patient.member).await?;
@@ -350,6 +362,19 @@ impl Session {
     /// Writes the next version of `record`. With `expected`, refuses (conflict) unless the
     /// record is still at that version.
     pub async fn append_version(
+        &self,
+        me: &Identity,
+        record: RecordId,
+        expected: Option<u32>,
+        plaintext: &[u8],
+    ) -> Result<Committed> {
+        match self.append_version_once(me, record, expected, plaintext).await {
+            Err(e) if self.stale_shares(&e).await? => self.append_version_once(me, record, expected, plaintext).await,
+            other => other,
+        }
+    }
+
+    async fn append_version_once(
         &self,
         me: &Identity,
         record: RecordId,
@@ -379,6 +404,13 @@ impl Session {
     /// ciphertext, which every validator then deletes from the store: for when a reader who lost
     /// access may have kept a key. Reading the current version is an audited access as always.
     pub async fn rotate(&self, me: &Identity, record: RecordId, purpose: PurposeOfUse) -> Result<Committed> {
+        match self.rotate_once(me, record, purpose).await {
+            Err(e) if self.stale_shares(&e).await? => self.rotate_once(me, record, purpose).await,
+            other => other,
+        }
+    }
+
+    async fn rotate_once(&self, me: &Identity, record: RecordId, purpose: PurposeOfUse) -> Result<Committed> {
         self.release().await?;
         let current = self.get_record(me, record, purpose).await?;
         let entry = current.record;

@@ -1,10 +1,14 @@
 //! Threshold release on the client (DESIGN §6a): dealing a record's `k_thr` to the validators when
 //! writing, and collecting `threshold` released shares when reading.
 //!
-//! The validators' share keys come from the network's genesis, which the client checks against the
-//! chain id it was configured with, so no single validator can substitute its own keys.
+//! The validators' share keys start as the network's genesis names them (the client checks the
+//! genesis against the chain id it was configured with). A validator replaces its key after an
+//! erasure (a `ShareKey` transaction it signs), so the client asks every validator for the
+//! current keys and uses only keys at least f + 1 of them report alike: one of those is honest,
+//! so no f validators can substitute keys of their own.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -31,6 +35,13 @@ pub struct Release {
     pub apis: Vec<String>,
 }
 
+/// How long the fetched share keys are used before they are fetched again (a write the ledger
+/// refuses for stale keys also refetches them).
+const RELEASE_TTL: Duration = Duration::from_secs(30);
+
+/// The release configuration as fetched, and when.
+pub(crate) type Cached = (Option<Arc<Release>>, Instant);
+
 /// What sealing a record under threshold release produced beside the ciphertext.
 pub(crate) struct Dealt {
     pub dek: DataKey,
@@ -40,34 +51,85 @@ pub(crate) struct Dealt {
 }
 
 impl Session {
-    /// The network's threshold release, from its genesis (fetched once and checked against this
-    /// session's chain id); `None` on a network without it.
+    /// The network's threshold release: its validators and their current share keys (fetched at
+    /// most every [`RELEASE_TTL`]); `None` on a network without it.
     pub async fn release(&self) -> Result<Option<Arc<Release>>> {
-        self.release
-            .get_or_try_init(|| async {
-                let genesis = self.client.genesis().await?;
-                if genesis.chain_id() != self.chain_id || genesis.validate().is_err() {
-                    return Err(SdkError::Integrity("the validator served another network's genesis".into()));
-                }
+        if let Some((release, at)) = self.release.lock().expect("release lock").clone()
+            && at.elapsed() < RELEASE_TTL
+        {
+            return Ok(release);
+        }
+        self.refresh_release().await
+    }
+
+    /// Fetches the release configuration again: the genesis (checked against this session's chain
+    /// id), then the current share keys that at least f + 1 validators report alike.
+    pub async fn refresh_release(&self) -> Result<Option<Arc<Release>>> {
+        let genesis = self.client.genesis().await?;
+        if genesis.chain_id() != self.chain_id || genesis.validate().is_err() {
+            return Err(SdkError::Integrity("the validator served another network's genesis".into()));
+        }
+        let release = match genesis.share_keys.clone() {
+            None => None,
+            Some(keys) => {
                 let scheme = self.client.scheme();
-                Ok(genesis.share_keys.clone().map(|keys| {
-                    Arc::new(Release {
-                        config: ThresholdConfig::for_validators(0, keys),
-                        apis: genesis.validators.iter().map(|v| format!("{scheme}://{}", v.api_address)).collect(),
-                    })
-                }))
-            })
-            .await
-            .cloned()
+                let apis: Vec<String> =
+                    genesis.validators.iter().map(|v| format!("{scheme}://{}", v.api_address)).collect();
+                let config = self.current_share_keys(&apis, ThresholdConfig::for_validators(0, keys)).await?;
+                Some(Arc::new(Release { config, apis }))
+            }
+        };
+        *self.release.lock().expect("release lock") = Some((release.clone(), Instant::now()));
+        Ok(release)
+    }
+
+    /// The newest share-key configuration that `threshold` (f + 1) validators report alike.
+    async fn current_share_keys(&self, apis: &[String], genesis: ThresholdConfig) -> Result<ThresholdConfig> {
+        let answers = futures::future::join_all(apis.iter().map(|api| self.client.threshold_at(api))).await;
+        let mut votes: Vec<(ThresholdConfig, usize)> = Vec::new();
+        for config in answers.into_iter().flatten() {
+            match votes.iter_mut().find(|(c, _)| *c == config) {
+                Some((_, n)) => *n += 1,
+                None => votes.push((config, 1)),
+            }
+        }
+        let agreed = votes
+            .into_iter()
+            .filter(|(c, n)| *n >= usize::from(genesis.threshold) && c.share_keys.len() == genesis.share_keys.len())
+            .map(|(c, _)| c)
+            .max_by_key(|c| c.epoch)
+            .ok_or_else(|| {
+                SdkError::Other("fewer than f + 1 validators agree on the share keys; retry shortly".into())
+            })?;
+        if (agreed.epoch == 0 && agreed != genesis)
+            || agreed.threshold != genesis.threshold
+            || agreed.emergency_threshold != genesis.emergency_threshold
+        {
+            return Err(SdkError::Integrity("validators report share keys their genesis does not name".into()));
+        }
+        Ok(agreed)
     }
 
     /// The release configuration loaded by [`Session::release`] (which every async write path
     /// awaits before sealing).
     pub(crate) fn loaded_release(&self) -> Result<Option<Arc<Release>>> {
         self.release
-            .get()
-            .cloned()
+            .lock()
+            .expect("release lock")
+            .as_ref()
+            .map(|(release, _)| release.clone())
             .ok_or_else(|| SdkError::Other("the network's release configuration was not loaded".into()))
+    }
+
+    /// Whether `error` is the ledger refusing a record dealt for share keys a validator has since
+    /// replaced; if so, fetches the current keys (the caller then seals again).
+    pub async fn stale_shares(&self, error: &SdkError) -> Result<bool> {
+        let stale =
+            matches!(error, SdkError::Usage(m) if m.contains(medledger_ledger::Rejection::ThresholdShares.as_str()));
+        if stale {
+            self.refresh_release().await?;
+        }
+        Ok(stale)
     }
 
     /// Makes a record version's two key halves, its data key and the validators' wrapped shares:
@@ -123,8 +185,8 @@ impl Session {
         let n = release.apis.len();
         let threshold = usize::from(public.threshold);
         let needed = if emergency { usize::from(public.emergency_threshold) } else { threshold };
-        if public.epoch != release.config.epoch
-            || public.commitments.len() != n
+        // (The record's shares may be of an earlier share epoch: each validator keeps its shares.)
+        if public.commitments.len() != n
             || public.emergency_commitments.len() != n
             || threshold == 0
             || needed < threshold

@@ -357,6 +357,45 @@ impl StateDb {
         Ok(table.get(vault_key(record, version).as_slice()).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
+    /// Replaces every vault row with `reseal(record, version, row)`, or deletes it when that gives
+    /// `None`, in one transaction; returns how many rows it kept.
+    pub fn vault_rekey(
+        &self,
+        mut reseal: impl FnMut(&RecordId, u32, &[u8]) -> Option<Vec<u8>>,
+    ) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut kept = 0;
+        {
+            let mut table = txn.open_table(VAULT).map_err(db_err)?;
+            let mut rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+            for entry in table.iter().map_err(db_err)? {
+                let (k, v) = entry.map_err(db_err)?;
+                let key = k.value();
+                let (Some(record), Some(version)) = (
+                    key.get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()).map(RecordId::new),
+                    key.get(16..20).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes),
+                ) else {
+                    rows.push((key.to_vec(), None));
+                    continue;
+                };
+                rows.push((key.to_vec(), reseal(&record, version, v.value())));
+            }
+            for (key, row) in rows {
+                match row {
+                    Some(row) => {
+                        table.insert(key.as_slice(), row.as_slice()).map_err(db_err)?;
+                        kept += 1;
+                    }
+                    None => {
+                        table.remove(key.as_slice()).map_err(db_err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(kept)
+    }
+
     /// Deletes every version's shares of `record` (erasure); returns how many there were.
     pub fn vault_erase(&self, record: &RecordId) -> Result<usize, StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
