@@ -29,6 +29,7 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("get", "/v1/access/{tx}/content", true),
     ("get", "/v1/access/{tx}/share", true),
     ("get", "/v1/genesis", false),
+    ("get", "/v1/threshold", false),
     ("get", "/v1/audit/flagged", true),
     ("get", "/v1/sync/state", true),
     ("get", "/v1/sync/chain", true),
