@@ -54,6 +54,8 @@ struct World {
     /// The validators' consensus keys (they sign their own share-key transactions).
     validators: Vec<SigningKey>,
     validator_keys: Vec<VerifyingKey>,
+    /// Every record version's sidecar as written (what a validator or an observer keeps).
+    sidecars: BTreeMap<(RecordId, u32), Sidecar>,
 }
 
 /// A block executed earlier: height, time, transactions and sidecars.
@@ -109,6 +111,7 @@ impl World {
             history: Vec::new(),
             validator_keys: validators.iter().map(SigningKey::verifying_key).collect(),
             validators,
+            sidecars: BTreeMap::new(),
             state,
             height: 0,
             time: T0,
@@ -262,7 +265,11 @@ impl World {
             recipients,
         };
         let kind = if version == 1 { TxKind::RegisterRecord(body) } else { TxKind::AppendVersion(body) };
-        self.one(author, kind, Some(&sidecar))
+        let outcome = self.one(author, kind, Some(&sidecar));
+        if outcome.is_applied() {
+            self.sidecars.insert((record, version), sidecar);
+        }
+        outcome
     }
 
     fn put_own(&mut self, patient: &mut Who, record: RecordId) -> TxOutcome {
@@ -1081,4 +1088,160 @@ fn execution_is_deterministic() {
     let second = execute_block(&a.w.state.clone(), ctx, &[tx.0], &[None]).unwrap();
     assert_eq!(first, second);
     assert_ne!(c.w.chain, a.w.chain, "each genesis has its own chain id");
+}
+
+/// SplitMix64: a seeded, replayable sequence for the simulation below (not for keys).
+struct Seeded(u64);
+
+impl Seeded {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// How the f Byzantine validators of a simulation behave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Byzantine {
+    /// Open their shares for anyone who asks, logged access or not, erased record or not.
+    ReleaseToAnyone,
+    /// Release nothing, ever.
+    Withhold,
+}
+
+/// One seeded run: `n` validators (one per organisation), f of them Byzantine, and a random mix of
+/// writes, per-record grants and revocations, reads by every role and erasures, executed by the
+/// real executor. After every read attempt each validator decides as the node does
+/// ([`served_access`]) and opens its real share envelope; the reader combines what it gets.
+/// Invariant: the reader recovers `k_thr` exactly when the ledger holds an allowed access of its
+/// own for the record's current version: f Byzantine releases never suffice, f withheld shares
+/// never stop an allowed read. Returns how many reads succeeded and how many were refused.
+fn simulate_share_release(seed: u64) -> (usize, usize) {
+    use medledger_crypto::threshold::{SHARE_BYTES, Share};
+    use medledger_ledger::serve::served_access;
+
+    let mut rng = Seeded(seed);
+    let n = [4, 7][rng.below(2)];
+    let f = (n - 1) / 3;
+    let mode = if rng.below(2) == 0 { Byzantine::ReleaseToAnyone } else { Byzantine::Withhold };
+    let mut byzantine = std::collections::BTreeSet::new();
+    while byzantine.len() < f {
+        byzantine.insert(rng.below(n));
+    }
+    let mut admins: Vec<Who> = (0..n).map(|k| Who::new(1 + k as u8)).collect();
+    let names: Vec<String> = (0..n).map(|k| format!("org{k}")).collect();
+    let orgs: Vec<(&str, &Who)> = names.iter().map(String::as_str).zip(admins.iter()).collect();
+    let mut w = World::with_validators(&orgs, n, true);
+    let mut cast: Vec<(Who, Role)> = [
+        (40, Role::Patient),
+        (41, Role::Patient),
+        (42, Role::Doctor),
+        (43, Role::Doctor),
+        (44, Role::Nurse),
+        (45, Role::Auditor),
+        (46, Role::Emergency),
+    ]
+    .into_iter()
+    .map(|(k, role)| (Who::new(k), role))
+    .collect();
+    for (who, role) in &cast {
+        assert_eq!(w.enroll(&mut admins[0], who, "org0", *role), TxOutcome::Applied);
+    }
+    let config: ThresholdConfig = borsh::from_slice(&w.state[keys::THRESHOLD]).unwrap();
+    let threshold = usize::from(config.threshold);
+    let mut records: Vec<(RecordId, usize)> = Vec::new();
+    let (mut served_reads, mut refused_reads) = (0, 0);
+    for step in 0..60 {
+        let context = format!("seed {seed} step {step} (n = {n}, Byzantine {byzantine:?} {mode:?})");
+        match rng.below(10) {
+            0 | 1 => {
+                let owner = rng.below(2);
+                let record = RecordId::new(rng.next().to_be_bytes().repeat(2).try_into().unwrap());
+                assert_eq!(w.put_own(&mut cast[owner].0, record), TxOutcome::Applied, "{context}");
+                records.push((record, owner));
+            }
+            2 | 3 if !records.is_empty() => {
+                let (record, owner) = records[rng.below(records.len())];
+                let to = 2 + rng.below(cast.len() - 2);
+                let (head, tail) = cast.split_at_mut(to);
+                let _ = w.grant(&mut head[owner].0, &tail[0].0, GrantScope::Record(record), false, None);
+            }
+            4 if !records.is_empty() => {
+                let (record, owner) = records[rng.below(records.len())];
+                let from = cast[2 + rng.below(cast.len() - 2)].0.id;
+                let patient = cast[owner].0.id;
+                let kind = TxKind::Revoke(Revoke {
+                    patient,
+                    grantee: from,
+                    scope: GrantScope::Record(record),
+                    new_chart: None,
+                });
+                let _ = w.one(&mut cast[owner].0, kind, None);
+            }
+            5 if !records.is_empty() => {
+                let (record, owner) = records[rng.below(records.len())];
+                let _ = w.erase(&mut cast[owner].0, record);
+            }
+            _ if !records.is_empty() => {
+                let (record, owner) = records[rng.below(records.len())];
+                let reader = if rng.below(3) == 0 { owner } else { rng.below(cast.len()) };
+                let access = RecordAccess { record, version: 1, purpose: PurposeOfUse::Treat };
+                let tx = w.tx(&mut cast[reader].0, TxKind::RecordAccess(access.clone()), None);
+                let allowed = w.block(vec![tx.clone()]).remove(0).is_applied();
+                let tx_id = tx.0.id();
+                let served = served_access(&w.state, &tx_id, &access, &cast[reader].0.id);
+                assert_eq!(served.is_ok(), allowed, "{context}: served iff allowed (version 1 is current)");
+                let sidecar = &w.sidecars[&(record, 1)];
+                let shares = &sidecar.threshold.0.as_ref().unwrap().shares;
+                let released: Vec<Share> = (0..n)
+                    .filter(|i| match (byzantine.contains(i), mode) {
+                        (true, Byzantine::ReleaseToAnyone) => true,
+                        (true, Byzantine::Withhold) => false,
+                        (false, _) => served.is_ok(),
+                    })
+                    .map(|i| {
+                        let context = share_context(w.chain, record, 1, config.epoch, i as u32);
+                        let opened = wrap::open(&w.share_keys[i], &shares[i].envelope, &context).unwrap();
+                        Share::from_slice(&opened[..SHARE_BYTES]).unwrap()
+                    })
+                    .collect();
+                let recovered =
+                    released.len() >= threshold && *shamir::combine(&released[..threshold]).unwrap() == [5u8; 32];
+                assert_eq!(recovered, allowed, "{context}: {} shares released", released.len());
+                if allowed {
+                    served_reads += 1;
+                } else {
+                    refused_reads += 1;
+                    assert!(released.len() <= f, "{context}: honest validators released for a refused read");
+                }
+            }
+            _ => {}
+        }
+    }
+    (served_reads, refused_reads)
+}
+
+/// DESIGN §6a under f Byzantine validators, deterministic and replayable: `MEDLEDGER_SIM_SEED=S`
+/// runs one seed.
+#[test]
+fn share_release_simulation_with_f_byzantine_validators() {
+    let seeds: Vec<u64> = match std::env::var("MEDLEDGER_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("MEDLEDGER_SIM_SEED is a number")],
+        Err(_) => (0..16).collect(),
+    };
+    let (mut served, mut refused) = (0, 0);
+    for seed in seeds {
+        let (s, r) = simulate_share_release(seed);
+        served += s;
+        refused += r;
+    }
+    println!("share release simulation: {served} reads served, {refused} refused");
+    assert!(served > 20 && refused > 20, "the runs exercise both sides: {served} served, {refused} refused");
 }

@@ -15,8 +15,9 @@ use medledger_ledger::api::{
     ReleasedShare, SubmitRequest, SubmitResponse, ThresholdPublic, TxStatus,
 };
 use medledger_ledger::httpsig::{self, RequestParts};
+use medledger_ledger::serve::{Refusal, Served, served_access};
 use medledger_ledger::state::{
-    AccessBasis, AuditEvent, ChartEntry, EnvelopeRef, FlaggedEntry, GrantEntry, MemberEntry, MemberStatus, RecordEntry,
+    AuditEvent, ChartEntry, EnvelopeRef, FlaggedEntry, GrantEntry, MemberEntry, MemberStatus, RecordEntry,
     TxResultEntry, keys, last_nonce, read,
 };
 use medledger_ledger::threshold::{self, ThresholdConfig};
@@ -996,18 +997,7 @@ fn storage_failure(state: &ApiState, error: BlobError) -> ApiError {
 }
 
 /// The record of an allowed RecordAccess signed by the requester, committed within the window.
-fn allowed_access(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<(MemberEntry, RecordEntry)> {
-    let view = view(state)?;
-    let result: TxResultEntry = read(&view, &keys::tx_result(tx)).ok_or(ApiError::not_found("committed access"))?;
-    if result.signer != me.id {
-        return Err(ApiError::denied("the access was signed by someone else"));
-    }
-    if !result.outcome.is_applied() {
-        return Err(ApiError::denied("the access was denied"));
-    }
-    if wall_clock_ms().saturating_sub(result.time.get()) > ACCESS_WINDOW_MS {
-        return Err(ApiError::denied("the access has expired; request it again"));
-    }
+fn allowed_access(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<(MemberEntry, Served)> {
     let (height, index) = state
         .app
         .inner()
@@ -1019,11 +1009,17 @@ fn allowed_access(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<(Me
     let Some(TxKind::RecordAccess(access)) = block.txs.get(index as usize).map(|t| &t.body.kind) else {
         return Err(ApiError::bad("not a record access"));
     };
-    let record: RecordEntry = read(&view, &keys::record(&access.record)).ok_or(ApiError::not_found("record"))?;
-    if record.version != access.version {
-        return Err(ApiError::denied("the record changed since the access"));
+    let served = served_access(&view(state)?, tx, access, &me.id).map_err(|refusal| match refusal {
+        Refusal::NotCommitted => ApiError::not_found("committed access"),
+        Refusal::OtherSigner => ApiError::denied("the access was signed by someone else"),
+        Refusal::Denied => ApiError::denied("the access was denied"),
+        Refusal::RecordGone => ApiError::not_found("record"),
+        Refusal::RecordChanged => ApiError::denied("the record changed since the access"),
+    })?;
+    if wall_clock_ms().saturating_sub(served.result.time.get()) > ACCESS_WINDOW_MS {
+        return Err(ApiError::denied("the access has expired; request it again"));
     }
-    Ok((me, record))
+    Ok((me, served))
 }
 
 #[utoipa::path(
@@ -1040,7 +1036,7 @@ async fn access_bundle(
     Signed(me): Signed,
 ) -> ApiResult<Json<AccessBundle>> {
     let tx: TxId = parse(&tx, "transaction id")?;
-    let (me, record) = allowed_access(&state, &tx, me)?;
+    let (me, Served { record, .. }) = allowed_access(&state, &tx, me)?;
     let view = view(&state)?;
     let subject = KeySubject::Record { record: record.record, version: record.version };
     let me_holder = KeyHolder::Member { member: me.id };
@@ -1082,7 +1078,7 @@ async fn access_share(
     Signed(me): Signed,
 ) -> ApiResult<Json<ReleasedShare>> {
     let tx: TxId = parse(&tx, "transaction id")?;
-    let (me, record) = allowed_access(&state, &tx, me)?;
+    let (me, Served { record, emergency, .. }) = allowed_access(&state, &tx, me)?;
     let Some(info) = record.threshold.0 else {
         return Err(ApiError::not_found("threshold share (the record uses the direct suite)"));
     };
@@ -1121,7 +1117,6 @@ async fn access_share(
     };
     // The emergency share of k_env goes only to a reader whom break-glass alone allowed (they
     // hold no envelope); everyone else gets the k_thr share.
-    let emergency = read::<AccessBasis>(&view(&state)?, &keys::access_basis(&tx)) == Some(AccessBasis::BreakGlass);
     let released = if emergency { &opened[..] } else { &opened[..medledger_crypto::threshold::SHARE_BYTES] };
     let context = threshold::release_context(chain_id, record.record, record.version, info.epoch, state.index, me.id);
     let envelope = medledger_crypto::wrap::seal(&me.encryption_key, released, &context).map_err(ApiError::internal)?;
@@ -1164,7 +1159,7 @@ async fn access_content(
     Signed(me): Signed,
 ) -> ApiResult<Response> {
     let tx: TxId = parse(&tx, "transaction id")?;
-    let (_, record) = allowed_access(&state, &tx, me)?;
+    let (_, Served { record, .. }) = allowed_access(&state, &tx, me)?;
     let bytes = state.blobs.get(&record.digest).await.map_err(|e| match e {
         BlobError::Integrity => {
             state.app.inner().metrics.storage_errors.inc();
