@@ -224,10 +224,19 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                 if flagged && !json {
                     print!("patient {}  ", patient.to_hex());
                 }
-                print_audit(home, std::slice::from_ref(event), json);
+                // A break-glass note, for its readers (the patient and the auditors).
+                let mut note = None;
+                if matches!(event.action, AuditAction::BreakGlass { .. }) && event.decision == Decision::Allowed {
+                    match rt.block_on(session.break_glass_note(&me, &event.tx)) {
+                        Ok(text) => note = Some(text),
+                        Err(SdkError::NotFound(_) | SdkError::Denied(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                print_audit(home, event, note.as_deref(), json);
             }
         }
-        Command::BreakGlass { as_, patient, reason, duration } => {
+        Command::BreakGlass { as_, patient, reason, duration, note } => {
             let reason: EmergencyReason = reason.parse().map_err(|()| {
                 SdkError::Usage(
                     "--reason is one of unconscious, life-threatening, unable-to-consent, mass-casualty".into(),
@@ -238,7 +247,8 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
             let patient: Contact = rt.block_on(session.resolve(&patient))?;
             let me = load(home, &as_)?;
-            let committed = rt.block_on(session.break_glass(&me, &patient, Some(reason), duration_ms))?;
+            let committed =
+                rt.block_on(session.break_glass(&me, &patient, Some(reason), duration_ms, note.as_deref()))?;
             let until = committed.time.checked_add_ms(duration_ms).unwrap_or(committed.time);
             if json {
                 println!("{}", json!({"tx": committed.tx, "height": committed.height.get(), "until": rfc3339(until)}));
@@ -348,52 +358,53 @@ fn print_records(home: &Home, records: &[RecordEntry], json: bool) {
     }
 }
 
-fn print_audit(home: &Home, events: &[AuditEvent], json: bool) {
-    for e in events {
-        let (action, record) = match &e.action {
-            AuditAction::Read { record, .. } => ("read".to_string(), Some(*record)),
-            AuditAction::Write { record, .. } => ("write".to_string(), Some(*record)),
-            AuditAction::Grant { grantee, scope, write, .. } => {
-                let w = if *write { "+write" } else { "" };
-                (format!("grant{w} to {}", name_of(home, grantee)), scope_record(scope))
-            }
-            AuditAction::Revoke { grantee, scope } => {
-                (format!("revoke from {}", name_of(home, grantee)), scope_record(scope))
-            }
-            AuditAction::BreakGlass { reason, until } => {
-                let reason = reason.map_or("no reason", EmergencyReason::code);
-                let until = until.map(|t| format!(" until {}", rfc3339(t))).unwrap_or_default();
-                (format!("break-glass ({reason}){until}"), None)
-            }
-            AuditAction::Erase { record, versions } => (format!("erase ({versions} versions)"), Some(*record)),
-            AuditAction::LegalHold { record, hold } => {
-                (if *hold { "legal hold placed" } else { "legal hold lifted" }.to_string(), *record)
-            }
-        };
-        let flag = if e.is_flagged() { "  FLAGGED" } else { "" };
-        let decision = match &e.decision {
-            Decision::Allowed => "allowed".to_string(),
-            Decision::Denied { reason } => format!("denied ({reason})"),
-        };
-        let purpose = e.purpose.map(|p| p.as_str()).unwrap_or("-");
-        if json {
-            println!(
-                "{}",
-                json!({"height": e.height.get(), "time": rfc3339(e.time), "actor": e.actor, "actor_name": home.alias_of(&e.actor), "role": e.actor_role.as_str(), "org": e.actor_org.as_str(), "action": e.action, "purpose": e.purpose.map(|p| p.as_str()), "decision": e.decision, "tx": e.tx, "flagged": e.is_flagged()})
-            );
-        } else {
-            let record = record.map_or_else(|| "all records".to_string(), |r| r.to_hex());
-            println!(
-                "block {}  {}  {} ({})  {}  {}  {}  {}{flag}",
-                e.height,
-                rfc3339(e.time),
-                name_of(home, &e.actor),
-                e.actor_role.as_str(),
-                action,
-                record,
-                purpose,
-                decision
-            );
+fn print_audit(home: &Home, e: &AuditEvent, note: Option<&str>, json: bool) {
+    let (action, record) = match &e.action {
+        AuditAction::Read { record, .. } => ("read".to_string(), Some(*record)),
+        AuditAction::Write { record, .. } => ("write".to_string(), Some(*record)),
+        AuditAction::Grant { grantee, scope, write, .. } => {
+            let w = if *write { "+write" } else { "" };
+            (format!("grant{w} to {}", name_of(home, grantee)), scope_record(scope))
+        }
+        AuditAction::Revoke { grantee, scope } => {
+            (format!("revoke from {}", name_of(home, grantee)), scope_record(scope))
+        }
+        AuditAction::BreakGlass { reason, until } => {
+            let reason = reason.map_or("no reason", EmergencyReason::code);
+            let until = until.map(|t| format!(" until {}", rfc3339(t))).unwrap_or_default();
+            (format!("break-glass ({reason}){until}"), None)
+        }
+        AuditAction::Erase { record, versions } => (format!("erase ({versions} versions)"), Some(*record)),
+        AuditAction::LegalHold { record, hold } => {
+            (if *hold { "legal hold placed" } else { "legal hold lifted" }.to_string(), *record)
+        }
+    };
+    let flag = if e.is_flagged() { "  FLAGGED" } else { "" };
+    let decision = match &e.decision {
+        Decision::Allowed => "allowed".to_string(),
+        Decision::Denied { reason } => format!("denied ({reason})"),
+    };
+    let purpose = e.purpose.map(|p| p.as_str()).unwrap_or("-");
+    if json {
+        println!(
+            "{}",
+            json!({"height": e.height.get(), "time": rfc3339(e.time), "actor": e.actor, "actor_name": home.alias_of(&e.actor), "role": e.actor_role.as_str(), "org": e.actor_org.as_str(), "action": e.action, "purpose": e.purpose.map(|p| p.as_str()), "decision": e.decision, "tx": e.tx, "flagged": e.is_flagged(), "note": note})
+        );
+    } else {
+        let record = record.map_or_else(|| "all records".to_string(), |r| r.to_hex());
+        println!(
+            "block {}  {}  {} ({})  {}  {}  {}  {}{flag}",
+            e.height,
+            rfc3339(e.time),
+            name_of(home, &e.actor),
+            e.actor_role.as_str(),
+            action,
+            record,
+            purpose,
+            decision
+        );
+        if let Some(note) = note {
+            println!("    note: {}", note.replace(char::is_control, " "));
         }
     }
 }

@@ -98,6 +98,9 @@ enum Command {
         /// How long the records stay open (at most 24h).
         #[arg(long = "for", default_value = "24h")]
         duration: String,
+        /// Free text (at most 1 KiB), encrypted for the patient and the auditors only.
+        #[arg(long)]
+        note: Option<String>,
     },
     /// Place or lift a legal hold (auditors): erasure of what it covers is refused until lifted.
     LegalHold {

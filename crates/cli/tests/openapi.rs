@@ -31,6 +31,8 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("get", "/v1/genesis", false),
     ("get", "/v1/threshold", false),
     ("get", "/v1/audit/flagged", true),
+    ("get", "/v1/staff", false),
+    ("get", "/v1/tx/{id}/note", true),
     ("get", "/v1/sync/state", true),
     ("get", "/v1/sync/chain", true),
 ];

@@ -249,9 +249,33 @@ fn break_glass_opens_records_never_shared_and_flags_every_use() {
         net.cli(&["break-glass", "--as", "medic", "--patient", "alice", "--reason", "unconscious", "--for", "25h"]);
     assert_eq!(too_long.code, 2, "{}", too_long.stderr);
 
-    let opened =
-        net.ok(&["break-glass", "--as", "medic", "--patient", "alice", "--reason", "unconscious", "--for", "1h"]);
-    assert!(opened.contains("open until"), "{opened}");
+    let note = "Found unresponsive in ward 3; checking allergies before sedation.";
+    let long = "x".repeat(1025);
+    let too_much =
+        net.cli(&["break-glass", "--as", "medic", "--patient", "alice", "--reason", "unconscious", "--note", &long]);
+    assert_eq!(too_much.code, 2, "{}", too_much.stderr);
+    let opened: serde_json::Value = serde_json::from_str(&net.ok(&[
+        "--json",
+        "break-glass",
+        "--as",
+        "medic",
+        "--patient",
+        "alice",
+        "--reason",
+        "unconscious",
+        "--for",
+        "1h",
+        "--note",
+        note,
+    ]))
+    .unwrap();
+    assert!(opened["until"].is_string(), "{opened}");
+    let opening: TxId = opened["tx"].as_str().unwrap().parse().unwrap();
+    // The note is on the ledger only encrypted, for the patient and the auditors.
+    for k in 0..4 {
+        let log = std::fs::read(net.dir.join(format!("validator-{k}")).join("data").join("chain.log")).unwrap();
+        assert!(!common::contains(&log, b"unresponsive"), "validator {k} keeps the note in the clear");
+    }
     // For emergency treatment only.
     let treat = net.cli(&["record", "get", "--as", "medic", id]);
     assert_eq!(treat.code, 3, "{}", treat.stderr);
@@ -260,6 +284,19 @@ fn break_glass_opens_records_never_shared_and_flags_every_use() {
     // The patient sees it flagged; the auditors' queue has the opening, the attempts and the reads.
     let trail = net.ok(&["audit", "--as", "alice", "--patient", "alice"]);
     assert!(trail.lines().any(|l| l.contains("break-glass (unconscious) until") && l.contains("FLAGGED")), "{trail}");
+    assert!(trail.contains(&format!("note: {note}")), "the patient reads the note: {trail}");
+    let audited = net.ok(&["audit", "--as", "audrey", "--patient", "alice"]);
+    assert!(audited.contains(&format!("note: {note}")), "an auditor reads the note: {audited}");
+    // Nobody else gets its key, the clinician who wrote it included.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = Session::open(&net.home, None).unwrap();
+    for name in ["medic", "nina", "drbob"] {
+        let who = session.home.load_identity(name, PASS).unwrap();
+        let got = rt.block_on(session.break_glass_note(&who, &opening));
+        assert!(matches!(got, Err(SdkError::Denied(_))), "{name} got the note: {got:?}");
+    }
+    let alice = session.home.load_identity("alice", PASS).unwrap();
+    assert_eq!(rt.block_on(session.break_glass_note(&alice, &opening)).unwrap(), note);
     let queue = net.ok(&["--json", "audit", "--as", "audrey", "--flagged"]);
     let events: Vec<serde_json::Value> = queue.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let count = |actor: &str, kind: &str, decision: &str| {

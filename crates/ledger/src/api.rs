@@ -85,6 +85,23 @@ pub struct ReleasedShare {
     pub emergency: bool,
 }
 
+/// `GET /v1/tx/{id}/note`: a break-glass note for one of its readers (the patient or an
+/// auditor): the note key wrapped for the signer and the note encrypted under it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BreakGlassNote {
+    pub envelope: crate::sidecar::SidecarEnvelope,
+    /// AES-256-GCM STREAM payload of the note's text.
+    pub ciphertext: Vec<u8>,
+}
+
+/// `GET /v1/staff`: a page of the staff directory of one role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StaffPage {
+    pub members: Vec<crate::state::MemberEntry>,
+    /// Member id (hex) to continue after; absent on the last page.
+    pub next: Option<String>,
+}
+
 /// A problem report (RFC 9457) returned with every 4xx/5xx.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {

@@ -141,7 +141,7 @@ pub fn sidecar_facts(
 /// Checks that `sidecar` is present exactly when `tx` commits to one, matches that digest, decodes
 /// within its limits and, for a record, carries an envelope for each named recipient and no other.
 pub fn check_sidecar(tx: &Transaction, sidecar: Option<&[u8]>) -> Result<Option<Sidecar>, SidecarError> {
-    if crate::sidecar::required(&tx.body.kind) != tx.body.sidecar_digest.is_some() {
+    if crate::sidecar::required(&tx.body.kind).is_some_and(|required| required != tx.body.sidecar_digest.is_some()) {
         return Err(SidecarError::Presence);
     }
     match (tx.body.sidecar_digest, sidecar) {

@@ -752,6 +752,23 @@ impl Run<'_, '_> {
         if b.duration_ms == 0 || b.duration_ms > BREAK_GLASS_MS_MAX {
             return Err(Rejection::BadExpiry);
         }
+        // A note's key is wrapped for the patient and for auditors, nobody else.
+        if let Some(note) = self.sidecar {
+            let mut auditors = 0;
+            let mut patient = false;
+            for holder in &note.holders {
+                match holder {
+                    KeyHolder::Member { member } if *member == b.patient => patient = true,
+                    KeyHolder::Member { member } if self.member(member).is_some_and(|m| m.role == Role::Auditor) => {
+                        auditors += 1
+                    }
+                    _ => return Err(Rejection::BreakGlassNote),
+                }
+            }
+            if !patient || auditors == 0 {
+                return Err(Rejection::BreakGlassNote);
+            }
+        }
         let now = self.ctx.time;
         let day_ago = now.get().saturating_sub(24 * 3600 * 1000);
         let mut uses: Vec<Timestamp> = read(self.state, &keys::break_glass_uses(&self.signer.id)).unwrap_or_default();

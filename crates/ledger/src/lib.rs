@@ -24,7 +24,8 @@ pub use exec::{BlockContext, BlockInvalid, Execution, Executor, TxInvalid, execu
 pub use genesis::{Genesis, GenesisError, GenesisMember, GenesisOrg, GenesisValidator};
 pub use policy::{CHART_HOLDERS_MAX, Rejection};
 pub use sidecar::{
-    KeyHolder, KeySubject, Sidecar, SidecarEnvelope, SidecarError, SidecarFacts, parse_purged, purged_slot,
+    KeyHolder, KeySubject, NOTE_OVERHEAD_BYTES, Sidecar, SidecarEnvelope, SidecarError, SidecarFacts, parse_purged,
+    purged_slot,
 };
 pub use state::{StateView, WriteSet};
 pub use tx::{

@@ -85,6 +85,8 @@ pub enum Rejection {
     NoSuchHold,
     /// A share key must be valid, of the suite of the key it replaces, and new.
     InvalidShareKey,
+    /// A break-glass note is wrapped for the patient and auditors only, at least one auditor.
+    BreakGlassNote,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -158,6 +160,7 @@ impl Rejection {
             Rejection::NotAnAuditor => "only auditors place or lift legal holds",
             Rejection::NoSuchHold => "no such legal hold",
             Rejection::InvalidShareKey => "the share key is malformed, of another suite, or not new",
+            Rejection::BreakGlassNote => "a break-glass note is for the patient and the auditors (at least one) only",
         }
     }
 }

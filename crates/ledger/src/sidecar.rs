@@ -49,8 +49,18 @@ pub enum KeyHolder {
 )]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KeySubject {
-    Record { record: RecordId, version: u32 },
-    Chart { patient: MemberId, epoch: u32 },
+    Record {
+        record: RecordId,
+        version: u32,
+    },
+    Chart {
+        patient: MemberId,
+        epoch: u32,
+    },
+    /// The key of a break-glass note (random id), wrapped for the patient and the auditors.
+    Note {
+        id: [u8; 16],
+    },
 }
 
 fn tagged_hash(tag: &[u8], value: &impl BorshSerialize) -> [u8; 32] {
@@ -75,6 +85,7 @@ impl KeySubject {
         match self {
             KeySubject::Record { version, .. } => u64::from(*version),
             KeySubject::Chart { epoch, .. } => u64::from(*epoch),
+            KeySubject::Note { .. } => 0,
         }
     }
 
@@ -163,6 +174,8 @@ pub struct SidecarFacts {
     pub digest: Digest,
     /// The subject of each envelope, in order.
     pub subjects: Vec<KeySubject>,
+    /// The holder of each envelope, in order.
+    pub holders: Vec<KeyHolder>,
     pub shares: Option<crate::threshold::SharesShape>,
 }
 
@@ -171,10 +184,14 @@ impl Sidecar {
         SidecarFacts {
             digest: self.digest(),
             subjects: self.envelopes.iter().map(|e| e.subject).collect(),
+            holders: self.envelopes.iter().map(|e| e.holder).collect(),
             shares: self.threshold.0.as_ref().map(|t| t.shape()),
         }
     }
 }
+
+/// What encryption adds to a note (the payload header and one segment's tag, with room to spare).
+pub const NOTE_OVERHEAD_BYTES: usize = 256;
 
 /// How a purged sidecar slot starts. A real sidecar cannot: its first four bytes are its envelope
 /// count, and this prefix reads as a count far over the limit.
@@ -198,23 +215,25 @@ pub fn parse_purged(bytes: &[u8]) -> Option<SidecarFacts> {
     let mut rest = bytes.strip_prefix(PURGED_MAGIC.as_slice())?;
     let facts = SidecarFacts::deserialize(&mut rest).ok()?;
     let bounded = facts.subjects.len() <= SIDECAR_ENVELOPES_MAX
+        && facts.holders.len() <= SIDECAR_ENVELOPES_MAX
         && facts.shares.as_ref().is_none_or(|s| s.suites.len() <= VALIDATORS_MAX);
     (bounded && rest.iter().all(|b| *b == 0)).then_some(facts)
 }
 
-/// Whether a transaction of this kind must carry a sidecar.
-pub(crate) fn required(kind: &crate::TxKind) -> bool {
+/// Whether a transaction of this kind must carry a sidecar (`Some(true)`), must not
+/// (`Some(false)`), or may (`None`: a break-glass with or without a note).
+pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
     use crate::TxKind;
     match kind {
-        TxKind::Enroll(e) => e.chart_key.is_some(),
-        TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) | TxKind::Rotate(_) => true,
-        TxKind::Revoke(r) => r.new_chart.is_some(),
+        TxKind::Enroll(e) => Some(e.chart_key.is_some()),
+        TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) | TxKind::Rotate(_) => Some(true),
+        TxKind::Revoke(r) => Some(r.new_chart.is_some()),
+        TxKind::BreakGlass(_) => None,
         TxKind::RecordAccess(_)
         | TxKind::Suspend(_)
-        | TxKind::BreakGlass(_)
         | TxKind::Erase(_)
         | TxKind::LegalHold(_)
-        | TxKind::ShareKey(_) => false,
+        | TxKind::ShareKey(_) => Some(false),
     }
 }
 
@@ -234,8 +253,9 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
     {
         return Err(SidecarError::Malformed);
     }
-    let only_metadata_for_records = sidecar.metadata.is_none() || is_record;
-    if !only_metadata_for_records {
+    let is_note = matches!(tx.body.kind, TxKind::BreakGlass(_));
+    let metadata_allowed = sidecar.metadata.is_none() || is_record || is_note;
+    if !metadata_allowed {
         return Err(SidecarError::Malformed);
     }
     let one = |holder: KeyHolder, subject_ok: &dyn Fn(&KeySubject) -> bool| match sidecar.envelopes.as_slice() {
@@ -294,9 +314,25 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
             }
             Ok(())
         }
+        // A note: its ciphertext, and its key wrapped under one subject for each of its readers
+        // (which ones may read it is checked with the state).
+        TxKind::BreakGlass(_) => {
+            let note_len = sidecar.metadata.as_ref().map_or(0, Vec::len);
+            let subjects: std::collections::BTreeSet<_> = sidecar.envelopes.iter().map(|e| e.subject).collect();
+            let one_note = matches!(subjects.iter().next(), Some(KeySubject::Note { .. })) && subjects.len() == 1;
+            let members = sidecar.envelopes.iter().all(|e| matches!(e.holder, KeyHolder::Member { .. }));
+            if !one_note
+                || !members
+                || sidecar.envelopes.len() > medledger_types::limits::NOTE_READERS_MAX + 1
+                || note_len == 0
+                || note_len > medledger_types::limits::BREAK_GLASS_NOTE_BYTES_MAX + NOTE_OVERHEAD_BYTES
+            {
+                return Err(SidecarError::Recipients);
+            }
+            Ok(())
+        }
         TxKind::RecordAccess(_)
         | TxKind::Suspend(_)
-        | TxKind::BreakGlass(_)
         | TxKind::Erase(_)
         | TxKind::LegalHold(_)
         | TxKind::ShareKey(_) => Err(SidecarError::Presence),

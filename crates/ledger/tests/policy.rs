@@ -882,6 +882,54 @@ fn purged_sidecars_replay_to_the_same_state() {
     assert!(replay(&padded).is_err(), "a slot that is neither a sidecar nor a clean purge");
 }
 
+impl World {
+    /// A break-glass by `who` whose note key is wrapped for `readers`, with a note of `len` bytes.
+    fn break_glass_noted(
+        &mut self,
+        who: &mut Who,
+        patient: MemberId,
+        readers: &[KeyHolder],
+        len: usize,
+    ) -> (Transaction, Option<Vec<u8>>) {
+        let subject = KeySubject::Note { id: [9; 16] };
+        let key = wrap::generate(KemSuite::X25519);
+        let envelopes =
+            readers.iter().map(|holder| envelope(self.chain, key.encryption_key(), *holder, subject)).collect();
+        let sidecar = Sidecar { envelopes, metadata: Some(vec![1; len]), threshold: Default::default() };
+        let kind = TxKind::BreakGlass(BreakGlass {
+            patient,
+            reason: Some(EmergencyReason::Unconscious),
+            duration_ms: 3_600_000,
+        });
+        self.tx(who, kind, Some(&sidecar))
+    }
+}
+
+#[test]
+fn break_glass_note_rows() {
+    let mut c = cast();
+    let member = |w: &Who| KeyHolder::Member { member: w.id };
+    let (patient, auditor, nurse) = (member(&c.patient), member(&c.auditor), member(&c.nurse));
+    let pid = c.patient.id;
+    let noted = |c: &mut Cast, readers: &[KeyHolder], len: usize| {
+        let tx = c.w.break_glass_noted(&mut c.d1, pid, readers, len);
+        c.w.try_block(vec![tx]).map(|mut o| o.remove(0))
+    };
+    assert_eq!(noted(&mut c, &[patient, auditor], 300), Ok(TxOutcome::Applied));
+    assert_eq!(noted(&mut c, &[auditor], 300), Ok(rejected(Rejection::BreakGlassNote)), "not for the patient");
+    assert_eq!(noted(&mut c, &[patient], 300), Ok(rejected(Rejection::BreakGlassNote)), "for no auditor");
+    assert_eq!(noted(&mut c, &[patient, auditor, nurse], 300), Ok(rejected(Rejection::BreakGlassNote)), "a nurse");
+    // Malformed notes never reach a block.
+    let chart = KeyHolder::Chart { patient: pid, epoch: 0 };
+    assert_eq!(noted(&mut c, &[patient, auditor, chart], 300), Err(TxInvalid::Sidecar(SidecarError::Recipients)));
+    assert_eq!(noted(&mut c, &[patient, auditor], 0), Err(TxInvalid::Sidecar(SidecarError::Recipients)), "empty");
+    let long = medledger_types::limits::BREAK_GLASS_NOTE_BYTES_MAX + medledger_ledger::NOTE_OVERHEAD_BYTES + 1;
+    assert_eq!(noted(&mut c, &[patient, auditor], long), Err(TxInvalid::Sidecar(SidecarError::Recipients)), "too long");
+    // The trail shows each opening, the refused ones too, all flagged.
+    let openings = c.w.audit_of(&c.patient).into_iter().filter(|e| matches!(e.action, AuditAction::BreakGlass { .. }));
+    assert_eq!(openings.filter(|e| e.is_flagged()).count(), 4);
+}
+
 #[test]
 fn grant_rows() {
     let mut c = cast();

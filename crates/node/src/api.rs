@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use medledger_ledger::api::{
-    AccessBundle, BLOB_BATCH_BYTES_MAX, BLOB_BATCH_MAX, BlobUpload, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem,
-    ReleasedShare, SubmitRequest, SubmitResponse, ThresholdPublic, TxStatus,
+    AccessBundle, BLOB_BATCH_BYTES_MAX, BLOB_BATCH_MAX, BlobUpload, BreakGlassNote, PROBLEM_ACCESS_DENIED,
+    PROBLEM_INTEGRITY, Problem, ReleasedShare, StaffPage, SubmitRequest, SubmitResponse, ThresholdPublic, TxStatus,
 };
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::serve::{Refusal, Served, served_access};
@@ -172,6 +172,8 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(access_content))
         .routes(routes!(access_share))
         .routes(routes!(flagged))
+        .routes(routes!(staff))
+        .routes(routes!(break_glass_note))
         .routes(routes!(genesis))
         .routes(routes!(threshold_config))
         .merge(crate::sync::routes())
@@ -897,6 +899,82 @@ async fn flagged(
     let limit = page.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
     let rows = view(&state)?.scan(keys::FLAGGED, after_key.as_deref(), limit).map_err(ApiError::internal)?;
     Ok(Json(rows.into_iter().filter_map(|(_, v)| borsh::from_slice::<FlaggedEntry>(&v).ok()).collect()))
+}
+
+#[derive(Deserialize)]
+struct StaffQuery {
+    role: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Members read per staff directory request (the directory scans members in id order).
+const STAFF_SCAN_MAX: usize = 10_000;
+
+/// The staff directory by role (public, like a provider directory; patients are never listed).
+#[utoipa::path(
+    get,
+    path = "/v1/staff",
+    tag = "members",
+    params(("role" = Role, Query, description = "A staff role (a patient is never listed: that page is empty)."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Member id to continue after."), ("limit" = Option<usize>, Query, maximum = 1000, description = "Page size (at most 1000).")),
+    responses((status = 200, description = "Members of the role, in id order; `next` continues the scan.", body = StaffPage), Problems)
+)]
+async fn staff(State(state): State<ApiState>, Query(query): Query<StaffQuery>) -> ApiResult<Json<StaffPage>> {
+    let role: Role = query.role.parse().map_err(|_| ApiError::bad("unknown role"))?;
+    if role == Role::Patient {
+        return Ok(Json(StaffPage { members: Vec::new(), next: None }));
+    }
+    let after = query.after.as_deref().map(|a| parse::<MemberId>(a, "member id")).transpose()?;
+    let limit = query.limit.unwrap_or(PAGE_ITEMS_MAX).clamp(1, PAGE_ITEMS_MAX);
+    let after_key = after.map(|m| keys::member(&m));
+    let rows = view(&state)?.scan(keys::MEMBER, after_key.as_deref(), STAFF_SCAN_MAX).map_err(ApiError::internal)?;
+    let scanned = rows.len();
+    let mut members = Vec::new();
+    let mut last = None;
+    for (_, value) in rows {
+        let Ok(member) = borsh::from_slice::<MemberEntry>(&value) else { continue };
+        last = Some(member.id);
+        if member.role == role {
+            members.push(member);
+            if members.len() == limit {
+                break;
+            }
+        }
+    }
+    let more = members.len() == limit || scanned == STAFF_SCAN_MAX;
+    Ok(Json(StaffPage { members, next: last.filter(|_| more).map(|m| m.to_hex()) }))
+}
+
+/// A break-glass note, for one of its readers.
+#[utoipa::path(
+    get,
+    path = "/v1/tx/{id}/note",
+    tag = "records",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "BreakGlass transaction id (64 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The note key wrapped for the signer (the patient or an auditor it was written for) and the encrypted note.", body = BreakGlassNote), Problems)
+)]
+async fn break_glass_note(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<BreakGlassNote>> {
+    let tx: TxId = parse(&id, "transaction id")?;
+    let db = &state.app.inner().db;
+    let (height, index) = db.tx_location(&tx).map_err(ApiError::internal)?.ok_or(ApiError::not_found("transaction"))?;
+    let (block, _) = state.app.block_at(height).map_err(ApiError::internal)?.ok_or(ApiError::not_found("block"))?;
+    let Some(body) = block.txs.get(index as usize).map(|t| &t.body) else {
+        return Err(ApiError::not_found("transaction"));
+    };
+    let (TxKind::BreakGlass(_), Some(digest)) = (&body.kind, body.sidecar_digest) else {
+        return Err(ApiError::not_found("break-glass note"));
+    };
+    let sidecar = db.sidecar(&digest).map_err(ApiError::internal)?.and_then(|b| Sidecar::decode(&b).ok());
+    let sidecar = sidecar.ok_or(ApiError::not_found("break-glass note"))?;
+    let holder = KeyHolder::Member { member: me.id };
+    let envelope = sidecar.envelopes.iter().find(|e| e.holder == holder).cloned();
+    let envelope = envelope.ok_or_else(|| ApiError::denied("the note is for the patient and the auditors"))?;
+    Ok(Json(BreakGlassNote { envelope, ciphertext: sidecar.metadata.unwrap_or_default() }))
 }
 
 #[utoipa::path(

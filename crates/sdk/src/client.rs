@@ -10,7 +10,7 @@ use medledger_ledger::api::{
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::state::{AuditEvent, ChartEntry, GrantEntry, MemberEntry, RecordEntry};
 use medledger_ledger::{SidecarEnvelope, Transaction};
-use medledger_types::{Digest, MemberId, Nonce, RecordId, TxId, encode};
+use medledger_types::{Digest, MemberId, Nonce, RecordId, Role, TxId, encode};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -221,6 +221,17 @@ impl Client {
     pub async fn access_share(&self, api: &str, me: &Identity, access: &TxId) -> Result<ReleasedShare> {
         let bytes = self.send_via(&[api], Method::GET, &format!("/v1/access/{access}/share"), None, Some(me)).await?;
         serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
+    }
+
+    /// A page of the staff directory of `role` (staff only; patients are never listed).
+    pub async fn staff(&self, role: Role, after: Option<&MemberId>) -> Result<medledger_ledger::api::StaffPage> {
+        let after = after.map(|m| format!("&after={m}")).unwrap_or_default();
+        self.get_json(&format!("/v1/staff?role={}{after}", role.as_str()), None).await
+    }
+
+    /// A break-glass note, for the patient or an auditor it was written for.
+    pub async fn break_glass_note(&self, me: &Identity, tx: &TxId) -> Result<medledger_ledger::api::BreakGlassNote> {
+        self.get_json(&format!("/v1/tx/{tx}/note"), Some(me)).await
     }
 
     /// Validator `api`'s view of the current share keys (threshold release).

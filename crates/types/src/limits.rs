@@ -40,3 +40,7 @@ pub const ACCESS_WINDOW_MS: u64 = 10 * 60 * 1000;
 pub const BREAK_GLASS_MS_MAX: u64 = 24 * 3600 * 1000;
 /// Break-glass openings one member may make in any 24 hours; more are refused and audited.
 pub const BREAK_GLASS_PER_DAY: usize = 3;
+/// The longest break-glass note (free text, encrypted for the patient and the auditors).
+pub const BREAK_GLASS_NOTE_BYTES_MAX: usize = 1024;
+/// The most auditors a break-glass note is wrapped for.
+pub const NOTE_READERS_MAX: usize = 64;
