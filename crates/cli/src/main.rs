@@ -183,6 +183,12 @@ pub struct InitArgs {
     /// By default each validator gets a share key and f + 1 of them must release their shares.
     #[arg(long)]
     pub no_threshold: bool,
+    /// The longest break-glass window this network allows (default 24h; 1m to 7d).
+    #[arg(long)]
+    pub break_glass_max: Option<String>,
+    /// Break-glass openings per member per 24 hours (default 3; 1 to 100).
+    #[arg(long)]
+    pub break_glass_per_day: Option<u32>,
 }
 
 #[derive(Subcommand)]

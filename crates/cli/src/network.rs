@@ -64,6 +64,7 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
         storage: args.storage.clone(),
         s3_endpoint: args.s3_endpoint.clone(),
         threshold_release: !args.no_threshold,
+        policy: break_glass_policy(args)?,
     };
     let genesis = write_network(&args.dir, plan).map_err(|e| SdkError::Usage(e.to_string()))?;
     for admin in &admins {
@@ -156,6 +157,8 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
             base_port: 7400,
             tls: false,
             no_threshold: false,
+            break_glass_max: None,
+            break_glass_per_day: None,
         };
         init(&defaults, home_dir, false)?;
     }
@@ -320,4 +323,26 @@ pub fn restore(dir: &Path, validator: u32, from: &Path) -> Result<()> {
     std::fs::remove_file(vdir.join("genesis.json")).map_err(other)?;
     println!("validator {validator} restored; start it and it catches up from its peers");
     Ok(())
+}
+
+/// The network's break-glass limits from `init`'s flags; `None` keeps the defaults.
+fn break_glass_policy(args: &InitArgs) -> Result<Option<medledger_ledger::NetworkPolicy>> {
+    if args.break_glass_max.is_none() && args.break_glass_per_day.is_none() {
+        return Ok(None);
+    }
+    let mut policy = medledger_ledger::NetworkPolicy::default();
+    if let Some(max) = &args.break_glass_max {
+        let max = humantime::parse_duration(max)
+            .map_err(|_| SdkError::Usage("--break-glass-max is a duration such as 12h".into()))?;
+        policy.break_glass_max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    }
+    if let Some(per_day) = args.break_glass_per_day {
+        policy.break_glass_per_day = per_day;
+    }
+    if !policy.check() {
+        return Err(SdkError::Usage(
+            "break-glass limits: --break-glass-max 1m to 7d, --break-glass-per-day 1 to 100".into(),
+        ));
+    }
+    Ok(Some(policy))
 }

@@ -587,3 +587,25 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
         assert!(db.vault_get(&kept_record, 1).unwrap().is_some(), "validator {k} lost a kept share");
     }
 }
+
+#[test]
+fn a_consortium_sets_its_own_break_glass_limits_at_genesis() {
+    let net = Net::start_with(&["--break-glass-max", "1h", "--break-glass-per-day", "1"]);
+    net.cast();
+    let genesis: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(net.dir.join("genesis.json")).unwrap()).unwrap();
+    assert_eq!(genesis["policy"]["break_glass_max_ms"], 3_600_000);
+    let open = |window: &str| {
+        net.cli(&["break-glass", "--as", "drbob", "--patient", "alice", "--reason", "unconscious", "--for", window])
+    };
+    assert_eq!(open("2h").code, 2, "over the network's window");
+    assert_eq!(open("1h").code, 0);
+    let again = open("30m");
+    assert_eq!(again.code, 3, "over the network's rate: {}", again.stderr);
+    assert!(again.stderr.contains("too many break-glass"), "{}", again.stderr);
+    // Limits out of range make no network.
+    let dir = net.dir.parent().unwrap().join("bad-limits");
+    let bad = net.cli(&["init", "--dir", dir.to_str().unwrap(), "--validators", "1", "--break-glass-max", "8d"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(!dir.join("genesis.json").exists());
+}

@@ -9,11 +9,10 @@
 //! overwrite the original's result).
 
 use medledger_crypto::sign::{VerifyingKey, verify_batch};
-use medledger_types::limits::{
-    BREAK_GLASS_MS_MAX, BREAK_GLASS_PER_DAY, DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX,
-};
+use medledger_types::limits::{DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX};
 use medledger_types::{ChainId, Height, MemberId, PurposeOfUse, Role, Timestamp, TxId, encode};
 
+use crate::genesis::NetworkPolicy;
 use crate::policy::{CHART_HOLDERS_MAX, Rejection};
 use crate::sidecar::{KeyHolder, KeySubject, SidecarError, SidecarFacts};
 use crate::state::{
@@ -749,7 +748,8 @@ impl Run<'_, '_> {
         }
         self.chart(&b.patient)?;
         let reason = b.reason.ok_or(Rejection::BreakGlassReason)?;
-        if b.duration_ms == 0 || b.duration_ms > BREAK_GLASS_MS_MAX {
+        let policy: NetworkPolicy = read(self.state, keys::POLICY).unwrap_or_default();
+        if b.duration_ms == 0 || b.duration_ms > policy.break_glass_max_ms {
             return Err(Rejection::BadExpiry);
         }
         // A note's key is wrapped for the patient and for auditors, nobody else.
@@ -773,7 +773,7 @@ impl Run<'_, '_> {
         let day_ago = now.get().saturating_sub(24 * 3600 * 1000);
         let mut uses: Vec<Timestamp> = read(self.state, &keys::break_glass_uses(&self.signer.id)).unwrap_or_default();
         uses.retain(|t| t.get() > day_ago);
-        if uses.len() >= BREAK_GLASS_PER_DAY {
+        if uses.len() >= policy.break_glass_per_day as usize {
             return Err(Rejection::BreakGlassRateLimited);
         }
         uses.push(now);

@@ -51,6 +51,39 @@ pub struct Genesis {
     #[borsh(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share_keys: Option<Vec<EncryptionKey>>,
+    /// The network's own break-glass limits; absent, the defaults (24 h, 3 per member per 24 h),
+    /// and the chain id of a network made before this setting existed is unchanged.
+    #[borsh(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<NetworkPolicy>,
+}
+
+/// Limits a consortium sets for itself at genesis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct NetworkPolicy {
+    /// The longest break-glass window, in milliseconds (1 minute to 7 days).
+    pub break_glass_max_ms: u64,
+    /// Break-glass openings per member per 24 hours (1 to 100).
+    pub break_glass_per_day: u32,
+}
+
+impl Default for NetworkPolicy {
+    fn default() -> Self {
+        Self {
+            break_glass_max_ms: medledger_types::limits::BREAK_GLASS_MS_MAX,
+            break_glass_per_day: medledger_types::limits::BREAK_GLASS_PER_DAY as u32,
+        }
+    }
+}
+
+impl NetworkPolicy {
+    const WINDOW_MS_MIN: u64 = 60_000;
+    const WINDOW_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
+
+    pub fn check(&self) -> bool {
+        (Self::WINDOW_MS_MIN..=Self::WINDOW_MS_MAX).contains(&self.break_glass_max_ms)
+            && (1..=100).contains(&self.break_glass_per_day)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +105,8 @@ pub enum GenesisError {
     Name,
     #[error("share keys must be one valid, distinct key per validator")]
     ShareKeys,
+    #[error("break-glass limits out of range (window 1 minute to 7 days, 1 to 100 openings a day)")]
+    Policy,
 }
 
 impl Genesis {
@@ -91,6 +126,10 @@ impl Genesis {
         bytes.extend_from_slice(&encode(self));
         if let Some(keys) = &self.share_keys {
             bytes.extend_from_slice(&encode(keys));
+        }
+        if let Some(policy) = &self.policy {
+            bytes.extend_from_slice(b"medledger/genesis-policy/v1");
+            bytes.extend_from_slice(&encode(policy));
         }
         ChainId::new(medledger_crypto::sha256(&bytes))
     }
@@ -143,6 +182,9 @@ impl Genesis {
                 return Err(GenesisError::ShareKeys);
             }
         }
+        if self.policy.is_some_and(|p| !p.check()) {
+            return Err(GenesisError::Policy);
+        }
         // A consortium (n >= 4) must not let one organisation hold more than f validators;
         // smaller networks are development mode.
         if n >= 4 {
@@ -181,6 +223,9 @@ impl Genesis {
         if let Some(share_keys) = &self.share_keys {
             let config = crate::threshold::ThresholdConfig::for_validators(0, share_keys.clone());
             writes.insert(keys::THRESHOLD.to_vec(), Some(encode(&config)));
+        }
+        if let Some(policy) = &self.policy {
+            writes.insert(keys::POLICY.to_vec(), Some(encode(policy)));
         }
         writes
     }

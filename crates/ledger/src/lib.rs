@@ -21,7 +21,7 @@ mod tx;
 
 pub use block::{Block, BlockError, BlockHeader, check_sidecar, results_root, sidecar_facts, tx_root};
 pub use exec::{BlockContext, BlockInvalid, Execution, Executor, TxInvalid, execute_block, execute_block_verified};
-pub use genesis::{Genesis, GenesisError, GenesisMember, GenesisOrg, GenesisValidator};
+pub use genesis::{Genesis, GenesisError, GenesisMember, GenesisOrg, GenesisValidator, NetworkPolicy};
 pub use policy::{CHART_HOLDERS_MAX, Rejection};
 pub use sidecar::{
     KeyHolder, KeySubject, NOTE_OVERHEAD_BYTES, Sidecar, SidecarEnvelope, SidecarError, SidecarFacts, parse_purged,

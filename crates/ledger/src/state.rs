@@ -90,6 +90,8 @@ pub mod keys {
     pub const SIGNING_KEY: &[u8] = b"k/";
     /// The validators' share keys of the current share epoch (threshold release).
     pub const THRESHOLD: &[u8] = b"v/threshold";
+    /// The network's own limits from genesis (absent: the defaults).
+    pub const POLICY: &[u8] = b"v/policy";
     pub const BREAK_GLASS: &[u8] = b"bg/";
     pub const BREAK_GLASS_USES: &[u8] = b"bu/";
     /// Audit events for the auditors' review queue (break-glass, emergency reads), by height.

@@ -75,6 +75,15 @@ impl World {
 
     /// A network of `n` validators; with `threshold`, each has a share key.
     fn with_validators(admins: &[(&str, &Who)], n: usize, threshold: bool) -> Self {
+        Self::with_policy(admins, n, threshold, None)
+    }
+
+    fn with_policy(
+        admins: &[(&str, &Who)],
+        n: usize,
+        threshold: bool,
+        policy: Option<medledger_ledger::NetworkPolicy>,
+    ) -> Self {
         let share_keys: Vec<DecryptionKey> =
             if threshold { (0..n).map(|_| wrap::generate(KemSuite::X25519)).collect() } else { vec![] };
         let validators: Vec<SigningKey> = (0..n).map(|_| SigningKey::generate()).collect();
@@ -102,6 +111,7 @@ impl World {
                 })
                 .collect(),
             share_keys: threshold.then(|| share_keys.iter().map(|k| k.encryption_key().clone()).collect()),
+            policy,
         };
         genesis.validate().expect("valid genesis");
         let state: State = genesis.state().into_iter().map(|(k, v)| (k, v.unwrap())).collect();
@@ -928,6 +938,34 @@ fn break_glass_note_rows() {
     // The trail shows each opening, the refused ones too, all flagged.
     let openings = c.w.audit_of(&c.patient).into_iter().filter(|e| matches!(e.action, AuditAction::BreakGlass { .. }));
     assert_eq!(openings.filter(|e| e.is_flagged()).count(), 4);
+}
+
+/// A consortium sets its own break-glass window and rate at genesis; they bind every validator.
+#[test]
+fn break_glass_limits_are_the_networks() {
+    let (mut admin, mut doctor, patient) = (Who::new(1), Who::new(20), Who::new(21));
+    let hour = 3_600_000;
+    let policy = medledger_ledger::NetworkPolicy { break_glass_max_ms: hour, break_glass_per_day: 1 };
+    let mut w = World::with_policy(&[("org1", &admin)], 1, false, Some(policy));
+    let default = World::new(&[("org1", &admin)]);
+    assert_ne!(w.chain, default.chain, "the limits are part of the chain id");
+    assert_eq!(w.enroll(&mut admin, &doctor, "org1", Role::Doctor), TxOutcome::Applied);
+    assert_eq!(w.enroll(&mut admin, &patient, "org1", Role::Patient), TxOutcome::Applied);
+    let reason = Some(EmergencyReason::LifeThreatening);
+    assert_eq!(w.break_glass(&mut doctor, patient.id, reason, hour + 1), rejected(Rejection::BadExpiry));
+    assert_eq!(w.break_glass(&mut doctor, patient.id, reason, hour), TxOutcome::Applied);
+    assert_eq!(w.break_glass(&mut doctor, patient.id, reason, hour), rejected(Rejection::BreakGlassRateLimited));
+    w.time += 24 * hour;
+    assert_eq!(w.break_glass(&mut doctor, patient.id, reason, hour), TxOutcome::Applied, "a day later");
+    // Limits out of range make no genesis.
+    for bad in [
+        medledger_ledger::NetworkPolicy { break_glass_max_ms: 59_999, break_glass_per_day: 1 },
+        medledger_ledger::NetworkPolicy { break_glass_max_ms: 7 * 24 * hour + 1, break_glass_per_day: 1 },
+        medledger_ledger::NetworkPolicy { break_glass_max_ms: hour, break_glass_per_day: 0 },
+        medledger_ledger::NetworkPolicy { break_glass_max_ms: hour, break_glass_per_day: 101 },
+    ] {
+        assert!(!bad.check(), "{bad:?}");
+    }
 }
 
 #[test]

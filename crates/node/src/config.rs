@@ -109,6 +109,8 @@ pub struct NetworkPlan {
     pub s3_endpoint: Option<String>,
     /// Give every validator a share key: record keys are then released by threshold.
     pub threshold_release: bool,
+    /// The consortium's own break-glass limits (absent: the defaults).
+    pub policy: Option<medledger_ledger::NetworkPolicy>,
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), ConfigError> {
@@ -159,6 +161,7 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
         orgs: plan.orgs,
         validators,
         share_keys: plan.threshold_release.then(|| share_keys.iter().map(|k| k.encryption_key().clone()).collect()),
+        policy: plan.policy,
     };
     genesis.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let storage = plan.storage.unwrap_or_else(|| format!("file://{}", dir.join("blobs").display()));

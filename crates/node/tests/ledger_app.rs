@@ -43,6 +43,7 @@ fn fixture() -> Fixture {
             })
             .collect(),
         share_keys: None,
+        policy: None,
     };
     let dirs = vec![tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let leader = App::open(dirs[0].path(), genesis.clone()).unwrap();

@@ -54,6 +54,7 @@ fn genesis() -> Genesis {
             })
             .collect(),
         share_keys: None,
+        policy: None,
     }
 }
 
