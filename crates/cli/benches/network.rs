@@ -8,6 +8,10 @@
 //! `MEDLEDGER_BENCH_READS=N` measures only the read path, with and without threshold release:
 //! two networks of the same size side by side, N reads of a 4 KiB record on each, interleaved so
 //! both see the same machine.
+//!
+//! `MEDLEDGER_BENCH_ERASE=N` measures erasure on 4 validators after N records: the erasure's
+//! commit, and the time until it is carried out everywhere (ciphertext gone from the store, every
+//! validator's share key replaced, which follows the janitor's scan of its chain log).
 
 mod common;
 
@@ -271,8 +275,50 @@ fn read_path(rt: &tokio::runtime::Runtime, sizes: &[usize], reads: usize) {
     }
 }
 
+fn erasure(rt: &tokio::runtime::Runtime, records: usize) {
+    let net = Network::start(4, 31400);
+    cli(&net.home, &["id", "create", "p0", "--role", "patient", "--as", "org1-admin"]);
+    let session = Session::open(&net.home, None).unwrap();
+    let me = Home::open(&net.home).unwrap().load_identity("p0", PASS.as_bytes()).unwrap();
+    let data: Vec<u8> = (0..4096).map(|i| (i * 31 % 251) as u8).collect();
+    let mut written = Vec::new();
+    for _ in 0..records {
+        written.push(rt.block_on(session.put_record(&me, &me.contact(), &data)).unwrap());
+    }
+    let epoch = |session: &Session| -> Vec<u32> {
+        net.apis.iter().map(|api| rt.block_on(session.client.threshold_at(api)).map_or(0, |c| c.epoch)).collect()
+    };
+    let (mut commits, mut shredded) = (Vec::new(), Vec::new());
+    let mut height = 0;
+    for (record, _) in written.iter().take(5) {
+        let entry = rt.block_on(session.client.record(record)).unwrap();
+        let blob = net.dir.join("blobs").join(entry.digest.to_hex());
+        let before = epoch(&session).into_iter().max().unwrap_or(0);
+        let t = Instant::now();
+        let committed = rt.block_on(session.erase(&me, *record)).unwrap();
+        commits.push(t.elapsed());
+        height = committed.height.get();
+        while blob.exists() || epoch(&session).iter().any(|e| *e < before + 4) {
+            assert!(t.elapsed() < Duration::from_secs(60), "erasure not carried out: blob {} epochs {:?} (from {before})", blob.exists(), epoch(&session));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        shredded.push(t.elapsed());
+    }
+    commits.sort();
+    shredded.sort();
+    println!("| measurement (4 validators, chain of {height} blocks) | p50 | max | n |\n|---|---|---|---|");
+    let row = |label: &str, v: &[Duration]| {
+        println!("| {label} | {} | {} | {} |", ms(percentile(v, 0.5)), ms(*v.last().unwrap()), v.len())
+    };
+    row("erase committed", &commits);
+    row("erasure carried out everywhere (store, sidecars, shares, keys)", &shredded);
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    if let Some(records) = std::env::var("MEDLEDGER_BENCH_ERASE").ok().and_then(|v| v.parse().ok()) {
+        return erasure(&rt, records);
+    }
     if let Some(reads) = std::env::var("MEDLEDGER_BENCH_READS").ok().and_then(|v| v.parse().ok()) {
         return read_path(&rt, &[1, 4], reads);
     }

@@ -569,6 +569,23 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
     let read = stale.get_record(&alice, record, PurposeOfUse::Patrqt).await.unwrap();
     assert_eq!(&read.plaintext[..], kept.as_bytes());
 
+    // A second erasure: every validator replaces its key again (the epoch counts eight).
+    let keys_before: Vec<_> = (0..4).map(|k| current_share_key(&net, k).encryption_key().clone()).collect();
+    stale.erase(&alice, record).await.unwrap();
+    wait_until("every validator replaced its share key again", || {
+        (0..4).all(|k| {
+            let (status, body) = common::http_get(&net.apis[k], "/v1/threshold");
+            let config: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let keyring = net.dir.join(format!("validator-{k}")).join("data").join("share-key.json");
+            status == 200
+                && config["epoch"] == 8
+                && std::fs::read_to_string(keyring).is_ok_and(|t| t.contains("\"retiring\": null"))
+        })
+    });
+    for (k, before) in keys_before.iter().enumerate() {
+        assert_ne!(current_share_key(&net, k).encryption_key(), before, "validator {k} kept its key");
+    }
+
     // verify passes on every validator (chain re-executed from purged sidecars; the erased
     // ciphertext gone), after every validator has the erasure.
     wait_until("every validator has the erasure", || {

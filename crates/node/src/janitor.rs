@@ -68,7 +68,7 @@ impl Janitor {
                 }
             }
             if done == top
-                && let Err(e) = self.announce_successor(&mut announced)
+                && let Err(e) = self.announce_successor(done, &mut announced)
             {
                 tracing::warn!(error = %e, "share key successor not announced yet");
             }
@@ -78,21 +78,21 @@ impl Janitor {
         }
     }
 
-    /// When an erasure asks for it, submits this validator's next share key, once: again only if
-    /// the announcement left the mempool without being applied.
-    fn announce_successor(&self, announced: &mut Option<TxId>) -> Result<(), String> {
+    /// When an erasure asks for it (and every committed block has been handled, `done`), submits
+    /// this validator's next share key, unless an announcement still waits in the mempool. An
+    /// announcement that committed was handled already: the key switched (and a rotation still
+    /// wanted is a later erasure's) or it was refused; one dropped is made again.
+    fn announce_successor(&self, done: u64, announced: &mut Option<TxId>) -> Result<(), String> {
         let Some(keyring) = &self.keyring else { return Ok(()) };
-        if !keyring.wants_rotation() {
+        if !keyring.wants_rotation() || self.app.last_applied().height.get() != done {
+            return Ok(());
+        }
+        if announced.as_ref().is_some_and(|id| self.app.has_pending(id)) {
             return Ok(());
         }
         let signer = validator_member_id(&self.consensus_key.verifying_key());
         let nonce = {
             let view = self.app.inner().db.view(&[]).map_err(|e| e.to_string())?;
-            if let Some(id) = announced
-                && (self.app.has_pending(id) || tx_outcome(&view, id).is_some_and(|r| r.outcome.is_applied()))
-            {
-                return Ok(());
-            }
             last_nonce(&view, &signer).checked_next().ok_or("nonces exhausted")?
         };
         let successor = keyring.successor()?;
