@@ -299,7 +299,12 @@ fn erasure(rt: &tokio::runtime::Runtime, records: usize) {
         commits.push(t.elapsed());
         height = committed.height.get();
         while blob.exists() || epoch(&session).iter().any(|e| *e < before + 4) {
-            assert!(t.elapsed() < Duration::from_secs(60), "erasure not carried out: blob {} epochs {:?} (from {before})", blob.exists(), epoch(&session));
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "erasure not carried out: blob {} epochs {:?} (from {before})",
+                blob.exists(),
+                epoch(&session)
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         shredded.push(t.elapsed());

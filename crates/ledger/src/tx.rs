@@ -97,6 +97,17 @@ pub enum TxKind {
 }
 
 impl TxKind {
+    /// The record whose keys this transaction's sidecar carries, if any: a version's envelopes and
+    /// shares, or a per-record grant's envelope (what an erasure of the record must purge).
+    pub fn sidecar_record(&self) -> Option<RecordId> {
+        match self {
+            TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => Some(r.record),
+            TxKind::Rotate(rotate) => Some(rotate.next.record),
+            TxKind::Grant(Grant { scope: GrantScope::Record(record), .. }) => Some(*record),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             TxKind::Enroll(_) => "enroll",

@@ -50,6 +50,11 @@ impl Janitor {
         let mut done: u64 = std::fs::read_to_string(&self.cursor).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         let mut commits = self.app.subscribe();
         let mut announced: Option<TxId> = None;
+        // The record index covers what this janitor handles from now on (all of a new validator).
+        if let Err(e) = self.app.inner().db.start_record_index(done + 1) {
+            tracing::warn!(error = %e, "cannot start the record index");
+            return;
+        }
         loop {
             let top = self.app.last_applied().height.get();
             while done < top {
@@ -120,6 +125,10 @@ impl Janitor {
             block.txs.iter().map(|tx| tx_outcome(&view, &tx.id()).is_some_and(|r| r.outcome.is_applied())).collect()
         };
         let db = &self.app.inner().db;
+        let mut named: Vec<RecordId> = block.txs.iter().filter_map(|tx| tx.body.kind.sidecar_record()).collect();
+        named.sort();
+        named.dedup();
+        db.index_record_blocks(height, &named).map_err(|e| e.to_string())?;
         let (mut vault, mut retired, mut erased) = (Vec::new(), Vec::new(), Vec::new());
         // In block order: a share-key switch applies to the records after it in the block.
         for ((tx, slot), applied) in block.txs.iter().zip(&block.sidecars).zip(applied) {
@@ -196,7 +205,12 @@ impl Janitor {
     async fn erase(&self, record: RecordId, height: Height) -> Result<(), String> {
         let (mut sidecars, mut ciphertexts): (Vec<Digest>, Vec<Digest>) = (Vec::new(), Vec::new());
         let mut purged = 0usize;
-        for h in 1..=height.get() {
+        // The blocks the index names, and every block below the index (a validator that ran an
+        // earlier version) searched the long way.
+        let (indexed, from) = self.app.inner().db.record_blocks(&record).map_err(|e| e.to_string())?;
+        let below = 1..from.unwrap_or(1).min(height.get() + 1);
+        let heights: Vec<u64> = below.chain(indexed.iter().map(|h| h.get()).filter(|h| *h <= height.get())).collect();
+        for h in heights {
             let Some((mut block, _)) = self.app.block_at(Height::new(h)).map_err(|e| e.to_string())? else {
                 continue;
             };

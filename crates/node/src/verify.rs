@@ -92,7 +92,7 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
         }
         for (tx, slot) in block.txs.iter().zip(&block.sidecars) {
             let whole = slot.as_deref().is_some_and(|s| medledger_ledger::parse_purged(s).is_none());
-            if let (true, Some(record)) = (whole, names_record(&tx.body.kind)) {
+            if let (true, Some(record)) = (whole, tx.body.kind.sidecar_record()) {
                 whole_sidecars.entry(record).or_default().push(height);
             }
         }
@@ -161,17 +161,4 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
         state_root: prev.state_root,
         ciphertexts: records.len() as u64,
     })
-}
-
-/// The record whose keys a transaction's sidecar carries, if it carries one's.
-fn names_record(kind: &TxKind) -> Option<RecordId> {
-    match kind {
-        TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => Some(r.record),
-        TxKind::Rotate(rotate) => Some(rotate.next.record),
-        TxKind::Grant(g) => match g.scope {
-            medledger_ledger::GrantScope::Record(record) => Some(record),
-            medledger_ledger::GrantScope::All => None,
-        },
-        _ => None,
-    }
 }

@@ -26,6 +26,12 @@ const STALE: TableDefinition<&[u8], ()> = TableDefinition::new("jmt_stale");
 /// secrets: outside the Merkle tree and never in a snapshot; erasure deletes them.
 const VAULT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("share_vault");
 
+/// (record ‖ height, big-endian) → (): the blocks whose transactions carry a sidecar of the record
+/// (its versions, its per-record grants), so an erasure finds them without reading the whole chain
+/// log. Kept by the validator's janitor, in height order from `RECORD_INDEX_FROM`.
+const RECORD_BLOCKS: TableDefinition<&[u8], ()> = TableDefinition::new("record_blocks");
+const RECORD_INDEX_FROM: &str = "record_index_from";
+
 /// Stale tree nodes are deleted in one go every this many heights: nodes are keyed version first,
 /// so the deletions of many blocks fall on few pages instead of one page per node per block.
 const PRUNE_EVERY_HEIGHTS: u64 = 64;
@@ -99,6 +105,7 @@ impl StateDb {
             txn.open_table(BLOCKS).map_err(db_err)?;
             txn.open_table(STALE).map_err(db_err)?;
             txn.open_table(VAULT).map_err(db_err)?;
+            txn.open_table(RECORD_BLOCKS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self { db })
@@ -396,6 +403,56 @@ impl StateDb {
         Ok(kept)
     }
 
+    /// Notes that the block at `height` carries sidecars of `records` (idempotent).
+    pub fn index_record_blocks(&self, height: Height, records: &[RecordId]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(RECORD_BLOCKS).map_err(db_err)?;
+            for record in records {
+                table.insert(record_block_key(record, height.get()).as_slice(), ()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// The heights of the blocks carrying sidecars of `record`, as far as the index goes, and the
+    /// first height the index covers (blocks below it must be searched).
+    pub fn record_blocks(&self, record: &RecordId) -> Result<(Vec<Height>, Option<u64>), StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(RECORD_BLOCKS).map_err(db_err)?;
+        let (first, last) = (record_block_key(record, 0), record_block_key(record, u64::MAX));
+        let mut heights = Vec::new();
+        for entry in table.range(first.as_slice()..=last.as_slice()).map_err(db_err)? {
+            let (k, _) = entry.map_err(db_err)?;
+            let bytes: [u8; 8] = k.value()[16..24].try_into().map_err(db_err)?;
+            heights.push(Height::new(u64::from_be_bytes(bytes)));
+        }
+        let meta = txn.open_table(META).map_err(db_err)?;
+        let from = meta.get(RECORD_INDEX_FROM).map_err(db_err)?.and_then(|v| v.value().try_into().ok());
+        Ok((heights, from.map(u64::from_be_bytes)))
+    }
+
+    /// Records the first height the record index covers, unless it is known already.
+    pub fn start_record_index(&self, from: u64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let from = {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let known = meta.get(RECORD_INDEX_FROM).map_err(db_err)?.and_then(|v| v.value().try_into().ok());
+            match known {
+                Some(bytes) => u64::from_be_bytes(bytes),
+                None => {
+                    meta.insert(RECORD_INDEX_FROM, from.to_be_bytes().as_slice()).map_err(db_err)?;
+                    from
+                }
+            }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(from)
+    }
+
     /// Deletes every version's shares of `record` (erasure); returns how many there were.
     pub fn vault_erase(&self, record: &RecordId) -> Result<usize, StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
@@ -559,5 +616,12 @@ fn vault_key(record: &RecordId, version: u32) -> [u8; 20] {
     let mut key = [0u8; 20];
     key[..16].copy_from_slice(record.as_bytes());
     key[16..].copy_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn record_block_key(record: &RecordId, height: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(record.as_bytes());
+    key[16..].copy_from_slice(&height.to_be_bytes());
     key
 }

@@ -258,3 +258,34 @@ fn snapshot_installs_only_with_the_certified_root_and_then_extends_like_the_sour
         target.commit(b, BlockHash::new([height as u8; 32]), &[], &[], None).unwrap();
     }
 }
+
+/// The share vault and the record index survive a reopen; the vault erases per record, re-seals
+/// in one go, and the index says from which height it covers the chain.
+#[test]
+fn vault_and_record_index() {
+    use medledger_types::RecordId;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let (a, b) = (RecordId::new([1; 16]), RecordId::new([2; 16]));
+    {
+        let db = StateDb::open(&path).unwrap();
+        db.vault_put(&[(a, 1, vec![1]), (a, 2, vec![2]), (b, 1, vec![3])]).unwrap();
+        assert_eq!(db.start_record_index(7).unwrap(), 7);
+        assert_eq!(db.start_record_index(1).unwrap(), 7, "the first start stays");
+        db.index_record_blocks(Height::new(7), &[a, b]).unwrap();
+        db.index_record_blocks(Height::new(9), &[a]).unwrap();
+        db.index_record_blocks(Height::new(9), &[a]).unwrap();
+    }
+    let db = StateDb::open(&path).unwrap();
+    assert_eq!(db.record_blocks(&a).unwrap(), (vec![Height::new(7), Height::new(9)], Some(7)));
+    assert_eq!(db.record_blocks(&RecordId::new([3; 16])).unwrap(), (vec![], Some(7)));
+    assert_eq!(db.vault_erase(&a).unwrap(), 2);
+    assert_eq!((db.vault_get(&a, 1).unwrap(), db.vault_get(&a, 2).unwrap()), (None, None));
+    assert_eq!(db.vault_get(&b, 1).unwrap(), Some(vec![3]));
+    // Re-sealing replaces rows, and drops those the new sealer refuses.
+    db.vault_put(&[(a, 3, vec![4])]).unwrap();
+    let kept = db.vault_rekey(|record, _, row| (*record == b).then(|| [row, &[9]].concat())).unwrap();
+    assert_eq!(kept, 1);
+    assert_eq!(db.vault_get(&b, 1).unwrap(), Some(vec![3, 9]));
+    assert_eq!(db.vault_get(&a, 3).unwrap(), None);
+}
