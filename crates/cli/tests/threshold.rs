@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Net;
+use common::{Net, wait_until};
 use medledger_crypto::payload;
 use medledger_crypto::suite::KemSuite;
 use medledger_crypto::threshold::{SHARE_BYTES, Share, combine, derive_data_key};
@@ -375,19 +375,14 @@ fn rotate_reencrypts_and_the_validators_delete_the_replaced_ciphertext() {
     assert_eq!(after["version"], 2);
     assert_ne!(after["digest"], before["digest"]);
     // The validators delete the replaced ciphertext once the rotation is committed.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while old.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(!old.exists(), "the replaced ciphertext is still in the store");
+    wait_until("the replaced ciphertext is deleted from the store", || !old.exists());
     assert!(net.blob_dir().join(after["digest"].as_str().unwrap()).exists());
     assert_eq!(net.ok(&["record", "get", "--as", "alice", id]), text);
     assert_eq!(net.cli(&["record", "get", "--as", "drbob", id]).code, 3);
     // `verify` checks each validator's own chain: wait until every one has the rotation.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while (0..4).any(|k| net.status_of(k)["height"].as_u64() < Some(height)) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until("every validator has the rotation", || {
+        (0..4).all(|k| net.status_of(k)["height"].as_u64() >= Some(height))
+    });
     let verify = net.ok(&["verify", "--dir", net.dir.to_str().unwrap()]);
     assert!(verify.contains("ok") || verify.contains("verified"), "{verify}");
 }
@@ -404,15 +399,6 @@ fn current_share_key(net: &Net, k: usize) -> DecryptionKey {
             DecryptionKey::from_bytes(KemSuite::XWing, &secret).unwrap()
         }
         Err(_) => share_key(net, k),
-    }
-}
-
-/// Polls `done` every 50 ms for up to 60 s.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

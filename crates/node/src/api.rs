@@ -960,16 +960,12 @@ async fn break_glass_note(
     Signed(me): Signed,
 ) -> ApiResult<Json<BreakGlassNote>> {
     let tx: TxId = parse(&id, "transaction id")?;
-    let db = &state.app.inner().db;
-    let (height, index) = db.tx_location(&tx).map_err(ApiError::internal)?.ok_or(ApiError::not_found("transaction"))?;
-    let (block, _) = state.app.block_at(height).map_err(ApiError::internal)?.ok_or(ApiError::not_found("block"))?;
-    let Some(body) = block.txs.get(index as usize).map(|t| &t.body) else {
-        return Err(ApiError::not_found("transaction"));
-    };
+    let body = committed_tx(&state, &tx, "transaction")?.body;
     let (TxKind::BreakGlass(_), Some(digest)) = (&body.kind, body.sidecar_digest) else {
         return Err(ApiError::not_found("break-glass note"));
     };
-    let sidecar = db.sidecar(&digest).map_err(ApiError::internal)?.and_then(|b| Sidecar::decode(&b).ok());
+    let sidecar =
+        state.app.inner().db.sidecar(&digest).map_err(ApiError::internal)?.and_then(|b| Sidecar::decode(&b).ok());
     let sidecar = sidecar.ok_or(ApiError::not_found("break-glass note"))?;
     let holder = KeyHolder::Member { member: me.id };
     let envelope = sidecar.envelopes.iter().find(|e| e.holder == holder).cloned();
@@ -1075,19 +1071,23 @@ fn storage_failure(state: &ApiState, error: BlobError) -> ApiError {
 }
 
 /// The record of an allowed RecordAccess signed by the requester, committed within the window.
+/// A committed transaction, from the block that holds it.
+fn committed_tx(state: &ApiState, tx: &TxId, what: &'static str) -> ApiResult<medledger_ledger::Transaction> {
+    let (height, index) =
+        state.app.inner().db.tx_location(tx).map_err(ApiError::internal)?.ok_or(ApiError::not_found(what))?;
+    let (mut block, _) = state.app.block_at(height).map_err(ApiError::internal)?.ok_or(ApiError::not_found("block"))?;
+    let index = index as usize;
+    if index >= block.txs.len() {
+        return Err(ApiError::not_found(what));
+    }
+    Ok(block.txs.swap_remove(index))
+}
+
 fn allowed_access(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<(MemberEntry, Served)> {
-    let (height, index) = state
-        .app
-        .inner()
-        .db
-        .tx_location(tx)
-        .map_err(ApiError::internal)?
-        .ok_or(ApiError::not_found("committed access"))?;
-    let (block, _) = state.app.block_at(height).map_err(ApiError::internal)?.ok_or(ApiError::not_found("block"))?;
-    let Some(TxKind::RecordAccess(access)) = block.txs.get(index as usize).map(|t| &t.body.kind) else {
+    let TxKind::RecordAccess(access) = committed_tx(state, tx, "committed access")?.body.kind else {
         return Err(ApiError::bad("not a record access"));
     };
-    let served = served_access(&view(state)?, tx, access, &me.id).map_err(|refusal| match refusal {
+    let served = served_access(&view(state)?, tx, &access, &me.id).map_err(|refusal| match refusal {
         Refusal::NotCommitted => ApiError::not_found("committed access"),
         Refusal::OtherSigner => ApiError::denied("the access was signed by someone else"),
         Refusal::Denied => ApiError::denied("the access was denied"),
