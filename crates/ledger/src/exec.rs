@@ -9,7 +9,9 @@
 //! overwrite the original's result).
 
 use medledger_crypto::sign::{VerifyingKey, verify_batch};
-use medledger_types::limits::{DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX};
+use medledger_types::limits::{
+    DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX, SHARE_KEY_INTERVAL_MS,
+};
 use medledger_types::{ChainId, Height, MemberId, PurposeOfUse, Role, Timestamp, TxId, encode};
 
 use crate::genesis::NetworkPolicy;
@@ -217,15 +219,22 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
             None => TxOutcome::Rejected { reason: Rejection::ThresholdShares },
             Some(mut config) => {
                 let current = config.share_keys.get(next.validator as usize);
+                let replaced = keys::share_key_replaced(next.validator);
+                let last: Option<Timestamp> = read(&self.state, &replaced);
+                let too_soon =
+                    last.is_some_and(|t| self.ctx.time.get() < t.get().saturating_add(SHARE_KEY_INTERVAL_MS));
                 if next.public_key.check().is_err()
                     || current.is_none_or(|k| k.suite != next.public_key.suite)
                     || config.share_keys.contains(&next.public_key)
                 {
                     TxOutcome::Rejected { reason: Rejection::InvalidShareKey }
+                } else if too_soon {
+                    TxOutcome::Rejected { reason: Rejection::ShareKeyTooSoon }
                 } else {
                     config.share_keys[next.validator as usize] = next.public_key.clone();
                     config.epoch = config.epoch.saturating_add(1);
                     writes.insert(keys::THRESHOLD.to_vec(), Some(encode(&config)));
+                    writes.insert(replaced, Some(encode(&self.ctx.time)));
                     TxOutcome::Applied
                 }
             }

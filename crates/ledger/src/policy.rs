@@ -87,6 +87,8 @@ pub enum Rejection {
     InvalidShareKey,
     /// A break-glass note is wrapped for the patient and auditors only, at least one auditor.
     BreakGlassNote,
+    /// The validator replaced its share key less than `SHARE_KEY_INTERVAL_MS` ago.
+    ShareKeyTooSoon,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -160,6 +162,7 @@ impl Rejection {
             Rejection::NotAnAuditor => "only auditors place or lift legal holds",
             Rejection::NoSuchHold => "no such legal hold",
             Rejection::InvalidShareKey => "the share key is malformed, of another suite, or not new",
+            Rejection::ShareKeyTooSoon => "the validator replaced its share key moments ago; later",
             Rejection::BreakGlassNote => "a break-glass note is for the patient and the auditors (at least one) only",
         }
     }

@@ -170,6 +170,10 @@ pub mod keys {
             Some(r) => key(LEGAL_HOLD, &[patient.as_bytes(), b"r", r.as_bytes()]),
         }
     }
+    /// When validator `index` last replaced its share key.
+    pub fn share_key_replaced(index: u32) -> Vec<u8> {
+        key(b"v/sk/", &[&index.to_be_bytes()])
+    }
     pub fn tx_result(tx: &TxId) -> Vec<u8> {
         key(TX_RESULT, &[tx.as_bytes()])
     }

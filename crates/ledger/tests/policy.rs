@@ -801,6 +801,16 @@ fn share_key_rows() {
         [&before.share_keys[0], &before.share_keys[2], &before.share_keys[3]]
     );
     assert_eq!(outcome(&mut w, tx), rejected(Rejection::StaleNonce), "a replay");
+    // Not again within the interval (each replacement moves the epoch clients write for).
+    let soon = wrap::generate(KemSuite::X25519);
+    let tx = w.share_key_tx(1, 1, soon.encryption_key(), 5);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::ShareKeyTooSoon));
+    let tx = w.share_key_tx(2, 2, soon.encryption_key(), 1);
+    assert_eq!(outcome(&mut w, tx), TxOutcome::Applied, "another validator's own interval");
+    w.time += medledger_types::limits::SHARE_KEY_INTERVAL_MS;
+    let later = wrap::generate(KemSuite::X25519);
+    let tx = w.share_key_tx(1, 1, later.encryption_key(), 6);
+    assert_eq!(outcome(&mut w, tx), TxOutcome::Applied, "after the interval");
 
     // Records dealt for the old keys are refused; dealt for the new ones, applied.
     w.next_shares = Some(Trailing(Some(stale)));

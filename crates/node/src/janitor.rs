@@ -21,12 +21,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use medledger_crypto::sign::SigningKey;
-use medledger_ledger::state::last_nonce;
+use std::time::Duration;
+
+use medledger_ledger::state::{keys, last_nonce, read};
 use medledger_ledger::{
     GrantScope, ShareKey, Sidecar, Transaction, TxBody, TxKind, parse_purged, purged_slot, threshold,
     validator_member_id,
 };
 use medledger_store::Blobs;
+use medledger_types::Timestamp;
+use medledger_types::limits::SHARE_KEY_INTERVAL_MS;
 use medledger_types::{Digest, Height, RecordId, TxId};
 
 use crate::app::{App, tx_outcome};
@@ -41,6 +45,9 @@ pub struct Janitor {
     /// validator's own transactions).
     pub index: u32,
     pub consensus_key: SigningKey,
+    /// Hands this validator's own transactions to its peers too, so whichever leads next
+    /// proposes them.
+    pub forwarder: Option<crate::forward::Forwarder>,
     pub cursor: PathBuf,
 }
 
@@ -72,12 +79,19 @@ impl Janitor {
                     }
                 }
             }
-            if done == top
-                && let Err(e) = self.announce_successor(done, &mut announced)
-            {
-                tracing::warn!(error = %e, "share key successor not announced yet");
+            let mut retry = None;
+            if done == top {
+                match self.announce_successor(done, &mut announced) {
+                    Ok(wait) => retry = wait,
+                    Err(e) => tracing::warn!(error = %e, "share key successor not announced yet"),
+                }
             }
-            if commits.changed().await.is_err() {
+            // Wake at the next commit, or when a replacement put off by the interval is due.
+            let next = match retry {
+                Some(wait) => tokio::time::timeout(wait, commits.changed()).await.unwrap_or(Ok(())),
+                None => commits.changed().await,
+            };
+            if next.is_err() {
                 return;
             }
         }
@@ -86,18 +100,25 @@ impl Janitor {
     /// When an erasure asks for it (and every committed block has been handled, `done`), submits
     /// this validator's next share key, unless an announcement still waits in the mempool. An
     /// announcement that committed was handled already: the key switched (and a rotation still
-    /// wanted is a later erasure's) or it was refused; one dropped is made again.
-    fn announce_successor(&self, done: u64, announced: &mut Option<TxId>) -> Result<(), String> {
-        let Some(keyring) = &self.keyring else { return Ok(()) };
+    /// wanted is a later erasure's) or it was refused; one dropped is made again. Returns how long
+    /// to wait when the last replacement is too recent (`SHARE_KEY_INTERVAL_MS`).
+    fn announce_successor(&self, done: u64, announced: &mut Option<TxId>) -> Result<Option<Duration>, String> {
+        let Some(keyring) = &self.keyring else { return Ok(None) };
         if !keyring.wants_rotation() || self.app.last_applied().height.get() != done {
-            return Ok(());
+            return Ok(None);
         }
         if announced.as_ref().is_some_and(|id| self.app.has_pending(id)) {
-            return Ok(());
+            return Ok(None);
         }
         let signer = validator_member_id(&self.consensus_key.verifying_key());
         let nonce = {
             let view = self.app.inner().db.view(&[]).map_err(|e| e.to_string())?;
+            let last: Option<Timestamp> = read(&view, &keys::share_key_replaced(self.index));
+            let due = last.map_or(0, |t| t.get().saturating_add(SHARE_KEY_INTERVAL_MS));
+            let now = crate::app::wall_clock_ms();
+            if now < due {
+                return Ok(Some(Duration::from_millis(due - now)));
+            }
             last_nonce(&view, &signer).checked_next().ok_or("nonces exhausted")?
         };
         let successor = keyring.successor()?;
@@ -108,10 +129,14 @@ impl Janitor {
             kind: TxKind::ShareKey(ShareKey { validator: self.index, public_key: successor.encryption_key().clone() }),
             sidecar_digest: None,
         };
-        let (id, _) = self.app.submit(Transaction::sign(body, &self.consensus_key), None).map_err(|e| e.to_string())?;
+        let tx = Transaction::sign(body, &self.consensus_key);
+        let (id, _) = self.app.submit(tx.clone(), None).map_err(|e| e.to_string())?;
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.forward(medledger_ledger::api::SubmitRequest { tx, sidecar: None });
+        }
         tracing::info!("share key successor announced");
         *announced = Some(id);
-        Ok(())
+        Ok(None)
     }
 
     /// The work block `height` asks for.

@@ -76,6 +76,7 @@ impl Keyring {
         db: &StateDb,
     ) -> Result<Self, String> {
         let path = data_dir.join(FILE);
+        let in_validator_json = initial.as_ref().map(|k| k.encryption_key().clone());
         let keys = match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let file: KeyFile = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -92,7 +93,12 @@ impl Keyring {
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
+        // A switch interrupted between the keyring and validator.json: the old key goes now.
+        let stale = in_validator_json.is_some_and(|k| &k != keys.current.encryption_key());
         let keyring = Self { path, validator_json: validator_json.to_path_buf(), chain_id, keys: RwLock::new(keys) };
+        if stale {
+            keyring.scrub_validator_json()?;
+        }
         keyring.finish_switch(db)?;
         Ok(keyring)
     }
@@ -125,15 +131,19 @@ impl Keyring {
 
     /// The ledger now names `next` as this validator's share key. If it is the successor of the
     /// current key, switches: the vault is re-sealed under it and the old key destroyed (here and
-    /// in `validator.json`). Returns whether it switched; an unknown key is an error (it was not
-    /// made here), the current one a no-op (a switch already done).
+    /// in `validator.json`). Returns whether it switched; the current key or one this validator
+    /// did not make changes nothing.
     pub fn advance(&self, next: &EncryptionKey, db: &StateDb) -> Result<bool, String> {
         if self.current().encryption_key() == next {
             return Ok(false);
         }
         let successor = self.successor()?;
         if successor.encryption_key() != next {
-            return Err("the ledger names a share key this validator did not make".into());
+            // Not the key this validator would switch to: an older announcement handled again
+            // (its cursor was not saved), or a keyring restored from elsewhere. Nothing to do
+            // here; the janitor goes on.
+            tracing::warn!("the ledger names a share key this validator does not hold; not switching");
+            return Ok(false);
         }
         {
             let mut keys = self.keys.write().expect("keyring lock");

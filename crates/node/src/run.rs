@@ -74,6 +74,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
             keyring: keyring.clone(),
             index,
             consensus_key: medledger_crypto::sign::SigningKey::from_bytes(&cfg.signing_seed),
+            forwarder: forwarder.clone(),
             cursor: gc_cursor,
         };
         tokio::spawn(janitor.run());

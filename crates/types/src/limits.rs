@@ -40,6 +40,10 @@ pub const ACCESS_WINDOW_MS: u64 = 10 * 60 * 1000;
 pub const BREAK_GLASS_MS_MAX: u64 = 24 * 3600 * 1000;
 /// Break-glass openings one member may make in any 24 hours; more are refused and audited.
 pub const BREAK_GLASS_PER_DAY: usize = 3;
+/// The least time between two share-key replacements by one validator (each one moves the share
+/// epoch, and clients reseal writes dealt for the old keys: a Byzantine validator must not be able
+/// to do that at will). Erasures within it are covered by the next replacement.
+pub const SHARE_KEY_INTERVAL_MS: u64 = 10_000;
 /// The longest break-glass note (free text, encrypted for the patient and the auditors).
 pub const BREAK_GLASS_NOTE_BYTES_MAX: usize = 1024;
 /// The most auditors a break-glass note is wrapped for.
