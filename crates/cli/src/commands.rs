@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use medledger_ledger::state::{AuditAction, AuditEvent, Decision, RecordEntry};
 use medledger_ledger::{EmergencyReason, GrantScope};
 use medledger_sdk::{Contact, Home, Identity, Result, SdkError, Session};
-use medledger_types::{MemberId, OrgId, PurposeOfUse, RecordId, Role, Timestamp};
+use medledger_types::{MemberId, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::{Command, IdCommand, RecordCommand};
+use crate::{Command, IdCommand, ReceiptCommand, RecordCommand};
 
 /// The keystore passphrase: `MEDLEDGER_PASSPHRASE`, or a prompt on a terminal.
 pub fn passphrase() -> Result<Zeroizing<String>> {
@@ -206,7 +206,21 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let c = rt.block_on(session.revoke(&me, &from, scope))?;
             report(json, "revoked", &c);
         }
-        Command::Audit { as_, patient, flagged, format } => {
+        Command::Receipt(ReceiptCommand::Get { as_, tx, patient, output }) => {
+            let me = load(home, &as_)?;
+            let tx: TxId = tx.parse().map_err(|_| SdkError::Usage("a transaction id is 64 hex digits".into()))?;
+            let patient = match patient {
+                Some(p) => Some(rt.block_on(session.resolve(&p))?.member),
+                None => None,
+            };
+            rt.block_on(crate::receipt::save(&session, &me, &tx, patient.as_ref(), &output))?;
+        }
+        Command::Receipt(ReceiptCommand::Verify { .. }) => unreachable!("handled offline in main"),
+        Command::Audit { as_, patient, flagged, format, receipts } => {
+            if let Some(dir) = &receipts {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| SdkError::Usage(format!("cannot create {}: {e}", dir.display())))?;
+            }
             let me = load(home, &as_)?;
             let entries: Vec<(MemberId, AuditEvent)> = match patient {
                 Some(patient) if !flagged => {
@@ -217,6 +231,10 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                 _ => rt.block_on(session.flagged(&me))?.into_iter().map(|f| (f.patient, f.event)).collect(),
             };
             for (patient, event) in &entries {
+                if let Some(dir) = &receipts {
+                    let path = dir.join(format!("{}.receipt", event.tx));
+                    rt.block_on(crate::receipt::save(&session, &me, &event.tx, Some(patient), &path))?;
+                }
                 if format == "fhir" {
                     println!("{}", medledger_gateway::audit::audit_event(&session.chain_id, patient, event));
                     continue;

@@ -5,6 +5,7 @@
 mod commands;
 mod fhir;
 mod network;
+mod receipt;
 
 use std::path::PathBuf;
 
@@ -84,7 +85,13 @@ enum Command {
         /// `fhir`: one FHIR R4 AuditEvent per line (NDJSON), for SIEM and compliance tools.
         #[arg(long, value_parser = ["text", "fhir"], default_value = "text")]
         format: String,
+        /// Also save each event's receipt as DIR/TX.receipt (check offline with `receipt verify`).
+        #[arg(long, value_name = "DIR")]
+        receipts: Option<PathBuf>,
     },
+    /// Receipts: proof that a transaction and its outcome are in a finalized block.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
     /// Emergency access to a patient's records (doctor or emergency role): time-boxed,
     /// rate-limited, flagged to the patient and the auditors. Then read with `--purpose ETREAT`.
     BreakGlass {
@@ -225,6 +232,28 @@ enum IdCommand {
 }
 
 #[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Fetch the receipt of a committed transaction you signed, or whose event is in an audit
+    /// trail you read (then name its patient).
+    Get {
+        #[arg(long = "as")]
+        as_: String,
+        /// Transaction id (64 hex).
+        tx: String,
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Check a receipt offline, from the network's genesis file alone (exit 4 if it does not hold).
+    Verify {
+        file: PathBuf,
+        #[arg(long)]
+        genesis: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum RecordCommand {
     /// Encrypt FILE for PATIENT, upload it and register it; prints the record id.
     Put {
@@ -310,6 +339,7 @@ fn main() {
         Command::Up { dir } => network::up(&dir, &home),
         Command::Init(args) => network::init(&args, &home, cli.json),
         Command::Verify { dir } => network::verify(dir, &home, cli.json),
+        Command::Receipt(ReceiptCommand::Verify { file, genesis }) => receipt::verify(&file, &genesis, cli.json),
         Command::Backup { dir, validator, to } => network::backup(&dir, validator, &to),
         Command::Restore { dir, validator, from } => network::restore(&dir, validator, &from),
         Command::Gateway { as_, listen, custodian, purpose } => {

@@ -612,3 +612,126 @@ fn a_consortium_sets_its_own_break_glass_limits_at_genesis() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(!dir.join("genesis.json").exists());
 }
+
+/// Verifiable receipts (issue 6): every event of a trail comes with a receipt that a patient checks
+/// offline from the genesis file alone, with every validator stopped; any changed byte fails it, so
+/// does another network's genesis; a receipt is for the transaction's signer or a reader of the
+/// trail that holds it, nobody else.
+#[test]
+fn receipts_prove_audit_events_offline_and_any_changed_byte_fails() {
+    let mut net = Net::start_n(4);
+    net.cast();
+    let admin = net.admin.clone();
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &admin, "--display-name", "Audrey"]);
+    let file = net.file("obs.json", common::OBSERVATION.as_bytes());
+    let id = net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]);
+    let id = id.trim();
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--record", id]);
+    net.ok(&["record", "get", "--as", "drbob", id]);
+    assert_eq!(net.cli(&["record", "get", "--as", "nina", id]).code, 3);
+
+    let events: Vec<serde_json::Value> = net
+        .ok(&["--json", "audit", "--as", "alice", "--patient", "alice"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tx_of = |actor: &str, action: &str, decision: &str| -> TxId {
+        let event = events
+            .iter()
+            .find(|e| {
+                e["actor_name"] == actor && e["action"]["type"] == action && e["decision"]["decision"] == decision
+            })
+            .unwrap_or_else(|| panic!("no {action} {decision} by {actor} in {events:?}"));
+        event["tx"].as_str().unwrap().parse().unwrap()
+    };
+    let read = tx_of("drbob", "read", "allowed");
+    let (denied, grant) = (tx_of("nina", "read", "denied"), tx_of("alice", "grant", "allowed"));
+
+    // Who gets a receipt: the signer; readers of the trail holding the event; nobody else.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = Session::open(&net.home, None).unwrap();
+    let who = |name: &str| session.home.load_identity(name, PASS).unwrap();
+    let (alice, drbob, drcarol, nina, audrey) =
+        (who("alice"), who("drbob"), who("drcarol"), who("nina"), who("audrey"));
+    let get = |me: &Identity, tx: &TxId, patient: Option<&Identity>| {
+        rt.block_on(session.client.receipt(me, tx, patient.map(|p| &p.member)))
+    };
+    let own = get(&drbob, &read, None);
+    assert!(own.is_ok(), "the signer: {own:?}");
+    let audited = get(&audrey, &read, Some(&alice));
+    assert!(audited.is_ok(), "an auditor, for alice's trail: {audited:?}");
+    for (name, me) in [("drcarol", &drcarol), ("nina", &nina)] {
+        let got = get(me, &read, Some(&alice));
+        assert!(matches!(got, Err(SdkError::Denied(_))), "{name}: {got:?}");
+    }
+    let no_trail = get(&audrey, &read, None);
+    assert!(matches!(no_trail, Err(SdkError::Denied(_))), "{no_trail:?}");
+    // drbob's read is not in drcarol's trail (she is not even a patient): no receipt by naming it.
+    let elsewhere = get(&drcarol, &read, Some(&drcarol));
+    assert!(elsewhere.is_err(), "{elsewhere:?}");
+
+    let dir = net.root.path().join("receipts");
+    net.ok(&["audit", "--as", "alice", "--patient", "alice", "--receipts", dir.to_str().unwrap()]);
+    let saved = common::files_under(&dir);
+    assert_eq!(saved.len(), events.len(), "one receipt per event");
+
+    // Offline: every validator stopped.
+    for k in 0..4 {
+        net.kill9_validator(k);
+    }
+    let genesis = net.dir.join("genesis.json");
+    let genesis_s = genesis.to_str().unwrap();
+    let path = |tx: &TxId| dir.join(format!("{tx}.receipt"));
+    let checked = net.ok(&["receipt", "verify", path(&read).to_str().unwrap(), "--genesis", genesis_s]);
+    assert!(checked.starts_with("receipt ok: record_access") && checked.contains(": applied"), "{checked}");
+    let checked = net.ok(&["--json", "receipt", "verify", path(&denied).to_str().unwrap(), "--genesis", genesis_s]);
+    let checked: serde_json::Value = serde_json::from_str(&checked).unwrap();
+    assert_eq!(checked["outcome"]["outcome"], "rejected", "{checked}");
+    assert_eq!(checked["signer"], serde_json::json!(nina.member), "{checked}");
+    let checked = net.ok(&["receipt", "verify", path(&grant).to_str().unwrap(), "--genesis", genesis_s]);
+    assert!(checked.starts_with("receipt ok: grant"), "{checked}");
+    for file in &saved {
+        net.ok(&["receipt", "verify", file.to_str().unwrap(), "--genesis", genesis_s]);
+    }
+
+    // Any changed byte fails: each byte flipped in turn, one cut, one added.
+    let genesis_v = medledger_ledger::Genesis::from_json(&std::fs::read_to_string(&genesis).unwrap()).unwrap();
+    let bytes = std::fs::read(path(&read)).unwrap();
+    assert!(medledger_node::receipt::verify(&bytes, &genesis_v).is_ok());
+    for i in 0..bytes.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut changed = bytes.clone();
+            changed[i] ^= bit;
+            assert!(
+                medledger_node::receipt::verify(&changed, &genesis_v).is_err(),
+                "byte {i} of {} xor {bit:#x} still verifies",
+                bytes.len()
+            );
+        }
+    }
+    assert!(medledger_node::receipt::verify(&bytes[..bytes.len() - 1], &genesis_v).is_err());
+    assert!(medledger_node::receipt::verify(&[bytes.as_slice(), &[0]].concat(), &genesis_v).is_err());
+    // Through the CLI: exit 4 for a tampered receipt (alice's grant said to be for drcarol).
+    let grant_bytes = std::fs::read(path(&grant)).unwrap();
+    let (bob, carol) = (drbob.member.as_bytes().to_vec(), drcarol.member.as_bytes().to_vec());
+    let at = grant_bytes.windows(16).position(|w| w == bob.as_slice()).expect("the grantee is in the receipt");
+    let mut forged = grant_bytes.clone();
+    forged[at..at + 16].copy_from_slice(&carol);
+    let forged_path = net.file("forged.receipt", &forged);
+    let refused = net.cli(&["receipt", "verify", forged_path.to_str().unwrap(), "--genesis", genesis_s]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    assert!(refused.stderr.contains("receipt does not verify"), "{}", refused.stderr);
+    // Another network's genesis (same shape, other keys) does not accept it.
+    let other = net.root.path().join("other");
+    let other_home = net.root.path().join("other-home");
+    let (other_s, other_home_s) = (other.to_str().unwrap(), other_home.to_str().unwrap());
+    net.ok(&["--home", other_home_s, "init", "--dir", other_s, "--validators", "4", "--orgs", "h1,h2,h3,h4"]);
+    let refused = net.cli(&[
+        "receipt",
+        "verify",
+        path(&read).to_str().unwrap(),
+        "--genesis",
+        other.join("genesis.json").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+}

@@ -13,6 +13,7 @@ mod genesis;
 pub mod httpsig;
 pub mod merkle;
 mod policy;
+pub mod receipt;
 pub mod serve;
 mod sidecar;
 pub mod state;

@@ -23,7 +23,7 @@ use medledger_ledger::state::{
 use medledger_ledger::threshold::{self, ThresholdConfig};
 use medledger_ledger::{GrantScope, KeyHolder, KeySubject, Sidecar, SidecarEnvelope, StateView, TxKind};
 use medledger_store::{BlobError, Blobs};
-use medledger_types::limits::{ACCESS_WINDOW_MS, PAGE_ITEMS_MAX, SIDECAR_BYTES_MAX, TX_BYTES_MAX};
+use medledger_types::limits::{ACCESS_WINDOW_MS, BLOCK_TXS_MAX, PAGE_ITEMS_MAX, SIDECAR_BYTES_MAX, TX_BYTES_MAX};
 use medledger_types::{Digest, MemberId, RecordId, Role, Timestamp, TxId, decode_canonical};
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +174,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(flagged))
         .routes(routes!(staff))
         .routes(routes!(break_glass_note))
+        .routes(routes!(tx_receipt))
         .routes(routes!(genesis))
         .routes(routes!(threshold_config))
         .merge(crate::sync::routes())
@@ -784,6 +785,16 @@ async fn record(State(state): State<ApiState>, Path(id): Path<String>) -> ApiRes
     }
 }
 
+/// A page size: absent, the largest; outside 1..=[`PAGE_ITEMS_MAX`], refused (not clamped: the
+/// documented bound is the contract).
+fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit {
+        None => Ok(PAGE_ITEMS_MAX),
+        Some(n) if (1..=PAGE_ITEMS_MAX).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad(format!("limit is 1 to {PAGE_ITEMS_MAX}"))),
+    }
+}
+
 #[derive(Deserialize)]
 struct Page {
     after: Option<String>,
@@ -794,7 +805,7 @@ struct Page {
     get,
     path = "/v1/patients/{id}/records",
     tag = "records",
-    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Record id to continue after."), ("limit" = Option<usize>, Query, maximum = 1000, description = "Page size (at most 1000).")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Record id to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000).")),
     security(("rfc9421" = [])),
     responses((status = 200, description = "The patient's records, a page.", body = Vec<RecordEntry>), Problems)
 )]
@@ -819,7 +830,7 @@ async fn patient_records(
     let prefix = keys::patient_records(&patient);
     let after = page.after.as_deref().map(|a| parse::<RecordId>(a, "cursor")).transpose()?;
     let after_key = after.map(|r| keys::patient_record(&patient, &r));
-    let limit = page.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
+    let limit = page_limit(page.limit)?;
     let view = view(&state)?;
     let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
     let mut records = Vec::with_capacity(rows.len());
@@ -837,7 +848,7 @@ async fn patient_records(
     get,
     path = "/v1/patients/{id}/audit",
     tag = "records",
-    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("after" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,128}$", description = "Event key (hex) to continue after."), ("limit" = Option<usize>, Query, maximum = 1000, description = "Page size (at most 1000).")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("after" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,128}$", description = "Event key (hex) to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000).")),
     security(("rfc9421" = [])),
     responses((status = 200, description = "The patient's audit trail, a page.", body = Vec<AuditEvent>), Problems)
 )]
@@ -848,12 +859,7 @@ async fn audit(
     Signed(me): Signed,
 ) -> ApiResult<Json<Vec<AuditEvent>>> {
     let patient: MemberId = parse(&id, "patient id")?;
-    let own_org_only = match me.role {
-        _ if me.id == patient => false,
-        Role::Auditor => false,
-        Role::Admin => true,
-        _ => return Err(ApiError::denied("only the patient, auditors and admins read an audit trail")),
-    };
+    let own_org_only = trail_reader(&me, &patient)?;
     let prefix = keys::audit_of(&patient);
     let after_key = match page.after.as_deref() {
         Some(cursor) if cursor.len() <= 256 => {
@@ -862,7 +868,7 @@ async fn audit(
         Some(_) => return Err(ApiError::bad("cursor too long")),
         None => None,
     };
-    let limit = page.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
+    let limit = page_limit(page.limit)?;
     let rows = view(&state)?.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
     let events = rows
         .into_iter()
@@ -872,12 +878,87 @@ async fn audit(
     Ok(Json(events))
 }
 
+/// Who reads `patient`'s audit trail: the patient and auditors all of it (`false`), an admin the
+/// events of their own organisation's members (`true`); anyone else is refused.
+fn trail_reader(me: &MemberEntry, patient: &MemberId) -> ApiResult<bool> {
+    match me.role {
+        _ if me.id == *patient => Ok(false),
+        Role::Auditor => Ok(false),
+        Role::Admin => Ok(true),
+        _ => Err(ApiError::denied("only the patient, auditors and admins read an audit trail")),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct ReceiptQuery {
+    /// The patient whose audit trail holds the transaction's event (for a reader of that trail who
+    /// is not the transaction's signer).
+    patient: Option<String>,
+}
+
+/// The receipt of a committed transaction: the transaction and its outcome, their Merkle paths to
+/// the block's roots, the headers up to a certified block and its finality certificate, checkable
+/// offline from the genesis file (`medledger receipt verify`). For the transaction's signer, or
+/// for a reader of the audit trail that holds its event.
+#[utoipa::path(
+    get,
+    path = "/v1/tx/{id}/receipt",
+    tag = "chain",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "Transaction id (64 hex)."), ReceiptQuery),
+    security(("rfc9421" = [])),
+    responses(
+        (status = 200, description = "The receipt (`medledger/receipt/v1` then its canonical encoding).", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 503, description = "The block is not covered by a finality certificate yet; try again.", body = medledger_ledger::api::Problem, content_type = "application/problem+json"),
+        Problems
+    )
+)]
+async fn tx_receipt(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<ReceiptQuery>,
+    Signed(me): Signed,
+) -> ApiResult<Response> {
+    let id: TxId = parse(&id, "transaction id")?;
+    let tx = committed_tx(&state, &id, "transaction")?;
+    let view = view(&state)?;
+    if tx.body.signer != me.id {
+        let Some(patient) = query.patient else {
+            return Err(ApiError::denied(
+                "a receipt is for the transaction's signer or a reader of the trail holding it",
+            ));
+        };
+        let patient: MemberId = parse(&patient, "patient id")?;
+        let own_org_only = trail_reader(&me, &patient)?;
+        let result = crate::app::tx_outcome(&view, &id).ok_or(ApiError::not_found("transaction"))?;
+        let mut prefix = keys::audit_of(&patient);
+        prefix.extend_from_slice(&result.height.get().to_be_bytes());
+        let rows = view.scan(&prefix, None, BLOCK_TXS_MAX).map_err(ApiError::internal)?;
+        let in_trail = rows
+            .into_iter()
+            .filter_map(|(_, v)| borsh::from_slice::<AuditEvent>(&v).ok())
+            .any(|e| e.tx == id && (!own_org_only || e.actor_org == me.org));
+        if !in_trail {
+            return Err(ApiError::not_found("event in this audit trail"));
+        }
+    }
+    let receipt = crate::receipt::build(&state.app, &view, &id).map_err(|e| match e {
+        crate::receipt::BuildError::NotCommitted => ApiError::not_found("transaction"),
+        crate::receipt::BuildError::NotCertified => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-certified",
+            "no finality certificate covers the block yet; try again",
+        ),
+        crate::receipt::BuildError::Local(e) => ApiError::internal(e),
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], receipt.encode()).into_response())
+}
+
 /// The auditors' review queue: every break-glass opening or attempt and every emergency read.
 #[utoipa::path(
     get,
     path = "/v1/audit/flagged",
     tag = "records",
-    params(("after" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,128}$", description = "Entry key (hex) to continue after."), ("limit" = Option<usize>, Query, maximum = 1000, description = "Page size (at most 1000).")),
+    params(("after" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,128}$", description = "Entry key (hex) to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000).")),
     security(("rfc9421" = [])),
     responses((status = 200, description = "Flagged events, oldest first, each with the patient whose trail holds it.", body = Vec<FlaggedEntry>), Problems)
 )]
@@ -896,7 +977,7 @@ async fn flagged(
         Some(_) => return Err(ApiError::bad("cursor too long")),
         None => None,
     };
-    let limit = page.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
+    let limit = page_limit(page.limit)?;
     let rows = view(&state)?.scan(keys::FLAGGED, after_key.as_deref(), limit).map_err(ApiError::internal)?;
     Ok(Json(rows.into_iter().filter_map(|(_, v)| borsh::from_slice::<FlaggedEntry>(&v).ok()).collect()))
 }
@@ -916,7 +997,7 @@ const STAFF_SCAN_MAX: usize = 10_000;
     get,
     path = "/v1/staff",
     tag = "members",
-    params(("role" = Role, Query, description = "A staff role (a patient is never listed: that page is empty)."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Member id to continue after."), ("limit" = Option<usize>, Query, maximum = 1000, description = "Page size (at most 1000).")),
+    params(("role" = Role, Query, description = "A staff role (a patient is never listed: that page is empty)."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Member id to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000).")),
     responses((status = 200, description = "Members of the role, in id order; `next` continues the scan.", body = StaffPage), Problems)
 )]
 async fn staff(State(state): State<ApiState>, Query(query): Query<StaffQuery>) -> ApiResult<Json<StaffPage>> {
@@ -925,7 +1006,7 @@ async fn staff(State(state): State<ApiState>, Query(query): Query<StaffQuery>) -
         return Ok(Json(StaffPage { members: Vec::new(), next: None }));
     }
     let after = query.after.as_deref().map(|a| parse::<MemberId>(a, "member id")).transpose()?;
-    let limit = query.limit.unwrap_or(PAGE_ITEMS_MAX).clamp(1, PAGE_ITEMS_MAX);
+    let limit = page_limit(query.limit)?;
     let after_key = after.map(|m| keys::member(&m));
     let rows = view(&state)?.scan(keys::MEMBER, after_key.as_deref(), STAFF_SCAN_MAX).map_err(ApiError::internal)?;
     let scanned = rows.len();

@@ -10,6 +10,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod peers;
 pub mod ratelimit;
+pub mod receipt;
 pub mod replay;
 pub mod run;
 pub mod sync;

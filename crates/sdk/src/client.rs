@@ -234,6 +234,13 @@ impl Client {
         self.get_json(&format!("/v1/tx/{tx}/note"), Some(me)).await
     }
 
+    /// The receipt of committed transaction `tx` (checkable offline: `medledger_node::receipt`).
+    /// `patient` names the audit trail holding its event when `me` did not sign it.
+    pub async fn receipt(&self, me: &Identity, tx: &TxId, patient: Option<&MemberId>) -> Result<Bytes> {
+        let query = patient.map(|p| format!("?patient={p}")).unwrap_or_default();
+        self.send(Method::GET, &format!("/v1/tx/{tx}/receipt{query}"), None, Some(me)).await
+    }
+
     /// Validator `api`'s view of the current share keys (threshold release).
     pub async fn threshold_at(&self, api: &str) -> Result<medledger_ledger::threshold::ThresholdConfig> {
         let bytes = self.send_via(&[api], Method::GET, "/v1/threshold", None, None).await?;
