@@ -7,7 +7,7 @@ import sys
 
 from fhir.resources.R4B.auditevent import AuditEvent
 
-facts = {"count": 0, "types": [], "outcomes": [], "purposes": [], "actions": []}
+facts = {"count": 0, "types": [], "outcomes": [], "purposes": [], "actions": [], "agent_roles": []}
 for line in sys.stdin:
     if not line.strip():
         continue
@@ -16,6 +16,9 @@ for line in sys.stdin:
     facts["types"].append(event.type.code)
     facts["outcomes"].append(event.outcome)
     facts["actions"].append(event.action)
+    facts["agent_roles"].append(
+        [coding.code for agent in event.agent for role in agent.role or [] for coding in role.coding or []]
+    )
     for purpose in event.purposeOfEvent or []:
         facts["purposes"].extend(c.code for c in purpose.coding or [])
 print(json.dumps(facts))

@@ -195,16 +195,24 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let to = rt.block_on(session.resolve(&args.to))?;
             let scope = scope(args.record.as_deref(), args.all)?;
             let expires = args.expires.as_deref().map(parse_expiry).transpose()?;
+            let patient = rt.block_on(session.resolve(args.patient.as_deref().unwrap_or(&args.as_)))?;
             let me = load(home, &args.as_)?;
-            let c = rt.block_on(session.grant(&me, &to, scope, args.write, expires))?;
+            let c = rt.block_on(session.grant_for(&me, &patient.member, &to, scope, args.write, expires))?;
             report(json, "granted", &c);
         }
         Command::Revoke(args) => {
             let from = rt.block_on(session.resolve(&args.from))?;
             let scope = scope(args.record.as_deref(), args.all)?;
+            let patient = rt.block_on(session.resolve(args.patient.as_deref().unwrap_or(&args.as_)))?;
             let me = load(home, &args.as_)?;
-            let c = rt.block_on(session.revoke(&me, &from, scope))?;
+            let c = rt.block_on(session.revoke_for(&me, &patient.member, &from, scope))?;
             report(json, "revoked", &c);
+        }
+        Command::Delegate { as_, to, dismiss } => {
+            let to = rt.block_on(session.resolve(&to))?;
+            let me = load(home, &as_)?;
+            let c = rt.block_on(session.delegate(&me, &to, !dismiss))?;
+            report(json, if dismiss { "delegate dismissed" } else { "delegate appointed" }, &c);
         }
         Command::Receipt(ReceiptCommand::Get { as_, tx, patient, output }) => {
             let me = load(home, &as_)?;
@@ -393,6 +401,10 @@ fn print_audit(home: &Home, e: &AuditEvent, note: Option<&str>, json: bool) {
             (format!("break-glass ({reason}){until}"), None)
         }
         AuditAction::Erase { record, versions } => (format!("erase ({versions} versions)"), Some(*record)),
+        AuditAction::Delegate { delegate, appoint } => {
+            let what = if *appoint { "delegate appointed" } else { "delegate dismissed" };
+            (format!("{what}: {}", name_of(home, delegate)), None)
+        }
         AuditAction::LegalHold { record, hold } => {
             (if *hold { "legal hold placed" } else { "legal hold lifted" }.to_string(), *record)
         }
@@ -406,12 +418,13 @@ fn print_audit(home: &Home, e: &AuditEvent, note: Option<&str>, json: bool) {
     if json {
         println!(
             "{}",
-            json!({"height": e.height.get(), "time": rfc3339(e.time), "actor": e.actor, "actor_name": home.alias_of(&e.actor), "role": e.actor_role.as_str(), "org": e.actor_org.as_str(), "action": e.action, "purpose": e.purpose.map(|p| p.as_str()), "decision": e.decision, "tx": e.tx, "flagged": e.is_flagged(), "note": note})
+            json!({"height": e.height.get(), "time": rfc3339(e.time), "actor": e.actor, "actor_name": home.alias_of(&e.actor), "role": e.actor_role.as_str(), "org": e.actor_org.as_str(), "action": e.action, "purpose": e.purpose.map(|p| p.as_str()), "decision": e.decision, "tx": e.tx, "flagged": e.is_flagged(), "note": note, "delegate_of": e.delegate_of, "delegate_of_name": e.delegate_of.and_then(|p| home.alias_of(&p))})
         );
     } else {
         let record = record.map_or_else(|| "all records".to_string(), |r| r.to_hex());
+        let delegate = e.delegate_of.map(|p| format!(" as delegate of {}", name_of(home, &p))).unwrap_or_default();
         println!(
-            "block {}  {}  {} ({})  {}  {}  {}  {}{flag}",
+            "block {}  {}  {} ({}){delegate}  {}  {}  {}  {}{flag}",
             e.height,
             rfc3339(e.time),
             name_of(home, &e.actor),

@@ -89,6 +89,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         receipts: Option<PathBuf>,
     },
+    /// Appoint a delegate (a guardian, a proxy) who acts for you in grants, revocations, reads and
+    /// your audit trail (as the patient); `--dismiss` ends it and moves your chart key on.
+    Delegate {
+        #[arg(long = "as")]
+        as_: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        dismiss: bool,
+    },
     /// Receipts: proof that a transaction and its outcome are in a finalized block.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
@@ -305,6 +315,9 @@ enum RecordCommand {
 pub struct GrantArgs {
     #[arg(long = "as")]
     pub as_: String,
+    /// Act for this patient, as their delegate (default: yourself).
+    #[arg(long)]
+    pub patient: Option<String>,
     #[arg(long)]
     pub to: String,
     #[arg(long, conflicts_with = "all", required_unless_present = "all")]
@@ -323,6 +336,9 @@ pub struct GrantArgs {
 pub struct RevokeArgs {
     #[arg(long = "as")]
     pub as_: String,
+    /// Act for this patient, as their delegate (default: yourself).
+    #[arg(long)]
+    pub patient: Option<String>,
     #[arg(long)]
     pub from: String,
     #[arg(long, conflicts_with = "all", required_unless_present = "all")]

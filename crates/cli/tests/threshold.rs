@@ -735,3 +735,65 @@ fn receipts_prove_audit_events_offline_and_any_changed_byte_fails() {
     ]);
     assert_eq!(refused.code, 4, "{}", refused.stderr);
 }
+
+/// Delegates (issue 6): a guardian appointed by the patient reads, lists, grants and revokes for
+/// her and reads her trail, every such event naming both (also in the FHIR export, checked by an
+/// outside parser); staff cannot be appointed; once dismissed the guardian can do none of it and
+/// does not hold the chart's next key.
+#[test]
+fn a_delegate_acts_for_the_patient_until_dismissed() {
+    let net = Net::start_n(4);
+    net.cast();
+    let admin = net.admin.clone();
+    net.ok(&["id", "create", "gary", "--role", "patient", "--as", &admin]);
+    let file = net.file("obs.json", common::OBSERVATION.as_bytes());
+    let id = net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]);
+    let id = id.trim();
+
+    assert_eq!(net.cli(&["record", "get", "--as", "gary", id]).code, 3, "before the appointment");
+    assert_eq!(net.cli(&["audit", "--as", "gary", "--patient", "alice"]).code, 3);
+    let staff = net.cli(&["delegate", "--as", "alice", "--to", "nina"]);
+    assert_eq!(staff.code, 3, "{}", staff.stderr);
+    assert!(staff.stderr.contains("not staff"), "{}", staff.stderr);
+    net.ok(&["delegate", "--as", "alice", "--to", "gary"]);
+
+    assert_eq!(net.ok(&["record", "get", "--as", "gary", id]), common::OBSERVATION);
+    assert!(net.ok(&["record", "list", "--as", "gary", "--patient", "alice"]).contains(id));
+    net.ok(&["grant", "--as", "gary", "--patient", "alice", "--to", "drbob", "--all"]);
+    assert_eq!(net.ok(&["record", "get", "--as", "drbob", id]), common::OBSERVATION, "granted by the delegate");
+    // Another patient cannot act for alice.
+    let not_hers = net.cli(&["grant", "--as", "drcarol", "--patient", "alice", "--to", "nina", "--record", id]);
+    assert_eq!(not_hers.code, 3, "{}", not_hers.stderr);
+
+    let trail = net.ok(&["audit", "--as", "gary", "--patient", "alice"]);
+    let delegated: Vec<&str> = trail.lines().filter(|l| l.contains("gary (patient) as delegate of alice")).collect();
+    assert_eq!(delegated.len(), 2, "the read and the grant: {trail}");
+    assert!(trail.contains("delegate appointed: gary"), "{trail}");
+    let fhir = net.ok(&["audit", "--as", "alice", "--patient", "alice", "--format", "fhir"]);
+    let facts = fhir_audit_facts(&fhir);
+    let roles: Vec<serde_json::Value> = facts["agent_roles"].as_array().unwrap().clone();
+    assert_eq!(roles.iter().filter(|r| **r == serde_json::json!(["AGNT", "PAT"])).count(), 2, "{facts}");
+
+    net.ok(&["revoke", "--as", "gary", "--patient", "alice", "--from", "drbob", "--all"]);
+    assert_eq!(net.cli(&["record", "get", "--as", "drbob", id]).code, 3, "revoked by the delegate");
+
+    net.ok(&["delegate", "--as", "alice", "--to", "gary", "--dismiss"]);
+    assert_eq!(net.cli(&["record", "get", "--as", "gary", id]).code, 3, "dismissed");
+    assert_eq!(net.cli(&["audit", "--as", "gary", "--patient", "alice"]).code, 3);
+    let grant = net.cli(&["grant", "--as", "gary", "--patient", "alice", "--to", "drbob", "--record", id]);
+    assert_eq!(grant.code, 3, "{}", grant.stderr);
+    let again = net.cli(&["delegate", "--as", "alice", "--to", "gary", "--dismiss"]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    // The chart moved on: alice holds its new key, gary does not.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = Session::open(&net.home, None).unwrap();
+    let alice = session.home.load_identity("alice", PASS).unwrap();
+    let gary = session.home.load_identity("gary", PASS).unwrap();
+    let chart = rt.block_on(session.client.chart(&alice.member)).unwrap();
+    assert_eq!(chart.epoch, 2, "a revocation of --all and a dismissal");
+    assert!(chart.delegates.is_empty());
+    assert!(rt.block_on(session.client.chart_envelope(&alice, &alice.member)).is_ok());
+    let held = rt.block_on(session.client.chart_envelope(&gary, &alice.member));
+    assert!(matches!(held, Err(SdkError::Denied(_))), "{held:?}");
+    assert_eq!(net.ok(&["record", "get", "--as", "alice", id]), common::OBSERVATION);
+}

@@ -6,7 +6,8 @@
 //! (grants and revocations); an erasure is a Patient Record delete ("D"), a legal hold an update
 //! with the hold in the entity detail; reads, writes and erasures carry the FHIR restful
 //! interaction as subtype; the
-//! purpose is the HL7 v3 ActReason (PurposeOfUse) code. Participants and records appear only by
+//! purpose is the HL7 v3 ActReason (PurposeOfUse) code. An action a delegate took for the patient
+//! has two agents: the delegate (requestor, v3 RoleClass "AGNT") and the patient ("PAT"). Participants and records appear only by
 //! their ledger pseudonyms, as on the ledger.
 
 use medledger_ledger::state::{AuditAction, AuditEvent, Decision};
@@ -17,6 +18,7 @@ const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const INTERACTION: &str = "http://hl7.org/fhir/restful-interaction";
 const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
+const ROLE_CLASS: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleClass";
 const SECURITY_SOURCE: &str = "http://terminology.hl7.org/CodeSystem/security-source-type";
 
 fn instant(t: Timestamp) -> String {
@@ -35,7 +37,9 @@ pub fn audit_event(chain: &ChainId, patient: &MemberId, event: &AuditEvent) -> V
             let interaction = if *version > 1 { "update" } else { "create" };
             ("110110", "Patient Record", if *version > 1 { "U" } else { "C" }, Some(interaction), Some(*record))
         }
-        AuditAction::Grant { .. } | AuditAction::Revoke { .. } => ("110136", "Security Roles Changed", "U", None, None),
+        AuditAction::Grant { .. } | AuditAction::Revoke { .. } | AuditAction::Delegate { .. } => {
+            ("110136", "Security Roles Changed", "U", None, None)
+        }
         AuditAction::BreakGlass { .. } => ("110127", "Emergency Override Started", "E", None, None),
         AuditAction::Erase { record, .. } => ("110110", "Patient Record", "D", Some("delete"), Some(*record)),
         // A hold changes what may be done with the record, not the record: an update of its status.
@@ -82,6 +86,16 @@ pub fn audit_event(chain: &ChainId, patient: &MemberId, event: &AuditEvent) -> V
         },
         "entity": entities,
     });
+    if let Some(patient) = &event.delegate_of {
+        resource["agent"][0]["role"] =
+            json!([{"coding": [{"system": ROLE_CLASS, "code": "AGNT", "display": "agent"}]}]);
+        resource["agent"].as_array_mut().expect("agents are a list").push(json!({
+            "who": identifier("member", patient.to_hex()),
+            "type": {"text": "patient"},
+            "role": [{"coding": [{"system": ROLE_CLASS, "code": "PAT", "display": "patient"}]}],
+            "requestor": false,
+        }));
+    }
     if let Some(code) = subtype {
         resource["subtype"] = json!([{"system": INTERACTION, "code": code}]);
     }
@@ -112,6 +126,7 @@ mod tests {
             action,
             purpose,
             decision,
+            delegate_of: None,
         }
     }
 

@@ -10,7 +10,7 @@
 
 use medledger_crypto::sign::{VerifyingKey, verify_batch};
 use medledger_types::limits::{
-    DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX, SHARE_KEY_INTERVAL_MS,
+    DELEGATES_MAX, DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX, SHARE_KEY_INTERVAL_MS,
 };
 use medledger_types::{ChainId, Height, MemberId, PurposeOfUse, Role, Timestamp, TxId, encode};
 
@@ -24,8 +24,8 @@ use crate::state::{
 };
 use crate::threshold::ThresholdConfig;
 use crate::tx::{
-    BreakGlass, Enroll, Erase, Grant, GrantScope, LegalHold, RecordAccess, RegisterRecord, Revoke, Rotate, Suspend,
-    TX_NAMESPACE, Transaction, TxKind, TxOutcome,
+    BreakGlass, Delegate, Enroll, Erase, Grant, GrantScope, LegalHold, NewChartEpoch, RecordAccess, RegisterRecord,
+    Revoke, Rotate, Suspend, TX_NAMESPACE, Transaction, TxKind, TxOutcome,
 };
 
 /// What execution knows about the block: nothing else, in particular no wall clock.
@@ -151,7 +151,14 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         let outcome = if signer.status == MemberStatus::Suspended {
             Err(Rejection::SignerSuspended)
         } else {
-            let mut run = Run { state: &mut local, ctx: self.ctx, signer: &signer, tx_id, sidecar: sidecar.as_ref() };
+            let mut run = Run {
+                state: &mut local,
+                ctx: self.ctx,
+                signer: &signer,
+                tx_id,
+                sidecar: sidecar.as_ref(),
+                on_behalf_of: None,
+            };
             run.kind(&body.kind)
         };
         let writes = match outcome {
@@ -349,6 +356,7 @@ fn denial_event(
             (record_patient(state, &e.record)?, AuditAction::Erase { record: e.record, versions }, None)
         }
         TxKind::LegalHold(h) => (h.patient, AuditAction::LegalHold { record: h.record, hold: h.hold }, None),
+        TxKind::Delegate(d) => (d.patient, AuditAction::Delegate { delegate: d.delegate, appoint: d.appoint }, None),
         TxKind::BreakGlass(b) => {
             (b.patient, AuditAction::BreakGlass { reason: b.reason, until: None }, Some(PurposeOfUse::Etreat))
         }
@@ -356,7 +364,7 @@ fn denial_event(
     if !is_patient(&patient) {
         return None;
     }
-    Some((patient, event(signer, tx, ctx, action, purpose, Decision::Denied { reason })))
+    Some((patient, event(signer, tx, ctx, action, purpose, Decision::Denied { reason }, None)))
 }
 
 /// The patient of a record, live or erased.
@@ -374,6 +382,7 @@ fn event(
     action: AuditAction,
     purpose: Option<medledger_types::PurposeOfUse>,
     decision: Decision,
+    delegate_of: Option<MemberId>,
 ) -> AuditEvent {
     AuditEvent {
         tx,
@@ -385,6 +394,7 @@ fn event(
         action,
         purpose,
         decision,
+        delegate_of,
     }
 }
 
@@ -395,6 +405,8 @@ struct Run<'r, 's> {
     signer: &'r MemberEntry,
     tx_id: TxId,
     sidecar: Option<&'r SidecarFacts>,
+    /// Set once the signer is found to act as this patient's delegate (their events name both).
+    on_behalf_of: Option<MemberId>,
 }
 
 /// An applied transaction may leave one audit event in a patient's trail.
@@ -415,6 +427,7 @@ impl Run<'_, '_> {
             // Applied before any member is looked up (see `Executor::apply_share_key`).
             TxKind::ShareKey(_) => Err(Rejection::InvalidShareKey),
             TxKind::LegalHold(h) => self.legal_hold(h),
+            TxKind::Delegate(d) => self.delegate(d),
             TxKind::Rotate(r) => {
                 let current = self.record(&r.next.record)?;
                 if current.digest != r.replaces {
@@ -443,7 +456,8 @@ impl Run<'_, '_> {
     }
 
     fn audit(&self, patient: MemberId, action: AuditAction, purpose: Option<medledger_types::PurposeOfUse>) -> Applied {
-        Some((patient, event(self.signer, self.tx_id, self.ctx, action, purpose, Decision::Allowed)))
+        let event = event(self.signer, self.tx_id, self.ctx, action, purpose, Decision::Allowed, self.on_behalf_of);
+        Some((patient, event))
     }
 
     fn put_envelope(&mut self, subject: KeySubject, holder: KeyHolder) {
@@ -458,6 +472,64 @@ impl Run<'_, '_> {
         }
         if self.signer.id != *patient || self.signer.role != Role::Patient {
             return Err(Rejection::NotThePatient);
+        }
+        Ok(())
+    }
+
+    /// The patient, or one of the patient's delegates acting for them (then noted for the audit).
+    fn require_patient_or_delegate(&mut self, patient: &MemberId) -> Result<(), Rejection> {
+        match self.require_patient(patient) {
+            Err(Rejection::NotThePatient) if self.is_delegate_of(patient) => {
+                self.on_behalf_of = Some(*patient);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn is_delegate_of(&self, patient: &MemberId) -> bool {
+        self.signer.role == Role::Patient
+            && read::<ChartEntry>(self.state, &keys::chart(patient)).is_some_and(|c| c.is_delegate(&self.signer.id))
+    }
+
+    /// Moves `patient`'s chart to its next epoch, wrapped (by the sidecar) for exactly those who
+    /// keep holding it: the patient, every live `--all` grantee but `revoked`, every delegate but
+    /// `dismissed`.
+    fn next_chart_epoch(
+        &mut self,
+        patient: &MemberId,
+        chart: &ChartEntry,
+        revoked: Option<&MemberId>,
+        dismissed: Option<&MemberId>,
+        new_chart: Option<&NewChartEpoch>,
+    ) -> Result<(), Rejection> {
+        let new_chart = new_chart.ok_or(Rejection::NewChartRequired)?;
+        let now = self.ctx.time;
+        let holders: Vec<MemberId> = chart
+            .holders
+            .iter()
+            .copied()
+            .filter(|m| Some(m) != revoked)
+            .filter(|m| self.grant_entry(patient, m, &GrantScope::All).is_some_and(|g| g.is_live(now)))
+            .collect();
+        let delegates: Vec<MemberId> = chart.delegates.iter().copied().filter(|m| Some(m) != dismissed).collect();
+        let mut expected: Vec<MemberId> = holders.iter().chain(&delegates).copied().collect();
+        expected.push(*patient);
+        expected.sort();
+        expected.dedup();
+        let mut named = new_chart.recipients.clone();
+        named.sort();
+        let epoch = chart.epoch.checked_add(1).ok_or(Rejection::NewChartRequired)?;
+        let subject = KeySubject::Chart { patient: *patient, epoch };
+        let sidecar_ok = self.sidecar.is_some_and(|s| s.subjects.iter().all(|e| *e == subject));
+        if named != expected || !sidecar_ok || new_chart.public_key.check().is_err() {
+            return Err(Rejection::NewChartRequired);
+        }
+        let next =
+            ChartEntry { patient: *patient, epoch, public_key: new_chart.public_key.clone(), holders, delegates };
+        self.state.put(keys::chart(patient), &next);
+        for member in &new_chart.recipients {
+            self.put_envelope(subject, KeyHolder::Member { member: *member });
         }
         Ok(())
     }
@@ -510,7 +582,13 @@ impl Run<'_, '_> {
         self.state.put(keys::member(&e.member), &entry);
         self.state.put(keys::signing_key(&e.signing_key), &e.member);
         if let Some(chart_key) = &e.chart_key {
-            let chart = ChartEntry { patient: e.member, epoch: 0, public_key: chart_key.clone(), holders: vec![] };
+            let chart = ChartEntry {
+                patient: e.member,
+                epoch: 0,
+                public_key: chart_key.clone(),
+                holders: vec![],
+                delegates: vec![],
+            };
             self.state.put(keys::chart(&e.member), &chart);
             self.put_envelope(
                 KeySubject::Chart { patient: e.member, epoch: 0 },
@@ -621,7 +699,7 @@ impl Run<'_, '_> {
     }
 
     fn grant(&mut self, g: &Grant) -> Result<Applied, Rejection> {
-        self.require_patient(&g.patient)?;
+        self.require_patient_or_delegate(&g.patient)?;
         let (_, mut chart) = self.chart(&g.patient)?;
         let grantee = self.member(&g.grantee).ok_or(Rejection::UnknownMember)?;
         if grantee.status != MemberStatus::Active {
@@ -683,7 +761,7 @@ impl Run<'_, '_> {
     }
 
     fn revoke(&mut self, r: &Revoke) -> Result<Applied, Rejection> {
-        self.require_patient(&r.patient)?;
+        self.require_patient_or_delegate(&r.patient)?;
         let (_, chart) = self.chart(&r.patient)?;
         if self.member(&r.grantee).is_none() {
             return Err(Rejection::UnknownMember);
@@ -714,38 +792,8 @@ impl Run<'_, '_> {
                 if self.state.get(&grant_key).is_none() {
                     return Err(Rejection::NoSuchGrant);
                 }
-                let new_chart = r.new_chart.as_ref().ok_or(Rejection::NewChartRequired)?;
-                let now = self.ctx.time;
-                let mut remaining: Vec<MemberId> = chart
-                    .holders
-                    .iter()
-                    .copied()
-                    .filter(|m| *m != r.grantee)
-                    .filter(|m| self.grant_entry(&r.patient, m, &GrantScope::All).is_some_and(|g| g.is_live(now)))
-                    .collect();
-                let mut expected = remaining.clone();
-                expected.push(r.patient);
-                expected.sort();
-                let mut named = new_chart.recipients.clone();
-                named.sort();
-                let epoch = chart.epoch.checked_add(1).ok_or(Rejection::NewChartRequired)?;
-                let subject = KeySubject::Chart { patient: r.patient, epoch };
-                let sidecar_ok = self.sidecar.is_some_and(|s| s.subjects.iter().all(|e| *e == subject));
-                if named != expected || !sidecar_ok || new_chart.public_key.check().is_err() {
-                    return Err(Rejection::NewChartRequired);
-                }
-                remaining.sort();
+                self.next_chart_epoch(&r.patient, &chart, Some(&r.grantee), None, r.new_chart.as_ref())?;
                 self.state.delete(grant_key);
-                let next = ChartEntry {
-                    patient: r.patient,
-                    epoch,
-                    public_key: new_chart.public_key.clone(),
-                    holders: remaining,
-                };
-                self.state.put(keys::chart(&r.patient), &next);
-                for member in &new_chart.recipients {
-                    self.put_envelope(subject, KeyHolder::Member { member: *member });
-                }
             }
         }
         Ok(self.audit(r.patient, AuditAction::Revoke { grantee: r.grantee, scope: r.scope }, None))
@@ -805,6 +853,11 @@ impl Run<'_, '_> {
         let me = self.signer.id;
         let now = self.ctx.time;
         let is_patient = me == entry.patient && self.signer.role == Role::Patient;
+        if !is_patient && self.is_delegate_of(&entry.patient) {
+            self.on_behalf_of = Some(entry.patient);
+            let read = AuditAction::Read { record: a.record, version: a.version };
+            return Ok(self.audit(entry.patient, read, Some(a.purpose)));
+        }
         let is_author = me == entry.author && self.state.get(&keys::author_revoked(&a.record, &me)).is_none();
         let grants = [GrantScope::Record(a.record), GrantScope::All].map(|s| self.grant_entry(&entry.patient, &me, &s));
         // A per-record grant covers the versions whose data key was wrapped for the grantee; an
@@ -857,6 +910,41 @@ impl Run<'_, '_> {
         self.state.delete(keys::patient_record(&entry.patient, &e.record));
         self.state.put(keys::erased(&e.record), &tombstone);
         Ok(self.audit(entry.patient, AuditAction::Erase { record: e.record, versions: entry.version }, None))
+    }
+
+    /// The patient (only: a delegate does not appoint another) appoints or dismisses a delegate.
+    fn delegate(&mut self, d: &Delegate) -> Result<Applied, Rejection> {
+        self.require_patient(&d.patient)?;
+        let (_, mut chart) = self.chart(&d.patient)?;
+        if d.appoint {
+            let person = self
+                .member(&d.delegate)
+                .filter(|m| m.role == Role::Patient && m.status == MemberStatus::Active && m.id != d.patient);
+            if person.is_none() {
+                return Err(Rejection::DelegateNotAPerson);
+            }
+            let Err(at) = chart.delegates.binary_search(&d.delegate) else {
+                return Err(Rejection::AlreadyDelegate);
+            };
+            if chart.delegates.len() >= DELEGATES_MAX {
+                return Err(Rejection::TooManyDelegates);
+            }
+            if d.chart_epoch != Some(chart.epoch) || d.new_chart.is_some() {
+                return Err(Rejection::StaleChartEpoch);
+            }
+            chart.delegates.insert(at, d.delegate);
+            self.state.put(keys::chart(&d.patient), &chart);
+            self.put_envelope(
+                KeySubject::Chart { patient: d.patient, epoch: chart.epoch },
+                KeyHolder::Member { member: d.delegate },
+            );
+        } else {
+            if !chart.is_delegate(&d.delegate) {
+                return Err(Rejection::NoSuchDelegate);
+            }
+            self.next_chart_epoch(&d.patient, &chart, None, Some(&d.delegate), d.new_chart.as_ref())?;
+        }
+        Ok(self.audit(d.patient, AuditAction::Delegate { delegate: d.delegate, appoint: d.appoint }, None))
     }
 
     /// An auditor places or lifts a legal hold on a patient's chart or one of its records.

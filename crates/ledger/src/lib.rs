@@ -30,7 +30,7 @@ pub use sidecar::{
 };
 pub use state::{StateView, WriteSet};
 pub use tx::{
-    BreakGlass, EmergencyReason, Enroll, Erase, Grant, GrantScope, LegalHold, NewChartEpoch, RecordAccess,
+    BreakGlass, Delegate, EmergencyReason, Enroll, Erase, Grant, GrantScope, LegalHold, NewChartEpoch, RecordAccess,
     RegisterRecord, Revoke, Rotate, ShareKey, Suspend, TX_NAMESPACE, Transaction, TxBody, TxKind, TxOutcome,
     validator_member_id,
 };

@@ -89,6 +89,10 @@ pub enum Rejection {
     BreakGlassNote,
     /// The validator replaced its share key less than `SHARE_KEY_INTERVAL_MS` ago.
     ShareKeyTooSoon,
+    DelegateNotAPerson,
+    AlreadyDelegate,
+    NoSuchDelegate,
+    TooManyDelegates,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -114,6 +118,7 @@ impl Rejection {
                 | Rejection::BreakGlassExpired
                 | Rejection::LegalHold
                 | Rejection::NotAnAuditor
+                | Rejection::DelegateNotAPerson
         )
     }
 
@@ -164,6 +169,12 @@ impl Rejection {
             Rejection::InvalidShareKey => "the share key is malformed, of another suite, or not new",
             Rejection::ShareKeyTooSoon => "the validator replaced its share key moments ago; later",
             Rejection::BreakGlassNote => "a break-glass note is for the patient and the auditors (at least one) only",
+            Rejection::DelegateNotAPerson => {
+                "a delegate is another active member enrolled as a person (role patient), not staff"
+            }
+            Rejection::AlreadyDelegate => "already the patient's delegate",
+            Rejection::NoSuchDelegate => "not the patient's delegate",
+            Rejection::TooManyDelegates => "too many delegates on this chart",
         }
     }
 }

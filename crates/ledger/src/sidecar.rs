@@ -228,6 +228,7 @@ pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
         TxKind::Enroll(e) => Some(e.chart_key.is_some()),
         TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) | TxKind::Rotate(_) => Some(true),
         TxKind::Revoke(r) => Some(r.new_chart.is_some()),
+        TxKind::Delegate(d) => Some(d.appoint || d.new_chart.is_some()),
         TxKind::BreakGlass(_) => None,
         TxKind::RecordAccess(_)
         | TxKind::Suspend(_)
@@ -235,6 +236,31 @@ pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
         | TxKind::LegalHold(_)
         | TxKind::ShareKey(_) => Some(false),
     }
+}
+
+/// A chart's next epoch: one envelope per named recipient, all of one chart epoch of `patient`.
+fn new_chart_envelopes(
+    patient: &MemberId,
+    new_chart: Option<&crate::NewChartEpoch>,
+    sidecar: &Sidecar,
+) -> Result<(), SidecarError> {
+    let Some(new_chart) = new_chart else {
+        return Err(SidecarError::Presence);
+    };
+    let mut named: Vec<KeyHolder> = new_chart.recipients.iter().map(|m| KeyHolder::Member { member: *m }).collect();
+    named.sort();
+    named.dedup();
+    if named.len() != new_chart.recipients.len()
+        || named != sidecar.holders()
+        || sidecar.envelopes.iter().any(|e| !matches!(e.subject, KeySubject::Chart { patient: p, .. } if p == *patient))
+    {
+        return Err(SidecarError::Recipients);
+    }
+    let epochs: std::collections::BTreeSet<_> = sidecar.envelopes.iter().map(|e| e.subject).collect();
+    if epochs.len() > 1 {
+        return Err(SidecarError::Recipients);
+    }
+    Ok(())
 }
 
 /// Checks, without state, that a sidecar carries exactly the envelopes its transaction names.
@@ -291,29 +317,14 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
                 _ => Err(SidecarError::Recipients),
             }
         }
-        TxKind::Revoke(r) => {
-            let Some(new_chart) = &r.new_chart else {
-                return Err(SidecarError::Presence);
-            };
-            let mut named: Vec<KeyHolder> =
-                new_chart.recipients.iter().map(|m| KeyHolder::Member { member: *m }).collect();
-            named.sort();
-            named.dedup();
-            if named.len() != new_chart.recipients.len()
-                || named != sidecar.holders()
-                || sidecar
-                    .envelopes
-                    .iter()
-                    .any(|e| !matches!(e.subject, KeySubject::Chart { patient, .. } if patient == r.patient))
-            {
-                return Err(SidecarError::Recipients);
-            }
-            let epochs: std::collections::BTreeSet<_> = sidecar.envelopes.iter().map(|e| e.subject).collect();
-            if epochs.len() > 1 {
-                return Err(SidecarError::Recipients);
-            }
-            Ok(())
-        }
+        TxKind::Revoke(r) => new_chart_envelopes(&r.patient, r.new_chart.as_ref(), sidecar),
+        TxKind::Delegate(d) => match (d.appoint, d.chart_epoch, &d.new_chart) {
+            (true, Some(epoch), None) => one(KeyHolder::Member { member: d.delegate }, &|s| {
+                *s == KeySubject::Chart { patient: d.patient, epoch }
+            }),
+            (false, None, Some(new_chart)) => new_chart_envelopes(&d.patient, Some(new_chart), sidecar),
+            _ => Err(SidecarError::Recipients),
+        },
         // A note: its ciphertext, and its key wrapped under one subject for each of its readers
         // (which ones may read it is checked with the state).
         TxKind::BreakGlass(_) => {

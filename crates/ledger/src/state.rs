@@ -221,6 +221,14 @@ pub struct ChartEntry {
     /// next epoch after a revocation must be wrapped for exactly the patient and these, minus the
     /// revoked member and any expired grant.
     pub holders: Vec<MemberId>,
+    /// The patient's delegates (sorted), who hold this epoch's key and act for the patient.
+    pub delegates: Vec<MemberId>,
+}
+
+impl ChartEntry {
+    pub fn is_delegate(&self, member: &MemberId) -> bool {
+        self.delegates.binary_search(member).is_ok()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
@@ -307,6 +315,11 @@ pub enum AuditAction {
         record: Option<RecordId>,
         hold: bool,
     },
+    /// A delegate appointed (`appoint`) or dismissed.
+    Delegate {
+        delegate: MemberId,
+        appoint: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
@@ -328,6 +341,8 @@ pub struct AuditEvent {
     pub action: AuditAction,
     pub purpose: Option<PurposeOfUse>,
     pub decision: Decision,
+    /// Set when the actor acted as this patient's delegate: the event names both.
+    pub delegate_of: Option<MemberId>,
 }
 
 impl AuditEvent {

@@ -94,6 +94,9 @@ pub enum TxKind {
     /// shares in any copy of an erased record's sidecar, can be destroyed). Signed with the
     /// validator's consensus key; the signer is [`validator_member_id`] of that key.
     ShareKey(ShareKey),
+    /// The patient appoints or dismisses a delegate (a guardian for a minor, a proxy), who then
+    /// acts for them in grants, revocations, reads and their audit trail (DESIGN §8).
+    Delegate(Delegate),
 }
 
 impl TxKind {
@@ -122,6 +125,7 @@ impl TxKind {
             TxKind::Erase(_) => "erase",
             TxKind::LegalHold(_) => "legal_hold",
             TxKind::ShareKey(_) => "share_key",
+            TxKind::Delegate(_) => "delegate",
         }
     }
 }
@@ -310,6 +314,18 @@ pub struct LegalHold {
     pub patient: MemberId,
     pub record: Option<RecordId>,
     pub hold: bool,
+}
+
+/// Appoints (`appoint`) or dismisses `delegate` for `patient`. Appointing wraps the chart's current
+/// key for the delegate (`chart_epoch`); dismissing moves the chart to a new epoch the dismissed
+/// delegate never holds (`new_chart`), as revoking an `--all` grant does.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Delegate {
+    pub patient: MemberId,
+    pub delegate: MemberId,
+    pub appoint: bool,
+    pub chart_epoch: Option<u32>,
+    pub new_chart: Option<NewChartEpoch>,
 }
 
 /// Validator `validator`'s next share key. New records wrap that validator's share for it from

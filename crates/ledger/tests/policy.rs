@@ -9,10 +9,10 @@ use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::state::{AuditAction, AuditEvent, Decision, keys};
 use medledger_ledger::threshold::{ThresholdConfig, ThresholdShares, WrappedShare, share_context};
 use medledger_ledger::{
-    BlockContext, BreakGlass, EmergencyReason, Enroll, Erase, Genesis, GenesisMember, GenesisOrg, GenesisValidator,
-    Grant, GrantScope, KeyHolder, KeySubject, LegalHold, NewChartEpoch, RecordAccess, RegisterRecord, Rejection,
-    Revoke, Sidecar, SidecarEnvelope, SidecarError, Suspend, Transaction, TxBody, TxInvalid, TxKind, TxOutcome,
-    execute_block, execute_block_verified,
+    BlockContext, BreakGlass, Delegate, EmergencyReason, Enroll, Erase, Genesis, GenesisMember, GenesisOrg,
+    GenesisValidator, Grant, GrantScope, KeyHolder, KeySubject, LegalHold, NewChartEpoch, RecordAccess, RegisterRecord,
+    Rejection, Revoke, Sidecar, SidecarEnvelope, SidecarError, Suspend, Transaction, TxBody, TxInvalid, TxKind,
+    TxOutcome, execute_block, execute_block_verified,
 };
 use medledger_types::{
     ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, Trailing,
@@ -295,11 +295,25 @@ impl World {
         write: bool,
         expires: Option<u64>,
     ) -> TxOutcome {
+        let id = patient.id;
+        self.grant_as(patient, id, to, scope, write, expires)
+    }
+
+    /// A grant on `patient`'s chart signed by `signer` (the patient, or a delegate).
+    fn grant_as(
+        &mut self,
+        signer: &mut Who,
+        patient: MemberId,
+        to: &Who,
+        scope: GrantScope,
+        write: bool,
+        expires: Option<u64>,
+    ) -> TxOutcome {
         let (subject, chart_epoch) = match scope {
             GrantScope::Record(record) => (KeySubject::Record { record, version: 1 }, None),
             GrantScope::All => {
-                let epoch = self.chart.get(&patient.id).map_or(0, |c| c.0);
-                (KeySubject::Chart { patient: patient.id, epoch }, Some(epoch))
+                let epoch = self.chart.get(&patient).map_or(0, |c| c.0);
+                (KeySubject::Chart { patient, epoch }, Some(epoch))
             }
         };
         let holder = KeyHolder::Member { member: to.id };
@@ -309,14 +323,78 @@ impl World {
             threshold: Default::default(),
         };
         let kind = TxKind::Grant(Grant {
-            patient: patient.id,
+            patient,
             grantee: to.id,
             scope,
             write,
             expires_at: expires.map(Timestamp::new),
             chart_epoch,
         });
-        self.one(patient, kind, Some(&sidecar))
+        self.one(signer, kind, Some(&sidecar))
+    }
+
+    /// `signer` appoints `delegate` for `patient`, wrapping chart epoch `epoch` for them.
+    fn appoint(&mut self, signer: &mut Who, patient: MemberId, delegate: &Who, epoch: u32) -> TxOutcome {
+        let subject = KeySubject::Chart { patient, epoch };
+        let holder = KeyHolder::Member { member: delegate.id };
+        let sidecar = Sidecar {
+            envelopes: vec![envelope(self.chain, delegate.enc.encryption_key(), holder, subject)],
+            metadata: None,
+            threshold: Default::default(),
+        };
+        let kind = TxKind::Delegate(Delegate {
+            patient,
+            delegate: delegate.id,
+            appoint: true,
+            chart_epoch: Some(epoch),
+            new_chart: None,
+        });
+        self.one(signer, kind, Some(&sidecar))
+    }
+
+    /// The next epoch of `patient`'s chart wrapped for `recipients`: what a revocation of an
+    /// `--all` grant or a dismissal carries. Returns the new chart key with it.
+    fn next_chart(
+        &self,
+        patient: MemberId,
+        recipients: &[(MemberId, EncryptionKey)],
+    ) -> (NewChartEpoch, Sidecar, DecryptionKey) {
+        let epoch = self.chart.get(&patient).map_or(0, |c| c.0) + 1;
+        let next = wrap::generate(KemSuite::X25519);
+        let subject = KeySubject::Chart { patient, epoch };
+        let envelopes = recipients
+            .iter()
+            .map(|(id, key)| envelope(self.chain, key, KeyHolder::Member { member: *id }, subject))
+            .collect();
+        let new_chart = NewChartEpoch {
+            public_key: next.encryption_key().clone(),
+            recipients: recipients.iter().map(|w| w.0).collect(),
+        };
+        (new_chart, Sidecar { envelopes, metadata: None, threshold: Default::default() }, next)
+    }
+
+    /// `signer` dismisses `delegate`, the chart moving on for `recipients`.
+    fn dismiss(
+        &mut self,
+        signer: &mut Who,
+        patient: MemberId,
+        delegate: &Who,
+        recipients: &[(MemberId, EncryptionKey)],
+    ) -> TxOutcome {
+        let (new_chart, sidecar, next) = self.next_chart(patient, recipients);
+        let kind = TxKind::Delegate(Delegate {
+            patient,
+            delegate: delegate.id,
+            appoint: false,
+            chart_epoch: None,
+            new_chart: Some(new_chart),
+        });
+        let outcome = self.one(signer, kind, Some(&sidecar));
+        if outcome == TxOutcome::Applied {
+            let epoch = self.chart.get(&patient).map_or(0, |c| c.0) + 1;
+            self.chart.insert(patient, (epoch, next));
+        }
+        outcome
     }
 
     fn break_glass(&mut self, who: &mut Who, patient: MemberId, reason: Option<EmergencyReason>, ms: u64) -> TxOutcome {
@@ -1340,4 +1418,151 @@ fn share_release_simulation_with_f_byzantine_validators() {
     }
     println!("share release simulation: {served} reads served, {refused} refused");
     assert!(served > 20 && refused > 20, "the runs exercise both sides: {served} served, {refused} refused");
+}
+
+fn keys_of(who: &[&Who]) -> Vec<(MemberId, EncryptionKey)> {
+    who.iter().map(|w| (w.id, w.enc.encryption_key().clone())).collect()
+}
+
+/// Delegates (DESIGN §8): appointed and dismissed by the patient only, a person (not staff); they
+/// read, grant, revoke and read the trail for the patient, every such event naming both; never
+/// erase, write or appoint; dismissal moves the chart to an epoch they never hold.
+#[test]
+fn delegate_rows() {
+    let mut c = cast();
+    let (mut guardian, mut g2) = (Who::new(15), Who::new(16));
+    for who in [&guardian, &g2] {
+        assert_eq!(c.w.enroll(&mut c.admin, who, "org1", Role::Patient), TxOutcome::Applied);
+    }
+    let pid = c.patient.id;
+    let rec = RecordId::new([1; 16]);
+    assert_eq!(c.w.put_own(&mut c.patient, rec), TxOutcome::Applied);
+
+    // Appointing: the patient only, a person only, the current epoch, once.
+    assert_eq!(c.w.appoint(&mut c.d1, pid, &guardian, 0), rejected(Rejection::NotThePatient));
+    assert_eq!(c.w.appoint(&mut c.admin, pid, &guardian, 0), rejected(Rejection::AdminHasNoClinicalAccess));
+    for staff in [&c.nurse, &c.d2, &c.auditor] {
+        assert_eq!(c.w.appoint(&mut c.patient, pid, staff, 0), rejected(Rejection::DelegateNotAPerson));
+    }
+    let me = Who { id: pid, sign: SigningKey::generate(), enc: wrap::generate(KemSuite::X25519), nonce: 0 };
+    assert_eq!(c.w.appoint(&mut c.patient, pid, &me, 0), rejected(Rejection::DelegateNotAPerson), "not oneself");
+    assert_eq!(c.w.appoint(&mut c.patient, pid, &guardian, 1), rejected(Rejection::StaleChartEpoch));
+    let before = c.w.policy_state();
+    assert_eq!(c.w.read(&mut guardian, rec), rejected(Rejection::AccessDenied), "before the appointment");
+    assert_eq!(before, c.w.policy_state(), "rejections change no policy state");
+    assert_eq!(c.w.appoint(&mut c.patient, pid, &guardian, 0), TxOutcome::Applied);
+    assert_eq!(c.w.appoint(&mut c.patient, pid, &guardian, 0), rejected(Rejection::AlreadyDelegate));
+    assert_eq!(c.w.appoint(&mut guardian, pid, &g2, 0), rejected(Rejection::NotThePatient), "delegates do not appoint");
+
+    // Acting for the patient: read, grant, revoke; never write or erase.
+    assert_eq!(c.w.read(&mut guardian, rec), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut g2, rec), rejected(Rejection::AccessDenied), "another person");
+    assert_eq!(c.w.grant_as(&mut guardian, pid, &c.d1, GrantScope::Record(rec), false, None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d1, rec), TxOutcome::Applied, "granted by the delegate");
+    assert_eq!(c.w.grant_as(&mut guardian, pid, &c.d2, GrantScope::All, false, None), TxOutcome::Applied);
+    assert_eq!(
+        c.w.grant_as(&mut g2, pid, &c.nurse, GrantScope::Record(rec), false, None),
+        rejected(Rejection::NotThePatient)
+    );
+    let revoke =
+        TxKind::Revoke(Revoke { patient: pid, grantee: c.d1.id, scope: GrantScope::Record(rec), new_chart: None });
+    assert_eq!(c.w.one(&mut guardian, revoke, None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d1, rec), rejected(Rejection::AccessDenied), "revoked by the delegate");
+    assert_eq!(c.w.put(&mut guardian, pid, RecordId::new([2; 16])), rejected(Rejection::NotAllowedToWrite));
+    assert_eq!(c.w.one(&mut guardian, TxKind::Erase(Erase { record: rec }), None), rejected(Rejection::NotThePatient));
+
+    // Every delegated action names both: the delegate as actor, the patient it acted for.
+    let trail = c.w.audit_of(&c.patient);
+    let delegated: Vec<&AuditEvent> = trail.iter().filter(|e| e.delegate_of.is_some()).collect();
+    assert_eq!(delegated.len(), 4, "read, two grants, revocation: {delegated:?}");
+    assert!(delegated.iter().all(|e| e.actor == guardian.id && e.delegate_of == Some(pid)));
+    assert!(trail.iter().any(|e| e.action == AuditAction::Delegate { delegate: guardian.id, appoint: true }));
+    assert!(
+        trail.iter().filter(|e| e.actor != guardian.id).all(|e| e.delegate_of.is_none()),
+        "nobody else's event says delegate"
+    );
+
+    // A revocation of an --all grant keeps the chart for the delegates.
+    assert_eq!(c.w.appoint(&mut c.patient, pid, &g2, 0), TxOutcome::Applied);
+    let (new_chart, sidecar, _) = c.w.next_chart(pid, &keys_of(&[&c.patient]));
+    let revoke_all =
+        |new_chart| TxKind::Revoke(Revoke { patient: pid, grantee: c.d2.id, scope: GrantScope::All, new_chart });
+    assert_eq!(
+        c.w.one(&mut c.patient, revoke_all(Some(new_chart)), Some(&sidecar)),
+        rejected(Rejection::NewChartRequired),
+        "the delegates left out"
+    );
+    let (new_chart, sidecar, next) = c.w.next_chart(pid, &keys_of(&[&c.patient, &guardian, &g2]));
+    assert_eq!(
+        c.w.one(&mut guardian, revoke_all(Some(new_chart)), Some(&sidecar)),
+        TxOutcome::Applied,
+        "by a delegate"
+    );
+    c.w.chart.insert(pid, (1, next));
+
+    // Dismissal: the patient only; the chart moves on for exactly those who remain.
+    assert_eq!(
+        {
+            let r = keys_of(&[&c.patient, &g2]);
+            c.w.dismiss(&mut g2, pid, &guardian, &r)
+        },
+        rejected(Rejection::NotThePatient)
+    );
+    assert_eq!(
+        {
+            let r = keys_of(&[&c.patient, &guardian, &g2]);
+            c.w.dismiss(&mut c.patient, pid, &guardian, &r)
+        },
+        rejected(Rejection::NewChartRequired),
+        "still wrapped for the dismissed"
+    );
+    assert_eq!(
+        {
+            let r = keys_of(&[&c.patient]);
+            c.w.dismiss(&mut c.patient, pid, &guardian, &r)
+        },
+        rejected(Rejection::NewChartRequired)
+    );
+    let no_chart = TxKind::Delegate(Delegate {
+        patient: pid,
+        delegate: guardian.id,
+        appoint: false,
+        chart_epoch: None,
+        new_chart: None,
+    });
+    assert_eq!(c.w.one(&mut c.patient, no_chart, None), rejected(Rejection::NewChartRequired));
+    assert_eq!(
+        {
+            let r = keys_of(&[&c.patient, &g2]);
+            c.w.dismiss(&mut c.patient, pid, &guardian, &r)
+        },
+        TxOutcome::Applied
+    );
+    assert_eq!(c.w.read(&mut guardian, rec), rejected(Rejection::AccessDenied), "dismissed");
+    assert_eq!(
+        c.w.grant_as(&mut guardian, pid, &c.d1, GrantScope::Record(rec), false, None),
+        rejected(Rejection::NotThePatient)
+    );
+    assert_eq!(c.w.read(&mut g2, rec), TxOutcome::Applied, "the other delegate stays");
+    assert_eq!(
+        {
+            let r = keys_of(&[&c.patient, &g2]);
+            c.w.dismiss(&mut c.patient, pid, &guardian, &r)
+        },
+        rejected(Rejection::NoSuchDelegate)
+    );
+
+    // At most DELEGATES_MAX at once.
+    let epoch = c.w.chart[&pid].0;
+    let mut extra = Vec::new();
+    for n in 0..medledger_types::limits::DELEGATES_MAX as u8 {
+        let who = Who::new(40 + n);
+        assert_eq!(c.w.enroll(&mut c.admin, &who, "org1", Role::Patient), TxOutcome::Applied);
+        extra.push(who);
+    }
+    let (fits, over) = extra.split_at(medledger_types::limits::DELEGATES_MAX - 1);
+    for who in fits {
+        assert_eq!(c.w.appoint(&mut c.patient, pid, who, epoch), TxOutcome::Applied);
+    }
+    assert_eq!(c.w.appoint(&mut c.patient, pid, &over[0], epoch), rejected(Rejection::TooManyDelegates));
 }

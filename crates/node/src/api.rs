@@ -816,16 +816,18 @@ async fn patient_records(
     Signed(me): Signed,
 ) -> ApiResult<Json<Vec<RecordEntry>>> {
     let patient: MemberId = parse(&id, "patient id")?;
-    // The patient, members holding a chart-wide grant, auditors, and admins see the list (its
-    // entries carry no plaintext: metadata is encrypted); anyone else is refused.
+    // The patient, their delegates, members holding a chart-wide grant, auditors, and admins see
+    // the list (its entries carry no plaintext: metadata is encrypted); anyone else is refused.
     let holder = || {
         view(&state)
             .ok()
             .and_then(|v| read::<ChartEntry>(&v, &keys::chart(&patient)))
-            .is_some_and(|chart| chart.holders.contains(&me.id))
+            .is_some_and(|chart| chart.holders.contains(&me.id) || chart.is_delegate(&me.id))
     };
     if me.id != patient && !matches!(me.role, Role::Auditor | Role::Admin) && !holder() {
-        return Err(ApiError::denied("only the patient, their chart-wide grantees, auditors and admins list records"));
+        return Err(ApiError::denied(
+            "only the patient, their delegates and chart-wide grantees, auditors and admins list records",
+        ));
     }
     let prefix = keys::patient_records(&patient);
     let after = page.after.as_deref().map(|a| parse::<RecordId>(a, "cursor")).transpose()?;
@@ -859,7 +861,8 @@ async fn audit(
     Signed(me): Signed,
 ) -> ApiResult<Json<Vec<AuditEvent>>> {
     let patient: MemberId = parse(&id, "patient id")?;
-    let own_org_only = trail_reader(&me, &patient)?;
+    let view = view(&state)?;
+    let own_org_only = trail_reader(&view, &me, &patient)?;
     let prefix = keys::audit_of(&patient);
     let after_key = match page.after.as_deref() {
         Some(cursor) if cursor.len() <= 256 => {
@@ -869,7 +872,7 @@ async fn audit(
         None => None,
     };
     let limit = page_limit(page.limit)?;
-    let rows = view(&state)?.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
+    let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
     let events = rows
         .into_iter()
         .filter_map(|(_, v)| borsh::from_slice::<AuditEvent>(&v).ok())
@@ -878,14 +881,20 @@ async fn audit(
     Ok(Json(events))
 }
 
-/// Who reads `patient`'s audit trail: the patient and auditors all of it (`false`), an admin the
-/// events of their own organisation's members (`true`); anyone else is refused.
-fn trail_reader(me: &MemberEntry, patient: &MemberId) -> ApiResult<bool> {
+/// Who reads `patient`'s audit trail: the patient, their delegates and auditors all of it
+/// (`false`), an admin the events of their own organisation's members (`true`); anyone else is
+/// refused.
+fn trail_reader(view: &impl StateView, me: &MemberEntry, patient: &MemberId) -> ApiResult<bool> {
+    let is_delegate = || {
+        me.role == Role::Patient
+            && read::<ChartEntry>(view, &keys::chart(patient)).is_some_and(|c| c.is_delegate(&me.id))
+    };
     match me.role {
         _ if me.id == *patient => Ok(false),
         Role::Auditor => Ok(false),
         Role::Admin => Ok(true),
-        _ => Err(ApiError::denied("only the patient, auditors and admins read an audit trail")),
+        _ if is_delegate() => Ok(false),
+        _ => Err(ApiError::denied("only the patient, their delegates, auditors and admins read an audit trail")),
     }
 }
 
@@ -928,7 +937,7 @@ async fn tx_receipt(
             ));
         };
         let patient: MemberId = parse(&patient, "patient id")?;
-        let own_org_only = trail_reader(&me, &patient)?;
+        let own_org_only = trail_reader(&view, &me, &patient)?;
         let result = crate::app::tx_outcome(&view, &id).ok_or(ApiError::not_found("transaction"))?;
         let mut prefix = keys::audit_of(&patient);
         prefix.extend_from_slice(&result.height.get().to_be_bytes());

@@ -13,8 +13,9 @@ use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::api::{AccessBundle, TxStatus};
 use medledger_ledger::state::{AuditEvent, ChartEntry, FlaggedEntry, MemberStatus, RecordEntry};
 use medledger_ledger::{
-    BreakGlass, EmergencyReason, Enroll, Erase, Grant, GrantScope, KeyHolder, KeySubject, LegalHold, NewChartEpoch,
-    RecordAccess, RegisterRecord, Revoke, Rotate, Sidecar, SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome,
+    BreakGlass, Delegate, EmergencyReason, Enroll, Erase, Grant, GrantScope, KeyHolder, KeySubject, LegalHold,
+    NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Rotate, Sidecar, SidecarEnvelope, Transaction, TxBody, TxKind,
+    TxOutcome,
 };
 use medledger_types::limits::{BREAK_GLASS_NOTE_BYTES_MAX, NOTE_READERS_MAX};
 use medledger_types::{ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
@@ -243,17 +244,14 @@ impl Session {
     async fn grant_all(
         &self,
         me: &Identity,
+        patient: &MemberId,
         to: &Contact,
         write: bool,
         expires_at: Option<Timestamp>,
     ) -> Result<(TxKind, Sidecar)> {
-        let grantee = self.client.member(&to.member).await?;
-        let (epoch, chart) = self.chart_key(me).await?;
-        let subject = KeySubject::Chart { patient: me.member, epoch };
-        let holder = KeyHolder::Member { member: to.member };
-        let envelope = self.seal_for(&grantee.encryption_key, holder, subject, &chart_secret(&chart))?;
+        let (epoch, envelope) = self.chart_key_for(me, patient, to).await?;
         let kind = TxKind::Grant(Grant {
-            patient: me.member,
+            patient: *patient,
             grantee: to.member,
             scope: GrantScope::All,
             write,
@@ -261,6 +259,83 @@ impl Session {
             chart_epoch: Some(epoch),
         });
         Ok((kind, Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() }))
+    }
+
+    /// `patient`'s current chart key (which `me` holds) wrapped for `to`, and its epoch.
+    async fn chart_key_for(&self, me: &Identity, patient: &MemberId, to: &Contact) -> Result<(u32, SidecarEnvelope)> {
+        let member = self.client.member(&to.member).await?;
+        let (epoch, chart) = self.chart_key(me, patient).await?;
+        let subject = KeySubject::Chart { patient: *patient, epoch };
+        let holder = KeyHolder::Member { member: to.member };
+        Ok((epoch, self.seal_for(&member.encryption_key, holder, subject, &chart_secret(&chart))?))
+    }
+
+    /// A fresh next epoch of `patient`'s chart, wrapped for everyone who keeps holding it: the
+    /// patient, each live `--all` grantee but `revoked`, each delegate but `dismissed`.
+    async fn next_chart_epoch(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        revoked: Option<&MemberId>,
+        dismissed: Option<&MemberId>,
+    ) -> Result<(NewChartEpoch, Sidecar)> {
+        let chart = self.client.chart(patient).await?;
+        let epoch = chart.epoch.checked_add(1).ok_or_else(|| SdkError::Other("chart epochs exhausted".into()))?;
+        let now = Timestamp::new(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        );
+        let mut recipients = vec![*patient];
+        for holder in chart.holders.iter().filter(|m| Some(*m) != revoked) {
+            if self.client.grant(patient, holder).await?.is_some_and(|g| g.is_live(now)) {
+                recipients.push(*holder);
+            }
+        }
+        recipients.extend(chart.delegates.iter().filter(|m| Some(*m) != dismissed));
+        recipients.sort();
+        recipients.dedup();
+        let next = wrap::generate(KemSuite::default());
+        let secret = chart_secret(&next);
+        let subject = KeySubject::Chart { patient: *patient, epoch };
+        let mut envelopes = Vec::new();
+        for member in &recipients {
+            let key = if *member == me.member {
+                me.encryption.encryption_key().clone()
+            } else {
+                self.client.member(member).await?.encryption_key
+            };
+            envelopes.push(self.seal_for(&key, KeyHolder::Member { member: *member }, subject, &secret)?);
+        }
+        Ok((
+            NewChartEpoch { public_key: next.encryption_key().clone(), recipients },
+            Sidecar { envelopes, metadata: None, threshold: Default::default() },
+        ))
+    }
+
+    /// The patient `me` appoints `to` as their delegate (`appoint`), or dismisses them (the chart
+    /// then moves to an epoch they never hold).
+    pub async fn delegate(&self, me: &Identity, to: &Contact, appoint: bool) -> Result<Committed> {
+        let (kind, sidecar) = if appoint {
+            let (epoch, envelope) = self.chart_key_for(me, &me.member, to).await?;
+            let kind = TxKind::Delegate(Delegate {
+                patient: me.member,
+                delegate: to.member,
+                appoint,
+                chart_epoch: Some(epoch),
+                new_chart: None,
+            });
+            (kind, Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() })
+        } else {
+            let (new_chart, sidecar) = self.next_chart_epoch(me, &me.member, None, Some(&to.member)).await?;
+            let kind = TxKind::Delegate(Delegate {
+                patient: me.member,
+                delegate: to.member,
+                appoint,
+                chart_epoch: None,
+                new_chart: Some(new_chart),
+            });
+            (kind, sidecar)
+        };
+        self.transact(me, kind, Some(sidecar)).await
     }
 
     /// Enrols `count` new patients in `admin`'s organisation's custody (DESIGN §8), each with an
@@ -322,7 +397,7 @@ impl Session {
             if self.client.grant(&patient.member, &doctor.member).await?.is_some_and(|g| g.write) {
                 continue;
             }
-            let (kind, sidecar) = self.grant_all(patient, doctor, true, None).await?;
+            let (kind, sidecar) = self.grant_all(patient, &patient.member, doctor, true, None).await?;
             grants.push((patient, kind, Some(sidecar)));
         }
         for result in self.transact_batch(grants).await? {
@@ -649,8 +724,10 @@ impl Session {
     }
 
     /// The patient's current chart key, opened from the patient's envelope.
-    async fn chart_key(&self, me: &Identity) -> Result<(u32, DecryptionKey)> {
-        let envelope = self.client.chart_envelope(me, &me.member).await?;
+    /// `patient`'s current chart key, from its envelope for `me` (the patient, a delegate or an
+    /// `--all` grantee).
+    async fn chart_key(&self, me: &Identity, patient: &MemberId) -> Result<(u32, DecryptionKey)> {
+        let envelope = self.client.chart_envelope(me, patient).await?;
         let KeySubject::Chart { epoch, .. } = envelope.subject else {
             return Err(SdkError::Integrity("chart envelope of the wrong kind".into()));
         };
@@ -666,8 +743,21 @@ impl Session {
         write: bool,
         expires_at: Option<Timestamp>,
     ) -> Result<Committed> {
+        self.grant_for(me, &me.member, to, scope, write, expires_at).await
+    }
+
+    /// [`Session::grant`] on `patient`'s chart: `me` is the patient or one of their delegates.
+    pub async fn grant_for(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        to: &Contact,
+        scope: GrantScope,
+        write: bool,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Committed> {
         let GrantScope::Record(record) = scope else {
-            let (kind, sidecar) = self.grant_all(me, to, write, expires_at).await?;
+            let (kind, sidecar) = self.grant_all(me, patient, to, write, expires_at).await?;
             return self.transact(me, kind, Some(sidecar)).await;
         };
         let grantee = self.client.member(&to.member).await?;
@@ -684,14 +774,8 @@ impl Session {
             .ok_or_else(|| SdkError::Denied("no wrapped key for this reader".into()))?;
         let subject = KeySubject::Record { record, version: bundle.record.version };
         let envelope = self.seal_for(&grantee.encryption_key, holder, subject, &secret)?;
-        let kind = TxKind::Grant(Grant {
-            patient: me.member,
-            grantee: to.member,
-            scope,
-            write,
-            expires_at,
-            chart_epoch: None,
-        });
+        let kind =
+            TxKind::Grant(Grant { patient: *patient, grantee: to.member, scope, write, expires_at, chart_epoch: None });
         self.transact(
             me,
             kind,
@@ -702,42 +786,25 @@ impl Session {
 
     /// The patient revokes a grant; `--all` moves the chart key to a new epoch for the others.
     pub async fn revoke(&self, me: &Identity, from: &Contact, scope: GrantScope) -> Result<Committed> {
+        self.revoke_for(me, &me.member, from, scope).await
+    }
+
+    /// [`Session::revoke`] on `patient`'s chart: `me` is the patient or one of their delegates.
+    pub async fn revoke_for(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        from: &Contact,
+        scope: GrantScope,
+    ) -> Result<Committed> {
         let (new_chart, sidecar) = match scope {
             GrantScope::Record(_) => (None, None),
             GrantScope::All => {
-                let chart = self.client.chart(&me.member).await?;
-                let epoch =
-                    chart.epoch.checked_add(1).ok_or_else(|| SdkError::Other("chart epochs exhausted".into()))?;
-                let now = Timestamp::new(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
-                );
-                let mut recipients = vec![me.member];
-                for holder in chart.holders.iter().filter(|m| **m != from.member) {
-                    if self.client.grant(&me.member, holder).await?.is_some_and(|g| g.is_live(now)) {
-                        recipients.push(*holder);
-                    }
-                }
-                let next = wrap::generate(KemSuite::default());
-                let secret = chart_secret(&next);
-                let subject = KeySubject::Chart { patient: me.member, epoch };
-                let mut envelopes = Vec::new();
-                for member in &recipients {
-                    let key = if *member == me.member {
-                        me.encryption.encryption_key().clone()
-                    } else {
-                        self.client.member(member).await?.encryption_key
-                    };
-                    envelopes.push(self.seal_for(&key, KeyHolder::Member { member: *member }, subject, &secret)?);
-                }
-                (
-                    Some(NewChartEpoch { public_key: next.encryption_key().clone(), recipients }),
-                    Some(Sidecar { envelopes, metadata: None, threshold: Default::default() }),
-                )
+                let (new_chart, sidecar) = self.next_chart_epoch(me, patient, Some(&from.member), None).await?;
+                (Some(new_chart), Some(sidecar))
             }
         };
-        let kind = TxKind::Revoke(Revoke { patient: me.member, grantee: from.member, scope, new_chart });
+        let kind = TxKind::Revoke(Revoke { patient: *patient, grantee: from.member, scope, new_chart });
         self.transact(me, kind, sidecar).await
     }
 

@@ -48,3 +48,5 @@ pub const SHARE_KEY_INTERVAL_MS: u64 = 10_000;
 pub const BREAK_GLASS_NOTE_BYTES_MAX: usize = 1024;
 /// The most auditors a break-glass note is wrapped for.
 pub const NOTE_READERS_MAX: usize = 64;
+/// Delegates a patient may appoint at once (guardians, proxies).
+pub const DELEGATES_MAX: usize = 4;
