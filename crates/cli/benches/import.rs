@@ -117,7 +117,7 @@ fn sealing_ceiling(net: &Network, data: &Path, resources: usize) -> f64 {
     let custody_patient = std::fs::read_dir(net.home.join("custody").join("org1")).unwrap().next().unwrap().unwrap();
     let patient = custody_patient.path().file_stem().unwrap().to_string_lossy().parse().unwrap();
     rt.block_on(session.release()).unwrap();
-    let chart = rt.block_on(session.client.chart(&patient)).unwrap();
+    let chart = rt.block_on(session.record_keys(&patient)).unwrap();
     let bundle = std::fs::read_dir(data).unwrap().next().unwrap().unwrap().path();
     let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle).unwrap()).unwrap();
     let texts: Vec<String> = bundle["entry"].as_array().unwrap().iter().map(|e| e["resource"].to_string()).collect();

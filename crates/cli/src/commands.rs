@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use medledger_ledger::state::{AuditAction, AuditEvent, Decision, RecordEntry};
 use medledger_ledger::{EmergencyReason, GrantScope};
-use medledger_sdk::{Contact, Home, Identity, Result, SdkError, Session};
+use medledger_sdk::{Contact, Home, Identity, Result, SdkError, Session, check_alias};
 use medledger_types::{MemberId, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::{Command, IdCommand, ReceiptCommand, RecordCommand};
+use crate::{Command, IdCommand, ReceiptCommand, RecordCommand, TeamCommand};
 
 /// The keystore passphrase: `MEDLEDGER_PASSPHRASE`, or a prompt on a terminal.
 pub fn passphrase() -> Result<Zeroizing<String>> {
@@ -192,7 +192,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             print_records(home, &records, json);
         }
         Command::Grant(args) => {
-            let to = rt.block_on(session.resolve(&args.to))?;
+            let to = rt.block_on(session.resolve_grantee(&args.to))?;
             let scope = scope(args.record.as_deref(), args.all)?;
             let expires = args.expires.as_deref().map(parse_expiry).transpose()?;
             let patient = rt.block_on(session.resolve(args.patient.as_deref().unwrap_or(&args.as_)))?;
@@ -201,12 +201,53 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             report(json, "granted", &c);
         }
         Command::Revoke(args) => {
-            let from = rt.block_on(session.resolve(&args.from))?;
+            let from = rt.block_on(session.resolve_grantee(&args.from))?;
             let scope = scope(args.record.as_deref(), args.all)?;
             let patient = rt.block_on(session.resolve(args.patient.as_deref().unwrap_or(&args.as_)))?;
             let me = load(home, &args.as_)?;
             let c = rt.block_on(session.revoke_for(&me, &patient.member, &from, scope))?;
             report(json, "revoked", &c);
+        }
+        Command::Team(TeamCommand::Create { name, as_, members }) => {
+            check_alias(&name)?;
+            if home.teams()?.contains_key(&name) || home.book()?.contains_key(&name) {
+                return Err(SdkError::Usage("that name is already taken in this address book".into()));
+            }
+            let mut ids = Vec::with_capacity(members.len());
+            for member in members.iter().filter(|m| !m.is_empty()) {
+                ids.push(rt.block_on(session.resolve(member))?.member);
+            }
+            let me = load(home, &as_)?;
+            let (team, c) = rt.block_on(session.team_create(&me, &ids))?;
+            home.add_team(&name, team)?;
+            if json {
+                println!("{}", json!({"team": team, "tx": c.tx, "height": c.height.get()}));
+            } else {
+                println!("{team}");
+            }
+        }
+        Command::Team(TeamCommand::Add { team, as_, member }) => {
+            let team = rt.block_on(session.resolve_grantee(&team))?;
+            let member = rt.block_on(session.resolve(&member))?;
+            let me = load(home, &as_)?;
+            report(json, "added", &rt.block_on(session.team_add(&me, &team, &member.member))?);
+        }
+        Command::Team(TeamCommand::Remove { team, as_, member }) => {
+            let team = rt.block_on(session.resolve_grantee(&team))?;
+            let member = rt.block_on(session.resolve(&member))?;
+            let me = load(home, &as_)?;
+            report(json, "removed", &rt.block_on(session.team_remove(&me, &team, &member.member))?);
+        }
+        Command::Team(TeamCommand::List) => {
+            for (name, id) in home.teams()? {
+                let Some(team) = rt.block_on(session.client.team(&id))? else { continue };
+                let members: Vec<String> = team.members.iter().map(|m| name_of(home, m)).collect();
+                if json {
+                    println!("{}", json!({"name": name, "team": id, "epoch": team.epoch, "members": members}));
+                } else {
+                    println!("{name}\t{id}\tepoch {}\t{}", team.epoch, members.join(","));
+                }
+            }
         }
         Command::Delegate { as_, to, dismiss } => {
             let to = rt.block_on(session.resolve(&to))?;

@@ -99,6 +99,10 @@ enum Command {
         #[arg(long)]
         dismiss: bool,
     },
+    /// Care teams: key holders like members, whose key is wrapped for each member; grants can go
+    /// to a team (`grant --to TEAM`).
+    #[command(subcommand)]
+    Team(TeamCommand),
     /// Receipts: proof that a transaction and its outcome are in a finalized block.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
@@ -239,6 +243,38 @@ enum IdCommand {
         #[arg(long = "as")]
         as_: String,
     },
+}
+
+#[derive(Subcommand)]
+enum TeamCommand {
+    /// Create a care team (as a doctor, its first member) with MEMBERS; NAME is a local alias.
+    Create {
+        name: String,
+        #[arg(long = "as")]
+        as_: String,
+        /// Doctors, nurses or emergency members, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+    },
+    /// Add a member (as a doctor of the team).
+    Add {
+        team: String,
+        #[arg(long = "as")]
+        as_: String,
+        #[arg(long)]
+        member: String,
+    },
+    /// Remove a member (as a doctor of the team), or leave (`--member` yourself): the team's key
+    /// moves on for the others.
+    Remove {
+        team: String,
+        #[arg(long = "as")]
+        as_: String,
+        #[arg(long)]
+        member: String,
+    },
+    /// The care teams this home names, with their members and key epoch.
+    List,
 }
 
 #[derive(Subcommand)]

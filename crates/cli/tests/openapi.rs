@@ -34,6 +34,8 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("get", "/v1/staff", false),
     ("get", "/v1/tx/{id}/note", true),
     ("get", "/v1/tx/{id}/receipt", true),
+    ("get", "/v1/teams/{id}", false),
+    ("get", "/v1/teams/{id}/envelope", true),
     ("get", "/v1/sync/state", true),
     ("get", "/v1/sync/chain", true),
 ];

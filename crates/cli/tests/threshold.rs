@@ -26,7 +26,7 @@ fn share_key(net: &Net, k: usize) -> DecryptionKey {
 
 /// Seals a FHIR resource for `patient` as `author` and registers it; returns what the author made.
 async fn write(session: &Session, author: &Identity, patient: &Identity, text: &str) -> Sealed {
-    let chart = session.client.chart(&patient.member).await.unwrap();
+    let chart = session.record_keys(&patient.member).await.unwrap();
     let record = RecordId::new(medledger_crypto::random_bytes());
     let metadata = describe(text.as_bytes()).unwrap();
     let sealed = session.seal_record(author, &chart, record, 1, text.as_bytes(), &metadata).unwrap();
@@ -188,7 +188,7 @@ async fn a_revoked_reader_keeps_old_envelopes_but_gets_no_shares() {
 
     // An author who wraps one validator's share wrongly (validators cannot tell at write time)
     // does not make the record unreadable: that validator answers 409, the others release.
-    let chart = session.client.chart(&alice.member).await.unwrap();
+    let chart = session.record_keys(&alice.member).await.unwrap();
     let record = RecordId::new(medledger_crypto::random_bytes());
     let text = r#"{"resourceType":"Basic","code":{"text":"miswrapped-marker"}}"#;
     let mut sealed =
@@ -489,6 +489,7 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
     // sidecar and the ciphertext taken before the erasure: her chart key still opens k_env...
     let chart = session.client.chart(&alice.member).await.unwrap();
     assert_eq!(chart.epoch, 0);
+    let keys = medledger_sdk::RecordKeys { chart: chart.clone(), teams: vec![] };
     let to_alice = session.client.chart_envelope(&alice, &alice.member).await.unwrap();
     let secret = wrap::open(
         &alice.encryption,
@@ -534,7 +535,7 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
     // (A new session: the CLI has used alice's nonces since.)
     let session = Session::open(&net.home, None).unwrap();
     session.release().await.unwrap();
-    let reuse = session.seal_record(&alice, &chart, sealed.record, 1, kept.as_bytes(), &metadata).unwrap();
+    let reuse = session.seal_record(&alice, &keys, sealed.record, 1, kept.as_bytes(), &metadata).unwrap();
     session.client.put_blob(&alice, &reuse.digest, reuse.ciphertext.clone()).await.unwrap();
     match session.transact(&alice, reuse.kind, Some(reuse.sidecar)).await {
         Err(SdkError::Usage(m)) => assert!(m.contains("erased"), "{m}"),
@@ -543,12 +544,12 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
     // A record sealed for the share keys fetched before the rotation is refused; the client
     // fetches the current keys and the record sealed again is written and read.
     let record = RecordId::new(medledger_crypto::random_bytes());
-    let old = stale.seal_record(&alice, &chart, record, 1, kept.as_bytes(), &metadata).unwrap();
+    let old = stale.seal_record(&alice, &keys, record, 1, kept.as_bytes(), &metadata).unwrap();
     assert_eq!(old.sidecar.threshold.0.as_ref().unwrap().epoch, 0);
     stale.client.put_blob(&alice, &old.digest, old.ciphertext.clone()).await.unwrap();
     let refused = stale.transact(&alice, old.kind, Some(old.sidecar)).await.unwrap_err();
     assert!(stale.stale_shares(&refused).await.unwrap(), "{refused}");
-    let again = stale.seal_record(&alice, &chart, record, 1, kept.as_bytes(), &metadata).unwrap();
+    let again = stale.seal_record(&alice, &keys, record, 1, kept.as_bytes(), &metadata).unwrap();
     assert_eq!(again.sidecar.threshold.0.as_ref().unwrap().epoch, 4);
     stale.client.put_blob(&alice, &again.digest, again.ciphertext.clone()).await.unwrap();
     stale.transact(&alice, again.kind, Some(again.sidecar)).await.unwrap();

@@ -151,8 +151,8 @@ impl Gateway {
         let committed = if version == 1 {
             let create = || async {
                 self.session.release().await?;
-                let chart_entry = self.session.client.chart(chart).await?;
-                let sealed = self.session.seal_record(&self.me, &chart_entry, record, 1, text.as_bytes(), &metadata)?;
+                let keys = self.session.record_keys(chart).await?;
+                let sealed = self.session.seal_record(&self.me, &keys, record, 1, text.as_bytes(), &metadata)?;
                 self.session.client.put_blob(&self.me, &sealed.digest, sealed.ciphertext).await?;
                 self.session.transact(&self.me, sealed.kind, Some(sealed.sidecar)).await
             };
@@ -528,7 +528,7 @@ impl Gateway {
         self.session.release().await?;
         for p in &planned {
             if let std::collections::hash_map::Entry::Vacant(slot) = charts.entry(p.patient) {
-                slot.insert(self.session.client.chart(&p.patient).await?);
+                slot.insert(self.session.record_keys(&p.patient).await?);
             }
         }
         let mut planned = planned;

@@ -11,21 +11,22 @@
 use medledger_crypto::sign::{VerifyingKey, verify_batch};
 use medledger_types::limits::{
     DELEGATES_MAX, DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX, SHARE_KEY_INTERVAL_MS,
+    TEAM_EPOCHS_MAX, TEAM_MEMBERS_MAX, TEAMS_PER_MEMBER_MAX,
 };
 use medledger_types::{ChainId, Height, MemberId, PurposeOfUse, Role, Timestamp, TxId, encode};
 
 use crate::genesis::NetworkPolicy;
-use crate::policy::{CHART_HOLDERS_MAX, Rejection};
+use crate::policy::{CHART_HOLDERS_MAX, CHART_TEAMS_MAX, Rejection};
 use crate::sidecar::{KeyHolder, KeySubject, SidecarError, SidecarFacts};
 use crate::state::{
     AccessBasis, AuditAction, AuditEvent, BreakGlassEntry, ChartEntry, Decision, EnvelopeRef, ErasedEntry,
-    FlaggedEntry, GrantEntry, LegalHoldEntry, MemberEntry, MemberStatus, Overlay, RecordEntry, StateView,
+    FlaggedEntry, GrantEntry, LegalHoldEntry, MemberEntry, MemberStatus, Overlay, RecordEntry, StateView, TeamEntry,
     TxResultEntry, WriteSet, keys, last_nonce, read,
 };
 use crate::threshold::ThresholdConfig;
 use crate::tx::{
     BreakGlass, Delegate, Enroll, Erase, Grant, GrantScope, LegalHold, NewChartEpoch, RecordAccess, RegisterRecord,
-    Revoke, Rotate, Suspend, TX_NAMESPACE, Transaction, TxKind, TxOutcome,
+    Revoke, Rotate, Suspend, TX_NAMESPACE, TeamAdd, TeamCreate, TeamRemove, Transaction, TxKind, TxOutcome,
 };
 
 /// What execution knows about the block: nothing else, in particular no wall clock.
@@ -337,7 +338,12 @@ fn denial_event(
     let is_patient =
         |m: &MemberId| read::<MemberEntry>(state, &keys::member(m)).is_some_and(|e| e.role == Role::Patient);
     let (patient, action, purpose) = match kind {
-        TxKind::Enroll(_) | TxKind::Suspend(_) | TxKind::ShareKey(_) => return None,
+        TxKind::Enroll(_)
+        | TxKind::Suspend(_)
+        | TxKind::ShareKey(_)
+        | TxKind::TeamCreate(_)
+        | TxKind::TeamAdd(_)
+        | TxKind::TeamRemove(_) => return None,
         TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) | TxKind::Rotate(Rotate { next: r, .. }) => {
             (r.patient, AuditAction::Write { record: r.record, version: r.version }, None)
         }
@@ -428,6 +434,9 @@ impl Run<'_, '_> {
             TxKind::ShareKey(_) => Err(Rejection::InvalidShareKey),
             TxKind::LegalHold(h) => self.legal_hold(h),
             TxKind::Delegate(d) => self.delegate(d),
+            TxKind::TeamCreate(t) => self.team_create(t).map(|()| None),
+            TxKind::TeamAdd(t) => self.team_add(t).map(|()| None),
+            TxKind::TeamRemove(t) => self.team_remove(t).map(|()| None),
             TxKind::Rotate(r) => {
                 let current = self.record(&r.next.record)?;
                 if current.digest != r.replaces {
@@ -449,6 +458,64 @@ impl Run<'_, '_> {
         read(self.state, &keys::member(id))
     }
 
+    fn team(&self, id: &MemberId) -> Option<TeamEntry> {
+        read(self.state, &keys::team(id))
+    }
+
+    /// The care teams `member` belongs to.
+    fn teams_of(&self, member: &MemberId) -> Vec<MemberId> {
+        read(self.state, &keys::member_teams(member)).unwrap_or_default()
+    }
+
+    /// Teams with a live `--all` grant on `chart`, with their entries (each new record's key is
+    /// wrapped for their current keys).
+    fn chart_teams(&self, chart: &ChartEntry) -> Vec<TeamEntry> {
+        let now = self.ctx.time;
+        chart
+            .teams
+            .iter()
+            .filter(|t| self.grant_entry(&chart.patient, t, &GrantScope::All).is_some_and(|g| g.is_live(now)))
+            .filter_map(|t| self.team(t))
+            .collect()
+    }
+
+    /// A doctor of `team` (who may add and remove its members).
+    fn require_team_doctor(&self, team: &TeamEntry) -> Result<(), Rejection> {
+        if self.signer.role != Role::Doctor || !team.has(&self.signer.id) {
+            return Err(Rejection::NotATeamDoctor);
+        }
+        Ok(())
+    }
+
+    /// Whether `member` may join a care team: an active doctor, nurse or emergency member.
+    fn team_candidate(&self, member: &MemberId) -> Result<(), Rejection> {
+        match self.member(member) {
+            Some(m)
+                if m.status == MemberStatus::Active
+                    && matches!(m.role, Role::Doctor | Role::Nurse | Role::Emergency) =>
+            {
+                Ok(())
+            }
+            _ => Err(Rejection::TeamMemberNotClinical),
+        }
+    }
+
+    fn join_team(&mut self, member: &MemberId, team: &MemberId) -> Result<(), Rejection> {
+        let mut teams = self.teams_of(member);
+        let Err(at) = teams.binary_search(team) else { return Err(Rejection::AlreadyInTeam) };
+        if teams.len() >= TEAMS_PER_MEMBER_MAX {
+            return Err(Rejection::TooManyTeams);
+        }
+        teams.insert(at, *team);
+        self.state.put(keys::member_teams(member), &teams);
+        Ok(())
+    }
+
+    /// The team key epoch that `subject` is wrapped for `team` under, if it is.
+    fn team_epoch_of(&self, subject: &KeySubject, team: &MemberId) -> Option<u32> {
+        read(self.state, &keys::team_envelope(subject, team))
+    }
+
     fn chart(&self, patient: &MemberId) -> Result<(MemberEntry, ChartEntry), Rejection> {
         let entry = self.member(patient).filter(|m| m.role == Role::Patient).ok_or(Rejection::UnknownPatient)?;
         let chart = read(self.state, &keys::chart(patient)).ok_or(Rejection::UnknownPatient)?;
@@ -463,6 +530,9 @@ impl Run<'_, '_> {
     fn put_envelope(&mut self, subject: KeySubject, holder: KeyHolder) {
         let sidecar = self.sidecar.map(|s| s.digest).expect("envelopes come from a checked sidecar");
         self.state.put(keys::envelope(&subject, &holder), &EnvelopeRef { sidecar, tx: self.tx_id });
+        if let KeyHolder::Team { team, epoch } = holder {
+            self.state.put(keys::team_envelope(&subject, &team), &epoch);
+        }
     }
 
     /// A patient acting on their own chart.
@@ -502,7 +572,8 @@ impl Run<'_, '_> {
         revoked: Option<&MemberId>,
         dismissed: Option<&MemberId>,
         new_chart: Option<&NewChartEpoch>,
-    ) -> Result<(), Rejection> {
+        team_grant: bool,
+    ) -> Result<ChartEntry, Rejection> {
         let new_chart = new_chart.ok_or(Rejection::NewChartRequired)?;
         let now = self.ctx.time;
         let holders: Vec<MemberId> = chart
@@ -521,17 +592,26 @@ impl Run<'_, '_> {
         named.sort();
         let epoch = chart.epoch.checked_add(1).ok_or(Rejection::NewChartRequired)?;
         let subject = KeySubject::Chart { patient: *patient, epoch };
-        let sidecar_ok = self.sidecar.is_some_and(|s| s.subjects.iter().all(|e| *e == subject));
+        // The sidecar wraps the next epoch for them (and, for a grant to a team, this epoch for it).
+        let current = KeySubject::Chart { patient: *patient, epoch: chart.epoch };
+        let wraps = |e: &KeySubject| *e == subject || (team_grant && *e == current);
+        let sidecar_ok = self.sidecar.is_some_and(|s| s.subjects.iter().all(wraps));
         if named != expected || !sidecar_ok || new_chart.public_key.check().is_err() {
             return Err(Rejection::NewChartRequired);
         }
-        let next =
-            ChartEntry { patient: *patient, epoch, public_key: new_chart.public_key.clone(), holders, delegates };
+        let next = ChartEntry {
+            patient: *patient,
+            epoch,
+            public_key: new_chart.public_key.clone(),
+            holders,
+            delegates,
+            teams: chart.teams.clone(),
+        };
         self.state.put(keys::chart(patient), &next);
         for member in &new_chart.recipients {
             self.put_envelope(subject, KeyHolder::Member { member: *member });
         }
-        Ok(())
+        Ok(next)
     }
 
     fn grant_entry(&self, patient: &MemberId, grantee: &MemberId, scope: &GrantScope) -> Option<GrantEntry> {
@@ -545,7 +625,7 @@ impl Run<'_, '_> {
         if self.signer.role != Role::Admin || self.signer.org != e.org {
             return Err(Rejection::NotAdminOfOrg);
         }
-        if self.member(&e.member).is_some() {
+        if self.member(&e.member).is_some() || self.team(&e.member).is_some() {
             return Err(Rejection::MemberExists);
         }
         if self.state.get(&keys::signing_key(&e.signing_key)).is_some() {
@@ -588,6 +668,7 @@ impl Run<'_, '_> {
                 public_key: chart_key.clone(),
                 holders: vec![],
                 delegates: vec![],
+                teams: vec![],
             };
             self.state.put(keys::chart(&e.member), &chart);
             self.put_envelope(
@@ -662,9 +743,19 @@ impl Run<'_, '_> {
                         return Err(Rejection::StaleChartEpoch);
                     }
                 }
+                KeyHolder::Team { team, epoch } => match self.team(team) {
+                    None => return Err(Rejection::UnknownRecipient),
+                    Some(t) if t.epoch != *epoch => return Err(Rejection::StaleTeamEpoch),
+                    Some(_) => {}
+                },
             }
         }
         if !r.recipients.contains(&chart_holder) || !r.recipients.contains(&author_holder) {
+            return Err(Rejection::RecipientsMissing);
+        }
+        // Teams with a live --all grant read new records through their own current keys.
+        let teams = self.chart_teams(&chart);
+        if teams.iter().any(|t| !r.recipients.contains(&KeyHolder::Team { team: t.team, epoch: t.epoch })) {
             return Err(Rejection::RecipientsMissing);
         }
         let sidecar = self.sidecar.map(|s| s.digest).ok_or(Rejection::EnvelopeMissing)?;
@@ -701,15 +792,27 @@ impl Run<'_, '_> {
     fn grant(&mut self, g: &Grant) -> Result<Applied, Rejection> {
         self.require_patient_or_delegate(&g.patient)?;
         let (_, mut chart) = self.chart(&g.patient)?;
-        let grantee = self.member(&g.grantee).ok_or(Rejection::UnknownMember)?;
-        if grantee.status != MemberStatus::Active {
-            return Err(Rejection::UnknownMember);
-        }
-        if !grantee.role.is_clinical() {
-            return Err(Rejection::GranteeNotClinical);
-        }
-        if g.write && (grantee.role != Role::Doctor || g.scope != GrantScope::All) {
-            return Err(Rejection::WriteOnlyForDoctors);
+        let team = self.team(&g.grantee);
+        let holder = match &team {
+            Some(_) if g.write => return Err(Rejection::WriteOnlyForDoctors),
+            Some(team) => KeyHolder::Team { team: team.team, epoch: team.epoch },
+            None => {
+                let grantee = self.member(&g.grantee).ok_or(Rejection::UnknownMember)?;
+                if grantee.status != MemberStatus::Active {
+                    return Err(Rejection::UnknownMember);
+                }
+                if !grantee.role.is_clinical() {
+                    return Err(Rejection::GranteeNotClinical);
+                }
+                if g.write && (grantee.role != Role::Doctor || g.scope != GrantScope::All) {
+                    return Err(Rejection::WriteOnlyForDoctors);
+                }
+                KeyHolder::Member { member: g.grantee }
+            }
+        };
+        // A team's envelope must be for its current key.
+        if team.is_some() && !self.sidecar.is_some_and(|s| s.holders.contains(&holder)) {
+            return Err(Rejection::StaleTeamEpoch);
         }
         if let Some(expires) = g.expires_at {
             let latest = self.ctx.time.checked_add_ms(GRANT_TTL_MS_MAX).unwrap_or(Timestamp::new(u64::MAX));
@@ -718,7 +821,6 @@ impl Run<'_, '_> {
             }
         }
         let wrapped = self.sidecar.and_then(|s| s.subjects.first()).copied().ok_or(Rejection::EnvelopeMissing)?;
-        let holder = KeyHolder::Member { member: g.grantee };
         match g.scope {
             GrantScope::Record(record) => {
                 let entry = self.record(&record)?;
@@ -731,8 +833,23 @@ impl Run<'_, '_> {
                 }
                 self.put_envelope(subject, holder);
             }
-            GrantScope::All => {
+            GrantScope::All if team.is_some() => {
                 if g.chart_epoch != Some(chart.epoch) {
+                    return Err(Rejection::StaleChartEpoch);
+                }
+                // The team gets this epoch's key (the records written so far); the chart moves to
+                // an epoch it never holds, and each record from now on is wrapped for the team.
+                if let Err(at) = chart.teams.binary_search(&g.grantee) {
+                    if chart.teams.len() >= CHART_TEAMS_MAX {
+                        return Err(Rejection::TooManyHolders);
+                    }
+                    chart.teams.insert(at, g.grantee);
+                }
+                self.put_envelope(KeySubject::Chart { patient: g.patient, epoch: chart.epoch }, holder);
+                self.next_chart_epoch(&g.patient, &chart, None, None, g.new_chart.as_ref(), true)?;
+            }
+            GrantScope::All => {
+                if g.chart_epoch != Some(chart.epoch) || g.new_chart.is_some() {
                     return Err(Rejection::StaleChartEpoch);
                 }
                 if let Err(at) = chart.holders.binary_search(&g.grantee) {
@@ -762,8 +879,8 @@ impl Run<'_, '_> {
 
     fn revoke(&mut self, r: &Revoke) -> Result<Applied, Rejection> {
         self.require_patient_or_delegate(&r.patient)?;
-        let (_, chart) = self.chart(&r.patient)?;
-        if self.member(&r.grantee).is_none() {
+        let (_, mut chart) = self.chart(&r.patient)?;
+        if self.member(&r.grantee).is_none() && self.team(&r.grantee).is_none() {
             return Err(Rejection::UnknownMember);
         }
         match r.scope {
@@ -792,7 +909,16 @@ impl Run<'_, '_> {
                 if self.state.get(&grant_key).is_none() {
                     return Err(Rejection::NoSuchGrant);
                 }
-                self.next_chart_epoch(&r.patient, &chart, Some(&r.grantee), None, r.new_chart.as_ref())?;
+                // A team never held the chart's current key: its grant ends, the chart stays.
+                if let Ok(at) = chart.teams.binary_search(&r.grantee) {
+                    if r.new_chart.is_some() {
+                        return Err(Rejection::NewChartRequired);
+                    }
+                    chart.teams.remove(at);
+                    self.state.put(keys::chart(&r.patient), &chart);
+                } else {
+                    self.next_chart_epoch(&r.patient, &chart, Some(&r.grantee), None, r.new_chart.as_ref(), false)?;
+                }
                 self.state.delete(grant_key);
             }
         }
@@ -870,7 +996,18 @@ impl Run<'_, '_> {
             }
         };
         let live_grant = grants.iter().flatten().any(|g| g.is_live(now) && wrapped_for_me(&g.scope));
-        if !(is_patient || is_author || live_grant) {
+        let via_team = || {
+            let subject = KeySubject::Record { record: a.record, version: entry.version };
+            self.teams_of(&me).iter().any(|t| {
+                let member = self.team(t).is_some_and(|team| team.has(&me));
+                let all = self.grant_entry(&entry.patient, t, &GrantScope::All).is_some_and(|g| g.is_live(now));
+                let one =
+                    self.grant_entry(&entry.patient, t, &GrantScope::Record(a.record)).is_some_and(|g| g.is_live(now))
+                        && self.team_epoch_of(&subject, t).is_some();
+                member && (all || one)
+            })
+        };
+        if !(is_patient || is_author || live_grant || via_team()) {
             // Break-glass: an open window, for emergency treatment only; the read is flagged.
             let glass: Option<BreakGlassEntry> = read(self.state, &keys::break_glass(&entry.patient, &me));
             let clinician = matches!(self.signer.role, Role::Doctor | Role::Emergency);
@@ -942,9 +1079,119 @@ impl Run<'_, '_> {
             if !chart.is_delegate(&d.delegate) {
                 return Err(Rejection::NoSuchDelegate);
             }
-            self.next_chart_epoch(&d.patient, &chart, None, Some(&d.delegate), d.new_chart.as_ref())?;
+            self.next_chart_epoch(&d.patient, &chart, None, Some(&d.delegate), d.new_chart.as_ref(), false)?;
         }
         Ok(self.audit(d.patient, AuditAction::Delegate { delegate: d.delegate, appoint: d.appoint }, None))
+    }
+
+    /// A doctor creates a care team with its first key, wrapped for each member (the doctor among them).
+    fn team_create(&mut self, t: &TeamCreate) -> Result<(), Rejection> {
+        if self.signer.role != Role::Doctor {
+            return Err(Rejection::NotATeamDoctor);
+        }
+        if self.member(&t.team).is_some() || self.team(&t.team).is_some() {
+            return Err(Rejection::MemberExists);
+        }
+        let mut members = t.members.clone();
+        members.sort();
+        members.dedup();
+        if members.is_empty() || members.len() > TEAM_MEMBERS_MAX {
+            return Err(Rejection::TeamFull);
+        }
+        if members.binary_search(&self.signer.id).is_err() {
+            return Err(Rejection::NotInTeam);
+        }
+        for member in &members {
+            self.team_candidate(member)?;
+        }
+        let subject = KeySubject::Team { team: t.team, epoch: 0 };
+        if t.public_key.check().is_err() || !self.sidecar.is_some_and(|s| s.subjects.iter().all(|x| *x == subject)) {
+            return Err(Rejection::StaleTeamEpoch);
+        }
+        for member in &members {
+            self.join_team(member, &t.team)?;
+            self.put_envelope(subject, KeyHolder::Member { member: *member });
+        }
+        let entry = TeamEntry {
+            team: t.team,
+            org: self.signer.org.clone(),
+            epoch: 0,
+            public_key: t.public_key.clone(),
+            members,
+            created_by: self.signer.id,
+            created_at: self.ctx.time,
+        };
+        self.state.put(keys::team(&t.team), &entry);
+        Ok(())
+    }
+
+    /// A doctor of the team adds a member: the team entry, the member's list of teams and one
+    /// envelope, whatever the number of records the team can read.
+    fn team_add(&mut self, t: &TeamAdd) -> Result<(), Rejection> {
+        let mut team = self.team(&t.team).ok_or(Rejection::UnknownTeam)?;
+        self.require_team_doctor(&team)?;
+        self.team_candidate(&t.member)?;
+        let Err(at) = team.members.binary_search(&t.member) else { return Err(Rejection::AlreadyInTeam) };
+        if team.members.len() >= TEAM_MEMBERS_MAX {
+            return Err(Rejection::TeamFull);
+        }
+        let subject = KeySubject::Team { team: t.team, epoch: team.epoch };
+        if !self.sidecar.is_some_and(|s| s.subjects == [subject]) {
+            return Err(Rejection::StaleTeamEpoch);
+        }
+        team.members.insert(at, t.member);
+        self.join_team(&t.member, &t.team)?;
+        self.put_envelope(subject, KeyHolder::Member { member: t.member });
+        self.state.put(keys::team(&t.team), &team);
+        Ok(())
+    }
+
+    /// A doctor of the team removes a member, or a member leaves: the team's key moves to the
+    /// next epoch, wrapped for exactly the remaining members, with the current key wrapped for
+    /// it (so they still read what the team could read; the removed member never holds it).
+    fn team_remove(&mut self, t: &TeamRemove) -> Result<(), Rejection> {
+        let mut team = self.team(&t.team).ok_or(Rejection::UnknownTeam)?;
+        if t.member == self.signer.id {
+            if !team.has(&self.signer.id) {
+                return Err(Rejection::NotInTeam);
+            }
+        } else {
+            self.require_team_doctor(&team)?;
+        }
+        let Ok(at) = team.members.binary_search(&t.member) else { return Err(Rejection::NotInTeam) };
+        if team.members.len() == 1 {
+            return Err(Rejection::LastTeamMember);
+        }
+        let epoch = team.epoch.checked_add(1).filter(|e| *e < TEAM_EPOCHS_MAX).ok_or(Rejection::TeamEpochsExhausted)?;
+        team.members.remove(at);
+        let (current, next) =
+            (KeySubject::Team { team: t.team, epoch: team.epoch }, KeySubject::Team { team: t.team, epoch });
+        let link = KeyHolder::Team { team: t.team, epoch };
+        let facts = self.sidecar.ok_or(Rejection::StaleTeamEpoch)?;
+        let mut wrapped_for: Vec<MemberId> = Vec::new();
+        let mut linked = false;
+        for (subject, holder) in facts.subjects.iter().zip(&facts.holders) {
+            match holder {
+                KeyHolder::Member { member } if *subject == next => wrapped_for.push(*member),
+                h if *h == link && *subject == current => linked = true,
+                _ => return Err(Rejection::StaleTeamEpoch),
+            }
+        }
+        wrapped_for.sort();
+        if !linked || wrapped_for != team.members || t.public_key.check().is_err() {
+            return Err(Rejection::StaleTeamEpoch);
+        }
+        let mut teams = self.teams_of(&t.member);
+        teams.retain(|x| *x != t.team);
+        self.state.put(keys::member_teams(&t.member), &teams);
+        self.put_envelope(current, link);
+        for member in &team.members {
+            self.put_envelope(next, KeyHolder::Member { member: *member });
+        }
+        team.epoch = epoch;
+        team.public_key = t.public_key.clone();
+        self.state.put(keys::team(&t.team), &team);
+        Ok(())
     }
 
     /// An auditor places or lifts a legal hold on a patient's chart or one of its records.

@@ -31,6 +31,6 @@ pub use sidecar::{
 pub use state::{StateView, WriteSet};
 pub use tx::{
     BreakGlass, Delegate, EmergencyReason, Enroll, Erase, Grant, GrantScope, LegalHold, NewChartEpoch, RecordAccess,
-    RegisterRecord, Revoke, Rotate, ShareKey, Suspend, TX_NAMESPACE, Transaction, TxBody, TxKind, TxOutcome,
-    validator_member_id,
+    RegisterRecord, Revoke, Rotate, ShareKey, Suspend, TX_NAMESPACE, TeamAdd, TeamCreate, TeamRemove, Transaction,
+    TxBody, TxKind, TxOutcome, validator_member_id,
 };

@@ -93,10 +93,22 @@ pub enum Rejection {
     AlreadyDelegate,
     NoSuchDelegate,
     TooManyDelegates,
+    UnknownTeam,
+    NotATeamDoctor,
+    TeamMemberNotClinical,
+    AlreadyInTeam,
+    NotInTeam,
+    TeamFull,
+    TooManyTeams,
+    LastTeamMember,
+    StaleTeamEpoch,
+    TeamEpochsExhausted,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
 pub const CHART_HOLDERS_MAX: usize = medledger_types::limits::SIDECAR_ENVELOPES_MAX - 1;
+/// Care teams with an `--all` grant on one chart (each new record carries an envelope for each).
+pub const CHART_TEAMS_MAX: usize = 16;
 
 impl Rejection {
     /// Denials of access (exit code 3), as opposed to malformed or stale requests.
@@ -119,6 +131,7 @@ impl Rejection {
                 | Rejection::LegalHold
                 | Rejection::NotAnAuditor
                 | Rejection::DelegateNotAPerson
+                | Rejection::NotATeamDoctor
         )
     }
 
@@ -175,6 +188,16 @@ impl Rejection {
             Rejection::AlreadyDelegate => "already the patient's delegate",
             Rejection::NoSuchDelegate => "not the patient's delegate",
             Rejection::TooManyDelegates => "too many delegates on this chart",
+            Rejection::UnknownTeam => "unknown care team",
+            Rejection::NotATeamDoctor => "only a doctor of the care team manages it (a member may leave)",
+            Rejection::TeamMemberNotClinical => "care team members are active doctors, nurses or emergency members",
+            Rejection::AlreadyInTeam => "already a member of the care team",
+            Rejection::NotInTeam => "not a member of the care team",
+            Rejection::TeamFull => "the care team is full",
+            Rejection::TooManyTeams => "the member belongs to too many care teams",
+            Rejection::LastTeamMember => "a care team keeps at least one member",
+            Rejection::TeamEpochsExhausted => "the care team's keys are used up; create a new team",
+            Rejection::StaleTeamEpoch => "the care team's key has moved on (or its envelopes do not fit its members)",
         }
     }
 }

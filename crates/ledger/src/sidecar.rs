@@ -9,7 +9,8 @@ use medledger_types::limits::{METADATA_BYTES_MAX, SIDECAR_BYTES_MAX, SIDECAR_ENV
 use medledger_types::{ChainId, Digest, MemberId, RecordId, Trailing, decode_canonical, encode};
 use serde::{Deserialize, Serialize};
 
-/// Who can open an envelope: a member, or whoever holds a patient's chart key of an epoch.
+/// Who can open an envelope: a member, whoever holds a patient's chart key of an epoch, or a care
+/// team's key of an epoch (its members).
 #[derive(
     Clone,
     Copy,
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub enum KeyHolder {
     Member { member: MemberId },
     Chart { patient: MemberId, epoch: u32 },
+    Team { team: MemberId, epoch: u32 },
 }
 
 /// What secret an envelope wraps: a record version's data key, or a chart key's secret.
@@ -61,6 +63,12 @@ pub enum KeySubject {
     Note {
         id: [u8; 16],
     },
+    /// A care team's key of an epoch: wrapped for its members, and for the team's next epoch (so
+    /// the current key leads back to every earlier one, never forward).
+    Team {
+        team: MemberId,
+        epoch: u32,
+    },
 }
 
 fn tagged_hash(tag: &[u8], value: &impl BorshSerialize) -> [u8; 32] {
@@ -84,7 +92,7 @@ impl KeySubject {
     fn version(&self) -> u64 {
         match self {
             KeySubject::Record { version, .. } => u64::from(*version),
-            KeySubject::Chart { epoch, .. } => u64::from(*epoch),
+            KeySubject::Chart { epoch, .. } | KeySubject::Team { epoch, .. } => u64::from(*epoch),
             KeySubject::Note { .. } => 0,
         }
     }
@@ -228,6 +236,7 @@ pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
         TxKind::Enroll(e) => Some(e.chart_key.is_some()),
         TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) | TxKind::Rotate(_) => Some(true),
         TxKind::Revoke(r) => Some(r.new_chart.is_some()),
+        TxKind::TeamCreate(_) | TxKind::TeamAdd(_) | TxKind::TeamRemove(_) => Some(true),
         TxKind::Delegate(d) => Some(d.appoint || d.new_chart.is_some()),
         TxKind::BreakGlass(_) => None,
         TxKind::RecordAccess(_)
@@ -242,7 +251,7 @@ pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
 fn new_chart_envelopes(
     patient: &MemberId,
     new_chart: Option<&crate::NewChartEpoch>,
-    sidecar: &Sidecar,
+    envelopes: &[&SidecarEnvelope],
 ) -> Result<(), SidecarError> {
     let Some(new_chart) = new_chart else {
         return Err(SidecarError::Presence);
@@ -250,14 +259,32 @@ fn new_chart_envelopes(
     let mut named: Vec<KeyHolder> = new_chart.recipients.iter().map(|m| KeyHolder::Member { member: *m }).collect();
     named.sort();
     named.dedup();
+    let mut holders: Vec<KeyHolder> = envelopes.iter().map(|e| e.holder).collect();
+    holders.sort();
     if named.len() != new_chart.recipients.len()
-        || named != sidecar.holders()
-        || sidecar.envelopes.iter().any(|e| !matches!(e.subject, KeySubject::Chart { patient: p, .. } if p == *patient))
+        || named != holders
+        || envelopes.iter().any(|e| !matches!(e.subject, KeySubject::Chart { patient: p, .. } if p == *patient))
     {
         return Err(SidecarError::Recipients);
     }
-    let epochs: std::collections::BTreeSet<_> = sidecar.envelopes.iter().map(|e| e.subject).collect();
+    let epochs: std::collections::BTreeSet<_> = envelopes.iter().map(|e| e.subject).collect();
     if epochs.len() > 1 {
+        return Err(SidecarError::Recipients);
+    }
+    Ok(())
+}
+
+/// A care team's key of one epoch, wrapped for each of `members` and nobody else.
+fn team_key_for(team: &MemberId, members: &[MemberId], envelopes: &[&SidecarEnvelope]) -> Result<(), SidecarError> {
+    let mut named: Vec<KeyHolder> = members.iter().map(|m| KeyHolder::Member { member: *m }).collect();
+    named.sort();
+    named.dedup();
+    let mut holders: Vec<KeyHolder> = envelopes.iter().map(|e| e.holder).collect();
+    holders.sort();
+    let subjects: std::collections::BTreeSet<_> = envelopes.iter().map(|e| e.subject).collect();
+    let one_team_key =
+        subjects.len() == 1 && subjects.iter().all(|s| matches!(s, KeySubject::Team { team: t, .. } if t == team));
+    if named.len() != members.len() || named != holders || !one_team_key {
         return Err(SidecarError::Recipients);
     }
     Ok(())
@@ -305,24 +332,76 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
             }
             Ok(())
         }
+        // A grant to a member or to a care team (the holder names which; the state checks it). An
+        // `--all` grant to a team also moves the chart to an epoch the team never holds.
         TxKind::Grant(g) => {
-            let holder = KeyHolder::Member { member: g.grantee };
-            match (g.scope, g.chart_epoch) {
-                (GrantScope::Record(record), None) => {
-                    one(holder, &|s| matches!(s, KeySubject::Record { record: r, .. } if *r == record))
-                }
-                (GrantScope::All, Some(epoch)) => {
-                    one(holder, &|s| *s == KeySubject::Chart { patient: g.patient, epoch })
+            let grantee = |holder: &KeyHolder| match holder {
+                KeyHolder::Member { member } => *member == g.grantee,
+                KeyHolder::Team { team, .. } => *team == g.grantee,
+                KeyHolder::Chart { .. } => false,
+            };
+            match (g.scope, g.chart_epoch, &g.new_chart) {
+                (GrantScope::Record(record), None, None) => match sidecar.envelopes.as_slice() {
+                    [e] if grantee(&e.holder)
+                        && matches!(e.subject, KeySubject::Record { record: r, .. } if r == record) =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(SidecarError::Recipients),
+                },
+                (GrantScope::All, Some(epoch), None) => one(KeyHolder::Member { member: g.grantee }, &|s| {
+                    *s == KeySubject::Chart { patient: g.patient, epoch }
+                }),
+                (GrantScope::All, Some(epoch), Some(new_chart)) => {
+                    let current = KeySubject::Chart { patient: g.patient, epoch };
+                    let (to_team, next): (Vec<&SidecarEnvelope>, Vec<&SidecarEnvelope>) =
+                        sidecar.envelopes.iter().partition(|e| e.subject == current);
+                    match to_team.as_slice() {
+                        [e] if matches!(e.holder, KeyHolder::Team { team, .. } if team == g.grantee) => {}
+                        _ => return Err(SidecarError::Recipients),
+                    }
+                    let next_epoch = epoch.checked_add(1).ok_or(SidecarError::Recipients)?;
+                    if next.iter().any(|e| e.subject != KeySubject::Chart { patient: g.patient, epoch: next_epoch }) {
+                        return Err(SidecarError::Recipients);
+                    }
+                    new_chart_envelopes(&g.patient, Some(new_chart), &next)
                 }
                 _ => Err(SidecarError::Recipients),
             }
         }
-        TxKind::Revoke(r) => new_chart_envelopes(&r.patient, r.new_chart.as_ref(), sidecar),
+        TxKind::Revoke(r) => {
+            new_chart_envelopes(&r.patient, r.new_chart.as_ref(), &sidecar.envelopes.iter().collect::<Vec<_>>())
+        }
+        TxKind::TeamCreate(t) => team_key_for(&t.team, &t.members, &sidecar.envelopes.iter().collect::<Vec<_>>()),
+        TxKind::TeamAdd(t) => one(
+            KeyHolder::Member { member: t.member },
+            &|s| matches!(s, KeySubject::Team { team, .. } if *team == t.team),
+        ),
+        // The next key for the remaining members, and the link: the current key wrapped for the next.
+        TxKind::TeamRemove(t) => {
+            let (link, members): (Vec<&SidecarEnvelope>, Vec<&SidecarEnvelope>) =
+                sidecar.envelopes.iter().partition(|e| matches!(e.holder, KeyHolder::Team { .. }));
+            match link.as_slice() {
+                [e] if matches!((e.holder, e.subject), (KeyHolder::Team { team, epoch }, KeySubject::Team { team: s, epoch: prev })
+                    if team == t.team && s == t.team && Some(epoch) == prev.checked_add(1)) => {}
+                _ => return Err(SidecarError::Recipients),
+            }
+            let ids: Vec<MemberId> = members
+                .iter()
+                .filter_map(|e| match e.holder {
+                    KeyHolder::Member { member } => Some(member),
+                    _ => None,
+                })
+                .collect();
+            team_key_for(&t.team, &ids, &members)
+        }
         TxKind::Delegate(d) => match (d.appoint, d.chart_epoch, &d.new_chart) {
             (true, Some(epoch), None) => one(KeyHolder::Member { member: d.delegate }, &|s| {
                 *s == KeySubject::Chart { patient: d.patient, epoch }
             }),
-            (false, None, Some(new_chart)) => new_chart_envelopes(&d.patient, Some(new_chart), sidecar),
+            (false, None, Some(new_chart)) => {
+                new_chart_envelopes(&d.patient, Some(new_chart), &sidecar.envelopes.iter().collect::<Vec<_>>())
+            }
             _ => Err(SidecarError::Recipients),
         },
         // A note: its ciphertext, and its key wrapped under one subject for each of its readers

@@ -102,9 +102,24 @@ pub mod keys {
     pub const ERASED: &[u8] = b"x/";
     /// Legal holds, on a patient's whole chart or on one record.
     pub const LEGAL_HOLD: &[u8] = b"lh/";
+    /// Care teams, by id.
+    pub const TEAM: &[u8] = b"tm/";
+    /// The care teams each member belongs to.
+    pub const MEMBER_TEAMS: &[u8] = b"mt/";
+    /// For a subject wrapped for a care team: the team key epoch it was wrapped for.
+    pub const TEAM_ENVELOPE: &[u8] = b"te/";
 
     pub fn org(org: &OrgId) -> Vec<u8> {
         key(ORG, &[org.as_str().as_bytes()])
+    }
+    pub fn team(id: &MemberId) -> Vec<u8> {
+        key(TEAM, &[id.as_bytes()])
+    }
+    pub fn member_teams(id: &MemberId) -> Vec<u8> {
+        key(MEMBER_TEAMS, &[id.as_bytes()])
+    }
+    pub fn team_envelope(subject: &crate::KeySubject, team: &MemberId) -> Vec<u8> {
+        key(TEAM_ENVELOPE, &[&medledger_types::encode(subject), team.as_bytes()])
     }
     pub fn member(id: &MemberId) -> Vec<u8> {
         key(MEMBER, &[id.as_bytes()])
@@ -223,6 +238,9 @@ pub struct ChartEntry {
     pub holders: Vec<MemberId>,
     /// The patient's delegates (sorted), who hold this epoch's key and act for the patient.
     pub delegates: Vec<MemberId>,
+    /// Care teams with an `--all` grant (sorted): each new record's key is wrapped for each live
+    /// one's current key (they never hold this epoch's chart key).
+    pub teams: Vec<MemberId>,
 }
 
 impl ChartEntry {
@@ -252,6 +270,24 @@ pub struct RecordEntry {
     /// records written before threshold release existed, whose encoding it leaves unchanged.
     #[schema(value_type = Option<crate::threshold::ThresholdInfo>)]
     pub threshold: Trailing<crate::threshold::ThresholdInfo>,
+}
+
+/// A care team: its current key epoch and public key, and its members (sorted).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TeamEntry {
+    pub team: MemberId,
+    pub org: OrgId,
+    pub epoch: u32,
+    pub public_key: EncryptionKey,
+    pub members: Vec<MemberId>,
+    pub created_by: MemberId,
+    pub created_at: Timestamp,
+}
+
+impl TeamEntry {
+    pub fn has(&self, member: &MemberId) -> bool {
+        self.members.binary_search(member).is_ok()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]

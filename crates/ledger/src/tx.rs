@@ -97,6 +97,14 @@ pub enum TxKind {
     /// The patient appoints or dismisses a delegate (a guardian for a minor, a proxy), who then
     /// acts for them in grants, revocations, reads and their audit trail (DESIGN §8).
     Delegate(Delegate),
+    /// A doctor creates a care team: a key holder like a member, its key (per epoch) wrapped for
+    /// each member; grants can go to it (DESIGN §4).
+    TeamCreate(TeamCreate),
+    /// A doctor of the team adds a member: one envelope of the team's current key.
+    TeamAdd(TeamAdd),
+    /// A doctor of the team removes a member (or a member leaves): the team's key moves to a new
+    /// epoch for the remaining members.
+    TeamRemove(TeamRemove),
 }
 
 impl TxKind {
@@ -126,6 +134,9 @@ impl TxKind {
             TxKind::LegalHold(_) => "legal_hold",
             TxKind::ShareKey(_) => "share_key",
             TxKind::Delegate(_) => "delegate",
+            TxKind::TeamCreate(_) => "team_create",
+            TxKind::TeamAdd(_) => "team_add",
+            TxKind::TeamRemove(_) => "team_remove",
         }
     }
 }
@@ -194,7 +205,8 @@ pub enum GrantScope {
     All,
 }
 
-/// The patient grants a member access (`write` also lets a doctor add records for the patient).
+/// The patient (or a delegate) grants a member or a care team access (`write` also lets a doctor
+/// add records for the patient).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Grant {
     pub patient: MemberId,
@@ -204,6 +216,10 @@ pub struct Grant {
     pub expires_at: Option<Timestamp>,
     /// For `All`: the chart epoch whose secret the sidecar wraps for the grantee.
     pub chart_epoch: Option<u32>,
+    /// For `All` to a care team: the chart's next epoch, for everyone who holds it but the team
+    /// (which then reads records written from now on through envelopes for its own key, so a
+    /// member it removes later holds no key to them).
+    pub new_chart: Option<NewChartEpoch>,
 }
 
 /// The next chart key after an `--all` revocation, wrapped for the remaining holders.
@@ -326,6 +342,30 @@ pub struct Delegate {
     pub appoint: bool,
     pub chart_epoch: Option<u32>,
     pub new_chart: Option<NewChartEpoch>,
+}
+
+/// A care team: its id (random, never a member's), its first key and its members (sorted, the
+/// creating doctor among them); the sidecar wraps the key's secret for each member.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct TeamCreate {
+    pub team: MemberId,
+    pub public_key: EncryptionKey,
+    pub members: Vec<MemberId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct TeamAdd {
+    pub team: MemberId,
+    pub member: MemberId,
+}
+
+/// Removes `member`; `public_key` is the team's next key, wrapped (sidecar) for every remaining
+/// member, with the current key wrapped for it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct TeamRemove {
+    pub team: MemberId,
+    pub member: MemberId,
+    pub public_key: EncryptionKey,
 }
 
 /// Validator `validator`'s next share key. New records wrap that validator's share for it from

@@ -11,8 +11,8 @@ use medledger_ledger::threshold::{ThresholdConfig, ThresholdShares, WrappedShare
 use medledger_ledger::{
     BlockContext, BreakGlass, Delegate, EmergencyReason, Enroll, Erase, Genesis, GenesisMember, GenesisOrg,
     GenesisValidator, Grant, GrantScope, KeyHolder, KeySubject, LegalHold, NewChartEpoch, RecordAccess, RegisterRecord,
-    Rejection, Revoke, Sidecar, SidecarEnvelope, SidecarError, Suspend, Transaction, TxBody, TxInvalid, TxKind,
-    TxOutcome, execute_block, execute_block_verified,
+    Rejection, Revoke, Sidecar, SidecarEnvelope, SidecarError, Suspend, TeamAdd, TeamCreate, TeamRemove, Transaction,
+    TxBody, TxInvalid, TxKind, TxOutcome, execute_block, execute_block_verified,
 };
 use medledger_types::{
     ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, Trailing,
@@ -56,6 +56,12 @@ struct World {
     validator_keys: Vec<VerifyingKey>,
     /// Every record version's sidecar as written (what a validator or an observer keeps).
     sidecars: BTreeMap<(RecordId, u32), Sidecar>,
+    /// Care teams' current epochs and keys.
+    teams: BTreeMap<MemberId, (u32, DecryptionKey)>,
+    /// Per patient, the teams holding an `--all` grant (new records are wrapped for them).
+    team_grants: BTreeMap<MemberId, Vec<MemberId>>,
+    /// How many state entries the last block wrote.
+    last_writes: usize,
 }
 
 /// A block executed earlier: height, time, transactions and sidecars.
@@ -122,6 +128,9 @@ impl World {
             validator_keys: validators.iter().map(SigningKey::verifying_key).collect(),
             validators,
             sidecars: BTreeMap::new(),
+            teams: BTreeMap::new(),
+            team_grants: BTreeMap::new(),
+            last_writes: 0,
             state,
             height: 0,
             time: T0,
@@ -181,6 +190,7 @@ impl World {
         let (txs, sidecars): (Vec<_>, Vec<_>) = txs.into_iter().unzip();
         let exec = execute_block(&self.state, ctx, &txs, &sidecars).map_err(|e| e.error)?;
         self.history.push((height, time, txs, sidecars));
+        self.last_writes = exec.writes.len();
         for (k, v) in exec.writes {
             match v {
                 Some(v) => self.state.insert(k, v),
@@ -259,6 +269,11 @@ impl World {
                 subject,
             ));
         }
+        for team in self.team_grants.get(&patient).into_iter().flatten() {
+            let (epoch, key) = &self.teams[team];
+            let holder = KeyHolder::Team { team: *team, epoch: *epoch };
+            envelopes.push(envelope(self.chain, key.encryption_key(), holder, subject));
+        }
         let recipients = envelopes.iter().map(|e| e.holder).collect();
         let threshold = match self.next_shares.take() {
             Some(chosen) => chosen,
@@ -329,8 +344,143 @@ impl World {
             write,
             expires_at: expires.map(Timestamp::new),
             chart_epoch,
+            new_chart: None,
         });
         self.one(signer, kind, Some(&sidecar))
+    }
+
+    /// Registers version 1 of each of `records` for `patient` (wrapped like [`World::write`] does)
+    /// in blocks of a thousand.
+    fn put_many(&mut self, author: &mut Who, patient: MemberId, records: &[RecordId]) -> Vec<TxOutcome> {
+        let mut outcomes = Vec::new();
+        for chunk in records.chunks(1_000) {
+            let mut txs = Vec::new();
+            for record in chunk {
+                let subject = KeySubject::Record { record: *record, version: 1 };
+                let (epoch, chart) = &self.chart[&patient];
+                let mut envelopes = vec![
+                    envelope(self.chain, author.enc.encryption_key(), KeyHolder::Member { member: author.id }, subject),
+                    envelope(self.chain, chart.encryption_key(), KeyHolder::Chart { patient, epoch: *epoch }, subject),
+                ];
+                for team in self.team_grants.get(&patient).into_iter().flatten() {
+                    let (epoch, key) = &self.teams[team];
+                    envelopes.push(envelope(
+                        self.chain,
+                        key.encryption_key(),
+                        KeyHolder::Team { team: *team, epoch: *epoch },
+                        subject,
+                    ));
+                }
+                let recipients = envelopes.iter().map(|e| e.holder).collect();
+                let sidecar = Sidecar { envelopes, metadata: Some(vec![1]), threshold: Trailing(None) };
+                let body = RegisterRecord {
+                    record: *record,
+                    patient,
+                    version: 1,
+                    digest: Digest::new([1; 32]),
+                    size_bytes: 4096,
+                    recipients,
+                };
+                txs.push(self.tx(author, TxKind::RegisterRecord(body), Some(&sidecar)));
+            }
+            outcomes.extend(self.block(txs));
+        }
+        outcomes
+    }
+
+    /// `doctor` creates care team `team` of `members` (itself among them, or not: the test says).
+    fn team_create(&mut self, doctor: &mut Who, team: MemberId, members: &[(MemberId, EncryptionKey)]) -> TxOutcome {
+        let key = wrap::generate(KemSuite::X25519);
+        let subject = KeySubject::Team { team, epoch: 0 };
+        let envelopes = members
+            .iter()
+            .map(|(id, key)| envelope(self.chain, key, KeyHolder::Member { member: *id }, subject))
+            .collect();
+        let kind = TxKind::TeamCreate(TeamCreate {
+            team,
+            public_key: key.encryption_key().clone(),
+            members: members.iter().map(|w| w.0).collect(),
+        });
+        let sidecar = Sidecar { envelopes, metadata: None, threshold: Default::default() };
+        let outcome = self.one(doctor, kind, Some(&sidecar));
+        if outcome.is_applied() {
+            self.teams.insert(team, (0, key));
+        }
+        outcome
+    }
+
+    /// `signer` adds `member`, wrapping team epoch `epoch` for them.
+    fn team_add(&mut self, signer: &mut Who, team: MemberId, member: &Who, epoch: u32) -> TxOutcome {
+        let subject = KeySubject::Team { team, epoch };
+        let holder = KeyHolder::Member { member: member.id };
+        let sidecar = Sidecar {
+            envelopes: vec![envelope(self.chain, member.enc.encryption_key(), holder, subject)],
+            metadata: None,
+            threshold: Default::default(),
+        };
+        self.one(signer, TxKind::TeamAdd(TeamAdd { team, member: member.id }), Some(&sidecar))
+    }
+
+    /// `signer` removes `member`: the next key wrapped for `remaining`, and with `link` the current
+    /// key wrapped for it.
+    fn team_remove(
+        &mut self,
+        signer: &mut Who,
+        team: MemberId,
+        member: MemberId,
+        remaining: &[(MemberId, EncryptionKey)],
+        link: bool,
+    ) -> TxOutcome {
+        let epoch = self.teams[&team].0;
+        let next = wrap::generate(KemSuite::X25519);
+        let subject = KeySubject::Team { team, epoch: epoch + 1 };
+        let mut envelopes: Vec<SidecarEnvelope> = remaining
+            .iter()
+            .map(|(id, key)| envelope(self.chain, key, KeyHolder::Member { member: *id }, subject))
+            .collect();
+        if link {
+            let holder = KeyHolder::Team { team, epoch: epoch + 1 };
+            envelopes.push(envelope(self.chain, next.encryption_key(), holder, KeySubject::Team { team, epoch }));
+        }
+        let kind = TxKind::TeamRemove(TeamRemove { team, member, public_key: next.encryption_key().clone() });
+        let sidecar = Sidecar { envelopes, metadata: None, threshold: Default::default() };
+        let outcome = self.one(signer, kind, Some(&sidecar));
+        if outcome.is_applied() {
+            self.teams.insert(team, (epoch + 1, next));
+        }
+        outcome
+    }
+
+    /// `patient` grants care team `team` all of their records: the chart's current key for the
+    /// team, the next epoch for `holders` (the patient and any other holder).
+    fn grant_team_all(
+        &mut self,
+        patient: &mut Who,
+        team: MemberId,
+        holders: &[(MemberId, EncryptionKey)],
+    ) -> TxOutcome {
+        let pid = patient.id;
+        let chart_epoch = self.chart[&pid].0;
+        let (team_epoch, team_key) = (self.teams[&team].0, self.teams[&team].1.encryption_key().clone());
+        let (new_chart, mut sidecar, next) = self.next_chart(pid, holders);
+        let holder = KeyHolder::Team { team, epoch: team_epoch };
+        let current = KeySubject::Chart { patient: pid, epoch: chart_epoch };
+        sidecar.envelopes.insert(0, envelope(self.chain, &team_key, holder, current));
+        let kind = TxKind::Grant(Grant {
+            patient: pid,
+            grantee: team,
+            scope: GrantScope::All,
+            write: false,
+            expires_at: None,
+            chart_epoch: Some(chart_epoch),
+            new_chart: Some(new_chart),
+        });
+        let outcome = self.one(patient, kind, Some(&sidecar));
+        if outcome.is_applied() {
+            self.chart.insert(pid, (chart_epoch + 1, next));
+            self.team_grants.entry(pid).or_default().push(team);
+        }
+        outcome
     }
 
     /// `signer` appoints `delegate` for `patient`, wrapping chart epoch `epoch` for them.
@@ -657,6 +807,7 @@ fn threshold_share_rows() {
         write: false,
         expires_at: None,
         chart_epoch: Some(0),
+        new_chart: None,
     });
     let tx = c.w.tx(&mut c.patient, kind, Some(&sidecar));
     assert!(matches!(c.w.try_block(vec![tx]), Err(TxInvalid::Sidecar(_))));
@@ -1565,4 +1716,248 @@ fn delegate_rows() {
         assert_eq!(c.w.appoint(&mut c.patient, pid, who, epoch), TxOutcome::Applied);
     }
     assert_eq!(c.w.appoint(&mut c.patient, pid, &over[0], epoch), rejected(Rejection::TooManyDelegates));
+}
+
+/// A per-record grant of `record` (version 1) to care team `team` at its current epoch.
+fn grant_team_record(w: &mut World, patient: &mut Who, team: MemberId, record: RecordId, write: bool) -> TxOutcome {
+    let (epoch, key) = (w.teams[&team].0, w.teams[&team].1.encryption_key().clone());
+    let subject = KeySubject::Record { record, version: 1 };
+    let sidecar = Sidecar {
+        envelopes: vec![envelope(w.chain, &key, KeyHolder::Team { team, epoch }, subject)],
+        metadata: None,
+        threshold: Default::default(),
+    };
+    let kind = TxKind::Grant(Grant {
+        patient: patient.id,
+        grantee: team,
+        scope: GrantScope::Record(record),
+        write,
+        expires_at: None,
+        chart_epoch: None,
+        new_chart: None,
+    });
+    w.one(patient, kind, Some(&sidecar))
+}
+
+/// Care teams (DESIGN §3, §4): created and managed by a doctor of the team, members clinical and
+/// active; grants to the team (per record or `--all`, never `--write`) let its members read;
+/// adding a member wraps the current key once; removing one moves the key to a new epoch for
+/// exactly the others (linked back), after which the removed member is refused everything and
+/// holds no key to records written since.
+#[test]
+fn care_team_rows() {
+    let mut c = cast();
+    let (mut n2, mut p2) = (Who::new(17), Who::new(18));
+    assert_eq!(c.w.enroll(&mut c.admin, &n2, "org1", Role::Nurse), TxOutcome::Applied);
+    assert_eq!(c.w.enroll(&mut c.admin, &p2, "org1", Role::Patient), TxOutcome::Applied);
+    let team = MemberId::new([0x7e; 16]);
+    let pid = c.patient.id;
+    let (before, after, late, solo) =
+        (RecordId::new([1; 16]), RecordId::new([2; 16]), RecordId::new([3; 16]), RecordId::new([4; 16]));
+    assert_eq!(c.w.put_own(&mut c.patient, before), TxOutcome::Applied);
+
+    // Creating: a doctor who is a member; members active and clinical; a fresh id.
+    let d1_nurse = keys_of(&[&c.d1, &c.nurse]);
+    assert_eq!(c.w.team_create(&mut c.nurse, team, &d1_nurse), rejected(Rejection::NotATeamDoctor));
+    assert_eq!(c.w.team_create(&mut c.admin, team, &d1_nurse), rejected(Rejection::NotATeamDoctor));
+    let r = keys_of(&[&c.nurse]);
+    assert_eq!(c.w.team_create(&mut c.d1, team, &r), rejected(Rejection::NotInTeam));
+    for outsider in [&c.auditor, &p2, &c.admin] {
+        let r = keys_of(&[&c.d1, outsider]);
+        assert_eq!(c.w.team_create(&mut c.d1, team, &r), rejected(Rejection::TeamMemberNotClinical));
+    }
+    let r = keys_of(&[&c.d1]);
+    assert_eq!(c.w.team_create(&mut c.d1, pid, &r), rejected(Rejection::MemberExists), "a member's id");
+    assert_eq!(c.w.team_create(&mut c.d1, team, &d1_nurse), TxOutcome::Applied);
+    assert_eq!(c.w.team_create(&mut c.d1, team, &d1_nurse), rejected(Rejection::MemberExists));
+    assert_eq!(c.w.enroll(&mut c.admin, &Who::new(0x7e), "org1", Role::Nurse), rejected(Rejection::MemberExists));
+
+    // Grants to the team.
+    assert_eq!(c.w.read(&mut c.nurse, before), rejected(Rejection::AccessDenied), "no grant yet");
+    assert_eq!(
+        grant_team_record(&mut c.w, &mut c.patient, team, before, true),
+        rejected(Rejection::WriteOnlyForDoctors)
+    );
+    assert_eq!(grant_team_record(&mut c.w, &mut p2, team, before, false), rejected(Rejection::WrongPatient));
+    assert_eq!(c.w.put_own(&mut c.patient, solo), TxOutcome::Applied);
+    assert_eq!(grant_team_record(&mut c.w, &mut c.patient, team, solo, false), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.nurse, solo), TxOutcome::Applied, "a per-record grant to the team");
+    assert_eq!(c.w.read(&mut c.nurse, before), rejected(Rejection::AccessDenied), "that record only");
+    let r = keys_of(&[&c.patient]);
+    assert_eq!(c.w.grant_team_all(&mut c.patient, team, &r), TxOutcome::Applied);
+    assert_eq!(c.w.chart[&pid].0, 1, "the chart moved on: the team holds only the epoch before");
+    assert_eq!(c.w.read(&mut c.nurse, before), TxOutcome::Applied, "through the chart key the team holds");
+    assert_eq!(c.w.read(&mut c.d2, before), rejected(Rejection::AccessDenied), "not in the team");
+    assert_eq!(c.w.put_own(&mut c.patient, after), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.nurse, after), TxOutcome::Applied, "through the team's own key");
+    // A new record must be wrapped for the team's current key.
+    let grants = c.w.team_grants.remove(&pid).unwrap();
+    assert_eq!(c.w.put_own(&mut c.patient, RecordId::new([9; 16])), rejected(Rejection::RecipientsMissing));
+    c.w.team_grants.insert(pid, grants);
+    c.w.teams.get_mut(&team).unwrap().0 = 5;
+    assert_eq!(c.w.put_own(&mut c.patient, RecordId::new([9; 16])), rejected(Rejection::StaleTeamEpoch));
+    c.w.teams.get_mut(&team).unwrap().0 = 0;
+
+    // Adding: a doctor of the team, a clinical member, the current key, once.
+    assert_eq!(c.w.team_add(&mut c.nurse, team, &n2, 0), rejected(Rejection::NotATeamDoctor));
+    assert_eq!(c.w.team_add(&mut c.d2, team, &n2, 0), rejected(Rejection::NotATeamDoctor), "not in the team");
+    assert_eq!(c.w.team_add(&mut c.d1, team, &c.auditor, 0), rejected(Rejection::TeamMemberNotClinical));
+    assert_eq!(c.w.team_add(&mut c.d1, team, &n2, 1), rejected(Rejection::StaleTeamEpoch));
+    assert_eq!(c.w.read(&mut n2, before), rejected(Rejection::AccessDenied));
+    assert_eq!(c.w.team_add(&mut c.d1, team, &n2, 0), TxOutcome::Applied);
+    assert_eq!(c.w.team_add(&mut c.d1, team, &n2, 0), rejected(Rejection::AlreadyInTeam));
+    assert_eq!(c.w.read(&mut n2, before), TxOutcome::Applied, "a new member reads what the team reads");
+
+    // Removing: a doctor of the team; the next key for exactly the others, linked back.
+    let r = keys_of(&[&c.d1, &c.nurse]);
+    assert_eq!(c.w.team_remove(&mut c.nurse, team, n2.id, &r, true), rejected(Rejection::NotATeamDoctor));
+    let r = keys_of(&[&c.d1, &c.nurse, &n2]);
+    assert_eq!(
+        c.w.team_remove(&mut c.d1, team, c.nurse.id, &r, true),
+        rejected(Rejection::StaleTeamEpoch),
+        "still for the removed"
+    );
+    let r = keys_of(&[&c.d1]);
+    assert_eq!(
+        c.w.team_remove(&mut c.d1, team, c.nurse.id, &r, true),
+        rejected(Rejection::StaleTeamEpoch),
+        "one left out"
+    );
+    let r = keys_of(&[&c.d1, &n2]);
+    let epoch = c.w.teams[&team].0;
+    let (mut tx, sidecar) = c.w.tx(
+        &mut c.d1,
+        TxKind::TeamRemove(TeamRemove {
+            team,
+            member: c.nurse.id,
+            public_key: wrap::generate(KemSuite::X25519).encryption_key().clone(),
+        }),
+        None,
+    );
+    tx.body.sidecar_digest = None;
+    assert!(c.w.try_block(vec![(tx, sidecar)]).is_err(), "a removal carries its keys");
+    assert_eq!(c.w.teams[&team].0, epoch);
+    assert_eq!(c.w.team_remove(&mut c.d1, team, c.nurse.id, &r, true), TxOutcome::Applied);
+    for record in [before, after, solo] {
+        assert_eq!(c.w.read(&mut c.nurse, record), rejected(Rejection::AccessDenied), "removed");
+        assert_eq!(c.w.read(&mut n2, record), TxOutcome::Applied, "remaining");
+    }
+    assert_eq!(c.w.put_own(&mut c.patient, late), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.nurse, late), rejected(Rejection::AccessDenied));
+    assert_eq!(c.w.read(&mut n2, late), TxOutcome::Applied);
+    // The late record's key is wrapped for nothing the removed nurse holds (her own key, the
+    // team's epoch 0 and, through it, the chart's epoch 0).
+    let held = [
+        KeyHolder::Member { member: c.nurse.id },
+        KeyHolder::Team { team, epoch: 0 },
+        KeyHolder::Chart { patient: pid, epoch: 0 },
+    ];
+    let holders: Vec<KeyHolder> = c.w.sidecars[&(late, 1)].envelopes.iter().map(|e| e.holder).collect();
+    assert!(holders.contains(&KeyHolder::Team { team, epoch: 1 }), "{holders:?}");
+    assert!(holders.iter().all(|h| !held.contains(h)), "{holders:?}");
+
+    // Leaving, and the last member stays.
+    let r = keys_of(&[&c.d1]);
+    let n2_id = n2.id;
+    assert_eq!(c.w.team_remove(&mut n2, team, n2_id, &r, true), TxOutcome::Applied, "a member leaves");
+    assert_eq!(c.w.read(&mut n2, before), rejected(Rejection::AccessDenied));
+    let d1_id = c.d1.id;
+    assert_eq!(c.w.team_remove(&mut c.d1, team, d1_id, &r, true), rejected(Rejection::LastTeamMember));
+
+    // Revoking the team's --all grant: reads stop, the chart stays (the team never held it).
+    let epoch = c.w.chart[&pid].0;
+    let revoke = TxKind::Revoke(Revoke { patient: pid, grantee: team, scope: GrantScope::All, new_chart: None });
+    assert_eq!(c.w.one(&mut c.patient, revoke, None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d1, before), rejected(Rejection::AccessDenied));
+    assert_eq!(c.w.chart[&pid].0, epoch);
+    c.w.team_grants.remove(&pid);
+    assert_eq!(c.w.put_own(&mut c.patient, RecordId::new([10; 16])), TxOutcome::Applied, "no team envelope needed");
+    assert_eq!(c.w.read(&mut c.d1, solo), TxOutcome::Applied, "the per-record grant stays");
+}
+
+/// A care team of 50 members shares 10,000 records of 20 patients (half written before each
+/// patient's `--all` grant to the team, half after). Adding a member writes exactly as many
+/// entries as adding one to an empty team; the new member reads both halves; a removed member
+/// reads nothing, and the records written after the removal carry no key they hold.
+#[test]
+fn a_care_team_of_50_shares_10000_records_and_adding_a_member_is_constant() {
+    let mut admin = Who::new(1);
+    let mut w = World::new(&[("org1", &admin)]);
+    let mut lead = Who::new(2);
+    assert_eq!(w.enroll(&mut admin, &lead, "org1", Role::Doctor), TxOutcome::Applied);
+    let mut members: Vec<Who> = (0..49)
+        .map(|i| Who { id: MemberId::new([3, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), ..Who::new(3) })
+        .collect();
+    for (i, m) in members.iter().enumerate() {
+        let role = if i % 2 == 0 { Role::Nurse } else { Role::Doctor };
+        assert_eq!(w.enroll(&mut admin, m, "org1", role), TxOutcome::Applied);
+    }
+    let mut all: Vec<&Who> = members.iter().collect();
+    all.push(&lead);
+    let team = MemberId::new([0x7e; 16]);
+    let r = keys_of(&all);
+    assert_eq!(w.team_create(&mut lead, team, &r), TxOutcome::Applied);
+
+    let mut patients: Vec<Who> = (0..20)
+        .map(|i| Who { id: MemberId::new([4, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), ..Who::new(4) })
+        .collect();
+    let mut first_records = Vec::new();
+    for (i, p) in patients.iter_mut().enumerate() {
+        assert_eq!(w.enroll(&mut admin, p, "org1", Role::Patient), TxOutcome::Applied);
+        let ids: Vec<RecordId> = (0..500u32)
+            .map(|n| {
+                let mut id = [5u8; 16];
+                id[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                id[4..8].copy_from_slice(&n.to_be_bytes());
+                RecordId::new(id)
+            })
+            .collect();
+        let pid = p.id;
+        assert!(w.put_many(p, pid, &ids[..250]).iter().all(TxOutcome::is_applied));
+        let r = keys_of(&[&*p]);
+        assert_eq!(w.grant_team_all(p, team, &r), TxOutcome::Applied);
+        assert!(w.put_many(p, pid, &ids[250..]).iter().all(TxOutcome::is_applied));
+        first_records.push((ids[0], ids[499]));
+    }
+    let records = w.state.keys().filter(|k| k.starts_with(keys::RECORD)).count();
+    assert_eq!(records, 10_000);
+
+    // Adding the 51st member, against adding a member to a team that can read nothing.
+    let mut newbie = Who::new(90);
+    let other = Who::new(91);
+    assert_eq!(w.enroll(&mut admin, &newbie, "org1", Role::Nurse), TxOutcome::Applied);
+    assert_eq!(w.enroll(&mut admin, &other, "org1", Role::Nurse), TxOutcome::Applied);
+    let empty = MemberId::new([0x7f; 16]);
+    let r = keys_of(&[&lead]);
+    assert_eq!(w.team_create(&mut lead, empty, &r), TxOutcome::Applied);
+    assert_eq!(w.team_add(&mut lead, empty, &other, 0), TxOutcome::Applied);
+    let small = w.last_writes;
+    assert_eq!(w.team_add(&mut lead, team, &newbie, 0), TxOutcome::Applied);
+    assert_eq!(w.last_writes, small, "the same entries whatever the team can read");
+    assert!(small <= 5, "nonce, result, team, the member's teams, one envelope: {small}");
+    for (old, new) in &first_records[..3] {
+        assert_eq!(w.read(&mut newbie, *old), TxOutcome::Applied, "before the patient's grant");
+        assert_eq!(w.read(&mut newbie, *new), TxOutcome::Applied, "after it");
+    }
+
+    // Removing one of the 51: the others keep reading; the removed reads nothing.
+    let mut removed = members.remove(0);
+    let mut remaining: Vec<&Who> = members.iter().collect();
+    remaining.push(&lead);
+    remaining.push(&newbie);
+    let r = keys_of(&remaining);
+    assert_eq!(w.team_remove(&mut lead, team, removed.id, &r, true), TxOutcome::Applied);
+    let late = RecordId::new([6; 16]);
+    let pid0 = patients[0].id;
+    assert_eq!(w.put_own(&mut patients[0], late), TxOutcome::Applied);
+    for record in [first_records[0].0, first_records[0].1, late] {
+        assert_eq!(w.read(&mut removed, record), rejected(Rejection::AccessDenied));
+        assert_eq!(w.read(&mut newbie, record), TxOutcome::Applied);
+    }
+    let held = [
+        KeyHolder::Member { member: removed.id },
+        KeyHolder::Team { team, epoch: 0 },
+        KeyHolder::Chart { patient: pid0, epoch: 0 },
+    ];
+    assert!(w.sidecars[&(late, 1)].envelopes.iter().all(|e| !held.contains(&e.holder)));
 }

@@ -17,7 +17,7 @@ use medledger_ledger::api::{
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::serve::{Refusal, Served, served_access};
 use medledger_ledger::state::{
-    AuditEvent, ChartEntry, EnvelopeRef, FlaggedEntry, GrantEntry, MemberEntry, MemberStatus, RecordEntry,
+    AuditEvent, ChartEntry, EnvelopeRef, FlaggedEntry, GrantEntry, MemberEntry, MemberStatus, RecordEntry, TeamEntry,
     TxResultEntry, keys, last_nonce, read,
 };
 use medledger_ledger::threshold::{self, ThresholdConfig};
@@ -175,6 +175,8 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(staff))
         .routes(routes!(break_glass_note))
         .routes(routes!(tx_receipt))
+        .routes(routes!(team))
+        .routes(routes!(team_envelope))
         .routes(routes!(genesis))
         .routes(routes!(threshold_config))
         .merge(crate::sync::routes())
@@ -702,6 +704,81 @@ async fn chart(State(state): State<ApiState>, Path(patient): Path<String>) -> Ap
     read(&view(&state)?, &keys::chart(&patient)).map(Json).ok_or(ApiError::not_found("chart"))
 }
 
+/// The envelopes by which a member of a care team reaches a record's key: their envelope of the
+/// team's current key, the links back to the epoch the record's key (or, for records written
+/// before the team's `--all` grant, its chart key) was wrapped for, and that envelope.
+fn team_path(
+    state: &ApiState,
+    view: &impl StateView,
+    me: &MemberEntry,
+    subject: KeySubject,
+    chart_subject: KeySubject,
+    chart_holder: KeyHolder,
+) -> ApiResult<Vec<SidecarEnvelope>> {
+    let teams: Vec<MemberId> = read(view, &keys::member_teams(&me.id)).unwrap_or_default();
+    for id in teams {
+        let Some(team) = read::<TeamEntry>(view, &keys::team(&id)).filter(|t| t.has(&me.id)) else { continue };
+        let (wrapped, epoch) = match read::<u32>(view, &keys::team_envelope(&subject, &id)) {
+            Some(epoch) => (subject, epoch),
+            None => match read::<u32>(view, &keys::team_envelope(&chart_subject, &id)) {
+                Some(epoch) => (chart_subject, epoch),
+                None => continue,
+            },
+        };
+        let mut path = Vec::new();
+        let mine = KeySubject::Team { team: id, epoch: team.epoch };
+        path.extend(envelope(state, view, mine, KeyHolder::Member { member: me.id })?);
+        for k in (epoch + 1..=team.epoch).rev() {
+            let link = KeySubject::Team { team: id, epoch: k - 1 };
+            path.extend(envelope(state, view, link, KeyHolder::Team { team: id, epoch: k })?);
+        }
+        path.extend(envelope(state, view, wrapped, KeyHolder::Team { team: id, epoch })?);
+        if wrapped == chart_subject {
+            path.extend(envelope(state, view, subject, chart_holder)?);
+        }
+        return Ok(path);
+    }
+    Ok(Vec::new())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/teams/{id}",
+    tag = "members",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Care team id (32 hex).")),
+    responses((status = 200, description = "A care team: its key epoch and public key, and its members (pseudonymous ids).", body = TeamEntry), Problems)
+)]
+async fn team(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<TeamEntry>> {
+    let id: MemberId = parse(&id, "team id")?;
+    read(&view(&state)?, &keys::team(&id)).map(Json).ok_or(ApiError::not_found("care team"))
+}
+
+/// A member's envelope of their care team's current key.
+#[utoipa::path(
+    get,
+    path = "/v1/teams/{id}/envelope",
+    tag = "members",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Care team id (32 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The team's current key wrapped for the signer, a member.", body = SidecarEnvelope), Problems)
+)]
+async fn team_envelope(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<SidecarEnvelope>> {
+    let id: MemberId = parse(&id, "team id")?;
+    let view = view(&state)?;
+    let team: TeamEntry = read(&view, &keys::team(&id)).ok_or(ApiError::not_found("care team"))?;
+    if !team.has(&me.id) {
+        return Err(ApiError::denied("not a member of the care team"));
+    }
+    let subject = KeySubject::Team { team: id, epoch: team.epoch };
+    envelope(&state, &view, subject, KeyHolder::Member { member: me.id })?
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("a member's team envelope is missing"))
+}
+
 fn envelope(
     state: &ApiState,
     view: &impl StateView,
@@ -1219,6 +1296,9 @@ async fn access_bundle(
         if let Some(e) = envelope(&state, &view, subject, chart_holder)? {
             envelopes.push(e);
         }
+    }
+    if envelopes.is_empty() {
+        envelopes = team_path(&state, &view, &me, subject, chart_subject, chart_holder)?;
     }
     let sidecar = state.app.inner().db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
     let sidecar = sidecar.and_then(|b| Sidecar::decode(&b).ok()).unwrap_or_default();

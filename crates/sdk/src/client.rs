@@ -8,7 +8,7 @@ use medledger_ledger::api::{
     SubmitResponse, TxStatus,
 };
 use medledger_ledger::httpsig::{self, RequestParts};
-use medledger_ledger::state::{AuditEvent, ChartEntry, GrantEntry, MemberEntry, RecordEntry};
+use medledger_ledger::state::{AuditEvent, ChartEntry, GrantEntry, MemberEntry, RecordEntry, TeamEntry};
 use medledger_ledger::{SidecarEnvelope, Transaction};
 use medledger_types::{Digest, MemberId, Nonce, RecordId, Role, TxId, encode};
 use reqwest::{Method, StatusCode};
@@ -33,7 +33,7 @@ pub struct Client {
     min_height: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -183,6 +183,20 @@ impl Client {
             Err(SdkError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The care team `id`, if it names one.
+    pub async fn team(&self, id: &MemberId) -> Result<Option<TeamEntry>> {
+        match self.get_json(&format!("/v1/teams/{id}"), None).await {
+            Ok(t) => Ok(Some(t)),
+            Err(SdkError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `me`'s envelope of care team `team`'s current key.
+    pub async fn team_envelope(&self, me: &Identity, team: &MemberId) -> Result<SidecarEnvelope> {
+        self.get_json(&format!("/v1/teams/{team}/envelope"), Some(me)).await
     }
 
     pub async fn record(&self, id: &RecordId) -> Result<RecordEntry> {

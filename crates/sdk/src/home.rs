@@ -213,6 +213,25 @@ impl Home {
         )
     }
 
+    /// The care teams this home names: alias → team id (`teams.json`).
+    pub fn teams(&self) -> Result<BTreeMap<String, MemberId>> {
+        Ok(read_json(&self.dir.join("teams.json"))?.unwrap_or_default())
+    }
+
+    /// Names a care team locally (an alias no member of the address book has).
+    pub fn add_team(&self, alias: &str, team: MemberId) -> Result<()> {
+        check_alias(alias)?;
+        let mut teams = self.teams()?;
+        if self.book()?.contains_key(alias) || teams.get(alias).is_some_and(|t| *t != team) {
+            return Err(SdkError::Usage("that name is already taken in this address book".to_string()));
+        }
+        teams.insert(alias.to_string(), team);
+        write_file(
+            &self.dir.join("teams.json"),
+            serde_json::to_string_pretty(&teams).map_err(SdkError::other)?.as_bytes(),
+        )
+    }
+
     /// Resolves a local alias to a contact.
     pub fn resolve(&self, name: &str) -> Result<Contact> {
         if let Some(contact) = self.book()?.get(name) {
@@ -223,7 +242,8 @@ impl Home {
 
     /// The alias of a member, if this home knows it.
     pub fn alias_of(&self, member: &MemberId) -> Option<String> {
-        self.book().ok()?.into_iter().find(|(_, c)| c.member == *member).map(|(alias, _)| alias)
+        let contact = self.book().ok()?.into_iter().find(|(_, c)| c.member == *member).map(|(alias, _)| alias);
+        contact.or_else(|| self.teams().ok()?.into_iter().find(|(_, t)| t == member).map(|(alias, _)| alias))
     }
 
     fn key_path(&self, alias: &str) -> PathBuf {

@@ -13,5 +13,5 @@ pub use client::{COMMIT_TIMEOUT, Client};
 pub use custody::Custody;
 pub use error::{Result, SdkError};
 pub use home::{ClientConfig, Contact, Home, Identity, check_alias};
-pub use ops::{Committed, Opened, RECORD_PLAINTEXT_MAX, RecordMetadata, Sealed, Session, describe};
+pub use ops::{Committed, Opened, RECORD_PLAINTEXT_MAX, RecordKeys, RecordMetadata, Sealed, Session, describe};
 pub use release::Release;

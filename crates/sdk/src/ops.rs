@@ -11,11 +11,11 @@ use medledger_crypto::suite::{KemSuite, PayloadSuite};
 use medledger_crypto::threshold;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::api::{AccessBundle, TxStatus};
-use medledger_ledger::state::{AuditEvent, ChartEntry, FlaggedEntry, MemberStatus, RecordEntry};
+use medledger_ledger::state::{AuditEvent, ChartEntry, FlaggedEntry, MemberStatus, RecordEntry, TeamEntry};
 use medledger_ledger::{
     BreakGlass, Delegate, EmergencyReason, Enroll, Erase, Grant, GrantScope, KeyHolder, KeySubject, LegalHold,
-    NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Rotate, Sidecar, SidecarEnvelope, Transaction, TxBody, TxKind,
-    TxOutcome,
+    NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Rotate, Sidecar, SidecarEnvelope, TeamAdd, TeamCreate,
+    TeamRemove, Transaction, TxBody, TxKind, TxOutcome,
 };
 use medledger_types::limits::{BREAK_GLASS_NOTE_BYTES_MAX, NOTE_READERS_MAX};
 use medledger_types::{ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
@@ -245,28 +245,135 @@ impl Session {
         &self,
         me: &Identity,
         patient: &MemberId,
-        to: &Contact,
+        to: &MemberId,
         write: bool,
         expires_at: Option<Timestamp>,
     ) -> Result<(TxKind, Sidecar)> {
         let (epoch, envelope) = self.chart_key_for(me, patient, to).await?;
         let kind = TxKind::Grant(Grant {
             patient: *patient,
-            grantee: to.member,
+            grantee: *to,
             scope: GrantScope::All,
             write,
             expires_at,
             chart_epoch: Some(epoch),
+            new_chart: None,
         });
         Ok((kind, Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() }))
     }
 
+    /// An `--all` grant to a care team: the chart's current key wrapped for the team's (the
+    /// records so far), and the chart's next epoch for everyone else who holds it (records from
+    /// now on are wrapped for the team's own key, so a member it removes holds no key to them).
+    async fn grant_all_to_team(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        team: &TeamEntry,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(TxKind, Sidecar)> {
+        let (epoch, chart) = self.chart_key(me, patient).await?;
+        let holder = KeyHolder::Team { team: team.team, epoch: team.epoch };
+        let subject = KeySubject::Chart { patient: *patient, epoch };
+        let to_team = self.seal_for(&team.public_key, holder, subject, &chart_secret(&chart))?;
+        let (new_chart, mut sidecar) = self.next_chart_epoch(me, patient, None, None).await?;
+        sidecar.envelopes.insert(0, to_team);
+        let kind = TxKind::Grant(Grant {
+            patient: *patient,
+            grantee: team.team,
+            scope: GrantScope::All,
+            write: false,
+            expires_at,
+            chart_epoch: Some(epoch),
+            new_chart: Some(new_chart),
+        });
+        Ok((kind, sidecar))
+    }
+
+    /// Care team `team`'s current key, from `me`'s envelope (a member's).
+    async fn team_key(&self, me: &Identity, team: &MemberId) -> Result<(TeamEntry, DecryptionKey)> {
+        let mut entry = self.client.team(team).await?.ok_or_else(|| SdkError::NotFound("no such care team".into()))?;
+        let envelope = self.client.team_envelope(me, team).await?;
+        let KeySubject::Team { team: t, epoch } = envelope.subject else {
+            return Err(SdkError::Integrity("team envelope of the wrong kind".into()));
+        };
+        if t != *team || epoch != entry.epoch {
+            // The team moved on between the two reads: its entry again.
+            entry = self.client.team(team).await?.ok_or_else(|| SdkError::NotFound("no such care team".into()))?;
+        }
+        Ok((entry, chart_key_from(&self.open_envelope(&me.encryption, &envelope)?)?))
+    }
+
+    /// A doctor creates a care team of themself and `members`; returns its id.
+    pub async fn team_create(&self, me: &Identity, members: &[MemberId]) -> Result<(MemberId, Committed)> {
+        let team = MemberId::new(medledger_crypto::random_bytes());
+        let key = wrap::generate(KemSuite::default());
+        let secret = chart_secret(&key);
+        let mut all = members.to_vec();
+        all.push(me.member);
+        all.sort();
+        all.dedup();
+        let subject = KeySubject::Team { team, epoch: 0 };
+        let mut envelopes = Vec::with_capacity(all.len());
+        for member in &all {
+            let to = if *member == me.member {
+                me.encryption.encryption_key().clone()
+            } else {
+                self.client.member(member).await?.encryption_key
+            };
+            envelopes.push(self.seal_for(&to, KeyHolder::Member { member: *member }, subject, &secret)?);
+        }
+        let kind = TxKind::TeamCreate(TeamCreate { team, public_key: key.encryption_key().clone(), members: all });
+        let sidecar = Sidecar { envelopes, metadata: None, threshold: Default::default() };
+        Ok((team, self.transact(me, kind, Some(sidecar)).await?))
+    }
+
+    /// A doctor of `team` adds `member`: the team's current key wrapped for them.
+    pub async fn team_add(&self, me: &Identity, team: &MemberId, member: &MemberId) -> Result<Committed> {
+        let (entry, key) = self.team_key(me, team).await?;
+        let to = self.client.member(member).await?.encryption_key;
+        let subject = KeySubject::Team { team: *team, epoch: entry.epoch };
+        let envelope = self.seal_for(&to, KeyHolder::Member { member: *member }, subject, &chart_secret(&key))?;
+        let kind = TxKind::TeamAdd(TeamAdd { team: *team, member: *member });
+        self.transact(
+            me,
+            kind,
+            Some(Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() }),
+        )
+        .await
+    }
+
+    /// A doctor of `team` removes `member` (or `me` leaves): a fresh key for the remaining members,
+    /// with the current key wrapped for it.
+    pub async fn team_remove(&self, me: &Identity, team: &MemberId, member: &MemberId) -> Result<Committed> {
+        let (entry, key) = self.team_key(me, team).await?;
+        let epoch = entry.epoch.checked_add(1).ok_or_else(|| SdkError::Other("team epochs exhausted".into()))?;
+        let next = wrap::generate(KemSuite::default());
+        let secret = chart_secret(&next);
+        let subject = KeySubject::Team { team: *team, epoch };
+        let mut envelopes = Vec::with_capacity(entry.members.len());
+        for m in entry.members.iter().filter(|m| *m != member) {
+            let to = if *m == me.member {
+                me.encryption.encryption_key().clone()
+            } else {
+                self.client.member(m).await?.encryption_key
+            };
+            envelopes.push(self.seal_for(&to, KeyHolder::Member { member: *m }, subject, &secret)?);
+        }
+        let current = KeySubject::Team { team: *team, epoch: entry.epoch };
+        let link = KeyHolder::Team { team: *team, epoch };
+        envelopes.push(self.seal_for(next.encryption_key(), link, current, &chart_secret(&key))?);
+        let kind =
+            TxKind::TeamRemove(TeamRemove { team: *team, member: *member, public_key: next.encryption_key().clone() });
+        self.transact(me, kind, Some(Sidecar { envelopes, metadata: None, threshold: Default::default() })).await
+    }
+
     /// `patient`'s current chart key (which `me` holds) wrapped for `to`, and its epoch.
-    async fn chart_key_for(&self, me: &Identity, patient: &MemberId, to: &Contact) -> Result<(u32, SidecarEnvelope)> {
-        let member = self.client.member(&to.member).await?;
+    async fn chart_key_for(&self, me: &Identity, patient: &MemberId, to: &MemberId) -> Result<(u32, SidecarEnvelope)> {
+        let member = self.client.member(to).await?;
         let (epoch, chart) = self.chart_key(me, patient).await?;
         let subject = KeySubject::Chart { patient: *patient, epoch };
-        let holder = KeyHolder::Member { member: to.member };
+        let holder = KeyHolder::Member { member: *to };
         Ok((epoch, self.seal_for(&member.encryption_key, holder, subject, &chart_secret(&chart))?))
     }
 
@@ -281,9 +388,7 @@ impl Session {
     ) -> Result<(NewChartEpoch, Sidecar)> {
         let chart = self.client.chart(patient).await?;
         let epoch = chart.epoch.checked_add(1).ok_or_else(|| SdkError::Other("chart epochs exhausted".into()))?;
-        let now = Timestamp::new(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-        );
+        let now = Timestamp::new(crate::client::now_ms());
         let mut recipients = vec![*patient];
         for holder in chart.holders.iter().filter(|m| Some(*m) != revoked) {
             if self.client.grant(patient, holder).await?.is_some_and(|g| g.is_live(now)) {
@@ -315,7 +420,7 @@ impl Session {
     /// then moves to an epoch they never hold).
     pub async fn delegate(&self, me: &Identity, to: &Contact, appoint: bool) -> Result<Committed> {
         let (kind, sidecar) = if appoint {
-            let (epoch, envelope) = self.chart_key_for(me, &me.member, to).await?;
+            let (epoch, envelope) = self.chart_key_for(me, &me.member, &to.member).await?;
             let kind = TxKind::Delegate(Delegate {
                 patient: me.member,
                 delegate: to.member,
@@ -397,7 +502,7 @@ impl Session {
             if self.client.grant(&patient.member, &doctor.member).await?.is_some_and(|g| g.write) {
                 continue;
             }
-            let (kind, sidecar) = self.grant_all(patient, &patient.member, doctor, true, None).await?;
+            let (kind, sidecar) = self.grant_all(patient, &patient.member, &doctor.member, true, None).await?;
             grants.push((patient, kind, Some(sidecar)));
         }
         for result in self.transact_batch(grants).await? {
@@ -427,9 +532,9 @@ impl Session {
     ) -> Result<(RecordId, Committed)> {
         let metadata = describe(plaintext)?;
         self.release().await?;
-        let chart = self.client.chart(&patient.member).await?;
+        let keys = self.record_keys(&patient.member).await?;
         let record = RecordId::new(medledger_crypto::random_bytes());
-        let sealed = self.seal_record(me, &chart, record, 1, plaintext, &metadata)?;
+        let sealed = self.seal_record(me, &keys, record, 1, plaintext, &metadata)?;
         self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
         let committed = self.transact(me, sealed.kind, Some(sealed.sidecar)).await?;
         Ok((record, committed))
@@ -465,8 +570,8 @@ impl Session {
         }
         let version =
             entry.version.checked_add(1).ok_or_else(|| SdkError::Usage("the record has too many versions".into()))?;
-        let chart = self.client.chart(&entry.patient).await?;
-        let sealed = self.seal_record(me, &chart, record, version, plaintext, &metadata)?;
+        let keys = self.record_keys(&entry.patient).await?;
+        let sealed = self.seal_record(me, &keys, record, version, plaintext, &metadata)?;
         self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
         match self.transact(me, sealed.kind, Some(sealed.sidecar)).await {
             Err(SdkError::Usage(m)) if m.contains(medledger_ledger::Rejection::VersionMismatch.as_str()) => {
@@ -493,8 +598,8 @@ impl Session {
         let version =
             entry.version.checked_add(1).ok_or_else(|| SdkError::Usage("the record has too many versions".into()))?;
         let metadata = describe(&current.plaintext)?;
-        let chart = self.client.chart(&entry.patient).await?;
-        let sealed = self.seal_record(me, &chart, record, version, &current.plaintext, &metadata)?;
+        let keys = self.record_keys(&entry.patient).await?;
+        let sealed = self.seal_record(me, &keys, record, version, &current.plaintext, &metadata)?;
         self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
         let TxKind::AppendVersion(next) = sealed.kind else {
             return Err(SdkError::Other("a rotation seals a next version".into()));
@@ -508,13 +613,29 @@ impl Session {
         }
     }
 
-    /// Encrypts `plaintext` as `version` of `record` in `chart`'s patient's chart, wraps its data
-    /// key for the chart key and the author, and encrypts its metadata: everything a
-    /// registration (version 1) or an append needs, nothing sent yet.
+    /// The keys a new record of `patient` is wrapped for: the chart's current key and the current
+    /// key of each care team holding a live `--all` grant.
+    pub async fn record_keys(&self, patient: &MemberId) -> Result<RecordKeys> {
+        let chart = self.client.chart(patient).await?;
+        let now = Timestamp::new(crate::client::now_ms());
+        let mut teams = Vec::new();
+        for team in &chart.teams {
+            if self.client.grant(patient, team).await?.is_some_and(|g| g.is_live(now))
+                && let Some(entry) = self.client.team(team).await?
+            {
+                teams.push(entry);
+            }
+        }
+        Ok(RecordKeys { chart, teams })
+    }
+
+    /// Encrypts `plaintext` as `version` of `record` in the chart of `keys`' patient, wraps its
+    /// data key for the chart key, the care teams of `keys` and the author, and encrypts its
+    /// metadata: everything a registration (version 1) or an append needs, nothing sent yet.
     pub fn seal_record(
         &self,
         me: &Identity,
-        chart: &ChartEntry,
+        keys: &RecordKeys,
         record: RecordId,
         version: u32,
         plaintext: &[u8],
@@ -544,14 +665,19 @@ impl Session {
         let mut meta_ct = Vec::new();
         let meta_json = serde_json::to_vec(metadata).map_err(SdkError::other)?;
         payload::encrypt(&dek, record.as_bytes(), 0, meta_json.as_slice(), &mut meta_ct).map_err(SdkError::other)?;
+        let chart = &keys.chart;
         let patient = chart.patient;
         let subject = KeySubject::Record { record, version };
         let me_holder = KeyHolder::Member { member: me.member };
         let chart_holder = KeyHolder::Chart { patient, epoch: chart.epoch };
-        let envelopes = vec![
+        let mut envelopes = vec![
             self.seal_for(me.encryption.encryption_key(), me_holder, subject, &wrapped)?,
             self.seal_for(&chart.public_key, chart_holder, subject, &wrapped)?,
         ];
+        for team in &keys.teams {
+            let holder = KeyHolder::Team { team: team.team, epoch: team.epoch };
+            envelopes.push(self.seal_for(&team.public_key, holder, subject, &wrapped)?);
+        }
         let recipients = envelopes.iter().map(|e| e.holder).collect();
         let body = RegisterRecord { record, patient, version, digest, size_bytes: sealed.ciphertext_len, recipients };
         let kind = if version == 1 { TxKind::RegisterRecord(body) } else { TxKind::AppendVersion(body) };
@@ -588,6 +714,20 @@ impl Session {
     pub async fn suspend(&self, admin: &Identity, member: &Contact, suspended: bool) -> Result<Committed> {
         let kind = TxKind::Suspend(medledger_ledger::Suspend { member: member.member, suspended });
         self.transact(admin, kind, None).await
+    }
+
+    /// Whom a grant can go to: a member (alias or id, as [`Session::resolve`]) or a care team
+    /// (its local alias, or its id).
+    pub async fn resolve_grantee(&self, name: &str) -> Result<MemberId> {
+        if let Some(team) = self.home.teams()?.get(name) {
+            return Ok(*team);
+        }
+        if let Ok(id) = name.parse::<MemberId>()
+            && self.client.team(&id).await?.is_some()
+        {
+            return Ok(id);
+        }
+        Ok(self.resolve(name).await?.member)
     }
 
     /// A local alias, or a member id (32 hex digits, e.g. a patient enrolled in custody by an
@@ -688,6 +828,34 @@ impl Session {
         if let Some(direct) = find(me_holder, subject) {
             return Ok(Some(self.open_envelope(&me.encryption, direct)?));
         }
+        // Through a care team: my envelope of its current key, then back one epoch per link to
+        // the key the record's key (or, for an earlier record, its chart key) was wrapped for.
+        let team_key = bundle.envelopes.iter().find_map(|e| match (e.holder, e.subject) {
+            (h, KeySubject::Team { team, epoch }) if h == me_holder => Some((e, team, epoch)),
+            _ => None,
+        });
+        if let Some((mine, team, mut epoch)) = team_key {
+            let mut key = chart_key_from(&self.open_envelope(&me.encryption, mine)?)?;
+            loop {
+                let holder = KeyHolder::Team { team, epoch };
+                if let Some(e) = find(holder, subject) {
+                    return Ok(Some(self.open_envelope(&key, e)?));
+                }
+                if let Some(e) = find(holder, chart_subject) {
+                    let chart = chart_key_from(&self.open_envelope(&key, e)?)?;
+                    let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
+                    let to_record = find(chart_holder, subject)
+                        .ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
+                    return Ok(Some(self.open_envelope(&chart, to_record)?));
+                }
+                let previous =
+                    epoch.checked_sub(1).ok_or_else(|| SdkError::Integrity("team key path broken".into()))?;
+                let link = find(holder, KeySubject::Team { team, epoch: previous })
+                    .ok_or_else(|| SdkError::Integrity("team key path broken".into()))?;
+                key = chart_key_from(&self.open_envelope(&key, link)?)?;
+                epoch = previous;
+            }
+        }
         let Some(to_chart) = find(me_holder, chart_subject) else { return Ok(None) };
         let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
         let chart = chart_key_from(&self.open_envelope(&me.encryption, to_chart)?)?;
@@ -743,7 +911,7 @@ impl Session {
         write: bool,
         expires_at: Option<Timestamp>,
     ) -> Result<Committed> {
-        self.grant_for(me, &me.member, to, scope, write, expires_at).await
+        self.grant_for(me, &me.member, &to.member, scope, write, expires_at).await
     }
 
     /// [`Session::grant`] on `patient`'s chart: `me` is the patient or one of their delegates.
@@ -751,17 +919,23 @@ impl Session {
         &self,
         me: &Identity,
         patient: &MemberId,
-        to: &Contact,
+        to: &MemberId,
         scope: GrantScope,
         write: bool,
         expires_at: Option<Timestamp>,
     ) -> Result<Committed> {
+        let team = self.client.team(to).await?;
         let GrantScope::Record(record) = scope else {
-            let (kind, sidecar) = self.grant_all(me, patient, to, write, expires_at).await?;
+            let (kind, sidecar) = match &team {
+                Some(team) => self.grant_all_to_team(me, patient, team, expires_at).await?,
+                None => self.grant_all(me, patient, to, write, expires_at).await?,
+            };
             return self.transact(me, kind, Some(sidecar)).await;
         };
-        let grantee = self.client.member(&to.member).await?;
-        let holder = KeyHolder::Member { member: to.member };
+        let (key, holder) = match &team {
+            Some(team) => (team.public_key.clone(), KeyHolder::Team { team: team.team, epoch: team.epoch }),
+            None => (self.client.member(to).await?.encryption_key, KeyHolder::Member { member: *to }),
+        };
         // The patient reads the record's key like any reader: a logged access first.
         let entry = self.client.record(&record).await?;
         let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose: PurposeOfUse::Patrqt });
@@ -773,9 +947,16 @@ impl Session {
             .wrapped_secret(me, &bundle)?
             .ok_or_else(|| SdkError::Denied("no wrapped key for this reader".into()))?;
         let subject = KeySubject::Record { record, version: bundle.record.version };
-        let envelope = self.seal_for(&grantee.encryption_key, holder, subject, &secret)?;
-        let kind =
-            TxKind::Grant(Grant { patient: *patient, grantee: to.member, scope, write, expires_at, chart_epoch: None });
+        let envelope = self.seal_for(&key, holder, subject, &secret)?;
+        let kind = TxKind::Grant(Grant {
+            patient: *patient,
+            grantee: *to,
+            scope,
+            write,
+            expires_at,
+            chart_epoch: None,
+            new_chart: None,
+        });
         self.transact(
             me,
             kind,
@@ -786,7 +967,7 @@ impl Session {
 
     /// The patient revokes a grant; `--all` moves the chart key to a new epoch for the others.
     pub async fn revoke(&self, me: &Identity, from: &Contact, scope: GrantScope) -> Result<Committed> {
-        self.revoke_for(me, &me.member, from, scope).await
+        self.revoke_for(me, &me.member, &from.member, scope).await
     }
 
     /// [`Session::revoke`] on `patient`'s chart: `me` is the patient or one of their delegates.
@@ -794,17 +975,20 @@ impl Session {
         &self,
         me: &Identity,
         patient: &MemberId,
-        from: &Contact,
+        from: &MemberId,
         scope: GrantScope,
     ) -> Result<Committed> {
+        let team_grant = self.client.chart(patient).await?.teams.contains(from);
         let (new_chart, sidecar) = match scope {
+            // A team never held the chart's current key: nothing to move.
             GrantScope::Record(_) => (None, None),
+            GrantScope::All if team_grant => (None, None),
             GrantScope::All => {
-                let (new_chart, sidecar) = self.next_chart_epoch(me, patient, Some(&from.member), None).await?;
+                let (new_chart, sidecar) = self.next_chart_epoch(me, patient, Some(from), None).await?;
                 (Some(new_chart), Some(sidecar))
             }
         };
-        let kind = TxKind::Revoke(Revoke { patient: *patient, grantee: from.member, scope, new_chart });
+        let kind = TxKind::Revoke(Revoke { patient: *patient, grantee: *from, scope, new_chart });
         self.transact(me, kind, sidecar).await
     }
 
@@ -927,6 +1111,12 @@ fn outcome(id: TxId, status: TxStatus) -> Result<Committed> {
         }
         _ => Err(SdkError::Other("transaction did not commit".into())),
     }
+}
+
+/// What a new record of a patient is wrapped for (see [`Session::record_keys`]).
+pub struct RecordKeys {
+    pub chart: ChartEntry,
+    pub teams: Vec<TeamEntry>,
 }
 
 /// A record encrypted and wrapped on this side: the ciphertext to upload and the transaction

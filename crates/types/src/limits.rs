@@ -50,3 +50,11 @@ pub const BREAK_GLASS_NOTE_BYTES_MAX: usize = 1024;
 pub const NOTE_READERS_MAX: usize = 64;
 /// Delegates a patient may appoint at once (guardians, proxies).
 pub const DELEGATES_MAX: usize = 4;
+/// Members of a care team: its next key after a removal is wrapped for every remaining member in
+/// one sidecar (with the link to the previous key).
+pub const TEAM_MEMBERS_MAX: usize = SIDECAR_ENVELOPES_MAX - 1;
+/// Care teams one member belongs to.
+pub const TEAMS_PER_MEMBER_MAX: usize = 64;
+/// Key epochs of a care team (a reader walks back from the current key to the one a record's key
+/// was wrapped for, one envelope per epoch); a team past it is replaced by a new one.
+pub const TEAM_EPOCHS_MAX: u32 = 1024;
