@@ -798,3 +798,68 @@ fn a_delegate_acts_for_the_patient_until_dismissed() {
     assert!(matches!(held, Err(SdkError::Denied(_))), "{held:?}");
     assert_eq!(net.ok(&["record", "get", "--as", "alice", id]), common::OBSERVATION);
 }
+
+/// Care teams (issue 6) on 4 validators with threshold release: a team granted alice's chart reads
+/// records from before and after the grant; a member added later reads them all (through the
+/// team's linked keys); a removed member is refused everything by policy and by every validator's
+/// share release, and the records written after the removal carry no key they hold.
+#[test]
+fn a_care_team_reads_until_a_member_is_removed() {
+    let net = Net::start_n(4);
+    net.cast();
+    let admin = net.admin.clone();
+    net.ok(&["id", "create", "nora", "--role", "nurse", "--as", &admin]);
+    let put = |text: &str| {
+        let file = net.file("r.json", text.as_bytes());
+        net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]).trim().to_string()
+    };
+    let obs = |n: u32| common::OBSERVATION.replace("\"value\":72", &format!("\"value\":{n}"));
+    let r1 = put(&obs(61));
+
+    let refused = net.cli(&["team", "create", "ward3", "--as", "nina", "--members", "drbob"]);
+    assert_eq!(refused.code, 3, "a nurse does not create a team: {}", refused.stderr);
+    let team = net.ok(&["team", "create", "ward3", "--as", "drbob", "--members", "nina"]);
+    let team = team.trim();
+    assert_eq!(team.len(), 32, "{team}");
+    assert_eq!(net.cli(&["record", "get", "--as", "nina", &r1]).code, 3, "before the grant");
+    net.ok(&["grant", "--as", "alice", "--to", "ward3", "--all"]);
+    let r2 = put(&obs(62));
+    assert_eq!(net.ok(&["record", "get", "--as", "nina", &r1]), obs(61), "through the chart key the team holds");
+    assert_eq!(net.ok(&["record", "get", "--as", "nina", &r2]), obs(62), "through the team's own key");
+    assert_eq!(net.cli(&["record", "get", "--as", "drcarol", &r1]).code, 3, "not in the team");
+    let write = net.cli(&["grant", "--as", "alice", "--to", "ward3", "--all", "--write"]);
+    assert_eq!(write.code, 3, "{}", write.stderr);
+
+    assert_eq!(net.cli(&["team", "add", "ward3", "--as", "nina", "--member", "nora"]).code, 3, "a nurse does not add");
+    net.ok(&["team", "add", "ward3", "--as", "drbob", "--member", "nora"]);
+    net.ok(&["team", "remove", "ward3", "--as", "drbob", "--member", "nina"]);
+    let r3 = put(&obs(63));
+    for (record, text) in [(&r1, obs(61)), (&r2, obs(62)), (&r3, obs(63))] {
+        assert_eq!(net.cli(&["record", "get", "--as", "nina", record]).code, 3, "removed");
+        assert_eq!(net.ok(&["record", "get", "--as", "nora", record]), text, "added after, reads through the links");
+    }
+    let listed = net.ok(&["--json", "team", "list"]);
+    let listed: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+    assert_eq!(listed["epoch"], 1, "{listed}");
+    assert_eq!(listed["members"], serde_json::json!(["drbob", "nora"]), "{listed}");
+
+    // No validator releases a share to the removed member; nothing of r3 is wrapped for her keys.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = Session::open(&net.home, None).unwrap();
+    let nina = session.home.load_identity("nina", PASS).unwrap();
+    let nora = session.home.load_identity("nora", PASS).unwrap();
+    let r3: RecordId = r3.parse().unwrap();
+    let denied = rt.block_on(access(&session, &nina, r3));
+    assert_eq!(rt.block_on(refusals(&session, &nina, &denied)), 4);
+    let allowed = rt.block_on(access(&session, &nora, r3));
+    let bundle = rt.block_on(session.client.access_bundle(&nora, &allowed)).unwrap();
+    let team: medledger_types::MemberId = team.parse().unwrap();
+    let subject = KeySubject::Record { record: r3, version: 1 };
+    let to_record: Vec<KeyHolder> =
+        bundle.envelopes.iter().filter(|e| e.subject == subject).map(|e| e.holder).collect();
+    assert_eq!(to_record, vec![KeyHolder::Team { team, epoch: 1 }], "r3's key reaches nora through the team's new key");
+
+    // The grant ends: nobody reads through the team.
+    net.ok(&["revoke", "--as", "alice", "--from", "ward3", "--all"]);
+    assert_eq!(net.cli(&["record", "get", "--as", "nora", &r1]).code, 3);
+}

@@ -270,6 +270,7 @@ impl Session {
         me: &Identity,
         patient: &MemberId,
         team: &TeamEntry,
+        write: bool,
         expires_at: Option<Timestamp>,
     ) -> Result<(TxKind, Sidecar)> {
         let (epoch, chart) = self.chart_key(me, patient).await?;
@@ -282,7 +283,7 @@ impl Session {
             patient: *patient,
             grantee: team.team,
             scope: GrantScope::All,
-            write: false,
+            write,
             expires_at,
             chart_epoch: Some(epoch),
             new_chart: Some(new_chart),
@@ -927,7 +928,7 @@ impl Session {
         let team = self.client.team(to).await?;
         let GrantScope::Record(record) = scope else {
             let (kind, sidecar) = match &team {
-                Some(team) => self.grant_all_to_team(me, patient, team, expires_at).await?,
+                Some(team) => self.grant_all_to_team(me, patient, team, write, expires_at).await?,
                 None => self.grant_all(me, patient, to, write, expires_at).await?,
             };
             return self.transact(me, kind, Some(sidecar)).await;
