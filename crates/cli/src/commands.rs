@@ -442,6 +442,7 @@ fn print_audit(home: &Home, e: &AuditEvent, note: Option<&str>, json: bool) {
             (format!("break-glass ({reason}){until}"), None)
         }
         AuditAction::Erase { record, versions } => (format!("erase ({versions} versions)"), Some(*record)),
+        AuditAction::Keys { event } => (event.as_str().to_string(), None),
         AuditAction::Delegate { delegate, appoint } => {
             let what = if *appoint { "delegate appointed" } else { "delegate dismissed" };
             (format!("{what}: {}", name_of(home, delegate)), None)

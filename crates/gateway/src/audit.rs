@@ -6,7 +6,9 @@
 //! (grants and revocations); an erasure is a Patient Record delete ("D"), a legal hold an update
 //! with the hold in the entity detail; reads, writes and erasures carry the FHIR restful
 //! interaction as subtype; the
-//! purpose is the HL7 v3 ActReason (PurposeOfUse) code. An action a delegate took for the patient
+//! purpose is the HL7 v3 ActReason (PurposeOfUse) code. A change of a member's keys (rotation,
+//! custody release and claim, recovery) is "110137 User Security Attributes Changed" with the
+//! event in the entity detail. An action a delegate took for the patient
 //! has two agents: the delegate (requestor, v3 RoleClass "AGNT") and the patient ("PAT"). Participants and records appear only by
 //! their ledger pseudonyms, as on the ledger.
 
@@ -40,6 +42,7 @@ pub fn audit_event(chain: &ChainId, patient: &MemberId, event: &AuditEvent) -> V
         AuditAction::Grant { .. } | AuditAction::Revoke { .. } | AuditAction::Delegate { .. } => {
             ("110136", "Security Roles Changed", "U", None, None)
         }
+        AuditAction::Keys { .. } => ("110137", "User Security Attributes Changed", "U", None, None),
         AuditAction::BreakGlass { .. } => ("110127", "Emergency Override Started", "E", None, None),
         AuditAction::Erase { record, .. } => ("110110", "Patient Record", "D", Some("delete"), Some(*record)),
         // A hold changes what may be done with the record, not the record: an update of its status.
@@ -55,6 +58,9 @@ pub fn audit_event(chain: &ChainId, patient: &MemberId, event: &AuditEvent) -> V
     });
     if let AuditAction::BreakGlass { reason: Some(reason), .. } = &event.action {
         subject["detail"] = json!([{"type": "emergency-reason", "valueString": reason.code()}]);
+    }
+    if let AuditAction::Keys { event } = &event.action {
+        subject["detail"] = json!([{"type": "key-event", "valueString": event.as_str()}]);
     }
     if let AuditAction::LegalHold { hold, .. } = &event.action {
         let value = if *hold { "placed" } else { "lifted" };

@@ -9,6 +9,7 @@
 //! overwrite the original's result).
 
 use medledger_crypto::sign::{VerifyingKey, verify_batch};
+use medledger_crypto::wrap::EncryptionKey;
 use medledger_types::limits::{
     DELEGATES_MAX, DISPLAY_NAME_BYTES_MAX, GRANT_TTL_MS_MAX, RECORD_CIPHERTEXT_BYTES_MAX, SHARE_KEY_INTERVAL_MS,
     TEAM_EPOCHS_MAX, TEAM_MEMBERS_MAX, TEAMS_PER_MEMBER_MAX,
@@ -19,14 +20,15 @@ use crate::genesis::NetworkPolicy;
 use crate::policy::{CHART_HOLDERS_MAX, CHART_TEAMS_MAX, Rejection};
 use crate::sidecar::{KeyHolder, KeySubject, SidecarError, SidecarFacts};
 use crate::state::{
-    AccessBasis, AuditAction, AuditEvent, BreakGlassEntry, ChartEntry, Decision, EnvelopeRef, ErasedEntry,
-    FlaggedEntry, GrantEntry, LegalHoldEntry, MemberEntry, MemberStatus, Overlay, RecordEntry, StateView, TeamEntry,
-    TxResultEntry, WriteSet, keys, last_nonce, read,
+    AccessBasis, AuditAction, AuditEvent, BreakGlassEntry, ChartEntry, CustodyReleaseEntry, Decision, EnvelopeRef,
+    ErasedEntry, FlaggedEntry, GrantEntry, KeyEvent, LegalHoldEntry, MemberEntry, MemberStatus, Overlay, RecordEntry,
+    RecoveryEntry, StateView, TeamEntry, TxResultEntry, WriteSet, keys, last_nonce, read,
 };
 use crate::threshold::ThresholdConfig;
 use crate::tx::{
-    BreakGlass, Delegate, Enroll, Erase, Grant, GrantScope, LegalHold, NewChartEpoch, RecordAccess, RegisterRecord,
-    Revoke, Rotate, Suspend, TX_NAMESPACE, TeamAdd, TeamCreate, TeamRemove, Transaction, TxKind, TxOutcome,
+    BreakGlass, CustodyRelease, Delegate, Enroll, Erase, Grant, GrantScope, KeyChange, LegalHold, NewChartEpoch,
+    RecordAccess, Recovery, RecoveryAction, RegisterRecord, Revoke, Rotate, RotateKeys, Suspend, TX_NAMESPACE, TeamAdd,
+    TeamCreate, TeamRemove, Transaction, TxKind, TxOutcome, claim_code_hash,
 };
 
 /// What execution knows about the block: nothing else, in particular no wall clock.
@@ -121,23 +123,32 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         &self.state
     }
 
-    /// Applies one transaction. `signature_checked` skips the signature check when the caller
-    /// already verified it (in a batch) against the key this state holds for the signer.
+    /// Applies one transaction. `checked_with`, the key the caller already verified the signature
+    /// against, skips the check when it is the key this state holds for the signer.
     pub fn apply(
         &mut self,
         tx: &Transaction,
         sidecar: Option<&[u8]>,
-        signature_checked: bool,
+        checked_with: Option<&VerifyingKey>,
     ) -> Result<&TxOutcome, TxInvalid> {
         let body = &tx.body;
         if body.chain_id != self.ctx.chain_id {
             return Err(TxInvalid::WrongChain);
         }
         if let TxKind::ShareKey(share_key) = &body.kind {
-            return self.apply_share_key(tx, share_key, signature_checked);
+            return self.apply_share_key(tx, share_key, checked_with);
         }
         let signer: MemberEntry = read(&self.state, &keys::member(&body.signer)).ok_or(TxInvalid::UnknownSigner)?;
-        if !signature_checked && !tx.verify_signature(&signer.signing_key) {
+        // A recovery is completed with the keys it installs (the member lost the old ones).
+        let key = match &body.kind {
+            TxKind::Recovery(Recovery { action: RecoveryAction::Complete, .. }) => {
+                read::<RecoveryEntry>(&self.state, &keys::recovery(&body.signer))
+                    .ok_or(TxInvalid::BadSignature)?
+                    .signing_key
+            }
+            _ => signer.signing_key,
+        };
+        if checked_with != Some(&key) && !tx.verify_signature(&key) {
             return Err(TxInvalid::BadSignature);
         }
         let sidecar = crate::block::sidecar_facts(tx, sidecar, self.history)?;
@@ -205,14 +216,14 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         &mut self,
         tx: &Transaction,
         next: &crate::tx::ShareKey,
-        signature_checked: bool,
+        checked_with: Option<&VerifyingKey>,
     ) -> Result<&TxOutcome, TxInvalid> {
         let body = &tx.body;
         let key = self.ctx.validators.get(next.validator as usize).ok_or(TxInvalid::UnknownSigner)?;
         if body.signer != crate::tx::validator_member_id(key) {
             return Err(TxInvalid::UnknownSigner);
         }
-        if !signature_checked && !tx.verify_signature(key) {
+        if checked_with != Some(key) && !tx.verify_signature(key) {
             return Err(TxInvalid::BadSignature);
         }
         crate::block::check_sidecar(tx, None)?;
@@ -278,15 +289,15 @@ pub fn execute_block<V: StateView + ?Sized>(
     execute(base, ctx, txs, sidecars, &[], true)
 }
 
-/// Executes a proposed block: every sidecar must be whole. The caller vouches for the signatures
-/// of the transactions marked in `verified` (already checked against the signer's enrolled key,
-/// which this ledger never changes); the others are checked here.
+/// Executes a proposed block: every sidecar must be whole. `verified[i]`, when set, is the key
+/// the caller already checked transaction `i`'s signature against; it is trusted only while it is
+/// still the signer's key (a member's keys can change, even earlier in the same block).
 pub fn execute_block_verified<V: StateView + ?Sized>(
     base: &V,
     ctx: BlockContext<'_>,
     txs: &[Transaction],
     sidecars: &[Option<Vec<u8>>],
-    verified: &[bool],
+    verified: &[Option<VerifyingKey>],
 ) -> Result<Execution, BlockInvalid> {
     execute(base, ctx, txs, sidecars, verified, false)
 }
@@ -296,15 +307,16 @@ fn execute<V: StateView + ?Sized>(
     ctx: BlockContext<'_>,
     txs: &[Transaction],
     sidecars: &[Option<Vec<u8>>],
-    verified: &[bool],
+    verified: &[Option<VerifyingKey>],
     history: bool,
 ) -> Result<Execution, BlockInvalid> {
-    let mut pre_checked: Vec<bool> = (0..txs.len()).map(|i| verified.get(i).copied().unwrap_or(false)).collect();
+    let mut pre_checked: Vec<Option<VerifyingKey>> =
+        (0..txs.len()).map(|i| verified.get(i).copied().flatten()).collect();
     let mut batch = Vec::with_capacity(txs.len());
     let mut batch_index = Vec::with_capacity(txs.len());
     let signed: Vec<Vec<u8>> = txs.iter().map(Transaction::signed_bytes).collect();
     for (index, tx) in txs.iter().enumerate() {
-        if pre_checked[index] {
+        if pre_checked[index].is_some() || matches!(tx.body.kind, TxKind::Recovery(_)) {
             continue;
         }
         if let Some(signer) = read::<MemberEntry>(base, &keys::member(&tx.body.signer)) {
@@ -314,14 +326,14 @@ fn execute<V: StateView + ?Sized>(
     }
     // A failed batch falls back to one-by-one checks, which name the culprit.
     if !batch.is_empty() && verify_batch(TX_NAMESPACE, &batch) {
-        for index in batch_index {
-            pre_checked[index] = true;
+        for (index, (key, _, _)) in batch_index.into_iter().zip(&batch) {
+            pre_checked[index] = Some(*key);
         }
     }
     let mut executor = if history { Executor::for_history(base, ctx) } else { Executor::new(base, ctx) };
     for (index, tx) in txs.iter().enumerate() {
         let sidecar = sidecars.get(index).and_then(|s| s.as_deref());
-        executor.apply(tx, sidecar, pre_checked[index]).map_err(|error| BlockInvalid { index, error })?;
+        executor.apply(tx, sidecar, pre_checked[index].as_ref()).map_err(|error| BlockInvalid { index, error })?;
     }
     Ok(executor.finish())
 }
@@ -363,6 +375,9 @@ fn denial_event(
         }
         TxKind::LegalHold(h) => (h.patient, AuditAction::LegalHold { record: h.record, hold: h.hold }, None),
         TxKind::Delegate(d) => (d.patient, AuditAction::Delegate { delegate: d.delegate, appoint: d.appoint }, None),
+        TxKind::RotateKeys(k) => (signer.id, AuditAction::Keys { event: key_event(k.reason) }, None),
+        TxKind::CustodyRelease(c) => (c.member, AuditAction::Keys { event: KeyEvent::CustodyReleased }, None),
+        TxKind::Recovery(r) => (r.member, AuditAction::Keys { event: recovery_event(&r.action) }, None),
         TxKind::BreakGlass(b) => {
             (b.patient, AuditAction::BreakGlass { reason: b.reason, until: None }, Some(PurposeOfUse::Etreat))
         }
@@ -372,6 +387,25 @@ fn denial_event(
     }
     Some((patient, event(signer, tx, ctx, action, purpose, Decision::Denied { reason }, None)))
 }
+
+fn key_event(reason: KeyChange) -> KeyEvent {
+    match reason {
+        KeyChange::Routine => KeyEvent::Rotated,
+        KeyChange::RecoveryCode => KeyEvent::RestoredFromRecoveryCode,
+        KeyChange::Claim { .. } => KeyEvent::CustodyClaimed,
+    }
+}
+
+fn recovery_event(action: &RecoveryAction) -> KeyEvent {
+    match action {
+        RecoveryAction::Request { .. } => KeyEvent::RecoveryRequested,
+        RecoveryAction::Cancel => KeyEvent::RecoveryCancelled,
+        RecoveryAction::Complete => KeyEvent::RecoveryCompleted,
+    }
+}
+
+/// How long a patient has to claim an identity released from custody.
+const CLAIM_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// The patient of a record, live or erased.
 fn record_patient(state: &dyn StateView, record: &medledger_types::RecordId) -> Option<MemberId> {
@@ -437,6 +471,9 @@ impl Run<'_, '_> {
             TxKind::TeamCreate(t) => self.team_create(t).map(|()| None),
             TxKind::TeamAdd(t) => self.team_add(t).map(|()| None),
             TxKind::TeamRemove(t) => self.team_remove(t).map(|()| None),
+            TxKind::RotateKeys(k) => self.rotate_keys(k),
+            TxKind::CustodyRelease(c) => self.custody_release(c),
+            TxKind::Recovery(r) => self.recovery(r),
             TxKind::Rotate(r) => {
                 let current = self.record(&r.next.record)?;
                 if current.digest != r.replaces {
@@ -1082,6 +1119,137 @@ impl Run<'_, '_> {
             self.next_chart_epoch(&d.patient, &chart, None, Some(&d.delegate), d.new_chart.as_ref(), false)?;
         }
         Ok(self.audit(d.patient, AuditAction::Delegate { delegate: d.delegate, appoint: d.appoint }, None))
+    }
+
+    /// Puts `member`'s new keys in place of their current ones.
+    fn replace_keys(
+        &mut self,
+        mut member: MemberEntry,
+        signing_key: VerifyingKey,
+        encryption_key: EncryptionKey,
+    ) -> Result<MemberEntry, Rejection> {
+        if signing_key.check().is_err() || encryption_key.check().is_err() {
+            return Err(Rejection::InvalidEnrollment);
+        }
+        if self.state.get(&keys::signing_key(&signing_key)).is_some() {
+            return Err(Rejection::KeyInUse);
+        }
+        self.state.delete(keys::signing_key(&member.signing_key));
+        self.state.put(keys::signing_key(&signing_key), &member.id);
+        member.signing_key = signing_key;
+        member.encryption_key = encryption_key;
+        Ok(member)
+    }
+
+    /// The signer's own next keys (signed with the current ones). A patient brings the chart's
+    /// current key wrapped for the new encryption key; a claim from custody brings the code.
+    fn rotate_keys(&mut self, k: &RotateKeys) -> Result<Applied, Rejection> {
+        let mut member = self.signer.clone();
+        let chart = if member.role == Role::Patient { Some(self.chart(&member.id)?.1) } else { None };
+        if let KeyChange::Claim { code } = &k.reason {
+            if !member.custodial {
+                return Err(Rejection::NotCustodial);
+            }
+            let release: CustodyReleaseEntry =
+                read(self.state, &keys::custody_release(&member.id)).ok_or(Rejection::NoCustodyRelease)?;
+            if self.ctx.time >= release.expires_at {
+                return Err(Rejection::ClaimExpired);
+            }
+            if claim_code_hash(&member.id, code) != release.code_hash {
+                return Err(Rejection::ClaimCodeMismatch);
+            }
+            self.state.delete(keys::custody_release(&member.id));
+            member.custodial = false;
+        }
+        let wrapped = chart.as_ref().map(|c| KeySubject::Chart { patient: member.id, epoch: c.epoch });
+        let sidecar_ok = match (wrapped, self.sidecar) {
+            (Some(subject), Some(s)) => {
+                s.subjects == [subject] && s.holders == [KeyHolder::Member { member: member.id }]
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if !sidecar_ok {
+            return Err(Rejection::ChartKeyRequired);
+        }
+        let member = self.replace_keys(member, k.signing_key, k.encryption_key.clone())?;
+        if let Some(subject) = wrapped {
+            self.put_envelope(subject, KeyHolder::Member { member: member.id });
+        }
+        self.state.put(keys::member(&member.id), &member);
+        Ok(self.audit(member.id, AuditAction::Keys { event: key_event(k.reason) }, None))
+    }
+
+    /// An admin of a custodial patient's organisation releases the identity for its claim.
+    fn custody_release(&mut self, c: &CustodyRelease) -> Result<Applied, Rejection> {
+        let member = self.member(&c.member).ok_or(Rejection::UnknownMember)?;
+        if self.signer.role != Role::Admin || self.signer.org != member.org {
+            return Err(Rejection::NotAdminOfOrg);
+        }
+        if !member.custodial {
+            return Err(Rejection::NotCustodial);
+        }
+        let expires_at = self.ctx.time.checked_add_ms(CLAIM_WINDOW_MS).ok_or(Rejection::BadExpiry)?;
+        let entry =
+            CustodyReleaseEntry { code_hash: c.code_hash, released_by: self.signer.id, expires_at, tx: self.tx_id };
+        self.state.put(keys::custody_release(&c.member), &entry);
+        Ok(self.audit(c.member, AuditAction::Keys { event: KeyEvent::CustodyReleased }, None))
+    }
+
+    /// An admin-approved recovery of lost keys: requested by an admin of the member's
+    /// organisation, cancelled by the member, completed with the new keys after the delay.
+    fn recovery(&mut self, r: &Recovery) -> Result<Applied, Rejection> {
+        let member = self.member(&r.member).ok_or(Rejection::UnknownMember)?;
+        let pending: Option<RecoveryEntry> = read(self.state, &keys::recovery(&r.member));
+        match &r.action {
+            RecoveryAction::Request { signing_key, encryption_key } => {
+                if self.signer.role != Role::Admin || self.signer.org != member.org || self.signer.id == member.id {
+                    return Err(Rejection::NotAdminOfOrg);
+                }
+                if pending.is_some() {
+                    return Err(Rejection::RecoveryPending);
+                }
+                if signing_key.check().is_err() || encryption_key.check().is_err() {
+                    return Err(Rejection::InvalidEnrollment);
+                }
+                if self.state.get(&keys::signing_key(signing_key)).is_some() {
+                    return Err(Rejection::KeyInUse);
+                }
+                let policy: NetworkPolicy = read(self.state, keys::POLICY).unwrap_or_default();
+                let effective_at =
+                    self.ctx.time.checked_add_ms(policy.recovery_delay_ms()).ok_or(Rejection::BadExpiry)?;
+                let entry = RecoveryEntry {
+                    signing_key: *signing_key,
+                    encryption_key: encryption_key.clone(),
+                    requested_by: self.signer.id,
+                    requested_at: self.ctx.time,
+                    effective_at,
+                    tx: self.tx_id,
+                };
+                self.state.put(keys::recovery(&r.member), &entry);
+            }
+            RecoveryAction::Cancel => {
+                if self.signer.id != r.member {
+                    return Err(Rejection::NotYourKeys);
+                }
+                pending.ok_or(Rejection::NoRecoveryPending)?;
+                self.state.delete(keys::recovery(&r.member));
+            }
+            RecoveryAction::Complete => {
+                // The signature was checked against the requested keys.
+                if self.signer.id != r.member {
+                    return Err(Rejection::NotYourKeys);
+                }
+                let pending = pending.ok_or(Rejection::NoRecoveryPending)?;
+                if self.ctx.time < pending.effective_at {
+                    return Err(Rejection::RecoveryTooSoon);
+                }
+                self.state.delete(keys::recovery(&r.member));
+                let member = self.replace_keys(member, pending.signing_key, pending.encryption_key)?;
+                self.state.put(keys::member(&member.id), &member);
+            }
+        }
+        Ok(self.audit(r.member, AuditAction::Keys { event: recovery_event(&r.action) }, None))
     }
 
     /// A doctor creates a care team with its first key, wrapped for each member (the doctor among them).

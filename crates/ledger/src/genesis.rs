@@ -7,7 +7,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::sign::VerifyingKey;
 use medledger_crypto::wrap::EncryptionKey;
 use medledger_types::limits::{DISPLAY_NAME_BYTES_MAX, ORGS_MAX, VALIDATORS_MAX};
-use medledger_types::{ChainId, MemberId, OrgId, Role, Timestamp, encode};
+use medledger_types::{ChainId, MemberId, OrgId, Role, Timestamp, Trailing, encode};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{MemberEntry, MemberStatus, OrgEntry, WriteSet, keys};
@@ -59,12 +59,21 @@ pub struct Genesis {
 }
 
 /// Limits a consortium sets for itself at genesis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct NetworkPolicy {
     /// The longest break-glass window, in milliseconds (1 minute to 7 days).
     pub break_glass_max_ms: u64,
     /// Break-glass openings per member per 24 hours (1 to 100).
     pub break_glass_per_day: u32,
+    /// How long an admin-approved key recovery waits before it can be completed, in
+    /// milliseconds (1 second to 30 days; absent, 72 hours). Last field: policies made before it
+    /// keep their encoding and chain id.
+    #[serde(default, skip_serializing_if = "trailing_is_none")]
+    pub recovery_delay_ms: Trailing<u64>,
+}
+
+fn trailing_is_none<T>(t: &Trailing<T>) -> bool {
+    t.0.is_none()
 }
 
 impl Default for NetworkPolicy {
@@ -72,6 +81,7 @@ impl Default for NetworkPolicy {
         Self {
             break_glass_max_ms: medledger_types::limits::BREAK_GLASS_MS_MAX,
             break_glass_per_day: medledger_types::limits::BREAK_GLASS_PER_DAY as u32,
+            recovery_delay_ms: Trailing(None),
         }
     }
 }
@@ -80,9 +90,22 @@ impl NetworkPolicy {
     const WINDOW_MS_MIN: u64 = 60_000;
     const WINDOW_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
 
+    const RECOVERY_DELAY_MS_DEFAULT: u64 = 72 * 3600 * 1000;
+    const RECOVERY_DELAY_MS_MIN: u64 = 1_000;
+    const RECOVERY_DELAY_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
+
     pub fn check(&self) -> bool {
         (Self::WINDOW_MS_MIN..=Self::WINDOW_MS_MAX).contains(&self.break_glass_max_ms)
             && (1..=100).contains(&self.break_glass_per_day)
+            && self
+                .recovery_delay_ms
+                .0
+                .is_none_or(|d| (Self::RECOVERY_DELAY_MS_MIN..=Self::RECOVERY_DELAY_MS_MAX).contains(&d))
+    }
+
+    /// The wait of an admin-approved key recovery.
+    pub fn recovery_delay_ms(&self) -> u64 {
+        self.recovery_delay_ms.0.unwrap_or(Self::RECOVERY_DELAY_MS_DEFAULT)
     }
 }
 
@@ -105,7 +128,9 @@ pub enum GenesisError {
     Name,
     #[error("share keys must be one valid, distinct key per validator")]
     ShareKeys,
-    #[error("break-glass limits out of range (window 1 minute to 7 days, 1 to 100 openings a day)")]
+    #[error(
+        "network limits out of range (break-glass window 1 minute to 7 days, 1 to 100 openings a day; recovery delay 1 second to 30 days)"
+    )]
     Policy,
 }
 
@@ -182,7 +207,7 @@ impl Genesis {
                 return Err(GenesisError::ShareKeys);
             }
         }
-        if self.policy.is_some_and(|p| !p.check()) {
+        if self.policy.as_ref().is_some_and(|p| !p.check()) {
             return Err(GenesisError::Policy);
         }
         // A consortium (n >= 4) must not let one organisation hold more than f validators;

@@ -30,7 +30,8 @@ pub use sidecar::{
 };
 pub use state::{StateView, WriteSet};
 pub use tx::{
-    BreakGlass, Delegate, EmergencyReason, Enroll, Erase, Grant, GrantScope, LegalHold, NewChartEpoch, RecordAccess,
-    RegisterRecord, Revoke, Rotate, ShareKey, Suspend, TX_NAMESPACE, TeamAdd, TeamCreate, TeamRemove, Transaction,
-    TxBody, TxKind, TxOutcome, validator_member_id,
+    BreakGlass, CustodyRelease, Delegate, EmergencyReason, Enroll, Erase, Grant, GrantScope, KeyChange, LegalHold,
+    NewChartEpoch, RecordAccess, Recovery, RecoveryAction, RegisterRecord, Revoke, Rotate, RotateKeys, ShareKey,
+    Suspend, TX_NAMESPACE, TeamAdd, TeamCreate, TeamRemove, Transaction, TxBody, TxKind, TxOutcome, claim_code_hash,
+    validator_member_id,
 };

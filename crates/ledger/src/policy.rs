@@ -103,6 +103,15 @@ pub enum Rejection {
     LastTeamMember,
     StaleTeamEpoch,
     TeamEpochsExhausted,
+    NotYourKeys,
+    NotCustodial,
+    NoCustodyRelease,
+    ClaimCodeMismatch,
+    ClaimExpired,
+    NoRecoveryPending,
+    RecoveryPending,
+    RecoveryTooSoon,
+    ChartKeyRequired,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -132,6 +141,8 @@ impl Rejection {
                 | Rejection::NotAnAuditor
                 | Rejection::DelegateNotAPerson
                 | Rejection::NotATeamDoctor
+                | Rejection::NotYourKeys
+                | Rejection::ClaimCodeMismatch
         )
     }
 
@@ -196,6 +207,15 @@ impl Rejection {
             Rejection::TeamFull => "the care team is full",
             Rejection::TooManyTeams => "the member belongs to too many care teams",
             Rejection::LastTeamMember => "a care team keeps at least one member",
+            Rejection::NotYourKeys => "a member changes only their own keys (an admin asks for a recovery)",
+            Rejection::NotCustodial => "the identity is not in custody",
+            Rejection::NoCustodyRelease => "the organisation has not released this identity for a claim",
+            Rejection::ClaimCodeMismatch => "the claim code does not match",
+            Rejection::ClaimExpired => "the claim code has expired; ask the organisation for a new one",
+            Rejection::NoRecoveryPending => "no key recovery is pending for this member",
+            Rejection::RecoveryPending => "a key recovery is already pending for this member",
+            Rejection::RecoveryTooSoon => "the recovery's waiting period has not passed",
+            Rejection::ChartKeyRequired => "a patient's new keys come with the chart key wrapped for them",
             Rejection::TeamEpochsExhausted => "the care team's keys are used up; create a new team",
             Rejection::StaleTeamEpoch => "the care team's key has moved on (or its envelopes do not fit its members)",
         }

@@ -237,6 +237,9 @@ pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
         TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) | TxKind::Rotate(_) => Some(true),
         TxKind::Revoke(r) => Some(r.new_chart.is_some()),
         TxKind::TeamCreate(_) | TxKind::TeamAdd(_) | TxKind::TeamRemove(_) => Some(true),
+        // A patient's new keys come with the chart key wrapped for them; others' without.
+        TxKind::RotateKeys(_) => None,
+        TxKind::CustodyRelease(_) | TxKind::Recovery(_) => Some(false),
         TxKind::Delegate(d) => Some(d.appoint || d.new_chart.is_some()),
         TxKind::BreakGlass(_) => None,
         TxKind::RecordAccess(_)
@@ -421,10 +424,16 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
             }
             Ok(())
         }
+        TxKind::RotateKeys(_) => one(
+            KeyHolder::Member { member: tx.body.signer },
+            &|s| matches!(s, KeySubject::Chart { patient, .. } if *patient == tx.body.signer),
+        ),
         TxKind::RecordAccess(_)
         | TxKind::Suspend(_)
         | TxKind::Erase(_)
         | TxKind::LegalHold(_)
-        | TxKind::ShareKey(_) => Err(SidecarError::Presence),
+        | TxKind::ShareKey(_)
+        | TxKind::CustodyRelease(_)
+        | TxKind::Recovery(_) => Err(SidecarError::Presence),
     }
 }

@@ -108,9 +108,19 @@ pub mod keys {
     pub const MEMBER_TEAMS: &[u8] = b"mt/";
     /// For a subject wrapped for a care team: the team key epoch it was wrapped for.
     pub const TEAM_ENVELOPE: &[u8] = b"te/";
+    /// Pending admin-approved key recoveries, by member.
+    pub const RECOVERY: &[u8] = b"rc/";
+    /// Identities released from custody, waiting for their patient's claim.
+    pub const CUSTODY_RELEASE: &[u8] = b"cr/";
 
     pub fn org(org: &OrgId) -> Vec<u8> {
         key(ORG, &[org.as_str().as_bytes()])
+    }
+    pub fn recovery(id: &MemberId) -> Vec<u8> {
+        key(RECOVERY, &[id.as_bytes()])
+    }
+    pub fn custody_release(id: &MemberId) -> Vec<u8> {
+        key(CUSTODY_RELEASE, &[id.as_bytes()])
     }
     pub fn team(id: &MemberId) -> Vec<u8> {
         key(TEAM, &[id.as_bytes()])
@@ -356,6 +366,39 @@ pub enum AuditAction {
         delegate: MemberId,
         appoint: bool,
     },
+    /// The member's keys: changed, released from custody, or a recovery requested, cancelled or
+    /// completed (filed in the member's own trail).
+    Keys {
+        event: KeyEvent,
+    },
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyEvent {
+    Rotated,
+    RestoredFromRecoveryCode,
+    CustodyReleased,
+    CustodyClaimed,
+    RecoveryRequested,
+    RecoveryCancelled,
+    RecoveryCompleted,
+}
+
+impl KeyEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyEvent::Rotated => "keys rotated",
+            KeyEvent::RestoredFromRecoveryCode => "keys restored from the recovery code and rotated",
+            KeyEvent::CustodyReleased => "released from custody for a claim",
+            KeyEvent::CustodyClaimed => "identity claimed from custody",
+            KeyEvent::RecoveryRequested => "key recovery requested by an admin",
+            KeyEvent::RecoveryCancelled => "key recovery cancelled",
+            KeyEvent::RecoveryCompleted => "key recovery completed",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
@@ -385,7 +428,11 @@ impl AuditEvent {
     /// Whether the auditors review it: every break-glass opening or attempt, and every read for
     /// emergency treatment.
     pub fn is_flagged(&self) -> bool {
-        matches!(self.action, AuditAction::BreakGlass { .. }) || self.purpose == Some(PurposeOfUse::Etreat)
+        matches!(
+            self.action,
+            AuditAction::BreakGlass { .. }
+                | AuditAction::Keys { event: KeyEvent::RecoveryRequested | KeyEvent::RecoveryCompleted }
+        ) || self.purpose == Some(PurposeOfUse::Etreat)
     }
 }
 
@@ -414,6 +461,27 @@ pub struct ErasedEntry {
     /// How many versions it had.
     pub versions: u32,
     pub erased_at: Timestamp,
+    pub tx: TxId,
+}
+
+/// A member's keys waiting to replace their lost ones (an admin-approved recovery).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecoveryEntry {
+    pub signing_key: VerifyingKey,
+    pub encryption_key: EncryptionKey,
+    pub requested_by: MemberId,
+    pub requested_at: Timestamp,
+    /// From then on the member completes it with the new keys (until then they may cancel).
+    pub effective_at: Timestamp,
+    pub tx: TxId,
+}
+
+/// A patient's identity released from custody: the claim must bring the one-time code.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CustodyReleaseEntry {
+    pub code_hash: Digest,
+    pub released_by: MemberId,
+    pub expires_at: Timestamp,
     pub tx: TxId,
 }
 

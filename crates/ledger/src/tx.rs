@@ -105,6 +105,15 @@ pub enum TxKind {
     /// A doctor of the team removes a member (or a member leaves): the team's key moves to a new
     /// epoch for the remaining members.
     TeamRemove(TeamRemove),
+    /// The signer replaces their own keys, signing with the current ones: routinely, after
+    /// restoring them from their recovery code, or claiming an identity held in custody.
+    RotateKeys(RotateKeys),
+    /// An admin of a patient's organisation releases the patient's identity from custody: the
+    /// hash of a one-time code handed to the patient in person, with which they claim it.
+    CustodyRelease(CustodyRelease),
+    /// Recovery of a member's lost keys approved by an admin of their organisation: requested,
+    /// then completed with the new keys after the network's delay, unless the member cancels.
+    Recovery(Recovery),
 }
 
 impl TxKind {
@@ -137,6 +146,9 @@ impl TxKind {
             TxKind::TeamCreate(_) => "team_create",
             TxKind::TeamAdd(_) => "team_add",
             TxKind::TeamRemove(_) => "team_remove",
+            TxKind::RotateKeys(_) => "rotate_keys",
+            TxKind::CustodyRelease(_) => "custody_release",
+            TxKind::Recovery(_) => "recovery",
         }
     }
 }
@@ -366,6 +378,61 @@ pub struct TeamRemove {
     pub team: MemberId,
     pub member: MemberId,
     pub public_key: EncryptionKey,
+}
+
+/// The signer's next keys. A patient's sidecar wraps the chart's current key for the new
+/// encryption key (their earlier envelopes stay openable with the earlier keys they keep).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RotateKeys {
+    pub signing_key: VerifyingKey,
+    pub encryption_key: EncryptionKey,
+    pub reason: KeyChange,
+}
+
+/// Why a member's keys change.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KeyChange {
+    Routine,
+    /// The member restored their keys from the recovery code shown at enrolment.
+    RecoveryCode,
+    /// A patient claims their identity from custody with the one-time code of the release.
+    Claim {
+        code: [u8; 16],
+    },
+}
+
+/// The hash a claim's one-time code must match (bound to the member, so a code serves one only).
+pub fn claim_code_hash(member: &MemberId, code: &[u8; 16]) -> Digest {
+    let mut bytes = b"medledger/claim-code/v1".to_vec();
+    bytes.extend_from_slice(member.as_bytes());
+    bytes.extend_from_slice(code);
+    Digest::new(medledger_crypto::sha256(&bytes))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct CustodyRelease {
+    pub member: MemberId,
+    pub code_hash: Digest,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Recovery {
+    pub member: MemberId,
+    pub action: RecoveryAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RecoveryAction {
+    /// By an admin of the member's organisation: the keys the member made on a new device.
+    Request { signing_key: VerifyingKey, encryption_key: EncryptionKey },
+    /// By the member, with their current keys: the request was not theirs.
+    Cancel,
+    /// By the member, signed with the requested keys, once the delay has passed.
+    Complete,
 }
 
 /// Validator `validator`'s next share key. New records wrap that validator's share for it from

@@ -6,13 +6,14 @@ use medledger_crypto::sign::{Signature, SigningKey, VerifyingKey};
 use medledger_crypto::suite::KemSuite;
 use medledger_crypto::threshold as shamir;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
-use medledger_ledger::state::{AuditAction, AuditEvent, Decision, keys};
+use medledger_ledger::state::{AuditAction, AuditEvent, Decision, KeyEvent, keys};
 use medledger_ledger::threshold::{ThresholdConfig, ThresholdShares, WrappedShare, share_context};
 use medledger_ledger::{
-    BlockContext, BreakGlass, Delegate, EmergencyReason, Enroll, Erase, Genesis, GenesisMember, GenesisOrg,
-    GenesisValidator, Grant, GrantScope, KeyHolder, KeySubject, LegalHold, NewChartEpoch, RecordAccess, RegisterRecord,
-    Rejection, Revoke, Sidecar, SidecarEnvelope, SidecarError, Suspend, TeamAdd, TeamCreate, TeamRemove, Transaction,
-    TxBody, TxInvalid, TxKind, TxOutcome, execute_block, execute_block_verified,
+    BlockContext, BreakGlass, CustodyRelease, Delegate, EmergencyReason, Enroll, Erase, Genesis, GenesisMember,
+    GenesisOrg, GenesisValidator, Grant, GrantScope, KeyChange, KeyHolder, KeySubject, LegalHold, NewChartEpoch,
+    RecordAccess, Recovery, RecoveryAction, RegisterRecord, Rejection, Revoke, RotateKeys, Sidecar, SidecarEnvelope,
+    SidecarError, Suspend, TeamAdd, TeamCreate, TeamRemove, Transaction, TxBody, TxInvalid, TxKind, TxOutcome,
+    claim_code_hash, execute_block, execute_block_verified,
 };
 use medledger_types::{
     ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, Trailing,
@@ -1184,7 +1185,8 @@ fn break_glass_note_rows() {
 fn break_glass_limits_are_the_networks() {
     let (mut admin, mut doctor, patient) = (Who::new(1), Who::new(20), Who::new(21));
     let hour = 3_600_000;
-    let policy = medledger_ledger::NetworkPolicy { break_glass_max_ms: hour, break_glass_per_day: 1 };
+    let policy =
+        medledger_ledger::NetworkPolicy { break_glass_max_ms: hour, break_glass_per_day: 1, ..Default::default() };
     let mut w = World::with_policy(&[("org1", &admin)], 1, false, Some(policy));
     let default = World::new(&[("org1", &admin)]);
     assert_ne!(w.chain, default.chain, "the limits are part of the chain id");
@@ -1198,10 +1200,14 @@ fn break_glass_limits_are_the_networks() {
     assert_eq!(w.break_glass(&mut doctor, patient.id, reason, hour), TxOutcome::Applied, "a day later");
     // Limits out of range make no genesis.
     for bad in [
-        medledger_ledger::NetworkPolicy { break_glass_max_ms: 59_999, break_glass_per_day: 1 },
-        medledger_ledger::NetworkPolicy { break_glass_max_ms: 7 * 24 * hour + 1, break_glass_per_day: 1 },
-        medledger_ledger::NetworkPolicy { break_glass_max_ms: hour, break_glass_per_day: 0 },
-        medledger_ledger::NetworkPolicy { break_glass_max_ms: hour, break_glass_per_day: 101 },
+        medledger_ledger::NetworkPolicy { break_glass_max_ms: 59_999, break_glass_per_day: 1, ..Default::default() },
+        medledger_ledger::NetworkPolicy {
+            break_glass_max_ms: 7 * 24 * hour + 1,
+            break_glass_per_day: 1,
+            ..Default::default()
+        },
+        medledger_ledger::NetworkPolicy { break_glass_max_ms: hour, break_glass_per_day: 0, ..Default::default() },
+        medledger_ledger::NetworkPolicy { break_glass_max_ms: hour, break_glass_per_day: 101, ..Default::default() },
     ] {
         assert!(!bad.check(), "{bad:?}");
     }
@@ -1960,4 +1966,206 @@ fn a_care_team_of_50_shares_10000_records_and_adding_a_member_is_constant() {
         KeyHolder::Chart { patient: pid0, epoch: 0 },
     ];
     assert!(w.sidecars[&(late, 1)].envelopes.iter().all(|e| !held.contains(&e.holder)));
+}
+
+/// A member's next keys, and the RotateKeys that installs them (a patient's with the chart's
+/// current key wrapped for the new encryption key at `epoch`, or without any sidecar).
+fn rotation(
+    w: &World,
+    who: &Who,
+    epoch: Option<u32>,
+    reason: KeyChange,
+) -> (SigningKey, DecryptionKey, TxKind, Option<Sidecar>) {
+    let (sign, enc) = (SigningKey::generate(), wrap::generate(KemSuite::X25519));
+    let sidecar = epoch.map(|epoch| Sidecar {
+        envelopes: vec![envelope(
+            w.chain,
+            enc.encryption_key(),
+            KeyHolder::Member { member: who.id },
+            KeySubject::Chart { patient: who.id, epoch },
+        )],
+        metadata: None,
+        threshold: Default::default(),
+    });
+    let kind = TxKind::RotateKeys(RotateKeys {
+        signing_key: sign.verifying_key(),
+        encryption_key: enc.encryption_key().clone(),
+        reason,
+    });
+    (sign, enc, kind, sidecar)
+}
+
+/// Key rotation, recovery code, custody claim and admin-approved recovery (DESIGN §3, §8): a
+/// member changes only their own keys, signed with the current ones (a patient's come with the
+/// chart key); from the block after (and within the block, from the next transaction) only the
+/// new keys sign; a custodial patient claims with the released one-time code, once and in time; an
+/// admin's recovery waits for the network's delay, the member may cancel it, and it is completed
+/// only with the requested keys. Every step is in the member's trail; recoveries are flagged.
+#[test]
+fn key_lifecycle_rows() {
+    let mut c = cast();
+    let rec = RecordId::new([1; 16]);
+    assert_eq!(c.w.put_own(&mut c.patient, rec), TxOutcome::Applied);
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, false, None), TxOutcome::Applied);
+
+    // A doctor's routine rotation; the old key signs nothing afterwards, even in the same block.
+    let (_, _, kind, sidecar) = rotation(&c.w, &c.d1, Some(0), KeyChange::Routine);
+    assert_eq!(c.w.one(&mut c.d1, kind, sidecar.as_ref()), rejected(Rejection::ChartKeyRequired), "staff carry none");
+    let read_kind = TxKind::RecordAccess(RecordAccess { record: rec, version: 1, purpose: PurposeOfUse::Treat });
+    let old = c.d1.sign.verifying_key();
+    let (sign, enc, kind, _) = rotation(&c.w, &c.d1, None, KeyChange::Routine);
+    let rotate = c.w.tx(&mut c.d1, kind, None);
+    let stale = c.w.tx(&mut c.d1, read_kind, None);
+    assert_eq!(
+        c.w.try_block(vec![rotate.clone(), stale.clone()]),
+        Err(TxInvalid::BadSignature),
+        "old key after its rotation"
+    );
+    c.w.height -= 1;
+    c.w.time -= 1_000;
+    let ctx = c.w.ctx(Height::new(c.w.height + 1), Timestamp::new(c.w.time + 1_000));
+    let vouched = execute_block_verified(
+        &c.w.state,
+        ctx,
+        &[rotate.0.clone(), stale.0.clone()],
+        &[None, None],
+        &[Some(old), Some(old)],
+    );
+    assert!(vouched.is_err(), "a key vouched for before the rotation is not trusted after it");
+    assert_eq!(c.w.block(vec![rotate]), vec![TxOutcome::Applied]);
+    assert_eq!(c.w.try_block(vec![stale]), Err(TxInvalid::BadSignature), "nor in a later block");
+    c.w.height -= 1;
+    c.w.time -= 1_000;
+    (c.d1.sign, c.d1.enc) = (sign, enc);
+    assert_eq!(c.w.read(&mut c.d1, rec), TxOutcome::Applied, "the new key signs");
+    // Another member's key is not free to take.
+    let taken = TxKind::RotateKeys(RotateKeys {
+        signing_key: c.d2.sign.verifying_key(),
+        encryption_key: wrap::generate(KemSuite::X25519).encryption_key().clone(),
+        reason: KeyChange::Routine,
+    });
+    assert_eq!(c.w.one(&mut c.d1, taken, None), rejected(Rejection::KeyInUse));
+
+    // A patient's rotation brings the chart's current key for the new encryption key.
+    let (_, _, kind, _) = rotation(&c.w, &c.patient, None, KeyChange::Routine);
+    assert_eq!(c.w.one(&mut c.patient, kind, None), rejected(Rejection::ChartKeyRequired));
+    let (_, _, kind, sidecar) = rotation(&c.w, &c.patient, Some(3), KeyChange::Routine);
+    assert_eq!(c.w.one(&mut c.patient, kind, sidecar.as_ref()), rejected(Rejection::ChartKeyRequired), "stale epoch");
+    let (sign, enc, kind, sidecar) = rotation(&c.w, &c.patient, Some(0), KeyChange::RecoveryCode);
+    assert_eq!(c.w.one(&mut c.patient, kind, sidecar.as_ref()), TxOutcome::Applied);
+    (c.patient.sign, c.patient.enc) = (sign, enc);
+    assert_eq!(c.w.read(&mut c.patient, rec), TxOutcome::Applied);
+
+    // Custody: released by an admin of the patient's organisation, claimed once with the code.
+    let mut ward = Who::new(30);
+    assert_eq!(c.w.enroll_as(&mut c.admin, &ward, "org1", Role::Patient, true), TxOutcome::Applied);
+    let code = [9u8; 16];
+    let claim = |w: &World, who: &Who, code: [u8; 16]| rotation(w, who, Some(0), KeyChange::Claim { code });
+    let (_, _, kind, sidecar) = claim(&c.w, &ward, code);
+    assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), rejected(Rejection::NoCustodyRelease));
+    let release = |member: MemberId| {
+        TxKind::CustodyRelease(CustodyRelease { member, code_hash: claim_code_hash(&member, &code) })
+    };
+    assert_eq!(c.w.one(&mut c.other_admin, release(ward.id), None), rejected(Rejection::NotAdminOfOrg));
+    assert_eq!(c.w.one(&mut c.d2, release(ward.id), None), rejected(Rejection::NotAdminOfOrg));
+    assert_eq!(c.w.one(&mut c.admin, release(c.patient.id), None), rejected(Rejection::NotCustodial));
+    assert_eq!(c.w.one(&mut c.admin, release(ward.id), None), TxOutcome::Applied);
+    let (_, _, kind, sidecar) = claim(&c.w, &ward, [8; 16]);
+    assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), rejected(Rejection::ClaimCodeMismatch));
+    c.w.time += 7 * 24 * 3_600_000;
+    let (_, _, kind, sidecar) = claim(&c.w, &ward, code);
+    assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), rejected(Rejection::ClaimExpired));
+    assert_eq!(c.w.one(&mut c.admin, release(ward.id), None), TxOutcome::Applied, "released again");
+    let (sign, enc, kind, sidecar) = claim(&c.w, &ward, code);
+    assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), TxOutcome::Applied);
+    (ward.sign, ward.enc) = (sign, enc);
+    let member: medledger_ledger::state::MemberEntry = borsh::from_slice(&c.w.state[&keys::member(&ward.id)]).unwrap();
+    assert!(!member.custodial, "claimed");
+    let (_, _, kind, sidecar) = claim(&c.w, &ward, code);
+    assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), rejected(Rejection::NotCustodial), "once");
+    assert_eq!(c.w.one(&mut c.admin, release(ward.id), None), rejected(Rejection::NotCustodial));
+
+    // Admin-approved recovery of the nurse's lost keys.
+    let (new_sign, new_enc) = (SigningKey::generate(), wrap::generate(KemSuite::X25519));
+    let request = |member: MemberId| {
+        TxKind::Recovery(Recovery {
+            member,
+            action: RecoveryAction::Request {
+                signing_key: new_sign.verifying_key(),
+                encryption_key: new_enc.encryption_key().clone(),
+            },
+        })
+    };
+    let nid = c.nurse.id;
+    let action = |action| TxKind::Recovery(Recovery { member: nid, action });
+    assert_eq!(c.w.one(&mut c.d1, request(nid), None), rejected(Rejection::NotAdminOfOrg));
+    assert_eq!(c.w.one(&mut c.other_admin, request(nid), None), rejected(Rejection::NotAdminOfOrg));
+    let admin_id = c.admin.id;
+    assert_eq!(c.w.one(&mut c.admin, request(admin_id), None), rejected(Rejection::NotAdminOfOrg), "not one's own");
+    assert_eq!(c.w.one(&mut c.nurse, action(RecoveryAction::Cancel), None), rejected(Rejection::NoRecoveryPending));
+    assert_eq!(c.w.one(&mut c.admin, request(nid), None), TxOutcome::Applied);
+    assert_eq!(c.w.one(&mut c.admin, request(nid), None), rejected(Rejection::RecoveryPending));
+    let mut device = Who {
+        id: nid,
+        sign: SigningKey::from_bytes(&new_sign.to_bytes()),
+        enc: wrap::generate(KemSuite::X25519),
+        nonce: c.nurse.nonce,
+    };
+    assert_eq!(c.w.one(&mut device, action(RecoveryAction::Complete), None), rejected(Rejection::RecoveryTooSoon));
+    c.nurse.nonce = device.nonce;
+    assert_eq!(c.w.one(&mut c.d1, action(RecoveryAction::Cancel), None), rejected(Rejection::NotYourKeys));
+    assert_eq!(
+        c.w.one(&mut c.nurse, action(RecoveryAction::Cancel), None),
+        TxOutcome::Applied,
+        "the member still had the keys"
+    );
+    device.nonce = c.nurse.nonce;
+    let (tx, _) = c.w.tx(&mut device, action(RecoveryAction::Complete), None);
+    assert!(c.w.try_block(vec![(tx, None)]).is_err(), "nothing pending: the new keys sign nothing");
+    c.w.height -= 1;
+    c.w.time -= 1_000;
+    device.nonce -= 1;
+    assert_eq!(c.w.one(&mut c.admin, request(nid), None), TxOutcome::Applied);
+    c.w.time += 72 * 3_600_000;
+    assert_eq!(c.w.one(&mut device, action(RecoveryAction::Complete), None), TxOutcome::Applied);
+    c.nurse.nonce = device.nonce;
+    assert!(
+        c.w.try_block(vec![c.w.tx(&mut c.nurse, action(RecoveryAction::Cancel), None)]).is_err(),
+        "the lost keys sign nothing"
+    );
+    c.w.height -= 1;
+    c.w.time -= 1_000;
+    c.nurse.nonce -= 1;
+    (c.nurse.sign, c.nurse.enc) = (device.sign, device.enc);
+    assert_eq!(c.w.one(&mut c.nurse, action(RecoveryAction::Cancel), None), rejected(Rejection::NoRecoveryPending));
+
+    // The trails: each member's own, recoveries flagged for the auditors.
+    let events = |who: &Who| -> Vec<(KeyEvent, bool)> {
+        let prefix = keys::audit_of(&who.id);
+        c.w.state
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| borsh::from_slice::<AuditEvent>(v).unwrap())
+            .filter(|e| e.decision == Decision::Allowed)
+            .filter_map(|e| match e.action {
+                AuditAction::Keys { event } => Some((event, e.is_flagged())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(events(&c.d1), vec![(KeyEvent::Rotated, false)]);
+    assert_eq!(events(&c.patient), vec![(KeyEvent::RestoredFromRecoveryCode, false)]);
+    assert_eq!(
+        events(&ward),
+        vec![(KeyEvent::CustodyReleased, false), (KeyEvent::CustodyReleased, false), (KeyEvent::CustodyClaimed, false)]
+    );
+    assert_eq!(
+        events(&c.nurse),
+        vec![
+            (KeyEvent::RecoveryRequested, true),
+            (KeyEvent::RecoveryCancelled, false),
+            (KeyEvent::RecoveryRequested, true),
+            (KeyEvent::RecoveryCompleted, true)
+        ]
+    );
 }

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use medledger_crypto::sign::VerifyingKey;
-use medledger_ledger::state::{MemberEntry, keys, last_nonce, read};
+use medledger_ledger::state::{MemberEntry, RecoveryEntry, keys, last_nonce, read};
 use medledger_ledger::{
-    Block, BlockContext, BlockHeader, Executor, Genesis, StateView, Transaction, TxInvalid, TxKind, execute_block,
-    execute_block_verified, results_root, tx_root, validator_member_id,
+    Block, BlockContext, BlockHeader, Executor, Genesis, Recovery, RecoveryAction, StateView, Transaction, TxInvalid,
+    TxKind, execute_block, execute_block_verified, results_root, tx_root, validator_member_id,
 };
 use medledger_store::{ChainEntry, ChainLog, LastApplied, Pending, Snapshot, StateDb, StoreError};
 use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MAX_MS, BLOCK_TXS_MAX, MEMPOOL_TXS_MAX, TX_BYTES_MAX};
@@ -45,7 +45,8 @@ struct Speculative {
 
 struct Mempool {
     order: VecDeque<TxId>,
-    txs: HashMap<TxId, (Transaction, Option<Vec<u8>>)>,
+    /// Each admitted transaction with its sidecar and the key its signature was checked against.
+    txs: HashMap<TxId, (Transaction, Option<Vec<u8>>, VerifyingKey)>,
 }
 
 impl Mempool {
@@ -258,6 +259,12 @@ impl App {
                         .filter(|key| validator_member_id(key) == tx.body.signer)
                         .copied()
                         .ok_or(TxInvalid::UnknownSigner)?,
+                    // A recovery is completed with the keys it installs.
+                    TxKind::Recovery(Recovery { action: RecoveryAction::Complete, .. }) => {
+                        read::<RecoveryEntry>(&view, &keys::recovery(&tx.body.signer))
+                            .ok_or(TxInvalid::BadSignature)?
+                            .signing_key
+                    }
                     _ => {
                         read::<MemberEntry>(&view, &keys::member(&tx.body.signer))
                             .ok_or(TxInvalid::UnknownSigner)?
@@ -297,7 +304,7 @@ impl App {
                         return Err(SubmitError::Full);
                     }
                     pool.order.push_back(id);
-                    pool.txs.insert(id, (tx, sidecar));
+                    pool.txs.insert(id, (tx, sidecar, key));
                     admitted = true;
                     Ok((id, true))
                 });
@@ -341,15 +348,18 @@ impl App {
         let height = Height::new(parent.header.height.get() + 1);
         let time = Timestamp::new(now_ms.max(parent.header.time.get() + 1));
         let ctx = BlockContext { chain_id: inner.chain_id, height, time, validators: &inner.validator_keys };
-        let candidates: Vec<(TxId, Transaction, Option<Vec<u8>>)> = {
+        let candidates: Vec<(TxId, Transaction, Option<Vec<u8>>, VerifyingKey)> = {
             let pool = inner.mempool.lock().expect("mempool lock");
-            pool.order.iter().filter_map(|id| pool.txs.get(id).map(|(t, s)| (*id, t.clone(), s.clone()))).collect()
+            pool.order
+                .iter()
+                .filter_map(|id| pool.txs.get(id).map(|(t, s, k)| (*id, t.clone(), s.clone(), *k)))
+                .collect()
         };
         let committed = inner.db.view(&[]).ok()?;
         let mut executor = Executor::new(&view, ctx);
         let (mut txs, mut sidecars, mut drop) = (Vec::new(), Vec::new(), Vec::new());
         let mut bytes = 0usize;
-        for (id, tx, sidecar) in candidates {
+        for (id, tx, sidecar, key) in candidates {
             if txs.len() >= BLOCK_TXS_MAX {
                 break;
             }
@@ -365,9 +375,9 @@ impl App {
                 // Already in a block of this branch that is not finalized yet.
                 continue;
             }
-            // Mempool admission verified the signature against the signer's enrolled key, and keys
-            // do not change in this version of the ledger.
-            match executor.apply(&tx, sidecar.as_deref(), true) {
+            // Mempool admission verified the signature against `key`; execution trusts that only
+            // while it is still the signer's key (keys change by rotation and recovery).
+            match executor.apply(&tx, sidecar.as_deref(), Some(&key)) {
                 Ok(_) => {
                     bytes += size;
                     txs.push(tx);
@@ -439,10 +449,10 @@ impl App {
             validators: &inner.validator_keys,
         };
         // Transactions this validator admitted had their signatures checked then, against the
-        // signer's enrolled key (keys never change in this ledger); the rest are checked here.
-        let verified: Vec<bool> = {
+        // key noted with them (trusted while it is still the signer's); the rest are checked here.
+        let verified: Vec<Option<VerifyingKey>> = {
             let pool = inner.mempool.lock().expect("mempool lock");
-            block.txs.iter().map(|tx| pool.txs.contains_key(&tx.id())).collect()
+            block.txs.iter().map(|tx| pool.txs.get(&tx.id()).map(|(_, _, key)| *key)).collect()
         };
         let execution =
             execute_block_verified(&view, ctx, &block.txs, &block.sidecars, &verified).map_err(|e| e.to_string())?;
