@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use medledger_ledger::state::{AuditAction, AuditEvent, Decision, RecordEntry};
 use medledger_ledger::{EmergencyReason, GrantScope};
+use medledger_sdk::recovery::{ClaimCode, RecoveryCode};
 use medledger_sdk::{Contact, Home, Identity, Result, SdkError, Session, check_alias};
 use medledger_types::{MemberId, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::{Command, IdCommand, ReceiptCommand, RecordCommand, TeamCommand};
+use crate::{Command, CustodyCommand, IdCommand, ReceiptCommand, RecordCommand, TeamCommand};
 
 /// The keystore passphrase: `MEDLEDGER_PASSPHRASE`, or a prompt on a terminal.
 pub fn passphrase() -> Result<Zeroizing<String>> {
@@ -103,15 +104,95 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                 Some(o) => OrgId::new(&o).map_err(|_| SdkError::Usage("malformed organisation id".into()))?,
                 None => admin.org.clone(),
             };
-            let identity =
+            let (identity, code) =
                 rt.block_on(session.create_identity(&admin, &name, role, org, display_name, pass.as_bytes()))?;
             if json {
                 println!(
                     "{}",
-                    json!({"name": name, "member": identity.member, "role": role.as_str(), "org": identity.org.as_str()})
+                    json!({"name": name, "member": identity.member, "role": role.as_str(), "org": identity.org.as_str(), "recovery_code": code.reveal().as_str()})
                 );
             } else {
                 println!("{name} enrolled as {} of {} (member {})", role.as_str(), identity.org, identity.member);
+                show_recovery_code(&name, &code);
+            }
+        }
+        Command::Id(IdCommand::Rotate { name }) => {
+            let pass = passphrase()?;
+            let me = home.load_identity(&name, pass.as_bytes())?;
+            let (next, code, c) = rt.block_on(session.rotate_keys(&me, medledger_ledger::KeyChange::Routine))?;
+            home.replace_identity(&next, pass.as_bytes())?;
+            keys_changed(json, "keys rotated", &name, &code, &c);
+        }
+        Command::Id(IdCommand::Recover { name, code, member }) => {
+            let code = RecoveryCode::parse(&code)?;
+            let contact = rt.block_on(session.resolve(member.as_deref().unwrap_or(&name)))?;
+            let pass = passphrase()?;
+            let (next, code, c) = rt.block_on(session.recover_with_code(&name, &contact, &code))?;
+            home.replace_identity(&next, pass.as_bytes())?;
+            keys_changed(json, "keys restored and rotated", &name, &code, &c);
+        }
+        Command::Id(IdCommand::Claim { name, file, code }) => {
+            check_alias(&name)?;
+            if home.has_identity(&name) {
+                return Err(SdkError::Usage("that name is already taken in this home".into()));
+            }
+            let code = ClaimCode::parse(&code)?;
+            let bytes = read_small(&file, medledger_sdk::CLAIM_FILE_BYTES_MAX, "claim file")?;
+            let pass = passphrase()?;
+            let (next, recovery, c) = rt.block_on(session.claim(&name, &bytes, &code))?;
+            home.save_identity(&next, pass.as_bytes())?;
+            keys_changed(json, "identity claimed", &name, &recovery, &c);
+        }
+        Command::Id(IdCommand::RecoveryStart { name, member, out }) => {
+            let contact = rt.block_on(session.resolve(&member))?;
+            let pending = format!("{name}.recovery");
+            let code = RecoveryCode::generate();
+            let suite = rt.block_on(session.client.member(&contact.member))?.encryption_key.suite;
+            let next = Identity::from_recovery_code(&pending, contact.member, contact.role, contact.org, suite, &code)?;
+            let request = medledger_sdk::RecoveryRequest::of(&next);
+            let text = serde_json::to_vec_pretty(&request).map_err(|e| SdkError::Other(e.to_string()))?;
+            std::fs::write(&out, text).map_err(|e| SdkError::Usage(format!("cannot write {}: {e}", out.display())))?;
+            home.save_identity(&next, passphrase()?.as_bytes())?;
+            if json {
+                println!("{}", json!({"request": out, "recovery_code": code.reveal().as_str()}));
+            } else {
+                println!("recovery request written to {}: an admin of your organisation approves it", out.display());
+                show_recovery_code(&name, &code);
+            }
+        }
+        Command::Id(IdCommand::RecoveryApprove { as_, request }) => {
+            let request = medledger_sdk::RecoveryRequest::parse(&read_small(&request, 16 * 1024, "recovery request")?)?;
+            let c = rt.block_on(session.request_recovery(&load(home, &as_)?, &request))?;
+            report(json, "recovery requested (the member is notified and may cancel it during the delay)", &c);
+        }
+        Command::Id(IdCommand::RecoveryFinish { name }) => {
+            let pass = passphrase()?;
+            let pending = home.load_identity(&format!("{name}.recovery"), pass.as_bytes())?;
+            let c = rt.block_on(session.finish_recovery(&pending, true))?;
+            let mut next = pending;
+            next.alias = name.clone();
+            home.replace_identity(&next, pass.as_bytes())?;
+            home.remove_identity(&format!("{name}.recovery"))?;
+            report(json, "recovery completed", &c);
+        }
+        Command::Id(IdCommand::RecoveryCancel { name }) => {
+            let c = rt.block_on(session.finish_recovery(&load(home, &name)?, false))?;
+            report(json, "recovery cancelled", &c);
+        }
+        Command::Custody(CustodyCommand::Release { patient, as_, out }) => {
+            let patient = rt.block_on(session.resolve(&patient))?;
+            let admin = load(home, &as_)?;
+            let custody = medledger_sdk::Custody::open(home, &admin)?;
+            let (code, file, c) = rt.block_on(session.release_custody(&admin, &custody, &patient.member))?;
+            std::fs::write(&out, file).map_err(|e| SdkError::Other(format!("cannot write {}: {e}", out.display())))?;
+            if json {
+                println!("{}", json!({"claim_file": out, "code": code.reveal(), "tx": c.tx, "height": c.height.get()}));
+            } else {
+                println!(
+                    "claim file written to {}; hand it and this one-time code to the patient in person:",
+                    out.display()
+                );
+                println!("{}", code.reveal());
             }
         }
         Command::Id(IdCommand::Suspend { name, as_ }) => {
@@ -394,6 +475,32 @@ fn scope(record: Option<&str>, all: bool) -> Result<GrantScope> {
         (None, true) => Ok(GrantScope::All),
         _ => Err(SdkError::Usage("give exactly one of --record RECORD or --all".into())),
     }
+}
+
+/// The recovery code, shown once, on the terminal (stderr), never stored.
+fn show_recovery_code(name: &str, code: &RecoveryCode) {
+    eprintln!("recovery code for {name} (shown once; keep it offline, it restores these keys):");
+    eprintln!("{}", code.reveal().as_str());
+}
+
+fn keys_changed(json: bool, what: &str, name: &str, code: &RecoveryCode, c: &medledger_sdk::Committed) {
+    if json {
+        println!("{}", json!({"tx": c.tx, "height": c.height.get(), "recovery_code": code.reveal().as_str()}));
+    } else {
+        println!("{what} (block {})", c.height);
+        show_recovery_code(name, code);
+    }
+}
+
+fn read_small(path: &Path, max: usize, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| SdkError::Usage(format!("cannot read the {what}: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1).read_to_end(&mut bytes).map_err(|e| SdkError::Other(e.to_string()))?;
+    if bytes.len() > max {
+        return Err(SdkError::Usage(format!("the {what} is too large")));
+    }
+    Ok(bytes)
 }
 
 fn report(json: bool, what: &str, c: &medledger_sdk::Committed) {

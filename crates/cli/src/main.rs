@@ -99,6 +99,9 @@ enum Command {
         #[arg(long)]
         dismiss: bool,
     },
+    /// Patients held in an organisation's custody.
+    #[command(subcommand)]
+    Custody(CustodyCommand),
     /// Care teams: key holders like members, whose key is wrapped for each member; grants can go
     /// to a team (`grant --to TEAM`).
     #[command(subcommand)]
@@ -210,6 +213,10 @@ pub struct InitArgs {
     /// Break-glass openings per member per 24 hours (default 3; 1 to 100).
     #[arg(long)]
     pub break_glass_per_day: Option<u32>,
+    /// How long an admin-approved key recovery waits, so the member can object (default 72h;
+    /// 1s to 30d).
+    #[arg(long)]
+    pub recovery_delay: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -242,6 +249,60 @@ enum IdCommand {
         name: String,
         #[arg(long = "as")]
         as_: String,
+    },
+    /// Replace your keys (signed with the current ones); prints the new recovery code.
+    Rotate { name: String },
+    /// Restore your keys from the recovery code shown when they were made, and replace them at
+    /// once (the lost device holds them too); prints the new recovery code.
+    Recover {
+        name: String,
+        #[arg(long)]
+        code: String,
+        /// Your member id, when this home does not know NAME.
+        #[arg(long)]
+        member: Option<String>,
+    },
+    /// Claim your identity from your organisation's custody with the claim file and the one-time
+    /// code handed to you; prints your recovery code.
+    Claim {
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        code: String,
+    },
+    /// On a new device, without your old keys or recovery code: make new keys and a recovery
+    /// request for an admin of your organisation to approve.
+    RecoveryStart {
+        name: String,
+        #[arg(long)]
+        member: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Approve a member's recovery request (as an admin of their organisation): it takes effect
+    /// after the network's delay, unless the member cancels it; the member and the auditors see it.
+    RecoveryApprove {
+        #[arg(long = "as")]
+        as_: String,
+        request: PathBuf,
+    },
+    /// Complete your recovery on the new device, once the delay has passed.
+    RecoveryFinish { name: String },
+    /// Cancel a recovery you did not ask for (with your current keys).
+    RecoveryCancel { name: String },
+}
+
+#[derive(Subcommand)]
+enum CustodyCommand {
+    /// Release a patient from your organisation's custody (as its admin): writes the claim file
+    /// and prints the one-time code to hand the patient in person; the custody copy is destroyed.
+    Release {
+        patient: String,
+        #[arg(long = "as")]
+        as_: String,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 

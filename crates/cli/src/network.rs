@@ -64,7 +64,7 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
         storage: args.storage.clone(),
         s3_endpoint: args.s3_endpoint.clone(),
         threshold_release: !args.no_threshold,
-        policy: break_glass_policy(args)?,
+        policy: network_policy(args)?,
     };
     let genesis = write_network(&args.dir, plan).map_err(|e| SdkError::Usage(e.to_string()))?;
     for admin in &admins {
@@ -159,6 +159,7 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
             no_threshold: false,
             break_glass_max: None,
             break_glass_per_day: None,
+            recovery_delay: None,
         };
         init(&defaults, home_dir, false)?;
     }
@@ -325,9 +326,9 @@ pub fn restore(dir: &Path, validator: u32, from: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The network's break-glass limits from `init`'s flags; `None` keeps the defaults.
-fn break_glass_policy(args: &InitArgs) -> Result<Option<medledger_ledger::NetworkPolicy>> {
-    if args.break_glass_max.is_none() && args.break_glass_per_day.is_none() {
+/// The network's limits from `init`'s flags; `None` keeps the defaults.
+fn network_policy(args: &InitArgs) -> Result<Option<medledger_ledger::NetworkPolicy>> {
+    if args.break_glass_max.is_none() && args.break_glass_per_day.is_none() && args.recovery_delay.is_none() {
         return Ok(None);
     }
     let mut policy = medledger_ledger::NetworkPolicy::default();
@@ -339,9 +340,15 @@ fn break_glass_policy(args: &InitArgs) -> Result<Option<medledger_ledger::Networ
     if let Some(per_day) = args.break_glass_per_day {
         policy.break_glass_per_day = per_day;
     }
+    if let Some(delay) = &args.recovery_delay {
+        let delay = humantime::parse_duration(delay)
+            .map_err(|_| SdkError::Usage("--recovery-delay is a duration such as 72h".into()))?;
+        policy.recovery_delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)).into();
+    }
     if !policy.check() {
         return Err(SdkError::Usage(
-            "break-glass limits: --break-glass-max 1m to 7d, --break-glass-per-day 1 to 100".into(),
+            "network limits: --break-glass-max 1m to 7d, --break-glass-per-day 1 to 100, --recovery-delay 1s to 30d"
+                .into(),
         ));
     }
     Ok(Some(policy))

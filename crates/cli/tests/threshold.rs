@@ -863,3 +863,113 @@ fn a_care_team_reads_until_a_member_is_removed() {
     net.ok(&["revoke", "--as", "alice", "--from", "ward3", "--all"]);
     assert_eq!(net.cli(&["record", "get", "--as", "nora", &r1]).code, 3);
 }
+
+/// The recovery code printed (on stderr) by a command that made or replaced keys.
+fn recovery_code(stderr: &str) -> String {
+    let line = stderr.lines().skip_while(|l| !l.starts_with("recovery code for")).nth(1);
+    line.unwrap_or_else(|| panic!("no recovery code in {stderr}")).trim().to_string()
+}
+
+/// Keys of a member's own (issue 6) on 4 validators: rotation, recovery from the code shown at
+/// enrolment after the keystore is lost, a custody release and claim with a one-time code, and an
+/// admin-approved recovery that waits for the network's delay, which the member can cancel; every
+/// step in the member's trail, recoveries in the auditors' queue.
+#[test]
+fn members_rotate_recover_and_claim_their_keys() {
+    let net = Net::start_n_with(4, &["--recovery-delay", "2s"]);
+    net.cast();
+    let admin = net.admin.clone();
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &admin, "--display-name", "Audrey"]);
+    let made = net.cli(&["id", "create", "pat", "--role", "patient", "--as", &admin]);
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let first = recovery_code(&made.stderr);
+    assert!(!made.stdout.contains(&first), "the code is not on stdout");
+    let file = net.file("obs.json", common::OBSERVATION.as_bytes());
+    let id = net.ok(&["record", "put", "--as", "pat", "--patient", "pat", file.to_str().unwrap()]);
+    let id = id.trim();
+
+    // Rotation: new keys, a new code; what was written before still opens.
+    let rotated = net.cli(&["id", "rotate", "pat"]);
+    assert_eq!(rotated.code, 0, "{}", rotated.stderr);
+    let second = recovery_code(&rotated.stderr);
+    assert_ne!(first, second);
+    assert_eq!(net.ok(&["record", "get", "--as", "pat", id]), common::OBSERVATION);
+
+    // The device is lost: the keystore goes; the code restores the keys, which are replaced at once.
+    std::fs::remove_file(net.home.join("identities").join("pat.key")).unwrap();
+    assert_eq!(net.cli(&["record", "get", "--as", "pat", id]).code, 2, "no keys here");
+    let stale = net.cli(&["id", "recover", "pat", "--code", &first]);
+    assert_eq!(stale.code, 2, "the first code is for keys replaced since: {}", stale.stderr);
+    let typo = net.cli(&["id", "recover", "pat", "--code", &second.replacen('a', "b", 1).replacen('0', "1", 1)]);
+    assert_eq!(typo.code, 2, "{}", typo.stderr);
+    let recovered = net.cli(&["id", "recover", "pat", "--code", &second]);
+    assert_eq!(recovered.code, 0, "{}", recovered.stderr);
+    assert_eq!(net.ok(&["record", "get", "--as", "pat", id]), common::OBSERVATION, "everything opens again");
+    let again = net.cli(&["id", "recover", "pat", "--code", &second]);
+    assert_eq!(again.code, 2, "a used code restores nothing now: {}", again.stderr);
+    let trail = net.ok(&["audit", "--as", "pat", "--patient", "pat"]);
+    assert!(trail.contains("keys rotated") && trail.contains("keys restored from the recovery code"), "{trail}");
+
+    // Custody: a patient enrolled in the organisation's custody, with a record from the doctor.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = Session::open(&net.home, None).unwrap();
+    let admin_id = session.home.load_identity(&admin, PASS).unwrap();
+    let custody = medledger_sdk::Custody::open(&session.home, &admin_id).unwrap();
+    let drbob = rt.block_on(session.resolve("drbob")).unwrap();
+    let kid = rt.block_on(session.enroll_custodial(&admin_id, &custody, &drbob, 1)).unwrap().remove(0);
+    let kid_hex = kid.member.to_hex();
+    let note = net.file("note.json", common::OBSERVATION.as_bytes());
+    let record = net.ok(&["record", "put", "--as", "drbob", "--patient", &kid_hex, note.to_str().unwrap()]);
+    let record = record.trim();
+    let claim = net.root.path().join("claim.json");
+    let released = net.ok(&["custody", "release", &kid_hex, "--as", &admin, "--out", claim.to_str().unwrap()]);
+    let code = released.lines().last().unwrap().trim().to_string();
+    assert!(!custody.contains(&kid.member), "the custody copy is destroyed");
+    let wrong = net.cli(&[
+        "id",
+        "claim",
+        "kid",
+        "--file",
+        claim.to_str().unwrap(),
+        "--code",
+        "00000000-00000000-00000000-00000000",
+    ]);
+    assert_eq!(wrong.code, 3, "{}", wrong.stderr);
+    let claimed = net.cli(&["id", "claim", "kid", "--file", claim.to_str().unwrap(), "--code", &code]);
+    assert_eq!(claimed.code, 0, "{}", claimed.stderr);
+    recovery_code(&claimed.stderr);
+    assert_eq!(net.ok(&["record", "get", "--as", "kid", record]), common::OBSERVATION);
+    // The organisation's copy of the custody keys signs nothing now.
+    let access = TxKind::RecordAccess(RecordAccess {
+        record: record.parse().unwrap(),
+        version: 1,
+        purpose: PurposeOfUse::Patrqt,
+    });
+    assert!(rt.block_on(session.transact(&kid, access, None)).is_err(), "custody keys after the claim");
+    let twice = net.cli(&["id", "claim", "kid2", "--file", claim.to_str().unwrap(), "--code", &code]);
+    assert_ne!(twice.code, 0, "one claim");
+    let kid_trail = net.ok(&["audit", "--as", "kid", "--patient", "kid"]);
+    assert!(kid_trail.contains("released from custody") && kid_trail.contains("identity claimed"), "{kid_trail}");
+
+    // Admin-approved recovery of nina's keys: cancelled by nina, then completed after the delay.
+    let request = net.root.path().join("request.json");
+    let started = net.cli(&["id", "recovery-start", "nina", "--member", "nina", "--out", request.to_str().unwrap()]);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let request_s = request.to_str().unwrap();
+    assert_eq!(net.cli(&["id", "recovery-approve", "--as", "drbob", request_s]).code, 3, "an admin approves");
+    net.ok(&["id", "recovery-approve", "--as", &admin, request_s]);
+    let early = net.cli(&["id", "recovery-finish", "nina"]);
+    assert_eq!(early.code, 2, "before the delay: {}", early.stderr);
+    net.ok(&["id", "recovery-cancel", "nina"]);
+    net.ok(&["id", "recovery-approve", "--as", &admin, request_s]);
+    wait_until("the recovery's delay has passed", || net.cli(&["id", "recovery-finish", "nina"]).code == 0);
+    assert!(!net.home.join("identities").join("nina.recovery.key").exists());
+    let nina_trail = net.ok(&["audit", "--as", "nina", "--patient", "nina"]);
+    for event in ["key recovery requested", "key recovery cancelled", "key recovery completed"] {
+        assert!(nina_trail.contains(event), "{event}: {nina_trail}");
+    }
+    let queue = net.ok(&["audit", "--as", "audrey", "--flagged"]);
+    assert!(queue.contains("key recovery completed"), "{queue}");
+    // nina's new keys sign: her trail is hers to read again after the recovery.
+    assert_eq!(net.cli(&["audit", "--as", "nina", "--patient", "alice"]).code, 3, "and nothing more");
+}

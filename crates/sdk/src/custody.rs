@@ -84,3 +84,51 @@ impl<'h> Custody<'h> {
         Identity::from_secret(&alias, *member, Role::Patient, self.admin.org.clone(), file.suite, &secret)
     }
 }
+
+impl Custody<'_> {
+    /// Destroys the custody copy of `member`'s keys (after their release for a claim).
+    pub fn destroy(&self, member: &MemberId) -> Result<()> {
+        std::fs::remove_file(self.path(member)).map_err(SdkError::other)
+    }
+}
+
+/// A claim file: a released patient's custody keys sealed (Argon2id + AEAD, as keystores are)
+/// under the one-time code handed to them.
+#[derive(Serialize, Deserialize)]
+struct ClaimFile {
+    format: String,
+    member: MemberId,
+    org: medledger_types::OrgId,
+    suite: u8,
+    sealed: String,
+}
+
+const CLAIM_FORMAT: &str = "medledger-claim/v1";
+/// Largest claim file read.
+pub const CLAIM_FILE_BYTES_MAX: usize = 64 * 1024;
+
+pub(crate) fn claim_file(patient: &Identity, code: &crate::recovery::ClaimCode) -> Result<Vec<u8>> {
+    let sealed = medledger_crypto::keystore::seal(&code.0, &patient.secret()).map_err(SdkError::other)?;
+    let file = ClaimFile {
+        format: CLAIM_FORMAT.into(),
+        member: patient.member,
+        org: patient.org.clone(),
+        suite: patient.encryption.suite() as u8,
+        sealed: hex::encode(sealed),
+    };
+    serde_json::to_vec_pretty(&file).map_err(SdkError::other)
+}
+
+pub(crate) fn open_claim_file(alias: &str, bytes: &[u8], code: &crate::recovery::ClaimCode) -> Result<Identity> {
+    if bytes.len() > CLAIM_FILE_BYTES_MAX {
+        return Err(SdkError::Usage("not a claim file".into()));
+    }
+    let file: ClaimFile = serde_json::from_slice(bytes).map_err(|_| SdkError::Usage("not a claim file".into()))?;
+    if file.format != CLAIM_FORMAT {
+        return Err(SdkError::Usage("not a claim file".into()));
+    }
+    let sealed = hex::decode(&file.sealed).map_err(|_| SdkError::Usage("the claim file is damaged".into()))?;
+    let secret = medledger_crypto::keystore::open(&code.0, &sealed)
+        .map_err(|_| SdkError::Denied("the claim code does not open this claim file".into()))?;
+    Identity::from_secret(alias, file.member, Role::Patient, file.org, file.suite, &secret)
+}

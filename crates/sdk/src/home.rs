@@ -46,6 +46,9 @@ pub struct Identity {
     pub org: OrgId,
     pub signing: SigningKey,
     pub encryption: DecryptionKey,
+    /// The member's earlier encryption keys (before a rotation), which still open the envelopes
+    /// wrapped for them.
+    pub previous: Vec<DecryptionKey>,
 }
 
 impl Identity {
@@ -58,14 +61,34 @@ impl Identity {
             org,
             signing: SigningKey::generate(),
             encryption: medledger_crypto::wrap::generate(suite),
+            previous: Vec::new(),
         }
     }
 
-    /// `signing seed ‖ encryption secret`, as keystores seal it.
+    /// An identity whose keys derive from `code` (the recovery code shown to the member once):
+    /// the code alone restores them.
+    pub fn from_recovery_code(
+        alias: &str,
+        member: MemberId,
+        role: Role,
+        org: OrgId,
+        suite: KemSuite,
+        code: &crate::recovery::RecoveryCode,
+    ) -> Result<Self> {
+        let (signing, encryption) = code.keys(suite)?;
+        Ok(Identity { alias: alias.to_string(), member, role, org, signing, encryption, previous: Vec::new() })
+    }
+
+    /// `signing seed ‖ encryption secret ‖ (suite ‖ earlier encryption secret)*`, as keystores
+    /// seal it.
     pub(crate) fn secret(&self) -> Zeroizing<Vec<u8>> {
-        let mut secret = Zeroizing::new(Vec::with_capacity(80));
+        let mut secret = Zeroizing::new(Vec::with_capacity(64 + 33 * self.previous.len()));
         secret.extend_from_slice(&*self.signing.to_bytes());
         secret.extend_from_slice(&self.encryption.to_bytes());
+        for key in &self.previous {
+            secret.push(key.suite() as u8);
+            secret.extend_from_slice(&key.to_bytes());
+        }
         secret
     }
 
@@ -81,13 +104,35 @@ impl Identity {
             return Err(SdkError::Other("keystore is malformed".into()));
         }
         let seed: [u8; 32] = secret[..32].try_into().map_err(SdkError::other)?;
-        let suite = match suite {
-            s if s == KemSuite::XWing as u8 => KemSuite::XWing,
-            s if s == KemSuite::X25519 as u8 => KemSuite::X25519,
-            _ => return Err(SdkError::Other("keystore names an unknown suite".into())),
+        let suite_of = |suite: u8| match suite {
+            s if s == KemSuite::XWing as u8 => Ok(KemSuite::XWing),
+            s if s == KemSuite::X25519 as u8 => Ok(KemSuite::X25519),
+            _ => Err(SdkError::Other("keystore names an unknown suite".into())),
         };
-        let encryption = DecryptionKey::from_bytes(suite, &secret[32..]).map_err(SdkError::other)?;
-        Ok(Identity { alias: alias.to_string(), member, role, org, signing: SigningKey::from_bytes(&seed), encryption })
+        let malformed = || SdkError::Other("keystore is malformed".into());
+        let (current, rest) = secret[32..].split_at_checked(32).ok_or_else(malformed)?;
+        let encryption = DecryptionKey::from_bytes(suite_of(suite)?, current).map_err(SdkError::other)?;
+        if rest.len() % 33 != 0 {
+            return Err(malformed());
+        }
+        let previous = rest
+            .chunks(33)
+            .map(|c| DecryptionKey::from_bytes(suite_of(c[0])?, &c[1..]).map_err(SdkError::other))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Identity {
+            alias: alias.to_string(),
+            member,
+            role,
+            org,
+            signing: SigningKey::from_bytes(&seed),
+            encryption,
+            previous,
+        })
+    }
+
+    /// This member's encryption keys, the current one first.
+    pub fn decryption_keys(&self) -> impl Iterator<Item = &DecryptionKey> {
+        std::iter::once(&self.encryption).chain(&self.previous)
     }
 
     /// A key for this member's local blobs (a cache, a journal), derived from their secret for
@@ -252,10 +297,21 @@ impl Home {
 
     pub fn save_identity(&self, identity: &Identity, passphrase: &[u8]) -> Result<()> {
         check_alias(&identity.alias)?;
-        let path = self.key_path(&identity.alias);
-        if path.exists() {
+        if self.key_path(&identity.alias).exists() {
             return Err(SdkError::Usage(format!("an identity named {} already exists", identity.alias)));
         }
+        self.write_identity(identity, passphrase)
+    }
+
+    /// Replaces the keystore of `identity.alias` (after its keys changed): the new one is written
+    /// beside it, then renamed over it.
+    pub fn replace_identity(&self, identity: &Identity, passphrase: &[u8]) -> Result<()> {
+        check_alias(&identity.alias)?;
+        self.write_identity(identity, passphrase)
+    }
+
+    fn write_identity(&self, identity: &Identity, passphrase: &[u8]) -> Result<()> {
+        let path = self.key_path(&identity.alias);
         let sealed = medledger_crypto::keystore::seal(passphrase, &identity.secret()).map_err(SdkError::other)?;
         let file = KeyFile {
             member: identity.member,
@@ -266,6 +322,12 @@ impl Home {
         };
         write_file(&path, serde_json::to_string_pretty(&file).map_err(SdkError::other)?.as_bytes())?;
         self.add_contact(&identity.alias, identity.contact())
+    }
+
+    /// Deletes the keystore of `alias` (a pending recovery's, once it is the member's).
+    pub fn remove_identity(&self, alias: &str) -> Result<()> {
+        check_alias(alias)?;
+        std::fs::remove_file(self.key_path(alias)).map_err(SdkError::other)
     }
 
     pub fn has_identity(&self, alias: &str) -> bool {

@@ -7,11 +7,14 @@ mod custody;
 mod error;
 mod home;
 mod ops;
+pub mod recovery;
 mod release;
 
 pub use client::{COMMIT_TIMEOUT, Client};
-pub use custody::Custody;
+pub use custody::{CLAIM_FILE_BYTES_MAX, Custody};
 pub use error::{Result, SdkError};
 pub use home::{ClientConfig, Contact, Home, Identity, check_alias};
-pub use ops::{Committed, Opened, RECORD_PLAINTEXT_MAX, RecordKeys, RecordMetadata, Sealed, Session, describe};
+pub use ops::{
+    Committed, Opened, RECORD_PLAINTEXT_MAX, RecordKeys, RecordMetadata, RecoveryRequest, Sealed, Session, describe,
+};
 pub use release::Release;

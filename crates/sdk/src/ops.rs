@@ -13,9 +13,10 @@ use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::api::{AccessBundle, TxStatus};
 use medledger_ledger::state::{AuditEvent, ChartEntry, FlaggedEntry, MemberStatus, RecordEntry, TeamEntry};
 use medledger_ledger::{
-    BreakGlass, Delegate, EmergencyReason, Enroll, Erase, Grant, GrantScope, KeyHolder, KeySubject, LegalHold,
-    NewChartEpoch, RecordAccess, RegisterRecord, Revoke, Rotate, Sidecar, SidecarEnvelope, TeamAdd, TeamCreate,
-    TeamRemove, Transaction, TxBody, TxKind, TxOutcome,
+    BreakGlass, CustodyRelease, Delegate, EmergencyReason, Enroll, Erase, Grant, GrantScope, KeyChange, KeyHolder,
+    KeySubject, LegalHold, NewChartEpoch, RecordAccess, Recovery, RecoveryAction, RegisterRecord, Revoke, Rotate,
+    RotateKeys, Sidecar, SidecarEnvelope, TeamAdd, TeamCreate, TeamRemove, Transaction, TxBody, TxKind, TxOutcome,
+    claim_code_hash,
 };
 use medledger_types::limits::{BREAK_GLASS_NOTE_BYTES_MAX, NOTE_READERS_MAX};
 use medledger_types::{ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
@@ -25,6 +26,7 @@ use zeroize::Zeroizing;
 use crate::client::{COMMIT_TIMEOUT, Client};
 use crate::error::{Result, SdkError};
 use crate::home::{Contact, Home, Identity};
+use crate::recovery::{ClaimCode, RecoveryCode};
 
 /// Largest record accepted by `put` through the API (the node's upload limit, minus overhead).
 pub const RECORD_PLAINTEXT_MAX: usize = 64 * 1024 * 1024 - 64 * 1024;
@@ -105,6 +107,14 @@ impl Session {
     ) -> Result<SidecarEnvelope> {
         let envelope = wrap::seal(to, secret, &subject.wrap_context(self.chain_id, holder)).map_err(SdkError::other)?;
         Ok(SidecarEnvelope { holder, subject, envelope })
+    }
+
+    /// Opens an envelope wrapped for `me`, with their current key or an earlier one.
+    fn open_mine(&self, me: &Identity, e: &SidecarEnvelope) -> Result<Zeroizing<Vec<u8>>> {
+        let context = e.subject.wrap_context(self.chain_id, e.holder);
+        me.decryption_keys()
+            .find_map(|key| wrap::open(key, &e.envelope, &context).ok())
+            .ok_or_else(|| SdkError::Integrity("a wrapped key does not open for this reader".into()))
     }
 
     fn open_envelope(&self, key: &DecryptionKey, e: &SidecarEnvelope) -> Result<Zeroizing<Vec<u8>>> {
@@ -192,16 +202,123 @@ impl Session {
         org: OrgId,
         display_name: Option<String>,
         passphrase: &[u8],
-    ) -> Result<Identity> {
+    ) -> Result<(Identity, RecoveryCode)> {
         crate::home::check_alias(alias)?;
         if self.home.has_identity(alias) || self.home.book()?.contains_key(alias) {
             return Err(SdkError::Usage("that name is already taken in this home".to_string()));
         }
-        let identity = Identity::generate(alias, role, org, KemSuite::default());
+        let code = RecoveryCode::generate();
+        let member = MemberId::new(medledger_crypto::random_bytes());
+        let identity = Identity::from_recovery_code(alias, member, role, org, KemSuite::default(), &code)?;
         let (kind, sidecar) = self.enrolment(&identity, display_name, false)?;
         self.transact(admin, kind, sidecar).await?;
         self.home.save_identity(&identity, passphrase)?;
-        Ok(identity)
+        Ok((identity, code))
+    }
+
+    /// `me` replaces their keys with new ones (derived from a new recovery code, returned), signing
+    /// with the current ones; a patient wraps their chart's current key for the new encryption
+    /// key. The new identity keeps the earlier encryption keys for the envelopes made for them.
+    pub async fn rotate_keys(&self, me: &Identity, reason: KeyChange) -> Result<(Identity, RecoveryCode, Committed)> {
+        let code = RecoveryCode::generate();
+        let mut next =
+            Identity::from_recovery_code(&me.alias, me.member, me.role, me.org.clone(), me.encryption.suite(), &code)?;
+        next.previous = me
+            .decryption_keys()
+            .map(|k| DecryptionKey::from_bytes(k.suite(), &k.to_bytes()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(SdkError::other)?;
+        let sidecar = if me.role == Role::Patient {
+            let (epoch, chart) = self.chart_key(me, &me.member).await?;
+            let holder = KeyHolder::Member { member: me.member };
+            let subject = KeySubject::Chart { patient: me.member, epoch };
+            let envelope = self.seal_for(next.encryption.encryption_key(), holder, subject, &chart_secret(&chart))?;
+            Some(Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() })
+        } else {
+            None
+        };
+        let kind = TxKind::RotateKeys(RotateKeys {
+            signing_key: next.signing.verifying_key(),
+            encryption_key: next.encryption.encryption_key().clone(),
+            reason,
+        });
+        let committed = self.transact(me, kind, sidecar).await?;
+        Ok((next, code, committed))
+    }
+
+    /// Restores `contact`'s keys from their recovery code (they must be the member's keys on the
+    /// ledger) and at once replaces them (the lost device holds them too).
+    pub async fn recover_with_code(
+        &self,
+        alias: &str,
+        contact: &Contact,
+        code: &RecoveryCode,
+    ) -> Result<(Identity, RecoveryCode, Committed)> {
+        let entry = self.client.member(&contact.member).await?;
+        let restored = Identity::from_recovery_code(
+            alias,
+            contact.member,
+            entry.role,
+            entry.org,
+            entry.encryption_key.suite,
+            code,
+        )?;
+        if restored.signing.verifying_key() != entry.signing_key {
+            return Err(SdkError::Usage("this recovery code is not for the member's current keys".into()));
+        }
+        self.rotate_keys(&restored, KeyChange::RecoveryCode).await
+    }
+
+    /// An admin releases a patient from their organisation's custody: a one-time code (returned,
+    /// for the patient, in person) and a claim file holding the custody keys sealed under it.
+    /// The custody copy is destroyed once the release is on the ledger.
+    pub async fn release_custody(
+        &self,
+        admin: &Identity,
+        custody: &crate::Custody<'_>,
+        member: &MemberId,
+    ) -> Result<(ClaimCode, Vec<u8>, Committed)> {
+        let patient = custody.load(member)?;
+        let code = ClaimCode::generate();
+        let file = crate::custody::claim_file(&patient, &code)?;
+        let kind =
+            TxKind::CustodyRelease(CustodyRelease { member: *member, code_hash: claim_code_hash(member, &code.0) });
+        let committed = self.transact(admin, kind, None).await?;
+        custody.destroy(member)?;
+        Ok((code, file, committed))
+    }
+
+    /// A patient claims their identity from a claim file and its one-time code: new keys (with
+    /// their own recovery code) replace the custody keys, which stay only to open what was
+    /// wrapped for them.
+    pub async fn claim(
+        &self,
+        alias: &str,
+        file: &[u8],
+        code: &ClaimCode,
+    ) -> Result<(Identity, RecoveryCode, Committed)> {
+        let custody = crate::custody::open_claim_file(alias, file, code)?;
+        self.rotate_keys(&custody, KeyChange::Claim { code: code.0 }).await
+    }
+
+    /// An admin of the member's organisation asks for their lost keys to be replaced by the
+    /// public keys of `request` (made on the member's new device); it takes the network's delay.
+    pub async fn request_recovery(&self, admin: &Identity, request: &RecoveryRequest) -> Result<Committed> {
+        let kind = TxKind::Recovery(Recovery {
+            member: request.member,
+            action: RecoveryAction::Request {
+                signing_key: request.signing_key,
+                encryption_key: request.encryption_key.clone(),
+            },
+        });
+        self.transact(admin, kind, None).await
+    }
+
+    /// The member cancels a recovery they did not ask for (with their current keys), or completes
+    /// theirs (with the new keys, `me` being the new device's identity).
+    pub async fn finish_recovery(&self, me: &Identity, complete: bool) -> Result<Committed> {
+        let action = if complete { RecoveryAction::Complete } else { RecoveryAction::Cancel };
+        self.transact(me, TxKind::Recovery(Recovery { member: me.member, action }), None).await
     }
 
     /// The Enroll transaction (and, for a patient, the sidecar wrapping their first chart key for
@@ -302,7 +419,7 @@ impl Session {
             // The team moved on between the two reads: its entry again.
             entry = self.client.team(team).await?.ok_or_else(|| SdkError::NotFound("no such care team".into()))?;
         }
-        Ok((entry, chart_key_from(&self.open_envelope(&me.encryption, &envelope)?)?))
+        Ok((entry, chart_key_from(&self.open_mine(me, &envelope)?)?))
     }
 
     /// A doctor creates a care team of themself and `members`; returns its id.
@@ -826,8 +943,12 @@ impl Session {
         let me_holder = KeyHolder::Member { member: me.member };
         let find = |holder, subject| bundle.envelopes.iter().find(|e| e.holder == holder && e.subject == subject);
         let chart_subject = KeySubject::Chart { patient: record.patient, epoch: record.chart_epoch };
-        if let Some(direct) = find(me_holder, subject) {
-            return Ok(Some(self.open_envelope(&me.encryption, direct)?));
+        // Wrapped for me directly (with a key I may no longer hold, after a recovery: then the
+        // chart or a team still leads to it).
+        if let Some(direct) = find(me_holder, subject)
+            && let Ok(secret) = self.open_mine(me, direct)
+        {
+            return Ok(Some(secret));
         }
         // Through a care team: my envelope of its current key, then back one epoch per link to
         // the key the record's key (or, for an earlier record, its chart key) was wrapped for.
@@ -836,7 +957,7 @@ impl Session {
             _ => None,
         });
         if let Some((mine, team, mut epoch)) = team_key {
-            let mut key = chart_key_from(&self.open_envelope(&me.encryption, mine)?)?;
+            let mut key = chart_key_from(&self.open_mine(me, mine)?)?;
             loop {
                 let holder = KeyHolder::Team { team, epoch };
                 if let Some(e) = find(holder, subject) {
@@ -859,7 +980,7 @@ impl Session {
         }
         let Some(to_chart) = find(me_holder, chart_subject) else { return Ok(None) };
         let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
-        let chart = chart_key_from(&self.open_envelope(&me.encryption, to_chart)?)?;
+        let chart = chart_key_from(&self.open_mine(me, to_chart)?)?;
         let to_record = find(chart_holder, subject)
             .ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
         Ok(Some(self.open_envelope(&chart, to_record)?))
@@ -900,7 +1021,7 @@ impl Session {
         let KeySubject::Chart { epoch, .. } = envelope.subject else {
             return Err(SdkError::Integrity("chart envelope of the wrong kind".into()));
         };
-        Ok((epoch, chart_key_from(&self.open_envelope(&me.encryption, &envelope)?)?))
+        Ok((epoch, chart_key_from(&self.open_mine(me, &envelope)?)?))
     }
 
     /// The patient grants `to` access to one record or to the whole chart.
@@ -1058,7 +1179,7 @@ impl Session {
         let KeySubject::Note { id } = note.envelope.subject else {
             return Err(SdkError::Integrity("a note's key is wrapped under another subject".into()));
         };
-        let key = self.open_envelope(&me.encryption, &note.envelope)?;
+        let key = self.open_mine(me, &note.envelope)?;
         let key =
             DataKey::from_slice(&key).map_err(|_| SdkError::Integrity("a note key has the wrong length".into()))?;
         let mut text = Vec::new();
@@ -1111,6 +1232,39 @@ fn outcome(id: TxId, status: TxStatus) -> Result<Committed> {
             }
         }
         _ => Err(SdkError::Other("transaction did not commit".into())),
+    }
+}
+
+/// A member's request, from their new device, that an admin approve the recovery of their keys.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecoveryRequest {
+    pub format: String,
+    pub member: MemberId,
+    pub signing_key: medledger_crypto::sign::VerifyingKey,
+    pub encryption_key: medledger_crypto::wrap::EncryptionKey,
+}
+
+impl RecoveryRequest {
+    pub const FORMAT: &str = "medledger-recovery-request/v1";
+
+    pub fn of(next: &Identity) -> Self {
+        RecoveryRequest {
+            format: Self::FORMAT.into(),
+            member: next.member,
+            signing_key: next.signing.verifying_key(),
+            encryption_key: next.encryption.encryption_key().clone(),
+        }
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let request: RecoveryRequest = (bytes.len() <= 16 * 1024)
+            .then(|| serde_json::from_slice(bytes).ok())
+            .flatten()
+            .ok_or_else(|| SdkError::Usage("not a recovery request".into()))?;
+        if request.format != Self::FORMAT {
+            return Err(SdkError::Usage("not a recovery request".into()));
+        }
+        Ok(request)
     }
 }
 
