@@ -629,10 +629,17 @@ impl Run<'_, '_> {
         named.sort();
         let epoch = chart.epoch.checked_add(1).ok_or(Rejection::NewChartRequired)?;
         let subject = KeySubject::Chart { patient: *patient, epoch };
-        // The sidecar wraps the next epoch for them (and, for a grant to a team, this epoch for it).
+        // The sidecar wraps the next epoch for them, this epoch for the next (the link back) and,
+        // for a grant to a team, this epoch for the team.
         let current = KeySubject::Chart { patient: *patient, epoch: chart.epoch };
-        let wraps = |e: &KeySubject| *e == subject || (team_grant && *e == current);
-        let sidecar_ok = self.sidecar.is_some_and(|s| s.subjects.iter().all(wraps));
+        let link = KeyHolder::Chart { patient: *patient, epoch };
+        let sidecar_ok = self.sidecar.is_some_and(|s| {
+            s.subjects.iter().zip(&s.holders).all(|(subject_, holder)| match holder {
+                KeyHolder::Member { .. } => *subject_ == subject,
+                KeyHolder::Chart { .. } => *holder == link && *subject_ == current,
+                KeyHolder::Team { .. } => team_grant && *subject_ == current,
+            }) && s.holders.contains(&link)
+        });
         if named != expected || !sidecar_ok || new_chart.public_key.check().is_err() {
             return Err(Rejection::NewChartRequired);
         }
@@ -648,6 +655,7 @@ impl Run<'_, '_> {
         for member in &new_chart.recipients {
             self.put_envelope(subject, KeyHolder::Member { member: *member });
         }
+        self.put_envelope(current, link);
         Ok(next)
     }
 

@@ -250,7 +250,9 @@ pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
     }
 }
 
-/// A chart's next epoch: one envelope per named recipient, all of one chart epoch of `patient`.
+/// A chart's next epoch: one envelope per named recipient, all of one chart epoch of `patient`,
+/// and the link: the epoch before wrapped for the next (so whoever holds a chart key reaches the
+/// records of every earlier epoch, never of a later one).
 fn new_chart_envelopes(
     patient: &MemberId,
     new_chart: Option<&crate::NewChartEpoch>,
@@ -259,6 +261,19 @@ fn new_chart_envelopes(
     let Some(new_chart) = new_chart else {
         return Err(SidecarError::Presence);
     };
+    let (link, envelopes): (Vec<&SidecarEnvelope>, Vec<&SidecarEnvelope>) =
+        envelopes.iter().partition(|e| matches!(e.holder, KeyHolder::Chart { .. }));
+    let linked = match (link.as_slice(), envelopes.first()) {
+        ([l], Some(first)) => matches!(
+            (l.holder, l.subject, first.subject),
+            (KeyHolder::Chart { patient: p, epoch: to }, KeySubject::Chart { patient: q, epoch: from }, KeySubject::Chart { epoch: next, .. })
+                if p == *patient && q == *patient && to == next && from.checked_add(1) == Some(to)
+        ),
+        _ => false,
+    };
+    if !linked {
+        return Err(SidecarError::Recipients);
+    }
     let mut named: Vec<KeyHolder> = new_chart.recipients.iter().map(|m| KeyHolder::Member { member: *m }).collect();
     named.sort();
     named.dedup();
@@ -357,17 +372,21 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
                 }),
                 (GrantScope::All, Some(epoch), Some(new_chart)) => {
                     let current = KeySubject::Chart { patient: g.patient, epoch };
-                    let (to_team, next): (Vec<&SidecarEnvelope>, Vec<&SidecarEnvelope>) =
-                        sidecar.envelopes.iter().partition(|e| e.subject == current);
+                    let (to_team, rest): (Vec<&SidecarEnvelope>, Vec<&SidecarEnvelope>) =
+                        sidecar.envelopes.iter().partition(|e| matches!(e.holder, KeyHolder::Team { .. }));
                     match to_team.as_slice() {
-                        [e] if matches!(e.holder, KeyHolder::Team { team, .. } if team == g.grantee) => {}
+                        [e] if e.subject == current
+                            && matches!(e.holder, KeyHolder::Team { team, .. } if team == g.grantee) => {}
                         _ => return Err(SidecarError::Recipients),
                     }
                     let next_epoch = epoch.checked_add(1).ok_or(SidecarError::Recipients)?;
-                    if next.iter().any(|e| e.subject != KeySubject::Chart { patient: g.patient, epoch: next_epoch }) {
+                    let next = KeySubject::Chart { patient: g.patient, epoch: next_epoch };
+                    let is_link =
+                        |e: &SidecarEnvelope| matches!(e.holder, KeyHolder::Chart { .. }) && e.subject == current;
+                    if rest.iter().any(|e| e.subject != next && !is_link(e)) {
                         return Err(SidecarError::Recipients);
                     }
-                    new_chart_envelopes(&g.patient, Some(new_chart), &next)
+                    new_chart_envelopes(&g.patient, Some(new_chart), &rest)
                 }
                 _ => Err(SidecarError::Recipients),
             }

@@ -513,10 +513,17 @@ impl World {
         let epoch = self.chart.get(&patient).map_or(0, |c| c.0) + 1;
         let next = wrap::generate(KemSuite::X25519);
         let subject = KeySubject::Chart { patient, epoch };
-        let envelopes = recipients
+        let mut envelopes: Vec<SidecarEnvelope> = recipients
             .iter()
             .map(|(id, key)| envelope(self.chain, key, KeyHolder::Member { member: *id }, subject))
             .collect();
+        let link = KeyHolder::Chart { patient, epoch };
+        envelopes.push(envelope(
+            self.chain,
+            next.encryption_key(),
+            link,
+            KeySubject::Chart { patient, epoch: epoch - 1 },
+        ));
         let new_chart = NewChartEpoch {
             public_key: next.encryption_key().clone(),
             recipients: recipients.iter().map(|w| w.0).collect(),
@@ -1322,11 +1329,20 @@ fn revoke_all_moves_the_chart_to_a_new_epoch() {
     let (pid, d1id) = (c.patient.id, c.d1.id);
     let subject = KeySubject::Chart { patient: pid, epoch: 1 };
     let members = |ws: &[&Who]| ws.iter().map(|w| (w.id, w.enc.encryption_key().clone())).collect::<Vec<_>>();
-    let revoke = |recipients: Vec<(MemberId, EncryptionKey)>| {
-        let envelopes = recipients
+    let with_link = |recipients: Vec<(MemberId, EncryptionKey)>, link: bool| {
+        let mut envelopes: Vec<SidecarEnvelope> = recipients
             .iter()
             .map(|(id, key)| envelope(chain, key, KeyHolder::Member { member: *id }, subject))
             .collect();
+        if link {
+            let holder = KeyHolder::Chart { patient: pid, epoch: 1 };
+            envelopes.push(envelope(
+                chain,
+                next.encryption_key(),
+                holder,
+                KeySubject::Chart { patient: pid, epoch: 0 },
+            ));
+        }
         let new_chart = NewChartEpoch {
             public_key: next.encryption_key().clone(),
             recipients: recipients.iter().map(|w| w.0).collect(),
@@ -1336,6 +1352,13 @@ fn revoke_all_moves_the_chart_to_a_new_epoch() {
             Sidecar { envelopes, metadata: None, threshold: Default::default() },
         )
     };
+    let revoke = |recipients| with_link(recipients, true);
+    // Without the link from epoch 0 to epoch 1 (whoever holds 1 reads the records of 0): invalid.
+    let (kind, sidecar) = with_link(members(&[&c.patient, &c.d2]), false);
+    let tx = c.w.tx(&mut c.patient, kind, Some(&sidecar));
+    assert!(matches!(c.w.try_block(vec![tx]), Err(TxInvalid::Sidecar(_))));
+    c.w.height -= 1;
+    c.w.time -= 1_000;
     // Without the remaining holder d2, or still including d1: refused, state unchanged.
     let before = c.w.policy_state();
     let (kind, sidecar) = revoke(members(&[&c.patient]));

@@ -704,39 +704,90 @@ async fn chart(State(state): State<ApiState>, Path(patient): Path<String>) -> Ap
     read(&view(&state)?, &keys::chart(&patient)).map(Json).ok_or(ApiError::not_found("chart"))
 }
 
+/// Chart epochs a key path walks back at most (each revocation of an `--all` grant, dismissal of a
+/// delegate and grant to a team adds one).
+const CHART_LINKS_MAX: u32 = 1024;
+
+/// The first chart epoch, from the record's on, that `has` (an envelope of that epoch for a
+/// holder) finds; with the links back from it to the record's epoch and the record's envelope for
+/// that epoch's key.
+fn chart_path(
+    state: &ApiState,
+    view: &impl StateView,
+    record: &RecordEntry,
+    holder: KeyHolder,
+) -> ApiResult<Option<Vec<SidecarEnvelope>>> {
+    let Some(chart) = read::<ChartEntry>(view, &keys::chart(&record.patient)) else { return Ok(None) };
+    let patient = record.patient;
+    let last = chart.epoch.min(record.chart_epoch.saturating_add(CHART_LINKS_MAX));
+    for epoch in record.chart_epoch..=last {
+        let Some(to_chart) = envelope(state, view, KeySubject::Chart { patient, epoch }, holder)? else { continue };
+        let mut path = vec![to_chart];
+        path.extend(chart_links(state, view, patient, epoch, record.chart_epoch)?);
+        let subject = KeySubject::Record { record: record.record, version: record.version };
+        path.extend(envelope(state, view, subject, KeyHolder::Chart { patient, epoch: record.chart_epoch })?);
+        return Ok(Some(path));
+    }
+    Ok(None)
+}
+
+/// The links from chart epoch `from` back to `to`.
+fn chart_links(
+    state: &ApiState,
+    view: &impl StateView,
+    patient: MemberId,
+    from: u32,
+    to: u32,
+) -> ApiResult<Vec<SidecarEnvelope>> {
+    let mut links = Vec::new();
+    for epoch in (to + 1..=from).rev() {
+        let link = KeySubject::Chart { patient, epoch: epoch - 1 };
+        links.extend(envelope(state, view, link, KeyHolder::Chart { patient, epoch })?);
+    }
+    Ok(links)
+}
+
 /// The envelopes by which a member of a care team reaches a record's key: their envelope of the
-/// team's current key, the links back to the epoch the record's key (or, for records written
-/// before the team's `--all` grant, its chart key) was wrapped for, and that envelope.
+/// team's current key, the links back to the team epoch the record's key (or, for records written
+/// before the team's `--all` grant, a chart key) was wrapped for, that envelope and, through a
+/// chart key, the chart's links back to the record's epoch.
 fn team_path(
     state: &ApiState,
     view: &impl StateView,
     me: &MemberEntry,
-    subject: KeySubject,
-    chart_subject: KeySubject,
-    chart_holder: KeyHolder,
+    record: &RecordEntry,
 ) -> ApiResult<Vec<SidecarEnvelope>> {
+    let subject = KeySubject::Record { record: record.record, version: record.version };
     let teams: Vec<MemberId> = read(view, &keys::member_teams(&me.id)).unwrap_or_default();
     for id in teams {
         let Some(team) = read::<TeamEntry>(view, &keys::team(&id)).filter(|t| t.has(&me.id)) else { continue };
-        let (wrapped, epoch) = match read::<u32>(view, &keys::team_envelope(&subject, &id)) {
-            Some(epoch) => (subject, epoch),
-            None => match read::<u32>(view, &keys::team_envelope(&chart_subject, &id)) {
-                Some(epoch) => (chart_subject, epoch),
-                None => continue,
-            },
+        let team_path_to = |epoch: u32| -> ApiResult<Vec<SidecarEnvelope>> {
+            let mut path = Vec::new();
+            let mine = KeySubject::Team { team: id, epoch: team.epoch };
+            path.extend(envelope(state, view, mine, KeyHolder::Member { member: me.id })?);
+            for k in (epoch + 1..=team.epoch).rev() {
+                let link = KeySubject::Team { team: id, epoch: k - 1 };
+                path.extend(envelope(state, view, link, KeyHolder::Team { team: id, epoch: k })?);
+            }
+            Ok(path)
         };
-        let mut path = Vec::new();
-        let mine = KeySubject::Team { team: id, epoch: team.epoch };
-        path.extend(envelope(state, view, mine, KeyHolder::Member { member: me.id })?);
-        for k in (epoch + 1..=team.epoch).rev() {
-            let link = KeySubject::Team { team: id, epoch: k - 1 };
-            path.extend(envelope(state, view, link, KeyHolder::Team { team: id, epoch: k })?);
+        if let Some(epoch) = read::<u32>(view, &keys::team_envelope(&subject, &id)) {
+            let mut path = team_path_to(epoch)?;
+            path.extend(envelope(state, view, subject, KeyHolder::Team { team: id, epoch })?);
+            return Ok(path);
         }
-        path.extend(envelope(state, view, wrapped, KeyHolder::Team { team: id, epoch })?);
-        if wrapped == chart_subject {
-            path.extend(envelope(state, view, subject, chart_holder)?);
+        let Some(chart) = read::<ChartEntry>(view, &keys::chart(&record.patient)) else { continue };
+        let last = chart.epoch.min(record.chart_epoch.saturating_add(CHART_LINKS_MAX));
+        for chart_epoch in record.chart_epoch..=last {
+            let to_chart = KeySubject::Chart { patient: record.patient, epoch: chart_epoch };
+            let Some(epoch) = read::<u32>(view, &keys::team_envelope(&to_chart, &id)) else { continue };
+            let mut path = team_path_to(epoch)?;
+            path.extend(envelope(state, view, to_chart, KeyHolder::Team { team: id, epoch })?);
+            path.extend(chart_links(state, view, record.patient, chart_epoch, record.chart_epoch)?);
+            let holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
+            path.extend(envelope(state, view, subject, holder)?);
+            return Ok(path);
         }
-        return Ok(path);
     }
     Ok(Vec::new())
 }
@@ -1285,20 +1336,15 @@ async fn access_bundle(
     let view = view(&state)?;
     let subject = KeySubject::Record { record: record.record, version: record.version };
     let me_holder = KeyHolder::Member { member: me.id };
-    let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
-    let chart_subject = KeySubject::Chart { patient: record.patient, epoch: record.chart_epoch };
     let mut envelopes = Vec::new();
     if let Some(e) = envelope(&state, &view, subject, me_holder)? {
         envelopes.push(e);
     }
-    if let Some(e) = envelope(&state, &view, chart_subject, me_holder)? {
-        envelopes.push(e);
-        if let Some(e) = envelope(&state, &view, subject, chart_holder)? {
-            envelopes.push(e);
-        }
+    if let Some(path) = chart_path(&state, &view, &record, me_holder)? {
+        envelopes.extend(path);
     }
     if envelopes.is_empty() {
-        envelopes = team_path(&state, &view, &me, subject, chart_subject, chart_holder)?;
+        envelopes = team_path(&state, &view, &me, &record)?;
     }
     let sidecar = state.app.inner().db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
     let sidecar = sidecar.and_then(|b| Sidecar::decode(&b).ok()).unwrap_or_default();

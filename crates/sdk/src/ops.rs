@@ -519,7 +519,18 @@ impl Session {
         let next = wrap::generate(KemSuite::default());
         let secret = chart_secret(&next);
         let subject = KeySubject::Chart { patient: *patient, epoch };
-        let mut envelopes = Vec::new();
+        // The link back: this epoch's key wrapped for the next one.
+        let (current_epoch, current) = self.chart_key(me, patient).await?;
+        if current_epoch != chart.epoch {
+            return Err(SdkError::Conflict("the chart moved on meanwhile; try again".into()));
+        }
+        let link = KeyHolder::Chart { patient: *patient, epoch };
+        let mut envelopes = vec![self.seal_for(
+            next.encryption_key(),
+            link,
+            KeySubject::Chart { patient: *patient, epoch: current_epoch },
+            &chart_secret(&current),
+        )?];
         for member in &recipients {
             let key = if *member == me.member {
                 me.encryption.encryption_key().clone()
@@ -939,10 +950,29 @@ impl Session {
     /// or `k_env` (threshold release); `None` when the reader holds no envelope for it.
     fn wrapped_secret(&self, me: &Identity, bundle: &AccessBundle) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let record = &bundle.record;
+        let patient = record.patient;
         let subject = KeySubject::Record { record: record.record, version: record.version };
         let me_holder = KeyHolder::Member { member: me.member };
         let find = |holder, subject| bundle.envelopes.iter().find(|e| e.holder == holder && e.subject == subject);
-        let chart_subject = KeySubject::Chart { patient: record.patient, epoch: record.chart_epoch };
+        let broken = || SdkError::Integrity("the key path to this record is broken".into());
+        // From a chart key of `epoch` back, one link per epoch, to the record's epoch and its key.
+        let down_chart = |mut key: DecryptionKey, mut epoch: u32| -> Result<Zeroizing<Vec<u8>>> {
+            while epoch > record.chart_epoch {
+                let link = find(KeyHolder::Chart { patient, epoch }, KeySubject::Chart { patient, epoch: epoch - 1 })
+                    .ok_or_else(broken)?;
+                key = chart_key_from(&self.open_envelope(&key, link)?)?;
+                epoch -= 1;
+            }
+            let to_record = find(KeyHolder::Chart { patient, epoch }, subject).ok_or_else(broken)?;
+            self.open_envelope(&key, to_record)
+        };
+        // The chart key of the latest epoch `holder` has an envelope of.
+        let chart_of = |holder: KeyHolder| {
+            bundle.envelopes.iter().filter(|e| e.holder == holder).find_map(|e| match e.subject {
+                KeySubject::Chart { patient: p, epoch } if p == patient => Some((e, epoch)),
+                _ => None,
+            })
+        };
         // Wrapped for me directly (with a key I may no longer hold, after a recovery: then the
         // chart or a team still leads to it).
         if let Some(direct) = find(me_holder, subject)
@@ -951,7 +981,7 @@ impl Session {
             return Ok(Some(secret));
         }
         // Through a care team: my envelope of its current key, then back one epoch per link to
-        // the key the record's key (or, for an earlier record, its chart key) was wrapped for.
+        // the key the record's key (or, for an earlier record, a chart key) was wrapped for.
         let team_key = bundle.envelopes.iter().find_map(|e| match (e.holder, e.subject) {
             (h, KeySubject::Team { team, epoch }) if h == me_holder => Some((e, team, epoch)),
             _ => None,
@@ -963,27 +993,17 @@ impl Session {
                 if let Some(e) = find(holder, subject) {
                     return Ok(Some(self.open_envelope(&key, e)?));
                 }
-                if let Some(e) = find(holder, chart_subject) {
-                    let chart = chart_key_from(&self.open_envelope(&key, e)?)?;
-                    let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
-                    let to_record = find(chart_holder, subject)
-                        .ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
-                    return Ok(Some(self.open_envelope(&chart, to_record)?));
+                if let Some((e, chart_epoch)) = chart_of(holder) {
+                    return Ok(Some(down_chart(chart_key_from(&self.open_envelope(&key, e)?)?, chart_epoch)?));
                 }
-                let previous =
-                    epoch.checked_sub(1).ok_or_else(|| SdkError::Integrity("team key path broken".into()))?;
-                let link = find(holder, KeySubject::Team { team, epoch: previous })
-                    .ok_or_else(|| SdkError::Integrity("team key path broken".into()))?;
+                let previous = epoch.checked_sub(1).ok_or_else(broken)?;
+                let link = find(holder, KeySubject::Team { team, epoch: previous }).ok_or_else(broken)?;
                 key = chart_key_from(&self.open_envelope(&key, link)?)?;
                 epoch = previous;
             }
         }
-        let Some(to_chart) = find(me_holder, chart_subject) else { return Ok(None) };
-        let chart_holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
-        let chart = chart_key_from(&self.open_mine(me, to_chart)?)?;
-        let to_record = find(chart_holder, subject)
-            .ok_or_else(|| SdkError::Integrity("record key missing for the chart".into()))?;
-        Ok(Some(self.open_envelope(&chart, to_record)?))
+        let Some((to_chart, epoch)) = chart_of(me_holder) else { return Ok(None) };
+        Ok(Some(down_chart(chart_key_from(&self.open_mine(me, to_chart)?)?, epoch)?))
     }
 
     /// The data key of the record named by an allowed access, from the envelopes a validator
