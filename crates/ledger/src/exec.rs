@@ -1312,7 +1312,7 @@ impl Run<'_, '_> {
             return Err(Rejection::TeamFull);
         }
         let subject = KeySubject::Team { team: t.team, epoch: team.epoch };
-        if !self.sidecar.is_some_and(|s| s.subjects == [subject]) {
+        if self.sidecar.is_none_or(|s| s.subjects != [subject]) {
             return Err(Rejection::StaleTeamEpoch);
         }
         team.members.insert(at, t.member);
