@@ -109,6 +109,27 @@ impl Session {
         Ok(SidecarEnvelope { holder, subject, envelope })
     }
 
+    /// `secret` wrapped under `subject` for each of `members` (`me` from the keys at hand, the
+    /// others from their enrolled keys).
+    async fn seal_for_members(
+        &self,
+        me: &Identity,
+        members: &[MemberId],
+        subject: KeySubject,
+        secret: &[u8],
+    ) -> Result<Vec<SidecarEnvelope>> {
+        let mut envelopes = Vec::with_capacity(members.len());
+        for member in members {
+            let key = if *member == me.member {
+                me.encryption.encryption_key().clone()
+            } else {
+                self.client.member(member).await?.encryption_key
+            };
+            envelopes.push(self.seal_for(&key, KeyHolder::Member { member: *member }, subject, secret)?);
+        }
+        Ok(envelopes)
+    }
+
     /// Opens an envelope wrapped for `me`, with their current key or an earlier one.
     fn open_mine(&self, me: &Identity, e: &SidecarEnvelope) -> Result<Zeroizing<Vec<u8>>> {
         let context = e.subject.wrap_context(self.chain_id, e.holder);
@@ -431,16 +452,7 @@ impl Session {
         all.push(me.member);
         all.sort();
         all.dedup();
-        let subject = KeySubject::Team { team, epoch: 0 };
-        let mut envelopes = Vec::with_capacity(all.len());
-        for member in &all {
-            let to = if *member == me.member {
-                me.encryption.encryption_key().clone()
-            } else {
-                self.client.member(member).await?.encryption_key
-            };
-            envelopes.push(self.seal_for(&to, KeyHolder::Member { member: *member }, subject, &secret)?);
-        }
+        let envelopes = self.seal_for_members(me, &all, KeySubject::Team { team, epoch: 0 }, &secret).await?;
         let kind = TxKind::TeamCreate(TeamCreate { team, public_key: key.encryption_key().clone(), members: all });
         let sidecar = Sidecar { envelopes, metadata: None, threshold: Default::default() };
         Ok((team, self.transact(me, kind, Some(sidecar)).await?))
@@ -468,16 +480,9 @@ impl Session {
         let epoch = entry.epoch.checked_add(1).ok_or_else(|| SdkError::Other("team epochs exhausted".into()))?;
         let next = wrap::generate(KemSuite::default());
         let secret = chart_secret(&next);
-        let subject = KeySubject::Team { team: *team, epoch };
-        let mut envelopes = Vec::with_capacity(entry.members.len());
-        for m in entry.members.iter().filter(|m| *m != member) {
-            let to = if *m == me.member {
-                me.encryption.encryption_key().clone()
-            } else {
-                self.client.member(m).await?.encryption_key
-            };
-            envelopes.push(self.seal_for(&to, KeyHolder::Member { member: *m }, subject, &secret)?);
-        }
+        let remaining: Vec<MemberId> = entry.members.iter().copied().filter(|m| m != member).collect();
+        let mut envelopes =
+            self.seal_for_members(me, &remaining, KeySubject::Team { team: *team, epoch }, &secret).await?;
         let current = KeySubject::Team { team: *team, epoch: entry.epoch };
         let link = KeyHolder::Team { team: *team, epoch };
         envelopes.push(self.seal_for(next.encryption_key(), link, current, &chart_secret(&key))?);
@@ -531,14 +536,7 @@ impl Session {
             KeySubject::Chart { patient: *patient, epoch: current_epoch },
             &chart_secret(&current),
         )?];
-        for member in &recipients {
-            let key = if *member == me.member {
-                me.encryption.encryption_key().clone()
-            } else {
-                self.client.member(member).await?.encryption_key
-            };
-            envelopes.push(self.seal_for(&key, KeyHolder::Member { member: *member }, subject, &secret)?);
-        }
+        envelopes.extend(self.seal_for_members(me, &recipients, subject, &secret).await?);
         Ok((
             NewChartEpoch { public_key: next.encryption_key().clone(), recipients },
             Sidecar { envelopes, metadata: None, threshold: Default::default() },
