@@ -140,3 +140,30 @@ fn wrong_credentials_or_unreachable_endpoint_fail_clearly_and_lose_nothing() {
     assert_eq!(verify.code, 1, "{}", verify.stderr);
     assert!(verify.stderr.contains("cannot read the blob store"), "{}", verify.stderr);
 }
+
+/// A validator whose store is down when an erasure commits carries it out once the store is back,
+/// on a network with nothing more to commit (its janitor tries again on a timer, not only at the
+/// next block).
+#[test]
+fn an_erasure_missed_while_the_store_was_down_is_carried_out_when_it_returns() {
+    let mut s3 = S3Server::start(&["medledger-records"]);
+    let net =
+        Net::start_with_env(&["--storage", "s3://medledger-records", "--s3-endpoint", &s3.endpoint], s3.credentials());
+    net.ok(&["id", "create", "alice", "--role", "patient", "--as", "org1-admin"]);
+    let obs = net.file("obs.json", OBSERVATION.as_bytes());
+    let record =
+        net.ok(&["record", "put", "--as", "alice", "--patient", "alice", obs.to_str().unwrap()]).trim().to_string();
+    let root = s3.root.path().to_path_buf();
+    let stored = || files_under(&root).into_iter().filter(|p| !p.to_string_lossy().contains(".s3s")).count();
+    let before = stored();
+    assert!(before >= 1, "the ciphertext is in the bucket");
+    s3.stop();
+    net.ok(&["record", "erase", "--as", "alice", &record]);
+    common::wait_until("the validator fails to delete", || {
+        std::fs::read_to_string(net.log_path()).is_ok_and(|log| log.contains("janitor work not done yet"))
+    });
+    s3.restart();
+    // Nothing commits until the erasure is carried out (the validator's share-key replacement
+    // comes after it), so only the janitor's own retry can get there.
+    common::wait_until("the erased ciphertext leaves the bucket", || stored() < before);
+}

@@ -51,12 +51,19 @@ pub struct Janitor {
     pub cursor: PathBuf,
 }
 
+/// First and longest wait before failed janitor work is tried again without a new commit.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
 impl Janitor {
     /// Runs until the application stops committing (process exit).
     pub async fn run(self) {
         let mut done: u64 = std::fs::read_to_string(&self.cursor).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         let mut commits = self.app.subscribe();
         let mut announced: Option<TxId> = None;
+        // After failed work (the store unreachable, say), when to try again without waiting for
+        // the next commit (an idle network may not commit for a long time): doubling, bounded.
+        let mut backoff = RETRY_MIN;
         // The record index covers what this janitor handles from now on (all of a new validator).
         if let Err(e) = self.app.inner().db.start_record_index(done + 1) {
             tracing::warn!(error = %e, "cannot start the record index");
@@ -64,6 +71,7 @@ impl Janitor {
         }
         loop {
             let top = self.app.last_applied().height.get();
+            let mut failed = false;
             while done < top {
                 match self.handle(Height::new(done + 1)).await {
                     Ok(()) => {
@@ -73,20 +81,30 @@ impl Janitor {
                         }
                     }
                     Err(e) => {
-                        // The store is unavailable, say: try again at the next commit.
                         tracing::warn!(height = done + 1, error = %e, "janitor work not done yet");
+                        failed = true;
                         break;
                     }
                 }
             }
             let mut retry = None;
+            if failed {
+                retry = Some(backoff);
+                backoff = (backoff * 2).min(RETRY_MAX);
+            } else {
+                backoff = RETRY_MIN;
+            }
             if done == top {
                 match self.announce_successor(done, &mut announced) {
                     Ok(wait) => retry = wait,
-                    Err(e) => tracing::warn!(error = %e, "share key successor not announced yet"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "share key successor not announced yet");
+                        retry = Some(backoff);
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
                 }
             }
-            // Wake at the next commit, or when a replacement put off by the interval is due.
+            // Wake at the next commit, at the retry, or when a replacement put off by the interval is due.
             let next = match retry {
                 Some(wait) => tokio::time::timeout(wait, commits.changed()).await.unwrap_or(Ok(())),
                 None => commits.changed().await,

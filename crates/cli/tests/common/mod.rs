@@ -261,6 +261,7 @@ pub const OBSERVATION: &str = r#"{"resourceType":"Observation","status":"final",
 pub struct S3Server {
     pub endpoint: String,
     pub root: tempfile::TempDir,
+    port: u16,
     child: Child,
 }
 
@@ -270,12 +271,29 @@ pub const S3_SECRET_KEY: &str = "medledger-test-secret";
 impl S3Server {
     /// Starts `s3s-fs` (from PATH, or `MEDLEDGER_S3S_FS`); `scripts/test` installs it.
     pub fn start(buckets: &[&str]) -> S3Server {
-        let bin = std::env::var("MEDLEDGER_S3S_FS").unwrap_or_else(|_| "s3s-fs".into());
         let root = tempfile::tempdir().unwrap();
         for b in buckets {
             std::fs::create_dir_all(root.path().join(b)).unwrap();
         }
         let port = free_base_port();
+        let child = Self::spawn(root.path(), port);
+        S3Server { endpoint: format!("http://127.0.0.1:{port}"), root, port, child }
+    }
+
+    /// Stops the server (what it stored stays in its root).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and root.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.root.path(), self.port);
+    }
+
+    fn spawn(root: &Path, port: u16) -> Child {
+        let bin = std::env::var("MEDLEDGER_S3S_FS").unwrap_or_else(|_| "s3s-fs".into());
         let child = Command::new(&bin)
             .args([
                 "--host",
@@ -287,7 +305,7 @@ impl S3Server {
                 "--secret-key",
                 S3_SECRET_KEY,
             ])
-            .arg(root.path())
+            .arg(root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -300,7 +318,7 @@ impl S3Server {
             assert!(Instant::now() < deadline, "S3 server did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
-        S3Server { endpoint: format!("http://{addr}"), root, child }
+        child
     }
 
     pub fn credentials(&self) -> Vec<(String, String)> {
