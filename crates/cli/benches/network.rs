@@ -273,6 +273,72 @@ fn read_path(rt: &tokio::runtime::Runtime, sizes: &[usize], reads: usize) {
                 v.len()
             );
         }
+        key_paths(rt, &nets[0].1, &nets[0].2, &nets[0].3, nets[0].4, validators, reads);
+    }
+}
+
+/// On a threshold network: the patient's own read against a care-team member's read of the same
+/// record through the longest key path the team gives (the member's key of team epoch 1, the link
+/// to epoch 0, the chart key of epoch 0 the team holds, the record's key), interleaved; then the
+/// receipt of one read: its size, fetching it, and checking it offline from the genesis file.
+fn key_paths(
+    rt: &tokio::runtime::Runtime,
+    net: &Network,
+    session: &Session,
+    patient: &Identity,
+    record: medledger_types::RecordId,
+    validators: usize,
+    reads: usize,
+) {
+    for (name, role) in [("d0", "doctor"), ("n0", "nurse"), ("x0", "nurse")] {
+        cli(&net.home, &["id", "create", name, "--role", role, "--as", "org1-admin"]);
+    }
+    cli(&net.home, &["team", "create", "ward", "--as", "d0", "--members", "n0,x0"]);
+    cli(&net.home, &["grant", "--as", "p0", "--to", "ward", "--all"]);
+    cli(&net.home, &["team", "remove", "ward", "--as", "d0", "--member", "x0"]);
+    let nurse = Home::open(&net.home).unwrap().load_identity("n0", PASS.as_bytes()).unwrap();
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..reads {
+        for (i, me) in [patient, &nurse].into_iter().enumerate() {
+            let t = Instant::now();
+            let opened = rt.block_on(session.get_record(me, record, PurposeOfUse::Treat)).unwrap();
+            times[i].push(t.elapsed());
+            assert_eq!(opened.plaintext.len(), 4096);
+        }
+    }
+    for (label, mut v) in ["patient's own read", "care-team member (team link, chart key)"].into_iter().zip(times) {
+        v.sort();
+        println!(
+            "| {validators} | {label} | {} | {} | {} |",
+            ms(percentile(&v, 0.5)),
+            ms(percentile(&v, 0.99)),
+            v.len()
+        );
+    }
+    // A receipt of the nurse's last read.
+    let trail = rt.block_on(session.client.audit(patient, &patient.member)).unwrap();
+    let tx = trail.iter().rev().find(|e| e.actor == nurse.member).expect("the nurse's read is on the trail").tx;
+    let genesis =
+        medledger_ledger::Genesis::from_json(&std::fs::read_to_string(net.dir.join("genesis.json")).unwrap()).unwrap();
+    let (mut fetch, mut check) = (Vec::new(), Vec::new());
+    let mut size = 0;
+    for _ in 0..reads {
+        let t = Instant::now();
+        let bytes = rt.block_on(session.client.receipt(&nurse, &tx, None)).unwrap();
+        fetch.push(t.elapsed());
+        let t = Instant::now();
+        medledger_node::receipt::verify(&bytes, &genesis).unwrap();
+        check.push(t.elapsed());
+        size = bytes.len();
+    }
+    for (label, mut v) in [("receipt: fetch", fetch), ("receipt: verify offline", check)] {
+        v.sort();
+        println!(
+            "| {validators} | {label} ({size} bytes) | {} | {} | {} |",
+            ms(percentile(&v, 0.5)),
+            ms(percentile(&v, 0.99)),
+            v.len()
+        );
     }
 }
 
