@@ -570,7 +570,12 @@ fn print_audit(home: &Home, e: &AuditEvent, note: Option<&str>, json: bool) {
             json!({"height": e.height.get(), "time": rfc3339(e.time), "actor": e.actor, "actor_name": home.alias_of(&e.actor), "role": e.actor_role.as_str(), "org": e.actor_org.as_str(), "action": e.action, "purpose": e.purpose.map(|p| p.as_str()), "decision": e.decision, "tx": e.tx, "flagged": e.is_flagged(), "note": note, "delegate_of": e.delegate_of, "delegate_of_name": e.delegate_of.and_then(|p| home.alias_of(&p))})
         );
     } else {
-        let record = record.map_or_else(|| "all records".to_string(), |r| r.to_hex());
+        // What the event covers: a record, the whole chart, or (a change of keys) no record.
+        let record = match (&e.action, record) {
+            (_, Some(r)) => r.to_hex(),
+            (AuditAction::Keys { .. }, None) => "-".to_string(),
+            (_, None) => "all records".to_string(),
+        };
         let delegate = e.delegate_of.map(|p| format!(" as delegate of {}", name_of(home, &p))).unwrap_or_default();
         println!(
             "block {}  {}  {} ({}){delegate}  {}  {}  {}  {}{flag}",
