@@ -264,14 +264,8 @@ fn read_path(rt: &tokio::runtime::Runtime, sizes: &[usize], reads: usize) {
                 assert_eq!(opened.plaintext.len(), 4096);
             }
         }
-        for ((label, ..), mut v) in nets.iter().zip(times) {
-            v.sort();
-            println!(
-                "| {validators} | {label} | {} | {} | {} |",
-                ms(percentile(&v, 0.5)),
-                ms(percentile(&v, 0.99)),
-                v.len()
-            );
+        for ((label, ..), v) in nets.iter().zip(times) {
+            print_row(validators, label, v);
         }
         key_paths(rt, &nets[0].1, &nets[0].2, &nets[0].3, nets[0].4, validators, reads);
     }
@@ -306,14 +300,8 @@ fn key_paths(
             assert_eq!(opened.plaintext.len(), 4096);
         }
     }
-    for (label, mut v) in ["patient's own read", "care-team member (team link, chart key)"].into_iter().zip(times) {
-        v.sort();
-        println!(
-            "| {validators} | {label} | {} | {} | {} |",
-            ms(percentile(&v, 0.5)),
-            ms(percentile(&v, 0.99)),
-            v.len()
-        );
+    for (label, v) in ["patient's own read", "care-team member (team link, chart key)"].into_iter().zip(times) {
+        print_row(validators, label, v);
     }
     // A receipt of the nurse's last read.
     let trail = rt.block_on(session.client.audit(patient, &patient.member)).unwrap();
@@ -331,15 +319,20 @@ fn key_paths(
         check.push(t.elapsed());
         size = bytes.len();
     }
-    for (label, mut v) in [("receipt: fetch", fetch), ("receipt: verify offline", check)] {
-        v.sort();
-        println!(
-            "| {validators} | {label} ({size} bytes) | {} | {} | {} |",
-            ms(percentile(&v, 0.5)),
-            ms(percentile(&v, 0.99)),
-            v.len()
-        );
+    for (label, v) in [("receipt: fetch", fetch), ("receipt: verify offline", check)] {
+        print_row(validators, &format!("{label} ({size} bytes)"), v);
     }
+}
+
+/// One table row: p50 and p99 of `times`.
+fn print_row(validators: usize, label: &str, mut times: Vec<Duration>) {
+    times.sort();
+    println!(
+        "| {validators} | {label} | {} | {} | {} |",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99)),
+        times.len()
+    );
 }
 
 fn erasure(rt: &tokio::runtime::Runtime, records: usize) {
