@@ -7,7 +7,9 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::sign::VerifyingKey;
 use medledger_crypto::wrap::EncryptionKey;
 use medledger_types::limits::{DISPLAY_NAME_BYTES_MAX, ORGS_MAX, VALIDATORS_MAX};
-use medledger_types::{ChainId, MemberId, OrgId, Role, Timestamp, Trailing, encode};
+use medledger_types::{ChainId, Height, MemberId, OrgId, Role, Timestamp, Trailing, encode};
+
+use crate::governance::{ValidatorEntry, ValidatorEpoch};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{MemberEntry, MemberStatus, OrgEntry, WriteSet, keys};
@@ -228,7 +230,7 @@ impl Genesis {
     pub fn state(&self) -> WriteSet {
         let mut writes = WriteSet::new();
         for org in &self.orgs {
-            let entry = OrgEntry { id: org.id.clone(), name: org.name.clone(), admin: org.admin.member };
+            let entry = OrgEntry { id: org.id.clone(), name: org.name.clone(), admin: org.admin.member, left_at: None };
             writes.insert(keys::org(&org.id), Some(encode(&entry)));
             let admin = MemberEntry {
                 id: org.admin.member,
@@ -245,6 +247,27 @@ impl Genesis {
             writes.insert(keys::member(&org.admin.member), Some(encode(&admin)));
             writes.insert(keys::signing_key(&org.admin.signing_key), Some(encode(&org.admin.member)));
         }
+        writes.insert(keys::ORG_COUNT.to_vec(), Some(encode(&(self.orgs.len() as u64))));
+        for (index, v) in self.validators.iter().enumerate() {
+            let entry = ValidatorEntry {
+                index: index as u32,
+                org: v.org.clone(),
+                public_key: v.public_key,
+                p2p_address: v.p2p_address.clone(),
+                api_address: v.api_address.clone(),
+                share_key: self.share_keys.as_ref().and_then(|keys| keys.get(index).cloned()),
+            };
+            writes.insert(keys::validator(index as u32), Some(encode(&entry)));
+        }
+        writes.insert(keys::VALIDATOR_COUNT.to_vec(), Some(encode(&(self.validators.len() as u32))));
+        let epoch = ValidatorEpoch {
+            epoch: 0,
+            first_height: Height::new(0),
+            validators: (0..self.validators.len() as u32).collect(),
+            proposal: None,
+        };
+        writes.insert(keys::validator_epoch(0), Some(encode(&epoch)));
+        writes.insert(keys::EPOCH_LATEST.to_vec(), Some(encode(&0u64)));
         if let Some(share_keys) = &self.share_keys {
             let config = crate::threshold::ThresholdConfig::for_validators(0, share_keys.clone());
             writes.insert(keys::THRESHOLD.to_vec(), Some(encode(&config)));

@@ -10,6 +10,7 @@ pub mod api;
 mod block;
 mod exec;
 mod genesis;
+pub mod governance;
 pub mod httpsig;
 pub mod merkle;
 mod policy;

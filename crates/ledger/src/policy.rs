@@ -112,6 +112,22 @@ pub enum Rejection {
     RecoveryPending,
     RecoveryTooSoon,
     ChartKeyRequired,
+    /// The signer's organisation left the consortium (its staff sign nothing after).
+    OrgLeft,
+    /// Governance is for an admin of a member organisation.
+    NotAnOrgAdmin,
+    /// The organisation already approved this proposal.
+    AlreadyApproved,
+    /// The proposal's approval window has closed (or runs longer than 7 days).
+    ProposalExpired,
+    /// Another change of the validator set is still waiting for its epoch.
+    ChangePending,
+    /// The organisation (or one of its keys or its validator's) already takes part.
+    OrgExists,
+    /// The proposal is malformed or leaves a validator set the network cannot run on.
+    InvalidProposal,
+    /// The proposal was already adopted.
+    ProposalAdopted,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -143,6 +159,8 @@ impl Rejection {
                 | Rejection::NotATeamDoctor
                 | Rejection::NotYourKeys
                 | Rejection::ClaimCodeMismatch
+                | Rejection::OrgLeft
+                | Rejection::NotAnOrgAdmin
         )
     }
 
@@ -217,6 +235,16 @@ impl Rejection {
             Rejection::RecoveryTooSoon => "the recovery's waiting period has not passed",
             Rejection::ChartKeyRequired => "a patient's new keys come with the chart key wrapped for them",
             Rejection::TeamEpochsExhausted => "the care team's keys are used up; create a new team",
+            Rejection::OrgLeft => "the member's organisation has left the network",
+            Rejection::NotAnOrgAdmin => "only an admin of a member organisation proposes or approves governance",
+            Rejection::AlreadyApproved => "the organisation already approved this proposal",
+            Rejection::ProposalExpired => "the proposal has expired (proposals stay open up to 7 days)",
+            Rejection::ChangePending => "another validator-set change is waiting for its epoch",
+            Rejection::OrgExists => "the organisation, its admin's key or its validator already take part",
+            Rejection::InvalidProposal => {
+                "the proposal is malformed or leaves a validator set the network cannot run on"
+            }
+            Rejection::ProposalAdopted => "the proposal was already adopted",
             Rejection::StaleTeamEpoch => "the care team's key has moved on (or its envelopes do not fit its members)",
         }
     }

@@ -239,7 +239,7 @@ pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
         TxKind::TeamCreate(_) | TxKind::TeamAdd(_) | TxKind::TeamRemove(_) => Some(true),
         // A patient's new keys come with the chart key wrapped for them; others' without.
         TxKind::RotateKeys(_) => None,
-        TxKind::CustodyRelease(_) | TxKind::Recovery(_) => Some(false),
+        TxKind::CustodyRelease(_) | TxKind::Recovery(_) | TxKind::Governance(_) => Some(false),
         TxKind::Delegate(d) => Some(d.appoint || d.new_chart.is_some()),
         TxKind::BreakGlass(_) => None,
         TxKind::RecordAccess(_)
@@ -453,6 +453,7 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
         | TxKind::LegalHold(_)
         | TxKind::ShareKey(_)
         | TxKind::CustodyRelease(_)
-        | TxKind::Recovery(_) => Err(SidecarError::Presence),
+        | TxKind::Recovery(_)
+        | TxKind::Governance(_) => Err(SidecarError::Presence),
     }
 }

@@ -112,6 +112,28 @@ pub mod keys {
     pub const RECOVERY: &[u8] = b"rc/";
     /// Identities released from custody, waiting for their patient's claim.
     pub const CUSTODY_RELEASE: &[u8] = b"cr/";
+    /// Every validator that ever took part, by stable index.
+    pub const VALIDATOR: &[u8] = b"va/";
+    /// How many validators ever took part (the next stable index).
+    pub const VALIDATOR_COUNT: &[u8] = b"v/validators";
+    /// The validator set of each epoch.
+    pub const VALIDATOR_EPOCH: &[u8] = b"ve/";
+    /// The latest epoch number.
+    pub const EPOCH_LATEST: &[u8] = b"v/epoch";
+    /// How many organisations take part (not counting those that left).
+    pub const ORG_COUNT: &[u8] = b"v/orgs";
+    /// Governance proposals, by id.
+    pub const PROPOSAL: &[u8] = b"gp/";
+
+    pub fn validator(index: u32) -> Vec<u8> {
+        key(VALIDATOR, &[&index.to_be_bytes()])
+    }
+    pub fn validator_epoch(epoch: u64) -> Vec<u8> {
+        key(VALIDATOR_EPOCH, &[&epoch.to_be_bytes()])
+    }
+    pub fn proposal(id: &Digest) -> Vec<u8> {
+        key(PROPOSAL, &[id.as_bytes()])
+    }
 
     pub fn org(org: &OrgId) -> Vec<u8> {
         key(ORG, &[org.as_str().as_bytes()])
@@ -209,6 +231,8 @@ pub struct OrgEntry {
     pub id: OrgId,
     pub name: String,
     pub admin: MemberId,
+    /// The block that adopted the organisation's leaving, if it left: its staff sign nothing after.
+    pub left_at: Option<Height>,
 }
 
 #[derive(

@@ -114,6 +114,9 @@ pub enum TxKind {
     /// Recovery of a member's lost keys approved by an admin of their organisation: requested,
     /// then completed with the new keys after the network's delay, unless the member cancels.
     Recovery(Recovery),
+    /// An admin of an organisation proposes, or approves, an organisation joining or leaving the
+    /// consortium; adopted when 2/3 of the organisations approved it (see [`crate::governance`]).
+    Governance(crate::governance::Proposal),
 }
 
 impl TxKind {
@@ -149,6 +152,7 @@ impl TxKind {
             TxKind::RotateKeys(_) => "rotate_keys",
             TxKind::CustodyRelease(_) => "custody_release",
             TxKind::Recovery(_) => "recovery",
+            TxKind::Governance(_) => "governance",
         }
     }
 }

@@ -6,6 +6,7 @@ use medledger_crypto::sign::{Signature, SigningKey, VerifyingKey};
 use medledger_crypto::suite::KemSuite;
 use medledger_crypto::threshold as shamir;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
+use medledger_ledger::governance::{self, NewValidator, Proposal};
 use medledger_ledger::state::{AuditAction, AuditEvent, Decision, KeyEvent, keys};
 use medledger_ledger::threshold::{ThresholdConfig, ThresholdShares, WrappedShare, share_context};
 use medledger_ledger::{
@@ -2191,4 +2192,174 @@ fn key_lifecycle_rows() {
             (KeyEvent::RecoveryCompleted, true)
         ]
     );
+}
+
+/// A proposal that `org` joins with `admin` and a fresh validator at `port`.
+fn join_proposal(w: &World, org: &str, admin: &Who, port: u16, share_key: bool) -> (Proposal, SigningKey) {
+    let validator = SigningKey::generate();
+    let proposal = Proposal::Join {
+        org: GenesisOrg {
+            id: OrgId::new(org).unwrap(),
+            name: org.to_string(),
+            admin: GenesisMember {
+                member: admin.id,
+                signing_key: admin.sign.verifying_key(),
+                encryption_key: admin.enc.encryption_key().clone(),
+            },
+        },
+        validator: NewValidator {
+            public_key: validator.verifying_key(),
+            p2p_address: format!("127.0.0.1:{port}"),
+            api_address: format!("127.0.0.1:{}", port + 1),
+            share_key: share_key.then(|| wrap::generate(KemSuite::X25519).encryption_key().clone()),
+        },
+        expires_at: Timestamp::new(w.time + 3_600_000),
+    };
+    (proposal, validator)
+}
+
+#[test]
+fn governance_rows() {
+    let mut admins: Vec<Who> = (1..=4).map(Who::new).collect();
+    let names = ["org1", "org2", "org3", "org4"];
+    let mut w = World::with_validators(&names.iter().zip(&admins).map(|(n, a)| (*n, a)).collect::<Vec<_>>(), 4, true);
+    let mut doctor = Who::new(20);
+    assert_eq!(w.enroll(&mut admins[0], &doctor, "org1", Role::Doctor), TxOutcome::Applied);
+    assert_eq!(governance::latest_epoch(&w.state), 0);
+    assert_eq!(governance::epochs(&w.state)[0].validators, vec![0, 1, 2, 3], "genesis is epoch 0");
+
+    let mut admin5 = Who::new(5);
+    let (join, _) = join_proposal(&w, "org5", &admin5, 900, true);
+    let gov = |p: &Proposal| TxKind::Governance(p.clone());
+    // Denied: staff who are not admins; a proposal already expired or open longer than 7 days;
+    // the joining admin before the organisation exists.
+    assert_eq!(w.one(&mut doctor, gov(&join), None), rejected(Rejection::NotAnOrgAdmin));
+    let early = w.tx(&mut admin5, gov(&join), None);
+    assert_eq!(w.try_block(vec![early]), Err(TxInvalid::UnknownSigner));
+    (w.height, w.time, admin5.nonce) = (w.height - 1, w.time - 1_000, 0);
+    let mut expired = join.clone();
+    if let Proposal::Join { expires_at, .. } = &mut expired {
+        *expires_at = Timestamp::new(w.time);
+    }
+    assert_eq!(w.one(&mut admins[0], gov(&expired), None), rejected(Rejection::ProposalExpired));
+    if let Proposal::Join { expires_at, .. } = &mut expired {
+        *expires_at = Timestamp::new(w.time + 8 * 24 * 3_600_000);
+    }
+    assert_eq!(w.one(&mut admins[0], gov(&expired), None), rejected(Rejection::ProposalExpired));
+    // Malformed: an organisation, admin key or validator key already taking part; an address
+    // that is empty; a network with threshold release and a validator without a share key.
+    let (mut taken, _) = join_proposal(&w, "org2", &admin5, 910, true);
+    assert_eq!(w.one(&mut admins[0], gov(&taken), None), rejected(Rejection::OrgExists), "org id");
+    if let Proposal::Join { org, .. } = &mut taken {
+        org.id = OrgId::new("org9").unwrap();
+        org.admin.signing_key = admins[1].sign.verifying_key();
+    }
+    assert_eq!(w.one(&mut admins[0], gov(&taken), None), rejected(Rejection::OrgExists), "admin key");
+    let (mut bad, _) = join_proposal(&w, "org9", &admin5, 920, true);
+    if let Proposal::Join { validator, .. } = &mut bad {
+        validator.public_key = w.validator_keys[2];
+    }
+    assert_eq!(w.one(&mut admins[0], gov(&bad), None), rejected(Rejection::OrgExists), "validator key");
+    if let Proposal::Join { validator, .. } = &mut bad {
+        validator.public_key = SigningKey::generate().verifying_key();
+        validator.p2p_address = String::new();
+    }
+    assert_eq!(w.one(&mut admins[0], gov(&bad), None), rejected(Rejection::InvalidProposal), "address");
+    let (no_share, _) = join_proposal(&w, "org9", &admin5, 930, false);
+    assert_eq!(w.one(&mut admins[0], gov(&no_share), None), rejected(Rejection::InvalidProposal), "share key");
+    assert_eq!(
+        w.one(
+            &mut admins[0],
+            gov(&Proposal::Leave { org: OrgId::new("org7").unwrap(), expires_at: join.expires_at() }),
+            None
+        ),
+        rejected(Rejection::UnknownOrg)
+    );
+
+    // Approvals: one per organisation; 3 of 4 adopt. Nothing changes before the third.
+    assert_eq!(w.one(&mut admins[0], gov(&join), None), TxOutcome::Applied);
+    assert_eq!(w.one(&mut admins[0], gov(&join), None), rejected(Rejection::AlreadyApproved));
+    assert_eq!(w.one(&mut admins[1], gov(&join), None), TxOutcome::Applied);
+    assert_eq!(governance::latest_epoch(&w.state), 0, "2 of 4 is not 2/3");
+    assert!(w.state.get(&keys::org(&OrgId::new("org5").unwrap())).is_none());
+    assert_eq!(w.one(&mut admins[2], gov(&join), None), TxOutcome::Applied);
+    let adopted_at = w.height;
+    let epochs = governance::epochs(&w.state);
+    assert_eq!(epochs.len(), 2);
+    assert_eq!(epochs[1].validators, vec![0, 1, 2, 3, 4]);
+    assert_eq!(epochs[1].first_height, Height::new(adopted_at + governance::EPOCH_SWITCH_BLOCKS + 1));
+    assert_eq!(epochs[1].proposal, Some(join.id()));
+    assert_eq!(governance::validator(&w.state, 4).map(|v| v.org), Some(OrgId::new("org5").unwrap()));
+    assert_eq!(w.one(&mut admins[3], gov(&join), None), rejected(Rejection::ProposalAdopted));
+    // The new organisation's admin acts at once; its validator joins at the epoch.
+    let mut doctor5 = Who::new(21);
+    assert_eq!(w.enroll(&mut admin5, &doctor5, "org5", Role::Doctor), TxOutcome::Applied);
+    // One change at a time: until the new epoch starts, no other proposal is taken.
+    let leave5 =
+        Proposal::Leave { org: OrgId::new("org5").unwrap(), expires_at: Timestamp::new(w.time + 3_600_000 * 24) };
+    assert_eq!(w.one(&mut admins[0], gov(&leave5), None), rejected(Rejection::ChangePending));
+    while w.height + 1 < epochs[1].first_height.get() {
+        w.block(vec![]);
+    }
+    assert_eq!(
+        governance::epoch_at(&w.state, Height::new(w.height)).map(|e| e.epoch),
+        Some(0),
+        "the boundary block is the last of epoch 0"
+    );
+    w.block(vec![]);
+    assert_eq!(governance::epoch_at(&w.state, Height::new(w.height)).map(|e| e.epoch), Some(1));
+
+    // Leaving: 4 of 5 organisations now (the leaving one may approve).
+    let mut patient5 = Who::new(22);
+    assert_eq!(w.enroll(&mut admin5, &patient5, "org5", Role::Patient), TxOutcome::Applied);
+    assert_eq!(w.put_own(&mut patient5, RecordId::new([5; 16])), TxOutcome::Applied);
+    assert_eq!(w.one(&mut admin5, gov(&leave5), None), TxOutcome::Applied);
+    for admin in &mut admins[..2] {
+        assert_eq!(w.one(admin, gov(&leave5), None), TxOutcome::Applied);
+    }
+    assert_eq!(governance::latest_epoch(&w.state), 1, "3 of 5 is not 2/3");
+    assert_eq!(w.one(&mut admins[2], gov(&leave5), None), TxOutcome::Applied);
+    let epochs = governance::epochs(&w.state);
+    assert_eq!(epochs[2].validators, vec![0, 1, 2, 3], "org5's validator leaves");
+    // Its staff sign nothing after (the attempt is refused); its patients keep their records.
+    assert_eq!(w.enroll(&mut admin5, &Who::new(23), "org5", Role::Nurse), rejected(Rejection::OrgLeft));
+    assert_eq!(w.read(&mut doctor5, RecordId::new([5; 16])), rejected(Rejection::OrgLeft));
+    assert_eq!(w.read(&mut patient5, RecordId::new([5; 16])), TxOutcome::Applied);
+    // Its admin no longer votes, and the departed organisation no longer counts.
+    while w.height + 1 < epochs[2].first_height.get() {
+        w.block(vec![]);
+    }
+    w.block(vec![]);
+    let mut admin6 = Who::new(6);
+    let (join6, _) = join_proposal(&w, "org6", &admin6, 940, true);
+    assert_eq!(w.one(&mut admin5, gov(&join6), None), rejected(Rejection::OrgLeft));
+    for admin in &mut admins[..2] {
+        assert_eq!(w.one(admin, gov(&join6), None), TxOutcome::Applied);
+    }
+    assert_eq!(governance::latest_epoch(&w.state), 2, "2 of 4");
+    assert_eq!(w.one(&mut admins[3], gov(&join6), None), TxOutcome::Applied);
+    assert_eq!(governance::epochs(&w.state)[3].validators, vec![0, 1, 2, 3, 5], "stable indices: 4 is never reused");
+    assert_eq!(w.enroll(&mut admin6, &Who::new(24), "org6", Role::Doctor), TxOutcome::Applied);
+    // Every validator executing the same blocks from genesis reaches the same state.
+    let mut replayed = w.genesis_state.clone();
+    for (height, time, txs, sidecars) in &w.history {
+        let ctx = BlockContext { chain_id: w.chain, height: *height, time: *time, validators: &w.validator_keys };
+        for (k, v) in execute_block(&replayed, ctx, txs, sidecars).expect("replays").writes {
+            match v {
+                Some(v) => replayed.insert(k, v),
+                None => replayed.remove(&k),
+            };
+        }
+    }
+    assert_eq!(replayed, w.state);
+}
+
+#[test]
+fn two_thirds_of_the_organisations() {
+    let rows = [(0, 1, false), (1, 1, true), (1, 2, false), (2, 2, true), (2, 3, true), (2, 4, false), (3, 4, true)];
+    for (approvals, orgs, adopted) in rows {
+        assert_eq!(governance::is_supermajority(approvals, orgs), adopted, "{approvals} of {orgs}");
+    }
+    assert!(!governance::is_supermajority(3, 5) && governance::is_supermajority(4, 5));
+    assert!(!governance::is_supermajority(0, 0));
 }
