@@ -66,7 +66,7 @@ pub struct ValidatorEpoch {
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub enum Proposal {
     /// A new organisation joins with its admin and one validator.
-    Join { org: GenesisOrg, validator: NewValidator, expires_at: Timestamp },
+    Join { org: Box<GenesisOrg>, validator: Box<NewValidator>, expires_at: Timestamp },
     /// An organisation leaves: its validators leave the set; its staff can sign nothing after
     /// (its patients keep their records and rights).
     Leave { org: OrgId, expires_at: Timestamp },
@@ -176,8 +176,10 @@ pub fn set_is_valid(set: &[ValidatorEntry]) -> bool {
 /// Checks the shape of a joining validator (keys, address lengths).
 pub fn new_validator_is_valid(v: &NewValidator) -> bool {
     let address_ok = |a: &str| !a.is_empty() && a.len() <= ADDRESS_BYTES_MAX && !a.chars().any(char::is_control);
+    // Validators dial each other by IP address and port (as genesis lists them).
     v.public_key.check().is_ok()
         && address_ok(&v.p2p_address)
+        && v.p2p_address.parse::<std::net::SocketAddr>().is_ok()
         && address_ok(&v.api_address)
         && v.share_key.as_ref().is_none_or(|k| k.check().is_ok())
 }

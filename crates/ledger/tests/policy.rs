@@ -2198,7 +2198,7 @@ fn key_lifecycle_rows() {
 fn join_proposal(w: &World, org: &str, admin: &Who, port: u16, share_key: bool) -> (Proposal, SigningKey) {
     let validator = SigningKey::generate();
     let proposal = Proposal::Join {
-        org: GenesisOrg {
+        org: Box::new(GenesisOrg {
             id: OrgId::new(org).unwrap(),
             name: org.to_string(),
             admin: GenesisMember {
@@ -2206,13 +2206,13 @@ fn join_proposal(w: &World, org: &str, admin: &Who, port: u16, share_key: bool) 
                 signing_key: admin.sign.verifying_key(),
                 encryption_key: admin.enc.encryption_key().clone(),
             },
-        },
-        validator: NewValidator {
+        }),
+        validator: Box::new(NewValidator {
             public_key: validator.verifying_key(),
             p2p_address: format!("127.0.0.1:{port}"),
             api_address: format!("127.0.0.1:{}", port + 1),
             share_key: share_key.then(|| wrap::generate(KemSuite::X25519).encryption_key().clone()),
-        },
+        }),
         expires_at: Timestamp::new(w.time + 3_600_000),
     };
     (proposal, validator)
@@ -2281,7 +2281,7 @@ fn governance_rows() {
     assert_eq!(w.one(&mut admins[0], gov(&join), None), rejected(Rejection::AlreadyApproved));
     assert_eq!(w.one(&mut admins[1], gov(&join), None), TxOutcome::Applied);
     assert_eq!(governance::latest_epoch(&w.state), 0, "2 of 4 is not 2/3");
-    assert!(w.state.get(&keys::org(&OrgId::new("org5").unwrap())).is_none());
+    assert!(!w.state.contains_key(&keys::org(&OrgId::new("org5").unwrap())));
     assert_eq!(w.one(&mut admins[2], gov(&join), None), TxOutcome::Applied);
     let adopted_at = w.height;
     let epochs = governance::epochs(&w.state);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use medledger_crypto::sign::VerifyingKey;
+use medledger_ledger::governance;
 use medledger_ledger::state::{MemberEntry, RecoveryEntry, keys, last_nonce, read};
 use medledger_ledger::{
     Block, BlockContext, BlockHeader, Executor, Genesis, Recovery, RecoveryAction, StateView, Transaction, TxInvalid,
@@ -16,7 +17,7 @@ use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MAX_MS, BLOCK_TX
 use medledger_types::{BlockHash, ChainId, Digest, Height, Timestamp, TxId};
 use tokio::sync::{Notify, watch};
 
-use crate::consensus::Ledger;
+use crate::consensus::{EpochSet, EpochValidator, Ledger, Schedule};
 
 /// How long a leader with an empty mempool waits for work before declining its view.
 const PROPOSE_WAIT: Duration = Duration::from_millis(650);
@@ -57,6 +58,10 @@ impl Mempool {
     }
 }
 
+/// The validator sets last read from the state, with the (latest epoch, validator count) stamp
+/// they were read at: governance changes one or the other.
+type ScheduleCache = (Option<(u64, u32)>, Vec<EpochSet>);
+
 pub struct Inner {
     pub chain_id: ChainId,
     pub genesis: Genesis,
@@ -72,6 +77,9 @@ pub struct Inner {
     committed: watch::Sender<LastApplied>,
     /// The finalization certificate consensus starts from after a state sync (see [`crate::sync`]).
     floor: Mutex<Option<(Height, Vec<u8>)>>,
+    /// The validator sets of the committed state, and the (latest epoch, validator count) they
+    /// were read at.
+    schedule: Mutex<ScheduleCache>,
     pub metrics: crate::metrics::NodeMetrics,
 }
 
@@ -138,6 +146,7 @@ impl App {
                 work: Notify::new(),
                 committed,
                 floor: Mutex::new(None),
+                schedule: Mutex::new((None, Vec::new())),
                 metrics: Default::default(),
             }),
         })
@@ -340,12 +349,22 @@ impl App {
         Some(chain)
     }
 
-    fn build(&self, parent: &Block, proposer: u32, now_ms: u64) -> Option<Block> {
+    fn build(&self, parent: &Block, proposer: u32, epoch: u64, now_ms: u64) -> Option<Block> {
         let inner = &self.inner;
         let ancestry = self.ancestry(&parent.digest())?;
         let pendings: Vec<&Pending> = ancestry.iter().map(|s| &s.pending).collect();
         let view = inner.db.view(&pendings).ok()?;
         let height = Height::new(parent.header.height.get() + 1);
+        // The block must fall in the asking engine's epoch, by its parent's state, and its
+        // proposer be one of that epoch's validators.
+        let set = governance::epoch_at(&view, height)?;
+        if set.epoch != epoch || !set.validators.contains(&proposer) {
+            return None;
+        }
+        // While a new validator set waits for its epoch, blocks come even with nothing to
+        // propose, so an idle chain reaches the boundary.
+        let change_pending = governance::epoch(&view, governance::latest_epoch(&view))
+            .is_some_and(|latest| latest.first_height > height);
         let time = Timestamp::new(now_ms.max(parent.header.time.get() + 1));
         let ctx = BlockContext { chain_id: inner.chain_id, height, time, validators: &inner.validator_keys };
         let candidates: Vec<(TxId, Transaction, Option<Vec<u8>>, VerifyingKey)> = {
@@ -393,7 +412,7 @@ impl App {
             }
             pool.prune();
         }
-        if txs.is_empty() {
+        if txs.is_empty() && !change_pending {
             return None;
         }
         let execution = executor.finish();
@@ -420,7 +439,7 @@ impl App {
     }
 
     /// Full re-check of someone else's block; on success its execution is kept for finalization.
-    fn check(&self, parent: &Block, block: &Block, now_ms: u64) -> Result<(), String> {
+    fn check(&self, parent: &Block, block: &Block, epoch: u64, now_ms: u64) -> Result<(), String> {
         let inner = &self.inner;
         let h = &block.header;
         if h.chain_id != inner.chain_id
@@ -432,9 +451,6 @@ impl App {
         if h.time <= parent.header.time || h.time.get() > now_ms.saturating_add(BLOCK_TIME_DRIFT_MAX_MS) {
             return Err("block time out of bounds".into());
         }
-        if h.proposer as usize >= inner.genesis.validators.len() {
-            return Err("unknown proposer".into());
-        }
         block.check_shape().map_err(|e| e.to_string())?;
         if block.has_purged_sidecars() {
             return Err("a proposal carries a purged sidecar".into());
@@ -442,6 +458,13 @@ impl App {
         let ancestry = self.ancestry(&parent.digest()).ok_or("parent state unknown")?;
         let pendings: Vec<&Pending> = ancestry.iter().map(|s| &s.pending).collect();
         let view = inner.db.view(&pendings).map_err(|e| e.to_string())?;
+        let set = governance::epoch_at(&view, h.height).ok_or("no epoch holds the block")?;
+        if set.epoch != epoch {
+            return Err(format!("the block belongs to epoch {}, not {epoch}", set.epoch));
+        }
+        if !set.validators.contains(&h.proposer) {
+            return Err("the proposer is not a validator of the epoch".into());
+        }
         let ctx = BlockContext {
             chain_id: inner.chain_id,
             height: h.height,
@@ -579,7 +602,7 @@ impl Ledger for App {
         self.inner.floor.lock().expect("floor lock").as_ref().map(|(_, certificate)| certificate.clone())
     }
 
-    async fn propose(&self, parent: &Block, proposer: u32, now_ms: u64) -> Option<Block> {
+    async fn propose(&self, parent: &Block, proposer: u32, epoch: u64, now_ms: u64) -> Option<Block> {
         // Build as soon as there is work the parent's branch does not already hold; otherwise
         // wait for a submission, up to the budget. Interest in the next notification is
         // registered before each attempt, so a submission in between is not missed.
@@ -588,7 +611,7 @@ impl Ledger for App {
             let notified = self.inner.work.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            if let Some(block) = self.build(parent, proposer, now_ms.max(wall_clock_ms())) {
+            if let Some(block) = self.build(parent, proposer, epoch, now_ms.max(wall_clock_ms())) {
                 return Some(block);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -597,8 +620,8 @@ impl Ledger for App {
         }
     }
 
-    async fn verify(&self, parent: &Block, block: &Block, now_ms: u64) -> bool {
-        match self.check(parent, block, now_ms.max(wall_clock_ms())) {
+    async fn verify(&self, parent: &Block, block: &Block, epoch: u64, now_ms: u64) -> bool {
+        match self.check(parent, block, epoch, now_ms.max(wall_clock_ms())) {
             Ok(()) => true,
             Err(reason) => {
                 tracing::warn!(height = block.header.height.get(), %reason, "rejected proposed block");
@@ -616,6 +639,49 @@ impl Ledger for App {
             std::process::exit(70);
         }
         tracing::debug!(height = height.get(), txs = block.txs.len(), "committed");
+    }
+
+    fn schedule(&self) -> Schedule {
+        let committed = self.last_applied().height.get();
+        let Ok(view) = self.inner.db.view(&[]) else {
+            return Schedule { committed, epochs: Vec::new() };
+        };
+        // Rebuilt only when governance changed it (a new epoch, a new validator).
+        let stamp = (governance::latest_epoch(&view), read::<u32>(&view, keys::VALIDATOR_COUNT).unwrap_or(0));
+        let mut cache = self.inner.schedule.lock().expect("schedule lock");
+        if cache.0 != Some(stamp) {
+            let all = governance::validators(&view);
+            let epochs = governance::epochs(&view)
+                .into_iter()
+                .map(|e| EpochSet {
+                    epoch: e.epoch,
+                    first_height: e.first_height.get(),
+                    validators: e
+                        .validators
+                        .iter()
+                        .filter_map(|index| all.get(*index as usize))
+                        .map(|v| EpochValidator {
+                            index: v.index,
+                            public_key: v.public_key.0,
+                            address: v.p2p_address.parse().ok(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            *cache = (Some(stamp), epochs);
+        }
+        Schedule { committed, epochs: cache.1.clone() }
+    }
+
+    fn committed_digest(&self, height: u64) -> Option<[u8; 32]> {
+        let last = self.last_applied();
+        if height == last.height.get() {
+            return Some(last.digest.0);
+        }
+        if height == 0 {
+            return Some(self.inner.genesis_block.digest().0);
+        }
+        self.block_at(Height::new(height)).ok().flatten().map(|(block, _)| block.digest().0)
     }
 }
 

@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::{
-    Rejection, SimOracle, ToyLedger, assert_same_chain, child_of, configs, genesis, good_link, public_key, runner,
-    seed_of, simulated_network, start_validator, state_after, verify_certificates,
+    Rejection, SimOracle, ToyLedger, assert_same_chain, child_of, configs, epoch_zero, genesis, good_link, public_key,
+    runner, seed_of, simulated_network, start_validator, state_after, verify_certificates,
 };
 use commonware_codec::{Copying, Decode as _, DecodeExt as _, Encode as _};
 use commonware_consensus::Viewable as _;
@@ -179,7 +179,7 @@ impl Cluster {
     async fn start(context: deterministic::Context, n: usize) -> Self {
         let oracle = simulated_network(&context, n).await;
         let cfgs = configs(n, Timeouts::default());
-        let ledgers: Vec<ToyLedger> = (0..n).map(|_| ToyLedger::new(0)).collect();
+        let ledgers: Vec<ToyLedger> = (0..n).map(|_| ToyLedger::new(n as u32, 0)).collect();
         let mut running = vec![];
         for (cfg, ledger) in cfgs.iter().zip(&ledgers) {
             running.push(Some(start_validator(&context, &oracle, cfg.clone(), ledger.clone(), 0).await));
@@ -565,7 +565,7 @@ impl Ledger for ForgingLedger {
         self.inner.genesis()
     }
 
-    async fn propose(&self, parent: &Block, proposer: u32, now_ms: u64) -> Option<Block> {
+    async fn propose(&self, parent: &Block, proposer: u32, _: u64, now_ms: u64) -> Option<Block> {
         let mut forged = self.forged.lock().unwrap();
         let forgery = self.plan[forged.len() % self.plan.len()];
         let block = forge(parent, proposer, now_ms, forgery);
@@ -573,12 +573,20 @@ impl Ledger for ForgingLedger {
         Some(block)
     }
 
-    async fn verify(&self, _: &Block, _: &Block, _: u64) -> bool {
+    async fn verify(&self, _: &Block, _: &Block, _: u64, _: u64) -> bool {
         true
     }
 
     async fn finalized(&self, block: Block, certificate: Option<Vec<u8>>) {
         self.inner.finalized(block, certificate).await;
+    }
+
+    fn schedule(&self) -> medledger_node::consensus::Schedule {
+        self.inner.schedule()
+    }
+
+    fn committed_digest(&self, height: u64) -> Option<[u8; 32]> {
+        self.inner.committed_digest(height)
     }
 }
 
@@ -611,9 +619,9 @@ fn forging_ledger_behind_the_real_engine_gets_no_invalid_block_finalized() {
     for seed in seeds(&[301, 302]) {
         announce(test, seed);
         let started = Instant::now();
-        let honest: Vec<ToyLedger> = (0..HONEST).map(|_| ToyLedger::new(0)).collect();
+        let honest: Vec<ToyLedger> = (0..HONEST).map(|_| ToyLedger::new(4, 0)).collect();
         let forged: Forged = Arc::default();
-        let byzantine = ForgingLedger { inner: ToyLedger::new(0), plan: plan.clone(), forged: forged.clone() };
+        let byzantine = ForgingLedger { inner: ToyLedger::new(4, 0), plan: plan.clone(), forged: forged.clone() };
         let (target, settled) = runner(seed).start(|context| {
             let (honest, plan, forged) = (honest.clone(), plan.clone(), forged.clone());
             async move {
@@ -698,8 +706,8 @@ async fn byzantine_leader(
     let me = public_key(index);
     let Channels { votes, certificates, blocks, resolver: _resolver, backfill: _backfill } =
         simulated_channels(&oracle, &me).await.expect("channels");
-    let (mut vote_sender, _votes_in) = votes;
-    let (_, mut certificates_in) = certificates;
+    let (mut vote_sender, _votes_in) = epoch_zero(&context, votes).await;
+    let (_, mut certificates_in) = epoch_zero(&context, certificates).await;
     let (mut block_sender, mut blocks_in) = blocks;
     let scheme = signing_scheme(index, n);
     let participants = participants(n);
@@ -785,7 +793,7 @@ fn byzantine_leader_on_the_wire_cannot_fork_or_finalize_invalid_blocks() {
     for seed in seeds(&[401, 402]) {
         announce(test, seed);
         let started = Instant::now();
-        let honest: Vec<ToyLedger> = (0..HONEST).map(|_| ToyLedger::new(0)).collect();
+        let honest: Vec<ToyLedger> = (0..HONEST).map(|_| ToyLedger::new(4, 0)).collect();
         let moves: Moves = Arc::default();
         let (target, settled, blocked) = runner(seed).start(|context| {
             let (honest, plan, moves) = (honest.clone(), plan.clone(), moves.clone());
@@ -866,7 +874,7 @@ fn commonware_byzantine_voters_cannot_fork_or_stall_the_chain() {
     {
         announce(test, seed);
         let started = Instant::now();
-        let honest: Vec<ToyLedger> = (0..HONEST).map(|_| ToyLedger::new(0)).collect();
+        let honest: Vec<ToyLedger> = (0..HONEST).map(|_| ToyLedger::new(4, 0)).collect();
         let blocked = runner(seed).start(|context| {
             let honest = honest.clone();
             async move {
@@ -881,16 +889,16 @@ fn commonware_byzantine_voters_cannot_fork_or_stall_the_chain() {
                         byzantine,
                         mocks::conflicter::Config { scheme },
                     )
-                    .start(channels.votes),
+                    .start(epoch_zero(&context, channels.votes).await),
                     Voter::Nuller => {
                         mocks::nuller::Nuller::<_, _, Sha256>::new(byzantine, mocks::nuller::Config { scheme })
-                            .start(channels.votes)
+                            .start(epoch_zero(&context, channels.votes).await)
                     }
                     Voter::Outdated => mocks::outdated::Outdated::<_, _, Sha256>::new(
                         byzantine,
                         mocks::outdated::Config { scheme, view_delta: ViewDelta::new(3) },
                     )
-                    .start(channels.votes),
+                    .start(epoch_zero(&context, channels.votes).await),
                     Voter::Equivocator => mocks::equivocator::Equivocator::new(
                         byzantine,
                         mocks::equivocator::Config::<_, _, Sha256> {
@@ -900,7 +908,10 @@ fn commonware_byzantine_voters_cannot_fork_or_stall_the_chain() {
                             relay: Arc::new(mocks::relay::Relay::new()),
                         },
                     )
-                    .start(channels.votes, channels.certificates),
+                    .start(
+                        epoch_zero(&context, channels.votes).await,
+                        epoch_zero(&context, channels.certificates).await,
+                    ),
                 };
                 wait_all(&context, &honest, TARGET, Duration::from_secs(300), &format!("{test} {voter:?} seed {seed}"))
                     .await;

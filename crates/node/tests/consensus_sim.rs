@@ -21,7 +21,7 @@ use medledger_types::ChainId;
 #[test]
 fn one_validator_finalizes_and_idle_views_do_not_stall() {
     let started = Instant::now();
-    let ledger = ToyLedger::new(3);
+    let ledger = ToyLedger::new(1, 3);
     let observed = ledger.clone();
     let virtual_elapsed = runner(1).start(|context| async move {
         let oracle = simulated_network(&context, 1).await;
@@ -55,7 +55,7 @@ fn one_validator_finalizes_and_idle_views_do_not_stall() {
 
 /// Runs four validators with `seed` until each has committed `target` blocks; returns the chains.
 fn four_validators(seed: u64, target: u64) -> Vec<ToyLedger> {
-    let ledgers: Vec<ToyLedger> = (0..4).map(|_| ToyLedger::new(0)).collect();
+    let ledgers: Vec<ToyLedger> = (0..4).map(|_| ToyLedger::new(4, 0)).collect();
     let observed = ledgers.clone();
     runner(seed).start(|context| async move {
         let oracle = simulated_network(&context, 4).await;
@@ -99,7 +99,7 @@ fn crashed_validator_restarts_and_catches_up() {
     let seed = 21;
     println!("crash and restart: seed {seed}");
     let started = Instant::now();
-    let ledgers: Vec<ToyLedger> = (0..4).map(|_| ToyLedger::new(0)).collect();
+    let ledgers: Vec<ToyLedger> = (0..4).map(|_| ToyLedger::new(4, 0)).collect();
     let observed = ledgers.clone();
     runner(seed).start(|context| async move {
         let oracle = simulated_network(&context, 4).await;
@@ -133,7 +133,7 @@ fn crashed_validator_restarts_and_catches_up() {
 fn whole_process_kill_and_restart_resumes() {
     // kill -9 of a lone validator: the deterministic runtime drops every task and the writes
     // that were not synced, then a new run recovers from the same storage.
-    let ledger = ToyLedger::new(0);
+    let ledger = ToyLedger::new(1, 0);
     let (first_height, checkpoint) = runner(31).start_and_recover({
         let ledger = ledger.clone();
         |context| async move {
@@ -204,7 +204,7 @@ fn tokio_validator_over_tcp_restarts_from_its_storage() {
     cfg.validators[0].address = cfg.listen;
     cfg.storage_dir = storage.path().to_path_buf();
     let prefix = cfg.partition_prefix();
-    let ledger = ToyLedger::new(0);
+    let ledger = ToyLedger::new(1, 0);
 
     let first_height = consensus::tokio_runner(&cfg).start({
         let (cfg, ledger) = (cfg.clone(), ledger.clone());
@@ -261,4 +261,72 @@ fn tokio_validator_over_tcp_restarts_from_its_storage() {
         ledger.height(),
         started.elapsed()
     );
+}
+
+/// Governance: validator 4 joins at epoch 1 and leaves at epoch 2 (4 -> 5 -> 4), each change
+/// adopted in a block as the ledger's governance transaction would be. Validator 4 runs from
+/// genesis, follows the chain without voting until its epoch, takes part in it (proposes blocks
+/// that are finalized), then follows again.
+#[test]
+fn a_validator_joins_at_an_epoch_and_leaves_at_the_next() {
+    use medledger_ledger::governance::EPOCH_SWITCH_BLOCKS;
+    use medledger_node::consensus::verify_certificate_in;
+
+    let changes = vec![(20, vec![0, 1, 2, 3, 4]), (120, vec![0, 1, 2, 3])];
+    let (joined, left) = (20 + EPOCH_SWITCH_BLOCKS + 1, 120 + EPOCH_SWITCH_BLOCKS + 1);
+    let target = left + 40;
+    let ledgers: Vec<ToyLedger> = (0..5).map(|_| ToyLedger::with_changes(4, 0, changes.clone())).collect();
+    let observed = ledgers.clone();
+    runner(41).start(|context| async move {
+        let oracle = simulated_network(&context, 5).await;
+        let mut cfgs = configs(5, Timeouts::default());
+        for cfg in &mut cfgs {
+            // Genesis lists validators 0..4; validator 4 comes by governance.
+            cfg.validators.truncate(4);
+        }
+        let mut handles = vec![];
+        for (cfg, ledger) in cfgs.into_iter().zip(&ledgers) {
+            handles.push(start_validator(&context, &oracle, cfg, ledger.clone(), 0).await);
+        }
+        for ledger in &ledgers {
+            ledger.wait_for(target).await;
+        }
+    });
+    assert_same_chain(&observed, target);
+    let namespace = namespace_for_chain(&CHAIN);
+    let keys = validator_keys(5);
+    let state = observed[0].state.lock().unwrap();
+    let mut proposed_by_4 = 0;
+    let mut certified = [0; 3];
+    for (height, (block, certificate)) in state.committed.iter().skip(1) {
+        let (epoch, set) = observed[0].epoch_of(*height);
+        let expected = if *height < joined {
+            0
+        } else if *height < left {
+            1
+        } else {
+            2
+        };
+        assert_eq!(epoch, expected, "height {height}");
+        assert!(set.contains(&block.header.proposer), "block {height} proposed outside its epoch's set");
+        proposed_by_4 += u32::from(block.header.proposer == 4);
+        if let Some(certificate) = certificate {
+            let set_keys: Vec<[u8; 32]> = set.iter().map(|i| keys[*i as usize]).collect();
+            assert!(
+                verify_certificate_in(&namespace, epoch, &set_keys, block.digest().0, certificate),
+                "certificate of {height} (epoch {epoch})"
+            );
+            // The same signatures under another epoch number, or another epoch's set, do not verify.
+            assert!(!verify_certificate_in(&namespace, epoch + 1, &set_keys, block.digest().0, certificate));
+            if epoch == 1 {
+                assert!(!verify_certificate(&namespace, &keys[..4], block.digest().0, certificate));
+            }
+            certified[epoch as usize] += 1;
+        }
+    }
+    println!(
+        "governance: {proposed_by_4} blocks proposed by the validator that joined; certificates per epoch {certified:?}"
+    );
+    assert!(proposed_by_4 > 0, "the joining validator took part in its epoch");
+    assert!(certified.iter().all(|count| *count > 10), "each epoch finalized blocks with certificates: {certified:?}");
 }

@@ -77,7 +77,7 @@ fn enroll_tx(f: &Fixture, n: u8, nonce: u64) -> Transaction {
 async fn leader_block(f: &Fixture, leader_now: u64) -> (Block, Block) {
     let genesis = f.leader.genesis();
     f.leader.submit(enroll_tx(f, 2, 1), None).unwrap();
-    let block = f.leader.propose(&genesis, 1, leader_now).await.expect("a block");
+    let block = f.leader.propose(&genesis, 1, 0, leader_now).await.expect("a block");
     (genesis, block)
 }
 
@@ -85,7 +85,7 @@ async fn leader_block(f: &Fixture, leader_now: u64) -> (Block, Block) {
 async fn an_honest_block_verifies() {
     let f = fixture();
     let (genesis, block) = leader_block(&f, wall_clock_ms()).await;
-    assert!(f.honest.verify(&genesis, &block, wall_clock_ms()).await);
+    assert!(f.honest.verify(&genesis, &block, 0, wall_clock_ms()).await);
 }
 
 #[tokio::test]
@@ -94,9 +94,9 @@ async fn a_leader_cannot_move_block_time_beyond_the_validators_clocks() {
     let now = wall_clock_ms();
     // A leader whose clock runs 10 s ahead builds a self-consistent block (state root included).
     let (genesis, block) = leader_block(&f, now + 10_000).await;
-    assert!(!f.honest.verify(&genesis, &block, wall_clock_ms()).await, "10 s ahead is refused");
+    assert!(!f.honest.verify(&genesis, &block, 0, wall_clock_ms()).await, "10 s ahead is refused");
     // The same block is fine for a validator whose clock is within the bound of it.
-    assert!(f.honest.verify(&genesis, &block, now + 10_000 - BLOCK_TIME_DRIFT_MAX_MS + 100).await);
+    assert!(f.honest.verify(&genesis, &block, 0, now + 10_000 - BLOCK_TIME_DRIFT_MAX_MS + 100).await);
 }
 
 #[tokio::test]
@@ -104,9 +104,9 @@ async fn block_time_must_follow_the_parent() {
     let f = fixture();
     let (genesis, mut block) = leader_block(&f, wall_clock_ms()).await;
     block.header.time = genesis.header.time;
-    assert!(!f.honest.verify(&genesis, &block, wall_clock_ms()).await, "time equal to the parent's");
+    assert!(!f.honest.verify(&genesis, &block, 0, wall_clock_ms()).await, "time equal to the parent's");
     block.header.time = Timestamp::new(genesis.header.time.get() - 1);
-    assert!(!f.honest.verify(&genesis, &block, wall_clock_ms()).await, "time before the parent's");
+    assert!(!f.honest.verify(&genesis, &block, 0, wall_clock_ms()).await, "time before the parent's");
 }
 
 #[tokio::test]
@@ -117,16 +117,16 @@ async fn wrong_roots_and_forged_transactions_are_refused() {
 
     let mut bad_state = block.clone();
     bad_state.header.state_root = Digest::new([0xaa; 32]);
-    assert!(!f.honest.verify(&genesis, &bad_state, now).await, "state root");
+    assert!(!f.honest.verify(&genesis, &bad_state, 0, now).await, "state root");
 
     let mut bad_results = block.clone();
     bad_results.header.results_root = Digest::new([0xbb; 32]);
-    assert!(!f.honest.verify(&genesis, &bad_results, now).await, "results root");
+    assert!(!f.honest.verify(&genesis, &bad_results, 0, now).await, "results root");
 
     let mut forged = block.clone();
     forged.txs[0].signature.0[10] ^= 1;
     forged.header.tx_root = tx_root(&forged.txs);
-    assert!(!f.honest.verify(&genesis, &forged, now).await, "bad signature");
+    assert!(!f.honest.verify(&genesis, &forged, 0, now).await, "bad signature");
 
     let mut stranger = block.clone();
     let mut tx = enroll_tx(&f, 3, 1);
@@ -134,18 +134,18 @@ async fn wrong_roots_and_forged_transactions_are_refused() {
     stranger.txs.push(tx);
     stranger.sidecars.push(None);
     stranger.header.tx_root = tx_root(&stranger.txs);
-    assert!(!f.honest.verify(&genesis, &stranger, now).await, "transaction signed by a key not enrolled");
+    assert!(!f.honest.verify(&genesis, &stranger, 0, now).await, "transaction signed by a key not enrolled");
 
     let mut wrong_parent = block.clone();
     wrong_parent.header.height = medledger_types::Height::new(5);
-    assert!(!f.honest.verify(&genesis, &wrong_parent, now).await, "height does not follow the parent");
+    assert!(!f.honest.verify(&genesis, &wrong_parent, 0, now).await, "height does not follow the parent");
 
     let mut unknown_proposer = block.clone();
     unknown_proposer.header.proposer = 9;
-    assert!(!f.honest.verify(&genesis, &unknown_proposer, now).await, "proposer outside the validator set");
+    assert!(!f.honest.verify(&genesis, &unknown_proposer, 0, now).await, "proposer outside the validator set");
 
     // And the untouched block still verifies: the refusals were for the changes.
-    assert!(f.honest.verify(&genesis, &block, now).await);
+    assert!(f.honest.verify(&genesis, &block, 0, now).await);
 }
 
 #[tokio::test]

@@ -7,12 +7,11 @@
 //! its height is the parent's plus one; this module re-checks both (cheaply) so the ledger can rely
 //! on them, and adds the proposer and chain-id checks.
 
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use commonware_consensus::Application;
 use commonware_consensus::marshal::ancestry::Ancestry;
 use commonware_consensus::simplex::types::Context;
+use commonware_consensus::{Application, Epochable as _};
 use commonware_cryptography::{Digested, Digestible, ed25519};
 use commonware_runtime::Clock;
 use futures::StreamExt as _;
@@ -22,6 +21,7 @@ use tracing::{debug, warn};
 
 use super::Ledger;
 use super::block::{ChainBlock, Digest};
+use super::epochs::Known;
 
 /// The engine's per-view context: round, leader and the parent (view, digest) to build on.
 pub(crate) type ViewContext = Context<Digest, ed25519::PublicKey>;
@@ -30,28 +30,24 @@ pub(crate) type ViewContext = Context<Digest, ed25519::PublicKey>;
 #[derive(Clone)]
 pub(crate) struct Glue<L> {
     ledger: L,
-    /// Validators in genesis order; a block's `proposer` is an index into this list.
-    validators: Arc<Vec<ed25519::PublicKey>>,
-    /// This validator's index in `validators`.
+    /// The validator sets; a block's `proposer` is a validator's stable index.
+    known: Known,
+    /// This validator's stable index.
     index: u32,
     /// Longest the ledger may take to build a proposal before the glue declines the view.
     propose_budget: Duration,
 }
 
 impl<L: Ledger> Glue<L> {
-    pub(crate) fn new(
-        ledger: L,
-        validators: Arc<Vec<ed25519::PublicKey>>,
-        index: u32,
-        propose_budget: Duration,
-    ) -> Self {
-        Self { ledger, validators, index, propose_budget }
+    pub(crate) fn new(ledger: L, known: Known, index: u32, propose_budget: Duration) -> Self {
+        Self { ledger, known, index, propose_budget }
     }
 
-    /// The genesis index of the validator holding `key`.
+    /// The stable index of the validator holding `key`.
     fn index_of(&self, key: &ed25519::PublicKey) -> Option<u32> {
-        let position = self.validators.iter().position(|candidate| candidate == key)?;
-        u32::try_from(position).ok()
+        let key: &[u8] = key.as_ref();
+        let key: [u8; 32] = key.try_into().ok()?;
+        self.known.get().validator(&key).map(|v| v.index)
     }
 }
 
@@ -97,8 +93,9 @@ where
             let ledger = self.ledger.clone();
             let parent = parent.inner().block().clone();
             let index = self.index;
+            let epoch = context.epoch().get();
             let now = now_ms(&runtime);
-            let build = Box::pin(async move { ledger.propose(&parent, index, now).await });
+            let build = Box::pin(async move { ledger.propose(&parent, index, epoch, now).await });
             let budget = Box::pin(runtime.sleep(self.propose_budget));
             match select(build, budget).await {
                 Either::Left((built, _)) => built,
@@ -150,6 +147,6 @@ where
             debug!(round = %context.round, proposer = block.header.proposer, "block names a proposer other than the view's leader");
             return false;
         }
-        self.ledger.verify(parent, block, now_ms(&runtime)).await
+        self.ledger.verify(parent, block, context.epoch().get(), now_ms(&runtime)).await
     }
 }

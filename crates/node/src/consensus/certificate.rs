@@ -25,6 +25,18 @@ pub fn verify_certificate(
     block_digest: [u8; 32],
     certificate: &[u8],
 ) -> bool {
+    verify_certificate_in(namespace, 0, validators, block_digest, certificate)
+}
+
+/// [`verify_certificate`] for a block of validator-set epoch `epoch`, whose validators are
+/// `validators`: the certificate must name that epoch.
+pub fn verify_certificate_in(
+    namespace: &[u8],
+    epoch: u64,
+    validators: &[[u8; 32]],
+    block_digest: [u8; 32],
+    certificate: &[u8],
+) -> bool {
     let Ok(keys) = public_keys(validators.iter()) else {
         return false;
     };
@@ -35,7 +47,7 @@ pub fn verify_certificate(
     let Ok(finalization) = Finalization::decode_cfg(certificate.to_vec(), &verifier.certificate_codec_config()) else {
         return false;
     };
-    if finalization.proposal.payload.0 != block_digest || finalization.epoch() != Epoch::zero() {
+    if finalization.proposal.payload.0 != block_digest || finalization.epoch() != Epoch::new(epoch) {
         return false;
     }
     finalization.verify(&mut sys_rng(), &verifier, &Sequential)

@@ -21,8 +21,8 @@ use futures::StreamExt as _;
 use futures::channel::mpsc;
 use tracing::{debug, info};
 
-use super::Ledger;
 use super::block::ChainBlock;
+use super::{Ledger, Schedule};
 
 /// A finalized block and the acknowledgement the marshal waits for.
 type Delivery = (Digested<ChainBlock>, Exact);
@@ -61,10 +61,13 @@ impl Reporter for FinalizedQueue {
 }
 
 /// Hands finalized blocks to the ledger, one at a time and in order, until the marshal stops.
+/// After each commit, and before its acknowledgement, `committed` gets the ledger's schedule (so
+/// the epochs the marshal places the next heights in already count this block).
 pub(crate) async fn run_committer<L: Ledger>(
     ledger: L,
     marshal: Mailbox<super::Scheme, Standard<ChainBlock>>,
     mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+    mut committed: impl FnMut(Schedule) + Send,
 ) {
     while let Some((block, ack)) = deliveries.next().await {
         let height = block.height();
@@ -78,6 +81,7 @@ pub(crate) async fn run_committer<L: Ledger>(
             .map(|finalization| finalization.encode().to_vec());
         debug!(height = height.get(), has_certificate = certificate.is_some(), "committing finalized block");
         ledger.finalized(block.inner().block().clone(), certificate).await;
+        committed(ledger.schedule());
         ack.acknowledge();
     }
     info!("finalized-block delivery stopped");

@@ -13,13 +13,11 @@ use commonware_codec::{Copying, Decode as _, DecodeExt as _};
 use commonware_consensus::marshal::core::Actor;
 use commonware_consensus::marshal::standard::{Inline, Standard};
 use commonware_consensus::marshal::{self, Start};
-use commonware_consensus::simplex::elector::RoundRobin;
-use commonware_consensus::simplex::{self, Floor, ForwardPolicy, SkipPolicy};
-use commonware_consensus::types::{Epoch, FixedEpocher, ViewDelta};
-use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
+use commonware_consensus::types::ViewDelta;
+use commonware_cryptography::certificate::Verifier as _;
 use commonware_cryptography::ed25519::PrivateKey;
-use commonware_cryptography::{Digested, Digestible as _, Sha256, Signer as _};
-use commonware_p2p::{Blocker, Provider, Receiver, Sender};
+use commonware_cryptography::{Digested, Digestible as _, Signer as _};
+use commonware_p2p::{AddressableManager, Blocker, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Metrics, Spawner, Storage};
@@ -30,9 +28,13 @@ use medledger_types::limits::VALIDATORS_MAX;
 use rand_core::CryptoRng;
 use tracing::info;
 
+use tokio::sync::watch;
+
 use super::app::Glue;
 use super::block::{ChainBlock, Digest};
 use super::commit::{FinalizedQueue, run_committer};
+use super::epochs::{ChainEpocher, EpochSchemes, Known};
+use super::orchestrator::Orchestrator;
 use super::{ConsensusError, Finalization, Ledger, PublicKey, Scheme, ValidatorConfig};
 
 /// The five p2p channels one validator uses, each a (sender, receiver) pair.
@@ -52,54 +54,50 @@ pub struct Channels<S, R> {
     pub backfill: (S, R),
 }
 
-/// One epoch for the life of the chain: the validator set is fixed (see the module docs).
-const EPOCH_LENGTH: NonZeroU64 = NonZeroU64::new(u64::MAX).expect("u64::MAX is not zero");
 /// Page size of the storage page cache.
 const PAGE_SIZE: NonZeroU16 = NonZeroU16::new(4096).expect("4096 is not zero");
 /// Pages held by the storage page cache (16 MiB).
 const PAGE_CACHE_PAGES: NonZeroUsize = NonZeroUsize::new(4096).expect("4096 is not zero");
 /// Bytes buffered when replaying a journal at startup.
-const REPLAY_BUFFER_BYTES: NonZeroUsize = NonZeroUsize::new(1 << 20).expect("1 MiB is not zero");
+pub(crate) const REPLAY_BUFFER_BYTES: NonZeroUsize = NonZeroUsize::new(1 << 20).expect("1 MiB is not zero");
 /// Bytes buffered before a journal write reaches its blob.
-const WRITE_BUFFER_BYTES: NonZeroUsize = NonZeroUsize::new(64 << 10).expect("64 KiB is not zero");
+pub(crate) const WRITE_BUFFER_BYTES: NonZeroUsize = NonZeroUsize::new(64 << 10).expect("64 KiB is not zero");
 /// Items per archive section. Fixed for the life of the stored data: never change it.
 const ARCHIVE_ITEMS_PER_SECTION: NonZeroU64 = NonZeroU64::new(4096).expect("4096 is not zero");
 /// Views per section of the marshal's prunable caches.
 const CACHE_ITEMS_PER_SECTION: NonZeroU64 = NonZeroU64::new(256).expect("256 is not zero");
 /// Depth of the engine's internal mailboxes.
-const MAILBOX_SIZE: NonZeroUsize = NonZeroUsize::new(1024).expect("1024 is not zero");
+pub(crate) const MAILBOX_SIZE: NonZeroUsize = NonZeroUsize::new(1024).expect("1024 is not zero");
 /// Finalized blocks the marshal hands out before it waits for acknowledgements.
 const MAX_PENDING_ACKS: NonZeroUsize = NonZeroUsize::new(16).expect("16 is not zero");
 /// Missing finalized heights fetched from peers at a time.
 const MAX_REPAIR: NonZeroUsize = NonZeroUsize::new(32).expect("32 is not zero");
 /// Views behind the finalized tip kept for peers that lag.
-const VIEW_RETENTION: ViewDelta = ViewDelta::new(256);
+pub(crate) const VIEW_RETENTION: ViewDelta = ViewDelta::new(256);
 /// Blocks cached per sender by the gossip buffer.
 const BUFFER_BLOCKS_PER_PEER: usize = 16;
 /// Delay before re-trying a fetch no peer answered.
-const FETCH_RETRY_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const FETCH_RETRY_DELAY: Duration = Duration::from_millis(100);
 
-/// The validated identity of this validator within the validator set.
+/// The validated identity of this validator.
 pub(crate) struct Identity {
     pub(crate) signer: PrivateKey,
-    /// Public keys in genesis order (block `proposer` numbers index this list).
-    pub(crate) genesis_order: Arc<Vec<PublicKey>>,
-    /// The same keys sorted, as the engine orders participants (signer indices in certificates).
-    pub(crate) participants: Set<PublicKey>,
 }
 
-/// Parses and checks the validator set and this validator's key.
+/// Parses and checks the genesis validator set and this validator's key: a genesis validator's
+/// key must be the one genesis lists at its index. A validator that joined later (an index past
+/// the genesis set) is checked against the ledger's validator set when an epoch lists it.
 pub(crate) fn identity(cfg: &ValidatorConfig) -> Result<Identity, ConsensusError> {
     let keys = public_keys(cfg.validators.iter().map(|peer| &peer.public_key))?;
-    let participants = Set::try_from(keys.clone()).map_err(|_| ConsensusError::DuplicateValidator)?;
-    let own =
-        keys.get(cfg.index as usize).ok_or(ConsensusError::IndexOutOfRange { index: cfg.index, count: keys.len() })?;
+    Set::try_from(keys.clone()).map_err(|_| ConsensusError::DuplicateValidator)?;
     let signer = PrivateKey::decode(Copying(&cfg.signing_seed[..]))
         .map_err(|_| ConsensusError::KeyMismatch { index: cfg.index })?;
-    if &signer.public_key() != own {
-        return Err(ConsensusError::KeyMismatch { index: cfg.index });
+    let own = signer.public_key();
+    match keys.get(cfg.index as usize) {
+        Some(listed) if *listed != own => Err(ConsensusError::KeyMismatch { index: cfg.index }),
+        None if keys.contains(&own) => Err(ConsensusError::KeyMismatch { index: cfg.index }),
+        _ => Ok(Identity { signer }),
     }
-    Ok(Identity { signer, genesis_order: Arc::new(keys), participants })
 }
 
 /// Decodes raw Ed25519 public keys, in order, within the validator-set limit.
@@ -147,9 +145,10 @@ fn archive_config<C>(prefix: &str, name: &str, page_cache: &CacheRef, codec_conf
 /// Runs one validator until the runtime stops it or one of its components stops.
 ///
 /// `context` is the runtime (tokio or deterministic); its storage holds this validator's
-/// partitions (see the module docs). `peers` tells the marshal whom to gossip blocks to and fetch
-/// missing ones from; `blocker` lets the engine disconnect a peer that sent invalid data.
-/// Returns `Err` only for a configuration or storage problem found at startup.
+/// partitions (see the module docs). `peers` is the p2p layer's peer-set manager: the glue tells it
+/// which validators to connect to as the validator set changes, and the marshal asks it whom to
+/// gossip blocks to and fetch missing ones from; `blocker` lets the engine disconnect a peer that
+/// sent invalid data. Returns `Err` only for a configuration or storage problem found at startup.
 pub async fn run<E, L, P, B, S, R>(
     context: E,
     cfg: ValidatorConfig,
@@ -161,7 +160,7 @@ pub async fn run<E, L, P, B, S, R>(
 where
     E: Spawner + Clock + Storage + Metrics + CryptoRng,
     L: Ledger,
-    P: Provider<PublicKey = PublicKey>,
+    P: AddressableManager<PublicKey = PublicKey>,
     B: Blocker<PublicKey = PublicKey>,
     S: Sender<PublicKey = PublicKey>,
     R: Receiver<PublicKey = PublicKey>,
@@ -174,8 +173,11 @@ where
     }
     let genesis = ChainBlock::new(genesis)?;
     let genesis_digest = genesis.digest();
-    let scheme = Scheme::signer(&cfg.namespace, identity.participants.clone(), identity.signer.clone())
-        .ok_or(ConsensusError::KeyMismatch { index: cfg.index })?;
+    let known = Known::new(ledger.schedule());
+    if known.get().epochs.is_empty() {
+        return Err(ConsensusError::NoValidators);
+    }
+    let schemes = EpochSchemes::new(known.clone(), cfg.namespace.clone(), identity.signer.clone());
     let public_key = identity.signer.public_key();
     let prefix = cfg.partition_prefix();
     let page_cache = CacheRef::new(PAGE_SIZE, PAGE_CACHE_PAGES);
@@ -200,7 +202,7 @@ where
     // verified); otherwise from genesis, or from its own progress on disk when that is further.
     let start = match ledger.floor() {
         Some(bytes) => {
-            let finalization = Finalization::decode_cfg(bytes, &scheme.certificate_codec_config())
+            let finalization = Finalization::decode_cfg(bytes, &Scheme::certificate_codec_config_unbounded())
                 .map_err(|_| ConsensusError::InvalidFloor)?;
             info!(validator = cfg.index, height = ?finalization.proposal.round, "marshal starts from a synced state");
             Start::Floor(finalization)
@@ -208,8 +210,8 @@ where
         None => Start::Genesis(Digested::precomputed(genesis, genesis_digest)),
     };
     let marshal_config = marshal::Config {
-        provider: ConstantProvider::<Scheme, Epoch>::new(scheme.clone()),
-        epocher: FixedEpocher::new(EPOCH_LENGTH),
+        provider: schemes.clone(),
+        epocher: ChainEpocher(known.clone()),
         start,
         partition_prefix: format!("{prefix}-marshal"),
         mailbox_size: MAILBOX_SIZE,
@@ -261,7 +263,7 @@ where
             deque_size: BUFFER_BLOCKS_PER_PEER,
             priority: false,
             codec_config: (),
-            peer_provider: peers,
+            peer_provider: peers.clone(),
             strategy: Sequential,
         },
     );
@@ -269,50 +271,50 @@ where
 
     let (queue, deliveries) = FinalizedQueue::new();
     let marshal_handle = actor.start(queue, buffer, resolver);
+    let (committed, committed_watch) = watch::channel(known.get().committed);
     let committer_handle = {
-        let (ledger, marshal) = (ledger.clone(), marshal.clone());
-        context.child("committer").spawn(move |_| run_committer(ledger, marshal, deliveries))
+        let (ledger, marshal, known) = (ledger.clone(), marshal.clone(), known.clone());
+        context.child("committer").spawn(move |_| {
+            run_committer(ledger, marshal, deliveries, move |schedule| {
+                let height = schedule.committed;
+                known.set(schedule);
+                committed.send_replace(height);
+            })
+        })
     };
 
-    // Simplex, with the marshal's inline-verification wrapper as automaton, relay and reporter.
+    // Simplex, with the marshal's inline-verification wrapper as automaton, relay and reporter,
+    // one engine per epoch this validator belongs to (see `orchestrator`).
     let timeouts = cfg.timeouts;
-    let glue = Glue::new(ledger, identity.genesis_order.clone(), cfg.index, timeouts.propose_budget);
-    let wrapper = Inline::new(context.child("application"), glue, marshal, FixedEpocher::new(EPOCH_LENGTH));
-    let engine = simplex::Engine::new(
-        context.child("simplex"),
-        simplex::Config {
-            scheme,
-            elector: RoundRobin::<Sha256>::default(),
-            blocker,
-            automaton: wrapper.clone(),
-            relay: wrapper.clone(),
-            reporter: wrapper,
-            track_historical_votes: false,
-            strategy: Sequential,
-            partition: format!("{prefix}-votes"),
-            mailbox_size: MAILBOX_SIZE,
-            epoch: Epoch::zero(),
-            floor: Floor::Genesis(genesis_digest),
-            replay_buffer: REPLAY_BUFFER_BYTES,
-            write_buffer: WRITE_BUFFER_BYTES,
-            page_cache,
-            leader_timeout: timeouts.leader,
-            certification_timeout: timeouts.certification,
-            timeout_retry: timeouts.nullify_retry,
-            view_retention: VIEW_RETENTION,
-            skip: SkipPolicy::Disabled,
-            fetch_timeout,
-            fetch_retry_delay: FETCH_RETRY_DELAY,
-            forward: ForwardPolicy::SilentVoters,
-        },
-    );
-    let engine_handle = engine.start(channels.votes, channels.certificates, channels.resolver);
+    let glue = Glue::new(ledger.clone(), known.clone(), cfg.index, timeouts.propose_budget);
+    let wrapper = Inline::new(context.child("application"), glue, marshal.clone(), ChainEpocher(known.clone()));
+    let epochs = Orchestrator {
+        context: context.child("epochs"),
+        index: cfg.index,
+        me: identity.signer.public_key(),
+        known,
+        committed: committed_watch,
+        schemes,
+        ledger,
+        marshal,
+        peers,
+        blocker,
+        wrapper,
+        genesis_digest,
+        prefix,
+        page_cache,
+        timeouts,
+        fetch_timeout,
+    };
+    let epochs_handle = context
+        .child("orchestrator")
+        .spawn(move |_| epochs.run(channels.votes, channels.certificates, channels.resolver));
     info!(validator = cfg.index, "consensus started");
 
     // Run until any component stops (normally: the runtime shuts down and aborts them all).
     let (stopped, index, _) =
-        futures::future::select_all([engine_handle, marshal_handle, committer_handle, buffer_handle]).await;
-    let component = ["simplex", "marshal", "committer", "block buffer"].get(index).copied().unwrap_or("unknown");
+        futures::future::select_all([epochs_handle, marshal_handle, committer_handle, buffer_handle]).await;
+    let component = ["epochs", "marshal", "committer", "block buffer"].get(index).copied().unwrap_or("unknown");
     info!(validator = cfg.index, component, result = ?stopped, "consensus stopped");
     Ok(())
 }
@@ -341,25 +343,20 @@ mod tests {
     }
 
     #[test]
-    fn identity_orders_participants_and_keeps_genesis_order() {
+    fn identity_of_a_genesis_validator_and_of_one_that_joined() {
         let seeds = [[3; 32], [1; 32], [2; 32]];
         let identity = identity(&config(&seeds, 1, [1; 32])).expect("valid");
-        assert_eq!(identity.genesis_order.len(), 3);
-        assert_eq!(identity.signer.public_key(), identity.genesis_order[1]);
-        let sorted: Vec<_> = identity.participants.iter().cloned().collect();
-        let mut expected = identity.genesis_order.to_vec();
-        expected.sort();
-        assert_eq!(sorted, expected);
+        assert_eq!(identity.signer.public_key().as_ref(), &validator_public_key(&[1; 32]));
+        // Index 3 is past genesis: a validator that joined by governance, with a key of its own.
+        assert!(super::identity(&config(&seeds, 3, [9; 32])).is_ok());
+        // But not with the key of a genesis validator.
+        assert!(matches!(super::identity(&config(&seeds, 3, [2; 32])), Err(ConsensusError::KeyMismatch { index: 3 })));
     }
 
     #[test]
     fn identity_rejects_bad_sets_and_keys() {
         let seeds = [[1; 32], [2; 32]];
         assert!(matches!(identity(&config(&seeds, 0, [2; 32])), Err(ConsensusError::KeyMismatch { index: 0 })));
-        assert!(matches!(
-            identity(&config(&seeds, 2, [1; 32])),
-            Err(ConsensusError::IndexOutOfRange { index: 2, count: 2 })
-        ));
         assert!(matches!(identity(&config(&[[1; 32], [1; 32]], 0, [1; 32])), Err(ConsensusError::DuplicateValidator)));
         assert!(matches!(identity(&config(&[], 0, [1; 32])), Err(ConsensusError::NoValidators)));
         let mut bad_point = config(&seeds, 0, [1; 32]);

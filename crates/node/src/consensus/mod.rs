@@ -25,15 +25,21 @@
 //! `{prefix}-finalized-blocks-*` the immutable archives of finalization certificates and finalized
 //! blocks.
 //!
-//! The validator set is fixed for the life of the chain (one epoch); membership changes are future
-//! work (DESIGN.md §5a.6).
+//! The validator set changes by governance (DESIGN.md §5a.6): the ledger schedules each new set
+//! as an epoch starting at a known height ([`medledger_ledger::governance`]); [`epochs`] places
+//! heights in epochs for the marshal and gives each epoch's signing scheme; the orchestrator runs
+//! one Simplex engine per epoch this validator belongs to, on per-epoch p2p subchannels, and
+//! follows the chain without voting while it belongs to none. Epoch 0 (genesis) keeps the vote
+//! journal `{prefix}-votes`; epoch `e` uses `{prefix}-votes-e{e}`.
 
 mod app;
 mod block;
 mod certificate;
 mod commit;
 mod engine;
+pub mod epochs;
 mod network;
+mod orchestrator;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,8 +50,9 @@ use medledger_ledger::Block;
 use medledger_types::ChainId;
 
 pub use block::{CHAIN_BLOCK_BYTES_MAX, ChainBlock, ChainBlockError, Digest};
-pub use certificate::verify_certificate;
+pub use certificate::{verify_certificate, verify_certificate_in};
 pub use engine::{Channels, run};
+pub use epochs::{EpochSet, EpochValidator, Schedule};
 pub use network::{
     CHANNEL_BACKFILL, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES, CHANNEL_RESOLVER, CHANNEL_VOTES, channel_quota,
     max_message_size, run_tokio, simulated_channels, tokio_runner,
@@ -76,7 +83,18 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     ///
     /// The glue declines the view if this takes longer than [`Timeouts::propose_budget`], and
     /// drops a block that is not a child of `parent` proposed by `proposer`.
-    fn propose(&self, parent: &Block, proposer: u32, now_ms: u64) -> impl Future<Output = Option<Block>> + Send;
+    ///
+    /// `epoch` is the epoch of the engine asking: a ledger builds no block that its committed and
+    /// speculative state place in another epoch (the last block of an epoch is the last this
+    /// epoch's engine builds). While a change of the validator set is pending, the ledger builds
+    /// a block even with nothing to propose, so the chain reaches the new epoch.
+    fn propose(
+        &self,
+        parent: &Block,
+        proposer: u32,
+        epoch: u64,
+        now_ms: u64,
+    ) -> impl Future<Output = Option<Block>> + Send;
 
     /// Re-checks a block proposed by someone else on top of `parent` (time bounds, signatures, state root...).
     ///
@@ -84,7 +102,18 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     /// and that its `proposer` led the view. Return `false` only for a block that is invalid for
     /// good; for one that may become valid (a time slightly ahead of this validator's clock), wait
     /// before answering rather than reject it.
-    fn verify(&self, parent: &Block, block: &Block, now_ms: u64) -> impl Future<Output = bool> + Send;
+    ///
+    /// `epoch` is the epoch of the engine asking: a block its parent's state places in another
+    /// epoch, or whose proposer is not in the epoch's set, is invalid.
+    fn verify(&self, parent: &Block, block: &Block, epoch: u64, now_ms: u64) -> impl Future<Output = bool> + Send;
+
+    /// The validator sets the committed state records (every epoch, oldest first) and the
+    /// committed height. Called at startup and after every committed block.
+    fn schedule(&self) -> Schedule;
+
+    /// The digest of the committed block at `height`, if committed (an epoch's engine starts on
+    /// top of the previous epoch's last block).
+    fn committed_digest(&self, height: u64) -> Option<[u8; 32]>;
 
     /// Executes and durably commits a finalized block, with the engine's finalization certificate
     /// (encoded bytes) when the marshal has it. Returns only after the commit is durable; the glue
@@ -98,7 +127,7 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     fn finalized(&self, block: Block, certificate: Option<Vec<u8>>) -> impl Future<Output = ()> + Send;
 }
 
-/// One validator of the fixed validator set, in genesis order.
+/// One validator of the genesis validator set, in genesis order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidatorPeer {
     /// Ed25519 public key: the validator's network identity and vote-signing key.
@@ -161,12 +190,13 @@ impl Default for Timeouts {
 /// Everything one validator needs to take part in consensus.
 #[derive(Clone)]
 pub struct ValidatorConfig {
-    /// This validator's index in `validators` (its `proposer` number in block headers).
+    /// This validator's stable index (its `proposer` number in block headers): its place in
+    /// `validators` for a genesis validator, a later number for one that joined by governance.
     pub index: u32,
     /// Ed25519 private key bytes (`commonware_cryptography::ed25519::PrivateKey`); must match
     /// `validators[index].public_key`.
     pub signing_seed: [u8; 32],
-    /// The validator set, in genesis order.
+    /// The genesis validator set, in genesis order (later sets come from the ledger's schedule).
     pub validators: Vec<ValidatorPeer>,
     /// Address the p2p transport listens on.
     pub listen: SocketAddr,
@@ -197,8 +227,8 @@ impl std::fmt::Debug for ValidatorConfig {
 impl ValidatorConfig {
     /// The prefix of every storage partition this validator uses.
     pub fn partition_prefix(&self) -> String {
-        let key_prefix = self.validators.get(self.index as usize).map(|peer| hex::encode(&peer.public_key[..8]));
-        format!("medledger-v{}-{}", self.index, key_prefix.unwrap_or_default())
+        let key = validator_public_key(&self.signing_seed);
+        format!("medledger-v{}-{}", self.index, hex::encode(&key[..8]))
     }
 }
 
@@ -245,14 +275,6 @@ pub enum ConsensusError {
     /// Two validators share a public key.
     #[error("the validator set lists a public key twice")]
     DuplicateValidator,
-    /// `index` is outside the validator set.
-    #[error("validator index {index} is outside a set of {count}")]
-    IndexOutOfRange {
-        /// The configured index.
-        index: u32,
-        /// Validators configured.
-        count: usize,
-    },
     /// The signing key is not the configured validator's key.
     #[error("the signing key does not belong to validator {index}")]
     KeyMismatch {

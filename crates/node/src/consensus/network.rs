@@ -8,14 +8,16 @@ use std::time::Duration;
 use commonware_consensus::marshal::standard::Standard;
 use commonware_cryptography::ChaCha20Poly1305;
 use commonware_p2p::authenticated::lookup;
-use commonware_p2p::{Address, AddressableManager as _, simulated};
+use commonware_p2p::simulated;
+use commonware_p2p::utils::mux::prefixed;
 use commonware_runtime::{Clock, Quota, Supervisor as _, tokio};
 use commonware_stream::cups::{self, Cups};
 use commonware_stream::sake::{self, Sake};
-use commonware_utils::ordered::Map;
 
 use super::block::{ChainBlock, Digest};
 use super::engine::{Channels, identity, run};
+use medledger_types::limits::VALIDATORS_MAX;
+
 use super::{ConsensusError, Ledger, PublicKey, Scheme, ValidatorConfig};
 
 /// Channel of Simplex votes.
@@ -51,7 +53,7 @@ pub fn channel_quota(channel: u64) -> Quota {
 }
 
 /// The largest message any channel carries for a set of `validators`: a whole block with its
-/// finalization certificate and framing.
+/// finalization certificate and framing, and the epoch prefix of the per-epoch subchannels.
 pub fn max_message_size(validators: usize) -> Result<u32, ConsensusError> {
     let participants = u32::try_from(validators).map_err(|_| ConsensusError::TooManyValidators {
         count: validators,
@@ -59,7 +61,7 @@ pub fn max_message_size(validators: usize) -> Result<u32, ConsensusError> {
     })?;
     let consensus = commonware_consensus::simplex::max_payload_size::<Scheme, Digest>(participants);
     let marshal = commonware_consensus::marshal::max_payload_size::<Standard<ChainBlock>, Scheme>(participants, &());
-    u32::try_from(consensus.max(marshal))
+    u32::try_from(prefixed(consensus.max(marshal)))
         .map_err(|_| ConsensusError::Network("the largest message does not fit the transport".into()))
 }
 
@@ -93,17 +95,17 @@ pub fn tokio_runner(cfg: &ValidatorConfig) -> tokio::Runner {
 }
 
 /// Runs a validator in production: the authenticated, encrypted TCP transport listening on
-/// `cfg.listen`, which connects only to (and accepts only) the validators in `cfg.validators`,
-/// then [`run`]. `context` must come from a runner built with [`tokio_runner`] so the storage
-/// lands in `cfg.storage_dir`.
+/// `cfg.listen`, which connects only to (and accepts only) the validators the ledger's schedule
+/// lists (see the orchestrator), then [`run`]. `context` must come from a runner built with
+/// [`tokio_runner`] so the storage lands in `cfg.storage_dir`. Sets of up to
+/// [`VALIDATORS_MAX`] validators fit its limits, whatever the genesis set's size.
 pub async fn run_tokio<L: Ledger>(
     context: tokio::Context,
     cfg: ValidatorConfig,
     ledger: L,
 ) -> Result<(), ConsensusError> {
     let identity = identity(&cfg)?;
-    let validators = cfg.validators.len();
-    let max_peers = NonZeroUsize::new(validators).ok_or(ConsensusError::NoValidators)?;
+    let max_peers = NonZeroUsize::new(VALIDATORS_MAX).ok_or(ConsensusError::NoValidators)?;
     let handshake = Cups::<_, ChaCha20Poly1305>::new(
         Sake {
             signer: identity.signer.clone(),
@@ -120,23 +122,14 @@ pub async fn run_tokio<L: Ledger>(
         &p2p_namespace,
         cfg.listen,
         max_peers,
-        max_message_size(validators)?,
+        max_message_size(VALIDATORS_MAX)?,
         P2P_MAILBOX_SIZE,
     );
     // Consortium validators often sit on private networks, and a restarted peer should be
     // reconnected within seconds, not the minute the public-internet default waits.
     p2p.allow_private_ips = true;
     p2p.peer_connection_cooldown = Duration::from_secs(1);
-    let (mut network, mut oracle) = lookup::Network::new(context.child("p2p"), p2p);
-    let peers: Vec<(PublicKey, Address)> = identity
-        .genesis_order
-        .iter()
-        .zip(&cfg.validators)
-        .map(|(key, peer)| (key.clone(), Address::from(peer.address)))
-        .collect();
-    let peers = Map::try_from(peers).map_err(|_| ConsensusError::DuplicateValidator)?;
-    // The tracker's mailbox is empty at startup, so the peer set is accepted.
-    let _ = oracle.track(0, peers);
+    let (mut network, oracle) = lookup::Network::new(context.child("p2p"), p2p);
     let mut register = |channel: u64| network.register(channel, channel_quota(channel));
     let channels = Channels {
         votes: register(CHANNEL_VOTES),

@@ -18,12 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use commonware_p2p::simulated::{self, Link};
+use commonware_p2p::utils::mux::{Muxer, SubReceiver, SubSender};
 use commonware_runtime::{Handle, Spawner as _, Supervisor as _, deterministic};
 use commonware_utils::{NZUsize, probability};
+use medledger_ledger::governance::EPOCH_SWITCH_BLOCKS;
 use medledger_ledger::{Block, BlockHeader};
 use medledger_node::consensus::{
-    self, Channels, Ledger, PublicKey, Timeouts, ValidatorConfig, ValidatorPeer, max_message_size, namespace_for_chain,
-    simulated_channels, validator_public_key, verify_certificate,
+    self, Channels, EpochSet, EpochValidator, Ledger, PublicKey, Schedule, Timeouts, ValidatorConfig, ValidatorPeer,
+    max_message_size, namespace_for_chain, simulated_channels, validator_public_key, verify_certificate,
 };
 use medledger_types::limits::BLOCK_TIME_DRIFT_MAX_MS;
 use medledger_types::{BlockHash, ChainId, Digest, Height, Timestamp};
@@ -44,6 +46,8 @@ pub enum Rejection {
     Transactions,
     /// The header's state root is not the state after executing the block on its parent's.
     StateRoot,
+    /// The block falls in another epoch than the engine's, or its proposer is not in the epoch.
+    Epoch,
 }
 
 /// What one validator's toy ledger has committed; shared across that validator's restarts (it
@@ -74,6 +78,31 @@ pub struct ToyLedger {
     committed_height: Arc<watch::Sender<u64>>,
     /// `propose` has nothing to propose on every `idle_every`-th call (0: always has work).
     idle_every: u64,
+    /// The genesis validators (seed indices `0..genesis`) and the validator-set changes, each
+    /// adopted at a height (as a governance transaction in that block would be) with the next
+    /// set's seed indices, as the real ledger schedules them.
+    plan: Arc<Plan>,
+}
+
+/// Genesis validators (seed indices `0..n`) and the changes: (adoption height, next set).
+pub type Plan = (u32, Vec<(u64, Vec<u32>)>);
+
+/// The toy epochs: epoch 0 from genesis, epoch `i + 1` from `adopt_i + EPOCH_SWITCH_BLOCKS + 1`.
+fn toy_epochs(plan: &Plan) -> Vec<(u64, Vec<u32>)> {
+    let mut epochs = vec![(0, (0..plan.0).collect())];
+    for (adopted, set) in &plan.1 {
+        epochs.push((adopted + EPOCH_SWITCH_BLOCKS + 1, set.clone()));
+    }
+    epochs
+}
+
+/// The toy epoch of `height` (its number and validators), by the plan alone: every toy chain has
+/// a block at each height, so an adoption at height `a` is in every branch that reaches `a`.
+pub fn toy_epoch_of(plan: &Plan, height: u64) -> (u64, Vec<u32>) {
+    let epochs = toy_epochs(plan);
+    let (epoch, (_, set)) =
+        epochs.iter().enumerate().rev().find(|(_, (first, _))| *first <= height).expect("epoch 0 starts at 0");
+    (epoch as u64, set.clone())
 }
 
 fn empty_root() -> Digest {
@@ -149,13 +178,29 @@ pub fn check_child(parent: &Block, block: &Block, now_ms: u64) -> Result<(), Rej
 }
 
 impl ToyLedger {
-    pub fn new(idle_every: u64) -> Self {
+    /// The ledger of a network of `validators` genesis validators that never changes its set.
+    pub fn new(validators: u32, idle_every: u64) -> Self {
+        Self::with_changes(validators, idle_every, vec![])
+    }
+
+    /// The ledger of a network whose set changes as `changes` says: (adoption height, next set).
+    pub fn with_changes(validators: u32, idle_every: u64, changes: Vec<(u64, Vec<u32>)>) -> Self {
         let mut state = ToyState::default();
         let genesis = genesis();
         state.state_roots.insert(0, genesis.header.state_root);
         state.committed.insert(0, (genesis, None));
         let (committed_height, _) = watch::channel(0);
-        Self { state: Arc::new(Mutex::new(state)), committed_height: Arc::new(committed_height), idle_every }
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            committed_height: Arc::new(committed_height),
+            idle_every,
+            plan: Arc::new((validators, changes)),
+        }
+    }
+
+    /// The epoch (number, validators) of `height`.
+    pub fn epoch_of(&self, height: u64) -> (u64, Vec<u32>) {
+        toy_epoch_of(&self.plan, height)
     }
 
     pub fn height(&self) -> u64 {
@@ -251,7 +296,11 @@ impl Ledger for ToyLedger {
         genesis()
     }
 
-    async fn propose(&self, parent: &Block, proposer: u32, now_ms: u64) -> Option<Block> {
+    async fn propose(&self, parent: &Block, proposer: u32, epoch: u64, now_ms: u64) -> Option<Block> {
+        let (block_epoch, set) = self.epoch_of(parent.header.height.get() + 1);
+        if block_epoch != epoch || !set.contains(&proposer) {
+            return None;
+        }
         let mut state = self.state.lock().unwrap();
         state.propose_calls += 1;
         if self.idle_every != 0 && state.propose_calls.is_multiple_of(self.idle_every) {
@@ -263,8 +312,11 @@ impl Ledger for ToyLedger {
         Some(block)
     }
 
-    async fn verify(&self, parent: &Block, block: &Block, now_ms: u64) -> bool {
-        match check_child(parent, block, now_ms) {
+    async fn verify(&self, parent: &Block, block: &Block, epoch: u64, now_ms: u64) -> bool {
+        let (block_epoch, set) = self.epoch_of(block.header.height.get());
+        let in_epoch =
+            if block_epoch == epoch && set.contains(&block.header.proposer) { Ok(()) } else { Err(Rejection::Epoch) };
+        match in_epoch.and_then(|()| check_child(parent, block, now_ms)) {
             Ok(()) => true,
             Err(reason) => {
                 self.state.lock().unwrap().refused.insert(block.digest().0, reason);
@@ -276,6 +328,40 @@ impl Ledger for ToyLedger {
     async fn finalized(&self, block: Block, certificate: Option<Vec<u8>>) {
         self.commit(block, certificate);
     }
+
+    fn schedule(&self) -> Schedule {
+        let committed = self.height();
+        let epochs = toy_epochs(&self.plan)
+            .into_iter()
+            .enumerate()
+            .take_while(|(epoch, (first, _))| {
+                // Epoch i + 1 is known once its adoption (first - EPOCH_SWITCH_BLOCKS - 1) is committed.
+                *epoch == 0 || first - EPOCH_SWITCH_BLOCKS - 1 <= committed
+            })
+            .map(|(epoch, (first_height, set))| EpochSet {
+                epoch: epoch as u64,
+                first_height,
+                validators: set
+                    .iter()
+                    .map(|index| EpochValidator {
+                        index: *index,
+                        public_key: validator_public_key(&seed_of(*index as usize)),
+                        address: Some(address_of(*index as usize)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Schedule { committed, epochs }
+    }
+
+    fn committed_digest(&self, height: u64) -> Option<[u8; 32]> {
+        self.state.lock().unwrap().committed.get(&height).map(|(block, _)| block.digest().0)
+    }
+}
+
+/// The (unused by the simulated network) p2p address of validator `index`.
+pub fn address_of(index: usize) -> std::net::SocketAddr {
+    format!("127.0.0.1:{}", 30_000 + index).parse().expect("a socket address")
 }
 
 pub fn seed_of(index: usize) -> [u8; 32] {
@@ -292,10 +378,7 @@ pub fn public_key(index: usize) -> PublicKey {
 /// Configs of an `n`-validator network on 127.0.0.1 (addresses unused by the simulated network).
 pub fn configs(n: usize, timeouts: Timeouts) -> Vec<ValidatorConfig> {
     let validators: Vec<ValidatorPeer> = (0..n)
-        .map(|index| ValidatorPeer {
-            public_key: validator_public_key(&seed_of(index)),
-            address: format!("127.0.0.1:{}", 30_000 + index).parse().expect("a socket address"),
-        })
+        .map(|index| ValidatorPeer { public_key: validator_public_key(&seed_of(index)), address: address_of(index) })
         .collect();
     (0..n)
         .map(|index| ValidatorConfig {
@@ -330,7 +413,8 @@ pub async fn simulated_network(context: &deterministic::Context, n: usize) -> Si
             max_size: max_message_size(n).expect("a small set"),
             max_peers_per_set: NZUsize!(n),
             disconnect_on_block: true,
-            tracked_peer_sets: NZUsize!(1),
+            // The validators track the set around each governance change (see the orchestrator).
+            tracked_peer_sets: NZUsize!(4),
         },
         keys.clone(),
     )
@@ -356,12 +440,28 @@ pub async fn start_validator<L: Ledger>(
 ) -> Handle<()> {
     let me = public_key(cfg.index as usize);
     let channels: Channels<_, _> = simulated_channels(oracle, &me).await.expect("channels");
-    let (manager, blocker) = (oracle.manager(), oracle.control(me));
+    let (manager, blocker) = (oracle.socket_manager(), oracle.control(me));
     context.child("validator").with_attribute("index", cfg.index).with_attribute("incarnation", incarnation).spawn(
         move |context| async move {
             consensus::run(context, cfg, ledger, manager, blocker, channels).await.expect("validator starts");
         },
     )
+}
+
+/// One of a validator's Simplex channels (votes, certificates, certificate fetches) as validators
+/// speak it: every message on the subchannel of its validator-set epoch, here epoch 0. What a
+/// Byzantine peer that runs no real engine sends and receives through.
+pub async fn epoch_zero<S, R>(
+    context: &deterministic::Context,
+    (sender, receiver): (S, R),
+) -> (SubSender<S>, SubReceiver<PublicKey>)
+where
+    S: commonware_p2p::Sender<PublicKey = PublicKey>,
+    R: commonware_p2p::Receiver<PublicKey = PublicKey>,
+{
+    let (mux, mut handle) = Muxer::new(context.child("epoch_mux"), sender, receiver);
+    mux.start();
+    handle.register(0).await.expect("a fresh multiplexer")
 }
 
 /// A deterministic runtime seeded with `seed`; a run that has not finished after an hour of
