@@ -51,7 +51,7 @@ fn parse_record(s: &str) -> Result<RecordId> {
     s.parse().map_err(|_| SdkError::Usage("a record id is 32 hex digits".into()))
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -179,6 +179,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let c = rt.block_on(session.finish_recovery(&load(home, &name)?, false))?;
             report(json, "recovery cancelled", &c);
         }
+        Command::Governance(command) => crate::governance::run(command, &session, &rt, json)?,
         Command::Custody(CustodyCommand::Release { patient, as_, out }) => {
             let patient = rt.block_on(session.resolve(&patient))?;
             let admin = load(home, &as_)?;

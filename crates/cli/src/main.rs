@@ -4,6 +4,7 @@
 
 mod commands;
 mod fhir;
+mod governance;
 mod network;
 mod receipt;
 
@@ -102,6 +103,10 @@ enum Command {
     /// Patients held in an organisation's custody.
     #[command(subcommand)]
     Custody(CustodyCommand),
+    /// The consortium: organisations join or leave by a proposal 2/3 of them approve; the
+    /// validator set changes at a new epoch.
+    #[command(subcommand)]
+    Governance(GovernanceCommand),
     /// Care teams: key holders like members, whose key is wrapped for each member; grants can go
     /// to a team (`grant --to TEAM`).
     #[command(subcommand)]
@@ -291,6 +296,57 @@ enum IdCommand {
     RecoveryFinish { name: String },
     /// Cancel a recovery you did not ask for (with your current keys).
     RecoveryCancel { name: String },
+}
+
+#[derive(Subcommand)]
+enum GovernanceCommand {
+    /// For an organisation joining: makes its admin's keys (in this home, as ORG-admin), its
+    /// validator's keys and files (in the network directory), and the proposal file the member
+    /// organisations' admins approve. Then start the validator with `medledger node`.
+    Join {
+        /// The new organisation's id (1-32 of a-z, 0-9, '-', '_').
+        #[arg(long)]
+        org: String,
+        /// Its display name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where its validator accepts p2p connections (IP:port).
+        #[arg(long)]
+        p2p: std::net::SocketAddr,
+        /// Where its validator serves the API (IP:port).
+        #[arg(long)]
+        api: std::net::SocketAddr,
+        /// The network directory (defaults to the one `init` recorded in this home).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// How long the proposal stays open for approvals (up to 7 days).
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// The proposal file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Writes the proposal that organisation ORG leaves (its validators leave the set; its staff
+    /// can sign nothing after; its patients keep their records).
+    Leave {
+        org: String,
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Approves a proposal (as an admin of a member organisation; the first approval proposes
+    /// it). Adopted once 2/3 of the organisations approved.
+    Approve {
+        file: PathBuf,
+        #[arg(long = "as")]
+        as_: String,
+    },
+    /// The validator-set epochs, and a proposal's approvals (`--proposal FILE`).
+    Status {
+        #[arg(long)]
+        proposal: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

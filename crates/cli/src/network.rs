@@ -247,7 +247,11 @@ pub fn verify(dir: Option<PathBuf>, home_dir: &Path, json: bool) -> Result<()> {
     };
     let genesis = load_genesis(&dir).map_err(|e| SdkError::Usage(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(other)?;
-    for k in 0..genesis.validators.len() as u32 {
+    // The genesis validators, and those that joined by governance (their directories follow).
+    let joined = (genesis.validators.len() as u32..)
+        .take_while(|k| validator_dir(&dir, *k).join("validator.json").exists())
+        .count() as u32;
+    for k in 0..genesis.validators.len() as u32 + joined {
         let report = rt.block_on(medledger_node::verify::verify_dir(&dir, k)).map_err(|e| match e {
             medledger_node::verify::VerifyError::Setup(m) => SdkError::Other(m),
             other => SdkError::Integrity(format!("validator {k}: {other}")),

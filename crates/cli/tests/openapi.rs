@@ -30,6 +30,8 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("get", "/v1/access/{tx}/share", true),
     ("get", "/v1/genesis", false),
     ("get", "/v1/threshold", false),
+    ("get", "/v1/governance", false),
+    ("get", "/v1/governance/proposals/{id}", false),
     ("get", "/v1/audit/flagged", true),
     ("get", "/v1/staff", false),
     ("get", "/v1/tx/{id}/note", true),

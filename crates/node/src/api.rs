@@ -179,6 +179,8 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(team_envelope))
         .routes(routes!(genesis))
         .routes(routes!(threshold_config))
+        .routes(routes!(governance))
+        .routes(routes!(governance_proposal))
         .merge(crate::sync::routes())
         .split_for_parts()
 }
@@ -1085,6 +1087,11 @@ async fn tx_receipt(
             "not-certified",
             "no finality certificate covers the block yet; try again",
         ),
+        crate::receipt::BuildError::AfterSetChange => ApiError::new(
+            StatusCode::CONFLICT,
+            "receipt-after-set-change",
+            "the block was finalized by a validator set after a governance change; receipts carry no validator-set history yet",
+        ),
         crate::receipt::BuildError::Local(e) => ApiError::internal(e),
     })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], receipt.encode()).into_response())
@@ -1426,6 +1433,122 @@ async fn access_share(
 )]
 async fn genesis(State(state): State<ApiState>) -> Json<medledger_ledger::Genesis> {
     Json(state.app.inner().genesis.clone())
+}
+
+/// A validator of an epoch (the consortium's validators are public).
+#[derive(Serialize, utoipa::ToSchema)]
+struct GovernanceValidator {
+    /// Stable index: the validator's `proposer` number in block headers.
+    index: u32,
+    org: String,
+    /// Hex of its Ed25519 consensus key.
+    public_key: String,
+    p2p_address: String,
+    api_address: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct GovernanceEpoch {
+    epoch: u64,
+    /// Height of the epoch's first block.
+    first_height: u64,
+    /// Hex id of the adopted proposal that made it (none for epoch 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proposal: Option<String>,
+    validators: Vec<GovernanceValidator>,
+}
+
+/// The validator sets this validator's committed state records.
+#[derive(Serialize, utoipa::ToSchema)]
+struct GovernanceResponse {
+    /// The committed height.
+    height: u64,
+    /// The epoch of the next block.
+    epoch: u64,
+    /// Organisations taking part.
+    orgs: u64,
+    /// Every epoch, oldest first (a later one whose first height is above `height` is pending).
+    epochs: Vec<GovernanceEpoch>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/governance",
+    tag = "chain",
+    responses((status = 200, description = "The validator-set epochs the committed state records: each set, from which height, and which adopted proposal made it.", body = GovernanceResponse), Problems)
+)]
+async fn governance(State(state): State<ApiState>) -> ApiResult<Json<GovernanceResponse>> {
+    use medledger_ledger::governance as gov;
+    let height = state.app.last_applied().height;
+    let view = view(&state)?;
+    let all = gov::validators(&view);
+    let epochs: Vec<GovernanceEpoch> = gov::epochs(&view)
+        .into_iter()
+        .map(|e| GovernanceEpoch {
+            epoch: e.epoch,
+            first_height: e.first_height.get(),
+            proposal: e.proposal.map(|p| p.to_hex()),
+            validators: e
+                .validators
+                .iter()
+                .filter_map(|index| all.get(*index as usize))
+                .map(|v| GovernanceValidator {
+                    index: v.index,
+                    org: v.org.to_string(),
+                    public_key: hex::encode(v.public_key.0),
+                    p2p_address: v.p2p_address.clone(),
+                    api_address: v.api_address.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    let next = medledger_types::Height::new(height.get().saturating_add(1));
+    let epoch = gov::epoch_at(&view, next).map_or(0, |e| e.epoch);
+    let orgs: u64 = read(&view, keys::ORG_COUNT).unwrap_or(0);
+    Ok(Json(GovernanceResponse { height: height.get(), epoch, orgs, epochs }))
+}
+
+/// A governance proposal and its approvals.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ProposalResponse {
+    id: String,
+    /// `join` or `leave`.
+    kind: String,
+    org: String,
+    expires_at: medledger_types::Timestamp,
+    /// The organisations that approved it, in order.
+    approvals: Vec<String>,
+    /// The block that adopted it, once 2/3 of the organisations approved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adopted_at: Option<u64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/governance/proposals/{id}",
+    tag = "chain",
+    params(("id" = String, Path, description = "Hex id of the proposal (SHA-256 of its encoding under the proposal tag).")),
+    responses((status = 200, description = "A proposal that has at least one approval.", body = ProposalResponse), Problems)
+)]
+async fn governance_proposal(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ProposalResponse>> {
+    use medledger_ledger::governance::{Proposal, ProposalEntry};
+    let id: Digest = Digest::from_hex(&id).ok_or(ApiError::bad("malformed proposal id"))?;
+    let entry: ProposalEntry = read(&view(&state)?, &keys::proposal(&id)).ok_or(ApiError::not_found("proposal"))?;
+    let kind = match entry.proposal {
+        Proposal::Join { .. } => "join",
+        Proposal::Leave { .. } => "leave",
+    };
+    Ok(Json(ProposalResponse {
+        id: id.to_hex(),
+        kind: kind.into(),
+        org: entry.proposal.org().to_string(),
+        expires_at: entry.proposal.expires_at(),
+        approvals: entry.approvals.iter().map(ToString::to_string).collect(),
+        adopted_at: entry.adopted_at.map(|h| h.get()),
+    }))
 }
 
 #[utoipa::path(

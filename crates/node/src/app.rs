@@ -673,6 +673,12 @@ impl Ledger for App {
         Schedule { committed, epochs: cache.1.clone() }
     }
 
+    fn knows(&self, digest: &[u8; 32]) -> bool {
+        let digest = BlockHash::new(*digest);
+        self.last_applied().digest == digest
+            || self.inner.speculative.lock().expect("speculative lock").contains_key(&digest)
+    }
+
     fn committed_digest(&self, height: u64) -> Option<[u8; 32]> {
         let last = self.last_applied();
         if height == last.height.get() {
@@ -690,6 +696,24 @@ pub fn wall_clock_ms() -> u64 {
 }
 
 impl App {
+    /// The API URLs of the validators of the epoch of the next block and of any pending epoch,
+    /// but the one holding consensus key `me`.
+    pub fn validator_apis(&self, scheme: &str, me: &[u8; 32]) -> Vec<String> {
+        let next = Height::new(self.last_applied().height.get().saturating_add(1));
+        let Ok(view) = self.inner.db.view(&[]) else { return Vec::new() };
+        let current = governance::epoch_at(&view, next).map_or(0, |e| e.epoch);
+        let mut indices: Vec<u32> =
+            governance::epochs(&view).into_iter().filter(|e| e.epoch >= current).flat_map(|e| e.validators).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        indices
+            .into_iter()
+            .filter_map(|index| governance::validator(&view, index))
+            .filter(|v| &v.public_key.0 != me)
+            .map(|v| format!("{scheme}://{}", v.api_address))
+            .collect()
+    }
+
     /// Whether a transaction waits in this validator's mempool.
     pub fn has_pending(&self, id: &TxId) -> bool {
         self.inner.mempool.lock().expect("mempool lock").txs.contains_key(id)

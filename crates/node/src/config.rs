@@ -125,6 +125,44 @@ fn write_private(path: &Path, contents: &str) -> Result<(), ConfigError> {
     file.write_all(contents.as_bytes()).map_err(io(path))
 }
 
+/// Makes the keys and the file of a validator that joins an existing network by governance
+/// (`medledger governance join`): validator `index` (the next stable index) listening on the
+/// given addresses, storing blobs like the others. Returns its consensus public key and, on a
+/// network with threshold release, its share key.
+pub fn write_joining_validator(
+    dir: &Path,
+    index: u32,
+    p2p_listen: SocketAddr,
+    api_listen: SocketAddr,
+    storage: String,
+    s3_endpoint: Option<String>,
+    threshold_release: bool,
+) -> Result<(VerifyingKey, Option<medledger_crypto::wrap::EncryptionKey>), ConfigError> {
+    let vdir = validator_dir(dir, index);
+    if vdir.join("validator.json").exists() {
+        return Err(ConfigError::Exists(vdir.join("validator.json")));
+    }
+    std::fs::create_dir_all(&vdir).map_err(io(&vdir))?;
+    let seed: [u8; 32] = medledger_crypto::random_bytes();
+    let share = threshold_release.then(|| medledger_crypto::wrap::generate(KemSuite::XWing));
+    let file = ValidatorFile {
+        index,
+        signing_seed: hex::encode(seed),
+        p2p_listen,
+        api_listen,
+        storage,
+        s3_endpoint,
+        sync_gap_blocks: default_sync_gap(),
+        api_requests_per_second: default_rate(),
+        api_request_burst: default_burst(),
+        tls: None,
+        share_secret: share.as_ref().map(|key| hex::encode(&*key.to_bytes())),
+    };
+    let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    write_private(&vdir.join("validator.json"), &text)?;
+    Ok((VerifyingKey(validator_public_key(&seed)), share.map(|key| key.encryption_key().clone())))
+}
+
 /// Writes genesis and one validator file per validator; validator keys are made here, on the
 /// operator's machine. Validators are spread over organisations round-robin.
 pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigError> {
@@ -195,8 +233,9 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
 /// keyring in its data directory holds the current key then; see [`crate::keyring`]).
 pub fn share_key(genesis: &Genesis, file: &ValidatorFile) -> Result<Option<DecryptionKey>, ConfigError> {
     let Some(keys) = &genesis.share_keys else { return Ok(None) };
-    let public =
-        keys.get(file.index as usize).ok_or_else(|| ConfigError::Invalid("validator index not in genesis".into()))?;
+    // A validator that joined by governance holds no share of records written before it; record
+    // keys are dealt to the genesis validators' share keys (see the README's limits).
+    let Some(public) = keys.get(file.index as usize) else { return Ok(None) };
     let Some(secret) = file.share_secret.as_deref() else { return Ok(None) };
     let secret = hex::decode(secret).map_err(|_| ConfigError::Invalid("malformed share_secret".into()))?;
     let key = DecryptionKey::from_bytes(public.suite, &zeroize::Zeroizing::new(secret))
@@ -219,11 +258,17 @@ pub fn consensus_config(dir: &Path, genesis: &Genesis, file: &ValidatorFile) -> 
             v.p2p_address.parse().map_err(|_| ConfigError::Invalid(format!("bad p2p address {}", v.p2p_address)))?;
         validators.push(ValidatorPeer { public_key: v.public_key.0, address });
     }
-    let me = validators
-        .get(file.index as usize)
-        .ok_or_else(|| ConfigError::Invalid("validator index not in genesis".into()))?;
-    if me.public_key != validator_public_key(&seed) {
-        return Err(ConfigError::Invalid("validator key does not match genesis".into()));
+    let key = validator_public_key(&seed);
+    match validators.get(file.index as usize) {
+        Some(me) if me.public_key != key => {
+            return Err(ConfigError::Invalid("validator key does not match genesis".into()));
+        }
+        // A validator that joins by governance: its key is in no genesis slot; the ledger's
+        // validator set names it once its organisation's proposal is adopted.
+        None if validators.iter().any(|v| v.public_key == key) => {
+            return Err(ConfigError::Invalid("a joining validator's key is a genesis validator's".into()));
+        }
+        _ => {}
     }
     Ok(ValidatorConfig {
         index: file.index,

@@ -23,11 +23,9 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts the forwarding task on the current tokio runtime; `None` without peers.
-    pub fn spawn(peers: Vec<String>) -> Option<Self> {
-        if peers.is_empty() {
-            return None;
-        }
+    /// Starts the forwarding task on the current tokio runtime. `peers` names the peers' API
+    /// URLs at the time of each batch (the validator set changes by governance).
+    pub fn spawn(peers: impl Fn() -> Vec<String> + Send + 'static) -> Option<Self> {
         let (queue, mut rx) = mpsc::channel::<SubmitRequest>(QUEUE_TXS_MAX);
         let http = crate::tls::peer_client().timeout(PEER_TIMEOUT).build().ok()?;
         tokio::spawn(async move {
@@ -40,6 +38,7 @@ impl Forwarder {
                     }
                 }
                 let body = encode(&batch);
+                let peers = peers();
                 let sends = peers.iter().map(|peer| {
                     let request = http
                         .post(format!("{peer}/v1/tx/batch"))

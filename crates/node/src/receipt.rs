@@ -15,6 +15,10 @@ pub enum BuildError {
     NotCommitted,
     #[error("the block is not finalized by a certificate yet")]
     NotCertified,
+    /// The certificate is of a validator set after genesis: checking it offline needs the
+    /// validator-set history, which receipts do not carry yet.
+    #[error("the block was finalized by a validator set after a governance change")]
+    AfterSetChange,
     #[error("{0}")]
     Local(String),
 }
@@ -49,6 +53,9 @@ pub fn build(app: &App, view: &impl StateView, id: &TxId) -> Result<Receipt, Bui
         };
         headers.push(child.header);
         certificate = child_certificate;
+    }
+    if medledger_ledger::governance::epoch_at(view, Height::new(next)).is_none_or(|e| e.epoch != 0) {
+        return Err(BuildError::AfterSetChange);
     }
     receipt::build(&block.txs, &outcomes, index as usize, headers, certificate)
         .ok_or_else(|| BuildError::Local(format!("block {height} does not match its recorded outcomes")))

@@ -48,7 +48,11 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
     runner.start(|context| async move {
         let listener = tokio::net::TcpListener::bind(file.api_listen).await?;
         tracing::info!(validator = index, api = %file.api_listen, p2p = %file.p2p_listen, "validator starting");
-        let forwarder = crate::forward::Forwarder::spawn(peers.iter().map(|(_, url)| url.clone()).collect());
+        // Every validator of the current and any pending epoch, whichever leads the next view.
+        let forwarder = {
+            let (app, me) = (app.clone(), crate::consensus::validator_public_key(&cfg.signing_seed));
+            crate::forward::Forwarder::spawn(move || app.validator_apis(scheme, &me))
+        };
         let peers_urls = peers.clone();
         let peers = crate::peers::Peers::spawn(peers);
         let registry = context.child("metrics_encoder");

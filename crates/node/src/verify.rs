@@ -1,5 +1,6 @@
 //! Offline verification of a validator's files: every block's hash chain, transaction root,
-//! finality certificate, time, and state root (by re-executing from genesis), every record
+//! finality certificate (against the validator set of the block's epoch, as the re-executed
+//! state before it records it, from the genesis set on), proposer, time, and state root (by re-executing from genesis), every record
 //! ciphertext in the blob store against its digest on the ledger, and every erasure carried out:
 //! no ciphertext of an erased record left in the store, no sidecar of one left in the chain log.
 
@@ -13,7 +14,8 @@ use medledger_types::limits::RECORD_CIPHERTEXT_BYTES_MAX;
 use medledger_types::{Digest, RecordId};
 
 use crate::config::{load_genesis, load_validator, validator_dir};
-use crate::consensus::{namespace_for_chain, verify_certificate};
+use crate::consensus::{namespace_for_chain, verify_certificate_in};
+use medledger_ledger::governance;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -44,7 +46,6 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
     let genesis = load_genesis(dir).map_err(setup)?;
     let file = load_validator(dir, index).map_err(setup)?;
     let namespace = namespace_for_chain(&genesis.chain_id());
-    let keys: Vec<[u8; 32]> = genesis.validators.iter().map(|v| v.public_key.0).collect();
     let validator_keys: Vec<_> = genesis.validators.iter().map(|v| v.public_key).collect();
     let scratch = tempfile::tempdir().map_err(setup)?;
     let db = StateDb::open(&scratch.path().join("replay.redb")).map_err(setup)?;
@@ -76,15 +77,26 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
             return Err(at("block time not after its parent's".into()));
         }
         let digest = block.digest();
+        let view = db.view(&[]).map_err(setup)?;
+        // The validator set of the block's epoch, as the state before it records it.
+        let set = governance::epoch_at(&view, h.height).ok_or_else(|| at("no validator-set epoch holds it".into()))?;
+        if !set.validators.contains(&h.proposer) {
+            return Err(at(format!("proposer {} is not a validator of epoch {}", h.proposer, set.epoch)));
+        }
+        let keys: Vec<[u8; 32]> = set
+            .validators
+            .iter()
+            .filter_map(|index| governance::validator(&view, *index))
+            .map(|v| v.public_key.0)
+            .collect();
         if entry.certificate.is_empty() {
             uncertified.get_or_insert(height);
-        } else if verify_certificate(&namespace, &keys, digest.0, &entry.certificate) {
+        } else if verify_certificate_in(&namespace, set.epoch, &keys, digest.0, &entry.certificate) {
             uncertified = None;
         } else {
-            return Err(at("finality certificate does not verify".into()));
+            return Err(at(format!("finality certificate does not verify against epoch {}'s validators", set.epoch)));
         }
         let ctx = BlockContext { chain_id: h.chain_id, height: h.height, time: h.time, validators: &validator_keys };
-        let view = db.view(&[]).map_err(setup)?;
         let execution = execute_block(&view, ctx, &block.txs, &block.sidecars).map_err(|e| at(e.to_string()))?;
         drop(view);
         if results_root(&execution.results) != h.results_root {

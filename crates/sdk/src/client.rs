@@ -261,6 +261,20 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
     }
 
+    /// The validator-set epochs as a validator's committed state records them (`GET /v1/governance`).
+    pub async fn governance(&self) -> Result<serde_json::Value> {
+        self.get_json("/v1/governance", None).await
+    }
+
+    /// A governance proposal and its approvals, if any organisation approved it yet.
+    pub async fn proposal(&self, id: &medledger_types::Digest) -> Result<Option<serde_json::Value>> {
+        match self.get_json(&format!("/v1/governance/proposals/{id}"), None).await {
+            Ok(p) => Ok(Some(p)),
+            Err(SdkError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The network's genesis as a validator serves it (the caller checks it against its chain id).
     pub async fn genesis(&self) -> Result<medledger_ledger::Genesis> {
         self.get_json("/v1/genesis", None).await

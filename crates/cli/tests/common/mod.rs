@@ -123,6 +123,20 @@ impl Net {
         net
     }
 
+    /// Free ports for one more validator: (API, p2p) addresses on 127.0.0.1.
+    pub fn free_addresses() -> (String, String) {
+        let port = free_base_ports(1);
+        (format!("127.0.0.1:{port}"), format!("127.0.0.1:{}", port + 100))
+    }
+
+    /// Makes room for validator `apis.len()` (one that joins by governance), serving its API at
+    /// `api`; start it with [`Net::start_validator`].
+    pub fn add_validator(&mut self, api: &str) -> usize {
+        self.apis.push(api.to_string());
+        self.nodes.push(None);
+        self.apis.len() - 1
+    }
+
     pub fn start_node(&mut self) {
         self.start_validator(0);
     }

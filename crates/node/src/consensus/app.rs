@@ -32,15 +32,16 @@ pub(crate) struct Glue<L> {
     ledger: L,
     /// The validator sets; a block's `proposer` is a validator's stable index.
     known: Known,
-    /// This validator's stable index.
-    index: u32,
+    /// This validator's consensus key (its stable index comes from the validator sets, so a
+    /// validator that joined by governance proposes under the index its adoption gave it).
+    me: ed25519::PublicKey,
     /// Longest the ledger may take to build a proposal before the glue declines the view.
     propose_budget: Duration,
 }
 
 impl<L: Ledger> Glue<L> {
-    pub(crate) fn new(ledger: L, known: Known, index: u32, propose_budget: Duration) -> Self {
-        Self { ledger, known, index, propose_budget }
+    pub(crate) fn new(ledger: L, known: Known, me: ed25519::PublicKey, propose_budget: Duration) -> Self {
+        Self { ledger, known, me, propose_budget }
     }
 
     /// The stable index of the validator holding `key`.
@@ -50,6 +51,10 @@ impl<L: Ledger> Glue<L> {
         self.known.get().validator(&key).map(|v| v.index)
     }
 }
+
+/// Most unexecuted ancestors re-verified before a block (beyond, the block is refused; the marshal
+/// delivers finalized ones meanwhile).
+const ANCESTORS_MAX: usize = 32;
 
 /// Milliseconds since the Unix epoch on the runtime's clock (virtual in simulations).
 pub(crate) fn now_ms(clock: &impl Clock) -> u64 {
@@ -85,14 +90,17 @@ where
             warn!(round = %context.round, "proposal ancestry has no parent; declining the view");
             return None;
         };
-        if self.index_of(&context.leader) != Some(self.index) {
+        if context.leader != self.me {
             warn!(round = %context.round, "asked to propose in a view led by another validator; declining");
             return None;
         }
+        let Some(index) = self.index_of(&self.me) else {
+            warn!(round = %context.round, "this validator is in no validator set; declining");
+            return None;
+        };
         let built = {
             let ledger = self.ledger.clone();
             let parent = parent.inner().block().clone();
-            let index = self.index;
             let epoch = context.epoch().get();
             let now = now_ms(&runtime);
             let build = Box::pin(async move { ledger.propose(&parent, index, epoch, now).await });
@@ -111,7 +119,7 @@ where
             return None;
         };
         let parent_block = parent.inner().block();
-        if !links_to(parent_block, &block) || block.header.proposer != self.index {
+        if !links_to(parent_block, &block) || block.header.proposer != index {
             warn!(
                 round = %context.round,
                 height = block.header.height.get(),
@@ -138,8 +146,8 @@ where
             warn!(round = %context.round, "verify ancestry lacks the block or its parent; abstaining");
             return futures::future::pending().await;
         };
-        let (block, parent) = (block.inner().block(), parent.inner().block());
-        if !links_to(parent, block) {
+        let (block, parent) = (block.inner().block().clone(), parent.inner().block().clone());
+        if !links_to(&parent, &block) {
             debug!(round = %context.round, "block does not extend its parent");
             return false;
         }
@@ -147,6 +155,26 @@ where
             debug!(round = %context.round, proposer = block.header.proposer, "block names a proposer other than the view's leader");
             return false;
         }
-        self.ledger.verify(parent, block, context.epoch().get(), now_ms(&runtime)).await
+        // Ancestors this ledger has not executed (notarized without its vote), oldest last.
+        let mut chain = vec![block, parent];
+        while chain.len() <= ANCESTORS_MAX {
+            let oldest = chain.last().expect("two blocks at least");
+            if self.ledger.knows(&oldest.digest().0) {
+                break;
+            }
+            match ancestry.next().await {
+                Some(ancestor) if links_to(ancestor.inner().block(), oldest) => {
+                    chain.push(ancestor.inner().block().clone());
+                }
+                _ => break,
+            }
+        }
+        let (epoch, now) = (context.epoch().get(), now_ms(&runtime));
+        for pair in chain.windows(2).rev() {
+            if !self.ledger.verify(&pair[1], &pair[0], epoch, now).await {
+                return false;
+            }
+        }
+        true
     }
 }

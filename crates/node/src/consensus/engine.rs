@@ -286,7 +286,7 @@ where
     // Simplex, with the marshal's inline-verification wrapper as automaton, relay and reporter,
     // one engine per epoch this validator belongs to (see `orchestrator`).
     let timeouts = cfg.timeouts;
-    let glue = Glue::new(ledger.clone(), known.clone(), cfg.index, timeouts.propose_budget);
+    let glue = Glue::new(ledger.clone(), known.clone(), identity.signer.public_key(), timeouts.propose_budget);
     let wrapper = Inline::new(context.child("application"), glue, marshal.clone(), ChainEpocher(known.clone()));
     let epochs = Orchestrator {
         context: context.child("epochs"),

@@ -107,6 +107,14 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     /// epoch, or whose proposer is not in the epoch's set, is invalid.
     fn verify(&self, parent: &Block, block: &Block, epoch: u64, now_ms: u64) -> impl Future<Output = bool> + Send;
 
+    /// Whether this ledger holds the state after the block with `digest` (committed, or executed
+    /// speculatively by `propose` or `verify`). The glue re-verifies a block's unknown ancestors
+    /// first (a validator that got a parent's notarization certificate without verifying the
+    /// parent itself). A ledger that needs no parent state answers `true`.
+    fn knows(&self, _digest: &[u8; 32]) -> bool {
+        true
+    }
+
     /// The validator sets the committed state records (every epoch, oldest first) and the
     /// committed height. Called at startup and after every committed block.
     fn schedule(&self) -> Schedule;

@@ -1,0 +1,151 @@
+//! Governance on real validator processes over TCP (DESIGN §3, §5a.6): an organisation joins with
+//! its validator (4 -> 5 validators) and leaves (5 -> 4), each by a proposal 2/3 of the member
+//! organisations approve; the joining validator catches up, takes part in its epoch, and the
+//! network keeps serving records across both changes.
+
+mod common;
+
+use common::{Net, http_get, wait_until};
+use serde_json::Value;
+
+/// `GET /v1/governance` through the CLI.
+fn governance(net: &Net) -> Value {
+    serde_json::from_str(net.ok(&["--json", "governance", "status"]).trim()).unwrap()
+}
+
+/// The proposer of each committed block in `from..=to` on validator `k`.
+fn proposers(net: &Net, k: usize, from: u64, to: u64) -> Vec<u64> {
+    (from..=to)
+        .map(|height| {
+            let (code, body) = http_get(&net.apis[k], &format!("/v1/blocks/{height}"));
+            assert_eq!(code, 200, "block {height}: {body}");
+            serde_json::from_str::<Value>(&body).unwrap()["proposer"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// Waits until every running validator in `validators` has committed `height`.
+fn wait_all(net: &Net, validators: &[usize], height: u64) {
+    for k in validators {
+        wait_until(&format!("validator {k} commits {height}"), || net.status_of(*k)["height"].as_u64() >= Some(height));
+    }
+}
+
+#[test]
+fn an_organisation_joins_with_its_validator_and_leaves() {
+    let mut net = Net::start_n(4);
+    net.cast();
+    let put = |net: &Net, n: u32| {
+        let text = common::OBSERVATION.replace("\"value\":72", &format!("\"value\":{n}"));
+        let file = net.file("r.json", text.as_bytes());
+        let id = net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]);
+        (id.trim().to_string(), text)
+    };
+    let (r1, t1) = put(&net, 61);
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all"]);
+
+    // The joining organisation makes its keys, its validator's files and the proposal.
+    let (api, p2p) = Net::free_addresses();
+    let join = net.root.path().join("join.json");
+    let join_s = join.to_str().unwrap();
+    let out = net.ok(&[
+        "--json",
+        "governance",
+        "join",
+        "--org",
+        "h5",
+        "--name",
+        "Hospital 5",
+        "--p2p",
+        &p2p,
+        "--api",
+        &api,
+        "--out",
+        join_s,
+    ]);
+    let made: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(made["validator"], 4, "{made}");
+    assert!(net.dir.join("validator-4").join("validator.json").exists());
+    let again = net.cli(&["governance", "join", "--org", "h5", "--p2p", &p2p, "--api", &api, "--out", join_s]);
+    assert_eq!(again.code, 2, "the same organisation twice: {}", again.stderr);
+
+    // Denied: staff, and the joining admin (not a member yet). Approvals count once per organisation.
+    let refused = net.cli(&["governance", "approve", join_s, "--as", "drbob"]);
+    assert_eq!(refused.code, 3, "a doctor does not vote: {}", refused.stderr);
+    assert_ne!(net.cli(&["governance", "approve", join_s, "--as", "h5-admin"]).code, 0, "not a member yet");
+    net.ok(&["governance", "approve", join_s, "--as", "h1-admin"]);
+    let twice = net.cli(&["governance", "approve", join_s, "--as", "h1-admin"]);
+    assert_ne!(twice.code, 0, "one approval per organisation");
+    assert!(twice.stderr.contains("already approved"), "{}", twice.stderr);
+    net.ok(&["governance", "approve", join_s, "--as", "h2-admin"]);
+    assert_eq!(governance(&net)["epochs"].as_array().unwrap().len(), 1, "2 of 4 is not 2/3");
+    let adopted = net.ok(&["governance", "approve", join_s, "--as", "h3-admin"]);
+    assert!(adopted.contains("adopted"), "{adopted}");
+    let status = governance(&net);
+    let epoch1 = &status["epochs"][1];
+    let joined_at = epoch1["first_height"].as_u64().unwrap();
+    let indices: Vec<u64> =
+        epoch1["validators"].as_array().unwrap().iter().map(|v| v["index"].as_u64().unwrap()).collect();
+    assert_eq!(indices, [0, 1, 2, 3, 4], "{status}");
+    assert_eq!(epoch1["validators"][4]["org"], "h5");
+    assert_eq!(status["epoch"], 0, "the new set waits for its epoch");
+
+    // The joining validator starts from genesis and catches up; the chain reaches the epoch even
+    // with nothing to do (empty blocks while the change is pending).
+    let joiner = net.add_validator(&api);
+    net.start_validator(joiner);
+    wait_all(&net, &[0, 1, 2, 3, 4], joined_at - 1);
+    assert_eq!(governance(&net)["epoch"], 1);
+    let (r2, t2) = put(&net, 62);
+    // Its organisation's admin acts at once; its validator proposes blocks the others finalize
+    // (whichever validator leads a view with work proposes; each admitted transaction is
+    // forwarded to every validator of the epoch).
+    net.ok(&["id", "create", "drdan", "--role", "doctor", "--as", "h5-admin"]);
+    net.ok(&["grant", "--as", "alice", "--to", "drdan", "--all"]);
+    assert_eq!(net.ok(&["record", "get", "--as", "drdan", &r1]), t1);
+    let mut by_epoch1 = vec![];
+    for n in 0..30 {
+        let height = net.status_of(0)["height"].as_u64().unwrap();
+        by_epoch1 = proposers(&net, 0, joined_at, height);
+        if by_epoch1.contains(&4) {
+            break;
+        }
+        net.ok(&["record", "get", "--as", "drdan", &r1]);
+        assert!(n < 29, "validator 4 proposed none of blocks {joined_at}..{height}: {by_epoch1:?}");
+    }
+    assert!(proposers(&net, 0, 1, joined_at - 1).iter().all(|p| *p < 4), "validator 4 proposed before its epoch");
+    println!("epoch 1 from block {joined_at}: proposers {by_epoch1:?}");
+    // With 5 validators one may fail (f = 1): the others go on.
+    net.kill9_validator(3);
+    let (r3, t3) = put(&net, 63);
+    net.start_validator(3);
+
+    // The organisation leaves: 4 of 5 approve (3 is not enough).
+    let leave = net.root.path().join("leave.json");
+    let leave_s = leave.to_str().unwrap();
+    net.ok(&["governance", "leave", "h5", "--out", leave_s]);
+    for admin in ["h5-admin", "h1-admin", "h2-admin"] {
+        net.ok(&["governance", "approve", leave_s, "--as", admin]);
+    }
+    assert_eq!(governance(&net)["epochs"].as_array().unwrap().len(), 2, "3 of 5 is not 2/3");
+    net.ok(&["governance", "approve", leave_s, "--as", "h4-admin"]);
+    let status = governance(&net);
+    let left_at = status["epochs"][2]["first_height"].as_u64().unwrap();
+    assert_eq!(status["epochs"][2]["validators"].as_array().unwrap().len(), 4, "{status}");
+    // Its staff sign nothing from the adoption on (the attempt is refused as access denied).
+    assert_eq!(net.cli(&["record", "get", "--as", "drdan", &r1]).code, 3);
+    wait_all(&net, &[0, 1, 2, 3, 4], left_at - 1);
+    assert_eq!(governance(&net)["epoch"], 2);
+    // The four go on without it; every record written across both changes still reads.
+    net.kill9_validator(joiner);
+    let (r4, t4) = put(&net, 64);
+    let height = net.status_of(0)["height"].as_u64().unwrap();
+    assert!(height >= left_at, "a block of epoch 2");
+    assert!(proposers(&net, 0, left_at, height).iter().all(|p| *p < 4), "validator 4 proposed after leaving");
+    for (record, text) in [(&r1, &t1), (&r2, &t2), (&r3, &t3), (&r4, &t4)] {
+        assert_eq!(&net.ok(&["record", "get", "--as", "drbob", record]), text);
+    }
+    // Every validator's files verify offline: each block's certificate against its epoch's set.
+    let verified = net.ok(&["verify", "--dir", net.dir.to_str().unwrap()]);
+    assert_eq!(verified.lines().filter(|l| l.contains("chain ok")).count(), 5, "{verified}");
+}
