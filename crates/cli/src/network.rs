@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medledger_ledger::{GenesisMember, GenesisOrg};
-use medledger_node::config::{NetworkPlan, genesis_path, load_genesis, validator_dir, write_network};
+use medledger_node::config::{NetworkPlan, genesis_path, load_genesis, load_validator, validator_dir, write_network};
 use medledger_sdk::{ClientConfig, Home, Identity, Result, SdkError};
 use medledger_types::{OrgId, Role};
 use serde_json::json;
@@ -165,7 +165,7 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
     }
     let genesis = load_genesis(dir).map_err(|e| SdkError::Usage(e.to_string()))?;
     let exe = std::env::current_exe().map_err(other)?;
-    let n = genesis.validators.len() as u32;
+    let n = validator_count(dir, &genesis);
     let spawn = |k: u32| -> Result<Child> {
         let log_path = validator_dir(dir, k).join("node.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(other)?;
@@ -180,7 +180,10 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
             .map_err(other)
     };
     let mut children: Vec<Child> = (0..n).map(spawn).collect::<Result<_>>()?;
-    let addrs: Vec<String> = genesis.validators.iter().map(|v| v.api_address.to_string()).collect();
+    let mut addrs: Vec<String> = genesis.validators.iter().map(|v| v.api_address.to_string()).collect();
+    for k in genesis.validators.len() as u32..n {
+        addrs.push(load_validator(dir, k).map_err(|e| SdkError::Usage(e.to_string()))?.api_listen.to_string());
+    }
     wait_healthy(&addrs, &mut children)?;
     let scheme = if dir.join("tls").join("ca.pem").exists() { "https" } else { "http" };
     let urls: Vec<String> = addrs.iter().map(|a| format!("{scheme}://{a}")).collect();
@@ -237,6 +240,14 @@ pub fn node(dir: &Path, validator: u32) -> anyhow::Result<()> {
     medledger_node::run::run_validator(dir, validator)
 }
 
+/// The genesis validators and those that joined by governance on this machine (`governance join`
+/// writes their directories after the genesis ones).
+fn validator_count(dir: &Path, genesis: &medledger_ledger::Genesis) -> u32 {
+    let genesis_count = genesis.validators.len() as u32;
+    let joined = (genesis_count..).take_while(|k| validator_dir(dir, *k).join("validator.json").exists()).count();
+    genesis_count + joined as u32
+}
+
 pub fn verify(dir: Option<PathBuf>, home_dir: &Path, json: bool) -> Result<()> {
     let dir = match dir {
         Some(d) => d,
@@ -247,11 +258,7 @@ pub fn verify(dir: Option<PathBuf>, home_dir: &Path, json: bool) -> Result<()> {
     };
     let genesis = load_genesis(&dir).map_err(|e| SdkError::Usage(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(other)?;
-    // The genesis validators, and those that joined by governance (their directories follow).
-    let joined = (genesis.validators.len() as u32..)
-        .take_while(|k| validator_dir(&dir, *k).join("validator.json").exists())
-        .count() as u32;
-    for k in 0..genesis.validators.len() as u32 + joined {
+    for k in 0..validator_count(&dir, &genesis) {
         let report = rt.block_on(medledger_node::verify::verify_dir(&dir, k)).map_err(|e| match e {
             medledger_node::verify::VerifyError::Setup(m) => SdkError::Other(m),
             other => SdkError::Integrity(format!("validator {k}: {other}")),

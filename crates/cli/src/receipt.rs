@@ -47,11 +47,15 @@ pub fn verify(file: &Path, genesis: &Path, json: bool) -> Result<()> {
     if json {
         println!(
             "{}",
-            json!({"valid": true, "tx": tx.id(), "kind": tx.body.kind.name(), "signer": tx.body.signer, "outcome": receipt.outcome, "height": included.height.get(), "time": time.to_string(), "certified_height": included.certified_height.get(), "certified_block": included.certified.to_hex(), "chain": genesis.chain_name})
+            json!({"valid": true, "tx": tx.id(), "kind": tx.body.kind.name(), "signer": tx.body.signer, "outcome": receipt.outcome, "height": included.height.get(), "time": time.to_string(), "certified_height": included.certified_height.get(), "certified_block": included.certified.to_hex(), "epoch": receipt.links.len(), "chain": genesis.chain_name})
         );
     } else {
+        let by = match receipt.links.len() {
+            0 => "the genesis validators".to_string(),
+            epoch => format!("the validators of epoch {epoch} (set history from genesis checked)"),
+        };
         println!(
-            "receipt ok: {} {} by {}: {outcome}, block {} at {time}, finalized by the genesis validators' certificate of block {}",
+            "receipt ok: {} {} by {}: {outcome}, block {} at {time}, finalized by a certificate of {by} on block {}",
             tx.body.kind.name(),
             tx.id(),
             tx.body.signer,

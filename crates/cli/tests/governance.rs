@@ -145,6 +145,35 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
     for (record, text) in [(&r1, &t1), (&r2, &t2), (&r3, &t3), (&r4, &t4)] {
         assert_eq!(&net.ok(&["record", "get", "--as", "drbob", record]), text);
     }
+    // Receipts of the patient's trail, from all three epochs, check offline from genesis alone:
+    // those certified after a change carry the validator-set history.
+    let receipts = net.root.path().join("receipts");
+    net.ok(&["audit", "--as", "alice", "--patient", "alice", "--receipts", receipts.to_str().unwrap()]);
+    let genesis = net.dir.join("genesis.json");
+    let mut epochs = std::collections::BTreeSet::new();
+    let mut latest = None;
+    for entry in std::fs::read_dir(&receipts).unwrap() {
+        let path = entry.unwrap().path();
+        let out =
+            net.ok(&["--json", "receipt", "verify", path.to_str().unwrap(), "--genesis", genesis.to_str().unwrap()]);
+        let checked: Value = serde_json::from_str(out.trim()).unwrap();
+        let epoch = checked["epoch"].as_u64().unwrap();
+        epochs.insert(epoch);
+        if epoch == 2 {
+            latest = Some(path);
+        }
+    }
+    assert_eq!(epochs.into_iter().collect::<Vec<_>>(), [0, 1, 2], "events of every epoch");
+    // Any changed byte of the history fails (the history is the receipt's tail).
+    let latest = std::fs::read(latest.unwrap()).unwrap();
+    println!("a receipt certified in epoch 2 (two links of history): {} bytes", latest.len());
+    for offset in [latest.len() - 1, latest.len() - 200, latest.len() - 2_000, latest.len() / 2] {
+        let mut bad = latest.clone();
+        bad[offset] ^= 0x01;
+        let bad = net.file("bad.receipt", &bad);
+        let run = net.cli(&["receipt", "verify", bad.to_str().unwrap(), "--genesis", genesis.to_str().unwrap()]);
+        assert_eq!(run.code, 4, "byte {offset} of {}: {}", latest.len(), run.stdout);
+    }
     // Every validator's files verify offline: each block's certificate against its epoch's set.
     let verified = net.ok(&["verify", "--dir", net.dir.to_str().unwrap()]);
     assert_eq!(verified.lines().filter(|l| l.contains("chain ok")).count(), 5, "{verified}");

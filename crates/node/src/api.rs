@@ -1087,11 +1087,6 @@ async fn tx_receipt(
             "not-certified",
             "no finality certificate covers the block yet; try again",
         ),
-        crate::receipt::BuildError::AfterSetChange => ApiError::new(
-            StatusCode::CONFLICT,
-            "receipt-after-set-change",
-            "the block was finalized by a validator set after a governance change; receipts carry no validator-set history yet",
-        ),
         crate::receipt::BuildError::Local(e) => ApiError::internal(e),
     })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], receipt.encode()).into_response())
@@ -1527,7 +1522,7 @@ struct ProposalResponse {
     get,
     path = "/v1/governance/proposals/{id}",
     tag = "chain",
-    params(("id" = String, Path, description = "Hex id of the proposal (SHA-256 of its encoding under the proposal tag).")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "Hex id of the proposal (SHA-256 of its encoding under the proposal tag, 64 hex).")),
     responses((status = 200, description = "A proposal that has at least one approval.", body = ProposalResponse), Problems)
 )]
 async fn governance_proposal(

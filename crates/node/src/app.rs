@@ -62,6 +62,10 @@ impl Mempool {
 /// they were read at: governance changes one or the other.
 type ScheduleCache = (Option<(u64, u32)>, Vec<EpochSet>);
 
+/// A validator-set epoch a block adopts, and the proofs of its set's entries (see
+/// `App::epoch_link_proofs`).
+type NewEpochProofs = (u64, Vec<Vec<u8>>);
+
 pub struct Inner {
     pub chain_id: ChainId,
     pub genesis: Genesis,
@@ -438,6 +442,21 @@ impl App {
         Some(block)
     }
 
+    /// For a block that adopts a governance change: the new epoch and Merkle proofs of its set
+    /// (the epoch entry, then each validator's entry) against the block's state root, which
+    /// receipts carry as the validator-set history (the tree keeps no older versions to prove
+    /// against later).
+    fn epoch_link_proofs(&self, pending: &Pending) -> Result<Option<NewEpochProofs>, String> {
+        let Some(Some(bytes)) = pending.writes.get(keys::EPOCH_LATEST) else { return Ok(None) };
+        let epoch: u64 = borsh::from_slice(bytes).map_err(|e| e.to_string())?;
+        let Some(Some(set)) = pending.writes.get(&keys::validator_epoch(epoch)) else { return Ok(None) };
+        let set: governance::ValidatorEpoch = borsh::from_slice(set).map_err(|e| e.to_string())?;
+        let mut proved = vec![keys::validator_epoch(epoch)];
+        proved.extend(set.validators.iter().map(|index| keys::validator(*index)));
+        let proofs = self.inner.db.prove(&[pending], &proved).map_err(|e| e.to_string())?;
+        Ok(Some((epoch, proofs)))
+    }
+
     /// Full re-check of someone else's block; on success its execution is kept for finalization.
     fn check(&self, parent: &Block, block: &Block, epoch: u64, now_ms: u64) -> Result<(), String> {
         let inner = &self.inner;
@@ -561,7 +580,11 @@ impl App {
             // A block replayed from a peer after an erasure carries purged slots: nothing to keep.
             .filter(|(_, bytes)| medledger_ledger::parse_purged(bytes).is_none())
             .collect();
+        let epoch_link = self.epoch_link_proofs(&pending)?;
         inner.db.commit(pending, digest, &ids, &sidecars, Some(location)).map_err(|e| e.to_string())?;
+        if let Some((epoch, proofs)) = epoch_link {
+            inner.db.put_epoch_link(epoch, height, &proofs).map_err(|e| e.to_string())?;
+        }
         {
             let mut spec = inner.speculative.lock().expect("speculative lock");
             spec.retain(|_, s| s.pending.height > height);

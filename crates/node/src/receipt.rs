@@ -1,12 +1,14 @@
-//! Receipts (see [`medledger_ledger::receipt`]): built by a validator from its chain log, checked
+//! Receipts (see [`medledger_ledger::receipt`]): built by a validator from its chain log (and the
+//! proofs of each validator-set epoch it kept when committing the block that adopted it), checked
 //! by anyone from the genesis file alone.
 
-use medledger_ledger::receipt::{self, Included, RECEIPT_HEADERS_MAX, Receipt, ReceiptError};
-use medledger_ledger::{Genesis, Rejection, StateView, TxOutcome};
+use medledger_ledger::governance;
+use medledger_ledger::receipt::{self, EpochLink, Included, RECEIPT_HEADERS_MAX, Receipt, ReceiptError};
+use medledger_ledger::{BlockHeader, Genesis, Rejection, StateView, TxOutcome};
 use medledger_types::{Height, TxId};
 
 use crate::app::{App, tx_outcome};
-use crate::consensus::{namespace_for_chain, verify_certificate};
+use crate::consensus::{namespace_for_chain, verify_certificate_in};
 
 /// Why a validator could not build a receipt.
 #[derive(Debug, thiserror::Error)]
@@ -15,10 +17,7 @@ pub enum BuildError {
     NotCommitted,
     #[error("the block is not finalized by a certificate yet")]
     NotCertified,
-    /// The certificate is of a validator set after genesis: checking it offline needs the
-    /// validator-set history, which receipts do not carry yet.
-    #[error("the block was finalized by a validator set after a governance change")]
-    AfterSetChange,
+
     #[error("{0}")]
     Local(String),
 }
@@ -40,35 +39,84 @@ pub fn build(app: &App, view: &impl StateView, id: &TxId) -> Result<Receipt, Bui
             _ => TxOutcome::Rejected { reason: Rejection::StaleNonce },
         })
         .collect();
-    let mut headers = vec![block.header.clone()];
-    let mut certificate = certificate;
-    let mut next = height.get();
+    let (headers, certificate) = certified_chain(app, block.header.clone(), certificate)?;
+    let certified = headers.last().map_or(height, |h| h.height);
+    let epoch = governance::epoch_at(view, certified).map_or(0, |e| e.epoch);
+    let links = (1..=epoch).map(|e| link(app, view, e)).collect::<Result<Vec<_>, _>>()?;
+    receipt::build(&block.txs, &outcomes, index as usize, headers, certificate, links)
+        .ok_or_else(|| BuildError::Local(format!("block {height} does not match its recorded outcomes")))
+}
+
+/// `header` and each child up to the first committed block with its own finality certificate,
+/// and that certificate.
+fn certified_chain(
+    app: &App,
+    header: BlockHeader,
+    certificate: Vec<u8>,
+) -> Result<(Vec<BlockHeader>, Vec<u8>), BuildError> {
+    let mut next = header.height.get();
+    let (mut headers, mut certificate) = (vec![header], certificate);
     while certificate.is_empty() {
         next += 1;
         if headers.len() >= RECEIPT_HEADERS_MAX {
             return Err(BuildError::NotCertified);
         }
-        let Some((child, child_certificate)) = app.block_at(Height::new(next)).map_err(local)? else {
+        let found = app.block_at(Height::new(next)).map_err(|e| BuildError::Local(e.to_string()))?;
+        let Some((child, child_certificate)) = found else {
             return Err(BuildError::NotCertified);
         };
         headers.push(child.header);
         certificate = child_certificate;
     }
-    if medledger_ledger::governance::epoch_at(view, Height::new(next)).is_none_or(|e| e.epoch != 0) {
-        return Err(BuildError::AfterSetChange);
-    }
-    receipt::build(&block.txs, &outcomes, index as usize, headers, certificate)
-        .ok_or_else(|| BuildError::Local(format!("block {height} does not match its recorded outcomes")))
+    Ok((headers, certificate))
+}
+
+/// The history link of epoch `epoch`: its set, the adopting block certified by the previous
+/// epoch's validators, and the proofs this validator kept when it committed that block.
+fn link(app: &App, view: &impl StateView, epoch: u64) -> Result<EpochLink, BuildError> {
+    let missing = || BuildError::Local(format!("this validator keeps no history of validator-set epoch {epoch}"));
+    let set = governance::epoch(view, epoch).ok_or_else(missing)?;
+    let validators: Vec<_> = set
+        .validators
+        .iter()
+        .map(|index| governance::validator(view, *index))
+        .collect::<Option<_>>()
+        .ok_or_else(missing)?;
+    let (adopted, proofs) =
+        app.inner().db.epoch_link(epoch).map_err(|e| BuildError::Local(e.to_string()))?.ok_or_else(missing)?;
+    let (block, certificate) =
+        app.block_at(adopted).map_err(|e| BuildError::Local(e.to_string()))?.ok_or_else(missing)?;
+    let (headers, certificate) = certified_chain(app, block.header, certificate)?;
+    Ok(EpochLink { set, validators, headers, certificate, proofs })
 }
 
 /// Checks a receipt file offline against `genesis`: its network, the inclusion of the transaction
-/// and its outcome, the chain of headers, and the finality certificate of the genesis validators.
+/// and its outcome, the chain of headers, the validator-set history from the genesis validators
+/// (each epoch's set proved against a block the previous epoch's validators certified), and the
+/// finality certificate of the block's epoch.
 pub fn verify(bytes: &[u8], genesis: &Genesis) -> Result<(Receipt, Included), ReceiptError> {
     let receipt = Receipt::decode(bytes)?;
     let chain_id = genesis.chain_id();
+    let namespace = namespace_for_chain(&chain_id);
     let included = receipt.check_inclusion(&chain_id)?;
-    let keys: Vec<[u8; 32]> = genesis.validators.iter().map(|v| v.public_key.0).collect();
-    if !verify_certificate(&namespace_for_chain(&chain_id), &keys, included.certified.0, &receipt.certificate) {
+    let mut keys: Vec<[u8; 32]> = genesis.validators.iter().map(|v| v.public_key.0).collect();
+    let mut epoch = 0;
+    for link in &receipt.links {
+        let claims = link.check(&chain_id, epoch + 1)?;
+        if !verify_certificate_in(&namespace, epoch, &keys, claims.certified.0, &link.certificate) {
+            return Err(ReceiptError::History);
+        }
+        let proved =
+            claims.entries.iter().zip(&link.proofs).all(|((key, value), proof)| {
+                medledger_store::verify_state_proof(&claims.state_root, key, value, proof)
+            });
+        if !proved {
+            return Err(ReceiptError::History);
+        }
+        keys = link.validators.iter().map(|v| v.public_key.0).collect();
+        epoch += 1;
+    }
+    if !verify_certificate_in(&namespace, epoch, &keys, included.certified.0, &receipt.certificate) {
         return Err(ReceiptError::Certificate);
     }
     Ok((receipt, included))

@@ -32,6 +32,16 @@ const VAULT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("share_vault")
 const RECORD_BLOCKS: TableDefinition<&[u8], ()> = TableDefinition::new("record_blocks");
 const RECORD_INDEX_FROM: &str = "record_index_from";
 
+/// epoch (big-endian) → (adoption height, Merkle proofs): for each validator-set epoch after
+/// genesis, proofs of its set's state entries against the state root of the block that adopted
+/// it, made when that block was committed (the tree keeps only the latest version's nodes).
+/// Receipts carry them as the validator-set history.
+const EPOCH_LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("epoch_links");
+
+/// The height of the block that adopted a validator-set epoch, and the Merkle proofs (encoded) of
+/// the set's state entries against its state root.
+pub type EpochProofs = (Height, Vec<Vec<u8>>);
+
 /// Stale tree nodes are deleted in one go every this many heights: nodes are keyed version first,
 /// so the deletions of many blocks fall on few pages instead of one page per node per block.
 const PRUNE_EVERY_HEIGHTS: u64 = 64;
@@ -91,6 +101,13 @@ fn key_hash(key: &[u8]) -> KeyHash {
     KeyHash::with::<sha2::Sha256>(key)
 }
 
+/// Checks a proof made by [`StateDb::prove`]: the state with root `root` holds `value` at `key`.
+/// Pure (no database): receipts are checked offline with it.
+pub fn verify_state_proof(root: &Digest, key: &[u8], value: &[u8], proof: &[u8]) -> bool {
+    let Ok(proof) = borsh::from_slice::<jmt::proof::SparseMerkleProof<sha2::Sha256>>(proof) else { return false };
+    proof.verify(jmt::RootHash(*root.as_bytes()), key_hash(key), Some(value)).is_ok()
+}
+
 impl StateDb {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(db_err)?;
@@ -106,6 +123,7 @@ impl StateDb {
             txn.open_table(STALE).map_err(db_err)?;
             txn.open_table(VAULT).map_err(db_err)?;
             txn.open_table(RECORD_BLOCKS).map_err(db_err)?;
+            txn.open_table(EPOCH_LINKS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self { db })
@@ -320,6 +338,45 @@ impl StateDb {
     }
 
     /// A read view over the committed state plus pending ancestors (oldest first).
+    /// Merkle proofs (encoded) of `keys` against the state after the last of `pending` (the
+    /// committed state when empty), as [`verify_state_proof`] checks them.
+    pub fn prove(&self, pending: &[&Pending], keys: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let version = match pending.last() {
+            Some(p) => p.height.get(),
+            None => self.last_applied()?.ok_or(StoreError::Uninitialised)?.height.get(),
+        };
+        let view = self.view(pending)?;
+        let tree = Sha256Jmt::new(&view);
+        keys.iter()
+            .map(|key| {
+                let (_, proof) =
+                    tree.get_with_proof(key_hash(key), version).map_err(|e| StoreError::Tree(e.to_string()))?;
+                borsh::to_vec(&proof).map_err(db_err)
+            })
+            .collect()
+    }
+
+    /// Keeps the proofs of epoch `epoch`'s set, adopted at `height` (see `EPOCH_LINKS`).
+    pub fn put_epoch_link(&self, epoch: u64, height: Height, proofs: &[Vec<u8>]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(EPOCH_LINKS).map_err(db_err)?;
+            let value = borsh::to_vec(&(height.get(), proofs)).map_err(db_err)?;
+            table.insert(epoch.to_be_bytes().as_slice(), value.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// The adoption height and proofs of epoch `epoch`'s set, if this validator committed its
+    /// adoption (a validator that synced its state past it has none).
+    pub fn epoch_link(&self, epoch: u64) -> Result<Option<EpochProofs>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(EPOCH_LINKS).map_err(db_err)?;
+        let Some(value) = table.get(epoch.to_be_bytes().as_slice()).map_err(db_err)? else { return Ok(None) };
+        let (height, proofs): (u64, Vec<Vec<u8>>) = borsh::from_slice(value.value()).map_err(db_err)?;
+        Ok(Some((Height::new(height), proofs)))
+    }
+
     pub fn view<'a>(&'a self, pending: &'a [&'a Pending]) -> Result<SpecView<'a>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let kv = txn.open_table(KV).map_err(db_err)?;
