@@ -786,9 +786,7 @@ impl Run<'_, '_> {
         proposal: &Proposal,
         latest: &ValidatorEpoch,
     ) -> Result<(Vec<u32>, Option<ValidatorEntry>), Rejection> {
-        let current: Vec<ValidatorEntry> =
-            latest.validators.iter().filter_map(|index| governance::validator(&*self.state, *index)).collect();
-        let mut next = current.clone();
+        let mut next = governance::members(&*self.state, latest);
         let mut joining = None;
         match proposal {
             Proposal::Join { org, validator, .. } => {
@@ -857,21 +855,8 @@ impl Run<'_, '_> {
     ) {
         match proposal {
             Proposal::Join { org, .. } => {
-                let entry =
-                    OrgEntry { id: org.id.clone(), name: org.name.clone(), admin: org.admin.member, left_at: None };
+                let (entry, admin) = org.entries(self.ctx.time);
                 self.state.put(keys::org(&org.id), &entry);
-                let admin = MemberEntry {
-                    id: org.admin.member,
-                    org: org.id.clone(),
-                    role: Role::Admin,
-                    signing_key: org.admin.signing_key,
-                    encryption_key: org.admin.encryption_key.clone(),
-                    display_name: None,
-                    status: MemberStatus::Active,
-                    enrolled_at: self.ctx.time,
-                    enrolled_by: None,
-                    custodial: false,
-                };
                 self.state.put(keys::member(&org.admin.member), &admin);
                 self.state.put(keys::signing_key(&org.admin.signing_key), &org.admin.member);
                 self.state.put(keys::ORG_COUNT.to_vec(), &orgs.saturating_add(1));

@@ -29,6 +29,27 @@ pub struct GenesisOrg {
     pub admin: GenesisMember,
 }
 
+impl GenesisOrg {
+    /// The organisation's state entry and its admin's, as genesis (or the governance proposal
+    /// that admits it at `enrolled_at`) writes them.
+    pub(crate) fn entries(&self, enrolled_at: Timestamp) -> (OrgEntry, MemberEntry) {
+        let org = OrgEntry { id: self.id.clone(), name: self.name.clone(), admin: self.admin.member, left_at: None };
+        let admin = MemberEntry {
+            id: self.admin.member,
+            org: self.id.clone(),
+            role: Role::Admin,
+            signing_key: self.admin.signing_key,
+            encryption_key: self.admin.encryption_key.clone(),
+            display_name: None,
+            status: MemberStatus::Active,
+            enrolled_at,
+            enrolled_by: None,
+            custodial: false,
+        };
+        (org, admin)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct GenesisValidator {
     pub org: OrgId,
@@ -230,20 +251,8 @@ impl Genesis {
     pub fn state(&self) -> WriteSet {
         let mut writes = WriteSet::new();
         for org in &self.orgs {
-            let entry = OrgEntry { id: org.id.clone(), name: org.name.clone(), admin: org.admin.member, left_at: None };
+            let (entry, admin) = org.entries(self.created_at);
             writes.insert(keys::org(&org.id), Some(encode(&entry)));
-            let admin = MemberEntry {
-                id: org.admin.member,
-                org: org.id.clone(),
-                role: Role::Admin,
-                signing_key: org.admin.signing_key,
-                encryption_key: org.admin.encryption_key.clone(),
-                display_name: None,
-                status: MemberStatus::Active,
-                enrolled_at: self.created_at,
-                enrolled_by: None,
-                custodial: false,
-            };
             writes.insert(keys::member(&org.admin.member), Some(encode(&admin)));
             writes.insert(keys::signing_key(&org.admin.signing_key), Some(encode(&org.admin.member)));
         }

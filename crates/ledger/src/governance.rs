@@ -139,6 +139,11 @@ pub fn validator(state: &(impl StateView + ?Sized), index: u32) -> Option<Valida
     read(state, &keys::validator(index))
 }
 
+/// The validators of `epoch`, in its order.
+pub fn members(state: &(impl StateView + ?Sized), epoch: &ValidatorEpoch) -> Vec<ValidatorEntry> {
+    epoch.validators.iter().filter_map(|index| validator(state, *index)).collect()
+}
+
 /// Every validator that ever took part, by index.
 pub fn validators(state: &(impl StateView + ?Sized)) -> Vec<ValidatorEntry> {
     let count: u32 = read(state, keys::VALIDATOR_COUNT).unwrap_or(0);

@@ -1476,23 +1476,20 @@ async fn governance(State(state): State<ApiState>) -> ApiResult<Json<GovernanceR
     use medledger_ledger::governance as gov;
     let height = state.app.last_applied().height;
     let view = view(&state)?;
-    let all = gov::validators(&view);
     let epochs: Vec<GovernanceEpoch> = gov::epochs(&view)
         .into_iter()
         .map(|e| GovernanceEpoch {
             epoch: e.epoch,
             first_height: e.first_height.get(),
             proposal: e.proposal.map(|p| p.to_hex()),
-            validators: e
-                .validators
-                .iter()
-                .filter_map(|index| all.get(*index as usize))
+            validators: gov::members(&view, &e)
+                .into_iter()
                 .map(|v| GovernanceValidator {
                     index: v.index,
                     org: v.org.to_string(),
                     public_key: hex::encode(v.public_key.0),
-                    p2p_address: v.p2p_address.clone(),
-                    api_address: v.api_address.clone(),
+                    p2p_address: v.p2p_address,
+                    api_address: v.api_address,
                 })
                 .collect(),
         })

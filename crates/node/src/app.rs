@@ -673,16 +673,13 @@ impl Ledger for App {
         let stamp = (governance::latest_epoch(&view), read::<u32>(&view, keys::VALIDATOR_COUNT).unwrap_or(0));
         let mut cache = self.inner.schedule.lock().expect("schedule lock");
         if cache.0 != Some(stamp) {
-            let all = governance::validators(&view);
             let epochs = governance::epochs(&view)
                 .into_iter()
                 .map(|e| EpochSet {
                     epoch: e.epoch,
                     first_height: e.first_height.get(),
-                    validators: e
-                        .validators
-                        .iter()
-                        .filter_map(|index| all.get(*index as usize))
+                    validators: governance::members(&view, &e)
+                        .into_iter()
                         .map(|v| EpochValidator {
                             index: v.index,
                             public_key: v.public_key.0,

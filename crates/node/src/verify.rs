@@ -83,12 +83,7 @@ pub async fn verify_dir(dir: &Path, index: u32) -> Result<VerifyReport, VerifyEr
         if !set.validators.contains(&h.proposer) {
             return Err(at(format!("proposer {} is not a validator of epoch {}", h.proposer, set.epoch)));
         }
-        let keys: Vec<[u8; 32]> = set
-            .validators
-            .iter()
-            .filter_map(|index| governance::validator(&view, *index))
-            .map(|v| v.public_key.0)
-            .collect();
+        let keys: Vec<[u8; 32]> = governance::members(&view, &set).iter().map(|v| v.public_key.0).collect();
         if entry.certificate.is_empty() {
             uncertified.get_or_insert(height);
         } else if verify_certificate_in(&namespace, set.epoch, &keys, digest.0, &entry.certificate) {
