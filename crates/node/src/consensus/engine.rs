@@ -177,6 +177,7 @@ where
     if known.get().epochs.is_empty() {
         return Err(ConsensusError::NoValidators);
     }
+    let peer_limit = super::epochs::peer_set_limit(&known.get());
     let schemes = EpochSchemes::new(known.clone(), cfg.namespace.clone(), identity.signer.clone());
     let public_key = identity.signer.public_key();
     let prefix = cfg.partition_prefix();
@@ -305,6 +306,7 @@ where
         page_cache,
         timeouts,
         fetch_timeout,
+        peer_limit,
     };
     let epochs_handle = context
         .child("orchestrator")

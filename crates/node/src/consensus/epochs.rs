@@ -92,6 +92,19 @@ impl Schedule {
     }
 }
 
+/// Validator-set changes a validator follows without a restart: its p2p layer is sized at start
+/// for the largest set it knows plus this many validators.
+pub const PEER_SET_GROWTH: usize = 4;
+
+/// The most distinct identities one tracked peer set may hold (the local one included) for a
+/// validator starting with `schedule`: the p2p layer sizes every channel's mailbox by it (times
+/// each channel's burst), so it is kept near the sets' real size rather than at
+/// [`VALIDATORS_MAX`](medledger_types::limits::VALIDATORS_MAX).
+pub fn peer_set_limit(schedule: &Schedule) -> usize {
+    let largest = schedule.epochs.iter().map(|e| e.validators.len()).max().unwrap_or(1);
+    largest.saturating_add(PEER_SET_GROWTH).min(medledger_types::limits::VALIDATORS_MAX) + 1
+}
+
 /// The last height of an epoch with no successor scheduled. Not `u64::MAX`: the marshal computes
 /// `last + 1` in places.
 const OPEN_EPOCH_LAST: u64 = u64::MAX - 1;

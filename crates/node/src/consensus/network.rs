@@ -105,7 +105,8 @@ pub async fn run_tokio<L: Ledger>(
     ledger: L,
 ) -> Result<(), ConsensusError> {
     let identity = identity(&cfg)?;
-    let max_peers = NonZeroUsize::new(VALIDATORS_MAX).ok_or(ConsensusError::NoValidators)?;
+    let max_peers =
+        NonZeroUsize::new(super::epochs::peer_set_limit(&ledger.schedule())).ok_or(ConsensusError::NoValidators)?;
     let handshake = Cups::<_, ChaCha20Poly1305>::new(
         Sake {
             signer: identity.signer.clone(),

@@ -74,6 +74,8 @@ where
     pub(crate) page_cache: CacheRef,
     pub(crate) timeouts: Timeouts,
     pub(crate) fetch_timeout: NonZeroDuration,
+    /// The largest peer set the p2p layer was sized for (see [`super::epochs::peer_set_limit`]).
+    pub(crate) peer_limit: usize,
 }
 
 /// What woke the orchestrator.
@@ -236,6 +238,15 @@ where
             warn!(validator = self.index, "the validator set lists a key twice; peers unchanged");
             return;
         };
+        if primary.len() + secondary.len() + 1 > self.peer_limit {
+            tracing::error!(
+                validator = self.index,
+                peers = primary.len() + secondary.len(),
+                limit = self.peer_limit,
+                "the validator set outgrew what this validator's p2p layer was sized for at start; restart it"
+            );
+            return;
+        }
         info!(validator = self.index, id, primary = primary.len(), secondary = secondary.len(), "tracking peers");
         let _ = self.peers.track(id, AddressableTrackedPeers::new(primary, secondary));
         *tracked = Some(id);
