@@ -337,8 +337,10 @@ impl App {
     /// The speculative batches from the last committed block up to `tip` (oldest first), or None
     /// when `tip` is neither committed nor known (its branch was never executed here).
     fn ancestry(&self, tip: &BlockHash) -> Option<Vec<Arc<Speculative>>> {
-        let last = self.last_applied();
+        // Read under the speculative lock, which a commit holds while it publishes the new last
+        // block and drops the batches it made durable: the two are always seen together.
         let spec = self.inner.speculative.lock().expect("speculative lock");
+        let last = self.last_applied();
         let mut chain = Vec::new();
         let mut cursor = *tip;
         while cursor != last.digest {
@@ -585,8 +587,11 @@ impl App {
         if let Some((epoch, proofs)) = epoch_link {
             inner.db.put_epoch_link(epoch, height, &proofs).map_err(|e| e.to_string())?;
         }
+        let last = inner.db.last_applied().map_err(|e| e.to_string())?.ok_or("state vanished")?;
         {
+            // The new last block and the batches it supersedes change together (see `ancestry`).
             let mut spec = inner.speculative.lock().expect("speculative lock");
+            inner.committed.send_replace(last);
             spec.retain(|_, s| s.pending.height > height);
         }
         {
@@ -596,8 +601,6 @@ impl App {
             }
             pool.prune();
         }
-        let last = inner.db.last_applied().map_err(|e| e.to_string())?.ok_or("state vanished")?;
-        inner.committed.send_replace(last);
         metrics.blocks.inc();
         metrics.height.set(i64::try_from(height.get()).unwrap_or(i64::MAX));
         metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -627,17 +630,32 @@ impl Ledger for App {
 
     async fn propose(&self, parent: &Block, proposer: u32, epoch: u64, now_ms: u64) -> Option<Block> {
         // Build as soon as there is work the parent's branch does not already hold; otherwise
-        // wait for a submission, up to the budget. Interest in the next notification is
-        // registered before each attempt, so a submission in between is not missed.
+        // wait for a submission or a commit (a parent notarized without this validator's vote
+        // becomes buildable on once it is committed), up to the budget. Interest in both is
+        // registered before each attempt, so one in between is not missed.
         let deadline = tokio::time::Instant::now() + PROPOSE_WAIT;
+        let mut committed = self.inner.committed.subscribe();
         loop {
             let notified = self.inner.work.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
+            committed.mark_unchanged();
             if let Some(block) = self.build(parent, proposer, epoch, now_ms.max(wall_clock_ms())) {
                 return Some(block);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let woken = async {
+                tokio::select! {
+                    () = notified => {}
+                    _ = committed.changed() => {}
+                }
+            };
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                if self.ancestry(&parent.digest()).is_none() {
+                    tracing::warn!(
+                        height = parent.header.height.get(),
+                        "leading a view on a parent never executed here; declining"
+                    );
+                }
                 return None;
             }
         }
@@ -695,8 +713,8 @@ impl Ledger for App {
 
     fn knows(&self, digest: &[u8; 32]) -> bool {
         let digest = BlockHash::new(*digest);
-        self.last_applied().digest == digest
-            || self.inner.speculative.lock().expect("speculative lock").contains_key(&digest)
+        let spec = self.inner.speculative.lock().expect("speculative lock");
+        self.last_applied().digest == digest || spec.contains_key(&digest)
     }
 
     fn committed_digest(&self, height: u64) -> Option<[u8; 32]> {

@@ -46,8 +46,17 @@ impl Forwarder {
                         .header("content-type", "application/octet-stream")
                         .body(body.clone());
                     async move {
-                        if let Err(e) = request.send().await {
-                            tracing::debug!(error = %e, "forwarding to a peer failed");
+                        match request.send().await {
+                            Err(e) => tracing::debug!(error = %e, "forwarding to a peer failed"),
+                            Ok(response) => {
+                                let status = response.status();
+                                let body = response.bytes().await.unwrap_or_default();
+                                let refused = serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+                                    .map_or(0, |results| results.iter().filter(|r| r.get("error").is_some()).count());
+                                if !status.is_success() || refused > 0 {
+                                    tracing::debug!(%status, refused, "a peer refused forwarded transactions");
+                                }
+                            }
                         }
                     }
                 });

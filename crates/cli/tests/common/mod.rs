@@ -146,7 +146,7 @@ impl Net {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).expect("log");
         let child = Command::new(BIN)
             .args(["node", "--dir", self.dir.to_str().unwrap(), "--validator", &k.to_string()])
-            .env("MEDLEDGER_LOG", "info")
+            .env("MEDLEDGER_LOG", std::env::var("MEDLEDGER_TEST_NODE_LOG").unwrap_or("info".into()))
             .envs(self.node_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -235,8 +235,23 @@ impl Drop for Net {
         for k in 0..self.nodes.len() {
             self.kill9_validator(k);
         }
+        // A failed test leaves its validators' last words on stderr (CI keeps nothing else).
+        if std::thread::panicking() {
+            for k in 0..self.nodes.len() {
+                let log = std::fs::read_to_string(self.dir.join(format!("validator-{k}")).join("node.log"));
+                let log = log.unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- validator {k}: last lines of node.log ---");
+                for line in &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
+
+/// Lines of each validator's log a failed test prints.
+const LOG_TAIL_LINES: usize = 60;
 
 /// Polls `done` every 50 ms for up to 60 s.
 pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -44,6 +44,37 @@ impl<L: Ledger> Glue<L> {
         Self { ledger, known, me, propose_budget }
     }
 
+    /// Executes, oldest first, the blocks of `chain` (newest first, each the child of the next)
+    /// and the ancestors behind them this ledger has not executed: blocks notarized without this
+    /// validator's vote. Stops at the first ancestor it knows, or after [`ANCESTORS_MAX`]. Returns
+    /// whether every execution succeeded.
+    async fn execute_with_ancestors(
+        &self,
+        mut chain: Vec<Block>,
+        ancestry: &mut impl Ancestry<ChainBlock>,
+        epoch: u64,
+        now: u64,
+    ) -> bool {
+        while chain.len() <= ANCESTORS_MAX {
+            let Some(oldest) = chain.last() else { return true };
+            if self.ledger.knows(&oldest.digest().0) {
+                break;
+            }
+            match ancestry.next().await {
+                Some(ancestor) if links_to(ancestor.inner().block(), oldest) => {
+                    chain.push(ancestor.inner().block().clone());
+                }
+                _ => break,
+            }
+        }
+        for pair in chain.windows(2).rev() {
+            if !self.ledger.verify(&pair[1], &pair[0], epoch, now).await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The stable index of the validator holding `key`.
     fn index_of(&self, key: &ed25519::PublicKey) -> Option<u32> {
         let key: &[u8] = key.as_ref();
@@ -82,7 +113,7 @@ where
     async fn propose(
         &mut self,
         (runtime, context): (E, ViewContext),
-        ancestry: impl Ancestry<ChainBlock>,
+        mut ancestry: impl Ancestry<ChainBlock>,
         _: (),
     ) -> Option<Digested<ChainBlock>> {
         let Some(parent) = ancestry.peek().cloned() else {
@@ -103,8 +134,22 @@ where
             let parent = parent.inner().block().clone();
             let epoch = context.epoch().get();
             let now = now_ms(&runtime);
-            let build = Box::pin(async move { ledger.propose(&parent, index, epoch, now).await });
             let budget = Box::pin(runtime.sleep(self.propose_budget));
+            // A parent notarized without this validator's vote is executed first (with any such
+            // ancestors), so the leader builds on it without waiting for its finalization. Best
+            // effort: if that fails (the parent committed meanwhile), the ledger still decides.
+            let ancestors = Box::pin(async {
+                let _ = ancestry.next().await;
+                self.execute_with_ancestors(vec![parent.clone()], &mut ancestry, epoch, now).await
+            });
+            let budget = match select(ancestors, budget).await {
+                Either::Left((_, budget)) => budget,
+                Either::Right(((), _)) => {
+                    warn!(round = %context.round, "executing the parent took longer than the propose budget; declining the view");
+                    return None;
+                }
+            };
+            let build = Box::pin(async move { ledger.propose(&parent, index, epoch, now).await });
             match select(build, budget).await {
                 Either::Left((built, _)) => built,
                 Either::Right(((), _)) => {
@@ -155,26 +200,8 @@ where
             debug!(round = %context.round, proposer = block.header.proposer, "block names a proposer other than the view's leader");
             return false;
         }
-        // Ancestors this ledger has not executed (notarized without its vote), oldest last.
-        let mut chain = vec![block, parent];
-        while chain.len() <= ANCESTORS_MAX {
-            let oldest = chain.last().expect("two blocks at least");
-            if self.ledger.knows(&oldest.digest().0) {
-                break;
-            }
-            match ancestry.next().await {
-                Some(ancestor) if links_to(ancestor.inner().block(), oldest) => {
-                    chain.push(ancestor.inner().block().clone());
-                }
-                _ => break,
-            }
-        }
+        // With the ancestors this ledger has not executed (notarized without its vote).
         let (epoch, now) = (context.epoch().get(), now_ms(&runtime));
-        for pair in chain.windows(2).rev() {
-            if !self.ledger.verify(&pair[1], &pair[0], epoch, now).await {
-                return false;
-            }
-        }
-        true
+        self.execute_with_ancestors(vec![block, parent], &mut ancestry, epoch, now).await
     }
 }

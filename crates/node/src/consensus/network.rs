@@ -33,6 +33,8 @@ pub const CHANNEL_BACKFILL: u64 = 4;
 
 /// Depth of the p2p transport's internal mailboxes.
 const P2P_MAILBOX_SIZE: NonZeroUsize = NonZeroUsize::new(1024).expect("1024 is not zero");
+/// Inbound handshakes accepted per second from one registered address.
+const HANDSHAKES_PER_ADDRESS: Quota = Quota::per_second(NonZeroU32::new(16).expect("16 is not zero"));
 /// How far a peer's handshake clock may run ahead of ours.
 const HANDSHAKE_SYNCHRONY_BOUND: Duration = Duration::from_secs(5);
 /// Oldest handshake message accepted.
@@ -130,6 +132,11 @@ pub async fn run_tokio<L: Ledger>(
     // reconnected within seconds, not the minute the public-internet default waits.
     p2p.allow_private_ips = true;
     p2p.peer_connection_cooldown = Duration::from_secs(1);
+    // The listener admits only the registered validators' addresses, and several validators may
+    // share one (behind a hospital's NAT, or a whole network on 127.0.0.1): the default of one
+    // handshake per 5 s per address let their dials starve one another, and a validator that
+    // joined stayed unconnected to some peers for tens of seconds (its proposals timed out).
+    p2p.allowed_handshake_rate_per_ip = HANDSHAKES_PER_ADDRESS;
     let (mut network, oracle) = lookup::Network::new(context.child("p2p"), p2p);
     let mut register = |channel: u64| network.register(channel, channel_quota(channel));
     let channels = Channels {
