@@ -263,6 +263,44 @@ fn tokio_validator_over_tcp_restarts_from_its_storage() {
     );
 }
 
+/// A validator that votes for no block (its ledger refuses each block the first time it sees it,
+/// as if every block reached it too late; the other three notarize and finalize without it) still
+/// leads its views:
+/// before building, the glue executes the parent it never voted for, and the ancestors behind it,
+/// fetched through the marshal. Its ledger, like the real one, builds only on a parent it executed.
+#[test]
+fn a_leader_builds_on_parents_it_did_not_vote_for() {
+    let seed = 41;
+    println!("late voter: seed {seed}");
+    let ledgers: Vec<ToyLedger> =
+        (0..4).map(|k| if k == 3 { ToyLedger::new(4, 0).late_to_vote() } else { ToyLedger::new(4, 0) }).collect();
+    let observed = ledgers.clone();
+    runner(seed).start(|context| async move {
+        let oracle = simulated_network(&context, 4).await;
+        let mut handles = vec![];
+        for (cfg, ledger) in configs(4, Timeouts::default()).into_iter().zip(&ledgers) {
+            handles.push(start_validator(&context, &oracle, cfg, ledger.clone(), 0).await);
+        }
+        for ledger in &ledgers {
+            ledger.wait_for(40).await;
+        }
+    });
+    assert_same_chain(&observed, 40);
+    for ledger in &observed {
+        ledger.check();
+    }
+    let late = observed[3].state.lock().unwrap();
+    let by_late = late.committed.values().filter(|(block, _)| block.header.proposer == 3).count();
+    println!(
+        "late voter: missed {} blocks at first sight, proposed {by_late} of 40 finalized blocks, {} proposals on an unexecuted parent",
+        late.missed.len(),
+        late.proposed_on_unexecuted
+    );
+    assert!(late.missed.len() >= 20, "the late voter refused {} blocks at first sight", late.missed.len());
+    assert_eq!(late.proposed_on_unexecuted, 0, "asked to build on a parent it never executed");
+    assert!(by_late >= 5, "the late voter proposed {by_late} of 40 blocks");
+}
+
 /// Governance: validator 4 joins at epoch 1 and leaves at epoch 2 (4 -> 5 -> 4), each change
 /// adopted in a block as the ledger's governance transaction would be. Validator 4 runs from
 /// genesis, follows the chain without voting until its epoch, takes part in it (proposes blocks

@@ -8,12 +8,13 @@
 //! header. `finalized` executes every block again from the ledger's own previous state and
 //! records the result per height, so validators that applied the same chain hold the same state
 //! roots. `verify` enforces the real app's time rules: strictly after the parent's time and at
-//! most [`BLOCK_TIME_DRIFT_MAX_MS`] ahead of the verifier's clock.
+//! most [`BLOCK_TIME_DRIFT_MAX_MS`] ahead of the verifier's clock. Like the real app, it builds
+//! only on a parent it executed (verified, built or committed).
 
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +69,12 @@ pub struct ToyState {
     pub redelivered: u64,
     /// Blocks `verify` refused (by digest), and why.
     pub refused: BTreeMap<[u8; 32], Rejection>,
+    /// Blocks this ledger executed (verified or built) and so can build on before they commit.
+    pub executed: BTreeSet<[u8; 32]>,
+    /// With [`ToyLedger::late_to_vote`]: blocks refused at first sight.
+    pub missed: BTreeSet<[u8; 32]>,
+    /// Calls to `propose` on a parent this ledger never executed (the glue executes it first).
+    pub proposed_on_unexecuted: u64,
     /// Broken expectations, reported by the test at the end.
     pub violations: Vec<String>,
 }
@@ -82,6 +89,9 @@ pub struct ToyLedger {
     /// adopted at a height (as a governance transaction in that block would be) with the next
     /// set's seed indices, as the real ledger schedules them.
     plan: Arc<Plan>,
+    /// Refuse every block the first time `verify` sees it (as if each reached this validator too
+    /// late to vote on), and check it normally the next time.
+    late_to_vote: bool,
 }
 
 /// Genesis validators (seed indices `0..n`) and the changes: (adoption height, next set).
@@ -195,7 +205,14 @@ impl ToyLedger {
             committed_height: Arc::new(committed_height),
             idle_every,
             plan: Arc::new((validators, changes)),
+            late_to_vote: false,
         }
+    }
+
+    /// This ledger refuses each block the first time it sees it (see [`ToyState::missed`]).
+    pub fn late_to_vote(mut self) -> Self {
+        self.late_to_vote = true;
+        self
     }
 
     /// The epoch (number, validators) of `height`.
@@ -303,12 +320,18 @@ impl Ledger for ToyLedger {
         }
         let mut state = self.state.lock().unwrap();
         state.propose_calls += 1;
+        let parent_committed = state.committed.get(&parent.header.height.get()).map(|(b, _)| b.digest());
+        if parent_committed != Some(parent.digest()) && !state.executed.contains(&parent.digest().0) {
+            state.proposed_on_unexecuted += 1;
+            return None;
+        }
         if self.idle_every != 0 && state.propose_calls.is_multiple_of(self.idle_every) {
             state.declined += 1;
             return None;
         }
         let block = child_of(parent, proposer, now_ms);
         state.proposed.push(block.digest().0);
+        state.executed.insert(block.digest().0);
         Some(block)
     }
 
@@ -316,8 +339,14 @@ impl Ledger for ToyLedger {
         let (block_epoch, set) = self.epoch_of(block.header.height.get());
         let in_epoch =
             if block_epoch == epoch && set.contains(&block.header.proposer) { Ok(()) } else { Err(Rejection::Epoch) };
+        if self.late_to_vote && self.state.lock().unwrap().missed.insert(block.digest().0) {
+            return false;
+        }
         match in_epoch.and_then(|()| check_child(parent, block, now_ms)) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.state.lock().unwrap().executed.insert(block.digest().0);
+                true
+            }
             Err(reason) => {
                 self.state.lock().unwrap().refused.insert(block.digest().0, reason);
                 false
@@ -356,6 +385,11 @@ impl Ledger for ToyLedger {
 
     fn committed_digest(&self, height: u64) -> Option<[u8; 32]> {
         self.state.lock().unwrap().committed.get(&height).map(|(block, _)| block.digest().0)
+    }
+
+    fn knows(&self, digest: &[u8; 32]) -> bool {
+        let state = self.state.lock().unwrap();
+        state.executed.contains(digest) || state.committed.values().any(|(block, _)| &block.digest().0 == digest)
     }
 }
 
