@@ -24,6 +24,13 @@ fn proposers(net: &Net, k: usize, from: u64, to: u64) -> Vec<u64> {
         .collect()
 }
 
+/// The validators whose APIs validator `k` polls (its status' peers) and finds up.
+fn peers_up(net: &Net, k: usize) -> Vec<u64> {
+    let status = net.status_of(k);
+    let peers = status["peers"].as_array().cloned().unwrap_or_default();
+    peers.iter().filter(|p| p["up"] == true).filter_map(|p| p["validator"].as_u64()).collect()
+}
+
 /// Waits until every running validator in `validators` has committed `height`.
 fn wait_all(net: &Net, validators: &[usize], height: u64) {
     for k in validators {
@@ -96,6 +103,9 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
     net.start_validator(joiner);
     wait_all(&net, &[0, 1, 2, 3, 4], joined_at - 1);
     assert_eq!(governance(&net)["epoch"], 1);
+    // The validators' status follows the set: each lists the other four as peers.
+    wait_until("validator 0 sees validator 4 up", || peers_up(&net, 0) == [1, 2, 3, 4]);
+    wait_until("validator 4 sees the others up", || peers_up(&net, 4) == [0, 1, 2, 3]);
     let (r2, t2) = put(&net, 62);
     // Its organisation's admin acts at once; its validator proposes blocks the others finalize
     // (whichever validator leads a view with work proposes; each admitted transaction is
@@ -145,6 +155,7 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
     let height = net.status_of(0)["height"].as_u64().unwrap();
     assert!(height >= left_at, "a block of epoch 2");
     assert!(proposers(&net, 0, left_at, height).iter().all(|p| *p < 4), "validator 4 proposed after leaving");
+    wait_until("validator 0 no longer lists validator 4", || peers_up(&net, 0) == [1, 2, 3]);
     for (record, text) in [(&r1, &t1), (&r2, &t2), (&r3, &t3), (&r4, &t4)] {
         assert_eq!(&net.ok(&["record", "get", "--as", "drbob", record]), text);
     }

@@ -737,6 +737,11 @@ impl App {
     /// The API URLs of the validators of the epoch of the next block and of any pending epoch,
     /// but the one holding consensus key `me`.
     pub fn validator_apis(&self, scheme: &str, me: &[u8; 32]) -> Vec<String> {
+        self.validator_peers(scheme, me).into_iter().map(|(_, url)| url).collect()
+    }
+
+    /// [`App::validator_apis`] with each validator's stable index.
+    pub fn validator_peers(&self, scheme: &str, me: &[u8; 32]) -> Vec<(u32, String)> {
         let next = Height::new(self.last_applied().height.get().saturating_add(1));
         let Ok(view) = self.inner.db.view(&[]) else { return Vec::new() };
         let current = governance::epoch_at(&view, next).map_or(0, |e| e.epoch);
@@ -748,7 +753,7 @@ impl App {
             .into_iter()
             .filter_map(|index| governance::validator(&view, index))
             .filter(|v| &v.public_key.0 != me)
-            .map(|v| format!("{scheme}://{}", v.api_address))
+            .map(|v| (v.index, format!("{scheme}://{}", v.api_address)))
             .collect()
     }
 

@@ -1,5 +1,6 @@
 //! What this validator sees of its peers: whether each one's API answers, and at what height.
-//! Polled every few seconds for `GET /v1/status` and `medledger status`.
+//! Polled every few seconds for `GET /v1/status` and `medledger status`; the peers are the
+//! validators of the current and any pending epoch (governance changes them).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,17 +24,19 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Starts polling `peers` (validator index, API URL) on the current tokio runtime.
-    pub fn spawn(peers: Vec<(u32, String)>) -> Self {
-        let states: Vec<PeerState> = peers
-            .iter()
-            .map(|(validator, api)| PeerState { validator: *validator, api: api.clone(), up: false, height: None })
-            .collect();
-        let this = Peers { states: Arc::new(Mutex::new(states)) };
+    /// Starts polling, on the current tokio runtime, the peers `peers` names (validator index, API
+    /// URL) at the time of each round.
+    pub fn spawn(peers: impl Fn() -> Vec<(u32, String)> + Send + 'static) -> Self {
+        let this = Peers { states: Arc::new(Mutex::new(Self::fresh(&peers(), &[]))) };
         let Ok(http) = crate::tls::peer_client().timeout(POLL_TIMEOUT).build() else { return this };
         let shared = this.clone();
         tokio::spawn(async move {
             loop {
+                let peers = peers();
+                {
+                    let mut states = shared.states.lock().expect("peers lock");
+                    *states = Self::fresh(&peers, &states);
+                }
                 for (i, (_, api)) in peers.iter().enumerate() {
                     let reply = http.get(format!("{api}/v1/status")).send().await;
                     let height = match reply {
@@ -53,6 +56,21 @@ impl Peers {
             }
         });
         this
+    }
+
+    /// The states of `peers`, keeping what `known` says of those already polled.
+    fn fresh(peers: &[(u32, String)], known: &[PeerState]) -> Vec<PeerState> {
+        peers
+            .iter()
+            .map(|(validator, api)| {
+                known.iter().find(|s| s.validator == *validator && &s.api == api).cloned().unwrap_or(PeerState {
+                    validator: *validator,
+                    api: api.clone(),
+                    up: false,
+                    height: None,
+                })
+            })
+            .collect()
     }
 
     pub fn snapshot(&self) -> Vec<PeerState> {

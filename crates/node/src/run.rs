@@ -54,7 +54,10 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
             crate::forward::Forwarder::spawn(move || app.validator_apis(scheme, &me))
         };
         let peers_urls = peers.clone();
-        let peers = crate::peers::Peers::spawn(peers);
+        let peers = {
+            let (app, me) = (app.clone(), crate::consensus::validator_public_key(&cfg.signing_seed));
+            crate::peers::Peers::spawn(move || app.validator_peers(scheme, &me))
+        };
         let registry = context.child("metrics_encoder");
         let ops = crate::api::Ops {
             metrics: Some(std::sync::Arc::new(move || registry.encode())),
