@@ -55,7 +55,11 @@ fn one_validator_finalizes_and_idle_views_do_not_stall() {
 
 /// Runs four validators with `seed` until each has committed `target` blocks; returns the chains.
 fn four_validators(seed: u64, target: u64) -> Vec<ToyLedger> {
-    let ledgers: Vec<ToyLedger> = (0..4).map(|_| ToyLedger::new(4, 0)).collect();
+    run_four(seed, (0..4).map(|_| ToyLedger::new(4, 0)).collect(), target)
+}
+
+/// Runs four validators on `ledgers` with `seed` until each has committed `target` blocks.
+fn run_four(seed: u64, ledgers: Vec<ToyLedger>, target: u64) -> Vec<ToyLedger> {
     let observed = ledgers.clone();
     runner(seed).start(|context| async move {
         let oracle = simulated_network(&context, 4).await;
@@ -265,26 +269,16 @@ fn tokio_validator_over_tcp_restarts_from_its_storage() {
 
 /// A validator that votes for no block (its ledger refuses each block the first time it sees it,
 /// as if every block reached it too late; the other three notarize and finalize without it) still
-/// leads its views:
-/// before building, the glue executes the parent it never voted for, and the ancestors behind it,
-/// fetched through the marshal. Its ledger, like the real one, builds only on a parent it executed.
+/// leads its views: before building, the glue executes the parent it never voted for, and the
+/// ancestors behind it, fetched through the marshal. Its ledger, like the real one, builds only on
+/// a parent it executed.
 #[test]
 fn a_leader_builds_on_parents_it_did_not_vote_for() {
     let seed = 41;
     println!("late voter: seed {seed}");
     let ledgers: Vec<ToyLedger> =
         (0..4).map(|k| if k == 3 { ToyLedger::new(4, 0).late_to_vote() } else { ToyLedger::new(4, 0) }).collect();
-    let observed = ledgers.clone();
-    runner(seed).start(|context| async move {
-        let oracle = simulated_network(&context, 4).await;
-        let mut handles = vec![];
-        for (cfg, ledger) in configs(4, Timeouts::default()).into_iter().zip(&ledgers) {
-            handles.push(start_validator(&context, &oracle, cfg, ledger.clone(), 0).await);
-        }
-        for ledger in &ledgers {
-            ledger.wait_for(40).await;
-        }
-    });
+    let observed = run_four(seed, ledgers, 40);
     assert_same_chain(&observed, 40);
     for ledger in &observed {
         ledger.check();
