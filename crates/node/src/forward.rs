@@ -48,7 +48,8 @@ impl Forwarder {
                     async move {
                         match request.send().await {
                             Err(e) => tracing::debug!(error = %e, "forwarding to a peer failed"),
-                            Ok(response) => {
+                            // Reading each reply costs a parse per batch: only when it is logged.
+                            Ok(response) if tracing::enabled!(tracing::Level::DEBUG) => {
                                 let status = response.status();
                                 let body = response.bytes().await.unwrap_or_default();
                                 let refused = serde_json::from_slice::<Vec<serde_json::Value>>(&body)
@@ -57,6 +58,7 @@ impl Forwarder {
                                     tracing::debug!(%status, refused, "a peer refused forwarded transactions");
                                 }
                             }
+                            Ok(_) => {}
                         }
                     }
                 });

@@ -24,7 +24,8 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         Some(files) => Some(crate::tls::server_config(files, &validator_dir(dir, index))?),
         None => None,
     };
-    let peers: Vec<(u32, String)> = validators
+    // The genesis validators, whom state sync asks (it refuses to cross a set change anyway).
+    let genesis_peers: Vec<(u32, String)> = validators
         .iter()
         .enumerate()
         .filter(|(k, _)| *k != index as usize)
@@ -48,14 +49,15 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
     runner.start(|context| async move {
         let listener = tokio::net::TcpListener::bind(file.api_listen).await?;
         tracing::info!(validator = index, api = %file.api_listen, p2p = %file.p2p_listen, "validator starting");
-        // Every validator of the current and any pending epoch, whichever leads the next view.
+        // Every validator of the current and any pending epoch, whichever leads the next view:
+        // transactions are forwarded to them and the status polls them.
+        let me = crate::consensus::validator_public_key(&cfg.signing_seed);
         let forwarder = {
-            let (app, me) = (app.clone(), crate::consensus::validator_public_key(&cfg.signing_seed));
+            let app = app.clone();
             crate::forward::Forwarder::spawn(move || app.validator_apis(scheme, &me))
         };
-        let peers_urls = peers.clone();
         let peers = {
-            let (app, me) = (app.clone(), crate::consensus::validator_public_key(&cfg.signing_seed));
+            let app = app.clone();
             crate::peers::Peers::spawn(move || app.validator_peers(scheme, &me))
         };
         let registry = context.child("metrics_encoder");
@@ -99,7 +101,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         });
         let me =
             crate::sync::SyncIdentity { index, key: medledger_crypto::sign::SigningKey::from_bytes(&cfg.signing_seed) };
-        match crate::sync::catch_up(&app, &me, &peers_urls, file.sync_gap_blocks).await {
+        match crate::sync::catch_up(&app, &me, &genesis_peers, file.sync_gap_blocks).await {
             Ok(_) => {}
             // Replay from peers through consensus still works; a bad or unreachable peer only costs time.
             Err(e) => tracing::warn!(error = %e, "state sync failed; catching up by replay"),
