@@ -434,6 +434,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             unreachable!("handled in main")
         }
         Command::Init(_)
+        | Command::Genesis(_)
         | Command::Up { .. }
         | Command::Node { .. }
         | Command::Verify { .. }

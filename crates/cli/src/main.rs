@@ -2,6 +2,7 @@
 //! revoke, audit). Exit codes: 0 ok, 1 other error, 2 usage, 3 access denied, 4 integrity failure.
 //! Errors are one line on stderr and never carry patient data.
 
+mod ceremony;
 mod commands;
 mod fhir;
 mod governance;
@@ -31,8 +32,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write a new network: genesis, validator keys and configs, and the admins' identities.
+    /// Write a new local network: genesis, every validator's keys and configs, and the admins'
+    /// identities, all made on this machine (for a network on separate hosts, `genesis`).
     Init(InitArgs),
+    /// The genesis ceremony of a network on separate hosts: each organisation makes its keys on
+    /// its own host (`contribute`), genesis is assembled from the public parts (`assemble`), each
+    /// host installs it (`install`).
+    #[command(subcommand)]
+    Genesis(GenesisCommand),
     /// Run every validator of DIR (initialising DIR with the defaults if it is empty).
     Up {
         #[arg(long)]
@@ -212,6 +219,13 @@ pub struct InitArgs {
     /// By default each validator gets a share key and f + 1 of them must release their shares.
     #[arg(long)]
     pub no_threshold: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// The limits a consortium sets for itself at genesis.
+#[derive(Args, Default)]
+pub struct PolicyArgs {
     /// The longest break-glass window this network allows (default 24h; 1m to 7d).
     #[arg(long)]
     pub break_glass_max: Option<String>,
@@ -222,6 +236,64 @@ pub struct InitArgs {
     /// 1s to 30d).
     #[arg(long)]
     pub recovery_delay: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum GenesisCommand {
+    /// On an organisation's own host: makes its admin's keys (in this home, as ORG-admin) and its
+    /// validator's consensus and share keys (secrets in DIR/validator.pending.json, 0600), and
+    /// writes the public part to hand over.
+    Contribute {
+        /// This host's network directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The organisation's id (1-32 of a-z, 0-9, '-', '_').
+        #[arg(long)]
+        org: String,
+        /// Its display name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where its validator accepts p2p connections (IP:port, as its peers reach it).
+        #[arg(long)]
+        p2p: std::net::SocketAddr,
+        /// Where its validator serves the API (IP:port, as clients reach it).
+        #[arg(long)]
+        api: std::net::SocketAddr,
+        /// Object store: file://PATH (default DIR/blobs), s3://BUCKET, memory://.
+        #[arg(long)]
+        storage: Option<String>,
+        /// Endpoint of a non-AWS S3 server.
+        #[arg(long)]
+        s3_endpoint: Option<String>,
+        /// For a network without threshold release (no share key).
+        #[arg(long)]
+        no_threshold: bool,
+        /// The public part to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Anywhere (public data only): genesis from the organisations' parts, validators in the
+    /// order given.
+    Assemble {
+        #[arg(long, default_value = "medledger")]
+        chain_name: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// The genesis file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The organisations' contribution files.
+        #[arg(required = true)]
+        parts: Vec<PathBuf>,
+    },
+    /// On each organisation's host: installs the assembled genesis beside the secrets
+    /// `contribute` kept, as validator K of DIR, and points this home's client at the network.
+    Install {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        genesis: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -507,6 +579,7 @@ fn main() {
         Command::Node { dir, validator } => network::node(&dir, validator).map_err(|e| SdkError::Other(e.to_string())),
         Command::Up { dir } => network::up(&dir, &home),
         Command::Init(args) => network::init(&args, &home, cli.json),
+        Command::Genesis(command) => ceremony::run(command, &home, cli.json),
         Command::Verify { dir } => network::verify(dir, &home, cli.json),
         Command::Receipt(ReceiptCommand::Verify { file, genesis }) => receipt::verify(&file, &genesis, cli.json),
         Command::Backup { dir, validator, to } => network::backup(&dir, validator, &to),

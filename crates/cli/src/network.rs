@@ -64,7 +64,7 @@ pub fn init(args: &InitArgs, home_dir: &Path, json: bool) -> Result<()> {
         storage: args.storage.clone(),
         s3_endpoint: args.s3_endpoint.clone(),
         threshold_release: !args.no_threshold,
-        policy: network_policy(args)?,
+        policy: network_policy(&args.policy)?,
     };
     let genesis = write_network(&args.dir, plan).map_err(|e| SdkError::Usage(e.to_string()))?;
     for admin in &admins {
@@ -157,9 +157,7 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
             base_port: 7400,
             tls: false,
             no_threshold: false,
-            break_glass_max: None,
-            break_glass_per_day: None,
-            recovery_delay: None,
+            policy: Default::default(),
         };
         init(&defaults, home_dir, false)?;
     }
@@ -338,7 +336,7 @@ pub fn restore(dir: &Path, validator: u32, from: &Path) -> Result<()> {
 }
 
 /// The network's limits from `init`'s flags; `None` keeps the defaults.
-fn network_policy(args: &InitArgs) -> Result<Option<medledger_ledger::NetworkPolicy>> {
+pub fn network_policy(args: &crate::PolicyArgs) -> Result<Option<medledger_ledger::NetworkPolicy>> {
     if args.break_glass_max.is_none() && args.break_glass_per_day.is_none() && args.recovery_delay.is_none() {
         return Ok(None);
     }

@@ -434,6 +434,17 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
     ]);
     let kept_id = kept_id.trim().to_string();
     let before = operator_shares(&net, &session, &sealed);
+    // Every validator's key files as a backup taken now would hold them.
+    let backups: Vec<(DecryptionKey, Vec<u8>)> = (0..4)
+        .map(|k| {
+            let vdir = net.dir.join(format!("validator-{k}"));
+            let files = [
+                std::fs::read(vdir.join("validator.json")).unwrap(),
+                std::fs::read(vdir.join("data").join("share-key.json")).unwrap_or_default(),
+            ];
+            (current_share_key(&net, k), files.concat())
+        })
+        .collect();
 
     // A legal hold blocks the erasure until an auditor lifts it; only auditors place one.
     let nurse = net.cli(&["legal-hold", "--as", "nina", "--patient", "alice", "--record", &id]);
@@ -466,6 +477,15 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
             std::fs::read_to_string(keyring).is_ok_and(|t| t.contains("\"retiring\": null"))
         })
     });
+    // No function of the files from before yields a new key (finding 2 of the security review):
+    // not the one-way derivation an earlier design used, and no copy of the new secret.
+    for (k, (old, files)) in backups.iter().enumerate() {
+        let new = current_share_key(&net, k);
+        let derived = medledger_crypto::local::derive_secret(&old.to_bytes(), b"medledger/share-key/next/v1").unwrap();
+        let derived = DecryptionKey::from_bytes(KemSuite::XWing, &derived[..]).unwrap();
+        assert_ne!(derived.encryption_key(), new.encryption_key(), "validator {k}'s new key derives from its old one");
+        assert!(!common::contains(files, hex::encode(&*new.to_bytes()).as_bytes()), "validator {k}");
+    }
     for k in 0..4 {
         assert_eq!(current_share_key(&net, k).encryption_key(), &release.config.share_keys[k], "validator {k}");
         let file = std::fs::read_to_string(net.dir.join(format!("validator-{k}")).join("validator.json")).unwrap();

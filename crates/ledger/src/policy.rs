@@ -128,6 +128,8 @@ pub enum Rejection {
     InvalidProposal,
     /// The proposal was already adopted.
     ProposalAdopted,
+    /// The ciphertext digest already belongs to a record version (its own or another's).
+    DigestInUse,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -161,6 +163,7 @@ impl Rejection {
                 | Rejection::ClaimCodeMismatch
                 | Rejection::OrgLeft
                 | Rejection::NotAnOrgAdmin
+                | Rejection::WrongPatient
         )
     }
 
@@ -237,6 +240,7 @@ impl Rejection {
             Rejection::TeamEpochsExhausted => "the care team's keys are used up; create a new team",
             Rejection::OrgLeft => "the member's organisation has left the network",
             Rejection::NotAnOrgAdmin => "only an admin of a member organisation proposes or approves governance",
+            Rejection::DigestInUse => "the ciphertext digest already belongs to a record version",
             Rejection::AlreadyApproved => "the organisation already approved this proposal",
             Rejection::ProposalExpired => "the proposal has expired (proposals stay open up to 7 days)",
             Rejection::ChangePending => "another validator-set change is waiting for its epoch",

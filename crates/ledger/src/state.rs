@@ -100,6 +100,11 @@ pub mod keys {
     pub const ACCESS_BASIS: &[u8] = b"ab/";
     /// Tombstones of erased records (their ids are never reused).
     pub const ERASED: &[u8] = b"x/";
+    /// Which record version each ciphertext digest belongs to (for good: a digest is never named
+    /// by a second version, even after an erasure).
+    pub const CIPHERTEXT: &[u8] = b"cx/";
+    /// Members whose reads as authors of a patient's records ended with their `--all` grant.
+    pub const AUTHORSHIP_ENDED: &[u8] = b"ae/";
     /// Legal holds, on a patient's whole chart or on one record.
     pub const LEGAL_HOLD: &[u8] = b"lh/";
     /// Care teams, by id.
@@ -183,6 +188,12 @@ pub mod keys {
             GrantScope::Record(r) => key(GRANT, &[patient.as_bytes(), grantee.as_bytes(), b"r", r.as_bytes()]),
         }
     }
+    /// Set when a patient revokes a member's `--all` grant: from then on the member reads none of
+    /// the patient's records as their author (per-record grants still count).
+    pub fn authorship_ended(patient: &MemberId, member: &MemberId) -> Vec<u8> {
+        key(AUTHORSHIP_ENDED, &[patient.as_bytes(), member.as_bytes()])
+    }
+
     pub fn author_revoked(record: &RecordId, author: &MemberId) -> Vec<u8> {
         key(AUTHOR_REVOKED, &[record.as_bytes(), author.as_bytes()])
     }
@@ -207,6 +218,10 @@ pub mod keys {
     pub fn access_basis(tx: &TxId) -> Vec<u8> {
         key(ACCESS_BASIS, &[tx.as_bytes()])
     }
+    pub fn ciphertext(digest: &Digest) -> Vec<u8> {
+        key(CIPHERTEXT, &[digest.as_bytes()])
+    }
+
     pub fn erased(record: &RecordId) -> Vec<u8> {
         key(ERASED, &[record.as_bytes()])
     }
@@ -474,6 +489,14 @@ pub struct BreakGlassEntry {
     pub opened_at: Timestamp,
     pub until: Timestamp,
     pub tx: TxId,
+}
+
+/// The one record version a ciphertext belongs to: erasing or rotating that record is the only
+/// thing that deletes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct CiphertextOwner {
+    pub record: RecordId,
+    pub version: u32,
 }
 
 /// What is left of an erased record: who it belonged to and when it went (the digests of its

@@ -50,6 +50,8 @@ struct World {
     share_keys: Vec<DecryptionKey>,
     /// The threshold shares the next write carries instead of well-made ones.
     next_shares: Option<Trailing<ThresholdShares>>,
+    /// The ciphertext digest the next write names instead of its own.
+    next_digest: Option<Digest>,
     /// The state at genesis and every block since, to replay.
     genesis_state: State,
     history: Vec<Past>,
@@ -70,6 +72,14 @@ struct World {
 type Past = (Height, Timestamp, Vec<Transaction>, Vec<Option<Vec<u8>>>);
 
 const T0: u64 = 1_700_000_000_000;
+
+/// The digest of a record version's ciphertext in these tables: distinct per version, as real
+/// ciphertexts (fresh keys each time) are.
+fn digest_of(record: RecordId, version: u32) -> Digest {
+    let mut bytes = record.as_bytes().to_vec();
+    bytes.extend_from_slice(&version.to_be_bytes());
+    Digest::new(medledger_crypto::sha256(&bytes))
+}
 
 fn envelope(chain: ChainId, to: &EncryptionKey, holder: KeyHolder, subject: KeySubject) -> SidecarEnvelope {
     let ctx = subject.wrap_context(chain, holder);
@@ -139,6 +149,7 @@ impl World {
             chart: BTreeMap::new(),
             share_keys,
             next_shares: None,
+            next_digest: None,
         }
     }
 
@@ -254,6 +265,36 @@ impl World {
         version: u32,
         also: &[&Who],
     ) -> TxOutcome {
+        let (body, sidecar) = self.registration(author, patient, record, version, also);
+        let kind = if version == 1 { TxKind::RegisterRecord(body) } else { TxKind::AppendVersion(body) };
+        self.submit_version(author, kind, sidecar)
+    }
+
+    /// Submits a registration made by [`World::registration`]; keeps its sidecar if applied.
+    fn submit_version(&mut self, author: &mut Who, kind: TxKind, sidecar: Sidecar) -> TxOutcome {
+        let (record, version) = match &kind {
+            TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => (r.record, r.version),
+            TxKind::Rotate(r) => (r.next.record, r.next.version),
+            other => panic!("not a registration: {other:?}"),
+        };
+        let outcome = self.one(author, kind, Some(&sidecar));
+        if outcome.is_applied() {
+            self.sidecars.insert((record, version), sidecar);
+        }
+        outcome
+    }
+
+    /// The body and sidecar of `version` of `record`, wrapped for the chart, the author, `also` and
+    /// the teams holding an `--all` grant; its ciphertext digest is its own (`digest_of`) unless
+    /// [`World::next_digest`] names another.
+    fn registration(
+        &mut self,
+        author: &Who,
+        patient: MemberId,
+        record: RecordId,
+        version: u32,
+        also: &[&Who],
+    ) -> (RegisterRecord, Sidecar) {
         let epoch = self.chart.get(&patient).map_or(0, |c| c.0);
         let chart_key = self.chart.get(&patient).map(|c| c.1.encryption_key().clone());
         let chart_holder = KeyHolder::Chart { patient, epoch };
@@ -287,16 +328,11 @@ impl World {
             record,
             patient,
             version,
-            digest: Digest::new([version as u8; 32]),
+            digest: self.next_digest.take().unwrap_or_else(|| digest_of(record, version)),
             size_bytes: 4096,
             recipients,
         };
-        let kind = if version == 1 { TxKind::RegisterRecord(body) } else { TxKind::AppendVersion(body) };
-        let outcome = self.one(author, kind, Some(&sidecar));
-        if outcome.is_applied() {
-            self.sidecars.insert((record, version), sidecar);
-        }
-        outcome
+        (body, sidecar)
     }
 
     fn put_own(&mut self, patient: &mut Who, record: RecordId) -> TxOutcome {
@@ -379,7 +415,7 @@ impl World {
                     record: *record,
                     patient,
                     version: 1,
-                    digest: Digest::new([1; 32]),
+                    digest: digest_of(*record, 1),
                     size_bytes: 4096,
                     recipients,
                 };
@@ -723,7 +759,7 @@ fn version_rows() {
     assert_eq!(c.w.write(&mut c.d1, pid, r(1), 3, &[&nurse]), TxOutcome::Applied);
     assert_eq!(c.w.read_version(&mut c.nurse, r(1), 3), TxOutcome::Applied);
     let entry: medledger_ledger::state::RecordEntry = borsh::from_slice(&c.w.state[&keys::record(&r(1))]).unwrap();
-    assert_eq!((entry.version, entry.author, entry.digest), (3, c.d1.id, Digest::new([3; 32])));
+    assert_eq!((entry.version, entry.author, entry.digest), (3, c.d1.id, digest_of(r(1), 3)));
     // Every write is in the patient's trail, denied ones included.
     let writes =
         c.w.audit_of(&c.patient)
@@ -973,6 +1009,57 @@ fn erasure_and_legal_hold_rows() {
         .filter(|e| e.decision == Decision::Denied { reason: Rejection::RecordErased } && e.actor == c.d1.id)
         .count();
     assert_eq!(dead_reads, 1, "a read of an erased record is still on the patient's trail");
+}
+
+/// A ciphertext belongs to exactly one record version (finding 1 of the security review): a
+/// registration, append or rotation naming a digest any record version already named is refused,
+/// so erasing or rotating one's own record can never name another's ciphertext; and a rotation,
+/// which deletes the replaced ciphertext, is refused under a legal hold like an erasure.
+#[test]
+fn a_ciphertext_digest_belongs_to_one_record_version_and_holds_stop_rotation() {
+    let mut c = cast();
+    let mut mallory = Who::new(30);
+    assert_eq!(c.w.enroll(&mut c.admin, &mallory, "org1", Role::Patient), TxOutcome::Applied);
+    let (victim, own) = (RecordId::new([1; 16]), RecordId::new([2; 16]));
+    assert_eq!(c.w.put_own(&mut c.patient, victim), TxOutcome::Applied);
+    let taken = digest_of(victim, 1);
+
+    // Naming the victim's digest: a new record, a new version of one's own, a rotation's next
+    // version; each refused and changing nothing but the nonce, result and trail.
+    let mid = mallory.id;
+    c.w.next_digest = Some(taken);
+    let before = c.w.policy_state();
+    assert_eq!(c.w.put_own(&mut mallory, own), rejected(Rejection::DigestInUse), "a new record");
+    assert_eq!(c.w.policy_state(), before);
+    assert_eq!(c.w.put_own(&mut mallory, own), TxOutcome::Applied);
+    c.w.next_digest = Some(taken);
+    assert_eq!(c.w.write(&mut mallory, mid, own, 2, &[]), rejected(Rejection::DigestInUse), "an append");
+    c.w.next_digest = Some(digest_of(own, 1));
+    assert_eq!(c.w.write(&mut mallory, mid, own, 2, &[]), rejected(Rejection::DigestInUse), "its own earlier one");
+    let (next, sidecar) = c.w.registration(&mallory, mid, own, 2, &[]);
+    let kind = TxKind::Rotate(medledger_ledger::Rotate { next: next.clone(), replaces: taken });
+    assert_eq!(c.w.submit_version(&mut mallory, kind, sidecar.clone()), rejected(Rejection::VersionMismatch));
+    c.w.next_digest = Some(taken);
+    let (forged, forged_sidecar) = c.w.registration(&mallory, mid, own, 2, &[]);
+    let kind = TxKind::Rotate(medledger_ledger::Rotate { next: forged, replaces: digest_of(own, 1) });
+    assert_eq!(c.w.submit_version(&mut mallory, kind, forged_sidecar), rejected(Rejection::DigestInUse));
+    // Her own rotation, with a fresh digest, is applied.
+    let kind = TxKind::Rotate(medledger_ledger::Rotate { next, replaces: digest_of(own, 1) });
+    assert_eq!(c.w.submit_version(&mut mallory, kind, sidecar), TxOutcome::Applied);
+
+    // A legal hold (on the chart, then on the record) refuses a rotation until lifted.
+    let pid = c.patient.id;
+    let rotate = |w: &mut World, who: &mut Who, version: u32| {
+        let (next, sidecar) = w.registration(who, pid, victim, version, &[]);
+        let replaces = digest_of(victim, version - 1);
+        w.submit_version(who, TxKind::Rotate(medledger_ledger::Rotate { next, replaces }), sidecar)
+    };
+    for scope in [None, Some(victim)] {
+        assert_eq!(c.w.hold(&mut c.auditor, pid, scope, true), TxOutcome::Applied);
+        assert_eq!(rotate(&mut c.w, &mut c.patient, 2), rejected(Rejection::LegalHold));
+        assert_eq!(c.w.hold(&mut c.auditor, pid, scope, false), TxOutcome::Applied);
+    }
+    assert_eq!(rotate(&mut c.w, &mut c.patient, 2), TxOutcome::Applied);
 }
 
 impl World {
@@ -1325,9 +1412,14 @@ fn revoke_all_moves_the_chart_to_a_new_epoch() {
     assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None), TxOutcome::Applied);
     assert_eq!(c.w.grant(&mut c.patient, &c.d2, GrantScope::All, false, None), TxOutcome::Applied);
     assert_eq!(c.w.put_own(&mut c.patient, rec), TxOutcome::Applied);
+    // Two records d1 wrote under the treatment relationship.
+    let (by_d1, also_by_d1) = (RecordId::new([4; 16]), RecordId::new([5; 16]));
+    let pid = c.patient.id;
+    assert_eq!(c.w.put(&mut c.d1, pid, by_d1), TxOutcome::Applied);
+    assert_eq!(c.w.put(&mut c.d1, pid, also_by_d1), TxOutcome::Applied);
     let chain = c.w.chain;
     let next = wrap::generate(KemSuite::X25519);
-    let (pid, d1id) = (c.patient.id, c.d1.id);
+    let d1id = c.d1.id;
     let subject = KeySubject::Chart { patient: pid, epoch: 1 };
     let members = |ws: &[&Who]| ws.iter().map(|w| (w.id, w.enc.encryption_key().clone())).collect::<Vec<_>>();
     let with_link = |recipients: Vec<(MemberId, EncryptionKey)>, link: bool| {
@@ -1373,6 +1465,13 @@ fn revoke_all_moves_the_chart_to_a_new_epoch() {
     assert_eq!(c.w.read(&mut c.d1, rec), rejected(Rejection::AccessDenied), "revoked --all");
     assert_eq!(c.w.read(&mut c.d2, rec), TxOutcome::Applied, "remaining --all holder");
     assert_eq!(c.w.put(&mut c.d1, c.patient.id, RecordId::new([2; 16])), rejected(Rejection::NoWriteGrant));
+    // The relationship's end ends d1's reads as an author too (finding 9 of the security review);
+    // a per-record grant restores exactly that record.
+    assert_eq!(c.w.read(&mut c.d1, by_d1), rejected(Rejection::AccessDenied), "authorship outlived --all");
+    assert_eq!(c.w.read(&mut c.d1, also_by_d1), rejected(Rejection::AccessDenied));
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::Record(by_d1), false, None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d1, by_d1), TxOutcome::Applied, "re-granted");
+    assert_eq!(c.w.read(&mut c.d1, also_by_d1), rejected(Rejection::AccessDenied), "not re-granted");
     // New records must use epoch 1: an envelope for epoch 0 is stale.
     c.w.chart.get_mut(&c.patient.id).unwrap().0 = 0;
     assert_eq!(c.w.put_own(&mut c.patient, RecordId::new([3; 16])), rejected(Rejection::StaleChartEpoch));

@@ -280,3 +280,131 @@ pub fn consensus_config(dir: &Path, genesis: &Genesis, file: &ValidatorFile) -> 
         timeouts: Default::default(),
     })
 }
+
+/// What one organisation contributes to a genesis ceremony: public keys and addresses only. The
+/// secrets behind them stay on the host that made them (see [`contribute`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Contribution {
+    pub org: GenesisOrg,
+    pub validator: GenesisValidator,
+    /// The validator's share key (threshold release); absent for a network without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_key: Option<medledger_crypto::wrap::EncryptionKey>,
+}
+
+/// The pending validator file a contribution leaves on its host until genesis names its index.
+pub fn pending_validator_path(dir: &Path) -> PathBuf {
+    dir.join("validator.pending.json")
+}
+
+/// Step 1 of the genesis ceremony, on an organisation's own host: makes its validator's consensus
+/// and share keys, keeps the secrets in `DIR/validator.pending.json` (0600) and returns the public
+/// part, which is all that leaves the host.
+#[allow(clippy::too_many_arguments)]
+pub fn contribute(
+    dir: &Path,
+    org: GenesisOrg,
+    p2p_listen: SocketAddr,
+    api_listen: SocketAddr,
+    storage: String,
+    s3_endpoint: Option<String>,
+    threshold_release: bool,
+) -> Result<Contribution, ConfigError> {
+    if genesis_path(dir).exists() {
+        return Err(ConfigError::Exists(genesis_path(dir)));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let pending = pending_validator_path(dir);
+    let seed: [u8; 32] = medledger_crypto::random_bytes();
+    let share = threshold_release.then(|| medledger_crypto::wrap::generate(KemSuite::XWing));
+    let file = ValidatorFile {
+        // Genesis decides the index (`install`).
+        index: u32::MAX,
+        signing_seed: hex::encode(seed),
+        p2p_listen,
+        api_listen,
+        storage,
+        s3_endpoint,
+        sync_gap_blocks: default_sync_gap(),
+        api_requests_per_second: default_rate(),
+        api_request_burst: default_burst(),
+        tls: None,
+        share_secret: share.as_ref().map(|key| hex::encode(&*key.to_bytes())),
+    };
+    let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    write_private(&pending, &text)?;
+    Ok(Contribution {
+        validator: GenesisValidator {
+            org: org.id.clone(),
+            public_key: VerifyingKey(validator_public_key(&seed)),
+            p2p_address: p2p_listen.to_string(),
+            api_address: api_listen.to_string(),
+        },
+        org,
+        share_key: share.map(|k| k.encryption_key().clone()),
+    })
+}
+
+/// Step 2, anywhere (it handles public data only): genesis from the organisations'
+/// contributions, validators in the order given.
+pub fn assemble(
+    chain_name: String,
+    parts: Vec<Contribution>,
+    policy: Option<medledger_ledger::NetworkPolicy>,
+) -> Result<Genesis, ConfigError> {
+    let with_share_keys = parts.iter().filter(|p| p.share_key.is_some()).count();
+    if with_share_keys != 0 && with_share_keys != parts.len() {
+        return Err(ConfigError::Invalid(
+            "every contribution or none must carry a share key (threshold release)".into(),
+        ));
+    }
+    let share_keys = (with_share_keys != 0).then(|| parts.iter().filter_map(|p| p.share_key.clone()).collect());
+    let genesis = Genesis {
+        chain_name,
+        created_at: Timestamp::new(crate::app::wall_clock_ms()),
+        orgs: parts.iter().map(|p| p.org.clone()).collect(),
+        validators: parts.into_iter().map(|p| p.validator).collect(),
+        share_keys,
+        policy,
+    };
+    genesis.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Ok(genesis)
+}
+
+/// Step 3, on each organisation's host: takes the assembled genesis into `dir`, finds this host's
+/// validator in it by its consensus key and moves the pending file to `validator-K/`. Returns K.
+pub fn install(dir: &Path, genesis: &Genesis) -> Result<u32, ConfigError> {
+    let path = genesis_path(dir);
+    if path.exists() {
+        return Err(ConfigError::Exists(path));
+    }
+    let pending = pending_validator_path(dir);
+    let text = std::fs::read_to_string(&pending).map_err(io(&pending))?;
+    let mut file: ValidatorFile =
+        serde_json::from_str(&text).map_err(|e| ConfigError::Parse { path: pending.clone(), error: e.to_string() })?;
+    let seed: [u8; 32] = hex::decode(&file.signing_seed)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ConfigError::Invalid("malformed validator key".into()))?;
+    let public = VerifyingKey(validator_public_key(&seed));
+    let index = genesis
+        .validators
+        .iter()
+        .position(|v| v.public_key == public)
+        .ok_or_else(|| ConfigError::Invalid("this host's validator is not in that genesis".into()))?;
+    let v = &genesis.validators[index];
+    if v.p2p_address != file.p2p_listen.to_string() || v.api_address != file.api_listen.to_string() {
+        return Err(ConfigError::Invalid("genesis names other addresses for this host's validator".into()));
+    }
+    file.index = index as u32;
+    if share_key(genesis, &file)?.is_none() && genesis.share_keys.is_some() {
+        return Err(ConfigError::Invalid("genesis expects a share key this host did not make".into()));
+    }
+    let vdir = validator_dir(dir, file.index);
+    std::fs::create_dir_all(&vdir).map_err(io(&vdir))?;
+    let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    write_private(&vdir.join("validator.json"), &text)?;
+    std::fs::write(&path, genesis.to_json()).map_err(io(&path))?;
+    std::fs::remove_file(&pending).map_err(io(&pending))?;
+    Ok(file.index)
+}

@@ -9,13 +9,17 @@
 //! - **Share-key rotation**: an erasure asks for a new share key; the janitor announces the
 //!   successor (a `ShareKey` transaction signed with the consensus key) and, when this validator's
 //!   announcement is committed, switches to it and destroys the old key.
-//! - **Rotation**: the ciphertext a `Rotate` replaced is deleted from the store (the validators
-//!   share the store, so an object already gone is fine).
-//! - **Erasure**: for an applied `Erase`, every version's ciphertext leaves the store; every
+//! - **Rotation**: the ciphertext an applied `Rotate` replaced is deleted from the store (the
+//!   validators share the store, so an object already gone is fine).
+//! - **Erasure**: for an applied `Erase`, the ciphertext of every applied version leaves the store; every
 //!   sidecar of the record (its versions' envelopes and shares, per-record grants) leaves the
 //!   state database and this validator's chain log, where each is replaced in place by the facts
 //!   execution needs (`medledger_ledger::purged_slot`), so the chain still verifies; and this
 //!   validator's shares leave its vault.
+//!
+//! A ciphertext is deleted only if the ledger's owner index (`keys::ciphertext`) gives it to the
+//! rotated or erased record: a digest belongs to exactly one record version, and a rejected
+//! transaction deletes nothing, so no writer can have another record's ciphertext deleted.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +27,7 @@ use std::sync::Arc;
 use medledger_crypto::sign::SigningKey;
 use std::time::Duration;
 
-use medledger_ledger::state::{keys, last_nonce, read};
+use medledger_ledger::state::{CiphertextOwner, keys, last_nonce, read};
 use medledger_ledger::{
     GrantScope, ShareKey, Sidecar, Transaction, TxBody, TxKind, parse_purged, purged_slot, threshold,
     validator_member_id,
@@ -181,7 +185,7 @@ impl Janitor {
             let written = match &tx.body.kind {
                 TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => Some(r),
                 TxKind::Rotate(rotate) => {
-                    retired.push(rotate.replaces);
+                    retired.push((rotate.next.record, rotate.replaces));
                     Some(&rotate.next)
                 }
                 TxKind::Erase(erase) => {
@@ -210,14 +214,29 @@ impl Janitor {
         if !vault.is_empty() {
             db.vault_put(&vault).map_err(|e| e.to_string())?;
         }
-        for digest in retired {
-            self.blobs.delete(&digest).await.map_err(|e| e.to_string())?;
-            tracing::info!(height = height.get(), "retired ciphertext deleted");
+        for (record, digest) in retired {
+            for digest in self.owned_by(&record, vec![digest])? {
+                self.blobs.delete(&digest).await.map_err(|e| e.to_string())?;
+                tracing::info!(height = height.get(), "retired ciphertext deleted");
+            }
         }
         for record in erased {
             self.erase(record, height).await?;
         }
         Ok(())
+    }
+
+    /// Those of `digests` the ledger's owner index gives to `record` (a digest belongs to one
+    /// record version, for good); any other is logged and left alone.
+    fn owned_by(&self, record: &RecordId, digests: Vec<Digest>) -> Result<Vec<Digest>, String> {
+        let view = self.app.inner().db.view(&[]).map_err(|e| e.to_string())?;
+        let (owned, foreign): (Vec<Digest>, Vec<Digest>) = digests.into_iter().partition(|d| {
+            read::<CiphertextOwner>(&view, &keys::ciphertext(d)).is_some_and(|owner| owner.record == *record)
+        });
+        if !foreign.is_empty() {
+            tracing::warn!(count = foreign.len(), "not deleting ciphertexts the record does not own");
+        }
+        Ok(owned)
     }
 
     /// This validator's opened share of a record version, from the sidecar that carried it.
@@ -245,6 +264,11 @@ impl Janitor {
     }
 
     /// Carries out the erasure of `record`, committed at `height` (see the module docs).
+    ///
+    /// The ciphertexts it deletes are those of the record's *applied* versions, each checked
+    /// against the ledger's owner index (a digest belongs to exactly one record version): a
+    /// rejected transaction that named the record, or a digest another record owns, deletes
+    /// nothing. Sidecars of every transaction naming the record are purged (they are about it).
     async fn erase(&self, record: RecordId, height: Height) -> Result<(), String> {
         let (mut sidecars, mut ciphertexts): (Vec<Digest>, Vec<Digest>) = (Vec::new(), Vec::new());
         let mut purged = 0usize;
@@ -257,15 +281,23 @@ impl Janitor {
             let Some((mut block, _)) = self.app.block_at(Height::new(h)).map_err(|e| e.to_string())? else {
                 continue;
             };
+            let applied: Vec<bool> = {
+                let view = self.app.inner().db.view(&[]).map_err(|e| e.to_string())?;
+                block.txs.iter().map(|tx| tx_outcome(&view, &tx.id()).is_some_and(|r| r.outcome.is_applied())).collect()
+            };
             let mut changed = false;
-            for (tx, slot) in block.txs.iter().zip(block.sidecars.iter_mut()) {
+            for ((tx, slot), applied) in block.txs.iter().zip(block.sidecars.iter_mut()).zip(applied) {
                 let names_record = match &tx.body.kind {
                     TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) if r.record == record => {
-                        ciphertexts.push(r.digest);
+                        if applied {
+                            ciphertexts.push(r.digest);
+                        }
                         true
                     }
                     TxKind::Rotate(rotate) if rotate.next.record == record => {
-                        ciphertexts.extend([rotate.next.digest, rotate.replaces]);
+                        if applied {
+                            ciphertexts.extend([rotate.next.digest, rotate.replaces]);
+                        }
                         true
                     }
                     TxKind::Grant(grant) => grant.scope == GrantScope::Record(record),
@@ -288,11 +320,12 @@ impl Janitor {
                 self.app.rewrite_block(Height::new(h), &block)?;
             }
         }
+        ciphertexts.sort();
+        ciphertexts.dedup();
+        let ciphertexts = self.owned_by(&record, ciphertexts)?;
         let db = &self.app.inner().db;
         db.delete_sidecars(&sidecars).map_err(|e| e.to_string())?;
         let shares = db.vault_erase(&record).map_err(|e| e.to_string())?;
-        ciphertexts.sort();
-        ciphertexts.dedup();
         for digest in &ciphertexts {
             self.blobs.delete(digest).await.map_err(|e| e.to_string())?;
         }

@@ -8,17 +8,20 @@
 //! record's sidecar taken before the erasure then opens with nothing the validator keeps, and vault
 //! rows the database left in freed pages are sealed under a key that no longer exists.
 //!
-//! A successor is derived one-way from the current key (HKDF), so a crash between announcing it
-//! and switching loses nothing, and no key leads back to the ones before it.
+//! A successor is fresh randomness, written to the keyring file (fsynced) before it is announced,
+//! so a crash between announcing it and switching loses nothing; it is never derived from an
+//! earlier key, so no `validator.json`, backup or keyring file from before a switch tells anything
+//! about the keys after it (an earlier design derived it with HKDF from the current key: whoever
+//! held one old file could compute every later key).
 //!
-//! `data/share-key.json` (0600) holds the current secret, the one being retired during a switch,
-//! and whether an erasure asks for a rotation; absent, the key is `validator.json`'s
-//! `share_secret`, which the first switch removes from that file.
+//! `data/share-key.json` (0600) holds the current secret, the successor made but not yet switched
+//! to, the one being retired during a switch, and whether an erasure asks for a rotation; absent,
+//! the key is `validator.json`'s `share_secret`, which the first switch removes from that file.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use medledger_crypto::local::{LocalKey, derive_secret};
+use medledger_crypto::local::LocalKey;
 use medledger_crypto::suite::KemSuite;
 use medledger_crypto::wrap::{DecryptionKey, EncryptionKey};
 use medledger_store::StateDb;
@@ -27,7 +30,6 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 const FILE: &str = "share-key.json";
-const SUCCESSOR_LABEL: &[u8] = b"medledger/share-key/next/v1";
 const VAULT_LABEL: &[u8] = b"medledger/share-vault/v1";
 /// A vault row starts with the first bytes of the SHA-256 of the public key it is sealed under.
 const KEY_ID_BYTES: usize = 8;
@@ -35,6 +37,9 @@ const KEY_ID_BYTES: usize = 8;
 #[derive(Serialize, Deserialize)]
 struct KeyFile {
     secret: String,
+    /// The successor, made before it is announced and kept until the ledger names it.
+    #[serde(default)]
+    next: Option<String>,
     #[serde(default)]
     retiring: Option<String>,
     #[serde(default)]
@@ -43,6 +48,7 @@ struct KeyFile {
 
 struct Keys {
     current: DecryptionKey,
+    next: Option<DecryptionKey>,
     retiring: Option<DecryptionKey>,
     rotate: bool,
 }
@@ -82,6 +88,7 @@ impl Keyring {
                 let file: KeyFile = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
                 Keys {
                     current: decode(suite, &file.secret)?,
+                    next: file.next.as_deref().map(|s| decode(suite, s)).transpose()?,
                     retiring: file.retiring.as_deref().map(|s| decode(suite, s)).transpose()?,
                     rotate: file.rotate,
                 }
@@ -89,7 +96,7 @@ impl Keyring {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let current =
                     initial.ok_or("the validator has no share key (validator.json or data/share-key.json)")?;
-                Keys { current, retiring: None, rotate: false }
+                Keys { current, next: None, retiring: None, rotate: false }
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
@@ -107,11 +114,18 @@ impl Keyring {
         self.keys.read().expect("keyring lock").current.clone()
     }
 
-    /// The key this one is replaced by at the next rotation.
+    /// The key this one is replaced by at the next rotation: made from fresh randomness the
+    /// first time it is asked for and kept (durably, before anyone can announce it) until the
+    /// switch, so an announcement repeated after a crash names the same key.
     pub fn successor(&self) -> Result<DecryptionKey, String> {
-        let current = self.current();
-        let secret = derive_secret(&current.to_bytes(), SUCCESSOR_LABEL).map_err(|e| e.to_string())?;
-        DecryptionKey::from_bytes(current.suite(), &secret[..]).map_err(|e| e.to_string())
+        let mut keys = self.keys.write().expect("keyring lock");
+        if let Some(next) = &keys.next {
+            return Ok(next.clone());
+        }
+        let next = medledger_crypto::wrap::generate(keys.current.suite());
+        keys.next = Some(next.clone());
+        self.save(&keys)?;
+        Ok(next)
     }
 
     /// Whether an erasure asks for the key to be replaced.
@@ -129,15 +143,18 @@ impl Keyring {
         Ok(())
     }
 
-    /// The ledger now names `next` as this validator's share key. If it is the successor of the
-    /// current key, switches: the vault is re-sealed under it and the old key destroyed (here and
+    /// The ledger now names `next` as this validator's share key. If it is the successor this
+    /// keyring made, switches: the vault is re-sealed under it and the old key destroyed (here and
     /// in `validator.json`). Returns whether it switched; the current key or one this validator
     /// did not make changes nothing.
     pub fn advance(&self, next: &EncryptionKey, db: &StateDb) -> Result<bool, String> {
         if self.current().encryption_key() == next {
             return Ok(false);
         }
-        let successor = self.successor()?;
+        let Some(successor) = self.keys.read().expect("keyring lock").next.clone() else {
+            tracing::warn!("the ledger names a share key this validator did not make; not switching");
+            return Ok(false);
+        };
         if successor.encryption_key() != next {
             // Not the key this validator would switch to: an older announcement handled again
             // (its cursor was not saved), or a keyring restored from elsewhere. Nothing to do
@@ -148,6 +165,7 @@ impl Keyring {
         {
             let mut keys = self.keys.write().expect("keyring lock");
             let old = std::mem::replace(&mut keys.current, successor);
+            keys.next = None;
             keys.retiring = Some(old);
             keys.rotate = false;
             self.save(&keys)?;
@@ -207,6 +225,7 @@ impl Keyring {
     fn save(&self, keys: &Keys) -> Result<(), String> {
         let file = KeyFile {
             secret: hex::encode(&*keys.current.to_bytes()),
+            next: keys.next.as_ref().map(|k| hex::encode(&*k.to_bytes())),
             retiring: keys.retiring.as_ref().map(|k| hex::encode(&*k.to_bytes())),
             rotate: keys.rotate,
         };
@@ -237,4 +256,70 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     file.as_file().sync_all().map_err(|e| e.to_string())?;
     file.persist(path).map_err(|e| e.to_string())?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyring(dir: &Path, initial: &DecryptionKey) -> (Keyring, StateDb) {
+        let validator_json = dir.join("validator.json");
+        if !validator_json.exists() {
+            let text = format!("{{\"share_secret\":\"{}\"}}", hex::encode(&*initial.to_bytes()));
+            std::fs::write(&validator_json, text).unwrap();
+        }
+        let db = StateDb::open(&dir.join("state.redb")).unwrap();
+        let chain = ChainId::new([3; 32]);
+        let keyring = Keyring::open(dir, &validator_json, chain, initial.suite(), Some(initial.clone()), &db).unwrap();
+        (keyring, db)
+    }
+
+    /// Finding 2 of the security review: a successor derived from the current key let whoever
+    /// held an old `validator.json`, backup or keyring file compute every later share key. A
+    /// successor is fresh randomness, kept (crash-safe) before it is announced.
+    #[test]
+    fn a_successor_is_fresh_randomness_that_no_earlier_file_yields() {
+        let genesis = medledger_crypto::wrap::generate(KemSuite::X25519);
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ring, db) = keyring(a.path(), &genesis);
+        let (twin, _twin_db) = keyring(b.path(), &genesis);
+        let before: Vec<u8> = [
+            std::fs::read(a.path().join("validator.json")).unwrap(),
+            std::fs::read(a.path().join(FILE)).unwrap_or_default(),
+        ]
+        .concat();
+
+        let next = ring.successor().unwrap();
+        const SUCCESSOR_LABEL: &[u8] = b"medledger/share-key/next/v1";
+        use medledger_crypto::local::derive_secret;
+        // The old one-way derivation from the current key does not give it...
+        let derived = derive_secret(&genesis.to_bytes(), SUCCESSOR_LABEL).unwrap();
+        let derived = DecryptionKey::from_bytes(genesis.suite(), &derived[..]).unwrap();
+        assert_ne!(derived.encryption_key(), next.encryption_key(), "the successor is derivable from the current key");
+        // ...nor does anyone else holding the same key (a copy of validator.json), ...
+        assert_ne!(twin.successor().unwrap().encryption_key(), next.encryption_key());
+        // ...and the files as they were before hold none of its bytes.
+        let secret = next.to_bytes();
+        assert!(!before.windows(secret.len()).any(|w| w == &secret[..]));
+        assert!(!before.windows(2 * secret.len()).any(|w| w == hex::encode(&*secret).as_bytes()));
+
+        // Kept before it is announced: asked again, or after a crash (the keyring reopened), the
+        // same successor; the switch then destroys the old key everywhere.
+        assert_eq!(ring.successor().unwrap().encryption_key(), next.encryption_key());
+        drop(ring);
+        drop(db);
+        let (ring, db) = keyring(a.path(), &genesis);
+        assert_eq!(ring.successor().unwrap().encryption_key(), next.encryption_key(), "lost across a restart");
+        assert!(!ring.advance(derived.encryption_key(), &db).unwrap(), "switched to a key it did not make");
+        assert!(ring.advance(next.encryption_key(), &db).unwrap());
+        assert_eq!(ring.current().encryption_key(), next.encryption_key());
+        let files = [
+            std::fs::read_to_string(a.path().join("validator.json")).unwrap(),
+            std::fs::read_to_string(a.path().join(FILE)).unwrap(),
+        ]
+        .concat();
+        assert!(!files.contains(&hex::encode(&*genesis.to_bytes())), "the old key survives the switch");
+        // The next successor is fresh again.
+        assert_ne!(ring.successor().unwrap().encryption_key(), next.encryption_key());
+    }
 }

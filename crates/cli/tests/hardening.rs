@@ -1,0 +1,273 @@
+//! The outside review's findings (security hardening), each shown on real validator processes:
+//! what one writer, one admin or one client could do to a record that is not theirs, and no longer
+//! can.
+
+mod common;
+
+use common::{Net, wait_until};
+use medledger_sdk::{Identity, Sealed, Session, describe};
+use medledger_types::{Digest, RecordId};
+
+const PASS: &[u8] = b"correct horse battery staple";
+
+/// Seals `text` as `author` for `patient`'s chart (a fresh record id, version 1) and uploads its
+/// ciphertext; the caller registers it (or a forgery of it).
+async fn seal(session: &Session, author: &Identity, patient: &Identity, text: &str) -> Sealed {
+    let chart = session.record_keys(&patient.member).await.unwrap();
+    let record = RecordId::new(medledger_crypto::random_bytes());
+    let metadata = describe(text.as_bytes()).unwrap();
+    let sealed = session.seal_record(author, &chart, record, 1, text.as_bytes(), &metadata).unwrap();
+    session.client.put_blob(author, &sealed.digest, sealed.ciphertext.clone()).await.unwrap();
+    sealed
+}
+
+/// The same registration naming another ciphertext digest.
+fn naming(kind: &medledger_ledger::TxKind, digest: Digest) -> medledger_ledger::TxKind {
+    use medledger_ledger::TxKind;
+    match kind.clone() {
+        TxKind::RegisterRecord(mut r) => {
+            r.digest = digest;
+            TxKind::RegisterRecord(r)
+        }
+        TxKind::AppendVersion(mut r) => {
+            r.digest = digest;
+            TxKind::AppendVersion(r)
+        }
+        other => panic!("not a registration: {other:?}"),
+    }
+}
+
+/// Waits until validator 0's janitor (blobs, sidecars, vault) has handled block `height`.
+fn janitor_done(net: &Net, height: u64) {
+    let cursor = net.data_dir().join("blob-gc-height");
+    wait_until("the janitor handled the block", || {
+        std::fs::read_to_string(&cursor).ok().and_then(|s| s.trim().parse::<u64>().ok()).is_some_and(|h| h >= height)
+    });
+}
+
+/// Finding 1 (high): registration took any digest, and the janitor deleted every digest an erased
+/// or rotated record's transactions named, applied or not. A patient could so destroy another
+/// patient's ciphertext by registering, rotating or failing to append a record of her own that
+/// names it, then erasing that record. Rotation also ignored legal holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_writer_can_delete_another_records_ciphertext() {
+    let net = Net::start();
+    net.cast();
+    net.ok(&["id", "create", "mallory", "--role", "patient", "--as", &net.admin]);
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &net.admin]);
+    let session = Session::open(&net.home, None).unwrap();
+    let alice = session.home.load_identity("alice", PASS).unwrap();
+    let mallory = session.home.load_identity("mallory", PASS).unwrap();
+    session.release().await.unwrap();
+
+    let text = r#"{"resourceType":"Basic","code":{"text":"victim-marker"}}"#;
+    let victim = seal(&session, &alice, &alice, text).await;
+    session.transact(&alice, victim.kind.clone(), Some(victim.sidecar.clone())).await.unwrap();
+    let id = victim.record.to_string();
+    let still_reads = |when: &str| {
+        let get = net.cli(&["record", "get", "--as", "alice", &id]);
+        assert_eq!((get.code, get.stdout.as_str()), (0, text), "{when}: {}", get.stderr);
+        assert!(net.blob_dir().join(victim.digest.to_hex()).exists(), "{when}: the ciphertext left the store");
+    };
+    still_reads("before");
+
+    // (a) Mallory registers a record of her own naming alice's digest, and erases it.
+    let forged = seal(&session, &mallory, &mallory, r#"{"resourceType":"Basic","code":{"text":"m1"}}"#).await;
+    let registered =
+        session.transact(&mallory, naming(&forged.kind, victim.digest), Some(forged.sidecar.clone())).await;
+    match registered {
+        Err(medledger_sdk::SdkError::Usage(m)) => assert!(m.contains("digest"), "{m}"),
+        other => {
+            // The old ledger took it: the erasure then deleted alice's ciphertext.
+            let erased = session.erase(&mallory, forged.record).await.unwrap();
+            janitor_done(&net, erased.height.get());
+            panic!("a registration naming another record's digest was applied: {other:?}");
+        }
+    }
+    still_reads("after a registration naming her digest");
+
+    // (b) Mallory registers a record with its own ciphertext, then rotates it naming alice's
+    // digest as the replaced one: refused (the replaced digest must be the record's own).
+    let own = seal(&session, &mallory, &mallory, r#"{"resourceType":"Basic","code":{"text":"m2"}}"#).await;
+    session.transact(&mallory, own.kind.clone(), Some(own.sidecar.clone())).await.unwrap();
+    let next = {
+        let chart = session.record_keys(&mallory.member).await.unwrap();
+        let text = br#"{"resourceType":"Basic","code":{"text":"m2 v2"}}"#;
+        let metadata = describe(text).unwrap();
+        let sealed = session.seal_record(&mallory, &chart, own.record, 2, text, &metadata).unwrap();
+        session.client.put_blob(&mallory, &sealed.digest, sealed.ciphertext.clone()).await.unwrap();
+        sealed
+    };
+    let medledger_ledger::TxKind::AppendVersion(body) = next.kind.clone() else { panic!("an append") };
+    let rotate = medledger_ledger::TxKind::Rotate(medledger_ledger::Rotate { next: body, replaces: victim.digest });
+    let rotated = session.transact(&mallory, rotate, Some(next.sidecar.clone())).await;
+    assert!(rotated.is_err(), "a rotation replacing another record's ciphertext was applied");
+
+    // (c) A rejected AppendVersion of her record (naming alice as its patient) names alice's
+    // digest; then she erases her record. The janitor deletes only what the record's applied
+    // versions owned, never what a rejected (or rotated-away, as in (b)) transaction named.
+    let rejected = match naming(&next.kind, victim.digest) {
+        medledger_ledger::TxKind::AppendVersion(mut r) => {
+            r.patient = alice.member;
+            medledger_ledger::TxKind::AppendVersion(r)
+        }
+        _ => unreachable!(),
+    };
+    assert!(session.transact(&mallory, rejected, Some(next.sidecar.clone())).await.is_err());
+    let erased = session.erase(&mallory, own.record).await.unwrap();
+    janitor_done(&net, erased.height.get());
+    assert!(!net.blob_dir().join(own.digest.to_hex()).exists(), "her own ciphertext is gone");
+    still_reads("after her record named in a rejected append was erased");
+
+    // (d) A legal hold on alice's record blocks its rotation too (a rotation deletes ciphertext).
+    net.ok(&["legal-hold", "--as", "audrey", "--patient", "alice", "--record", &id]);
+    let held = net.cli(&["record", "rotate", "--as", "alice", &id]);
+    assert_eq!(held.code, 3, "a held record was rotated: {}", held.stderr);
+    assert!(held.stderr.contains("legal hold"), "{}", held.stderr);
+    still_reads("after a refused rotation");
+}
+
+/// Validator processes started by a test, killed when it ends.
+struct Processes(Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn medledger(home: &std::path::Path, args: &[&str]) -> common::Run {
+    std::process::Command::new(common::BIN)
+        .args(args)
+        .env("MEDLEDGER_HOME", home)
+        .env("MEDLEDGER_PASSPHRASE", "correct horse battery staple")
+        .env_remove("MEDLEDGER_NODE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run medledger")
+        .into()
+}
+
+fn medledger_ok(home: &std::path::Path, args: &[&str]) -> String {
+    let run = medledger(home, args);
+    assert_eq!(run.code, 0, "`medledger {}` failed: {}", args.join(" "), run.stderr);
+    run.stdout
+}
+
+/// Finding 2 (high): `init` made every validator's keys on one machine. In the genesis ceremony
+/// each organisation makes its keys on its own host (here: its own directory and home) and hands
+/// over only public keys; genesis is assembled from those; each host installs it beside its own
+/// secrets, and the four validators run a network on which records are written and read.
+#[test]
+fn a_genesis_ceremony_keeps_each_organisations_secrets_on_its_host() {
+    let root = tempfile::tempdir().unwrap();
+    let blobs = root.path().join("shared-blobs");
+    let storage = format!("file://{}", blobs.display());
+    let hosts: Vec<(std::path::PathBuf, std::path::PathBuf, String)> = (1..=4)
+        .map(|k| {
+            (root.path().join(format!("host{k}/net")), root.path().join(format!("host{k}/home")), format!("org{k}"))
+        })
+        .collect();
+    let mut parts = Vec::new();
+    let mut secrets = Vec::new();
+    let mut apis = Vec::new();
+    for (dir, home, org) in &hosts {
+        let (api, p2p) = Net::free_addresses();
+        let part = root.path().join(format!("{org}.json"));
+        medledger_ok(
+            home,
+            &[
+                "genesis",
+                "contribute",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--org",
+                org,
+                "--p2p",
+                &p2p,
+                "--api",
+                &api,
+                "--storage",
+                &storage,
+                "--out",
+                part.to_str().unwrap(),
+            ],
+        );
+        let pending: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("validator.pending.json")).unwrap()).unwrap();
+        for field in ["signing_seed", "share_secret"] {
+            secrets.push(pending[field].as_str().expect("a secret").to_string());
+        }
+        parts.push(part);
+        apis.push(api);
+    }
+    // Nothing handed over holds a secret of any host.
+    for part in &parts {
+        let text = std::fs::read_to_string(part).unwrap();
+        assert!(secrets.iter().all(|s| !text.contains(s.as_str())), "{} carries a secret", part.display());
+    }
+    // The coordinator (here org1's home) assembles genesis from the public parts.
+    let genesis = root.path().join("genesis.json");
+    let mut args = vec!["genesis", "assemble", "--chain-name", "ceremony", "--out", genesis.to_str().unwrap()];
+    args.extend(parts.iter().map(|p| p.to_str().unwrap()));
+    medledger_ok(&hosts[0].1, &args);
+    let text = std::fs::read_to_string(&genesis).unwrap();
+    assert!(secrets.iter().all(|s| !text.contains(s.as_str())), "genesis carries a secret");
+    // A part with a tampered key is refused (one line, exit 2), and so is a second install.
+    let bad = root.path().join("bad.json");
+    std::fs::write(&bad, "{\"org\":1}").unwrap();
+    let refused = medledger(
+        &hosts[0].1,
+        &["genesis", "assemble", "--out", root.path().join("g2").to_str().unwrap(), bad.to_str().unwrap()],
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+
+    let mut nodes = Processes(Vec::new());
+    for (k, (dir, home, _)) in hosts.iter().enumerate() {
+        let out = medledger_ok(
+            home,
+            &["--json", "genesis", "install", "--dir", dir.to_str().unwrap(), "--genesis", genesis.to_str().unwrap()],
+        );
+        let installed: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(installed["validator"], k as u64);
+        // Each host holds its own validator's secrets and no other's.
+        let mine = std::fs::read_to_string(dir.join(format!("validator-{k}/validator.json"))).unwrap();
+        for (j, secret) in secrets.iter().enumerate() {
+            assert_eq!(mine.contains(secret.as_str()), j / 2 == k, "host {k} and secret {j}");
+        }
+        assert!(!dir.join("validator.pending.json").exists());
+        let again = medledger(
+            home,
+            &["genesis", "install", "--dir", dir.to_str().unwrap(), "--genesis", genesis.to_str().unwrap()],
+        );
+        assert_eq!(again.code, 2, "{}", again.stderr);
+        let log = std::fs::File::create(dir.join("node.log")).unwrap();
+        nodes.0.push(
+            std::process::Command::new(common::BIN)
+                .args(["node", "--dir", dir.to_str().unwrap(), "--validator", &k.to_string()])
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for api in &apis {
+        wait_until("the validator serves its API", || std::net::TcpStream::connect(api).is_ok());
+    }
+    // org1's admin (its keys made on host 1 only) enrols a patient there, who writes and reads.
+    let home = &hosts[0].1;
+    medledger_ok(home, &["id", "create", "alice", "--role", "patient", "--as", "org1-admin"]);
+    let file = root.path().join("obs.json");
+    std::fs::write(&file, r#"{"resourceType":"Basic","code":{"text":"ceremony-marker"}}"#).unwrap();
+    let record = medledger_ok(home, &["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]);
+    let read = medledger_ok(home, &["record", "get", "--as", "alice", record.trim()]);
+    assert!(read.contains("ceremony-marker"));
+    // Another host's admin is not in this home: its keys never left host 2.
+    let other = medledger(home, &["id", "create", "bob", "--role", "patient", "--as", "org2-admin"]);
+    assert_ne!(other.code, 0);
+}

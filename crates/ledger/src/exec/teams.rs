@@ -1,0 +1,180 @@
+//! Care teams: creation, membership, and the team keys' epochs.
+
+use medledger_types::limits::{TEAM_EPOCHS_MAX, TEAM_MEMBERS_MAX, TEAMS_PER_MEMBER_MAX};
+use medledger_types::{MemberId, Role};
+
+use super::run::Run;
+use crate::policy::Rejection;
+use crate::sidecar::{KeyHolder, KeySubject};
+use crate::state::{ChartEntry, MemberStatus, TeamEntry, keys, read};
+use crate::tx::{GrantScope, TeamAdd, TeamCreate, TeamRemove};
+
+impl Run<'_, '_> {
+    pub(super) fn team(&self, id: &MemberId) -> Option<TeamEntry> {
+        read(self.state, &keys::team(id))
+    }
+
+    /// The care teams `member` belongs to.
+    pub(super) fn teams_of(&self, member: &MemberId) -> Vec<MemberId> {
+        read(self.state, &keys::member_teams(member)).unwrap_or_default()
+    }
+
+    /// Teams with a live `--all` grant on `chart`, with their entries (each new record's key is
+    /// wrapped for their current keys).
+    pub(super) fn chart_teams(&self, chart: &ChartEntry) -> Vec<TeamEntry> {
+        let now = self.ctx.time;
+        chart
+            .teams
+            .iter()
+            .filter(|t| self.grant_entry(&chart.patient, t, &GrantScope::All).is_some_and(|g| g.is_live(now)))
+            .filter_map(|t| self.team(t))
+            .collect()
+    }
+
+    /// A doctor of `team` (who may add and remove its members).
+    pub(super) fn require_team_doctor(&self, team: &TeamEntry) -> Result<(), Rejection> {
+        if self.signer.role != Role::Doctor || !team.has(&self.signer.id) {
+            return Err(Rejection::NotATeamDoctor);
+        }
+        Ok(())
+    }
+
+    /// Whether `member` may join a care team: an active doctor, nurse or emergency member.
+    pub(super) fn team_candidate(&self, member: &MemberId) -> Result<(), Rejection> {
+        match self.member(member) {
+            Some(m)
+                if m.status == MemberStatus::Active
+                    && matches!(m.role, Role::Doctor | Role::Nurse | Role::Emergency) =>
+            {
+                Ok(())
+            }
+            _ => Err(Rejection::TeamMemberNotClinical),
+        }
+    }
+
+    pub(super) fn join_team(&mut self, member: &MemberId, team: &MemberId) -> Result<(), Rejection> {
+        let mut teams = self.teams_of(member);
+        let Err(at) = teams.binary_search(team) else { return Err(Rejection::AlreadyInTeam) };
+        if teams.len() >= TEAMS_PER_MEMBER_MAX {
+            return Err(Rejection::TooManyTeams);
+        }
+        teams.insert(at, *team);
+        self.state.put(keys::member_teams(member), &teams);
+        Ok(())
+    }
+
+    /// The team key epoch that `subject` is wrapped for `team` under, if it is.
+    pub(super) fn team_epoch_of(&self, subject: &KeySubject, team: &MemberId) -> Option<u32> {
+        read(self.state, &keys::team_envelope(subject, team))
+    }
+
+    /// A doctor creates a care team with its first key, wrapped for each member (the doctor among them).
+    pub(super) fn team_create(&mut self, t: &TeamCreate) -> Result<(), Rejection> {
+        if self.signer.role != Role::Doctor {
+            return Err(Rejection::NotATeamDoctor);
+        }
+        if self.member(&t.team).is_some() || self.team(&t.team).is_some() {
+            return Err(Rejection::MemberExists);
+        }
+        let mut members = t.members.clone();
+        members.sort();
+        members.dedup();
+        if members.is_empty() || members.len() > TEAM_MEMBERS_MAX {
+            return Err(Rejection::TeamFull);
+        }
+        if members.binary_search(&self.signer.id).is_err() {
+            return Err(Rejection::NotInTeam);
+        }
+        for member in &members {
+            self.team_candidate(member)?;
+        }
+        let subject = KeySubject::Team { team: t.team, epoch: 0 };
+        if t.public_key.check().is_err() || !self.sidecar.is_some_and(|s| s.subjects.iter().all(|x| *x == subject)) {
+            return Err(Rejection::StaleTeamEpoch);
+        }
+        for member in &members {
+            self.join_team(member, &t.team)?;
+            self.put_envelope(subject, KeyHolder::Member { member: *member });
+        }
+        let entry = TeamEntry {
+            team: t.team,
+            org: self.signer.org.clone(),
+            epoch: 0,
+            public_key: t.public_key.clone(),
+            members,
+            created_by: self.signer.id,
+            created_at: self.ctx.time,
+        };
+        self.state.put(keys::team(&t.team), &entry);
+        Ok(())
+    }
+
+    /// A doctor of the team adds a member: the team entry, the member's list of teams and one
+    /// envelope, whatever the number of records the team can read.
+    pub(super) fn team_add(&mut self, t: &TeamAdd) -> Result<(), Rejection> {
+        let mut team = self.team(&t.team).ok_or(Rejection::UnknownTeam)?;
+        self.require_team_doctor(&team)?;
+        self.team_candidate(&t.member)?;
+        let Err(at) = team.members.binary_search(&t.member) else { return Err(Rejection::AlreadyInTeam) };
+        if team.members.len() >= TEAM_MEMBERS_MAX {
+            return Err(Rejection::TeamFull);
+        }
+        let subject = KeySubject::Team { team: t.team, epoch: team.epoch };
+        if self.sidecar.is_none_or(|s| s.subjects != [subject]) {
+            return Err(Rejection::StaleTeamEpoch);
+        }
+        team.members.insert(at, t.member);
+        self.join_team(&t.member, &t.team)?;
+        self.put_envelope(subject, KeyHolder::Member { member: t.member });
+        self.state.put(keys::team(&t.team), &team);
+        Ok(())
+    }
+
+    /// A doctor of the team removes a member, or a member leaves: the team's key moves to the
+    /// next epoch, wrapped for exactly the remaining members, with the current key wrapped for
+    /// it (so they still read what the team could read; the removed member never holds it).
+    pub(super) fn team_remove(&mut self, t: &TeamRemove) -> Result<(), Rejection> {
+        let mut team = self.team(&t.team).ok_or(Rejection::UnknownTeam)?;
+        if t.member == self.signer.id {
+            if !team.has(&self.signer.id) {
+                return Err(Rejection::NotInTeam);
+            }
+        } else {
+            self.require_team_doctor(&team)?;
+        }
+        let Ok(at) = team.members.binary_search(&t.member) else { return Err(Rejection::NotInTeam) };
+        if team.members.len() == 1 {
+            return Err(Rejection::LastTeamMember);
+        }
+        let epoch = team.epoch.checked_add(1).filter(|e| *e < TEAM_EPOCHS_MAX).ok_or(Rejection::TeamEpochsExhausted)?;
+        team.members.remove(at);
+        let (current, next) =
+            (KeySubject::Team { team: t.team, epoch: team.epoch }, KeySubject::Team { team: t.team, epoch });
+        let link = KeyHolder::Team { team: t.team, epoch };
+        let facts = self.sidecar.ok_or(Rejection::StaleTeamEpoch)?;
+        let mut wrapped_for: Vec<MemberId> = Vec::new();
+        let mut linked = false;
+        for (subject, holder) in facts.subjects.iter().zip(&facts.holders) {
+            match holder {
+                KeyHolder::Member { member } if *subject == next => wrapped_for.push(*member),
+                h if *h == link && *subject == current => linked = true,
+                _ => return Err(Rejection::StaleTeamEpoch),
+            }
+        }
+        wrapped_for.sort();
+        if !linked || wrapped_for != team.members || t.public_key.check().is_err() {
+            return Err(Rejection::StaleTeamEpoch);
+        }
+        let mut teams = self.teams_of(&t.member);
+        teams.retain(|x| *x != t.team);
+        self.state.put(keys::member_teams(&t.member), &teams);
+        self.put_envelope(current, link);
+        for member in &team.members {
+            self.put_envelope(next, KeyHolder::Member { member: *member });
+        }
+        team.epoch = epoch;
+        team.public_key = t.public_key.clone();
+        self.state.put(keys::team(&t.team), &team);
+        Ok(())
+    }
+}

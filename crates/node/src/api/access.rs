@@ -1,0 +1,181 @@
+//! Record access: what the signer of a committed, allowed RecordAccess receives (envelopes, a
+//! threshold share, the ciphertext).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use medledger_ledger::api::{AccessBundle, PROBLEM_INTEGRITY, ReleasedShare, ThresholdPublic};
+use medledger_ledger::serve::{Refusal, Served, served_access};
+use medledger_ledger::state::MemberEntry;
+use medledger_ledger::threshold;
+use medledger_ledger::{KeyHolder, KeySubject, Sidecar, TxKind};
+use medledger_store::BlobError;
+use medledger_types::TxId;
+use medledger_types::limits::ACCESS_WINDOW_MS;
+
+use super::auth::Signed;
+use super::blobs::storage_failure;
+use super::charts::{chart_path, envelope, team_path};
+use super::{ApiError, ApiResult, ApiState, Problems, parse, view};
+use crate::app::wall_clock_ms;
+
+/// The record of an allowed RecordAccess signed by the requester, committed within the window.
+/// A committed transaction, from the block that holds it.
+pub(super) fn committed_tx(
+    state: &ApiState,
+    tx: &TxId,
+    what: &'static str,
+) -> ApiResult<medledger_ledger::Transaction> {
+    let (height, index) =
+        state.app.inner().db.tx_location(tx).map_err(ApiError::internal)?.ok_or(ApiError::not_found(what))?;
+    let (mut block, _) = state.app.block_at(height).map_err(ApiError::internal)?.ok_or(ApiError::not_found("block"))?;
+    let index = index as usize;
+    if index >= block.txs.len() {
+        return Err(ApiError::not_found(what));
+    }
+    Ok(block.txs.swap_remove(index))
+}
+
+fn allowed_access(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<(MemberEntry, Served)> {
+    let TxKind::RecordAccess(access) = committed_tx(state, tx, "committed access")?.body.kind else {
+        return Err(ApiError::bad("not a record access"));
+    };
+    let served = served_access(&view(state)?, tx, &access, &me.id).map_err(|refusal| match refusal {
+        Refusal::NotCommitted => ApiError::not_found("committed access"),
+        Refusal::OtherSigner => ApiError::denied("the access was signed by someone else"),
+        Refusal::Denied => ApiError::denied("the access was denied"),
+        Refusal::RecordGone => ApiError::not_found("record"),
+        Refusal::RecordChanged => ApiError::denied("the record changed since the access"),
+    })?;
+    if wall_clock_ms().saturating_sub(served.result.time.get()) > ACCESS_WINDOW_MS {
+        return Err(ApiError::denied("the access has expired; request it again"));
+    }
+    Ok((me, served))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/access/{tx}/bundle",
+    tag = "records",
+    params(("tx" = String, Path, pattern = "^[0-9a-f]{64}$", description = "RecordAccess transaction id (64 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "Envelopes for the signer of this committed, allowed RecordAccess.", body = AccessBundle), Problems)
+)]
+pub(super) async fn access_bundle(
+    State(state): State<ApiState>,
+    Path(tx): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<AccessBundle>> {
+    let tx: TxId = parse(&tx, "transaction id")?;
+    let (me, Served { record, .. }) = allowed_access(&state, &tx, me)?;
+    let view = view(&state)?;
+    let subject = KeySubject::Record { record: record.record, version: record.version };
+    let me_holder = KeyHolder::Member { member: me.id };
+    let mut envelopes = Vec::new();
+    if let Some(e) = envelope(&state, &view, subject, me_holder)? {
+        envelopes.push(e);
+    }
+    if let Some(path) = chart_path(&state, &view, &record, me_holder)? {
+        envelopes.extend(path);
+    }
+    if envelopes.is_empty() {
+        envelopes = team_path(&state, &view, &me, &record)?;
+    }
+    let sidecar = state.app.inner().db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
+    let sidecar = sidecar.and_then(|b| Sidecar::decode(&b).ok()).unwrap_or_default();
+    let threshold = sidecar.threshold.0.map(|t| ThresholdPublic {
+        epoch: t.epoch,
+        threshold: t.threshold,
+        commitments: t.shares.iter().map(|s| s.commitment).collect(),
+        emergency_threshold: t.emergency_threshold,
+        emergency_commitments: t.shares.iter().map(|s| s.emergency_commitment).collect(),
+    });
+    Ok(Json(AccessBundle { record, envelopes, metadata: sidecar.metadata, threshold }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/access/{tx}/share",
+    tag = "records",
+    params(("tx" = String, Path, pattern = "^[0-9a-f]{64}$", description = "RecordAccess transaction id (64 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "This validator's share of the record's k_thr, wrapped for the signer of this committed, allowed RecordAccess (threshold release).", body = ReleasedShare), Problems)
+)]
+pub(super) async fn access_share(
+    State(state): State<ApiState>,
+    Path(tx): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<ReleasedShare>> {
+    let tx: TxId = parse(&tx, "transaction id")?;
+    let (me, Served { record, emergency, .. }) = allowed_access(&state, &tx, me)?;
+    let Some(info) = record.threshold.0 else {
+        return Err(ApiError::not_found("threshold share (the record uses the direct suite)"));
+    };
+    let chain_id = state.app.inner().chain_id;
+    let db = &state.app.inner().db;
+    // The vault holds the share once the janitor has seen the record's block; until then it is
+    // opened from the sidecar.
+    let Some(keyring) = state.keyring.as_deref() else {
+        return Err(ApiError::not_found("threshold share (this validator holds no share key)"));
+    };
+    let vaulted = db.vault_get(&record.record, record.version).map_err(ApiError::internal)?;
+    let opened = match vaulted.and_then(|row| keyring.open_share(&record.record, record.version, &row)) {
+        Some(opened) => opened,
+        None => {
+            let key = keyring.current();
+            let bytes = db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
+            let shares = bytes
+                .and_then(|b| Sidecar::decode(&b).ok())
+                .and_then(|s| s.threshold.0)
+                .ok_or_else(|| ApiError::not_found("threshold share"))?;
+            let mine = shares.shares.get(state.index as usize).ok_or_else(|| ApiError::not_found("threshold share"))?;
+            let miswrapped = || {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "share-unopenable",
+                    "the author wrapped this validator's share wrongly",
+                )
+            };
+            let context = threshold::share_context(chain_id, record.record, record.version, info.epoch, state.index);
+            let opened = medledger_crypto::wrap::open(&key, &mine.envelope, &context).map_err(|_| miswrapped())?;
+            if opened.len() != threshold::SHARES_SECRET_BYTES {
+                return Err(miswrapped());
+            }
+            opened
+        }
+    };
+    // The emergency share of k_env goes only to a reader whom break-glass alone allowed (they
+    // hold no envelope); everyone else gets the k_thr share.
+    let released = if emergency { &opened[..] } else { &opened[..medledger_crypto::threshold::SHARE_BYTES] };
+    let context = threshold::release_context(chain_id, record.record, record.version, info.epoch, state.index, me.id);
+    let envelope = medledger_crypto::wrap::seal(&me.encryption_key, released, &context).map_err(ApiError::internal)?;
+    state.app.inner().metrics.shares_released.inc();
+    Ok(Json(ReleasedShare { validator: state.index, epoch: info.epoch, envelope, emergency }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/access/{tx}/content",
+    tag = "records",
+    params(("tx" = String, Path, pattern = "^[0-9a-f]{64}$", description = "RecordAccess transaction id (64 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The record ciphertext.", body = Vec<u8>, content_type = "application/octet-stream"), Problems)
+)]
+pub(super) async fn access_content(
+    State(state): State<ApiState>,
+    Path(tx): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Response> {
+    let tx: TxId = parse(&tx, "transaction id")?;
+    let (_, Served { record, .. }) = allowed_access(&state, &tx, me)?;
+    let bytes = state.blobs.get(&record.digest).await.map_err(|e| match e {
+        BlobError::Integrity => {
+            state.app.inner().metrics.storage_errors.inc();
+            ApiError::new(StatusCode::BAD_GATEWAY, PROBLEM_INTEGRITY, "stored ciphertext does not match the ledger")
+        }
+        BlobError::NotFound => ApiError::not_found("ciphertext"),
+        other => storage_failure(&state, other),
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}

@@ -1,0 +1,212 @@
+//! Charts, care teams and chart-wide grants, and the key envelopes that lead a reader to a record's key.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use medledger_ledger::state::{ChartEntry, EnvelopeRef, GrantEntry, MemberEntry, RecordEntry, TeamEntry, keys, read};
+use medledger_ledger::{GrantScope, KeyHolder, KeySubject, Sidecar, SidecarEnvelope, StateView};
+use medledger_types::MemberId;
+
+use super::auth::Signed;
+use super::{ApiError, ApiResult, ApiState, Problems, parse, view};
+
+#[utoipa::path(
+    get,
+    path = "/v1/charts/{patient}",
+    tag = "records",
+    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex).")),
+    responses((status = 200, description = "The patient's chart (key epoch and holders).", body = ChartEntry), Problems)
+)]
+pub(super) async fn chart(State(state): State<ApiState>, Path(patient): Path<String>) -> ApiResult<Json<ChartEntry>> {
+    let patient: MemberId = parse(&patient, "patient id")?;
+    read(&view(&state)?, &keys::chart(&patient)).map(Json).ok_or(ApiError::not_found("chart"))
+}
+
+/// Chart epochs a key path walks back at most (each revocation of an `--all` grant, dismissal of a
+/// delegate and grant to a team adds one).
+const CHART_LINKS_MAX: u32 = 1024;
+
+/// The first chart epoch, from the record's on, that `has` (an envelope of that epoch for a
+/// holder) finds; with the links back from it to the record's epoch and the record's envelope for
+/// that epoch's key.
+pub(super) fn chart_path(
+    state: &ApiState,
+    view: &impl StateView,
+    record: &RecordEntry,
+    holder: KeyHolder,
+) -> ApiResult<Option<Vec<SidecarEnvelope>>> {
+    let Some(chart) = read::<ChartEntry>(view, &keys::chart(&record.patient)) else { return Ok(None) };
+    let patient = record.patient;
+    let last = chart.epoch.min(record.chart_epoch.saturating_add(CHART_LINKS_MAX));
+    for epoch in record.chart_epoch..=last {
+        let Some(to_chart) = envelope(state, view, KeySubject::Chart { patient, epoch }, holder)? else { continue };
+        let mut path = vec![to_chart];
+        path.extend(chart_links(state, view, patient, epoch, record.chart_epoch)?);
+        let subject = KeySubject::Record { record: record.record, version: record.version };
+        path.extend(envelope(state, view, subject, KeyHolder::Chart { patient, epoch: record.chart_epoch })?);
+        return Ok(Some(path));
+    }
+    Ok(None)
+}
+
+/// The links from chart epoch `from` back to `to`.
+fn chart_links(
+    state: &ApiState,
+    view: &impl StateView,
+    patient: MemberId,
+    from: u32,
+    to: u32,
+) -> ApiResult<Vec<SidecarEnvelope>> {
+    let mut links = Vec::new();
+    for epoch in (to + 1..=from).rev() {
+        let link = KeySubject::Chart { patient, epoch: epoch - 1 };
+        links.extend(envelope(state, view, link, KeyHolder::Chart { patient, epoch })?);
+    }
+    Ok(links)
+}
+
+/// The envelopes by which a member of a care team reaches a record's key: their envelope of the
+/// team's current key, the links back to the team epoch the record's key (or, for records written
+/// before the team's `--all` grant, a chart key) was wrapped for, that envelope and, through a
+/// chart key, the chart's links back to the record's epoch.
+pub(super) fn team_path(
+    state: &ApiState,
+    view: &impl StateView,
+    me: &MemberEntry,
+    record: &RecordEntry,
+) -> ApiResult<Vec<SidecarEnvelope>> {
+    let subject = KeySubject::Record { record: record.record, version: record.version };
+    let teams: Vec<MemberId> = read(view, &keys::member_teams(&me.id)).unwrap_or_default();
+    for id in teams {
+        let Some(team) = read::<TeamEntry>(view, &keys::team(&id)).filter(|t| t.has(&me.id)) else { continue };
+        let team_path_to = |epoch: u32| -> ApiResult<Vec<SidecarEnvelope>> {
+            let mut path = Vec::new();
+            let mine = KeySubject::Team { team: id, epoch: team.epoch };
+            path.extend(envelope(state, view, mine, KeyHolder::Member { member: me.id })?);
+            for k in (epoch + 1..=team.epoch).rev() {
+                let link = KeySubject::Team { team: id, epoch: k - 1 };
+                path.extend(envelope(state, view, link, KeyHolder::Team { team: id, epoch: k })?);
+            }
+            Ok(path)
+        };
+        if let Some(epoch) = read::<u32>(view, &keys::team_envelope(&subject, &id)) {
+            let mut path = team_path_to(epoch)?;
+            path.extend(envelope(state, view, subject, KeyHolder::Team { team: id, epoch })?);
+            return Ok(path);
+        }
+        let Some(chart) = read::<ChartEntry>(view, &keys::chart(&record.patient)) else { continue };
+        let last = chart.epoch.min(record.chart_epoch.saturating_add(CHART_LINKS_MAX));
+        for chart_epoch in record.chart_epoch..=last {
+            let to_chart = KeySubject::Chart { patient: record.patient, epoch: chart_epoch };
+            let Some(epoch) = read::<u32>(view, &keys::team_envelope(&to_chart, &id)) else { continue };
+            let mut path = team_path_to(epoch)?;
+            path.extend(envelope(state, view, to_chart, KeyHolder::Team { team: id, epoch })?);
+            path.extend(chart_links(state, view, record.patient, chart_epoch, record.chart_epoch)?);
+            let holder = KeyHolder::Chart { patient: record.patient, epoch: record.chart_epoch };
+            path.extend(envelope(state, view, subject, holder)?);
+            return Ok(path);
+        }
+    }
+    Ok(Vec::new())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/teams/{id}",
+    tag = "members",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Care team id (32 hex).")),
+    responses((status = 200, description = "A care team: its key epoch and public key, and its members (pseudonymous ids).", body = TeamEntry), Problems)
+)]
+pub(super) async fn team(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<TeamEntry>> {
+    let id: MemberId = parse(&id, "team id")?;
+    read(&view(&state)?, &keys::team(&id)).map(Json).ok_or(ApiError::not_found("care team"))
+}
+
+/// A member's envelope of their care team's current key.
+#[utoipa::path(
+    get,
+    path = "/v1/teams/{id}/envelope",
+    tag = "members",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Care team id (32 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The team's current key wrapped for the signer, a member.", body = SidecarEnvelope), Problems)
+)]
+pub(super) async fn team_envelope(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<SidecarEnvelope>> {
+    let id: MemberId = parse(&id, "team id")?;
+    let view = view(&state)?;
+    let team: TeamEntry = read(&view, &keys::team(&id)).ok_or(ApiError::not_found("care team"))?;
+    if !team.has(&me.id) {
+        return Err(ApiError::denied("not a member of the care team"));
+    }
+    let subject = KeySubject::Team { team: id, epoch: team.epoch };
+    envelope(&state, &view, subject, KeyHolder::Member { member: me.id })?
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("a member's team envelope is missing"))
+}
+
+pub(super) fn envelope(
+    state: &ApiState,
+    view: &impl StateView,
+    subject: KeySubject,
+    holder: KeyHolder,
+) -> ApiResult<Option<SidecarEnvelope>> {
+    let Some(at) = read::<EnvelopeRef>(view, &keys::envelope(&subject, &holder)) else { return Ok(None) };
+    let bytes = state
+        .app
+        .inner()
+        .db
+        .sidecar(&at.sidecar)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("sidecar missing"))?;
+    let sidecar = Sidecar::decode(&bytes).map_err(ApiError::internal)?;
+    Ok(sidecar.envelope_for(holder, subject).map(|envelope| SidecarEnvelope {
+        holder,
+        subject,
+        envelope: envelope.clone(),
+    }))
+}
+
+/// The signer's envelope of a patient's current chart key (the patient, or an `--all` grantee).
+#[utoipa::path(
+    get,
+    path = "/v1/charts/{patient}/envelope",
+    tag = "records",
+    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The signer's wrapped chart key.", body = SidecarEnvelope), Problems)
+)]
+pub(super) async fn chart_envelope(
+    State(state): State<ApiState>,
+    Path(patient): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<SidecarEnvelope>> {
+    let patient: MemberId = parse(&patient, "patient id")?;
+    let view = view(&state)?;
+    let chart: ChartEntry = read(&view, &keys::chart(&patient)).ok_or(ApiError::not_found("chart"))?;
+    let subject = KeySubject::Chart { patient, epoch: chart.epoch };
+    envelope(&state, &view, subject, KeyHolder::Member { member: me.id })?
+        .map(Json)
+        .ok_or_else(|| ApiError::denied("no envelope of this chart for the signer"))
+}
+
+/// A patient's `--all` grant to a member (public: the ledger's grants carry only pseudonyms).
+#[utoipa::path(
+    get,
+    path = "/v1/grants/{patient}/{grantee}",
+    tag = "records",
+    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("grantee" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Grantee member id (32 hex).")),
+    responses((status = 200, description = "A chart-wide grant.", body = GrantEntry), Problems)
+)]
+pub(super) async fn grant_all(
+    State(state): State<ApiState>,
+    Path((patient, grantee)): Path<(String, String)>,
+) -> ApiResult<Json<GrantEntry>> {
+    let patient: MemberId = parse(&patient, "patient id")?;
+    let grantee: MemberId = parse(&grantee, "member id")?;
+    read(&view(&state)?, &keys::grant(&patient, &grantee, &GrantScope::All))
+        .map(Json)
+        .ok_or(ApiError::not_found("grant"))
+}

@@ -1,0 +1,89 @@
+//! Members: enrolled identities (pseudonymous), their nonces, and the staff directory.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use medledger_ledger::api::StaffPage;
+use medledger_ledger::state::{MemberEntry, keys, last_nonce, read};
+use medledger_types::{MemberId, Role};
+use serde::{Deserialize, Serialize};
+
+use super::records::page_limit;
+use super::{ApiError, ApiResult, ApiState, Problems, parse, view};
+
+#[utoipa::path(
+    get,
+    path = "/v1/members/{id}",
+    tag = "members",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Member id (32 hex).")),
+    responses((status = 200, description = "An enrolled member (pseudonymous id, role, public keys).", body = MemberEntry), Problems)
+)]
+pub(super) async fn member(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<MemberEntry>> {
+    let id: MemberId = parse(&id, "member id")?;
+    read(&view(&state)?, &keys::member(&id)).map(Json).ok_or(ApiError::not_found("member"))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/members/{id}/nonce",
+    tag = "members",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Member id (32 hex).")),
+    responses((status = 200, description = "The last nonce the member used.", body = NonceResponse), Problems)
+)]
+pub(super) async fn nonce(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<NonceResponse>> {
+    let id: MemberId = parse(&id, "member id")?;
+    let nonce = last_nonce(&view(&state)?, &id);
+    Ok(Json(NonceResponse { nonce: nonce.get() }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct NonceResponse {
+    /// The last nonce the member used (0 before its first transaction).
+    nonce: u64,
+}
+
+#[derive(Deserialize)]
+pub(super) struct StaffQuery {
+    role: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Members read per staff directory request (the directory scans members in id order).
+const STAFF_SCAN_MAX: usize = 10_000;
+
+/// The staff directory by role (public, like a provider directory; patients are never listed).
+#[utoipa::path(
+    get,
+    path = "/v1/staff",
+    tag = "members",
+    params(("role" = Role, Query, description = "A staff role (a patient is never listed: that page is empty)."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Member id to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000).")),
+    responses((status = 200, description = "Members of the role, in id order; `next` continues the scan.", body = StaffPage), Problems)
+)]
+pub(super) async fn staff(
+    State(state): State<ApiState>,
+    Query(query): Query<StaffQuery>,
+) -> ApiResult<Json<StaffPage>> {
+    let role: Role = query.role.parse().map_err(|_| ApiError::bad("unknown role"))?;
+    if role == Role::Patient {
+        return Ok(Json(StaffPage { members: Vec::new(), next: None }));
+    }
+    let after = query.after.as_deref().map(|a| parse::<MemberId>(a, "member id")).transpose()?;
+    let limit = page_limit(query.limit)?;
+    let after_key = after.map(|m| keys::member(&m));
+    let rows = view(&state)?.scan(keys::MEMBER, after_key.as_deref(), STAFF_SCAN_MAX).map_err(ApiError::internal)?;
+    let scanned = rows.len();
+    let mut members = Vec::new();
+    let mut last = None;
+    for (_, value) in rows {
+        let Ok(member) = borsh::from_slice::<MemberEntry>(&value) else { continue };
+        last = Some(member.id);
+        if member.role == role {
+            members.push(member);
+            if members.len() == limit {
+                break;
+            }
+        }
+    }
+    let more = members.len() == limit || scanned == STAFF_SCAN_MAX;
+    Ok(Json(StaffPage { members, next: last.filter(|_| more).map(|m| m.to_hex()) }))
+}

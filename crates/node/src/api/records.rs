@@ -1,0 +1,122 @@
+//! Records: ledger entries, a patient's record list, and break-glass notes.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use medledger_ledger::api::BreakGlassNote;
+use medledger_ledger::state::{ChartEntry, RecordEntry, keys, read};
+use medledger_ledger::{KeyHolder, Sidecar, StateView, TxKind};
+use medledger_types::limits::PAGE_ITEMS_MAX;
+use medledger_types::{MemberId, RecordId, Role, TxId};
+use serde::Deserialize;
+
+use super::access::committed_tx;
+use super::auth::Signed;
+use super::{ApiError, ApiResult, ApiState, Problems, parse, view};
+
+#[utoipa::path(
+    get,
+    path = "/v1/records/{id}",
+    tag = "records",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Record id (32 hex).")),
+    responses((status = 200, description = "A record's ledger entry (digest, version, encrypted metadata).", body = RecordEntry), Problems)
+)]
+pub(super) async fn record(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RecordEntry>> {
+    let id: RecordId = parse(&id, "record id")?;
+    let view = view(&state)?;
+    match read(&view, &keys::record(&id)) {
+        Some(entry) => Ok(Json(entry)),
+        None if view.get(&keys::erased(&id)).is_some() => {
+            Err(ApiError::new(StatusCode::GONE, "erased", "the record was erased"))
+        }
+        None => Err(ApiError::not_found("record")),
+    }
+}
+
+/// A page size: absent, the largest; outside 1..=[`PAGE_ITEMS_MAX`], refused (not clamped: the
+/// documented bound is the contract).
+pub(super) fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit {
+        None => Ok(PAGE_ITEMS_MAX),
+        Some(n) if (1..=PAGE_ITEMS_MAX).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad(format!("limit is 1 to {PAGE_ITEMS_MAX}"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct Page {
+    pub(super) after: Option<String>,
+    pub(super) limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{id}/records",
+    tag = "records",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Record id to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The patient's records, a page.", body = Vec<RecordEntry>), Problems)
+)]
+pub(super) async fn patient_records(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+    Signed(me): Signed,
+) -> ApiResult<Json<Vec<RecordEntry>>> {
+    let patient: MemberId = parse(&id, "patient id")?;
+    // The patient, their delegates, members holding a chart-wide grant, auditors, and admins see
+    // the list (its entries carry no plaintext: metadata is encrypted); anyone else is refused.
+    let holder = || {
+        view(&state)
+            .ok()
+            .and_then(|v| read::<ChartEntry>(&v, &keys::chart(&patient)))
+            .is_some_and(|chart| chart.holders.contains(&me.id) || chart.is_delegate(&me.id))
+    };
+    if me.id != patient && !matches!(me.role, Role::Auditor | Role::Admin) && !holder() {
+        return Err(ApiError::denied(
+            "only the patient, their delegates and chart-wide grantees, auditors and admins list records",
+        ));
+    }
+    let prefix = keys::patient_records(&patient);
+    let after = page.after.as_deref().map(|a| parse::<RecordId>(a, "cursor")).transpose()?;
+    let after_key = after.map(|r| keys::patient_record(&patient, &r));
+    let limit = page_limit(page.limit)?;
+    let view = view(&state)?;
+    let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
+    let mut records = Vec::with_capacity(rows.len());
+    for (key, _) in rows {
+        let record = RecordId::new(key[prefix.len()..].try_into().map_err(ApiError::internal)?);
+        if let Some(entry) = read::<RecordEntry>(&view, &keys::record(&record)) {
+            records.push(entry);
+        }
+    }
+    Ok(Json(records))
+}
+
+/// A break-glass note, for one of its readers.
+#[utoipa::path(
+    get,
+    path = "/v1/tx/{id}/note",
+    tag = "records",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "BreakGlass transaction id (64 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The note key wrapped for the signer (the patient or an auditor it was written for) and the encrypted note.", body = BreakGlassNote), Problems)
+)]
+pub(super) async fn break_glass_note(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<BreakGlassNote>> {
+    let tx: TxId = parse(&id, "transaction id")?;
+    let body = committed_tx(&state, &tx, "transaction")?.body;
+    let (TxKind::BreakGlass(_), Some(digest)) = (&body.kind, body.sidecar_digest) else {
+        return Err(ApiError::not_found("break-glass note"));
+    };
+    let sidecar =
+        state.app.inner().db.sidecar(&digest).map_err(ApiError::internal)?.and_then(|b| Sidecar::decode(&b).ok());
+    let sidecar = sidecar.ok_or(ApiError::not_found("break-glass note"))?;
+    let holder = KeyHolder::Member { member: me.id };
+    let envelope = sidecar.envelopes.iter().find(|e| e.holder == holder).cloned();
+    let envelope = envelope.ok_or_else(|| ApiError::denied("the note is for the patient and the auditors"))?;
+    Ok(Json(BreakGlassNote { envelope, ciphertext: sidecar.metadata.unwrap_or_default() }))
+}

@@ -1,0 +1,248 @@
+//! Consent: grants and revocations, delegates, and the chart key's epochs.
+
+use medledger_crypto::suite::KemSuite;
+use medledger_crypto::wrap::{self, DecryptionKey};
+use medledger_ledger::state::TeamEntry;
+use medledger_ledger::{
+    Delegate, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess, Revoke, Sidecar, SidecarEnvelope,
+    TxKind,
+};
+use medledger_types::{MemberId, PurposeOfUse, Timestamp};
+
+use super::{Committed, Session, chart_key_from, chart_secret};
+use crate::error::{Result, SdkError};
+use crate::home::{Contact, Identity};
+
+impl Session {
+    /// The Grant of a patient's whole chart to `to` (`write` for a doctor's treatment
+    /// relationship), signed by the patient: the chart key's secret wrapped for the grantee.
+    pub(super) async fn grant_all(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        to: &MemberId,
+        write: bool,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(TxKind, Sidecar)> {
+        let (epoch, envelope) = self.chart_key_for(me, patient, to).await?;
+        let kind = TxKind::Grant(Grant {
+            patient: *patient,
+            grantee: *to,
+            scope: GrantScope::All,
+            write,
+            expires_at,
+            chart_epoch: Some(epoch),
+            new_chart: None,
+        });
+        Ok((kind, Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() }))
+    }
+
+    /// An `--all` grant to a care team: the chart's current key wrapped for the team's (the
+    /// records so far), and the chart's next epoch for everyone else who holds it (records from
+    /// now on are wrapped for the team's own key, so a member it removes holds no key to them).
+    async fn grant_all_to_team(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        team: &TeamEntry,
+        write: bool,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(TxKind, Sidecar)> {
+        let (epoch, chart) = self.chart_key(me, patient).await?;
+        let holder = KeyHolder::Team { team: team.team, epoch: team.epoch };
+        let subject = KeySubject::Chart { patient: *patient, epoch };
+        let to_team = self.seal_for(&team.public_key, holder, subject, &chart_secret(&chart))?;
+        let (new_chart, mut sidecar) = self.next_chart_epoch(me, patient, None, None).await?;
+        sidecar.envelopes.insert(0, to_team);
+        let kind = TxKind::Grant(Grant {
+            patient: *patient,
+            grantee: team.team,
+            scope: GrantScope::All,
+            write,
+            expires_at,
+            chart_epoch: Some(epoch),
+            new_chart: Some(new_chart),
+        });
+        Ok((kind, sidecar))
+    }
+
+    /// `patient`'s current chart key (which `me` holds) wrapped for `to`, and its epoch.
+    async fn chart_key_for(&self, me: &Identity, patient: &MemberId, to: &MemberId) -> Result<(u32, SidecarEnvelope)> {
+        let member = self.client.member(to).await?;
+        let (epoch, chart) = self.chart_key(me, patient).await?;
+        let subject = KeySubject::Chart { patient: *patient, epoch };
+        let holder = KeyHolder::Member { member: *to };
+        Ok((epoch, self.seal_for(&member.encryption_key, holder, subject, &chart_secret(&chart))?))
+    }
+
+    /// A fresh next epoch of `patient`'s chart, wrapped for everyone who keeps holding it: the
+    /// patient, each live `--all` grantee but `revoked`, each delegate but `dismissed`.
+    async fn next_chart_epoch(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        revoked: Option<&MemberId>,
+        dismissed: Option<&MemberId>,
+    ) -> Result<(NewChartEpoch, Sidecar)> {
+        let chart = self.client.chart(patient).await?;
+        let epoch = chart.epoch.checked_add(1).ok_or_else(|| SdkError::Other("chart epochs exhausted".into()))?;
+        let now = Timestamp::new(crate::client::now_ms());
+        let mut recipients = vec![*patient];
+        for holder in chart.holders.iter().filter(|m| Some(*m) != revoked) {
+            if self.client.grant(patient, holder).await?.is_some_and(|g| g.is_live(now)) {
+                recipients.push(*holder);
+            }
+        }
+        recipients.extend(chart.delegates.iter().filter(|m| Some(*m) != dismissed));
+        recipients.sort();
+        recipients.dedup();
+        let next = wrap::generate(KemSuite::default());
+        let secret = chart_secret(&next);
+        let subject = KeySubject::Chart { patient: *patient, epoch };
+        // The link back: this epoch's key wrapped for the next one.
+        let (current_epoch, current) = self.chart_key(me, patient).await?;
+        if current_epoch != chart.epoch {
+            return Err(SdkError::Conflict("the chart moved on meanwhile; try again".into()));
+        }
+        let link = KeyHolder::Chart { patient: *patient, epoch };
+        let mut envelopes = vec![self.seal_for(
+            next.encryption_key(),
+            link,
+            KeySubject::Chart { patient: *patient, epoch: current_epoch },
+            &chart_secret(&current),
+        )?];
+        envelopes.extend(self.seal_for_members(me, &recipients, subject, &secret).await?);
+        Ok((
+            NewChartEpoch { public_key: next.encryption_key().clone(), recipients },
+            Sidecar { envelopes, metadata: None, threshold: Default::default() },
+        ))
+    }
+
+    /// The patient `me` appoints `to` as their delegate (`appoint`), or dismisses them (the chart
+    /// then moves to an epoch they never hold).
+    pub async fn delegate(&self, me: &Identity, to: &Contact, appoint: bool) -> Result<Committed> {
+        let (kind, sidecar) = if appoint {
+            let (epoch, envelope) = self.chart_key_for(me, &me.member, &to.member).await?;
+            let kind = TxKind::Delegate(Delegate {
+                patient: me.member,
+                delegate: to.member,
+                appoint,
+                chart_epoch: Some(epoch),
+                new_chart: None,
+            });
+            (kind, Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() })
+        } else {
+            let (new_chart, sidecar) = self.next_chart_epoch(me, &me.member, None, Some(&to.member)).await?;
+            let kind = TxKind::Delegate(Delegate {
+                patient: me.member,
+                delegate: to.member,
+                appoint,
+                chart_epoch: None,
+                new_chart: Some(new_chart),
+            });
+            (kind, sidecar)
+        };
+        self.transact(me, kind, Some(sidecar)).await
+    }
+
+    /// The patient's current chart key, opened from the patient's envelope.
+    /// `patient`'s current chart key, from its envelope for `me` (the patient, a delegate or an
+    /// `--all` grantee).
+    pub(super) async fn chart_key(&self, me: &Identity, patient: &MemberId) -> Result<(u32, DecryptionKey)> {
+        let envelope = self.client.chart_envelope(me, patient).await?;
+        let KeySubject::Chart { epoch, .. } = envelope.subject else {
+            return Err(SdkError::Integrity("chart envelope of the wrong kind".into()));
+        };
+        Ok((epoch, chart_key_from(&self.open_mine(me, &envelope)?)?))
+    }
+
+    /// The patient grants `to` access to one record or to the whole chart.
+    pub async fn grant(
+        &self,
+        me: &Identity,
+        to: &Contact,
+        scope: GrantScope,
+        write: bool,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Committed> {
+        self.grant_for(me, &me.member, &to.member, scope, write, expires_at).await
+    }
+
+    /// [`Session::grant`] on `patient`'s chart: `me` is the patient or one of their delegates.
+    pub async fn grant_for(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        to: &MemberId,
+        scope: GrantScope,
+        write: bool,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Committed> {
+        let team = self.client.team(to).await?;
+        let GrantScope::Record(record) = scope else {
+            let (kind, sidecar) = match &team {
+                Some(team) => self.grant_all_to_team(me, patient, team, write, expires_at).await?,
+                None => self.grant_all(me, patient, to, write, expires_at).await?,
+            };
+            return self.transact(me, kind, Some(sidecar)).await;
+        };
+        let (key, holder) = match &team {
+            Some(team) => (team.public_key.clone(), KeyHolder::Team { team: team.team, epoch: team.epoch }),
+            None => (self.client.member(to).await?.encryption_key, KeyHolder::Member { member: *to }),
+        };
+        // The patient reads the record's key like any reader: a logged access first.
+        let entry = self.client.record(&record).await?;
+        let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose: PurposeOfUse::Patrqt });
+        let access = self.transact(me, kind, None).await?;
+        // Re-wrapped for the grantee: what the patient's envelopes wrap (k_env under threshold
+        // release, so the grantee still needs the validators' shares at each read).
+        let bundle = self.client.access_bundle(me, &access.tx).await?;
+        let secret = self
+            .wrapped_secret(me, &bundle)?
+            .ok_or_else(|| SdkError::Denied("no wrapped key for this reader".into()))?;
+        let subject = KeySubject::Record { record, version: bundle.record.version };
+        let envelope = self.seal_for(&key, holder, subject, &secret)?;
+        let kind = TxKind::Grant(Grant {
+            patient: *patient,
+            grantee: *to,
+            scope,
+            write,
+            expires_at,
+            chart_epoch: None,
+            new_chart: None,
+        });
+        self.transact(
+            me,
+            kind,
+            Some(Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() }),
+        )
+        .await
+    }
+
+    /// The patient revokes a grant; `--all` moves the chart key to a new epoch for the others.
+    pub async fn revoke(&self, me: &Identity, from: &Contact, scope: GrantScope) -> Result<Committed> {
+        self.revoke_for(me, &me.member, &from.member, scope).await
+    }
+
+    /// [`Session::revoke`] on `patient`'s chart: `me` is the patient or one of their delegates.
+    pub async fn revoke_for(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        from: &MemberId,
+        scope: GrantScope,
+    ) -> Result<Committed> {
+        let team_grant = self.client.chart(patient).await?.teams.contains(from);
+        let (new_chart, sidecar) = match scope {
+            // A team never held the chart's current key: nothing to move.
+            GrantScope::Record(_) => (None, None),
+            GrantScope::All if team_grant => (None, None),
+            GrantScope::All => {
+                let (new_chart, sidecar) = self.next_chart_epoch(me, patient, Some(from), None).await?;
+                (Some(new_chart), Some(sidecar))
+            }
+        };
+        let kind = TxKind::Revoke(Revoke { patient: *patient, grantee: *from, scope, new_chart });
+        self.transact(me, kind, sidecar).await
+    }
+}

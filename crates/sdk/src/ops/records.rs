@@ -1,0 +1,425 @@
+//! Records: writing (put, append, rotate), sealing, reading and opening, listing and erasing.
+
+use futures::StreamExt;
+use medledger_crypto::payload::{self, DataKey};
+use medledger_crypto::suite::PayloadSuite;
+use medledger_crypto::threshold;
+use medledger_crypto::wrap::DecryptionKey;
+use medledger_ledger::api::AccessBundle;
+use medledger_ledger::state::{ChartEntry, RecordEntry, TeamEntry};
+use medledger_ledger::{Erase, KeyHolder, KeySubject, RecordAccess, RegisterRecord, Rotate, Sidecar, TxKind};
+use medledger_types::{Digest, MemberId, PurposeOfUse, RecordId, Timestamp, TxId};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{Committed, Session, chart_key_from};
+use crate::error::{Result, SdkError};
+use crate::home::{Contact, Identity};
+
+/// Largest record accepted by `put` through the API (the node's upload limit, minus overhead).
+pub const RECORD_PLAINTEXT_MAX: usize = 64 * 1024 * 1024 - 64 * 1024;
+
+/// Metadata kept encrypted beside a record; listing and searching happen on the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordMetadata {
+    /// FHIR resourceType, when the record is a FHIR resource.
+    pub resource_type: Option<String>,
+    pub content_type: String,
+    pub size_bytes: u64,
+}
+
+/// A decrypted record.
+pub struct Opened {
+    pub record: RecordEntry,
+    pub access: Committed,
+    pub metadata: Option<RecordMetadata>,
+    pub plaintext: Zeroizing<Vec<u8>>,
+}
+
+impl Session {
+    /// Encrypts a record for `patient`, uploads the ciphertext and registers it.
+    pub async fn put_record(
+        &self,
+        me: &Identity,
+        patient: &Contact,
+        plaintext: &[u8],
+    ) -> Result<(RecordId, Committed)> {
+        match self.put_record_once(me, patient, plaintext).await {
+            Err(e) if self.stale_shares(&e).await? => self.put_record_once(me, patient, plaintext).await,
+            other => other,
+        }
+    }
+
+    async fn put_record_once(
+        &self,
+        me: &Identity,
+        patient: &Contact,
+        plaintext: &[u8],
+    ) -> Result<(RecordId, Committed)> {
+        let metadata = describe(plaintext)?;
+        self.release().await?;
+        let keys = self.record_keys(&patient.member).await?;
+        let record = RecordId::new(medledger_crypto::random_bytes());
+        let sealed = self.seal_record(me, &keys, record, 1, plaintext, &metadata)?;
+        self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
+        let committed = self.transact(me, sealed.kind, Some(sealed.sidecar)).await?;
+        Ok((record, committed))
+    }
+
+    /// Writes the next version of `record`. With `expected`, refuses (conflict) unless the
+    /// record is still at that version.
+    pub async fn append_version(
+        &self,
+        me: &Identity,
+        record: RecordId,
+        expected: Option<u32>,
+        plaintext: &[u8],
+    ) -> Result<Committed> {
+        match self.append_version_once(me, record, expected, plaintext).await {
+            Err(e) if self.stale_shares(&e).await? => self.append_version_once(me, record, expected, plaintext).await,
+            other => other,
+        }
+    }
+
+    async fn append_version_once(
+        &self,
+        me: &Identity,
+        record: RecordId,
+        expected: Option<u32>,
+        plaintext: &[u8],
+    ) -> Result<Committed> {
+        let metadata = describe(plaintext)?;
+        self.release().await?;
+        let entry = self.client.record(&record).await?;
+        if expected.is_some_and(|v| v != entry.version) {
+            return Err(SdkError::Conflict(format!("the record is at version {}", entry.version)));
+        }
+        let version =
+            entry.version.checked_add(1).ok_or_else(|| SdkError::Usage("the record has too many versions".into()))?;
+        let keys = self.record_keys(&entry.patient).await?;
+        let sealed = self.seal_record(me, &keys, record, version, plaintext, &metadata)?;
+        self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
+        match self.transact(me, sealed.kind, Some(sealed.sidecar)).await {
+            Err(SdkError::Usage(m)) if m.contains(medledger_ledger::Rejection::VersionMismatch.as_str()) => {
+                Err(SdkError::Conflict("another version was written first".into()))
+            }
+            other => other,
+        }
+    }
+
+    /// Re-encrypts `record` under fresh keys as its next version and retires the current
+    /// ciphertext, which every validator then deletes from the store: for when a reader who lost
+    /// access may have kept a key. Reading the current version is an audited access as always.
+    pub async fn rotate(&self, me: &Identity, record: RecordId, purpose: PurposeOfUse) -> Result<Committed> {
+        match self.rotate_once(me, record, purpose).await {
+            Err(e) if self.stale_shares(&e).await? => self.rotate_once(me, record, purpose).await,
+            other => other,
+        }
+    }
+
+    async fn rotate_once(&self, me: &Identity, record: RecordId, purpose: PurposeOfUse) -> Result<Committed> {
+        self.release().await?;
+        let current = self.get_record(me, record, purpose).await?;
+        let entry = current.record;
+        let version =
+            entry.version.checked_add(1).ok_or_else(|| SdkError::Usage("the record has too many versions".into()))?;
+        let metadata = describe(&current.plaintext)?;
+        let keys = self.record_keys(&entry.patient).await?;
+        let sealed = self.seal_record(me, &keys, record, version, &current.plaintext, &metadata)?;
+        self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
+        let TxKind::AppendVersion(next) = sealed.kind else {
+            return Err(SdkError::Other("a rotation seals a next version".into()));
+        };
+        let kind = TxKind::Rotate(Rotate { next, replaces: entry.digest });
+        match self.transact(me, kind, Some(sealed.sidecar)).await {
+            Err(SdkError::Usage(m)) if m.contains(medledger_ledger::Rejection::VersionMismatch.as_str()) => {
+                Err(SdkError::Conflict("the record changed during the rotation; rotate again".into()))
+            }
+            other => other,
+        }
+    }
+
+    /// The keys a new record of `patient` is wrapped for: the chart's current key and the current
+    /// key of each care team holding a live `--all` grant.
+    pub async fn record_keys(&self, patient: &MemberId) -> Result<RecordKeys> {
+        let chart = self.client.chart(patient).await?;
+        let now = Timestamp::new(crate::client::now_ms());
+        let mut teams = Vec::new();
+        for team in &chart.teams {
+            if self.client.grant(patient, team).await?.is_some_and(|g| g.is_live(now))
+                && let Some(entry) = self.client.team(team).await?
+            {
+                teams.push(entry);
+            }
+        }
+        Ok(RecordKeys { chart, teams })
+    }
+
+    /// Encrypts `plaintext` as `version` of `record` in the chart of `keys`' patient, wraps its
+    /// data key for the chart key, the care teams of `keys` and the author, and encrypts its
+    /// metadata: everything a registration (version 1) or an append needs, nothing sent yet.
+    pub fn seal_record(
+        &self,
+        me: &Identity,
+        keys: &RecordKeys,
+        record: RecordId,
+        version: u32,
+        plaintext: &[u8],
+        metadata: &RecordMetadata,
+    ) -> Result<Sealed> {
+        if plaintext.len() > RECORD_PLAINTEXT_MAX {
+            return Err(SdkError::Usage(format!("records are limited to {} MiB", RECORD_PLAINTEXT_MAX >> 20)));
+        }
+        // Under threshold release the envelopes wrap k_env and the validators hold k_thr's shares;
+        // otherwise the envelopes wrap the data key itself.
+        let (dek, wrapped, suite, threshold) = match self.loaded_release()? {
+            Some(release) => {
+                let dealt = self.deal(&release, record, version)?;
+                let k_env = Zeroizing::new(dealt.k_env.to_vec());
+                (dealt.dek, k_env, PayloadSuite::Aes256GcmStream64KThreshold, Some(dealt.shares))
+            }
+            None => {
+                let dek = DataKey::generate();
+                let bytes = Zeroizing::new(dek.as_bytes().to_vec());
+                (dek, bytes, PayloadSuite::Aes256GcmStream64K, None)
+            }
+        };
+        let mut ciphertext = Vec::with_capacity(plaintext.len() + plaintext.len() / 4096 + 128);
+        let sealed = payload::encrypt_with_suite(suite, &dek, record.as_bytes(), version, plaintext, &mut ciphertext)
+            .map_err(SdkError::other)?;
+        let digest = Digest::new(sealed.digest);
+        let mut meta_ct = Vec::new();
+        let meta_json = serde_json::to_vec(metadata).map_err(SdkError::other)?;
+        payload::encrypt(&dek, record.as_bytes(), 0, meta_json.as_slice(), &mut meta_ct).map_err(SdkError::other)?;
+        let chart = &keys.chart;
+        let patient = chart.patient;
+        let subject = KeySubject::Record { record, version };
+        let me_holder = KeyHolder::Member { member: me.member };
+        let chart_holder = KeyHolder::Chart { patient, epoch: chart.epoch };
+        let mut envelopes = vec![
+            self.seal_for(me.encryption.encryption_key(), me_holder, subject, &wrapped)?,
+            self.seal_for(&chart.public_key, chart_holder, subject, &wrapped)?,
+        ];
+        for team in &keys.teams {
+            let holder = KeyHolder::Team { team: team.team, epoch: team.epoch };
+            envelopes.push(self.seal_for(&team.public_key, holder, subject, &wrapped)?);
+        }
+        let recipients = envelopes.iter().map(|e| e.holder).collect();
+        let body = RegisterRecord { record, patient, version, digest, size_bytes: sealed.ciphertext_len, recipients };
+        let kind = if version == 1 { TxKind::RegisterRecord(body) } else { TxKind::AppendVersion(body) };
+        let sidecar = Sidecar { envelopes, metadata: Some(meta_ct), threshold: threshold.into() };
+        Ok(Sealed { record, digest, ciphertext, kind, sidecar })
+    }
+
+    /// Signs a RecordAccess, waits for it to commit (the audit event is on the ledger before any
+    /// byte leaves a validator), then fetches, checks and decrypts.
+    pub async fn get_record(&self, me: &Identity, record: RecordId, purpose: PurposeOfUse) -> Result<Opened> {
+        let entry = self.client.record(&record).await?;
+        let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose });
+        let access = self.transact(me, kind, None).await?;
+        self.open_access(me, record, access).await
+    }
+
+    /// Reads many records: one batch of RecordAccess transactions (each audited on the ledger
+    /// before any byte leaves a validator), then the allowed ones fetched, checked and decrypted
+    /// a few at a time. One result per record, in order.
+    pub async fn get_records(
+        &self,
+        me: &Identity,
+        records: &[RecordEntry],
+        purpose: PurposeOfUse,
+    ) -> Result<Vec<Result<Opened>>> {
+        let accesses = records
+            .iter()
+            .map(|r| (me, TxKind::RecordAccess(RecordAccess { record: r.record, version: r.version, purpose }), None))
+            .collect();
+        let committed = self.transact_batch(accesses).await?;
+        let opens = records.iter().zip(committed).map(|(r, access)| async move {
+            match access {
+                Ok(access) => self.open_access(me, r.record, access).await,
+                Err(e) => Err(e),
+            }
+        });
+        Ok(futures::stream::iter(opens).buffered(OPENS_IN_FLIGHT).collect().await)
+    }
+
+    /// Fetches, checks and decrypts the record an allowed, committed access names.
+    pub async fn open_access(&self, me: &Identity, record: RecordId, access: Committed) -> Result<Opened> {
+        // The shares are asked for while the ciphertext comes.
+        let (key, ciphertext) = tokio::join!(self.data_key(me, &access.tx), self.client.access_content(me, &access.tx));
+        let (dek, bundle_record, metadata) = key?;
+        let ciphertext = ciphertext?;
+        if Digest::new(medledger_crypto::sha256(&ciphertext)) != bundle_record.digest {
+            return Err(SdkError::Integrity("ciphertext does not match the digest on the ledger".into()));
+        }
+        let expected = if bundle_record.threshold.0.is_some() {
+            PayloadSuite::Aes256GcmStream64KThreshold
+        } else {
+            PayloadSuite::Aes256GcmStream64K
+        };
+        let header =
+            ciphertext.get(..payload::HEADER_BYTES).and_then(|h| h.try_into().ok()).map(payload::Header::decode);
+        if !matches!(header, Some(Ok(h)) if h.suite == expected) {
+            return Err(SdkError::Integrity("the ciphertext's suite is not the one the ledger records".into()));
+        }
+        let mut plaintext = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
+        payload::decrypt_with_digest(
+            &dek,
+            record.as_bytes(),
+            bundle_record.version,
+            bundle_record.digest.as_bytes(),
+            &ciphertext[..],
+            &mut *plaintext,
+        )
+        .map_err(|_| SdkError::Integrity("ciphertext does not authenticate".into()))?;
+        let metadata = metadata.and_then(|ct| {
+            let mut out = Vec::new();
+            payload::decrypt(&dek, record.as_bytes(), 0, &ct[..], &mut out).ok()?;
+            serde_json::from_slice(&out).ok()
+        });
+        Ok(Opened { record: bundle_record, access, metadata, plaintext })
+    }
+
+    /// What this reader's envelopes wrap for the record of `bundle`: its data key (direct suite)
+    /// or `k_env` (threshold release); `None` when the reader holds no envelope for it.
+    pub(super) fn wrapped_secret(&self, me: &Identity, bundle: &AccessBundle) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let record = &bundle.record;
+        let patient = record.patient;
+        let subject = KeySubject::Record { record: record.record, version: record.version };
+        let me_holder = KeyHolder::Member { member: me.member };
+        let find = |holder, subject| bundle.envelopes.iter().find(|e| e.holder == holder && e.subject == subject);
+        let broken = || SdkError::Integrity("the key path to this record is broken".into());
+        // From a chart key of `epoch` back, one link per epoch, to the record's epoch and its key.
+        let down_chart = |mut key: DecryptionKey, mut epoch: u32| -> Result<Zeroizing<Vec<u8>>> {
+            while epoch > record.chart_epoch {
+                let link = find(KeyHolder::Chart { patient, epoch }, KeySubject::Chart { patient, epoch: epoch - 1 })
+                    .ok_or_else(broken)?;
+                key = chart_key_from(&self.open_envelope(&key, link)?)?;
+                epoch -= 1;
+            }
+            let to_record = find(KeyHolder::Chart { patient, epoch }, subject).ok_or_else(broken)?;
+            self.open_envelope(&key, to_record)
+        };
+        // The chart key of the latest epoch `holder` has an envelope of.
+        let chart_of = |holder: KeyHolder| {
+            bundle.envelopes.iter().filter(|e| e.holder == holder).find_map(|e| match e.subject {
+                KeySubject::Chart { patient: p, epoch } if p == patient => Some((e, epoch)),
+                _ => None,
+            })
+        };
+        // Wrapped for me directly (with a key I may no longer hold, after a recovery: then the
+        // chart or a team still leads to it).
+        if let Some(direct) = find(me_holder, subject)
+            && let Ok(secret) = self.open_mine(me, direct)
+        {
+            return Ok(Some(secret));
+        }
+        // Through a care team: my envelope of its current key, then back one epoch per link to
+        // the key the record's key (or, for an earlier record, a chart key) was wrapped for.
+        let team_key = bundle.envelopes.iter().find_map(|e| match (e.holder, e.subject) {
+            (h, KeySubject::Team { team, epoch }) if h == me_holder => Some((e, team, epoch)),
+            _ => None,
+        });
+        if let Some((mine, team, mut epoch)) = team_key {
+            let mut key = chart_key_from(&self.open_mine(me, mine)?)?;
+            loop {
+                let holder = KeyHolder::Team { team, epoch };
+                if let Some(e) = find(holder, subject) {
+                    return Ok(Some(self.open_envelope(&key, e)?));
+                }
+                if let Some((e, chart_epoch)) = chart_of(holder) {
+                    return Ok(Some(down_chart(chart_key_from(&self.open_envelope(&key, e)?)?, chart_epoch)?));
+                }
+                let previous = epoch.checked_sub(1).ok_or_else(broken)?;
+                let link = find(holder, KeySubject::Team { team, epoch: previous }).ok_or_else(broken)?;
+                key = chart_key_from(&self.open_envelope(&key, link)?)?;
+                epoch = previous;
+            }
+        }
+        let Some((to_chart, epoch)) = chart_of(me_holder) else { return Ok(None) };
+        Ok(Some(down_chart(chart_key_from(&self.open_mine(me, to_chart)?)?, epoch)?))
+    }
+
+    /// The data key of the record named by an allowed access, from the envelopes a validator
+    /// serves and, under threshold release, the validators' shares. A reader without an envelope
+    /// (break-glass) gets `k_env` from the emergency shares.
+    async fn data_key(&self, me: &Identity, access: &TxId) -> Result<(DataKey, RecordEntry, Option<Vec<u8>>)> {
+        let bundle = self.client.access_bundle(me, access).await?;
+        let record = &bundle.record;
+        let secret = self.wrapped_secret(me, &bundle)?;
+        let malformed = || SdkError::Integrity("record key half malformed".into());
+        let dek = match (&bundle.threshold, secret) {
+            (None, Some(secret)) => {
+                DataKey::from_slice(&secret).map_err(|_| SdkError::Integrity("data key malformed".into()))?
+            }
+            (None, None) => return Err(SdkError::Denied("no wrapped key for this reader".into())),
+            (Some(public), secret) => {
+                let (k_thr, emergency) = self.collect_shares(me, access, record, public, secret.is_none()).await?;
+                let k_env: Zeroizing<[u8; 32]> = match (&secret, emergency) {
+                    (Some(s), _) => Zeroizing::new(s.as_slice().try_into().map_err(|_| malformed())?),
+                    (None, Some(k)) => k,
+                    (None, None) => return Err(malformed()),
+                };
+                threshold::derive_data_key(&k_env, &k_thr, record.record.as_bytes(), record.version)
+                    .map_err(SdkError::other)?
+            }
+        };
+        Ok((dek, bundle.record, bundle.metadata))
+    }
+
+    pub async fn list(&self, me: &Identity, patient: &Contact) -> Result<Vec<RecordEntry>> {
+        self.client.patient_records(me, &patient.member).await
+    }
+
+    /// The patient erases a record: once committed, every validator deletes each version's
+    /// ciphertext, sidecar and key share.
+    pub async fn erase(&self, me: &Identity, record: RecordId) -> Result<Committed> {
+        self.transact(me, TxKind::Erase(Erase { record }), None).await
+    }
+}
+
+/// Records fetched and decrypted at once by [`Session::get_records`].
+const OPENS_IN_FLIGHT: usize = 8;
+
+/// What a new record of a patient is wrapped for (see [`Session::record_keys`]).
+pub struct RecordKeys {
+    pub chart: ChartEntry,
+    pub teams: Vec<TeamEntry>,
+}
+
+/// A record encrypted and wrapped on this side: the ciphertext to upload and the transaction
+/// (registration or append) with its sidecar.
+pub struct Sealed {
+    pub record: RecordId,
+    pub digest: Digest,
+    pub ciphertext: Vec<u8>,
+    pub kind: TxKind,
+    pub sidecar: Sidecar,
+}
+
+/// Checks the input and describes it: FHIR R4 JSON is parsed strictly as FHIR.
+pub fn describe(plaintext: &[u8]) -> Result<RecordMetadata> {
+    let size_bytes = plaintext.len() as u64;
+    let looks_json = plaintext.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if looks_json {
+        let text = std::str::from_utf8(plaintext).map_err(|_| SdkError::Usage("JSON input is not UTF-8".into()))?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| SdkError::Usage(format!("input is not valid JSON: line {}", e.line())))?;
+        if value.get("resourceType").is_some() {
+            let resource: fhirkit::r4::Resource = fhirkit::from_json_strict(text).map_err(|e| {
+                SdkError::Usage(format!("not a valid FHIR R4 resource: {}", first_line(&e.to_string())))
+            })?;
+            return Ok(RecordMetadata {
+                resource_type: Some(resource.resource_type().to_string()),
+                content_type: "application/fhir+json".into(),
+                size_bytes,
+            });
+        }
+        return Ok(RecordMetadata { resource_type: None, content_type: "application/json".into(), size_bytes });
+    }
+    Ok(RecordMetadata { resource_type: None, content_type: "application/octet-stream".into(), size_bytes })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().chars().take(200).collect()
+}
