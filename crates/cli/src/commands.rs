@@ -559,6 +559,7 @@ fn print_audit(home: &Home, e: &AuditEvent, note: Option<&str>, json: bool) {
         AuditAction::LegalHold { record, hold } => {
             (if *hold { "legal hold placed" } else { "legal hold lifted" }.to_string(), *record)
         }
+        AuditAction::ChartReview => ("chart review (record list)".to_string(), None),
     };
     let flag = if e.is_flagged() { "  FLAGGED" } else { "" };
     let decision = match &e.decision {

@@ -47,6 +47,8 @@ pub fn audit_event(chain: &ChainId, patient: &MemberId, event: &AuditEvent) -> V
         AuditAction::Erase { record, .. } => ("110110", "Patient Record", "D", Some("delete"), Some(*record)),
         // A hold changes what may be done with the record, not the record: an update of its status.
         AuditAction::LegalHold { record, .. } => ("110110", "Patient Record", "U", None, *record),
+        // A review of the chart's record list: a read of the patient's records (their listing).
+        AuditAction::ChartReview => ("110110", "Patient Record", "R", Some("search-type"), None),
     };
     let (outcome, outcome_desc) = match &event.decision {
         Decision::Allowed => ("0", None),

@@ -31,8 +31,8 @@ pub use sidecar::{
 };
 pub use state::{StateView, WriteSet};
 pub use tx::{
-    BreakGlass, CustodyRelease, Delegate, EmergencyReason, Enroll, Erase, Grant, GrantScope, KeyChange, LegalHold,
-    NewChartEpoch, RecordAccess, Recovery, RecoveryAction, RegisterRecord, Revoke, Rotate, RotateKeys, ShareKey,
-    Suspend, TX_NAMESPACE, TeamAdd, TeamCreate, TeamRemove, Transaction, TxBody, TxKind, TxOutcome, claim_code_hash,
-    validator_member_id,
+    BreakGlass, CHART_REVIEW_WINDOW_MS, ChartReview, CustodyRelease, Delegate, EmergencyReason, Enroll, Erase, Grant,
+    GrantScope, KeyChange, LegalHold, NewChartEpoch, RecordAccess, Recovery, RecoveryAction, RegisterRecord, Revoke,
+    Rotate, RotateKeys, ShareKey, Suspend, TX_NAMESPACE, TeamAdd, TeamCreate, TeamRemove, Transaction, TxBody, TxKind,
+    TxOutcome, claim_code_hash, validator_member_id,
 };

@@ -246,6 +246,7 @@ pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
         | TxKind::Suspend(_)
         | TxKind::Erase(_)
         | TxKind::LegalHold(_)
+        | TxKind::ChartReview(_)
         | TxKind::ShareKey(_) => Some(false),
     }
 }
@@ -454,6 +455,7 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
         | TxKind::ShareKey(_)
         | TxKind::CustodyRelease(_)
         | TxKind::Recovery(_)
+        | TxKind::ChartReview(_)
         | TxKind::Governance(_) => Err(SidecarError::Presence),
     }
 }

@@ -105,6 +105,8 @@ pub mod keys {
     pub const CIPHERTEXT: &[u8] = b"cx/";
     /// Members whose reads as authors of a patient's records ended with their `--all` grant.
     pub const AUTHORSHIP_ENDED: &[u8] = b"ae/";
+    /// Auditors' chart reviews: until when each may list the patient's records.
+    pub const CHART_REVIEW: &[u8] = b"cv/";
     /// Legal holds, on a patient's whole chart or on one record.
     pub const LEGAL_HOLD: &[u8] = b"lh/";
     /// Care teams, by id.
@@ -192,6 +194,11 @@ pub mod keys {
     /// the patient's records as their author (per-record grants still count).
     pub fn authorship_ended(patient: &MemberId, member: &MemberId) -> Vec<u8> {
         key(AUTHORSHIP_ENDED, &[patient.as_bytes(), member.as_bytes()])
+    }
+
+    /// Until when an auditor's committed review lets them list a patient's records.
+    pub fn chart_review(patient: &MemberId, auditor: &MemberId) -> Vec<u8> {
+        key(CHART_REVIEW, &[patient.as_bytes(), auditor.as_bytes()])
     }
 
     pub fn author_revoked(record: &RecordId, author: &MemberId) -> Vec<u8> {
@@ -410,6 +417,8 @@ pub enum AuditAction {
     Keys {
         event: KeyEvent,
     },
+    /// An auditor's review of the patient's record list (or an attempt).
+    ChartReview,
 }
 
 #[derive(

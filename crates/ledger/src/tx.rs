@@ -117,6 +117,10 @@ pub enum TxKind {
     /// An admin of an organisation proposes, or approves, an organisation joining or leaving the
     /// consortium; adopted when 2/3 of the organisations approved it (see [`crate::governance`]).
     Governance(crate::governance::Proposal),
+    /// An auditor opens a patient's record list for review (DESIGN §3: an auditor's view of a
+    /// chart is itself an audited access); validators serve the list to that auditor for
+    /// [`CHART_REVIEW_WINDOW_MS`] after. Admins have no clinical view: theirs is refused.
+    ChartReview(ChartReview),
 }
 
 impl TxKind {
@@ -153,8 +157,19 @@ impl TxKind {
             TxKind::CustodyRelease(_) => "custody_release",
             TxKind::Recovery(_) => "recovery",
             TxKind::Governance(_) => "governance",
+            TxKind::ChartReview(_) => "chart_review",
         }
     }
+}
+
+/// How long a committed chart review lets its auditor list the patient's records.
+pub const CHART_REVIEW_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// An auditor's review of a patient's record list, for a coded purpose.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ChartReview {
+    pub patient: MemberId,
+    pub purpose: PurposeOfUse,
 }
 
 /// An organisation's admin enrols a member. Carries only public keys; the member made them.

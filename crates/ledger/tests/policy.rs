@@ -1062,6 +1062,42 @@ fn a_ciphertext_digest_belongs_to_one_record_version_and_holds_stop_rotation() {
     assert_eq!(rotate(&mut c.w, &mut c.patient, 2), TxOutcome::Applied);
 }
 
+/// Finding 5 of the security review: admins have no clinical view, not even of a record list; an
+/// auditor's view of a chart is itself an audited event (a chart review, open for a window).
+#[test]
+fn chart_review_rows() {
+    let mut c = cast();
+    let pid = c.patient.id;
+    let review =
+        |patient| TxKind::ChartReview(medledger_ledger::ChartReview { patient, purpose: PurposeOfUse::Hoperat });
+    let before = c.w.policy_state();
+    assert_eq!(c.w.one(&mut c.admin, review(pid), None), rejected(Rejection::AdminHasNoClinicalAccess));
+    assert_eq!(c.w.one(&mut c.d1, review(pid), None), rejected(Rejection::NotAnAuditor));
+    assert_eq!(c.w.one(&mut c.patient, review(pid), None), rejected(Rejection::NotAnAuditor));
+    let nurse = c.nurse.id;
+    assert_eq!(c.w.one(&mut c.auditor, review(nurse), None), rejected(Rejection::UnknownPatient));
+    assert_eq!(c.w.policy_state(), before, "refusals change nothing");
+    assert_eq!(c.w.one(&mut c.auditor, review(pid), None), TxOutcome::Applied);
+    let until: Timestamp = borsh::from_slice(&c.w.state[&keys::chart_review(&pid, &c.auditor.id)]).unwrap();
+    assert_eq!(until.get(), c.w.time + medledger_ledger::CHART_REVIEW_WINDOW_MS);
+    let reviews: Vec<(MemberId, Decision)> =
+        c.w.audit_of(&c.patient)
+            .into_iter()
+            .filter(|e| e.action == AuditAction::ChartReview)
+            .map(|e| (e.actor, e.decision))
+            .collect();
+    assert_eq!(
+        reviews,
+        vec![
+            (c.admin.id, Decision::Denied { reason: Rejection::AdminHasNoClinicalAccess }),
+            (c.d1.id, Decision::Denied { reason: Rejection::NotAnAuditor }),
+            (c.patient.id, Decision::Denied { reason: Rejection::NotAnAuditor }),
+            (c.auditor.id, Decision::Allowed),
+        ],
+        "every review and attempt is in the patient's trail"
+    );
+}
+
 impl World {
     /// Validator `signer` signs a share-key transaction naming validator `named`.
     fn share_key_tx(&self, signer: usize, named: u32, key: &EncryptionKey, nonce: u64) -> Transaction {

@@ -378,6 +378,7 @@ fn denial_event(
             (record_patient(state, &e.record)?, AuditAction::Erase { record: e.record, versions }, None)
         }
         TxKind::LegalHold(h) => (h.patient, AuditAction::LegalHold { record: h.record, hold: h.hold }, None),
+        TxKind::ChartReview(c) => (c.patient, AuditAction::ChartReview, Some(c.purpose)),
         TxKind::Delegate(d) => (d.patient, AuditAction::Delegate { delegate: d.delegate, appoint: d.appoint }, None),
         TxKind::RotateKeys(k) => (signer.id, AuditAction::Keys { event: key_event(k.reason) }, None),
         TxKind::CustodyRelease(c) => (c.member, AuditAction::Keys { event: KeyEvent::CustodyReleased }, None),

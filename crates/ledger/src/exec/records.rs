@@ -1,7 +1,7 @@
 //! Records: registering and appending versions, rotation, reads, erasure and legal holds.
 
 use medledger_types::limits::RECORD_CIPHERTEXT_BYTES_MAX;
-use medledger_types::{PurposeOfUse, Role};
+use medledger_types::{PurposeOfUse, Role, Timestamp};
 
 use super::PRESENT;
 use super::run::{Applied, Run};
@@ -12,7 +12,9 @@ use crate::state::{
     keys, read,
 };
 use crate::threshold::ThresholdConfig;
-use crate::tx::{Erase, GrantScope, LegalHold, RecordAccess, RegisterRecord, Rotate};
+use crate::tx::{
+    CHART_REVIEW_WINDOW_MS, ChartReview, Erase, GrantScope, LegalHold, RecordAccess, RegisterRecord, Rotate,
+};
 
 impl Run<'_, '_> {
     /// Version 1 of a new record, or (`append`) the next version of an existing one. Both need the
@@ -210,6 +212,21 @@ impl Run<'_, '_> {
         self.state.delete(keys::patient_record(&entry.patient, &e.record));
         self.state.put(keys::erased(&e.record), &tombstone);
         Ok(self.audit(entry.patient, AuditAction::Erase { record: e.record, versions: entry.version }, None))
+    }
+
+    /// An auditor reviews a patient's record list: allowed for auditors (the review is an event
+    /// in the patient's trail, and validators serve the list to them for a window); an admin has
+    /// no clinical view, anyone else lists through their own rights (patient, delegate, grantee).
+    pub(super) fn chart_review(&mut self, c: &ChartReview) -> Result<Applied, Rejection> {
+        match self.signer.role {
+            Role::Admin => return Err(Rejection::AdminHasNoClinicalAccess),
+            Role::Auditor => {}
+            _ => return Err(Rejection::NotAnAuditor),
+        }
+        self.chart(&c.patient)?;
+        let until = Timestamp::new(self.ctx.time.get().saturating_add(CHART_REVIEW_WINDOW_MS));
+        self.state.put(keys::chart_review(&c.patient, &self.signer.id), &until);
+        Ok(self.audit(c.patient, AuditAction::ChartReview, Some(c.purpose)))
     }
 
     /// No legal hold covers `entry` (on its patient's chart or on the record itself).

@@ -39,6 +39,7 @@ impl Run<'_, '_> {
             // Applied before any member is looked up (see `Executor::apply_share_key`).
             TxKind::ShareKey(_) => Err(Rejection::InvalidShareKey),
             TxKind::LegalHold(h) => self.legal_hold(h),
+            TxKind::ChartReview(c) => self.chart_review(c),
             TxKind::Delegate(d) => self.delegate(d),
             TxKind::TeamCreate(t) => self.team_create(t).map(|()| None),
             TxKind::TeamAdd(t) => self.team_add(t).map(|()| None),

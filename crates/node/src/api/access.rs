@@ -174,7 +174,16 @@ pub(super) async fn access_content(
             state.app.inner().metrics.storage_errors.inc();
             ApiError::new(StatusCode::BAD_GATEWAY, PROBLEM_INTEGRITY, "stored ciphertext does not match the ledger")
         }
-        BlobError::NotFound => ApiError::not_found("ciphertext"),
+        // The ledger names this ciphertext and the access was allowed: its absence is a failure of
+        // the store's integrity (a deletion outside the ledger), not a mistyped id.
+        BlobError::NotFound => {
+            state.app.inner().metrics.storage_errors.inc();
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                PROBLEM_INTEGRITY,
+                "the ciphertext the ledger names is missing from the store",
+            )
+        }
         other => storage_failure(&state, other),
     })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())

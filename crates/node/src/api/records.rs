@@ -7,7 +7,7 @@ use medledger_ledger::api::BreakGlassNote;
 use medledger_ledger::state::{ChartEntry, RecordEntry, keys, read};
 use medledger_ledger::{KeyHolder, Sidecar, StateView, TxKind};
 use medledger_types::limits::PAGE_ITEMS_MAX;
-use medledger_types::{MemberId, RecordId, Role, TxId};
+use medledger_types::{MemberId, RecordId, Role, Timestamp, TxId};
 use serde::Deserialize;
 
 use super::access::committed_tx;
@@ -64,17 +64,32 @@ pub(super) async fn patient_records(
     Signed(me): Signed,
 ) -> ApiResult<Json<Vec<RecordEntry>>> {
     let patient: MemberId = parse(&id, "patient id")?;
-    // The patient, their delegates, members holding a chart-wide grant, auditors, and admins see
-    // the list (its entries carry no plaintext: metadata is encrypted); anyone else is refused.
+    // The patient, their delegates and members holding a chart-wide grant see the list (its
+    // entries carry no plaintext: metadata is encrypted); an auditor within the window of a
+    // committed chart review (itself an event in the patient's trail); no admin (DESIGN §3: no
+    // clinical view); anyone else is refused.
     let holder = || {
         view(&state)
             .ok()
             .and_then(|v| read::<ChartEntry>(&v, &keys::chart(&patient)))
             .is_some_and(|chart| chart.holders.contains(&me.id) || chart.is_delegate(&me.id))
     };
-    if me.id != patient && !matches!(me.role, Role::Auditor | Role::Admin) && !holder() {
+    let reviewing = || {
+        let now = Timestamp::new(crate::app::wall_clock_ms());
+        view(&state)
+            .ok()
+            .and_then(|v| read::<Timestamp>(&v, &keys::chart_review(&patient, &me.id)))
+            .is_some_and(|until| now < until)
+    };
+    let allowed = match me.role {
+        Role::Admin => false,
+        Role::Auditor => reviewing(),
+        _ => me.id == patient || holder(),
+    };
+    if !allowed {
         return Err(ApiError::denied(
-            "only the patient, their delegates and chart-wide grantees, auditors and admins list records",
+            "only the patient, their delegates and chart-wide grantees, and auditors under a committed chart review \
+             list records",
         ));
     }
     let prefix = keys::patient_records(&patient);

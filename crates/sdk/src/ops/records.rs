@@ -7,8 +7,10 @@ use medledger_crypto::threshold;
 use medledger_crypto::wrap::DecryptionKey;
 use medledger_ledger::api::AccessBundle;
 use medledger_ledger::state::{ChartEntry, RecordEntry, TeamEntry};
-use medledger_ledger::{Erase, KeyHolder, KeySubject, RecordAccess, RegisterRecord, Rotate, Sidecar, TxKind};
-use medledger_types::{Digest, MemberId, PurposeOfUse, RecordId, Timestamp, TxId};
+use medledger_ledger::{
+    ChartReview, Erase, KeyHolder, KeySubject, RecordAccess, RegisterRecord, Rotate, Sidecar, TxKind,
+};
+use medledger_types::{Digest, MemberId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -367,7 +369,13 @@ impl Session {
         Ok((dek, bundle.record, bundle.metadata))
     }
 
+    /// An auditor (or an admin, refused) first commits a chart review, an event in the patient's
+    /// trail, as DESIGN §3 asks of any view of a chart by someone outside the patient's care.
     pub async fn list(&self, me: &Identity, patient: &Contact) -> Result<Vec<RecordEntry>> {
+        if matches!(me.role, Role::Auditor | Role::Admin) {
+            let review = ChartReview { patient: patient.member, purpose: PurposeOfUse::Hoperat };
+            self.transact(me, TxKind::ChartReview(review), None).await?;
+        }
         self.client.patient_records(me, &patient.member).await
     }
 
