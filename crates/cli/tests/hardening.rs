@@ -335,3 +335,62 @@ fn admins_list_no_records_and_an_auditors_list_is_audited() {
     assert_eq!(reviews[1]["actor_name"], "audrey");
     assert_eq!(reviews[1]["decision"]["decision"], "allowed");
 }
+
+/// Finding 7: a client made the API park a request for 10 s with `x-medledger-min-height:
+/// 2^64-1` (any number of them), and the staff directory walked the member table (patients
+/// included) 10 000 rows a call, its cursor naming whatever it read last. A height far ahead of
+/// the validator is refused at once; the directory reads its own role's index, and its pages and
+/// cursors name members of that role only. (The per-signer bound on request nonces is a unit test
+/// of `medledger_node::replay`.)
+#[test]
+fn the_api_bounds_what_one_request_can_make_it_do() {
+    let net = Net::start();
+    net.cast();
+    for k in 0..6 {
+        net.ok(&["id", "create", &format!("p{k}"), "--role", "patient", "--as", &net.admin]);
+    }
+    net.ok(&["id", "create", "drdan", "--role", "doctor", "--as", &net.admin]);
+    let far = [("x-medledger-min-height", u64::MAX.to_string())];
+    let started = std::time::Instant::now();
+    let (status, body) = common::http_get_with(&net.api, "/v1/staff?role=doctor", &far);
+    assert_eq!(status, 503, "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "parked for {:?}", started.elapsed());
+    // A height a few blocks ahead is still waited for (read-your-writes across validators).
+    let near = [("x-medledger-min-height", (net.height() + 1).to_string())];
+    let (status, _) = common::http_get_with(&net.api, "/v1/staff?role=doctor", &near);
+    assert!(status == 200 || status == 503);
+
+    let doctors: std::collections::BTreeSet<String> = ["drbob", "drcarol", "drdan"]
+        .iter()
+        .map(|alias| {
+            let contact = net.ok(&["--json", "id", "list"]);
+            let line = contact.lines().find(|l| l.contains(&format!("\"{alias}\""))).unwrap().to_string();
+            serde_json::from_str::<serde_json::Value>(&line).unwrap()["member"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut after: Option<String> = None;
+    for _ in 0..10 {
+        let query = match &after {
+            Some(a) => format!("/v1/staff?role=doctor&limit=1&after={a}"),
+            None => "/v1/staff?role=doctor&limit=1".to_string(),
+        };
+        let (status, body) = common::http_get(&net.api, &query);
+        assert_eq!(status, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for m in page["members"].as_array().unwrap() {
+            assert_eq!(m["role"], "doctor");
+            seen.insert(m["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                assert!(doctors.contains(next), "the cursor names a non-doctor");
+                after = Some(next.to_string());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, doctors);
+    let (_, body) = common::http_get(&net.api, "/v1/staff?role=patient");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["members"], serde_json::json!([]));
+}

@@ -254,6 +254,7 @@ impl Genesis {
             let (entry, admin) = org.entries(self.created_at);
             writes.insert(keys::org(&org.id), Some(encode(&entry)));
             writes.insert(keys::member(&org.admin.member), Some(encode(&admin)));
+            writes.insert(keys::staff(Role::Admin, &org.admin.member), Some(encode(&())));
             writes.insert(keys::signing_key(&org.admin.signing_key), Some(encode(&org.admin.member)));
         }
         writes.insert(keys::ORG_COUNT.to_vec(), Some(encode(&(self.orgs.len() as u64))));

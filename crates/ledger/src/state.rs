@@ -107,6 +107,8 @@ pub mod keys {
     pub const AUTHORSHIP_ENDED: &[u8] = b"ae/";
     /// Auditors' chart reviews: until when each may list the patient's records.
     pub const CHART_REVIEW: &[u8] = b"cv/";
+    /// The staff directory: staff members by role (never a patient).
+    pub const STAFF: &[u8] = b"sf/";
     /// Legal holds, on a patient's whole chart or on one record.
     pub const LEGAL_HOLD: &[u8] = b"lh/";
     /// Care teams, by id.
@@ -194,6 +196,16 @@ pub mod keys {
     /// the patient's records as their author (per-record grants still count).
     pub fn authorship_ended(patient: &MemberId, member: &MemberId) -> Vec<u8> {
         key(AUTHORSHIP_ENDED, &[patient.as_bytes(), member.as_bytes()])
+    }
+
+    /// A staff member's entry in the directory index of `role`.
+    pub fn staff(role: Role, member: &MemberId) -> Vec<u8> {
+        key(STAFF, &[role.as_str().as_bytes(), b"/", member.as_bytes()])
+    }
+
+    /// The directory index of `role`: [`staff`] keys share it.
+    pub fn staff_of(role: Role) -> Vec<u8> {
+        key(STAFF, &[role.as_str().as_bytes(), b"/"])
     }
 
     /// Until when an auditor's committed review lets them list a patient's records.

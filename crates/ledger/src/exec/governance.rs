@@ -1,8 +1,8 @@
 //! Governance transactions: proposals, approvals, an organisation's join or leave (rules in [`crate::governance`]).
 
-use medledger_types::Height;
 use medledger_types::Role;
 use medledger_types::limits::DISPLAY_NAME_BYTES_MAX;
+use medledger_types::Height;
 
 use super::org_left;
 use super::run::Run;
@@ -135,6 +135,7 @@ impl Run<'_, '_> {
                 let (entry, admin) = org.entries(self.ctx.time);
                 self.state.put(keys::org(&org.id), &entry);
                 self.state.put(keys::member(&org.admin.member), &admin);
+                self.state.put(keys::staff(Role::Admin, &org.admin.member), &());
                 self.state.put(keys::signing_key(&org.admin.signing_key), &org.admin.member);
                 self.state.put(keys::ORG_COUNT.to_vec(), &orgs.saturating_add(1));
                 if let Some(validator) = joining {

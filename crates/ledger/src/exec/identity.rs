@@ -78,6 +78,10 @@ impl Run<'_, '_> {
         };
         self.state.put(keys::member(&e.member), &entry);
         self.state.put(keys::signing_key(&e.signing_key), &e.member);
+        if e.role != Role::Patient {
+            // The staff directory reads this index: it never walks (or pages through) patients.
+            self.state.put(keys::staff(e.role, &e.member), &());
+        }
         if let Some(chart_key) = &e.chart_key {
             let chart = ChartEntry {
                 patient: e.member,

@@ -86,6 +86,11 @@ pub(crate) fn admit_nonce(state: &ApiState, signed: &httpsig::SignedBy, uri: &Ur
                 ApiError::unauthenticated("replayed request: this nonce was used before")
             }
             Refused::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests; retry later"),
+            Refused::SignerBusy => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "signer-busy",
+                "too many requests by this signer within the signature window; retry later",
+            ),
         }
     })
 }

@@ -48,16 +48,13 @@ pub(super) struct StaffQuery {
     limit: Option<usize>,
 }
 
-/// Members read per staff directory request (the directory scans members in id order).
-const STAFF_SCAN_MAX: usize = 10_000;
-
 /// The staff directory by role (public, like a provider directory; patients are never listed).
 #[utoipa::path(
     get,
     path = "/v1/staff",
     tag = "members",
     params(("role" = Role, Query, description = "A staff role (a patient is never listed: that page is empty)."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Member id to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000).")),
-    responses((status = 200, description = "Members of the role, in id order; `next` continues the scan.", body = StaffPage), Problems)
+    responses((status = 200, description = "Members of the role, in id order; `next` (a member of the role) continues the list.", body = StaffPage), Problems)
 )]
 pub(super) async fn staff(
     State(state): State<ApiState>,
@@ -69,21 +66,18 @@ pub(super) async fn staff(
     }
     let after = query.after.as_deref().map(|a| parse::<MemberId>(a, "member id")).transpose()?;
     let limit = page_limit(query.limit)?;
-    let after_key = after.map(|m| keys::member(&m));
-    let rows = view(&state)?.scan(keys::MEMBER, after_key.as_deref(), STAFF_SCAN_MAX).map_err(ApiError::internal)?;
-    let scanned = rows.len();
-    let mut members = Vec::new();
-    let mut last = None;
-    for (_, value) in rows {
-        let Ok(member) = borsh::from_slice::<MemberEntry>(&value) else { continue };
-        last = Some(member.id);
-        if member.role == role {
-            members.push(member);
-            if members.len() == limit {
-                break;
-            }
-        }
+    // The role's own index: a page reads `limit` entries, and neither the page nor its cursor
+    // ever names a member of another role (a patient least of all).
+    let prefix = keys::staff_of(role);
+    let after_key = after.map(|m| keys::staff(role, &m));
+    let view = view(&state)?;
+    let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
+    let full = rows.len() == limit;
+    let mut members = Vec::with_capacity(rows.len());
+    for (key, _) in rows {
+        let id = MemberId::new(key[prefix.len()..].try_into().map_err(ApiError::internal)?);
+        members.extend(read::<MemberEntry>(&view, &keys::member(&id)).filter(|m| m.role == role));
     }
-    let more = members.len() == limit || scanned == STAFF_SCAN_MAX;
-    Ok(Json(StaffPage { members, next: last.filter(|_| more).map(|m| m.to_hex()) }))
+    let next = members.last().filter(|_| full).map(|m| m.id.to_hex());
+    Ok(Json(StaffPage { members, next }))
 }

@@ -236,6 +236,9 @@ async fn problem_for_rejections(response: Response) -> Response {
 pub const HEADER_MIN_HEIGHT: &str = "x-medledger-min-height";
 /// Longest a request waits for this validator to catch up to the client's height.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+/// A client asking for a height further ahead of this validator than this is not waited for
+/// (it saw that height on a peer: this validator is far behind, or the header is made up).
+pub const MIN_HEIGHT_AHEAD_MAX: u64 = 64;
 
 async fn read_your_writes(
     State(state): State<ApiState>,
@@ -245,6 +248,14 @@ async fn read_your_writes(
     let wanted =
         request.headers().get(HEADER_MIN_HEIGHT).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if let Some(wanted) = wanted {
+        if wanted > state.app.last_applied().height.get().saturating_add(MIN_HEIGHT_AHEAD_MAX) {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "behind",
+                "this validator is far behind the client's height; try another",
+            )
+            .into_response();
+        }
         let mut commits = state.app.subscribe();
         let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
         while commits.borrow_and_update().height.get() < wanted {
