@@ -422,7 +422,7 @@ fn main() {
         let mut by_signer = Vec::new();
         for me in &ids {
             let (record, _) = rt.block_on(session.put_record(me, &me.contact(), b"small record")).unwrap();
-            let first = rt.block_on(session.client.next_nonce(&me.member)).unwrap().get();
+            let first = rt.block_on(session.client.next_nonce(&me.member, session.lane())).unwrap().get();
             let txs: Vec<Transaction> = (0..per_signer as u64)
                 .map(|i| {
                     let kind = TxKind::RecordAccess(RecordAccess { record, version: 1, purpose: PurposeOfUse::Patrqt });

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Net, wait_until};
+use common::{Gateway, Net, wait_until};
 use medledger_sdk::{Identity, Sealed, Session, describe};
 use medledger_types::{Digest, RecordId};
 
@@ -393,4 +393,63 @@ fn the_api_bounds_what_one_request_can_make_it_do() {
     assert_eq!(seen, doctors);
     let (_, body) = common::http_get(&net.api, "/v1/staff?role=patient");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["members"], serde_json::json!([]));
+}
+
+/// Finding 10: the gateway and the CLI acting as one member took each other's nonces (the
+/// gateway's next request failed with 422 "nonce already used"; an import beside a polling
+/// gateway lost hundreds of resources). Each client signs in a nonce lane of its own, and a
+/// nonce conflict is retried, never reported: CLI reads and an import while a client polls the
+/// gateway, zero failures.
+#[test]
+fn a_members_clients_running_at_once_never_fail_on_each_others_nonces() {
+    let net = Net::start();
+    net.cast();
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all", "--write"]);
+    let obs = r#"{"resourceType":"Observation","status":"final","code":{"text":"lane-marker"}}"#;
+    let file = net.file("obs.json", obs.as_bytes());
+    let record = net.ok(&["record", "put", "--as", "drbob", "--patient", "alice", file.to_str().unwrap()]);
+    let record = record.trim().to_string();
+    // An EHR export to import meanwhile: one patient and 40 observations (NDJSON).
+    let export = net.root.path().join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let mut ndjson = String::from(
+        r#"{"resourceType":"Patient","id":"p1","identifier":[{"system":"urn:mrn","value":"1"}],"gender":"female"}"#,
+    );
+    for k in 0..40 {
+        ndjson.push('\n');
+        ndjson.push_str(&format!(
+            r#"{{"resourceType":"Observation","id":"o{k}","status":"final","code":{{"text":"import {k}"}},"subject":{{"reference":"Patient/p1"}}}}"#
+        ));
+    }
+    std::fs::write(export.join("data.ndjson"), ndjson).unwrap();
+
+    let gateway = Gateway::start(&net, "drbob", &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (stop, addr, path) = (stop.clone(), gateway.addr.clone(), format!("/Observation/{record}"));
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || statuses.len() < 5 {
+                let (status, _, body) = common::http_request(&addr, "GET", &path, &[], &[]);
+                statuses.push((status, if status == 200 { String::new() } else { body }));
+            }
+            statuses
+        })
+    };
+    for _ in 0..4 {
+        assert!(net.ok(&["record", "get", "--as", "drbob", &record]).contains("lane-marker"));
+    }
+    let summary: serde_json::Value = serde_json::from_str(
+        net.ok(&["--json", "import", "--as", "drbob", export.to_str().unwrap()]).lines().last().unwrap(),
+    )
+    .unwrap();
+    for _ in 0..4 {
+        assert!(net.ok(&["record", "get", "--as", "drbob", &record]).contains("lane-marker"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let statuses = poller.join().unwrap();
+    let failed: Vec<&(u16, String)> = statuses.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(failed.is_empty(), "{} of {} gateway reads failed: {failed:?}", failed.len(), statuses.len());
+    assert_eq!(summary["resources_failed"], 0, "{summary}");
+    assert_eq!(summary["resources_written"], 41, "{summary}");
 }

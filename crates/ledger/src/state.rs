@@ -165,8 +165,8 @@ pub mod keys {
     pub fn member(id: &MemberId) -> Vec<u8> {
         key(MEMBER, &[id.as_bytes()])
     }
-    pub fn nonce(id: &MemberId) -> Vec<u8> {
-        key(NONCE, &[id.as_bytes()])
+    pub fn nonce(id: &MemberId, lane: u16) -> Vec<u8> {
+        key(NONCE, &[id.as_bytes(), &lane.to_be_bytes()])
     }
     pub fn signing_key(k: &VerifyingKey) -> Vec<u8> {
         key(SIGNING_KEY, &[&k.0])
@@ -581,6 +581,7 @@ pub struct TxResultEntry {
 }
 
 /// The last nonce a signer used.
-pub fn last_nonce(view: &(impl StateView + ?Sized), member: &MemberId) -> Nonce {
-    read(view, &keys::nonce(member)).unwrap_or(Nonce::ZERO)
+/// The last nonce a signer used in `lane` (see [`medledger_types::NONCE_LANE_BITS`]).
+pub fn last_nonce(view: &(impl StateView + ?Sized), member: &MemberId, lane: u16) -> Nonce {
+    read(view, &keys::nonce(member, lane)).unwrap_or(Nonce::ZERO)
 }

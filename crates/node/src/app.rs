@@ -284,7 +284,7 @@ impl App {
                             .signing_key
                     }
                 };
-                if tx.body.nonce <= last_nonce(&view, &tx.body.signer) {
+                if tx.body.nonce <= last_nonce(&view, &tx.body.signer, tx.body.nonce.lane()) {
                     return Err(SubmitError::StaleNonce);
                 }
                 Ok(key)
@@ -392,11 +392,11 @@ impl App {
             if bytes + size > BLOCK_BYTES_MAX - 4096 {
                 break;
             }
-            if tx.body.nonce <= last_nonce(&committed, &tx.body.signer) {
+            if tx.body.nonce <= last_nonce(&committed, &tx.body.signer, tx.body.nonce.lane()) {
                 drop.push(id);
                 continue;
             }
-            if tx.body.nonce <= last_nonce(executor.view(), &tx.body.signer) {
+            if tx.body.nonce <= last_nonce(executor.view(), &tx.body.signer, tx.body.nonce.lane()) {
                 // Already in a block of this branch that is not finalized yet.
                 continue;
             }

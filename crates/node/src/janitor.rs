@@ -141,7 +141,7 @@ impl Janitor {
             if now < due {
                 return Ok(Some(Duration::from_millis(due - now)));
             }
-            last_nonce(&view, &signer).checked_next().ok_or("nonces exhausted")?
+            last_nonce(&view, &signer, 0).checked_next().ok_or("nonces exhausted")?
         };
         let successor = keyring.successor()?;
         let body = TxBody {

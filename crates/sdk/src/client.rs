@@ -159,14 +159,18 @@ impl Client {
         self.get_json(&format!("/v1/members/{id}"), None).await
     }
 
-    pub async fn next_nonce(&self, id: &MemberId) -> Result<Nonce> {
-        let v: serde_json::Value = self.get_json(&format!("/v1/members/{id}/nonce"), None).await?;
+    /// The next nonce of member `id` in `lane` (each of a member's clients signs in a lane of its
+    /// own, so a gateway, an import and the CLI never take each other's nonces).
+    pub async fn next_nonce(&self, id: &MemberId, lane: u16) -> Result<Nonce> {
+        let v: serde_json::Value = self.get_json(&format!("/v1/members/{id}/nonce?lane={lane}"), None).await?;
         let last = v
             .get("nonce")
             .and_then(serde_json::Value::as_u64)
+            .map(Nonce::new)
             .ok_or_else(|| SdkError::Other("bad nonce reply".into()))?;
-        // Microseconds keep nonces increasing across this member's devices without coordination.
-        Ok(Nonce::new((last + 1).max(now_ms() * 1000)))
+        let counter = if last.lane() == lane { last.counter() + 1 } else { 1 };
+        // Microseconds keep a lane's nonces increasing across restarts without coordination.
+        Nonce::in_lane(lane, counter.max(now_ms() * 1000)).ok_or_else(|| SdkError::Other("nonces exhausted".into()))
     }
 
     pub async fn chart(&self, patient: &MemberId) -> Result<ChartEntry> {

@@ -117,6 +117,32 @@ counter!(
     Timestamp
 );
 
+/// Bits of a nonce that name its lane: the top 12 of 64. A member's clients (the CLI, a gateway,
+/// an import, another device) each sign in a lane of their own, so their counters never collide;
+/// the ledger keeps the last nonce per signer and lane.
+pub const NONCE_LANE_BITS: u32 = 12;
+/// Lanes per signer (lane 0 is the validators' own and the default).
+pub const NONCE_LANES: u16 = 1 << NONCE_LANE_BITS;
+const NONCE_COUNTER_BITS: u32 = 64 - NONCE_LANE_BITS;
+
+impl Nonce {
+    /// The lane this nonce belongs to.
+    pub fn lane(self) -> u16 {
+        (self.0 >> NONCE_COUNTER_BITS) as u16
+    }
+
+    /// `counter` in `lane`; `None` if the lane or the counter is out of range.
+    pub fn in_lane(lane: u16, counter: u64) -> Option<Self> {
+        (lane < NONCE_LANES && counter < 1 << NONCE_COUNTER_BITS)
+            .then(|| Self((u64::from(lane) << NONCE_COUNTER_BITS) | counter))
+    }
+
+    /// The counter within the lane.
+    pub fn counter(self) -> u64 {
+        self.0 & ((1 << NONCE_COUNTER_BITS) - 1)
+    }
+}
+
 impl Timestamp {
     pub fn checked_add_ms(self, ms: u64) -> Option<Self> {
         self.0.checked_add(ms).map(Self)
@@ -209,5 +235,10 @@ mod tests {
     fn counters_do_not_overflow() {
         assert_eq!(Height::new(u64::MAX).checked_next(), None);
         assert_eq!(Nonce::new(4).checked_next(), Some(Nonce::new(5)));
+        let n = Nonce::in_lane(7, 42).unwrap();
+        assert_eq!((n.lane(), n.counter()), (7, 42));
+        assert_eq!(Nonce::new(5).lane(), 0);
+        assert!(Nonce::in_lane(NONCE_LANES, 1).is_none());
+        assert!(Nonce::in_lane(1, 1 << 52).is_none());
     }
 }

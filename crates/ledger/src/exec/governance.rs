@@ -1,8 +1,8 @@
 //! Governance transactions: proposals, approvals, an organisation's join or leave (rules in [`crate::governance`]).
 
+use medledger_types::Height;
 use medledger_types::Role;
 use medledger_types::limits::DISPLAY_NAME_BYTES_MAX;
-use medledger_types::Height;
 
 use super::org_left;
 use super::run::Run;

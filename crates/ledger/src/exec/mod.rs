@@ -155,7 +155,7 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         let sidecar = crate::block::sidecar_facts(tx, sidecar, self.history)?;
 
         let index = self.results.len();
-        if body.nonce <= last_nonce(&self.state, &body.signer) {
+        if body.nonce <= last_nonce(&self.state, &body.signer, body.nonce.lane()) {
             self.results.push(TxOutcome::Rejected { reason: Rejection::StaleNonce });
             return Ok(&self.results[index]);
         }
@@ -200,7 +200,7 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
 
     /// Records a transaction's nonce and result beside its writes and applies them.
     fn close(&mut self, tx: &Transaction, tx_id: TxId, index: usize, mut writes: WriteSet) -> &TxOutcome {
-        writes.insert(keys::nonce(&tx.body.signer), Some(encode(&tx.body.nonce)));
+        writes.insert(keys::nonce(&tx.body.signer, tx.body.nonce.lane()), Some(encode(&tx.body.nonce)));
         let result = TxResultEntry {
             height: self.ctx.height,
             index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -231,7 +231,7 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         }
         crate::block::check_sidecar(tx, None)?;
         let index = self.results.len();
-        if body.nonce <= last_nonce(&self.state, &body.signer) {
+        if body.nonce <= last_nonce(&self.state, &body.signer, body.nonce.lane()) {
             self.results.push(TxOutcome::Rejected { reason: Rejection::StaleNonce });
             return Ok(&self.results[index]);
         }

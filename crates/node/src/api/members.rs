@@ -26,18 +26,31 @@ pub(super) async fn member(State(state): State<ApiState>, Path(id): Path<String>
     get,
     path = "/v1/members/{id}/nonce",
     tag = "members",
-    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Member id (32 hex).")),
-    responses((status = 200, description = "The last nonce the member used.", body = NonceResponse), Problems)
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Member id (32 hex)."), ("lane" = Option<u16>, Query, minimum = 0, maximum = 4095, description = "The nonce lane (default 0): each of a member's clients signs in its own.")),
+    responses((status = 200, description = "The last nonce the member used in the lane.", body = NonceResponse), Problems)
 )]
-pub(super) async fn nonce(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<NonceResponse>> {
+pub(super) async fn nonce(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<NonceQuery>,
+) -> ApiResult<Json<NonceResponse>> {
     let id: MemberId = parse(&id, "member id")?;
-    let nonce = last_nonce(&view(&state)?, &id);
+    let lane = query.lane.unwrap_or(0);
+    if lane >= medledger_types::NONCE_LANES {
+        return Err(ApiError::bad(format!("lane is 0 to {}", medledger_types::NONCE_LANES - 1)));
+    }
+    let nonce = last_nonce(&view(&state)?, &id, lane);
     Ok(Json(NonceResponse { nonce: nonce.get() }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NonceQuery {
+    lane: Option<u16>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct NonceResponse {
-    /// The last nonce the member used (0 before its first transaction).
+    /// The last nonce the member used in the lane (0 before its first transaction there).
     nonce: u64,
 }
 

@@ -23,7 +23,9 @@ use futures::StreamExt;
 use medledger_crypto::suite::KemSuite;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::api::TxStatus;
-use medledger_ledger::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome};
+use medledger_ledger::{
+    KeyHolder, KeySubject, Rejection, Sidecar, SidecarEnvelope, Transaction, TxBody, TxKind, TxOutcome,
+};
 use medledger_types::{ChainId, Height, MemberId, Nonce, Timestamp, TxId};
 use zeroize::Zeroizing;
 
@@ -50,6 +52,9 @@ pub struct Session {
     /// one member (a gateway serving several applications) never reuse a nonce. Held while
     /// signing and submitting, so a signer's transactions reach the validator in nonce order.
     nonces: tokio::sync::Mutex<HashMap<MemberId, u64>>,
+    /// The nonce lane this session signs in, drawn at random when it opens: a member's clients
+    /// running at once (the CLI, a gateway, an import) keep separate counters on the ledger.
+    lane: u16,
     /// The network's threshold release as last fetched, and when (see [`Session::release`]).
     pub(crate) release: std::sync::Mutex<Option<crate::release::Cached>>,
 }
@@ -81,7 +86,16 @@ impl Session {
         };
         let client = Client::with_ca(nodes, config.ca_pem.as_deref())?;
         client.observe_height(home.last_height());
-        Ok(Session { client, chain_id: config.chain_id, home, nonces: Default::default(), release: Default::default() })
+        // Lane 0 is the validators' own; a session draws one of the others.
+        let lane = 1 + u16::from_le_bytes(medledger_crypto::random_bytes()) % (medledger_types::NONCE_LANES - 1);
+        Ok(Session {
+            client,
+            chain_id: config.chain_id,
+            home,
+            nonces: Default::default(),
+            lane,
+            release: Default::default(),
+        })
     }
 
     fn seal_for(
@@ -129,22 +143,42 @@ impl Session {
             .map_err(|_| SdkError::Integrity("a wrapped key does not open for this reader".into()))
     }
 
+    /// The nonce lane this session signs in.
+    pub fn lane(&self) -> u16 {
+        self.lane
+    }
+
     /// Signs, submits and waits for the commit of a transaction; a rejection becomes an error.
+    ///
+    /// A nonce conflict (another client of the same member that shares this session's lane took
+    /// the nonce, refused at admission or rejected as stale at execution, where it changes
+    /// nothing) is transient: the nonce is read again and the transaction signed anew, a few
+    /// times, before anything is reported.
     pub async fn transact(&self, me: &Identity, kind: TxKind, sidecar: Option<Sidecar>) -> Result<Committed> {
-        let mut submitted = self.submit_signed(vec![(me, kind.clone(), sidecar.clone())]).await?;
-        if let Some(Err(e)) = submitted.first()
-            && e.contains("nonce")
-        {
-            // Another client of the same member moved its nonce on; submit_signed re-read it.
-            submitted = self.submit_signed(vec![(me, kind, sidecar)]).await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last_try = attempt >= NONCE_CONFLICT_TRIES;
+            let mut submitted = self.submit_signed(vec![(me, kind.clone(), sidecar.clone())]).await?;
+            let id = submitted.pop().ok_or_else(|| SdkError::Other("no reply for the transaction".into()))?;
+            let id = match id {
+                // submit_signed forgot the signer's cached nonce: the next try reads it again.
+                Err(e) if e.contains("nonce") && !last_try => continue,
+                Err(e) => return Err(SdkError::Usage(format!("refused: {e}"))),
+                Ok(id) => id,
+            };
+            let status = self.client.wait(&id, COMMIT_TIMEOUT).await?;
+            if let TxStatus::Committed { outcome: TxOutcome::Rejected { reason: Rejection::StaleNonce }, .. } = &status
+                && !last_try
+            {
+                self.nonces.lock().await.remove(&me.member);
+                continue;
+            }
+            if let TxStatus::Committed { height, .. } = &status {
+                self.home.save_last_height(height.get());
+            }
+            return outcome(id, status);
         }
-        let id = submitted.pop().ok_or_else(|| SdkError::Other("no reply for the transaction".into()))?;
-        let id = id.map_err(|e| SdkError::Usage(format!("refused: {e}")))?;
-        let status = self.client.wait(&id, COMMIT_TIMEOUT).await?;
-        if let TxStatus::Committed { height, .. } = &status {
-            self.home.save_last_height(height.get());
-        }
-        outcome(id, status)
     }
 
     /// Signs transactions with each signer's next nonces (consecutive, in order) and submits
@@ -160,7 +194,7 @@ impl Session {
         for (me, kind, sidecar) in items {
             let next = match nonces.get(&me.member) {
                 Some(n) => *n,
-                None => self.client.next_nonce(&me.member).await?.get(),
+                None => self.client.next_nonce(&me.member, self.lane).await?.get(),
             };
             nonces.insert(me.member, next + 1);
             let body = TxBody {
@@ -224,6 +258,9 @@ impl Session {
         results
     }
 }
+
+/// How many times [`Session::transact`] signs a transaction anew after a nonce conflict.
+const NONCE_CONFLICT_TRIES: u32 = 4;
 
 /// The most transactions per batch request (the node's limit is 1000).
 const SUBMIT_BATCH_MAX: usize = 500;
