@@ -304,7 +304,7 @@ fn key_paths(
         print_row(validators, label, v);
     }
     // A receipt of the nurse's last read.
-    let trail = rt.block_on(session.client.audit(patient, &patient.member)).unwrap();
+    let trail = rt.block_on(session.audit(patient, &patient.contact())).unwrap();
     let tx = trail.iter().rev().find(|e| e.actor == nurse.member).expect("the nurse's read is on the trail").tx;
     let genesis =
         medledger_ledger::Genesis::from_json(&std::fs::read_to_string(net.dir.join("genesis.json")).unwrap()).unwrap();

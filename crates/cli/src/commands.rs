@@ -270,8 +270,16 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
         Command::Record(RecordCommand::List { as_, patient }) => {
             let patient = rt.block_on(session.resolve(patient.as_deref().unwrap_or(&as_)))?;
             let me = load(home, &as_)?;
-            let records = rt.block_on(session.list(&me, &patient))?;
-            print_records(home, &records, json);
+            // Page by page, so any number of records prints in bounded memory.
+            let mut after = None;
+            loop {
+                let (records, next) = rt.block_on(session.list_page(&me, &patient, after.as_deref()))?;
+                print_records(home, &records, json);
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
         }
         Command::Grant(args) => {
             let to = rt.block_on(session.resolve_grantee(&args.to))?;
@@ -353,36 +361,50 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                     .map_err(|e| SdkError::Usage(format!("cannot create {}: {e}", dir.display())))?;
             }
             let me = load(home, &as_)?;
-            let entries: Vec<(MemberId, AuditEvent)> = match patient {
-                Some(patient) if !flagged => {
-                    let patient: Contact = rt.block_on(session.resolve(&patient))?;
-                    let events = rt.block_on(session.audit(&me, &patient))?;
-                    events.into_iter().map(|e| (patient.member, e)).collect()
-                }
-                _ => rt.block_on(session.flagged(&me))?.into_iter().map(|f| (f.patient, f.event)).collect(),
+            let patient: Option<Contact> = match patient {
+                Some(patient) if !flagged => Some(rt.block_on(session.resolve(&patient))?),
+                _ => None,
             };
-            for (patient, event) in &entries {
-                if let Some(dir) = &receipts {
-                    let path = dir.join(format!("{}.receipt", event.tx));
-                    rt.block_on(crate::receipt::save(&session, &me, &event.tx, Some(patient), &path))?;
-                }
-                if format == "fhir" {
-                    println!("{}", medledger_gateway::audit::audit_event(&session.chain_id, patient, event));
-                    continue;
-                }
-                if flagged && !json {
-                    print!("patient {}  ", patient.to_hex());
-                }
-                // A break-glass note, for its readers (the patient and the auditors).
-                let mut note = None;
-                if matches!(event.action, AuditAction::BreakGlass { .. }) && event.decision == Decision::Allowed {
-                    match rt.block_on(session.break_glass_note(&me, &event.tx)) {
-                        Ok(text) => note = Some(text),
-                        Err(SdkError::NotFound(_) | SdkError::Denied(_)) => {}
-                        Err(e) => return Err(e),
+            // Page by page (1,000 events each), so a trail of any length prints in bounded memory.
+            let mut after: Option<String> = None;
+            loop {
+                let (entries, next): (Vec<(MemberId, AuditEvent)>, Option<String>) = match &patient {
+                    Some(patient) => {
+                        let (events, next) = rt.block_on(session.audit_page(&me, patient, after.as_deref()))?;
+                        (events.into_iter().map(|e| (patient.member, e)).collect(), next)
                     }
+                    None => {
+                        let (page, next) = rt.block_on(session.flagged_page(&me, after.as_deref()))?;
+                        (page.into_iter().map(|f| (f.patient, f.event)).collect(), next)
+                    }
+                };
+                for (patient, event) in &entries {
+                    if let Some(dir) = &receipts {
+                        let path = dir.join(format!("{}.receipt", event.tx));
+                        rt.block_on(crate::receipt::save(&session, &me, &event.tx, Some(patient), &path))?;
+                    }
+                    if format == "fhir" {
+                        println!("{}", medledger_gateway::audit::audit_event(&session.chain_id, patient, event));
+                        continue;
+                    }
+                    if flagged && !json {
+                        print!("patient {}  ", patient.to_hex());
+                    }
+                    // A break-glass note, for its readers (the patient and the auditors).
+                    let mut note = None;
+                    if matches!(event.action, AuditAction::BreakGlass { .. }) && event.decision == Decision::Allowed {
+                        match rt.block_on(session.break_glass_note(&me, &event.tx)) {
+                            Ok(text) => note = Some(text),
+                            Err(SdkError::NotFound(_) | SdkError::Denied(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    print_audit(home, event, note.as_deref(), json);
                 }
-                print_audit(home, event, note.as_deref(), json);
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
         }
         Command::BreakGlass { as_, patient, reason, duration, note } => {

@@ -453,3 +453,42 @@ fn a_members_clients_running_at_once_never_fail_on_each_others_nonces() {
     assert_eq!(summary["resources_failed"], 0, "{summary}");
     assert_eq!(summary["resources_written"], 41, "{summary}");
 }
+
+/// Finding 13: `audit --patient P` and `record list --patient P` printed exactly the first 1,000
+/// entries, exit 0, with no sign that more existed. Both page through everything now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trails_and_record_lists_page_through_everything() {
+    let net = Net::start();
+    net.cast();
+    let session = Session::open(&net.home, None).unwrap();
+    let alice = session.home.load_identity("alice", PASS).unwrap();
+    session.release().await.unwrap();
+    // 1,100 records (registered without uploading: a list reads the ledger only).
+    let chart = session.record_keys(&alice.member).await.unwrap();
+    let text = br#"{"resourceType":"Basic","code":{"text":"page-marker"}}"#;
+    let metadata = describe(text).unwrap();
+    let mut items = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..1_100 {
+        let record = RecordId::new(medledger_crypto::random_bytes());
+        let sealed = session.seal_record(&alice, &chart, record, 1, text, &metadata).unwrap();
+        ids.insert(record.to_string());
+        items.push((&alice, sealed.kind, Some(sealed.sidecar)));
+    }
+    let results = session.transact_batch(items).await.unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    let listed = net.ok(&["--json", "record", "list", "--as", "alice", "--patient", "alice"]);
+    let listed: std::collections::BTreeSet<String> = listed
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["record"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ids, "the list stops early or repeats");
+    // The trail: 1,100 writes and the enrolment's entries; every event, in text, JSON and FHIR.
+    let trail = net.ok(&["--json", "audit", "--as", "alice", "--patient", "alice"]);
+    let writes = trail.lines().filter(|l| l.contains("\"type\":\"write\"")).count();
+    assert_eq!(writes, 1_100, "{} lines", trail.lines().count());
+    let fhir = net.ok(&["audit", "--as", "alice", "--patient", "alice", "--format", "fhir"]);
+    assert_eq!(fhir.lines().count(), trail.lines().count());
+    let text = net.ok(&["audit", "--as", "alice", "--patient", "alice"]);
+    assert_eq!(text.lines().filter(|l| l.contains("write")).count(), 1_100);
+}

@@ -114,6 +114,9 @@ pub struct Problem {
 }
 
 /// Problem type of an access denial (clients exit 3).
+/// Response header of a full page of a paged list: the cursor (`after`) of the next page.
+pub const HEADER_NEXT: &str = "x-medledger-next";
+
 pub const PROBLEM_ACCESS_DENIED: &str = "urn:medledger:problem:access-denied";
 /// Problem type of an integrity failure (clients exit 4).
 pub const PROBLEM_INTEGRITY: &str = "urn:medledger:problem:integrity";

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use medledger_ledger::api::{
-    AccessBundle, BlobUpload, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, ReleasedShare, SubmitRequest,
-    SubmitResponse, TxStatus,
+    AccessBundle, BlobUpload, HEADER_NEXT, PROBLEM_ACCESS_DENIED, PROBLEM_INTEGRITY, Problem, ReleasedShare,
+    SubmitRequest, SubmitResponse, TxStatus,
 };
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::state::{AuditEvent, ChartEntry, GrantEntry, MemberEntry, RecordEntry, TeamEntry};
@@ -69,7 +69,17 @@ impl Client {
         signer: Option<&Identity>,
     ) -> Result<Bytes> {
         let nodes: Vec<&str> = self.nodes.iter().chain(&self.nodes).map(String::as_str).collect();
-        self.send_via(&nodes, method, path, body, signer).await
+        self.send_via(&nodes, method, path, body, signer).await.map(|(bytes, _)| bytes)
+    }
+
+    /// One page of a paged list (`GET path`, signed by `me`) and the cursor of the next page,
+    /// which the validator names in [`HEADER_NEXT`] when the page is full.
+    async fn get_page<T: DeserializeOwned>(&self, path: &str, me: &Identity) -> Result<(Vec<T>, Option<String>)> {
+        let nodes: Vec<&str> = self.nodes.iter().chain(&self.nodes).map(String::as_str).collect();
+        let (bytes, next) = self.send_via(&nodes, Method::GET, path, None, Some(me)).await?;
+        let items = serde_json::from_slice(&bytes)
+            .map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))?;
+        Ok((items, next))
     }
 
     /// As [`Client::send`], over exactly `nodes` in order.
@@ -80,7 +90,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
         signer: Option<&Identity>,
-    ) -> Result<Bytes> {
+    ) -> Result<(Bytes, Option<String>)> {
         let mut last = None;
         for &node in nodes {
             let url = format!("{}{}", node.trim_end_matches('/'), path);
@@ -117,9 +127,15 @@ impl Client {
             {
                 return Err(SdkError::Other("response over the size limit".into()));
             }
+            let next = response
+                .headers()
+                .get(HEADER_NEXT)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.len() <= 256 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(str::to_string);
             let bytes = response.bytes().await.map_err(SdkError::other)?;
             if status.is_success() {
-                return Ok(bytes);
+                return Ok((bytes, next));
             }
             let error = problem_error(status, &bytes);
             if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -207,17 +223,38 @@ impl Client {
         self.get_json(&format!("/v1/records/{id}"), None).await
     }
 
-    pub async fn patient_records(&self, me: &Identity, patient: &MemberId) -> Result<Vec<RecordEntry>> {
-        self.get_json(&format!("/v1/patients/{patient}/records"), Some(me)).await
+    /// A page of `patient`'s records (at most 1,000) after record `after`, and the cursor of the
+    /// next page if there may be one.
+    pub async fn patient_records_page(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        after: Option<&str>,
+    ) -> Result<(Vec<RecordEntry>, Option<String>)> {
+        let after = after.map(|a| format!("?after={a}")).unwrap_or_default();
+        self.get_page(&format!("/v1/patients/{patient}/records{after}"), me).await
     }
 
-    pub async fn audit(&self, me: &Identity, patient: &MemberId) -> Result<Vec<AuditEvent>> {
-        self.get_json(&format!("/v1/patients/{patient}/audit"), Some(me)).await
+    /// A page of `patient`'s audit trail (at most 1,000 events) after the cursor `after`, and the
+    /// cursor of the next page if there may be one.
+    pub async fn audit_page(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        after: Option<&str>,
+    ) -> Result<(Vec<AuditEvent>, Option<String>)> {
+        let after = after.map(|a| format!("?after={a}")).unwrap_or_default();
+        self.get_page(&format!("/v1/patients/{patient}/audit{after}"), me).await
     }
 
-    /// The auditors' review queue (first page).
-    pub async fn flagged(&self, me: &Identity) -> Result<Vec<medledger_ledger::state::FlaggedEntry>> {
-        self.get_json("/v1/audit/flagged", Some(me)).await
+    /// A page of the auditors' review queue after the cursor `after`, and the next cursor.
+    pub async fn flagged_page(
+        &self,
+        me: &Identity,
+        after: Option<&str>,
+    ) -> Result<(Vec<medledger_ledger::state::FlaggedEntry>, Option<String>)> {
+        let after = after.map(|a| format!("?after={a}")).unwrap_or_default();
+        self.get_page(&format!("/v1/audit/flagged{after}"), me).await
     }
 
     pub async fn put_blob(&self, me: &Identity, digest: &Digest, bytes: Vec<u8>) -> Result<()> {
@@ -237,7 +274,8 @@ impl Client {
     /// Validator `api`'s share of the record key named by the allowed access `access`, wrapped
     /// for `me` (threshold release). Asks that validator only.
     pub async fn access_share(&self, api: &str, me: &Identity, access: &TxId) -> Result<ReleasedShare> {
-        let bytes = self.send_via(&[api], Method::GET, &format!("/v1/access/{access}/share"), None, Some(me)).await?;
+        let (bytes, _) =
+            self.send_via(&[api], Method::GET, &format!("/v1/access/{access}/share"), None, Some(me)).await?;
         serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
     }
 
@@ -261,7 +299,7 @@ impl Client {
 
     /// Validator `api`'s view of the current share keys (threshold release).
     pub async fn threshold_at(&self, api: &str) -> Result<medledger_ledger::threshold::ThresholdConfig> {
-        let bytes = self.send_via(&[api], Method::GET, "/v1/threshold", None, None).await?;
+        let (bytes, _) = self.send_via(&[api], Method::GET, "/v1/threshold", None, None).await?;
         serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
     }
 

@@ -8,7 +8,7 @@ use medledger_types::{MemberId, Role};
 
 use super::auth::Signed;
 use super::records::{Page, page_limit};
-use super::{ApiError, ApiResult, ApiState, Problems, parse, view};
+use super::{ApiError, ApiResult, ApiState, NextPage, Problems, parse, view};
 
 /// A patient's audit trail: for the patient, auditors, and admins (events of their own members).
 #[utoipa::path(
@@ -24,7 +24,7 @@ pub(super) async fn audit(
     Path(id): Path<String>,
     Query(page): Query<Page>,
     Signed(me): Signed,
-) -> ApiResult<Json<Vec<AuditEvent>>> {
+) -> ApiResult<(NextPage, Json<Vec<AuditEvent>>)> {
     let patient: MemberId = parse(&id, "patient id")?;
     let view = view(&state)?;
     let own_org_only = trail_reader(&view, &me, &patient)?;
@@ -38,12 +38,14 @@ pub(super) async fn audit(
     };
     let limit = page_limit(page.limit)?;
     let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
+    // A full page may have more after it (an admin's page may even be empty after filtering).
+    let next = NextPage::after(&rows, limit);
     let events = rows
         .into_iter()
         .filter_map(|(_, v)| borsh::from_slice::<AuditEvent>(&v).ok())
         .filter(|e| !own_org_only || e.actor_org == me.org)
         .collect();
-    Ok(Json(events))
+    Ok((next, Json(events)))
 }
 
 /// Who reads `patient`'s audit trail: the patient, their delegates and auditors all of it
@@ -76,7 +78,7 @@ pub(super) async fn flagged(
     State(state): State<ApiState>,
     Query(page): Query<Page>,
     Signed(me): Signed,
-) -> ApiResult<Json<Vec<FlaggedEntry>>> {
+) -> ApiResult<(NextPage, Json<Vec<FlaggedEntry>>)> {
     if me.role != Role::Auditor {
         return Err(ApiError::denied("only auditors read the review queue"));
     }
@@ -89,5 +91,6 @@ pub(super) async fn flagged(
     };
     let limit = page_limit(page.limit)?;
     let rows = view(&state)?.scan(keys::FLAGGED, after_key.as_deref(), limit).map_err(ApiError::internal)?;
-    Ok(Json(rows.into_iter().filter_map(|(_, v)| borsh::from_slice::<FlaggedEntry>(&v).ok()).collect()))
+    let next = NextPage::after(&rows, limit);
+    Ok((next, Json(rows.into_iter().filter_map(|(_, v)| borsh::from_slice::<FlaggedEntry>(&v).ok()).collect())))
 }

@@ -272,6 +272,35 @@ async fn read_your_writes(
     next.run(request).await
 }
 
+/// The cursor of the next page of a paged list, sent in the [`HEADER_NEXT`] header when the page
+/// is full (absent: the list ends here).
+///
+/// [`HEADER_NEXT`]: medledger_ledger::api::HEADER_NEXT
+pub(super) struct NextPage(pub(super) Option<String>);
+
+impl NextPage {
+    /// After a page of state rows: the last row's key (hex) when `limit` rows were read.
+    pub(super) fn after(rows: &[(Vec<u8>, Vec<u8>)], limit: usize) -> Self {
+        NextPage(rows.last().filter(|_| rows.len() == limit).map(|(key, _)| hex::encode(key)))
+    }
+}
+
+impl axum::response::IntoResponseParts for NextPage {
+    type Error = std::convert::Infallible;
+
+    fn into_response_parts(
+        self,
+        mut res: axum::response::ResponseParts,
+    ) -> Result<axum::response::ResponseParts, Self::Error> {
+        if let Some(cursor) = self.0
+            && let Ok(value) = axum::http::HeaderValue::from_str(&cursor)
+        {
+            res.headers_mut().insert(medledger_ledger::api::HEADER_NEXT, value);
+        }
+        Ok(res)
+    }
+}
+
 /// An error as a JSON problem; the detail never carries patient data.
 #[derive(Debug)]
 pub struct ApiError {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::access::committed_tx;
 use super::auth::Signed;
-use super::{ApiError, ApiResult, ApiState, Problems, parse, view};
+use super::{ApiError, ApiResult, ApiState, NextPage, Problems, parse, view};
 
 #[utoipa::path(
     get,
@@ -62,7 +62,7 @@ pub(super) async fn patient_records(
     Path(id): Path<String>,
     Query(page): Query<Page>,
     Signed(me): Signed,
-) -> ApiResult<Json<Vec<RecordEntry>>> {
+) -> ApiResult<(NextPage, Json<Vec<RecordEntry>>)> {
     let patient: MemberId = parse(&id, "patient id")?;
     // The patient, their delegates and members holding a chart-wide grant see the list (its
     // entries carry no plaintext: metadata is encrypted); an auditor within the window of a
@@ -98,14 +98,17 @@ pub(super) async fn patient_records(
     let limit = page_limit(page.limit)?;
     let view = view(&state)?;
     let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
+    let full = rows.len() == limit;
     let mut records = Vec::with_capacity(rows.len());
+    let mut last = None;
     for (key, _) in rows {
         let record = RecordId::new(key[prefix.len()..].try_into().map_err(ApiError::internal)?);
+        last = Some(record);
         if let Some(entry) = read::<RecordEntry>(&view, &keys::record(&record)) {
             records.push(entry);
         }
     }
-    Ok(Json(records))
+    Ok((NextPage(last.filter(|_| full).map(|r| r.to_hex())), Json(records)))
 }
 
 /// A break-glass note, for one of its readers.

@@ -11,8 +11,29 @@ use crate::error::{Result, SdkError};
 use crate::home::{Contact, Identity};
 
 impl Session {
+    /// `patient`'s whole audit trail, every page (see [`Session::audit_page`] to stream it).
     pub async fn audit(&self, me: &Identity, patient: &Contact) -> Result<Vec<AuditEvent>> {
-        self.client.audit(me, &patient.member).await
+        let mut events = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = self.audit_page(me, patient, after.as_deref()).await?;
+            events.extend(page);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(events),
+            }
+        }
+    }
+
+    /// One page of `patient`'s audit trail after the cursor `after` (none: from the start), and
+    /// the cursor of the next page while there may be more.
+    pub async fn audit_page(
+        &self,
+        me: &Identity,
+        patient: &Contact,
+        after: Option<&str>,
+    ) -> Result<(Vec<AuditEvent>, Option<String>)> {
+        self.client.audit_page(me, &patient.member, after).await
     }
 
     /// Breaks the glass on `patient`'s records for `duration_ms`: once committed, this member's
@@ -94,6 +115,24 @@ impl Session {
 
     /// The auditors' review queue (break-glass openings and attempts, emergency reads).
     pub async fn flagged(&self, me: &Identity) -> Result<Vec<FlaggedEntry>> {
-        self.client.flagged(me).await
+        let mut entries = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = self.flagged_page(me, after.as_deref()).await?;
+            entries.extend(page);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    /// One page of the review queue after the cursor `after`, and the next cursor.
+    pub async fn flagged_page(
+        &self,
+        me: &Identity,
+        after: Option<&str>,
+    ) -> Result<(Vec<FlaggedEntry>, Option<String>)> {
+        self.client.flagged_page(me, after).await
     }
 }

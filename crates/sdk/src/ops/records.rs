@@ -372,11 +372,31 @@ impl Session {
     /// An auditor (or an admin, refused) first commits a chart review, an event in the patient's
     /// trail, as DESIGN §3 asks of any view of a chart by someone outside the patient's care.
     pub async fn list(&self, me: &Identity, patient: &Contact) -> Result<Vec<RecordEntry>> {
-        if matches!(me.role, Role::Auditor | Role::Admin) {
+        let mut records = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = self.list_page(me, patient, after.as_deref()).await?;
+            records.extend(page);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(records),
+            }
+        }
+    }
+
+    /// One page of [`Session::list`] after the cursor `after` (none: the first page, for which an
+    /// auditor's chart review is committed), and the cursor of the next page.
+    pub async fn list_page(
+        &self,
+        me: &Identity,
+        patient: &Contact,
+        after: Option<&str>,
+    ) -> Result<(Vec<RecordEntry>, Option<String>)> {
+        if after.is_none() && matches!(me.role, Role::Auditor | Role::Admin) {
             let review = ChartReview { patient: patient.member, purpose: PurposeOfUse::Hoperat };
             self.transact(me, TxKind::ChartReview(review), None).await?;
         }
-        self.client.patient_records(me, &patient.member).await
+        self.client.patient_records_page(me, &patient.member, after).await
     }
 
     /// The patient erases a record: once committed, every validator deletes each version's
