@@ -107,6 +107,8 @@ pub mod keys {
     pub const AUTHORSHIP_ENDED: &[u8] = b"ae/";
     /// Auditors' chart reviews: until when each may list the patient's records.
     pub const CHART_REVIEW: &[u8] = b"cv/";
+    /// Denials per signer and window: how many were filed as events and how many only counted.
+    pub const DENIALS: &[u8] = b"dn/";
     /// The staff directory: staff members by role (never a patient).
     pub const STAFF: &[u8] = b"sf/";
     /// Legal holds, on a patient's whole chart or on one record.
@@ -196,6 +198,11 @@ pub mod keys {
     /// the patient's records as their author (per-record grants still count).
     pub fn authorship_ended(patient: &MemberId, member: &MemberId) -> Vec<u8> {
         key(AUTHORSHIP_ENDED, &[patient.as_bytes(), member.as_bytes()])
+    }
+
+    /// A signer's denials in window `window` (block time / [`DENIAL_WINDOW_MS`]).
+    pub fn denials(signer: &MemberId, window: u64) -> Vec<u8> {
+        key(DENIALS, &[signer.as_bytes(), &window.to_be_bytes()])
     }
 
     /// A staff member's entry in the directory index of `role`.
@@ -510,6 +517,19 @@ pub struct BreakGlassEntry {
     pub opened_at: Timestamp,
     pub until: Timestamp,
     pub tx: TxId,
+}
+
+/// Length of a denial-counting window, in milliseconds of block time.
+pub const DENIAL_WINDOW_MS: u64 = 60 * 60 * 1000;
+/// Denials of one signer filed as audit events per window; beyond, they are only counted.
+pub const DENIAL_EVENTS_PER_WINDOW: u32 = 100;
+
+/// A signer's denials in one window: every one is counted, the first
+/// [`DENIAL_EVENTS_PER_WINDOW`] are also events in the patients' trails (and the review queue).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct DenialCount {
+    pub filed: u32,
+    pub unfiled: u32,
 }
 
 /// The one record version a ciphertext belongs to: erasing or rotating that record is the only

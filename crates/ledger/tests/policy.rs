@@ -628,11 +628,16 @@ impl World {
             .collect()
     }
 
-    /// The state without the entries every valid transaction writes (nonce, result, audit).
+    /// The state without the entries every valid transaction writes (nonce, result, audit, and a
+    /// rejection's denial count).
     fn policy_state(&self) -> State {
         self.state
             .iter()
-            .filter(|(k, _)| ![keys::NONCE, keys::TX_RESULT, keys::AUDIT].iter().any(|p| k.starts_with(p)))
+            .filter(|(k, _)| {
+                ![keys::NONCE, keys::TX_RESULT, keys::AUDIT, keys::DENIALS, keys::FLAGGED]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
@@ -1096,6 +1101,46 @@ fn chart_review_rows() {
         ],
         "every review and attempt is in the patient's trail"
     );
+}
+
+/// Finding 8 of the security review: any member filled a patient's trail (and a nurse's refused
+/// break-glass the auditors' queue) without limit. Every denial is counted per signer and window;
+/// only the first ones of each window become events.
+#[test]
+fn denials_are_counted_and_filed_within_a_bound_per_signer() {
+    use medledger_ledger::state::{DENIAL_EVENTS_PER_WINDOW, DENIAL_WINDOW_MS, DenialCount};
+    let mut c = cast();
+    let pid = c.patient.id;
+    let tries = DENIAL_EVENTS_PER_WINDOW as usize + 50;
+    let kind =
+        TxKind::BreakGlass(BreakGlass { patient: pid, reason: Some(EmergencyReason::Unconscious), duration_ms: 1_000 });
+    let txs: Vec<_> = (0..tries).map(|_| c.w.tx(&mut c.nurse, kind.clone(), None)).collect();
+    let outcomes = c.w.block(txs);
+    assert!(outcomes.iter().all(|o| *o == rejected(Rejection::BreakGlassRole)));
+    let denied = |w: &World, patient: MemberId, who: MemberId| {
+        let prefix = keys::audit_of(&patient);
+        w.state
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| borsh::from_slice::<AuditEvent>(v).unwrap())
+            .filter(|e| e.actor == who && e.decision != Decision::Allowed)
+            .count()
+    };
+    assert_eq!(denied(&c.w, pid, c.nurse.id), DENIAL_EVENTS_PER_WINDOW as usize, "the trail is bounded");
+    assert_eq!(c.w.flagged().len(), DENIAL_EVENTS_PER_WINDOW as usize, "the review queue is bounded");
+    let window = c.w.time / DENIAL_WINDOW_MS;
+    let count: DenialCount = borsh::from_slice(&c.w.state[&keys::denials(&c.nurse.id, window)]).unwrap();
+    assert_eq!(count, DenialCount { filed: DENIAL_EVENTS_PER_WINDOW, unfiled: 50 }, "every denial is counted");
+    // Another signer's denials are filed as usual; the nurse's next window files again.
+    assert_eq!(c.w.read(&mut c.d2, RecordId::new([9; 16])), rejected(Rejection::UnknownRecord));
+    let rec = RecordId::new([1; 16]);
+    assert_eq!(c.w.put_own(&mut c.patient, rec), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d2, rec), rejected(Rejection::AccessDenied));
+    assert_eq!(denied(&c.w, pid, c.d2.id), 1);
+    c.w.time += DENIAL_WINDOW_MS;
+    let tx = c.w.tx(&mut c.nurse, kind, None);
+    c.w.block(vec![tx]);
+    assert_eq!(denied(&c.w, pid, c.nurse.id), DENIAL_EVENTS_PER_WINDOW as usize + 1);
 }
 
 impl World {

@@ -14,7 +14,7 @@ use medledger_ledger::{
 };
 use medledger_store::{ChainEntry, ChainLog, LastApplied, Pending, Snapshot, StateDb, StoreError};
 use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MAX_MS, BLOCK_TXS_MAX, MEMPOOL_TXS_MAX, TX_BYTES_MAX};
-use medledger_types::{BlockHash, ChainId, Digest, Height, Timestamp, TxId};
+use medledger_types::{BlockHash, ChainId, Digest, Height, MemberId, Timestamp, TxId};
 use tokio::sync::{Notify, watch};
 
 use crate::consensus::{EpochSet, EpochValidator, Ledger, Schedule};
@@ -34,6 +34,8 @@ pub enum SubmitError {
     StaleNonce,
     #[error("mempool is full; retry later")]
     Full,
+    #[error("too many of this signer's transactions wait; retry later")]
+    SignerFull,
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -48,12 +50,39 @@ struct Mempool {
     order: VecDeque<TxId>,
     /// Each admitted transaction with its sidecar and the key its signature was checked against.
     txs: HashMap<TxId, (Transaction, Option<Vec<u8>>, VerifyingKey)>,
+    /// Transactions waiting per signer (at most [`MEMPOOL_TXS_PER_SIGNER_MAX`]).
+    per_signer: HashMap<MemberId, usize>,
 }
 
+/// The most transactions of one signer waiting in a validator's mempool: one member cannot fill
+/// it for everyone (the whole pool holds [`MEMPOOL_TXS_MAX`]).
+pub const MEMPOOL_TXS_PER_SIGNER_MAX: usize = 5_000;
+
 impl Mempool {
+    fn insert(&mut self, id: TxId, tx: Transaction, sidecar: Option<Vec<u8>>, key: VerifyingKey) {
+        *self.per_signer.entry(tx.body.signer).or_default() += 1;
+        self.order.push_back(id);
+        self.txs.insert(id, (tx, sidecar, key));
+    }
+
+    fn remove(&mut self, id: &TxId) {
+        if let Some((tx, _, _)) = self.txs.remove(id)
+            && let std::collections::hash_map::Entry::Occupied(mut n) = self.per_signer.entry(tx.body.signer)
+        {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+    }
+
+    fn waiting_of(&self, signer: &MemberId) -> usize {
+        self.per_signer.get(signer).copied().unwrap_or(0)
+    }
+
     /// Drops ids whose transaction left the pool.
     fn prune(&mut self) {
-        let Mempool { order, txs } = self;
+        let Mempool { order, txs, .. } = self;
         order.retain(|id| txs.contains_key(id));
     }
 }
@@ -146,7 +175,11 @@ impl App {
                 db,
                 log: Mutex::new(log),
                 speculative: Mutex::new(HashMap::new()),
-                mempool: Mutex::new(Mempool { order: VecDeque::new(), txs: HashMap::new() }),
+                mempool: Mutex::new(Mempool {
+                    order: VecDeque::new(),
+                    txs: HashMap::new(),
+                    per_signer: HashMap::new(),
+                }),
                 work: Notify::new(),
                 committed,
                 floor: Mutex::new(None),
@@ -316,8 +349,10 @@ impl App {
                     if pool.txs.len() >= MEMPOOL_TXS_MAX {
                         return Err(SubmitError::Full);
                     }
-                    pool.order.push_back(id);
-                    pool.txs.insert(id, (tx, sidecar, key));
+                    if pool.waiting_of(&tx.body.signer) >= MEMPOOL_TXS_PER_SIGNER_MAX {
+                        return Err(SubmitError::SignerFull);
+                    }
+                    pool.insert(id, tx, sidecar, key);
                     admitted = true;
                     Ok((id, true))
                 });
@@ -414,7 +449,7 @@ impl App {
         if !drop.is_empty() {
             let mut pool = inner.mempool.lock().expect("mempool lock");
             for id in &drop {
-                pool.txs.remove(id);
+                pool.remove(id);
             }
             pool.prune();
         }
@@ -597,7 +632,7 @@ impl App {
         {
             let mut pool = inner.mempool.lock().expect("mempool lock");
             for id in &ids {
-                pool.txs.remove(id);
+                pool.remove(id);
             }
             pool.prune();
         }
@@ -760,5 +795,53 @@ impl App {
     /// Whether a transaction waits in this validator's mempool.
     pub fn has_pending(&self, id: &TxId) -> bool {
         self.inner.mempool.lock().expect("mempool lock").txs.contains_key(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medledger_crypto::sign::SigningKey;
+    use medledger_ledger::{Suspend, TxBody};
+    use medledger_types::Nonce;
+
+    fn tx(signer: &SigningKey, member: MemberId, nonce: u64) -> Transaction {
+        let body = TxBody {
+            chain_id: ChainId::new([1; 32]),
+            signer: member,
+            nonce: Nonce::new(nonce),
+            kind: TxKind::Suspend(Suspend { member, suspended: true }),
+            sidecar_digest: None,
+        };
+        Transaction::sign(body, signer)
+    }
+
+    /// Finding 8 of the security review: any member filled the mempool. The pool counts each
+    /// signer's waiting transactions (what admission bounds by `MEMPOOL_TXS_PER_SIGNER_MAX`) and
+    /// forgets them as they leave.
+    #[test]
+    fn the_mempool_counts_each_signers_waiting_transactions() {
+        let key = SigningKey::generate();
+        let (mallory, alice) = (MemberId::new([1; 16]), MemberId::new([2; 16]));
+        let mut pool = Mempool { order: VecDeque::new(), txs: HashMap::new(), per_signer: HashMap::new() };
+        let ids: Vec<TxId> = (1..=3)
+            .map(|n| {
+                let t = tx(&key, mallory, n);
+                let id = t.id();
+                pool.insert(id, t, None, key.verifying_key());
+                id
+            })
+            .collect();
+        let t = tx(&key, alice, 1);
+        pool.insert(t.id(), t, None, key.verifying_key());
+        assert_eq!((pool.waiting_of(&mallory), pool.waiting_of(&alice)), (3, 1));
+        for id in &ids {
+            pool.remove(id);
+            pool.remove(id);
+        }
+        pool.prune();
+        assert_eq!((pool.waiting_of(&mallory), pool.waiting_of(&alice)), (0, 1));
+        assert!(!pool.per_signer.contains_key(&mallory), "an empty count is dropped");
+        assert_eq!(pool.order.len(), 1);
     }
 }

@@ -4,8 +4,10 @@
 //! not match its digest): it cannot appear in a block, the proposer drops it and a validator that
 //! finds one votes against the block. Or it is *valid* and gets an outcome: applied, or rejected with
 //! a [`Rejection`]. A rejected transaction changes nothing but the signer's nonce, its own result
-//! entry and, when it concerned a patient, a `Denied` event in that patient's audit trail (every
-//! denied attempt is on the ledger). A stale nonce changes nothing at all (a replay must not
+//! entry and, when it concerned a patient, the signer's denial count for the window and (the first
+//! [`DENIAL_EVENTS_PER_WINDOW`] of each window) a `Denied` event in that patient's audit trail:
+//! every denied attempt is accounted for on the ledger, and no signer writes unbounded events.
+//! A stale nonce changes nothing at all (a replay must not
 //! overwrite the original's result).
 
 mod consent;
@@ -25,8 +27,9 @@ use self::run::Run;
 use crate::policy::Rejection;
 use crate::sidecar::SidecarError;
 use crate::state::{
-    AuditAction, AuditEvent, Decision, ErasedEntry, FlaggedEntry, KeyEvent, MemberEntry, MemberStatus, OrgEntry,
-    Overlay, RecordEntry, RecoveryEntry, StateView, TxResultEntry, WriteSet, keys, last_nonce, read,
+    AuditAction, AuditEvent, DENIAL_EVENTS_PER_WINDOW, DENIAL_WINDOW_MS, Decision, DenialCount, ErasedEntry,
+    FlaggedEntry, KeyEvent, MemberEntry, MemberStatus, OrgEntry, Overlay, RecordEntry, RecoveryEntry, StateView,
+    TxResultEntry, WriteSet, keys, last_nonce, read,
 };
 use crate::threshold::ThresholdConfig;
 use crate::tx::{Recovery, RecoveryAction, Rotate, TX_NAMESPACE, Transaction, TxKind, TxOutcome};
@@ -189,7 +192,19 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
                 let denied = denial_event(&self.state, &signer, &body.kind, reason, tx_id, self.ctx);
                 let mut writes = WriteSet::new();
                 if let Some((patient, event)) = denied {
-                    self.file_audit(&mut writes, patient, event);
+                    // Every denial is counted per signer and window; the first few of each window
+                    // are filed as events, so no one signer writes unbounded trail or queue
+                    // entries (DESIGN §3: denial audits are rate-limited per signer).
+                    let window = self.ctx.time.get() / DENIAL_WINDOW_MS;
+                    let key = keys::denials(&signer.id, window);
+                    let mut count: DenialCount = read(&self.state, &key).unwrap_or_default();
+                    if count.filed < DENIAL_EVENTS_PER_WINDOW {
+                        count.filed += 1;
+                        self.file_audit(&mut writes, patient, event);
+                    } else {
+                        count.unfiled = count.unfiled.saturating_add(1);
+                    }
+                    writes.insert(key, Some(encode(&count)));
                 }
                 self.results.push(TxOutcome::Rejected { reason });
                 writes
