@@ -16,19 +16,22 @@ use crate::{Command, CustodyCommand, IdCommand, ReceiptCommand, RecordCommand, T
 
 /// The keystore passphrase: `MEDLEDGER_PASSPHRASE`, or a prompt on a terminal.
 pub fn passphrase() -> Result<Zeroizing<String>> {
-    if let Ok(p) = std::env::var("MEDLEDGER_PASSPHRASE") {
-        return Ok(Zeroizing::new(p));
+    let pass = match std::env::var("MEDLEDGER_PASSPHRASE") {
+        Ok(p) => Zeroizing::new(p),
+        Err(_) if !std::io::stdin().is_terminal() => {
+            return Err(SdkError::Usage(
+                "set MEDLEDGER_PASSPHRASE or run on a terminal to be asked for the passphrase".into(),
+            ));
+        }
+        // Read from the terminal with echo off (never shown, never in the scrollback).
+        Err(_) => Zeroizing::new(
+            rpassword::prompt_password("keystore passphrase: ").map_err(|e| SdkError::Other(e.to_string()))?,
+        ),
+    };
+    if pass.is_empty() {
+        return Err(SdkError::Usage("the keystore passphrase must not be empty".into()));
     }
-    if !std::io::stdin().is_terminal() {
-        return Err(SdkError::Usage(
-            "set MEDLEDGER_PASSPHRASE or run on a terminal to be asked for the passphrase".into(),
-        ));
-    }
-    eprint!("keystore passphrase: ");
-    let _ = std::io::stderr().flush();
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin().read_line(&mut line).map_err(|e| SdkError::Other(e.to_string()))?;
-    Ok(Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_string()))
+    Ok(pass)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -492,3 +492,75 @@ async fn trails_and_record_lists_page_through_everything() {
     let text = net.ok(&["audit", "--as", "alice", "--patient", "alice"]);
     assert_eq!(text.lines().filter(|l| l.contains("write")).count(), 1_100);
 }
+
+/// Finding 11 (low): the passphrase prompt echoed what was typed, and an empty passphrase was
+/// accepted. On a terminal (a pseudo-terminal made by `script`) nothing typed is shown; an empty
+/// passphrase is refused with exit 2.
+#[test]
+fn the_passphrase_is_read_without_echo_and_never_empty() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().unwrap();
+    let (dir, home) = (root.path().join("net"), root.path().join("home"));
+    medledger_ok(&home, &["init", "--dir", dir.to_str().unwrap(), "--validators", "1"]);
+    let empty = std::process::Command::new(common::BIN)
+        .args(["id", "create", "alice", "--role", "patient", "--as", "org1-admin"])
+        .env("MEDLEDGER_HOME", &home)
+        .env("MEDLEDGER_PASSPHRASE", "")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(empty.status.code(), Some(2), "{}", String::from_utf8_lossy(&empty.stderr));
+
+    let command = format!("{} --home {} record list --as org1-admin", common::BIN, home.display());
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("MEDLEDGER_PASSPHRASE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs the CLI on a pseudo-terminal");
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    // Type only once the prompt is up (and echo is off, if the CLI turned it off).
+    while !String::from_utf8_lossy(&seen).contains("passphrase:") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    child.stdin.take().unwrap().write_all(b"typed-secret-marker\n").unwrap();
+    out.read_to_end(&mut seen).unwrap();
+    child.wait().unwrap();
+    let shown = String::from_utf8_lossy(&seen);
+    assert!(!shown.contains("typed-secret-marker"), "the passphrase was echoed: {shown}");
+    assert!(shown.contains("error"), "a wrong passphrase opens nothing: {shown}");
+}
+
+/// Finding 11 (low): a signed request was answered once by each validator, so one captured at
+/// one validator could be replayed at every other. A validator answers only requests whose
+/// signed `@authority` names it.
+#[test]
+fn a_signed_request_is_answered_only_by_the_validator_it_names() {
+    use medledger_ledger::httpsig;
+    let net = Net::start();
+    net.cast();
+    let home = medledger_sdk::Home::open(&net.home).unwrap();
+    let alice = home.load_identity("alice", PASS).unwrap();
+    let path = format!("/v1/patients/{}/audit", alice.member);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let signed_for = |authority: &str| {
+        let url = format!("http://{authority}{path}");
+        let parts = httpsig::RequestParts::of_url("GET", &url, b"").unwrap();
+        httpsig::sign(&alice.signing, &alice.member.to_hex(), &parts, now, &httpsig::new_nonce())
+    };
+    let send = |authority: &str, headers: [(&'static str, String); 3]| {
+        let mut all: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.push(("Host", authority));
+        common::http_request(&net.api, "GET", &path, &all, b"").0
+    };
+    // Signed for this validator: answered.
+    assert_eq!(send(&net.api, signed_for(&net.api)), 200);
+    // Signed for another validator (and sent with that Host, as a replay would be): refused.
+    let other = "127.0.0.1:1";
+    assert_eq!(send(other, signed_for(other)), 401);
+}

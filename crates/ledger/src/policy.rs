@@ -130,6 +130,8 @@ pub enum Rejection {
     ProposalAdopted,
     /// The ciphertext digest already belongs to a record version (its own or another's).
     DigestInUse,
+    /// Another organisation's business (a legal hold on a patient of another organisation).
+    WrongOrganisation,
 }
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
@@ -164,6 +166,7 @@ impl Rejection {
                 | Rejection::OrgLeft
                 | Rejection::NotAnOrgAdmin
                 | Rejection::WrongPatient
+                | Rejection::WrongOrganisation
         )
     }
 
@@ -241,6 +244,9 @@ impl Rejection {
             Rejection::OrgLeft => "the member's organisation has left the network",
             Rejection::NotAnOrgAdmin => "only an admin of a member organisation proposes or approves governance",
             Rejection::DigestInUse => "the ciphertext digest already belongs to a record version",
+            Rejection::WrongOrganisation => {
+                "this is for the patient's own organisation (or the one that placed the hold)"
+            }
             Rejection::AlreadyApproved => "the organisation already approved this proposal",
             Rejection::ProposalExpired => "the proposal has expired (proposals stay open up to 7 days)",
             Rejection::ChangePending => "another validator-set change is waiting for its epoch",

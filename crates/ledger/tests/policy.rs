@@ -1143,6 +1143,28 @@ fn denials_are_counted_and_filed_within_a_bound_per_signer() {
     assert_eq!(denied(&c.w, pid, c.nurse.id), DENIAL_EVENTS_PER_WINDOW as usize + 1);
 }
 
+/// Finding 11 of the security review (low): legal holds placed or lifted across organisations,
+/// and a member enrolled under a validator's id (whose share-key transactions it could then
+/// starve of nonces).
+#[test]
+fn holds_stay_within_the_patients_organisation_and_no_member_takes_a_validators_id() {
+    let mut c = cast();
+    let pid = c.patient.id;
+    let mut foreign = Who::new(40);
+    assert_eq!(c.w.enroll(&mut c.other_admin, &foreign, "org2", Role::Auditor), TxOutcome::Applied);
+    let before = c.w.policy_state();
+    assert_eq!(c.w.hold(&mut foreign, pid, None, true), rejected(Rejection::WrongOrganisation), "placed across");
+    assert_eq!(c.w.policy_state(), before);
+    assert_eq!(c.w.hold(&mut c.auditor, pid, None, true), TxOutcome::Applied);
+    assert_eq!(c.w.hold(&mut foreign, pid, None, false), rejected(Rejection::WrongOrganisation), "lifted across");
+    assert_eq!(c.w.hold(&mut c.auditor, pid, None, false), TxOutcome::Applied);
+
+    let validator = medledger_ledger::validator_member_id(&c.w.validator_keys[0]);
+    let mut impostor = Who::new(41);
+    impostor.id = validator;
+    assert_eq!(c.w.enroll(&mut c.admin, &impostor, "org1", Role::Nurse), rejected(Rejection::MemberExists));
+}
+
 impl World {
     /// Validator `signer` signs a share-key transaction naming validator `named`.
     fn share_key_tx(&self, signer: usize, named: u32, key: &EncryptionKey, nonce: u64) -> Transaction {

@@ -49,6 +49,11 @@ pub struct ValidatorFile {
     /// made without threshold release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share_secret: Option<String>,
+    /// Further `host:port` names clients reach this validator's API by (behind a proxy or a
+    /// DNS name): signed requests must name one of them, its listen address, its genesis
+    /// address or `localhost:PORT` as `@authority`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_authorities: Vec<String>,
 }
 
 fn default_rate() -> u32 {
@@ -157,6 +162,7 @@ pub fn write_joining_validator(
         api_request_burst: default_burst(),
         tls: None,
         share_secret: share.as_ref().map(|key| hex::encode(&*key.to_bytes())),
+        api_authorities: Vec::new(),
     };
     let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     write_private(&vdir.join("validator.json"), &text)?;
@@ -219,6 +225,7 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
             api_request_burst: default_burst(),
             tls: None,
             share_secret: share_keys.get(k).map(|key| hex::encode(&*key.to_bytes())),
+            api_authorities: Vec::new(),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         write_private(&vdir.join("validator.json"), &text)?;
@@ -330,6 +337,7 @@ pub fn contribute(
         api_request_burst: default_burst(),
         tls: None,
         share_secret: share.as_ref().map(|key| hex::encode(&*key.to_bytes())),
+        api_authorities: Vec::new(),
     };
     let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     write_private(&pending, &text)?;

@@ -32,6 +32,13 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         .map(|(k, url)| (k as u32, url.clone()))
         .collect();
     let gc_cursor = data.join("blob-gc-height");
+    // The names clients reach this validator's API by: its listen address, the address genesis
+    // gives its peers and clients, `localhost`, and any the operator adds (a proxy's name).
+    let port = file.api_listen.port();
+    let mut authorities = vec![file.api_listen.to_string(), format!("localhost:{port}")];
+    authorities.extend(genesis.validators.get(index as usize).map(|v| v.api_address.clone()));
+    authorities.extend(file.api_authorities.iter().cloned());
+    let authorities: Vec<String> = authorities.into_iter().map(|a| a.to_ascii_lowercase()).collect();
     let app = App::open(&data, genesis)?;
     let keyring = match share_suite {
         Some(suite) => {
@@ -66,6 +73,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
             consensus_running: Default::default(),
             nonces: Default::default(),
             limiter: crate::ratelimit::RequestLimiter::new(file.api_requests_per_second, file.api_request_burst),
+            authorities: std::sync::Arc::new(authorities),
         };
         if let Some(limiter) = ops.limiter.clone() {
             tokio::spawn(async move {

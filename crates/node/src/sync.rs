@@ -102,7 +102,7 @@ impl axum::extract::FromRequestParts<ApiState> for ValidatorSigned {
 }
 
 fn check_validator_request(state: &ApiState, headers: &HeaderMap, method: &Method, uri: &Uri) -> Result<u32, ApiError> {
-    let signed = crate::api::signed_request(headers, method, uri, &[])?;
+    let signed = crate::api::signed_request(state, headers, method, uri, &[])?;
     let index: u32 = signed
         .keyid
         .strip_prefix(KEYID_PREFIX)

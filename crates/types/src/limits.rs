@@ -14,6 +14,17 @@ pub const BLOCK_TXS_MAX: usize = 2_000;
 pub const BLOCK_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// How far a block's time may run ahead of a validator's clock.
 pub const BLOCK_TIME_DRIFT_MAX_MS: u64 = 2_000;
+/// How far a proposed block's time may lag behind a voting validator's clock: a Byzantine leader
+/// cannot backdate a block (to stretch an expired grant or break-glass window) by more.
+pub const BLOCK_TIME_LAG_MAX_MS: u64 = 30_000;
+
+/// Whether a proposal's `time` is within the bounds a validator votes for at `now`: neither more
+/// than [`BLOCK_TIME_DRIFT_MAX_MS`] ahead of its clock nor more than [`BLOCK_TIME_LAG_MAX_MS`]
+/// behind it. (Finalized blocks replayed later are not held to it: they were voted on in time.)
+pub fn proposal_time_in_bounds(time_ms: u64, now_ms: u64) -> bool {
+    time_ms <= now_ms.saturating_add(BLOCK_TIME_DRIFT_MAX_MS) && time_ms.saturating_add(BLOCK_TIME_LAG_MAX_MS) >= now_ms
+}
+
 /// Longest display name a staff member may carry on the ledger.
 pub const DISPLAY_NAME_BYTES_MAX: usize = 64;
 /// Longest organisation id.
@@ -58,3 +69,20 @@ pub const TEAMS_PER_MEMBER_MAX: usize = 64;
 /// Key epochs of a care team (a reader walks back from the current key to the one a record's key
 /// was wrapped for, one envelope per epoch); a team past it is replaced by a new one.
 pub const TEAM_EPOCHS_MAX: u32 = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding 11 of the security review: no lower bound on a proposal's time.
+    #[test]
+    fn a_proposal_may_be_neither_early_nor_backdated() {
+        let now = 1_000_000;
+        assert!(proposal_time_in_bounds(now, now));
+        assert!(proposal_time_in_bounds(now + BLOCK_TIME_DRIFT_MAX_MS, now));
+        assert!(!proposal_time_in_bounds(now + BLOCK_TIME_DRIFT_MAX_MS + 1, now));
+        assert!(proposal_time_in_bounds(now - BLOCK_TIME_LAG_MAX_MS, now));
+        assert!(!proposal_time_in_bounds(now - BLOCK_TIME_LAG_MAX_MS - 1, now), "a backdated proposal");
+        assert!(!proposal_time_in_bounds(0, now));
+    }
+}

@@ -2,8 +2,8 @@
 
 use medledger_crypto::sign::VerifyingKey;
 use medledger_crypto::wrap::EncryptionKey;
-use medledger_types::Role;
 use medledger_types::limits::DISPLAY_NAME_BYTES_MAX;
+use medledger_types::{MemberId, Role};
 
 use super::run::{Applied, Run};
 use crate::genesis::NetworkPolicy;
@@ -35,6 +35,17 @@ pub(super) fn recovery_event(action: &RecoveryAction) -> KeyEvent {
 const CLAIM_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
 
 impl Run<'_, '_> {
+    /// Whether `id` is the signer id of a validator of any epoch (see `validator_member_id`).
+    fn is_validator_id(&self, id: &MemberId) -> bool {
+        let count: u32 = read(self.state, keys::VALIDATOR_COUNT).unwrap_or(0);
+        let from_state =
+            (0..count).filter_map(|i| read::<crate::governance::ValidatorEntry>(self.state, &keys::validator(i)));
+        from_state
+            .map(|v| v.public_key)
+            .chain(self.ctx.validators.iter().copied())
+            .any(|k| crate::tx::validator_member_id(&k) == *id)
+    }
+
     pub(super) fn enroll(&mut self, e: &Enroll) -> Result<(), Rejection> {
         if read::<crate::state::OrgEntry>(self.state, &keys::org(&e.org)).is_none() {
             return Err(Rejection::UnknownOrg);
@@ -42,7 +53,9 @@ impl Run<'_, '_> {
         if self.signer.role != Role::Admin || self.signer.org != e.org {
             return Err(Rejection::NotAdminOfOrg);
         }
-        if self.member(&e.member).is_some() || self.team(&e.member).is_some() {
+        if self.member(&e.member).is_some() || self.team(&e.member).is_some() || self.is_validator_id(&e.member) {
+            // A validator's id signs its share-key transactions: a member under it could use up
+            // the validator's nonces.
             return Err(Rejection::MemberExists);
         }
         if self.state.get(&keys::signing_key(&e.signing_key)).is_some() {

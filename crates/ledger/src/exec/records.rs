@@ -243,7 +243,12 @@ impl Run<'_, '_> {
         if self.signer.role != Role::Auditor {
             return Err(Rejection::NotAnAuditor);
         }
-        self.chart(&h.patient)?;
+        let (patient, _) = self.chart(&h.patient)?;
+        // Holds are the patient's own organisation's business: its auditors place them, and only
+        // auditors of the organisation that placed a hold lift it.
+        if patient.org != self.signer.org {
+            return Err(Rejection::WrongOrganisation);
+        }
         if let Some(record) = &h.record
             && self.record(record)?.patient != h.patient
         {
@@ -254,8 +259,11 @@ impl Run<'_, '_> {
             let entry = LegalHoldEntry { placed_by: self.signer.id, placed_at: self.ctx.time, tx: self.tx_id };
             self.state.put(key, &entry);
         } else {
-            if self.state.get(&key).is_none() {
+            let Some(placed) = read::<LegalHoldEntry>(self.state, &key) else {
                 return Err(Rejection::NoSuchHold);
+            };
+            if self.member(&placed.placed_by).is_none_or(|m| m.org != self.signer.org) {
+                return Err(Rejection::WrongOrganisation);
             }
             self.state.delete(key);
         }

@@ -19,7 +19,7 @@ pub(super) fn authenticate(
     uri: &Uri,
     body: &[u8],
 ) -> ApiResult<MemberEntry> {
-    let signed = signed_request(headers, method, uri, body)?;
+    let signed = signed_request(state, headers, method, uri, body)?;
     let id: MemberId = signed.keyid.parse().map_err(|_| ApiError::unauthenticated("keyid is not a member id"))?;
     let Some(member) = read::<MemberEntry>(&view(state)?, &keys::member(&id)) else {
         // Logged here, not on the ledger: anyone can send this. No identifier is logged.
@@ -39,14 +39,25 @@ pub(super) fn authenticate(
 }
 
 /// Parses and checks a request's RFC 9421 signature headers against the request (profile, body
-/// digest, time window); the caller checks the key behind `keyid` and the nonce.
+/// digest, time window, and an `@authority` that names this validator, so a request signed for
+/// one validator cannot be replayed on another); the caller checks the key behind `keyid` and
+/// the nonce.
 pub(crate) fn signed_request(
+    state: &ApiState,
     headers: &HeaderMap,
     method: &Method,
     uri: &Uri,
     body: &[u8],
 ) -> ApiResult<httpsig::SignedBy> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let authorities = &state.ops.authorities;
+    if !authorities.is_empty() {
+        let host = header("host").unwrap_or_default().to_ascii_lowercase();
+        if !authorities.iter().any(|a| *a == host) {
+            tracing::warn!(route = %route_of(uri), "signed request for another authority refused");
+            return Err(ApiError::unauthenticated("the request is signed for another validator (@authority)"));
+        }
+    }
     let parts = RequestParts {
         method: method.as_str(),
         path: uri.path(),

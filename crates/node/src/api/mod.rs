@@ -69,6 +69,9 @@ pub struct Ops {
     pub nonces: std::sync::Arc<crate::replay::Nonces>,
     /// The per-client request-rate limit (none in in-process tests).
     pub limiter: Option<std::sync::Arc<crate::ratelimit::RequestLimiter>>,
+    /// The `host[:port]` names this validator answers signed requests for (its `@authority`,
+    /// lower case); empty in in-process tests (no check).
+    pub authorities: std::sync::Arc<Vec<String>>,
 }
 
 /// A validator more than this many blocks behind its most advanced peer is not ready.

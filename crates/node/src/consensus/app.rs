@@ -202,6 +202,12 @@ where
         }
         // With the ancestors this ledger has not executed (notarized without its vote).
         let (epoch, now) = (context.epoch().get(), now_ms(&runtime));
+        // The proposal itself (not ancestors notarized earlier) must be timed now: a leader
+        // cannot backdate it to stretch an expired grant or break-glass window.
+        if !medledger_types::limits::proposal_time_in_bounds(block.header.time.get(), now) {
+            debug!(round = %context.round, "proposal time out of bounds");
+            return false;
+        }
         self.execute_with_ancestors(vec![block, parent], &mut ancestry, epoch, now).await
     }
 }
