@@ -53,7 +53,7 @@ pub(crate) fn signed_request(
     let authorities = &state.ops.authorities;
     if !authorities.is_empty() {
         let host = header("host").unwrap_or_default().to_ascii_lowercase();
-        if !authorities.iter().any(|a| *a == host) {
+        if !authorities.contains(&host) {
             tracing::warn!(route = %route_of(uri), "signed request for another authority refused");
             return Err(ApiError::unauthenticated("the request is signed for another validator (@authority)"));
         }
