@@ -416,7 +416,8 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
                     _ => None,
                 })
                 .collect();
-            team_key_for(&t.team, &ids, &members)
+            // No one left to wrap the next key for: the last member leaves (the team dissolves).
+            if members.is_empty() { Ok(()) } else { team_key_for(&t.team, &ids, &members) }
         }
         TxKind::Delegate(d) => match (d.appoint, d.chart_epoch, &d.new_chart) {
             (true, Some(epoch), None) => one(KeyHolder::Member { member: d.delegate }, &|s| {

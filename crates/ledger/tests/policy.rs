@@ -2094,7 +2094,6 @@ fn care_team_rows() {
     assert_eq!(c.w.team_remove(&mut n2, team, n2_id, &r, true), TxOutcome::Applied, "a member leaves");
     assert_eq!(c.w.read(&mut n2, before), rejected(Rejection::AccessDenied));
     let d1_id = c.d1.id;
-    assert_eq!(c.w.team_remove(&mut c.d1, team, d1_id, &r, true), rejected(Rejection::LastTeamMember));
 
     // Revoking the team's --all grant: reads stop, the chart stays (the team never held it).
     let epoch = c.w.chart[&pid].0;
@@ -2105,6 +2104,16 @@ fn care_team_rows() {
     c.w.team_grants.remove(&pid);
     assert_eq!(c.w.put_own(&mut c.patient, RecordId::new([10; 16])), TxOutcome::Applied, "no team envelope needed");
     assert_eq!(c.w.read(&mut c.d1, solo), TxOutcome::Applied, "the per-record grant stays");
+
+    // The last member can always leave (finding 11 of the security review: a doctor who adds a
+    // member and leaves cannot trap them in the team and use up their team slots): the team is
+    // dissolved, and reads through it end.
+    assert_eq!(c.w.team_remove(&mut c.d1, team, d1_id, &[], true), TxOutcome::Applied, "the last member leaves");
+    let dissolved: medledger_ledger::state::TeamEntry = borsh::from_slice(&c.w.state[&keys::team(&team)]).unwrap();
+    assert!(dissolved.members.is_empty(), "the team is dissolved (its id kept, never reused)");
+    let left: Vec<MemberId> = borsh::from_slice(&c.w.state[&keys::member_teams(&d1_id)]).unwrap();
+    assert!(!left.contains(&team));
+    assert_eq!(c.w.read(&mut c.d1, solo), rejected(Rejection::AccessDenied), "no team, no read through it");
 }
 
 /// A care team of 50 members shares 10,000 records of 20 patients (half written before each

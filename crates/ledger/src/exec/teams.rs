@@ -28,6 +28,7 @@ impl Run<'_, '_> {
             .iter()
             .filter(|t| self.grant_entry(&chart.patient, t, &GrantScope::All).is_some_and(|g| g.is_live(now)))
             .filter_map(|t| self.team(t))
+            .filter(|t| !t.members.is_empty())
             .collect()
     }
 
@@ -144,7 +145,16 @@ impl Run<'_, '_> {
         }
         let Ok(at) = team.members.binary_search(&t.member) else { return Err(Rejection::NotInTeam) };
         if team.members.len() == 1 {
-            return Err(Rejection::LastTeamMember);
+            // The last member leaves (no one else could be removing them): the team is dissolved,
+            // so no member can be trapped in a team whose doctors left. The entry stays, empty,
+            // so its id is never reused (its grants stay inert: no one reads through it, and new
+            // records are not wrapped for it).
+            let mut teams = self.teams_of(&t.member);
+            teams.retain(|x| *x != t.team);
+            self.state.put(keys::member_teams(&t.member), &teams);
+            team.members.clear();
+            self.state.put(keys::team(&t.team), &team);
+            return Ok(());
         }
         let epoch = team.epoch.checked_add(1).filter(|e| *e < TEAM_EPOCHS_MAX).ok_or(Rejection::TeamEpochsExhausted)?;
         team.members.remove(at);

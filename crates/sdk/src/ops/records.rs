@@ -150,6 +150,8 @@ impl Session {
         for team in &chart.teams {
             if self.client.grant(patient, team).await?.is_some_and(|g| g.is_live(now))
                 && let Some(entry) = self.client.team(team).await?
+                // A dissolved team (its last member left) is not wrapped for.
+                && !entry.members.is_empty()
             {
                 teams.push(entry);
             }
