@@ -204,8 +204,8 @@ where
         let (epoch, now) = (context.epoch().get(), now_ms(&runtime));
         // The proposal itself (not ancestors notarized earlier) must be timed now: a leader
         // cannot backdate it to stretch an expired grant or break-glass window.
-        if !medledger_types::limits::proposal_time_in_bounds(block.header.time.get(), now) {
-            debug!(round = %context.round, "proposal time out of bounds");
+        if medledger_types::limits::proposal_backdated(block.header.time.get(), now) {
+            debug!(round = %context.round, "backdated proposal");
             return false;
         }
         self.execute_with_ancestors(vec![block, parent], &mut ancestry, epoch, now).await
