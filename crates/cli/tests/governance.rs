@@ -147,6 +147,11 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
     assert_eq!(status["epochs"][2]["validators"].as_array().unwrap().len(), 4, "{status}");
     // Its staff sign nothing from the adoption on (the attempt is refused as access denied).
     assert_eq!(net.cli(&["record", "get", "--as", "drdan", &r1]).code, 3);
+    // The validators' API refuses the staff of an organisation that left too (a signed read he
+    // was entitled to as alice's --all grantee: 403 at authentication).
+    let list = net.cli(&["record", "list", "--as", "drdan", "--patient", "alice"]);
+    assert_eq!(list.code, 3, "{}", list.stderr);
+    assert!(list.stderr.contains("organisation has left"), "{}", list.stderr);
     wait_all(&net, &[0, 1, 2, 3, 4], left_at - 1);
     assert_eq!(governance(&net)["epoch"], 2);
     // The four go on without it; every record written across both changes still reads.
