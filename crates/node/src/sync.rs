@@ -118,6 +118,11 @@ fn check_validator_request(state: &ApiState, headers: &HeaderMap, method: &Metho
     if !signed.verify(&validator.public_key) {
         return Err(ApiError::unauthenticated("bad request signature"));
     }
+    // Only a validator of the current or a pending epoch: one whose organisation left (or that
+    // left the set) reads no more of the chain.
+    if !state.app.serving_validators().contains(&index) {
+        return Err(ApiError::denied("not a validator of the current or a pending epoch"));
+    }
     crate::api::admit_nonce(state, &signed, uri)?;
     Ok(index)
 }
