@@ -188,7 +188,9 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let admin = load(home, &as_)?;
             let custody = medledger_sdk::Custody::open(home, &admin)?;
             let (code, file, c) = rt.block_on(session.release_custody(&admin, &custody, &patient.member))?;
-            std::fs::write(&out, file).map_err(|e| SdkError::Other(format!("cannot write {}: {e}", out.display())))?;
+            // Readable by its owner only (finding 11 of the security review): with the code it
+            // opens the patient's identity.
+            crate::network::write_private(&out, &file)?;
             if json {
                 println!("{}", json!({"claim_file": out, "code": code.reveal(), "tx": c.tx, "height": c.height.get()}));
             } else {

@@ -135,13 +135,17 @@ fn write_tls(dir: &Path, genesis: &medledger_ledger::Genesis) -> Result<String> 
     Ok(ca_pem)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` (created or truncated) with mode 0600.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(|e| SdkError::Other(format!("{}: {e}", path.display())))?;
+    // An existing file keeps its mode through `open`: narrow it before writing.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(other)?;
     file.write_all(bytes).map_err(other)
 }
 

@@ -147,8 +147,33 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
     assert_eq!(status["epochs"][2]["validators"].as_array().unwrap().len(), 4, "{status}");
     // Its staff sign nothing from the adoption on (the attempt is refused as access denied).
     assert_eq!(net.cli(&["record", "get", "--as", "drdan", &r1]).code, 3);
+    // The validators' API refuses the staff of an organisation that left too (a signed read he
+    // was entitled to as alice's --all grantee: 403 at authentication).
+    let list = net.cli(&["record", "list", "--as", "drdan", "--patient", "alice"]);
+    assert_eq!(list.code, 3, "{}", list.stderr);
+    assert!(list.stderr.contains("organisation has left"), "{}", list.stderr);
     wait_all(&net, &[0, 1, 2, 3, 4], left_at - 1);
     assert_eq!(governance(&net)["epoch"], 2);
+    // The chain is served to validators of the current or a pending epoch only: the one that
+    // left is refused (403), one that stays is served.
+    let sync_as = |k: usize| {
+        use medledger_ledger::httpsig;
+        let file: Value = serde_json::from_str(
+            &std::fs::read_to_string(net.dir.join(format!("validator-{k}")).join("validator.json")).unwrap(),
+        )
+        .unwrap();
+        let seed: [u8; 32] = hex::decode(file["signing_seed"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let key = medledger_crypto::sign::SigningKey::from_bytes(&seed);
+        let path = format!("/v1/sync/chain?from={left_at}");
+        let url = format!("http://{}{path}", net.apis[0]);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let parts = httpsig::RequestParts::of_url("GET", &url, b"").unwrap();
+        let headers = httpsig::sign(&key, &format!("validator-{k}"), &parts, now, &httpsig::new_nonce());
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(h, v)| (*h, v.as_str())).collect();
+        common::http_request(&net.apis[0], "GET", &path, &headers, b"").0
+    };
+    assert_eq!(sync_as(joiner), 403, "a validator that left reads the chain");
+    assert_eq!(sync_as(1), 200);
     // The four go on without it; every record written across both changes still reads.
     net.kill9_validator(joiner);
     let (r4, t4) = put(&net, 64);

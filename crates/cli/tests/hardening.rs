@@ -564,3 +564,35 @@ fn a_signed_request_is_answered_only_by_the_validator_it_names() {
     let other = "127.0.0.1:1";
     assert_eq!(send(other, signed_for(other)), 401);
 }
+
+/// Finding 11 (low): the gateway served cross-site requests: a web page's `<img
+/// src=http://127.0.0.1:PORT/Observation/ID>` had it commit an audited read in the clinician's
+/// name. A browser's cross-site request is refused (403) and nothing is signed.
+#[test]
+fn the_gateway_refuses_a_web_pages_cross_site_requests() {
+    let net = Net::start();
+    net.cast();
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all", "--write"]);
+    let obs = r#"{"resourceType":"Observation","status":"final","code":{"text":"csrf-marker"}}"#;
+    let file = net.file("obs.json", obs.as_bytes());
+    let record = net.ok(&["record", "put", "--as", "drbob", "--patient", "alice", file.to_str().unwrap()]);
+    let path = format!("/Observation/{}", record.trim());
+    let gateway = Gateway::start(&net, "drbob", &[]);
+    let reads = || {
+        let trail = net.ok(&["--json", "audit", "--as", "alice", "--patient", "alice"]);
+        trail.lines().filter(|l| l.contains("\"type\":\"read\"")).count()
+    };
+    let before = reads();
+    for headers in [
+        vec![("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Dest", "image")],
+        vec![("Origin", "https://evil.example")],
+    ] {
+        let (status, _, body) = common::http_request(&gateway.addr, "GET", &path, &headers, b"");
+        assert_eq!(status, 403, "{headers:?}: {body}");
+    }
+    assert_eq!(reads(), before, "a cross-site request signed an access");
+    // The clinician's own application (no browser headers, or same-origin) reads as before.
+    let (status, _, body) = common::http_request(&gateway.addr, "GET", &path, &[("Sec-Fetch-Site", "same-origin")], b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(reads(), before + 1);
+}

@@ -950,6 +950,10 @@ fn members_rotate_recover_and_claim_their_keys() {
     let released = net.ok(&["custody", "release", &kid_hex, "--as", &admin, "--out", claim.to_str().unwrap()]);
     let code = released.lines().last().unwrap().trim().to_string();
     assert!(!custody.contains(&kid.member), "the custody copy is destroyed");
+    // The claim file opens the identity with the code: it is readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&claim).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the claim file is readable by others: {mode:o}");
     let wrong = net.cli(&[
         "id",
         "claim",

@@ -3,7 +3,11 @@
 //! The gateway acts as the member whose keys it holds, so it listens on loopback only, refuses
 //! requests whose `Host` is not a loopback name (DNS rebinding), and takes bodies only as
 //! `application/fhir+json` or `application/json` (a cross-site form cannot send those without a
-//! CORS preflight, which it never grants). Every error is an OperationOutcome with the FHIR status.
+//! CORS preflight, which it never grants). A browser's cross-site request (`Sec-Fetch-Site:
+//! cross-site` or `same-site`, or an `Origin` other than a loopback one) is refused before
+//! anything is signed: a web page's `<img src=http://127.0.0.1:PORT/Observation>` would otherwise
+//! have the gateway commit audited reads in the member's name. Every error is an OperationOutcome
+//! with the FHIR status.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,10 +85,25 @@ fn loopback_host(host: &str) -> bool {
     name == "localhost" || name == "[::1]" || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether a browser says the request comes from another site: `Sec-Fetch-Site` of another site,
+/// or an `Origin` that is not a loopback origin (a native client sends neither).
+fn cross_site(headers: &HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("?").to_ascii_lowercase());
+    let fetched_from_elsewhere = value("sec-fetch-site").is_some_and(|site| site != "same-origin" && site != "none");
+    let foreign_origin = value("origin").is_some_and(|origin| {
+        let host = origin.strip_prefix("http://").unwrap_or("not-a-loopback-origin");
+        origin == "null" || !loopback_host(host)
+    });
+    fetched_from_elsewhere || foreign_origin
+}
+
 async fn guard(request: Request, next: Next) -> Response {
     let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
     if !loopback_host(host) {
         return FhirError::forbidden("requests must address the gateway by a loopback name").into_response();
+    }
+    if cross_site(request.headers()) {
+        return FhirError::forbidden("cross-site requests are refused: the gateway acts with your keys").into_response();
     }
     if matches!(*request.method(), Method::POST | Method::PUT) {
         let ct = request.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default();
@@ -350,6 +369,34 @@ mod tests {
         }
         for bad in ["evil.example:8080", "10.0.0.1:80", "", "localhost.evil.com", "127.0.0.1.evil.com:80"] {
             assert!(!loopback_host(bad), "{bad}");
+        }
+    }
+
+    /// Finding 11 of the security review: a web page's `<img src=http://127.0.0.1:PORT/...>` made
+    /// the gateway sign accesses in the clinician's name. Browsers name the requesting site.
+    #[test]
+    fn browsers_cross_site_requests_are_told_apart() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        for native in [vec![], vec![("sec-fetch-site", "none")], vec![("sec-fetch-site", "same-origin")]] {
+            assert!(!cross_site(&headers(&native)), "{native:?}");
+        }
+        assert!(!cross_site(&headers(&[("origin", "http://127.0.0.1:8080")])));
+        assert!(!cross_site(&headers(&[("origin", "http://localhost:8080")])));
+        for attack in [
+            vec![("sec-fetch-site", "cross-site")],
+            vec![("sec-fetch-site", "same-site")],
+            vec![("origin", "https://evil.example")],
+            vec![("origin", "http://evil.example:8080")],
+            vec![("origin", "null")],
+            vec![("sec-fetch-site", "cross-site"), ("origin", "http://127.0.0.1:8080")],
+        ] {
+            assert!(cross_site(&headers(&attack)), "{attack:?}");
         }
     }
 

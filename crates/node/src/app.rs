@@ -775,8 +775,8 @@ impl App {
         self.validator_peers(scheme, me).into_iter().map(|(_, url)| url).collect()
     }
 
-    /// [`App::validator_apis`] with each validator's stable index.
-    pub fn validator_peers(&self, scheme: &str, me: &[u8; 32]) -> Vec<(u32, String)> {
+    /// The stable indices of the validators of the current and any pending epoch (sorted).
+    pub fn serving_validators(&self) -> Vec<u32> {
         let next = Height::new(self.last_applied().height.get().saturating_add(1));
         let Ok(view) = self.inner.db.view(&[]) else { return Vec::new() };
         let current = governance::epoch_at(&view, next).map_or(0, |e| e.epoch);
@@ -784,6 +784,13 @@ impl App {
             governance::epochs(&view).into_iter().filter(|e| e.epoch >= current).flat_map(|e| e.validators).collect();
         indices.sort_unstable();
         indices.dedup();
+        indices
+    }
+
+    /// [`App::validator_apis`] with each validator's stable index.
+    pub fn validator_peers(&self, scheme: &str, me: &[u8; 32]) -> Vec<(u32, String)> {
+        let indices = self.serving_validators();
+        let Ok(view) = self.inner.db.view(&[]) else { return Vec::new() };
         indices
             .into_iter()
             .filter_map(|index| governance::validator(&view, index))

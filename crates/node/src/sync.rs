@@ -108,15 +108,20 @@ fn check_validator_request(state: &ApiState, headers: &HeaderMap, method: &Metho
         .strip_prefix(KEYID_PREFIX)
         .and_then(|k| k.parse().ok())
         .ok_or(ApiError::unauthenticated("not a validator's key id"))?;
-    let validator = state
-        .app
-        .inner()
-        .genesis
-        .validators
-        .get(index as usize)
-        .ok_or(ApiError::unauthenticated("unknown validator"))?;
-    if !signed.verify(&validator.public_key) {
+    // Any validator that ever took part, by its stable index (genesis or joined by governance).
+    let public_key = {
+        let view = state.app.inner().db.view(&[]).map_err(ApiError::internal)?;
+        medledger_ledger::governance::validator(&view, index)
+            .ok_or(ApiError::unauthenticated("unknown validator"))?
+            .public_key
+    };
+    if !signed.verify(&public_key) {
         return Err(ApiError::unauthenticated("bad request signature"));
+    }
+    // Only a validator of the current or a pending epoch: one whose organisation left (or that
+    // left the set) reads no more of the chain.
+    if !state.app.serving_validators().contains(&index) {
+        return Err(ApiError::denied("not a validator of the current or a pending epoch"));
     }
     crate::api::admit_nonce(state, &signed, uri)?;
     Ok(index)

@@ -2,8 +2,8 @@
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use medledger_ledger::httpsig::{self, RequestParts};
-use medledger_ledger::state::{MemberEntry, MemberStatus, keys, read};
-use medledger_types::MemberId;
+use medledger_ledger::state::{MemberEntry, MemberStatus, OrgEntry, keys, read};
+use medledger_types::{MemberId, Role};
 
 use super::{ApiError, ApiResult, ApiState, view};
 use crate::app::wall_clock_ms;
@@ -21,7 +21,8 @@ pub(super) fn authenticate(
 ) -> ApiResult<MemberEntry> {
     let signed = signed_request(state, headers, method, uri, body)?;
     let id: MemberId = signed.keyid.parse().map_err(|_| ApiError::unauthenticated("keyid is not a member id"))?;
-    let Some(member) = read::<MemberEntry>(&view(state)?, &keys::member(&id)) else {
+    let view = view(state)?;
+    let Some(member) = read::<MemberEntry>(&view, &keys::member(&id)) else {
         // Logged here, not on the ledger: anyone can send this. No identifier is logged.
         tracing::warn!(route = %route_of(uri), "request signed by an unknown identity");
         return Err(ApiError::unauthenticated("unknown signer"));
@@ -34,6 +35,14 @@ pub(super) fn authenticate(
         tracing::warn!(route = %route_of(uri), role = member.role.as_str(), "request by a suspended member refused");
         return Err(ApiError::denied("this identity is suspended"));
     }
+    // Staff of an organisation that left the consortium sign nothing, on the ledger or here (its
+    // patients keep their records and rights).
+    if member.role != Role::Patient && read::<OrgEntry>(&view, &keys::org(&member.org)).is_some_and(|o| o.left_at.is_some())
+    {
+        tracing::warn!(route = %route_of(uri), "request by staff of an organisation that left refused");
+        return Err(ApiError::denied("the member's organisation has left the network"));
+    }
+    drop(view);
     admit_nonce(state, &signed, uri)?;
     Ok(member)
 }
