@@ -583,16 +583,16 @@ fn the_gateway_refuses_a_web_pages_cross_site_requests() {
         trail.lines().filter(|l| l.contains("\"type\":\"read\"")).count()
     };
     let before = reads();
-    for headers in [
-        vec![("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Dest", "image")],
-        vec![("Origin", "https://evil.example")],
-    ] {
+    for headers in
+        [vec![("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Dest", "image")], vec![("Origin", "https://evil.example")]]
+    {
         let (status, _, body) = common::http_request(&gateway.addr, "GET", &path, &headers, b"");
         assert_eq!(status, 403, "{headers:?}: {body}");
     }
     assert_eq!(reads(), before, "a cross-site request signed an access");
     // The clinician's own application (no browser headers, or same-origin) reads as before.
-    let (status, _, body) = common::http_request(&gateway.addr, "GET", &path, &[("Sec-Fetch-Site", "same-origin")], b"");
+    let (status, _, body) =
+        common::http_request(&gateway.addr, "GET", &path, &[("Sec-Fetch-Site", "same-origin")], b"");
     assert_eq!(status, 200, "{body}");
     assert_eq!(reads(), before + 1);
 }

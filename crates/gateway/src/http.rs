@@ -103,7 +103,8 @@ async fn guard(request: Request, next: Next) -> Response {
         return FhirError::forbidden("requests must address the gateway by a loopback name").into_response();
     }
     if cross_site(request.headers()) {
-        return FhirError::forbidden("cross-site requests are refused: the gateway acts with your keys").into_response();
+        return FhirError::forbidden("cross-site requests are refused: the gateway acts with your keys")
+            .into_response();
     }
     if matches!(*request.method(), Method::POST | Method::PUT) {
         let ct = request.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default();

@@ -37,7 +37,8 @@ pub(super) fn authenticate(
     }
     // Staff of an organisation that left the consortium sign nothing, on the ledger or here (its
     // patients keep their records and rights).
-    if member.role != Role::Patient && read::<OrgEntry>(&view, &keys::org(&member.org)).is_some_and(|o| o.left_at.is_some())
+    if member.role != Role::Patient
+        && read::<OrgEntry>(&view, &keys::org(&member.org)).is_some_and(|o| o.left_at.is_some())
     {
         tracing::warn!(route = %route_of(uri), "request by staff of an organisation that left refused");
         return Err(ApiError::denied("the member's organisation has left the network"));
