@@ -509,7 +509,9 @@ fn the_passphrase_is_read_without_echo_and_never_empty() {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(empty.status.code(), Some(2), "{}", String::from_utf8_lossy(&empty.stderr));
+    let said = String::from_utf8_lossy(&empty.stderr);
+    assert_eq!(empty.status.code(), Some(2), "{said}");
+    assert!(said.contains("must not be empty"), "an empty passphrase was tried: {said}");
 
     let command = format!("{} --home {} record list --as org1-admin", common::BIN, home.display());
     let mut child = std::process::Command::new("script")
