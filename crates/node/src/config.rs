@@ -148,6 +148,22 @@ pub fn write_joining_validator(
         return Err(ConfigError::Exists(vdir.join("validator.json")));
     }
     std::fs::create_dir_all(&vdir).map_err(io(&vdir))?;
+    let (file, public, share) = fresh_validator(index, p2p_listen, api_listen, storage, s3_endpoint, threshold_release);
+    let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    write_private(&vdir.join("validator.json"), &text)?;
+    Ok((public, share))
+}
+
+/// A validator's file with freshly made keys (consensus seed and, with threshold release, share
+/// key), made on this host; returns it with the public halves.
+fn fresh_validator(
+    index: u32,
+    p2p_listen: SocketAddr,
+    api_listen: SocketAddr,
+    storage: String,
+    s3_endpoint: Option<String>,
+    threshold_release: bool,
+) -> (ValidatorFile, VerifyingKey, Option<medledger_crypto::wrap::EncryptionKey>) {
     let seed: [u8; 32] = medledger_crypto::random_bytes();
     let share = threshold_release.then(|| medledger_crypto::wrap::generate(KemSuite::XWing));
     let file = ValidatorFile {
@@ -164,9 +180,7 @@ pub fn write_joining_validator(
         share_secret: share.as_ref().map(|key| hex::encode(&*key.to_bytes())),
         api_authorities: Vec::new(),
     };
-    let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    write_private(&vdir.join("validator.json"), &text)?;
-    Ok((VerifyingKey(validator_public_key(&seed)), share.map(|key| key.encryption_key().clone())))
+    (file, VerifyingKey(validator_public_key(&seed)), share.map(|key| key.encryption_key().clone()))
 }
 
 /// Writes genesis and one validator file per validator; validator keys are made here, on the
@@ -322,34 +336,20 @@ pub fn contribute(
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let pending = pending_validator_path(dir);
-    let seed: [u8; 32] = medledger_crypto::random_bytes();
-    let share = threshold_release.then(|| medledger_crypto::wrap::generate(KemSuite::XWing));
-    let file = ValidatorFile {
-        // Genesis decides the index (`install`).
-        index: u32::MAX,
-        signing_seed: hex::encode(seed),
-        p2p_listen,
-        api_listen,
-        storage,
-        s3_endpoint,
-        sync_gap_blocks: default_sync_gap(),
-        api_requests_per_second: default_rate(),
-        api_request_burst: default_burst(),
-        tls: None,
-        share_secret: share.as_ref().map(|key| hex::encode(&*key.to_bytes())),
-        api_authorities: Vec::new(),
-    };
+    // Genesis decides the index (`install`).
+    let (file, public_key, share_key) =
+        fresh_validator(u32::MAX, p2p_listen, api_listen, storage, s3_endpoint, threshold_release);
     let text = serde_json::to_string_pretty(&file).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     write_private(&pending, &text)?;
     Ok(Contribution {
         validator: GenesisValidator {
             org: org.id.clone(),
-            public_key: VerifyingKey(validator_public_key(&seed)),
+            public_key,
             p2p_address: p2p_listen.to_string(),
             api_address: api_listen.to_string(),
         },
         org,
-        share_key: share.map(|k| k.encryption_key().clone()),
+        share_key,
     })
 }
 

@@ -29,13 +29,7 @@ pub(super) async fn audit(
     let view = view(&state)?;
     let own_org_only = trail_reader(&view, &me, &patient)?;
     let prefix = keys::audit_of(&patient);
-    let after_key = match page.after.as_deref() {
-        Some(cursor) if cursor.len() <= 256 => {
-            Some(hex::decode(cursor).map_err(|_| ApiError::bad("malformed cursor"))?)
-        }
-        Some(_) => return Err(ApiError::bad("cursor too long")),
-        None => None,
-    };
+    let after_key = cursor(page.after.as_deref())?;
     let limit = page_limit(page.limit)?;
     let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
     // A full page may have more after it (an admin's page may even be empty after filtering).
@@ -46,6 +40,17 @@ pub(super) async fn audit(
         .filter(|e| !own_org_only || e.actor_org == me.org)
         .collect();
     Ok((next, Json(events)))
+}
+
+/// A page cursor of a state scan (a key, hex), bounded.
+fn cursor(after: Option<&str>) -> ApiResult<Option<Vec<u8>>> {
+    match after {
+        Some(cursor) if cursor.len() <= 256 => {
+            Ok(Some(hex::decode(cursor).map_err(|_| ApiError::bad("malformed cursor"))?))
+        }
+        Some(_) => Err(ApiError::bad("cursor too long")),
+        None => Ok(None),
+    }
 }
 
 /// Who reads `patient`'s audit trail: the patient, their delegates and auditors all of it
@@ -82,13 +87,7 @@ pub(super) async fn flagged(
     if me.role != Role::Auditor {
         return Err(ApiError::denied("only auditors read the review queue"));
     }
-    let after_key = match page.after.as_deref() {
-        Some(cursor) if cursor.len() <= 256 => {
-            Some(hex::decode(cursor).map_err(|_| ApiError::bad("malformed cursor"))?)
-        }
-        Some(_) => return Err(ApiError::bad("cursor too long")),
-        None => None,
-    };
+    let after_key = cursor(page.after.as_deref())?;
     let limit = page_limit(page.limit)?;
     let rows = view(&state)?.scan(keys::FLAGGED, after_key.as_deref(), limit).map_err(ApiError::internal)?;
     let next = NextPage::after(&rows, limit);

@@ -6,23 +6,14 @@ use medledger_ledger::{BreakGlass, EmergencyReason, KeyHolder, KeySubject, Legal
 use medledger_types::limits::{BREAK_GLASS_NOTE_BYTES_MAX, NOTE_READERS_MAX};
 use medledger_types::{MemberId, RecordId, Role, TxId};
 
-use super::{Committed, Session};
+use super::{Committed, Session, all_pages};
 use crate::error::{Result, SdkError};
 use crate::home::{Contact, Identity};
 
 impl Session {
     /// `patient`'s whole audit trail, every page (see [`Session::audit_page`] to stream it).
     pub async fn audit(&self, me: &Identity, patient: &Contact) -> Result<Vec<AuditEvent>> {
-        let mut events = Vec::new();
-        let mut after = None;
-        loop {
-            let (page, next) = self.audit_page(me, patient, after.as_deref()).await?;
-            events.extend(page);
-            match next {
-                Some(next) => after = Some(next),
-                None => return Ok(events),
-            }
-        }
+        all_pages(|after| async move { self.audit_page(me, patient, after.as_deref()).await }).await
     }
 
     /// One page of `patient`'s audit trail after the cursor `after` (none: from the start), and
@@ -115,16 +106,7 @@ impl Session {
 
     /// The auditors' review queue (break-glass openings and attempts, emergency reads).
     pub async fn flagged(&self, me: &Identity) -> Result<Vec<FlaggedEntry>> {
-        let mut entries = Vec::new();
-        let mut after = None;
-        loop {
-            let (page, next) = self.flagged_page(me, after.as_deref()).await?;
-            entries.extend(page);
-            match next {
-                Some(next) => after = Some(next),
-                None => return Ok(entries),
-            }
-        }
+        all_pages(|after| async move { self.flagged_page(me, after.as_deref()).await }).await
     }
 
     /// One page of the review queue after the cursor `after`, and the next cursor.

@@ -259,6 +259,25 @@ impl Session {
     }
 }
 
+/// Every item of a paged list, reading `page(after)` from the start until a page names no next
+/// cursor.
+async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>>,
+{
+    let mut items = Vec::new();
+    let mut after = None;
+    loop {
+        let (more, next) = page(after.take()).await?;
+        items.extend(more);
+        match next {
+            Some(next) => after = Some(next),
+            None => return Ok(items),
+        }
+    }
+}
+
 /// How many times [`Session::transact`] signs a transaction anew after a nonce conflict.
 const NONCE_CONFLICT_TRIES: u32 = 4;
 

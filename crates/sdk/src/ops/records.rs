@@ -14,7 +14,7 @@ use medledger_types::{Digest, MemberId, PurposeOfUse, RecordId, Role, Timestamp,
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Committed, Session, chart_key_from};
+use super::{Committed, Session, all_pages, chart_key_from};
 use crate::error::{Result, SdkError};
 use crate::home::{Contact, Identity};
 
@@ -374,16 +374,7 @@ impl Session {
     /// An auditor (or an admin, refused) first commits a chart review, an event in the patient's
     /// trail, as DESIGN §3 asks of any view of a chart by someone outside the patient's care.
     pub async fn list(&self, me: &Identity, patient: &Contact) -> Result<Vec<RecordEntry>> {
-        let mut records = Vec::new();
-        let mut after = None;
-        loop {
-            let (page, next) = self.list_page(me, patient, after.as_deref()).await?;
-            records.extend(page);
-            match next {
-                Some(next) => after = Some(next),
-                None => return Ok(records),
-            }
-        }
+        all_pages(|after| async move { self.list_page(me, patient, after.as_deref()).await }).await
     }
 
     /// One page of [`Session::list`] after the cursor `after` (none: the first page, for which an
