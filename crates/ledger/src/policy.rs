@@ -100,6 +100,8 @@ pub enum Rejection {
     NotInTeam,
     TeamFull,
     TooManyTeams,
+    /// No longer given (the last member of a team may now leave: the team dissolves); kept so
+    /// the encoding of the rejections after it does not move.
     LastTeamMember,
     StaleTeamEpoch,
     TeamEpochsExhausted,
