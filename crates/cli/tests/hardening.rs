@@ -601,3 +601,140 @@ fn the_gateway_refuses_a_web_pages_cross_site_requests() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(reads(), before + 1);
 }
+
+/// A Byzantine validator as its clients see it: a proxy in front of a real validator that passes
+/// every request on, but answers an access bundle with a forgery of its own (a data key it made,
+/// wrapped for the reader, and the digest of a ciphertext it wrote) and the access's content with
+/// that ciphertext. Serves until the test ends; returns its address.
+fn forging_validator(upstream: String, forge: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync + 'static) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap().to_string();
+    let forge = std::sync::Arc::new(forge);
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (upstream, forge) = (upstream.clone(), forge.clone());
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut reader = BufReader::new(client.try_clone()?);
+                // One request per connection: its head (without Connection), then its body.
+                let mut head = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if !lower.starts_with("connection:") {
+                        head.push_str(&line);
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body)?;
+                let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                let mut up = std::net::TcpStream::connect(&upstream)?;
+                up.write_all(head.as_bytes())?;
+                up.write_all(b"Connection: close\r\n\r\n")?;
+                up.write_all(&body)?;
+                let mut reply = Vec::new();
+                up.read_to_end(&mut reply)?;
+                let split = reply.windows(4).position(|w| w == b"\r\n\r\n").map_or(reply.len(), |p| p + 4);
+                let (status, body) = (String::from_utf8_lossy(&reply[..split]).to_string(), reply[split..].to_vec());
+                let ok = status.starts_with("HTTP/1.1 200");
+                let body = if ok { forge(&path, body) } else { body };
+                let kept: String = status
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .filter(|l| {
+                        let l = l.to_ascii_lowercase();
+                        !l.starts_with("content-length:") && !l.starts_with("connection:")
+                    })
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                let mut client = client;
+                write!(client, "{kept}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+                client.write_all(&body)
+            });
+        }
+    });
+    addr
+}
+
+/// Finding 6 (medium): a reader took the record entry, the envelopes and the threshold
+/// configuration from the first validator that answered, so one Byzantine validator could hand a
+/// clinician forged clinical content under a key it made. Each bundle now carries Merkle proofs
+/// against the state root of a block a quorum certified: the forgery is refused (exit 4) when the
+/// forger is the only validator asked, and the true record is read from the others otherwise.
+#[test]
+fn a_byzantine_validator_cannot_hand_a_reader_forged_content() {
+    use medledger_crypto::payload::{self, DataKey};
+    use medledger_ledger::api::AccessBundle;
+    use medledger_ledger::{KeyHolder, KeySubject, SidecarEnvelope};
+
+    let mut net = Net::start_n(4);
+    net.cast();
+    let text = r#"{"resourceType":"Observation","status":"final","code":{"text":"true-marker"}}"#;
+    let file = net.file("obs.json", text.as_bytes());
+    let record = net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]);
+    let record: RecordId = record.trim().parse().unwrap();
+
+    // The forger knows what every validator knows: alice's public key and the chain id.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = Session::open(&net.home, None).unwrap();
+    let alice = session.home.load_identity("alice", PASS).unwrap();
+    let alice_key = rt.block_on(session.client.member(&alice.member)).unwrap().encryption_key;
+    let chain_id = session.chain_id;
+    let forged_text = r#"{"resourceType":"Observation","status":"final","code":{"text":"FORGED"}}"#;
+    let dek = DataKey::from_bytes(&medledger_crypto::random_bytes());
+    let mut forged_ct = Vec::new();
+    payload::encrypt(&dek, record.as_bytes(), 1, forged_text.as_bytes(), &mut forged_ct).unwrap();
+    let holder = KeyHolder::Member { member: alice.member };
+    let subject = KeySubject::Record { record, version: 1 };
+    let envelope =
+        medledger_crypto::wrap::seal(&alice_key, dek.as_bytes(), &subject.wrap_context(chain_id, holder)).unwrap();
+    let forged = forging_validator(net.apis[0].clone(), move |path, body| {
+        if path.ends_with("/bundle") {
+            let mut bundle: AccessBundle = serde_json::from_slice(&body).expect("a bundle");
+            bundle.record.digest = Digest::new(medledger_crypto::sha256(&forged_ct));
+            bundle.record.size_bytes = forged_ct.len() as u64;
+            bundle.record.threshold = Default::default();
+            bundle.envelopes = vec![SidecarEnvelope { holder, subject, envelope: envelope.clone() }];
+            bundle.metadata = None;
+            bundle.threshold = None;
+            serde_json::to_vec(&bundle).unwrap()
+        } else if path.ends_with("/content") {
+            forged_ct.clone()
+        } else {
+            body
+        }
+    });
+    // Validator 0's operator names the proxy as one of its addresses (signed requests name it).
+    let config = net.dir.join("validator-0").join("validator.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    json["api_authorities"] = serde_json::json!([forged]);
+    std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    net.kill9_validator(0);
+    net.start_validator(0);
+    let id = record.to_string();
+
+    // Only the forger asked: refused as an integrity failure, the forgery never printed.
+    let url = format!("http://{forged}");
+    let only = net.cli(&["--node", &url, "record", "get", "--as", "alice", &id]);
+    assert_eq!(only.code, 4, "stdout: {} stderr: {}", only.stdout, only.stderr);
+    assert!(!only.stdout.contains("FORGED"), "{}", only.stdout);
+    // The forger asked first, the honest validators after it: the true record.
+    let client = net.home.join("client.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&client).unwrap()).unwrap();
+    let mut nodes = vec![serde_json::json!(url)];
+    nodes.extend(net.apis[1..].iter().map(|a| serde_json::json!(format!("http://{a}"))));
+    json["nodes"] = serde_json::Value::Array(nodes);
+    std::fs::write(&client, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let get = net.cli(&["record", "get", "--as", "alice", &id]);
+    assert_eq!((get.code, get.stdout.as_str()), (0, text), "{}", get.stderr);
+}

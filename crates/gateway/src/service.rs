@@ -306,7 +306,7 @@ impl Gateway {
         let text = match cached {
             Some(c) => c.resource.clone(),
             None => {
-                let opened = self.session.open_access(&self.me, entry.record, access).await?;
+                let opened = self.session.open_access(&self.me, entry.record, entry.version, access).await?;
                 let text = String::from_utf8(opened.plaintext.to_vec())
                     .map_err(|_| FhirError::new(415, "not-supported", "this record is not a FHIR resource"))?;
                 if opened.metadata.as_ref().and_then(|m: &RecordMetadata| m.resource_type.as_ref()).is_none() {

@@ -59,6 +59,51 @@ pub struct AccessBundle {
     /// the commitment each released share must match (share `i` is validator `i`'s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<ThresholdPublic>,
+    /// [`AccessEvidence`] (borsh, then base64): what the reader checks all of the above against,
+    /// so that no single validator can hand them anything a quorum did not certify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+}
+
+/// Largest [`AccessEvidence`] (encoded): the sidecars of a key path are the bulk of it.
+pub const ACCESS_EVIDENCE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// The evidence of an [`AccessBundle`]: Merkle proofs of the state entries the bundle comes from
+/// (the record entry, then the entry naming each envelope's sidecar) against the state root of a
+/// block that a quorum of its epoch's validators finalized, the validator-set history from genesis
+/// to that epoch, and the sidecars those entries name (each hashes to the digest its entry holds).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct AccessEvidence {
+    /// The certified block whose state root the proofs are against.
+    pub header: crate::BlockHeader,
+    /// Its finality certificate.
+    pub certificate: Vec<u8>,
+    /// One link per validator-set epoch after genesis, up to the block's epoch.
+    pub links: Vec<crate::receipt::EpochLink>,
+    /// The state entry of each of the bundle's envelopes, in the bundle's order.
+    pub refs: Vec<crate::state::EnvelopeRef>,
+    /// Proofs against `header.state_root`: the record entry's, then one per entry of `refs`.
+    pub proofs: Vec<Vec<u8>>,
+    /// The record's sidecar and those `refs` name, each once.
+    pub sidecars: Vec<Vec<u8>>,
+}
+
+impl AccessEvidence {
+    /// The text form carried in [`AccessBundle::evidence`].
+    pub fn to_text(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(medledger_types::encode(self))
+    }
+
+    /// Decodes the text form from outside input, within [`ACCESS_EVIDENCE_BYTES_MAX`].
+    pub fn from_text(text: &str) -> Option<Self> {
+        use base64::Engine as _;
+        if text.len() > ACCESS_EVIDENCE_BYTES_MAX / 3 * 4 + 4 {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+        medledger_types::decode_canonical(&bytes, ACCESS_EVIDENCE_BYTES_MAX).ok()
+    }
 }
 
 /// The public side of a record's threshold shares.
@@ -69,6 +114,19 @@ pub struct ThresholdPublic {
     pub commitments: Vec<Digest>,
     pub emergency_threshold: u8,
     pub emergency_commitments: Vec<Digest>,
+}
+
+impl ThresholdPublic {
+    /// The public side of `shares` (what a sidecar carries).
+    pub fn of(shares: &crate::threshold::ThresholdShares) -> Self {
+        ThresholdPublic {
+            epoch: shares.epoch,
+            threshold: shares.threshold,
+            commitments: shares.shares.iter().map(|s| s.commitment).collect(),
+            emergency_threshold: shares.emergency_threshold,
+            emergency_commitments: shares.shares.iter().map(|s| s.emergency_commitment).collect(),
+        }
+    }
 }
 
 /// `GET /v1/access/{tx}/share`: this validator's share of the record's `k_thr`, wrapped for the

@@ -113,6 +113,12 @@ pub struct Inner {
     /// The validator sets of the committed state, and the (latest epoch, validator count) they
     /// were read at.
     schedule: Mutex<ScheduleCache>,
+    /// The header and finality certificate of the last committed block that has one of its own:
+    /// the state every access bundle's evidence is for (see `api::access`).
+    certified_tip: Mutex<Option<(BlockHeader, Vec<u8>)>>,
+    /// The validator-set history (one link per epoch after genesis) as far as it was built:
+    /// links never change once their epoch is adopted (see [`crate::receipt::links`]).
+    pub(crate) epoch_links: Mutex<Vec<medledger_ledger::receipt::EpochLink>>,
     pub metrics: crate::metrics::NodeMetrics,
 }
 
@@ -184,6 +190,8 @@ impl App {
                 committed,
                 floor: Mutex::new(None),
                 schedule: Mutex::new((None, Vec::new())),
+                certified_tip: Mutex::new(None),
+                epoch_links: Mutex::new(Vec::new()),
                 metrics: Default::default(),
             }),
         })
@@ -209,6 +217,18 @@ impl App {
             self.inner.log.lock().expect("log lock").read_at(offset).map_err(|e| StoreError::Db(e.to_string()))?;
         let block = Block::decode(&entry.block).map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(Some((block, entry.certificate)))
+    }
+
+    /// The header and finality certificate of committed block `height`: from memory when it is
+    /// the last certified one, else from the chain log (the certificate is empty for a block
+    /// finalized only through a descendant's).
+    pub fn certified_header(&self, height: Height) -> Result<Option<(BlockHeader, Vec<u8>)>, StoreError> {
+        if let Some(tip) = self.inner.certified_tip.lock().expect("tip lock").as_ref()
+            && tip.0.height == height
+        {
+            return Ok(Some(tip.clone()));
+        }
+        Ok(self.block_at(height)?.map(|(block, certificate)| (block.header, certificate)))
     }
 
     /// Rewrites a committed block in the chain log with the same length (erasure purging its
@@ -626,6 +646,9 @@ impl App {
         {
             // The new last block and the batches it supersedes change together (see `ancestry`).
             let mut spec = inner.speculative.lock().expect("speculative lock");
+            if !certificate.is_empty() {
+                *inner.certified_tip.lock().expect("tip lock") = Some((block.header.clone(), certificate.to_vec()));
+            }
             inner.committed.send_replace(last);
             spec.retain(|_, s| s.pending.height > height);
         }

@@ -3,12 +3,11 @@
 //! by anyone from the genesis file alone.
 
 use medledger_ledger::governance;
-use medledger_ledger::receipt::{self, EpochLink, Included, RECEIPT_HEADERS_MAX, Receipt, ReceiptError};
-use medledger_ledger::{BlockHeader, Genesis, Rejection, StateView, TxOutcome};
+use medledger_ledger::receipt::{self, EpochLink, RECEIPT_HEADERS_MAX, Receipt};
+use medledger_ledger::{BlockHeader, Rejection, StateView, TxOutcome};
 use medledger_types::{Height, TxId};
 
 use crate::app::{App, tx_outcome};
-use crate::consensus::{namespace_for_chain, verify_certificate_in};
 
 /// Why a validator could not build a receipt.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +41,7 @@ pub fn build(app: &App, view: &impl StateView, id: &TxId) -> Result<Receipt, Bui
     let (headers, certificate) = certified_chain(app, block.header.clone(), certificate)?;
     let certified = headers.last().map_or(height, |h| h.height);
     let epoch = governance::epoch_at(view, certified).map_or(0, |e| e.epoch);
-    let links = (1..=epoch).map(|e| link(app, view, e)).collect::<Result<Vec<_>, _>>()?;
+    let links = links(app, view, epoch)?;
     receipt::build(&block.txs, &outcomes, index as usize, headers, certificate, links)
         .ok_or_else(|| BuildError::Local(format!("block {height} does not match its recorded outcomes")))
 }
@@ -71,6 +70,17 @@ fn certified_chain(
     Ok((headers, certificate))
 }
 
+/// The validator-set history up to epoch `epoch` (one link per epoch after genesis), built once
+/// per epoch and kept in memory.
+pub(crate) fn links(app: &App, view: &impl StateView, epoch: u64) -> Result<Vec<EpochLink>, BuildError> {
+    let mut kept = app.inner().epoch_links.lock().expect("links lock");
+    while (kept.len() as u64) < epoch {
+        let next = kept.len() as u64 + 1;
+        kept.push(link(app, view, next)?);
+    }
+    Ok(kept[..epoch as usize].to_vec())
+}
+
 /// The history link of epoch `epoch`: its set, the adopting block certified by the previous
 /// epoch's validators, and the proofs this validator kept when it committed that block.
 fn link(app: &App, view: &impl StateView, epoch: u64) -> Result<EpochLink, BuildError> {
@@ -90,34 +100,4 @@ fn link(app: &App, view: &impl StateView, epoch: u64) -> Result<EpochLink, Build
     Ok(EpochLink { set, validators, headers, certificate, proofs })
 }
 
-/// Checks a receipt file offline against `genesis`: its network, the inclusion of the transaction
-/// and its outcome, the chain of headers, the validator-set history from the genesis validators
-/// (each epoch's set proved against a block the previous epoch's validators certified), and the
-/// finality certificate of the block's epoch.
-pub fn verify(bytes: &[u8], genesis: &Genesis) -> Result<(Receipt, Included), ReceiptError> {
-    let receipt = Receipt::decode(bytes)?;
-    let chain_id = genesis.chain_id();
-    let namespace = namespace_for_chain(&chain_id);
-    let included = receipt.check_inclusion(&chain_id)?;
-    let mut keys: Vec<[u8; 32]> = genesis.validators.iter().map(|v| v.public_key.0).collect();
-    let mut epoch = 0;
-    for link in &receipt.links {
-        let claims = link.check(&chain_id, epoch + 1)?;
-        if !verify_certificate_in(&namespace, epoch, &keys, claims.certified.0, &link.certificate) {
-            return Err(ReceiptError::History);
-        }
-        let proved =
-            claims.entries.iter().zip(&link.proofs).all(|((key, value), proof)| {
-                medledger_store::verify_state_proof(&claims.state_root, key, value, proof)
-            });
-        if !proved {
-            return Err(ReceiptError::History);
-        }
-        keys = link.validators.iter().map(|v| v.public_key.0).collect();
-        epoch += 1;
-    }
-    if !verify_certificate_in(&namespace, epoch, &keys, included.certified.0, &receipt.certificate) {
-        return Err(ReceiptError::Certificate);
-    }
-    Ok((receipt, included))
-}
+pub use medledger_proof::receipt::verify;

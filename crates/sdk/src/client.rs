@@ -271,6 +271,19 @@ impl Client {
         self.get_json(&format!("/v1/access/{access}/bundle"), Some(me)).await
     }
 
+    /// [`Client::access_bundle`] from validator `node` only (not yet checked: see
+    /// `Session::verified_bundle`).
+    pub async fn access_bundle_from(&self, node: &str, me: &Identity, access: &TxId) -> Result<AccessBundle> {
+        let (bytes, _) =
+            self.send_via(&[node], Method::GET, &format!("/v1/access/{access}/bundle"), None, Some(me)).await?;
+        serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
+    }
+
+    /// The validator API base URLs this client talks to, in the order it tries them.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().map(String::as_str)
+    }
+
     /// Validator `api`'s share of the record key named by the allowed access `access`, wrapped
     /// for `me` (threshold release). Asks that validator only.
     pub async fn access_share(&self, api: &str, me: &Identity, access: &TxId) -> Result<ReleasedShare> {
@@ -325,6 +338,12 @@ impl Client {
     /// `https` when this client talks TLS to the validators, else `http`.
     pub fn scheme(&self) -> &'static str {
         if self.nodes.iter().any(|n| n.starts_with("https://")) { "https" } else { "http" }
+    }
+
+    /// [`Client::access_content`] from validator `node` only.
+    pub async fn access_content_from(&self, node: &str, me: &Identity, access: &TxId) -> Result<Bytes> {
+        let path = format!("/v1/access/{access}/content");
+        self.send_via(&[node], Method::GET, &path, None, Some(me)).await.map(|(bytes, _)| bytes)
     }
 
     pub async fn access_content(&self, me: &Identity, access: &TxId) -> Result<Bytes> {

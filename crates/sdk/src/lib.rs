@@ -5,6 +5,7 @@
 mod client;
 mod custody;
 mod error;
+mod evidence;
 mod home;
 mod ops;
 pub mod recovery;

@@ -65,10 +65,7 @@ impl Session {
     /// Fetches the release configuration again: the genesis (checked against this session's chain
     /// id), then the current share keys that at least f + 1 validators report alike.
     pub async fn refresh_release(&self) -> Result<Option<Arc<Release>>> {
-        let genesis = self.client.genesis().await?;
-        if genesis.chain_id() != self.chain_id || genesis.validate().is_err() {
-            return Err(SdkError::Integrity("the validator served another network's genesis".into()));
-        }
+        let genesis = self.genesis().await?;
         let release = match genesis.share_keys.clone() {
             None => None,
             Some(keys) => {

@@ -101,13 +101,6 @@ fn key_hash(key: &[u8]) -> KeyHash {
     KeyHash::with::<sha2::Sha256>(key)
 }
 
-/// Checks a proof made by [`StateDb::prove`]: the state with root `root` holds `value` at `key`.
-/// Pure (no database): receipts are checked offline with it.
-pub fn verify_state_proof(root: &Digest, key: &[u8], value: &[u8], proof: &[u8]) -> bool {
-    let Ok(proof) = borsh::from_slice::<jmt::proof::SparseMerkleProof<sha2::Sha256>>(proof) else { return false };
-    proof.verify(jmt::RootHash(*root.as_bytes()), key_hash(key), Some(value)).is_ok()
-}
-
 impl StateDb {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(db_err)?;
@@ -339,7 +332,7 @@ impl StateDb {
 
     /// A read view over the committed state plus pending ancestors (oldest first).
     /// Merkle proofs (encoded) of `keys` against the state after the last of `pending` (the
-    /// committed state when empty), as [`verify_state_proof`] checks them.
+    /// committed state when empty), as `medledger_proof::verify_state_proof` checks them.
     pub fn prove(&self, pending: &[&Pending], keys: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, StoreError> {
         let version = match pending.last() {
             Some(p) => p.height.get(),
@@ -382,7 +375,8 @@ impl StateDb {
         let kv = txn.open_table(KV).map_err(db_err)?;
         let nodes = txn.open_table(NODES).map_err(db_err)?;
         let values = txn.open_table(VALUES).map_err(db_err)?;
-        Ok(SpecView { kv, nodes, values, pending })
+        let meta = txn.open_table(META).map_err(db_err)?;
+        Ok(SpecView { kv, nodes, values, meta, pending })
     }
 
     pub fn sidecar(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
@@ -589,10 +583,33 @@ pub struct SpecView<'a> {
     kv: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     nodes: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     values: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+    meta: redb::ReadOnlyTable<&'static str, &'static [u8]>,
     pending: &'a [&'a Pending],
 }
 
 impl SpecView<'_> {
+    /// The last block applied to this view of the committed state, and Merkle proofs of `keys`
+    /// against its state root, all from the view's one read transaction (so the proofs are of the
+    /// values this view reads). Only for a view without pending batches.
+    pub fn prove_committed(&self, keys: &[Vec<u8>]) -> Result<(LastApplied, Vec<Vec<u8>>), StoreError> {
+        if !self.pending.is_empty() {
+            return Err(StoreError::Tree("proofs are of the committed state only".into()));
+        }
+        let last = self.meta.get(LAST_APPLIED).map_err(db_err)?.ok_or(StoreError::Uninitialised)?;
+        let last: LastApplied = borsh::from_slice(last.value()).map_err(db_err)?;
+        let tree = Sha256Jmt::new(self);
+        let proofs = keys
+            .iter()
+            .map(|key| {
+                let (_, proof) = tree
+                    .get_with_proof(key_hash(key), last.height.get())
+                    .map_err(|e| StoreError::Tree(e.to_string()))?;
+                borsh::to_vec(&proof).map_err(db_err)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((last, proofs))
+    }
+
     fn committed(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.kv.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
     }

@@ -5,14 +5,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use medledger_ledger::api::{AccessBundle, PROBLEM_INTEGRITY, ReleasedShare, ThresholdPublic};
+use medledger_ledger::api::{AccessBundle, AccessEvidence, PROBLEM_INTEGRITY, ReleasedShare, ThresholdPublic};
+use medledger_ledger::governance;
 use medledger_ledger::serve::{Refusal, Served, served_access};
-use medledger_ledger::state::MemberEntry;
+use medledger_ledger::state::{EnvelopeRef, MemberEntry, RecordEntry, keys, read};
 use medledger_ledger::threshold;
-use medledger_ledger::{KeyHolder, KeySubject, Sidecar, TxKind};
+use medledger_ledger::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, TxKind};
 use medledger_store::BlobError;
-use medledger_types::TxId;
 use medledger_types::limits::ACCESS_WINDOW_MS;
+use medledger_types::{Digest, TxId};
 
 use super::auth::Signed;
 use super::blobs::storage_failure;
@@ -68,30 +69,97 @@ pub(super) async fn access_bundle(
     Signed(me): Signed,
 ) -> ApiResult<Json<AccessBundle>> {
     let tx: TxId = parse(&tx, "transaction id")?;
-    let (me, Served { record, .. }) = allowed_access(&state, &tx, me)?;
-    let view = view(&state)?;
+    let mut commits = state.app.subscribe();
+    // The evidence is for the last committed block, which nearly always carries its own
+    // finality certificate; one finalized only through a descendant waits for the next commit.
+    for _ in 0..EVIDENCE_ATTEMPTS {
+        if let Some(bundle) = bundle_now(&state, &tx, me.clone())? {
+            return Ok(Json(bundle));
+        }
+        let _ = tokio::time::timeout(EVIDENCE_WAIT, commits.changed()).await;
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "uncertified",
+        "this validator's last block is not certified yet; try again or another validator",
+    ))
+}
+
+/// Commits a bundle waits for, at most, until the last committed block carries a certificate.
+const EVIDENCE_ATTEMPTS: usize = 4;
+/// How long each of those waits lasts at most.
+const EVIDENCE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The bundle of the allowed access `tx` and its evidence, read from one view of the committed
+/// state; `None` when the last committed block has no finality certificate of its own.
+fn bundle_now(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<Option<AccessBundle>> {
+    let (me, Served { record, .. }) = allowed_access(state, tx, me)?;
+    let view = view(state)?;
+    // The same entry as the access saw, read again from the view the proofs are made from.
+    let record: RecordEntry = read(&view, &keys::record(&record.record))
+        .filter(|now: &RecordEntry| now.version == record.version && now.digest == record.digest)
+        .ok_or_else(|| ApiError::denied("the record changed since the access"))?;
     let subject = KeySubject::Record { record: record.record, version: record.version };
     let me_holder = KeyHolder::Member { member: me.id };
     let mut envelopes = Vec::new();
-    if let Some(e) = envelope(&state, &view, subject, me_holder)? {
+    if let Some(e) = envelope(state, &view, subject, me_holder)? {
         envelopes.push(e);
     }
-    if let Some(path) = chart_path(&state, &view, &record, me_holder)? {
+    if let Some(path) = chart_path(state, &view, &record, me_holder)? {
         envelopes.extend(path);
     }
     if envelopes.is_empty() {
-        envelopes = team_path(&state, &view, &me, &record)?;
+        envelopes = team_path(state, &view, &me, &record)?;
     }
+    let Some(evidence) = evidence(state, &view, &record, &envelopes)? else { return Ok(None) };
     let sidecar = state.app.inner().db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
     let sidecar = sidecar.and_then(|b| Sidecar::decode(&b).ok()).unwrap_or_default();
-    let threshold = sidecar.threshold.0.map(|t| ThresholdPublic {
-        epoch: t.epoch,
-        threshold: t.threshold,
-        commitments: t.shares.iter().map(|s| s.commitment).collect(),
-        emergency_threshold: t.emergency_threshold,
-        emergency_commitments: t.shares.iter().map(|s| s.emergency_commitment).collect(),
-    });
-    Ok(Json(AccessBundle { record, envelopes, metadata: sidecar.metadata, threshold }))
+    let threshold = sidecar.threshold.0.as_ref().map(ThresholdPublic::of);
+    Ok(Some(AccessBundle {
+        record,
+        envelopes,
+        metadata: sidecar.metadata,
+        threshold,
+        evidence: Some(evidence.to_text()),
+    }))
+}
+
+/// The evidence of a bundle of `record` and `envelopes` read from `view` (see [`AccessEvidence`]);
+/// `None` when the view's last block has no finality certificate of its own.
+fn evidence(
+    state: &ApiState,
+    view: &medledger_store::SpecView<'_>,
+    record: &RecordEntry,
+    envelopes: &[SidecarEnvelope],
+) -> ApiResult<Option<AccessEvidence>> {
+    let entry = |e: &SidecarEnvelope| keys::envelope(&e.subject, &e.holder);
+    let refs: Vec<EnvelopeRef> = envelopes
+        .iter()
+        .map(|e| read(view, &entry(e)).ok_or_else(|| ApiError::internal("an envelope's state entry is missing")))
+        .collect::<ApiResult<_>>()?;
+    let mut proved = vec![keys::record(&record.record)];
+    proved.extend(envelopes.iter().map(entry));
+    let (last, proofs) = view.prove_committed(&proved).map_err(ApiError::internal)?;
+    let (header, certificate) = state
+        .app
+        .certified_header(last.height)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("the last block is not in the chain log"))?;
+    if certificate.is_empty() {
+        return Ok(None);
+    }
+    let epoch = governance::epoch_at(view, last.height).map_or(0, |e| e.epoch);
+    let links = crate::receipt::links(&state.app, view, epoch).map_err(ApiError::internal)?;
+    let mut digests: Vec<Digest> = refs.iter().map(|r| r.sidecar).collect();
+    digests.push(record.sidecar);
+    digests.sort_unstable();
+    digests.dedup();
+    let db = &state.app.inner().db;
+    let sidecars = digests
+        .iter()
+        .map(|d| db.sidecar(d).map_err(ApiError::internal)?.ok_or_else(|| ApiError::not_found("record")))
+        .collect::<ApiResult<_>>()?;
+    Ok(Some(AccessEvidence { header, certificate, links, refs, proofs, sidecars }))
 }
 
 #[utoipa::path(

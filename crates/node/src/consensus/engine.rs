@@ -104,18 +104,12 @@ pub(crate) fn identity(cfg: &ValidatorConfig) -> Result<Identity, ConsensusError
 pub(crate) fn public_keys<'a>(
     raw: impl ExactSizeIterator<Item = &'a [u8; 32]>,
 ) -> Result<Vec<PublicKey>, ConsensusError> {
-    let count = raw.len();
-    if count == 0 {
-        return Err(ConsensusError::NoValidators);
-    }
-    if count > VALIDATORS_MAX {
-        return Err(ConsensusError::TooManyValidators { count, max: VALIDATORS_MAX });
-    }
-    raw.enumerate()
-        .map(|(index, bytes)| {
-            PublicKey::decode(Copying(&bytes[..])).map_err(|_| ConsensusError::InvalidPublicKey { index })
-        })
-        .collect()
+    use medledger_proof::certificate::KeysError;
+    medledger_proof::certificate::public_keys(raw).map_err(|e| match e {
+        KeysError::Empty => ConsensusError::NoValidators,
+        KeysError::TooMany { count } => ConsensusError::TooManyValidators { count, max: VALIDATORS_MAX },
+        KeysError::Invalid { index } => ConsensusError::InvalidPublicKey { index },
+    })
 }
 
 /// Storage configuration of one immutable archive named `name` under `prefix`.

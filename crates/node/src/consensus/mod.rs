@@ -34,7 +34,6 @@
 
 mod app;
 mod block;
-mod certificate;
 mod commit;
 mod engine;
 pub mod epochs;
@@ -47,23 +46,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use medledger_ledger::Block;
-use medledger_types::ChainId;
 
 pub use block::{CHAIN_BLOCK_BYTES_MAX, ChainBlock, ChainBlockError, Digest};
-pub use certificate::{verify_certificate, verify_certificate_in};
 pub use engine::{Channels, run};
 pub use epochs::{EpochSet, EpochValidator, Schedule};
+pub use medledger_proof::certificate::{
+    Finalization, PublicKey, Scheme, namespace_for_chain, verify_certificate, verify_certificate_in,
+};
 pub use network::{
     CHANNEL_BACKFILL, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES, CHANNEL_RESOLVER, CHANNEL_VOTES, channel_quota,
     max_message_size, run_tokio, simulated_channels, tokio_runner,
 };
-
-/// The engine's signing scheme: Ed25519 votes, certificates carrying each signer's signature.
-pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
-/// A validator's identity and vote-signing key.
-pub type PublicKey = commonware_cryptography::ed25519::PublicKey;
-/// A finalization certificate as the engine produces it.
-pub type Finalization = commonware_consensus::simplex::types::Finalization<Scheme, Digest>;
 
 /// What the consensus glue needs from the ledger application. Implemented by the node's app.
 pub trait Ledger: Clone + Send + Sync + 'static {
@@ -247,13 +240,6 @@ pub fn validator_public_key(signing_seed: &[u8; 32]) -> [u8; 32] {
     let key = commonware_cryptography::ed25519::PrivateKey::decode(Copying(&signing_seed[..]))
         .expect("every 32-byte string is an Ed25519 seed");
     key.public_key().as_ref().try_into().expect("Ed25519 public keys are 32 bytes")
-}
-
-/// The consensus signing namespace of a chain.
-pub fn namespace_for_chain(chain_id: &ChainId) -> Vec<u8> {
-    let mut namespace = b"medledger-consensus-v1:".to_vec();
-    namespace.extend_from_slice(chain_id.as_bytes());
-    namespace
 }
 
 /// Why the consensus glue could not start or stopped.

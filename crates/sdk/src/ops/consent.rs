@@ -196,7 +196,7 @@ impl Session {
         let access = self.transact(me, kind, None).await?;
         // Re-wrapped for the grantee: what the patient's envelopes wrap (k_env under threshold
         // release, so the grantee still needs the validators' shares at each read).
-        let bundle = self.client.access_bundle(me, &access.tx).await?;
+        let bundle = self.verified_bundle(me, &access.tx, record, entry.version).await?;
         let secret = self
             .wrapped_secret(me, &bundle)?
             .ok_or_else(|| SdkError::Denied("no wrapped key for this reader".into()))?;

@@ -57,6 +57,8 @@ pub struct Session {
     lane: u16,
     /// The network's threshold release as last fetched, and when (see [`Session::release`]).
     pub(crate) release: std::sync::Mutex<Option<crate::release::Cached>>,
+    /// The network's genesis once fetched and checked (see [`Session::genesis`]).
+    pub(crate) genesis: std::sync::Mutex<Option<std::sync::Arc<medledger_ledger::Genesis>>>,
 }
 
 /// Chart secrets travel as `suite ‖ secret key`.
@@ -95,6 +97,7 @@ impl Session {
             nonces: Default::default(),
             lane,
             release: Default::default(),
+            genesis: Default::default(),
         })
     }
 

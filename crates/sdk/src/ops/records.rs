@@ -221,7 +221,7 @@ impl Session {
         let entry = self.client.record(&record).await?;
         let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose });
         let access = self.transact(me, kind, None).await?;
-        self.open_access(me, record, access).await
+        self.open_access(me, record, entry.version, access).await
     }
 
     /// Reads many records: one batch of RecordAccess transactions (each audited on the ledger
@@ -240,22 +240,41 @@ impl Session {
         let committed = self.transact_batch(accesses).await?;
         let opens = records.iter().zip(committed).map(|(r, access)| async move {
             match access {
-                Ok(access) => self.open_access(me, r.record, access).await,
+                Ok(access) => self.open_access(me, r.record, r.version, access).await,
                 Err(e) => Err(e),
             }
         });
         Ok(futures::stream::iter(opens).buffered(OPENS_IN_FLIGHT).collect().await)
     }
 
-    /// Fetches, checks and decrypts the record an allowed, committed access names.
-    pub async fn open_access(&self, me: &Identity, record: RecordId, access: Committed) -> Result<Opened> {
+    /// Fetches, checks and decrypts version `version` of `record`, which an allowed, committed
+    /// access names. Everything used is checked: the keys against the state a quorum certified,
+    /// the ciphertext against the certified digest (from another validator when the first one's
+    /// does not match), the plaintext by the payload's authentication.
+    pub async fn open_access(
+        &self,
+        me: &Identity,
+        record: RecordId,
+        version: u32,
+        access: Committed,
+    ) -> Result<Opened> {
         // The shares are asked for while the ciphertext comes.
-        let (key, ciphertext) = tokio::join!(self.data_key(me, &access.tx), self.client.access_content(me, &access.tx));
+        let (key, ciphertext) =
+            tokio::join!(self.data_key(me, &access.tx, record, version), self.client.access_content(me, &access.tx));
         let (dek, bundle_record, metadata) = key?;
-        let ciphertext = ciphertext?;
-        if Digest::new(medledger_crypto::sha256(&ciphertext)) != bundle_record.digest {
-            return Err(SdkError::Integrity("ciphertext does not match the digest on the ledger".into()));
-        }
+        let digest_of = |bytes: &[u8]| Digest::new(medledger_crypto::sha256(bytes));
+        let ciphertext = match ciphertext {
+            Ok(bytes) if digest_of(&bytes) == bundle_record.digest => bytes,
+            Err(e @ (SdkError::Denied(_) | SdkError::NotFound(_))) => return Err(e),
+            first => match self.content_matching(me, &access.tx, &bundle_record.digest).await {
+                Some(bytes) => bytes,
+                None => {
+                    return Err(first.err().unwrap_or_else(|| {
+                        SdkError::Integrity("ciphertext does not match the digest on the ledger".into())
+                    }));
+                }
+            },
+        };
         let expected = if bundle_record.threshold.0.is_some() {
             PayloadSuite::Aes256GcmStream64KThreshold
         } else {
@@ -282,6 +301,19 @@ impl Session {
             serde_json::from_slice(&out).ok()
         });
         Ok(Opened { record: bundle_record, access, metadata, plaintext })
+    }
+
+    /// The ciphertext of an allowed access from the first validator that serves bytes with the
+    /// certified digest, if any does.
+    async fn content_matching(&self, me: &Identity, access: &TxId, digest: &Digest) -> Option<bytes::Bytes> {
+        for node in self.client.nodes() {
+            if let Ok(bytes) = self.client.access_content_from(node, me, access).await
+                && Digest::new(medledger_crypto::sha256(&bytes)) == *digest
+            {
+                return Some(bytes);
+            }
+        }
+        None
     }
 
     /// What this reader's envelopes wrap for the record of `bundle`: its data key (direct suite)
@@ -347,8 +379,14 @@ impl Session {
     /// The data key of the record named by an allowed access, from the envelopes a validator
     /// serves and, under threshold release, the validators' shares. A reader without an envelope
     /// (break-glass) gets `k_env` from the emergency shares.
-    async fn data_key(&self, me: &Identity, access: &TxId) -> Result<(DataKey, RecordEntry, Option<Vec<u8>>)> {
-        let bundle = self.client.access_bundle(me, access).await?;
+    async fn data_key(
+        &self,
+        me: &Identity,
+        access: &TxId,
+        record: RecordId,
+        version: u32,
+    ) -> Result<(DataKey, RecordEntry, Option<Vec<u8>>)> {
+        let bundle = self.verified_bundle(me, access, record, version).await?;
         let record = &bundle.record;
         let secret = self.wrapped_secret(me, &bundle)?;
         let malformed = || SdkError::Integrity("record key half malformed".into());

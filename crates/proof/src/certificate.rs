@@ -1,21 +1,62 @@
-//! Offline check of a finalization certificate, for `medledger verify` and for clients that hold a
-//! block and its certificate but no connection to a validator.
+//! Finality certificates of the consensus engine (commonware's Simplex with Ed25519 votes), checked
+//! offline: by `medledger verify` and receipts years later, by a syncing validator, and by every
+//! reader who checks a validator's answer against the state a quorum certified.
 
-use commonware_codec::Decode as _;
+use commonware_codec::{Copying, Decode as _, DecodeExt as _};
 use commonware_consensus::Epochable as _;
 use commonware_consensus::types::Epoch;
 use commonware_cryptography::certificate::Verifier as _;
 use commonware_parallel::Sequential;
 use commonware_utils::ordered::Set;
 use commonware_utils::sys_rng;
+use medledger_types::ChainId;
+use medledger_types::limits::VALIDATORS_MAX;
 
-use super::engine::public_keys;
-use super::{Finalization, Scheme};
+/// The engine's signing scheme: Ed25519 votes, certificates carrying each signer's signature.
+pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
+/// A validator's identity and vote-signing key.
+pub type PublicKey = commonware_cryptography::ed25519::PublicKey;
+/// The digest the engine orders (a block's hash).
+pub type Digest = commonware_cryptography::sha256::Digest;
+/// A finalization certificate as the engine produces it.
+pub type Finalization = commonware_consensus::simplex::types::Finalization<Scheme, Digest>;
 
-/// Checks offline that `certificate` (a finalization certificate as handed to
-/// [`super::Ledger::finalized`]) finalizes the block whose digest is `block_digest`, signed by a
-/// quorum of `validators` (their Ed25519 public keys, in any order) under the consensus
-/// `namespace` (see [`super::namespace_for_chain`]).
+/// The consensus signing namespace of a chain.
+pub fn namespace_for_chain(chain_id: &ChainId) -> Vec<u8> {
+    let mut namespace = b"medledger-consensus-v1:".to_vec();
+    namespace.extend_from_slice(chain_id.as_bytes());
+    namespace
+}
+
+/// Why a list of validator keys cannot make a validator set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeysError {
+    #[error("the validator set is empty")]
+    Empty,
+    #[error("the validator set has {count} validators, over the limit of {VALIDATORS_MAX}")]
+    TooMany { count: usize },
+    #[error("validator {index}'s public key is not a valid Ed25519 key")]
+    Invalid { index: usize },
+}
+
+/// Decodes raw Ed25519 public keys, in order, within the validator-set limit.
+pub fn public_keys<'a>(raw: impl ExactSizeIterator<Item = &'a [u8; 32]>) -> Result<Vec<PublicKey>, KeysError> {
+    let count = raw.len();
+    if count == 0 {
+        return Err(KeysError::Empty);
+    }
+    if count > VALIDATORS_MAX {
+        return Err(KeysError::TooMany { count });
+    }
+    raw.enumerate()
+        .map(|(index, bytes)| PublicKey::decode(Copying(&bytes[..])).map_err(|_| KeysError::Invalid { index }))
+        .collect()
+}
+
+/// Checks offline that `certificate` (a finalization certificate as the engine stores it next to a
+/// block) finalizes the block whose digest is `block_digest`, signed by a quorum of `validators`
+/// (their Ed25519 public keys, in any order) under the consensus `namespace` (see
+/// [`namespace_for_chain`]).
 ///
 /// Returns `false` for anything else: bytes that do not decode (or carry trailing data), a
 /// certificate for another block or epoch, too few signers, an unknown signer or a bad signature.
@@ -55,15 +96,19 @@ pub fn verify_certificate_in(
 
 #[cfg(test)]
 mod tests {
-    use commonware_codec::{Copying, DecodeExt as _, Encode as _};
+    use commonware_codec::Encode as _;
     use commonware_consensus::simplex::types::{Finalize, Proposal};
     use commonware_consensus::types::{Round, View};
     use commonware_cryptography::ed25519::PrivateKey;
     use commonware_utils::non_empty;
 
     use super::*;
-    use crate::consensus::validator_public_key;
-    use commonware_cryptography::sha256;
+    use commonware_cryptography::{Signer as _, sha256};
+
+    fn validator_public_key(seed: &[u8; 32]) -> [u8; 32] {
+        let key = PrivateKey::decode(Copying(&seed[..])).expect("a seed");
+        key.public_key().as_ref().try_into().expect("32 bytes")
+    }
 
     /// A finalization of view 7 (parent view 6) over digest `[9; 32]`, signed by the first three of
     /// four validators, as the engine assembles it.
