@@ -36,7 +36,7 @@ pub fn verify(file: &Path, genesis: &Path, json: bool) -> Result<()> {
     // Parsed and validated (organisations, validators, keys, limits).
     let genesis = Genesis::from_json(&text).map_err(|e| SdkError::Usage(format!("not a genesis file: {e}")))?;
     let bytes = read_bounded(file, RECEIPT_BYTES_MAX as u64 + 64, "receipt")?;
-    let (receipt, included) = medledger_node::receipt::verify(&bytes, &genesis)
+    let (receipt, included) = medledger_proof::receipt::verify(&bytes, &genesis)
         .map_err(|e| SdkError::Integrity(format!("receipt does not verify: {e}")))?;
     let tx = &receipt.tx;
     let outcome = match &receipt.outcome {

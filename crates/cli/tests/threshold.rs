@@ -718,20 +718,20 @@ fn receipts_prove_audit_events_offline_and_any_changed_byte_fails() {
     // Any changed byte fails: each byte flipped in turn, one cut, one added.
     let genesis_v = medledger_ledger::Genesis::from_json(&std::fs::read_to_string(&genesis).unwrap()).unwrap();
     let bytes = std::fs::read(path(&read)).unwrap();
-    assert!(medledger_node::receipt::verify(&bytes, &genesis_v).is_ok());
+    assert!(medledger_proof::receipt::verify(&bytes, &genesis_v).is_ok());
     for i in 0..bytes.len() {
         for bit in [0x01u8, 0x80] {
             let mut changed = bytes.clone();
             changed[i] ^= bit;
             assert!(
-                medledger_node::receipt::verify(&changed, &genesis_v).is_err(),
+                medledger_proof::receipt::verify(&changed, &genesis_v).is_err(),
                 "byte {i} of {} xor {bit:#x} still verifies",
                 bytes.len()
             );
         }
     }
-    assert!(medledger_node::receipt::verify(&bytes[..bytes.len() - 1], &genesis_v).is_err());
-    assert!(medledger_node::receipt::verify(&[bytes.as_slice(), &[0]].concat(), &genesis_v).is_err());
+    assert!(medledger_proof::receipt::verify(&bytes[..bytes.len() - 1], &genesis_v).is_err());
+    assert!(medledger_proof::receipt::verify(&[bytes.as_slice(), &[0]].concat(), &genesis_v).is_err());
     // Through the CLI: exit 4 for a tampered receipt (alice's grant said to be for drcarol).
     let grant_bytes = std::fs::read(path(&grant)).unwrap();
     let (bob, carol) = (drbob.member.as_bytes().to_vec(), drcarol.member.as_bytes().to_vec());

@@ -99,5 +99,3 @@ fn link(app: &App, view: &impl StateView, epoch: u64) -> Result<EpochLink, Build
     let (headers, certificate) = certified_chain(app, block.header, certificate)?;
     Ok(EpochLink { set, validators, headers, certificate, proofs })
 }
-
-pub use medledger_proof::receipt::verify;
