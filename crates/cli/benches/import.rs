@@ -115,9 +115,10 @@ fn sealing_ceiling(net: &Network, data: &Path, resources: usize) -> f64 {
     let session = Session::open(&net.home, None).unwrap();
     let me = session.home.load_identity("drbob", PASS.as_bytes()).unwrap();
     let custody_patient = std::fs::read_dir(net.home.join("custody").join("org1")).unwrap().next().unwrap().unwrap();
-    let patient = custody_patient.path().file_stem().unwrap().to_string_lossy().parse().unwrap();
+    let patient: medledger_types::MemberId =
+        custody_patient.path().file_stem().unwrap().to_string_lossy().parse().unwrap();
     rt.block_on(session.release()).unwrap();
-    let chart = rt.block_on(session.record_keys(&patient)).unwrap();
+    let chart = rt.block_on(session.record_keys(&me, &patient)).unwrap();
     let bundle = std::fs::read_dir(data).unwrap().next().unwrap().unwrap().path();
     let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle).unwrap()).unwrap();
     let texts: Vec<String> = bundle["entry"].as_array().unwrap().iter().map(|e| e["resource"].to_string()).collect();

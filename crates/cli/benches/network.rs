@@ -372,7 +372,7 @@ fn erasure(rt: &tokio::runtime::Runtime, records: usize) {
             // on its own, not the wait for the previous one's interval.
             std::thread::sleep(Duration::from_millis(medledger_types::limits::SHARE_KEY_INTERVAL_MS));
         }
-        let entry = rt.block_on(session.client.record(record)).unwrap();
+        let entry = rt.block_on(session.client.record(&me, record)).unwrap();
         let blob = net.dir.join("blobs").join(entry.digest.to_hex());
         let before = epoch(&session).into_iter().max().unwrap_or(0);
         let t = Instant::now();
@@ -438,7 +438,7 @@ fn main() {
         let mut by_signer = Vec::new();
         for me in &ids {
             let (record, _) = rt.block_on(session.put_record(me, &me.contact(), b"small record")).unwrap();
-            let first = rt.block_on(session.client.next_nonce(&me.member, session.lane())).unwrap().get();
+            let first = rt.block_on(session.client.next_nonce(me, session.lane())).unwrap().get();
             let txs: Vec<Transaction> = (0..per_signer as u64)
                 .map(|i| {
                     let kind = TxKind::RecordAccess(RecordAccess { record, version: 1, purpose: PurposeOfUse::Patrqt });

@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use medledger_crypto::suite::KemSuite;
 use medledger_ledger::state::{AuditAction, AuditEvent, Decision, RecordEntry};
 use medledger_ledger::{EmergencyReason, GrantScope};
 use medledger_sdk::recovery::{ClaimCode, RecoveryCode};
@@ -24,9 +25,7 @@ pub fn passphrase() -> Result<Zeroizing<String>> {
             ));
         }
         // Read from the terminal with echo off (never shown, never in the scrollback).
-        Err(_) => Zeroizing::new(
-            rpassword::prompt_password("keystore passphrase: ").map_err(|e| SdkError::Other(e.to_string()))?,
-        ),
+        Err(_) => crate::tty::read_hidden("keystore passphrase: ").map_err(|e| SdkError::Other(e.to_string()))?,
     };
     if pass.is_empty() {
         return Err(SdkError::Usage("the keystore passphrase must not be empty".into()));
@@ -40,6 +39,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn load(home: &Home, alias: &str) -> Result<Identity> {
     home.load_identity(alias, passphrase()?.as_bytes())
+}
+
+/// A member named by their own alias in this home's address book, or by their id (on a device
+/// that has none): for the commands a member runs without keys the ledger knows.
+fn own_member(home: &Home, name: &str) -> Result<MemberId> {
+    match home.resolve(name) {
+        Ok(contact) => Ok(contact.member),
+        Err(e) => name.parse().map_err(|_| e),
+    }
 }
 
 fn parse_purpose(s: &str) -> Result<PurposeOfUse> {
@@ -128,9 +136,9 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
         }
         Command::Id(IdCommand::Recover { name, code, member }) => {
             let code = RecoveryCode::parse(&code)?;
-            let contact = rt.block_on(session.resolve(member.as_deref().unwrap_or(&name)))?;
+            let member = own_member(home, member.as_deref().unwrap_or(&name))?;
             let pass = passphrase()?;
-            let (next, code, c) = rt.block_on(session.recover_with_code(&name, &contact, &code))?;
+            let (next, code, c) = rt.block_on(session.recover_with_code(&name, &member, &code))?;
             home.replace_identity(&next, pass.as_bytes())?;
             keys_changed(json, "keys restored and rotated", &name, &code, &c);
         }
@@ -147,11 +155,15 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             keys_changed(json, "identity claimed", &name, &recovery, &c);
         }
         Command::Id(IdCommand::RecoveryStart { name, member, out }) => {
-            let contact = rt.block_on(session.resolve(&member))?;
+            // A new device: nothing signs for the member yet, so the ledger tells it nothing; the
+            // address book (if it came along) names the role and organisation, else the member's
+            // own entry does once the recovery is complete.
             let pending = format!("{name}.recovery");
             let code = RecoveryCode::generate();
-            let suite = rt.block_on(session.client.member(&contact.member))?.encryption_key.suite;
-            let next = Identity::from_recovery_code(&pending, contact.member, contact.role, contact.org, suite, &code)?;
+            let next = match home.resolve(&member) {
+                Ok(c) => Identity::from_recovery_code(&pending, c.member, c.role, c.org, KemSuite::default(), &code)?,
+                Err(_) => Identity::unplaced(&pending, own_member(home, &member)?, &code)?,
+            };
             let request = medledger_sdk::RecoveryRequest::of(&next);
             let text = serde_json::to_vec_pretty(&request).map_err(|e| SdkError::Other(e.to_string()))?;
             std::fs::write(&out, text).map_err(|e| SdkError::Usage(format!("cannot write {}: {e}", out.display())))?;
@@ -172,7 +184,9 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let pass = passphrase()?;
             let pending = home.load_identity(&format!("{name}.recovery"), pass.as_bytes())?;
             let c = rt.block_on(session.finish_recovery(&pending, true))?;
-            let mut next = pending;
+            // The keys are the member's now: their entry says who they are.
+            let entry = rt.block_on(session.client.member(&pending, &pending.member))?;
+            let mut next = pending.placed(&entry);
             next.alias = name.clone();
             home.replace_identity(&next, pass.as_bytes())?;
             home.remove_identity(&format!("{name}.recovery"))?;
@@ -184,8 +198,8 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
         }
         Command::Governance(command) => crate::governance::run(command, &session, &rt, json)?,
         Command::Custody(CustodyCommand::Release { patient, as_, out }) => {
-            let patient = rt.block_on(session.resolve(&patient))?;
             let admin = load(home, &as_)?;
+            let patient = rt.block_on(session.resolve(&admin, &patient))?;
             let custody = medledger_sdk::Custody::open(home, &admin)?;
             let (code, file, c) = rt.block_on(session.release_custody(&admin, &custody, &patient.member))?;
             // Readable by its owner only (finding 11 of the security review): with the code it
@@ -202,18 +216,20 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             }
         }
         Command::Id(IdCommand::Suspend { name, as_ }) => {
-            let member = rt.block_on(session.resolve(&name))?;
-            let c = rt.block_on(session.suspend(&load(home, &as_)?, &member, true))?;
+            let admin = load(home, &as_)?;
+            let member = rt.block_on(session.resolve(&admin, &name))?;
+            let c = rt.block_on(session.suspend(&admin, &member, true))?;
             report(json, "suspended", &c);
         }
         Command::Id(IdCommand::Reinstate { name, as_ }) => {
-            let member = rt.block_on(session.resolve(&name))?;
-            let c = rt.block_on(session.suspend(&load(home, &as_)?, &member, false))?;
+            let admin = load(home, &as_)?;
+            let member = rt.block_on(session.resolve(&admin, &name))?;
+            let c = rt.block_on(session.suspend(&admin, &member, false))?;
             report(json, "reinstated", &c);
         }
         Command::Record(RecordCommand::Put { as_, patient, file }) => {
-            let patient = rt.block_on(session.resolve(&patient))?;
             let me = load(home, &as_)?;
+            let patient = rt.block_on(session.resolve(&me, &patient))?;
             let meta = std::fs::metadata(&file).map_err(|e| SdkError::Usage(format!("{}: {e}", file.display())))?;
             if meta.len() > medledger_sdk::RECORD_PLAINTEXT_MAX as u64 {
                 return Err(SdkError::Usage(format!(
@@ -266,15 +282,15 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             report(json, "erased (the validators delete its ciphertext, envelopes and key shares)", &committed);
         }
         Command::LegalHold { as_, patient, record, lift } => {
-            let patient: Contact = rt.block_on(session.resolve(&patient))?;
-            let record = record.as_deref().map(parse_record).transpose()?;
             let me = load(home, &as_)?;
+            let patient: Contact = rt.block_on(session.resolve(&me, &patient))?;
+            let record = record.as_deref().map(parse_record).transpose()?;
             let committed = rt.block_on(session.legal_hold(&me, &patient, record, !lift))?;
             report(json, if lift { "legal hold lifted" } else { "legal hold placed" }, &committed);
         }
         Command::Record(RecordCommand::List { as_, patient }) => {
-            let patient = rt.block_on(session.resolve(patient.as_deref().unwrap_or(&as_)))?;
             let me = load(home, &as_)?;
+            let patient = rt.block_on(session.resolve(&me, patient.as_deref().unwrap_or(&as_)))?;
             // Page by page, so any number of records prints in bounded memory.
             let mut after = None;
             loop {
@@ -287,19 +303,19 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             }
         }
         Command::Grant(args) => {
-            let to = rt.block_on(session.resolve_grantee(&args.to))?;
+            let me = load(home, &args.as_)?;
+            let to = rt.block_on(session.resolve_grantee(&me, &args.to))?;
             let scope = scope(args.record.as_deref(), args.all)?;
             let expires = args.expires.as_deref().map(parse_expiry).transpose()?;
-            let patient = rt.block_on(session.resolve(args.patient.as_deref().unwrap_or(&args.as_)))?;
-            let me = load(home, &args.as_)?;
+            let patient = rt.block_on(session.resolve(&me, args.patient.as_deref().unwrap_or(&args.as_)))?;
             let c = rt.block_on(session.grant_for(&me, &patient.member, &to, scope, args.write, expires))?;
             report(json, "granted", &c);
         }
         Command::Revoke(args) => {
-            let from = rt.block_on(session.resolve_grantee(&args.from))?;
-            let scope = scope(args.record.as_deref(), args.all)?;
-            let patient = rt.block_on(session.resolve(args.patient.as_deref().unwrap_or(&args.as_)))?;
             let me = load(home, &args.as_)?;
+            let from = rt.block_on(session.resolve_grantee(&me, &args.from))?;
+            let scope = scope(args.record.as_deref(), args.all)?;
+            let patient = rt.block_on(session.resolve(&me, args.patient.as_deref().unwrap_or(&args.as_)))?;
             let c = rt.block_on(session.revoke_for(&me, &patient.member, &from, scope))?;
             report(json, "revoked", &c);
         }
@@ -308,11 +324,11 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             if home.teams()?.contains_key(&name) || home.book()?.contains_key(&name) {
                 return Err(SdkError::Usage("that name is already taken in this address book".into()));
             }
+            let me = load(home, &as_)?;
             let mut ids = Vec::with_capacity(members.len());
             for member in members.iter().filter(|m| !m.is_empty()) {
-                ids.push(rt.block_on(session.resolve(member))?.member);
+                ids.push(rt.block_on(session.resolve(&me, member))?.member);
             }
-            let me = load(home, &as_)?;
             let (team, c) = rt.block_on(session.team_create(&me, &ids))?;
             home.add_team(&name, team)?;
             if json {
@@ -322,20 +338,21 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             }
         }
         Command::Team(TeamCommand::Add { team, as_, member }) => {
-            let team = rt.block_on(session.resolve_grantee(&team))?;
-            let member = rt.block_on(session.resolve(&member))?;
             let me = load(home, &as_)?;
+            let team = rt.block_on(session.resolve_grantee(&me, &team))?;
+            let member = rt.block_on(session.resolve(&me, &member))?;
             report(json, "added", &rt.block_on(session.team_add(&me, &team, &member.member))?);
         }
         Command::Team(TeamCommand::Remove { team, as_, member }) => {
-            let team = rt.block_on(session.resolve_grantee(&team))?;
-            let member = rt.block_on(session.resolve(&member))?;
             let me = load(home, &as_)?;
+            let team = rt.block_on(session.resolve_grantee(&me, &team))?;
+            let member = rt.block_on(session.resolve(&me, &member))?;
             report(json, "removed", &rt.block_on(session.team_remove(&me, &team, &member.member))?);
         }
-        Command::Team(TeamCommand::List) => {
+        Command::Team(TeamCommand::List { as_ }) => {
+            let me = load(home, &as_)?;
             for (name, id) in home.teams()? {
-                let Some(team) = rt.block_on(session.client.team(&id))? else { continue };
+                let Some(team) = rt.block_on(session.client.team(&me, &id))? else { continue };
                 let members: Vec<String> = team.members.iter().map(|m| name_of(home, m)).collect();
                 if json {
                     println!("{}", json!({"name": name, "team": id, "epoch": team.epoch, "members": members}));
@@ -345,8 +362,8 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             }
         }
         Command::Delegate { as_, to, dismiss } => {
-            let to = rt.block_on(session.resolve(&to))?;
             let me = load(home, &as_)?;
+            let to = rt.block_on(session.resolve(&me, &to))?;
             let c = rt.block_on(session.delegate(&me, &to, !dismiss))?;
             report(json, if dismiss { "delegate dismissed" } else { "delegate appointed" }, &c);
         }
@@ -354,7 +371,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let me = load(home, &as_)?;
             let tx: TxId = tx.parse().map_err(|_| SdkError::Usage("a transaction id is 64 hex digits".into()))?;
             let patient = match patient {
-                Some(p) => Some(rt.block_on(session.resolve(&p))?.member),
+                Some(p) => Some(rt.block_on(session.resolve(&me, &p))?.member),
                 None => None,
             };
             rt.block_on(crate::receipt::save(&session, &me, &tx, patient.as_ref(), &output))?;
@@ -367,7 +384,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             }
             let me = load(home, &as_)?;
             let patient: Option<Contact> = match patient {
-                Some(patient) if !flagged => Some(rt.block_on(session.resolve(&patient))?),
+                Some(patient) if !flagged => Some(rt.block_on(session.resolve(&me, &patient))?),
                 _ => None,
             };
             // Page by page (1,000 events each), so a trail of any length prints in bounded memory.
@@ -421,8 +438,8 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let duration = humantime::parse_duration(&duration)
                 .map_err(|_| SdkError::Usage("--for is a duration such as 30m or 24h".into()))?;
             let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-            let patient: Contact = rt.block_on(session.resolve(&patient))?;
             let me = load(home, &as_)?;
+            let patient: Contact = rt.block_on(session.resolve(&me, &patient))?;
             let committed =
                 rt.block_on(session.break_glass(&me, &patient, Some(reason), duration_ms, note.as_deref()))?;
             let until = committed.time.checked_add_ms(duration_ms).unwrap_or(committed.time);

@@ -8,6 +8,7 @@ mod fhir;
 mod governance;
 mod network;
 mod receipt;
+mod tty;
 
 use std::path::PathBuf;
 
@@ -462,8 +463,12 @@ enum TeamCommand {
         #[arg(long)]
         member: String,
     },
-    /// The care teams this home names, with their members and key epoch.
-    List,
+    /// The care teams this home names, with their key epoch and (for their members and their
+    /// organisation's staff) their members.
+    List {
+        #[arg(long = "as")]
+        as_: String,
+    },
 }
 
 #[derive(Subcommand)]

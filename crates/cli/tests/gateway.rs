@@ -61,7 +61,7 @@ fn a_fhir_client_creates_reads_updates_and_searches_through_the_gateway() {
     assert!(created["meta"]["lastUpdated"].is_string());
     assert!(header(&headers, "location").unwrap().ends_with(&format!("/Patient/{pid}/_history/1")));
     assert_eq!(header(&headers, "etag"), Some("W/\"1\""));
-    let (_, member) = common::http_get(&net.api, &format!("/v1/members/{pid}"));
+    let (_, member) = common::api_get(&net, 0, Some("drbob"), &format!("/v1/members/{pid}"));
     let member: Value = serde_json::from_str(&member).unwrap();
     assert_eq!((member["role"].as_str(), member["custodial"].as_bool()), (Some("patient"), Some(true)));
 

@@ -13,7 +13,7 @@ const PASS: &[u8] = b"correct horse battery staple";
 /// Seals `text` as `author` for `patient`'s chart (a fresh record id, version 1) and uploads its
 /// ciphertext; the caller registers it (or a forgery of it).
 async fn seal(session: &Session, author: &Identity, patient: &Identity, text: &str) -> Sealed {
-    let chart = session.record_keys(&patient.member).await.unwrap();
+    let chart = session.record_keys(author, &patient.member).await.unwrap();
     let record = RecordId::new(medledger_crypto::random_bytes());
     let metadata = describe(text.as_bytes()).unwrap();
     let sealed = session.seal_record(author, &chart, record, 1, text.as_bytes(), &metadata).unwrap();
@@ -91,7 +91,7 @@ async fn no_writer_can_delete_another_records_ciphertext() {
     let own = seal(&session, &mallory, &mallory, r#"{"resourceType":"Basic","code":{"text":"m2"}}"#).await;
     session.transact(&mallory, own.kind.clone(), Some(own.sidecar.clone())).await.unwrap();
     let next = {
-        let chart = session.record_keys(&mallory.member).await.unwrap();
+        let chart = session.record_keys(&mallory, &mallory.member).await.unwrap();
         let text = br#"{"resourceType":"Basic","code":{"text":"m2 v2"}}"#;
         let metadata = describe(text).unwrap();
         let sealed = session.seal_record(&mallory, &chart, own.record, 2, text, &metadata).unwrap();
@@ -292,7 +292,8 @@ fn authorization_failures_exit_3_and_a_missing_ciphertext_exits_4() {
 
     // The ciphertext leaves the store behind the ledger's back.
     let entry: serde_json::Value =
-        serde_json::from_str(&common::http_get(&net.api, &format!("/v1/records/{record}")).1).unwrap_or_default();
+        serde_json::from_str(&common::api_get(&net, 0, Some("alice"), &format!("/v1/records/{record}")).1)
+            .unwrap_or_default();
     let digest = entry["digest"].as_str().map(str::to_string).unwrap_or_else(|| {
         // The record entry is a signed read: find the one object in the store instead.
         let files = common::files_under(&net.blob_dir());
@@ -471,7 +472,7 @@ async fn trails_and_record_lists_page_through_everything() {
     let alice = session.home.load_identity("alice", PASS).unwrap();
     session.release().await.unwrap();
     // 1,100 records (registered without uploading: a list reads the ledger only).
-    let chart = session.record_keys(&alice.member).await.unwrap();
+    let chart = session.record_keys(&alice, &alice.member).await.unwrap();
     let text = br#"{"resourceType":"Basic","code":{"text":"page-marker"}}"#;
     let metadata = describe(text).unwrap();
     let mut items = Vec::new();
@@ -688,7 +689,7 @@ fn a_byzantine_validator_cannot_hand_a_reader_forged_content() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let session = Session::open(&net.home, None).unwrap();
     let alice = session.home.load_identity("alice", PASS).unwrap();
-    let alice_key = rt.block_on(session.client.member(&alice.member)).unwrap().encryption_key;
+    let alice_key = rt.block_on(session.client.member(&alice, &alice.member)).unwrap().encryption_key;
     let chain_id = session.chain_id;
     let forged_text = r#"{"resourceType":"Observation","status":"final","code":{"text":"FORGED"}}"#;
     let dek = DataKey::from_bytes(&medledger_crypto::random_bytes());
@@ -737,4 +738,102 @@ fn a_byzantine_validator_cannot_hand_a_reader_forged_content() {
     std::fs::write(&client, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     let get = net.cli(&["record", "get", "--as", "alice", &id]);
     assert_eq!((get.code, get.stdout.as_str()), (0, text), "{}", get.stderr);
+}
+
+/// Finding 4 (medium): chart, member, record, grant and team entries answered unsigned requests,
+/// so anyone who reached a validator linked patients to their doctors, teams and clinics. Every
+/// GET of the OpenAPI document is called, unsigned and signed by a doctor of another
+/// organisation, with each path parameter naming the patient's id, her record, her grantee, her
+/// care team or one of her transactions: no answer carries the patient's id or the team's
+/// members. A member in her care still reads them.
+#[test]
+fn no_endpoint_tells_an_outsider_who_a_patient_sees() {
+    let net = Net::start_n(2);
+    net.cast();
+    net.ok(&["id", "create", "eve", "--role", "doctor", "--as", "h2-admin"]);
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all", "--write"]);
+    let file = net.file("obs.json", br#"{"resourceType":"Observation","status":"final","code":{"text":"f4"}}"#);
+    let record = net.ok(&["record", "put", "--as", "drbob", "--patient", "alice", file.to_str().unwrap()]);
+    let record = record.trim().to_string();
+    let team = net.ok(&["team", "create", "ward", "--as", "drbob", "--members", "nina"]).trim().to_string();
+    net.ok(&["grant", "--as", "alice", "--to", "ward", "--all"]);
+    let home = medledger_sdk::Home::open(&net.home).unwrap();
+    let id_of = |alias: &str| home.resolve(alias).unwrap().member.to_hex();
+    let (alice, drbob, nina) = (id_of("alice"), id_of("drbob"), id_of("nina"));
+    let trail = net.ok(&["--json", "audit", "--as", "alice", "--patient", "alice"]);
+    let txs: Vec<String> = trail
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| e["tx"].as_str().map(str::to_string))
+        .collect();
+    assert!(txs.len() >= 3, "{trail}");
+
+    let (status, doc) = common::http_get(&net.apis[0], "/v1/openapi.json");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let mut calls = Vec::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        if operations.get("get").is_none() {
+            continue;
+        }
+        // Each way of filling the path's parameters with something of alice's.
+        let mut filled = vec![path.clone()];
+        for (param, values) in [
+            ("{patient}", vec![alice.clone()]),
+            ("{grantee}", vec![drbob.clone(), team.clone()]),
+            ("{height}", (1..=net.height()).map(|h| h.to_string()).collect()),
+            ("{tx}", txs.clone()),
+            ("{digest}", vec![]),
+        ] {
+            if path.contains(param) {
+                filled = filled.iter().flat_map(|p| values.iter().map(move |v| p.replace(param, v))).collect();
+            }
+        }
+        if path.contains("{id}") {
+            let ids: Vec<String> = if path.starts_with("/v1/records") {
+                vec![record.clone()]
+            } else if path.starts_with("/v1/teams") {
+                vec![team.clone()]
+            } else if path.starts_with("/v1/tx") || path.starts_with("/v1/governance") {
+                txs.clone()
+            } else {
+                vec![alice.clone(), team.clone()]
+            };
+            filled = filled.iter().flat_map(|p| ids.iter().map(move |v| p.replace("{id}", v))).collect();
+        }
+        for p in filled {
+            if p == "/v1/staff" {
+                calls.extend(["doctor", "nurse", "patient"].map(|r| format!("{p}?role={r}")));
+            } else {
+                calls.push(p);
+            }
+        }
+    }
+    assert!(calls.len() > 40, "{calls:?}");
+    for call in &calls {
+        for caller in [None, Some("eve")] {
+            let (status, body) = common::api_get(&net, 0, caller, call);
+            let who = caller.unwrap_or("an unsigned client");
+            assert!(!body.contains(&alice), "{who} learned the patient's id from {call} ({status}): {body}");
+            if call.starts_with("/v1/teams/") && status == 200 {
+                let entry: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(entry["members"], serde_json::json!([]), "{who} learned the team's members from {call}");
+            }
+            if call.starts_with("/v1/grants/") || call.starts_with("/v1/charts/") {
+                assert_ne!(status, 200, "{who} read {call}: {body}");
+            }
+        }
+    }
+    // Those in her care still read what they need.
+    for (who, call) in [
+        ("drbob", format!("/v1/charts/{alice}")),
+        ("drbob", format!("/v1/records/{record}")),
+        ("drbob", format!("/v1/grants/{alice}/{drbob}")),
+        ("nina", format!("/v1/teams/{team}")),
+        ("alice", format!("/v1/members/{alice}")),
+    ] {
+        let (status, body) = common::api_get(&net, 0, Some(who), &call);
+        assert_eq!(status, 200, "{who} {call}: {body}");
+        assert!(body.contains(&alice) || body.contains(&nina), "{who} {call}: {body}");
+    }
 }

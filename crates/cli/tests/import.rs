@@ -136,7 +136,7 @@ fn carebundle_cohort_is_migrated_resumably_into_custody() {
 
     // Each patient is in custody (marked on the ledger) with drbob's treatment grant, and a FHIR
     // client reads the migrated chart through the gateway with references resolved.
-    let (_, member) = common::http_get(&net.api, &format!("/v1/members/{}", patients[0]));
+    let (_, member) = common::api_get(&net, 0, Some("drbob"), &format!("/v1/members/{}", patients[0]));
     assert!(member.contains("\"custodial\":true"), "{member}");
     let gw = Gateway::start(&net, "drbob", &[]);
     let (status, everything) = gw.request("GET", &format!("/Patient/{}/$everything", patients[0]), None);

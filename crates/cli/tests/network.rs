@@ -90,7 +90,7 @@ async fn two_of_four_down_stalls_without_forking_then_resumes() {
     let config = home.config().unwrap();
     let alice = home.load_identity("alice", b"correct horse battery staple").unwrap();
     let client = Client::new(vec![format!("http://{}", net.apis[0])]).unwrap();
-    let nonce = client.next_nonce(&alice.member, 1).await.unwrap();
+    let nonce = client.next_nonce(&alice, 1).await.unwrap();
     let kind =
         TxKind::RecordAccess(RecordAccess { record: RecordId::new([3; 16]), version: 1, purpose: PurposeOfUse::Treat });
     let body = TxBody { chain_id: config.chain_id, signer: alice.member, nonce, kind, sidecar_digest: None };

@@ -26,7 +26,7 @@ fn share_key(net: &Net, k: usize) -> DecryptionKey {
 
 /// Seals a FHIR resource for `patient` as `author` and registers it; returns what the author made.
 async fn write(session: &Session, author: &Identity, patient: &Identity, text: &str) -> Sealed {
-    let chart = session.record_keys(&patient.member).await.unwrap();
+    let chart = session.record_keys(author, &patient.member).await.unwrap();
     let record = RecordId::new(medledger_crypto::random_bytes());
     let metadata = describe(text.as_bytes()).unwrap();
     let sealed = session.seal_record(author, &chart, record, 1, text.as_bytes(), &metadata).unwrap();
@@ -89,7 +89,7 @@ async fn without_an_audited_access_no_f_validators_open_a_record_and_f_withheld_
 
     let text = r#"{"resourceType":"Basic","code":{"text":"threshold-marker"}}"#;
     let sealed = write(&session, &alice, &alice, text).await;
-    let entry = session.client.record(&sealed.record).await.unwrap();
+    let entry = session.client.record(&alice, &sealed.record).await.unwrap();
     assert_eq!(entry.threshold.0.map(|t| (t.epoch, t.threshold)), Some((0, 2)));
     let header = payload::Header::decode(sealed.ciphertext[..payload::HEADER_BYTES].try_into().unwrap()).unwrap();
     assert_eq!(header.suite, medledger_crypto::suite::PayloadSuite::Aes256GcmStream64KThreshold);
@@ -188,7 +188,7 @@ async fn a_revoked_reader_keeps_old_envelopes_but_gets_no_shares() {
 
     // An author who wraps one validator's share wrongly (validators cannot tell at write time)
     // does not make the record unreadable: that validator answers 409, the others release.
-    let chart = session.record_keys(&alice.member).await.unwrap();
+    let chart = session.record_keys(&alice, &alice.member).await.unwrap();
     let record = RecordId::new(medledger_crypto::random_bytes());
     let text = r#"{"resourceType":"Basic","code":{"text":"miswrapped-marker"}}"#;
     let mut sealed =
@@ -213,7 +213,7 @@ fn a_network_without_threshold_release_keeps_the_direct_suite() {
     net.cast();
     let record = net.file("obs.json", br#"{"resourceType":"Basic","code":{"text":"direct"}}"#);
     let id = net.ok(&["record", "put", "--as", "alice", "--patient", "alice", record.to_str().unwrap()]);
-    let entry = common::http_get(&net.api, &format!("/v1/records/{}", id.trim())).1;
+    let entry = common::api_get(&net, 0, Some("alice"), &format!("/v1/records/{}", id.trim())).1;
     let entry: serde_json::Value = serde_json::from_str(&entry).unwrap();
     assert!(entry["threshold"].is_null(), "{entry}");
     assert_eq!(net.ok(&["record", "get", "--as", "alice", id.trim()]).as_bytes(), std::fs::read(&record).unwrap());
@@ -360,7 +360,7 @@ fn rotate_reencrypts_and_the_validators_delete_the_replaced_ciphertext() {
     assert_eq!(net.ok(&["record", "get", "--as", "drbob", id]), text);
     net.ok(&["revoke", "--as", "alice", "--from", "drbob", "--all"]);
     let entry = |net: &Net| -> serde_json::Value {
-        serde_json::from_str(&common::http_get(&net.api, &format!("/v1/records/{id}")).1).unwrap()
+        serde_json::from_str(&common::api_get(net, 0, Some("alice"), &format!("/v1/records/{id}")).1).unwrap()
     };
     let before = entry(&net);
     let old = net.blob_dir().join(before["digest"].as_str().unwrap());
@@ -494,7 +494,7 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
 
     // The ledger keeps the erasure, not the record; no validator releases a share for the
     // access made before; the store keeps no ciphertext of it.
-    assert_eq!(common::http_get(&net.api, &format!("/v1/records/{id}")).0, 410, "gone: erased");
+    assert_eq!(common::api_get(&net, 0, Some("alice"), &format!("/v1/records/{id}")).0, 410, "gone: erased");
     for api in &release.apis {
         assert!(session.client.access_share(api, &alice, &allowed).await.is_err(), "{api} released a share");
     }
@@ -507,7 +507,7 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
 
     // Nothing a validator keeps opens the record, even with alice's old keys and copies of the
     // sidecar and the ciphertext taken before the erasure: her chart key still opens k_env...
-    let chart = session.client.chart(&alice.member).await.unwrap();
+    let chart = session.client.chart(&alice, &alice.member).await.unwrap();
     assert_eq!(chart.epoch, 0);
     let keys = medledger_sdk::RecordKeys { chart: chart.clone(), teams: vec![] };
     let to_alice = session.client.chart_envelope(&alice, &alice.member).await.unwrap();
@@ -810,7 +810,7 @@ fn a_delegate_acts_for_the_patient_until_dismissed() {
     let session = Session::open(&net.home, None).unwrap();
     let alice = session.home.load_identity("alice", PASS).unwrap();
     let gary = session.home.load_identity("gary", PASS).unwrap();
-    let chart = rt.block_on(session.client.chart(&alice.member)).unwrap();
+    let chart = rt.block_on(session.client.chart(&alice, &alice.member)).unwrap();
     assert_eq!(chart.epoch, 2, "a revocation of --all and a dismissal");
     assert!(chart.delegates.is_empty());
     assert!(rt.block_on(session.client.chart_envelope(&alice, &alice.member)).is_ok());
@@ -861,7 +861,7 @@ fn a_care_team_reads_until_a_member_is_removed() {
         assert_eq!(net.cli(&["record", "get", "--as", "nina", record]).code, 3, "removed");
         assert_eq!(net.ok(&["record", "get", "--as", "nora", record]), text, "added after, reads through the links");
     }
-    let listed = net.ok(&["--json", "team", "list"]);
+    let listed = net.ok(&["--json", "team", "list", "--as", "drbob"]);
     let listed: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
     assert_eq!(listed["epoch"], 1, "{listed}");
     let mut members: Vec<&str> = listed["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
@@ -940,7 +940,7 @@ fn members_rotate_recover_and_claim_their_keys() {
     let session = Session::open(&net.home, None).unwrap();
     let admin_id = session.home.load_identity(&admin, PASS).unwrap();
     let custody = medledger_sdk::Custody::open(&session.home, &admin_id).unwrap();
-    let drbob = rt.block_on(session.resolve("drbob")).unwrap();
+    let drbob = rt.block_on(session.resolve(&admin_id, "drbob")).unwrap();
     let kid = rt.block_on(session.enroll_custodial(&admin_id, &custody, &drbob, 1)).unwrap().remove(0);
     let kid_hex = kid.member.to_hex();
     let note = net.file("note.json", common::OBSERVATION.as_bytes());

@@ -29,7 +29,7 @@ async fn replayed_and_forged_transactions_are_rejected() {
     };
 
     // A valid transaction (about an unknown record: rejected by policy, but committed).
-    let nonce = client.next_nonce(&alice.member, 1).await.unwrap().get();
+    let nonce = client.next_nonce(&alice, 1).await.unwrap().get();
     let tx = Transaction::sign(body(&alice, nonce), &alice.signing);
     let id = client.submit(tx.clone(), None).await.unwrap();
     let status = client.wait(&id, COMMIT_TIMEOUT).await.unwrap();
@@ -70,7 +70,7 @@ async fn envelopes_and_ciphertext_go_only_to_the_signer_of_an_allowed_access() {
     // Bob's own access is denied by policy, committed, and serves nothing.
     let denied = session.get_record(&bob, record, PurposeOfUse::Treat).await;
     assert!(matches!(denied, Err(SdkError::Denied(_))), "{:?}", denied.err());
-    let nonce = session.client.next_nonce(&bob.member, session.lane()).await.unwrap();
+    let nonce = session.client.next_nonce(&bob, session.lane()).await.unwrap();
     let kind = TxKind::RecordAccess(RecordAccess { record, version: 1, purpose: PurposeOfUse::Treat });
     let body = TxBody { chain_id: session.chain_id, signer: bob.member, nonce, kind, sidecar_digest: None };
     let id = session.client.submit(Transaction::sign(body, &bob.signing), None).await.unwrap();

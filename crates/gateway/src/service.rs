@@ -119,7 +119,7 @@ impl Gateway {
                 let member: MemberId = id
                     .parse()
                     .map_err(|_| FhirError::unprocessable("the patient reference names no patient of this network"))?;
-                let contact = self.session.contact_of(&member).await.map_err(|e| match e {
+                let contact = self.session.contact_of(&self.me, &member).await.map_err(|e| match e {
                     SdkError::NotFound(_) => {
                         FhirError::unprocessable("the patient reference names no enrolled patient")
                     }
@@ -151,7 +151,7 @@ impl Gateway {
         let committed = if version == 1 {
             let create = || async {
                 self.session.release().await?;
-                let keys = self.session.record_keys(chart).await?;
+                let keys = self.session.record_keys(&self.me, chart).await?;
                 let sealed = self.session.seal_record(&self.me, &keys, record, 1, text.as_bytes(), &metadata)?;
                 self.session.client.put_blob(&self.me, &sealed.digest, sealed.ciphertext).await?;
                 self.session.transact(&self.me, sealed.kind, Some(sealed.sidecar)).await
@@ -235,11 +235,14 @@ impl Gateway {
         if kind == "Patient" {
             let patient = patient_param(id)?;
             if let Some(cached) = self.cache.patient_resource(&patient) {
-                return Ok(self.session.client.record(&cached.record).await?);
+                return Ok(self.session.client.record(&self.me, &cached.record).await?);
             }
             // Not seen yet: read the chart until its Patient resource shows up.
-            let contact =
-                self.session.contact_of(&patient).await.map_err(|_| FhirError::not_found("no such patient"))?;
+            let contact = self
+                .session
+                .contact_of(&self.me, &patient)
+                .await
+                .map_err(|_| FhirError::not_found("no such patient"))?;
             let entries = self.session.list(&self.me, &contact).await?;
             let unseen: Vec<RecordEntry> = entries
                 .into_iter()
@@ -250,13 +253,22 @@ impl Gateway {
                 .cache
                 .patient_resource(&patient)
                 .ok_or_else(|| FhirError::not_found("no Patient resource in this chart"))?;
-            return Ok(self.session.client.record(&cached.record).await?);
+            return Ok(self.session.client.record(&self.me, &cached.record).await?);
         }
         let record: RecordId = id.parse().map_err(|_| FhirError::not_found("no such resource"))?;
-        self.session.client.record(&record).await.map_err(|e| match e {
-            SdkError::NotFound(_) => FhirError::not_found("no such resource"),
-            e => e.into(),
-        })
+        match self.session.client.record(&self.me, &record).await {
+            Ok(entry) => Ok(entry),
+            Err(SdkError::NotFound(_)) => Err(FhirError::not_found("no such resource")),
+            Err(SdkError::Denied(_)) => {
+                // Not entitled to the entry: the access is asked all the same, so the ledger
+                // denies it and the attempt is in the patient's trail.
+                let version = self.session.client.record_version(&self.me, &record).await?;
+                let kind = TxKind::RecordAccess(RecordAccess { record, version, purpose: self.purpose });
+                self.session.transact(&self.me, kind, None).await?;
+                Ok(self.session.client.record(&self.me, &record).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `GET /{type}/{id}`: an audited access on the ledger, then decrypt.
@@ -377,7 +389,7 @@ impl Gateway {
         };
         let mut candidates = Vec::new();
         for patient in patients {
-            let contact = match self.session.contact_of(&patient).await {
+            let contact = match self.session.contact_of(&self.me, &patient).await {
                 Ok(c) => c,
                 Err(SdkError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -455,7 +467,7 @@ impl Gateway {
         }
         let existing: HashSet<MemberId> = plan.existing_patients.iter().copied().collect();
         for member in &existing {
-            let contact = self.session.contact_of(member).await.map_err(|_| {
+            let contact = self.session.contact_of(&self.me, member).await.map_err(|_| {
                 FhirError::unprocessable("an entry references a patient who is not enrolled on this network")
             })?;
             if contact.role != Role::Patient {
@@ -528,7 +540,7 @@ impl Gateway {
         self.session.release().await?;
         for p in &planned {
             if let std::collections::hash_map::Entry::Vacant(slot) = charts.entry(p.patient) {
-                slot.insert(self.session.record_keys(&p.patient).await?);
+                slot.insert(self.session.record_keys(&self.me, &p.patient).await?);
             }
         }
         let mut planned = planned;

@@ -4,10 +4,13 @@
 //! released under it is the emergency share too only when break-glass alone allowed the access.
 //! (How recent the access must be is the node's business: it needs a clock.)
 
-use medledger_types::{MemberId, TxId};
+use medledger_types::{MemberId, Role, Timestamp, TxId};
 
-use crate::state::{AccessBasis, RecordEntry, StateView, TxResultEntry, keys, read};
-use crate::tx::RecordAccess;
+use crate::state::{
+    AccessBasis, BreakGlassEntry, ChartEntry, GrantEntry, MemberEntry, RecordEntry, StateView, TeamEntry,
+    TxResultEntry, keys, read,
+};
+use crate::tx::{GrantScope, RecordAccess};
 
 /// Why a validator serves nothing for an access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,4 +57,50 @@ pub fn served_access(
     }
     let emergency = read::<AccessBasis>(view, &keys::access_basis(tx)) == Some(AccessBasis::BreakGlass);
     Ok(Served { result, record, emergency })
+}
+
+/// Whether `signer` stands in a care relationship with `patient` that entitles them to read the
+/// patient's ledger entries (chart, grants, and `record`'s entry when given): the patient, one of
+/// their delegates, a member holding a live grant from them (`--all`, or on `record`) directly or
+/// through a care team they belong to, `record`'s author while their authorship lasts, or a
+/// clinician with an open break-glass window on the patient. Everyone else learns nothing from
+/// those entries: not whom the patient sees, nor which organisation keeps their chart.
+pub fn entitled(
+    view: &(impl StateView + ?Sized),
+    signer: &MemberEntry,
+    patient: &MemberId,
+    record: Option<&RecordEntry>,
+    now: Timestamp,
+) -> bool {
+    let me = signer.id;
+    if me == *patient && signer.role == Role::Patient {
+        return true;
+    }
+    let chart: Option<ChartEntry> = read(view, &keys::chart(patient));
+    if signer.role == Role::Patient && chart.as_ref().is_some_and(|c| c.is_delegate(&me)) {
+        return true;
+    }
+    if let Some(r) = record
+        && r.author == me
+        && view.get(&keys::author_revoked(&r.record, &me)).is_none()
+        && view.get(&keys::authorship_ended(patient, &me)).is_none()
+    {
+        return true;
+    }
+    let mut scopes = vec![GrantScope::All];
+    scopes.extend(record.map(|r| GrantScope::Record(r.record)));
+    let live = |grantee: &MemberId| {
+        scopes.iter().any(|scope| {
+            read::<GrantEntry>(view, &keys::grant(patient, grantee, scope)).is_some_and(|g| g.is_live(now))
+        })
+    };
+    if live(&me) {
+        return true;
+    }
+    let teams: Vec<MemberId> = read(view, &keys::member_teams(&me)).unwrap_or_default();
+    if teams.iter().any(|t| read::<TeamEntry>(view, &keys::team(t)).is_some_and(|team| team.has(&me)) && live(t)) {
+        return true;
+    }
+    let clinician = matches!(signer.role, Role::Doctor | Role::Emergency);
+    clinician && read::<BreakGlassEntry>(view, &keys::break_glass(patient, &me)).is_some_and(|g| now < g.until)
 }

@@ -171,43 +171,66 @@ impl Client {
         self.get_json(&format!("/v1/blocks/{height}"), None).await
     }
 
-    pub async fn member(&self, id: &MemberId) -> Result<MemberEntry> {
-        self.get_json(&format!("/v1/members/{id}"), None).await
+    /// Member `id`'s entry, as `me` may see it (staff: anyone; a patient: those in their care).
+    pub async fn member(&self, me: &Identity, id: &MemberId) -> Result<MemberEntry> {
+        self.get_json(&format!("/v1/members/{id}"), Some(me)).await
     }
 
     /// The next nonce of member `id` in `lane` (each of a member's clients signs in a lane of its
     /// own, so a gateway, an import and the CLI never take each other's nonces).
-    pub async fn next_nonce(&self, id: &MemberId, lane: u16) -> Result<Nonce> {
-        let v: serde_json::Value = self.get_json(&format!("/v1/members/{id}/nonce?lane={lane}"), None).await?;
-        let last = v
-            .get("nonce")
-            .and_then(serde_json::Value::as_u64)
-            .map(Nonce::new)
-            .ok_or_else(|| SdkError::Other("bad nonce reply".into()))?;
-        let counter = if last.lane() == lane { last.counter() + 1 } else { 1 };
+    pub async fn next_nonce(&self, me: &Identity, lane: u16) -> Result<Nonce> {
+        let id = me.member;
+        let counter =
+            match self.get_json::<serde_json::Value>(&format!("/v1/members/{id}/nonce?lane={lane}"), Some(me)).await {
+                Ok(v) => {
+                    let last = v
+                        .get("nonce")
+                        .and_then(serde_json::Value::as_u64)
+                        .map(Nonce::new)
+                        .ok_or_else(|| SdkError::Other("bad nonce reply".into()))?;
+                    if last.lane() == lane { last.counter() + 1 } else { 1 }
+                }
+                // Keys the ledger does not authenticate yet (a recovery's requested keys, which sign
+                // only its completion): the clock alone gives the nonce.
+                Err(SdkError::Denied(_)) => 1,
+                Err(e) => return Err(e),
+            };
         // Microseconds keep a lane's nonces increasing across restarts without coordination.
         Nonce::in_lane(lane, counter.max(now_ms() * 1000)).ok_or_else(|| SdkError::Other("nonces exhausted".into()))
     }
 
-    pub async fn chart(&self, patient: &MemberId) -> Result<ChartEntry> {
-        self.get_json(&format!("/v1/charts/{patient}"), None).await
+    pub async fn chart(&self, me: &Identity, patient: &MemberId) -> Result<ChartEntry> {
+        self.get_json(&format!("/v1/charts/{patient}"), Some(me)).await
     }
 
     pub async fn chart_envelope(&self, me: &Identity, patient: &MemberId) -> Result<SidecarEnvelope> {
         self.get_json(&format!("/v1/charts/{patient}/envelope"), Some(me)).await
     }
 
-    pub async fn grant(&self, patient: &MemberId, grantee: &MemberId) -> Result<Option<GrantEntry>> {
-        match self.get_json(&format!("/v1/grants/{patient}/{grantee}"), None).await {
+    pub async fn grant(&self, me: &Identity, patient: &MemberId, grantee: &MemberId) -> Result<Option<GrantEntry>> {
+        match self.get_json(&format!("/v1/grants/{patient}/{grantee}"), Some(me)).await {
             Ok(g) => Ok(Some(g)),
             Err(SdkError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// The care team `id`, if it names one.
-    pub async fn team(&self, id: &MemberId) -> Result<Option<TeamEntry>> {
-        match self.get_json(&format!("/v1/teams/{id}"), None).await {
+    /// The care team `id`, if it names one (its members are listed for its members and its
+    /// organisation's staff only).
+    pub async fn team(&self, me: &Identity, id: &MemberId) -> Result<Option<TeamEntry>> {
+        self.team_in_care(me, id, None).await
+    }
+
+    /// [`Client::team`], its members shown to those in `patient`'s care when the team holds an
+    /// `--all` grant on that chart (a writer wraps each new record for its live teams).
+    pub async fn team_in_care(
+        &self,
+        me: &Identity,
+        id: &MemberId,
+        patient: Option<&MemberId>,
+    ) -> Result<Option<TeamEntry>> {
+        let query = patient.map(|p| format!("?patient={p}")).unwrap_or_default();
+        match self.get_json(&format!("/v1/teams/{id}{query}"), Some(me)).await {
             Ok(t) => Ok(Some(t)),
             Err(SdkError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -219,8 +242,17 @@ impl Client {
         self.get_json(&format!("/v1/teams/{team}/envelope"), Some(me)).await
     }
 
-    pub async fn record(&self, id: &RecordId) -> Result<RecordEntry> {
-        self.get_json(&format!("/v1/records/{id}"), None).await
+    pub async fn record(&self, me: &Identity, id: &RecordId) -> Result<RecordEntry> {
+        self.get_json(&format!("/v1/records/{id}"), Some(me)).await
+    }
+
+    /// Record `id`'s current version (any member may ask: it is what a RecordAccess names).
+    pub async fn record_version(&self, me: &Identity, id: &RecordId) -> Result<u32> {
+        let v: serde_json::Value = self.get_json(&format!("/v1/records/{id}/version"), Some(me)).await?;
+        v.get("version")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| SdkError::Other("bad version reply".into()))
     }
 
     /// A page of `patient`'s records (at most 1,000) after record `after`, and the cursor of the

@@ -65,6 +65,21 @@ impl Identity {
         }
     }
 
+    /// The keys `code` gives member `member`, before the ledger has said who the member is (role
+    /// and organisation are placeholders, the suite the default): enough to sign the lookup of
+    /// the member's own entry, after which [`Identity::placed`] fills them in.
+    pub fn unplaced(alias: &str, member: MemberId, code: &crate::recovery::RecoveryCode) -> Result<Self> {
+        let org = OrgId::new("unplaced").map_err(SdkError::other)?;
+        Self::from_recovery_code(alias, member, Role::Patient, org, KemSuite::default(), code)
+    }
+
+    /// This identity with the role and organisation the ledger gives the member.
+    pub fn placed(mut self, entry: &medledger_ledger::state::MemberEntry) -> Self {
+        self.role = entry.role;
+        self.org = entry.org.clone();
+        self
+    }
+
     /// An identity whose keys derive from `code` (the recovery code shown to the member once):
     /// the code alone restores them.
     pub fn from_recovery_code(

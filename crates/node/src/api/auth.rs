@@ -19,6 +19,19 @@ pub(super) fn authenticate(
     uri: &Uri,
     body: &[u8],
 ) -> ApiResult<MemberEntry> {
+    authenticate_member(state, headers, method, uri, body, true)
+}
+
+/// [`authenticate`], also for a suspended member or staff of an organisation that left when
+/// `active_only` is false (for what the ledger itself then refuses and audits).
+fn authenticate_member(
+    state: &ApiState,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+    active_only: bool,
+) -> ApiResult<MemberEntry> {
     let signed = signed_request(state, headers, method, uri, body)?;
     let id: MemberId = signed.keyid.parse().map_err(|_| ApiError::unauthenticated("keyid is not a member id"))?;
     let view = view(state)?;
@@ -30,6 +43,11 @@ pub(super) fn authenticate(
     if !signed.verify(&member.signing_key) {
         tracing::warn!(route = %route_of(uri), "request with a bad signature");
         return Err(ApiError::unauthenticated("bad request signature"));
+    }
+    if !active_only {
+        drop(view);
+        admit_nonce(state, &signed, uri)?;
+        return Ok(member);
     }
     if member.status != MemberStatus::Active {
         tracing::warn!(route = %route_of(uri), role = member.role.as_str(), "request by a suspended member refused");
@@ -124,6 +142,18 @@ impl axum::extract::FromRequestParts<ApiState> for Signed {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &ApiState) -> Result<Self, ApiError> {
         authenticate(state, &parts.headers, &parts.method, &parts.uri, &[]).map(Signed)
+    }
+}
+
+/// A request without a body signed by an enrolled member, active or not: for the one read whose
+/// answer only leads to a transaction the ledger judges (and audits) itself.
+pub struct Enrolled(pub MemberEntry);
+
+impl axum::extract::FromRequestParts<ApiState> for Enrolled {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &ApiState) -> Result<Self, ApiError> {
+        authenticate_member(state, &parts.headers, &parts.method, &parts.uri, &[], false).map(Enrolled)
     }
 }
 

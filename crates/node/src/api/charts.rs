@@ -1,24 +1,36 @@
 //! Charts, care teams and chart-wide grants, and the key envelopes that lead a reader to a record's key.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use medledger_ledger::state::{ChartEntry, EnvelopeRef, GrantEntry, MemberEntry, RecordEntry, TeamEntry, keys, read};
 use medledger_ledger::{GrantScope, KeyHolder, KeySubject, Sidecar, SidecarEnvelope, StateView};
 use medledger_types::MemberId;
 
+use medledger_ledger::serve::entitled;
+use medledger_types::Role;
+
 use super::auth::Signed;
-use super::{ApiError, ApiResult, ApiState, Problems, parse, view};
+use super::{ApiError, ApiResult, ApiState, Problems, now, parse, view};
 
 #[utoipa::path(
     get,
     path = "/v1/charts/{patient}",
     tag = "records",
     params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex).")),
-    responses((status = 200, description = "The patient's chart (key epoch and holders).", body = ChartEntry), Problems)
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The patient's chart (key epoch and holders), for the patient and those the patient's consent or an open break-glass entitles.", body = ChartEntry), Problems)
 )]
-pub(super) async fn chart(State(state): State<ApiState>, Path(patient): Path<String>) -> ApiResult<Json<ChartEntry>> {
+pub(super) async fn chart(
+    State(state): State<ApiState>,
+    Path(patient): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<ChartEntry>> {
     let patient: MemberId = parse(&patient, "patient id")?;
-    read(&view(&state)?, &keys::chart(&patient)).map(Json).ok_or(ApiError::not_found("chart"))
+    let view = view(&state)?;
+    if !entitled(&view, &me, &patient, None, now()) {
+        return Err(ApiError::denied("no care relationship with this patient"));
+    }
+    read(&view, &keys::chart(&patient)).map(Json).ok_or(ApiError::not_found("chart"))
 }
 
 /// Chart epochs a key path walks back at most (each revocation of an `--all` grant, dismissal of a
@@ -113,12 +125,33 @@ pub(super) fn team_path(
     get,
     path = "/v1/teams/{id}",
     tag = "members",
-    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Care team id (32 hex).")),
-    responses((status = 200, description = "A care team: its key epoch and public key, and its members (pseudonymous ids).", body = TeamEntry), Problems)
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Care team id (32 hex)."), ("patient" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "A patient whose chart the team holds an `--all` grant on: those in that patient's care see its members.")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "A care team: its key epoch and public key (what a patient granting it needs), and its members (pseudonymous ids) for its members, the staff of its organisation, and those in the care of a patient whose chart it holds (`patient`); empty for anyone else.", body = TeamEntry), Problems)
 )]
-pub(super) async fn team(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<TeamEntry>> {
+pub(super) async fn team(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<TeamQuery>,
+    Signed(me): Signed,
+) -> ApiResult<Json<TeamEntry>> {
     let id: MemberId = parse(&id, "team id")?;
-    read(&view(&state)?, &keys::team(&id)).map(Json).ok_or(ApiError::not_found("care team"))
+    let patient = query.patient.as_deref().map(|p| parse::<MemberId>(p, "patient id")).transpose()?;
+    let view = view(&state)?;
+    let mut team: TeamEntry = read(&view, &keys::team(&id)).ok_or(ApiError::not_found("care team"))?;
+    let in_care = patient.is_some_and(|p| {
+        read::<ChartEntry>(&view, &keys::chart(&p)).is_some_and(|c| c.teams.contains(&id))
+            && entitled(&view, &me, &p, None, now())
+    });
+    if !(team.has(&me.id) || (me.role != Role::Patient && me.org == team.org) || in_care) {
+        team.members.clear();
+    }
+    Ok(Json(team))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct TeamQuery {
+    patient: Option<String>,
 }
 
 /// A member's envelope of their care team's current key.
@@ -198,15 +231,19 @@ pub(super) async fn chart_envelope(
     path = "/v1/grants/{patient}/{grantee}",
     tag = "records",
     params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("grantee" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Grantee member id (32 hex).")),
-    responses((status = 200, description = "A chart-wide grant.", body = GrantEntry), Problems)
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "A chart-wide grant, for its grantee and for those the patient's consent or an open break-glass entitles.", body = GrantEntry), Problems)
 )]
 pub(super) async fn grant_all(
     State(state): State<ApiState>,
     Path((patient, grantee)): Path<(String, String)>,
+    Signed(me): Signed,
 ) -> ApiResult<Json<GrantEntry>> {
     let patient: MemberId = parse(&patient, "patient id")?;
     let grantee: MemberId = parse(&grantee, "member id")?;
-    read(&view(&state)?, &keys::grant(&patient, &grantee, &GrantScope::All))
-        .map(Json)
-        .ok_or(ApiError::not_found("grant"))
+    let view = view(&state)?;
+    if me.id != grantee && !entitled(&view, &me, &patient, None, now()) {
+        return Err(ApiError::denied("no care relationship with this patient"));
+    }
+    read(&view, &keys::grant(&patient, &grantee, &GrantScope::All)).map(Json).ok_or(ApiError::not_found("grant"))
 }

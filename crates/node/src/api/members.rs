@@ -7,19 +7,38 @@ use medledger_ledger::state::{MemberEntry, keys, last_nonce, read};
 use medledger_types::{MemberId, Role};
 use serde::{Deserialize, Serialize};
 
+use medledger_ledger::serve::entitled;
+
+use super::auth::Signed;
 use super::records::page_limit;
-use super::{ApiError, ApiResult, ApiState, Problems, parse, view};
+use super::{ApiError, ApiResult, ApiState, Problems, now, parse, view};
 
 #[utoipa::path(
     get,
     path = "/v1/members/{id}",
     tag = "members",
     params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Member id (32 hex).")),
-    responses((status = 200, description = "An enrolled member (pseudonymous id, role, public keys).", body = MemberEntry), Problems)
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "An enrolled member (pseudonymous id, role, organisation, public keys). Staff entries (the provider directory) are served to every member; a patient's only to members of the patient's organisation and to those the patient's consent or an open break-glass entitles (to anyone else the id is unknown).", body = MemberEntry), Problems)
 )]
-pub(super) async fn member(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<MemberEntry>> {
+pub(super) async fn member(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<MemberEntry>> {
     let id: MemberId = parse(&id, "member id")?;
-    read(&view(&state)?, &keys::member(&id)).map(Json).ok_or(ApiError::not_found("member"))
+    let view = view(&state)?;
+    let entry: MemberEntry = read(&view, &keys::member(&id)).ok_or(ApiError::not_found("member"))?;
+    // Emergency staff break the glass on patients they have never seen (and wrap the note of it
+    // for the patient): that is their role, and the break-glass itself is audited.
+    let shown = entry.role != Role::Patient
+        || me.org == entry.org
+        || me.role == Role::Emergency
+        || entitled(&view, &me, &id, None, now());
+    if !shown {
+        return Err(ApiError::not_found("member"));
+    }
+    Ok(Json(entry))
 }
 
 #[utoipa::path(
@@ -27,14 +46,19 @@ pub(super) async fn member(State(state): State<ApiState>, Path(id): Path<String>
     path = "/v1/members/{id}/nonce",
     tag = "members",
     params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Member id (32 hex)."), ("lane" = Option<u16>, Query, minimum = 0, maximum = 4095, description = "The nonce lane (default 0): each of a member's clients signs in its own.")),
-    responses((status = 200, description = "The last nonce the member used in the lane.", body = NonceResponse), Problems)
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The last nonce the signer (the member) used in the lane.", body = NonceResponse), Problems)
 )]
 pub(super) async fn nonce(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<NonceQuery>,
+    Signed(me): Signed,
 ) -> ApiResult<Json<NonceResponse>> {
     let id: MemberId = parse(&id, "member id")?;
+    if id != me.id {
+        return Err(ApiError::denied("a member's nonces are the member's own"));
+    }
     let lane = query.lane.unwrap_or(0);
     if lane >= medledger_types::NONCE_LANES {
         return Err(ApiError::bad(format!("lane is 0 to {}", medledger_types::NONCE_LANES - 1)));

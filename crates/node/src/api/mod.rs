@@ -173,6 +173,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(charts::chart_envelope))
         .routes(routes!(charts::grant_all))
         .routes(routes!(records::record))
+        .routes(routes!(records::record_version))
         .routes(routes!(records::patient_records))
         .routes(routes!(audit::audit))
         .routes(routes!(blobs::put_blob).layer(DefaultBodyLimit::max(BLOB_UPLOAD_MAX)))
@@ -350,4 +351,10 @@ fn parse<T: std::str::FromStr>(s: &str, what: &str) -> ApiResult<T> {
 
 fn view(state: &ApiState) -> ApiResult<medledger_store::SpecView<'_>> {
     state.app.inner().db.view(&[]).map_err(ApiError::internal)
+}
+
+/// The node's clock as a ledger timestamp, for what the API decides outside execution (grant
+/// expiries and break-glass windows when it serves an entry).
+fn now() -> medledger_types::Timestamp {
+    medledger_types::Timestamp::new(crate::app::wall_clock_ms())
 }

@@ -11,26 +11,67 @@ use medledger_types::{MemberId, RecordId, Role, Timestamp, TxId};
 use serde::Deserialize;
 
 use super::access::committed_tx;
-use super::auth::Signed;
-use super::{ApiError, ApiResult, ApiState, NextPage, Problems, parse, view};
+use super::auth::{Enrolled, Signed};
+use super::{ApiError, ApiResult, ApiState, NextPage, Problems, now, parse, view};
+use medledger_ledger::serve::entitled;
 
 #[utoipa::path(
     get,
     path = "/v1/records/{id}",
     tag = "records",
     params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Record id (32 hex).")),
-    responses((status = 200, description = "A record's ledger entry (digest, version, encrypted metadata).", body = RecordEntry), Problems)
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "A record's ledger entry (patient, author, digest, version), for those the patient's consent, authorship or an open break-glass entitles.", body = RecordEntry), Problems)
 )]
-pub(super) async fn record(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RecordEntry>> {
+pub(super) async fn record(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<RecordEntry>> {
     let id: RecordId = parse(&id, "record id")?;
     let view = view(&state)?;
-    match read(&view, &keys::record(&id)) {
-        Some(entry) => Ok(Json(entry)),
-        None if view.get(&keys::erased(&id)).is_some() => {
+    let entry = live_record(&view, &id)?;
+    if !entitled(&view, &me, &entry.patient, Some(&entry), now()) {
+        return Err(ApiError::denied("no care relationship with this record's patient"));
+    }
+    Ok(Json(entry))
+}
+
+/// The record's entry, or why there is none (erased: 410).
+fn live_record(view: &impl StateView, id: &RecordId) -> ApiResult<RecordEntry> {
+    match read(view, &keys::record(id)) {
+        Some(entry) => Ok(entry),
+        None if view.get(&keys::erased(id)).is_some() => {
             Err(ApiError::new(StatusCode::GONE, "erased", "the record was erased"))
         }
         None => Err(ApiError::not_found("record")),
     }
+}
+
+/// What a reader must name in a RecordAccess: the record's current version, and nothing else.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct RecordVersion {
+    version: u32,
+}
+
+/// A record's current version, for any enrolled member (a suspended one too): what they name in
+/// a RecordAccess, which the ledger then allows or denies, and audits either way (the entry
+/// itself is for the entitled only).
+#[utoipa::path(
+    get,
+    path = "/v1/records/{id}/version",
+    tag = "records",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Record id (32 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The record's current version.", body = RecordVersion), Problems)
+)]
+pub(super) async fn record_version(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Enrolled(_me): Enrolled,
+) -> ApiResult<Json<RecordVersion>> {
+    let id: RecordId = parse(&id, "record id")?;
+    Ok(Json(RecordVersion { version: live_record(&view(&state)?, &id)?.version }))
 }
 
 /// A page size: absent, the largest; outside 1..=[`PAGE_ITEMS_MAX`], refused (not clamped: the

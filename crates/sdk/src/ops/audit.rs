@@ -39,14 +39,14 @@ impl Session {
     ) -> Result<Committed> {
         let kind = TxKind::BreakGlass(BreakGlass { patient: patient.member, reason, duration_ms });
         let sidecar = match note {
-            Some(note) => Some(self.seal_note(patient, note).await?),
+            Some(note) => Some(self.seal_note(me, patient, note).await?),
             None => None,
         };
         self.transact(me, kind, sidecar).await
     }
 
     /// A break-glass note encrypted under a fresh key, wrapped for the patient and every auditor.
-    async fn seal_note(&self, patient: &Contact, note: &str) -> Result<Sidecar> {
+    async fn seal_note(&self, me: &Identity, patient: &Contact, note: &str) -> Result<Sidecar> {
         if note.is_empty() || note.len() > BREAK_GLASS_NOTE_BYTES_MAX {
             return Err(SdkError::Usage(format!("a note is 1 to {BREAK_GLASS_NOTE_BYTES_MAX} bytes")));
         }
@@ -68,7 +68,7 @@ impl Session {
         let mut ciphertext = Vec::new();
         payload::encrypt(&key, &id, 0, note.as_bytes(), &mut ciphertext).map_err(SdkError::other)?;
         let subject = KeySubject::Note { id };
-        let patient_key = self.client.member(&patient.member).await?.encryption_key;
+        let patient_key = self.client.member(me, &patient.member).await?.encryption_key;
         let mut envelopes =
             vec![self.seal_for(&patient_key, KeyHolder::Member { member: patient.member }, subject, key.as_bytes())?];
         for auditor in &auditors {

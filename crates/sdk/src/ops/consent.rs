@@ -68,7 +68,7 @@ impl Session {
 
     /// `patient`'s current chart key (which `me` holds) wrapped for `to`, and its epoch.
     async fn chart_key_for(&self, me: &Identity, patient: &MemberId, to: &MemberId) -> Result<(u32, SidecarEnvelope)> {
-        let member = self.client.member(to).await?;
+        let member = self.client.member(me, to).await?;
         let (epoch, chart) = self.chart_key(me, patient).await?;
         let subject = KeySubject::Chart { patient: *patient, epoch };
         let holder = KeyHolder::Member { member: *to };
@@ -84,12 +84,12 @@ impl Session {
         revoked: Option<&MemberId>,
         dismissed: Option<&MemberId>,
     ) -> Result<(NewChartEpoch, Sidecar)> {
-        let chart = self.client.chart(patient).await?;
+        let chart = self.client.chart(me, patient).await?;
         let epoch = chart.epoch.checked_add(1).ok_or_else(|| SdkError::Other("chart epochs exhausted".into()))?;
         let now = Timestamp::new(crate::client::now_ms());
         let mut recipients = vec![*patient];
         for holder in chart.holders.iter().filter(|m| Some(*m) != revoked) {
-            if self.client.grant(patient, holder).await?.is_some_and(|g| g.is_live(now)) {
+            if self.client.grant(me, patient, holder).await?.is_some_and(|g| g.is_live(now)) {
                 recipients.push(*holder);
             }
         }
@@ -178,7 +178,7 @@ impl Session {
         write: bool,
         expires_at: Option<Timestamp>,
     ) -> Result<Committed> {
-        let team = self.client.team(to).await?;
+        let team = self.client.team(me, to).await?;
         let GrantScope::Record(record) = scope else {
             let (kind, sidecar) = match &team {
                 Some(team) => self.grant_all_to_team(me, patient, team, write, expires_at).await?,
@@ -188,15 +188,15 @@ impl Session {
         };
         let (key, holder) = match &team {
             Some(team) => (team.public_key.clone(), KeyHolder::Team { team: team.team, epoch: team.epoch }),
-            None => (self.client.member(to).await?.encryption_key, KeyHolder::Member { member: *to }),
+            None => (self.client.member(me, to).await?.encryption_key, KeyHolder::Member { member: *to }),
         };
         // The patient reads the record's key like any reader: a logged access first.
-        let entry = self.client.record(&record).await?;
-        let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose: PurposeOfUse::Patrqt });
+        let version = self.client.record_version(me, &record).await?;
+        let kind = TxKind::RecordAccess(RecordAccess { record, version, purpose: PurposeOfUse::Patrqt });
         let access = self.transact(me, kind, None).await?;
         // Re-wrapped for the grantee: what the patient's envelopes wrap (k_env under threshold
         // release, so the grantee still needs the validators' shares at each read).
-        let bundle = self.verified_bundle(me, &access.tx, record, entry.version).await?;
+        let bundle = self.verified_bundle(me, &access.tx, record, version).await?;
         let secret = self
             .wrapped_secret(me, &bundle)?
             .ok_or_else(|| SdkError::Denied("no wrapped key for this reader".into()))?;
@@ -232,7 +232,7 @@ impl Session {
         from: &MemberId,
         scope: GrantScope,
     ) -> Result<Committed> {
-        let team_grant = self.client.chart(patient).await?.teams.contains(from);
+        let team_grant = self.client.chart(me, patient).await?.teams.contains(from);
         let (new_chart, sidecar) = match scope {
             // A team never held the chart's current key: nothing to move.
             GrantScope::Record(_) => (None, None),

@@ -73,20 +73,22 @@ impl Session {
     pub async fn recover_with_code(
         &self,
         alias: &str,
-        contact: &Contact,
+        member: &MemberId,
         code: &RecoveryCode,
     ) -> Result<(Identity, RecoveryCode, Committed)> {
-        let entry = self.client.member(&contact.member).await?;
-        let restored = Identity::from_recovery_code(
-            alias,
-            contact.member,
-            entry.role,
-            entry.org,
-            entry.encryption_key.suite,
-            code,
-        )?;
+        // The code's signing key is the member's if the code is theirs: it signs the lookup of
+        // the member's entry (a wrong code is an unknown signer), whose suite the keys then take.
+        let not_theirs = || SdkError::Usage("this recovery code is not for the member's current keys".into());
+        let probe = Identity::unplaced(alias, *member, code)?;
+        let entry = match self.client.member(&probe, member).await {
+            Ok(entry) => entry,
+            Err(SdkError::Denied(m)) if m.contains("signer") || m.contains("signature") => return Err(not_theirs()),
+            Err(e) => return Err(e),
+        };
+        let restored =
+            Identity::from_recovery_code(alias, *member, entry.role, entry.org, entry.encryption_key.suite, code)?;
         if restored.signing.verifying_key() != entry.signing_key {
-            return Err(SdkError::Usage("this recovery code is not for the member's current keys".into()));
+            return Err(not_theirs());
         }
         self.rotate_keys(&restored, KeyChange::RecoveryCode).await
     }
@@ -219,7 +221,7 @@ impl Session {
         }
         let mut enrolments = Vec::new();
         for patient in &patients {
-            match self.client.member(&patient.member).await {
+            match self.client.member(admin, &patient.member).await {
                 Ok(entry) if entry.signing_key == patient.signing.verifying_key() => continue,
                 Ok(_) => return Err(SdkError::Integrity("a custodial member id is taken by other keys".into())),
                 Err(SdkError::NotFound(_)) => {}
@@ -234,7 +236,7 @@ impl Session {
         }
         let mut grants = Vec::new();
         for patient in &patients {
-            if self.client.grant(&patient.member, &doctor.member).await?.is_some_and(|g| g.write) {
+            if self.client.grant(patient, &patient.member, &doctor.member).await?.is_some_and(|g| g.write) {
                 continue;
             }
             let (kind, sidecar) = self.grant_all(patient, &patient.member, &doctor.member, true, None).await?;
@@ -254,33 +256,33 @@ impl Session {
 
     /// Whom a grant can go to: a member (alias or id, as [`Session::resolve`]) or a care team
     /// (its local alias, or its id).
-    pub async fn resolve_grantee(&self, name: &str) -> Result<MemberId> {
+    pub async fn resolve_grantee(&self, me: &Identity, name: &str) -> Result<MemberId> {
         if let Some(team) = self.home.teams()?.get(name) {
             return Ok(*team);
         }
         if let Ok(id) = name.parse::<MemberId>()
-            && self.client.team(&id).await?.is_some()
+            && self.client.team(me, &id).await?.is_some()
         {
             return Ok(id);
         }
-        Ok(self.resolve(name).await?.member)
+        Ok(self.resolve(me, name).await?.member)
     }
 
     /// A local alias, or a member id (32 hex digits, e.g. a patient enrolled in custody by an
     /// import), to a contact.
-    pub async fn resolve(&self, name: &str) -> Result<Contact> {
+    pub async fn resolve(&self, me: &Identity, name: &str) -> Result<Contact> {
         match self.home.resolve(name) {
             Ok(contact) => Ok(contact),
             Err(e) => match name.parse::<MemberId>() {
-                Ok(member) => self.contact_of(&member).await,
+                Ok(member) => self.contact_of(me, &member).await,
                 Err(_) => Err(e),
             },
         }
     }
 
-    /// Whom a member id names, from the ledger (role and organisation).
-    pub async fn contact_of(&self, member: &MemberId) -> Result<Contact> {
-        let entry = self.client.member(member).await?;
+    /// Whom a member id names, from the ledger (role and organisation), as `me` may see it.
+    pub async fn contact_of(&self, me: &Identity, member: &MemberId) -> Result<Contact> {
+        let entry = self.client.member(me, member).await?;
         Ok(Contact { member: entry.id, role: entry.role, org: entry.org })
     }
 }

@@ -126,7 +126,7 @@ impl Session {
             let key = if *member == me.member {
                 me.encryption.encryption_key().clone()
             } else {
-                self.client.member(member).await?.encryption_key
+                self.client.member(me, member).await?.encryption_key
             };
             envelopes.push(self.seal_for(&key, KeyHolder::Member { member: *member }, subject, secret)?);
         }
@@ -197,7 +197,7 @@ impl Session {
         for (me, kind, sidecar) in items {
             let next = match nonces.get(&me.member) {
                 Some(n) => *n,
-                None => self.client.next_nonce(&me.member, self.lane).await?.get(),
+                None => self.client.next_nonce(me, self.lane).await?.get(),
             };
             nonces.insert(me.member, next + 1);
             let body = TxBody {

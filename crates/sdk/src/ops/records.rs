@@ -60,7 +60,7 @@ impl Session {
     ) -> Result<(RecordId, Committed)> {
         let metadata = describe(plaintext)?;
         self.release().await?;
-        let keys = self.record_keys(&patient.member).await?;
+        let keys = self.record_keys(me, &patient.member).await?;
         let record = RecordId::new(medledger_crypto::random_bytes());
         let sealed = self.seal_record(me, &keys, record, 1, plaintext, &metadata)?;
         self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
@@ -92,13 +92,13 @@ impl Session {
     ) -> Result<Committed> {
         let metadata = describe(plaintext)?;
         self.release().await?;
-        let entry = self.client.record(&record).await?;
+        let entry = self.client.record(me, &record).await?;
         if expected.is_some_and(|v| v != entry.version) {
             return Err(SdkError::Conflict(format!("the record is at version {}", entry.version)));
         }
         let version =
             entry.version.checked_add(1).ok_or_else(|| SdkError::Usage("the record has too many versions".into()))?;
-        let keys = self.record_keys(&entry.patient).await?;
+        let keys = self.record_keys(me, &entry.patient).await?;
         let sealed = self.seal_record(me, &keys, record, version, plaintext, &metadata)?;
         self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
         match self.transact(me, sealed.kind, Some(sealed.sidecar)).await {
@@ -126,7 +126,7 @@ impl Session {
         let version =
             entry.version.checked_add(1).ok_or_else(|| SdkError::Usage("the record has too many versions".into()))?;
         let metadata = describe(&current.plaintext)?;
-        let keys = self.record_keys(&entry.patient).await?;
+        let keys = self.record_keys(me, &entry.patient).await?;
         let sealed = self.seal_record(me, &keys, record, version, &current.plaintext, &metadata)?;
         self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
         let TxKind::AppendVersion(next) = sealed.kind else {
@@ -143,13 +143,13 @@ impl Session {
 
     /// The keys a new record of `patient` is wrapped for: the chart's current key and the current
     /// key of each care team holding a live `--all` grant.
-    pub async fn record_keys(&self, patient: &MemberId) -> Result<RecordKeys> {
-        let chart = self.client.chart(patient).await?;
+    pub async fn record_keys(&self, me: &Identity, patient: &MemberId) -> Result<RecordKeys> {
+        let chart = self.client.chart(me, patient).await?;
         let now = Timestamp::new(crate::client::now_ms());
         let mut teams = Vec::new();
         for team in &chart.teams {
-            if self.client.grant(patient, team).await?.is_some_and(|g| g.is_live(now))
-                && let Some(entry) = self.client.team(team).await?
+            if self.client.grant(me, patient, team).await?.is_some_and(|g| g.is_live(now))
+                && let Some(entry) = self.client.team_in_care(me, team, Some(patient)).await?
                 // A dissolved team (its last member left) is not wrapped for.
                 && !entry.members.is_empty()
             {
@@ -218,10 +218,12 @@ impl Session {
     /// Signs a RecordAccess, waits for it to commit (the audit event is on the ledger before any
     /// byte leaves a validator), then fetches, checks and decrypts.
     pub async fn get_record(&self, me: &Identity, record: RecordId, purpose: PurposeOfUse) -> Result<Opened> {
-        let entry = self.client.record(&record).await?;
-        let kind = TxKind::RecordAccess(RecordAccess { record, version: entry.version, purpose });
+        // The version only: the entry is for those the ledger entitles, the access for anyone to
+        // ask (and be denied, in the patient's trail).
+        let version = self.client.record_version(me, &record).await?;
+        let kind = TxKind::RecordAccess(RecordAccess { record, version, purpose });
         let access = self.transact(me, kind, None).await?;
-        self.open_access(me, record, entry.version, access).await
+        self.open_access(me, record, version, access).await
     }
 
     /// Reads many records: one batch of RecordAccess transactions (each audited on the ledger

@@ -13,14 +13,15 @@ use crate::home::Identity;
 impl Session {
     /// Care team `team`'s current key, from `me`'s envelope (a member's).
     async fn team_key(&self, me: &Identity, team: &MemberId) -> Result<(TeamEntry, DecryptionKey)> {
-        let mut entry = self.client.team(team).await?.ok_or_else(|| SdkError::NotFound("no such care team".into()))?;
+        let mut entry =
+            self.client.team(me, team).await?.ok_or_else(|| SdkError::NotFound("no such care team".into()))?;
         let envelope = self.client.team_envelope(me, team).await?;
         let KeySubject::Team { team: t, epoch } = envelope.subject else {
             return Err(SdkError::Integrity("team envelope of the wrong kind".into()));
         };
         if t != *team || epoch != entry.epoch {
             // The team moved on between the two reads: its entry again.
-            entry = self.client.team(team).await?.ok_or_else(|| SdkError::NotFound("no such care team".into()))?;
+            entry = self.client.team(me, team).await?.ok_or_else(|| SdkError::NotFound("no such care team".into()))?;
         }
         Ok((entry, chart_key_from(&self.open_mine(me, &envelope)?)?))
     }
@@ -43,7 +44,7 @@ impl Session {
     /// A doctor of `team` adds `member`: the team's current key wrapped for them.
     pub async fn team_add(&self, me: &Identity, team: &MemberId, member: &MemberId) -> Result<Committed> {
         let (entry, key) = self.team_key(me, team).await?;
-        let to = self.client.member(member).await?.encryption_key;
+        let to = self.client.member(me, member).await?.encryption_key;
         let subject = KeySubject::Team { team: *team, epoch: entry.epoch };
         let envelope = self.seal_for(&to, KeyHolder::Member { member: *member }, subject, &chart_secret(&key))?;
         let kind = TxKind::TeamAdd(TeamAdd { team: *team, member: *member });
