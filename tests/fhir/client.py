@@ -18,6 +18,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 
 BASE = os.environ["GATEWAY"].rstrip("/")
+TOKEN = os.environ["GATEWAY_TOKEN"]
 JSON = "application/fhir+json"
 
 
@@ -25,6 +26,7 @@ def call(method, path, model=None, raw=None):
     body = model.model_dump_json(exclude_none=True).encode() if model is not None else raw
     request = urllib.request.Request(BASE + path, data=body, method=method)
     request.add_header("Accept", JSON)
+    request.add_header("Authorization", f"Bearer {TOKEN}")
     if body is not None:
         request.add_header("Content-Type", JSON)
     try:

@@ -89,7 +89,14 @@ pub fn gateway(
             .await
             .map_err(|e| SdkError::Usage(format!("cannot listen on {addr}: {e}")))?;
         let bound = listener.local_addr().map_err(|e| SdkError::Other(e.to_string()))?;
-        println!("FHIR R4 gateway for {as_} at http://{bound}/");
+        // The local credential: only this home's owner reads the file it is in.
+        let (credential, token) = medledger_gateway::http::Credential::generate();
+        let token_file = token_path(home_dir, bound.port());
+        if let Some(dir) = token_file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| SdkError::Usage(format!("{}: {e}", dir.display())))?;
+        }
+        crate::network::write_private(&token_file, token.as_bytes())?;
+        println!("FHIR R4 gateway for {as_} at http://{bound}/ (bearer token in {})", token_file.display());
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
@@ -97,8 +104,15 @@ pub fn gateway(
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
         };
-        medledger_gateway::http::serve(gateway, listener, shutdown).await.map_err(|e| SdkError::Other(e.to_string()))
+        let served = medledger_gateway::http::serve(gateway, listener, credential, shutdown).await;
+        let _ = std::fs::remove_file(&token_file);
+        served.map_err(|e| SdkError::Other(e.to_string()))
     })
+}
+
+/// Where the gateway listening on `port` keeps its bearer token: `HOME/gateways/PORT.token`.
+pub fn token_path(home_dir: &Path, port: u16) -> std::path::PathBuf {
+    home_dir.join("gateways").join(format!("{port}.token"))
 }
 
 pub fn import(

@@ -148,11 +148,12 @@ fn a_fhir_client_creates_reads_updates_and_searches_through_the_gateway() {
     assert_eq!(status, 415);
     let (status, _, _) = common::http_request(&gw.addr, "GET", "/metadata", &[("Host", "evil.example:80")], b"");
     assert_eq!(status, 403, "DNS rebinding: a non-loopback Host is refused");
+    let bearer = format!("Bearer {}", gw.token);
     let (status, _, _) = common::http_request(
         &gw.addr,
         "POST",
         "/Observation",
-        &[("Content-Type", "application/fhir+json")],
+        &[("Content-Type", "application/fhir+json"), ("Authorization", &bearer)],
         b"{not json",
     );
     assert_eq!(status, 400);
@@ -246,6 +247,7 @@ fn an_outside_python_fhir_client_works_through_the_gateway() {
     let run = std::process::Command::new("python3")
         .arg(script)
         .env("GATEWAY", format!("http://{}", gw.addr))
+        .env("GATEWAY_TOKEN", &gw.token)
         .output()
         .expect("python3");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -265,7 +267,7 @@ fn an_outside_python_fhir_client_works_through_the_gateway() {
 #[test]
 fn the_readme_curl_examples_work_verbatim() {
     // The network lives until the end of the test (the gateway talks to it).
-    let (_net, gw) = doctor_gateway();
+    let (net, gw) = doctor_gateway();
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let section = readme.split("## FHIR gateway").nth(1).expect("README has a FHIR gateway section");
     let block = section
@@ -274,8 +276,13 @@ fn the_readme_curl_examples_work_verbatim() {
         .find(|b| b.contains("curl "))
         .expect("a block of curl examples");
     let port = gw.addr.rsplit(':').next().unwrap();
-    let script = format!("set -euo pipefail\n{}", block.replace("localhost:8080", &format!("localhost:{port}")));
-    let run = std::process::Command::new("bash").arg("-c").arg(&script).output().expect("bash");
+    let script = format!("set -euo pipefail\n{}", block.replace("8080", port));
+    let run = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("MEDLEDGER_HOME", &net.home)
+        .output()
+        .expect("bash");
     let out = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{out}\n{}", String::from_utf8_lossy(&run.stderr));
     let lines: Vec<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();

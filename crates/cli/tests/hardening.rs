@@ -435,10 +435,11 @@ fn a_members_clients_running_at_once_never_fail_on_each_others_nonces() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = {
         let (stop, addr, path) = (stop.clone(), gateway.addr.clone(), format!("/Observation/{record}"));
+        let bearer = format!("Bearer {}", gateway.token);
         std::thread::spawn(move || {
             let mut statuses = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) || statuses.len() < 5 {
-                let (status, _, body) = common::http_request(&addr, "GET", &path, &[], &[]);
+                let (status, _, body) = common::http_request(&addr, "GET", &path, &[("Authorization", &bearer)], &[]);
                 statuses.push((status, if status == 200 { String::new() } else { body }));
             }
             statuses
@@ -578,7 +579,9 @@ fn a_signed_request_is_answered_only_by_the_validator_it_names() {
 
 /// Finding 11 (low): the gateway served cross-site requests: a web page's `<img
 /// src=http://127.0.0.1:PORT/Observation/ID>` had it commit an audited read in the clinician's
-/// name. A browser's cross-site request is refused (403) and nothing is signed.
+/// name. A browser's cross-site request is refused (403) and nothing is signed, with or without
+/// the gateway's local credential; so is any request without that credential (401: another user
+/// or program on the machine), and a wrong one.
 #[test]
 fn the_gateway_refuses_a_web_pages_cross_site_requests() {
     let (net, record) = drbob_wrote_an_observation("csrf-marker");
@@ -589,18 +592,31 @@ fn the_gateway_refuses_a_web_pages_cross_site_requests() {
         trail.lines().filter(|l| l.contains("\"type\":\"read\"")).count()
     };
     let before = reads();
-    for headers in
-        [vec![("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Dest", "image")], vec![("Origin", "https://evil.example")]]
-    {
+    let bearer = format!("Bearer {}", gateway.token);
+    for headers in [
+        vec![("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Dest", "image")],
+        vec![("Origin", "https://evil.example")],
+        vec![("Origin", "https://evil.example"), ("Authorization", bearer.as_str())],
+    ] {
         let (status, _, body) = common::http_request(&gateway.addr, "GET", &path, &headers, b"");
         assert_eq!(status, 403, "{headers:?}: {body}");
     }
-    assert_eq!(reads(), before, "a cross-site request signed an access");
-    // The clinician's own application (no browser headers, or same-origin) reads as before.
-    let (status, _, body) =
-        common::http_request(&gateway.addr, "GET", &path, &[("Sec-Fetch-Site", "same-origin")], b"");
+    let wrong = format!("Bearer {}", "0".repeat(64));
+    for headers in [vec![], vec![("Authorization", wrong.as_str())], vec![("Sec-Fetch-Site", "same-origin")]] {
+        let (status, _, body) = common::http_request(&gateway.addr, "GET", &path, &headers, b"");
+        assert_eq!(status, 401, "{headers:?}: {body}");
+    }
+    assert_eq!(reads(), before, "a cross-site or unauthenticated request signed an access");
+    let file = net.home.join("gateways").join(format!("{}.token", gateway.addr.rsplit(':').next().unwrap()));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "the token file is readable by others: {mode:o}");
+    // The clinician's own application (no browser headers, or same-origin, and the credential)
+    // reads as before; the capability statement needs no credential.
+    let headers = [("Sec-Fetch-Site", "same-origin"), ("Authorization", bearer.as_str())];
+    let (status, _, body) = common::http_request(&gateway.addr, "GET", &path, &headers, b"");
     assert_eq!(status, 200, "{body}");
     assert_eq!(reads(), before + 1);
+    assert_eq!(common::http_request(&gateway.addr, "GET", "/metadata", &[], b"").0, 200);
 }
 
 /// A Byzantine validator as its clients see it: a proxy in front of a real validator that passes

@@ -6,8 +6,11 @@
 //! CORS preflight, which it never grants). A browser's cross-site request (`Sec-Fetch-Site:
 //! cross-site` or `same-site`, or an `Origin` other than a loopback one) is refused before
 //! anything is signed: a web page's `<img src=http://127.0.0.1:PORT/Observation>` would otherwise
-//! have the gateway commit audited reads in the member's name. Every error is an OperationOutcome
-//! with the FHIR status.
+//! have the gateway commit audited reads in the member's name. And every request but the
+//! capability statement carries the gateway's local credential (`Authorization: Bearer`, a
+//! random token the gateway writes, readable by its owner only, when it starts), so another user
+//! or program on the machine cannot have it sign either. Every error is an OperationOutcome with
+//! the FHIR status.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,8 +51,9 @@ impl IntoResponse for FhirError {
     }
 }
 
-/// The router, for `base` (the URL clients reach it at, e.g. `http://127.0.0.1:8080`).
-pub fn router(gateway: Gateway, base: String) -> Router {
+/// The router, for `base` (the URL clients reach it at, e.g. `http://127.0.0.1:8080`), admitting
+/// requests that bear `credential` (after the loopback and cross-site checks).
+pub fn router(gateway: Gateway, base: String, credential: Credential) -> Router {
     let app = Arc::new(App { gateway, base: base.trim_end_matches('/').to_string() });
     Router::new()
         .route("/metadata", get(metadata))
@@ -59,14 +63,17 @@ pub fn router(gateway: Gateway, base: String) -> Router {
         .route("/{kind}/{id}/{operation}", get(operation))
         .fallback(|| async { FhirError::not_found("no such FHIR interaction") })
         .layer(DefaultBodyLimit::max(fhir::BODY_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(Arc::new(credential), authorize))
         .layer(middleware::from_fn(guard))
         .with_state(app)
 }
 
-/// Serves until `shutdown` completes. Refuses non-loopback addresses.
+/// Serves until `shutdown` completes, to requests bearing `token` (see [`Credential`]). Refuses
+/// non-loopback addresses.
 pub async fn serve(
     gateway: Gateway,
     listener: tokio::net::TcpListener,
+    token: Credential,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
@@ -74,7 +81,47 @@ pub async fn serve(
         return Err(std::io::Error::other("the gateway acts with your keys: it listens on a loopback address only"));
     }
     let base = format!("http://{addr}");
-    axum::serve(listener, router(gateway, base)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(gateway, base, token)).with_graceful_shutdown(shutdown).await
+}
+
+/// The gateway's local credential: a random bearer token made when it starts. Kept as its SHA-256
+/// only, and compared as such (the comparison's time says nothing about the token).
+pub struct Credential {
+    digest: [u8; 32],
+}
+
+impl Credential {
+    /// A new random credential and its text (64 hex digits) for the token file.
+    pub fn generate() -> (Self, zeroize::Zeroizing<String>) {
+        let token = zeroize::Zeroizing::new(hex::encode(medledger_crypto::random_bytes::<32>()));
+        (Credential { digest: medledger_crypto::sha256(token.as_bytes()) }, token)
+    }
+
+    fn admits(&self, presented: &str) -> bool {
+        medledger_crypto::sha256(presented.as_bytes()) == self.digest
+    }
+}
+
+/// Refuses (401) a request without the gateway's credential; the capability statement is open
+/// (clients read it before anything else, and it says nothing of any patient).
+async fn authorize(State(credential): State<Arc<Credential>>, request: Request, next: Next) -> Response {
+    if request.method() == Method::GET && request.uri().path() == "/metadata" {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if presented.is_some_and(|token| credential.admits(token)) {
+        return next.run(request).await;
+    }
+    let mut response =
+        FhirError::new(401, "login", "send the gateway's token (Authorization: Bearer, from its token file)")
+            .into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 fn loopback_host(host: &str) -> bool {

@@ -420,6 +420,8 @@ pub fn http_request(
 /// A running `medledger gateway` process, killed on drop.
 pub struct Gateway {
     pub addr: String,
+    /// The gateway's bearer token (its local credential), from the file it wrote.
+    pub token: String,
     child: Child,
 }
 
@@ -446,7 +448,9 @@ impl Gateway {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("gateway banner");
         assert!(line.contains(&listen), "gateway did not start: {line:?}");
-        Gateway { addr: listen, child }
+        let token_file = net.home.join("gateways").join(format!("{port}.token"));
+        let token = std::fs::read_to_string(&token_file).expect("the gateway's token file");
+        Gateway { addr: listen, token, child }
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, serde_json::Value) {
@@ -462,7 +466,8 @@ impl Gateway {
         body: Option<&serde_json::Value>,
     ) -> (u16, Vec<(String, String)>, String) {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let mut all = vec![("Content-Type", "application/fhir+json")];
+        let bearer = format!("Bearer {}", self.token);
+        let mut all = vec![("Content-Type", "application/fhir+json"), ("Authorization", bearer.as_str())];
         all.extend_from_slice(headers);
         http_request(&self.addr, method, path, &all, &bytes)
     }
