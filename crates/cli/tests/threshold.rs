@@ -977,6 +977,27 @@ fn members_rotate_recover_and_claim_their_keys() {
     assert!(rt.block_on(session.transact(&kid, access, None)).is_err(), "custody keys after the claim");
     let twice = net.cli(&["id", "claim", "kid2", "--file", claim.to_str().unwrap(), "--code", &code]);
     assert_ne!(twice.code, 0, "one claim");
+    // The code (which opens the claim file) is in no validator's files: the claim showed only a
+    // one-way proof of it.
+    let code_bytes = medledger_sdk::recovery::ClaimCode::parse(&code).unwrap().0;
+    for file in common::files_under(&net.dir) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!common::contains(&bytes, &code_bytes), "the claim code is in {}", file.display());
+    }
+    // The claim moved the chart to an epoch the custodian's copy of the keys does not open; what
+    // is written after it is wrapped for that epoch.
+    let kid_now = session.home.load_identity("kid", PASS).unwrap();
+    let chart = rt.block_on(session.client.chart_envelope(&kid_now, &kid.member)).unwrap();
+    let ctx = chart.subject.wrap_context(session.chain_id, chart.holder);
+    assert!(medledger_crypto::wrap::open(&kid.encryption, &chart.envelope, &ctx).is_err(), "the custodian opens it");
+    assert!(medledger_crypto::wrap::open(&kid_now.encryption, &chart.envelope, &ctx).is_ok());
+    let medledger_ledger::KeySubject::Chart { epoch, .. } = chart.subject else { panic!("a chart key") };
+    let later = net.ok(&["record", "put", "--as", "drbob", "--patient", &kid_hex, note.to_str().unwrap()]);
+    let later = later.trim();
+    let entry = rt.block_on(session.client.record(&kid_now, &later.parse().unwrap())).unwrap();
+    assert!(epoch > 0 && entry.chart_epoch == epoch, "written for chart epoch {} of {epoch}", entry.chart_epoch);
+    assert_eq!(net.ok(&["record", "get", "--as", "kid", later]), common::OBSERVATION);
+    assert_eq!(net.ok(&["record", "get", "--as", "kid", record]), common::OBSERVATION, "earlier records too");
     let kid_trail = net.ok(&["audit", "--as", "kid", "--patient", "kid"]);
     assert!(kid_trail.contains("released from custody") && kid_trail.contains("identity claimed"), "{kid_trail}");
 

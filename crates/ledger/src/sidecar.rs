@@ -445,6 +445,11 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
             }
             Ok(())
         }
+        // A custody claim moves the chart to a new epoch; any other patient's rotation brings
+        // the current chart key for the new encryption key.
+        TxKind::RotateKeys(k) if k.new_chart.is_some() => {
+            new_chart_envelopes(&tx.body.signer, k.new_chart.as_ref(), &sidecar.envelopes.iter().collect::<Vec<_>>())
+        }
         TxKind::RotateKeys(_) => one(
             KeyHolder::Member { member: tx.body.signer },
             &|s| matches!(s, KeySubject::Chart { patient, .. } if *patient == tx.body.signer),

@@ -406,6 +406,11 @@ pub struct RotateKeys {
     pub signing_key: VerifyingKey,
     pub encryption_key: EncryptionKey,
     pub reason: KeyChange,
+    /// A claim from custody moves the patient's chart to a new epoch the custodian never held
+    /// (the sidecar wraps it for the patient's new key and everyone who keeps holding the chart,
+    /// and links it back); absent for every other change.
+    #[serde(default)]
+    pub new_chart: Option<NewChartEpoch>,
 }
 
 /// Why a member's keys change.
@@ -417,17 +422,30 @@ pub enum KeyChange {
     Routine,
     /// The member restored their keys from the recovery code shown at enrolment.
     RecoveryCode,
-    /// A patient claims their identity from custody with the one-time code of the release.
+    /// A patient claims their identity from custody with the proof of the release's one-time
+    /// code: a one-way function of the code ([`claim_proof`]), so the code itself, which opens
+    /// the claim file, never reaches the ledger.
     Claim {
-        code: [u8; 16],
+        proof: [u8; 16],
     },
 }
 
-/// The hash a claim's one-time code must match (bound to the member, so a code serves one only).
-pub fn claim_code_hash(member: &MemberId, code: &[u8; 16]) -> Digest {
+/// What a claim shows of its one-time code `code`: the first 16 bytes of a domain-separated
+/// SHA-256 of it (the code cannot be had back from it, and it opens nothing).
+pub fn claim_proof(code: &[u8; 16]) -> [u8; 16] {
+    let mut bytes = b"medledger/claim-proof/v1".to_vec();
+    bytes.extend_from_slice(code);
+    let digest = medledger_crypto::sha256(&bytes);
+    let mut proof = [0u8; 16];
+    proof.copy_from_slice(&digest[..16]);
+    proof
+}
+
+/// The hash a claim's proof must match (bound to the member, so a code serves one only).
+pub fn claim_code_hash(member: &MemberId, proof: &[u8; 16]) -> Digest {
     let mut bytes = b"medledger/claim-code/v1".to_vec();
     bytes.extend_from_slice(member.as_bytes());
-    bytes.extend_from_slice(code);
+    bytes.extend_from_slice(proof);
     Digest::new(medledger_crypto::sha256(&bytes))
 }
 

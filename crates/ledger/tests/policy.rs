@@ -7,14 +7,14 @@ use medledger_crypto::suite::KemSuite;
 use medledger_crypto::threshold as shamir;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::governance::{self, NewValidator, Proposal};
-use medledger_ledger::state::{AuditAction, AuditEvent, Decision, KeyEvent, keys};
+use medledger_ledger::state::{AuditAction, AuditEvent, ChartEntry, Decision, KeyEvent, keys};
 use medledger_ledger::threshold::{ThresholdConfig, ThresholdShares, WrappedShare, share_context};
 use medledger_ledger::{
     BlockContext, BreakGlass, CustodyRelease, Delegate, EmergencyReason, Enroll, Erase, Genesis, GenesisMember,
     GenesisOrg, GenesisValidator, Grant, GrantScope, KeyChange, KeyHolder, KeySubject, LegalHold, NewChartEpoch,
     RecordAccess, Recovery, RecoveryAction, RegisterRecord, Rejection, Revoke, RotateKeys, Sidecar, SidecarEnvelope,
     SidecarError, Suspend, TeamAdd, TeamCreate, TeamRemove, Transaction, TxBody, TxInvalid, TxKind, TxOutcome,
-    claim_code_hash, execute_block, execute_block_verified,
+    claim_code_hash, claim_proof, execute_block, execute_block_verified,
 };
 use medledger_types::{
     ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, Trailing,
@@ -2226,6 +2226,7 @@ fn rotation(
         signing_key: sign.verifying_key(),
         encryption_key: enc.encryption_key().clone(),
         reason,
+        new_chart: None,
     });
     (sign, enc, kind, sidecar)
 }
@@ -2278,6 +2279,7 @@ fn key_lifecycle_rows() {
         signing_key: c.d2.sign.verifying_key(),
         encryption_key: wrap::generate(KemSuite::X25519).encryption_key().clone(),
         reason: KeyChange::Routine,
+        new_chart: None,
     });
     assert_eq!(c.w.one(&mut c.d1, taken, None), rejected(Rejection::KeyInUse));
 
@@ -2295,11 +2297,24 @@ fn key_lifecycle_rows() {
     let mut ward = Who::new(30);
     assert_eq!(c.w.enroll_as(&mut c.admin, &ward, "org1", Role::Patient, true), TxOutcome::Applied);
     let code = [9u8; 16];
-    let claim = |w: &World, who: &Who, code: [u8; 16]| rotation(w, who, Some(0), KeyChange::Claim { code });
+    // A claim shows the proof of the code (never the code, which opens the claim file) and moves
+    // the chart to an epoch wrapped for the patient's new key only (the custodian held the
+    // current one).
+    let claim = |w: &World, who: &Who, code: [u8; 16]| {
+        let (sign, enc) = (SigningKey::generate(), wrap::generate(KemSuite::X25519));
+        let (new_chart, sidecar, _) = w.next_chart(who.id, &[(who.id, enc.encryption_key().clone())]);
+        let kind = TxKind::RotateKeys(RotateKeys {
+            signing_key: sign.verifying_key(),
+            encryption_key: enc.encryption_key().clone(),
+            reason: KeyChange::Claim { proof: claim_proof(&code) },
+            new_chart: Some(new_chart),
+        });
+        (sign, enc, kind, Some(sidecar))
+    };
     let (_, _, kind, sidecar) = claim(&c.w, &ward, code);
     assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), rejected(Rejection::NoCustodyRelease));
     let release = |member: MemberId| {
-        TxKind::CustodyRelease(CustodyRelease { member, code_hash: claim_code_hash(&member, &code) })
+        TxKind::CustodyRelease(CustodyRelease { member, code_hash: claim_code_hash(&member, &claim_proof(&code)) })
     };
     assert_eq!(c.w.one(&mut c.other_admin, release(ward.id), None), rejected(Rejection::NotAdminOfOrg));
     assert_eq!(c.w.one(&mut c.d2, release(ward.id), None), rejected(Rejection::NotAdminOfOrg));
@@ -2311,11 +2326,27 @@ fn key_lifecycle_rows() {
     let (_, _, kind, sidecar) = claim(&c.w, &ward, code);
     assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), rejected(Rejection::ClaimExpired));
     assert_eq!(c.w.one(&mut c.admin, release(ward.id), None), TxOutcome::Applied, "released again");
+    // The code itself is no proof, and a claim that keeps the chart's current key (which the
+    // custodian holds) is refused, as is a new chart on any other key change.
+    let (_, _, kind, sidecar) = rotation(&c.w, &ward, Some(0), KeyChange::Claim { proof: code });
+    assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), rejected(Rejection::NewChartRequired));
+    let (_, _, mut kind, sidecar) = claim(&c.w, &ward, code);
+    if let TxKind::RotateKeys(k) = &mut kind {
+        k.reason = KeyChange::Claim { proof: code };
+    }
+    assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), rejected(Rejection::ClaimCodeMismatch), "the raw code");
+    let (_, _, mut kind, sidecar) = claim(&c.w, &ward, code);
+    if let TxKind::RotateKeys(k) = &mut kind {
+        k.reason = KeyChange::Routine;
+    }
+    assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), rejected(Rejection::NewChartRequired));
     let (sign, enc, kind, sidecar) = claim(&c.w, &ward, code);
     assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), TxOutcome::Applied);
     (ward.sign, ward.enc) = (sign, enc);
     let member: medledger_ledger::state::MemberEntry = borsh::from_slice(&c.w.state[&keys::member(&ward.id)]).unwrap();
     assert!(!member.custodial, "claimed");
+    let chart: ChartEntry = borsh::from_slice(&c.w.state[&keys::chart(&ward.id)]).unwrap();
+    assert_eq!(chart.epoch, 1, "the claim moved the chart past the custodian's epoch");
     let (_, _, kind, sidecar) = claim(&c.w, &ward, code);
     assert_eq!(c.w.one(&mut ward, kind, sidecar.as_ref()), rejected(Rejection::NotCustodial), "once");
     assert_eq!(c.w.one(&mut c.admin, release(ward.id), None), rejected(Rejection::NotCustodial));

@@ -79,6 +79,12 @@ impl ClaimCode {
         groups(&self.0)
     }
 
+    /// What the claim shows the ledger of this code (see [`medledger_ledger::claim_proof`]): the
+    /// code itself, which opens the claim file, stays with the patient.
+    pub fn proof(&self) -> [u8; 16] {
+        medledger_ledger::claim_proof(&self.0)
+    }
+
     pub fn parse(text: &str) -> Result<Self> {
         let bytes = parse_hex::<16>(text)
             .ok_or_else(|| SdkError::Usage("a claim code is 4 groups of 8 hex digits, as it was handed over".into()))?;

@@ -147,11 +147,16 @@ impl Run<'_, '_> {
     }
 
     /// The signer's own next keys (signed with the current ones). A patient brings the chart's
-    /// current key wrapped for the new encryption key; a claim from custody brings the code.
+    /// current key wrapped for the new encryption key; a claim from custody brings the proof of
+    /// the code and moves the chart to a new epoch, which the custodian never holds.
     pub(super) fn rotate_keys(&mut self, k: &RotateKeys) -> Result<Applied, Rejection> {
         let mut member = self.signer.clone();
         let chart = if member.role == Role::Patient { Some(self.chart(&member.id)?.1) } else { None };
-        if let KeyChange::Claim { code } = &k.reason {
+        let claim = matches!(k.reason, KeyChange::Claim { .. });
+        if claim != k.new_chart.is_some() {
+            return Err(Rejection::NewChartRequired);
+        }
+        if let KeyChange::Claim { proof } = &k.reason {
             if !member.custodial {
                 return Err(Rejection::NotCustodial);
             }
@@ -160,11 +165,18 @@ impl Run<'_, '_> {
             if self.ctx.time >= release.expires_at {
                 return Err(Rejection::ClaimExpired);
             }
-            if claim_code_hash(&member.id, code) != release.code_hash {
+            if claim_code_hash(&member.id, proof) != release.code_hash {
                 return Err(Rejection::ClaimCodeMismatch);
             }
             self.state.delete(keys::custody_release(&member.id));
             member.custodial = false;
+            // The custodian held the chart's keys so far: records from now on are wrapped for a
+            // next epoch only the patient (with the new key) and those who keep holding it get.
+            let chart = chart.as_ref().ok_or(Rejection::NotCustodial)?;
+            self.next_chart_epoch(&member.id, chart, None, None, k.new_chart.as_ref(), false)?;
+            let member = self.replace_keys(member, k.signing_key, k.encryption_key.clone())?;
+            self.state.put(keys::member(&member.id), &member);
+            return Ok(self.audit(member.id, AuditAction::Keys { event: key_event(k.reason) }, None));
         }
         let wrapped = chart.as_ref().map(|c| KeySubject::Chart { patient: member.id, epoch: c.epoch });
         let sidecar_ok = match (wrapped, self.sidecar) {

@@ -1,7 +1,7 @@
 //! Consent: grants and revocations, delegates, and the chart key's epochs.
 
 use medledger_crypto::suite::KemSuite;
-use medledger_crypto::wrap::{self, DecryptionKey};
+use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
 use medledger_ledger::state::TeamEntry;
 use medledger_ledger::{
     Delegate, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess, Revoke, Sidecar, SidecarEnvelope,
@@ -52,7 +52,7 @@ impl Session {
         let holder = KeyHolder::Team { team: team.team, epoch: team.epoch };
         let subject = KeySubject::Chart { patient: *patient, epoch };
         let to_team = self.seal_for(&team.public_key, holder, subject, &chart_secret(&chart))?;
-        let (new_chart, mut sidecar) = self.next_chart_epoch(me, patient, None, None).await?;
+        let (new_chart, mut sidecar) = self.next_chart_epoch(me, patient, None, None, None).await?;
         sidecar.envelopes.insert(0, to_team);
         let kind = TxKind::Grant(Grant {
             patient: *patient,
@@ -76,13 +76,15 @@ impl Session {
     }
 
     /// A fresh next epoch of `patient`'s chart, wrapped for everyone who keeps holding it: the
-    /// patient, each live `--all` grantee but `revoked`, each delegate but `dismissed`.
-    async fn next_chart_epoch(
+    /// patient (for `patient_key` when given, their next key at a custody claim), each live
+    /// `--all` grantee but `revoked`, each delegate but `dismissed`.
+    pub(super) async fn next_chart_epoch(
         &self,
         me: &Identity,
         patient: &MemberId,
         revoked: Option<&MemberId>,
         dismissed: Option<&MemberId>,
+        patient_key: Option<&EncryptionKey>,
     ) -> Result<(NewChartEpoch, Sidecar)> {
         let chart = self.client.chart(me, patient).await?;
         let epoch = chart.epoch.checked_add(1).ok_or_else(|| SdkError::Other("chart epochs exhausted".into()))?;
@@ -111,7 +113,14 @@ impl Session {
             KeySubject::Chart { patient: *patient, epoch: current_epoch },
             &chart_secret(&current),
         )?];
-        envelopes.extend(self.seal_for_members(me, &recipients, subject, &secret).await?);
+        match patient_key {
+            Some(key) => {
+                let others: Vec<MemberId> = recipients.iter().copied().filter(|m| m != patient).collect();
+                envelopes.extend(self.seal_for_members(me, &others, subject, &secret).await?);
+                envelopes.push(self.seal_for(key, KeyHolder::Member { member: *patient }, subject, &secret)?);
+            }
+            None => envelopes.extend(self.seal_for_members(me, &recipients, subject, &secret).await?),
+        }
         Ok((
             NewChartEpoch { public_key: next.encryption_key().clone(), recipients },
             Sidecar { envelopes, metadata: None, threshold: Default::default() },
@@ -132,7 +141,7 @@ impl Session {
             });
             (kind, Sidecar { envelopes: vec![envelope], metadata: None, threshold: Default::default() })
         } else {
-            let (new_chart, sidecar) = self.next_chart_epoch(me, &me.member, None, Some(&to.member)).await?;
+            let (new_chart, sidecar) = self.next_chart_epoch(me, &me.member, None, Some(&to.member), None).await?;
             let kind = TxKind::Delegate(Delegate {
                 patient: me.member,
                 delegate: to.member,
@@ -238,7 +247,7 @@ impl Session {
             GrantScope::Record(_) => (None, None),
             GrantScope::All if team_grant => (None, None),
             GrantScope::All => {
-                let (new_chart, sidecar) = self.next_chart_epoch(me, patient, Some(from), None).await?;
+                let (new_chart, sidecar) = self.next_chart_epoch(me, patient, Some(from), None, None).await?;
                 (Some(new_chart), Some(sidecar))
             }
         };

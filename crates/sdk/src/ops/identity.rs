@@ -40,7 +40,8 @@ impl Session {
 
     /// `me` replaces their keys with new ones (derived from a new recovery code, returned), signing
     /// with the current ones; a patient wraps their chart's current key for the new encryption
-    /// key. The new identity keeps the earlier encryption keys for the envelopes made for them.
+    /// key (at a custody claim, a new chart epoch instead, which the custodian never held). The
+    /// new identity keeps the earlier encryption keys for the envelopes made for them.
     pub async fn rotate_keys(&self, me: &Identity, reason: KeyChange) -> Result<(Identity, RecoveryCode, Committed)> {
         let code = RecoveryCode::generate();
         let mut next =
@@ -50,7 +51,14 @@ impl Session {
             .map(|k| DecryptionKey::from_bytes(k.suite(), &k.to_bytes()))
             .collect::<std::result::Result<_, _>>()
             .map_err(SdkError::other)?;
-        let sidecar = if me.role == Role::Patient {
+        let claim = matches!(reason, KeyChange::Claim { .. });
+        let mut new_chart = None;
+        let sidecar = if claim {
+            let next_key = next.encryption.encryption_key();
+            let (chart, sidecar) = self.next_chart_epoch(me, &me.member, None, None, Some(next_key)).await?;
+            new_chart = Some(chart);
+            Some(sidecar)
+        } else if me.role == Role::Patient {
             let (epoch, chart) = self.chart_key(me, &me.member).await?;
             let holder = KeyHolder::Member { member: me.member };
             let subject = KeySubject::Chart { patient: me.member, epoch };
@@ -63,6 +71,7 @@ impl Session {
             signing_key: next.signing.verifying_key(),
             encryption_key: next.encryption.encryption_key().clone(),
             reason,
+            new_chart,
         });
         let committed = self.transact(me, kind, sidecar).await?;
         Ok((next, code, committed))
@@ -105,8 +114,10 @@ impl Session {
         let patient = custody.load(member)?;
         let code = ClaimCode::generate();
         let file = crate::custody::claim_file(&patient, &code)?;
-        let kind =
-            TxKind::CustodyRelease(CustodyRelease { member: *member, code_hash: claim_code_hash(member, &code.0) });
+        let kind = TxKind::CustodyRelease(CustodyRelease {
+            member: *member,
+            code_hash: claim_code_hash(member, &code.proof()),
+        });
         let committed = self.transact(admin, kind, None).await?;
         custody.destroy(member)?;
         Ok((code, file, committed))
@@ -122,7 +133,7 @@ impl Session {
         code: &ClaimCode,
     ) -> Result<(Identity, RecoveryCode, Committed)> {
         let custody = crate::custody::open_claim_file(alias, file, code)?;
-        self.rotate_keys(&custody, KeyChange::Claim { code: code.0 }).await
+        self.rotate_keys(&custody, KeyChange::Claim { proof: code.proof() }).await
     }
 
     /// An admin of the member's organisation asks for their lost keys to be replaced by the
