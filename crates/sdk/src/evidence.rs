@@ -39,12 +39,16 @@ impl Session {
         version: u32,
     ) -> Result<AccessBundle> {
         let genesis = self.genesis().await?;
-        let mut last = None;
+        // The first refusal is kept: an honest refusal is every validator's answer, and one
+        // validator's false refusal must not block a read the others serve.
+        let (mut refused, mut last) = (None, None);
         for node in self.client.nodes() {
             let mut bundle = match self.client.access_bundle_from(node, me, access).await {
                 Ok(bundle) => bundle,
-                // Refusals and missing records are the ledger's answer, the same from everyone.
-                Err(e @ (SdkError::Denied(_) | SdkError::NotFound(_) | SdkError::Conflict(_))) => return Err(e),
+                Err(e @ (SdkError::Denied(_) | SdkError::NotFound(_) | SdkError::Conflict(_))) => {
+                    refused.get_or_insert(e);
+                    continue;
+                }
                 Err(e) => {
                     last = Some(e);
                     continue;
@@ -62,6 +66,6 @@ impl Session {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| SdkError::Other("no validator answered".into())))
+        Err(refused.or(last).unwrap_or_else(|| SdkError::Other("no validator answered".into())))
     }
 }
