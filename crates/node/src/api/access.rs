@@ -111,9 +111,10 @@ fn bundle_now(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<Option<
     if envelopes.is_empty() {
         envelopes = team_path(state, &view, &me, &record)?;
     }
-    let Some(evidence) = evidence(state, &view, &record, &envelopes)? else { return Ok(None) };
-    let sidecar = state.app.inner().db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
-    let sidecar = sidecar.and_then(|b| Sidecar::decode(&b).ok()).unwrap_or_default();
+    let own = state.app.inner().db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
+    let own = own.ok_or_else(|| ApiError::not_found("record"))?;
+    let Some(evidence) = evidence(state, &view, &record, &own, &envelopes)? else { return Ok(None) };
+    let sidecar = Sidecar::decode(&own).unwrap_or_default();
     let threshold = sidecar.threshold.0.as_ref().map(ThresholdPublic::of);
     Ok(Some(AccessBundle {
         record,
@@ -124,12 +125,14 @@ fn bundle_now(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<Option<
     }))
 }
 
-/// The evidence of a bundle of `record` and `envelopes` read from `view` (see [`AccessEvidence`]);
-/// `None` when the view's last block has no finality certificate of its own.
+/// The evidence of a bundle of `record` (whose sidecar is `own`, already read) and `envelopes`
+/// read from `view` (see [`AccessEvidence`]); `None` when the view's last block has no finality
+/// certificate of its own.
 fn evidence(
     state: &ApiState,
     view: &medledger_store::SpecView<'_>,
     record: &RecordEntry,
+    own: &[u8],
     envelopes: &[SidecarEnvelope],
 ) -> ApiResult<Option<AccessEvidence>> {
     let entry = |e: &SidecarEnvelope| keys::envelope(&e.subject, &e.holder);
@@ -157,7 +160,10 @@ fn evidence(
     let db = &state.app.inner().db;
     let sidecars = digests
         .iter()
-        .map(|d| db.sidecar(d).map_err(ApiError::internal)?.ok_or_else(|| ApiError::not_found("record")))
+        .map(|d| match d == &record.sidecar {
+            true => Ok(own.to_vec()),
+            false => db.sidecar(d).map_err(ApiError::internal)?.ok_or_else(|| ApiError::not_found("record")),
+        })
         .collect::<ApiResult<_>>()?;
     Ok(Some(AccessEvidence { header, certificate, links, refs, proofs, sidecars }))
 }
