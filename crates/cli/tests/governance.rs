@@ -25,6 +25,21 @@ fn proposers(net: &Net, k: usize, from: u64, to: u64) -> Vec<u64> {
 }
 
 /// The validators whose APIs validator `k` polls (its status' peers) and finds up.
+/// Who holds shares of `record`'s key, and how many are needed: as the access bundle of a read
+/// by drbob (an --all grantee) states them, from validator 0.
+fn shareholders(net: &Net, record: &str) -> (Vec<u64>, u64) {
+    let out = net.root.path().join("read.out");
+    let read = net.ok(&["--json", "record", "get", "--as", "drbob", record, "--output", out.to_str().unwrap()]);
+    let read: Value = serde_json::from_str(read.trim()).unwrap();
+    let tx = read["access_tx"].as_str().unwrap();
+    let (status, body) = common::api_get(net, 0, Some("drbob"), &format!("/v1/access/{tx}/bundle"));
+    assert_eq!(status, 200, "{body}");
+    let bundle: Value = serde_json::from_str(&body).unwrap();
+    let threshold = &bundle["threshold"];
+    let holders = threshold["validators"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    (holders, threshold["threshold"].as_u64().unwrap())
+}
+
 fn peers_up(net: &Net, k: usize) -> Vec<u64> {
     let status = net.status_of(k);
     let peers = status["peers"].as_array().cloned().unwrap_or_default();
@@ -132,24 +147,35 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
     net.kill9_validator(3);
     let (r3, t3) = put(&net, 63);
     net.start_validator(3);
+    // Threshold release follows the set: a record written in epoch 1 is dealt to all five
+    // validators with the threshold of five (f + 1 = 2), the joined one included.
+    assert_eq!(shareholders(&net, &r1), ([0, 1, 2, 3].to_vec(), 2), "dealt in epoch 0");
+    assert_eq!(shareholders(&net, &r2), ([0, 1, 2, 3, 4].to_vec(), 2), "dealt in epoch 1");
+    assert_eq!(shareholders(&net, &r3), ([0, 1, 2, 3, 4].to_vec(), 2));
 
-    // The organisation leaves: 4 of 5 approve (3 is not enough).
+    // A founding organisation leaves (its validator, 3, held shares since genesis): 4 of 5
+    // approve (3 is not enough). Its doctor read alice's records through an --all grant.
+    net.ok(&["id", "create", "dreve", "--role", "doctor", "--as", "h4-admin"]);
+    net.ok(&["grant", "--as", "alice", "--to", "dreve", "--all"]);
+    assert_eq!(net.ok(&["record", "get", "--as", "dreve", &r1]), t1);
     let leave = net.root.path().join("leave.json");
     let leave_s = leave.to_str().unwrap();
-    net.ok(&["governance", "leave", "h5", "--out", leave_s]);
-    for admin in ["h5-admin", "h1-admin", "h2-admin"] {
+    net.ok(&["governance", "leave", "h4", "--out", leave_s]);
+    for admin in ["h4-admin", "h1-admin", "h2-admin"] {
         net.ok(&["governance", "approve", leave_s, "--as", admin]);
     }
     assert_eq!(governance(&net)["epochs"].as_array().unwrap().len(), 2, "3 of 5 is not 2/3");
-    net.ok(&["governance", "approve", leave_s, "--as", "h4-admin"]);
+    net.ok(&["governance", "approve", leave_s, "--as", "h5-admin"]);
     let status = governance(&net);
     let left_at = status["epochs"][2]["first_height"].as_u64().unwrap();
-    assert_eq!(status["epochs"][2]["validators"].as_array().unwrap().len(), 4, "{status}");
+    let indices: Vec<u64> =
+        status["epochs"][2]["validators"].as_array().unwrap().iter().map(|v| v["index"].as_u64().unwrap()).collect();
+    assert_eq!(indices, [0, 1, 2, 4], "{status}");
     // Its staff sign nothing from the adoption on (the attempt is refused as access denied).
-    assert_eq!(net.cli(&["record", "get", "--as", "drdan", &r1]).code, 3);
+    assert_eq!(net.cli(&["record", "get", "--as", "dreve", &r1]).code, 3);
     // The validators' API refuses the staff of an organisation that left too (a signed read he
     // was entitled to as alice's --all grantee: 403 at authentication).
-    let list = net.cli(&["record", "list", "--as", "drdan", "--patient", "alice"]);
+    let list = net.cli(&["record", "list", "--as", "dreve", "--patient", "alice"]);
     assert_eq!(list.code, 3, "{}", list.stderr);
     assert!(list.stderr.contains("organisation has left"), "{}", list.stderr);
     wait_all(&net, &[0, 1, 2, 3, 4], left_at - 1);
@@ -172,18 +198,24 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(h, v)| (*h, v.as_str())).collect();
         common::http_request(&net.apis[0], "GET", &path, &headers, b"").0
     };
-    assert_eq!(sync_as(joiner), 403, "a validator that left reads the chain");
+    assert_eq!(sync_as(3), 403, "a validator that left reads the chain");
     assert_eq!(sync_as(1), 200);
-    // The four go on without it; every record written across both changes still reads.
-    net.kill9_validator(joiner);
+    // The four go on without it. A record written now is dealt to them alone: the validator
+    // that left holds no share of it.
+    net.kill9_validator(3);
     let (r4, t4) = put(&net, 64);
+    assert_eq!(shareholders(&net, &r4), ([0, 1, 2, 4].to_vec(), 2), "dealt in epoch 2");
     let height = net.status_of(0)["height"].as_u64().unwrap();
     assert!(height >= left_at, "a block of epoch 2");
-    assert!(proposers(&net, 0, left_at, height).iter().all(|p| *p < 4), "validator 4 proposed after leaving");
-    wait_until("validator 0 no longer lists validator 4", || peers_up(&net, 0) == [1, 2, 3]);
+    assert!(!proposers(&net, 0, left_at, height).contains(&3), "validator 3 proposed after leaving");
+    wait_until("validator 0 no longer lists validator 3", || peers_up(&net, 0) == [1, 2, 4]);
+    // Every record written in any epoch still reads with one more validator down (f = 1 of the
+    // four): each has f + 1 live holders among those that stay.
+    net.kill9_validator(2);
     for (record, text) in [(&r1, &t1), (&r2, &t2), (&r3, &t3), (&r4, &t4)] {
         assert_eq!(&net.ok(&["record", "get", "--as", "drbob", record]), text);
     }
+    net.start_validator(2);
     // Receipts of the patient's trail, from all three epochs, check offline from genesis alone:
     // those certified after a change carry the validator-set history.
     let receipts = net.root.path().join("receipts");

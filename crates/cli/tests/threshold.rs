@@ -68,7 +68,7 @@ async fn access(session: &Session, reader: &Identity, record: RecordId) -> TxId 
 async fn refusals(session: &Session, reader: &Identity, tx: &TxId) -> usize {
     let release = session.release().await.unwrap().unwrap();
     let mut denied = 0;
-    for api in &release.apis {
+    for api in release.apis.values() {
         match session.client.access_share(api, reader, tx).await {
             Err(SdkError::Denied(_)) => denied += 1,
             other => panic!("validator {api} did not refuse: {other:?}"),
@@ -200,7 +200,7 @@ async fn a_revoked_reader_keeps_old_envelopes_but_gets_no_shares() {
     session.client.put_blob(&alice, &sealed.digest, sealed.ciphertext.clone()).await.unwrap();
     session.transact(&alice, sealed.kind.clone(), Some(sealed.sidecar.clone())).await.unwrap();
     let allowed = access(&session, &alice, record).await;
-    match session.client.access_share(&release.apis[0], &alice, &allowed).await {
+    match session.client.access_share(&release.apis[&0], &alice, &allowed).await {
         Err(SdkError::Usage(problem)) => assert!(problem.contains("wrapped"), "{problem}"),
         other => panic!("validator 0 released a share it cannot open: {other:?}"),
     }
@@ -495,7 +495,7 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
     // The ledger keeps the erasure, not the record; no validator releases a share for the
     // access made before; the store keeps no ciphertext of it.
     assert_eq!(common::api_get(&net, 0, Some("alice"), &format!("/v1/records/{id}")).0, 410, "gone: erased");
-    for api in &release.apis {
+    for api in release.apis.values() {
         assert!(session.client.access_share(api, &alice, &allowed).await.is_err(), "{api} released a share");
     }
     assert!(!net.blob_dir().join(sealed.digest.to_hex()).exists(), "the ciphertext is still in the store");

@@ -110,6 +110,8 @@ impl AccessEvidence {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ThresholdPublic {
     pub epoch: u32,
+    /// The stable indices of the validators holding the shares, in share order.
+    pub validators: Vec<u32>,
     pub threshold: u8,
     pub commitments: Vec<Digest>,
     pub emergency_threshold: u8,
@@ -121,6 +123,7 @@ impl ThresholdPublic {
     pub fn of(shares: &crate::threshold::ThresholdShares) -> Self {
         ThresholdPublic {
             epoch: shares.epoch,
+            validators: shares.validators.clone(),
             threshold: shares.threshold,
             commitments: shares.shares.iter().map(|s| s.commitment).collect(),
             emergency_threshold: shares.emergency_threshold,

@@ -279,7 +279,7 @@ impl Genesis {
         writes.insert(keys::validator_epoch(0), Some(encode(&epoch)));
         writes.insert(keys::EPOCH_LATEST.to_vec(), Some(encode(&0u64)));
         if let Some(share_keys) = &self.share_keys {
-            let config = crate::threshold::ThresholdConfig::for_validators(0, share_keys.clone());
+            let config = crate::threshold::ThresholdConfig::genesis(share_keys.clone());
             writes.insert(keys::THRESHOLD.to_vec(), Some(encode(&config)));
         }
         if let Some(policy) = &self.policy {

@@ -152,7 +152,11 @@ impl Sidecar {
         let sidecar: Sidecar = decode_canonical(bytes, SIDECAR_BYTES_MAX).map_err(|_| SidecarError::Malformed)?;
         if sidecar.envelopes.len() > SIDECAR_ENVELOPES_MAX
             || sidecar.metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX)
-            || sidecar.threshold.0.as_ref().is_some_and(|t| t.shares.len() > VALIDATORS_MAX)
+            || sidecar.threshold.0.as_ref().is_some_and(|t| {
+                t.shares.len() > VALIDATORS_MAX
+                    || t.validators.len() != t.shares.len()
+                    || !t.validators.windows(2).all(|w| w[0] < w[1])
+            })
         {
             return Err(SidecarError::Malformed);
         }
@@ -224,7 +228,10 @@ pub fn parse_purged(bytes: &[u8]) -> Option<SidecarFacts> {
     let facts = SidecarFacts::deserialize(&mut rest).ok()?;
     let bounded = facts.subjects.len() <= SIDECAR_ENVELOPES_MAX
         && facts.holders.len() <= SIDECAR_ENVELOPES_MAX
-        && facts.shares.as_ref().is_none_or(|s| s.suites.len() <= VALIDATORS_MAX);
+        && facts
+            .shares
+            .as_ref()
+            .is_none_or(|s| s.suites.len() <= VALIDATORS_MAX && s.validators.len() <= VALIDATORS_MAX);
     (bounded && rest.iter().all(|b| *b == 0)).then_some(facts)
 }
 

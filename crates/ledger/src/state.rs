@@ -90,6 +90,8 @@ pub mod keys {
     pub const SIGNING_KEY: &[u8] = b"k/";
     /// The validators' share keys of the current share epoch (threshold release).
     pub const THRESHOLD: &[u8] = b"v/threshold";
+    /// The share configuration of an adopted validator set, until its first block.
+    pub const THRESHOLD_NEXT: &[u8] = b"v/threshold-next";
     /// The network's own limits from genesis (absent: the defaults).
     pub const POLICY: &[u8] = b"v/policy";
     pub const BREAK_GLASS: &[u8] = b"bg/";

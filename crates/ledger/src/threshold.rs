@@ -3,25 +3,33 @@
 //! through (author → validator in the sidecar, validator → reader on release).
 //!
 //! A network whose genesis names share keys requires every new record version to carry one share
-//! per validator, `threshold = f + 1` of which recover `k_thr`; validators check the shape (they
-//! cannot open the other validators' shares) and release their own share only to the signer of an
-//! allowed RecordAccess they executed. Records of a network without share keys keep the direct
-//! suite.
+//! per validator of the current set, `threshold = f + 1` of which recover `k_thr`; validators check
+//! the shape (they cannot open the other validators' shares) and release their own share only to
+//! the signer of an allowed RecordAccess they executed. When governance changes the validator set,
+//! the share configuration changes with it, at the block the new set takes over: new versions are
+//! dealt to the new set with its threshold. Records of a network without share keys keep the
+//! direct suite.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::wrap::{EncryptionKey, Envelope, WrapContext};
 use medledger_types::{ChainId, Digest, MemberId, RecordId, encode};
 use serde::{Deserialize, Serialize};
 
-/// The share keys of the validator set of one share epoch, in validator order. Kept in state.
+/// The share keys of the validator set of one share epoch. Kept in state.
+///
+/// Share `i` belongs to validator `validators[i]` (its stable index): the positions are the
+/// shares' participant ids minus one, the indices say who holds them.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ThresholdConfig {
-    /// 0 for the genesis set; a new set of validators is a new epoch.
+    /// 0 for the genesis keys; each replaced share key and each new validator set is a new epoch.
     pub epoch: u32,
     /// Shares needed to recover `k_thr`: f + 1.
     pub threshold: u8,
     /// Emergency shares needed to recover `k_env` under break-glass: 2f + 1.
     pub emergency_threshold: u8,
+    /// The stable indices of the validators holding the shares, ascending.
+    pub validators: Vec<u32>,
+    /// `share_keys[i]` is the share key of validator `validators[i]`.
     pub share_keys: Vec<EncryptionKey>,
 }
 
@@ -29,11 +37,32 @@ impl ThresholdConfig {
     /// The configuration of `n` validators' share keys with n = 3f + 1: threshold f + 1, so f
     /// Byzantine validators cannot release a key alone; emergency threshold 2f + 1, so break-glass
     /// needs a quorum of validators to have executed the BreakGlass and the flagged read.
-    pub fn for_validators(epoch: u32, share_keys: Vec<EncryptionKey>) -> Self {
+    /// `validators[i]` holds `share_keys[i]`.
+    pub fn for_validators(epoch: u32, validators: Vec<u32>, share_keys: Vec<EncryptionKey>) -> Self {
         let f = share_keys.len().saturating_sub(1) / 3;
         let count = |t: usize| u8::try_from(t).unwrap_or(u8::MAX);
-        Self { epoch, threshold: count(f + 1), emergency_threshold: count(2 * f + 1), share_keys }
+        Self { epoch, threshold: count(f + 1), emergency_threshold: count(2 * f + 1), validators, share_keys }
     }
+
+    /// The genesis configuration: validators `0..n` with the genesis share keys.
+    pub fn genesis(share_keys: Vec<EncryptionKey>) -> Self {
+        let validators = (0..share_keys.len()).map(|i| u32::try_from(i).unwrap_or(u32::MAX)).collect();
+        Self::for_validators(0, validators, share_keys)
+    }
+
+    /// The position (share index) of validator `index` in this set.
+    pub fn position(&self, index: u32) -> Option<usize> {
+        self.validators.iter().position(|v| *v == index)
+    }
+}
+
+/// A share configuration waiting for its validator set: adopted with a governance change, it
+/// becomes the configuration at `first_height`, the first block of the new set. Kept in state.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct PendingThreshold {
+    pub first_height: medledger_types::Height,
+    /// The new set's configuration (its epoch is set when it takes over).
+    pub config: ThresholdConfig,
 }
 
 /// One validator's shares, wrapped together for its share key: its share of `k_thr` followed by its
@@ -57,7 +86,9 @@ pub struct ThresholdShares {
     pub epoch: u32,
     pub threshold: u8,
     pub emergency_threshold: u8,
-    /// Share `i` belongs to validator `i` of the epoch.
+    /// The stable indices of the validators holding the shares (the epoch's set).
+    pub validators: Vec<u32>,
+    /// Share `i` belongs to validator `validators[i]`.
     pub shares: Vec<WrappedShare>,
 }
 
@@ -68,8 +99,14 @@ impl ThresholdShares {
             epoch: self.epoch,
             threshold: self.threshold,
             emergency_threshold: self.emergency_threshold,
+            validators: self.validators.clone(),
             suites: self.shares.iter().map(|s| s.envelope.suite.id()).collect(),
         }
+    }
+
+    /// The position of validator `index`'s share.
+    pub fn position(&self, index: u32) -> Option<usize> {
+        self.validators.iter().position(|v| *v == index)
     }
 }
 
@@ -80,6 +117,7 @@ pub struct SharesShape {
     pub epoch: u32,
     pub threshold: u8,
     pub emergency_threshold: u8,
+    pub validators: Vec<u32>,
     pub suites: Vec<u8>,
 }
 
@@ -90,6 +128,7 @@ impl SharesShape {
         self.epoch == config.epoch
             && self.threshold == config.threshold
             && self.emergency_threshold == config.emergency_threshold
+            && self.validators == config.validators
             && self.suites.len() == config.share_keys.len()
             && self.suites.iter().zip(&config.share_keys).all(|(suite, key)| *suite == key.suite.id())
     }
@@ -169,7 +208,8 @@ mod tests {
     fn threshold_is_f_plus_one() {
         let key = medledger_crypto::wrap::generate(medledger_crypto::suite::KemSuite::X25519).encryption_key().clone();
         for (n, t, e) in [(1, 1, 1), (3, 1, 1), (4, 2, 3), (6, 2, 3), (7, 3, 5), (10, 4, 7)] {
-            let config = ThresholdConfig::for_validators(0, vec![key.clone(); n]);
+            let config = ThresholdConfig::genesis(vec![key.clone(); n]);
+            assert_eq!(config.validators.len(), n);
             assert_eq!((config.threshold, config.emergency_threshold), (t, e), "n = {n}");
         }
     }

@@ -174,6 +174,7 @@ impl World {
             epoch: config.epoch,
             threshold: config.threshold,
             emergency_threshold: config.emergency_threshold,
+            validators: config.validators.clone(),
             shares,
         }
     }
@@ -818,10 +819,15 @@ fn threshold_share_rows() {
     bad.push(("no shares", Trailing(None)));
     let mut fewer = good.clone();
     fewer.shares.pop();
+    fewer.validators.pop();
     bad.push(("a validator left out", Trailing(Some(fewer))));
     let mut more = good.clone();
     more.shares.push(good.shares[0].clone());
+    more.validators.push(3);
     bad.push(("a share too many", Trailing(Some(more))));
+    let mut elsewhere = good.clone();
+    elsewhere.validators[2] = 7;
+    bad.push(("a share for a validator outside the set", Trailing(Some(elsewhere))));
     bad.push(("another threshold", Trailing(Some(ThresholdShares { threshold: 2, ..good.clone() }))));
     bad.push(("another epoch", Trailing(Some(ThresholdShares { epoch: 1, ..good.clone() }))));
     let mut other_suite = good.clone();
@@ -2540,6 +2546,14 @@ fn governance_rows() {
     let leave5 =
         Proposal::Leave { org: OrgId::new("org5").unwrap(), expires_at: Timestamp::new(w.time + 3_600_000 * 24) };
     assert_eq!(w.one(&mut admins[0], gov(&leave5), None), rejected(Rejection::ChangePending));
+    // Threshold release follows the set: until the new set's first block, records are dealt to
+    // the genesis four; a record dealt then and finalized after the switch is refused.
+    let config = |w: &World| -> ThresholdConfig { borsh::from_slice(&w.state[keys::THRESHOLD]).unwrap() };
+    let genesis_config = config(&w);
+    assert_eq!(genesis_config.validators, vec![0, 1, 2, 3]);
+    let mut patient1 = Who::new(30);
+    assert_eq!(w.enroll(&mut admins[0], &patient1, "org1", Role::Patient), TxOutcome::Applied);
+    let late = w.registration(&patient1, patient1.id, RecordId::new([31; 16]), 1, &[]);
     while w.height + 1 < epochs[1].first_height.get() {
         w.block(vec![]);
     }
@@ -2548,8 +2562,22 @@ fn governance_rows() {
         Some(0),
         "the boundary block is the last of epoch 0"
     );
+    assert_eq!(config(&w), genesis_config, "the share keys change with the set, not before");
     w.block(vec![]);
     assert_eq!(governance::epoch_at(&w.state, Height::new(w.height)).map(|e| e.epoch), Some(1));
+    let five = config(&w);
+    assert_eq!(five.validators, vec![0, 1, 2, 3, 4], "the joined validator holds shares of new records");
+    assert_eq!((five.epoch, five.threshold, five.emergency_threshold), (genesis_config.epoch + 1, 2, 3));
+    assert_eq!(five.share_keys[..4], genesis_config.share_keys[..], "the staying validators keep their keys");
+    let Proposal::Join { validator: joining, .. } = &join else { unreachable!() };
+    assert_eq!(Some(&five.share_keys[4]), joining.share_key.as_ref());
+    assert!(!w.state.contains_key(keys::THRESHOLD_NEXT));
+    assert_eq!(
+        w.submit_version(&mut patient1, TxKind::RegisterRecord(late.0), late.1),
+        rejected(Rejection::ThresholdShares),
+        "dealt to the set before"
+    );
+    assert_eq!(w.put_own(&mut patient1, RecordId::new([31; 16])), TxOutcome::Applied, "dealt to the five");
 
     // Leaving: 4 of 5 organisations now (the leaving one may approve).
     let mut patient5 = Who::new(22);
@@ -2572,6 +2600,14 @@ fn governance_rows() {
         w.block(vec![]);
     }
     w.block(vec![]);
+    // New records go to the four that stay: the validator that left holds no share of them.
+    let four = config(&w);
+    assert_eq!(four.validators, vec![0, 1, 2, 3]);
+    assert_eq!((four.epoch, four.threshold), (five.epoch + 1, 2));
+    assert_eq!(four.share_keys[..], five.share_keys[..4]);
+    assert_eq!(w.put_own(&mut patient1, RecordId::new([32; 16])), TxOutcome::Applied);
+    let dealt = w.sidecars[&(RecordId::new([32; 16]), 1)].threshold.0.clone().unwrap();
+    assert_eq!((dealt.validators.clone(), dealt.shares.len()), (vec![0, 1, 2, 3], 4));
     let mut admin6 = Who::new(6);
     let (join6, _) = join_proposal(&w, "org6", &admin6, 940, true);
     assert_eq!(w.one(&mut admin5, gov(&join6), None), rejected(Rejection::OrgLeft));

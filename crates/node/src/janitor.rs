@@ -249,9 +249,10 @@ impl Janitor {
     ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
         let key = keyring.current();
         let shares = Sidecar::decode(sidecar).ok()?.threshold.0?;
-        let mine = shares.shares.get(self.index as usize)?;
+        let position = shares.position(self.index)?;
+        let mine = shares.shares.get(position)?;
         let chain_id = self.app.inner().chain_id;
-        let context = threshold::share_context(chain_id, record, version, shares.epoch, self.index);
+        let context = threshold::share_context(chain_id, record, version, shares.epoch, u32::try_from(position).ok()?);
         match medledger_crypto::wrap::open(&key, &mine.envelope, &context) {
             Ok(opened) if opened.len() == threshold::SHARES_SECRET_BYTES => Some(opened),
             _ => {

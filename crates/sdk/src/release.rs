@@ -7,6 +7,7 @@
 //! current keys and uses only keys at least f + 1 of them report alike: one of those is honest,
 //! so no f validators can substitute keys of their own.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,9 @@ use crate::ops::Session;
 #[derive(Debug)]
 pub struct Release {
     pub config: ThresholdConfig,
-    /// Validator `i`'s API base URL.
-    pub apis: Vec<String>,
+    /// The API base URL of every validator the network has had, by stable index (a record dealt
+    /// to an earlier set is released by that set's validators).
+    pub apis: BTreeMap<u32, String>,
 }
 
 /// How long the fetched share keys are used before they are fetched again (a write the ledger
@@ -63,16 +65,39 @@ impl Session {
     }
 
     /// Fetches the release configuration again: the genesis (checked against this session's chain
-    /// id), then the current share keys that at least f + 1 validators report alike.
+    /// id), the validators governance added since, then the current share keys that at least
+    /// f + 1 validators of the newest set report alike.
     pub async fn refresh_release(&self) -> Result<Option<Arc<Release>>> {
         let genesis = self.genesis().await?;
         let release = match genesis.share_keys.clone() {
             None => None,
             Some(keys) => {
                 let scheme = self.client.scheme();
-                let apis: Vec<String> =
-                    genesis.validators.iter().map(|v| format!("{scheme}://{}", v.api_address)).collect();
-                let config = self.current_share_keys(&apis, ThresholdConfig::for_validators(0, keys)).await?;
+                let mut apis: BTreeMap<u32, String> = (0u32..)
+                    .zip(&genesis.validators)
+                    .map(|(i, v)| (i, format!("{scheme}://{}", v.api_address)))
+                    .collect();
+                // Validators that joined since genesis, and the newest set (a node's say: the
+                // ledger checks every record's shares against the set it has, so a wrong answer
+                // costs a retry, never a share dealt to the wrong key).
+                let mut newest: Vec<u32> = apis.keys().copied().collect();
+                if let Ok(status) = self.client.governance().await {
+                    for epoch in status["epochs"].as_array().into_iter().flatten() {
+                        let mut set = Vec::new();
+                        for v in epoch["validators"].as_array().into_iter().flatten() {
+                            let (Some(index), Some(api)) = (v["index"].as_u64(), v["api_address"].as_str()) else {
+                                continue;
+                            };
+                            let Ok(index) = u32::try_from(index) else { continue };
+                            apis.entry(index).or_insert_with(|| format!("{scheme}://{api}"));
+                            set.push(index);
+                        }
+                        if !set.is_empty() {
+                            newest = set;
+                        }
+                    }
+                }
+                let config = self.current_share_keys(&apis, &newest, ThresholdConfig::genesis(keys)).await?;
                 Some(Arc::new(Release { config, apis }))
             }
         };
@@ -80,9 +105,16 @@ impl Session {
         Ok(release)
     }
 
-    /// The newest share-key configuration that `threshold` (f + 1) validators report alike.
-    async fn current_share_keys(&self, apis: &[String], genesis: ThresholdConfig) -> Result<ThresholdConfig> {
-        let answers = futures::future::join_all(apis.iter().map(|api| self.client.threshold_at(api))).await;
+    /// The newest share-key configuration that f + 1 validators of the newest set report alike.
+    async fn current_share_keys(
+        &self,
+        apis: &BTreeMap<u32, String>,
+        newest: &[u32],
+        genesis: ThresholdConfig,
+    ) -> Result<ThresholdConfig> {
+        let asked: Vec<&String> = newest.iter().filter_map(|i| apis.get(i)).collect();
+        let needed = asked.len().saturating_sub(1) / 3 + 1;
+        let answers = futures::future::join_all(asked.iter().map(|api| self.client.threshold_at(api))).await;
         let mut votes: Vec<(ThresholdConfig, usize)> = Vec::new();
         for config in answers.into_iter().flatten() {
             match votes.iter_mut().find(|(c, _)| *c == config) {
@@ -92,16 +124,15 @@ impl Session {
         }
         let agreed = votes
             .into_iter()
-            .filter(|(c, n)| *n >= usize::from(genesis.threshold) && c.share_keys.len() == genesis.share_keys.len())
+            .filter(|(c, n)| *n >= needed && c.share_keys.len() == c.validators.len())
             .map(|(c, _)| c)
             .max_by_key(|c| c.epoch)
             .ok_or_else(|| {
                 SdkError::Other("fewer than f + 1 validators agree on the share keys; retry shortly".into())
             })?;
-        if (agreed.epoch == 0 && agreed != genesis)
-            || agreed.threshold != genesis.threshold
-            || agreed.emergency_threshold != genesis.emergency_threshold
-        {
+        let expected =
+            ThresholdConfig::for_validators(agreed.epoch, agreed.validators.clone(), agreed.share_keys.clone());
+        if (agreed.epoch == 0 && agreed != genesis) || agreed != expected {
             return Err(SdkError::Integrity("validators report share keys their genesis does not name".into()));
         }
         Ok(agreed)
@@ -156,6 +187,7 @@ impl Session {
             epoch: config.epoch,
             threshold: config.threshold,
             emergency_threshold: config.emergency_threshold,
+            validators: config.validators.clone(),
             shares,
         };
         Ok(Dealt { dek, k_env, shares })
@@ -179,10 +211,11 @@ impl Session {
             .release()
             .await?
             .ok_or_else(|| SdkError::Integrity("the record needs validator shares but the network has none".into()))?;
-        let n = release.apis.len();
+        // The record's shares may be of an earlier share epoch, even of an earlier validator set:
+        // each validator keeps its shares, and the record names who holds them.
+        let n = public.validators.len();
         let threshold = usize::from(public.threshold);
         let needed = if emergency { usize::from(public.emergency_threshold) } else { threshold };
-        // (The record's shares may be of an earlier share epoch: each validator keeps its shares.)
         if public.commitments.len() != n
             || public.emergency_commitments.len() != n
             || threshold == 0
@@ -191,11 +224,19 @@ impl Session {
         {
             return Err(SdkError::Integrity("the record's shares do not fit the network's validators".into()));
         }
-        let mut asks: FuturesUnordered<_> = release
-            .apis
+        let mut asks: FuturesUnordered<_> = public
+            .validators
             .iter()
             .enumerate()
-            .map(|(i, api)| async move { (i, self.client.access_share(api, me, access).await) })
+            .map(|(i, validator)| {
+                let api = release.apis.get(validator);
+                async move {
+                    match api {
+                        Some(api) => (i, self.client.access_share(api, me, access).await),
+                        None => (i, Err(SdkError::Other(format!("validator {validator} has no known address")))),
+                    }
+                }
+            })
             .collect();
         let (mut thr, mut env): (Vec<Share>, Vec<Share>) = (Vec::new(), Vec::new());
         let mut denied = 0;

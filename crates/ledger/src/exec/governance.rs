@@ -9,6 +9,8 @@ use super::run::Run;
 use crate::governance::{self, Proposal, ProposalEntry, ValidatorEntry, ValidatorEpoch};
 use crate::policy::Rejection;
 use crate::state::{OrgEntry, StateView, keys, read};
+use crate::threshold::{PendingThreshold, ThresholdConfig};
+use medledger_crypto::wrap::EncryptionKey;
 
 impl Run<'_, '_> {
     /// An admin proposes or approves a governance change; the approval that brings it to 2/3 of
@@ -153,8 +155,29 @@ impl Run<'_, '_> {
         }
         let epoch = latest.epoch.saturating_add(1);
         let first_height = Height::new(self.ctx.height.get().saturating_add(governance::EPOCH_SWITCH_BLOCKS + 1));
+        self.schedule_share_keys(&validators, first_height);
         let next = ValidatorEpoch { epoch, first_height, validators, proposal: Some(id) };
         self.state.put(keys::validator_epoch(epoch), &next);
         self.state.put(keys::EPOCH_LATEST.to_vec(), &epoch);
+    }
+
+    /// On a network with threshold release, the share configuration of the adopted set: each
+    /// staying validator keeps its current share key, a joining one brings the key it proposed.
+    /// It takes over at the set's first block (`Executor::switch_share_epoch`).
+    fn schedule_share_keys(&mut self, validators: &[u32], first_height: Height) {
+        let Some(current) = read::<ThresholdConfig>(self.state, keys::THRESHOLD) else { return };
+        let entries = governance::validators(&*self.state);
+        let keys: Option<Vec<EncryptionKey>> = validators
+            .iter()
+            .map(|index| match current.position(*index) {
+                Some(p) => current.share_keys.get(p).cloned(),
+                None => entries.iter().find(|v| v.index == *index).and_then(|v| v.share_key.clone()),
+            })
+            .collect();
+        // Every validator of a network with threshold release has a share key (checked at join).
+        if let Some(keys) = keys {
+            let config = ThresholdConfig::for_validators(0, validators.to_vec(), keys);
+            self.state.put(keys::THRESHOLD_NEXT.to_vec(), &PendingThreshold { first_height, config });
+        }
     }
 }

@@ -31,7 +31,7 @@ use crate::state::{
     FlaggedEntry, KeyEvent, MemberEntry, MemberStatus, OrgEntry, Overlay, RecordEntry, RecoveryEntry, StateView,
     TxResultEntry, WriteSet, keys, last_nonce, read,
 };
-use crate::threshold::ThresholdConfig;
+use crate::threshold::{PendingThreshold, ThresholdConfig};
 use crate::tx::{Recovery, RecoveryAction, Rotate, TX_NAMESPACE, Transaction, TxKind, TxOutcome};
 
 /// What execution knows about the block: nothing else, in particular no wall clock.
@@ -113,7 +113,22 @@ const PRESENT: u8 = 1;
 
 impl<'a, V: StateView + ?Sized> Executor<'a, V> {
     pub fn new(base: &'a V, ctx: BlockContext<'a>) -> Self {
-        Self { state: Overlay::new(base), ctx, results: Vec::new(), audit_index: 0, history: false }
+        let mut executor = Self { state: Overlay::new(base), ctx, results: Vec::new(), audit_index: 0, history: false };
+        executor.switch_share_epoch();
+        executor
+    }
+
+    /// At the first block of a new validator set, its share configuration takes over (one epoch
+    /// after the current one): from this block on, new record versions are dealt to the new set.
+    fn switch_share_epoch(&mut self) {
+        let Some(pending) = read::<PendingThreshold>(&self.state, keys::THRESHOLD_NEXT) else { return };
+        if pending.first_height > self.ctx.height {
+            return;
+        }
+        let epoch = read::<ThresholdConfig>(&self.state, keys::THRESHOLD).map_or(0, |c| c.epoch.saturating_add(1));
+        let config = ThresholdConfig { epoch, ..pending.config };
+        self.state.put(keys::THRESHOLD.to_vec(), encode(&config));
+        self.state.delete(keys::THRESHOLD_NEXT.to_vec());
     }
 
     /// An executor for finalized blocks, whose purged sidecars it accepts (see
@@ -252,25 +267,41 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         }
         let mut writes = WriteSet::new();
         let config: Option<ThresholdConfig> = read(&self.state, keys::THRESHOLD);
+        let pending: Option<PendingThreshold> = read(&self.state, keys::THRESHOLD_NEXT);
         let outcome = match config {
             None => TxOutcome::Rejected { reason: Rejection::ThresholdShares },
             Some(mut config) => {
-                let current = config.share_keys.get(next.validator as usize);
+                // The validator's key in the current set, or (joining) in the set that comes next.
+                let position = config.position(next.validator);
+                let pending_position = pending.as_ref().and_then(|p| p.config.position(next.validator));
+                let current = match (position, &pending, pending_position) {
+                    (Some(p), _, _) => config.share_keys.get(p),
+                    (None, Some(pending), Some(p)) => pending.config.share_keys.get(p),
+                    _ => None,
+                };
                 let replaced = keys::share_key_replaced(next.validator);
                 let last: Option<Timestamp> = read(&self.state, &replaced);
                 let too_soon =
                     last.is_some_and(|t| self.ctx.time.get() < t.get().saturating_add(SHARE_KEY_INTERVAL_MS));
+                let in_use = config.share_keys.contains(&next.public_key)
+                    || pending.as_ref().is_some_and(|p| p.config.share_keys.contains(&next.public_key));
                 if next.public_key.check().is_err()
                     || current.is_none_or(|k| k.suite != next.public_key.suite)
-                    || config.share_keys.contains(&next.public_key)
+                    || in_use
                 {
                     TxOutcome::Rejected { reason: Rejection::InvalidShareKey }
                 } else if too_soon {
                     TxOutcome::Rejected { reason: Rejection::ShareKeyTooSoon }
                 } else {
-                    config.share_keys[next.validator as usize] = next.public_key.clone();
-                    config.epoch = config.epoch.saturating_add(1);
-                    writes.insert(keys::THRESHOLD.to_vec(), Some(encode(&config)));
+                    if let Some(p) = position {
+                        config.share_keys[p] = next.public_key.clone();
+                        config.epoch = config.epoch.saturating_add(1);
+                        writes.insert(keys::THRESHOLD.to_vec(), Some(encode(&config)));
+                    }
+                    if let (Some(mut pending), Some(p)) = (pending, pending_position) {
+                        pending.config.share_keys[p] = next.public_key.clone();
+                        writes.insert(keys::THRESHOLD_NEXT.to_vec(), Some(encode(&pending)));
+                    }
                     writes.insert(replaced, Some(encode(&self.ctx.time)));
                     TxOutcome::Applied
                 }

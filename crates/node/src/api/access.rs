@@ -193,17 +193,23 @@ pub(super) async fn access_share(
     let Some(keyring) = state.keyring.as_deref() else {
         return Err(ApiError::not_found("threshold share (this validator holds no share key)"));
     };
+    // The share's position in the record's validator set (the set of the epoch it was dealt to).
+    let shares = db
+        .sidecar(&record.sidecar)
+        .map_err(ApiError::internal)?
+        .and_then(|b| Sidecar::decode(&b).ok())
+        .and_then(|s| s.threshold.0)
+        .ok_or_else(|| ApiError::not_found("threshold share"))?;
+    let position = shares
+        .position(state.index)
+        .ok_or_else(|| ApiError::not_found("threshold share (this validator holds none of this record)"))?;
+    let share_index = u32::try_from(position).map_err(ApiError::internal)?;
     let vaulted = db.vault_get(&record.record, record.version).map_err(ApiError::internal)?;
     let opened = match vaulted.and_then(|row| keyring.open_share(&record.record, record.version, &row)) {
         Some(opened) => opened,
         None => {
             let key = keyring.current();
-            let bytes = db.sidecar(&record.sidecar).map_err(ApiError::internal)?;
-            let shares = bytes
-                .and_then(|b| Sidecar::decode(&b).ok())
-                .and_then(|s| s.threshold.0)
-                .ok_or_else(|| ApiError::not_found("threshold share"))?;
-            let mine = shares.shares.get(state.index as usize).ok_or_else(|| ApiError::not_found("threshold share"))?;
+            let mine = shares.shares.get(position).ok_or_else(|| ApiError::not_found("threshold share"))?;
             let miswrapped = || {
                 ApiError::new(
                     StatusCode::CONFLICT,
@@ -211,7 +217,7 @@ pub(super) async fn access_share(
                     "the author wrapped this validator's share wrongly",
                 )
             };
-            let context = threshold::share_context(chain_id, record.record, record.version, info.epoch, state.index);
+            let context = threshold::share_context(chain_id, record.record, record.version, info.epoch, share_index);
             let opened = medledger_crypto::wrap::open(&key, &mine.envelope, &context).map_err(|_| miswrapped())?;
             if opened.len() != threshold::SHARES_SECRET_BYTES {
                 return Err(miswrapped());
@@ -222,10 +228,10 @@ pub(super) async fn access_share(
     // The emergency share of k_env goes only to a reader whom break-glass alone allowed (they
     // hold no envelope); everyone else gets the k_thr share.
     let released = if emergency { &opened[..] } else { &opened[..medledger_crypto::threshold::SHARE_BYTES] };
-    let context = threshold::release_context(chain_id, record.record, record.version, info.epoch, state.index, me.id);
+    let context = threshold::release_context(chain_id, record.record, record.version, info.epoch, share_index, me.id);
     let envelope = medledger_crypto::wrap::seal(&me.encryption_key, released, &context).map_err(ApiError::internal)?;
     state.app.inner().metrics.shares_released.inc();
-    Ok(Json(ReleasedShare { validator: state.index, epoch: info.epoch, envelope, emergency }))
+    Ok(Json(ReleasedShare { validator: share_index, epoch: info.epoch, envelope, emergency }))
 }
 
 #[utoipa::path(
