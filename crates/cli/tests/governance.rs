@@ -216,6 +216,29 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
         assert_eq!(&net.ok(&["record", "get", "--as", "drbob", record]), text);
     }
     net.start_validator(2);
+    // A validator that lost its disk catches up from a peer's state, checked against the
+    // validator-set history from genesis: the chain it downloads is certified by epoch 2's set.
+    net.kill9_validator(1);
+    let dir1 = net.dir.join("validator-1");
+    std::fs::remove_dir_all(dir1.join("data")).unwrap();
+    let file = dir1.join("validator.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    config["sync_gap_blocks"] = 4.into();
+    std::fs::write(&file, config.to_string()).unwrap();
+    net.start_validator(1);
+    let log = || std::fs::read_to_string(dir1.join("node.log")).unwrap();
+    wait_until("validator 1 syncs or gives up", || {
+        log().contains("state synced from a peer") || log().contains("state sync failed")
+    });
+    assert!(
+        log().contains("state synced from a peer"),
+        "{}",
+        log().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let tip = net.status_of(0)["height"].as_u64().unwrap();
+    wait_all(&net, &[1], tip);
+    assert_eq!(&net.ok(&["record", "get", "--as", "drbob", &r4]), &t4);
+
     // Receipts of the patient's trail, from all three epochs, check offline from genesis alone:
     // those certified after a change carry the validator-set history.
     let receipts = net.root.path().join("receipts");

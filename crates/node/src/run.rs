@@ -24,13 +24,6 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         Some(files) => Some(crate::tls::server_config(files, &validator_dir(dir, index))?),
         None => None,
     };
-    // The genesis validators, whom state sync asks (it refuses to cross a set change anyway).
-    let genesis_peers: Vec<(u32, String)> = validators
-        .iter()
-        .enumerate()
-        .filter(|(k, _)| *k != index as usize)
-        .map(|(k, url)| (k as u32, url.clone()))
-        .collect();
     let gc_cursor = data.join("blob-gc-height");
     // The names clients reach this validator's API by: its listen address, the address genesis
     // gives its peers and clients, `localhost`, and any the operator adds (a proxy's name).
@@ -40,6 +33,20 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
     authorities.extend(file.api_authorities.iter().cloned());
     let authorities: Vec<String> = authorities.into_iter().map(|a| a.to_ascii_lowercase()).collect();
     let app = App::open(&data, genesis)?;
+    // Whom state sync asks: every validator this validator's state knows of (genesis and those
+    // that joined since, as far as it has applied), but itself. What they send is checked against
+    // the validator-set history from genesis, so one that left can serve as well as any.
+    let sync_peers: Vec<(u32, String)> = {
+        let view = app.inner().db.view(&[])?;
+        let mut known: Vec<(u32, String)> =
+            validators.iter().enumerate().map(|(k, url)| (k as u32, url.clone())).collect();
+        for v in medledger_ledger::governance::validators(&view) {
+            if !known.iter().any(|(k, _)| *k == v.index) {
+                known.push((v.index, format!("{scheme}://{}", v.api_address)));
+            }
+        }
+        known.into_iter().filter(|(k, _)| *k != index).collect()
+    };
     let keyring = match share_suite {
         Some(suite) => {
             let validator_json = validator_dir(dir, index).join("validator.json");
@@ -109,7 +116,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         });
         let me =
             crate::sync::SyncIdentity { index, key: medledger_crypto::sign::SigningKey::from_bytes(&cfg.signing_seed) };
-        match crate::sync::catch_up(&app, &me, &genesis_peers, file.sync_gap_blocks).await {
+        match crate::sync::catch_up(&app, &me, &sync_peers, file.sync_gap_blocks).await {
             Ok(_) => {}
             // Replay from peers through consensus still works; a bad or unreachable peer only costs time.
             Err(e) => tracing::warn!(error = %e, "state sync failed; catching up by replay"),

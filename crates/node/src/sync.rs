@@ -35,7 +35,11 @@ use serde::Deserialize;
 
 use crate::api::{ApiError, ApiState};
 use crate::app::{App, wall_clock_ms};
-use crate::consensus::{namespace_for_chain, verify_certificate};
+use crate::consensus::namespace_for_chain;
+use medledger_ledger::governance;
+use medledger_ledger::receipt::EpochLink;
+use medledger_proof::certificate::verify_certificate_in;
+use medledger_proof::state::validators_through;
 
 /// Key id prefix of a validator's sync requests (RFC 9421 signatures, like members' requests,
 /// with `keyid="validator-K"`, K its index in genesis).
@@ -66,6 +70,10 @@ pub struct SyncHead {
     pub digest: [u8; 32],
     pub state_root: [u8; 32],
     pub entries: u64,
+    /// The validator-set history from genesis to the peer's current epoch (one link per set
+    /// change), so the syncing validator learns who certifies the chain it downloads from its
+    /// genesis alone.
+    pub links: Vec<EpochLink>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +150,20 @@ async fn serve_state(State(state): State<ApiState>, _: ValidatorSigned) -> Respo
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let app = state.app.clone();
     tokio::task::spawn_blocking(move || {
+        // The set history up to this validator's current epoch (none before the first change).
+        let links = app
+            .inner()
+            .db
+            .view(&[])
+            .map_err(|e| e.to_string())
+            .and_then(|view| {
+                let epoch = governance::epoch_at(&view, app.last_applied().height).map_or(0, |e| e.epoch);
+                crate::receipt::links(&app, &view, epoch).map_err(|e| e.to_string())
+            })
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no validator-set history to serve with the state");
+                Vec::new()
+            });
         // Both callbacks send frames; the receiver going away (peer hung up) stops the export.
         let sink = std::cell::RefCell::new(Some(sender));
         let send = |payload: &[u8]| {
@@ -162,6 +184,7 @@ async fn serve_state(State(state): State<ApiState>, _: ValidatorSigned) -> Respo
                     digest: last.digest.0,
                     state_root: *last.state_root.as_bytes(),
                     entries,
+                    links: links.clone(),
                 };
                 send(&borsh::to_vec(&head).unwrap_or_default())
             },
@@ -338,6 +361,11 @@ pub async fn catch_up(
     if head.height <= local.height.get() || head.entries > SNAPSHOT_ENTRIES_MAX {
         return Err(reject("snapshot height or size out of bounds"));
     }
+    // Who certifies the chain: the set of the peer's epoch, learned link by link from genesis.
+    let genesis = &app.inner().genesis;
+    let certifiers =
+        validators_through(genesis, &head.links).map_err(|_| reject("validator-set history does not check"))?;
+    let certifying_epoch = head.links.len() as u64;
     let mut entries: Vec<Entry> = Vec::with_capacity(head.entries.min(1 << 20) as usize);
     let mut bytes = 0u64;
     while let Some(frame) = frames.next().await.map_err(&fail)? {
@@ -367,11 +395,11 @@ pub async fn catch_up(
             return Err(e);
         }
     };
-    // 3. The certificate ties the whole downloaded chain, and the snapshot's header, to consensus.
-    let genesis = &app.inner().genesis;
+    // 3. The certificate ties the whole downloaded chain, and the snapshot's header, to consensus:
+    // signed by the set of the peer's epoch (a peer that crossed into a later epoch since it sent
+    // the history fails here, and replay catches up instead).
     let namespace = namespace_for_chain(&app.inner().chain_id);
-    let keys: Vec<[u8; 32]> = genesis.validators.iter().map(|v| v.public_key.0).collect();
-    if !verify_certificate(&namespace, &keys, certified.0.0, &certified.1) {
+    if !verify_certificate_in(&namespace, certifying_epoch, &certifiers, certified.0.0, &certified.1) {
         app.discard_unsynced_log().map_err(SyncError::Local)?;
         return Err(reject("finalization certificate does not verify"));
     }
