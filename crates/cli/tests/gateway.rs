@@ -294,3 +294,111 @@ fn the_readme_curl_examples_work_verbatim() {
     // The search's total, $everything's types, the update's new version, the 404's resource type.
     assert_eq!(lines[1..], ["1", "[\"Observation\",\"Patient\"]", "\"2\"", "\"OperationOutcome\""], "{out}");
 }
+
+/// Whether a reply is an OperationOutcome served as FHIR JSON.
+fn is_outcome(headers: &[(String, String)], body: &str) -> bool {
+    let json: Value = serde_json::from_str(body).unwrap_or_default();
+    header(headers, "content-type").is_some_and(|t| t.starts_with("application/fhir+json"))
+        && json["resourceType"] == "OperationOutcome"
+}
+
+/// Issue 15, finding 5: every error is an OperationOutcome; `Accept`, `_format` and `Prefer` are
+/// honoured; a clinician's DELETE is a version that marks the resource entered in error, after
+/// which reads answer 410; the Location a create hands out resolves (vread of the current version).
+#[test]
+fn errors_are_operation_outcomes_and_requests_are_negotiated() {
+    let (net, gw) = doctor_gateway();
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &net.admin.clone()]);
+    let patient = json!({"resourceType": "Patient", "name": [{"family": MARKER}]});
+    let (status, created) = gw.request("POST", "/Patient", Some(&patient));
+    assert_eq!(status, 201, "{created}");
+    let pid = hex32(&created["id"]);
+    let (status, headers, body) = gw.request_full("POST", "/Observation", &[], Some(&observation(&pid, "4548-4", 6.0)));
+    assert_eq!(status, 201, "{body}");
+    let oid = hex32(&serde_json::from_str::<Value>(&body).unwrap()["id"]);
+
+    // The Location of a create resolves: vread of the current version.
+    let location = header(&headers, "location").unwrap().to_string();
+    let path = &location[location.find("/Observation/").unwrap()..];
+    let (status, vread) = gw.request("GET", path, None);
+    assert_eq!((status, vread["id"].as_str()), (200, Some(oid.as_str())), "{path}: {vread}");
+    let (status, _, body) = gw.request_full("GET", &format!("/Observation/{oid}/_history/9"), &[], None);
+    assert_eq!(status, 404, "{body}");
+
+    // Errors the HTTP layer makes are OperationOutcomes too: a body over the limit, a method the
+    // interaction does not have, JSON nested too deeply.
+    let huge = vec![b' '; 17 << 20];
+    let (status, headers, body) = gw.request_bytes("POST", "/Observation", &[], &huge);
+    assert_eq!(status, 413);
+    assert!(is_outcome(&headers, &body), "{headers:?} {body}");
+    let (status, headers, body) = gw.request_full("PATCH", &format!("/Observation/{oid}"), &[], None);
+    assert_eq!(status, 405);
+    assert!(is_outcome(&headers, &body), "{headers:?} {body}");
+    let deep = format!("{{\"resourceType\":\"Observation\",\"extension\":{}{}}}", "[".repeat(300), "]".repeat(300));
+    let (status, headers, body) = gw.request_bytes("POST", "/Observation", &[], deep.as_bytes());
+    assert_eq!(status, 400);
+    assert!(is_outcome(&headers, &body) && body.contains("nested"), "{body}");
+
+    // Content negotiation: XML asked either way is 406 with an OperationOutcome; JSON is served.
+    let search = format!("/Observation?patient={pid}");
+    for (path, accept) in [
+        (search.clone(), "application/fhir+xml"),
+        (format!("{search}&_format=xml"), "*/*"),
+        (search.clone(), "application/xml;q=0.9, text/xml"),
+    ] {
+        let (status, headers, body) = gw.request_full("GET", &path, &[("Accept", accept)], None);
+        assert_eq!(status, 406, "{path} {accept}: {body}");
+        assert!(is_outcome(&headers, &body), "{body}");
+    }
+    for accept in
+        ["application/fhir+json", "application/json", "*/*", "application/fhir+xml, application/fhir+json;q=0.5"]
+    {
+        let (status, _, body) = gw.request_full("GET", &search, &[("Accept", accept)], None);
+        assert_eq!(status, 200, "{accept}: {body}");
+    }
+
+    // Prefer: handling=strict refuses a parameter the gateway does not support; lenient (the
+    // default) ignores it and its self link shows what was applied.
+    let unknown = format!("{search}&identifier=urn:x|1");
+    let (status, headers, body) = gw.request_full("GET", &unknown, &[("Prefer", "handling=strict")], None);
+    assert_eq!(status, 400, "{body}");
+    assert!(is_outcome(&headers, &body) && body.contains("identifier"), "{body}");
+    let (status, bundle) = gw.request("GET", &unknown, None);
+    assert_eq!((status, bundle["total"].as_u64()), (200, Some(1)));
+    let own = bundle["link"][0]["url"].as_str().unwrap();
+    assert!(own.contains("patient=") && !own.contains("identifier"), "{own}");
+
+    // Prefer: return=minimal (headers only), OperationOutcome, representation (the default).
+    let obs = observation(&pid, "2345-7", 5.0);
+    let (status, headers, body) = gw.request_full("POST", "/Observation", &[("Prefer", "return=minimal")], Some(&obs));
+    assert_eq!((status, body.as_str()), (201, ""));
+    assert!(header(&headers, "location").is_some());
+    let (status, headers, body) =
+        gw.request_full("POST", "/Observation", &[("Prefer", "return=OperationOutcome")], Some(&obs));
+    assert_eq!(status, 201);
+    assert!(is_outcome(&headers, &body), "{body}");
+    let (status, _, body) = gw.request_full("POST", "/Observation", &[("Prefer", "return=representation")], Some(&obs));
+    assert_eq!(status, 201);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["resourceType"], "Observation");
+
+    // DELETE: a new version marking the resource entered in error (a write in the patient's
+    // trail); reads then answer 410, searches leave it out; deleting again changes nothing.
+    let writes = |net: &Net| audit(net, &pid).iter().filter(|e| e["action"]["type"] == "write").count();
+    let before = writes(&net);
+    let (status, headers, body) = gw.request_full("DELETE", &format!("/Observation/{oid}"), &[], None);
+    assert_eq!(status, 200, "{body}");
+    assert!(is_outcome(&headers, &body), "{body}");
+    assert_eq!(writes(&net), before + 1, "the delete is a version on the ledger");
+    let (status, headers, body) = gw.request_full("GET", &format!("/Observation/{oid}"), &[], None);
+    assert_eq!(status, 410, "{body}");
+    assert!(is_outcome(&headers, &body), "{body}");
+    let (_, bundle) = gw.request("GET", &format!("{search}&code=http://loinc.org%7C4548-4"), None);
+    assert_eq!(bundle["total"], 0, "{bundle}");
+    let (status, _, body) = gw.request_full("DELETE", &format!("/Observation/{oid}"), &[], None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(writes(&net), before + 1, "deleting a deleted resource writes nothing");
+    let (status, headers, body) = gw.request_full("DELETE", "/Observation/0123456789abcdef0123456789abcdef", &[], None);
+    assert_eq!(status, 404, "{body}");
+    assert!(is_outcome(&headers, &body), "{body}");
+    // The patient's own record remains theirs to erase (`record erase`), not the gateway's.
+}

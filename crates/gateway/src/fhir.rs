@@ -238,8 +238,13 @@ pub fn parse_resource(bytes: &[u8]) -> Result<Map<String, Value>, FhirError> {
         return Err(FhirError::new(413, "too-costly", format!("bodies are limited to {} MiB", BODY_BYTES_MAX >> 20)));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| FhirError::invalid("the body is not UTF-8"))?;
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| FhirError::invalid(format!("the body is not JSON (line {})", e.line())))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        if e.to_string().contains("recursion limit") {
+            FhirError::invalid("the JSON is nested too deeply (at most 128 levels)")
+        } else {
+            FhirError::invalid(format!("the body is not JSON (line {})", e.line()))
+        }
+    })?;
     let Value::Object(map) = value else {
         return Err(FhirError::invalid("the body is not a JSON object"));
     };
@@ -343,10 +348,17 @@ pub fn capability_statement(base: &str, date: &str) -> Value {
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|t| {
+            // vread answers the current version only (earlier ones: 404); delete marks the
+            // resource entered in error in a new version (reads then answer 410).
+            let mut interactions = vec![json!({"code": "read"}), json!({"code": "vread"}), json!({"code": "create"}), json!({"code": "update"}), json!({"code": "search-type"})];
+            if *t != "Patient" {
+                interactions.push(json!({"code": "delete"}));
+            }
             let mut r = json!({
                 "type": t,
-                "interaction": [{"code": "read"}, {"code": "create"}, {"code": "update"}, {"code": "search-type"}],
+                "interaction": interactions,
                 "versioning": "versioned-update",
+                "conditionalDelete": "not-supported",
                 "readHistory": false,
                 "updateCreate": false,
                 "searchParam": [

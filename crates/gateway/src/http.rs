@@ -59,8 +59,9 @@ pub fn router(gateway: Gateway, base: String, credential: Credential) -> Router 
         .route("/metadata", get(metadata))
         .route("/", axum::routing::post(transaction))
         .route("/{kind}", get(search).post(create))
-        .route("/{kind}/{id}", get(read).put(update))
+        .route("/{kind}/{id}", get(read).put(update).delete(delete))
         .route("/{kind}/{id}/{operation}", get(operation))
+        .route("/{kind}/{id}/_history/{vid}", get(vread))
         .fallback(|| async { FhirError::not_found("no such FHIR interaction") })
         .layer(DefaultBodyLimit::max(fhir::BODY_BYTES_MAX))
         .layer(middleware::from_fn_with_state(Arc::new(credential), authorize))
@@ -164,13 +165,113 @@ async fn guard(request: Request, next: Next) -> Response {
         .uri()
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("_format=")).map(str::to_ascii_lowercase));
-    if format.is_some_and(|f| !f.contains("json")) {
-        return FhirError::new(406, "not-supported", "this gateway speaks FHIR JSON only").into_response();
+    if format.is_some_and(|f| !f.contains("json")) || !accepts_json(request.headers()) {
+        return FhirError::new(406, "not-supported", "this gateway speaks FHIR JSON only (application/fhir+json)")
+            .into_response();
     }
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,
         Err(_) => FhirError::new(504, "timeout", "the network did not answer in time").into_response(),
+    };
+    as_outcome(response)
+}
+
+/// Whether the client takes JSON: no `Accept`, or one naming FHIR JSON, JSON or a wildcard
+/// (`_format` is checked apart).
+fn accepts_json(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT) else { return true };
+    let accept = accept.to_str().unwrap_or_default().to_ascii_lowercase();
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        let refused = parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q == 0.0)));
+        !refused && matches!(media, "" | "*/*" | "application/*" | "application/json" | "application/fhir+json")
+    })
+}
+
+/// An error the HTTP layer made (a body over the limit, a method the path does not have, an
+/// unreadable request) as an OperationOutcome with the same status: FHIR clients parse every
+/// error body as one.
+fn as_outcome(response: Response) -> Response {
+    let status = response.status();
+    let is_fhir = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/fhir+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_fhir {
+        return response;
     }
+    let code = match status.as_u16() {
+        413 => "too-costly",
+        405 | 415 => "not-supported",
+        404 => "not-found",
+        408 | 504 => "timeout",
+        400..=499 => "invalid",
+        _ => "exception",
+    };
+    let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
+    let diagnostics = match status.as_u16() {
+        413 => format!("bodies are limited to {} MiB", fhir::BODY_BYTES_MAX >> 20),
+        405 => "this interaction is not supported on this path".to_string(),
+        _ => reason,
+    };
+    let mut outcome = FhirError::new(status.as_u16(), code, diagnostics).into_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        outcome.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    outcome
+}
+
+/// What `Prefer: return=` asks of a create or update.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Return {
+    Representation,
+    Minimal,
+    Outcome,
+}
+
+fn prefer(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split([',', ';'])).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_ascii_lowercase())
+    })
+}
+
+fn prefer_return(headers: &HeaderMap) -> Return {
+    match prefer(headers, "return").as_deref() {
+        Some("minimal") => Return::Minimal,
+        Some("operationoutcome") => Return::Outcome,
+        _ => Return::Representation,
+    }
+}
+
+/// `Prefer: handling=strict`: refuse what is not supported instead of ignoring it.
+fn strict(headers: &HeaderMap) -> bool {
+    prefer(headers, "handling").as_deref() == Some("strict")
+}
+
+/// Parameters every interaction takes (the format is checked by the guard, paging by each search).
+const COMMON_PARAMETERS: &[&str] = &["_format", "_pretty", "_count", "_offset"];
+
+/// Under `Prefer: handling=strict`, a 400 naming the parameters outside `supported`.
+fn refuse_unsupported(headers: &HeaderMap, pairs: &[(String, String)], supported: &[&str]) -> Result<(), FhirError> {
+    if !strict(headers) {
+        return Ok(());
+    }
+    let unknown: Vec<&str> = pairs
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !supported.contains(k) && !COMMON_PARAMETERS.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(FhirError::invalid(format!(
+        "unsupported search parameter(s) under Prefer: handling=strict: {} (supported: {})",
+        unknown.join(", "),
+        supported.join(", ")
+    )))
 }
 
 fn body_resource(bytes: &Bytes) -> Result<serde_json::Map<String, Value>, FhirError> {
@@ -178,7 +279,21 @@ fn body_resource(bytes: &Bytes) -> Result<serde_json::Map<String, Value>, FhirEr
 }
 
 fn respond(app: &App, status: StatusCode, stored: &Stored) -> Response {
-    let mut response = fhir_json(status, &Value::Object(stored.resource.clone()));
+    respond_as(app, status, stored, Return::Representation)
+}
+
+/// The reply to a read, create or update: the resource (or, as `Prefer: return=` asks, nothing or
+/// an OperationOutcome) with its version headers.
+fn respond_as(app: &App, status: StatusCode, stored: &Stored, prefer: Return) -> Response {
+    let mut response = match prefer {
+        Return::Representation => fhir_json(status, &Value::Object(stored.resource.clone())),
+        Return::Minimal => status.into_response(),
+        Return::Outcome => {
+            let what = if status == StatusCode::CREATED { "created" } else { "updated" };
+            let diagnostics = format!("{} {}/{} version {}", what, stored.resource_type(), stored.id(), stored.version);
+            fhir_json(status, &informational(&diagnostics))
+        }
+    };
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", stored.version)) {
         headers.insert(header::ETAG, v);
@@ -220,11 +335,58 @@ fn check_type(kind: &str) -> Result<(), FhirError> {
     if fhir::is_resource_type(kind) { Ok(()) } else { Err(FhirError::not_found("unknown resource type")) }
 }
 
-async fn create(State(app): State<Shared>, Path(kind): Path<String>, body: Bytes) -> Result<Response, FhirError> {
+/// An OperationOutcome that informs (no error).
+fn informational(diagnostics: &str) -> Value {
+    json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational", "diagnostics": diagnostics}]})
+}
+
+async fn create(
+    State(app): State<Shared>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
     check_type(&kind)?;
     let resource = body_resource(&body)?;
     let stored = app.gateway.create(&kind, resource).await?;
-    Ok(respond(&app, StatusCode::CREATED, &stored))
+    Ok(respond_as(&app, StatusCode::CREATED, &stored, prefer_return(&headers)))
+}
+
+/// `GET /{type}/{id}/_history/{vid}`: the current version. Earlier versions are not readable
+/// through the gateway yet (404 says so); a later one does not exist.
+async fn vread(
+    State(app): State<Shared>,
+    Path((kind, id, vid)): Path<(String, String, String)>,
+) -> Result<Response, FhirError> {
+    check_type(&kind)?;
+    if !fhir::is_id(&id) {
+        return Err(FhirError::not_found("no such resource"));
+    }
+    let vid: u32 = vid.parse().map_err(|_| FhirError::not_found("a version id is a number"))?;
+    let stored = app.gateway.read(&kind, &id).await?;
+    if vid == stored.version {
+        return Ok(respond(&app, StatusCode::OK, &stored));
+    }
+    if vid > stored.version {
+        return Err(FhirError::not_found(format!("no version {vid}: the current version is {}", stored.version)));
+    }
+    Err(FhirError::not_found(format!(
+        "version {vid} is superseded: only the current version ({}) is readable through the gateway",
+        stored.version
+    )))
+}
+
+/// `DELETE /{type}/{id}`: see [`Gateway::delete`]; 200 with an OperationOutcome either way.
+async fn delete(State(app): State<Shared>, Path((kind, id)): Path<(String, String)>) -> Result<Response, FhirError> {
+    check_type(&kind)?;
+    if !fhir::is_id(&id) {
+        return Err(FhirError::not_found("no such resource"));
+    }
+    let diagnostics = match app.gateway.delete(&kind, &id).await? {
+        Some(version) => format!("deleted: version {version} marks {kind}/{id} entered in error; reads now answer 410"),
+        None => format!("{kind}/{id} was deleted already"),
+    };
+    Ok(fhir_json(StatusCode::OK, &informational(&diagnostics)))
 }
 
 async fn read(State(app): State<Shared>, Path((kind, id)): Path<(String, String)>) -> Result<Response, FhirError> {
@@ -254,7 +416,7 @@ async fn update(
     let expected = if_match(&headers)?;
     let resource = body_resource(&body)?;
     let stored = app.gateway.update(&kind, &id, resource, expected).await?;
-    Ok(respond(&app, StatusCode::OK, &stored))
+    Ok(respond_as(&app, StatusCode::OK, &stored, prefer_return(&headers)))
 }
 
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
@@ -296,10 +458,12 @@ fn percent_decode(s: &str) -> String {
 async fn search(
     State(app): State<Shared>,
     Path(kind): Path<String>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, FhirError> {
     check_type(&kind)?;
     let pairs = query_pairs(query.as_deref());
+    refuse_unsupported(&headers, &pairs, &["patient", "subject", "_id", "code"])?;
     let mut s = Search { resource_type: Some(kind.clone()), ..Search::default() };
     let (mut count, mut offset) = (fhir::PAGE_DEFAULT, 0usize);
     let mut applied = Vec::new();
@@ -364,6 +528,7 @@ fn searchset(
 async fn operation(
     State(app): State<Shared>,
     Path((kind, id, operation)): Path<(String, String, String)>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, FhirError> {
     if kind != "Patient" || operation != "$everything" {
@@ -371,6 +536,7 @@ async fn operation(
     }
     let patient = service::patient_param(&id)?;
     let pairs = query_pairs(query.as_deref());
+    refuse_unsupported(&headers, &pairs, &[])?;
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok());
     let (count, offset) = (get("_count").unwrap_or(fhir::PAGE_MAX), get("_offset").unwrap_or(0));
     let found = app.gateway.search(&Search { patient: Some(patient), ..Search::default() }).await?;

@@ -271,8 +271,22 @@ impl Gateway {
         }
     }
 
-    /// `GET /{type}/{id}`: an audited access on the ledger, then decrypt.
+    /// `GET /{type}/{id}`: an audited access on the ledger, then decrypt. A resource deleted
+    /// through the API answers 410.
     pub async fn read(&self, kind: &str, id: &str) -> FhirResult<Stored> {
+        let stored = self.read_current(kind, id).await?;
+        if is_deleted(&stored.resource) {
+            return Err(FhirError::new(
+                410,
+                "deleted",
+                format!("deleted at version {} (marked entered in error)", stored.version),
+            ));
+        }
+        Ok(stored)
+    }
+
+    /// The current version of `Type/id`, deleted or not (an audited access).
+    async fn read_current(&self, kind: &str, id: &str) -> FhirResult<Stored> {
         let entry = self.locate(kind, id).await?;
         let found = self.read_entries(std::slice::from_ref(&entry)).await?;
         let stored = found.into_iter().next().ok_or_else(|| FhirError::not_found("no such resource"))??;
@@ -280,6 +294,35 @@ impl Gateway {
             return Err(FhirError::not_found("no such resource"));
         }
         Ok(stored)
+    }
+
+    /// `DELETE /{type}/{id}`: on a ledger nothing is unwritten. The delete is the next version of
+    /// the record, the same resource tagged [`DELETED_TAG`] (entered in error), written like any
+    /// update (a write in the patient's trail); reads then answer 410 and searches leave it out.
+    /// Erasing a record for good is the patient's (`record erase`). Returns the version that
+    /// marks it, or `None` when it was deleted already (nothing is written).
+    pub async fn delete(&self, kind: &str, id: &str) -> FhirResult<Option<u32>> {
+        let current = self.read_current(kind, id).await?;
+        if is_deleted(&current.resource) {
+            return Ok(None);
+        }
+        if kind == "Patient" {
+            return Err(FhirError::new(
+                405,
+                "not-supported",
+                "a Patient resource is not deleted through the API: the patient erases their records",
+            ));
+        }
+        let mut resource = current.resource;
+        let meta = resource.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(meta) = meta {
+            let tags = meta.entry("tag").or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(tags) = tags {
+                tags.push(serde_json::json!({"system": DELETED_TAG.0, "code": DELETED_TAG.1, "display": "Deleted through the FHIR API (entered in error)"}));
+            }
+        }
+        let stored = self.update(kind, id, resource, Some(current.version)).await?;
+        Ok(Some(stored.version))
     }
 
     /// Reads ledger entries: one batch of audited accesses; the allowed ones come from the cache
@@ -420,6 +463,9 @@ impl Gateway {
                 Err(e) if e.status == 403 || e.status == 415 => continue,
                 Err(e) => return Err(e),
             };
+            if is_deleted(&stored.resource) {
+                continue;
+            }
             let type_ok = search.resource_type.as_deref().is_none_or(|t| stored.resource_type() == t);
             let id_ok = search.ids.is_empty() || search.ids.iter().any(|id| id == stored.id());
             let code_ok = search.codes.is_empty() || search.codes.iter().any(|c| matches_code(&stored.resource, c));
@@ -626,6 +672,19 @@ impl Gateway {
 
 /// Sets `meta.versionId` (and drops a client's `lastUpdated`: the ledger's time is the truth).
 /// Also puts `resourceType`, `id` and `meta` first, as FHIR servers write them.
+/// The tag (system, code) of a version that deletes its resource through the API.
+pub const DELETED_TAG: (&str, &str) = ("https://medledger.org/fhir/CodeSystem/lifecycle", "deleted");
+
+/// Whether this version of a resource is a delete made through the API.
+pub fn is_deleted(resource: &Map<String, Value>) -> bool {
+    resource.get("meta").and_then(|m| m.get("tag")).and_then(Value::as_array).is_some_and(|tags| {
+        tags.iter().any(|t| {
+            t.get("system").and_then(Value::as_str) == Some(DELETED_TAG.0)
+                && t.get("code").and_then(Value::as_str) == Some(DELETED_TAG.1)
+        })
+    })
+}
+
 fn set_meta(resource: &mut Map<String, Value>, version: u32) {
     let mut meta = match resource.shift_remove("meta") {
         Some(Value::Object(m)) => m,

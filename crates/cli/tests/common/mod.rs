@@ -466,10 +466,21 @@ impl Gateway {
         body: Option<&serde_json::Value>,
     ) -> (u16, Vec<(String, String)>, String) {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.request_bytes(method, path, headers, &bytes)
+    }
+
+    /// A request with these body bytes as they are (its credential and a FHIR JSON content type added).
+    pub fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        bytes: &[u8],
+    ) -> (u16, Vec<(String, String)>, String) {
         let bearer = format!("Bearer {}", self.token);
         let mut all = vec![("Content-Type", "application/fhir+json"), ("Authorization", bearer.as_str())];
         all.extend_from_slice(headers);
-        http_request(&self.addr, method, path, &all, &bytes)
+        http_request(&self.addr, method, path, &all, bytes)
     }
 }
 
