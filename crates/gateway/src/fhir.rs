@@ -231,16 +231,67 @@ pub fn is_resource_type(s: &str) -> bool {
     RESOURCE_TYPES.contains(&s)
 }
 
+/// Most JSON elements (objects, arrays, members and array items) in one request body or one
+/// imported resource. A parsed element costs far more memory than its bytes (a 15 MB Observation
+/// of 400 000 components took 1.5 GB to parse), so the count, not only the size, is bounded, and
+/// counted before anything is parsed.
+pub const ELEMENTS_MAX: usize = 200_000;
+/// Deepest nesting of objects and arrays.
+pub const DEPTH_MAX: usize = 100;
+
+/// Counts the JSON elements and the nesting of `text` without parsing it (no allocation), and
+/// refuses it past [`ELEMENTS_MAX`] (413) or [`DEPTH_MAX`] (400). Malformed JSON is left to the parser.
+pub fn check_shape(text: &[u8]) -> Result<(), FhirError> {
+    let (mut elements, mut depth, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in text {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                elements += 1;
+                depth += 1;
+                if depth > DEPTH_MAX {
+                    return Err(FhirError::invalid(format!(
+                        "the JSON is nested too deeply (at most {DEPTH_MAX} levels)"
+                    )));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b':' | b',' => elements += 1,
+            _ => {}
+        }
+        if elements > ELEMENTS_MAX {
+            return Err(FhirError::new(
+                413,
+                "too-costly",
+                format!(
+                    "the resource has more than {ELEMENTS_MAX} JSON elements; split it (a Bundle into smaller ones)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a request body as one R4 resource, strictly (fhirkit): every error-level problem is
 /// reported with its path; nothing is accepted half-valid.
 pub fn parse_resource(bytes: &[u8]) -> Result<Map<String, Value>, FhirError> {
     if bytes.len() > BODY_BYTES_MAX {
         return Err(FhirError::new(413, "too-costly", format!("bodies are limited to {} MiB", BODY_BYTES_MAX >> 20)));
     }
+    check_shape(bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|_| FhirError::invalid("the body is not UTF-8"))?;
     let value: Value = serde_json::from_str(text).map_err(|e| {
         if e.to_string().contains("recursion limit") {
-            FhirError::invalid("the JSON is nested too deeply (at most 128 levels)")
+            FhirError::invalid(format!("the JSON is nested too deeply (at most {DEPTH_MAX} levels)"))
         } else {
             FhirError::invalid(format!("the body is not JSON (line {})", e.line()))
         }
@@ -257,6 +308,7 @@ pub fn parse_resource(bytes: &[u8]) -> Result<Map<String, Value>, FhirError> {
 
 /// Checks a resource's JSON text against R4 (fhirkit, strict).
 pub fn validate(text: &str) -> Result<(), FhirError> {
+    check_shape(text.as_bytes())?;
     match fhirkit::from_json::<fhirkit::r4::Resource>(text) {
         Err(_) => Err(FhirError::invalid("the body is not JSON")),
         Ok((resource, issues)) => {
@@ -395,6 +447,20 @@ pub fn capability_statement(base: &str, date: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shapes_are_counted_before_parsing() {
+        assert!(check_shape(br#"{"a":[1,2,{"b":"}}}]]],,,::"}]}"#).is_ok(), "brackets in strings do not count");
+        assert!(check_shape(br#"{"a":"\"[[[[","b":1}"#).is_ok(), "an escaped quote does not end the string");
+        let deep = format!("{}{}", "[".repeat(DEPTH_MAX + 1), "]".repeat(DEPTH_MAX + 1));
+        assert_eq!(check_shape(deep.as_bytes()).unwrap_err().status, 400);
+        let fine = format!("{}{}", "[".repeat(DEPTH_MAX), "]".repeat(DEPTH_MAX));
+        assert!(check_shape(fine.as_bytes()).is_ok());
+        let many = format!("[{}0]", "0,".repeat(ELEMENTS_MAX));
+        assert_eq!(check_shape(many.as_bytes()).unwrap_err().status, 413);
+        let most = format!("[{}0]", "0,".repeat(ELEMENTS_MAX - 1));
+        assert!(check_shape(most.as_bytes()).is_ok());
+    }
 
     #[test]
     fn references_resolve_in_every_written_form() {

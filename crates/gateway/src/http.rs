@@ -34,7 +34,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 struct App {
     gateway: Gateway,
     base: String,
+    /// Requests with bodies over [`LARGE_BODY_BYTES`] are handled a few at a time (parsed off the
+    /// async threads): the gateway's memory stays bounded whatever number arrive together.
+    large_parses: tokio::sync::Semaphore,
 }
+
+/// A body from this size on takes one of [`LARGE_PARSES`] permits to be parsed.
+const LARGE_BODY_BYTES: usize = 1 << 20;
+const LARGE_PARSES: usize = 2;
 
 type Shared = Arc<App>;
 
@@ -54,7 +61,11 @@ impl IntoResponse for FhirError {
 /// The router, for `base` (the URL clients reach it at, e.g. `http://127.0.0.1:8080`), admitting
 /// requests that bear `credential` (after the loopback and cross-site checks).
 pub fn router(gateway: Gateway, base: String, credential: Credential) -> Router {
-    let app = Arc::new(App { gateway, base: base.trim_end_matches('/').to_string() });
+    let app = Arc::new(App {
+        gateway,
+        base: base.trim_end_matches('/').to_string(),
+        large_parses: tokio::sync::Semaphore::new(LARGE_PARSES),
+    });
     Router::new()
         .route("/metadata", get(metadata))
         .route("/", axum::routing::post(transaction))
@@ -274,8 +285,24 @@ fn refuse_unsupported(headers: &HeaderMap, pairs: &[(String, String)], supported
     )))
 }
 
-fn body_resource(bytes: &Bytes) -> Result<serde_json::Map<String, Value>, FhirError> {
-    fhir::parse_resource(bytes)
+/// Parses a request body (see [`fhir::parse_resource`]). A large one is checked for its shape
+/// first, then waits for one of the few permits large requests take for their whole handling
+/// (parse on a blocking thread, seal, commit): the permit comes back with the resource.
+async fn body_resource<'a>(
+    app: &'a App,
+    bytes: &Bytes,
+) -> Result<(serde_json::Map<String, Value>, Option<tokio::sync::SemaphorePermit<'a>>), FhirError> {
+    if bytes.len() < LARGE_BODY_BYTES {
+        return Ok((fhir::parse_resource(bytes)?, None));
+    }
+    // A body refused for its shape holds nothing and waits for nothing.
+    fhir::check_shape(bytes)?;
+    let permit = app.large_parses.acquire().await.map_err(|_| FhirError::new(503, "transient", "shutting down"))?;
+    let bytes = bytes.clone();
+    let resource = tokio::task::spawn_blocking(move || fhir::parse_resource(&bytes))
+        .await
+        .map_err(|_| FhirError::new(500, "exception", "the parser stopped"))??;
+    Ok((resource, Some(permit)))
 }
 
 fn respond(app: &App, status: StatusCode, stored: &Stored) -> Response {
@@ -347,7 +374,7 @@ async fn create(
     body: Bytes,
 ) -> Result<Response, FhirError> {
     check_type(&kind)?;
-    let resource = body_resource(&body)?;
+    let (resource, _large) = body_resource(&app, &body).await?;
     let stored = app.gateway.create(&kind, resource).await?;
     Ok(respond_as(&app, StatusCode::CREATED, &stored, prefer_return(&headers)))
 }
@@ -414,7 +441,7 @@ async fn update(
 ) -> Result<Response, FhirError> {
     check_type(&kind)?;
     let expected = if_match(&headers)?;
-    let resource = body_resource(&body)?;
+    let (resource, _large) = body_resource(&app, &body).await?;
     let stored = app.gateway.update(&kind, &id, resource, expected).await?;
     Ok(respond_as(&app, StatusCode::OK, &stored, prefer_return(&headers)))
 }
@@ -549,7 +576,7 @@ async fn operation(
 }
 
 async fn transaction(State(app): State<Shared>, body: Bytes) -> Result<Response, FhirError> {
-    let bundle = body_resource(&body)?;
+    let (bundle, _large) = body_resource(&app, &body).await?;
     if fhir::resource_type(&bundle) != "Bundle" {
         return Err(FhirError::invalid("POST / takes a transaction Bundle"));
     }

@@ -453,6 +453,14 @@ impl Gateway {
         Gateway { addr: listen, token, child }
     }
 
+    /// The gateway process's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/PID/status");
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
     pub fn request(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, serde_json::Value) {
         let (status, _, text) = self.request_full(method, path, &[], body);
         (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
