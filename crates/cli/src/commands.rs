@@ -246,11 +246,14 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                 println!("{record}");
             }
         }
-        Command::Record(RecordCommand::Get { as_, record, output, purpose }) => {
+        Command::Record(RecordCommand::Get { as_, record, output, purpose, version }) => {
             let record = parse_record(&record)?;
             let purpose = parse_purpose(&purpose)?;
             let me = load(home, &as_)?;
-            let opened = rt.block_on(session.get_record(&me, record, purpose))?;
+            let opened = match version {
+                Some(version) => rt.block_on(session.get_record_version(&me, record, version, purpose))?,
+                None => rt.block_on(session.get_record(&me, record, purpose))?,
+            };
             // Nothing is written until the whole record has authenticated.
             match output {
                 Some(path) => {

@@ -513,6 +513,9 @@ enum RecordCommand {
         /// HL7 PurposeOfUse code.
         #[arg(long, default_value = "TREAT")]
         purpose: String,
+        /// An earlier version (default: the current one); one a rotation replaced is gone.
+        #[arg(long)]
+        version: Option<u32>,
     },
     /// List a patient's records (ledger entries; contents stay encrypted).
     List {

@@ -408,7 +408,7 @@ fn errors_are_operation_outcomes_and_requests_are_negotiated() {
 /// OperationOutcome; an ordinary resource is still taken afterwards.
 #[test]
 fn ten_huge_resources_at_once_stay_within_a_bounded_memory() {
-    let (net, gw) = doctor_gateway();
+    let (_net, gw) = doctor_gateway();
     let (status, created) = gw.request("POST", "/Patient", Some(&json!({"resourceType": "Patient"})));
     assert_eq!(status, 201, "{created}");
     let pid = hex32(&created["id"]);
@@ -456,4 +456,78 @@ fn ten_huge_resources_at_once_stay_within_a_bounded_memory() {
     assert!(peak < 1 << 30, "peak {} MiB", peak >> 20);
     let (status, body) = gw.request("POST", "/Observation", Some(&observation(&pid, "4548-4", 6.1)));
     assert_eq!(status, 201, "{body}");
+}
+
+/// Issue 15, finding 1: every version the ledger keeps is readable: vread of each, a history
+/// Bundle newest first (each version an audited read), the CLI's `record get --version`; the
+/// Location of every write resolves to what was written.
+#[test]
+fn every_version_reads_back_through_vread_and_history() {
+    let (net, gw) = doctor_gateway();
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &net.admin.clone()]);
+    let (status, created) = gw.request("POST", "/Patient", Some(&json!({"resourceType": "Patient"})));
+    assert_eq!(status, 201, "{created}");
+    let pid = hex32(&created["id"]);
+    let mut locations = Vec::new();
+    let (status, headers, body) = gw.request_full("POST", "/Observation", &[], Some(&observation(&pid, "4548-4", 6.1)));
+    assert_eq!(status, 201, "{body}");
+    let oid = hex32(&serde_json::from_str::<Value>(&body).unwrap()["id"]);
+    locations.push(header(&headers, "location").unwrap().to_string());
+    for value in [6.2, 6.3] {
+        let mut next = observation(&pid, "4548-4", value);
+        next["id"] = json!(oid);
+        let (status, headers, body) = gw.request_full("PUT", &format!("/Observation/{oid}"), &[], Some(&next));
+        assert_eq!(status, 200, "{body}");
+        locations.push(header(&headers, "content-location").unwrap().to_string());
+    }
+    let reads = |net: &Net| audit(net, &pid).iter().filter(|e| e["action"]["type"] == "read").count();
+    let before = reads(&net);
+    for (n, (location, value)) in locations.iter().zip([6.1, 6.2, 6.3]).enumerate() {
+        let path = &location[location.find("/Observation/").unwrap()..];
+        let (status, read) = gw.request("GET", path, None);
+        assert_eq!(status, 200, "{path}: {read}");
+        assert_eq!(read["meta"]["versionId"], (n + 1).to_string());
+        assert_eq!(read["valueQuantity"]["value"], value, "{path}");
+    }
+    let trail = audit(&net, &pid);
+    let versions: Vec<u64> = trail
+        .iter()
+        .filter(|e| e["action"]["type"] == "read")
+        .skip(before)
+        .map(|e| e["action"]["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2, 3], "each vread is an audited read of that version");
+
+    let (status, history) = gw.request("GET", &format!("/Observation/{oid}/_history"), None);
+    assert_eq!(status, 200, "{history}");
+    assert_eq!((history["type"].as_str(), history["total"].as_u64()), (Some("history"), Some(3)));
+    let entries = history["entry"].as_array().unwrap();
+    let methods: Vec<&str> = entries.iter().map(|e| e["request"]["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["PUT", "PUT", "POST"], "newest first");
+    let values: Vec<f64> = entries.iter().map(|e| e["resource"]["valueQuantity"]["value"].as_f64().unwrap()).collect();
+    assert_eq!(values, [6.3, 6.2, 6.1]);
+    let (_, page) = gw.request("GET", &format!("/Observation/{oid}/_history?_count=2"), None);
+    assert_eq!(page["entry"].as_array().unwrap().len(), 2);
+    assert!(page["link"].as_array().unwrap().iter().any(|l| l["relation"] == "next"), "{page}");
+
+    // The CLI reads an earlier version too; a version that never was is refused.
+    let v1 = net.ok(&["record", "get", "--as", "drbob", &oid, "--version", "1"]);
+    assert_eq!(serde_json::from_str::<Value>(&v1).unwrap()["valueQuantity"]["value"], 6.1);
+    assert_ne!(net.cli(&["record", "get", "--as", "drbob", &oid, "--version", "7"]).code, 0);
+    // Someone without a grant reads no version (denied, in the trail).
+    let nina = Gateway::start(&net, "nina", &[]);
+    let (status, _, body) = nina.request_full("GET", &format!("/Observation/{oid}/_history/1"), &[], None);
+    assert_eq!(status, 403, "{body}");
+
+    // A delete is the newest version of the history (no resource); earlier ones still read.
+    let (status, _, body) = gw.request_full("DELETE", &format!("/Observation/{oid}"), &[], None);
+    assert_eq!(status, 200, "{body}");
+    let (_, history) = gw.request("GET", &format!("/Observation/{oid}/_history"), None);
+    assert_eq!(history["total"], 4);
+    assert_eq!(history["entry"][0]["request"]["method"], "DELETE");
+    assert!(history["entry"][0].get("resource").is_none());
+    let (status, _, body) = gw.request_full("GET", &format!("/Observation/{oid}/_history/4"), &[], None);
+    assert_eq!(status, 410, "{body}");
+    let (status, read) = gw.request("GET", &format!("/Observation/{oid}/_history/3"), None);
+    assert_eq!((status, read["valueQuantity"]["value"].as_f64()), (200, Some(6.3)));
 }

@@ -400,9 +400,9 @@ pub fn capability_statement(base: &str, date: &str) -> Value {
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|t| {
-            // vread answers the current version only (earlier ones: 404); delete marks the
+            // Every version the ledger keeps is readable (vread, history); delete marks the
             // resource entered in error in a new version (reads then answer 410).
-            let mut interactions = vec![json!({"code": "read"}), json!({"code": "vread"}), json!({"code": "create"}), json!({"code": "update"}), json!({"code": "search-type"})];
+            let mut interactions = vec![json!({"code": "read"}), json!({"code": "vread"}), json!({"code": "history-instance"}), json!({"code": "create"}), json!({"code": "update"}), json!({"code": "search-type"})];
             if *t != "Patient" {
                 interactions.push(json!({"code": "delete"}));
             }
@@ -411,7 +411,7 @@ pub fn capability_statement(base: &str, date: &str) -> Value {
                 "interaction": interactions,
                 "versioning": "versioned-update",
                 "conditionalDelete": "not-supported",
-                "readHistory": false,
+                "readHistory": true,
                 "updateCreate": false,
                 "searchParam": [
                     {"name": "patient", "type": "reference"},

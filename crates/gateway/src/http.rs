@@ -379,8 +379,7 @@ async fn create(
     Ok(respond_as(&app, StatusCode::CREATED, &stored, prefer_return(&headers)))
 }
 
-/// `GET /{type}/{id}/_history/{vid}`: the current version. Earlier versions are not readable
-/// through the gateway yet (404 says so); a later one does not exist.
+/// `GET /{type}/{id}/_history/{vid}`: that version (see [`Gateway::read_version`]).
 async fn vread(
     State(app): State<Shared>,
     Path((kind, id, vid)): Path<(String, String, String)>,
@@ -390,17 +389,55 @@ async fn vread(
         return Err(FhirError::not_found("no such resource"));
     }
     let vid: u32 = vid.parse().map_err(|_| FhirError::not_found("a version id is a number"))?;
-    let stored = app.gateway.read(&kind, &id).await?;
-    if vid == stored.version {
-        return Ok(respond(&app, StatusCode::OK, &stored));
+    let stored = app.gateway.read_version(&kind, &id, vid).await?;
+    Ok(respond(&app, StatusCode::OK, &stored))
+}
+
+/// `GET /{type}/{id}/_history`: a Bundle of type history, newest version first, paged.
+async fn history(app: &App, kind: &str, id: &str, pairs: &[(String, String)]) -> Result<Response, FhirError> {
+    check_type(kind)?;
+    if !fhir::is_id(id) {
+        return Err(FhirError::not_found("no such resource"));
     }
-    if vid > stored.version {
-        return Err(FhirError::not_found(format!("no version {vid}: the current version is {}", stored.version)));
+    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.parse::<usize>());
+    let count = get("_count").transpose().map_err(|_| FhirError::invalid("_count takes a number"))?;
+    let offset = get("_offset").transpose().map_err(|_| FhirError::invalid("_offset takes a number"))?.unwrap_or(0);
+    let count = count.unwrap_or(fhir::PAGE_DEFAULT).clamp(1, fhir::PAGE_MAX);
+    let (versions, total) = app.gateway.history(kind, id, count, offset).await?;
+    let path = format!("{}/{kind}/{id}/_history", app.base);
+    let mut link = vec![json!({"relation": "self", "url": format!("{path}?_count={count}&_offset={offset}")})];
+    if offset + count < total {
+        link.push(json!({"relation": "next", "url": format!("{path}?_count={count}&_offset={}", offset + count)}));
     }
-    Err(FhirError::not_found(format!(
-        "version {vid} is superseded: only the current version ({}) is readable through the gateway",
-        stored.version
-    )))
+    let entry: Vec<Value> = versions
+        .into_iter()
+        .map(|s| {
+            let deleted = service::is_deleted(&s.resource);
+            let (method, status) = match (deleted, s.version) {
+                (true, _) => ("DELETE", "200 OK"),
+                (false, 1) => ("POST", "201 Created"),
+                (false, _) => ("PUT", "200 OK"),
+            };
+            let url = if s.version == 1 { kind.to_string() } else { format!("{kind}/{id}") };
+            let mut e = json!({
+                "fullUrl": format!("{}/{kind}/{id}", app.base),
+                "request": {"method": method, "url": url},
+                "response": {
+                    "status": status,
+                    "etag": format!("W/\"{}\"", s.version),
+                    "lastModified": service::rfc3339(s.updated),
+                }
+            });
+            if !deleted {
+                e["resource"] = Value::Object(s.resource);
+            }
+            e
+        })
+        .collect();
+    Ok(fhir_json(
+        StatusCode::OK,
+        &json!({"resourceType": "Bundle", "type": "history", "total": total, "link": link, "entry": entry}),
+    ))
 }
 
 /// `DELETE /{type}/{id}`: see [`Gateway::delete`]; 200 with an OperationOutcome either way.
@@ -558,11 +595,15 @@ async fn operation(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, FhirError> {
+    let pairs = query_pairs(query.as_deref());
+    if operation == "_history" {
+        refuse_unsupported(&headers, &pairs, &[])?;
+        return history(&app, &kind, &id, &pairs).await;
+    }
     if kind != "Patient" || operation != "$everything" {
         return Err(FhirError::not_found("no such operation (this gateway has Patient/ID/$everything)"));
     }
     let patient = service::patient_param(&id)?;
-    let pairs = query_pairs(query.as_deref());
     refuse_unsupported(&headers, &pairs, &[])?;
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok());
     let (count, offset) = (get("_count").unwrap_or(fhir::PAGE_MAX), get("_offset").unwrap_or(0));

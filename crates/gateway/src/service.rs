@@ -285,6 +285,85 @@ impl Gateway {
         Ok(stored)
     }
 
+    /// `GET /{type}/{id}/_history/{vid}`: version `vid`, current or earlier (an audited access of
+    /// that version). A version that marks a delete answers 410, as does one a rotation replaced.
+    pub async fn read_version(&self, kind: &str, id: &str, version: u32) -> FhirResult<Stored> {
+        let current = self.locate(kind, id).await?;
+        if version == 0 || version > current.version {
+            return Err(FhirError::not_found(format!("no version {version}: the current one is {}", current.version)));
+        }
+        let stored = match self.open_versions(&current, &[version]).await?.pop() {
+            Some(Ok(stored)) => stored,
+            Some(Err(e)) => return Err(e),
+            None => return Err(FhirError::not_found("no such version")),
+        };
+        if stored.resource_type() != kind {
+            return Err(FhirError::not_found("no such resource"));
+        }
+        if is_deleted(&stored.resource) {
+            return Err(FhirError::new(410, "deleted", format!("version {version} marks a delete")));
+        }
+        Ok(stored)
+    }
+
+    /// `GET /{type}/{id}/_history`: the versions the ledger keeps readable, newest first, from
+    /// `offset`, at most `count` (each an audited access of that version); and how many there are.
+    pub async fn history(&self, kind: &str, id: &str, count: usize, offset: usize) -> FhirResult<(Vec<Stored>, usize)> {
+        let current = self.locate(kind, id).await?;
+        let total = current.version as usize;
+        let versions: Vec<u32> = (1..=current.version).rev().skip(offset).take(count).collect();
+        let mut out = Vec::with_capacity(versions.len());
+        for read in self.open_versions(&current, &versions).await? {
+            match read {
+                Ok(stored) if stored.resource_type() == kind => out.push(stored),
+                Ok(_) => return Err(FhirError::not_found("no such resource")),
+                // One a rotation replaced is no longer kept: left out, as a purged version is.
+                Err(e) if e.status == 410 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((out, total))
+    }
+
+    /// Reads `versions` of `current`'s record: one batch of audited accesses, then each opened
+    /// (earlier versions are not cached: the cache holds current ones).
+    async fn open_versions(&self, current: &RecordEntry, versions: &[u32]) -> FhirResult<Vec<FhirResult<Stored>>> {
+        let accesses = versions
+            .iter()
+            .map(|&version| {
+                let kind =
+                    TxKind::RecordAccess(RecordAccess { record: current.record, version, purpose: self.purpose });
+                (&self.me, kind, None)
+            })
+            .collect();
+        let committed = self.session.transact_batch(accesses).await?;
+        let opens = versions.iter().copied().zip(committed).map(move |(version, access)| async move {
+            let gone = |e: SdkError| match e {
+                SdkError::Usage(m) if m.contains(medledger_ledger::Rejection::VersionMismatch.as_str()) => {
+                    FhirError::new(
+                        410,
+                        "deleted",
+                        format!("version {version} is no longer kept (a rotation replaced it)"),
+                    )
+                }
+                e => e.into(),
+            };
+            let access = access.map_err(gone)?;
+            let opened = self.session.open_access(&self.me, current.record, version, access).await?;
+            let text = String::from_utf8(opened.plaintext.to_vec())
+                .map_err(|_| FhirError::new(415, "not-supported", "this record is not a FHIR resource"))?;
+            if opened.metadata.as_ref().and_then(|m: &RecordMetadata| m.resource_type.as_ref()).is_none() {
+                return Err(FhirError::new(415, "not-supported", "this record is not a FHIR resource"));
+            }
+            let mut resource = parse_json(&text)?;
+            set_meta(&mut resource, version);
+            set_last_updated(&mut resource, opened.record.created_at);
+            Ok(Stored { resource, version, updated: opened.record.created_at })
+        });
+        use futures::StreamExt;
+        Ok(futures::stream::iter(opens).buffered(8).collect().await)
+    }
+
     /// The current version of `Type/id`, deleted or not (an audited access).
     async fn read_current(&self, kind: &str, id: &str) -> FhirResult<Stored> {
         let entry = self.locate(kind, id).await?;

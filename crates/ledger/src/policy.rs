@@ -134,7 +134,13 @@ pub enum Rejection {
     DigestInUse,
     /// Another organisation's business (a legal hold on a patient of another organisation).
     WrongOrganisation,
+    /// The record has [`RECORD_VERSIONS_MAX`] versions.
+    TooManyVersions,
 }
+
+/// The most versions of one record (every version stays readable, and an erasure removes them
+/// all in one transaction).
+pub const RECORD_VERSIONS_MAX: u32 = 10_000;
 
 /// The most `--all` grantees of one chart (each holds an envelope of the chart key).
 pub const CHART_HOLDERS_MAX: usize = medledger_types::limits::SIDECAR_ENVELOPES_MAX - 1;
@@ -257,6 +263,7 @@ impl Rejection {
                 "the proposal is malformed or leaves a validator set the network cannot run on"
             }
             Rejection::ProposalAdopted => "the proposal was already adopted",
+            Rejection::TooManyVersions => "the record has the most versions one record may have",
             Rejection::StaleTeamEpoch => "the care team's key has moved on (or its envelopes do not fit its members)",
         }
     }

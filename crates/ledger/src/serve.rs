@@ -51,10 +51,13 @@ pub fn served_access(
     if !result.outcome.is_applied() {
         return Err(Refusal::Denied);
     }
+    // The version the access was for: the current one, or an earlier one still readable.
     let record: RecordEntry = read(view, &keys::record(&access.record)).ok_or(Refusal::RecordGone)?;
-    if record.version != access.version {
-        return Err(Refusal::RecordChanged);
-    }
+    let record = if record.version == access.version {
+        record
+    } else {
+        read(view, &keys::record_version(&access.record, access.version)).ok_or(Refusal::RecordChanged)?
+    };
     let emergency = read::<AccessBasis>(view, &keys::access_basis(tx)) == Some(AccessBasis::BreakGlass);
     Ok(Served { result, record, emergency })
 }

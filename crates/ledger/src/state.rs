@@ -81,6 +81,8 @@ pub mod keys {
     pub const NONCE: &[u8] = b"n/";
     pub const CHART: &[u8] = b"c/";
     pub const RECORD: &[u8] = b"r/";
+    /// Every readable version of a record: the entry as that version registered it.
+    pub const RECORD_VERSION: &[u8] = b"rv/";
     pub const PATIENT_RECORD: &[u8] = b"pr/";
     pub const GRANT: &[u8] = b"g/";
     pub const AUTHOR_REVOKED: &[u8] = b"ar/";
@@ -180,6 +182,9 @@ pub mod keys {
     }
     pub fn record(id: &RecordId) -> Vec<u8> {
         key(RECORD, &[id.as_bytes()])
+    }
+    pub fn record_version(id: &RecordId, version: u32) -> Vec<u8> {
+        key(RECORD_VERSION, &[id.as_bytes(), &version.to_be_bytes()])
     }
     pub fn patient_records(patient: &MemberId) -> Vec<u8> {
         key(PATIENT_RECORD, &[patient.as_bytes()])

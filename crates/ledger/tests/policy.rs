@@ -752,13 +752,22 @@ fn version_rows() {
     // A per-record grantee of version 1 reads it.
     assert_eq!(c.w.grant(&mut c.patient, &c.nurse, GrantScope::Record(r(1)), false, None), TxOutcome::Applied);
     assert_eq!(c.w.read(&mut c.nurse, r(1)), TxOutcome::Applied);
-    // Allowed: the patient appends version 2; the old version is no longer what a read names.
+    // Allowed: the patient appends version 2; version 1 stays readable (FHIR vread and history)
+    // under the same rules, as it was registered; a version that never was is not.
     assert_eq!(c.w.write(&mut c.patient, pid, r(1), 2, &[]), TxOutcome::Applied);
     assert_eq!(c.w.write(&mut c.patient, pid, r(1), 2, &[]), rejected(Rejection::VersionMismatch), "no second v2");
-    assert_eq!(c.w.read_version(&mut c.patient, r(1), 1), rejected(Rejection::VersionMismatch));
+    assert_eq!(c.w.read_version(&mut c.patient, r(1), 1), TxOutcome::Applied);
     assert_eq!(c.w.read_version(&mut c.patient, r(1), 2), TxOutcome::Applied);
-    // The per-record grant covers only versions wrapped for the grantee: v2 was not.
+    assert_eq!(c.w.read_version(&mut c.patient, r(1), 0), rejected(Rejection::VersionMismatch));
+    assert_eq!(c.w.read_version(&mut c.patient, r(1), 3), rejected(Rejection::VersionMismatch));
+    // The per-record grant covers only versions wrapped for the grantee: v1 was, v2 was not.
+    assert_eq!(c.w.read_version(&mut c.nurse, r(1), 1), TxOutcome::Applied);
     assert_eq!(c.w.read_version(&mut c.nurse, r(1), 2), rejected(Rejection::AccessDenied));
+    // Another patient's reader gets nothing of any version.
+    assert_eq!(c.w.read_version(&mut other, r(1), 1), rejected(Rejection::AccessDenied));
+    let v1 = keys::record_version(&r(1), 1);
+    let first: medledger_ledger::state::RecordEntry = borsh::from_slice(&c.w.state[&v1]).unwrap();
+    assert_eq!((first.version, first.digest), (1, digest_of(r(1), 1)), "version 1 keeps its own entry");
     // A doctor with the write grant appends v3 and carries the nurse's grant forward.
     assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None), TxOutcome::Applied);
     let nurse = Who { id: c.nurse.id, sign: c.nurse.sign.clone(), enc: c.nurse.enc.clone(), nonce: 0 };
@@ -773,6 +782,10 @@ fn version_rows() {
             .filter(|e| matches!(e.action, medledger_ledger::state::AuditAction::Write { .. }))
             .count();
     assert_eq!(writes, 3 + 6, "3 applied writes and 6 denied attempts on the patient's chart");
+    // Erasure takes every version with it.
+    assert_eq!(c.w.erase(&mut c.patient, r(1)), TxOutcome::Applied);
+    assert!((1..=3).all(|v| !c.w.state.contains_key(&keys::record_version(&r(1), v))));
+    assert_eq!(c.w.read_version(&mut c.patient, r(1), 1), rejected(Rejection::RecordErased));
 }
 
 #[test]
@@ -1071,6 +1084,10 @@ fn a_ciphertext_digest_belongs_to_one_record_version_and_holds_stop_rotation() {
         assert_eq!(c.w.hold(&mut c.auditor, pid, scope, false), TxOutcome::Applied);
     }
     assert_eq!(rotate(&mut c.w, &mut c.patient, 2), TxOutcome::Applied);
+    // The version a rotation replaced is gone (its ciphertext is deleted): no longer readable.
+    assert_eq!(c.w.read_version(&mut c.patient, victim, 1), rejected(Rejection::VersionMismatch));
+    assert_eq!(c.w.read_version(&mut c.patient, victim, 2), TxOutcome::Applied);
+    assert!(!c.w.state.contains_key(&keys::record_version(&victim, 1)));
 }
 
 /// Finding 5 of the security review: admins have no clinical view, not even of a record list; an

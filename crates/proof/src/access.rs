@@ -65,7 +65,8 @@ pub fn check_access(
         return Err(AccessError::Malformed);
     }
     let root = certified_root(genesis, &evidence.header, &evidence.certificate, &evidence.links)?;
-    if !verify_state_proof(&root, &keys::record(&record), &encode(entry), &evidence.proofs[0]) {
+    // The entry of the version read (every readable version keeps its own, the current one too).
+    if !verify_state_proof(&root, &keys::record_version(&record, version), &encode(entry), &evidence.proofs[0]) {
         return Err(AccessError::Record);
     }
     let sidecars: Vec<(Digest, Sidecar)> = evidence

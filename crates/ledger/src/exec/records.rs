@@ -48,6 +48,9 @@ impl Run<'_, '_> {
             (None, false) if r.version != 1 => return Err(Rejection::VersionMismatch),
             _ => {}
         }
+        if r.version > crate::policy::RECORD_VERSIONS_MAX {
+            return Err(Rejection::TooManyVersions);
+        }
         if r.size_bytes > RECORD_CIPHERTEXT_BYTES_MAX {
             return Err(Rejection::TooLarge);
         }
@@ -109,6 +112,7 @@ impl Run<'_, '_> {
             threshold: threshold.into(),
         };
         self.state.put(keys::record(&r.record), &entry);
+        self.state.put(keys::record_version(&r.record, r.version), &entry);
         self.state.put(keys::ciphertext(&r.digest), &CiphertextOwner { record: r.record, version: r.version });
         if previous.is_none() {
             self.state.put(keys::patient_record(&r.patient, &r.record), &PRESENT);
@@ -129,14 +133,23 @@ impl Run<'_, '_> {
         }
         // A rotation deletes the replaced ciphertext: a legal hold stops it as it stops erasure.
         self.require_no_hold(&current)?;
-        self.register(&r.next, true)
+        let applied = self.register(&r.next, true)?;
+        // The replaced version's ciphertext goes: it is no longer a readable version.
+        self.state.delete(keys::record_version(&current.record, current.version));
+        Ok(applied)
     }
 
     pub(super) fn access(&mut self, a: &RecordAccess) -> Result<Applied, Rejection> {
-        let entry = self.record(&a.record)?;
-        if entry.version != a.version {
-            return Err(Rejection::VersionMismatch);
-        }
+        let current = self.record(&a.record)?;
+        // An earlier version is read under the same rules, as that version was registered (its
+        // author, its envelopes); one a rotation replaced is gone.
+        let entry = if a.version == current.version {
+            current
+        } else {
+            read::<RecordEntry>(self.state, &keys::record_version(&a.record, a.version))
+                .filter(|e| e.patient == current.patient)
+                .ok_or(Rejection::VersionMismatch)?
+        };
         if self.signer.role == Role::Admin {
             return Err(Rejection::AdminHasNoClinicalAccess);
         }
@@ -209,6 +222,9 @@ impl Run<'_, '_> {
             tx: self.tx_id,
         };
         self.state.delete(keys::record(&e.record));
+        for version in 1..=entry.version.min(crate::policy::RECORD_VERSIONS_MAX) {
+            self.state.delete(keys::record_version(&e.record, version));
+        }
         self.state.delete(keys::patient_record(&entry.patient, &e.record));
         self.state.put(keys::erased(&e.record), &tombstone);
         Ok(self.audit(entry.patient, AuditAction::Erase { record: e.record, versions: entry.version }, None))

@@ -95,8 +95,9 @@ const EVIDENCE_WAIT: std::time::Duration = std::time::Duration::from_millis(500)
 fn bundle_now(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<Option<AccessBundle>> {
     let (me, Served { record, .. }) = allowed_access(state, tx, me)?;
     let view = view(state)?;
-    // The same entry as the access saw, read again from the view the proofs are made from.
-    let record: RecordEntry = read(&view, &keys::record(&record.record))
+    // The same entry as the access saw (the version it names), read again from the view the
+    // proofs are made from.
+    let record: RecordEntry = read(&view, &keys::record_version(&record.record, record.version))
         .filter(|now: &RecordEntry| now.version == record.version && now.digest == record.digest)
         .ok_or_else(|| ApiError::denied("the record changed since the access"))?;
     let subject = KeySubject::Record { record: record.record, version: record.version };
@@ -140,7 +141,7 @@ fn evidence(
         .iter()
         .map(|e| read(view, &entry(e)).ok_or_else(|| ApiError::internal("an envelope's state entry is missing")))
         .collect::<ApiResult<_>>()?;
-    let mut proved = vec![keys::record(&record.record)];
+    let mut proved = vec![keys::record_version(&record.record, record.version)];
     proved.extend(envelopes.iter().map(entry));
     let (last, proofs) = view.prove_committed(&proved).map_err(ApiError::internal)?;
     let (header, certificate) = state

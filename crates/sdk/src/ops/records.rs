@@ -226,6 +226,20 @@ impl Session {
         self.open_access(me, record, version, access).await
     }
 
+    /// Reads version `version` of `record` (the current one or an earlier one the ledger keeps
+    /// readable), under the same rules and audit as a read of the current version.
+    pub async fn get_record_version(
+        &self,
+        me: &Identity,
+        record: RecordId,
+        version: u32,
+        purpose: PurposeOfUse,
+    ) -> Result<Opened> {
+        let kind = TxKind::RecordAccess(RecordAccess { record, version, purpose });
+        let access = self.transact(me, kind, None).await?;
+        self.open_access(me, record, version, access).await
+    }
+
     /// Reads many records: one batch of RecordAccess transactions (each audited on the ledger
     /// before any byte leaves a validator), then the allowed ones fetched, checked and decrypted
     /// a few at a time. One result per record, in order.
