@@ -359,14 +359,14 @@ fn errors_are_operation_outcomes_and_requests_are_negotiated() {
 
     // Prefer: handling=strict refuses a parameter the gateway does not support; lenient (the
     // default) ignores it and its self link shows what was applied.
-    let unknown = format!("{search}&identifier=urn:x|1");
+    let unknown = format!("{search}&value-quantity=gt5");
     let (status, headers, body) = gw.request_full("GET", &unknown, &[("Prefer", "handling=strict")], None);
     assert_eq!(status, 400, "{body}");
-    assert!(is_outcome(&headers, &body) && body.contains("identifier"), "{body}");
+    assert!(is_outcome(&headers, &body) && body.contains("value-quantity"), "{body}");
     let (status, bundle) = gw.request("GET", &unknown, None);
     assert_eq!((status, bundle["total"].as_u64()), (200, Some(1)));
     let own = bundle["link"][0]["url"].as_str().unwrap();
-    assert!(own.contains("patient=") && !own.contains("identifier"), "{own}");
+    assert!(own.contains("patient=") && !own.contains("value-quantity"), "{own}");
 
     // Prefer: return=minimal (headers only), OperationOutcome, representation (the default).
     let obs = observation(&pid, "2345-7", 5.0);
@@ -530,4 +530,86 @@ fn every_version_reads_back_through_vread_and_history() {
     assert_eq!(status, 410, "{body}");
     let (status, read) = gw.request("GET", &format!("/Observation/{oid}/_history/3"), None);
     assert_eq!((status, read["valueQuantity"]["value"].as_f64()), (200, Some(6.3)));
+}
+
+/// Issue 15, finding 4 (the search parameters): Patient `identifier`, `name`, `family`, `given`,
+/// `birthdate`, `gender`; `date` with prefixes, `category`, `status`, `code` on clinical types;
+/// `_sort`, `_summary=count`, `_lastUpdated`; every value matched on this machine after the
+/// audited read, none of it on the ledger.
+#[test]
+fn search_parameters_clinical_clients_use() {
+    let (_net, gw) = doctor_gateway();
+    let patient = |family: &str, given: &str, mrn: &str, birth: &str, gender: &str| {
+        json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": mrn}],
+            "name": [{"family": family, "given": [given]}], "birthDate": birth, "gender": gender})
+    };
+    let mut ids = Vec::new();
+    for p in [
+        patient("Okafor", "Chidi", "MRN-1", "1975-06-01", "male"),
+        patient("Okonkwo", "Ada", "MRN-2", "1990-11-20", "female"),
+    ] {
+        let (status, created) = gw.request("POST", "/Patient", Some(&p));
+        assert_eq!(status, 201, "{created}");
+        ids.push(hex32(&created["id"]));
+    }
+    let find = |query: &str| -> Vec<String> {
+        let (status, bundle) = gw.request("GET", query, None);
+        assert_eq!(status, 200, "{query}: {bundle}");
+        bundle["entry"]
+            .as_array()
+            .map_or(vec![], |e| e.iter().map(|e| e["resource"]["id"].as_str().unwrap().to_string()).collect())
+    };
+    assert_eq!(find("/Patient?identifier=urn:oid:1.2.36.146.595.217.0.1%7CMRN-2"), [ids[1].clone()]);
+    assert_eq!(find("/Patient?identifier=MRN-1"), [ids[0].clone()]);
+    assert!(find("/Patient?identifier=urn:other%7CMRN-1").is_empty());
+    assert_eq!(find("/Patient?family=okon"), [ids[1].clone()]);
+    assert_eq!(find("/Patient?name=chi"), [ids[0].clone()]);
+    assert_eq!(find("/Patient?given=Ada&gender=female"), [ids[1].clone()]);
+    assert!(find("/Patient?given=Ada&gender=male").is_empty(), "parameters combine with AND");
+    assert_eq!(find("/Patient?birthdate=lt1980"), [ids[0].clone()]);
+    assert_eq!(find("/Patient?birthdate=1990-11"), [ids[1].clone()]);
+    assert_eq!(find("/Patient?family=ok&_sort=-birthdate"), [ids[1].clone(), ids[0].clone()]);
+    assert_eq!(find("/Patient?family=ok&_sort=birthdate"), [ids[0].clone(), ids[1].clone()]);
+
+    let pid = &ids[0];
+    let obs = |code: &str, date: &str, status: &str, category: &str| {
+        json!({"resourceType": "Observation", "status": status,
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": format!("Patient/{pid}")}, "effectiveDateTime": date, "valueQuantity": {"value": 1}})
+    };
+    let mut oids = Vec::new();
+    for o in [
+        obs("4548-4", "2024-01-10T08:00:00Z", "final", "laboratory"),
+        obs("4548-4", "2025-03-02T08:00:00Z", "amended", "laboratory"),
+        obs("8867-4", "2025-06-30T08:00:00Z", "final", "vital-signs"),
+    ] {
+        let (status, created) = gw.request("POST", "/Observation", Some(&o));
+        assert_eq!(status, 201, "{created}");
+        oids.push(hex32(&created["id"]));
+    }
+    let base = format!("/Observation?patient={pid}");
+    assert_eq!(find(&format!("{base}&date=ge2025&_sort=date")), [oids[1].clone(), oids[2].clone()]);
+    assert_eq!(find(&format!("{base}&date=lt2025-01-01")), [oids[0].clone()]);
+    assert_eq!(find(&format!("{base}&date=2025-03")), [oids[1].clone()]);
+    assert_eq!(find(&format!("{base}&category=vital-signs")), [oids[2].clone()]);
+    assert_eq!(find(&format!("{base}&status=final&code=http://loinc.org%7C4548-4")), [oids[0].clone()]);
+    assert_eq!(find(&format!("{base}&_sort=-date")), [oids[2].clone(), oids[1].clone(), oids[0].clone()]);
+    let (_, counted) = gw.request("GET", &format!("{base}&category=laboratory&_summary=count"), None);
+    assert_eq!((counted["total"].as_u64(), counted.get("entry")), (Some(2), None), "{counted}");
+    assert_eq!(find(&format!("{base}&_lastUpdated=ge2000&_count=1")).len(), 1);
+    // The next link carries the parameters encoded, and following it gives the next page.
+    let (_, page) = gw.request("GET", &format!("{base}&code=http://loinc.org%7C4548-4&_count=1&_sort=date"), None);
+    let next = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(next.contains("%7C4548-4"), "{next}");
+    let (_, second) = gw.request("GET", &next[next.find("/Observation").unwrap()..], None);
+    assert_eq!(second["entry"][0]["resource"]["id"], oids[1].as_str());
+    // Malformed values are 400 OperationOutcomes, never a partial result.
+    for bad in ["date=yesterday", "date=sa2020", "_sort=family", "status:exact=final", "_summary=true"] {
+        let (status, body) = gw.request("GET", &format!("{base}&{bad}"), None);
+        assert_eq!((status, body["resourceType"].as_str()), (400, Some("OperationOutcome")), "{bad}: {body}");
+    }
 }

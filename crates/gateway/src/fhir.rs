@@ -413,13 +413,7 @@ pub fn capability_statement(base: &str, date: &str) -> Value {
                 "conditionalDelete": "not-supported",
                 "readHistory": true,
                 "updateCreate": false,
-                "searchParam": [
-                    {"name": "patient", "type": "reference"},
-                    {"name": "subject", "type": "reference"},
-                    {"name": "_id", "type": "token"},
-                    {"name": "code", "type": "token"},
-                    {"name": "_count", "type": "number"}
-                ]
+                "searchParam": crate::params::capability(t)
             });
             if *t == "Patient" {
                 r["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);

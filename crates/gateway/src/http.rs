@@ -26,6 +26,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::fhir::{self, FhirError};
+use crate::params;
 use crate::service::{self, Gateway, Search, Stored};
 
 /// How long one request may take (a transaction Bundle waits for its commits).
@@ -527,9 +528,10 @@ async fn search(
 ) -> Result<Response, FhirError> {
     check_type(&kind)?;
     let pairs = query_pairs(query.as_deref());
-    refuse_unsupported(&headers, &pairs, &["patient", "subject", "_id", "code"])?;
+    refuse_unsupported(&headers, &pairs, &params::supported(&kind))?;
     let mut s = Search { resource_type: Some(kind.clone()), ..Search::default() };
     let (mut count, mut offset) = (fhir::PAGE_DEFAULT, 0usize);
+    let (mut filters, mut sort, mut summary_count) = (Vec::new(), None, false);
     let mut applied = Vec::new();
     for (k, v) in &pairs {
         match k.as_str() {
@@ -548,13 +550,59 @@ async fn search(
             }
             "_count" => count = v.parse().map_err(|_| FhirError::invalid("_count takes a number"))?,
             "_offset" => offset = v.parse().map_err(|_| FhirError::invalid("_offset takes a number"))?,
-            // Other parameters are not supported and, as FHIR's lenient handling allows, ignored
-            // (the self link shows which were applied).
-            _ => {}
+            "_sort" => {
+                sort = Some(params::sort(&kind, v)?);
+                applied.push((k.clone(), v.clone()));
+            }
+            "_summary" if v == "count" => {
+                summary_count = true;
+                applied.push((k.clone(), v.clone()));
+            }
+            "_summary" => return Err(FhirError::invalid("_summary takes count only")),
+            // The type's own parameters; any other is ignored, as FHIR's lenient handling allows
+            // (the self link shows which were applied; `Prefer: handling=strict` refuses them).
+            _ => {
+                if let Some(filter) = params::filter(&kind, k, v)? {
+                    filters.push(filter);
+                    applied.push((k.clone(), v.clone()));
+                }
+            }
         }
     }
-    let found = app.gateway.search(&s).await?;
-    Ok(fhir_json(StatusCode::OK, &searchset(&app, &format!("{}/{kind}", app.base), &applied, found, count, offset)))
+    let mut found = app.gateway.search(&s).await?;
+    found.retain(|stored| filters.iter().all(|f| f.matches(&stored.resource)));
+    if let Some(sort) = sort {
+        found.sort_by_cached_key(|stored| sort.key_of(&stored.resource));
+        if sort.descending() {
+            found.reverse();
+        }
+    }
+    let path = format!("{}/{kind}", app.base);
+    if summary_count {
+        let query = link_query(&applied);
+        let link = [json!({"relation": "self", "url": format!("{path}?{query}")})];
+        return Ok(fhir_json(
+            StatusCode::OK,
+            &json!({"resourceType": "Bundle", "type": "searchset", "total": found.len(), "link": link}),
+        ));
+    }
+    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &applied, found, count, offset)))
+}
+
+/// The applied parameters as a query string (each value percent-encoded), ending in `&` when not empty.
+fn link_query(applied: &[(String, String)]) -> String {
+    let encode = |text: &str| {
+        let mut out = String::with_capacity(text.len());
+        for b in text.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'/') {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    };
+    applied.iter().map(|(k, v)| format!("{}={}&", encode(k), encode(v))).collect()
 }
 
 fn searchset(
@@ -567,7 +615,7 @@ fn searchset(
 ) -> Value {
     let count = count.clamp(1, fhir::PAGE_MAX);
     let total = found.len();
-    let query: String = applied.iter().map(|(k, v)| format!("{k}={v}&")).collect();
+    let query = link_query(applied);
     let mut link = vec![json!({"relation": "self", "url": format!("{path}?{query}_count={count}&_offset={offset}")})];
     if offset + count < total {
         link.push(

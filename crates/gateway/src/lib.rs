@@ -5,6 +5,7 @@
 //! - [`fhir`]: R4 vocabulary (validation with fhirkit, OperationOutcome, CapabilityStatement,
 //!   references and the patient a resource belongs to);
 //! - [`plan`]: a Bundle or a file planned before anything is written (ids, patients, references);
+//! - [`params`]: the search parameters applied to decrypted resources (token, string, date; `_sort`);
 //! - [`service`]: create, read, update, search, `$everything` and transaction as one member;
 //! - [`cache`]: the encrypted-at-rest local copy that searches use;
 //! - [`http`]: the FHIR REST surface (axum) on a loopback address;
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod fhir;
 pub mod http;
 pub mod import;
+pub mod params;
 pub mod plan;
 pub mod service;
 
