@@ -613,3 +613,45 @@ fn search_parameters_clinical_clients_use() {
         assert_eq!((status, body["resourceType"].as_str()), (400, Some("OperationOutcome")), "{bad}: {body}");
     }
 }
+
+/// Issue 15, finding 4: a search without `patient=` covers every chart the member may read,
+/// whoever wrote into it and whether or not this gateway has seen it (after an import, a restart):
+/// the ledger lists the charts the member holds grants on.
+#[test]
+fn a_search_covers_every_chart_the_member_may_read() {
+    let net = Net::start();
+    net.cast();
+    let admin = net.admin.clone();
+    net.ok(&["id", "create", "paul", "--role", "patient", "--as", &admin]);
+    let mut written = Vec::new();
+    for (patient, code) in [("alice", "4548-4"), ("paul", "2345-7")] {
+        net.ok(&["grant", "--as", patient, "--to", "drbob", "--all"]);
+        let pid = net.id_of(patient);
+        let file = net.file("obs.json", observation(&pid, code, 1.0).to_string().as_bytes());
+        written.push(
+            net.ok(&["record", "put", "--as", patient, "--patient", patient, file.to_str().unwrap()])
+                .trim()
+                .to_string(),
+        );
+    }
+    // A gateway that has seen nothing yet finds both, and filters as asked.
+    let gw = Gateway::start(&net, "drbob", &[]);
+    let (status, all) = gw.request("GET", "/Observation", None);
+    assert_eq!((status, all["total"].as_u64()), (200, Some(2)), "{all}");
+    let mut found: Vec<String> =
+        all["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap().to_string()).collect();
+    found.sort();
+    written.sort();
+    assert_eq!(found, written);
+    let (_, one) = gw.request("GET", "/Observation?code=http://loinc.org%7C2345-7", None);
+    assert_eq!(one["total"], 1, "{one}");
+    // Someone holding no grant finds nothing; a member's chart list is their own.
+    let nina = Gateway::start(&net, "nina", &[]);
+    let (status, none) = nina.request("GET", "/Observation", None);
+    assert_eq!((status, none["total"].as_u64()), (200, Some(0)), "{none}");
+    let (status, _) = common::api_get(&net, 0, Some("nina"), &format!("/v1/members/{}/charts", net.id_of("drbob")));
+    assert_eq!(status, 403);
+    let (status, body) = common::api_get(&net, 0, Some("drbob"), &format!("/v1/members/{}/charts", net.id_of("drbob")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["charts"].as_array().unwrap().len(), 2);
+}

@@ -356,6 +356,7 @@ impl Gateway {
                 return Err(FhirError::new(415, "not-supported", "this record is not a FHIR resource"));
             }
             let mut resource = parse_json(&text)?;
+            set_id(&mut resource, current);
             set_meta(&mut resource, version);
             set_last_updated(&mut resource, opened.record.created_at);
             Ok(Stored { resource, version, updated: opened.record.created_at })
@@ -452,6 +453,7 @@ impl Gateway {
             }
         };
         let mut resource = parse_json(&text)?;
+        set_id(&mut resource, entry);
         set_meta(&mut resource, entry.version);
         set_last_updated(&mut resource, entry.created_at);
         Ok(Stored { resource, version: entry.version, updated: entry.created_at })
@@ -507,7 +509,18 @@ impl Gateway {
     pub async fn search(&self, search: &Search) -> FhirResult<Vec<Stored>> {
         let patients = match search.patient {
             Some(p) => vec![p],
-            None => self.cache.patients().into_iter().take(SEARCH_CHARTS_MAX).collect(),
+            // Every chart the member may look in, as the ledger lists them (grants, delegations,
+            // care teams), and those this gateway has seen.
+            None => {
+                let teams: Vec<MemberId> =
+                    self.session.home.teams().unwrap_or_default().into_iter().map(|(_, id)| id).collect();
+                let mut charts = self.session.readable_charts(&self.me, &teams, SEARCH_CHARTS_MAX).await?;
+                charts.extend(self.cache.patients());
+                charts.sort_unstable();
+                charts.dedup();
+                charts.truncate(SEARCH_CHARTS_MAX);
+                charts
+            }
         };
         let mut candidates = Vec::new();
         for patient in patients {
@@ -762,6 +775,13 @@ pub fn is_deleted(resource: &Map<String, Value>) -> bool {
                 && t.get("code").and_then(Value::as_str) == Some(DELETED_TAG.1)
         })
     })
+}
+
+/// A stored resource's id is its record's (a Patient's, its patient's), whoever wrote it and
+/// whatever id it carried when written (a record put with the CLI, an import).
+fn set_id(resource: &mut Map<String, Value>, entry: &RecordEntry) {
+    let id = if fhir::resource_type(resource) == "Patient" { entry.patient.to_hex() } else { entry.record.to_hex() };
+    resource.insert("id".into(), Value::String(id));
 }
 
 fn set_meta(resource: &mut Map<String, Value>, version: u32) {

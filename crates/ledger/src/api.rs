@@ -3,7 +3,7 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::wrap::Envelope;
-use medledger_types::{Digest, Height, Timestamp, TxId};
+use medledger_types::{Digest, Height, MemberId, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
 
 use crate::TxOutcome;
@@ -181,3 +181,12 @@ pub const HEADER_NEXT: &str = "x-medledger-next";
 pub const PROBLEM_ACCESS_DENIED: &str = "urn:medledger:problem:access-denied";
 /// Problem type of an integrity failure (clients exit 4).
 pub const PROBLEM_INTEGRITY: &str = "urn:medledger:problem:integrity";
+
+/// `GET /v1/members/{id}/charts`: the charts a member has held a grant on or been a delegate of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChartsPage {
+    /// Patients' member ids, in id order.
+    pub charts: Vec<MemberId>,
+    /// Continue after this patient (`after=`) for more.
+    pub next: Option<MemberId>,
+}

@@ -121,6 +121,9 @@ pub mod keys {
     pub const TEAM: &[u8] = b"tm/";
     /// The care teams each member belongs to.
     pub const MEMBER_TEAMS: &[u8] = b"mt/";
+    /// The charts a member has held a grant on or been appointed a delegate of (never removed:
+    /// what the member may read of them is still the ledger's decision, read by read).
+    pub const READER_CHARTS: &[u8] = b"rc/";
     /// For a subject wrapped for a care team: the team key epoch it was wrapped for.
     pub const TEAM_ENVELOPE: &[u8] = b"te/";
     /// Pending admin-approved key recoveries, by member.
@@ -164,6 +167,12 @@ pub mod keys {
     }
     pub fn member_teams(id: &MemberId) -> Vec<u8> {
         key(MEMBER_TEAMS, &[id.as_bytes()])
+    }
+    pub fn reader_chart(reader: &MemberId, patient: &MemberId) -> Vec<u8> {
+        key(READER_CHARTS, &[reader.as_bytes(), patient.as_bytes()])
+    }
+    pub fn reader_charts(reader: &MemberId) -> Vec<u8> {
+        key(READER_CHARTS, &[reader.as_bytes()])
     }
     pub fn team_envelope(subject: &crate::KeySubject, team: &MemberId) -> Vec<u8> {
         key(TEAM_ENVELOPE, &[&medledger_types::encode(subject), team.as_bytes()])

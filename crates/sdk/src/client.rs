@@ -330,6 +330,18 @@ impl Client {
         self.get_json(&format!("/v1/staff?role={}{after}", role.as_str()), None).await
     }
 
+    /// A page of the charts `of` (the signer, or a care team of theirs) has held a grant on or
+    /// been a delegate of (`GET /v1/members/{id}/charts`).
+    pub async fn reader_charts(
+        &self,
+        me: &Identity,
+        of: &MemberId,
+        after: Option<&MemberId>,
+    ) -> Result<medledger_ledger::api::ChartsPage> {
+        let after = after.map(|m| format!("?after={m}")).unwrap_or_default();
+        self.get_json(&format!("/v1/members/{of}/charts{after}"), Some(me)).await
+    }
+
     /// A break-glass note, for the patient or an auditor it was written for.
     pub async fn break_glass_note(&self, me: &Identity, tx: &TxId) -> Result<medledger_ledger::api::BreakGlassNote> {
         self.get_json(&format!("/v1/tx/{tx}/note"), Some(me)).await

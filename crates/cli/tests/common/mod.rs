@@ -219,6 +219,12 @@ impl Net {
         self.ok(&["id", "create", "nina", "--role", "nurse", "--as", admin]);
     }
 
+    /// The member id (32 hex) of a local identity.
+    pub fn id_of(&self, alias: &str) -> String {
+        let home = medledger_sdk::Home::open(&self.home).unwrap();
+        home.load_identity(alias, b"correct horse battery staple").unwrap().member.to_hex()
+    }
+
     pub fn height(&self) -> u64 {
         self.status_of(0)["height"].as_u64().unwrap()
     }

@@ -158,6 +158,7 @@ impl Run<'_, '_> {
             tx: self.tx_id,
         };
         self.state.put(keys::grant(&g.patient, &g.grantee, &g.scope), &entry);
+        self.state.put(keys::reader_chart(&g.grantee, &g.patient), &PRESENT);
         let action =
             AuditAction::Grant { grantee: g.grantee, scope: g.scope, write: g.write, expires_at: g.expires_at };
         Ok(self.audit(g.patient, action, None))
@@ -237,6 +238,7 @@ impl Run<'_, '_> {
             }
             chart.delegates.insert(at, d.delegate);
             self.state.put(keys::chart(&d.patient), &chart);
+            self.state.put(keys::reader_chart(&d.delegate, &d.patient), &PRESENT);
             self.put_envelope(
                 KeySubject::Chart { patient: d.patient, epoch: chart.epoch },
                 KeyHolder::Member { member: d.delegate },

@@ -79,6 +79,50 @@ pub(super) struct NonceResponse {
 }
 
 #[derive(Deserialize)]
+pub(super) struct ChartsQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The charts a member (or a care team they belong to) has held a grant on or been a delegate
+/// of: where a member's client looks for what it may read (each read is still the ledger's
+/// decision). Only for the member themselves, or a member of the team.
+#[utoipa::path(
+    get,
+    path = "/v1/members/{id}/charts",
+    tag = "members",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "The signer's own member id, or a care team they belong to."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Patient id to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "Patients' ids in id order; `next` continues the list.", body = medledger_ledger::api::ChartsPage), Problems)
+)]
+pub(super) async fn charts(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<ChartsQuery>,
+    Signed(me): Signed,
+) -> ApiResult<Json<medledger_ledger::api::ChartsPage>> {
+    let id: MemberId = parse(&id, "member id")?;
+    let view = view(&state)?;
+    let own = id == me.id
+        || read::<medledger_ledger::state::TeamEntry>(&view, &keys::team(&id)).is_some_and(|t| t.has(&me.id));
+    if !own {
+        return Err(ApiError::denied("a member's charts are the member's own (or their care team's)"));
+    }
+    let after = query.after.as_deref().map(|a| parse::<MemberId>(a, "patient id")).transpose()?;
+    let limit = page_limit(query.limit)?;
+    let prefix = keys::reader_charts(&id);
+    let after_key = after.map(|p| keys::reader_chart(&id, &p));
+    let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
+    let full = rows.len() == limit;
+    let charts = rows
+        .into_iter()
+        .map(|(key, _)| Ok(MemberId::new(key[prefix.len()..].try_into().map_err(ApiError::internal)?)))
+        .collect::<ApiResult<Vec<MemberId>>>()?;
+    let next = charts.last().copied().filter(|_| full);
+    Ok(Json(medledger_ledger::api::ChartsPage { charts, next }))
+}
+
+#[derive(Deserialize)]
 pub(super) struct StaffQuery {
     role: String,
     after: Option<String>,

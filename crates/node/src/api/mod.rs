@@ -169,6 +169,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(transactions::block))
         .routes(routes!(members::member))
         .routes(routes!(members::nonce))
+        .routes(routes!(members::charts))
         .routes(routes!(charts::chart))
         .routes(routes!(charts::chart_envelope))
         .routes(routes!(charts::grant_all))

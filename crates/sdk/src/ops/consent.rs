@@ -254,4 +254,34 @@ impl Session {
         let kind = TxKind::Revoke(Revoke { patient: *patient, grantee: *from, scope, new_chart });
         self.transact(me, kind, sidecar).await
     }
+
+    /// Every chart `me` may look in for records: their own (a patient), those they have held a
+    /// grant on or been a delegate of, and those of the care teams in `teams` they belong to; at
+    /// most `limit`, in no particular order. Each read is still the ledger's decision.
+    pub async fn readable_charts(&self, me: &Identity, teams: &[MemberId], limit: usize) -> Result<Vec<MemberId>> {
+        let mut charts = Vec::new();
+        if me.role == medledger_types::Role::Patient {
+            charts.push(me.member);
+        }
+        for of in std::iter::once(&me.member).chain(teams) {
+            let mut after = None;
+            while charts.len() < limit {
+                let page = match self.client.reader_charts(me, of, after.as_ref()).await {
+                    Ok(page) => page,
+                    // A team this member has left, or has never been in.
+                    Err(SdkError::Denied(_) | SdkError::NotFound(_)) if of != &me.member => break,
+                    Err(e) => return Err(e),
+                };
+                charts.extend(page.charts.into_iter().filter(|c| *c != me.member));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        charts.sort_unstable();
+        charts.dedup();
+        charts.truncate(limit);
+        Ok(charts)
+    }
 }
