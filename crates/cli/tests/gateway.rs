@@ -570,6 +570,22 @@ fn search_parameters_clinical_clients_use() {
     assert_eq!(find("/Patient?birthdate=1990-11"), [ids[1].clone()]);
     assert_eq!(find("/Patient?family=ok&_sort=-birthdate"), [ids[1].clone(), ids[0].clone()]);
     assert_eq!(find("/Patient?family=ok&_sort=birthdate"), [ids[0].clone(), ids[1].clone()]);
+    // Conditional create (If-None-Exist, finding 3): one match is returned, not created again;
+    // several are 412; none creates; criteria naming no parameter are refused.
+    let again = patient("Okafor", "Chidi", "MRN-1", "1975-06-01", "male");
+    let conditional =
+        |criteria: &str, body: &Value| gw.request_full("POST", "/Patient", &[("If-None-Exist", criteria)], Some(body));
+    let (status, _, body) = conditional("identifier=urn:oid:1.2.36.146.595.217.0.1|MRN-1", &again);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["id"], ids[0].as_str(), "the existing patient");
+    assert_eq!(find("/Patient?identifier=MRN-1").len(), 1, "no second chart");
+    let (status, _, body) = conditional("family=ok", &again);
+    assert_eq!(status, 412, "{body}");
+    let (status, _, body) = conditional("bogus=1", &again);
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = conditional("identifier=MRN-3", &patient("Eze", "Ngozi", "MRN-3", "2001-01-01", "female"));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(find("/Patient?identifier=MRN-3").len(), 1);
 
     let pid = &ids[0];
     let obs = |code: &str, date: &str, status: &str, category: &str| {

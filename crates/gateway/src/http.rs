@@ -376,6 +376,30 @@ async fn create(
 ) -> Result<Response, FhirError> {
     check_type(&kind)?;
     let (resource, _large) = body_resource(&app, &body).await?;
+    // Conditional create (`If-None-Exist: identifier=sys|value`): a search over every chart the
+    // member may read; one match is returned as it is (200), several are 412, none creates.
+    if let Some(criteria) = headers.get("if-none-exist") {
+        let criteria = criteria.to_str().map_err(|_| FhirError::invalid("If-None-Exist is not text"))?;
+        let pairs = query_pairs(Some(criteria.trim_start_matches('?')));
+        let found = run_search(&app, &kind, &pairs).await?;
+        if found.applied.is_empty() {
+            return Err(FhirError::invalid(format!(
+                "If-None-Exist names no search parameter of {kind} (supported: {})",
+                params::supported(&kind).join(", ")
+            )));
+        }
+        match found.matches.len() {
+            0 => {}
+            1 => return Ok(respond_as(&app, StatusCode::OK, &found.matches[0], prefer_return(&headers))),
+            n => {
+                return Err(FhirError::new(
+                    412,
+                    "multiple-matches",
+                    format!("If-None-Exist matches {n} resources: make the criteria more selective"),
+                ));
+            }
+        }
+    }
     let stored = app.gateway.create(&kind, resource).await?;
     Ok(respond_as(&app, StatusCode::CREATED, &stored, prefer_return(&headers)))
 }
@@ -529,11 +553,36 @@ async fn search(
     check_type(&kind)?;
     let pairs = query_pairs(query.as_deref());
     refuse_unsupported(&headers, &pairs, &params::supported(&kind))?;
-    let mut s = Search { resource_type: Some(kind.clone()), ..Search::default() };
+    let found = run_search(&app, &kind, &pairs).await?;
+    let path = format!("{}/{kind}", app.base);
+    if found.summary_count {
+        let query = link_query(&found.applied);
+        let link = [json!({"relation": "self", "url": format!("{path}?{query}")})];
+        return Ok(fhir_json(
+            StatusCode::OK,
+            &json!({"resourceType": "Bundle", "type": "searchset", "total": found.matches.len(), "link": link}),
+        ));
+    }
+    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &found.applied, found.matches, found.count, found.offset)))
+}
+
+/// What a search found, and how it was asked.
+struct Found {
+    matches: Vec<Stored>,
+    applied: Vec<(String, String)>,
+    count: usize,
+    offset: usize,
+    summary_count: bool,
+}
+
+/// A search of `kind` with these parameters over every chart the member may read (see
+/// [`params`]); parameters the type does not have are left out of `applied`.
+async fn run_search(app: &App, kind: &str, pairs: &[(String, String)]) -> Result<Found, FhirError> {
+    let mut s = Search { resource_type: Some(kind.to_string()), ..Search::default() };
     let (mut count, mut offset) = (fhir::PAGE_DEFAULT, 0usize);
     let (mut filters, mut sort, mut summary_count) = (Vec::new(), None, false);
     let mut applied = Vec::new();
-    for (k, v) in &pairs {
+    for (k, v) in pairs {
         match k.as_str() {
             "patient" | "subject" => {
                 s.patient =
@@ -551,7 +600,7 @@ async fn search(
             "_count" => count = v.parse().map_err(|_| FhirError::invalid("_count takes a number"))?,
             "_offset" => offset = v.parse().map_err(|_| FhirError::invalid("_offset takes a number"))?,
             "_sort" => {
-                sort = Some(params::sort(&kind, v)?);
+                sort = Some(params::sort(kind, v)?);
                 applied.push((k.clone(), v.clone()));
             }
             "_summary" if v == "count" => {
@@ -562,31 +611,22 @@ async fn search(
             // The type's own parameters; any other is ignored, as FHIR's lenient handling allows
             // (the self link shows which were applied; `Prefer: handling=strict` refuses them).
             _ => {
-                if let Some(filter) = params::filter(&kind, k, v)? {
+                if let Some(filter) = params::filter(kind, k, v)? {
                     filters.push(filter);
                     applied.push((k.clone(), v.clone()));
                 }
             }
         }
     }
-    let mut found = app.gateway.search(&s).await?;
-    found.retain(|stored| filters.iter().all(|f| f.matches(&stored.resource)));
+    let mut matches = app.gateway.search(&s).await?;
+    matches.retain(|stored| filters.iter().all(|f| f.matches(&stored.resource)));
     if let Some(sort) = sort {
-        found.sort_by_cached_key(|stored| sort.key_of(&stored.resource));
+        matches.sort_by_cached_key(|stored| sort.key_of(&stored.resource));
         if sort.descending() {
-            found.reverse();
+            matches.reverse();
         }
     }
-    let path = format!("{}/{kind}", app.base);
-    if summary_count {
-        let query = link_query(&applied);
-        let link = [json!({"relation": "self", "url": format!("{path}?{query}")})];
-        return Ok(fhir_json(
-            StatusCode::OK,
-            &json!({"resourceType": "Bundle", "type": "searchset", "total": found.len(), "link": link}),
-        ));
-    }
-    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &applied, found, count, offset)))
+    Ok(Found { matches, applied, count, offset, summary_count })
 }
 
 /// The applied parameters as a query string (each value percent-encoded), ending in `&` when not empty.
