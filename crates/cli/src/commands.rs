@@ -477,7 +477,11 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                 }
             }
         }
-        Command::Backup { .. } | Command::Restore { .. } | Command::Gateway { .. } | Command::Import { .. } => {
+        Command::Backup { .. }
+        | Command::Restore { .. }
+        | Command::Gateway { .. }
+        | Command::Import { .. }
+        | Command::Export { .. } => {
             unreachable!("handled in main")
         }
         Command::Init(_)

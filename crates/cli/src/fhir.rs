@@ -173,3 +173,61 @@ pub fn import(
     }
     Ok(())
 }
+
+pub fn export(
+    home_dir: &Path,
+    node: Option<String>,
+    as_: &str,
+    patient: Option<&str>,
+    types: Option<&str>,
+    out: &Path,
+    json: bool,
+) -> Result<()> {
+    if out.exists() {
+        return Err(SdkError::Usage(format!("{}: already exists (export writes a new folder)", out.display())));
+    }
+    let gateway = open_gateway(home_dir, node, as_, None, "TREAT", false)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let patients = match patient {
+            Some(name) => vec![gateway.session.resolve(&gateway.me, name).await?.member],
+            None if gateway.me.role == medledger_types::Role::Patient => vec![gateway.me.member],
+            None => medledger_gateway::export::readable_charts(&gateway).await.map_err(fhir_error)?,
+        };
+        let types = types.map(|t| t.split(',').map(str::to_string).collect());
+        let request = medledger_gateway::export::Request { patients, types, strict: patient.is_some() };
+        let verbose = std::io::stderr().is_terminal();
+        let outputs = medledger_gateway::export::export(&gateway, &request, out, |done, total| {
+            if verbose {
+                eprint!("\r{done}/{total} charts");
+            }
+        })
+        .await
+        .map_err(fhir_error)?;
+        if verbose {
+            eprintln!();
+        }
+        for o in &outputs {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"type": o.resource_type, "file": out.join(&o.file), "count": o.count})
+                );
+            } else {
+                println!("{}\t{}\t{}", o.resource_type, o.count, out.join(&o.file).display());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A gateway error as the CLI reports it (its exit code follows the FHIR status).
+fn fhir_error(e: medledger_gateway::fhir::FhirError) -> SdkError {
+    match e.status {
+        401 | 403 => SdkError::Denied(e.diagnostics),
+        404 => SdkError::NotFound(e.diagnostics),
+        400 | 405 | 409 | 412 | 415 | 422 => SdkError::Usage(e.diagnostics),
+        502 => SdkError::Integrity(e.diagnostics),
+        _ => SdkError::Other(e.diagnostics),
+    }
+}

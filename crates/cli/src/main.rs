@@ -189,6 +189,22 @@ enum Command {
         batch: usize,
         input: PathBuf,
     },
+    /// Export charts as FHIR NDJSON (one `Type.ndjson` per resource type) into a new folder: a
+    /// patient's own chart (right of access and portability), or as a clinician every chart you
+    /// may read (or `--patient`). Every resource is an audited read.
+    Export {
+        #[arg(long = "as")]
+        as_: String,
+        /// One patient's chart (default: a patient's own; a clinician's every readable chart).
+        #[arg(long)]
+        patient: Option<String>,
+        /// Only these resource types (comma-separated).
+        #[arg(long = "type")]
+        types: Option<String>,
+        /// The folder to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -597,6 +613,9 @@ fn main() {
         }
         Command::Import { as_, custodian, batch, input } => {
             fhir::import(&home, cli.node, &as_, custodian, &input, batch, cli.json)
+        }
+        Command::Export { as_, patient, types, out } => {
+            fhir::export(&home, cli.node, &as_, patient.as_deref(), types.as_deref(), &out, cli.json)
         }
         command => commands::run(command, &home, cli.node, cli.json),
     };

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Gateway, Net, files_under};
+use common::{BIN, Gateway, Net, files_under, header};
 use serde_json::Value;
 
 /// Resources in a folder of FHIR JSON files (a Bundle counts its entries' resources).
@@ -263,5 +263,135 @@ fn one_cohort_imported_as_bundles_and_as_ndjson_makes_one_chart_per_patient() {
         let ids: Vec<&str> =
             by_name["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap()).collect();
         assert!(ids.contains(&id.as_str()), "{family}: {by_name}");
+    }
+}
+
+/// Issue 15, finding 7: Bulk Data export. `GET /Patient/$export` (kick-off 202, status polling,
+/// one NDJSON file per type, each resource an audited read) and `medledger export` give the same
+/// charts; imported into a fresh network they reproduce them: the same patients (found by
+/// identifier) with the same resources per type. A patient exports their own chart.
+#[test]
+fn an_export_imported_into_a_fresh_network_reproduces_the_charts() {
+    let net = Net::start();
+    net.cast();
+    let cohort = net.root.path().join("cohort");
+    let generated = Command::new(common::python_tool("carebundle"))
+        .args(["generate", "--profile", "mixed", "--count", "5", "--seed", "23", "--out"])
+        .arg(&cohort)
+        .output()
+        .expect("carebundle (scripts/test installs it from PyPI)");
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let imported = import(&net, &cohort, &[]);
+    assert_eq!(imported["resources_failed"], 0, "{imported}");
+    let patients = custodial_patients(&net);
+    let records = ledger_records(&net, &patients);
+
+    // Through the gateway, as a Bulk Data client does it.
+    let gw = Gateway::start(&net, "drbob", &[]);
+    let (status, headers, body) = gw.request_full(
+        "GET",
+        "/Patient/$export",
+        &[("Prefer", "respond-async"), ("Accept", "application/fhir+json")],
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    let poll = header(&headers, "content-location").unwrap().to_string();
+    let poll = &poll[poll.find("/$export-poll-status/").unwrap()..];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let manifest = loop {
+        let (status, _, body) = gw.request_full("GET", poll, &[], None);
+        if status == 200 {
+            break serde_json::from_str::<Value>(&body).unwrap();
+        }
+        assert_eq!(status, 202, "{body}");
+        assert!(Instant::now() < deadline, "the export did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let exported = net.root.path().join("exported");
+    std::fs::create_dir(&exported).unwrap();
+    let mut by_type = std::collections::BTreeMap::new();
+    for output in manifest["output"].as_array().unwrap() {
+        let url = output["url"].as_str().unwrap();
+        let (status, headers, body) = gw.request_full("GET", &url[url.find("/$export-files/").unwrap()..], &[], None);
+        assert_eq!(status, 200);
+        assert_eq!(header(&headers, "content-type"), Some("application/fhir+ndjson"));
+        let kind = output["type"].as_str().unwrap().to_string();
+        assert_eq!(body.lines().count() as u64, output["count"].as_u64().unwrap(), "{kind}");
+        std::fs::write(exported.join(format!("{kind}.ndjson")), &body).unwrap();
+        by_type.insert(kind, output["count"].as_u64().unwrap());
+    }
+    assert_eq!(by_type.values().sum::<u64>() as usize, records, "every record, once: {by_type:?}");
+    assert_eq!(by_type.get("Patient"), Some(&5));
+    // Each exported resource was an audited read in its patient's trail.
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &net.admin.clone()]);
+    let trail = net.ok(&["--json", "audit", "--as", "audrey", "--patient", &patients[0]]);
+    let reads = trail.lines().filter(|l| l.contains("\"type\":\"read\"")).count();
+    assert!(reads >= ledger_records(&net, &patients[..1]), "{reads} reads");
+    // The CLI gives the same files.
+    let cli_out = net.root.path().join("cli-export");
+    let listed = net.ok(&["--json", "export", "--as", "drbob", "--out", cli_out.to_str().unwrap()]);
+    let cli_counts: std::collections::BTreeMap<String, u64> = listed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["type"].as_str().unwrap().to_string(), v["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(cli_counts, by_type);
+    let again = net.cli(&["export", "--as", "drbob", "--out", cli_out.to_str().unwrap()]);
+    assert_eq!(again.code, 2, "an existing folder is not overwritten: {}", again.stderr);
+    // A nurse without a grant cannot export a patient's chart (exit 3).
+    let never = net.root.path().join("never-written");
+    let denied = net.cli(&["export", "--as", "nina", "--patient", &patients[0], "--out", never.to_str().unwrap()]);
+    assert_eq!(denied.code, 3, "{}", denied.stderr);
+    assert!(!never.exists(), "nothing is left of a refused export");
+    // A patient exports their own chart (right of access and portability).
+    let obs = net.file("obs.json", common::OBSERVATION.as_bytes());
+    net.ok(&["record", "put", "--as", "alice", "--patient", "alice", obs.to_str().unwrap()]);
+    let own = net.root.path().join("alice-export");
+    let mine = net.ok(&["export", "--as", "alice", "--out", own.to_str().unwrap()]);
+    assert!(mine.starts_with("Observation\t1\t"), "{mine}");
+
+    // Imported into a fresh network, the export reproduces the charts.
+    let fresh = Net::start();
+    fresh.cast();
+    let reimported = import(&fresh, &exported, &[]);
+    assert_eq!(
+        (reimported["resources_failed"].as_u64(), reimported["patients_enrolled"].as_u64()),
+        (Some(0), Some(5)),
+        "{reimported}"
+    );
+    let fresh_patients = custodial_patients(&fresh);
+    assert_eq!(fresh_patients.len(), 5);
+    // Practitioners came into the charts with the Bundles they were in; an NDJSON file of
+    // Practitioners names no patient and is skipped as not patient data (issue 15, finding 2:
+    // directory records, not built yet).
+    let practitioners = by_type.get("Practitioner").copied().unwrap_or(0) as usize;
+    assert_eq!(reimported["resources_not_patient_data"].as_u64(), Some(practitioners as u64), "{reimported}");
+    assert_eq!(ledger_records(&fresh, &fresh_patients), records - practitioners, "{reimported} {by_type:?}");
+    let fresh_gw = Gateway::start(&fresh, "drbob", &[]);
+    for line in std::fs::read_to_string(exported.join("Patient.ndjson")).unwrap().lines() {
+        let patient: Value = serde_json::from_str(line).unwrap();
+        let id = &patient["identifier"][0];
+        let token = format!("{}%7C{}", id["system"].as_str().unwrap(), id["value"].as_str().unwrap());
+        let (_, found) = fresh_gw.request("GET", &format!("/Patient?identifier={token}"), None);
+        assert_eq!(found["total"], 1, "{token}: {found}");
+        let (_, everything) = fresh_gw.request(
+            "GET",
+            &format!("/Patient/{}/$everything", found["entry"][0]["resource"]["id"].as_str().unwrap()),
+            None,
+        );
+        let (_, original) =
+            gw.request("GET", &format!("/Patient/{}/$everything", patient["id"].as_str().unwrap()), None);
+        let kinds = |bundle: &Value| {
+            let mut kinds: Vec<String> = bundle["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["resource"]["resourceType"].as_str().unwrap().to_string())
+                .filter(|k| k != "Practitioner")
+                .collect();
+            kinds.sort();
+            kinds
+        };
+        assert_eq!(kinds(&everything), kinds(&original), "the same chart");
     }
 }

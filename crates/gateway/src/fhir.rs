@@ -416,7 +416,10 @@ pub fn capability_statement(base: &str, date: &str) -> Value {
                 "searchParam": crate::params::capability(t)
             });
             if *t == "Patient" {
-                r["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);
+                r["operation"] = json!([
+                    {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}
+                ]);
             }
             r
         })

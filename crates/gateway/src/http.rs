@@ -23,8 +23,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use medledger_types::MemberId;
 use serde_json::{Value, json};
 
+use crate::export;
 use crate::fhir::{self, FhirError};
 use crate::params;
 use crate::service::{self, Gateway, Search, Stored};
@@ -35,6 +37,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 struct App {
     gateway: Gateway,
     base: String,
+    /// Bulk exports started here (at most [`EXPORT_JOBS_MAX`] kept), by job id.
+    exports: std::sync::Mutex<std::collections::BTreeMap<String, ExportJob>>,
     /// Requests with bodies over [`LARGE_BODY_BYTES`] are handled a few at a time (parsed off the
     /// async threads): the gateway's memory stays bounded whatever number arrive together.
     large_parses: tokio::sync::Semaphore,
@@ -65,6 +69,7 @@ pub fn router(gateway: Gateway, base: String, credential: Credential) -> Router 
     let app = Arc::new(App {
         gateway,
         base: base.trim_end_matches('/').to_string(),
+        exports: Default::default(),
         large_parses: tokio::sync::Semaphore::new(LARGE_PARSES),
     });
     Router::new()
@@ -74,6 +79,9 @@ pub fn router(gateway: Gateway, base: String, credential: Credential) -> Router 
         .route("/{kind}/{id}", get(read).put(update).delete(delete))
         .route("/{kind}/{id}/{operation}", get(operation))
         .route("/{kind}/{id}/_history/{vid}", get(vread))
+        .route("/Patient/$export", get(export_patients))
+        .route("/$export-poll-status/{job}", get(export_status).delete(export_cancel))
+        .route("/$export-files/{job}/{file}", get(export_file))
         .fallback(|| async { FhirError::not_found("no such FHIR interaction") })
         .layer(DefaultBodyLimit::max(fhir::BODY_BYTES_MAX))
         .layer(middleware::from_fn_with_state(Arc::new(credential), authorize))
@@ -688,6 +696,26 @@ async fn operation(
         refuse_unsupported(&headers, &pairs, &[])?;
         return history(&app, &kind, &id, &pairs).await;
     }
+    if operation == "$export" {
+        refuse_unsupported(&headers, &pairs, EXPORT_PARAMETERS)?;
+        let strict = kind == "Patient";
+        let patients = match kind.as_str() {
+            "Patient" => vec![service::patient_param(&id)?],
+            // A care team is the gateway's Group: the charts it holds grants on.
+            "Group" => {
+                let team: MemberId = id.parse().map_err(|_| FhirError::not_found("no such Group (a care team id)"))?;
+                app.gateway
+                    .session
+                    .readable_charts(&app.gateway.me, &[team], export::EXPORT_CHARTS_MAX)
+                    .await?
+                    .into_iter()
+                    .filter(|p| app.gateway.me.role != medledger_types::Role::Patient || *p != app.gateway.me.member)
+                    .collect()
+            }
+            _ => return Err(FhirError::not_found("$export is on Patient, Patient/ID and Group/ID")),
+        };
+        return start_export(&app, &pairs, patients, strict).await;
+    }
     if kind != "Patient" || operation != "$everything" {
         return Err(FhirError::not_found("no such operation (this gateway has Patient/ID/$everything)"));
     }
@@ -726,6 +754,172 @@ async fn transaction(State(app): State<Shared>, body: Bytes) -> Result<Response,
         })
         .collect();
     Ok(fhir_json(StatusCode::OK, &json!({"resourceType": "Bundle", "type": "transaction-response", "entry": entry})))
+}
+
+/// Bulk exports kept at once; starting one more forgets (and deletes) the oldest.
+const EXPORT_JOBS_MAX: usize = 4;
+/// The kick-off parameters of `$export` this gateway applies.
+const EXPORT_PARAMETERS: &[&str] = &["_type", "_outputFormat"];
+
+/// One bulk export and how far it got.
+struct ExportJob {
+    request: String,
+    started: medledger_types::Timestamp,
+    dir: std::path::PathBuf,
+    state: ExportState,
+}
+
+enum ExportState {
+    Running { done: usize, total: usize },
+    Done(Vec<export::Output>),
+    Failed(String),
+}
+
+/// `GET /Patient/$export`: every chart the member may read.
+async fn export_patients(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, FhirError> {
+    let pairs = query_pairs(query.as_deref());
+    refuse_unsupported(&headers, &pairs, EXPORT_PARAMETERS)?;
+    let patients = export::readable_charts(&app.gateway).await?;
+    start_export(&app, &pairs, patients, false).await
+}
+
+/// The Bulk Data kick-off: 202 with the status URL in `Content-Location`; the export runs in the
+/// background, chart by chart (each resource an audited read).
+async fn start_export(
+    app: &Shared,
+    pairs: &[(String, String)],
+    patients: Vec<MemberId>,
+    one_patient: bool,
+) -> Result<Response, FhirError> {
+    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    if let Some(format) = get("_outputFormat")
+        && !matches!(format.as_str(), "application/fhir+ndjson" | "application/ndjson" | "ndjson")
+    {
+        return Err(FhirError::invalid("_outputFormat: this gateway exports application/fhir+ndjson"));
+    }
+    let types: Option<Vec<String>> = get("_type").map(|t| t.split(',').map(str::to_string).collect());
+    if let Some(bad) = types.iter().flatten().find(|t| !fhir::is_resource_type(t)) {
+        return Err(FhirError::invalid(format!("_type: {bad} is not a resource type this gateway stores")));
+    }
+    let job = hex::encode(medledger_crypto::random_bytes::<16>());
+    let dir = app.gateway.session.home.dir().join("exports").join(&job);
+    let request = format!("{}/Patient/$export", app.base);
+    let now = medledger_types::Timestamp::new(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+    );
+    {
+        let mut jobs = app.exports.lock().expect("exports lock");
+        while jobs.len() >= EXPORT_JOBS_MAX {
+            let oldest = jobs.iter().min_by_key(|(_, j)| j.started).map(|(id, _)| id.clone());
+            if let Some(old) = oldest.and_then(|id| jobs.remove(&id)) {
+                let _ = std::fs::remove_dir_all(&old.dir);
+            }
+        }
+        let state = ExportState::Running { done: 0, total: patients.len() };
+        jobs.insert(job.clone(), ExportJob { request, started: now, dir: dir.clone(), state });
+    }
+    let worker = app.clone();
+    let id = job.clone();
+    tokio::spawn(async move {
+        let request = export::Request { patients, types, strict: one_patient };
+        let progress = |done, total| {
+            if let Some(j) = worker.exports.lock().expect("exports lock").get_mut(&id) {
+                j.state = ExportState::Running { done, total };
+            }
+        };
+        let result = export::export(&worker.gateway, &request, &dir, progress).await;
+        if let Some(j) = worker.exports.lock().expect("exports lock").get_mut(&id) {
+            j.state = match result {
+                Ok(outputs) => ExportState::Done(outputs),
+                Err(e) => ExportState::Failed(e.diagnostics),
+            };
+        }
+    });
+    let mut response = StatusCode::ACCEPTED.into_response();
+    let status = format!("{}/$export-poll-status/{job}", app.base);
+    if let Ok(v) = HeaderValue::from_str(&status) {
+        response.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// `GET /$export-poll-status/{job}`: 202 with `X-Progress` while running, then the manifest.
+async fn export_status(State(app): State<Shared>, Path(job): Path<String>) -> Result<Response, FhirError> {
+    let jobs = app.exports.lock().expect("exports lock");
+    let j = jobs.get(&job).ok_or_else(|| FhirError::not_found("no such export"))?;
+    match &j.state {
+        ExportState::Running { done, total } => {
+            let mut response = StatusCode::ACCEPTED.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("{done} of {total} charts")) {
+                response.headers_mut().insert("x-progress", v);
+            }
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Ok(response)
+        }
+        ExportState::Failed(why) => Err(FhirError::new(500, "exception", format!("the export failed: {why}"))),
+        ExportState::Done(outputs) => {
+            let output: Vec<Value> = outputs
+                .iter()
+                .map(|o| json!({"type": o.resource_type, "url": format!("{}/$export-files/{job}/{}", app.base, o.file), "count": o.count}))
+                .collect();
+            let manifest = json!({
+                "transactionTime": service::rfc3339(j.started),
+                "request": j.request,
+                "requiresAccessToken": true,
+                "output": output,
+                "error": []
+            });
+            let mut response = (StatusCode::OK, manifest.to_string()).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(response)
+        }
+    }
+}
+
+/// `DELETE /$export-poll-status/{job}`: forgets the export and deletes its files.
+async fn export_cancel(State(app): State<Shared>, Path(job): Path<String>) -> Result<Response, FhirError> {
+    let removed = app.exports.lock().expect("exports lock").remove(&job);
+    let j = removed.ok_or_else(|| FhirError::not_found("no such export"))?;
+    let _ = std::fs::remove_dir_all(&j.dir);
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `GET /$export-files/{job}/{file}`: one NDJSON file of a finished export, streamed.
+async fn export_file(
+    State(app): State<Shared>,
+    Path((job, file)): Path<(String, String)>,
+) -> Result<Response, FhirError> {
+    let path = {
+        let jobs = app.exports.lock().expect("exports lock");
+        let j = jobs.get(&job).ok_or_else(|| FhirError::not_found("no such export"))?;
+        let ExportState::Done(outputs) = &j.state else { return Err(FhirError::not_found("the export is not done")) };
+        if !outputs.iter().any(|o| o.file == file) {
+            return Err(FhirError::not_found("no such file in this export"));
+        }
+        j.dir.join(&file)
+    };
+    let handle = tokio::fs::File::open(&path).await.map_err(|_| FhirError::not_found("the file is gone"))?;
+    let length = handle.metadata().await.map_err(|_| FhirError::not_found("the file is gone"))?.len();
+    let chunks = futures::stream::unfold(handle, |mut handle| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = vec![0u8; 64 * 1024];
+        match handle.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buffer)), handle))
+            }
+            Err(e) => Some((Err(e), handle)),
+        }
+    });
+    let mut response = axum::body::Body::from_stream(chunks).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+ndjson"));
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(response)
 }
 
 #[cfg(test)]

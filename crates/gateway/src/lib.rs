@@ -9,11 +9,13 @@
 //! - [`service`]: create, read, update, search, `$everything` and transaction as one member;
 //! - [`cache`]: the encrypted-at-rest local copy that searches use;
 //! - [`http`]: the FHIR REST surface (axum) on a loopback address;
+//! - [`export`]: charts out as NDJSON (Bulk Data `$export`, `medledger export`);
 //! - [`import`]: NDJSON and Bundle files loaded in parallel, resumable, with custody enrolment;
 //! - [`audit`]: the ledger's audit events as FHIR AuditEvent resources.
 
 pub mod audit;
 pub mod cache;
+pub mod export;
 pub mod fhir;
 pub mod http;
 pub mod import;

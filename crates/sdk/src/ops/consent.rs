@@ -263,24 +263,34 @@ impl Session {
         if me.role == medledger_types::Role::Patient {
             charts.push(me.member);
         }
-        for of in std::iter::once(&me.member).chain(teams) {
-            let mut after = None;
-            while charts.len() < limit {
-                let page = match self.client.reader_charts(me, of, after.as_ref()).await {
-                    Ok(page) => page,
-                    // A team this member has left, or has never been in.
-                    Err(SdkError::Denied(_) | SdkError::NotFound(_)) if of != &me.member => break,
-                    Err(e) => return Err(e),
-                };
-                charts.extend(page.charts.into_iter().filter(|c| *c != me.member));
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
+        charts.extend(self.charts_of(me, &me.member, limit).await?);
+        for team in teams {
+            match self.charts_of(me, team, limit).await {
+                Ok(more) => charts.extend(more),
+                // A team this member has left, or has never been in.
+                Err(SdkError::Denied(_) | SdkError::NotFound(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         charts.sort_unstable();
         charts.dedup();
+        charts.truncate(limit);
+        Ok(charts)
+    }
+
+    /// The charts `of` (`me`, or a care team of theirs) has held a grant on or been a delegate
+    /// of, at most `limit`, in id order.
+    pub async fn charts_of(&self, me: &Identity, of: &MemberId, limit: usize) -> Result<Vec<MemberId>> {
+        let mut charts = Vec::new();
+        let mut after = None;
+        while charts.len() < limit {
+            let page = self.client.reader_charts(me, of, after.as_ref()).await?;
+            charts.extend(page.charts.into_iter().filter(|c| c != of));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
         charts.truncate(limit);
         Ok(charts)
     }
