@@ -512,8 +512,7 @@ impl Gateway {
             // Every chart the member may look in, as the ledger lists them (grants, delegations,
             // care teams), and those this gateway has seen.
             None => {
-                let teams: Vec<MemberId> =
-                    self.session.home.teams().unwrap_or_default().into_iter().map(|(_, id)| id).collect();
+                let teams: Vec<MemberId> = self.session.home.teams().unwrap_or_default().into_values().collect();
                 let mut charts = self.session.readable_charts(&self.me, &teams, SEARCH_CHARTS_MAX).await?;
                 charts.extend(self.cache.patients());
                 charts.sort_unstable();
