@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{Gateway, Net, contains, files_under, header};
 use serde_json::{Value, json};
 
@@ -261,6 +263,61 @@ fn an_outside_python_fhir_client_works_through_the_gateway() {
     for id in facts["observations"].as_array().unwrap() {
         assert!(listed.contains(&hex32(id)), "observation {id} registered");
     }
+}
+
+/// Issue 15, finding 9: npm's fhir-kit-client, a FHIR client nobody here wrote, drives the
+/// gateway through create, read via Location, vread, update with If-Match, conditional create,
+/// search with paging, history, $everything, a transaction Bundle and a Bulk Data export.
+#[test]
+fn an_outside_javascript_fhir_client_works_through_the_gateway() {
+    let (net, gw) = doctor_gateway();
+    let package =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-data/node-clients/node_modules/fhir-kit-client");
+    assert!(package.is_dir(), "{} is missing: scripts/test installs fhir-kit-client@2.0.3 (npm)", package.display());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fhir/kit_client.mjs");
+    let run = std::process::Command::new("node")
+        .arg(script)
+        .env("GATEWAY", format!("http://{}", gw.addr))
+        .env("GATEWAY_TOKEN", &gw.token)
+        .env("FHIR_KIT_CLIENT", &package)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let facts: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(facts["everything"], 4);
+    assert_eq!(facts["exported"], json!({"Observation": 3, "Patient": 1}));
+    // What the client wrote is on the ledger, in the chart of the patient it created.
+    let pid = hex32(&facts["patient"]);
+    let listed = net.ok(&["--json", "record", "list", "--as", "drbob", "--patient", &pid]);
+    assert_eq!(listed.lines().count(), 4, "{listed}");
+    for id in facts["observations"].as_array().unwrap() {
+        assert!(listed.contains(&hex32(id)), "observation {id} registered");
+    }
+}
+
+/// Issue 15, finding 9: PyPI's fhirpy, a second FHIR client nobody here wrote: create, search
+/// paged through next links, `_summary`-style counts, update, vread, history, get-or-create
+/// (conditional create), $everything and a delete.
+#[test]
+fn an_outside_fhirpy_client_works_through_the_gateway() {
+    let (net, gw) = doctor_gateway();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fhir/fhirpy_client.py");
+    let run = std::process::Command::new("python3")
+        .arg(script)
+        .env("GATEWAY", format!("http://{}", gw.addr))
+        .env("GATEWAY_TOKEN", &gw.token)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let facts: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(facts["everything"], 4);
+    let pid = hex32(&facts["patient"]);
+    // On the ledger: the patient's resource and three observations, the deleted one included (a
+    // delete is a version that marks it, not an erasure).
+    let listed = net.ok(&["--json", "record", "list", "--as", "drbob", "--patient", &pid]);
+    assert_eq!(listed.lines().count(), 4, "{listed}");
 }
 
 /// The README's curl examples, run verbatim (only the gateway's port differs).

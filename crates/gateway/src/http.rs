@@ -380,15 +380,25 @@ async fn create(
     State(app): State<Shared>,
     Path(kind): Path<String>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, FhirError> {
     check_type(&kind)?;
     let (resource, _large) = body_resource(&app, &body).await?;
-    // Conditional create (`If-None-Exist: identifier=sys|value`): a search over every chart the
-    // member may read; one match is returned as it is (200), several are 412, none creates.
-    if let Some(criteria) = headers.get("if-none-exist") {
-        let criteria = criteria.to_str().map_err(|_| FhirError::invalid("If-None-Exist is not text"))?;
-        let pairs = query_pairs(Some(criteria.trim_start_matches('?')));
+    // Conditional create (`If-None-Exist: identifier=sys|value`, or the same criteria as the
+    // query of the POST, as some clients send them): a search over every chart the member may
+    // read; one match is returned as it is (200), several are 412, none creates.
+    let in_query: Vec<(String, String)> =
+        query_pairs(query.as_deref()).into_iter().filter(|(k, _)| !COMMON_PARAMETERS.contains(&k.as_str())).collect();
+    let criteria = match headers.get("if-none-exist") {
+        Some(value) => {
+            let text = value.to_str().map_err(|_| FhirError::invalid("If-None-Exist is not text"))?;
+            Some(query_pairs(Some(text.trim_start_matches('?'))))
+        }
+        None if !in_query.is_empty() => Some(in_query),
+        None => None,
+    };
+    if let Some(pairs) = criteria {
         let found = run_search(&app, &kind, &pairs).await?;
         if found.applied.is_empty() {
             return Err(FhirError::invalid(format!(
