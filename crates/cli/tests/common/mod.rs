@@ -21,7 +21,10 @@ fn free_base_port() -> u16 {
 /// Free ports P..P+n and P+100..P+100+n (APIs and p2p of n validators).
 fn free_base_ports(n: u16) -> u16 {
     if NEXT_PORT.load(Ordering::SeqCst) == 0 {
-        let seed = (std::process::id() as u16 % 200) * 100 + 20_000;
+        // Below the kernel's ephemeral range (32768 and up, /proc/sys/net/ipv4/ip_local_port_range):
+        // a port there can be taken as the source port of some outgoing connection while a
+        // validator is down, and its restart then fails to bind.
+        let seed = (std::process::id() % 100) as u16 * 100 + 20_000;
         let _ = NEXT_PORT.compare_exchange(0, seed, Ordering::SeqCst, Ordering::SeqCst);
     }
     loop {
