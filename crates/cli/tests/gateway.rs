@@ -32,6 +32,27 @@ fn doctor_gateway() -> (Net, Gateway) {
     (net, gw)
 }
 
+/// Runs an outside FHIR client (`program script`, from `tests/fhir/`) against `gw`, with `env`
+/// besides the gateway's address and token; returns the one JSON line of facts it prints last.
+fn run_outside_client(gw: &Gateway, program: &str, script: &str, env: &[(&str, &std::ffi::OsStr)]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fhir").join(script);
+    let run = std::process::Command::new(program)
+        .arg(&script)
+        .env("GATEWAY", format!("http://{}", gw.addr))
+        .env("GATEWAY_TOKEN", &gw.token)
+        .envs(env.iter().copied())
+        .output()
+        .expect(program);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+/// The patient's records on the ledger, as drbob lists them (one JSON line each).
+fn listed_records(net: &Net, patient: &str) -> String {
+    net.ok(&["--json", "record", "list", "--as", "drbob", "--patient", patient])
+}
+
 fn observation(patient: &str, code: &str, value: f64) -> Value {
     json!({
         "resourceType": "Observation",
@@ -245,20 +266,11 @@ fn a_transaction_bundle_becomes_records_with_references_resolved() {
 #[test]
 fn an_outside_python_fhir_client_works_through_the_gateway() {
     let (net, gw) = doctor_gateway();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fhir/client.py");
-    let run = std::process::Command::new("python3")
-        .arg(script)
-        .env("GATEWAY", format!("http://{}", gw.addr))
-        .env("GATEWAY_TOKEN", &gw.token)
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
-    let facts: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let facts = run_outside_client(&gw, "python3", "client.py", &[]);
     assert_eq!(facts["everything"], 3);
     // What the client wrote is on the ledger, in the chart of the patient it created.
     let pid = hex32(&facts["patient"]);
-    let listed = net.ok(&["--json", "record", "list", "--as", "drbob", "--patient", &pid]);
+    let listed = listed_records(&net, &pid);
     assert_eq!(listed.lines().count(), 3, "{listed}");
     for id in facts["observations"].as_array().unwrap() {
         assert!(listed.contains(&hex32(id)), "observation {id} registered");
@@ -274,22 +286,12 @@ fn an_outside_javascript_fhir_client_works_through_the_gateway() {
     let package =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-data/node-clients/node_modules/fhir-kit-client");
     assert!(package.is_dir(), "{} is missing: scripts/test installs fhir-kit-client@2.0.3 (npm)", package.display());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fhir/kit_client.mjs");
-    let run = std::process::Command::new("node")
-        .arg(script)
-        .env("GATEWAY", format!("http://{}", gw.addr))
-        .env("GATEWAY_TOKEN", &gw.token)
-        .env("FHIR_KIT_CLIENT", &package)
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
-    let facts: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let facts = run_outside_client(&gw, "node", "kit_client.mjs", &[("FHIR_KIT_CLIENT", package.as_os_str())]);
     assert_eq!(facts["everything"], 4);
     assert_eq!(facts["exported"], json!({"Observation": 3, "Patient": 1}));
     // What the client wrote is on the ledger, in the chart of the patient it created.
     let pid = hex32(&facts["patient"]);
-    let listed = net.ok(&["--json", "record", "list", "--as", "drbob", "--patient", &pid]);
+    let listed = listed_records(&net, &pid);
     assert_eq!(listed.lines().count(), 4, "{listed}");
     for id in facts["observations"].as_array().unwrap() {
         assert!(listed.contains(&hex32(id)), "observation {id} registered");
@@ -302,21 +304,12 @@ fn an_outside_javascript_fhir_client_works_through_the_gateway() {
 #[test]
 fn an_outside_fhirpy_client_works_through_the_gateway() {
     let (net, gw) = doctor_gateway();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fhir/fhirpy_client.py");
-    let run = std::process::Command::new("python3")
-        .arg(script)
-        .env("GATEWAY", format!("http://{}", gw.addr))
-        .env("GATEWAY_TOKEN", &gw.token)
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
-    let facts: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let facts = run_outside_client(&gw, "python3", "fhirpy_client.py", &[]);
     assert_eq!(facts["everything"], 4);
     let pid = hex32(&facts["patient"]);
     // On the ledger: the patient's resource and three observations, the deleted one included (a
     // delete is a version that marks it, not an erasure).
-    let listed = net.ok(&["--json", "record", "list", "--as", "drbob", "--patient", &pid]);
+    let listed = listed_records(&net, &pid);
     assert_eq!(listed.lines().count(), 4, "{listed}");
 }
 
