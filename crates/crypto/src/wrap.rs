@@ -31,8 +31,9 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::CryptoError;
 use crate::suite::KemSuite;
 
-/// The largest secret that can be wrapped.
-pub const MAX_WRAPPED_SECRET_BYTES: usize = 96;
+/// The largest secret that can be wrapped: a data key, a chart or team key, or a validator's two
+/// threshold shares (2 × 65 bytes), with room to spare.
+pub const MAX_WRAPPED_SECRET_BYTES: usize = 160;
 /// Length of the AES-256-GCM tag at the end of an envelope's ciphertext.
 pub const TAG_BYTES: usize = 16;
 /// Domain-separation label at the start of the HPKE `info`.
@@ -578,7 +579,7 @@ mod tests {
     fn secret_too_long_is_refused() {
         let key = generate(KemSuite::X25519);
         let err = seal(key.encryption_key(), &[0u8; MAX_WRAPPED_SECRET_BYTES + 1], &ctx()).unwrap_err();
-        assert!(matches!(err, CryptoError::TooLong { max: 96, actual: 97, .. }));
+        assert!(matches!(err, CryptoError::TooLong { max: 160, actual: 161, .. }));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::wrap::Envelope;
-use medledger_types::{Digest, Height, MemberId, Timestamp, TxId};
+use medledger_types::{Commitment, Height, MemberId, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
 
 use crate::TxOutcome;
@@ -113,9 +113,11 @@ pub struct ThresholdPublic {
     /// The stable indices of the validators holding the shares, in share order.
     pub validators: Vec<u32>,
     pub threshold: u8,
-    pub commitments: Vec<Digest>,
+    /// The Pedersen commitments a released `k_thr` share is checked against.
+    pub verifier: Vec<Commitment>,
     pub emergency_threshold: u8,
-    pub emergency_commitments: Vec<Digest>,
+    /// The same for the emergency shares of `k_env`.
+    pub emergency_verifier: Vec<Commitment>,
 }
 
 impl ThresholdPublic {
@@ -125,9 +127,9 @@ impl ThresholdPublic {
             epoch: shares.epoch,
             validators: shares.validators.clone(),
             threshold: shares.threshold,
-            commitments: shares.shares.iter().map(|s| s.commitment).collect(),
+            verifier: shares.verifier.clone(),
             emergency_threshold: shares.emergency_threshold,
-            emergency_commitments: shares.shares.iter().map(|s| s.emergency_commitment).collect(),
+            emergency_verifier: shares.emergency_verifier.clone(),
         }
     }
 }

@@ -152,11 +152,7 @@ impl Sidecar {
         let sidecar: Sidecar = decode_canonical(bytes, SIDECAR_BYTES_MAX).map_err(|_| SidecarError::Malformed)?;
         if sidecar.envelopes.len() > SIDECAR_ENVELOPES_MAX
             || sidecar.metadata.as_ref().is_some_and(|m| m.len() > METADATA_BYTES_MAX)
-            || sidecar.threshold.0.as_ref().is_some_and(|t| {
-                t.shares.len() > VALIDATORS_MAX
-                    || t.validators.len() != t.shares.len()
-                    || !t.validators.windows(2).all(|w| w[0] < w[1])
-            })
+            || sidecar.threshold.0.as_ref().is_some_and(|t| !t.well_formed(VALIDATORS_MAX))
         {
             return Err(SidecarError::Malformed);
         }

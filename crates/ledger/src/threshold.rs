@@ -12,7 +12,7 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::wrap::{EncryptionKey, Envelope, WrapContext};
-use medledger_types::{ChainId, Digest, MemberId, RecordId, encode};
+use medledger_types::{ChainId, Commitment, MemberId, RecordId, encode};
 use serde::{Deserialize, Serialize};
 
 /// The share keys of the validator set of one share epoch. Kept in state.
@@ -66,15 +66,10 @@ pub struct PendingThreshold {
 }
 
 /// One validator's shares, wrapped together for its share key: its share of `k_thr` followed by its
-/// emergency share of `k_env` ([`SHARES_SECRET_BYTES`]), each with the public commitment a reader
-/// checks the released share against.
+/// emergency share of `k_env` ([`SHARES_SECRET_BYTES`]).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WrappedShare {
     pub envelope: Envelope,
-    /// [`medledger_crypto::threshold::share_commitment`] of the `k_thr` share.
-    pub commitment: Digest,
-    /// The same of the emergency share of `k_env`.
-    pub emergency_commitment: Digest,
 }
 
 /// What a validator's share envelope wraps: the `k_thr` share, then the emergency `k_env` share.
@@ -88,8 +83,19 @@ pub struct ThresholdShares {
     pub emergency_threshold: u8,
     /// The stable indices of the validators holding the shares (the epoch's set).
     pub validators: Vec<u32>,
+    /// The Pedersen commitments of the `k_thr` sharing (`threshold` points): anyone checks a
+    /// share against them ([`medledger_crypto::threshold::Verifier`]).
+    pub verifier: Vec<Commitment>,
+    /// The same of the emergency sharing of `k_env` (`emergency_threshold` points).
+    pub emergency_verifier: Vec<Commitment>,
     /// Share `i` belongs to validator `validators[i]`.
     pub shares: Vec<WrappedShare>,
+}
+
+/// `points` as a verifier, if each is a Ristretto255 point (and there are 1..=255).
+pub fn verifier(points: &[Commitment]) -> Option<medledger_crypto::threshold::Verifier> {
+    let raw: Vec<[u8; 32]> = points.iter().map(|c| c.0).collect();
+    medledger_crypto::threshold::Verifier::from_points(&raw).ok()
 }
 
 impl ThresholdShares {
@@ -107,6 +113,31 @@ impl ThresholdShares {
     /// The position of validator `index`'s share.
     pub fn position(&self, index: u32) -> Option<usize> {
         self.validators.iter().position(|v| *v == index)
+    }
+
+    /// Whether `opened` (what the share envelope at `position` unwrapped to) is the two shares
+    /// this sharing's verifiers commit to for that position.
+    pub fn opened_fits(&self, position: usize, opened: &[u8]) -> bool {
+        use medledger_crypto::threshold::{SHARE_BYTES, Share};
+        let check = |bytes: &[u8], points: &[Commitment]| {
+            Share::from_slice(bytes)
+                .is_ok_and(|share| share.index() == position && verifier(points).is_some_and(|v| v.verify(&share)))
+        };
+        opened.len() == SHARES_SECRET_BYTES
+            && check(&opened[..SHARE_BYTES], &self.verifier)
+            && check(&opened[SHARE_BYTES..], &self.emergency_verifier)
+    }
+
+    /// Whether the shares are well formed without state: one per validator, validators
+    /// ascending, and each verifier as long as its threshold, of valid points.
+    pub fn well_formed(&self, validators_max: usize) -> bool {
+        self.shares.len() <= validators_max
+            && self.validators.len() == self.shares.len()
+            && self.validators.windows(2).all(|w| w[0] < w[1])
+            && self.verifier.len() == usize::from(self.threshold)
+            && self.emergency_verifier.len() == usize::from(self.emergency_threshold)
+            && verifier(&self.verifier).is_some()
+            && verifier(&self.emergency_verifier).is_some()
     }
 }
 

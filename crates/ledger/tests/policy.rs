@@ -75,6 +75,10 @@ const T0: u64 = 1_700_000_000_000;
 
 /// The digest of a record version's ciphertext in these tables: distinct per version, as real
 /// ciphertexts (fresh keys each time) are.
+fn points(verifier: &shamir::Verifier) -> Vec<medledger_types::Commitment> {
+    verifier.to_points().into_iter().map(medledger_types::Commitment::new).collect()
+}
+
 fn digest_of(record: RecordId, version: u32) -> Digest {
     let mut bytes = record.as_bytes().to_vec();
     bytes.extend_from_slice(&version.to_be_bytes());
@@ -157,17 +161,13 @@ impl World {
     fn deal(&self, record: RecordId, version: u32) -> ThresholdShares {
         let config: ThresholdConfig = borsh::from_slice(&self.state[keys::THRESHOLD]).expect("threshold config");
         let n = config.share_keys.len();
-        let thr = shamir::split(&[5u8; 32], usize::from(config.threshold), n).unwrap();
-        let env = shamir::split(&[6u8; 32], usize::from(config.emergency_threshold), n).unwrap();
+        let (thr, verifier) = shamir::split(&[5u8; 32], usize::from(config.threshold), n).unwrap();
+        let (env, emergency_verifier) = shamir::split(&[6u8; 32], usize::from(config.emergency_threshold), n).unwrap();
         let shares = (0..n)
             .map(|i| {
                 let both = [&thr[i].as_bytes()[..], &env[i].as_bytes()[..]].concat();
                 let context = share_context(self.chain, record, version, config.epoch, i as u32);
-                WrappedShare {
-                    envelope: wrap::seal(&config.share_keys[i], &both, &context).unwrap(),
-                    commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, &thr[i])),
-                    emergency_commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, &env[i])),
-                }
+                WrappedShare { envelope: wrap::seal(&config.share_keys[i], &both, &context).unwrap() }
             })
             .collect();
         ThresholdShares {
@@ -175,6 +175,8 @@ impl World {
             threshold: config.threshold,
             emergency_threshold: config.emergency_threshold,
             validators: config.validators.clone(),
+            verifier: points(&verifier),
+            emergency_verifier: points(&emergency_verifier),
             shares,
         }
     }
@@ -841,7 +843,9 @@ fn threshold_share_rows() {
     let mut elsewhere = good.clone();
     elsewhere.validators[2] = 7;
     bad.push(("a share for a validator outside the set", Trailing(Some(elsewhere))));
-    bad.push(("another threshold", Trailing(Some(ThresholdShares { threshold: 2, ..good.clone() }))));
+    let mut other_threshold = ThresholdShares { threshold: 2, ..good.clone() };
+    other_threshold.verifier.push(good.verifier[0]);
+    bad.push(("another threshold", Trailing(Some(other_threshold))));
     bad.push(("another epoch", Trailing(Some(ThresholdShares { epoch: 1, ..good.clone() }))));
     let mut other_suite = good.clone();
     let xwing = wrap::generate(KemSuite::XWing);
@@ -880,6 +884,16 @@ fn threshold_share_rows() {
     });
     let tx = c.w.tx(&mut c.patient, kind, Some(&sidecar));
     assert!(matches!(c.w.try_block(vec![tx]), Err(TxInvalid::Sidecar(_))));
+    // Commitments that are not as many as the threshold, or not group points, make the sidecar
+    // malformed: no block carries it.
+    let mut short = w.deal(r(4), 1);
+    short.verifier.clear();
+    let mut off_curve = w.deal(r(4), 1);
+    off_curve.emergency_verifier[0] = medledger_types::Commitment::new([0xff; 32]);
+    for shares in [short, off_curve] {
+        let sidecar = Sidecar { envelopes: Vec::new(), metadata: None, threshold: Trailing(Some(shares)) };
+        assert!(Sidecar::decode(&sidecar.encode()).is_err());
+    }
 }
 
 /// Break-glass (DESIGN §3): doctors and emergency members, with a reason, time-boxed, rate-limited,

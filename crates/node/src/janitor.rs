@@ -254,11 +254,12 @@ impl Janitor {
         let chain_id = self.app.inner().chain_id;
         let context = threshold::share_context(chain_id, record, version, shares.epoch, u32::try_from(position).ok()?);
         match medledger_crypto::wrap::open(&key, &mine.envelope, &context) {
-            Ok(opened) if opened.len() == threshold::SHARES_SECRET_BYTES => Some(opened),
+            Ok(opened) if shares.opened_fits(position, &opened) => Some(opened),
             _ => {
-                // The author wrapped this validator's share wrongly: the other validators' shares
-                // still serve the record (and this one answers 409 to a release).
-                tracing::warn!(version, "a share for this validator does not open; not vaulted");
+                // The author wrapped this validator's share wrongly, or dealt one its commitments
+                // refuse: the other validators' shares still serve the record (and this one
+                // answers 409 to a release).
+                tracing::warn!(version, "a share for this validator does not open or verify; not vaulted");
                 None
             }
         }

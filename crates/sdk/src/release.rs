@@ -19,9 +19,9 @@ use medledger_crypto::wrap;
 use medledger_ledger::api::ThresholdPublic;
 use medledger_ledger::state::RecordEntry;
 use medledger_ledger::threshold::{
-    SHARES_SECRET_BYTES, ThresholdConfig, ThresholdShares, WrappedShare, release_context, share_context,
+    self, SHARES_SECRET_BYTES, ThresholdConfig, ThresholdShares, WrappedShare, release_context, share_context,
 };
-use medledger_types::{Digest, RecordId, TxId};
+use medledger_types::{Commitment, RecordId, TxId};
 use zeroize::Zeroizing;
 
 use crate::error::{Result, SdkError};
@@ -164,30 +164,29 @@ impl Session {
     /// each validator gets its share of `k_thr` (threshold f + 1) and its emergency share of
     /// `k_env` (threshold 2f + 1, for break-glass), in one envelope.
     pub(crate) fn deal(&self, release: &Release, record: RecordId, version: u32) -> Result<Dealt> {
-        let k_env = Zeroizing::new(medledger_crypto::random_bytes::<HALF_KEY_BYTES>());
-        let k_thr = Zeroizing::new(medledger_crypto::random_bytes::<HALF_KEY_BYTES>());
+        let k_env = shamir::random_secret();
+        let k_thr = shamir::random_secret();
         let dek = shamir::derive_data_key(&k_env, &k_thr, record.as_bytes(), version).map_err(SdkError::other)?;
         let config = &release.config;
         let n = config.share_keys.len();
-        let thr = shamir::split(&k_thr, usize::from(config.threshold), n).map_err(SdkError::other)?;
-        let env = shamir::split(&k_env, usize::from(config.emergency_threshold), n).map_err(SdkError::other)?;
+        let (thr, verifier) = shamir::split(&k_thr, usize::from(config.threshold), n).map_err(SdkError::other)?;
+        let (env, emergency_verifier) =
+            shamir::split(&k_env, usize::from(config.emergency_threshold), n).map_err(SdkError::other)?;
         let mut shares = Vec::with_capacity(n);
         for (i, key) in config.share_keys.iter().enumerate() {
             let mut both = Zeroizing::new([0u8; SHARES_SECRET_BYTES]);
             both[..SHARE_BYTES].copy_from_slice(thr[i].as_bytes());
             both[SHARE_BYTES..].copy_from_slice(env[i].as_bytes());
             let context = share_context(self.chain_id, record, version, config.epoch, index(i));
-            shares.push(WrappedShare {
-                envelope: wrap::seal(key, &both[..], &context).map_err(SdkError::other)?,
-                commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, &thr[i])),
-                emergency_commitment: Digest::new(shamir::share_commitment(record.as_bytes(), version, &env[i])),
-            });
+            shares.push(WrappedShare { envelope: wrap::seal(key, &both[..], &context).map_err(SdkError::other)? });
         }
         let shares = ThresholdShares {
             epoch: config.epoch,
             threshold: config.threshold,
             emergency_threshold: config.emergency_threshold,
             validators: config.validators.clone(),
+            verifier: commitments(&verifier),
+            emergency_verifier: commitments(&emergency_verifier),
             shares,
         };
         Ok(Dealt { dek, k_env, shares })
@@ -216,8 +215,13 @@ impl Session {
         let n = public.validators.len();
         let threshold = usize::from(public.threshold);
         let needed = if emergency { usize::from(public.emergency_threshold) } else { threshold };
-        if public.commitments.len() != n
-            || public.emergency_commitments.len() != n
+        let (Some(verifier), Some(emergency_verifier)) =
+            (threshold::verifier(&public.verifier), threshold::verifier(&public.emergency_verifier))
+        else {
+            return Err(SdkError::Integrity("the record's share commitments are not group points".into()));
+        };
+        if verifier.threshold() != threshold
+            || emergency_verifier.threshold() != usize::from(public.emergency_threshold)
             || threshold == 0
             || needed < threshold
             || needed > n
@@ -254,17 +258,15 @@ impl Session {
                 if bytes.len() != expected {
                     return Err(SdkError::Integrity("a released share has the wrong length".into()));
                 }
-                let check = |bytes: &[u8], commitments: &[Digest]| -> Result<Share> {
+                let check = |bytes: &[u8], verifier: &shamir::Verifier| -> Result<Share> {
                     let share = Share::from_slice(bytes).map_err(SdkError::other)?;
-                    let commitment = shamir::share_commitment(record.record.as_bytes(), record.version, &share);
-                    if share.index() != i || Digest::new(commitment) != commitments[i] {
-                        return Err(SdkError::Integrity("a released share does not match its commitment".into()));
+                    if share.index() != i || !verifier.verify(&share) {
+                        return Err(SdkError::Integrity("a released share does not match its commitments".into()));
                     }
                     Ok(share)
                 };
-                let thr_share = check(&bytes[..SHARE_BYTES], &public.commitments)?;
-                let env_share =
-                    if emergency { Some(check(&bytes[SHARE_BYTES..], &public.emergency_commitments)?) } else { None };
+                let thr_share = check(&bytes[..SHARE_BYTES], &verifier)?;
+                let env_share = if emergency { Some(check(&bytes[SHARE_BYTES..], &emergency_verifier)?) } else { None };
                 Ok((thr_share, env_share))
             });
             match checked {
@@ -291,6 +293,11 @@ impl Session {
             failures.first().map(|e| format!(" ({e})")).unwrap_or_default()
         )))
     }
+}
+
+/// A verifier's points as the ledger carries them.
+fn commitments(verifier: &shamir::Verifier) -> Vec<Commitment> {
+    verifier.to_points().into_iter().map(Commitment::new).collect()
 }
 
 /// A recovered key half.

@@ -77,6 +77,10 @@ byte_id!(
     /// A SHA-256 digest (ciphertexts, sidecars, roots).
     Digest, 32
 );
+byte_id!(
+    /// A compressed Ristretto255 point: one Pedersen commitment of a threshold sharing.
+    Commitment, 32
+);
 
 macro_rules! counter {
     ($(#[$m:meta])* $name:ident) => {

@@ -13,7 +13,7 @@ pub mod schema;
 
 pub use encoding::{DecodeError, Trailing, decode_canonical, encode};
 pub use ids::{
-    BlockHash, ChainId, Digest, Height, MemberId, NONCE_LANE_BITS, NONCE_LANES, Nonce, OrgId, OrgIdError, RecordId,
-    Timestamp, TxId,
+    BlockHash, ChainId, Commitment, Digest, Height, MemberId, NONCE_LANE_BITS, NONCE_LANES, Nonce, OrgId, OrgIdError,
+    RecordId, Timestamp, TxId,
 };
 pub use roles::{ParseError, PurposeOfUse, Role};

@@ -215,12 +215,12 @@ pub(super) async fn access_share(
                 ApiError::new(
                     StatusCode::CONFLICT,
                     "share-unopenable",
-                    "the author wrapped this validator's share wrongly",
+                    "the author wrapped or dealt this validator's share wrongly",
                 )
             };
             let context = threshold::share_context(chain_id, record.record, record.version, info.epoch, share_index);
             let opened = medledger_crypto::wrap::open(&key, &mine.envelope, &context).map_err(|_| miswrapped())?;
-            if opened.len() != threshold::SHARES_SECRET_BYTES {
+            if !shares.opened_fits(position, &opened) {
                 return Err(miswrapped());
             }
             opened
