@@ -6,6 +6,10 @@
 mod common;
 
 use common::{Net, http_get, wait_until};
+use medledger_crypto::threshold::{SHARE_BYTES, Share, combine};
+use medledger_ledger::threshold::release_context;
+use medledger_sdk::Session;
+use medledger_types::{RecordId, TxId};
 use serde_json::Value;
 
 /// `GET /v1/governance` through the CLI.
@@ -38,6 +42,36 @@ fn shareholders(net: &Net, record: &str) -> (Vec<u64>, u64) {
     let threshold = &bundle["threshold"];
     let holders = threshold["validators"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     (holders, threshold["threshold"].as_u64().unwrap())
+}
+
+/// The `k_thr` shares of `record` (version 1) that the validators at `apis` (stable index, API)
+/// release to drbob for a fresh read of his, each with the stable index of the validator that
+/// released it: what an authorised reader gets, and what a validator's operator holds.
+fn released_shares(net: &Net, record: &str, apis: &[(u32, String)]) -> Vec<(u32, Share)> {
+    let out = net.root.path().join("read.out");
+    let read = net.ok(&["--json", "record", "get", "--as", "drbob", record, "--output", out.to_str().unwrap()]);
+    let read: Value = serde_json::from_str(read.trim()).unwrap();
+    let tx: TxId = read["access_tx"].as_str().unwrap().parse().unwrap();
+    let record: RecordId = record.parse().unwrap();
+    let session = Session::open(&net.home, None).unwrap();
+    let drbob = session.home.load_identity("drbob", b"correct horse battery staple").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    apis.iter()
+        .map(|(index, api)| {
+            let released = runtime
+                .block_on(session.client.access_share(api, &drbob, &tx))
+                .unwrap_or_else(|e| panic!("validator {index}'s share of {record}: {e}"));
+            let context =
+                release_context(session.chain_id, record, 1, released.epoch, released.validator, drbob.member);
+            let bytes = medledger_crypto::wrap::open(&drbob.encryption, &released.envelope, &context).unwrap();
+            (*index, Share::from_slice(&bytes[..SHARE_BYTES]).unwrap())
+        })
+        .collect()
+}
+
+/// Waits until `record`'s shares are held by `holders` (a re-sharing to that set finished).
+fn wait_reshared(net: &Net, record: &str, holders: &[u64]) {
+    wait_until(&format!("record {record} re-shared to {holders:?}"), || shareholders(net, record).0 == holders);
 }
 
 fn peers_up(net: &Net, k: usize) -> Vec<u64> {
@@ -148,11 +182,18 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
     let (r3, t3) = put(&net, 63);
     net.start_validator(3);
     // Threshold release follows the set: a record written in epoch 1 is dealt to all five
-    // validators with the threshold of five (f + 1 = 2), the joined one included.
-    assert_eq!(shareholders(&net, &r1), ([0, 1, 2, 3].to_vec(), 2), "dealt in epoch 0");
+    // validators with the threshold of five (f + 1 = 2), the joined one included; the record of
+    // epoch 0 is re-shared to the five.
     assert_eq!(shareholders(&net, &r2), ([0, 1, 2, 3, 4].to_vec(), 2), "dealt in epoch 1");
+    wait_reshared(&net, &r1, &[0, 1, 2, 3, 4]);
+    assert_eq!(net.ok(&["record", "get", "--as", "drbob", &r1]), t1, "read from its re-shared generation");
     assert_eq!(shareholders(&net, &r3), ([0, 1, 2, 3, 4].to_vec(), 2));
 
+    // What validator 3's operator holds of the records of epochs 0 and 1, before it leaves.
+    let apis: Vec<(u32, String)> = (0..5).map(|k| (k as u32, format!("http://{}", net.apis[k]))).collect();
+    let before: Vec<Vec<(u32, Share)>> = [&r1, &r2, &r3].iter().map(|r| released_shares(&net, r, &apis)).collect();
+    let k_thr: Vec<_> =
+        before.iter().map(|shares| combine(&[shares[0].1.clone(), shares[1].1.clone()]).unwrap()).collect();
     // A founding organisation leaves (its validator, 3, held shares since genesis): 4 of 5
     // approve (3 is not enough). Its doctor read alice's records through an --all grant.
     net.ok(&["id", "create", "dreve", "--role", "doctor", "--as", "h4-admin"]);
@@ -205,6 +246,26 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
     net.kill9_validator(3);
     let (r4, t4) = put(&net, 64);
     assert_eq!(shareholders(&net, &r4), ([0, 1, 2, 4].to_vec(), 2), "dealt in epoch 2");
+    // Every earlier record is re-shared to the four (proactive re-sharing): the key stays the
+    // same, and the shares validator 3 kept, with those of any f = 1 validator that stays,
+    // recover nothing.
+    let staying: Vec<(u32, String)> =
+        [0usize, 1, 2, 4].iter().map(|&k| (k as u32, format!("http://{}", net.apis[k]))).collect();
+    for (i, record) in [&r1, &r2, &r3].into_iter().enumerate() {
+        wait_reshared(&net, record, &[0, 1, 2, 4]);
+        let now = released_shares(&net, record, &staying);
+        assert_eq!(combine(&[now[0].1.clone(), now[3].1.clone()]).unwrap(), k_thr[i], "the key is kept");
+        let left = before[i].iter().find(|(v, _)| *v == 3).unwrap().1.clone();
+        for (v, share) in &now {
+            if share.id() != left.id() {
+                assert_ne!(combine(&[left.clone(), share.clone()]).unwrap(), k_thr[i], "3 with {v} recovered k_thr");
+            }
+        }
+        // (Before re-sharing, the staying validators' shares were of the same polynomial as
+        // validator 3's: any one of them with its share recovered the key.)
+        let old0 = before[i].iter().find(|(v, _)| *v == 0).unwrap().1.clone();
+        assert_eq!(combine(&[left, old0]).unwrap(), k_thr[i]);
+    }
     let height = net.status_of(0)["height"].as_u64().unwrap();
     assert!(height >= left_at, "a block of epoch 2");
     assert!(!proposers(&net, 0, left_at, height).contains(&3), "validator 3 proposed after leaving");

@@ -121,15 +121,16 @@ pub struct ThresholdPublic {
 }
 
 impl ThresholdPublic {
-    /// The public side of `shares` (what a sidecar carries).
-    pub fn of(shares: &crate::threshold::ThresholdShares) -> Self {
+    /// The public side of a record version's threshold release, as its (certified) entry says:
+    /// the holders and commitments of the latest generation of its shares.
+    pub fn of(info: &crate::threshold::ThresholdInfo) -> Self {
         ThresholdPublic {
-            epoch: shares.epoch,
-            validators: shares.validators.clone(),
-            threshold: shares.threshold,
-            verifier: shares.verifier.clone(),
-            emergency_threshold: shares.emergency_threshold,
-            emergency_verifier: shares.emergency_verifier.clone(),
+            epoch: info.epoch,
+            validators: info.validators.clone(),
+            threshold: info.threshold,
+            verifier: info.verifier.clone(),
+            emergency_threshold: info.emergency_threshold,
+            emergency_verifier: info.emergency_verifier.clone(),
         }
     }
 }

@@ -136,6 +136,22 @@ pub enum Rejection {
     WrongOrganisation,
     /// The record has [`RECORD_VERSIONS_MAX`] versions.
     TooManyVersions,
+    /// The record version's shares are already held by the current validator set, or it has none.
+    NothingToReshare,
+    /// The re-sharing step names a validator outside the set it must be in (old holders deal and
+    /// answer, the current set complains and finishes).
+    NotAShareholder,
+    /// A dealing that does not fit the current set, or whose commitments are not of the dealer's
+    /// own committed share.
+    BadDealing,
+    /// The dealing, complaint or answer was already made.
+    ReshareStepRepeated,
+    /// No such dealing, or no such open complaint.
+    NoSuchDealing,
+    /// Revealed sub-shares that do not verify against the dealing's commitments.
+    BadAnswer,
+    /// A finish naming dealings that are not usable (too recent, an open complaint, too few).
+    ReshareNotReady,
 }
 
 /// The most versions of one record (every version stays readable, and an erasure removes them
@@ -264,6 +280,15 @@ impl Rejection {
             }
             Rejection::ProposalAdopted => "the proposal was already adopted",
             Rejection::TooManyVersions => "the record has the most versions one record may have",
+            Rejection::NothingToReshare => "the record version's shares are already held by the current validator set",
+            Rejection::NotAShareholder => {
+                "the validator does not hold shares of this record version in the set required"
+            }
+            Rejection::BadDealing => "the dealing does not fit the current set or is not of the dealer's own share",
+            Rejection::ReshareStepRepeated => "this re-sharing step was already taken",
+            Rejection::NoSuchDealing => "no such dealing or open complaint",
+            Rejection::BadAnswer => "the revealed sub-shares do not verify against the dealing",
+            Rejection::ReshareNotReady => "the named dealings cannot finish the re-sharing yet",
             Rejection::StaleTeamEpoch => "the care team's key has moved on (or its envelopes do not fit its members)",
         }
     }

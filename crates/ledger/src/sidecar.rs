@@ -251,6 +251,7 @@ pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
         | TxKind::LegalHold(_)
         | TxKind::ChartReview(_)
         | TxKind::ShareKey(_) => Some(false),
+        TxKind::Reshare(r) => Some(matches!(r.step, crate::ReshareStep::Deal { .. })),
     }
 }
 
@@ -323,7 +324,13 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
     if sidecar.envelopes.iter().any(|e| e.envelope.check().is_err()) {
         return Err(SidecarError::Malformed);
     }
-    let is_record = matches!(tx.body.kind, TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Rotate(_));
+    let is_record = matches!(
+        tx.body.kind,
+        TxKind::RegisterRecord(_)
+            | TxKind::AppendVersion(_)
+            | TxKind::Rotate(_)
+            | TxKind::Reshare(crate::Reshare { step: crate::ReshareStep::Deal { .. }, .. })
+    );
     if sidecar.threshold.0.as_ref().is_some_and(|t| !is_record || t.shares.iter().any(|s| s.envelope.check().is_err()))
     {
         return Err(SidecarError::Malformed);
@@ -466,5 +473,12 @@ pub(crate) fn check_against(tx: &crate::Transaction, sidecar: &Sidecar) -> Resul
         | TxKind::Recovery(_)
         | TxKind::ChartReview(_)
         | TxKind::Governance(_) => Err(SidecarError::Presence),
+        // A dealing is its threshold shares only: no envelopes, no metadata.
+        TxKind::Reshare(_)
+            if sidecar.envelopes.is_empty() && sidecar.metadata.is_none() && sidecar.threshold.0.is_some() =>
+        {
+            Ok(())
+        }
+        TxKind::Reshare(_) => Err(SidecarError::Malformed),
     }
 }

@@ -260,6 +260,14 @@ pub mod keys {
     pub fn access_basis(tx: &TxId) -> Vec<u8> {
         key(ACCESS_BASIS, &[tx.as_bytes()])
     }
+    /// Validator `dealer`'s dealing of its share of a record version to the current set.
+    pub fn reshare_dealing(record: &RecordId, version: u32, dealer: u32) -> Vec<u8> {
+        key(b"rs/d/", &[record.as_bytes(), &version.to_be_bytes(), &dealer.to_be_bytes()])
+    }
+    /// The current set's `holder` complaining about `dealer`'s dealing of a record version.
+    pub fn reshare_complaint(record: &RecordId, version: u32, dealer: u32, holder: u32) -> Vec<u8> {
+        key(b"rs/c/", &[record.as_bytes(), &version.to_be_bytes(), &dealer.to_be_bytes(), &holder.to_be_bytes()])
+    }
     pub fn ciphertext(digest: &Digest) -> Vec<u8> {
         key(CIPHERTEXT, &[digest.as_bytes()])
     }

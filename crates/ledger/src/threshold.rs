@@ -107,6 +107,8 @@ impl ThresholdShares {
             emergency_threshold: self.emergency_threshold,
             validators: self.validators.clone(),
             suites: self.shares.iter().map(|s| s.envelope.suite.id()).collect(),
+            verifier: self.verifier.clone(),
+            emergency_verifier: self.emergency_verifier.clone(),
         }
     }
 
@@ -118,14 +120,7 @@ impl ThresholdShares {
     /// Whether `opened` (what the share envelope at `position` unwrapped to) is the two shares
     /// this sharing's verifiers commit to for that position.
     pub fn opened_fits(&self, position: usize, opened: &[u8]) -> bool {
-        use medledger_crypto::threshold::{SHARE_BYTES, Share};
-        let check = |bytes: &[u8], points: &[Commitment]| {
-            Share::from_slice(bytes)
-                .is_ok_and(|share| share.index() == position && verifier(points).is_some_and(|v| v.verify(&share)))
-        };
-        opened.len() == SHARES_SECRET_BYTES
-            && check(&opened[..SHARE_BYTES], &self.verifier)
-            && check(&opened[SHARE_BYTES..], &self.emergency_verifier)
+        self.shape().info().opened_fits(position, opened)
     }
 
     /// Whether the shares are well formed without state: one per validator, validators
@@ -141,8 +136,9 @@ impl ThresholdShares {
     }
 }
 
-/// The shape of a record version's shares: epoch, thresholds and each share's KEM suite (by id).
-/// The shares themselves are checked well-formed with the sidecar they came in.
+/// The shape of a record version's shares: epoch, thresholds, each share's KEM suite (by id) and
+/// the public commitments. The shares themselves are checked well-formed with the sidecar they
+/// came in.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct SharesShape {
     pub epoch: u32,
@@ -150,6 +146,8 @@ pub struct SharesShape {
     pub emergency_threshold: u8,
     pub validators: Vec<u32>,
     pub suites: Vec<u8>,
+    pub verifier: Vec<Commitment>,
+    pub emergency_verifier: Vec<Commitment>,
 }
 
 impl SharesShape {
@@ -164,20 +162,123 @@ impl SharesShape {
             && self.suites.iter().zip(&config.share_keys).all(|(suite, key)| *suite == key.suite.id())
     }
 
-    /// The public part a record entry keeps.
+    /// The public part a record entry keeps, as the author dealt it.
     pub fn info(&self) -> ThresholdInfo {
-        ThresholdInfo { epoch: self.epoch, threshold: self.threshold }
+        ThresholdInfo {
+            epoch: self.epoch,
+            threshold: self.threshold,
+            emergency_threshold: self.emergency_threshold,
+            validators: self.validators.clone(),
+            verifier: self.verifier.clone(),
+            emergency_verifier: self.emergency_verifier.clone(),
+            generation: 0,
+        }
     }
 }
 
-/// What a record entry says about its threshold release: which validator set holds the shares
-/// and how many of them a reader needs.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema,
-)]
+/// What a record version's entry says about its threshold release: which validators hold its
+/// shares, how many a reader needs, and the commitments each released share is checked against.
+/// The author's dealing is generation 0; each re-sharing to a new validator set makes the next
+/// generation, with the new set's holders and commitments (the shares of earlier generations are
+/// useless with the new ones).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ThresholdInfo {
+    /// The share epoch whose binding the released shares carry.
     pub epoch: u32,
     pub threshold: u8,
+    pub emergency_threshold: u8,
+    /// The stable indices of the validators holding the shares, in share order.
+    pub validators: Vec<u32>,
+    pub verifier: Vec<Commitment>,
+    pub emergency_verifier: Vec<Commitment>,
+    pub generation: u32,
+}
+
+impl ThresholdInfo {
+    /// The position of validator `index`'s share.
+    pub fn position(&self, index: u32) -> Option<usize> {
+        self.validators.iter().position(|v| *v == index)
+    }
+
+    /// Whether `opened` is the two shares (k_thr, emergency k_env) these commitments name for
+    /// `position`.
+    pub fn opened_fits(&self, position: usize, opened: &[u8]) -> bool {
+        shares_fit(&self.verifier, &self.emergency_verifier, position, opened)
+    }
+
+    /// Whether these shares are held by the validators of `config` (else they wait for a
+    /// re-sharing to that set).
+    pub fn held_by(&self, config: &ThresholdConfig) -> bool {
+        self.validators == config.validators
+    }
+}
+
+/// How long after a dealing its new holders may still complain about it before it can be used
+/// to finish a re-sharing (block time): a holder's janitor checks its sub-shares at commit, so
+/// this is a margin for a holder that was restarting.
+pub const RESHARE_COMPLAINT_WINDOW_MS: u64 = 10_000;
+
+/// One old holder's dealing of its share of a record version to the current validator set, kept
+/// in state until the re-sharing finishes. The sub-shares themselves ride in the dealing's sidecar.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Dealing {
+    /// The validator set dealt to (a dealing for a set that is no longer current is void).
+    pub validators: Vec<u32>,
+    pub verifier: Vec<Commitment>,
+    pub emergency_verifier: Vec<Commitment>,
+    /// Block time of the dealing's commit.
+    pub at: medledger_types::Timestamp,
+}
+
+/// A new holder's complaint that the sub-shares a dealing gave it do not open or verify; the
+/// dealer answers by revealing them (checked against the dealing's commitments), or its dealing
+/// cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Complaint {
+    pub at: medledger_types::Timestamp,
+    pub answered: bool,
+}
+
+/// Whether `opened` is the two sub-shares `dealing` commits to for the holder at `position`.
+pub fn dealing_fits(dealing: &Dealing, position: usize, opened: &[u8]) -> bool {
+    shares_fit(&dealing.verifier, &dealing.emergency_verifier, position, opened)
+}
+
+/// Whether `opened` is a `k_thr` share then an emergency `k_env` share of participant
+/// `position + 1`, each verifying against its commitments.
+fn shares_fit(verifier_points: &[Commitment], emergency_points: &[Commitment], position: usize, opened: &[u8]) -> bool {
+    use medledger_crypto::threshold::{SHARE_BYTES, Share};
+    let check = |bytes: &[u8], points: &[Commitment]| {
+        Share::from_slice(bytes)
+            .is_ok_and(|share| share.index() == position && verifier(points).is_some_and(|v| v.verify(&share)))
+    };
+    opened.len() == SHARES_SECRET_BYTES
+        && check(&opened[..SHARE_BYTES], verifier_points)
+        && check(&opened[SHARE_BYTES..], emergency_points)
+}
+
+/// The binding of the sub-shares validator `dealer` deals of its share of `record`/`version` to
+/// the holder at `position` of the set with share epoch `epoch`.
+pub fn reshare_context(
+    chain_id: ChainId,
+    record: RecordId,
+    version: u32,
+    epoch: u32,
+    dealer: u32,
+    position: u32,
+) -> WrapContext {
+    #[derive(BorshSerialize)]
+    struct Subject {
+        record: RecordId,
+        version: u32,
+        dealer: u32,
+    }
+    WrapContext {
+        chain_id: *chain_id.as_bytes(),
+        subject: tagged(b"medledger/reshare-subject/v1", &Subject { record, version, dealer }),
+        version: u64::from(version),
+        recipient: tagged(b"medledger/share-holder/v1", &ShareHolder::Validator { epoch, validator: position }),
+    }
 }
 
 /// What a share is a share of, for the HPKE bindings.

@@ -121,9 +121,23 @@ pub enum TxKind {
     /// chart is itself an audited access); validators serve the list to that auditor for
     /// [`CHART_REVIEW_WINDOW_MS`] after. Admins have no clinical view: theirs is refused.
     ChartReview(ChartReview),
+    /// A validator's step in re-sharing a record version's threshold shares to the current
+    /// validator set (see [`crate::threshold`]): deal, complain, answer, finish. Signed with the
+    /// validator's consensus key like [`TxKind::ShareKey`].
+    Reshare(Reshare),
 }
 
 impl TxKind {
+    /// The stable index of the validator whose consensus key signs this transaction, for the
+    /// validators' own transactions.
+    pub fn validator_signer(&self) -> Option<u32> {
+        match self {
+            TxKind::ShareKey(k) => Some(k.validator),
+            TxKind::Reshare(r) => Some(r.validator),
+            _ => None,
+        }
+    }
+
     /// The record whose keys this transaction's sidecar carries, if any: a version's envelopes and
     /// shares, or a per-record grant's envelope (what an erasure of the record must purge).
     pub fn sidecar_record(&self) -> Option<RecordId> {
@@ -131,6 +145,7 @@ impl TxKind {
             TxKind::RegisterRecord(r) | TxKind::AppendVersion(r) => Some(r.record),
             TxKind::Rotate(rotate) => Some(rotate.next.record),
             TxKind::Grant(Grant { scope: GrantScope::Record(record), .. }) => Some(*record),
+            TxKind::Reshare(Reshare { record, step: ReshareStep::Deal { .. }, .. }) => Some(*record),
             _ => None,
         }
     }
@@ -158,6 +173,7 @@ impl TxKind {
             TxKind::Recovery(_) => "recovery",
             TxKind::Governance(_) => "governance",
             TxKind::ChartReview(_) => "chart_review",
+            TxKind::Reshare(_) => "reshare",
         }
     }
 }
@@ -478,6 +494,34 @@ pub enum RecoveryAction {
 pub struct ShareKey {
     pub validator: u32,
     pub public_key: EncryptionKey,
+}
+
+/// Validator `validator`'s step in re-sharing version `version` of `record` to the current set.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Reshare {
+    pub validator: u32,
+    pub record: RecordId,
+    pub version: u32,
+    pub step: ReshareStep,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum ReshareStep {
+    /// A holder of the version's shares deals its share afresh to the current set: the sidecar's
+    /// threshold shares are the sub-shares, wrapped for the current share keys, with the
+    /// dealing's commitments (whose constant term must be the holder's committed share).
+    /// `participant` is the dealer's participant id among the version's holders (position + 1).
+    Deal { participant: u8 },
+    /// A holder of the current set: `dealer`'s sub-shares for it do not open or do not verify.
+    Complain { dealer: u32 },
+    /// The dealer answers a complaint by revealing the sub-shares it dealt to `holder`
+    /// ([`crate::threshold::SHARES_SECRET_BYTES`]), which everyone checks against its commitments.
+    Answer { holder: u32, shares: Vec<u8> },
+    /// A validator of the current set: the re-sharing is done with the dealings of `dealers` (as
+    /// many of the old holders as the old threshold, ascending); the version's holders become the
+    /// current set, with the combined commitments.
+    Finish { dealers: Vec<u32> },
 }
 
 /// The signer id a validator uses for its own transactions: derived from its consensus key, so it

@@ -2672,3 +2672,234 @@ fn two_thirds_of_the_organisations() {
     assert!(!governance::is_supermajority(3, 5) && governance::is_supermajority(4, 5));
     assert!(!governance::is_supermajority(0, 0));
 }
+
+/// A validator's own transaction (a re-sharing step), signed with its consensus key.
+fn validator_tx(
+    w: &World,
+    key: &SigningKey,
+    nonce: &mut u64,
+    step: (RecordId, u32, u32, medledger_ledger::ReshareStep),
+    sidecar: Option<&Sidecar>,
+) -> (Transaction, Option<Vec<u8>>) {
+    let (record, version, validator, step) = step;
+    *nonce += 1;
+    let bytes = sidecar.map(Sidecar::encode);
+    let body = TxBody {
+        chain_id: w.chain,
+        signer: medledger_ledger::validator_member_id(&key.verifying_key()),
+        nonce: Nonce::new(*nonce),
+        kind: TxKind::Reshare(medledger_ledger::Reshare { validator, record, version, step }),
+        sidecar_digest: bytes.as_ref().map(|b| Digest::new(medledger_crypto::sha256(b))),
+    };
+    (Transaction::sign(body, key), bytes)
+}
+
+/// `dealer`'s dealing of `opened` (its two shares) of `record`/`version` to the current set, and
+/// the sub-shares it dealt each holder.
+fn dealing(w: &World, record: RecordId, version: u32, dealer: u32, opened: &[u8]) -> (Sidecar, Vec<Vec<u8>>) {
+    use medledger_crypto::threshold::{SHARE_BYTES, Share};
+    let config: ThresholdConfig = borsh::from_slice(&w.state[keys::THRESHOLD]).unwrap();
+    let n = config.share_keys.len();
+    let thr = Share::from_slice(&opened[..SHARE_BYTES]).unwrap();
+    let env = Share::from_slice(&opened[SHARE_BYTES..]).unwrap();
+    let (thr_subs, verifier) = shamir::reshare(&thr, usize::from(config.threshold), n).unwrap();
+    let (env_subs, emergency) = shamir::reshare(&env, usize::from(config.emergency_threshold), n).unwrap();
+    let subs: Vec<Vec<u8>> =
+        (0..n).map(|j| [&thr_subs[j].as_bytes()[..], &env_subs[j].as_bytes()[..]].concat()).collect();
+    let shares = (0..n)
+        .map(|j| {
+            let context =
+                medledger_ledger::threshold::reshare_context(w.chain, record, version, config.epoch, dealer, j as u32);
+            WrappedShare { envelope: wrap::seal(&config.share_keys[j], &subs[j], &context).unwrap() }
+        })
+        .collect();
+    let shares = ThresholdShares {
+        epoch: config.epoch,
+        threshold: config.threshold,
+        emergency_threshold: config.emergency_threshold,
+        validators: config.validators.clone(),
+        verifier: points(&verifier),
+        emergency_verifier: points(&emergency),
+        shares,
+    };
+    (Sidecar { envelopes: Vec::new(), metadata: None, threshold: Trailing(Some(shares)) }, subs)
+}
+
+/// Re-sharing (issue 14, finding 3): after a validator joins, each old holder deals its own
+/// committed share to the new set, holders complain about bad sub-shares and dealers answer in
+/// the open, and a finish with settled dealings makes the new set the holders, with commitments
+/// the new shares verify against and the same key. Every step by the wrong validator, of the
+/// wrong share, too early or repeated is refused.
+#[test]
+fn reshare_rows() {
+    use medledger_crypto::threshold::{SHARE_BYTES, Share, Verifier, combine_subshares, combine_verifiers};
+    use medledger_ledger::ReshareStep::{Answer, Complain, Deal, Finish};
+    use medledger_ledger::state::RecordEntry;
+    use medledger_ledger::threshold::{RESHARE_COMPLAINT_WINDOW_MS, ThresholdInfo};
+
+    let mut admins: Vec<Who> = (1..=4).map(Who::new).collect();
+    let names = ["org1", "org2", "org3", "org4"];
+    let mut w = World::with_validators(&names.iter().zip(&admins).map(|(n, a)| (*n, a)).collect::<Vec<_>>(), 4, true);
+    let mut patient = Who::new(30);
+    assert_eq!(w.enroll(&mut admins[0], &patient, "org1", Role::Patient), TxOutcome::Applied);
+    let r = RecordId::new([40; 16]);
+    assert_eq!(w.put_own(&mut patient, r), TxOutcome::Applied);
+    let dealt = w.sidecars[&(r, 1)].threshold.0.clone().unwrap();
+    let opened: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let context = share_context(w.chain, r, 1, dealt.epoch, i as u32);
+            wrap::open(&w.share_keys[i], &dealt.shares[i].envelope, &context).unwrap().to_vec()
+        })
+        .collect();
+    let keys_of: Vec<SigningKey> = w.validators.clone();
+    let mut nonces = vec![0u64; 6];
+    let info = |w: &World| -> ThresholdInfo {
+        let entry: RecordEntry = medledger_ledger::state::read(&w.state, &keys::record_version(&r, 1)).unwrap();
+        entry.threshold.0.unwrap()
+    };
+    let outcome = |w: &mut World, tx: (Transaction, Option<Vec<u8>>)| w.block(vec![tx]).remove(0);
+
+    // Nothing to re-share while the set that holds the shares is the current one.
+    let (sidecar, _) = dealing(&w, r, 1, 0, &opened[0]);
+    let tx = validator_tx(&w, &keys_of[0], &mut nonces[0], (r, 1, 0, Deal { participant: 1 }), Some(&sidecar));
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::NothingToReshare));
+
+    // org5 joins with its validator (index 4); the set switches.
+    let admin5 = Who::new(5);
+    let share5 = wrap::generate(KemSuite::X25519);
+    let (mut join, key5) = join_proposal(&w, "org5", &admin5, 950, true);
+    if let Proposal::Join { validator, .. } = &mut join {
+        validator.share_key = Some(share5.encryption_key().clone());
+    }
+    for admin in &mut admins[..3] {
+        assert_eq!(w.one(admin, TxKind::Governance(join.clone()), None), TxOutcome::Applied);
+    }
+    let first = governance::epochs(&w.state)[1].first_height.get();
+    while w.height < first {
+        w.block(vec![]);
+    }
+    assert!(!info(&w).held_by(&borsh::from_slice(&w.state[keys::THRESHOLD]).unwrap()));
+    let mut signers = keys_of.clone();
+    signers.push(key5);
+
+    // Deal: only an old holder, only under its own participant id, only its own share.
+    let (sidecar, _) = dealing(&w, r, 1, 4, &opened[0]);
+    let tx = validator_tx(&w, &signers[4], &mut nonces[4], (r, 1, 4, Deal { participant: 5 }), Some(&sidecar));
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::NotAShareholder), "the joined validator held none");
+    let (sidecar, _) = dealing(&w, r, 1, 1, &opened[1]);
+    let tx = validator_tx(&w, &signers[1], &mut nonces[1], (r, 1, 1, Deal { participant: 1 }), Some(&sidecar));
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::BadDealing), "another participant id");
+    let (sidecar, _) = dealing(&w, r, 1, 1, &opened[0]);
+    let tx = validator_tx(&w, &signers[1], &mut nonces[1], (r, 1, 1, Deal { participant: 2 }), Some(&sidecar));
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::BadDealing), "validator 0's share dealt by 1");
+    // A member cannot sign a validator's step at all.
+    let kind = TxKind::Reshare(medledger_ledger::Reshare {
+        validator: 0,
+        record: r,
+        version: 1,
+        step: Finish { dealers: vec![0, 1] },
+    });
+    assert_eq!(w.try_block(vec![w.tx(&mut patient, kind, None)]), Err(TxInvalid::UnknownSigner));
+    let mut deals = BTreeMap::new();
+    for i in [0u32, 1, 2] {
+        let (sidecar, subs) = dealing(&w, r, 1, i, &opened[i as usize]);
+        let participant = i as u8 + 1;
+        let tx = validator_tx(
+            &w,
+            &signers[i as usize],
+            &mut nonces[i as usize],
+            (r, 1, i, Deal { participant }),
+            Some(&sidecar),
+        );
+        assert_eq!(outcome(&mut w, tx.clone()), TxOutcome::Applied, "dealer {i}");
+        let again = validator_tx(
+            &w,
+            &signers[i as usize],
+            &mut nonces[i as usize],
+            (r, 1, i, Deal { participant }),
+            Some(&sidecar),
+        );
+        assert_eq!(outcome(&mut w, again), rejected(Rejection::ReshareStepRepeated));
+        deals.insert(i, (sidecar, subs));
+    }
+
+    // Finish: not with too few dealings, not before they settled.
+    let finish = |w: &World, nonces: &mut Vec<u64>, by: usize, dealers: Vec<u32>| {
+        validator_tx(w, &signers[by], &mut nonces[by], (r, 1, by as u32, Finish { dealers }), None)
+    };
+    let tx = finish(&w, &mut nonces, 4, vec![0]);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::ReshareNotReady), "one dealing of two needed");
+    let tx = finish(&w, &mut nonces, 4, vec![1, 0]);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::ReshareNotReady), "not ascending");
+    let tx = finish(&w, &mut nonces, 4, vec![0, 1]);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::ReshareNotReady), "not settled");
+
+    // Complain (the joined validator about dealer 0); an answer must reveal what 0 dealt it.
+    let tx = validator_tx(&w, &signers[4], &mut nonces[4], (r, 1, 4, Complain { dealer: 0 }), None);
+    assert_eq!(outcome(&mut w, tx), TxOutcome::Applied);
+    let tx = validator_tx(&w, &signers[4], &mut nonces[4], (r, 1, 4, Complain { dealer: 0 }), None);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::ReshareStepRepeated));
+    let tx = validator_tx(&w, &signers[4], &mut nonces[4], (r, 1, 4, Complain { dealer: 3 }), None);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::NoSuchDealing), "3 has not dealt");
+    w.time += RESHARE_COMPLAINT_WINDOW_MS;
+    let tx = finish(&w, &mut nonces, 4, vec![0, 1]);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::ReshareNotReady), "a complaint about 0 is open");
+    let wrong = deals[&1].1[4].clone();
+    let tx = validator_tx(&w, &signers[0], &mut nonces[0], (r, 1, 0, Answer { holder: 4, shares: wrong }), None);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::BadAnswer), "1's sub-shares, not 0's");
+    let right = deals[&0].1[4].clone();
+    let tx =
+        validator_tx(&w, &signers[0], &mut nonces[0], (r, 1, 0, Answer { holder: 4, shares: right.clone() }), None);
+    assert_eq!(outcome(&mut w, tx), TxOutcome::Applied);
+    let tx = validator_tx(&w, &signers[0], &mut nonces[0], (r, 1, 0, Answer { holder: 4, shares: right }), None);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::ReshareStepRepeated));
+
+    // Finish with 0 and 2: the five hold the shares now, under the combined commitments.
+    let before = info(&w);
+    let tx = finish(&w, &mut nonces, 4, vec![0, 2]);
+    assert_eq!(outcome(&mut w, tx), TxOutcome::Applied);
+    let after = info(&w);
+    assert_eq!((after.validators.clone(), after.threshold, after.generation), (vec![0, 1, 2, 3, 4], 2, 1));
+    let current: RecordEntry = medledger_ledger::state::read(&w.state, &keys::record(&r)).unwrap();
+    assert_eq!(current.threshold.0.as_ref(), Some(&after), "the record's current entry too");
+    let verifier_of = |points: &[medledger_types::Commitment]| {
+        Verifier::from_points(&points.iter().map(|c| c.0).collect::<Vec<_>>()).unwrap()
+    };
+    let dealt_verifier = |i: u32| {
+        let shares = deals[&i].0.threshold.0.as_ref().unwrap();
+        verifier_of(&shares.verifier)
+    };
+    let (v0, v2) = (dealt_verifier(0), dealt_verifier(2));
+    assert_eq!(verifier_of(&after.verifier), combine_verifiers(&[(1, &v0), (3, &v2)]).unwrap());
+    let new: Vec<Share> = (0..5)
+        .map(|j| {
+            let sub = |i: u32| Share::from_slice(&deals[&i].1[j][..SHARE_BYTES]).unwrap();
+            combine_subshares(&[(1, sub(0)), (3, sub(2))], j as u8 + 1).unwrap()
+        })
+        .collect();
+    assert!(new.iter().all(|s| verifier_of(&after.verifier).verify(s)), "each new share verifies");
+    assert_eq!(*shamir::combine(&new[3..5]).unwrap(), [5u8; 32], "the same k_thr");
+    let old3 = Share::from_slice(&opened[3][..SHARE_BYTES]).unwrap();
+    assert!(!verifier_of(&after.verifier).verify(&old3), "an old share is not of the new sharing");
+    assert_ne!(*shamir::combine(&[old3, new[0].clone()]).unwrap(), [5u8; 32]);
+    assert_ne!(before, after);
+    // Nothing of the re-sharing stays in state; nothing more to re-share.
+    for dealer in 0..5 {
+        assert!(!w.state.contains_key(&keys::reshare_dealing(&r, 1, dealer)));
+        assert!(!w.state.contains_key(&keys::reshare_complaint(&r, 1, dealer, 4)));
+    }
+    let tx = finish(&w, &mut nonces, 4, vec![0, 2]);
+    assert_eq!(outcome(&mut w, tx), rejected(Rejection::NothingToReshare));
+    // Every validator executing the same blocks from genesis reaches the same state.
+    let mut replayed = w.genesis_state.clone();
+    for (height, time, txs, sidecars) in &w.history {
+        let ctx = BlockContext { chain_id: w.chain, height: *height, time: *time, validators: &w.validator_keys };
+        for (k, v) in execute_block(&replayed, ctx, txs, sidecars).expect("replays").writes {
+            match v {
+                Some(v) => replayed.insert(k, v),
+                None => replayed.remove(&k),
+            };
+        }
+    }
+    assert_eq!(replayed, w.state);
+}

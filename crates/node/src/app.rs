@@ -319,11 +319,12 @@ impl App {
                 medledger_ledger::check_sidecar(tx, sidecar.as_deref()).map_err(TxInvalid::Sidecar)?;
                 let key = match &tx.body.kind {
                     // A validator's own transaction, signed with its consensus key.
-                    TxKind::ShareKey(next) => inner
+                    kind if let Some(validator) = kind.validator_signer() => inner
                         .validator_keys
-                        .get(next.validator as usize)
-                        .filter(|key| validator_member_id(key) == tx.body.signer)
+                        .get(validator as usize)
                         .copied()
+                        .or_else(|| medledger_ledger::governance::validator(&view, validator).map(|v| v.public_key))
+                        .filter(|key| validator_member_id(key) == tx.body.signer)
                         .ok_or(TxInvalid::UnknownSigner)?,
                     // A recovery is completed with the keys it installs.
                     TxKind::Recovery(Recovery { action: RecoveryAction::Complete, .. }) => {

@@ -254,12 +254,18 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
 /// keyring in its data directory holds the current key then; see [`crate::keyring`]).
 pub fn share_key(genesis: &Genesis, file: &ValidatorFile) -> Result<Option<DecryptionKey>, ConfigError> {
     let Some(keys) = &genesis.share_keys else { return Ok(None) };
-    // A validator that joined by governance holds no share of records written before it; record
-    // keys are dealt to the genesis validators' share keys (see the README's limits).
-    let Some(public) = keys.get(file.index as usize) else { return Ok(None) };
     let Some(secret) = file.share_secret.as_deref() else { return Ok(None) };
     let secret = hex::decode(secret).map_err(|_| ConfigError::Invalid("malformed share_secret".into()))?;
-    let key = DecryptionKey::from_bytes(public.suite, &zeroize::Zeroizing::new(secret))
+    let secret = zeroize::Zeroizing::new(secret);
+    // A validator that joined by governance: its key's public half is in the Join proposal the
+    // ledger adopted (checked when the validator starts, against its state), of the network's suite.
+    let Some(public) = keys.get(file.index as usize) else {
+        let suite = keys.first().map(|k| k.suite).ok_or_else(|| ConfigError::Invalid("no share keys".into()))?;
+        let key = DecryptionKey::from_bytes(suite, &secret)
+            .map_err(|_| ConfigError::Invalid("malformed share_secret".into()))?;
+        return Ok(Some(key));
+    };
+    let key = DecryptionKey::from_bytes(public.suite, &secret)
         .map_err(|_| ConfigError::Invalid("malformed share_secret".into()))?;
     if key.encryption_key() != public {
         return Err(ConfigError::Invalid("share key does not match genesis".into()));

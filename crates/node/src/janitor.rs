@@ -11,6 +11,8 @@
 //!   announcement is committed, switches to it and destroys the old key.
 //! - **Rotation**: the ciphertext an applied `Rotate` replaced is deleted from the store (the
 //!   validators share the store, so an object already gone is fine).
+//! - **Re-sharing**: a record version's shares held by an earlier validator set are dealt to the
+//!   current one, checked, and combined ([`crate::reshare`]).
 //! - **Erasure**: for an applied `Erase`, the ciphertext of every applied version leaves the store; every
 //!   sidecar of the record (its versions' envelopes and shares, per-record grants) leaves the
 //!   state database and this validator's chain log, where each is replaced in place by the facts
@@ -53,6 +55,8 @@ pub struct Janitor {
     /// proposes them.
     pub forwarder: Option<crate::forward::Forwarder>,
     pub cursor: PathBuf,
+    /// Re-sharing to a new validator set ([`crate::reshare`]).
+    pub reshare: std::sync::Mutex<crate::reshare::ReshareWork>,
 }
 
 /// First and longest wait before failed janitor work is tried again without a new commit.
@@ -106,6 +110,10 @@ impl Janitor {
                         retry = Some(backoff);
                         backoff = (backoff * 2).min(RETRY_MAX);
                     }
+                }
+                match self.reshare_tick() {
+                    Ok(wait) => retry = [retry, wait].into_iter().flatten().min(),
+                    Err(e) => tracing::warn!(error = %e, "re-sharing not looked at"),
                 }
             }
             // Wake at the next commit, at the retry, or when a replacement put off by the interval is due.
@@ -192,6 +200,12 @@ impl Janitor {
                     erased.push(erase.record);
                     if let Some(keyring) = &self.keyring {
                         keyring.request_rotation()?;
+                    }
+                    None
+                }
+                TxKind::Reshare(reshare) => {
+                    if let Some(keyring) = &self.keyring {
+                        self.reshare_seen(keyring, reshare, slot.as_deref())?;
                     }
                     None
                 }
@@ -303,6 +317,8 @@ impl Janitor {
                         true
                     }
                     TxKind::Grant(grant) => grant.scope == GrantScope::Record(record),
+                    // A re-sharing dealing of one of its versions: sub-shares of its key.
+                    TxKind::Reshare(_) => tx.body.kind.sidecar_record() == Some(record),
                     _ => false,
                 };
                 if !names_record {

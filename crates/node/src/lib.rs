@@ -12,6 +12,7 @@ pub mod peers;
 pub mod ratelimit;
 pub mod receipt;
 pub mod replay;
+pub mod reshare;
 pub mod run;
 pub mod sync;
 pub mod tls;

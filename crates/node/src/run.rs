@@ -15,7 +15,9 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
     let file = load_validator(dir, index)?;
     let cfg = consensus_config(dir, &genesis, &file)?;
     let share_key = crate::config::share_key(&genesis, &file)?;
-    let share_suite = genesis.share_keys.as_ref().and_then(|keys| keys.get(index as usize)).map(|k| k.suite);
+    // Every validator of a network with threshold release has a share key of the network's suite
+    // (a joined one's is in its Join proposal).
+    let share_suite = genesis.share_keys.as_ref().and_then(|keys| keys.first()).map(|k| k.suite);
     let data = validator_dir(dir, index).join("data");
     let blobs = Blobs::open(&file.storage, dir, file.s3_endpoint.as_deref(), RECORD_CIPHERTEXT_BYTES_MAX)?;
     let scheme = if file.tls.is_some() { "https" } else { "http" };
@@ -100,6 +102,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
             consensus_key: medledger_crypto::sign::SigningKey::from_bytes(&cfg.signing_seed),
             forwarder: forwarder.clone(),
             cursor: gc_cursor,
+            reshare: Default::default(),
         };
         tokio::spawn(janitor.run());
         let state =

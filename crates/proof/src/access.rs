@@ -90,7 +90,7 @@ pub fn check_access(
         record: entry.clone(),
         envelopes: bundle.envelopes.clone(),
         metadata: own.metadata.clone(),
-        threshold: own.threshold.0.as_ref().map(ThresholdPublic::of),
+        threshold: entry.threshold.0.as_ref().map(ThresholdPublic::of),
         height: evidence.header.height,
     })
 }

@@ -409,6 +409,43 @@ impl StateDb {
         txn.commit().map_err(db_err)
     }
 
+    /// Keeps rows beside a version's share (re-sharing's sub-shares and dealings), keyed by the
+    /// version and `suffix`, sealed like shares; `None` deletes. They go with the record's shares
+    /// on erasure and are re-sealed with them on a key switch.
+    pub fn vault_put_rows(&self, rows: &[VaultRow]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(VAULT).map_err(db_err)?;
+            for (record, version, suffix, bytes) in rows {
+                let mut key = vault_key(record, *version).to_vec();
+                key.extend_from_slice(suffix);
+                match bytes {
+                    Some(bytes) => table.insert(key.as_slice(), bytes.as_slice()).map(|_| ()),
+                    None => table.remove(key.as_slice()).map(|_| ()),
+                }
+                .map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// The rows of a version whose suffix starts with `prefix`: (suffix, row).
+    pub fn vault_rows(&self, record: &RecordId, version: u32, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(VAULT).map_err(db_err)?;
+        let mut start = vault_key(record, version).to_vec();
+        start.extend_from_slice(prefix);
+        let mut out = Vec::new();
+        for entry in table.range(start.as_slice()..).map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            if !k.value().starts_with(&start) {
+                break;
+            }
+            out.push((k.value()[20..].to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     pub fn vault_get(&self, record: &RecordId, version: u32) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(VAULT).map_err(db_err)?;
@@ -685,6 +722,10 @@ impl TreeReader for SpecView<'_> {
         anyhow::bail!("rightmost leaf is only used for state restore, which reads snapshots instead")
     }
 }
+
+/// A vault row beside a version's share: record, version, key suffix, and the sealed row (`None`
+/// deletes it).
+pub type VaultRow = (RecordId, u32, Vec<u8>, Option<Vec<u8>>);
 
 fn vault_key(record: &RecordId, version: u32) -> [u8; 20] {
     let mut key = [0u8; 20];

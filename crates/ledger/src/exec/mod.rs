@@ -15,6 +15,7 @@ mod emergency;
 mod governance;
 mod identity;
 mod records;
+mod reshare;
 mod run;
 mod teams;
 
@@ -154,8 +155,8 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         if body.chain_id != self.ctx.chain_id {
             return Err(TxInvalid::WrongChain);
         }
-        if let TxKind::ShareKey(share_key) = &body.kind {
-            return self.apply_share_key(tx, share_key, checked_with);
+        if let Some(validator) = body.kind.validator_signer() {
+            return self.apply_validator_tx(tx, validator, sidecar, checked_with);
         }
         let signer: MemberEntry = read(&self.state, &keys::member(&body.signer)).ok_or(TxInvalid::UnknownSigner)?;
         // A recovery is completed with the keys it installs (the member lost the old ones).
@@ -243,72 +244,88 @@ impl<'a, V: StateView + ?Sized> Executor<'a, V> {
         &self.results[index]
     }
 
-    /// A validator's own transaction: its next share key. The signer must be the id of the named
-    /// validator's consensus key, and the signature that key's.
-    fn apply_share_key(
+    /// A validator's own transaction (its next share key, a re-sharing step). The signer must be
+    /// the id of the named validator's consensus key, and the signature that key's.
+    fn apply_validator_tx(
         &mut self,
         tx: &Transaction,
-        next: &crate::tx::ShareKey,
+        validator: u32,
+        sidecar: Option<&[u8]>,
         checked_with: Option<&VerifyingKey>,
     ) -> Result<&TxOutcome, TxInvalid> {
         let body = &tx.body;
-        let key = self.ctx.validators.get(next.validator as usize).ok_or(TxInvalid::UnknownSigner)?;
-        if body.signer != crate::tx::validator_member_id(key) {
+        // A genesis validator's key is in genesis; one that joined since, in its Join proposal.
+        let key = match self.ctx.validators.get(validator as usize) {
+            Some(key) => *key,
+            None => crate::governance::validator(&self.state, validator).ok_or(TxInvalid::UnknownSigner)?.public_key,
+        };
+        if body.signer != crate::tx::validator_member_id(&key) {
             return Err(TxInvalid::UnknownSigner);
         }
-        if checked_with != Some(key) && !tx.verify_signature(key) {
+        if checked_with != Some(&key) && !tx.verify_signature(&key) {
             return Err(TxInvalid::BadSignature);
         }
-        crate::block::check_sidecar(tx, None)?;
+        let facts = crate::block::sidecar_facts(tx, sidecar, self.history)?;
         let index = self.results.len();
         if body.nonce <= last_nonce(&self.state, &body.signer, body.nonce.lane()) {
             self.results.push(TxOutcome::Rejected { reason: Rejection::StaleNonce });
             return Ok(&self.results[index]);
         }
-        let mut writes = WriteSet::new();
-        let config: Option<ThresholdConfig> = read(&self.state, keys::THRESHOLD);
-        let pending: Option<PendingThreshold> = read(&self.state, keys::THRESHOLD_NEXT);
-        let outcome = match config {
-            None => TxOutcome::Rejected { reason: Rejection::ThresholdShares },
-            Some(mut config) => {
-                // The validator's key in the current set, or (joining) in the set that comes next.
-                let position = config.position(next.validator);
-                let pending_position = pending.as_ref().and_then(|p| p.config.position(next.validator));
-                let current = match (position, &pending, pending_position) {
-                    (Some(p), _, _) => config.share_keys.get(p),
-                    (None, Some(pending), Some(p)) => pending.config.share_keys.get(p),
-                    _ => None,
-                };
-                let replaced = keys::share_key_replaced(next.validator);
-                let last: Option<Timestamp> = read(&self.state, &replaced);
-                let too_soon =
-                    last.is_some_and(|t| self.ctx.time.get() < t.get().saturating_add(SHARE_KEY_INTERVAL_MS));
-                let in_use = config.share_keys.contains(&next.public_key)
-                    || pending.as_ref().is_some_and(|p| p.config.share_keys.contains(&next.public_key));
-                if next.public_key.check().is_err()
-                    || current.is_none_or(|k| k.suite != next.public_key.suite)
-                    || in_use
-                {
-                    TxOutcome::Rejected { reason: Rejection::InvalidShareKey }
-                } else if too_soon {
-                    TxOutcome::Rejected { reason: Rejection::ShareKeyTooSoon }
-                } else {
-                    if let Some(p) = position {
-                        config.share_keys[p] = next.public_key.clone();
-                        config.epoch = config.epoch.saturating_add(1);
-                        writes.insert(keys::THRESHOLD.to_vec(), Some(encode(&config)));
-                    }
-                    if let (Some(mut pending), Some(p)) = (pending, pending_position) {
-                        pending.config.share_keys[p] = next.public_key.clone();
-                        writes.insert(keys::THRESHOLD_NEXT.to_vec(), Some(encode(&pending)));
-                    }
-                    writes.insert(replaced, Some(encode(&self.ctx.time)));
-                    TxOutcome::Applied
-                }
+        let result = match &body.kind {
+            TxKind::ShareKey(next) => self.share_key(next),
+            TxKind::Reshare(reshare) => self.reshare(reshare, facts.as_ref()),
+            _ => Err(Rejection::NotAShareholder),
+        };
+        let writes = match result {
+            Ok(writes) => {
+                self.results.push(TxOutcome::Applied);
+                writes
+            }
+            Err(reason) => {
+                self.results.push(TxOutcome::Rejected { reason });
+                WriteSet::new()
             }
         };
-        self.results.push(outcome);
         Ok(self.close(tx, tx.id(), index, writes))
+    }
+
+    /// A validator's next share key.
+    fn share_key(&self, next: &crate::tx::ShareKey) -> Result<WriteSet, Rejection> {
+        let mut writes = WriteSet::new();
+        let Some(mut config) = read::<ThresholdConfig>(&self.state, keys::THRESHOLD) else {
+            return Err(Rejection::ThresholdShares);
+        };
+        let pending: Option<PendingThreshold> = read(&self.state, keys::THRESHOLD_NEXT);
+        // The validator's key in the current set, or (joining) in the set that comes next.
+        let position = config.position(next.validator);
+        let pending_position = pending.as_ref().and_then(|p| p.config.position(next.validator));
+        let current = match (position, &pending, pending_position) {
+            (Some(p), _, _) => config.share_keys.get(p),
+            (None, Some(pending), Some(p)) => pending.config.share_keys.get(p),
+            _ => None,
+        };
+        let replaced = keys::share_key_replaced(next.validator);
+        let last: Option<Timestamp> = read(&self.state, &replaced);
+        let too_soon = last.is_some_and(|t| self.ctx.time.get() < t.get().saturating_add(SHARE_KEY_INTERVAL_MS));
+        let in_use = config.share_keys.contains(&next.public_key)
+            || pending.as_ref().is_some_and(|p| p.config.share_keys.contains(&next.public_key));
+        if next.public_key.check().is_err() || current.is_none_or(|k| k.suite != next.public_key.suite) || in_use {
+            return Err(Rejection::InvalidShareKey);
+        }
+        if too_soon {
+            return Err(Rejection::ShareKeyTooSoon);
+        }
+        if let Some(p) = position {
+            config.share_keys[p] = next.public_key.clone();
+            config.epoch = config.epoch.saturating_add(1);
+            writes.insert(keys::THRESHOLD.to_vec(), Some(encode(&config)));
+        }
+        if let (Some(mut pending), Some(p)) = (pending, pending_position) {
+            pending.config.share_keys[p] = next.public_key.clone();
+            writes.insert(keys::THRESHOLD_NEXT.to_vec(), Some(encode(&pending)));
+        }
+        writes.insert(replaced, Some(encode(&self.ctx.time)));
+        Ok(writes)
     }
 
     /// Files an event in the patient's trail and, when flagged, in the auditors' review queue.
@@ -402,6 +419,7 @@ fn denial_event(
         TxKind::Enroll(_)
         | TxKind::Suspend(_)
         | TxKind::ShareKey(_)
+        | TxKind::Reshare(_)
         | TxKind::TeamCreate(_)
         | TxKind::TeamAdd(_)
         | TxKind::TeamRemove(_)

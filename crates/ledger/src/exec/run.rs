@@ -38,6 +38,7 @@ impl Run<'_, '_> {
             TxKind::Erase(e) => self.erase(e),
             // Applied before any member is looked up (see `Executor::apply_share_key`).
             TxKind::ShareKey(_) => Err(Rejection::InvalidShareKey),
+            TxKind::Reshare(_) => Err(Rejection::NotAShareholder),
             TxKind::LegalHold(h) => self.legal_hold(h),
             TxKind::ChartReview(c) => self.chart_review(c),
             TxKind::Delegate(d) => self.delegate(d),

@@ -116,7 +116,7 @@ fn bundle_now(state: &ApiState, tx: &TxId, me: MemberEntry) -> ApiResult<Option<
     let own = own.ok_or_else(|| ApiError::not_found("record"))?;
     let Some(evidence) = evidence(state, &view, &record, &own, &envelopes)? else { return Ok(None) };
     let sidecar = Sidecar::decode(&own).unwrap_or_default();
-    let threshold = sidecar.threshold.0.as_ref().map(ThresholdPublic::of);
+    let threshold = record.threshold.0.as_ref().map(ThresholdPublic::of);
     Ok(Some(AccessBundle {
         record,
         envelopes,
@@ -184,7 +184,7 @@ pub(super) async fn access_share(
 ) -> ApiResult<Json<ReleasedShare>> {
     let tx: TxId = parse(&tx, "transaction id")?;
     let (me, Served { record, emergency, .. }) = allowed_access(&state, &tx, me)?;
-    let Some(info) = record.threshold.0 else {
+    let Some(info) = record.threshold.0.clone() else {
         return Err(ApiError::not_found("threshold share (the record uses the direct suite)"));
     };
     let chain_id = state.app.inner().chain_id;
@@ -194,21 +194,23 @@ pub(super) async fn access_share(
     let Some(keyring) = state.keyring.as_deref() else {
         return Err(ApiError::not_found("threshold share (this validator holds no share key)"));
     };
-    // The share's position in the record's validator set (the set of the epoch it was dealt to).
-    let shares = db
-        .sidecar(&record.sidecar)
-        .map_err(ApiError::internal)?
-        .and_then(|b| Sidecar::decode(&b).ok())
-        .and_then(|s| s.threshold.0)
-        .ok_or_else(|| ApiError::not_found("threshold share"))?;
-    let position = shares
+    // The share's position among the version's holders: the set it was dealt to, or re-shared to.
+    let position = info
         .position(state.index)
         .ok_or_else(|| ApiError::not_found("threshold share (this validator holds none of this record)"))?;
     let share_index = u32::try_from(position).map_err(ApiError::internal)?;
     let vaulted = db.vault_get(&record.record, record.version).map_err(ApiError::internal)?;
     let opened = match vaulted.and_then(|row| keyring.open_share(&record.record, record.version, &row)) {
-        Some(opened) => opened,
-        None => {
+        Some(opened) if info.opened_fits(position, &opened) => opened,
+        // Not vaulted yet (the janitor has not seen the record's block): the author's dealing is
+        // opened from the sidecar. A re-shared generation is only ever in the vault.
+        _ if info.generation == 0 => {
+            let shares = db
+                .sidecar(&record.sidecar)
+                .map_err(ApiError::internal)?
+                .and_then(|b| Sidecar::decode(&b).ok())
+                .and_then(|s| s.threshold.0)
+                .ok_or_else(|| ApiError::not_found("threshold share"))?;
             let key = keyring.current();
             let mine = shares.shares.get(position).ok_or_else(|| ApiError::not_found("threshold share"))?;
             let miswrapped = || {
@@ -220,10 +222,17 @@ pub(super) async fn access_share(
             };
             let context = threshold::share_context(chain_id, record.record, record.version, info.epoch, share_index);
             let opened = medledger_crypto::wrap::open(&key, &mine.envelope, &context).map_err(|_| miswrapped())?;
-            if !shares.opened_fits(position, &opened) {
+            if !info.opened_fits(position, &opened) {
                 return Err(miswrapped());
             }
             opened
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "share-unavailable",
+                "this validator has no verified share of the record's current generation",
+            ));
         }
     };
     // The emergency share of k_env goes only to a reader whom break-glass alone allowed (they
