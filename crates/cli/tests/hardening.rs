@@ -853,3 +853,69 @@ fn no_endpoint_tells_an_outsider_who_a_patient_sees() {
         assert!(body.contains(&alice) || body.contains(&nina), "{who} {call}: {body}");
     }
 }
+
+/// Finding 11 (erasure and the consensus archive): the engine's finalized-block archive keeps only
+/// a window of blocks behind the tip (`archive_retention_blocks`), so an erased record's sidecar,
+/// purged from the chain log at once, leaves every file of the validator once the window has
+/// passed its block; before, the engine's archive kept every block for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_sidecar_leaves_the_consensus_archive_once_its_window_passes() {
+    use medledger_ledger::{RecordAccess, TxKind};
+    use medledger_sdk::COMMIT_TIMEOUT;
+    use medledger_types::PurposeOfUse;
+
+    let mut net = Net::start_n(1);
+    net.kill9_validator(0);
+    let file = net.dir.join("validator-0").join("validator.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    config["archive_retention_blocks"] = 16.into();
+    config["sync_gap_blocks"] = 8.into();
+    std::fs::write(&file, config.to_string()).unwrap();
+    net.start_validator(0);
+    net.cast();
+    let session = Session::open(&net.home, None).unwrap();
+    let alice = session.home.load_identity("alice", PASS).unwrap();
+    session.release().await.unwrap();
+    let sealed = seal(&session, &alice, &alice, r#"{"resourceType":"Basic","code":{"text":"archived"}}"#).await;
+    session.transact(&alice, sealed.kind.clone(), Some(sealed.sidecar.clone())).await.unwrap();
+    let kept = seal(&session, &alice, &alice, r#"{"resourceType":"Basic","code":{"text":"kept"}}"#).await;
+    session.transact(&alice, kept.kind.clone(), Some(kept.sidecar.clone())).await.unwrap();
+    let shares = sealed.sidecar.threshold.0.as_ref().unwrap();
+    let mut needles: Vec<Vec<u8>> =
+        shares.shares.iter().map(|s| medledger_types::encode(&s.envelope)[..64].to_vec()).collect();
+    needles.extend(sealed.sidecar.envelopes.iter().map(|e| medledger_types::encode(&e.envelope)[..64].to_vec()));
+    let consensus = net.dir.join("validator-0").join("data").join("consensus");
+    let validator_dir = net.dir.join("validator-0");
+    let held = |needles: &[Vec<u8>]| -> Vec<String> {
+        common::files_under(&validator_dir)
+            .into_iter()
+            .filter(|f| {
+                let bytes = std::fs::read(f).unwrap_or_default();
+                needles.iter().any(|n| common::contains(&bytes, n))
+            })
+            .map(|f| f.strip_prefix(&validator_dir).unwrap().display().to_string())
+            .collect()
+    };
+    // Before the erasure the engine's archive holds the sidecar, as its block does.
+    assert!(held(&needles).iter().any(|f| f.contains("consensus")), "{:?}", held(&needles));
+    let id = sealed.record.to_string();
+    let erased: serde_json::Value =
+        serde_json::from_str(&net.ok(&["--json", "record", "erase", "--as", "alice", &id])).unwrap();
+    let height = erased["height"].as_u64().unwrap();
+    janitor_done(&net, height);
+    // Life goes on (reads of the kept record, each a block) until the window, rounded up to the
+    // archive's and the caches' sections, has passed the block of the erased record's sidecar.
+    let kind = TxKind::RecordAccess(RecordAccess { record: kept.record, version: 1, purpose: PurposeOfUse::Treat });
+    while net.status_of(0)["height"].as_u64().unwrap() < height + 16 + 256 + 64 {
+        let id = session.submit_signed(vec![(&alice, kind.clone(), None)]).await.unwrap().remove(0).unwrap();
+        session.client.wait(&id, COMMIT_TIMEOUT).await.unwrap();
+    }
+    net.kill9_validator(0);
+    let left = held(&needles);
+    assert!(left.is_empty(), "files keeping the erased sidecar: {left:?}");
+    // The archive still holds the recent blocks (the kept record's reads), not nothing.
+    assert!(
+        common::files_under(&consensus).iter().any(|f| f.display().to_string().contains("finalized-blocks-v2-value")
+            && std::fs::metadata(f).unwrap().len() > 0)
+    );
+}

@@ -35,6 +35,11 @@ pub struct ValidatorFile {
     /// that peer's verified state instead of replaying the blocks (see `medledger_node::sync`).
     #[serde(default = "default_sync_gap")]
     pub sync_gap_blocks: u64,
+    /// Finalized blocks the consensus engine's archive keeps behind the committed tip (at least
+    /// `sync_gap_blocks` plus a margin, so every peer that lags less than that catches up from
+    /// it); older blocks, and the bytes of any sidecar an erasure purged, leave it.
+    #[serde(default = "default_archive_retention")]
+    pub archive_retention_blocks: u64,
     /// Sustained API requests per second from one client address (0: no limit).
     #[serde(default = "default_rate")]
     pub api_requests_per_second: u32,
@@ -67,6 +72,15 @@ fn default_burst() -> u32 {
 fn default_sync_gap() -> u64 {
     crate::sync::SYNC_GAP_BLOCKS_DEFAULT
 }
+
+fn default_archive_retention() -> u64 {
+    ARCHIVE_RETENTION_DEFAULT
+}
+
+/// Default finalized blocks kept in the consensus archive: twice the default state-sync gap.
+pub const ARCHIVE_RETENTION_DEFAULT: u64 = 2 * crate::sync::SYNC_GAP_BLOCKS_DEFAULT;
+/// The fewest finalized blocks the consensus archive keeps, whatever the file says.
+pub const ARCHIVE_RETENTION_MIN: u64 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -174,6 +188,7 @@ fn fresh_validator(
         storage,
         s3_endpoint,
         sync_gap_blocks: default_sync_gap(),
+        archive_retention_blocks: default_archive_retention(),
         api_requests_per_second: default_rate(),
         api_request_burst: default_burst(),
         tls: None,
@@ -235,6 +250,7 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
             storage: storage.clone(),
             s3_endpoint: plan.s3_endpoint.clone(),
             sync_gap_blocks: default_sync_gap(),
+            archive_retention_blocks: default_archive_retention(),
             api_requests_per_second: default_rate(),
             api_request_burst: default_burst(),
             tls: None,
@@ -305,6 +321,9 @@ pub fn consensus_config(dir: &Path, genesis: &Genesis, file: &ValidatorFile) -> 
         storage_dir: validator_dir(dir, file.index).join("data").join("consensus"),
         namespace: namespace_for_chain(&genesis.chain_id()),
         timeouts: Default::default(),
+        // Never below the state-sync gap: a peer lagging less than that catches up from this
+        // archive (a peer further behind installs a verified state when it starts).
+        archive_retention: file.archive_retention_blocks.max(file.sync_gap_blocks).max(ARCHIVE_RETENTION_MIN),
     })
 }
 

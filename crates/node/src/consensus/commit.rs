@@ -62,11 +62,14 @@ impl Reporter for FinalizedQueue {
 
 /// Hands finalized blocks to the ledger, one at a time and in order, until the marshal stops.
 /// After each commit, and before its acknowledgement, `committed` gets the ledger's schedule (so
-/// the epochs the marshal places the next heights in already count this block).
+/// the epochs the marshal places the next heights in already count this block). After it, the
+/// marshal is asked to drop the blocks more than `retention` below it (our chain log keeps them;
+/// a peer that far behind installs a verified state instead of backfilling).
 pub(crate) async fn run_committer<L: Ledger>(
     ledger: L,
     marshal: Mailbox<super::Scheme, Standard<ChainBlock>>,
     mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+    retention: u64,
     mut committed: impl FnMut(Schedule) + Send,
 ) {
     while let Some((block, ack)) = deliveries.next().await {
@@ -83,6 +86,9 @@ pub(crate) async fn run_committer<L: Ledger>(
         ledger.finalized(block.inner().block().clone(), certificate).await;
         committed(ledger.schedule());
         ack.acknowledge();
+        if let Some(floor) = height.get().checked_sub(retention).filter(|floor| *floor > 0) {
+            marshal.prune(commonware_consensus::types::Height::new(floor));
+        }
     }
     info!("finalized-block delivery stopped");
 }

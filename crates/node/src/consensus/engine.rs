@@ -21,7 +21,8 @@ use commonware_p2p::{AddressableManager, Blocker, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Metrics, Spawner, Storage};
-use commonware_storage::archive::immutable;
+use commonware_storage::archive::{immutable, prunable};
+use commonware_storage::translator::EightCap;
 use commonware_utils::NonZeroDuration;
 use commonware_utils::ordered::Set;
 use medledger_types::limits::VALIDATORS_MAX;
@@ -64,6 +65,12 @@ pub(crate) const REPLAY_BUFFER_BYTES: NonZeroUsize = NonZeroUsize::new(1 << 20).
 pub(crate) const WRITE_BUFFER_BYTES: NonZeroUsize = NonZeroUsize::new(64 << 10).expect("64 KiB is not zero");
 /// Items per archive section. Fixed for the life of the stored data: never change it.
 const ARCHIVE_ITEMS_PER_SECTION: NonZeroU64 = NonZeroU64::new(4096).expect("4096 is not zero");
+/// Blocks per section of the finalized-block archive: the unit it is pruned by, so a block leaves
+/// the disk at most this many blocks after the retention window passed it. Fixed for the life of
+/// the stored data: never change it.
+const BLOCK_ITEMS_PER_SECTION: NonZeroU64 = NonZeroU64::new(64).expect("64 is not zero");
+/// The partitions of the finalized-block archive before it became prunable (removed at start).
+const OLD_BLOCK_PARTITIONS: [&str; 5] = ["metadata", "freezer-table", "freezer-key", "freezer-value", "ordinal"];
 /// Views per section of the marshal's prunable caches.
 const CACHE_ITEMS_PER_SECTION: NonZeroU64 = NonZeroU64::new(256).expect("256 is not zero");
 /// Depth of the engine's internal mailboxes.
@@ -186,9 +193,27 @@ where
     )
     .await
     .map_err(|error| ConsensusError::Storage(format!("finalization archive: {error}")))?;
-    let blocks = immutable::Archive::<E, Digest, Arc<ChainBlock>>::init(
+    // Finalized blocks: a prunable archive, kept to `archive_retention` blocks behind the committed
+    // tip (see `commit`). An earlier layout's immutable archive, which could never drop an erased
+    // sidecar's bytes, is removed.
+    for part in OLD_BLOCK_PARTITIONS {
+        let _ = context.remove(&format!("{prefix}-finalized-blocks-{part}"), None).await;
+    }
+    let blocks = prunable::Archive::<EightCap, E, Digest, Arc<ChainBlock>>::init(
         context.child("finalized_blocks"),
-        archive_config(&prefix, "finalized-blocks", &page_cache, ()),
+        prunable::Config {
+            translator: EightCap,
+            metadata_partition: format!("{prefix}-finalized-blocks-v2-metadata"),
+            key_partition: format!("{prefix}-finalized-blocks-v2-key"),
+            key_page_cache: page_cache.clone(),
+            value_partition: format!("{prefix}-finalized-blocks-v2-value"),
+            compression: None,
+            codec_config: (),
+            items_per_section: BLOCK_ITEMS_PER_SECTION,
+            key_write_buffer: WRITE_BUFFER_BYTES,
+            value_write_buffer: WRITE_BUFFER_BYTES,
+            replay_buffer: REPLAY_BUFFER_BYTES,
+        },
     )
     .await
     .map_err(|error| ConsensusError::Storage(format!("block archive: {error}")))?;
@@ -210,7 +235,8 @@ where
         start,
         partition_prefix: format!("{prefix}-marshal"),
         mailbox_size: MAILBOX_SIZE,
-        view_retention: VIEW_RETENTION,
+        // Views kept behind the finalized tip: no more than the blocks the archive keeps.
+        view_retention: ViewDelta::new(VIEW_RETENTION.get().min(cfg.archive_retention)),
         prunable_items_per_section: CACHE_ITEMS_PER_SECTION,
         page_cache: page_cache.clone(),
         replay_buffer: REPLAY_BUFFER_BYTES,
@@ -269,8 +295,9 @@ where
     let (committed, committed_watch) = watch::channel(known.get().committed);
     let committer_handle = {
         let (ledger, marshal, known) = (ledger.clone(), marshal.clone(), known.clone());
+        let retention = cfg.archive_retention;
         context.child("committer").spawn(move |_| {
-            run_committer(ledger, marshal, deliveries, move |schedule| {
+            run_committer(ledger, marshal, deliveries, retention, move |schedule| {
                 let height = schedule.committed;
                 known.set(schedule);
                 committed.send_replace(height);
@@ -335,6 +362,7 @@ mod tests {
             storage_dir: std::env::temp_dir(),
             namespace: b"test".to_vec(),
             timeouts: Timeouts::default(),
+            archive_retention: 1024,
         }
     }
 

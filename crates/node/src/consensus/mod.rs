@@ -209,6 +209,11 @@ pub struct ValidatorConfig {
     pub namespace: Vec<u8>,
     /// Engine time-outs.
     pub timeouts: Timeouts,
+    /// Finalized blocks the marshal keeps behind the committed tip, to serve peers that lag (a
+    /// peer further behind installs a verified state instead, `medledger_node::sync`). Older
+    /// blocks leave its archive, and with them the bytes of sidecars an erasure purged from the
+    /// chain log.
+    pub archive_retention: u64,
 }
 
 impl std::fmt::Debug for ValidatorConfig {
@@ -221,6 +226,7 @@ impl std::fmt::Debug for ValidatorConfig {
             .field("storage_dir", &self.storage_dir)
             .field("namespace", &hex::encode(&self.namespace))
             .field("timeouts", &self.timeouts)
+            .field("archive_retention", &self.archive_retention)
             .finish()
     }
 }

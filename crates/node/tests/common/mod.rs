@@ -423,6 +423,7 @@ pub fn configs(n: usize, timeouts: Timeouts) -> Vec<ValidatorConfig> {
             storage_dir: std::env::temp_dir(),
             namespace: namespace_for_chain(&CHAIN),
             timeouts,
+            archive_retention: 1024,
         })
         .collect()
 }
