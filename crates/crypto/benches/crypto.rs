@@ -94,6 +94,28 @@ fn wrap_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// Threshold release: what a write deals (k_thr 2-of-4 and k_env 3-of-4), what a reader checks
+/// per released share, and what one re-sharing dealing and combination cost (4 → 5 validators).
+fn threshold_benches(c: &mut Criterion) {
+    use medledger_crypto::threshold::{self, combine, combine_subshares, combine_verifiers, reshare, split};
+    let mut group = c.benchmark_group("threshold");
+    let secret = threshold::random_secret();
+    group.bench_function("split_2_of_4", |b| b.iter(|| split(black_box(&secret), 2, 4).unwrap()));
+    group.bench_function("split_3_of_4", |b| b.iter(|| split(black_box(&secret), 3, 4).unwrap()));
+    let (shares, verifier) = split(&secret, 2, 4).unwrap();
+    group.bench_function("verify_share_2_of_4", |b| b.iter(|| assert!(verifier.verify(black_box(&shares[1])))));
+    group.bench_function("combine_2", |b| b.iter(|| combine(black_box(&shares[..2])).unwrap()));
+    group.bench_function("reshare_deal_2_of_5", |b| b.iter(|| reshare(black_box(&shares[0]), 2, 5).unwrap()));
+    let dealt: Vec<_> = shares[..2].iter().map(|s| reshare(s, 2, 5).unwrap()).collect();
+    group.bench_function("reshare_combine_subshares", |b| {
+        b.iter(|| combine_subshares(&[(1, dealt[0].0[0].clone()), (2, dealt[1].0[0].clone())], 1).unwrap())
+    });
+    group.bench_function("reshare_combine_verifiers", |b| {
+        b.iter(|| combine_verifiers(&[(1, &dealt[0].1), (2, &dealt[1].1)]).unwrap())
+    });
+    group.finish();
+}
+
 fn sign_benches(c: &mut Criterion) {
     let key = SigningKey::generate();
     let msg = [0x42u8; 256];
@@ -132,5 +154,13 @@ fn keystore_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, payload_benches, primitive_benches, wrap_benches, sign_benches, keystore_benches);
+criterion_group!(
+    benches,
+    payload_benches,
+    primitive_benches,
+    wrap_benches,
+    threshold_benches,
+    sign_benches,
+    keystore_benches
+);
 criterion_main!(benches);
