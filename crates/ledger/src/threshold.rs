@@ -92,6 +92,11 @@ pub struct ThresholdShares {
     pub shares: Vec<WrappedShare>,
 }
 
+/// A verifier's points as the ledger carries them.
+pub fn commitments(verifier: &medledger_crypto::threshold::Verifier) -> Vec<Commitment> {
+    verifier.to_points().into_iter().map(Commitment::new).collect()
+}
+
 /// `points` as a verifier, if each is a Ristretto255 point (and there are 1..=255).
 pub fn verifier(points: &[Commitment]) -> Option<medledger_crypto::threshold::Verifier> {
     let raw: Vec<[u8; 32]> = points.iter().map(|c| c.0).collect();
@@ -99,6 +104,25 @@ pub fn verifier(points: &[Commitment]) -> Option<medledger_crypto::threshold::Ve
 }
 
 impl ThresholdShares {
+    /// Shares dealt to `config`'s validators (`shares[i]` for `config.validators[i]`) under these
+    /// commitments of `k_thr` and of the emergency `k_env`.
+    pub fn for_config(
+        config: &ThresholdConfig,
+        verifier: &medledger_crypto::threshold::Verifier,
+        emergency: &medledger_crypto::threshold::Verifier,
+        shares: Vec<WrappedShare>,
+    ) -> Self {
+        Self {
+            epoch: config.epoch,
+            threshold: config.threshold,
+            emergency_threshold: config.emergency_threshold,
+            validators: config.validators.clone(),
+            verifier: commitments(verifier),
+            emergency_verifier: commitments(emergency),
+            shares,
+        }
+    }
+
     /// What execution checks of these shares (all it needs once erasure purged them).
     pub fn shape(&self) -> SharesShape {
         SharesShape {

@@ -75,10 +75,6 @@ const T0: u64 = 1_700_000_000_000;
 
 /// The digest of a record version's ciphertext in these tables: distinct per version, as real
 /// ciphertexts (fresh keys each time) are.
-fn points(verifier: &shamir::Verifier) -> Vec<medledger_types::Commitment> {
-    verifier.to_points().into_iter().map(medledger_types::Commitment::new).collect()
-}
-
 fn digest_of(record: RecordId, version: u32) -> Digest {
     let mut bytes = record.as_bytes().to_vec();
     bytes.extend_from_slice(&version.to_be_bytes());
@@ -170,15 +166,7 @@ impl World {
                 WrappedShare { envelope: wrap::seal(&config.share_keys[i], &both, &context).unwrap() }
             })
             .collect();
-        ThresholdShares {
-            epoch: config.epoch,
-            threshold: config.threshold,
-            emergency_threshold: config.emergency_threshold,
-            validators: config.validators.clone(),
-            verifier: points(&verifier),
-            emergency_verifier: points(&emergency_verifier),
-            shares,
-        }
+        ThresholdShares::for_config(&config, &verifier, &emergency_verifier, shares)
     }
 
     fn tx(&self, who: &mut Who, kind: TxKind, sidecar: Option<&Sidecar>) -> (Transaction, Option<Vec<u8>>) {
@@ -1204,6 +1192,22 @@ fn holds_stay_within_the_patients_organisation_and_no_member_takes_a_validators_
 
 impl World {
     /// Validator `signer` signs a share-key transaction naming validator `named`.
+    /// The state every validator reaches executing this world's blocks from genesis.
+    fn replayed(&self) -> State {
+        let mut replayed = self.genesis_state.clone();
+        for (height, time, txs, sidecars) in &self.history {
+            let ctx =
+                BlockContext { chain_id: self.chain, height: *height, time: *time, validators: &self.validator_keys };
+            for (k, v) in execute_block(&replayed, ctx, txs, sidecars).expect("replays").writes {
+                match v {
+                    Some(v) => replayed.insert(k, v),
+                    None => replayed.remove(&k),
+                };
+            }
+        }
+        replayed
+    }
+
     fn share_key_tx(&self, signer: usize, named: u32, key: &EncryptionKey, nonce: u64) -> Transaction {
         let body = TxBody {
             chain_id: self.chain,
@@ -2497,11 +2501,17 @@ fn join_proposal(w: &World, org: &str, admin: &Who, port: u16, share_key: bool) 
     (proposal, validator)
 }
 
+/// Four organisations, each with its admin and validator, threshold release on.
+fn four_organisations() -> (Vec<Who>, World) {
+    let admins: Vec<Who> = (1..=4).map(Who::new).collect();
+    let names = ["org1", "org2", "org3", "org4"];
+    let w = World::with_validators(&names.iter().zip(&admins).map(|(n, a)| (*n, a)).collect::<Vec<_>>(), 4, true);
+    (admins, w)
+}
+
 #[test]
 fn governance_rows() {
-    let mut admins: Vec<Who> = (1..=4).map(Who::new).collect();
-    let names = ["org1", "org2", "org3", "org4"];
-    let mut w = World::with_validators(&names.iter().zip(&admins).map(|(n, a)| (*n, a)).collect::<Vec<_>>(), 4, true);
+    let (mut admins, mut w) = four_organisations();
     let mut doctor = Who::new(20);
     assert_eq!(w.enroll(&mut admins[0], &doctor, "org1", Role::Doctor), TxOutcome::Applied);
     assert_eq!(governance::latest_epoch(&w.state), 0);
@@ -2650,17 +2660,7 @@ fn governance_rows() {
     assert_eq!(governance::epochs(&w.state)[3].validators, vec![0, 1, 2, 3, 5], "stable indices: 4 is never reused");
     assert_eq!(w.enroll(&mut admin6, &Who::new(24), "org6", Role::Doctor), TxOutcome::Applied);
     // Every validator executing the same blocks from genesis reaches the same state.
-    let mut replayed = w.genesis_state.clone();
-    for (height, time, txs, sidecars) in &w.history {
-        let ctx = BlockContext { chain_id: w.chain, height: *height, time: *time, validators: &w.validator_keys };
-        for (k, v) in execute_block(&replayed, ctx, txs, sidecars).expect("replays").writes {
-            match v {
-                Some(v) => replayed.insert(k, v),
-                None => replayed.remove(&k),
-            };
-        }
-    }
-    assert_eq!(replayed, w.state);
+    assert_eq!(w.replayed(), w.state);
 }
 
 #[test]
@@ -2713,15 +2713,7 @@ fn dealing(w: &World, record: RecordId, version: u32, dealer: u32, opened: &[u8]
             WrappedShare { envelope: wrap::seal(&config.share_keys[j], &subs[j], &context).unwrap() }
         })
         .collect();
-    let shares = ThresholdShares {
-        epoch: config.epoch,
-        threshold: config.threshold,
-        emergency_threshold: config.emergency_threshold,
-        validators: config.validators.clone(),
-        verifier: points(&verifier),
-        emergency_verifier: points(&emergency),
-        shares,
-    };
+    let shares = ThresholdShares::for_config(&config, &verifier, &emergency, shares);
     (Sidecar { envelopes: Vec::new(), metadata: None, threshold: Trailing(Some(shares)) }, subs)
 }
 
@@ -2737,9 +2729,7 @@ fn reshare_rows() {
     use medledger_ledger::state::RecordEntry;
     use medledger_ledger::threshold::{RESHARE_COMPLAINT_WINDOW_MS, ThresholdInfo};
 
-    let mut admins: Vec<Who> = (1..=4).map(Who::new).collect();
-    let names = ["org1", "org2", "org3", "org4"];
-    let mut w = World::with_validators(&names.iter().zip(&admins).map(|(n, a)| (*n, a)).collect::<Vec<_>>(), 4, true);
+    let (mut admins, mut w) = four_organisations();
     let mut patient = Who::new(30);
     assert_eq!(w.enroll(&mut admins[0], &patient, "org1", Role::Patient), TxOutcome::Applied);
     let r = RecordId::new([40; 16]);
@@ -2891,15 +2881,5 @@ fn reshare_rows() {
     let tx = finish(&w, &mut nonces, 4, vec![0, 2]);
     assert_eq!(outcome(&mut w, tx), rejected(Rejection::NothingToReshare));
     // Every validator executing the same blocks from genesis reaches the same state.
-    let mut replayed = w.genesis_state.clone();
-    for (height, time, txs, sidecars) in &w.history {
-        let ctx = BlockContext { chain_id: w.chain, height: *height, time: *time, validators: &w.validator_keys };
-        for (k, v) in execute_block(&replayed, ctx, txs, sidecars).expect("replays").writes {
-            match v {
-                Some(v) => replayed.insert(k, v),
-                None => replayed.remove(&k),
-            };
-        }
-    }
-    assert_eq!(replayed, w.state);
+    assert_eq!(w.replayed(), w.state);
 }

@@ -28,7 +28,7 @@ use medledger_ledger::threshold::{
     WrappedShare, reshare_context,
 };
 use medledger_ledger::{Reshare, ReshareStep, Sidecar, Transaction, TxBody, TxKind, validator_member_id};
-use medledger_types::{Commitment, Nonce, RecordId, Trailing, TxId};
+use medledger_types::{Nonce, RecordId, Trailing, TxId};
 use zeroize::Zeroizing;
 
 use crate::janitor::Janitor;
@@ -239,16 +239,7 @@ impl Janitor {
             });
             subs.push(both.to_vec());
         }
-        let points = |v: &vss::Verifier| v.to_points().into_iter().map(Commitment::new).collect();
-        let dealing = ThresholdShares {
-            epoch: config.epoch,
-            threshold: config.threshold,
-            emergency_threshold: config.emergency_threshold,
-            validators: config.validators.clone(),
-            verifier: points(&verifier),
-            emergency_verifier: points(&emergency),
-            shares,
-        };
+        let dealing = ThresholdShares::for_config(config, &verifier, &emergency, shares);
         let dealt = Zeroizing::new(
             borsh::to_vec(&Dealt { validators: config.validators.clone(), subs }).map_err(|e| e.to_string())?,
         );

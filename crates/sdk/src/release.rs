@@ -21,7 +21,7 @@ use medledger_ledger::state::RecordEntry;
 use medledger_ledger::threshold::{
     self, SHARES_SECRET_BYTES, ThresholdConfig, ThresholdShares, WrappedShare, release_context, share_context,
 };
-use medledger_types::{Commitment, RecordId, TxId};
+use medledger_types::{RecordId, TxId};
 use zeroize::Zeroizing;
 
 use crate::error::{Result, SdkError};
@@ -180,15 +180,7 @@ impl Session {
             let context = share_context(self.chain_id, record, version, config.epoch, index(i));
             shares.push(WrappedShare { envelope: wrap::seal(key, &both[..], &context).map_err(SdkError::other)? });
         }
-        let shares = ThresholdShares {
-            epoch: config.epoch,
-            threshold: config.threshold,
-            emergency_threshold: config.emergency_threshold,
-            validators: config.validators.clone(),
-            verifier: commitments(&verifier),
-            emergency_verifier: commitments(&emergency_verifier),
-            shares,
-        };
+        let shares = ThresholdShares::for_config(config, &verifier, &emergency_verifier, shares);
         Ok(Dealt { dek, k_env, shares })
     }
 
@@ -293,11 +285,6 @@ impl Session {
             failures.first().map(|e| format!(" ({e})")).unwrap_or_default()
         )))
     }
-}
-
-/// A verifier's points as the ledger carries them.
-fn commitments(verifier: &shamir::Verifier) -> Vec<Commitment> {
-    verifier.to_points().into_iter().map(Commitment::new).collect()
 }
 
 /// A recovered key half.

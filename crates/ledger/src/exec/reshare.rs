@@ -30,7 +30,8 @@ use crate::policy::Rejection;
 use crate::sidecar::SidecarFacts;
 use crate::state::{RecordEntry, StateView, WriteSet, keys, read};
 use crate::threshold::{
-    Complaint, Dealing, RESHARE_COMPLAINT_WINDOW_MS, ThresholdConfig, ThresholdInfo, dealing_fits, verifier,
+    Complaint, Dealing, RESHARE_COMPLAINT_WINDOW_MS, ThresholdConfig, ThresholdInfo, ThresholdShares, dealing_fits,
+    verifier,
 };
 use crate::tx::{Reshare, ReshareStep};
 
@@ -43,10 +44,6 @@ fn share_id(position: usize) -> Result<u8, Rejection> {
 fn deals_own_share(old: &[Commitment], new: &[Commitment], id: u8) -> bool {
     let Some(old) = verifier(old) else { return false };
     old.evaluate(id).is_ok_and(|point| new.first().is_some_and(|first| first.0 == point))
-}
-
-fn points(verifier: &Verifier) -> Vec<Commitment> {
-    verifier.to_points().into_iter().map(Commitment::new).collect()
 }
 
 impl<V: StateView + ?Sized> Executor<'_, V> {
@@ -141,13 +138,8 @@ impl<V: StateView + ?Sized> Executor<'_, V> {
                     return Err(Rejection::BadDealing);
                 };
                 let next = ThresholdInfo {
-                    epoch: config.epoch,
-                    threshold: config.threshold,
-                    emergency_threshold: config.emergency_threshold,
-                    validators: config.validators.clone(),
-                    verifier: points(&thr),
-                    emergency_verifier: points(&env),
                     generation: info.generation.saturating_add(1),
+                    ..ThresholdShares::for_config(&config, &thr, &env, Vec::new()).shape().info()
                 };
                 entry.threshold = Trailing(Some(next));
                 writes.insert(entry_key, Some(encode(&entry)));
