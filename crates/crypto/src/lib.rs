@@ -8,7 +8,8 @@
 //!   header, streaming in bounded memory.
 //! - [`keystore`]: passphrase-encrypted secrets (Argon2id + AES-256-GCM).
 //! - [`local`]: blobs kept at rest on a member's machine, under an HKDF-derived key.
-//! - [`threshold`]: Shamir shares of a record key half for the validators (threshold release).
+//! - [`threshold`]: Pedersen verifiable shares of a record key half for the validators (threshold
+//!   release), and their re-sharing to a new validator set.
 //! - [`suite`]: the stable ids that make every format crypto-agile.
 //!
 //! Nothing here implements a primitive: the algorithms come from
