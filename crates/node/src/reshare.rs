@@ -53,6 +53,9 @@ pub struct ReshareWork {
     scanned_for: Option<Vec<u32>>,
     /// Record versions whose shares an earlier set holds.
     pending: BTreeSet<(RecordId, u32)>,
+    /// Versions this validator cannot deal (no vaulted share: its disk was wiped, say); the other
+    /// holders deal them. Tried again when the set changes or the validator restarts.
+    cannot_deal: BTreeSet<(RecordId, u32)>,
     /// This validator's re-sharing transactions, by version and step, while in its mempool.
     submitted: BTreeMap<(RecordId, u32, u8), TxId>,
     /// The next nonce counter of [`LANE`] (at least the ledger's last plus one).
@@ -122,6 +125,7 @@ impl Janitor {
         work.submitted.retain(|_, id| self.app.has_pending(id));
         if work.scanned_for.as_ref() != Some(&config.validators) {
             work.pending.clear();
+            work.cannot_deal.clear();
             let mut after: Option<Vec<u8>> = None;
             loop {
                 let batch = view.scan(keys::RECORD_VERSION, after.as_deref(), 1024).map_err(|e| e.to_string())?;
@@ -146,6 +150,7 @@ impl Janitor {
         let mut wake = None;
         let mut steps: Vec<(Reshare, Option<Sidecar>)> = Vec::new();
         let mut finished = Vec::new();
+        let mut undealt = Vec::new();
         for &(record, version) in &work.pending {
             if steps.len() >= SUBMIT_PER_TICK {
                 break;
@@ -157,17 +162,22 @@ impl Janitor {
             };
             wake = Some(TICK);
             let submitted = |tag: u8| work.submitted.contains_key(&(record, version, tag));
+            let can_deal = !work.cannot_deal.contains(&(record, version));
             let dealing = |dealer: u32| {
                 read::<Dealing>(&view, &keys::reshare_dealing(&record, version, dealer))
                     .filter(|d| d.validators == config.validators)
             };
             if let Some(position) = info.position(self.index)
+                && can_deal
                 && dealing(self.index).is_none()
                 && !submitted(b'D')
             {
                 match self.deal(keyring, &config, record, version, position) {
                     Ok(step) => steps.push(step),
-                    Err(e) => tracing::warn!(version, error = %e, "cannot deal this validator's share"),
+                    Err(e) => {
+                        tracing::warn!(version, error = %e, "cannot deal this validator's share; the other holders will");
+                        undealt.push((record, version));
+                    }
                 }
             }
             let Some(rank) = config.position(self.index) else { continue };
@@ -198,7 +208,9 @@ impl Janitor {
         }
         for done in finished {
             work.pending.remove(&done);
+            work.cannot_deal.remove(&done);
         }
+        work.cannot_deal.extend(undealt);
         drop(view);
         self.submit_steps(&mut work, steps)?;
         Ok(wake)
