@@ -219,6 +219,25 @@ pub struct ThresholdInfo {
 }
 
 impl ThresholdInfo {
+    /// Generation `generation` of a version's shares, held by `config`'s validators under these
+    /// commitments.
+    pub fn for_config(
+        config: &ThresholdConfig,
+        verifier: &medledger_crypto::threshold::Verifier,
+        emergency: &medledger_crypto::threshold::Verifier,
+        generation: u32,
+    ) -> Self {
+        Self {
+            epoch: config.epoch,
+            threshold: config.threshold,
+            emergency_threshold: config.emergency_threshold,
+            validators: config.validators.clone(),
+            verifier: commitments(verifier),
+            emergency_verifier: commitments(emergency),
+            generation,
+        }
+    }
+
     /// The position of validator `index`'s share.
     pub fn position(&self, index: u32) -> Option<usize> {
         self.validators.iter().position(|v| *v == index)

@@ -30,8 +30,7 @@ use crate::policy::Rejection;
 use crate::sidecar::SidecarFacts;
 use crate::state::{RecordEntry, StateView, WriteSet, keys, read};
 use crate::threshold::{
-    Complaint, Dealing, RESHARE_COMPLAINT_WINDOW_MS, ThresholdConfig, ThresholdInfo, ThresholdShares, dealing_fits,
-    verifier,
+    Complaint, Dealing, RESHARE_COMPLAINT_WINDOW_MS, ThresholdConfig, ThresholdInfo, dealing_fits, verifier,
 };
 use crate::tx::{Reshare, ReshareStep};
 
@@ -137,10 +136,7 @@ impl<V: StateView + ?Sized> Executor<'_, V> {
                 let (Ok(thr), Ok(env)) = (combine_verifiers(&thr), combine_verifiers(&env)) else {
                     return Err(Rejection::BadDealing);
                 };
-                let next = ThresholdInfo {
-                    generation: info.generation.saturating_add(1),
-                    ..ThresholdShares::for_config(&config, &thr, &env, Vec::new()).shape().info()
-                };
+                let next = ThresholdInfo::for_config(&config, &thr, &env, info.generation.saturating_add(1));
                 entry.threshold = Trailing(Some(next));
                 writes.insert(entry_key, Some(encode(&entry)));
                 let current_key = keys::record(&r.record);
