@@ -731,13 +731,7 @@ fn a_byzantine_validator_cannot_hand_a_reader_forged_content() {
             body
         }
     });
-    // Validator 0's operator names the proxy as one of its addresses (signed requests name it).
-    let config = net.dir.join("validator-0").join("validator.json");
-    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
-    json["api_authorities"] = serde_json::json!([forged]);
-    std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
-    net.kill9_validator(0);
-    net.start_validator(0);
+    put_forger_in_front_of_validator_0(&mut net, &forged);
     let id = record.to_string();
 
     // Only the forger asked: refused as an integrity failure, the forgery never printed.
@@ -746,14 +740,114 @@ fn a_byzantine_validator_cannot_hand_a_reader_forged_content() {
     assert_eq!(only.code, 4, "stdout: {} stderr: {}", only.stdout, only.stderr);
     assert!(!only.stdout.contains("FORGED"), "{}", only.stdout);
     // The forger asked first, the honest validators after it: the true record.
+    ask_forger_first(&net, &url);
+    let get = net.cli(&["record", "get", "--as", "alice", &id]);
+    assert_eq!((get.code, get.stdout.as_str()), (0, text), "{}", get.stderr);
+}
+
+/// Validator 0's operator names the forging proxy `forged` as one of its addresses (signed
+/// requests name it), and validator 0 restarts with it.
+fn put_forger_in_front_of_validator_0(net: &mut Net, forged: &str) {
+    let config = net.dir.join("validator-0").join("validator.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    json["api_authorities"] = serde_json::json!([forged]);
+    std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    net.kill9_validator(0);
+    net.start_validator(0);
+}
+
+/// The client asks the forger (`url`) first, then the honest validators 1.. in order.
+fn ask_forger_first(net: &Net, url: &str) {
     let client = net.home.join("client.json");
     let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&client).unwrap()).unwrap();
     let mut nodes = vec![serde_json::json!(url)];
     nodes.extend(net.apis[1..].iter().map(|a| serde_json::json!(format!("http://{a}"))));
     json["nodes"] = serde_json::Value::Array(nodes);
     std::fs::write(&client, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
-    let get = net.cli(&["record", "get", "--as", "alice", &id]);
-    assert_eq!((get.code, get.stdout.as_str()), (0, text), "{}", get.stderr);
+}
+
+/// Finding 6, the writer's side: a writer took the chart's public key, its care teams' keys and a
+/// grantee's key from the first validator that answered, so one Byzantine validator could have a
+/// doctor wrap each new record, and a patient her chart key, for a key pair of its own. The keys a
+/// writer wraps for now come from certified state entries with Merkle proofs, checked against the
+/// genesis: the forger alone gets an integrity failure (exit 4) and nothing is written; asked
+/// first, it is passed over and the record is wrapped for the true keys.
+#[test]
+fn a_byzantine_validator_cannot_have_a_writer_wrap_for_its_key() {
+    use medledger_crypto::suite::KemSuite;
+    use medledger_ledger::api::{ProvedState, StateEvidence};
+    use medledger_ledger::state::{ChartEntry, MemberEntry, keys};
+    use medledger_types::MemberId;
+
+    let mut net = Net::start_n(4);
+    net.cast();
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all", "--write"]);
+    let (alice, nina) = (net.id_of("alice"), net.id_of("nina"));
+    let (alice_id, nina_id) = (MemberId::from_hex(&alice).unwrap(), MemberId::from_hex(&nina).unwrap());
+    // The forger's own key pair, put in place of the chart's and nina's public keys wherever they
+    // are served: plain JSON entries and the values inside proofs.
+    let forged_key = medledger_crypto::wrap::generate(KemSuite::default()).encryption_key().clone();
+    let (chart_path, nina_path) = (format!("/v1/charts/{alice}"), format!("/v1/members/{nina}"));
+    let key = forged_key.clone();
+    let forged = forging_validator(net.apis[0].clone(), move |path, body| {
+        let path = path.split('?').next().unwrap_or_default();
+        if path == chart_path {
+            let mut chart: ChartEntry = serde_json::from_slice(&body).unwrap();
+            chart.public_key = key.clone();
+            serde_json::to_vec(&chart).unwrap()
+        } else if path == nina_path {
+            let mut member: MemberEntry = serde_json::from_slice(&body).unwrap();
+            member.encryption_key = key.clone();
+            serde_json::to_vec(&member).unwrap()
+        } else if path == format!("{chart_path}/proof") || path == format!("{nina_path}/proof") {
+            let proved: ProvedState = serde_json::from_slice(&body).unwrap();
+            let mut evidence = StateEvidence::from_text(&proved.evidence).unwrap();
+            for entry in &mut evidence.entries {
+                let Some(value) = entry.value.as_mut() else { continue };
+                if entry.key == keys::chart(&alice_id) {
+                    let mut chart: ChartEntry = medledger_types::decode_canonical(value, 1 << 20).unwrap();
+                    chart.public_key = key.clone();
+                    *value = medledger_types::encode(&chart);
+                } else if entry.key == keys::member(&nina_id) {
+                    let mut member: MemberEntry = medledger_types::decode_canonical(value, 1 << 20).unwrap();
+                    member.encryption_key = key.clone();
+                    *value = medledger_types::encode(&member);
+                }
+            }
+            serde_json::to_vec(&ProvedState { evidence: evidence.to_text() }).unwrap()
+        } else {
+            body
+        }
+    });
+    put_forger_in_front_of_validator_0(&mut net, &forged);
+    let text = r#"{"resourceType":"Observation","status":"final","code":{"text":"wrapped-right"}}"#;
+    let file = net.file("obs.json", text.as_bytes());
+    let file = file.to_str().unwrap();
+    let honest = format!("http://{}", net.apis[1]);
+    let first = net.ok(&["--node", &honest, "record", "put", "--as", "drbob", "--patient", "alice", file]);
+    let first = first.trim().to_string();
+    let records = || net.ok(&["record", "list", "--as", "alice", "--patient", "alice"]).lines().count();
+    let before = records();
+
+    // Only the forger asked: refused as an integrity failure, and nothing written.
+    let url = format!("http://{forged}");
+    let put = net.cli(&["--node", &url, "record", "put", "--as", "drbob", "--patient", "alice", file]);
+    assert_eq!(put.code, 4, "stdout: {} stderr: {}", put.stdout, put.stderr);
+    assert_eq!(records(), before, "a record was wrapped for the forger's key");
+    let grant = net.cli(&["--node", &url, "grant", "--as", "alice", "--to", "nina", "--all"]);
+    assert_eq!(grant.code, 4, "stdout: {} stderr: {}", grant.stdout, grant.stderr);
+    let denied = net.cli(&["--node", &honest, "record", "get", "--as", "nina", &first]);
+    assert_eq!(denied.code, 3, "nina was granted through the forger's key: {}", denied.stderr);
+
+    // The forger asked first: passed over. The record is wrapped for the true chart key (alice
+    // reads it through the chart) and the grant for nina's true key (she reads it too).
+    ask_forger_first(&net, &url);
+    let record = net.ok(&["record", "put", "--as", "drbob", "--patient", "alice", file]).trim().to_string();
+    net.ok(&["grant", "--as", "alice", "--to", "nina", "--all"]);
+    for (reader, id) in [("alice", &record), ("nina", &record), ("nina", &first)] {
+        let get = net.cli(&["record", "get", "--as", reader, id]);
+        assert_eq!((get.code, get.stdout.as_str()), (0, text), "{reader}: {}", get.stderr);
+    }
 }
 
 /// Finding 4 (medium): chart, member, record, grant and team entries answered unsigned requests,

@@ -40,6 +40,9 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("get", "/v1/tx/{id}/receipt", true),
     ("get", "/v1/teams/{id}", true),
     ("get", "/v1/teams/{id}/envelope", true),
+    ("get", "/v1/charts/{patient}/proof", true),
+    ("get", "/v1/members/{id}/proof", true),
+    ("get", "/v1/teams/{id}/proof", true),
     ("get", "/v1/sync/state", true),
     ("get", "/v1/sync/chain", true),
 ];

@@ -106,6 +106,56 @@ impl AccessEvidence {
     }
 }
 
+/// `GET /v1/charts/{patient}/proof`, `/v1/members/{id}/proof`, `/v1/teams/{id}/proof`: state
+/// entries a writer wraps keys for (a chart's current key and its care teams', a member's or a
+/// team's public key), as [`StateEvidence`] in text form. The client reads the entries out of the
+/// evidence it has checked, never beside it, so no single validator can hand it a key of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProvedState {
+    /// [`StateEvidence`] (borsh, then base64).
+    pub evidence: String,
+}
+
+/// Largest [`StateEvidence`] (encoded): a chart with its teams, or one member or team entry.
+pub const STATE_EVIDENCE_BYTES_MAX: usize = 1024 * 1024;
+
+/// State entries with Merkle proofs (of presence or of absence) against the state root of a block
+/// a quorum of its epoch's validators finalized, with the validator-set history from genesis to
+/// that epoch.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct StateEvidence {
+    pub header: crate::BlockHeader,
+    pub certificate: Vec<u8>,
+    pub links: Vec<crate::receipt::EpochLink>,
+    pub entries: Vec<ProvedEntry>,
+}
+
+/// One state key, its value in the certified state (`None`: absent) and the proof of it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ProvedEntry {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+    pub proof: Vec<u8>,
+}
+
+impl StateEvidence {
+    /// The text form carried in [`ProvedState::evidence`].
+    pub fn to_text(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(medledger_types::encode(self))
+    }
+
+    /// Decodes the text form from outside input, within [`STATE_EVIDENCE_BYTES_MAX`].
+    pub fn from_text(text: &str) -> Option<Self> {
+        use base64::Engine as _;
+        if text.len() > STATE_EVIDENCE_BYTES_MAX / 3 * 4 + 4 {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+        medledger_types::decode_canonical(&bytes, STATE_EVIDENCE_BYTES_MAX).ok()
+    }
+}
+
 /// The public side of a record's threshold shares.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ThresholdPublic {

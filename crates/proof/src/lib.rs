@@ -4,7 +4,8 @@
 //!
 //! - [`certificate`]: the consensus engine's finality certificates (a quorum's signatures).
 //! - [`state`]: Merkle proofs of state entries against a block's state root, the validator-set
-//!   history from genesis to the epoch that certified a block, and so a certified state root.
+//!   history from genesis to the epoch that certified a block, and so a certified state root;
+//!   the check of a set of proved entries (the keys a writer wraps for).
 //! - [`receipt`]: the whole check of a receipt (a transaction and its outcome in a finalized block).
 //! - [`access`]: the check of an access bundle (record entry, envelopes, metadata, threshold
 //!   commitments) against the state a certified block commits to.
@@ -19,4 +20,7 @@ pub mod state;
 
 pub use access::{AccessError, Verified, check_access};
 pub use certificate::{namespace_for_chain, verify_certificate, verify_certificate_in};
-pub use state::{certified_root, validators_through, verify_state_proof};
+pub use state::{
+    ProvedEntries, StateError, certified_root, check_state, validators_through, verify_state_proof,
+    verify_state_proof_of,
+};

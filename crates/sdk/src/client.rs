@@ -306,8 +306,13 @@ impl Client {
     /// [`Client::access_bundle`] from validator `node` only (not yet checked: see
     /// `Session::verified_bundle`).
     pub async fn access_bundle_from(&self, node: &str, me: &Identity, access: &TxId) -> Result<AccessBundle> {
-        let (bytes, _) =
-            self.send_via(&[node], Method::GET, &format!("/v1/access/{access}/bundle"), None, Some(me)).await?;
+        self.get_json_from(node, &format!("/v1/access/{access}/bundle"), me).await
+    }
+
+    /// `GET path` signed by `me`, from validator `node` only (for answers checked against
+    /// evidence, where the next validator is asked only if this one's does not check).
+    pub async fn get_json_from<T: DeserializeOwned>(&self, node: &str, path: &str, me: &Identity) -> Result<T> {
+        let (bytes, _) = self.send_via(&[node], Method::GET, path, None, Some(me)).await?;
         serde_json::from_slice(&bytes).map_err(|e| SdkError::Other(format!("unexpected response from validator: {e}")))
     }
 

@@ -6,7 +6,6 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use medledger_ledger::api::{AccessBundle, AccessEvidence, PROBLEM_INTEGRITY, ReleasedShare, ThresholdPublic};
-use medledger_ledger::governance;
 use medledger_ledger::serve::{Refusal, Served, served_access};
 use medledger_ledger::state::{EnvelopeRef, MemberEntry, RecordEntry, keys, read};
 use medledger_ledger::threshold;
@@ -18,6 +17,7 @@ use medledger_types::{Digest, TxId};
 use super::auth::Signed;
 use super::blobs::storage_failure;
 use super::charts::{chart_path, envelope, team_path};
+use super::proofs::{EVIDENCE_ATTEMPTS, EVIDENCE_WAIT, certified, uncertified};
 use super::{ApiError, ApiResult, ApiState, Problems, parse, view};
 use crate::app::wall_clock_ms;
 
@@ -78,17 +78,8 @@ pub(super) async fn access_bundle(
         }
         let _ = tokio::time::timeout(EVIDENCE_WAIT, commits.changed()).await;
     }
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "uncertified",
-        "this validator's last block is not certified yet; try again or another validator",
-    ))
+    Err(uncertified())
 }
-
-/// Commits a bundle waits for, at most, until the last committed block carries a certificate.
-const EVIDENCE_ATTEMPTS: usize = 4;
-/// How long each of those waits lasts at most.
-const EVIDENCE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The bundle of the allowed access `tx` and its evidence, read from one view of the committed
 /// state; `None` when the last committed block has no finality certificate of its own.
@@ -143,17 +134,7 @@ fn evidence(
         .collect::<ApiResult<_>>()?;
     let mut proved = vec![keys::record_version(&record.record, record.version)];
     proved.extend(envelopes.iter().map(entry));
-    let (last, proofs) = view.prove_committed(&proved).map_err(ApiError::internal)?;
-    let (header, certificate) = state
-        .app
-        .certified_header(last.height)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::internal("the last block is not in the chain log"))?;
-    if certificate.is_empty() {
-        return Ok(None);
-    }
-    let epoch = governance::epoch_at(view, last.height).map_or(0, |e| e.epoch);
-    let links = crate::receipt::links(&state.app, view, epoch).map_err(ApiError::internal)?;
+    let Some((header, certificate, links, proofs)) = certified(state, view, &proved)? else { return Ok(None) };
     let mut digests: Vec<Digest> = refs.iter().map(|r| r.sidecar).collect();
     digests.push(record.sidecar);
     digests.sort_unstable();

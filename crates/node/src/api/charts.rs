@@ -139,19 +139,30 @@ pub(super) async fn team(
     let patient = query.patient.as_deref().map(|p| parse::<MemberId>(p, "patient id")).transpose()?;
     let view = view(&state)?;
     let mut team: TeamEntry = read(&view, &keys::team(&id)).ok_or(ApiError::not_found("care team"))?;
-    let in_care = patient.is_some_and(|p| {
-        read::<ChartEntry>(&view, &keys::chart(&p)).is_some_and(|c| c.teams.contains(&id))
-            && entitled(&view, &me, &p, None, now())
-    });
-    if !(team.has(&me.id) || (me.role != Role::Patient && me.org == team.org) || in_care) {
+    if !team_shown(&view, &me, &team, patient.as_ref()) {
         team.members.clear();
     }
     Ok(Json(team))
 }
 
+/// Whether `me` is shown care team `team`'s members: its members, its organisation's staff, and
+/// those in the care of `patient` when the team holds an `--all` grant on that chart.
+pub(super) fn team_shown(
+    view: &impl StateView,
+    me: &MemberEntry,
+    team: &TeamEntry,
+    patient: Option<&MemberId>,
+) -> bool {
+    let in_care = patient.is_some_and(|p| {
+        read::<ChartEntry>(view, &keys::chart(p)).is_some_and(|c| c.teams.contains(&team.team))
+            && entitled(view, me, p, None, now())
+    });
+    team.has(&me.id) || (me.role != Role::Patient && me.org == team.org) || in_care
+}
+
 #[derive(serde::Deserialize)]
 pub(super) struct TeamQuery {
-    patient: Option<String>,
+    pub(super) patient: Option<String>,
 }
 
 /// A member's envelope of their care team's current key.

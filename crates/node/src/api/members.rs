@@ -29,16 +29,21 @@ pub(super) async fn member(
     let id: MemberId = parse(&id, "member id")?;
     let view = view(&state)?;
     let entry: MemberEntry = read(&view, &keys::member(&id)).ok_or(ApiError::not_found("member"))?;
-    // Emergency staff break the glass on patients they have never seen (and wrap the note of it
-    // for the patient): that is their role, and the break-glass itself is audited.
-    let shown = entry.role != Role::Patient
-        || me.org == entry.org
-        || me.role == Role::Emergency
-        || entitled(&view, &me, &id, None, now());
-    if !shown {
+    if !member_shown(&view, &me, &entry) {
         return Err(ApiError::not_found("member"));
     }
     Ok(Json(entry))
+}
+
+/// Whether `me` is shown member `entry`: staff to everyone enrolled, a patient to their own
+/// organisation and those in their care. Emergency staff break the glass on patients they have
+/// never seen (and wrap the note of it for the patient): that is their role, and the break-glass
+/// itself is audited.
+pub(super) fn member_shown(view: &impl medledger_ledger::StateView, me: &MemberEntry, entry: &MemberEntry) -> bool {
+    entry.role != Role::Patient
+        || me.org == entry.org
+        || me.role == Role::Emergency
+        || entitled(view, me, &entry.id, None, now())
 }
 
 #[utoipa::path(

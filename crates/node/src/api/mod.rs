@@ -17,6 +17,7 @@ mod charts;
 mod governance;
 mod members;
 mod ops;
+mod proofs;
 mod records;
 mod transactions;
 
@@ -188,6 +189,9 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(transactions::tx_receipt))
         .routes(routes!(charts::team))
         .routes(routes!(charts::team_envelope))
+        .routes(routes!(proofs::chart_proof))
+        .routes(routes!(proofs::member_proof))
+        .routes(routes!(proofs::team_proof))
         .routes(routes!(governance::genesis))
         .routes(routes!(governance::threshold_config))
         .routes(routes!(governance::governance))

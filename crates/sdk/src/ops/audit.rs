@@ -68,11 +68,12 @@ impl Session {
         let mut ciphertext = Vec::new();
         payload::encrypt(&key, &id, 0, note.as_bytes(), &mut ciphertext).map_err(SdkError::other)?;
         let subject = KeySubject::Note { id };
-        let patient_key = self.client.member(me, &patient.member).await?.encryption_key;
+        let patient_key = self.proved_member(me, &patient.member).await?.encryption_key;
         let mut envelopes =
             vec![self.seal_for(&patient_key, KeyHolder::Member { member: patient.member }, subject, key.as_bytes())?];
         for auditor in &auditors {
             let holder = KeyHolder::Member { member: auditor.id };
+            let auditor = self.proved_member(me, &auditor.id).await?;
             envelopes.push(self.seal_for(&auditor.encryption_key, holder, subject, key.as_bytes())?);
         }
         Ok(Sidecar { envelopes, metadata: Some(ciphertext), threshold: Default::default() })

@@ -68,7 +68,7 @@ impl Session {
 
     /// `patient`'s current chart key (which `me` holds) wrapped for `to`, and its epoch.
     async fn chart_key_for(&self, me: &Identity, patient: &MemberId, to: &MemberId) -> Result<(u32, SidecarEnvelope)> {
-        let member = self.client.member(me, to).await?;
+        let member = self.proved_member(me, to).await?;
         let (epoch, chart) = self.chart_key(me, patient).await?;
         let subject = KeySubject::Chart { patient: *patient, epoch };
         let holder = KeyHolder::Member { member: *to };
@@ -187,7 +187,11 @@ impl Session {
         write: bool,
         expires_at: Option<Timestamp>,
     ) -> Result<Committed> {
-        let team = self.client.team(me, to).await?;
+        // Whether `to` is a team is any validator's say; its key is certified state.
+        let team = match self.client.team(me, to).await? {
+            Some(_) => Some(self.proved_team(me, to, patient).await?),
+            None => None,
+        };
         let GrantScope::Record(record) = scope else {
             let (kind, sidecar) = match &team {
                 Some(team) => self.grant_all_to_team(me, patient, team, write, expires_at).await?,
@@ -197,7 +201,7 @@ impl Session {
         };
         let (key, holder) = match &team {
             Some(team) => (team.public_key.clone(), KeyHolder::Team { team: team.team, epoch: team.epoch }),
-            None => (self.client.member(me, to).await?.encryption_key, KeyHolder::Member { member: *to }),
+            None => (self.proved_member(me, to).await?.encryption_key, KeyHolder::Member { member: *to }),
         };
         // The patient reads the record's key like any reader: a logged access first.
         let version = self.client.record_version(me, &record).await?;

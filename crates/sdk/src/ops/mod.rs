@@ -126,7 +126,7 @@ impl Session {
             let key = if *member == me.member {
                 me.encryption.encryption_key().clone()
             } else {
-                self.client.member(me, member).await?.encryption_key
+                self.proved_member(me, member).await?.encryption_key
             };
             envelopes.push(self.seal_for(&key, KeyHolder::Member { member: *member }, subject, secret)?);
         }

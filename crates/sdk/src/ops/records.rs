@@ -6,9 +6,9 @@ use medledger_crypto::suite::PayloadSuite;
 use medledger_crypto::threshold;
 use medledger_crypto::wrap::DecryptionKey;
 use medledger_ledger::api::AccessBundle;
-use medledger_ledger::state::{ChartEntry, RecordEntry, TeamEntry};
+use medledger_ledger::state::{ChartEntry, GrantEntry, RecordEntry, TeamEntry, keys};
 use medledger_ledger::{
-    ChartReview, Erase, KeyHolder, KeySubject, RecordAccess, RegisterRecord, Rotate, Sidecar, TxKind,
+    ChartReview, Erase, GrantScope, KeyHolder, KeySubject, RecordAccess, RegisterRecord, Rotate, Sidecar, TxKind,
 };
 use medledger_types::{Digest, MemberId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
@@ -142,14 +142,19 @@ impl Session {
     }
 
     /// The keys a new record of `patient` is wrapped for: the chart's current key and the current
-    /// key of each care team holding a live `--all` grant.
+    /// key of each care team holding a live `--all` grant, all read from certified state (no single
+    /// validator can have the record wrapped for a key of its own).
     pub async fn record_keys(&self, me: &Identity, patient: &MemberId) -> Result<RecordKeys> {
-        let chart = self.client.chart(me, patient).await?;
+        let entries = self.proved_state(me, &format!("/v1/charts/{patient}/proof")).await?;
+        let integrity = |e: medledger_proof::StateError| SdkError::Integrity(format!("the chart's keys: {e}"));
+        let chart: ChartEntry = entries.require(&keys::chart(patient)).map_err(integrity)?;
         let now = Timestamp::new(crate::client::now_ms());
         let mut teams = Vec::new();
         for team in &chart.teams {
-            if self.client.grant(me, patient, team).await?.is_some_and(|g| g.is_live(now))
-                && let Some(entry) = self.client.team_in_care(me, team, Some(patient)).await?
+            let grant: Option<GrantEntry> =
+                entries.get(&keys::grant(patient, team, &GrantScope::All)).map_err(integrity)?;
+            if grant.is_some_and(|g| g.is_live(now))
+                && let Some(entry) = entries.get::<TeamEntry>(&keys::team(team)).map_err(integrity)?
                 // A dissolved team (its last member left) is not wrapped for.
                 && !entry.members.is_empty()
             {

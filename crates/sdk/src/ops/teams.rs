@@ -44,7 +44,7 @@ impl Session {
     /// A doctor of `team` adds `member`: the team's current key wrapped for them.
     pub async fn team_add(&self, me: &Identity, team: &MemberId, member: &MemberId) -> Result<Committed> {
         let (entry, key) = self.team_key(me, team).await?;
-        let to = self.client.member(me, member).await?.encryption_key;
+        let to = self.proved_member(me, member).await?.encryption_key;
         let subject = KeySubject::Team { team: *team, epoch: entry.epoch };
         let envelope = self.seal_for(&to, KeyHolder::Member { member: *member }, subject, &chart_secret(&key))?;
         let kind = TxKind::TeamAdd(TeamAdd { team: *team, member: *member });
