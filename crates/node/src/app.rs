@@ -12,7 +12,7 @@ use medledger_ledger::{
     Block, BlockContext, BlockHeader, Executor, Genesis, Recovery, RecoveryAction, StateView, Transaction, TxInvalid,
     TxKind, execute_block, execute_block_verified, results_root, tx_root, validator_member_id,
 };
-use medledger_store::{ChainEntry, ChainLog, LastApplied, Pending, Snapshot, StateDb, StoreError};
+use medledger_store::{ChainEntry, ChainLog, LastApplied, Pending, SnapshotInstall, StateDb, StoreError};
 use medledger_types::limits::{BLOCK_BYTES_MAX, BLOCK_TIME_DRIFT_MAX_MS, BLOCK_TXS_MAX, MEMPOOL_TXS_MAX, TX_BYTES_MAX};
 use medledger_types::{BlockHash, ChainId, Digest, Height, MemberId, Timestamp, TxId};
 use tokio::sync::{Notify, watch};
@@ -270,9 +270,26 @@ impl App {
         Ok(())
     }
 
-    /// State sync: installs a verified snapshot (see [`StateDb::install_snapshot`]).
-    pub(crate) fn install_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.inner.db.install_snapshot(snapshot)?;
+    /// State sync: starts installing a peer's snapshot (see [`StateDb::begin_snapshot`]).
+    pub(crate) fn begin_snapshot(
+        &self,
+        height: Height,
+        announced: u64,
+        max_bytes: u64,
+    ) -> Result<SnapshotInstall, StoreError> {
+        self.inner.db.begin_snapshot(height, announced, max_bytes)
+    }
+
+    /// State sync: commits a snapshot whose root is the certified `state_root` (see
+    /// [`SnapshotInstall::finish`]).
+    pub(crate) fn finish_snapshot(
+        &self,
+        install: SnapshotInstall,
+        digest: BlockHash,
+        state_root: Digest,
+        log_len: u64,
+    ) -> Result<(), StoreError> {
+        install.finish(digest, state_root, log_len)?;
         let last = self.inner.db.last_applied()?.ok_or(StoreError::Uninitialised)?;
         self.inner.committed.send_replace(last);
         Ok(())

@@ -3,15 +3,16 @@
 //!
 //! Trust: nothing the peer sends is believed. The joining validator
 //!
-//! 1. downloads the peer's committed state (every key/value, from one read snapshot) at height S;
+//! 1. downloads the peer's committed state (every key/value, from one read snapshot) at height S,
+//!    writing it to disk as it arrives (bounded memory, one uncommitted write transaction);
 //! 2. downloads the chain entries (block + finalization certificate) from its own height up to
 //!    the first block at or after S that carries its own certificate, checking every block's shape
 //!    (limits, transaction root, sidecar digests) and that each names the previous one as parent;
 //! 3. checks that certificate against the genesis validator set: the hash links then tie every
 //!    block back to its own last block, and block S's header (digest and state root) to the
 //!    peer's claim;
-//! 4. rebuilds the Merkle tree of the downloaded state and installs it only if its root is block
-//!    S's state root (one redb transaction), with the chain log and indexes of the new blocks;
+//! 4. rebuilds the Merkle tree of the downloaded state (a batch at a time) and commits it only if
+//!    its root is block S's state root, with the chain log and indexes of the new blocks;
 //! 5. executes the few blocks after S up to the certified one like any finalized block, and
 //!    starts consensus with the marshal's floor at that certificate.
 //!
@@ -28,7 +29,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use medledger_crypto::sign::SigningKey;
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::{Block, Transaction};
-use medledger_store::{Entry, Snapshot, SyncedBlock};
+use medledger_store::{Entry, SnapshotInstall, SyncedBlock};
 use medledger_types::limits::BLOCK_BYTES_MAX;
 use medledger_types::{BlockHash, Digest, Height, TxId};
 use serde::Deserialize;
@@ -51,7 +52,8 @@ pub const SYNC_GAP_BLOCKS_DEFAULT: u64 = 1024;
 const FRAME_BYTES_MAX: usize = BLOCK_BYTES_MAX + (1 << 20);
 /// A state frame is flushed once it holds this much.
 const STATE_FRAME_BYTES: usize = 256 * 1024;
-/// Most entries and bytes of a state snapshot this validator accepts (it is held in memory).
+/// Most entries and bytes of a state snapshot this validator accepts (written to disk as they
+/// arrive; the limits bound the time and disk a peer can make it spend).
 const SNAPSHOT_ENTRIES_MAX: u64 = 50_000_000;
 const SNAPSHOT_BYTES_MAX: u64 = 8 << 30;
 /// Most blocks, and bytes, in one chain page.
@@ -366,31 +368,33 @@ pub async fn catch_up(
     let certifiers =
         validators_through(genesis, &head.links).map_err(|_| reject("validator-set history does not check"))?;
     let certifying_epoch = head.links.len() as u64;
-    let mut entries: Vec<Entry> = Vec::with_capacity(head.entries.min(1 << 20) as usize);
+    let snapshot_height = Height::new(head.height);
+    // The state goes to disk as it arrives (one write transaction, committed only in step 4).
+    let local_err = |e: medledger_store::StoreError| SyncError::Local(e.to_string());
+    let mut install = app.begin_snapshot(snapshot_height, head.entries, SNAPSHOT_BYTES_MAX).map_err(local_err)?;
     let mut bytes = 0u64;
     while let Some(frame) = frames.next().await.map_err(&fail)? {
         let batch: Vec<Entry> = borsh::from_slice(&frame).map_err(|_| reject("malformed state frame"))?;
         for (k, v) in batch {
             bytes += (k.len() + v.len()) as u64;
-            if entries.last().is_some_and(|(last, _)| *last >= k) {
-                return Err(reject("state keys out of order"));
-            }
-            entries.push((k, v));
+            install.push(k, v).map_err(|e| match e {
+                medledger_store::StoreError::SnapshotOrder => reject("state keys out of order"),
+                e => local_err(e),
+            })?;
         }
-        if entries.len() as u64 > head.entries || bytes > SNAPSHOT_BYTES_MAX {
+        if install.len() > head.entries || bytes > SNAPSHOT_BYTES_MAX {
             return Err(reject("state larger than announced"));
         }
     }
-    if entries.len() as u64 != head.entries {
+    if install.len() != head.entries {
         return Err(reject("state shorter than announced"));
     }
-    let snapshot_height = Height::new(head.height);
 
     // 2. The chain from here to the first self-certified block at or after the snapshot.
-    let result = fetch_chain(app, me, &http, &peer, &head).await;
-    let (blocks, tail, certified) = match result {
+    let (tail, certified) = match fetch_chain(app, me, &http, &peer, &head, &mut install).await {
         Ok(chain) => chain,
         Err(e) => {
+            drop(install);
             app.discard_unsynced_log().map_err(SyncError::Local)?;
             return Err(e);
         }
@@ -400,24 +404,18 @@ pub async fn catch_up(
     // the history fails here, and replay catches up instead).
     let namespace = namespace_for_chain(&app.inner().chain_id);
     if !verify_certificate_in(&namespace, certifying_epoch, &certifiers, certified.0.0, &certified.1) {
+        drop(install);
         app.discard_unsynced_log().map_err(SyncError::Local)?;
         return Err(reject("finalization certificate does not verify"));
     }
     // 4. The state must have the certified block's state root.
     let log_len = app.unsynced_log_len();
-    let snapshot = Snapshot {
-        height: snapshot_height,
-        digest: BlockHash::new(head.digest),
-        state_root: Digest::new(head.state_root),
-        log_len,
-        entries,
-        blocks,
-    };
-    if let Err(e) = app.install_snapshot(snapshot) {
+    let (digest, root) = (BlockHash::new(head.digest), Digest::new(head.state_root));
+    if let Err(e) = app.finish_snapshot(install, digest, root, log_len) {
         app.discard_unsynced_log().map_err(SyncError::Local)?;
         return Err(match e {
             medledger_store::StoreError::SnapshotRoot => reject("state does not match the certified state root"),
-            e => SyncError::Local(e.to_string()),
+            e => local_err(e),
         });
     }
     // 5. The blocks after the snapshot, executed like any finalized block.
@@ -435,26 +433,29 @@ pub async fn catch_up(
     Ok(Some(height))
 }
 
-type FetchedChain = (Vec<SyncedBlock>, Vec<(Block, Vec<u8>)>, (BlockHash, Vec<u8>));
+type FetchedChain = (Vec<(Block, Vec<u8>)>, (BlockHash, Vec<u8>));
 
 /// Downloads and appends (unsynced to the state) the chain entries up to the snapshot's height,
-/// and keeps the ones after it up to the first self-certified block. Checks shapes and hash links;
-/// returns the index data of the appended blocks, the tail, and the certified block's digest and
-/// certificate.
+/// indexing them in `install` a page at a time, and keeps the ones after it up to the first
+/// self-certified block. Checks shapes and hash links; returns the tail, and the certified block's
+/// digest and certificate.
 async fn fetch_chain(
     app: &App,
     me: &SyncIdentity,
     http: &reqwest::Client,
     peer: &str,
     head: &SyncHead,
+    install: &mut SnapshotInstall,
 ) -> Result<FetchedChain, SyncError> {
     let fail = |reason: String| SyncError::Peer { peer: peer.to_string(), reason };
     let reject = |reason: String| SyncError::Rejected { peer: peer.to_string(), reason };
     let local = app.last_applied();
     let chain_id = app.inner().chain_id;
     let (mut height, mut parent) = (local.height.get(), local.digest);
-    let mut blocks = Vec::new();
     let mut tail = Vec::new();
+    let index = |install: &mut SnapshotInstall, page: &[(Block, Vec<u8>, Vec<u8>)]| {
+        install.add_blocks(&append(app, page)?).map_err(|e| SyncError::Local(e.to_string()))
+    };
     loop {
         let response = me
             .get(http, peer, &format!("/v1/sync/chain?from={}", height + 1))
@@ -488,14 +489,14 @@ async fn fetch_chain(
                 }
             }
             if certified {
-                blocks.extend(append(app, &page)?);
-                return Ok((blocks, tail, (parent, certificate)));
+                index(install, &page)?;
+                return Ok((tail, (parent, certificate)));
             }
         }
         if height == before {
             return Err(fail(format!("no chain entries from height {}", height + 1)));
         }
-        blocks.extend(append(app, &page)?);
+        index(install, &page)?;
     }
 }
 

@@ -19,4 +19,4 @@ mod state;
 
 pub use blobs::{BlobError, Blobs, S3Config};
 pub use chain::{ChainEntry, ChainError, ChainLog};
-pub use state::{Entry, LastApplied, Pending, Snapshot, SpecView, StateDb, StoreError, SyncedBlock, VaultRow};
+pub use state::{Entry, LastApplied, Pending, SnapshotInstall, SpecView, StateDb, StoreError, SyncedBlock, VaultRow};

@@ -48,6 +48,10 @@ const PRUNE_EVERY_HEIGHTS: u64 = 64;
 
 const LAST_APPLIED: &str = "last_applied";
 
+/// The state database's page cache (redb's default): what it holds in memory besides the
+/// batches of a snapshot install, however large the state.
+const STATE_CACHE_BYTES: usize = 1 << 30;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -61,6 +65,8 @@ pub enum StoreError {
     OutOfOrder(u64),
     #[error("the snapshot's state does not have the certified state root")]
     SnapshotRoot,
+    #[error("the snapshot's keys are not in strictly increasing order")]
+    SnapshotOrder,
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -103,7 +109,12 @@ fn key_hash(key: &[u8]) -> KeyHash {
 
 impl StateDb {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(db_err)?;
+        Self::open_with_cache(path, STATE_CACHE_BYTES)
+    }
+
+    /// [`StateDb::open`] with a page cache (read cache and write buffer) of `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        let db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(db_err)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(KV).map_err(db_err)?;
@@ -271,63 +282,44 @@ impl StateDb {
         Ok(())
     }
 
-    /// Replaces the state with a snapshot taken at `snapshot.height` by a peer, after checking
-    /// that its Merkle root is `snapshot.state_root` (which the caller has tied to a certified
-    /// block). Adds the indexes of the blocks from the current height to the snapshot's, whose
-    /// entries the caller has appended to the chain log (now `snapshot.log_len` bytes long).
-    /// All in one write transaction: on any error nothing changes.
-    pub fn install_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        let Snapshot { height, digest, state_root, log_len, entries, blocks } = snapshot;
-        let set: Vec<(KeyHash, Option<OwnedValue>)> =
-            entries.iter().map(|(k, v)| (key_hash(k), Some(v.clone()))).collect();
-        let (root, tree) =
-            Sha256Jmt::new(&EmptyTree).put_value_set(set, height.get()).map_err(|e| StoreError::Tree(e.to_string()))?;
-        if Digest::new(root.0) != state_root {
-            return Err(StoreError::SnapshotRoot);
-        }
+    /// Starts replacing the state with a peer's snapshot at `height` of `announced` entries and
+    /// at most `max_bytes` of keys and values: one write transaction, in which the entries are
+    /// written as they arrive and the Merkle tree is built a batch at a time, so that what this
+    /// process holds is a batch or two, whatever the state's size (plus the database's page
+    /// cache, bounded by its own setting). Nothing changes unless [`SnapshotInstall::finish`]
+    /// finds the certified state root.
+    pub fn begin_snapshot(
+        &self,
+        height: Height,
+        announced: u64,
+        max_bytes: u64,
+    ) -> Result<SnapshotInstall, StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
-        {
-            txn.delete_table(KV).map_err(db_err)?;
-            txn.delete_table(NODES).map_err(db_err)?;
-            txn.delete_table(STALE).map_err(db_err)?;
-            txn.delete_table(VALUES).map_err(db_err)?;
-            let mut kv = txn.open_table(KV).map_err(db_err)?;
-            for (k, v) in &entries {
-                kv.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
-            }
-            let mut nodes = txn.open_table(NODES).map_err(db_err)?;
-            for (key, node) in tree.node_batch.nodes() {
-                let v = borsh::to_vec(node).map_err(db_err)?;
-                nodes.insert(node_key_bytes(key)?.as_slice(), v.as_slice()).map_err(db_err)?;
-            }
-            txn.open_table(STALE).map_err(db_err)?;
-            let mut values = txn.open_table(VALUES).map_err(db_err)?;
-            for ((version, hash), value) in tree.node_batch.values() {
-                if let Some(v) = value {
-                    values
-                        .insert(&hash.0, borsh::to_vec(&(*version, v)).map_err(db_err)?.as_slice())
-                        .map_err(db_err)?;
-                }
-            }
-            let mut sidecars = txn.open_table(SIDECARS).map_err(db_err)?;
-            let mut index = txn.open_table(TXS).map_err(db_err)?;
-            let mut locations = txn.open_table(BLOCKS).map_err(db_err)?;
-            for block in &blocks {
-                for (d, bytes) in &block.sidecars {
-                    sidecars.insert(d.as_bytes(), bytes.as_slice()).map_err(db_err)?;
-                }
-                for (i, tx) in block.txs.iter().enumerate() {
-                    let i = u32::try_from(i).unwrap_or(u32::MAX);
-                    index.insert(tx.as_bytes(), (block.height.get(), i)).map_err(db_err)?;
-                }
-                locations.insert(block.height.get(), block.location).map_err(db_err)?;
-            }
-            let last = LastApplied { height, digest, state_root, log_len };
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            meta.insert(LAST_APPLIED, borsh::to_vec(&last).map_err(db_err)?.as_slice()).map_err(db_err)?;
+        for table in [KV, NODES] {
+            txn.delete_table(table).map_err(db_err)?;
+            txn.open_table(table).map_err(db_err)?;
         }
-        txn.commit().map_err(db_err)?;
-        Ok(())
+        txn.delete_table(STALE).map_err(db_err)?;
+        txn.open_table(STALE).map_err(db_err)?;
+        txn.delete_table(VALUES).map_err(db_err)?;
+        txn.open_table(VALUES).map_err(db_err)?;
+        // Each batch but the last is a tree version of its own below `height` (the last one is
+        // `height` itself): batches are sized so that there are at most `height` of them.
+        let h = height.get().max(1);
+        let batch_entries = SNAPSHOT_BATCH_ENTRIES.max(announced.saturating_mul(2) / h + 1);
+        let batch_bytes = SNAPSHOT_BATCH_BYTES.max(max_bytes.saturating_mul(2) / h + 1);
+        Ok(SnapshotInstall {
+            txn,
+            height,
+            batch_entries,
+            batch_bytes,
+            next_version: 0,
+            written: None,
+            batch: Vec::new(),
+            pending_bytes: 0,
+            last_key: None,
+            count: 0,
+        })
     }
 
     /// A read view over the committed state plus pending ancestors (oldest first).
@@ -575,17 +567,179 @@ impl StateDb {
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-/// A peer's state at a finalized height, and the indexes of the blocks that lead to it.
-pub struct Snapshot {
-    pub height: Height,
-    pub digest: BlockHash,
-    pub state_root: Digest,
-    /// The chain log's length once the blocks up to `height` are in it.
-    pub log_len: u64,
-    /// Every key/value of the state.
-    pub entries: Vec<Entry>,
-    /// The blocks after the current height, up to `height`.
-    pub blocks: Vec<SyncedBlock>,
+/// Entries, and bytes of keys and values, of a snapshot whose tree nodes are built in one batch
+/// (at least: fewer, larger batches when the chain is short).
+const SNAPSHOT_BATCH_ENTRIES: u64 = 16_384;
+const SNAPSHOT_BATCH_BYTES: u64 = 4 << 20;
+
+/// A peer's state being installed (see [`StateDb::begin_snapshot`]): entries in strictly
+/// increasing key order, then the indexes of the chain blocks that lead to it, then
+/// [`SnapshotInstall::finish`]. Dropped unfinished, it changes nothing.
+pub struct SnapshotInstall {
+    txn: redb::WriteTransaction,
+    height: Height,
+    batch_entries: u64,
+    batch_bytes: u64,
+    /// The tree version the next full batch is written at (always below `height`).
+    next_version: u64,
+    /// The version the last batch was written at.
+    written: Option<Version>,
+    batch: Vec<Entry>,
+    pending_bytes: u64,
+    last_key: Option<Vec<u8>>,
+    count: u64,
+}
+
+impl SnapshotInstall {
+    /// Adds one entry; keys must come in strictly increasing order.
+    pub fn push(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
+        if self.last_key.as_ref().is_some_and(|last| *last >= key) {
+            return Err(StoreError::SnapshotOrder);
+        }
+        self.last_key = Some(key.clone());
+        self.count += 1;
+        self.pending_bytes += (key.len() + value.len()) as u64;
+        self.batch.push((key, value));
+        let full = self.batch.len() as u64 >= self.batch_entries || self.pending_bytes >= self.batch_bytes;
+        if full && self.next_version < self.height.get() {
+            // The newest entry stays for the next batch, so the last one (which `finish` writes
+            // at `height`) is never empty.
+            let newest = self.batch.pop().expect("the batch holds the entry just pushed");
+            let batch = std::mem::take(&mut self.batch);
+            self.pending_bytes = (newest.0.len() + newest.1.len()) as u64;
+            self.batch.push(newest);
+            let version = self.next_version;
+            self.next_version += 1;
+            self.write_batch(batch, version)?;
+        }
+        Ok(())
+    }
+
+    /// Entries pushed so far.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes `entries` and the tree nodes of adding them at `version`; the nodes they replace
+    /// are deleted at once (no earlier version of a snapshot's tree is ever read).
+    fn write_batch(&mut self, entries: Vec<Entry>, version: Version) -> Result<Digest, StoreError> {
+        let set: Vec<(KeyHash, Option<OwnedValue>)> =
+            entries.iter().map(|(k, v)| (key_hash(k), Some(v.clone()))).collect();
+        // The tree builds on the root of `version - 1`: that is the last batch's root, whatever
+        // version it was written at.
+        let previous = self.written.map(|held| (version.saturating_sub(1), held));
+        let reader = InstallTree { txn: &self.txn, previous };
+        let (root, tree) =
+            Sha256Jmt::new(&reader).put_value_set(set, version).map_err(|e| StoreError::Tree(e.to_string()))?;
+        self.written = Some(version);
+        let mut kv = self.txn.open_table(KV).map_err(db_err)?;
+        for (k, v) in &entries {
+            kv.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
+        }
+        let mut nodes = self.txn.open_table(NODES).map_err(db_err)?;
+        for (key, node) in tree.node_batch.nodes() {
+            let v = borsh::to_vec(node).map_err(db_err)?;
+            nodes.insert(node_key_bytes(key)?.as_slice(), v.as_slice()).map_err(db_err)?;
+        }
+        for stale in &tree.stale_node_index_batch {
+            nodes.remove(node_key_bytes(&reader.held(&stale.node_key))?.as_slice()).map_err(db_err)?;
+        }
+        let mut values = self.txn.open_table(VALUES).map_err(db_err)?;
+        for ((version, hash), value) in tree.node_batch.values() {
+            if let Some(v) = value {
+                values.insert(&hash.0, borsh::to_vec(&(*version, v)).map_err(db_err)?.as_slice()).map_err(db_err)?;
+            }
+        }
+        Ok(Digest::new(root.0))
+    }
+
+    /// Indexes blocks added to the chain log by the sync (their sidecars, transactions and log
+    /// entries), a page at a time.
+    pub fn add_blocks(&mut self, blocks: &[SyncedBlock]) -> Result<(), StoreError> {
+        let mut sidecars = self.txn.open_table(SIDECARS).map_err(db_err)?;
+        let mut index = self.txn.open_table(TXS).map_err(db_err)?;
+        let mut locations = self.txn.open_table(BLOCKS).map_err(db_err)?;
+        for block in blocks {
+            for (d, bytes) in &block.sidecars {
+                sidecars.insert(d.as_bytes(), bytes.as_slice()).map_err(db_err)?;
+            }
+            for (i, tx) in block.txs.iter().enumerate() {
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
+                index.insert(tx.as_bytes(), (block.height.get(), i)).map_err(db_err)?;
+            }
+            locations.insert(block.height.get(), block.location).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the last batch at the snapshot's height and commits everything if the tree's root
+    /// is `state_root` (which the caller has tied to a certified block); `log_len` is the chain
+    /// log's length once the blocks up to the snapshot's height are in it.
+    pub fn finish(mut self, digest: BlockHash, state_root: Digest, log_len: u64) -> Result<(), StoreError> {
+        let last = std::mem::take(&mut self.batch);
+        if last.is_empty() {
+            return Err(StoreError::SnapshotRoot);
+        }
+        let root = self.write_batch(last, self.height.get())?;
+        if root != state_root {
+            return Err(StoreError::SnapshotRoot);
+        }
+        {
+            let last = LastApplied { height: self.height, digest, state_root, log_len };
+            let mut meta = self.txn.open_table(META).map_err(db_err)?;
+            meta.insert(LAST_APPLIED, borsh::to_vec(&last).map_err(db_err)?.as_slice()).map_err(db_err)?;
+        }
+        self.txn.commit().map_err(db_err)
+    }
+}
+
+/// The tree of a snapshot being installed, read from its own write transaction. Its root at
+/// `previous.0` is the one written at `previous.1`.
+struct InstallTree<'t> {
+    txn: &'t redb::WriteTransaction,
+    previous: Option<(Version, Version)>,
+}
+
+impl InstallTree<'_> {
+    /// Where node `key` is held.
+    fn held(&self, key: &NodeKey) -> NodeKey {
+        match self.previous {
+            Some((asked, held)) if key.version() == asked && key.nibble_path().num_nibbles() == 0 => {
+                NodeKey::new(held, key.nibble_path().clone())
+            }
+            _ => key.clone(),
+        }
+    }
+}
+
+impl TreeReader for InstallTree<'_> {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        let nodes = self.txn.open_table(NODES)?;
+        let key = node_key_bytes(&self.held(node_key))?;
+        Ok(match nodes.get(key.as_slice())? {
+            Some(v) => Some(borsh::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+        let values = self.txn.open_table(VALUES)?;
+        Ok(match values.get(&key_hash.0)? {
+            Some(v) => {
+                let (version, value): (u64, Vec<u8>) = borsh::from_slice(v.value())?;
+                (version <= max_version).then_some(value)
+            }
+            None => None,
+        })
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!("rightmost leaf is only used by the tree's own restore, which is not used")
+    }
 }
 
 /// What the indexes need of one block added by a state sync.
@@ -595,23 +749,6 @@ pub struct SyncedBlock {
     pub location: (u64, u64),
     pub txs: Vec<TxId>,
     pub sidecars: Vec<(Digest, Vec<u8>)>,
-}
-
-/// The tree before anything is written: a snapshot's tree is built in one batch from it.
-struct EmptyTree;
-
-impl TreeReader for EmptyTree {
-    fn get_node_option(&self, _: &NodeKey) -> anyhow::Result<Option<Node>> {
-        Ok(None)
-    }
-
-    fn get_value_option(&self, _: Version, _: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
-        Ok(None)
-    }
-
-    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
-        Ok(None)
-    }
 }
 
 /// Committed state plus pending batches: a [`StateView`] for execution and a [`TreeReader`] for

@@ -197,7 +197,7 @@ fn built_state(path: &std::path::Path) -> (StateDb, Vec<medledger_store::Entry>)
 
 #[test]
 fn snapshot_installs_only_with_the_certified_root_and_then_extends_like_the_source() {
-    use medledger_store::{Snapshot, SyncedBlock};
+    use medledger_store::SyncedBlock;
     let dir = tempfile::tempdir().unwrap();
     let (source, entries) = built_state(&dir.path().join("source.redb"));
     let head = source.last_applied().unwrap().unwrap();
@@ -206,18 +206,19 @@ fn snapshot_installs_only_with_the_certified_root_and_then_extends_like_the_sour
     let target = StateDb::open(&dir.path().join("target.redb")).unwrap();
     target.init_genesis(BlockHash::new([0; 32]), writes(&[("seed", Some("0"))])).unwrap();
     let before = target.last_applied().unwrap().unwrap();
-    let snapshot = |entries: Vec<medledger_store::Entry>, root: Digest| Snapshot {
+    let block = SyncedBlock {
         height: head.height,
-        digest: head.digest,
-        state_root: root,
-        log_len: 99,
-        entries,
-        blocks: vec![SyncedBlock {
-            height: head.height,
-            location: (0, 99),
-            txs: vec![medledger_types::TxId::new([5; 32])],
-            sidecars: vec![(Digest::new([6; 32]), b"sidecar".to_vec())],
-        }],
+        location: (0, 99),
+        txs: vec![medledger_types::TxId::new([5; 32])],
+        sidecars: vec![(Digest::new([6; 32]), b"sidecar".to_vec())],
+    };
+    let install = |entries: Vec<medledger_store::Entry>, root: Digest| {
+        let mut install = target.begin_snapshot(head.height, entries.len() as u64, 1 << 20)?;
+        for (k, v) in entries {
+            install.push(k, v)?;
+        }
+        install.add_blocks(std::slice::from_ref(&block))?;
+        install.finish(head.digest, root, 99)
     };
 
     // One changed value, one missing entry, one extra entry, or a wrong claimed root: refused, nothing changes.
@@ -225,19 +226,27 @@ fn snapshot_installs_only_with_the_certified_root_and_then_extends_like_the_sour
     changed[3].1 = b"forged".to_vec();
     let mut extra = entries.clone();
     extra.push((b"z/extra".to_vec(), b"1".to_vec()));
-    for bad in [
-        snapshot(changed, head.state_root),
-        snapshot(entries[1..].to_vec(), head.state_root),
-        snapshot(extra, head.state_root),
-        snapshot(entries.clone(), Digest::new([1; 32])),
+    let mut swapped = entries.clone();
+    swapped.swap(1, 2);
+    for (bad, root, expected) in [
+        (changed, head.state_root, "root"),
+        (entries[1..].to_vec(), head.state_root, "root"),
+        (extra, head.state_root, "root"),
+        (entries.clone(), Digest::new([1; 32]), "root"),
+        (swapped, head.state_root, "order"),
     ] {
-        assert!(matches!(target.install_snapshot(bad), Err(medledger_store::StoreError::SnapshotRoot)));
+        match (install(bad, root), expected) {
+            (Err(medledger_store::StoreError::SnapshotRoot), "root") => {}
+            (Err(medledger_store::StoreError::SnapshotOrder), "order") => {}
+            (other, _) => panic!("expected a refused {expected}, got {other:?}"),
+        }
         assert_eq!(target.last_applied().unwrap().unwrap(), before);
         assert_eq!(target.view(&[]).unwrap().scan(b"", None, 100).unwrap(), vec![(b"seed".to_vec(), b"0".to_vec())]);
+        assert_eq!(target.sidecar(&Digest::new([6; 32])).unwrap(), None);
     }
 
     // The real one installs: same state, same root, indexes of the synced block.
-    target.install_snapshot(snapshot(entries.clone(), head.state_root)).unwrap();
+    install(entries.clone(), head.state_root).unwrap();
     let after = target.last_applied().unwrap().unwrap();
     assert_eq!(
         (after.height, after.digest, after.state_root, after.log_len),
