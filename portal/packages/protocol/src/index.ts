@@ -1,0 +1,11 @@
+// @medledger/protocol: what a browser needs to be a medledger client, without any UI.
+
+export * from "./bytes.js";
+export * from "./borsh.js";
+export * from "./hash.js";
+export * from "./httpsig.js";
+export * from "./ids.js";
+export * from "./payload.js";
+export * from "./sign.js";
+export * from "./tx.js";
+export * from "./wrap.js";

@@ -1,0 +1,181 @@
+// Transactions: the JSON form the validators' API shows, their canonical (borsh) encoding, the
+// signature over it and the id, as `medledger_ledger::tx` makes them.
+//
+// The kinds a member's browser sends are encoded here; the others (enrolment, governance,
+// validators' own re-sharing steps) are refused by `encodeKind` rather than guessed at.
+
+import { type Bytes, concat, fromHexN, toHex, utf8 } from "./bytes.js";
+import { type Writer, encode } from "./borsh.js";
+import { sha256 } from "./hash.js";
+import { type Hash32, type KeyHolder, type MemberId, type RecordId, writeHash32, writeId16, writeKeyHolder } from "./ids.js";
+import type { SigningKey } from "./sign.js";
+import { encryptionKeyFromJson, writeEncryptionKey } from "./wrap.js";
+
+export const TX_NAMESPACE = utf8("medledger/tx/v1");
+
+/** HL7 v3 PurposeOfUse codes, in the ledger's order. */
+export const PURPOSES = ["TREAT", "ETREAT", "HPAYMT", "HOPERAT", "PATRQT", "HRESCH", "LEGAL"] as const;
+export type PurposeOfUse = (typeof PURPOSES)[number];
+
+/** Break-glass reasons, in the ledger's order. */
+export const EMERGENCY_REASONS = ["unconscious", "life-threatening", "unable-to-consent", "mass-casualty"] as const;
+export type EmergencyReason = (typeof EMERGENCY_REASONS)[number];
+
+export type GrantScope = "all" | { record: RecordId };
+
+export interface NewChartEpoch {
+  /** The JSON form of an `EncryptionKey`: `{"suite": "xwing", "bytes": "<hex>"}`. */
+  public_key: { suite: string | number; bytes: string };
+  recipients: MemberId[];
+}
+
+export interface RegisterRecord {
+  record: RecordId;
+  patient: MemberId;
+  version: number;
+  digest: Hash32;
+  size_bytes: number;
+  recipients: KeyHolder[];
+}
+
+export type TxKind =
+  | ({ type: "register_record" } & RegisterRecord)
+  | ({ type: "append_version" } & RegisterRecord)
+  | {
+      type: "grant";
+      patient: MemberId;
+      grantee: MemberId;
+      scope: GrantScope;
+      write: boolean;
+      expires_at: number | null;
+      chart_epoch: number | null;
+      new_chart: NewChartEpoch | null;
+    }
+  | { type: "revoke"; patient: MemberId; grantee: MemberId; scope: GrantScope; new_chart: NewChartEpoch | null }
+  | { type: "record_access"; record: RecordId; version: number; purpose: PurposeOfUse }
+  | { type: "break_glass"; patient: MemberId; reason: EmergencyReason | null; duration_ms: number }
+  | { type: "erase"; record: RecordId };
+
+export interface TxBody {
+  chain_id: Hash32;
+  signer: MemberId;
+  /** A nonce in lane 0 or 1 (below 2^53: exact as a JSON number). */
+  nonce: number;
+  kind: TxKind;
+  sidecar_digest: Hash32 | null;
+}
+
+const KIND_INDEX: Record<TxKind["type"], number> = {
+  register_record: 1,
+  grant: 2,
+  revoke: 3,
+  record_access: 4,
+  append_version: 5,
+  break_glass: 7,
+  erase: 9,
+};
+
+function indexIn<T>(list: readonly T[], value: T, what: string): number {
+  const i = list.indexOf(value);
+  if (i < 0) throw new Error(`unknown ${what}: ${String(value)}`);
+  return i;
+}
+
+function writeScope(w: Writer, scope: GrantScope): void {
+  if (scope === "all") {
+    w.u8(1);
+  } else {
+    w.u8(0);
+    writeId16(w, scope.record, "record");
+  }
+}
+
+function writeNewChart(w: Writer, c: NewChartEpoch): void {
+  writeEncryptionKey(w, encryptionKeyFromJson(c.public_key));
+  w.vec(c.recipients, (w, m) => writeId16(w, m, "recipient"));
+}
+
+function writeRegister(w: Writer, r: RegisterRecord): void {
+  writeId16(w, r.record, "record");
+  writeId16(w, r.patient, "patient");
+  w.u32(r.version);
+  writeHash32(w, r.digest, "digest");
+  w.u64(r.size_bytes);
+  w.vec(r.recipients, writeKeyHolder);
+}
+
+export function writeKind(w: Writer, kind: TxKind): void {
+  const index = KIND_INDEX[kind.type];
+  if (index === undefined) throw new Error(`this client does not send ${(kind as { type: string }).type} transactions`);
+  w.u8(index);
+  switch (kind.type) {
+    case "register_record":
+    case "append_version":
+      writeRegister(w, kind);
+      return;
+    case "grant":
+      writeId16(w, kind.patient, "patient");
+      writeId16(w, kind.grantee, "grantee");
+      writeScope(w, kind.scope);
+      w.bool(kind.write);
+      w.option(kind.expires_at, (w, t) => w.u64(t));
+      w.option(kind.chart_epoch, (w, e) => w.u32(e));
+      w.option(kind.new_chart, writeNewChart);
+      return;
+    case "revoke":
+      writeId16(w, kind.patient, "patient");
+      writeId16(w, kind.grantee, "grantee");
+      writeScope(w, kind.scope);
+      w.option(kind.new_chart, writeNewChart);
+      return;
+    case "record_access":
+      writeId16(w, kind.record, "record");
+      w.u32(kind.version);
+      w.u8(indexIn(PURPOSES, kind.purpose, "purpose of use"));
+      return;
+    case "break_glass":
+      writeId16(w, kind.patient, "patient");
+      w.option(kind.reason, (w, r) => w.u8(indexIn(EMERGENCY_REASONS, r, "emergency reason")));
+      w.u64(kind.duration_ms);
+      return;
+    case "erase":
+      writeId16(w, kind.record, "record");
+      return;
+  }
+}
+
+export function encodeBody(body: TxBody): Bytes {
+  if (!Number.isSafeInteger(body.nonce) || body.nonce < 0) throw new Error("nonce out of the exact range");
+  return encode((w) => {
+    writeHash32(w, body.chain_id, "chain id");
+    writeId16(w, body.signer, "signer");
+    w.u64(body.nonce);
+    writeKind(w, body.kind);
+    w.option(body.sidecar_digest, (w, d) => writeHash32(w, d, "sidecar digest"));
+  });
+}
+
+export interface SignedTransaction {
+  /** The encoded transaction (body, then the 64-byte signature), as `POST /v1/tx` takes it. */
+  bytes: Bytes;
+  /** SHA-256 of `bytes`, hex. */
+  id: Hash32;
+}
+
+export function signTransaction(body: TxBody, key: SigningKey): SignedTransaction {
+  const encoded = encodeBody(body);
+  const bytes = concat(encoded, key.sign(TX_NAMESPACE, encoded));
+  return { bytes, id: toHex(sha256(bytes)) };
+}
+
+/** `POST /v1/tx`'s body: a borsh `SubmitRequest` (the transaction, then its optional sidecar). */
+export function submitRequest(tx: SignedTransaction, sidecar: Bytes | null): Bytes {
+  return encode((w) => {
+    w.fixed(tx.bytes, tx.bytes.length);
+    w.option(sidecar, (w, s) => w.bytes(s));
+  });
+}
+
+export function chainIdBytes(chainId: Hash32): Bytes {
+  return fromHexN(chainId, 32, "chain id");
+}

@@ -1,0 +1,104 @@
+// The Rust side's vectors (portal/vectors/rust.json, written by crates/ledger/tests/interop.rs)
+// read, reproduced and opened by this implementation. The other direction (this code's vectors,
+// read by Rust) is portal/vectors/ts.json, checked by the same Rust test file.
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import { fromHex, toHex } from "../src/bytes.js";
+import { contentDigest, partsOfUrl, signRequest } from "../src/httpsig.js";
+import { PayloadSuite, openPayload } from "../src/payload.js";
+import { SigningKey, verify } from "../src/sign.js";
+import { encodeBody, signTransaction } from "../src/tx.js";
+import { DecryptionKey, decodeEnvelope, encodeEnvelope, kemSuite, wrapAad, wrapInfo } from "../src/wrap.js";
+import { plaintext, readVectors } from "./vectors.js";
+
+const rust = readVectors("rust");
+
+describe("Rust's vectors", () => {
+  it("are the Rust side's", () => {
+    assert.equal(rust.format, "medledger interop vectors v1 (from Rust)");
+  });
+
+  it("namespaced Ed25519 signatures are reproduced and verify", () => {
+    assert.ok(rust.signing.length >= 3);
+    for (const v of rust.signing) {
+      const key = SigningKey.fromSeed(fromHex(v.seed));
+      assert.equal(toHex(key.publicKey()), v.public_key);
+      const [namespace, message] = [fromHex(v.namespace), fromHex(v.message)];
+      assert.equal(toHex(key.sign(namespace, message)), v.signature);
+      assert.ok(verify(key.publicKey(), namespace, message, fromHex(v.signature)));
+      const flipped = fromHex(v.signature);
+      flipped[0]! ^= 1;
+      assert.ok(!verify(key.publicKey(), namespace, message, flipped), "a flipped signature bit verifies");
+      assert.ok(!verify(key.publicKey(), fromHex("00"), message, fromHex(v.signature)), "another namespace verifies");
+    }
+  });
+
+  it("envelopes of both suites open, bound to their chain, subject and holder", async () => {
+    const suites = new Set(rust.wrap.map((v) => v.suite));
+    assert.deepEqual([...suites].sort(), [1, 2], "X-Wing and X25519 vectors");
+    for (const v of rust.wrap) {
+      const suite = kemSuite(v.suite);
+      const key = await DecryptionKey.fromBytes(suite, fromHex(v.secret_key));
+      assert.equal(toHex(key.publicKey.bytes), v.public_key, `suite ${suite}: the public key of the secret key`);
+      const ctx = { chainId: fromHex(v.chain_id), subject: v.subject, holder: v.holder };
+      assert.equal(toHex(wrapInfo(suite, ctx)), v.info);
+      assert.equal(toHex(wrapAad(ctx)), v.aad);
+      const envelope = decodeEnvelope(fromHex(v.envelope));
+      assert.equal(toHex(encodeEnvelope(envelope)), v.envelope);
+      assert.equal(toHex(await key.open(envelope, ctx)), v.secret);
+      const elsewhere = { ...ctx, holder: { type: "member" as const, member: "ee".repeat(16) } };
+      await assert.rejects(key.open(envelope, elsewhere), /does not open/);
+      const otherChain = { ...ctx, chainId: new Uint8Array(32) };
+      await assert.rejects(key.open(envelope, otherChain), /does not open/);
+      const altered = fromHex(v.envelope);
+      altered[altered.length - 1]! ^= 1;
+      await assert.rejects(key.open(decodeEnvelope(altered), ctx), /does not open/);
+    }
+  });
+
+  it("payloads decrypt under their digest, and nothing altered does", async () => {
+    const lengths = rust.payload.map((v) => v.plaintext_len);
+    assert.ok(lengths.includes(0) && lengths.some((n) => n > 65_536), `empty and multi-segment payloads: ${lengths}`);
+    for (const v of rust.payload) {
+      const expected = { record: fromHex(v.record), version: v.version, digest: fromHex(v.digest), suite: PayloadSuite.Direct };
+      const dek = fromHex(v.dek);
+      const ciphertext = fromHex(v.ciphertext);
+      assert.deepEqual(await openPayload(dek, ciphertext, expected), plaintext(v.plaintext_len));
+      const flipped = ciphertext.slice();
+      flipped[flipped.length - 1]! ^= 1;
+      await assert.rejects(openPayload(dek, flipped, { ...expected, digest: undefined }), /does not authenticate/);
+      await assert.rejects(openPayload(dek, flipped, expected), /not the one the ledger names/);
+      const otherKey = dek.slice();
+      otherKey[0]! ^= 1;
+      await assert.rejects(openPayload(otherKey, ciphertext, expected), /commits to/);
+      await assert.rejects(openPayload(dek, ciphertext, { ...expected, version: v.version + 1 }), /another record or version/);
+      if (v.plaintext_len > 65_536) {
+        const truncated = ciphertext.subarray(0, 68 + 65_536 + 16);
+        await assert.rejects(openPayload(dek, truncated, { ...expected, digest: undefined }), /does not authenticate/);
+      }
+    }
+  });
+
+  it("request signatures are reproduced header for header", () => {
+    assert.ok(rust.httpsig.some((v) => v.body.length > 0), "a request with a body");
+    for (const v of rust.httpsig) {
+      const key = SigningKey.fromSeed(fromHex(v.seed));
+      const parts = partsOfUrl(v.method, v.url, fromHex(v.body));
+      assert.deepEqual(signRequest(key, v.keyid, parts, v.created_ms, v.nonce), v.headers);
+      assert.equal(contentDigest(fromHex(v.body)), v.headers[0]![1]);
+    }
+  });
+
+  it("transactions encode, sign and hash to the same bytes and id", () => {
+    const kinds = new Set(rust.transactions.map((v) => v.json.kind.type));
+    assert.ok(kinds.size >= 6, `kinds: ${[...kinds]}`);
+    for (const v of rust.transactions) {
+      assert.equal(toHex(encodeBody(v.json)), v.body, v.json.kind.type);
+      const signed = signTransaction(v.json, SigningKey.fromSeed(fromHex(v.seed)));
+      assert.equal(toHex(signed.bytes), v.transaction, v.json.kind.type);
+      assert.equal(signed.id, v.id);
+    }
+  });
+});
