@@ -9,6 +9,7 @@ import type { KeyHolder, KeySubject } from "../packages/protocol/src/ids.js";
 import { partsOfUrl, signRequest } from "../packages/protocol/src/httpsig.js";
 import { sealPayload } from "../packages/protocol/src/payload.js";
 import { SigningKey } from "../packages/protocol/src/sign.js";
+import { deriveDataKey, encodeShare, randomSecret, split } from "../packages/protocol/src/threshold.js";
 import { type TxBody, encodeBody, signTransaction } from "../packages/protocol/src/tx.js";
 import { DecryptionKey, KemSuite, encodeEnvelope, seal, wrapAad, wrapInfo } from "../packages/protocol/src/wrap.js";
 import { plaintext, seed, vectorsPath } from "../packages/protocol/test/vectors.js";
@@ -128,6 +129,27 @@ const transactions = bodies.map((b) => {
   return { seed: toHex(seed(2)), json: b, body: toHex(encodeBody(b)), transaction: toHex(signed.bytes), id: signed.id };
 });
 
-const vectors = { format: "medledger interop vectors v1 (from TypeScript)", signing, wrap, payload, httpsig, transactions };
+const threshold = [
+  [1, 1],
+  [2, 4],
+  [3, 7],
+].map(([t, n], i) => {
+  const secret = randomSecret();
+  const dealt = split(secret, t!, n!);
+  const kEnv = randomSecret();
+  const id = seed(60 + i).subarray(0, 16);
+  return {
+    secret: toHex(secret),
+    threshold: t,
+    verifier: dealt.verifier.map(toHex),
+    shares: dealt.shares.map((s) => toHex(encodeShare(s))),
+    k_env: toHex(kEnv),
+    record: toHex(id),
+    version: 2,
+    dek: toHex(deriveDataKey(kEnv, secret, id, 2)),
+  };
+});
+
+const vectors = { format: "medledger interop vectors v1 (from TypeScript)", threshold, signing, wrap, payload, httpsig, transactions };
 writeFileSync(vectorsPath("ts"), JSON.stringify(vectors, null, 2) + "\n");
 console.log(`wrote ${vectorsPath("ts").pathname}`);

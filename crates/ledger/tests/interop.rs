@@ -5,11 +5,12 @@
 //! - `portal/vectors/rust.json`, written here (`MEDLEDGER_WRITE_VECTORS=1 cargo test -p
 //!   medledger-ledger --test interop`), read by the TypeScript tests: namespaced Ed25519
 //!   signatures, HPKE envelopes of both suites with their binding, STREAM payloads, RFC 9421
-//!   request signatures, and signed transactions.
+//!   request signatures, signed transactions, and Pedersen-shared threshold keys.
 //! - `portal/vectors/ts.json`, written by the TypeScript (`npm run vectors` in `portal/`), read
 //!   here: every envelope opens with the recorded key, every payload decrypts to the recorded
 //!   plaintext under the recorded digest, every request signature passes the node's check, every
-//!   transaction decodes canonically with its signature and id.
+//!   transaction decodes canonically with its signature and id, every dealt share verifies
+//!   against its commitments and the shares recover the secret.
 //!
 //! Without the variable, this test also checks that `rust.json` is still what this code makes
 //! or accepts (deterministic items recomputed, random ones opened), so a format change that is
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 use medledger_crypto::payload::{self, DataKey};
 use medledger_crypto::sign::SigningKey;
 use medledger_crypto::suite::KemSuite;
+use medledger_crypto::threshold;
 use medledger_crypto::wrap::{self, DecryptionKey, Envelope};
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::{
@@ -243,8 +245,31 @@ fn write_vectors() -> Value {
         })
         .collect();
 
+    let thresholds: Vec<Value> = [(1usize, 1usize), (2, 4), (3, 7)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(t, n))| {
+            let secret = threshold::random_secret();
+            let (shares, verifier) = threshold::split(&secret, t, n).unwrap();
+            let k_env: [u8; 32] = *threshold::random_secret();
+            let record: [u8; 16] = seed(60 + i as u8)[..16].try_into().unwrap();
+            let dek = threshold::derive_data_key(&k_env, &secret, &record, 2).unwrap();
+            json!({
+                "secret": h(&*secret),
+                "threshold": t,
+                "verifier": verifier.to_points().iter().map(|p| h(p)).collect::<Vec<_>>(),
+                "shares": shares.iter().map(|s| h(s.as_bytes())).collect::<Vec<_>>(),
+                "k_env": h(&k_env),
+                "record": h(&record),
+                "version": 2,
+                "dek": h(dek.as_bytes()),
+            })
+        })
+        .collect();
+
     json!({
         "format": "medledger interop vectors v1 (from Rust)",
+        "threshold": thresholds,
         "signing": signing,
         "wrap": wraps,
         "payload": payloads,
@@ -334,7 +359,27 @@ fn check_vectors(vectors: &Value, reproduce: bool) {
         assert_eq!(h(tx.id().as_bytes()), v["id"].as_str().unwrap());
         checked += 1;
     }
-    assert!(checked >= 20, "only {checked} vectors checked");
+    for v in vectors["threshold"].as_array().unwrap() {
+        let points: Vec<[u8; 32]> = v["verifier"].as_array().unwrap().iter().map(array).collect();
+        let verifier = threshold::Verifier::from_points(&points).expect("the commitments are points");
+        let t = v["threshold"].as_u64().unwrap() as usize;
+        assert_eq!(verifier.threshold(), t);
+        let shares: Vec<threshold::Share> =
+            v["shares"].as_array().unwrap().iter().map(|s| threshold::Share::from_slice(&unhex(s)).unwrap()).collect();
+        assert!(shares.len() >= t);
+        for share in &shares {
+            assert!(verifier.verify(share), "share {} verifies", share.id());
+        }
+        let mut forged = shares[0].as_bytes().to_vec();
+        forged[1] ^= 1;
+        assert!(!verifier.verify(&threshold::Share::from_slice(&forged).unwrap()), "an altered share verifies");
+        let secret = threshold::combine(&shares[shares.len() - t..]).unwrap();
+        assert_eq!(h(&*secret), v["secret"].as_str().unwrap(), "any {t} shares recover the secret");
+        let dek = threshold::derive_data_key(&array(&v["k_env"]), &secret, &array(&v["record"]), 2).unwrap();
+        assert_eq!(h(dek.as_bytes()), v["dek"].as_str().unwrap());
+        checked += 1;
+    }
+    assert!(checked >= 23, "only {checked} vectors checked");
 }
 
 #[test]

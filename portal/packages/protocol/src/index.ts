@@ -9,3 +9,4 @@ export * from "./payload.js";
 export * from "./sign.js";
 export * from "./tx.js";
 export * from "./wrap.js";
+export * from "./threshold.js";

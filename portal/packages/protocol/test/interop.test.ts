@@ -9,6 +9,7 @@ import { fromHex, toHex } from "../src/bytes.js";
 import { contentDigest, partsOfUrl, signRequest } from "../src/httpsig.js";
 import { PayloadSuite, openPayload } from "../src/payload.js";
 import { SigningKey, verify } from "../src/sign.js";
+import { BLINDING_GENERATOR, combine, decodeShare, decodeVerifier, deriveDataKey, encodeShare, verifyShare } from "../src/threshold.js";
 import { encodeBody, signTransaction } from "../src/tx.js";
 import { DecryptionKey, decodeEnvelope, encodeEnvelope, kemSuite, wrapAad, wrapInfo } from "../src/wrap.js";
 import { plaintext, readVectors } from "./vectors.js";
@@ -99,6 +100,31 @@ describe("Rust's vectors", () => {
       const signed = signTransaction(v.json, SigningKey.fromSeed(fromHex(v.seed)));
       assert.equal(toHex(signed.bytes), v.transaction, v.json.kind.type);
       assert.equal(signed.id, v.id);
+    }
+  });
+
+  it("threshold shares verify against their commitments and recover k_thr and the data key", () => {
+    assert.equal(toHex(BLINDING_GENERATOR.toBytes()), "060a7f0d1ef392208557309fd77d6cab565bcdc76fbc4ecc3445060a280a305c");
+    assert.ok(rust.threshold.some((v) => v.threshold > 2));
+    for (const v of rust.threshold) {
+      const verifier = decodeVerifier(v.verifier.map(fromHex));
+      const shares = v.shares.map((s) => decodeShare(fromHex(s)));
+      for (const [i, share] of shares.entries()) {
+        assert.ok(verifyShare(verifier, share), `share ${share.id}`);
+        assert.equal(toHex(encodeShare(share)), v.shares[i]);
+        assert.ok(!verifyShare(verifier, { ...share, value: share.value + 1n }), "an altered share verifies");
+        if (v.threshold > 1) {
+          const other = share.id === 1 ? 2 : 1;
+          assert.ok(!verifyShare(verifier, { ...share, id: other }), "a share under another holder's id verifies");
+        }
+      }
+      const t = v.threshold;
+      for (let start = 0; start + t <= shares.length; start++) {
+        assert.equal(toHex(combine(shares.slice(start, start + t))), v.secret, `shares ${start}..${start + t}`);
+      }
+      if (t > 1) assert.notEqual(toHex(combine(shares.slice(0, t - 1))), v.secret, "fewer than the threshold recover k_thr");
+      const dek = deriveDataKey(fromHex(v.k_env), fromHex(v.secret), fromHex(v.record), v.version);
+      assert.equal(toHex(dek), v.dek);
     }
   });
 });

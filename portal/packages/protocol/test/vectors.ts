@@ -32,6 +32,16 @@ export interface Vectors {
     headers: [string, string][];
   }[];
   transactions: { seed: string; json: import("../src/tx.js").TxBody; body: string; transaction: string; id: string }[];
+  threshold: {
+    secret: string;
+    threshold: number;
+    verifier: string[];
+    shares: string[];
+    k_env: string;
+    record: string;
+    version: number;
+    dek: string;
+  }[];
 }
 
 /** `portal/vectors/NAME.json` (the tests run from `portal/dist/test/`). */
