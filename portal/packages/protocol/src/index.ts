@@ -10,3 +10,4 @@ export * from "./sign.js";
 export * from "./tx.js";
 export * from "./wrap.js";
 export * from "./threshold.js";
+export * from "./evidence.js";
