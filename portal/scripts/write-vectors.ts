@@ -7,6 +7,7 @@ import { writeFileSync } from "node:fs";
 import { toHex } from "../packages/protocol/src/bytes.js";
 import type { KeyHolder, KeySubject } from "../packages/protocol/src/ids.js";
 import { partsOfUrl, signRequest } from "../packages/protocol/src/httpsig.js";
+import { sealKeystore } from "../packages/protocol/src/keystore.js";
 import { sealPayload } from "../packages/protocol/src/payload.js";
 import { SigningKey } from "../packages/protocol/src/sign.js";
 import { deriveDataKey, encodeShare, randomSecret, split } from "../packages/protocol/src/threshold.js";
@@ -150,6 +151,15 @@ const threshold = [
   };
 });
 
-const vectors = { format: "medledger interop vectors v1 (from TypeScript)", threshold, signing, wrap, payload, httpsig, transactions };
+const keystores = [];
+for (const [passphrase, secret] of [
+  ["correct horse battery staple", seed(70)],
+  ["é 🔑 pass", new Uint8Array([...seed(71), ...seed(72), 2, ...seed(73)])],
+] as const) {
+  const sealed = await sealKeystore(new TextEncoder().encode(passphrase), secret);
+  keystores.push({ passphrase, sealed: toHex(sealed), secret: toHex(secret) });
+}
+
+const vectors = { format: "medledger interop vectors v1 (from TypeScript)", keystores, threshold, signing, wrap, payload, httpsig, transactions };
 writeFileSync(vectorsPath("ts"), JSON.stringify(vectors, null, 2) + "\n");
 console.log(`wrote ${vectorsPath("ts").pathname}`);

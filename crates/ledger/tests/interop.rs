@@ -267,8 +267,20 @@ fn write_vectors() -> Value {
         })
         .collect();
 
+    // An identity keystore's secret as the CLI lays it out: signing seed, current decryption key,
+    // then each earlier key as suite ‖ key.
+    let identity = [seed(70).as_slice(), &seed(71), &[KemSuite::X25519.id()], &seed(72)].concat();
+    let keystores: Vec<Value> = [("correct horse battery staple", identity.clone()), ("é 🔑 pass", seed(73).to_vec())]
+        .iter()
+        .map(|(passphrase, secret)| {
+            let sealed = medledger_crypto::keystore::seal(passphrase.as_bytes(), secret).unwrap();
+            json!({ "passphrase": passphrase, "sealed": h(&sealed), "secret": h(secret) })
+        })
+        .collect();
+
     json!({
         "format": "medledger interop vectors v1 (from Rust)",
+        "keystores": keystores,
         "threshold": thresholds,
         "signing": signing,
         "wrap": wraps,
@@ -379,7 +391,14 @@ fn check_vectors(vectors: &Value, reproduce: bool) {
         assert_eq!(h(dek.as_bytes()), v["dek"].as_str().unwrap());
         checked += 1;
     }
-    assert!(checked >= 23, "only {checked} vectors checked");
+    for v in vectors["keystores"].as_array().unwrap() {
+        let passphrase = v["passphrase"].as_str().unwrap().as_bytes();
+        let opened = medledger_crypto::keystore::open(passphrase, &unhex(&v["sealed"])).expect("the keystore opens");
+        assert_eq!(h(&opened), v["secret"].as_str().unwrap());
+        assert!(medledger_crypto::keystore::open(b"wrong", &unhex(&v["sealed"])).is_err());
+        checked += 1;
+    }
+    assert!(checked >= 25, "only {checked} vectors checked");
 }
 
 #[test]

@@ -11,3 +11,4 @@ export * from "./tx.js";
 export * from "./wrap.js";
 export * from "./threshold.js";
 export * from "./evidence.js";
+export * from "./keystore.js";

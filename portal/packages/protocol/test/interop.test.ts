@@ -5,8 +5,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { fromHex, toHex } from "../src/bytes.js";
+import { fromHex, toHex, utf8 } from "../src/bytes.js";
 import { contentDigest, partsOfUrl, signRequest } from "../src/httpsig.js";
+import { identityFromSecret, identitySecret, openKeystore } from "../src/keystore.js";
 import { PayloadSuite, openPayload } from "../src/payload.js";
 import { SigningKey, verify } from "../src/sign.js";
 import { BLINDING_GENERATOR, combine, decodeShare, decodeVerifier, deriveDataKey, encodeShare, verifyShare } from "../src/threshold.js";
@@ -126,5 +127,29 @@ describe("Rust's vectors", () => {
       const dek = deriveDataKey(fromHex(v.k_env), fromHex(v.secret), fromHex(v.record), v.version);
       assert.equal(toHex(dek), v.dek);
     }
+  });
+
+  it("CLI keystores open with their passphrase only, and their identity keys are the CLI's", async () => {
+    assert.ok(rust.keystores.length >= 2);
+    for (const v of rust.keystores) {
+      const sealed = fromHex(v.sealed);
+      const secret = await openKeystore(utf8(v.passphrase), sealed);
+      assert.equal(toHex(secret), v.secret);
+      await assert.rejects(openKeystore(utf8("wrong"), sealed), /wrong passphrase/);
+      const altered = sealed.slice();
+      altered[altered.length - 1]! ^= 1;
+      await assert.rejects(openKeystore(utf8(v.passphrase), altered), /wrong passphrase/);
+      // Parameters over the bounds are refused before Argon2 runs (it would reserve 1 GiB).
+      const greedy = sealed.slice();
+      new DataView(greedy.buffer).setUint32(6, 1024 * 1024);
+      await assert.rejects(openKeystore(utf8(v.passphrase), greedy), /out of bounds/);
+      const cheap = sealed.slice();
+      new DataView(cheap.buffer).setUint32(10, 1);
+      await assert.rejects(openKeystore(utf8(v.passphrase), cheap), /out of bounds/);
+    }
+    const identity = rust.keystores.find((v) => v.secret.length > 128)!;
+    const keys = await identityFromSecret(1, fromHex(identity.secret));
+    assert.equal(keys.previous.length, 1);
+    assert.equal(toHex(identitySecret(keys)), identity.secret);
   });
 });

@@ -32,6 +32,7 @@ export interface Vectors {
     headers: [string, string][];
   }[];
   transactions: { seed: string; json: import("../src/tx.js").TxBody; body: string; transaction: string; id: string }[];
+  keystores: { passphrase: string; sealed: string; secret: string }[];
   threshold: {
     secret: string;
     threshold: number;
