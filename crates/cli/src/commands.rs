@@ -127,6 +127,45 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
                 show_recovery_code(&name, &code);
             }
         }
+        Command::Id(IdCommand::Request { name, role, org, display_name, out }) => {
+            let role: Role = role.parse().map_err(|_| {
+                SdkError::Usage("--role is one of patient, doctor, nurse, admin, auditor, emergency".into())
+            })?;
+            let org = OrgId::new(&org).map_err(|_| SdkError::Usage("malformed organisation id".into()))?;
+            if out.exists() {
+                return Err(SdkError::Usage(format!("{} exists; choose another --out", out.display())));
+            }
+            let pass = passphrase()?;
+            let (identity, code, request) =
+                session.request_enrolment(&name, role, org, display_name, pass.as_bytes())?;
+            let text = serde_json::to_vec_pretty(&request).map_err(|e| SdkError::Other(e.to_string()))?;
+            std::fs::write(&out, text).map_err(|e| SdkError::Usage(format!("cannot write {}: {e}", out.display())))?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"name": name, "member": identity.member, "request": out, "recovery_code": code.reveal().as_str()})
+                );
+            } else {
+                println!(
+                    "enrolment request for {name} (member {}) written to {}: an admin of {} approves it with `id approve`",
+                    identity.member,
+                    out.display(),
+                    identity.org
+                );
+                show_recovery_code(&name, &code);
+            }
+        }
+        Command::Id(IdCommand::Approve { as_, request }) => {
+            let bytes = read_small(&request, medledger_sdk::ENROLMENT_REQUEST_BYTES_MAX, "enrolment request")?;
+            let request = medledger_sdk::EnrolmentRequest::parse(&bytes)?;
+            let c = rt.block_on(session.approve_enrolment(&load(home, &as_)?, &request))?;
+            let e = &request.enroll;
+            if json {
+                println!("{}", json!({"member": e.member, "role": e.role.as_str(), "org": e.org.as_str(), "tx": c.tx}));
+            } else {
+                println!("enrolled member {} as {} of {} (tx {})", e.member, e.role.as_str(), e.org, c.tx);
+            }
+        }
         Command::Id(IdCommand::Rotate { name }) => {
             let pass = passphrase()?;
             let me = home.load_identity(&name, pass.as_bytes())?;

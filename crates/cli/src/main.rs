@@ -315,7 +315,9 @@ pub enum GenesisCommand {
 
 #[derive(Subcommand)]
 enum IdCommand {
-    /// Make a member's keys here and have an admin of their organisation enrol them.
+    /// Make a member's keys here and have an admin of their organisation enrol them (the admin's
+    /// machine then makes the member's keys: for local demos; members make their own with
+    /// `id request`).
     Create {
         /// Local alias (never leaves this machine).
         name: String,
@@ -328,6 +330,30 @@ enum IdCommand {
         /// Public display name for staff (provider directory); never for patients.
         #[arg(long)]
         display_name: Option<String>,
+    },
+    /// Make your keys on this device and write an enrolment request (public keys only, signed
+    /// with them; for a patient also the first chart key, wrapped for you alone) for an admin of
+    /// your organisation to approve with `id approve`. Prints your recovery code.
+    Request {
+        /// Local alias (never leaves this machine).
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        org: String,
+        /// Public display name for staff (provider directory); never for patients.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Where to write the request.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Enrol the member of an enrolment request (as an admin of their organisation), once its
+    /// signature shows the keys are the requester's and nothing was changed.
+    Approve {
+        #[arg(long = "as")]
+        as_: String,
+        request: PathBuf,
     },
     /// List the identities and contacts of this home.
     List,

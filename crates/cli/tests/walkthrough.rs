@@ -123,3 +123,114 @@ fn bad_input_is_a_usage_error_and_changes_nothing() {
     assert_eq!(wrong_pass.status.code(), Some(2), "{}", String::from_utf8_lossy(&wrong_pass.stderr));
     assert_eq!(net.height(), height, "no transaction was committed by bad input");
 }
+
+/// Enrolment by request (issue 16, DESIGN §4): a patient and a nurse make their keys in homes of
+/// their own and hand their admin a signed request with public keys only; the admin's home never
+/// holds their secrets, nor the patient's chart key. Altered requests, another organisation's
+/// admin and a replayed request are refused, and nothing is enrolled by them.
+#[test]
+fn members_make_their_own_keys_and_an_admin_enrols_them_by_request() {
+    let net = Net::start_n(2);
+    // The members' own devices: homes with only the network's client configuration.
+    let device = |name: &str| {
+        let home = net.root.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::copy(net.home.join("client.json"), home.join("client.json")).unwrap();
+        home
+    };
+    let (pat_home, nurse_home) = (device("pat-device"), device("nurse-device"));
+    let on = |home: &std::path::Path, args: &[&str]| {
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_medledger"))
+            .args(args)
+            .env("MEDLEDGER_HOME", home)
+            .env("MEDLEDGER_PASSPHRASE", "correct horse battery staple")
+            .env_remove("MEDLEDGER_NODE")
+            .output()
+            .unwrap();
+        (
+            run.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&run.stdout).to_string(),
+            String::from_utf8_lossy(&run.stderr).to_string(),
+        )
+    };
+    let pat_req = net.root.path().join("pat.request.json");
+    let nurse_req = net.root.path().join("nurse.request.json");
+    let (code, out, err) = on(
+        &pat_home,
+        &["id", "request", "pat", "--role", "patient", "--org", "h1", "--out", pat_req.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("written to"), "{out}");
+    let (code, _, err) = on(
+        &nurse_home,
+        &[
+            "id",
+            "request",
+            "nora",
+            "--role",
+            "nurse",
+            "--org",
+            "h1",
+            "--display-name",
+            "Nora N",
+            "--out",
+            nurse_req.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let request: serde_json::Value = serde_json::from_slice(&std::fs::read(&pat_req).unwrap()).unwrap();
+    let member = request["enroll"]["member"].as_str().unwrap().to_string();
+
+    // Altered on the way (another role, another signing key's claim): refused as an integrity
+    // failure, nothing enrolled.
+    let mut altered = request.clone();
+    altered["enroll"]["role"] = serde_json::json!("admin");
+    altered["enroll"]["chart_key"] = serde_json::Value::Null;
+    altered["sidecar"] = serde_json::Value::Null;
+    let altered_path = net.file("altered.json", &serde_json::to_vec(&altered).unwrap());
+    let run = net.cli(&["id", "approve", "--as", "h1-admin", altered_path.to_str().unwrap()]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let mut resigned = request.clone();
+    resigned["enroll"]["display_name"] = serde_json::json!("Pat");
+    let resigned_path = net.file("named.json", &serde_json::to_vec(&resigned).unwrap());
+    assert_eq!(net.cli(&["id", "approve", "--as", "h1-admin", resigned_path.to_str().unwrap()]).code, 4);
+    // Another organisation's admin: denied.
+    let run = net.cli(&["id", "approve", "--as", "h2-admin", pat_req.to_str().unwrap()]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let garbage = net.file("garbage.json", b"{\"format\": \"something else\"}");
+    assert_eq!(net.cli(&["id", "approve", "--as", "h1-admin", garbage.to_str().unwrap()]).code, 2);
+    // Not enrolled by any of that: the patient's keys sign for nobody yet.
+    let obs = net.file("own.json", OBSERVATION.as_bytes());
+    let (code, _, err) = on(&pat_home, &["record", "put", "--as", "pat", "--patient", "pat", obs.to_str().unwrap()]);
+    assert_eq!(code, 3, "a request's keys acted before approval: {err}");
+
+    // The admin approves both; the members read and write from their own devices.
+    let out = net.ok(&["id", "approve", "--as", "h1-admin", pat_req.to_str().unwrap()]);
+    assert!(out.contains(&member), "{out}");
+    net.ok(&["id", "approve", "--as", "h1-admin", nurse_req.to_str().unwrap()]);
+    // A replayed request enrols nobody twice.
+    assert_ne!(net.cli(&["id", "approve", "--as", "h1-admin", pat_req.to_str().unwrap()]).code, 0);
+    let (code, out, err) = on(&pat_home, &["record", "put", "--as", "pat", "--patient", "pat", obs.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let record = out.trim().to_string();
+    let (code, out, err) = on(&pat_home, &["record", "get", "--as", "pat", &record]);
+    assert_eq!((code, out.as_str()), (0, OBSERVATION), "{err}");
+
+    // The admin's home holds neither member's keystore, and no file of the admin's home or of the
+    // network holds the patient's or the nurse's secret keys.
+    assert!(
+        !net.home.join("identities").join("pat.key").exists() && !net.home.join("identities").join("nora.key").exists()
+    );
+    let home = medledger_sdk::Home::open(&pat_home).unwrap();
+    let pat = home.load_identity("pat", b"correct horse battery staple").unwrap();
+    let secret = pat.encryption.to_bytes();
+    let seed = pat.signing.to_bytes();
+    for file in files_under(&net.home).into_iter().chain(files_under(&net.dir)) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !contains(&bytes, &secret[..]) && !contains(&bytes, &seed[..]),
+            "{} holds the patient's keys",
+            file.display()
+        );
+    }
+}

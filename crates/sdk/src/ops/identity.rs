@@ -136,6 +136,47 @@ impl Session {
         self.rotate_keys(&custody, KeyChange::Claim { proof: code.proof() }).await
     }
 
+    /// A member's side of enrolment by request: makes their keys on this device (saved in the
+    /// home keystore under `alias`) and, for a patient, their first chart key, wrapped for them
+    /// alone; returns the identity, its recovery code, and the signed request (public keys only)
+    /// an admin of `org` approves with [`Session::approve_enrolment`]. No admin ever holds the
+    /// member's secrets, nor a patient's chart key.
+    pub fn request_enrolment(
+        &self,
+        alias: &str,
+        role: Role,
+        org: OrgId,
+        display_name: Option<String>,
+        passphrase: &[u8],
+    ) -> Result<(Identity, RecoveryCode, EnrolmentRequest)> {
+        crate::home::check_alias(alias)?;
+        if self.home.has_identity(alias) || self.home.book()?.contains_key(alias) {
+            return Err(SdkError::Usage("that name is already taken in this home".to_string()));
+        }
+        if role == Role::Patient && display_name.is_some() {
+            return Err(SdkError::Usage("patients have no public display name".into()));
+        }
+        let code = RecoveryCode::generate();
+        let member = MemberId::new(medledger_crypto::random_bytes());
+        let identity = Identity::from_recovery_code(alias, member, role, org, KemSuite::default(), &code)?;
+        let (kind, sidecar) = self.enrolment(&identity, display_name, false)?;
+        let TxKind::Enroll(enroll) = kind else { return Err(SdkError::Other("an enrolment is an Enroll".into())) };
+        let request = EnrolmentRequest::sign(self.chain_id, enroll, sidecar, &identity.signing);
+        self.home.save_identity(&identity, passphrase)?;
+        Ok((identity, code, request))
+    }
+
+    /// `admin` enrols the member of `request` (see [`Session::request_enrolment`]), once its
+    /// signature shows the keys are the requester's and it is for this network and the admin's
+    /// own organisation.
+    pub async fn approve_enrolment(&self, admin: &Identity, request: &EnrolmentRequest) -> Result<Committed> {
+        let (enroll, sidecar) = request.verified(self.chain_id)?;
+        if enroll.org != admin.org {
+            return Err(SdkError::Denied("an admin enrols members of their own organisation only".into()));
+        }
+        self.transact(admin, TxKind::Enroll(enroll), sidecar).await
+    }
+
     /// An admin of the member's organisation asks for their lost keys to be replaced by the
     /// public keys of `request` (made on the member's new device); it takes the network's delay.
     pub async fn request_recovery(&self, admin: &Identity, request: &RecoveryRequest) -> Result<Committed> {
@@ -328,5 +369,106 @@ impl RecoveryRequest {
             return Err(SdkError::Usage("not a recovery request".into()));
         }
         Ok(request)
+    }
+}
+
+/// A member's request to be enrolled, made on their own device (`medledger id request`): the
+/// Enroll transaction an admin submits (public keys, role, organisation; for a patient the first
+/// chart key and the sidecar wrapping its secret for the patient alone), signed with the member's
+/// own signing key so the admin knows the keys are the requester's and nothing was changed on
+/// the way.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnrolmentRequest {
+    pub format: String,
+    pub chain_id: medledger_types::ChainId,
+    pub enroll: Enroll,
+    /// The borsh sidecar, hex (a patient's chart-key envelope).
+    pub sidecar: Option<String>,
+    /// Ed25519 by `enroll.signing_key` over [`EnrolmentRequest::signed_bytes`], hex.
+    pub signature: String,
+}
+
+/// Signing namespace of enrolment requests.
+const ENROLMENT_REQUEST_NAMESPACE: &[u8] = b"medledger/enrolment-request/v1";
+/// Largest enrolment request file accepted.
+pub const ENROLMENT_REQUEST_BYTES_MAX: usize = 64 * 1024;
+
+impl EnrolmentRequest {
+    pub const FORMAT: &str = "medledger-enrolment-request/v1";
+
+    /// What the member signs: the chain, the Enroll transaction, the sidecar.
+    fn signed_bytes(chain_id: medledger_types::ChainId, enroll: &Enroll, sidecar: Option<&[u8]>) -> Vec<u8> {
+        medledger_types::encode(&(chain_id, enroll, sidecar.map(<[u8]>::to_vec)))
+    }
+
+    fn sign(
+        chain_id: medledger_types::ChainId,
+        enroll: Enroll,
+        sidecar: Option<Sidecar>,
+        key: &medledger_crypto::sign::SigningKey,
+    ) -> Self {
+        let sidecar = sidecar.map(|s| s.encode());
+        let signature =
+            key.sign(ENROLMENT_REQUEST_NAMESPACE, &Self::signed_bytes(chain_id, &enroll, sidecar.as_deref()));
+        EnrolmentRequest {
+            format: Self::FORMAT.into(),
+            chain_id,
+            enroll,
+            sidecar: sidecar.map(hex::encode),
+            signature: hex::encode(signature.as_bytes()),
+        }
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let request: EnrolmentRequest = (bytes.len() <= ENROLMENT_REQUEST_BYTES_MAX)
+            .then(|| serde_json::from_slice(bytes).ok())
+            .flatten()
+            .ok_or_else(|| SdkError::Usage("not an enrolment request".into()))?;
+        if request.format != Self::FORMAT {
+            return Err(SdkError::Usage("not an enrolment request".into()));
+        }
+        Ok(request)
+    }
+
+    /// The Enroll transaction and sidecar, once the request is for `chain_id`, signed by the
+    /// signing key it enrols, and shaped as an enrolment by request is (not custodial; a
+    /// patient's sidecar holds exactly their chart key's envelope for them, nobody else's).
+    pub fn verified(&self, chain_id: medledger_types::ChainId) -> Result<(Enroll, Option<Sidecar>)> {
+        let integrity = |what: &str| SdkError::Integrity(format!("the enrolment request {what}"));
+        if self.chain_id != chain_id {
+            return Err(SdkError::Usage("the enrolment request is for another network".into()));
+        }
+        let sidecar_bytes =
+            self.sidecar.as_deref().map(hex::decode).transpose().map_err(|_| integrity("has a malformed sidecar"))?;
+        let signature: [u8; 64] = hex::decode(&self.signature)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| integrity("has a malformed signature"))?;
+        let signed = Self::signed_bytes(chain_id, &self.enroll, sidecar_bytes.as_deref());
+        let signature = medledger_crypto::sign::Signature(signature);
+        if self.enroll.signing_key.verify(ENROLMENT_REQUEST_NAMESPACE, &signed, &signature).is_err() {
+            return Err(integrity("is not signed by the keys it enrols, or was altered"));
+        }
+        let sidecar =
+            sidecar_bytes.map(|b| Sidecar::decode(&b)).transpose().map_err(|_| integrity("has a malformed sidecar"))?;
+        let member = self.enroll.member;
+        let own_chart_key = |s: &Sidecar| {
+            matches!(s.envelopes.as_slice(), [e] if e.holder == KeyHolder::Member { member }
+                && e.subject == KeySubject::Chart { patient: member, epoch: 0 })
+                && s.metadata.is_none()
+        };
+        let shaped = !self.enroll.custodial
+            && match (self.enroll.role, &self.enroll.chart_key, &sidecar) {
+                (Role::Patient, Some(_), Some(s)) => own_chart_key(s) && self.enroll.display_name.is_none(),
+                (Role::Patient, _, _) => false,
+                (_, None, None) => true,
+                _ => false,
+            };
+        if !shaped {
+            return Err(SdkError::Usage(
+                "the enrolment request is not shaped as one (custody, or a chart key of another)".into(),
+            ));
+        }
+        Ok((self.enroll.clone(), sidecar))
     }
 }
