@@ -180,6 +180,12 @@ async fn guard(request: Request, next: Next) -> Response {
         if media != "application/fhir+json" && media != "application/json" {
             return FhirError::new(415, "not-supported", "send application/fhir+json").into_response();
         }
+        // A declared length over the limit is refused before a byte of the body is read (a
+        // client that sent `Expect: 100-continue` never sends it at all).
+        let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > fhir::BODY_BYTES_MAX as u64) {
+            return as_outcome(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+        }
     }
     let format = request
         .uri()

@@ -197,6 +197,11 @@ pub struct ReleasedShare {
     pub envelope: Envelope,
     /// Whether the envelope carries the emergency share too.
     pub emergency: bool,
+    /// The validator's committed height when it released the share: a reader whose bundle
+    /// names an older generation of the record's shares (another validator had not seen a
+    /// re-sharing finish yet) reads the bundle again from at least this height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<Height>,
 }
 
 /// `GET /v1/tx/{id}/note`: a break-glass note for one of its readers (the patient or an

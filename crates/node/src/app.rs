@@ -108,6 +108,9 @@ pub struct Inner {
     mempool: Mutex<Mempool>,
     work: Notify,
     committed: watch::Sender<LastApplied>,
+    /// Bumped each time the re-sharing worker vaults this validator's share of a finished
+    /// re-sharing, so a share request that came first waits for it instead of failing.
+    reshared: watch::Sender<u64>,
     /// The finalization certificate consensus starts from after a state sync (see [`crate::sync`]).
     floor: Mutex<Option<(Height, Vec<u8>)>>,
     /// The validator sets of the committed state, and the (latest epoch, validator count) they
@@ -188,6 +191,7 @@ impl App {
                 }),
                 work: Notify::new(),
                 committed,
+                reshared: watch::channel(0).0,
                 floor: Mutex::new(None),
                 schedule: Mutex::new((None, Vec::new())),
                 certified_tip: Mutex::new(None),
@@ -208,6 +212,16 @@ impl App {
     /// A receiver that changes at every commit (for long-polls).
     pub fn subscribe(&self) -> watch::Receiver<LastApplied> {
         self.inner.committed.subscribe()
+    }
+
+    /// Tells waiting share requests that the re-sharing worker vaulted new shares.
+    pub(crate) fn reshared(&self) {
+        self.inner.reshared.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever [`App::reshared`] is called.
+    pub(crate) fn subscribe_reshared(&self) -> watch::Receiver<u64> {
+        self.inner.reshared.subscribe()
     }
 
     /// The chain log entry of a committed block.

@@ -428,6 +428,7 @@ impl Janitor {
         }
         rows.push((record, version, vec![DEALT], None));
         db.vault_put_rows(&rows).map_err(|e| e.to_string())?;
+        self.app.reshared();
         tracing::info!(version, "re-sharing finished");
         Ok(())
     }

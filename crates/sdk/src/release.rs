@@ -239,6 +239,14 @@ impl Session {
         let mut failures = Vec::new();
         while let Some((i, reply)) = asks.next().await {
             let checked = reply.and_then(|released| {
+                if (released.epoch != public.epoch || released.validator != index(i))
+                    && released.height.is_some_and(|h| h.get() > self.client.min_height())
+                {
+                    // The validator is ahead of the bundle: it has seen the record's shares move
+                    // to a new generation the bundle does not name yet. (Only a hint: the session's
+                    // minimum height is not raised on one validator's word.)
+                    return Err(SdkError::Conflict(SHARES_MOVED.into()));
+                }
                 if released.validator != index(i) || released.epoch != public.epoch || released.emergency != emergency {
                     return Err(SdkError::Integrity("a validator released another share than asked".into()));
                 }
@@ -276,6 +284,9 @@ impl Session {
                 Err(e) => failures.push(e),
             }
         }
+        if failures.iter().any(|e| matches!(e, SdkError::Conflict(m) if m == SHARES_MOVED)) {
+            return Err(SdkError::Conflict(SHARES_MOVED.into()));
+        }
         if denied > 0 && thr.is_empty() && failures.is_empty() {
             return Err(SdkError::Denied("the validators refused to release the record key".into()));
         }
@@ -286,6 +297,10 @@ impl Session {
         )))
     }
 }
+
+/// Why a share collection is started again: a validator released a share of a newer generation
+/// than the bundle named (a re-sharing finished in between).
+pub(crate) const SHARES_MOVED: &str = "the record's shares moved to a new generation during the read";
 
 /// A recovered key half.
 pub(crate) type Key = Zeroizing<[u8; HALF_KEY_BYTES]>;

@@ -406,14 +406,28 @@ pub fn http_request(
     let has_host = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
     let host = if has_host { String::new() } else { format!("Host: {addr}\r\n") };
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    // A large body goes as curl sends it: `Expect: 100-continue`, and the body only after the
+    // server says so. A server that refuses it from the headers (413) answers at once and closes,
+    // and the client must not be writing megabytes into a closed socket meanwhile.
+    let expect = body.len() > EXPECT_CONTINUE_ABOVE;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\n{host}{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "{method} {path} HTTP/1.1\r\n{host}{extra}Content-Length: {}\r\n{}Connection: close\r\n\r\n",
+        body.len(),
+        if expect { "Expect: 100-continue\r\n" } else { "" }
     )
     .expect("request");
-    stream.write_all(body).expect("body");
     let mut reply = Vec::new();
+    if expect {
+        let head = read_head(&mut stream);
+        if head.starts_with(b"HTTP/1.1 100") {
+            stream.write_all(body).expect("body");
+        } else {
+            reply = head;
+        }
+    } else {
+        stream.write_all(body).expect("body");
+    }
     stream.read_to_end(&mut reply).expect("reply");
     let reply = String::from_utf8_lossy(&reply).into_owned();
     let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
@@ -424,6 +438,23 @@ pub fn http_request(
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     (status, headers, body.to_string())
+}
+
+/// Bodies above this size are sent with `Expect: 100-continue` by [`http_request`].
+const EXPECT_CONTINUE_ABOVE: usize = 1 << 20;
+
+/// Reads one response head (through the blank line) a byte at a time.
+fn read_head(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).expect("response head") {
+            0 => break,
+            _ => head.push(byte[0]),
+        }
+    }
+    head
 }
 
 /// A running `medledger gateway` process, killed on drop.

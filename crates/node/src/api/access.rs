@@ -13,6 +13,7 @@ use medledger_ledger::{KeyHolder, KeySubject, Sidecar, SidecarEnvelope, TxKind};
 use medledger_store::BlobError;
 use medledger_types::limits::ACCESS_WINDOW_MS;
 use medledger_types::{Digest, TxId};
+use zeroize::Zeroizing;
 
 use super::auth::Signed;
 use super::blobs::storage_failure;
@@ -180,9 +181,9 @@ pub(super) async fn access_share(
         .position(state.index)
         .ok_or_else(|| ApiError::not_found("threshold share (this validator holds none of this record)"))?;
     let share_index = u32::try_from(position).map_err(ApiError::internal)?;
-    let vaulted = db.vault_get(&record.record, record.version).map_err(ApiError::internal)?;
-    let opened = match vaulted.and_then(|row| keyring.open_share(&record.record, record.version, &row)) {
-        Some(opened) if info.opened_fits(position, &opened) => opened,
+    let vaulted = vaulted_share(&state, keyring, &record, |opened| info.opened_fits(position, opened)).await?;
+    let opened = match vaulted {
+        Some(opened) => opened,
         // Not vaulted yet (the janitor has not seen the record's block): the author's dealing is
         // opened from the sidecar. A re-shared generation is only ever in the vault.
         _ if info.generation == 0 => {
@@ -222,7 +223,37 @@ pub(super) async fn access_share(
     let context = threshold::release_context(chain_id, record.record, record.version, info.epoch, share_index, me.id);
     let envelope = medledger_crypto::wrap::seal(&me.encryption_key, released, &context).map_err(ApiError::internal)?;
     state.app.inner().metrics.shares_released.inc();
-    Ok(Json(ReleasedShare { validator: share_index, epoch: info.epoch, envelope, emergency }))
+    let height = Some(state.app.last_applied().height);
+    Ok(Json(ReleasedShare { validator: share_index, epoch: info.epoch, envelope, emergency, height }))
+}
+
+/// How long a share request waits, at most, for this validator's re-sharing worker to vault its
+/// share of a re-sharing that finished just before (the reader asked as soon as it committed).
+const RESHARED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// This validator's vaulted share of `record`'s version, opened, if it fits (`fits`). For a
+/// re-shared generation not vaulted yet, waits (at most [`RESHARED_WAIT`]) for the re-sharing
+/// worker, which combines it when the re-sharing's finish commits.
+async fn vaulted_share(
+    state: &ApiState,
+    keyring: &crate::keyring::Keyring,
+    record: &RecordEntry,
+    fits: impl Fn(&[u8]) -> bool,
+) -> ApiResult<Option<Zeroizing<Vec<u8>>>> {
+    let db = &state.app.inner().db;
+    let mut reshared = state.app.subscribe_reshared();
+    let deadline = tokio::time::Instant::now() + RESHARED_WAIT;
+    let re_shared = record.threshold.0.as_ref().is_some_and(|info| info.generation > 0);
+    loop {
+        let vaulted = db.vault_get(&record.record, record.version).map_err(ApiError::internal)?;
+        let opened = vaulted.and_then(|row| keyring.open_share(&record.record, record.version, &row));
+        if opened.as_ref().is_some_and(|o| fits(o)) || !re_shared {
+            return Ok(opened.filter(|o| fits(o)));
+        }
+        if tokio::time::timeout_at(deadline, reshared.changed()).await.is_err() {
+            return Ok(None);
+        }
+    }
 }
 
 #[utoipa::path(

@@ -407,6 +407,27 @@ impl Session {
         record: RecordId,
         version: u32,
     ) -> Result<(DataKey, RecordEntry, Option<Vec<u8>>)> {
+        // A re-sharing may finish between the bundle and the shares, seen by some validators
+        // before the one that served the bundle: the bundle is read again once that one has had
+        // a moment to catch up (a bounded number of times).
+        for pause_ms in [200, 500, 1_000] {
+            match self.data_key_once(me, access, record, version).await {
+                Err(SdkError::Conflict(m)) if m == crate::release::SHARES_MOVED => {
+                    tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+                }
+                other => return other,
+            }
+        }
+        self.data_key_once(me, access, record, version).await
+    }
+
+    async fn data_key_once(
+        &self,
+        me: &Identity,
+        access: &TxId,
+        record: RecordId,
+        version: u32,
+    ) -> Result<(DataKey, RecordEntry, Option<Vec<u8>>)> {
         let bundle = self.verified_bundle(me, access, record, version).await?;
         let record = &bundle.record;
         let secret = self.wrapped_secret(me, &bundle)?;
