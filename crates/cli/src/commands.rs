@@ -13,7 +13,7 @@ use medledger_types::{MemberId, OrgId, PurposeOfUse, RecordId, Role, Timestamp, 
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::{Command, CustodyCommand, IdCommand, ReceiptCommand, RecordCommand, TeamCommand};
+use crate::{Command, CustodyCommand, DirectoryCommand, IdCommand, ReceiptCommand, RecordCommand, TeamCommand};
 
 /// The keystore passphrase: `MEDLEDGER_PASSPHRASE`, or a prompt on a terminal.
 pub fn passphrase() -> Result<Zeroizing<String>> {
@@ -390,6 +390,25 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let team = rt.block_on(session.resolve_grantee(&me, &team))?;
             let member = rt.block_on(session.resolve(&me, &member))?;
             report(json, "removed", &rt.block_on(session.team_remove(&me, &team, &member.member))?);
+        }
+        Command::Directory(DirectoryCommand::Add { as_, member }) => {
+            let me = load(home, &as_)?;
+            let member = rt.block_on(session.resolve(&me, &member))?;
+            rt.block_on(session.directory(&me))?;
+            report(json, "added", &rt.block_on(session.directory_add(&me, &member.member))?);
+        }
+        Command::Directory(DirectoryCommand::List { as_ }) => {
+            let me = load(home, &as_)?;
+            for entry in rt.block_on(session.directory_records(&me))? {
+                if json {
+                    println!(
+                        "{}",
+                        json!({"record": entry.record, "version": entry.version, "author": name_of(home, &entry.author)})
+                    );
+                } else {
+                    println!("{}  v{}  {}", entry.record, entry.version, name_of(home, &entry.author));
+                }
+            }
         }
         Command::Team(TeamCommand::List { as_ }) => {
             let me = load(home, &as_)?;

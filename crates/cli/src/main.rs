@@ -119,6 +119,10 @@ enum Command {
     /// to a team (`grant --to TEAM`).
     #[command(subcommand)]
     Team(TeamCommand),
+    /// The organisation's directory: records that describe no patient (Practitioner,
+    /// Organization, Location, Medication...), under a key its staff hold.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
     /// Receipts: proof that a transaction and its outcome are in a finalized block.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
@@ -507,6 +511,22 @@ enum TeamCommand {
     },
     /// The care teams this home names, with their key epoch and (for their members and their
     /// organisation's staff) their members.
+    List {
+        #[arg(long = "as")]
+        as_: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Pass the directory key on to a staff member of your organisation who has none (one who
+    /// joined before an admin who holds it enrolled them); made first if no one has yet.
+    Add {
+        #[arg(long = "as")]
+        as_: String,
+        member: String,
+    },
+    /// The directory's records (ids and versions; staff only).
     List {
         #[arg(long = "as")]
         as_: String,

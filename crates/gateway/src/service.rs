@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use medledger_ledger::state::RecordEntry;
 use medledger_ledger::{RecordAccess, TxKind};
-use medledger_sdk::{Committed, Contact, Custody, Identity, RecordMetadata, SdkError, Session};
+use medledger_sdk::{Committed, Custody, Identity, RecordMetadata, SdkError, Session};
 use medledger_types::{MemberId, PurposeOfUse, RecordId, Role, Timestamp};
 use serde_json::{Map, Value};
 
@@ -110,8 +110,19 @@ fn parse_json(text: &str) -> FhirResult<Map<String, Value>> {
 }
 
 impl Gateway {
-    /// The chart a new resource goes to: its patient reference, or the member's own chart.
-    async fn chart_of(&self, resource: &Map<String, Value>) -> FhirResult<Contact> {
+    /// Where a resource that names no patient goes: a patient's own chart, or (for staff) their
+    /// organisation's directory, readable by its staff (Practitioner, Organization, Location,
+    /// Medication, a List without a subject...).
+    pub fn patientless_owner(&self) -> MemberId {
+        match self.me.role {
+            Role::Patient => self.me.member,
+            _ => self.session.directory_of(&self.me),
+        }
+    }
+
+    /// Whose records a new resource joins: the chart its patient reference names, or (naming
+    /// none) [`Gateway::patientless_owner`].
+    async fn owner_of(&self, resource: &Map<String, Value>) -> FhirResult<MemberId> {
         match fhir::patient_reference(resource) {
             Some(reference) => {
                 let (_, id) = fhir::reference_target(&reference)
@@ -128,12 +139,9 @@ impl Gateway {
                 if contact.role != Role::Patient {
                     return Err(FhirError::unprocessable("the patient reference names a member who is not a patient"));
                 }
-                Ok(contact)
+                Ok(contact.member)
             }
-            None if self.me.role == Role::Patient => Ok(self.me.contact()),
-            None => Err(FhirError::unprocessable(
-                "the resource names no patient (subject or patient: Patient/ID); records belong to a patient's chart",
-            )),
+            None => Ok(self.patientless_owner()),
         }
     }
 
@@ -191,9 +199,9 @@ impl Gateway {
             resource.insert("id".into(), Value::String(patient.to_hex()));
             return self.write(&patient, record, 1, &mut resource).await;
         }
-        let chart = self.chart_of(&resource).await?;
+        let owner = self.owner_of(&resource).await?;
         resource.insert("id".into(), Value::String(record.to_hex()));
-        self.write(&chart.member, record, 1, &mut resource).await
+        self.write(&owner, record, 1, &mut resource).await
     }
 
     /// The chart a new Patient resource describes: the member's own (a patient), or a patient
@@ -491,11 +499,10 @@ impl Gateway {
             Some(Err(e)) => return Err(e),
             _ => return Err(FhirError::not_found("no such resource")),
         }
-        if kind != "Patient" {
-            let chart = self.chart_of(&resource).await?;
-            if chart.member != entry.patient {
-                return Err(FhirError::unprocessable("a record cannot move to another patient's chart"));
-            }
+        if kind != "Patient" && self.owner_of(&resource).await? != entry.patient {
+            return Err(FhirError::unprocessable(
+                "a record cannot move to another patient's chart (nor between a chart and the directory)",
+            ));
         }
         let version = entry.version.checked_add(1).ok_or_else(|| FhirError::unprocessable("too many versions"))?;
         let patient = entry.patient;
@@ -518,17 +525,28 @@ impl Gateway {
                 charts.sort_unstable();
                 charts.dedup();
                 charts.truncate(SEARCH_CHARTS_MAX);
+                // And the organisation's directory (staff): resources that name no patient.
+                let directory = self.patientless_owner();
+                if !charts.contains(&directory) {
+                    charts.push(directory);
+                }
                 charts
             }
         };
+        let directory = (self.me.role != Role::Patient).then(|| self.session.directory_of(&self.me));
         let mut candidates = Vec::new();
         for patient in patients {
-            let contact = match self.session.contact_of(&self.me, &patient).await {
-                Ok(c) => c,
-                Err(SdkError::NotFound(_)) => continue,
-                Err(e) => return Err(e.into()),
+            let listed = if Some(patient) == directory {
+                self.session.directory_records(&self.me).await
+            } else {
+                let contact = match self.session.contact_of(&self.me, &patient).await {
+                    Ok(c) => c,
+                    Err(SdkError::NotFound(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                self.session.list(&self.me, &contact).await
             };
-            let entries = match self.session.list(&self.me, &contact).await {
+            let entries = match listed {
                 Ok(entries) => entries,
                 // A chart this member may no longer list: nothing to show from it.
                 Err(SdkError::Denied(_)) if search.patient.is_none() => continue,
@@ -613,7 +631,9 @@ impl Gateway {
                 ));
             }
         }
-        let (planned, skipped) = plan.resolve(&members, |_, _| RecordId::new(medledger_crypto::random_bytes()))?;
+        let directory = Some(self.patientless_owner());
+        let (planned, skipped) =
+            plan.resolve(&members, directory, |_, _| RecordId::new(medledger_crypto::random_bytes()))?;
         if let Some((i, why)) = skipped.first() {
             return Err(FhirError::unprocessable(format!("entry {i} {why}")));
         }

@@ -253,6 +253,7 @@ impl Genesis {
         for org in &self.orgs {
             let (entry, admin) = org.entries(self.created_at);
             writes.insert(keys::org(&org.id), Some(encode(&entry)));
+            writes.insert(keys::directory(&crate::tx::directory_id(&org.id)), Some(encode(&org.id)));
             writes.insert(keys::member(&org.admin.member), Some(encode(&admin)));
             writes.insert(keys::staff(Role::Admin, &org.admin.member), Some(encode(&())));
             writes.insert(keys::signing_key(&org.admin.signing_key), Some(encode(&org.admin.member)));

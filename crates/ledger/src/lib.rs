@@ -34,5 +34,5 @@ pub use tx::{
     BreakGlass, CHART_REVIEW_WINDOW_MS, ChartReview, CustodyRelease, Delegate, EmergencyReason, Enroll, Erase, Grant,
     GrantScope, KeyChange, LegalHold, NewChartEpoch, RecordAccess, Recovery, RecoveryAction, RegisterRecord, Reshare,
     ReshareStep, Revoke, Rotate, RotateKeys, ShareKey, Suspend, TX_NAMESPACE, TeamAdd, TeamCreate, TeamRemove,
-    Transaction, TxBody, TxKind, TxOutcome, claim_code_hash, claim_proof, validator_member_id,
+    Transaction, TxBody, TxKind, TxOutcome, claim_code_hash, claim_proof, directory_id, validator_member_id,
 };

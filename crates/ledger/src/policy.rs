@@ -152,6 +152,12 @@ pub enum Rejection {
     BadAnswer,
     /// A finish naming dealings that are not usable (too recent, an open complaint, too few).
     ReshareNotReady,
+    /// An organisation's directory is kept and read by its own active staff (its key is wrapped
+    /// for them only, and added by a staff member who holds it).
+    NotDirectoryStaff,
+    /// An organisation's directory key is not rotated and its records are not a chart: grants,
+    /// erasure, holds and break-glass are for patients' charts.
+    DirectoryNotAChart,
 }
 
 /// The most versions of one record (every version stays readable, and an erasure removes them
@@ -191,6 +197,7 @@ impl Rejection {
                 | Rejection::NotAnOrgAdmin
                 | Rejection::WrongPatient
                 | Rejection::WrongOrganisation
+                | Rejection::NotDirectoryStaff
         )
     }
 
@@ -289,6 +296,12 @@ impl Rejection {
             Rejection::NoSuchDealing => "no such dealing or open complaint",
             Rejection::BadAnswer => "the revealed sub-shares do not verify against the dealing",
             Rejection::ReshareNotReady => "the named dealings cannot finish the re-sharing yet",
+            Rejection::NotDirectoryStaff => {
+                "an organisation's directory is kept and read by its active staff who hold its key"
+            }
+            Rejection::DirectoryNotAChart => {
+                "an organisation's directory is not a chart: grants, erasure, holds and break-glass are for patients"
+            }
             Rejection::StaleTeamEpoch => "the care team's key has moved on (or its envelopes do not fit its members)",
         }
     }

@@ -62,6 +62,14 @@ pub fn served_access(
     Ok(Served { result, record, emergency })
 }
 
+/// Whether `directory` is the directory of `signer`'s organisation and `signer` its staff (see
+/// [`crate::tx::directory_id`]): its records are theirs to list and read.
+pub fn is_directory_staff(view: &(impl StateView + ?Sized), signer: &MemberEntry, directory: &MemberId) -> bool {
+    signer.role != Role::Patient
+        && *directory == crate::tx::directory_id(&signer.org)
+        && view.get(&keys::directory(directory)).is_some()
+}
+
 /// Whether `signer` stands in a care relationship with `patient` that entitles them to read the
 /// patient's ledger entries (chart, grants, and `record`'s entry when given): the patient, one of
 /// their delegates, a member holding a live grant from them (`--all`, or on `record`) directly or
@@ -77,6 +85,9 @@ pub fn entitled(
 ) -> bool {
     let me = signer.id;
     if me == *patient && signer.role == Role::Patient {
+        return true;
+    }
+    if is_directory_staff(view, signer, patient) {
         return true;
     }
     let chart: Option<ChartEntry> = read(view, &keys::chart(patient));

@@ -117,8 +117,11 @@ pub mod keys {
     pub const STAFF: &[u8] = b"sf/";
     /// Legal holds, on a patient's whole chart or on one record.
     pub const LEGAL_HOLD: &[u8] = b"lh/";
-    /// Care teams, by id.
+    /// Care teams (and organisations' directories, see [`crate::tx::directory_id`]), by id.
     pub const TEAM: &[u8] = b"tm/";
+    /// The organisation whose directory an id is (written when the organisation joins: no member
+    /// or team may take the id).
+    pub const DIRECTORY: &[u8] = b"dy/";
     /// The care teams each member belongs to.
     pub const MEMBER_TEAMS: &[u8] = b"mt/";
     /// The charts a member has held a grant on or been appointed a delegate of (never removed:
@@ -153,6 +156,9 @@ pub mod keys {
         key(PROPOSAL, &[id.as_bytes()])
     }
 
+    pub fn directory(id: &MemberId) -> Vec<u8> {
+        key(DIRECTORY, &[id.as_bytes()])
+    }
     pub fn org(org: &OrgId) -> Vec<u8> {
         key(ORG, &[org.as_str().as_bytes()])
     }

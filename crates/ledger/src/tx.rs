@@ -526,6 +526,20 @@ pub enum ReshareStep {
 
 /// The signer id a validator uses for its own transactions: derived from its consensus key, so it
 /// can never be a member's (members' ids are random).
+/// The id of an organisation's directory: the key holder (like a care team's) whose key every
+/// staff member of the organisation holds an envelope of, and the owner (in place of a patient)
+/// of the organisation's directory records: Practitioner, Organization, Location and the other
+/// resources that describe no patient. Reserved when the organisation joins, so no member or
+/// team can take it.
+pub fn directory_id(org: &medledger_types::OrgId) -> MemberId {
+    let mut bytes = b"medledger/directory/v1/".to_vec();
+    bytes.extend_from_slice(org.as_str().as_bytes());
+    let digest = medledger_crypto::sha256(&bytes);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    MemberId::new(id)
+}
+
 pub fn validator_member_id(consensus_key: &VerifyingKey) -> MemberId {
     let mut bytes = b"medledger/validator/v1".to_vec();
     bytes.extend_from_slice(&consensus_key.0);

@@ -14,7 +14,7 @@ use medledger_ledger::{
     GenesisOrg, GenesisValidator, Grant, GrantScope, KeyChange, KeyHolder, KeySubject, LegalHold, NewChartEpoch,
     RecordAccess, Recovery, RecoveryAction, RegisterRecord, Rejection, Revoke, RotateKeys, Sidecar, SidecarEnvelope,
     SidecarError, Suspend, TeamAdd, TeamCreate, TeamRemove, Transaction, TxBody, TxInvalid, TxKind, TxOutcome,
-    claim_code_hash, claim_proof, execute_block, execute_block_verified,
+    claim_code_hash, claim_proof, directory_id, execute_block, execute_block_verified,
 };
 use medledger_types::{
     ChainId, Digest, Height, MemberId, Nonce, OrgId, PurposeOfUse, RecordId, Role, Timestamp, Trailing,
@@ -2882,4 +2882,125 @@ fn reshare_rows() {
     assert_eq!(outcome(&mut w, tx), rejected(Rejection::NothingToReshare));
     // Every validator executing the same blocks from genesis reaches the same state.
     assert_eq!(w.replayed(), w.state);
+}
+
+/// Issue 15, finding 2: an organisation's directory (Practitioner, Organization, Location... the
+/// resources that describe no patient). Its key is created and passed on by the organisation's
+/// active staff only, never rotated away from them; its records are written and read by that
+/// staff (admins too: no patient in them), audited; it is no chart (no grant, erasure or
+/// removal), and its id is no one else's.
+#[test]
+fn directory_rows() {
+    let mut c = cast();
+    let (org1, org2) = (OrgId::new("org1").unwrap(), OrgId::new("org2").unwrap());
+    let dir = directory_id(&org1);
+    assert_ne!(dir, directory_id(&org2));
+    let r = |n| RecordId::new([n; 16]);
+    let mut foreign = Who::new(31);
+    assert_eq!(c.w.enroll(&mut c.other_admin, &foreign, "org2", Role::Doctor), TxOutcome::Applied);
+
+    // Nobody takes the directory's id: not as a member, not as a care team.
+    let squatter = Who { id: dir, ..Who::new(30) };
+    assert_eq!(c.w.enroll(&mut c.admin, &squatter, "org1", Role::Nurse), rejected(Rejection::MemberExists));
+    // Created only by the organisation's staff, for its staff.
+    assert_eq!(
+        {
+            let members = keys_of(&[&foreign]);
+            c.w.team_create(&mut foreign, dir, &members)
+        },
+        rejected(Rejection::NotDirectoryStaff)
+    );
+    assert_eq!(
+        {
+            let members = keys_of(&[&c.patient]);
+            c.w.team_create(&mut c.patient, dir, &members)
+        },
+        rejected(Rejection::NotDirectoryStaff)
+    );
+    let with_patient = keys_of(&[&c.d1, &c.patient]);
+    assert_eq!(c.w.team_create(&mut c.d1, dir, &with_patient), rejected(Rejection::NotDirectoryStaff));
+    let with_foreign = keys_of(&[&c.d1, &foreign]);
+    assert_eq!(c.w.team_create(&mut c.d1, dir, &with_foreign), rejected(Rejection::NotDirectoryStaff));
+    assert_eq!(
+        {
+            let members = keys_of(&[&c.nurse]);
+            c.w.team_create(&mut c.d1, dir, &members)
+        },
+        rejected(Rejection::NotInTeam)
+    );
+    assert_eq!(
+        {
+            let members = keys_of(&[&c.d1, &c.nurse]);
+            c.w.team_create(&mut c.d1, dir, &members)
+        },
+        TxOutcome::Applied
+    );
+    assert_eq!(
+        {
+            let members = keys_of(&[&c.d2]);
+            c.w.team_create(&mut c.d2, dir, &members)
+        },
+        rejected(Rejection::MemberExists)
+    );
+    // Passed on by a holder of the key to active staff: the nurse gives it to the admin; the
+    // other doctor, who holds none yet, gives nothing; a patient and foreign staff get nothing.
+    assert_eq!(c.w.team_add(&mut c.d2, dir, &c.auditor, 0), rejected(Rejection::NotDirectoryStaff));
+    assert_eq!(c.w.team_add(&mut c.nurse, dir, &c.admin, 0), TxOutcome::Applied);
+    assert_eq!(c.w.team_add(&mut c.nurse, dir, &c.admin, 0), rejected(Rejection::AlreadyInTeam));
+    assert_eq!(c.w.team_add(&mut c.nurse, dir, &c.patient, 0), rejected(Rejection::NotDirectoryStaff));
+    assert_eq!(c.w.team_add(&mut c.nurse, dir, &foreign, 0), rejected(Rejection::NotDirectoryStaff));
+    assert_eq!(c.w.team_add(&mut foreign, dir, &c.d2, 0), rejected(Rejection::NotDirectoryStaff));
+    let remaining = keys_of(&[&c.d1]);
+    assert_eq!(c.w.team_remove(&mut c.d1, dir, c.nurse.id, &remaining, true), rejected(Rejection::DirectoryNotAChart));
+
+    // Written by its staff, nurses too, wrapped for the directory's key and the author.
+    c.w.team_grants.insert(dir, vec![dir]);
+    assert_eq!(c.w.put(&mut c.nurse, dir, r(1)), TxOutcome::Applied);
+    assert_eq!(c.w.write(&mut c.d2, dir, r(1), 2, &[]), TxOutcome::Applied);
+    assert_eq!(c.w.put(&mut c.patient, dir, r(2)), rejected(Rejection::NotDirectoryStaff));
+    assert_eq!(c.w.put(&mut foreign, dir, r(3)), rejected(Rejection::NotDirectoryStaff));
+    // Wrapped for someone else besides: refused (a directory record has no other readers).
+    assert_eq!(c.w.write(&mut c.d1, dir, r(4), 1, &[&c.patient]), rejected(Rejection::RecipientsMissing));
+    // Not into a patient's chart, nor a chart record into the directory.
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None), TxOutcome::Applied);
+    assert_eq!(c.w.put(&mut c.d1, c.patient.id, r(5)), TxOutcome::Applied);
+    assert_eq!(c.w.write(&mut c.d1, dir, r(5), 2, &[]), rejected(Rejection::WrongPatient));
+
+    // Read by its active staff (admins included); not by a patient or another organisation.
+    for who in [&mut c.d1, &mut c.d2, &mut c.admin, &mut c.auditor] {
+        assert_eq!(c.w.read(who, r(1)), TxOutcome::Applied);
+    }
+    assert_eq!(c.w.read(&mut c.patient, r(1)), rejected(Rejection::NotDirectoryStaff));
+    assert_eq!(c.w.read(&mut foreign, r(1)), rejected(Rejection::NotDirectoryStaff));
+    let trail = c.w.audit_of(&Who { id: dir, ..Who::new(32) });
+    let reads = trail.iter().filter(|e| matches!(e.action, AuditAction::Read { .. })).count();
+    assert_eq!(reads, 4, "each read is in the directory's trail");
+    // A suspended staff member reads nothing more.
+    let suspend = TxKind::Suspend(Suspend { member: c.d2.id, suspended: true });
+    assert_eq!(c.w.one(&mut c.admin, suspend, None), TxOutcome::Applied);
+    assert!(!c.w.read(&mut c.d2, r(1)).is_applied());
+
+    // It is no chart: no grant to it, no erasure of its records.
+    let whole_org = Who { id: dir, ..Who::new(33) };
+    assert_eq!(
+        c.w.grant(&mut c.patient, &whole_org, GrantScope::All, false, None),
+        rejected(Rejection::DirectoryNotAChart)
+    );
+    assert_eq!(c.w.erase(&mut c.d1, r(1)), rejected(Rejection::NotThePatient));
+    // Another organisation's directory is its own.
+    let other = directory_id(&org2);
+    assert_eq!(
+        {
+            let members = keys_of(&[&foreign]);
+            c.w.team_create(&mut foreign, other, &members)
+        },
+        TxOutcome::Applied
+    );
+    assert_eq!(
+        {
+            let members = keys_of(&[&c.d1]);
+            c.w.team_create(&mut c.d1, other, &members)
+        },
+        rejected(Rejection::NotDirectoryStaff)
+    );
 }

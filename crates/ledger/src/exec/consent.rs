@@ -78,6 +78,10 @@ impl Run<'_, '_> {
     pub(super) fn grant(&mut self, g: &Grant) -> Result<Applied, Rejection> {
         self.require_patient_or_delegate(&g.patient)?;
         let (_, mut chart) = self.chart(&g.patient)?;
+        if self.is_directory(&g.grantee) {
+            // A whole organisation's staff is not a grantee: a patient grants people and care teams.
+            return Err(Rejection::DirectoryNotAChart);
+        }
         let team = self.team(&g.grantee);
         let holder = match &team {
             Some(_) if g.write => return Err(Rejection::WriteOnlyForDoctors),

@@ -136,6 +136,7 @@ impl Run<'_, '_> {
             Proposal::Join { org, .. } => {
                 let (entry, admin) = org.entries(self.ctx.time);
                 self.state.put(keys::org(&org.id), &entry);
+                self.state.put(keys::directory(&crate::tx::directory_id(&org.id)), &org.id);
                 self.state.put(keys::member(&org.admin.member), &admin);
                 self.state.put(keys::staff(Role::Admin, &org.admin.member), &());
                 self.state.put(keys::signing_key(&org.admin.signing_key), &org.admin.member);

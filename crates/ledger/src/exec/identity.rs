@@ -53,7 +53,11 @@ impl Run<'_, '_> {
         if self.signer.role != Role::Admin || self.signer.org != e.org {
             return Err(Rejection::NotAdminOfOrg);
         }
-        if self.member(&e.member).is_some() || self.team(&e.member).is_some() || self.is_validator_id(&e.member) {
+        if self.member(&e.member).is_some()
+            || self.team(&e.member).is_some()
+            || self.is_directory(&e.member)
+            || self.is_validator_id(&e.member)
+        {
             // A validator's id signs its share-key transactions: a member under it could use up
             // the validator's nonces.
             return Err(Rejection::MemberExists);

@@ -20,6 +20,9 @@ impl Run<'_, '_> {
     /// Version 1 of a new record, or (`append`) the next version of an existing one. Both need the
     /// same right: the patient, or a doctor holding the patient's live write grant.
     pub(super) fn register(&mut self, r: &RegisterRecord, append: bool) -> Result<Applied, Rejection> {
+        if self.is_directory(&r.patient) {
+            return self.register_in_directory(r, append);
+        }
         let (_, chart) = self.chart(&r.patient)?;
         if self.signer.id != r.patient {
             match self.signer.role {
@@ -34,31 +37,7 @@ impl Run<'_, '_> {
         } else if self.signer.role != Role::Patient {
             return Err(Rejection::NotAllowedToWrite);
         }
-        if self.state.get(&keys::erased(&r.record)).is_some() {
-            return Err(Rejection::RecordErased);
-        }
-        let previous: Option<RecordEntry> = read(self.state, &keys::record(&r.record));
-        match (&previous, append) {
-            (Some(_), false) => return Err(Rejection::RecordExists),
-            (None, true) => return Err(Rejection::UnknownRecord),
-            (Some(p), true) if p.patient != r.patient => return Err(Rejection::WrongPatient),
-            (Some(p), true) if Some(r.version) != p.version.checked_add(1) => {
-                return Err(Rejection::VersionMismatch);
-            }
-            (None, false) if r.version != 1 => return Err(Rejection::VersionMismatch),
-            _ => {}
-        }
-        if r.version > crate::policy::RECORD_VERSIONS_MAX {
-            return Err(Rejection::TooManyVersions);
-        }
-        if r.size_bytes > RECORD_CIPHERTEXT_BYTES_MAX {
-            return Err(Rejection::TooLarge);
-        }
-        // A ciphertext belongs to exactly one record version, for good (erased ones included): no
-        // writer can name another's ciphertext and have it deleted by erasing or rotating their own.
-        if self.state.get(&keys::ciphertext(&r.digest)).is_some() {
-            return Err(Rejection::DigestInUse);
-        }
+        let previous = self.check_version(r, append)?;
         let chart_holder = KeyHolder::Chart { patient: r.patient, epoch: chart.epoch };
         let author_holder = KeyHolder::Member { member: self.signer.id };
         for holder in &r.recipients {
@@ -91,6 +70,59 @@ impl Run<'_, '_> {
         if teams.iter().any(|t| !r.recipients.contains(&KeyHolder::Team { team: t.team, epoch: t.epoch })) {
             return Err(Rejection::RecipientsMissing);
         }
+        self.store_version(r, previous.is_none(), chart.epoch)
+    }
+
+    /// A directory record (see [`crate::tx::directory_id`]): written, and appended to, by active
+    /// staff of the directory's organisation, its data key wrapped for the directory's key and
+    /// the author; no chart, so no chart key, teams or grants.
+    fn register_in_directory(&mut self, r: &RegisterRecord, append: bool) -> Result<Applied, Rejection> {
+        if !self.is_directory_staff(&r.patient) {
+            return Err(Rejection::NotDirectoryStaff);
+        }
+        let directory = self.team(&r.patient).ok_or(Rejection::UnknownTeam)?;
+        let previous = self.check_version(r, append)?;
+        let holders =
+            [KeyHolder::Team { team: r.patient, epoch: directory.epoch }, KeyHolder::Member { member: self.signer.id }];
+        if r.recipients.len() != holders.len() || holders.iter().any(|h| !r.recipients.contains(h)) {
+            return Err(Rejection::RecipientsMissing);
+        }
+        self.store_version(r, previous.is_none(), 0)
+    }
+
+    /// The checks every new version passes, whoever owns it: not erased, the right version after
+    /// the previous one (returned), within the limits, a ciphertext no version owns yet.
+    fn check_version(&self, r: &RegisterRecord, append: bool) -> Result<Option<RecordEntry>, Rejection> {
+        if self.state.get(&keys::erased(&r.record)).is_some() {
+            return Err(Rejection::RecordErased);
+        }
+        let previous: Option<RecordEntry> = read(self.state, &keys::record(&r.record));
+        match (&previous, append) {
+            (Some(_), false) => return Err(Rejection::RecordExists),
+            (None, true) => return Err(Rejection::UnknownRecord),
+            (Some(p), true) if p.patient != r.patient => return Err(Rejection::WrongPatient),
+            (Some(p), true) if Some(r.version) != p.version.checked_add(1) => {
+                return Err(Rejection::VersionMismatch);
+            }
+            (None, false) if r.version != 1 => return Err(Rejection::VersionMismatch),
+            _ => {}
+        }
+        if r.version > crate::policy::RECORD_VERSIONS_MAX {
+            return Err(Rejection::TooManyVersions);
+        }
+        if r.size_bytes > RECORD_CIPHERTEXT_BYTES_MAX {
+            return Err(Rejection::TooLarge);
+        }
+        // A ciphertext belongs to exactly one record version, for good (erased ones included): no
+        // writer can name another's ciphertext and have it deleted by erasing or rotating their own.
+        if self.state.get(&keys::ciphertext(&r.digest)).is_some() {
+            return Err(Rejection::DigestInUse);
+        }
+        Ok(previous)
+    }
+
+    /// Stores a checked version: its entry, its ciphertext's owner, its envelopes, the write event.
+    fn store_version(&mut self, r: &RegisterRecord, first: bool, chart_epoch: u32) -> Result<Applied, Rejection> {
         let sidecar = self.sidecar.map(|s| s.digest).ok_or(Rejection::EnvelopeMissing)?;
         let config: Option<ThresholdConfig> = read(self.state, keys::THRESHOLD);
         let threshold = match (&config, self.sidecar.and_then(|s| s.shares.as_ref())) {
@@ -106,7 +138,7 @@ impl Run<'_, '_> {
             digest: r.digest,
             size_bytes: r.size_bytes,
             sidecar,
-            chart_epoch: chart.epoch,
+            chart_epoch,
             created_at: self.ctx.time,
             created_height: self.ctx.height,
             threshold: threshold.into(),
@@ -114,7 +146,7 @@ impl Run<'_, '_> {
         self.state.put(keys::record(&r.record), &entry);
         self.state.put(keys::record_version(&r.record, r.version), &entry);
         self.state.put(keys::ciphertext(&r.digest), &CiphertextOwner { record: r.record, version: r.version });
-        if previous.is_none() {
+        if first {
             self.state.put(keys::patient_record(&r.patient, &r.record), &PRESENT);
         }
         let subject = KeySubject::Record { record: r.record, version: r.version };
@@ -150,6 +182,15 @@ impl Run<'_, '_> {
                 .filter(|e| e.patient == current.patient)
                 .ok_or(Rejection::VersionMismatch)?
         };
+        if self.is_directory(&entry.patient) {
+            // A directory record: its organisation's active staff read it (admins included: it
+            // describes no patient), audited like any read; no one else, break-glass included.
+            if !self.is_directory_staff(&entry.patient) {
+                return Err(Rejection::NotDirectoryStaff);
+            }
+            let read = AuditAction::Read { record: a.record, version: a.version };
+            return Ok(self.audit(entry.patient, read, Some(a.purpose)));
+        }
         if self.signer.role == Role::Admin {
             return Err(Rejection::AdminHasNoClinicalAccess);
         }

@@ -6,8 +6,8 @@ use medledger_types::{MemberId, Role};
 use super::run::Run;
 use crate::policy::Rejection;
 use crate::sidecar::{KeyHolder, KeySubject};
-use crate::state::{ChartEntry, MemberStatus, TeamEntry, keys, read};
-use crate::tx::{GrantScope, TeamAdd, TeamCreate, TeamRemove};
+use crate::state::{ChartEntry, MemberStatus, StateView, TeamEntry, keys, read};
+use crate::tx::{GrantScope, TeamAdd, TeamCreate, TeamRemove, directory_id};
 
 impl Run<'_, '_> {
     pub(super) fn team(&self, id: &MemberId) -> Option<TeamEntry> {
@@ -69,8 +69,96 @@ impl Run<'_, '_> {
         read(self.state, &keys::team_envelope(subject, team))
     }
 
+    /// Whether `id` is an organisation's directory (reserved when the organisation joined).
+    pub(super) fn is_directory(&self, id: &MemberId) -> bool {
+        self.state.get(&keys::directory(id)).is_some()
+    }
+
+    /// Whether the signer is active staff of the organisation whose directory `id` is.
+    pub(super) fn is_directory_staff(&self, id: &MemberId) -> bool {
+        self.signer.role != Role::Patient && *id == directory_id(&self.signer.org) && self.is_directory(id)
+    }
+
+    /// Whether `member` may hold the key of `directory`: an active staff member of its organisation.
+    fn directory_candidate(&self, member: &MemberId, directory: &MemberId) -> Result<(), Rejection> {
+        match self.member(member) {
+            Some(m)
+                if m.status == MemberStatus::Active
+                    && m.role != Role::Patient
+                    && directory_id(&m.org) == *directory =>
+            {
+                Ok(())
+            }
+            _ => Err(Rejection::NotDirectoryStaff),
+        }
+    }
+
+    /// A staff member creates their organisation's directory key (once), wrapped for themselves
+    /// and other active staff of the organisation. Unlike a care team's, its membership is the
+    /// organisation's staff (the ledger keeps no list: who holds an envelope may be given more),
+    /// and its key is not rotated: a member who is suspended or whose organisation leaves reads
+    /// nothing more (the validators release no share to them), whatever key they kept.
+    fn directory_create(&mut self, t: &TeamCreate) -> Result<(), Rejection> {
+        if !self.is_directory_staff(&t.team) {
+            return Err(Rejection::NotDirectoryStaff);
+        }
+        if self.team(&t.team).is_some() {
+            return Err(Rejection::MemberExists);
+        }
+        let mut members = t.members.clone();
+        members.sort();
+        members.dedup();
+        if members.binary_search(&self.signer.id).is_err() {
+            return Err(Rejection::NotInTeam);
+        }
+        for member in &members {
+            self.directory_candidate(member, &t.team)?;
+        }
+        let subject = KeySubject::Team { team: t.team, epoch: 0 };
+        if t.public_key.check().is_err() || !self.sidecar.is_some_and(|s| s.subjects.iter().all(|x| *x == subject)) {
+            return Err(Rejection::StaleTeamEpoch);
+        }
+        for member in &members {
+            self.put_envelope(subject, KeyHolder::Member { member: *member });
+        }
+        let entry = TeamEntry {
+            team: t.team,
+            org: self.signer.org.clone(),
+            epoch: 0,
+            public_key: t.public_key.clone(),
+            members: Vec::new(),
+            created_by: self.signer.id,
+            created_at: self.ctx.time,
+        };
+        self.state.put(keys::team(&t.team), &entry);
+        Ok(())
+    }
+
+    /// A staff member who holds the directory key wraps it for another active staff member of
+    /// the organisation (one envelope).
+    fn directory_add(&mut self, t: &TeamAdd, team: &TeamEntry) -> Result<(), Rejection> {
+        let subject = KeySubject::Team { team: t.team, epoch: team.epoch };
+        let holds =
+            |member: &MemberId| self.state.get(&keys::envelope(&subject, &KeyHolder::Member { member: *member }));
+        if !self.is_directory_staff(&t.team) || holds(&self.signer.id).is_none() {
+            return Err(Rejection::NotDirectoryStaff);
+        }
+        self.directory_candidate(&t.member, &t.team)?;
+        if holds(&t.member).is_some() {
+            return Err(Rejection::AlreadyInTeam);
+        }
+        if self.sidecar.is_none_or(|s| s.subjects != [subject]) {
+            return Err(Rejection::StaleTeamEpoch);
+        }
+        self.put_envelope(subject, KeyHolder::Member { member: t.member });
+        Ok(())
+    }
+
     /// A doctor creates a care team with its first key, wrapped for each member (the doctor among them).
     pub(super) fn team_create(&mut self, t: &TeamCreate) -> Result<(), Rejection> {
+        if self.is_directory(&t.team) {
+            return self.directory_create(t);
+        }
         if self.signer.role != Role::Doctor {
             return Err(Rejection::NotATeamDoctor);
         }
@@ -114,6 +202,9 @@ impl Run<'_, '_> {
     /// envelope, whatever the number of records the team can read.
     pub(super) fn team_add(&mut self, t: &TeamAdd) -> Result<(), Rejection> {
         let mut team = self.team(&t.team).ok_or(Rejection::UnknownTeam)?;
+        if self.is_directory(&t.team) {
+            return self.directory_add(t, &team);
+        }
         self.require_team_doctor(&team)?;
         self.team_candidate(&t.member)?;
         let Err(at) = team.members.binary_search(&t.member) else { return Err(Rejection::AlreadyInTeam) };
@@ -136,6 +227,9 @@ impl Run<'_, '_> {
     /// it (so they still read what the team could read; the removed member never holds it).
     pub(super) fn team_remove(&mut self, t: &TeamRemove) -> Result<(), Rejection> {
         let mut team = self.team(&t.team).ok_or(Rejection::UnknownTeam)?;
+        if self.is_directory(&t.team) {
+            return Err(Rejection::DirectoryNotAChart);
+        }
         if t.member == self.signer.id {
             if !team.has(&self.signer.id) {
                 return Err(Rejection::NotInTeam);

@@ -87,9 +87,17 @@ pub(super) fn team_path(
     record: &RecordEntry,
 ) -> ApiResult<Vec<SidecarEnvelope>> {
     let subject = KeySubject::Record { record: record.record, version: record.version };
-    let teams: Vec<MemberId> = read(view, &keys::member_teams(&me.id)).unwrap_or_default();
+    let mut teams: Vec<MemberId> = read(view, &keys::member_teams(&me.id)).unwrap_or_default();
+    // A directory record: through the organisation's directory key (whose holders are its staff,
+    // not a member list).
+    let directory = medledger_ledger::serve::is_directory_staff(view, me, &record.patient);
+    if directory {
+        teams = vec![record.patient];
+    }
     for id in teams {
-        let Some(team) = read::<TeamEntry>(view, &keys::team(&id)).filter(|t| t.has(&me.id)) else { continue };
+        let Some(team) = read::<TeamEntry>(view, &keys::team(&id)).filter(|t| directory || t.has(&me.id)) else {
+            continue;
+        };
         let team_path_to = |epoch: u32| -> ApiResult<Vec<SidecarEnvelope>> {
             let mut path = Vec::new();
             let mine = KeySubject::Team { team: id, epoch: team.epoch };
@@ -182,13 +190,16 @@ pub(super) async fn team_envelope(
     let id: MemberId = parse(&id, "team id")?;
     let view = view(&state)?;
     let team: TeamEntry = read(&view, &keys::team(&id)).ok_or(ApiError::not_found("care team"))?;
-    if !team.has(&me.id) {
+    let directory = medledger_ledger::serve::is_directory_staff(&view, &me, &id);
+    if !(team.has(&me.id) || directory) {
         return Err(ApiError::denied("not a member of the care team"));
     }
     let subject = KeySubject::Team { team: id, epoch: team.epoch };
-    envelope(&state, &view, subject, KeyHolder::Member { member: me.id })?
-        .map(Json)
-        .ok_or_else(|| ApiError::internal("a member's team envelope is missing"))
+    envelope(&state, &view, subject, KeyHolder::Member { member: me.id })?.map(Json).ok_or_else(|| match directory {
+        // Staff who joined after the directory key was made hold it once a holder passes it on.
+        true => ApiError::not_found("envelope of the organisation's directory key (a colleague who holds it adds you)"),
+        false => ApiError::internal("a member's team envelope is missing"),
+    })
 }
 
 pub(super) fn envelope(

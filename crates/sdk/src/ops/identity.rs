@@ -35,6 +35,7 @@ impl Session {
         let (kind, sidecar) = self.enrolment(&identity, display_name, false)?;
         self.transact(admin, kind, sidecar).await?;
         self.home.save_identity(&identity, passphrase)?;
+        self.welcome_to_directory(admin, &identity.member, role).await;
         Ok((identity, code))
     }
 
@@ -174,7 +175,24 @@ impl Session {
         if enroll.org != admin.org {
             return Err(SdkError::Denied("an admin enrols members of their own organisation only".into()));
         }
-        self.transact(admin, TxKind::Enroll(enroll), sidecar).await
+        let (member, role) = (enroll.member, enroll.role);
+        let committed = self.transact(admin, TxKind::Enroll(enroll), sidecar).await?;
+        self.welcome_to_directory(admin, &member, role).await;
+        Ok(committed)
+    }
+
+    /// A new staff member is given the organisation's directory key by the admin who enrolled
+    /// them, when the directory exists and the admin holds it. Best effort: the enrolment stands
+    /// either way, and any holder of the key can pass it on later (`directory add`).
+    async fn welcome_to_directory(&self, admin: &Identity, member: &MemberId, role: Role) {
+        if role == Role::Patient || admin.role == Role::Patient {
+            return;
+        }
+        let directory = self.directory_of(admin);
+        if let Ok(Some(_)) = self.client.team(admin, &directory).await {
+            // Refused only when the admin holds no envelope of the key (or the member has one).
+            let _ = self.directory_add(admin, member).await;
+        }
     }
 
     /// An admin of the member's organisation asks for their lost keys to be replaced by the

@@ -8,10 +8,12 @@
 //! - `records`: writing, reading, rotating and erasing records;
 //! - `consent`: grants, revocations, delegates and the chart key's epochs;
 //! - `teams`: care teams and their keys;
+//! - `directory`: the organisation's directory key (for records that describe no patient);
 //! - `audit`: the audit trail, break-glass and its notes, legal holds, the review queue.
 
 mod audit;
 mod consent;
+mod directory;
 mod identity;
 mod records;
 mod teams;

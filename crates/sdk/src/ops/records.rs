@@ -9,6 +9,7 @@ use medledger_ledger::api::AccessBundle;
 use medledger_ledger::state::{ChartEntry, GrantEntry, RecordEntry, TeamEntry, keys};
 use medledger_ledger::{
     ChartReview, Erase, GrantScope, KeyHolder, KeySubject, RecordAccess, RegisterRecord, Rotate, Sidecar, TxKind,
+    directory_id,
 };
 use medledger_types::{Digest, MemberId, PurposeOfUse, RecordId, Role, Timestamp, TxId};
 use serde::{Deserialize, Serialize};
@@ -145,6 +146,12 @@ impl Session {
     /// key of each care team holding a live `--all` grant, all read from certified state (no single
     /// validator can have the record wrapped for a key of its own).
     pub async fn record_keys(&self, me: &Identity, patient: &MemberId) -> Result<RecordKeys> {
+        if *patient == directory_id(&me.org) {
+            // The directory's key, made first if no one has yet.
+            self.directory(me).await?;
+            let directory = self.proved_team(me, patient, patient).await?;
+            return Ok(RecordKeys { owner: *patient, chart: None, teams: vec![directory] });
+        }
         let entries = self.proved_state(me, &format!("/v1/charts/{patient}/proof")).await?;
         let integrity = |e: medledger_proof::StateError| SdkError::Integrity(format!("the chart's keys: {e}"));
         let chart: ChartEntry = entries.require(&keys::chart(patient)).map_err(integrity)?;
@@ -161,7 +168,7 @@ impl Session {
                 teams.push(entry);
             }
         }
-        Ok(RecordKeys { chart, teams })
+        Ok(RecordKeys { owner: *patient, chart: Some(chart), teams })
     }
 
     /// Encrypts `plaintext` as `version` of `record` in the chart of `keys`' patient, wraps its
@@ -200,15 +207,14 @@ impl Session {
         let mut meta_ct = Vec::new();
         let meta_json = serde_json::to_vec(metadata).map_err(SdkError::other)?;
         payload::encrypt(&dek, record.as_bytes(), 0, meta_json.as_slice(), &mut meta_ct).map_err(SdkError::other)?;
-        let chart = &keys.chart;
-        let patient = chart.patient;
+        let patient = keys.owner;
         let subject = KeySubject::Record { record, version };
         let me_holder = KeyHolder::Member { member: me.member };
-        let chart_holder = KeyHolder::Chart { patient, epoch: chart.epoch };
-        let mut envelopes = vec![
-            self.seal_for(me.encryption.encryption_key(), me_holder, subject, &wrapped)?,
-            self.seal_for(&chart.public_key, chart_holder, subject, &wrapped)?,
-        ];
+        let mut envelopes = vec![self.seal_for(me.encryption.encryption_key(), me_holder, subject, &wrapped)?];
+        if let Some(chart) = &keys.chart {
+            let chart_holder = KeyHolder::Chart { patient, epoch: chart.epoch };
+            envelopes.push(self.seal_for(&chart.public_key, chart_holder, subject, &wrapped)?);
+        }
         for team in &keys.teams {
             let holder = KeyHolder::Team { team: team.team, epoch: team.epoch };
             envelopes.push(self.seal_for(&team.public_key, holder, subject, &wrapped)?);
@@ -484,7 +490,11 @@ const OPENS_IN_FLIGHT: usize = 8;
 
 /// What a new record of a patient is wrapped for (see [`Session::record_keys`]).
 pub struct RecordKeys {
-    pub chart: ChartEntry,
+    /// Whose records these are: a patient (their chart), or an organisation's directory.
+    pub owner: MemberId,
+    /// The patient's chart; none for a directory.
+    pub chart: Option<ChartEntry>,
+    /// The care teams with a live `--all` grant on the chart, or the directory's own key.
     pub teams: Vec<TeamEntry>,
 }
 
