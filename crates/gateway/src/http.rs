@@ -389,6 +389,15 @@ async fn create(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, FhirError> {
+    if kind == "Bundle" {
+        // A Bundle is a container, not a record: its entries are (each in its patient's chart).
+        return Err(FhirError::new(
+            422,
+            "not-supported",
+            "a Bundle is not stored as one resource: send its entries as a Bundle of type transaction to the base \
+             URL (POST /), and each becomes a record of its patient's chart (or of the organisation's directory)",
+        ));
+    }
     check_type(&kind)?;
     let (resource, _large) = body_resource(&app, &body).await?;
     // Conditional create (`If-None-Exist: identifier=sys|value`, or the same criteria as the
