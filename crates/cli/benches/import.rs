@@ -126,6 +126,7 @@ fn sealing_ceiling(net: &Network, data: &Path, resources: usize) -> f64 {
         resource_type: Some("Observation".into()),
         content_type: "application/fhir+json".into(),
         size_bytes: 0,
+        sensitive: false,
     };
     let n = resources.max(1000);
     let started = Instant::now();

@@ -266,7 +266,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let c = rt.block_on(session.suspend(&admin, &member, false))?;
             report(json, "reinstated", &c);
         }
-        Command::Record(RecordCommand::Put { as_, patient, file }) => {
+        Command::Record(RecordCommand::Put { as_, patient, file, sensitive }) => {
             let me = load(home, &as_)?;
             let patient = rt.block_on(session.resolve(&me, &patient))?;
             let meta = std::fs::metadata(&file).map_err(|e| SdkError::Usage(format!("{}: {e}", file.display())))?;
@@ -278,7 +278,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             }
             let plaintext =
                 Zeroizing::new(std::fs::read(&file).map_err(|e| SdkError::Usage(format!("{}: {e}", file.display())))?);
-            let (record, committed) = rt.block_on(session.put_record(&me, &patient, &plaintext))?;
+            let (record, committed) = rt.block_on(session.put_record_marked(&me, &patient, &plaintext, sensitive))?;
             if json {
                 println!("{}", json!({"record": record, "tx": committed.tx, "height": committed.height.get()}));
             } else {
@@ -350,7 +350,10 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let scope = scope(args.record.as_deref(), args.all)?;
             let expires = args.expires.as_deref().map(parse_expiry).transpose()?;
             let patient = rt.block_on(session.resolve(&me, args.patient.as_deref().unwrap_or(&args.as_)))?;
-            let c = rt.block_on(session.grant_for(&me, &patient.member, &to, scope, args.write, expires))?;
+            let mut c = rt.block_on(session.grant_for(&me, &patient.member, &to, scope, args.write, expires))?;
+            if args.include_sensitive {
+                c = rt.block_on(session.grant_for(&me, &patient.member, &to, GrantScope::Sensitive, false, expires))?;
+            }
             report(json, "granted", &c);
         }
         Command::Revoke(args) => {
@@ -358,7 +361,10 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let from = rt.block_on(session.resolve_grantee(&me, &args.from))?;
             let scope = scope(args.record.as_deref(), args.all)?;
             let patient = rt.block_on(session.resolve(&me, args.patient.as_deref().unwrap_or(&args.as_)))?;
-            let c = rt.block_on(session.revoke_for(&me, &patient.member, &from, scope))?;
+            let mut c = rt.block_on(session.revoke_for(&me, &patient.member, &from, scope))?;
+            if args.include_sensitive {
+                c = rt.block_on(session.revoke_for(&me, &patient.member, &from, GrantScope::Sensitive))?;
+            }
             report(json, "revoked", &c);
         }
         Command::Team(TeamCommand::Create { name, as_, members }) => {
@@ -646,6 +652,7 @@ fn print_records(home: &Home, records: &[RecordEntry], json: bool) {
 fn print_audit(home: &Home, e: &AuditEvent, note: Option<&str>, json: bool) {
     let (action, record) = match &e.action {
         AuditAction::Read { record, .. } => ("read".to_string(), Some(*record)),
+        AuditAction::ReadRestricted { record, .. } => ("read (outside chart-wide grants)".to_string(), Some(*record)),
         AuditAction::Write { record, .. } => ("write".to_string(), Some(*record)),
         AuditAction::Grant { grantee, scope, write, .. } => {
             let w = if *write { "+write" } else { "" };
@@ -709,6 +716,6 @@ fn print_audit(home: &Home, e: &AuditEvent, note: Option<&str>, json: bool) {
 fn scope_record(scope: &GrantScope) -> Option<RecordId> {
     match scope {
         GrantScope::Record(r) => Some(*r),
-        GrantScope::All => None,
+        GrantScope::All | GrantScope::Sensitive => None,
     }
 }

@@ -564,6 +564,11 @@ enum RecordCommand {
         #[arg(long)]
         patient: String,
         file: PathBuf,
+        /// Keep it outside chart-wide grants (42 CFR Part 2, HIV, mental health...): readable by
+        /// the patient, you, per-record grantees and `--include-sensitive` grantees. A FHIR
+        /// resource labelled so in `meta.security` always is.
+        #[arg(long)]
+        sensitive: bool,
     },
     /// Read a record (the access is audited on the ledger first).
     Get {
@@ -619,6 +624,10 @@ pub struct GrantArgs {
     pub record: Option<String>,
     #[arg(long)]
     pub all: bool,
+    /// With --all: the sensitive records too (those outside chart-wide grants), written before
+    /// and after.
+    #[arg(long, requires = "all")]
+    pub include_sensitive: bool,
     /// Also lets a doctor add records for the patient (with --all).
     #[arg(long)]
     pub write: bool,
@@ -640,6 +649,9 @@ pub struct RevokeArgs {
     pub record: Option<String>,
     #[arg(long)]
     pub all: bool,
+    /// With --all: the grant on sensitive records too.
+    #[arg(long, requires = "all")]
+    pub include_sensitive: bool,
 }
 
 fn main() {

@@ -949,3 +949,60 @@ fn conditional_update_and_included_resources() {
     let (status, body) = gw.request("GET", "/Observation?_include=Observation", None);
     assert_eq!((status, body["resourceType"].as_str()), (400, Some("OperationOutcome")), "{body}");
 }
+
+/// Issue 15, finding 8: a resource labelled sensitive in `meta.security` (here HIV) is kept
+/// outside chart-wide grants, through the gateway as through the CLI: an `--all` grantee reads
+/// and finds only the ordinary records; the patient and the author read it; `grant --all
+/// --include-sensitive` gives it (written before, by a per-record grant) and those written after.
+#[test]
+fn sensitive_records_stay_outside_chart_wide_grants() {
+    let net = Net::start();
+    net.cast();
+    let pid = net.id_of("alice");
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all", "--write"]);
+    net.ok(&["grant", "--as", "alice", "--to", "drcarol", "--all"]);
+    let author = Gateway::start(&net, "drbob", &[]);
+    let labelled = |code: &str, value: f64| {
+        let mut obs = observation(&pid, code, value);
+        obs["meta"] =
+            json!({"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HIV"}]});
+        obs
+    };
+    let create = |body: &Value| {
+        let (status, created) = author.request("POST", "/Observation", Some(body));
+        assert_eq!(status, 201, "{created}");
+        hex32(&created["id"])
+    };
+    let sensitive = create(&labelled("7917-8", 1.0));
+    let ordinary = create(&observation(&pid, "4548-4", 6.1));
+    // The ledger says only that it is outside chart-wide grants: no label, no type.
+    let listed = net.ok(&["--json", "record", "list", "--as", "alice"]);
+    assert!(!listed.contains("HIV") && !listed.contains("Observation"), "{listed}");
+
+    let colleague = Gateway::start(&net, "drcarol", &[]);
+    assert_eq!(colleague.request("GET", &format!("/Observation/{ordinary}"), None).0, 200);
+    assert_eq!(colleague.request("GET", &format!("/Observation/{sensitive}"), None).0, 403);
+    let (status, found) = colleague.request("GET", &format!("/Observation?patient={pid}"), None);
+    assert_eq!((status, found["total"].as_u64()), (200, Some(1)), "{found}");
+    assert_eq!(author.request("GET", &format!("/Observation/{sensitive}"), None).0, 200, "its author");
+    let patient = Gateway::start(&net, "alice", &[]);
+    let (status, read) = patient.request("GET", &format!("/Observation/{sensitive}"), None);
+    assert_eq!((status, read["meta"]["security"][0]["code"].as_str()), (200, Some("HIV")), "{read}");
+    // A file marked so from the CLI is kept the same way.
+    let file = net.file("note.txt", b"counselling session notes");
+    let marked =
+        net.ok(&["record", "put", "--as", "drbob", "--patient", "alice", "--sensitive", file.to_str().unwrap()]);
+    let carol_reads = net.cli(&["record", "get", "--as", "drcarol", marked.trim(), "-o", "/tmp/medledger-should-not"]);
+    assert_eq!(carol_reads.code, 3, "{}", carol_reads.stderr);
+
+    // Granted explicitly: the records written before (per-record grants) and after.
+    net.ok(&["grant", "--as", "alice", "--to", "drcarol", "--all", "--include-sensitive"]);
+    assert_eq!(colleague.request("GET", &format!("/Observation/{sensitive}"), None).0, 200);
+    let later = create(&labelled("7918-6", 2.0));
+    assert_eq!(colleague.request("GET", &format!("/Observation/{later}"), None).0, 200);
+    let (_, found) = colleague.request("GET", &format!("/Observation?patient={pid}"), None);
+    assert_eq!(found["total"].as_u64(), Some(3), "{found}");
+    // Revoked again: refused.
+    net.ok(&["revoke", "--as", "alice", "--from", "drcarol", "--all", "--include-sensitive"]);
+    assert_eq!(colleague.request("GET", &format!("/Observation/{later}"), None).0, 403);
+}

@@ -509,7 +509,12 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
     // sidecar and the ciphertext taken before the erasure: her chart key still opens k_env...
     let chart = session.client.chart(&alice, &alice.member).await.unwrap();
     assert_eq!(chart.epoch, 0);
-    let keys = medledger_sdk::RecordKeys { owner: chart.patient, chart: Some(chart.clone()), teams: vec![] };
+    let keys = medledger_sdk::RecordKeys {
+        owner: chart.patient,
+        chart: Some(chart.clone()),
+        teams: vec![],
+        sensitive: vec![],
+    };
     let to_alice = session.client.chart_envelope(&alice, &alice.member).await.unwrap();
     let secret = wrap::open(
         &alice.encryption,

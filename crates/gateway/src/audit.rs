@@ -34,7 +34,9 @@ fn identifier(kind: &str, value: String) -> Value {
 /// `event`, filed in `patient`'s trail on chain `chain`, as an R4 AuditEvent.
 pub fn audit_event(chain: &ChainId, patient: &MemberId, event: &AuditEvent) -> Value {
     let (type_code, type_display, action, subtype, record) = match &event.action {
-        AuditAction::Read { record, .. } => ("110110", "Patient Record", "R", Some("read"), Some(*record)),
+        AuditAction::Read { record, .. } | AuditAction::ReadRestricted { record, .. } => {
+            ("110110", "Patient Record", "R", Some("read"), Some(*record))
+        }
         AuditAction::Write { record, version } => {
             let interaction = if *version > 1 { "update" } else { "create" };
             ("110110", "Patient Record", if *version > 1 { "U" } else { "C" }, Some(interaction), Some(*record))

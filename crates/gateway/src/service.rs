@@ -716,6 +716,7 @@ impl Gateway {
                         resource_type: Some(fhir::resource_type(&planned[i].resource).to_string()),
                         content_type: "application/fhir+json".into(),
                         size_bytes: texts[i].len() as u64,
+                        sensitive: medledger_sdk::is_sensitive(&Value::Object(planned[i].resource.clone())),
                     };
                     let chart = &charts[&planned[i].patient];
                     Ok(self.session.seal_record(

@@ -158,6 +158,9 @@ pub enum Rejection {
     /// An organisation's directory key is not rotated and its records are not a chart: grants,
     /// erasure, holds and break-glass are for patients' charts.
     DirectoryNotAChart,
+    /// A record outside chart-wide grants is wrapped for members only: the patient, its author
+    /// and every live grantee of the patient's sensitive records.
+    RestrictedRecipients,
 }
 
 /// The most versions of one record (every version stays readable, and an erasure removes them
@@ -298,6 +301,10 @@ impl Rejection {
             Rejection::ReshareNotReady => "the named dealings cannot finish the re-sharing yet",
             Rejection::NotDirectoryStaff => {
                 "an organisation's directory is kept and read by its active staff who hold its key"
+            }
+            Rejection::RestrictedRecipients => {
+                "a record outside chart-wide grants is wrapped for the patient, its author and the grantees of sensitive \
+                 records only"
             }
             Rejection::DirectoryNotAChart => {
                 "an organisation's directory is not a chart: grants, erasure, holds and break-glass are for patients"

@@ -101,7 +101,7 @@ pub fn entitled(
     {
         return true;
     }
-    let mut scopes = vec![GrantScope::All];
+    let mut scopes = vec![GrantScope::All, GrantScope::Sensitive];
     scopes.extend(record.map(|r| GrantScope::Record(r.record)));
     let live = |grantee: &MemberId| {
         scopes.iter().any(|scope| {

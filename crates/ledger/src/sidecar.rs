@@ -237,7 +237,8 @@ pub(crate) fn required(kind: &crate::TxKind) -> Option<bool> {
     use crate::TxKind;
     match kind {
         TxKind::Enroll(e) => Some(e.chart_key.is_some()),
-        TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Grant(_) | TxKind::Rotate(_) => Some(true),
+        TxKind::Grant(g) => Some(g.scope != crate::tx::GrantScope::Sensitive),
+        TxKind::RegisterRecord(_) | TxKind::AppendVersion(_) | TxKind::Rotate(_) => Some(true),
         TxKind::Revoke(r) => Some(r.new_chart.is_some()),
         TxKind::TeamCreate(_) | TxKind::TeamAdd(_) | TxKind::TeamRemove(_) => Some(true),
         // A patient's new keys come with the chart key wrapped for them; others' without.

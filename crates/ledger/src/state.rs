@@ -213,6 +213,7 @@ pub mod keys {
     pub fn grant(patient: &MemberId, grantee: &MemberId, scope: &GrantScope) -> Vec<u8> {
         match scope {
             GrantScope::All => key(GRANT, &[patient.as_bytes(), grantee.as_bytes(), b"*"]),
+            GrantScope::Sensitive => key(GRANT, &[patient.as_bytes(), grantee.as_bytes(), b"s"]),
             GrantScope::Record(r) => key(GRANT, &[patient.as_bytes(), grantee.as_bytes(), b"r", r.as_bytes()]),
         }
     }
@@ -346,7 +347,16 @@ pub struct ChartEntry {
     /// Care teams with an `--all` grant (sorted): each new record's key is wrapped for each live
     /// one's current key (they never hold this epoch's chart key).
     pub teams: Vec<MemberId>,
+    /// Members holding a grant on the records outside chart-wide grants (sorted): each such
+    /// record is wrapped for each live one. Last field: absent in charts written before.
+    #[schema(value_type = Option<Vec<MemberId>>)]
+    pub sensitive: Trailing<Vec<MemberId>>,
 }
+
+/// The `chart_epoch` of a record version wrapped for no chart key: outside chart-wide grants
+/// (a sensitive record, readable by the patient, its author and those granted it or sensitive
+/// records). All the ledger knows of it: not its category.
+pub const RESTRICTED_CHART_EPOCH: u32 = u32::MAX;
 
 impl ChartEntry {
     pub fn is_delegate(&self, member: &MemberId) -> bool {
@@ -468,6 +478,12 @@ pub enum AuditAction {
     },
     /// An auditor's review of the patient's record list (or an attempt).
     ChartReview,
+    /// A read under break-glass of a record outside chart-wide grants (a sensitive one): flagged
+    /// apart from other emergency reads, and never hidden among them.
+    ReadRestricted {
+        record: RecordId,
+        version: u32,
+    },
 }
 
 #[derive(
@@ -528,6 +544,7 @@ impl AuditEvent {
         matches!(
             self.action,
             AuditAction::BreakGlass { .. }
+                | AuditAction::ReadRestricted { .. }
                 | AuditAction::Keys { event: KeyEvent::RecoveryRequested | KeyEvent::RecoveryCompleted }
         ) || self.purpose == Some(PurposeOfUse::Etreat)
     }

@@ -250,6 +250,10 @@ pub enum GrantScope {
     Record(RecordId),
     /// The patient's whole chart, existing and future records (the chart key is wrapped for the grantee).
     All,
+    /// The patient's records outside chart-wide grants (sensitive: 42 CFR Part 2, HIV, mental
+    /// health...): each one written from now on is wrapped for the grantee too; those written
+    /// before are given one by one, with per-record grants. No sidecar.
+    Sensitive,
 }
 
 /// The patient (or a delegate) grants a member or a care team access (`write` also lets a doctor

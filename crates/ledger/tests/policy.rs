@@ -359,6 +359,19 @@ impl World {
                 let epoch = self.chart.get(&patient).map_or(0, |c| c.0);
                 (KeySubject::Chart { patient, epoch }, Some(epoch))
             }
+            // No envelope: the records written from now on are wrapped for the grantee.
+            GrantScope::Sensitive => {
+                let kind = TxKind::Grant(Grant {
+                    patient,
+                    grantee: to.id,
+                    scope,
+                    write,
+                    expires_at: expires.map(Timestamp::new),
+                    chart_epoch: None,
+                    new_chart: None,
+                });
+                return self.one(signer, kind, None);
+            }
         };
         let holder = KeyHolder::Member { member: to.id };
         let sidecar = Sidecar {
@@ -3003,4 +3016,113 @@ fn directory_rows() {
         },
         rejected(Rejection::NotDirectoryStaff)
     );
+}
+
+impl World {
+    /// Registers `version` of `record` outside chart-wide grants: wrapped for the author and
+    /// `readers` (members) only, no chart key, no team.
+    fn write_restricted(
+        &mut self,
+        author: &mut Who,
+        patient: MemberId,
+        record: RecordId,
+        version: u32,
+        readers: &[&Who],
+    ) -> TxOutcome {
+        let (mut body, mut sidecar) = self.registration(author, patient, record, version, readers);
+        sidecar.envelopes.retain(|e| matches!(e.holder, KeyHolder::Member { .. }));
+        body.recipients.retain(|h| matches!(h, KeyHolder::Member { .. }));
+        let kind = if version == 1 { TxKind::RegisterRecord(body) } else { TxKind::AppendVersion(body) };
+        self.submit_version(author, kind, sidecar)
+    }
+
+    fn revoke(&mut self, patient: &mut Who, from: &Who, scope: GrantScope) -> TxOutcome {
+        let kind = TxKind::Revoke(Revoke { patient: patient.id, grantee: from.id, scope, new_chart: None });
+        self.one(patient, kind, None)
+    }
+}
+
+/// Issue 15, finding 8: sensitive records (labelled in `meta.security`: substance use, HIV,
+/// mental health...) are outside chart-wide grants. The ledger knows only that: wrapped for no
+/// chart key. The patient, the author, per-record grantees and grantees of sensitive records
+/// (whose versions are wrapped for them) read them; `--all` grantees, care teams and delegates
+/// do not; break-glass reaches them, each such read flagged apart.
+#[test]
+fn sensitive_record_rows() {
+    let mut c = cast();
+    let r = |n| RecordId::new([n; 16]);
+    let etreat = PurposeOfUse::Etreat;
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None), TxOutcome::Applied);
+    assert_eq!(c.w.grant(&mut c.patient, &c.d2, GrantScope::All, false, None), TxOutcome::Applied);
+    let pid = c.patient.id;
+
+    // Written by a doctor with a write grant, for the patient and the author only.
+    assert_eq!(c.w.write_restricted(&mut c.d1, pid, r(1), 1, &[]), rejected(Rejection::RecipientsMissing));
+    assert_eq!(c.w.write_restricted(&mut c.d1, pid, r(1), 1, &[&c.patient]), TxOutcome::Applied);
+    let entry: medledger_ledger::state::RecordEntry = borsh::from_slice(&c.w.state[&keys::record(&r(1))]).unwrap();
+    assert_eq!(entry.chart_epoch, medledger_ledger::state::RESTRICTED_CHART_EPOCH);
+    assert_eq!(c.w.put(&mut c.d1, pid, r(2)), TxOutcome::Applied);
+    // The patient and the author read it; an --all grantee reads the ordinary record only.
+    assert_eq!(c.w.read(&mut c.patient, r(1)), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d1, r(1)), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d2, r(1)), rejected(Rejection::AccessDenied));
+    assert_eq!(c.w.read(&mut c.d2, r(2)), TxOutcome::Applied);
+
+    // A grant on sensitive records: to a person, read-only; each such record written from now
+    // on must be wrapped for the grantee, who reads it; earlier ones need a per-record grant.
+    assert_eq!(
+        c.w.grant(&mut c.patient, &c.d2, GrantScope::Sensitive, true, None),
+        rejected(Rejection::WriteOnlyForDoctors)
+    );
+    assert_eq!(
+        c.w.grant(&mut c.patient, &c.admin, GrantScope::Sensitive, false, None),
+        rejected(Rejection::GranteeNotClinical)
+    );
+    assert_eq!(c.w.grant(&mut c.d1, &c.d2, GrantScope::Sensitive, false, None), rejected(Rejection::NotThePatient));
+    assert_eq!(c.w.grant(&mut c.patient, &c.d2, GrantScope::Sensitive, false, None), TxOutcome::Applied);
+    assert_eq!(c.w.write_restricted(&mut c.d1, pid, r(3), 1, &[&c.patient]), rejected(Rejection::RecipientsMissing));
+    assert_eq!(c.w.write_restricted(&mut c.d1, pid, r(3), 1, &[&c.patient, &c.d2]), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d2, r(3)), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d2, r(1)), rejected(Rejection::AccessDenied), "written before: not wrapped for d2");
+    assert_eq!(c.w.grant(&mut c.patient, &c.d2, GrantScope::Record(r(1)), false, None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d2, r(1)), TxOutcome::Applied);
+    // Revoked: refused from now on, and not wrapped for any more.
+    assert_eq!(c.w.revoke(&mut c.patient, &c.d2, GrantScope::Sensitive), TxOutcome::Applied);
+    assert_eq!(c.w.revoke(&mut c.patient, &c.d2, GrantScope::Sensitive), rejected(Rejection::NoSuchGrant));
+    assert_eq!(c.w.read(&mut c.d2, r(3)), rejected(Rejection::AccessDenied));
+    assert_eq!(c.w.write_restricted(&mut c.d1, pid, r(4), 1, &[&c.patient]), TxOutcome::Applied);
+
+    // A care team with an --all grant does not reach it.
+    let team = MemberId::new([77; 16]);
+    assert_eq!(
+        {
+            let members = keys_of(&[&c.d1, &c.nurse]);
+            c.w.team_create(&mut c.d1, team, &members)
+        },
+        TxOutcome::Applied
+    );
+    let holders = keys_of(&[&c.patient, &c.d1, &c.d2]);
+    assert_eq!(c.w.grant_team_all(&mut c.patient, team, &holders), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.nurse, r(2)), TxOutcome::Applied, "the team reads the ordinary record");
+    assert_eq!(c.w.read(&mut c.nurse, r(1)), rejected(Rejection::AccessDenied));
+    // A sensitive record is wrapped for no team: one naming a team, or the chart, is refused as
+    // such (a record wrapped for the chart key is an ordinary record).
+    let (mut body, mut sidecar) = c.w.registration(&c.d1, pid, r(5), 1, &[&c.patient]);
+    sidecar.envelopes.retain(|e| !matches!(e.holder, KeyHolder::Chart { .. }));
+    body.recipients.retain(|h| !matches!(h, KeyHolder::Chart { .. }));
+    assert!(body.recipients.iter().any(|h| matches!(h, KeyHolder::Team { .. })));
+    assert_eq!(
+        c.w.submit_version(&mut c.d1, TxKind::RegisterRecord(body), sidecar),
+        rejected(Rejection::RestrictedRecipients)
+    );
+    // Break-glass reaches it, each such read flagged apart from other emergency reads.
+    let mut medic = Who::new(21);
+    assert_eq!(c.w.enroll(&mut c.admin, &medic, "org1", Role::Emergency), TxOutcome::Applied);
+    assert_eq!(c.w.break_glass(&mut medic, pid, Some(EmergencyReason::Unconscious), 3_600_000), TxOutcome::Applied);
+    assert_eq!(c.w.read_for(&mut medic, r(1), etreat), TxOutcome::Applied);
+    assert_eq!(c.w.read_for(&mut medic, r(2), etreat), TxOutcome::Applied);
+    let flagged = c.w.flagged();
+    let restricted = flagged.iter().filter(|f| matches!(f.event.action, AuditAction::ReadRestricted { .. })).count();
+    let ordinary = flagged.iter().filter(|f| matches!(f.event.action, AuditAction::Read { .. })).count();
+    assert_eq!((restricted, ordinary), (1, 1), "{flagged:?}");
 }

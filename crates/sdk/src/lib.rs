@@ -17,6 +17,6 @@ pub use error::{Result, SdkError};
 pub use home::{ClientConfig, Contact, Home, Identity, check_alias};
 pub use ops::{
     Committed, ENROLMENT_REQUEST_BYTES_MAX, EnrolmentRequest, Opened, RECORD_PLAINTEXT_MAX, RecordKeys, RecordMetadata,
-    RecoveryRequest, Sealed, Session, describe,
+    RecoveryRequest, SENSITIVE_LABELS, Sealed, Session, describe, is_sensitive,
 };
 pub use release::Release;

@@ -1,7 +1,7 @@
 //! Consent: grants, revocations, delegates, and the chart-key epochs they move.
 
 use medledger_types::limits::{DELEGATES_MAX, GRANT_TTL_MS_MAX};
-use medledger_types::{MemberId, Role, Timestamp};
+use medledger_types::{MemberId, Role, Timestamp, Trailing};
 
 use super::PRESENT;
 use super::run::{Applied, Run};
@@ -62,6 +62,7 @@ impl Run<'_, '_> {
             holders,
             delegates,
             teams: chart.teams.clone(),
+            sensitive: chart.sensitive.clone(),
         };
         self.state.put(keys::chart(patient), &next);
         for member in &new_chart.recipients {
@@ -81,6 +82,9 @@ impl Run<'_, '_> {
         if self.is_directory(&g.grantee) {
             // A whole organisation's staff is not a grantee: a patient grants people and care teams.
             return Err(Rejection::DirectoryNotAChart);
+        }
+        if g.scope == GrantScope::Sensitive {
+            return self.grant_sensitive(g, chart);
         }
         let team = self.team(&g.grantee);
         let holder = match &team {
@@ -104,12 +108,7 @@ impl Run<'_, '_> {
         if team.is_some() && !self.sidecar.is_some_and(|s| s.holders.contains(&holder)) {
             return Err(Rejection::StaleTeamEpoch);
         }
-        if let Some(expires) = g.expires_at {
-            let latest = self.ctx.time.checked_add_ms(GRANT_TTL_MS_MAX).unwrap_or(Timestamp::new(u64::MAX));
-            if expires <= self.ctx.time || expires > latest {
-                return Err(Rejection::BadExpiry);
-            }
-        }
+        self.check_expiry(g)?;
         let wrapped = self.sidecar.and_then(|s| s.subjects.first()).copied().ok_or(Rejection::EnvelopeMissing)?;
         match g.scope {
             GrantScope::Record(record) => {
@@ -151,7 +150,54 @@ impl Run<'_, '_> {
                 self.state.put(keys::chart(&g.patient), &chart);
                 self.put_envelope(KeySubject::Chart { patient: g.patient, epoch: chart.epoch }, holder);
             }
+            GrantScope::Sensitive => return Err(Rejection::EnvelopeMissing),
         }
+        Ok(self.grant_entry_put(g))
+    }
+
+    fn check_expiry(&self, g: &Grant) -> Result<(), Rejection> {
+        if let Some(expires) = g.expires_at {
+            let latest = self.ctx.time.checked_add_ms(GRANT_TTL_MS_MAX).unwrap_or(Timestamp::new(u64::MAX));
+            if expires <= self.ctx.time || expires > latest {
+                return Err(Rejection::BadExpiry);
+            }
+        }
+        Ok(())
+    }
+
+    /// A grant on the patient's records outside chart-wide grants, to a clinician (a person, not
+    /// a team): the chart names them, so every such record written from now on is wrapped for
+    /// them; reading one needs its version wrapped for them (records written before: per-record
+    /// grants). No envelope comes with it.
+    fn grant_sensitive(&mut self, g: &Grant, mut chart: ChartEntry) -> Result<Applied, Rejection> {
+        let grantee = self.member(&g.grantee).ok_or(Rejection::UnknownMember)?;
+        if grantee.status != MemberStatus::Active {
+            return Err(Rejection::UnknownMember);
+        }
+        if !grantee.role.is_clinical() {
+            return Err(Rejection::GranteeNotClinical);
+        }
+        if g.write {
+            return Err(Rejection::WriteOnlyForDoctors);
+        }
+        if g.chart_epoch.is_some() || g.new_chart.is_some() {
+            return Err(Rejection::StaleChartEpoch);
+        }
+        self.check_expiry(g)?;
+        let mut sensitive = chart.sensitive.0.take().unwrap_or_default();
+        if let Err(at) = sensitive.binary_search(&g.grantee) {
+            if sensitive.len() >= CHART_HOLDERS_MAX {
+                return Err(Rejection::TooManyHolders);
+            }
+            sensitive.insert(at, g.grantee);
+        }
+        chart.sensitive = Trailing(Some(sensitive));
+        self.state.put(keys::chart(&g.patient), &chart);
+        Ok(self.grant_entry_put(g))
+    }
+
+    /// The grant's entry, the grantee's chart index and the event in the patient's trail.
+    fn grant_entry_put(&mut self, g: &Grant) -> Applied {
         let entry = GrantEntry {
             patient: g.patient,
             grantee: g.grantee,
@@ -165,7 +211,7 @@ impl Run<'_, '_> {
         self.state.put(keys::reader_chart(&g.grantee, &g.patient), &PRESENT);
         let action =
             AuditAction::Grant { grantee: g.grantee, scope: g.scope, write: g.write, expires_at: g.expires_at };
-        Ok(self.audit(g.patient, action, None))
+        self.audit(g.patient, action, None)
     }
 
     pub(super) fn revoke(&mut self, r: &Revoke) -> Result<Applied, Rejection> {
@@ -214,6 +260,22 @@ impl Run<'_, '_> {
                     // The treatment relationship ends: so do the member's reads as an author.
                     self.state.put(keys::authorship_ended(&r.patient, &r.grantee), &PRESENT);
                 }
+                self.state.delete(grant_key);
+            }
+            GrantScope::Sensitive => {
+                let grant_key = keys::grant(&r.patient, &r.grantee, &GrantScope::Sensitive);
+                if r.new_chart.is_some() {
+                    return Err(Rejection::NewChartRequired);
+                }
+                if self.state.get(&grant_key).is_none() {
+                    return Err(Rejection::NoSuchGrant);
+                }
+                // No key moves: the records wrapped for them are refused to them from now on (the
+                // validators release no share), and later ones are not wrapped for them.
+                let mut sensitive = chart.sensitive.0.take().unwrap_or_default();
+                sensitive.retain(|m| *m != r.grantee);
+                chart.sensitive = Trailing((!sensitive.is_empty()).then_some(sensitive));
+                self.state.put(keys::chart(&r.patient), &chart);
                 self.state.delete(grant_key);
             }
         }

@@ -107,6 +107,7 @@ impl Run<'_, '_> {
                 holders: vec![],
                 delegates: vec![],
                 teams: vec![],
+                sensitive: Default::default(),
             };
             self.state.put(keys::chart(&e.member), &chart);
             self.put_envelope(

@@ -1,15 +1,15 @@
 //! Records: registering and appending versions, rotation, reads, erasure and legal holds.
 
 use medledger_types::limits::RECORD_CIPHERTEXT_BYTES_MAX;
-use medledger_types::{PurposeOfUse, Role, Timestamp};
+use medledger_types::{MemberId, PurposeOfUse, Role, Timestamp};
 
 use super::PRESENT;
 use super::run::{Applied, Run};
 use crate::policy::Rejection;
 use crate::sidecar::{KeyHolder, KeySubject};
 use crate::state::{
-    AccessBasis, AuditAction, BreakGlassEntry, CiphertextOwner, ErasedEntry, LegalHoldEntry, RecordEntry, StateView,
-    keys, read,
+    AccessBasis, AuditAction, BreakGlassEntry, ChartEntry, CiphertextOwner, ErasedEntry, LegalHoldEntry,
+    RESTRICTED_CHART_EPOCH, RecordEntry, StateView, keys, read,
 };
 use crate::threshold::ThresholdConfig;
 use crate::tx::{
@@ -62,7 +62,21 @@ impl Run<'_, '_> {
                 },
             }
         }
-        if !r.recipients.contains(&chart_holder) || !r.recipients.contains(&author_holder) {
+        // Not wrapped for the chart key: a record outside chart-wide grants (sensitive). Wrapped
+        // for members only: the patient, the author, every live grantee of sensitive records.
+        let restricted = !r.recipients.contains(&chart_holder);
+        if restricted {
+            if r.recipients.iter().any(|h| !matches!(h, KeyHolder::Member { .. })) {
+                return Err(Rejection::RestrictedRecipients);
+            }
+            let mut required = vec![KeyHolder::Member { member: r.patient }, author_holder];
+            required.extend(self.sensitive_readers(&chart).into_iter().map(|member| KeyHolder::Member { member }));
+            if required.iter().any(|h| !r.recipients.contains(h)) {
+                return Err(Rejection::RecipientsMissing);
+            }
+            return self.store_version(r, previous.is_none(), RESTRICTED_CHART_EPOCH);
+        }
+        if !r.recipients.contains(&author_holder) {
             return Err(Rejection::RecipientsMissing);
         }
         // Teams with a live --all grant read new records through their own current keys.
@@ -71,6 +85,17 @@ impl Run<'_, '_> {
             return Err(Rejection::RecipientsMissing);
         }
         self.store_version(r, previous.is_none(), chart.epoch)
+    }
+
+    /// The live grantees of `chart`'s records outside chart-wide grants.
+    fn sensitive_readers(&self, chart: &ChartEntry) -> Vec<MemberId> {
+        let now = self.ctx.time;
+        let listed = chart.sensitive.0.as_deref().unwrap_or_default();
+        listed
+            .iter()
+            .copied()
+            .filter(|m| self.grant_entry(&chart.patient, m, &GrantScope::Sensitive).is_some_and(|g| g.is_live(now)))
+            .collect()
     }
 
     /// A directory record (see [`crate::tx::directory_id`]): written, and appended to, by active
@@ -197,7 +222,9 @@ impl Run<'_, '_> {
         let me = self.signer.id;
         let now = self.ctx.time;
         let is_patient = me == entry.patient && self.signer.role == Role::Patient;
-        if !is_patient && self.is_delegate_of(&entry.patient) {
+        // Outside chart-wide grants (sensitive): not for delegates, `--all` grantees or teams.
+        let restricted = entry.chart_epoch == RESTRICTED_CHART_EPOCH;
+        if !is_patient && !restricted && self.is_delegate_of(&entry.patient) {
             self.on_behalf_of = Some(entry.patient);
             let read = AuditAction::Read { record: a.record, version: a.version };
             return Ok(self.audit(entry.patient, read, Some(a.purpose)));
@@ -207,22 +234,27 @@ impl Run<'_, '_> {
         let is_author = me == entry.author
             && self.state.get(&keys::author_revoked(&a.record, &me)).is_none()
             && self.state.get(&keys::authorship_ended(&entry.patient, &me)).is_none();
-        let grants = [GrantScope::Record(a.record), GrantScope::All].map(|s| self.grant_entry(&entry.patient, &me, &s));
+        let grants = [GrantScope::Record(a.record), GrantScope::All, GrantScope::Sensitive]
+            .map(|s| self.grant_entry(&entry.patient, &me, &s));
         // A per-record grant covers the versions whose data key was wrapped for the grantee; an
-        // `--all` grant covers every version through the chart key.
+        // `--all` grant covers every version through the chart key, but those outside chart-wide
+        // grants; a grant on sensitive records covers those of them wrapped for the grantee.
+        let enveloped = || {
+            let subject = KeySubject::Record { record: a.record, version: entry.version };
+            self.state.get(&keys::envelope(&subject, &KeyHolder::Member { member: me })).is_some()
+        };
         let wrapped_for_me = |scope: &GrantScope| match scope {
-            GrantScope::All => true,
-            GrantScope::Record(record) => {
-                let subject = KeySubject::Record { record: *record, version: entry.version };
-                self.state.get(&keys::envelope(&subject, &KeyHolder::Member { member: me })).is_some()
-            }
+            GrantScope::All => !restricted,
+            GrantScope::Record(_) => enveloped(),
+            GrantScope::Sensitive => restricted && enveloped(),
         };
         let live_grant = grants.iter().flatten().any(|g| g.is_live(now) && wrapped_for_me(&g.scope));
         let via_team = || {
             let subject = KeySubject::Record { record: a.record, version: entry.version };
             self.teams_of(&me).iter().any(|t| {
                 let member = self.team(t).is_some_and(|team| team.has(&me));
-                let all = self.grant_entry(&entry.patient, t, &GrantScope::All).is_some_and(|g| g.is_live(now));
+                let all = !restricted
+                    && self.grant_entry(&entry.patient, t, &GrantScope::All).is_some_and(|g| g.is_live(now));
                 let one =
                     self.grant_entry(&entry.patient, t, &GrantScope::Record(a.record)).is_some_and(|g| g.is_live(now))
                         && self.team_epoch_of(&subject, t).is_some();
@@ -236,7 +268,10 @@ impl Run<'_, '_> {
             match glass {
                 Some(g) if clinician && now < g.until && a.purpose == PurposeOfUse::Etreat => {
                     self.state.put(keys::access_basis(&self.tx_id), &AccessBasis::BreakGlass);
-                    let read = AuditAction::Read { record: a.record, version: a.version };
+                    let read = match restricted {
+                        true => AuditAction::ReadRestricted { record: a.record, version: a.version },
+                        false => AuditAction::Read { record: a.record, version: a.version },
+                    };
                     return Ok(self.audit(entry.patient, read, Some(a.purpose)));
                 }
                 Some(g) if clinician && now >= g.until => return Err(Rejection::BreakGlassExpired),

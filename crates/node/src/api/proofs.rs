@@ -85,6 +85,8 @@ async fn proved(
 
 /// Care teams a chart's proof covers at most (each adds its grant and its entry).
 const CHART_TEAMS_PROVED_MAX: usize = 256;
+/// Grantees of sensitive records one chart proof carries (the ledger allows fewer).
+const CHART_SENSITIVE_PROVED_MAX: usize = 256;
 
 #[utoipa::path(
     get,
@@ -105,10 +107,15 @@ pub(super) async fn chart_proof(
             return Err(ApiError::denied("no care relationship with this patient"));
         }
         let chart: ChartEntry = read(view, &keys::chart(&patient)).ok_or(ApiError::not_found("chart"))?;
-        let mut proved = vec![keys::chart(&patient)];
+        let mut proved = vec![keys::chart(&patient), keys::member(&patient)];
         for team in chart.teams.iter().take(CHART_TEAMS_PROVED_MAX) {
             proved.push(keys::grant(&patient, team, &GrantScope::All));
             proved.push(keys::team(team));
+        }
+        // The grantees of the patient's sensitive records (each such record is wrapped for the live ones).
+        for member in chart.sensitive.0.iter().flatten().take(CHART_SENSITIVE_PROVED_MAX) {
+            proved.push(keys::grant(&patient, member, &GrantScope::Sensitive));
+            proved.push(keys::member(member));
         }
         Ok(proved)
     })

@@ -2,7 +2,7 @@
 
 use medledger_crypto::suite::KemSuite;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
-use medledger_ledger::state::TeamEntry;
+use medledger_ledger::state::{RESTRICTED_CHART_EPOCH, TeamEntry};
 use medledger_ledger::{
     Delegate, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess, Revoke, Sidecar, SidecarEnvelope,
     TxKind,
@@ -154,6 +154,41 @@ impl Session {
         self.transact(me, kind, Some(sidecar)).await
     }
 
+    /// A grant on `patient`'s records outside chart-wide grants (sensitive ones): those written
+    /// from now on are wrapped for `to`, and each one written before is given by a per-record
+    /// grant (the patient reads its key, a logged access, and wraps it for `to`).
+    async fn grant_sensitive(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        to: &MemberId,
+        is_team: bool,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Committed> {
+        if is_team {
+            return Err(SdkError::Usage("sensitive records are granted to a person, not a care team".into()));
+        }
+        let kind = TxKind::Grant(Grant {
+            patient: *patient,
+            grantee: *to,
+            scope: GrantScope::Sensitive,
+            write: false,
+            expires_at,
+            chart_epoch: None,
+            new_chart: None,
+        });
+        let committed = self.transact(me, kind, None).await?;
+        let records =
+            super::all_pages(
+                |after| async move { self.client.patient_records_page(me, patient, after.as_deref()).await },
+            )
+            .await?;
+        for entry in records.iter().filter(|e| e.chart_epoch == RESTRICTED_CHART_EPOCH) {
+            Box::pin(self.grant_for(me, patient, to, GrantScope::Record(entry.record), false, expires_at)).await?;
+        }
+        Ok(committed)
+    }
+
     /// The patient's current chart key, opened from the patient's envelope.
     /// `patient`'s current chart key, from its envelope for `me` (the patient, a delegate or an
     /// `--all` grantee).
@@ -192,6 +227,9 @@ impl Session {
             Some(_) => Some(self.proved_team(me, to, patient).await?),
             None => None,
         };
+        if scope == GrantScope::Sensitive {
+            return self.grant_sensitive(me, patient, to, team.is_some(), expires_at).await;
+        }
         let GrantScope::Record(record) = scope else {
             let (kind, sidecar) = match &team {
                 Some(team) => self.grant_all_to_team(me, patient, team, write, expires_at).await?,
@@ -248,7 +286,7 @@ impl Session {
         let team_grant = self.client.chart(me, patient).await?.teams.contains(from);
         let (new_chart, sidecar) = match scope {
             // A team never held the chart's current key: nothing to move.
-            GrantScope::Record(_) => (None, None),
+            GrantScope::Record(_) | GrantScope::Sensitive => (None, None),
             GrantScope::All if team_grant => (None, None),
             GrantScope::All => {
                 let (new_chart, sidecar) = self.next_chart_epoch(me, patient, Some(from), None, None).await?;

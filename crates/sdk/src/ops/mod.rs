@@ -36,7 +36,9 @@ use crate::error::{Result, SdkError};
 use crate::home::{Home, Identity};
 
 pub use identity::{ENROLMENT_REQUEST_BYTES_MAX, EnrolmentRequest, RecoveryRequest};
-pub use records::{Opened, RECORD_PLAINTEXT_MAX, RecordKeys, RecordMetadata, Sealed, describe};
+pub use records::{
+    Opened, RECORD_PLAINTEXT_MAX, RecordKeys, RecordMetadata, SENSITIVE_LABELS, Sealed, describe, is_sensitive,
+};
 
 /// A committed transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,8 +5,9 @@ use medledger_crypto::payload::{self, DataKey};
 use medledger_crypto::suite::PayloadSuite;
 use medledger_crypto::threshold;
 use medledger_crypto::wrap::DecryptionKey;
+use medledger_crypto::wrap::EncryptionKey;
 use medledger_ledger::api::AccessBundle;
-use medledger_ledger::state::{ChartEntry, GrantEntry, RecordEntry, TeamEntry, keys};
+use medledger_ledger::state::{ChartEntry, GrantEntry, MemberEntry, RecordEntry, TeamEntry, keys};
 use medledger_ledger::{
     ChartReview, Erase, GrantScope, KeyHolder, KeySubject, RecordAccess, RegisterRecord, Rotate, Sidecar, TxKind,
     directory_id,
@@ -29,6 +30,46 @@ pub struct RecordMetadata {
     pub resource_type: Option<String>,
     pub content_type: String,
     pub size_bytes: u64,
+    /// Sensitive (a FHIR resource labelled so in `meta.security`, or marked by the writer): kept
+    /// outside chart-wide grants. Which label, only the resource says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+}
+
+/// `meta.security` codes that keep a resource outside chart-wide grants: confidentiality R
+/// (restricted) and V (very restricted), and the HL7 v3 sensitivity codes for substance use
+/// (42 CFR Part 2), HIV, mental and behavioural health, sexual and domestic violence, sexuality
+/// and reproductive health, genetics and the like.
+pub const SENSITIVE_LABELS: &[&str] = &[
+    "R",
+    "V",
+    "ETH",
+    "ETHUD",
+    "OPIOIDUD",
+    "SUD",
+    "42CFRPart2",
+    "HIV",
+    "STD",
+    "PSY",
+    "PSYTHPN",
+    "BH",
+    "MH",
+    "SDV",
+    "SEX",
+    "SICKLE",
+    "GDIS",
+    "DRGIS",
+    "TBOOST",
+];
+
+/// Whether a FHIR resource's `meta.security` carries one of [`SENSITIVE_LABELS`].
+pub fn is_sensitive(resource: &serde_json::Value) -> bool {
+    let Some(labels) = resource.pointer("/meta/security").and_then(serde_json::Value::as_array) else { return false };
+    labels.iter().any(|label| {
+        let system = label.get("system").and_then(serde_json::Value::as_str).unwrap_or_default();
+        let hl7 = system.is_empty() || system.starts_with("http://terminology.hl7.org/CodeSystem/v3-");
+        hl7 && label.get("code").and_then(serde_json::Value::as_str).is_some_and(|c| SENSITIVE_LABELS.contains(&c))
+    })
 }
 
 /// A decrypted record.
@@ -47,8 +88,20 @@ impl Session {
         patient: &Contact,
         plaintext: &[u8],
     ) -> Result<(RecordId, Committed)> {
-        match self.put_record_once(me, patient, plaintext).await {
-            Err(e) if self.stale_shares(&e).await? => self.put_record_once(me, patient, plaintext).await,
+        self.put_record_marked(me, patient, plaintext, false).await
+    }
+
+    /// [`Session::put_record`], kept outside chart-wide grants when `sensitive` (as a FHIR
+    /// resource labelled sensitive in `meta.security` always is).
+    pub async fn put_record_marked(
+        &self,
+        me: &Identity,
+        patient: &Contact,
+        plaintext: &[u8],
+        sensitive: bool,
+    ) -> Result<(RecordId, Committed)> {
+        match self.put_record_once(me, patient, plaintext, sensitive).await {
+            Err(e) if self.stale_shares(&e).await? => self.put_record_once(me, patient, plaintext, sensitive).await,
             other => other,
         }
     }
@@ -58,8 +111,10 @@ impl Session {
         me: &Identity,
         patient: &Contact,
         plaintext: &[u8],
+        sensitive: bool,
     ) -> Result<(RecordId, Committed)> {
-        let metadata = describe(plaintext)?;
+        let mut metadata = describe(plaintext)?;
+        metadata.sensitive |= sensitive;
         self.release().await?;
         let keys = self.record_keys(me, &patient.member).await?;
         let record = RecordId::new(medledger_crypto::random_bytes());
@@ -150,7 +205,7 @@ impl Session {
             // The directory's key, made first if no one has yet.
             self.directory(me).await?;
             let directory = self.proved_team(me, patient, patient).await?;
-            return Ok(RecordKeys { owner: *patient, chart: None, teams: vec![directory] });
+            return Ok(RecordKeys { owner: *patient, chart: None, teams: vec![directory], sensitive: Vec::new() });
         }
         let entries = self.proved_state(me, &format!("/v1/charts/{patient}/proof")).await?;
         let integrity = |e: medledger_proof::StateError| SdkError::Integrity(format!("the chart's keys: {e}"));
@@ -168,7 +223,18 @@ impl Session {
                 teams.push(entry);
             }
         }
-        Ok(RecordKeys { owner: *patient, chart: Some(chart), teams })
+        // Sensitive records are wrapped for the patient and the live grantees of them.
+        let patient_entry: MemberEntry = entries.require(&keys::member(patient)).map_err(integrity)?;
+        let mut sensitive = vec![(*patient, patient_entry.encryption_key)];
+        for member in chart.sensitive.0.iter().flatten() {
+            let grant: Option<GrantEntry> =
+                entries.get(&keys::grant(patient, member, &GrantScope::Sensitive)).map_err(integrity)?;
+            if grant.is_some_and(|g| g.is_live(now)) {
+                let entry: MemberEntry = entries.require(&keys::member(member)).map_err(integrity)?;
+                sensitive.push((*member, entry.encryption_key));
+            }
+        }
+        Ok(RecordKeys { owner: *patient, chart: Some(chart), teams, sensitive })
     }
 
     /// Encrypts `plaintext` as `version` of `record` in the chart of `keys`' patient, wraps its
@@ -211,13 +277,23 @@ impl Session {
         let subject = KeySubject::Record { record, version };
         let me_holder = KeyHolder::Member { member: me.member };
         let mut envelopes = vec![self.seal_for(me.encryption.encryption_key(), me_holder, subject, &wrapped)?];
-        if let Some(chart) = &keys.chart {
-            let chart_holder = KeyHolder::Chart { patient, epoch: chart.epoch };
-            envelopes.push(self.seal_for(&chart.public_key, chart_holder, subject, &wrapped)?);
-        }
-        for team in &keys.teams {
-            let holder = KeyHolder::Team { team: team.team, epoch: team.epoch };
-            envelopes.push(self.seal_for(&team.public_key, holder, subject, &wrapped)?);
+        match &keys.chart {
+            // Sensitive: outside chart-wide grants, for the patient and the grantees of such records.
+            Some(_) if metadata.sensitive => {
+                for (member, key) in keys.sensitive.iter().filter(|(m, _)| *m != me.member) {
+                    envelopes.push(self.seal_for(key, KeyHolder::Member { member: *member }, subject, &wrapped)?);
+                }
+            }
+            chart => {
+                if let Some(chart) = chart {
+                    let chart_holder = KeyHolder::Chart { patient, epoch: chart.epoch };
+                    envelopes.push(self.seal_for(&chart.public_key, chart_holder, subject, &wrapped)?);
+                }
+                for team in &keys.teams {
+                    let holder = KeyHolder::Team { team: team.team, epoch: team.epoch };
+                    envelopes.push(self.seal_for(&team.public_key, holder, subject, &wrapped)?);
+                }
+            }
         }
         let recipients = envelopes.iter().map(|e| e.holder).collect();
         let body = RegisterRecord { record, patient, version, digest, size_bytes: sealed.ciphertext_len, recipients };
@@ -496,6 +572,9 @@ pub struct RecordKeys {
     pub chart: Option<ChartEntry>,
     /// The care teams with a live `--all` grant on the chart, or the directory's own key.
     pub teams: Vec<TeamEntry>,
+    /// Who reads the chart's records outside chart-wide grants (sensitive ones): the patient and
+    /// every live grantee of them, with their keys. Empty for a directory.
+    pub sensitive: Vec<(MemberId, EncryptionKey)>,
 }
 
 /// A record encrypted and wrapped on this side: the ciphertext to upload and the transaction
@@ -524,11 +603,14 @@ pub fn describe(plaintext: &[u8]) -> Result<RecordMetadata> {
                 resource_type: Some(resource.resource_type().to_string()),
                 content_type: "application/fhir+json".into(),
                 size_bytes,
+                sensitive: is_sensitive(&value),
             });
         }
-        return Ok(RecordMetadata { resource_type: None, content_type: "application/json".into(), size_bytes });
+        let content_type = "application/json".into();
+        return Ok(RecordMetadata { resource_type: None, content_type, size_bytes, sensitive: false });
     }
-    Ok(RecordMetadata { resource_type: None, content_type: "application/octet-stream".into(), size_bytes })
+    let content_type = "application/octet-stream".into();
+    Ok(RecordMetadata { resource_type: None, content_type, size_bytes, sensitive: false })
 }
 
 fn first_line(s: &str) -> String {
