@@ -434,7 +434,15 @@ async fn erasure_leaves_nothing_that_opens_the_record_and_a_legal_hold_blocks_it
     ]);
     let kept_id = kept_id.trim().to_string();
     let before = operator_shares(&net, &session, &sealed);
-    // Every validator's key files as a backup taken now would hold them.
+    // Every validator's key files as a backup taken now would hold them (once any key switch
+    // still under way has finished: a loaded machine can lag behind the ledger).
+    let settled = |net: &Net| {
+        (0..4).all(|k| {
+            let keyring = net.dir.join(format!("validator-{k}")).join("data").join("share-key.json");
+            std::fs::read_to_string(keyring).map_or(true, |t| t.contains("\"retiring\": null"))
+        })
+    };
+    wait_until("no validator is switching share keys", || settled(&net));
     let backups: Vec<(DecryptionKey, Vec<u8>)> = (0..4)
         .map(|k| {
             let vdir = net.dir.join(format!("validator-{k}"));
