@@ -414,16 +414,10 @@ async fn create(
         None => None,
     };
     if let Some(pairs) = criteria {
-        let found = run_search(&app, &kind, &pairs).await?;
-        if found.applied.is_empty() {
-            return Err(FhirError::invalid(format!(
-                "If-None-Exist names no search parameter of {kind} (supported: {})",
-                params::supported(&kind).join(", ")
-            )));
-        }
-        match found.matches.len() {
+        let matches = conditional_matches(&app, &kind, &pairs, "If-None-Exist").await?;
+        match matches.len() {
             0 => {}
-            1 => return Ok(respond_as(&app, StatusCode::OK, &found.matches[0], prefer_return(&headers))),
+            1 => return Ok(respond_as(&app, StatusCode::OK, &matches[0], prefer_return(&headers))),
             n => {
                 return Err(FhirError::new(
                     412,
@@ -559,14 +553,7 @@ async fn conditional_update(
     }
     let expected = if_match(&headers)?;
     let (mut resource, _large) = body_resource(&app, &body).await?;
-    let found = run_search(&app, &kind, &pairs).await?;
-    if found.applied.is_empty() {
-        return Err(FhirError::invalid(format!(
-            "the criteria name no search parameter of {kind} (supported: {})",
-            params::supported(&kind).join(", ")
-        )));
-    }
-    match found.matches.as_slice() {
+    match conditional_matches(&app, &kind, &pairs, "The conditional update").await?.as_slice() {
         [] => {
             if resource.get("id").is_some() {
                 return Err(FhirError::invalid(
@@ -593,6 +580,24 @@ async fn conditional_update(
             format!("the criteria match {} resources: make them more selective", many.len()),
         )),
     }
+}
+
+/// What the criteria of a conditional create or update (`what`) match, over every chart the
+/// member may read; criteria that name no search parameter of the type are refused.
+async fn conditional_matches(
+    app: &App,
+    kind: &str,
+    pairs: &[(String, String)],
+    what: &str,
+) -> Result<Vec<Stored>, FhirError> {
+    let found = run_search(app, kind, pairs).await?;
+    if found.applied.is_empty() {
+        return Err(FhirError::invalid(format!(
+            "{what} names no search parameter of {kind} (supported: {})",
+            params::supported(kind).join(", ")
+        )));
+    }
+    Ok(found.matches)
 }
 
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {

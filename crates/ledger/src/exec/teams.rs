@@ -121,17 +121,22 @@ impl Run<'_, '_> {
         for member in &members {
             self.put_envelope(subject, KeyHolder::Member { member: *member });
         }
+        self.put_new_team(t, Vec::new());
+        Ok(())
+    }
+
+    /// The entry of a team (or directory) `t` creates, listing `members`, at key epoch 0.
+    fn put_new_team(&mut self, t: &TeamCreate, members: Vec<MemberId>) {
         let entry = TeamEntry {
             team: t.team,
             org: self.signer.org.clone(),
             epoch: 0,
             public_key: t.public_key.clone(),
-            members: Vec::new(),
+            members,
             created_by: self.signer.id,
             created_at: self.ctx.time,
         };
         self.state.put(keys::team(&t.team), &entry);
-        Ok(())
     }
 
     /// A staff member who holds the directory key wraps it for another active staff member of
@@ -185,16 +190,7 @@ impl Run<'_, '_> {
             self.join_team(member, &t.team)?;
             self.put_envelope(subject, KeyHolder::Member { member: *member });
         }
-        let entry = TeamEntry {
-            team: t.team,
-            org: self.signer.org.clone(),
-            epoch: 0,
-            public_key: t.public_key.clone(),
-            members,
-            created_by: self.signer.id,
-            created_at: self.ctx.time,
-        };
-        self.state.put(keys::team(&t.team), &entry);
+        self.put_new_team(t, members);
         Ok(())
     }
 
