@@ -1003,7 +1003,14 @@ fn sensitive_records_stay_outside_chart_wide_grants() {
     assert_eq!(colleague.request("GET", &format!("/Observation/{later}"), None).0, 200);
     let (_, found) = colleague.request("GET", &format!("/Observation?patient={pid}"), None);
     assert_eq!(found["total"].as_u64(), Some(3), "{found}");
-    // Revoked again: refused.
+    // Revoked again: refused, the ones written before the grant too (their per-record grants go
+    // with it).
     net.ok(&["revoke", "--as", "alice", "--from", "drcarol", "--all", "--include-sensitive"]);
     assert_eq!(colleague.request("GET", &format!("/Observation/{later}"), None).0, 403);
+    assert_eq!(colleague.request("GET", &format!("/Observation/{sensitive}"), None).0, 403);
+    // A sensitive resource must name its patient: the directory is read by all the staff.
+    let mut unnamed = labelled("7917-8", 3.0);
+    unnamed.as_object_mut().unwrap().remove("subject");
+    let (status, body) = author.request("POST", "/Observation", Some(&unnamed));
+    assert!((400..500).contains(&status), "{status} {body}");
 }

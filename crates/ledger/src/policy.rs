@@ -171,6 +171,9 @@ pub const RECORD_VERSIONS_MAX: u32 = 10_000;
 pub const CHART_HOLDERS_MAX: usize = medledger_types::limits::SIDECAR_ENVELOPES_MAX - 1;
 /// Care teams with an `--all` grant on one chart (each new record carries an envelope for each).
 pub const CHART_TEAMS_MAX: usize = 16;
+/// Grantees of one patient's sensitive records: each such record is wrapped for them, the
+/// patient and its author, in one sidecar.
+pub const SENSITIVE_GRANTEES_MAX: usize = medledger_types::limits::SIDECAR_ENVELOPES_MAX - 2;
 
 impl Rejection {
     /// Denials of access (exit code 3), as opposed to malformed or stale requests.

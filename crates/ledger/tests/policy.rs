@@ -2986,8 +2986,14 @@ fn directory_rows() {
     assert_eq!(c.w.read(&mut c.patient, r(1)), rejected(Rejection::NotDirectoryStaff));
     assert_eq!(c.w.read(&mut foreign, r(1)), rejected(Rejection::NotDirectoryStaff));
     let trail = c.w.audit_of(&Who { id: dir, ..Who::new(32) });
-    let reads = trail.iter().filter(|e| matches!(e.action, AuditAction::Read { .. })).count();
-    assert_eq!(reads, 4, "each read is in the directory's trail");
+    let reads = |allowed: bool| {
+        trail
+            .iter()
+            .filter(|e| matches!(e.action, AuditAction::Read { .. }))
+            .filter(|e| (e.decision == Decision::Allowed) == allowed)
+            .count()
+    };
+    assert_eq!((reads(true), reads(false)), (4, 2), "each read, and each refused attempt, is in the directory's trail");
     // A suspended staff member reads nothing more.
     let suspend = TxKind::Suspend(Suspend { member: c.d2.id, suspended: true });
     assert_eq!(c.w.one(&mut c.admin, suspend, None), TxOutcome::Applied);
@@ -3125,4 +3131,70 @@ fn sensitive_record_rows() {
     let restricted = flagged.iter().filter(|f| matches!(f.event.action, AuditAction::ReadRestricted { .. })).count();
     let ordinary = flagged.iter().filter(|f| matches!(f.event.action, AuditAction::Read { .. })).count();
     assert_eq!((restricted, ordinary), (1, 1), "{flagged:?}");
+}
+
+/// Review findings on sensitive records: only the patient grants them (not a delegate); a
+/// sensitive record's next version comes from one who reads it and stays sensitive unless the
+/// patient lifts it; the per-record grants of earlier ones end with their own revocation.
+#[test]
+fn sensitive_records_stay_sensitive_and_only_the_patient_grants_them() {
+    let mut c = cast();
+    let r = |n| RecordId::new([n; 16]);
+    let pid = c.patient.id;
+    assert_eq!(c.w.grant(&mut c.patient, &c.d1, GrantScope::All, true, None), TxOutcome::Applied);
+    assert_eq!(c.w.grant(&mut c.patient, &c.d2, GrantScope::All, true, None), TxOutcome::Applied);
+    assert_eq!(c.w.write_restricted(&mut c.d1, pid, r(1), 1, &[&c.patient]), TxOutcome::Applied);
+
+    // The grant carries no envelope: an earlier one is given by a per-record grant (what the
+    // SDK does for each), and taken back with it.
+    assert_eq!(c.w.grant(&mut c.patient, &c.d2, GrantScope::Sensitive, false, None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d2, r(1)), rejected(Rejection::AccessDenied));
+    assert_eq!(c.w.grant(&mut c.patient, &c.d2, GrantScope::Record(r(1)), false, None), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d2, r(1)), TxOutcome::Applied);
+    assert_eq!(c.w.revoke(&mut c.patient, &c.d2, GrantScope::Sensitive), TxOutcome::Applied);
+    assert_eq!(c.w.revoke(&mut c.patient, &c.d2, GrantScope::Record(r(1))), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d2, r(1)), rejected(Rejection::AccessDenied));
+
+    // A delegate neither grants nor revokes sensitive records.
+    let mut guardian = Who::new(40);
+    assert_eq!(c.w.enroll(&mut c.admin, &guardian, "org1", Role::Patient), TxOutcome::Applied);
+    let epoch = c.w.chart[&pid].0;
+    assert_eq!(c.w.appoint(&mut c.patient, pid, &guardian, epoch), TxOutcome::Applied);
+    assert_eq!(
+        c.w.grant_as(&mut guardian, pid, &c.d2, GrantScope::Sensitive, false, None),
+        rejected(Rejection::NotThePatient)
+    );
+
+    // The next version: not from a writer who does not read it; sensitive again unless the
+    // patient lifts it.
+    assert_eq!(c.w.write_restricted(&mut c.d2, pid, r(1), 2, &[&c.patient]), rejected(Rejection::AccessDenied));
+    assert_eq!(c.w.write(&mut c.d1, pid, r(1), 2, &[]), rejected(Rejection::RestrictedRecipients));
+    assert_eq!(c.w.write_restricted(&mut c.d1, pid, r(1), 2, &[&c.patient]), TxOutcome::Applied);
+    assert_eq!(c.w.read(&mut c.d2, r(1)), rejected(Rejection::AccessDenied));
+    assert_eq!(c.w.write(&mut c.patient, pid, r(1), 3, &[]), TxOutcome::Applied, "the patient lifts it");
+    assert_eq!(c.w.read_version(&mut c.d2, r(1), 3), TxOutcome::Applied, "the lifted version");
+    assert_eq!(c.w.read(&mut c.d2, r(1)), rejected(Rejection::AccessDenied), "version 1 stays sensitive");
+}
+
+/// Review finding: an organisation's directory id is known before it joins; a care team (or a
+/// member) created under it first would have made the joining organisation's directory someone
+/// else's. The join is refused instead, as is a joining admin whose id is a directory's.
+#[test]
+fn no_one_takes_a_joining_organisations_directory() {
+    let (mut admins, mut w) = four_organisations();
+    let mut doctor = Who::new(20);
+    assert_eq!(w.enroll(&mut admins[0], &doctor, "org1", Role::Doctor), TxOutcome::Applied);
+    let squatted = directory_id(&OrgId::new("org5").unwrap());
+    let members = keys_of(&[&doctor]);
+    assert_eq!(w.team_create(&mut doctor, squatted, &members), TxOutcome::Applied, "before org5 exists");
+    let admin5 = Who::new(5);
+    let (join, _) = join_proposal(&w, "org5", &admin5, 900, true);
+    assert_eq!(w.one(&mut admins[0], TxKind::Governance(join), None), rejected(Rejection::OrgExists));
+    // A joining admin whose id is an existing organisation's directory.
+    let posing = Who { id: directory_id(&OrgId::new("org2").unwrap()), ..Who::new(6) };
+    let (join, _) = join_proposal(&w, "org6", &posing, 910, true);
+    assert_eq!(w.one(&mut admins[0], TxKind::Governance(join), None), rejected(Rejection::OrgExists));
+    // A fresh id joins.
+    let (join, _) = join_proposal(&w, "org7", &Who::new(7), 920, true);
+    assert_eq!(w.one(&mut admins[0], TxKind::Governance(join), None), TxOutcome::Applied);
 }

@@ -207,6 +207,21 @@ impl Client {
         self.get_json(&format!("/v1/charts/{patient}/envelope"), Some(me)).await
     }
 
+    /// `patient`'s grant to `grantee` on one record, if there is one.
+    pub async fn record_grant(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        grantee: &MemberId,
+        record: &medledger_types::RecordId,
+    ) -> Result<Option<GrantEntry>> {
+        match self.get_json(&format!("/v1/grants/{patient}/{grantee}?record={record}"), Some(me)).await {
+            Ok(g) => Ok(Some(g)),
+            Err(SdkError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn grant(&self, me: &Identity, patient: &MemberId, grantee: &MemberId) -> Result<Option<GrantEntry>> {
         match self.get_json(&format!("/v1/grants/{patient}/{grantee}"), Some(me)).await {
             Ok(g) => Ok(Some(g)),

@@ -5,7 +5,7 @@ use medledger_types::{MemberId, Role, Timestamp, Trailing};
 
 use super::PRESENT;
 use super::run::{Applied, Run};
-use crate::policy::{CHART_HOLDERS_MAX, CHART_TEAMS_MAX, Rejection};
+use crate::policy::{CHART_HOLDERS_MAX, CHART_TEAMS_MAX, Rejection, SENSITIVE_GRANTEES_MAX};
 use crate::sidecar::{KeyHolder, KeySubject};
 use crate::state::{AuditAction, ChartEntry, GrantEntry, MemberStatus, StateView, keys, read};
 use crate::tx::{Delegate, Grant, GrantScope, NewChartEpoch, Revoke};
@@ -170,6 +170,8 @@ impl Run<'_, '_> {
     /// them; reading one needs its version wrapped for them (records written before: per-record
     /// grants). No envelope comes with it.
     fn grant_sensitive(&mut self, g: &Grant, mut chart: ChartEntry) -> Result<Applied, Rejection> {
+        // The patient's own choice: a delegate, who never reads these records, does not route them.
+        self.require_patient(&g.patient)?;
         let grantee = self.member(&g.grantee).ok_or(Rejection::UnknownMember)?;
         if grantee.status != MemberStatus::Active {
             return Err(Rejection::UnknownMember);
@@ -186,7 +188,8 @@ impl Run<'_, '_> {
         self.check_expiry(g)?;
         let mut sensitive = chart.sensitive.0.take().unwrap_or_default();
         if let Err(at) = sensitive.binary_search(&g.grantee) {
-            if sensitive.len() >= CHART_HOLDERS_MAX {
+            // Each sensitive record is wrapped for the patient, its author and every grantee.
+            if sensitive.len() >= SENSITIVE_GRANTEES_MAX {
                 return Err(Rejection::TooManyHolders);
             }
             sensitive.insert(at, g.grantee);
@@ -263,6 +266,7 @@ impl Run<'_, '_> {
                 self.state.delete(grant_key);
             }
             GrantScope::Sensitive => {
+                self.require_patient(&r.patient)?;
                 let grant_key = keys::grant(&r.patient, &r.grantee, &GrantScope::Sensitive);
                 if r.new_chart.is_some() {
                     return Err(Rejection::NewChartRequired);

@@ -71,7 +71,14 @@ impl Run<'_, '_> {
             Proposal::Join { org, validator, .. } => {
                 let orgs: u64 = read(self.state, keys::ORG_COUNT).unwrap_or(0);
                 let admin = &org.admin;
+                // The organisation's directory id must be free (no member or care team took it
+                // first), and its admin's id no directory's or team's.
+                let directory = crate::tx::directory_id(&org.id);
                 if self.state.get(&keys::org(&org.id)).is_some()
+                    || self.member(&directory).is_some()
+                    || self.team(&directory).is_some()
+                    || self.is_directory(&admin.member)
+                    || self.team(&admin.member).is_some()
                     || self.member(&admin.member).is_some()
                     || self.state.get(&keys::signing_key(&admin.signing_key)).is_some()
                     || governance::validators(&*self.state).iter().any(|v| v.public_key == validator.public_key)

@@ -413,8 +413,11 @@ fn denial_event(
     tx: TxId,
     ctx: BlockContext<'_>,
 ) -> Option<(MemberId, AuditEvent)> {
-    let is_patient =
-        |m: &MemberId| read::<MemberEntry>(state, &keys::member(m)).is_some_and(|e| e.role == Role::Patient);
+    // A patient's trail, or an organisation's directory's (attempts on its records are filed too).
+    let is_patient = |m: &MemberId| {
+        read::<MemberEntry>(state, &keys::member(m)).is_some_and(|e| e.role == Role::Patient)
+            || state.get(&keys::directory(m)).is_some()
+    };
     let (patient, action, purpose) = match kind {
         TxKind::Enroll(_)
         | TxKind::Suspend(_)

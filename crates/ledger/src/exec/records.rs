@@ -65,6 +65,24 @@ impl Run<'_, '_> {
         // Not wrapped for the chart key: a record outside chart-wide grants (sensitive). Wrapped
         // for members only: the patient, the author, every live grantee of sensitive records.
         let restricted = !r.recipients.contains(&chart_holder);
+        if let Some(p) = previous.as_ref().filter(|p| p.chart_epoch == RESTRICTED_CHART_EPOCH) {
+            // A sensitive record's next version (an update, a rotation) comes from one who reads
+            // it, and stays sensitive unless the patient lifts it.
+            let me = self.signer.id;
+            let subject = KeySubject::Record { record: p.record, version: p.version };
+            let enveloped = self.state.get(&keys::envelope(&subject, &KeyHolder::Member { member: me })).is_some();
+            let live =
+                |scope: GrantScope| self.grant_entry(&r.patient, &me, &scope).is_some_and(|g| g.is_live(self.ctx.time));
+            let reads_it = me == r.patient
+                || p.author == me
+                || (enveloped && (live(GrantScope::Sensitive) || live(GrantScope::Record(p.record))));
+            if !reads_it {
+                return Err(Rejection::AccessDenied);
+            }
+            if !restricted && self.signer.id != r.patient {
+                return Err(Rejection::RestrictedRecipients);
+            }
+        }
         if restricted {
             if r.recipients.iter().any(|h| !matches!(h, KeyHolder::Member { .. })) {
                 return Err(Rejection::RestrictedRecipients);

@@ -247,25 +247,35 @@ pub(super) async fn chart_envelope(
         .ok_or_else(|| ApiError::denied("no envelope of this chart for the signer"))
 }
 
-/// A patient's `--all` grant to a member (public: the ledger's grants carry only pseudonyms).
+#[derive(serde::Deserialize)]
+pub(super) struct GrantQuery {
+    record: Option<String>,
+}
+
+/// A patient's `--all` grant to a member, or (`?record=`) their grant on one record.
 #[utoipa::path(
     get,
     path = "/v1/grants/{patient}/{grantee}",
     tag = "records",
-    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("grantee" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Grantee member id (32 hex).")),
+    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("grantee" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Grantee member id (32 hex)."), ("record" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "A record id (32 hex): the grant on that record instead of the chart-wide one.")),
     security(("rfc9421" = [])),
     responses((status = 200, description = "A chart-wide grant, for its grantee and for those the patient's consent or an open break-glass entitles.", body = GrantEntry), Problems)
 )]
 pub(super) async fn grant_all(
     State(state): State<ApiState>,
     Path((patient, grantee)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<GrantQuery>,
     Signed(me): Signed,
 ) -> ApiResult<Json<GrantEntry>> {
     let patient: MemberId = parse(&patient, "patient id")?;
     let grantee: MemberId = parse(&grantee, "member id")?;
+    let scope = match query.record.as_deref() {
+        Some(record) => GrantScope::Record(parse(record, "record id")?),
+        None => GrantScope::All,
+    };
     let view = view(&state)?;
     if me.id != grantee && !entitled(&view, &me, &patient, None, now()) {
         return Err(ApiError::denied("no care relationship with this patient"));
     }
-    read(&view, &keys::grant(&patient, &grantee, &GrantScope::All)).map(Json).ok_or(ApiError::not_found("grant"))
+    read(&view, &keys::grant(&patient, &grantee, &scope)).map(Json).ok_or(ApiError::not_found("grant"))
 }

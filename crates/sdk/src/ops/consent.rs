@@ -2,7 +2,7 @@
 
 use medledger_crypto::suite::KemSuite;
 use medledger_crypto::wrap::{self, DecryptionKey, EncryptionKey};
-use medledger_ledger::state::{RESTRICTED_CHART_EPOCH, TeamEntry};
+use medledger_ledger::state::{RESTRICTED_CHART_EPOCH, RecordEntry, TeamEntry};
 use medledger_ledger::{
     Delegate, Grant, GrantScope, KeyHolder, KeySubject, NewChartEpoch, RecordAccess, Revoke, Sidecar, SidecarEnvelope,
     TxKind,
@@ -178,15 +178,38 @@ impl Session {
             new_chart: None,
         });
         let committed = self.transact(me, kind, None).await?;
+        // Those written before: a per-record grant each (the patient reads its key, a logged
+        // access, and wraps it for `to`); revoking the grant on sensitive records revokes them.
+        for entry in self.restricted_records(me, patient).await? {
+            Box::pin(self.grant_for(me, patient, to, GrantScope::Record(entry.record), false, expires_at)).await?;
+        }
+        Ok(committed)
+    }
+
+    /// Ends a grant on `patient`'s sensitive records: the grant, and the per-record grant `from`
+    /// holds on each sensitive record (those [`Session::grant_sensitive`] gave).
+    async fn revoke_sensitive(&self, me: &Identity, patient: &MemberId, from: &MemberId) -> Result<Committed> {
+        let kind =
+            TxKind::Revoke(Revoke { patient: *patient, grantee: *from, scope: GrantScope::Sensitive, new_chart: None });
+        let committed = self.transact(me, kind, None).await?;
+        for entry in self.restricted_records(me, patient).await? {
+            if self.client.record_grant(me, patient, from, &entry.record).await?.is_some() {
+                let scope = GrantScope::Record(entry.record);
+                let kind = TxKind::Revoke(Revoke { patient: *patient, grantee: *from, scope, new_chart: None });
+                self.transact(me, kind, None).await?;
+            }
+        }
+        Ok(committed)
+    }
+
+    /// `patient`'s records outside chart-wide grants (sensitive ones), as the ledger lists them.
+    async fn restricted_records(&self, me: &Identity, patient: &MemberId) -> Result<Vec<RecordEntry>> {
         let records =
             super::all_pages(
                 |after| async move { self.client.patient_records_page(me, patient, after.as_deref()).await },
             )
             .await?;
-        for entry in records.iter().filter(|e| e.chart_epoch == RESTRICTED_CHART_EPOCH) {
-            Box::pin(self.grant_for(me, patient, to, GrantScope::Record(entry.record), false, expires_at)).await?;
-        }
-        Ok(committed)
+        Ok(records.into_iter().filter(|e| e.chart_epoch == RESTRICTED_CHART_EPOCH).collect())
     }
 
     /// The patient's current chart key, opened from the patient's envelope.
@@ -286,7 +309,8 @@ impl Session {
         let team_grant = self.client.chart(me, patient).await?.teams.contains(from);
         let (new_chart, sidecar) = match scope {
             // A team never held the chart's current key: nothing to move.
-            GrantScope::Record(_) | GrantScope::Sensitive => (None, None),
+            GrantScope::Sensitive => return self.revoke_sensitive(me, patient, from).await,
+            GrantScope::Record(_) => (None, None),
             GrantScope::All if team_grant => (None, None),
             GrantScope::All => {
                 let (new_chart, sidecar) = self.next_chart_epoch(me, patient, Some(from), None, None).await?;

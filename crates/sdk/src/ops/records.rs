@@ -7,7 +7,9 @@ use medledger_crypto::threshold;
 use medledger_crypto::wrap::DecryptionKey;
 use medledger_crypto::wrap::EncryptionKey;
 use medledger_ledger::api::AccessBundle;
-use medledger_ledger::state::{ChartEntry, GrantEntry, MemberEntry, RecordEntry, TeamEntry, keys};
+use medledger_ledger::state::{
+    ChartEntry, GrantEntry, MemberEntry, RESTRICTED_CHART_EPOCH, RecordEntry, TeamEntry, keys,
+};
 use medledger_ledger::{
     ChartReview, Erase, GrantScope, KeyHolder, KeySubject, RecordAccess, RegisterRecord, Rotate, Sidecar, TxKind,
     directory_id,
@@ -146,9 +148,11 @@ impl Session {
         expected: Option<u32>,
         plaintext: &[u8],
     ) -> Result<Committed> {
-        let metadata = describe(plaintext)?;
+        let mut metadata = describe(plaintext)?;
         self.release().await?;
         let entry = self.client.record(me, &record).await?;
+        // A sensitive record stays so (the ledger lets only the patient lift it).
+        metadata.sensitive |= entry.chart_epoch == RESTRICTED_CHART_EPOCH;
         if expected.is_some_and(|v| v != entry.version) {
             return Err(SdkError::Conflict(format!("the record is at version {}", entry.version)));
         }
@@ -181,7 +185,8 @@ impl Session {
         let entry = current.record;
         let version =
             entry.version.checked_add(1).ok_or_else(|| SdkError::Usage("the record has too many versions".into()))?;
-        let metadata = describe(&current.plaintext)?;
+        let mut metadata = describe(&current.plaintext)?;
+        metadata.sensitive |= entry.chart_epoch == RESTRICTED_CHART_EPOCH;
         let keys = self.record_keys(me, &entry.patient).await?;
         let sealed = self.seal_record(me, &keys, record, version, &current.plaintext, &metadata)?;
         self.client.put_blob(me, &sealed.digest, sealed.ciphertext).await?;
@@ -276,6 +281,11 @@ impl Session {
         let patient = keys.owner;
         let subject = KeySubject::Record { record, version };
         let me_holder = KeyHolder::Member { member: me.member };
+        if metadata.sensitive && keys.chart.is_none() {
+            return Err(SdkError::Usage(
+                "a sensitive resource names its patient: the organisation's directory is read by all its staff".into(),
+            ));
+        }
         let mut envelopes = vec![self.seal_for(me.encryption.encryption_key(), me_holder, subject, &wrapped)?];
         match &keys.chart {
             // Sensitive: outside chart-wide grants, for the patient and the grantees of such records.
