@@ -983,8 +983,16 @@ fn sensitive_records_stay_outside_chart_wide_grants() {
     let colleague = Gateway::start(&net, "drcarol", &[]);
     assert_eq!(colleague.request("GET", &format!("/Observation/{ordinary}"), None).0, 200);
     assert_eq!(colleague.request("GET", &format!("/Observation/{sensitive}"), None).0, 403);
+    // A search leaves it out without asking for it: no denial more in the patient's trail.
+    let denials = || {
+        let trail = net.ok(&["--json", "audit", "--as", "alice", "--patient", "alice"]);
+        trail.lines().filter(|l| l.contains("denied")).count()
+    };
+    let before = denials();
+    assert!(before >= 1, "the refused read is in alice's trail");
     let (status, found) = colleague.request("GET", &format!("/Observation?patient={pid}"), None);
     assert_eq!((status, found["total"].as_u64()), (200, Some(1)), "{found}");
+    assert_eq!(denials(), before, "the search asked for nothing it could not read");
     assert_eq!(author.request("GET", &format!("/Observation/{sensitive}"), None).0, 200, "its author");
     let patient = Gateway::start(&net, "alice", &[]);
     let (status, read) = patient.request("GET", &format!("/Observation/{sensitive}"), None);

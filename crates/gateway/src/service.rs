@@ -546,6 +546,10 @@ impl Gateway {
                 };
                 self.session.list(&self.me, &contact).await
             };
+            let listed = match listed {
+                Ok(entries) => self.without_unreadable_sensitive(patient, entries).await,
+                Err(e) => Err(e),
+            };
             let entries = match listed {
                 Ok(entries) => entries,
                 // A chart this member may no longer list: nothing to show from it.
@@ -583,6 +587,36 @@ impl Gateway {
             }
         }
         out.sort_by(|a, b| (a.resource_type(), a.id()).cmp(&(b.resource_type(), b.id())));
+        Ok(out)
+    }
+
+    /// `entries` of `patient`'s chart less the sensitive ones (outside chart-wide grants) this
+    /// member has no way to read: asking for them would only fill the patient's trail with
+    /// denials (and use up the signer's denial budget).
+    async fn without_unreadable_sensitive(
+        &self,
+        patient: MemberId,
+        entries: Vec<RecordEntry>,
+    ) -> medledger_sdk::Result<Vec<RecordEntry>> {
+        use medledger_ledger::state::RESTRICTED_CHART_EPOCH;
+        let me = self.me.member;
+        if me == patient || entries.iter().all(|e| e.chart_epoch != RESTRICTED_CHART_EPOCH) {
+            return Ok(entries);
+        }
+        let now =
+            Timestamp::new(std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64));
+        let client = &self.session.client;
+        let sensitive = client.sensitive_grant(&self.me, &patient, &me).await?.is_some_and(|g| g.is_live(now));
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let readable = entry.chart_epoch != RESTRICTED_CHART_EPOCH
+                || sensitive
+                || entry.author == me
+                || client.record_grant(&self.me, &patient, &me, &entry.record).await?.is_some_and(|g| g.is_live(now));
+            if readable {
+                out.push(entry);
+            }
+        }
         Ok(out)
     }
 

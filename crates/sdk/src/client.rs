@@ -222,6 +222,20 @@ impl Client {
         }
     }
 
+    /// `patient`'s grant to `grantee` on their sensitive records, if there is one.
+    pub async fn sensitive_grant(
+        &self,
+        me: &Identity,
+        patient: &MemberId,
+        grantee: &MemberId,
+    ) -> Result<Option<GrantEntry>> {
+        match self.get_json(&format!("/v1/grants/{patient}/{grantee}?sensitive=true"), Some(me)).await {
+            Ok(g) => Ok(Some(g)),
+            Err(SdkError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn grant(&self, me: &Identity, patient: &MemberId, grantee: &MemberId) -> Result<Option<GrantEntry>> {
         match self.get_json(&format!("/v1/grants/{patient}/{grantee}"), Some(me)).await {
             Ok(g) => Ok(Some(g)),

@@ -250,6 +250,7 @@ pub(super) async fn chart_envelope(
 #[derive(serde::Deserialize)]
 pub(super) struct GrantQuery {
     record: Option<String>,
+    sensitive: Option<bool>,
 }
 
 /// A patient's `--all` grant to a member, or (`?record=`) their grant on one record.
@@ -257,7 +258,7 @@ pub(super) struct GrantQuery {
     get,
     path = "/v1/grants/{patient}/{grantee}",
     tag = "records",
-    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("grantee" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Grantee member id (32 hex)."), ("record" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "A record id (32 hex): the grant on that record instead of the chart-wide one.")),
+    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("grantee" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Grantee member id (32 hex)."), ("record" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "A record id (32 hex): the grant on that record instead of the chart-wide one."), ("sensitive" = Option<bool>, Query, description = "true: the grant on the patient's sensitive records instead.")),
     security(("rfc9421" = [])),
     responses((status = 200, description = "A chart-wide grant, for its grantee and for those the patient's consent or an open break-glass entitles.", body = GrantEntry), Problems)
 )]
@@ -269,9 +270,11 @@ pub(super) async fn grant_all(
 ) -> ApiResult<Json<GrantEntry>> {
     let patient: MemberId = parse(&patient, "patient id")?;
     let grantee: MemberId = parse(&grantee, "member id")?;
-    let scope = match query.record.as_deref() {
-        Some(record) => GrantScope::Record(parse(record, "record id")?),
-        None => GrantScope::All,
+    let scope = match (query.record.as_deref(), query.sensitive) {
+        (Some(_), Some(true)) => return Err(ApiError::bad("name a record or sensitive, not both")),
+        (Some(record), _) => GrantScope::Record(parse(record, "record id")?),
+        (None, Some(true)) => GrantScope::Sensitive,
+        (None, _) => GrantScope::All,
     };
     let view = view(&state)?;
     if me.id != grantee && !entitled(&view, &me, &patient, None, now()) {
