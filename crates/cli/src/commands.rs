@@ -350,6 +350,9 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
             let scope = scope(args.record.as_deref(), args.all)?;
             let expires = args.expires.as_deref().map(parse_expiry).transpose()?;
             let patient = rt.block_on(session.resolve(&me, args.patient.as_deref().unwrap_or(&args.as_)))?;
+            if args.include_sensitive && patient.member != me.member {
+                return Err(SdkError::Denied("only the patient grants their sensitive records".into()));
+            }
             let mut c = rt.block_on(session.grant_for(&me, &patient.member, &to, scope, args.write, expires))?;
             if args.include_sensitive {
                 c = rt.block_on(session.grant_for(&me, &patient.member, &to, GrantScope::Sensitive, false, expires))?;

@@ -600,19 +600,30 @@ impl Gateway {
     ) -> medledger_sdk::Result<Vec<RecordEntry>> {
         use medledger_ledger::state::RESTRICTED_CHART_EPOCH;
         let me = self.me.member;
-        if me == patient || entries.iter().all(|e| e.chart_epoch != RESTRICTED_CHART_EPOCH) {
+        // Under break-glass (emergency treatment) the ledger decides each one: nothing left out.
+        let emergency = self.purpose == PurposeOfUse::Etreat;
+        if me == patient || emergency || entries.iter().all(|e| e.chart_epoch != RESTRICTED_CHART_EPOCH) {
             return Ok(entries);
         }
+        let teams: Vec<MemberId> = self.session.home.teams().unwrap_or_default().into_values().collect();
         let now =
             Timestamp::new(std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64));
         let client = &self.session.client;
         let sensitive = client.sensitive_grant(&self.me, &patient, &me).await?.is_some_and(|g| g.is_live(now));
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
-            let readable = entry.chart_epoch != RESTRICTED_CHART_EPOCH
-                || sensitive
-                || entry.author == me
-                || client.record_grant(&self.me, &patient, &me, &entry.record).await?.is_some_and(|g| g.is_live(now));
+            let mut readable = entry.chart_epoch != RESTRICTED_CHART_EPOCH || sensitive || entry.author == me;
+            // A per-record grant to the member, or to a care team of theirs.
+            for grantee in std::iter::once(&me).chain(&teams) {
+                if readable {
+                    break;
+                }
+                // Not shown to this member (a team's grant it cannot see): the ledger decides.
+                readable = match client.record_grant(&self.me, &patient, grantee, &entry.record).await {
+                    Ok(grant) => grant.is_some_and(|g| g.is_live(now)),
+                    Err(_) => true,
+                };
+            }
             if readable {
                 out.push(entry);
             }

@@ -3194,6 +3194,10 @@ fn no_one_takes_a_joining_organisations_directory() {
     let posing = Who { id: directory_id(&OrgId::new("org2").unwrap()), ..Who::new(6) };
     let (join, _) = join_proposal(&w, "org6", &posing, 910, true);
     assert_eq!(w.one(&mut admins[0], TxKind::Governance(join), None), rejected(Rejection::OrgExists));
+    // A joining admin whose id is the joining organisation's own directory.
+    let own = Who { id: directory_id(&OrgId::new("org8").unwrap()), ..Who::new(8) };
+    let (join, _) = join_proposal(&w, "org8", &own, 915, true);
+    assert_eq!(w.one(&mut admins[0], TxKind::Governance(join), None), rejected(Rejection::OrgExists));
     // A fresh id joins.
     let (join, _) = join_proposal(&w, "org7", &Who::new(7), 920, true);
     assert_eq!(w.one(&mut admins[0], TxKind::Governance(join), None), TxOutcome::Applied);

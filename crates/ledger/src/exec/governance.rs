@@ -78,6 +78,7 @@ impl Run<'_, '_> {
                     || self.member(&directory).is_some()
                     || self.team(&directory).is_some()
                     || self.is_directory(&admin.member)
+                    || admin.member == directory
                     || self.team(&admin.member).is_some()
                     || self.member(&admin.member).is_some()
                     || self.state.get(&keys::signing_key(&admin.signing_key)).is_some()

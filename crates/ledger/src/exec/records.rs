@@ -73,8 +73,12 @@ impl Run<'_, '_> {
             let enveloped = self.state.get(&keys::envelope(&subject, &KeyHolder::Member { member: me })).is_some();
             let live =
                 |scope: GrantScope| self.grant_entry(&r.patient, &me, &scope).is_some_and(|g| g.is_live(self.ctx.time));
+            // Authorship reads while it lasts (as in `access`).
+            let author = p.author == me
+                && self.state.get(&keys::author_revoked(&p.record, &me)).is_none()
+                && self.state.get(&keys::authorship_ended(&r.patient, &me)).is_none();
             let reads_it = me == r.patient
-                || p.author == me
+                || author
                 || (enveloped && (live(GrantScope::Sensitive) || live(GrantScope::Record(p.record))));
             if !reads_it {
                 return Err(Rejection::AccessDenied);

@@ -260,7 +260,7 @@ pub(super) struct GrantQuery {
     tag = "records",
     params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("grantee" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Grantee member id (32 hex)."), ("record" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "A record id (32 hex): the grant on that record instead of the chart-wide one."), ("sensitive" = Option<bool>, Query, description = "true: the grant on the patient's sensitive records instead.")),
     security(("rfc9421" = [])),
-    responses((status = 200, description = "A chart-wide grant, for its grantee and for those the patient's consent or an open break-glass entitles.", body = GrantEntry), Problems)
+    responses((status = 200, description = "A chart-wide grant (or the one on `record`, or on sensitive records), for its grantee and for those the patient's consent or an open break-glass entitles.", body = GrantEntry), Problems)
 )]
 pub(super) async fn grant_all(
     State(state): State<ApiState>,

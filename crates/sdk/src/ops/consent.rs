@@ -189,9 +189,8 @@ impl Session {
     /// Ends a grant on `patient`'s sensitive records: the grant, and the per-record grant `from`
     /// holds on each sensitive record (those [`Session::grant_sensitive`] gave).
     async fn revoke_sensitive(&self, me: &Identity, patient: &MemberId, from: &MemberId) -> Result<Committed> {
-        let kind =
-            TxKind::Revoke(Revoke { patient: *patient, grantee: *from, scope: GrantScope::Sensitive, new_chart: None });
-        let committed = self.transact(me, kind, None).await?;
+        // The per-record grants first, the grant itself last: a revocation cut short is finished
+        // by running it again.
         for entry in self.restricted_records(me, patient).await? {
             if self.client.record_grant(me, patient, from, &entry.record).await?.is_some() {
                 let scope = GrantScope::Record(entry.record);
@@ -199,7 +198,9 @@ impl Session {
                 self.transact(me, kind, None).await?;
             }
         }
-        Ok(committed)
+        let kind =
+            TxKind::Revoke(Revoke { patient: *patient, grantee: *from, scope: GrantScope::Sensitive, new_chart: None });
+        self.transact(me, kind, None).await
     }
 
     /// `patient`'s records outside chart-wide grants (sensitive ones), as the ledger lists them.
