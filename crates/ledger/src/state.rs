@@ -130,7 +130,7 @@ pub mod keys {
     /// For a subject wrapped for a care team: the team key epoch it was wrapped for.
     pub const TEAM_ENVELOPE: &[u8] = b"te/";
     /// Pending admin-approved key recoveries, by member.
-    pub const RECOVERY: &[u8] = b"rc/";
+    pub const RECOVERY: &[u8] = b"ry/";
     /// Identities released from custody, waiting for their patient's claim.
     pub const CUSTODY_RELEASE: &[u8] = b"cr/";
     /// Every validator that ever took part, by stable index.
@@ -651,4 +651,34 @@ pub struct TxResultEntry {
 /// The last nonce a signer used in `lane` (see [`medledger_types::NONCE_LANE_BITS`]).
 pub fn last_nonce(view: &(impl StateView + ?Sized), member: &MemberId, lane: u16) -> Nonce {
     read(view, &keys::nonce(member, lane)).unwrap_or(Nonce::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every key constant of [`super::keys`], read from this file so a new table cannot be left
+    /// out: a table's prefix that equals or begins another's makes a scan of one return the
+    /// other's rows (seen: pending key recoveries and the charts a member reads shared `rc/`, so a
+    /// member's chart list failed while their recovery was pending).
+    #[test]
+    fn no_key_prefix_begins_another() {
+        let source = include_str!("state.rs");
+        let mut prefixes: Vec<(&str, &str)> = Vec::new();
+        for line in source.lines() {
+            let line = line.trim();
+            let Some(rest) = line.strip_prefix("pub const ") else { continue };
+            let Some((name, value)) = rest.split_once(": &[u8] = b\"") else { continue };
+            let Some(value) = value.strip_suffix("\";") else { continue };
+            prefixes.push((name, value));
+        }
+        assert!(prefixes.len() > 30, "the key constants were not found");
+        for (i, (a, pa)) in prefixes.iter().enumerate() {
+            for (b, pb) in prefixes.iter().skip(i + 1) {
+                // Tables (ending in `/`) must be prefix-free against every other key; single keys
+                // (`v/...`) are only ever read whole, so one may extend another.
+                let table_clash =
+                    (pa.ends_with('/') && pb.starts_with(pa)) || (pb.ends_with('/') && pa.starts_with(pb));
+                assert!(pa != pb && !table_clash, "{a} ({pa}) and {b} ({pb}) overlap");
+            }
+        }
+    }
 }
