@@ -681,6 +681,48 @@ fn search_parameters_clinical_clients_use() {
     }
 }
 
+/// Issue 15, finding 3: within an organisation a patient's identifier names one chart (a blind
+/// index under the custodian's secret), whichever way the patient arrives: a second POST or a
+/// transaction with the same identifier is refused as a duplicate (seen failing: each POST
+/// enrolled a new chart), and an import of the same patient adds to the chart the POST made.
+#[test]
+fn one_identifier_is_one_chart_through_post_transaction_and_import() {
+    let (net, gw) = doctor_gateway();
+    let mrn = json!([{"system": "urn:oid:2.16.840.1.113883.19.5", "value": "MRN-77",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}}]);
+    let patient = json!({"resourceType": "Patient", "identifier": mrn, "name": [{"family": "Adeyemi"}]});
+    let (status, created) = gw.request("POST", "/Patient", Some(&patient));
+    assert_eq!(status, 201, "{created}");
+    let pid = hex32(&created["id"]);
+    let (status, again) = gw.request("POST", "/Patient", Some(&patient));
+    assert_eq!(
+        (status, again["resourceType"].as_str(), again["issue"][0]["code"].as_str()),
+        (409, Some("OperationOutcome"), Some("duplicate")),
+        "{again}"
+    );
+    assert!(again.to_string().contains(&format!("Patient/{pid}")), "the outcome names the chart: {again}");
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:6f1b8d7e-0c38-4a4e-9d43-1f6c2a0c9b11", "resource": patient, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": observation("urn:uuid:6f1b8d7e-0c38-4a4e-9d43-1f6c2a0c9b11", "4548-4", 6.1), "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let mut bundle = bundle;
+    bundle["entry"][1]["resource"]["subject"]["reference"] = json!("urn:uuid:6f1b8d7e-0c38-4a4e-9d43-1f6c2a0c9b11");
+    let (status, refused) = gw.request("POST", "/", Some(&bundle));
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(listed_records(&net, &pid).lines().count(), 1, "nothing of the refused transaction was written");
+    // The same patient from an EHR export: no new enrolment, the Observation lands in the chart.
+    let export = net.file("export.json", bundle.to_string().as_bytes());
+    let summary: Value = serde_json::from_str(
+        net.ok(&["--json", "import", "--as", "drbob", export.to_str().unwrap()]).lines().last().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["patients_enrolled"], 0, "{summary}");
+    assert_eq!(summary["resources_already_present"], 1, "the Patient resource is the POSTed one: {summary}");
+    assert_eq!(listed_records(&net, &pid).lines().count(), 2, "the Observation joined the chart");
+    let (_, found) = gw.request("GET", "/Patient?identifier=MRN-77", None);
+    assert_eq!(found["total"], 1, "{found}");
+}
+
 /// Issue 15, finding 4: a search without `patient=` covers every chart the member may read,
 /// whoever wrote into it and whether or not this gateway has seen it (after an import, a restart):
 /// the ledger lists the charts the member holds grants on.

@@ -306,9 +306,7 @@ pub async fn import(
             let members: Vec<MemberId> = wanted
                 .iter()
                 .map(|key| match identifiers.get(key) {
-                    Some(identifier) => {
-                        admin.local_id(format!("import/patient-identifier/{identifier}").as_bytes()).map(MemberId::new)
-                    }
+                    Some(identifier) => crate::plan::identified_patient(admin, identifier),
                     None => gateway
                         .me
                         .local_id(format!("import/{}/patient/{key}", journal.scope).as_bytes())
@@ -338,11 +336,14 @@ pub async fn import(
                     // A resource is known by its patient and its id in the source system, so
                     // importing it again (another folder, another form) finds it present; one
                     // without either, by its place in this file.
-                    let (secret, context) = match source {
-                        Some((patient, source)) => (admin, format!("import/record/{patient}/{source}")),
-                        None => (&gateway.me, format!("import/{scope}/record/{digest}/{i}")),
+                    let derived = match source {
+                        Some((patient, source)) => crate::plan::source_record(admin, &patient, &source),
+                        None => gateway
+                            .me
+                            .local_id(format!("import/{scope}/record/{digest}/{i}").as_bytes())
+                            .map(RecordId::new),
                     };
-                    secret.local_id(context.as_bytes()).map(RecordId::new).unwrap_or_else(|_| {
+                    derived.unwrap_or_else(|_| {
                         derive_failed = true;
                         RecordId::new([0; 16])
                     })

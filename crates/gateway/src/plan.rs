@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use medledger_sdk::Identity;
 use medledger_types::{MemberId, RecordId};
 use serde_json::{Map, Value};
 
@@ -75,6 +76,21 @@ pub fn patient_identifier(resource: &Map<String, Value>) -> Option<String> {
         })
         .min()
         .map(|(_, identifier)| identifier)
+}
+
+/// The chart a patient with `identifier` (`system|value`, see [`patient_identifier`]) has in the
+/// organisation whose custodian admin is `custodian`: a keyed hash of the identifier under the
+/// admin's secret (a blind index: nothing of the identifier reaches the ledger), so the import,
+/// a POST and a transaction all find one chart for one patient.
+pub fn identified_patient(custodian: &Identity, identifier: &str) -> medledger_sdk::Result<MemberId> {
+    custodian.local_id(format!("import/patient-identifier/{identifier}").as_bytes()).map(MemberId::new)
+}
+
+/// The record of a resource known by `source` (its identity in the source system, e.g.
+/// `Patient#system|value` or `Observation/UUID`) in `patient`'s chart: the same keyed hash for
+/// every writer holding the custodian's secret, so the same resource is never written twice.
+pub fn source_record(custodian: &Identity, patient: &MemberId, source: &str) -> medledger_sdk::Result<RecordId> {
+    custodian.local_id(format!("import/record/{patient}/{source}").as_bytes()).map(RecordId::new)
 }
 
 /// The canonical key of a patient reference: `Patient/id`, or the `urn:` as written.

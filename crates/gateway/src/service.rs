@@ -193,33 +193,35 @@ impl Gateway {
         if fhir::resource_type(&resource) != kind {
             return Err(FhirError::invalid("resourceType does not match the URL"));
         }
-        let record = RecordId::new(medledger_crypto::random_bytes());
         if kind == "Patient" {
-            let patient = self.new_patient_chart().await?;
+            let identifier = crate::plan::patient_identifier(&resource);
+            let mut charts = self.new_patient_charts(&[identifier]).await?;
+            let (patient, record) =
+                charts.pop().ok_or_else(|| FhirError::new(500, "exception", "enrolment returned nothing"))?;
             resource.insert("id".into(), Value::String(patient.to_hex()));
             return self.write(&patient, record, 1, &mut resource).await;
         }
+        let record = RecordId::new(medledger_crypto::random_bytes());
         let owner = self.owner_of(&resource).await?;
         resource.insert("id".into(), Value::String(record.to_hex()));
         self.write(&owner, record, 1, &mut resource).await
     }
 
-    /// The chart a new Patient resource describes: the member's own (a patient), or a patient
-    /// newly enrolled in the organisation's custody with this clinician's treatment grant.
-    async fn new_patient_chart(&self) -> FhirResult<MemberId> {
-        let mut charts = self.new_patient_charts(1).await?;
-        charts.pop().ok_or_else(|| FhirError::new(500, "exception", "enrolment returned nothing"))
-    }
-
-    async fn new_patient_charts(&self, count: usize) -> FhirResult<Vec<MemberId>> {
-        if count == 0 {
+    /// The chart and record of each new Patient resource (`identifiers`: each one's
+    /// [`crate::plan::patient_identifier`]): the member's own chart (a patient), or a patient
+    /// enrolled in the organisation's custody with this clinician's treatment grant. A patient
+    /// with an identifier gets the chart the organisation's blind index names (the import's too),
+    /// so a second Patient with the same identifier is refused as a duplicate, not enrolled again.
+    async fn new_patient_charts(&self, identifiers: &[Option<String>]) -> FhirResult<Vec<(MemberId, RecordId)>> {
+        let fresh = || RecordId::new(medledger_crypto::random_bytes());
+        if identifiers.is_empty() {
             return Ok(Vec::new());
         }
         if self.me.role == Role::Patient {
-            if count > 1 || self.cache.patient_resource(&self.me.member).is_some() {
+            if identifiers.len() > 1 || self.cache.patient_resource(&self.me.member).is_some() {
                 return Err(FhirError::new(409, "duplicate", "this chart already has a Patient resource; update it"));
             }
-            return Ok(vec![self.me.member]);
+            return Ok(vec![(self.me.member, fresh())]);
         }
         let Some(admin) = &self.custodian else {
             return Err(FhirError::unprocessable(
@@ -230,9 +232,36 @@ impl Gateway {
         if self.me.role != Role::Doctor {
             return Err(FhirError::forbidden("only a doctor enrols patients in custody (with a treatment grant)"));
         }
+        let mut charts = Vec::with_capacity(identifiers.len());
+        for (i, identifier) in identifiers.iter().enumerate() {
+            let Some(identifier) = identifier else {
+                charts.push((MemberId::new(medledger_crypto::random_bytes()), fresh()));
+                continue;
+            };
+            let patient = crate::plan::identified_patient(admin, identifier)?;
+            let record = crate::plan::source_record(admin, &patient, &format!("Patient#{identifier}"))?;
+            let taken = match self.session.client.record(&self.me, &record).await {
+                Ok(_) | Err(SdkError::Denied(_)) => true,
+                Err(SdkError::NotFound(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if taken || charts.iter().any(|(p, _)| *p == patient) {
+                let which = if identifiers.len() > 1 { format!("entry {i}: ") } else { String::new() };
+                return Err(FhirError::new(
+                    409,
+                    "duplicate",
+                    format!(
+                        "{which}a patient with this identifier is enrolled in this organisation already: \
+                         Patient/{patient} (search by identifier, or use If-None-Exist)"
+                    ),
+                ));
+            }
+            charts.push((patient, record));
+        }
         let custody = Custody::open(&self.session.home, admin)?;
-        let patients = self.session.enroll_custodial(admin, &custody, &self.me.contact(), count).await?;
-        Ok(patients.into_iter().map(|p| p.member).collect())
+        let members = charts.iter().map(|(p, _)| *p).collect();
+        self.session.ensure_custodial(admin, &custody, &self.me.contact(), members).await?;
+        Ok(charts)
     }
 
     /// The record and ledger entry behind `Type/id`.
@@ -661,9 +690,12 @@ impl Gateway {
             ));
         }
         // New patients (Patient entries) are enrolled first; they need a custodian or are me.
+        let identifiers: Vec<Option<String>> = plan.new_patients.iter().map(|key| plan.match_identifier(key)).collect();
         let mut members = HashMap::new();
-        for (key, member) in plan.new_patients.iter().zip(self.new_patient_charts(plan.new_patients.len()).await?) {
+        let mut patient_records = HashMap::new();
+        for (key, (member, record)) in plan.new_patients.iter().zip(self.new_patient_charts(&identifiers).await?) {
             members.insert(key.clone(), member);
+            patient_records.insert(member, record);
         }
         let existing: HashSet<MemberId> = plan.existing_patients.iter().copied().collect();
         for member in &existing {
@@ -677,8 +709,14 @@ impl Gateway {
             }
         }
         let directory = Some(self.patientless_owner());
-        let (planned, skipped) =
-            plan.resolve(&members, directory, |_, _| RecordId::new(medledger_crypto::random_bytes()))?;
+        let (planned, skipped) = plan.resolve(&members, directory, |_, source| {
+            // A new patient's own entry: the record its identifier names (see above).
+            match source {
+                Some((patient, source)) if source.starts_with("Patient#") => patient_records.get(&patient).copied(),
+                _ => None,
+            }
+            .unwrap_or_else(|| RecordId::new(medledger_crypto::random_bytes()))
+        })?;
         if let Some((i, why)) = skipped.first() {
             return Err(FhirError::unprocessable(format!("entry {i} {why}")));
         }
