@@ -64,7 +64,7 @@ fn open_gateway(
         return Err(SdkError::Usage("--custodian must be an admin of your own organisation".into()));
     }
     let cache = Cache::open(&session.home, &me)?;
-    Ok(Gateway { session, me, custodian, cache, purpose })
+    Ok(Gateway { session, me, custodian, cache, index: Default::default(), purpose })
 }
 
 pub fn gateway(

@@ -765,6 +765,57 @@ fn a_search_covers_every_chart_the_member_may_read() {
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["charts"].as_array().unwrap().len(), 2);
 }
 
+/// Issue 15, finding 4 (at scale): a search runs on the gateway's index, caught up with the ledger
+/// incrementally, and reads (audited) only the page it returns: what it counts or skips is not
+/// read again (seen failing: every search read every candidate, five reads for a page of two). A
+/// record someone else writes is found at the next search; a revoked grant empties the results
+/// without a read.
+#[test]
+fn a_search_reads_only_the_page_it_returns() {
+    let net = Net::start();
+    net.cast();
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &net.admin.clone()]);
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all"]);
+    let pid = net.id_of("alice");
+    let put = |value: f64| {
+        let file = net.file("obs.json", observation(&pid, "4548-4", value).to_string().as_bytes());
+        net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]);
+    };
+    for value in 1..=5 {
+        put(f64::from(value));
+    }
+    let reads =
+        || audit(&net, &pid).iter().filter(|e| e["action"]["type"] == "read" && e["actor_name"] == "drbob").count();
+    let gw = Gateway::start(&net, "drbob", &[]);
+    let (status, first) = gw.request("GET", "/Observation?_count=2&_sort=_lastUpdated", None);
+    assert_eq!(
+        (status, first["total"].as_u64(), first["entry"].as_array().map(Vec::len)),
+        (200, Some(5), Some(2)),
+        "{first}"
+    );
+    let after_first = reads();
+    assert_eq!(after_first, 5 + 2, "the index read each record once, then the page");
+    let (_, second) = gw.request("GET", "/Observation?_count=2&_offset=2&_sort=_lastUpdated", None);
+    assert_eq!(second["entry"].as_array().map(Vec::len), Some(2), "{second}");
+    assert_eq!(reads(), after_first + 2, "the next page reads its two, nothing else");
+    let (_, counted) = gw.request("GET", "/Observation?_summary=count", None);
+    assert_eq!(counted["total"], 5, "{counted}");
+    assert_eq!(reads(), after_first + 2, "a count reads nothing");
+    put(6.0);
+    let (_, found) = gw.request("GET", "/Observation?_count=1&_sort=-_lastUpdated", None);
+    assert_eq!(
+        (found["total"].as_u64(), &found["entry"][0]["resource"]["valueQuantity"]["value"]),
+        (Some(6), &json!(6.0)),
+        "{found}"
+    );
+    assert_eq!(reads(), after_first + 2 + 1 + 1, "the new record is read once into the index, then as the page");
+    net.ok(&["revoke", "--as", "alice", "--from", "drbob", "--all"]);
+    let before = reads();
+    let (status, none) = gw.request("GET", "/Observation", None);
+    assert_eq!((status, none["total"].as_u64()), (200, Some(0)), "{none}");
+    assert_eq!(reads(), before, "a chart the member may no longer list is not read");
+}
+
 /// Issue 15, finding 2: resources that name no patient (Practitioner, Organization, Location,
 /// Medication, a List without a subject) go to the organisation's directory: created by its
 /// staff, read and found by its staff (one enrolled later too, given the key at enrolment),

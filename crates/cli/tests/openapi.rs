@@ -24,6 +24,7 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("get", "/v1/records/{id}", true),
     ("get", "/v1/records/{id}/version", true),
     ("get", "/v1/patients/{id}/records", true),
+    ("get", "/v1/patients/{id}/records/head", true),
     ("get", "/v1/patients/{id}/audit", true),
     ("put", "/v1/blobs/{digest}", true),
     ("post", "/v1/blobs", true),

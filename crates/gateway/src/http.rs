@@ -417,7 +417,12 @@ async fn create(
         let matches = conditional_matches(&app, &kind, &pairs, "If-None-Exist").await?;
         match matches.len() {
             0 => {}
-            1 => return Ok(respond_as(&app, StatusCode::OK, &matches[0], prefer_return(&headers))),
+            1 => {
+                // The one match, as the ledger lets this member read it now (audited).
+                if let Some(found) = app.gateway.read_hits(&matches).await?.first() {
+                    return Ok(respond_as(&app, StatusCode::OK, found, prefer_return(&headers)));
+                }
+            }
             n => {
                 return Err(FhirError::new(
                     412,
@@ -589,7 +594,7 @@ async fn conditional_matches(
     kind: &str,
     pairs: &[(String, String)],
     what: &str,
-) -> Result<Vec<Stored>, FhirError> {
+) -> Result<Vec<std::sync::Arc<crate::index::Indexed>>, FhirError> {
     let found = run_search(app, kind, pairs).await?;
     if found.applied.is_empty() {
         return Err(FhirError::invalid(format!(
@@ -597,7 +602,7 @@ async fn conditional_matches(
             params::supported(kind).join(", ")
         )));
     }
-    Ok(found.matches)
+    Ok(found.hits)
 }
 
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
@@ -662,25 +667,27 @@ async fn search(
     let found = run_search(&app, &kind, &pairs).await?;
     let path = format!("{}/{kind}", app.base);
     if found.summary_count {
+        // A count returns no resource: nothing is read.
         let query = link_query(&found.applied);
         let link = [json!({"relation": "self", "url": format!("{path}?{query}")})];
         return Ok(fhir_json(
             StatusCode::OK,
-            &json!({"resourceType": "Bundle", "type": "searchset", "total": found.matches.len(), "link": link}),
+            &json!({"resourceType": "Bundle", "type": "searchset", "total": found.hits.len(), "link": link}),
         ));
     }
-    let page: Vec<Stored> =
-        found.matches.iter().skip(found.offset).take(found.count.clamp(1, fhir::PAGE_MAX)).cloned().collect();
+    let count = found.count.clamp(1, fhir::PAGE_MAX);
+    let window: Vec<_> = found.hits.iter().skip(found.offset).take(count).cloned().collect();
+    let page = app.gateway.read_hits(&window).await?;
     let included = crate::include::included(&app.gateway, &kind, &page, &specs.0, &specs.1).await?;
     let mut applied = found.applied;
     applied.extend(asked);
-    let bundle = searchset(&app, &path, &applied, found.matches, found.count, found.offset, included);
+    let bundle = searchset(&app, &path, &applied, page, found.hits.len(), count, found.offset, included);
     Ok(fhir_json(StatusCode::OK, &bundle))
 }
 
-/// What a search found, and how it was asked.
+/// What a search found (from the index, nothing read yet), and how it was asked.
 struct Found {
-    matches: Vec<Stored>,
+    hits: Vec<std::sync::Arc<crate::index::Indexed>>,
     applied: Vec<(String, String)>,
     count: usize,
     offset: usize,
@@ -705,10 +712,6 @@ async fn run_search(app: &App, kind: &str, pairs: &[(String, String)]) -> Result
                 s.ids.extend(v.split(',').map(str::to_string));
                 applied.push((k.clone(), v.clone()));
             }
-            "code" => {
-                s.codes.extend(v.split(',').map(str::to_string));
-                applied.push((k.clone(), v.clone()));
-            }
             "_count" => count = v.parse().map_err(|_| FhirError::invalid("_count takes a number"))?,
             "_offset" => offset = v.parse().map_err(|_| FhirError::invalid("_offset takes a number"))?,
             "_sort" => {
@@ -730,15 +733,8 @@ async fn run_search(app: &App, kind: &str, pairs: &[(String, String)]) -> Result
             }
         }
     }
-    let mut matches = app.gateway.search(&s).await?;
-    matches.retain(|stored| filters.iter().all(|f| f.matches(&stored.resource)));
-    if let Some(sort) = sort {
-        matches.sort_by_cached_key(|stored| sort.key_of(&stored.resource));
-        if sort.descending() {
-            matches.reverse();
-        }
-    }
-    Ok(Found { matches, applied, count, offset, summary_count })
+    let hits = app.gateway.find(&s, &filters, sort.as_ref()).await?;
+    Ok(Found { hits, applied, count, offset, summary_count })
 }
 
 /// The applied parameters as a query string (each value percent-encoded), ending in `&` when not empty.
@@ -757,17 +753,18 @@ fn link_query(applied: &[(String, String)]) -> String {
     applied.iter().map(|(k, v)| format!("{}={}&", encode(k), encode(v))).collect()
 }
 
+/// A searchset Bundle: one page of matches (`page`, at `offset` of `total`) and what they include.
+#[allow(clippy::too_many_arguments)]
 fn searchset(
     app: &App,
     path: &str,
     applied: &[(String, String)],
-    found: Vec<Stored>,
+    page: Vec<Stored>,
+    total: usize,
     count: usize,
     offset: usize,
     included: Vec<Stored>,
 ) -> Value {
-    let count = count.clamp(1, fhir::PAGE_MAX);
-    let total = found.len();
     let query = link_query(applied);
     let mut link = vec![json!({"relation": "self", "url": format!("{path}?{query}_count={count}&_offset={offset}")})];
     if offset + count < total {
@@ -775,10 +772,8 @@ fn searchset(
             json!({"relation": "next", "url": format!("{path}?{query}_count={count}&_offset={}", offset + count)}),
         );
     }
-    let entry: Vec<Value> = found
+    let entry: Vec<Value> = page
         .into_iter()
-        .skip(offset)
-        .take(count)
         .map(|s| {
             json!({
                 "fullUrl": format!("{}/{}/{}", app.base, s.resource_type(), s.id()),
@@ -835,13 +830,24 @@ async fn operation(
     refuse_unsupported(&headers, &pairs, &[])?;
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok());
     let (count, offset) = (get("_count").unwrap_or(fhir::PAGE_MAX), get("_offset").unwrap_or(0));
-    let found = app.gateway.search(&Search { patient: Some(patient), ..Search::default() }).await?;
-    if found.is_empty() {
+    let count = count.clamp(1, fhir::PAGE_MAX);
+    let hits = match app.gateway.find(&Search { patient: Some(patient), ..Search::default() }, &[], None).await {
+        Ok(hits) => hits,
+        // Not a chart this member may list: the Patient read answers (404 unknown, 403 denied, audited).
+        Err(e) if e.status == 403 => {
+            app.gateway.read("Patient", &id).await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    if hits.is_empty() {
         // Nothing this member may read (or no such chart): FHIR answers 404 for an unknown patient.
         app.gateway.read("Patient", &id).await?;
     }
+    let window: Vec<_> = hits.iter().skip(offset).take(count).cloned().collect();
+    let page = app.gateway.read_hits(&window).await?;
     let path = format!("{}/Patient/{id}/$everything", app.base);
-    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &[], found, count, offset, Vec::new())))
+    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &[], page, hits.len(), count, offset, Vec::new())))
 }
 
 async fn transaction(State(app): State<Shared>, body: Bytes) -> Result<Response, FhirError> {

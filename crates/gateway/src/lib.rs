@@ -7,7 +7,8 @@
 //! - [`plan`]: a Bundle or a file planned before anything is written (ids, patients, references);
 //! - [`params`]: the search parameters applied to decrypted resources (token, string, date; `_sort`);
 //! - [`service`]: create, read, update, search, `$everything` and transaction as one member;
-//! - [`cache`]: the encrypted-at-rest local copy that searches use;
+//! - [`cache`]: the encrypted-at-rest local copy of resources read or written;
+//! - [`index`]: what searches run on, caught up with the ledger incrementally (chart heads);
 //! - [`http`]: the FHIR REST surface (axum) on a loopback address;
 //! - [`export`]: charts out as NDJSON (Bulk Data `$export`, `medledger export`);
 //! - [`import`]: NDJSON and Bundle files loaded in parallel, resumable, with custody enrolment;
@@ -20,6 +21,7 @@ pub mod fhir;
 pub mod http;
 pub mod import;
 pub mod include;
+pub mod index;
 pub mod params;
 pub mod plan;
 pub mod service;

@@ -1,8 +1,10 @@
 //! FHIR search parameters the gateway applies to decrypted resources (FHIR R4 §3.1.1 "Search"):
 //! which parameters each type has, what each one matches (token, string, date), `_sort` keys.
 //!
-//! Searches run on this machine over what the member may read (every candidate is an audited
-//! read first): nothing here reaches the ledger, so no identifier, name or code leaves in the clear.
+//! Searches run on this machine over the gateway's index of what the member may read: each
+//! resource's searchable values are extracted once ([`Terms`]) when it enters the index, and a
+//! search filters, sorts and counts those (only the page it returns is read again, audited).
+//! Nothing here reaches the ledger, so no identifier, name or code leaves in the clear.
 //!
 //! Dates compare at the precision the parameter gives (`2020`, `2020-05`, `2020-05-01`,
 //! `2020-05-01T10:00:00`), with the prefixes `eq`, `ne`, `lt`, `gt`, `le`, `ge`; time zones are
@@ -58,17 +60,19 @@ const PATIENT: &[Definition] = &[
 ];
 
 const CLINICAL: &[Definition] = &[
+    Definition { name: "code", kind: Kind::Token, paths: &["code"] },
     Definition { name: "status", kind: Kind::Token, paths: &["status", "clinicalStatus"] },
     Definition { name: "category", kind: Kind::Token, paths: &["category"] },
     Definition { name: "date", kind: Kind::Date, paths: DATE_PATHS },
     Definition { name: "identifier", kind: Kind::Token, paths: &["identifier"] },
 ];
 
-const COMMON: &[Definition] = &[Definition { name: "_lastUpdated", kind: Kind::Date, paths: &["meta.lastUpdated"] }];
+/// `_lastUpdated` is the ledger's time of the version (see [`Terms::of`]), not a path.
+const COMMON: &[Definition] = &[Definition { name: "_lastUpdated", kind: Kind::Date, paths: &[] }];
 
-/// Parameters the search handler reads itself (patient, ids, codes, paging, sorting, summary).
+/// Parameters the search handler reads itself (patient, ids, paging, sorting, summary).
 pub const HANDLED: &[&str] =
-    &["patient", "subject", "_id", "code", "_sort", "_summary", "_count", "_offset", "_include", "_revinclude"];
+    &["patient", "subject", "_id", "_sort", "_summary", "_count", "_offset", "_include", "_revinclude"];
 
 fn definitions(resource_type: &str) -> impl Iterator<Item = &'static Definition> {
     let own = if resource_type == "Patient" { PATIENT } else { CLINICAL };
@@ -93,7 +97,6 @@ pub fn capability(resource_type: &str) -> Vec<Value> {
     if resource_type != "Patient" {
         out.push(serde_json::json!({"name": "patient", "type": "reference"}));
         out.push(serde_json::json!({"name": "subject", "type": "reference"}));
-        out.push(serde_json::json!({"name": "code", "type": "token"}));
     }
     for d in definitions(resource_type) {
         let kind = match d.kind {
@@ -137,28 +140,138 @@ pub fn filter(resource_type: &str, name: &str, values: &str) -> Result<Option<Fi
     Ok(Some(Filter { definition, modifier, values }))
 }
 
-impl Filter {
-    /// Whether `resource` matches: any value, at any of the parameter's paths.
-    pub fn matches(&self, resource: &Map<String, Value>) -> bool {
-        let mut found = Vec::new();
-        for path in self.definition.paths {
-            collect_in(resource, path, &mut found);
-        }
-        self.values.iter().any(|wanted| found.iter().any(|value| self.one(value, wanted)))
-    }
+/// One searchable value of a resource.
+#[derive(Debug)]
+enum Term {
+    /// A code, a Coding, a CodeableConcept's codings or an Identifier: its system (none for a
+    /// plain code) and its code or value.
+    Token {
+        system: Option<Box<str>>,
+        code: Box<str>,
+    },
+    /// A string, as written and lower-cased.
+    Text {
+        raw: Box<str>,
+        folded: Box<str>,
+    },
+    Date(Box<str>),
+}
 
-    fn one(&self, value: &Value, wanted: &str) -> bool {
-        match self.definition.kind {
-            Kind::Token => token_matches(value, wanted),
-            Kind::String => {
-                let Some(text) = value.as_str() else { return false };
-                match self.modifier.as_deref() {
-                    Some("exact") => text == wanted,
-                    Some("contains") => fold(text).contains(&fold(wanted)),
-                    _ => fold(text).starts_with(&fold(wanted)),
+/// The values a resource's search parameters and sort keys look at, extracted once when the
+/// resource enters the gateway's index (a few hundred bytes, where the parsed resource would
+/// take kilobytes).
+#[derive(Debug, Default)]
+pub struct Terms {
+    /// Per parameter of the type that has values: its name and the values.
+    params: Vec<(&'static str, Vec<Term>)>,
+    id: Box<str>,
+    last_updated: Box<str>,
+    /// The clinical date (first of [`DATE_PATHS`]), the lower-cased family name, the birth date.
+    date: Box<str>,
+    family: Box<str>,
+    birthdate: Box<str>,
+}
+
+impl Terms {
+    /// The terms of `resource` (of its own type), known by `id`, last updated at `last_updated`
+    /// (RFC 3339: the ledger's time of the version).
+    pub fn of(resource: &Map<String, Value>, id: &str, last_updated: &str) -> Terms {
+        let kind = crate::fhir::resource_type(resource);
+        let mut params = Vec::new();
+        for definition in definitions(kind) {
+            let mut found = Vec::new();
+            for path in definition.paths {
+                collect_in(resource, path, &mut found);
+            }
+            let mut terms = Vec::new();
+            for value in found {
+                match definition.kind {
+                    Kind::Token => tokens(value, &mut terms),
+                    Kind::String => {
+                        if let Some(text) = value.as_str() {
+                            terms.push(Term::Text { raw: text.into(), folded: fold(text).into() });
+                        }
+                    }
+                    Kind::Date => {
+                        if let Some(text) = value.as_str() {
+                            terms.push(Term::Date(text.into()));
+                        }
+                    }
                 }
             }
-            Kind::Date => value.as_str().is_some_and(|text| date_matches(text, wanted)),
+            if !terms.is_empty() {
+                params.push((definition.name, terms));
+            }
+        }
+        let first = |paths: &[&str]| {
+            let mut found = Vec::new();
+            for path in paths {
+                collect_in(resource, path, &mut found);
+                if !found.is_empty() {
+                    break;
+                }
+            }
+            found.first().and_then(|v| v.as_str()).unwrap_or_default().to_string()
+        };
+        Terms {
+            params,
+            id: id.into(),
+            last_updated: last_updated.into(),
+            date: first(DATE_PATHS).into(),
+            family: fold(&first(&["name.family"])).into(),
+            birthdate: first(&["birthDate"]).into(),
+        }
+    }
+
+    /// The resource's FHIR id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn values(&self, name: &str) -> &[Term] {
+        self.params.iter().find(|(n, _)| *n == name).map_or(&[], |(_, terms)| terms)
+    }
+}
+
+/// The tokens of a value: a code, a Coding, a CodeableConcept (each coding) or an Identifier.
+fn tokens(value: &Value, out: &mut Vec<Term>) {
+    match value {
+        Value::String(code) => out.push(Term::Token { system: None, code: code.as_str().into() }),
+        Value::Object(map) => {
+            let get = |k: &str| map.get(k).and_then(Value::as_str);
+            if let Some(codings) = map.get("coding").and_then(Value::as_array) {
+                codings.iter().for_each(|c| tokens(c, out));
+            } else {
+                let code = if map.contains_key("value") { get("value") } else { get("code") };
+                out.push(Term::Token {
+                    system: Some(get("system").unwrap_or_default().into()),
+                    code: code.unwrap_or_default().into(),
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Filter {
+    /// Whether a resource with these terms matches: any value, at any of the parameter's paths.
+    pub fn matches(&self, terms: &Terms) -> bool {
+        if self.definition.name == "_lastUpdated" {
+            return self.values.iter().any(|wanted| date_matches(&terms.last_updated, wanted));
+        }
+        let found = terms.values(self.definition.name);
+        self.values.iter().any(|wanted| found.iter().any(|term| self.one(term, wanted)))
+    }
+
+    fn one(&self, term: &Term, wanted: &str) -> bool {
+        match term {
+            Term::Token { system, code } => token_matches(system.as_deref(), code, wanted),
+            Term::Text { raw, folded } => match self.modifier.as_deref() {
+                Some("exact") => **raw == *wanted,
+                Some("contains") => folded.contains(&fold(wanted)),
+                _ => folded.starts_with(&fold(wanted)),
+            },
+            Term::Date(date) => date_matches(date, wanted),
         }
     }
 }
@@ -193,29 +306,14 @@ fn fold(s: &str) -> String {
     s.to_lowercase()
 }
 
-/// A token `system|code`, `code` or `system|` against a code, a Coding, a CodeableConcept or an
-/// Identifier (`system|value`).
-fn token_matches(value: &Value, wanted: &str) -> bool {
-    let (system, code) = match wanted.split_once('|') {
-        Some((s, c)) => (Some(s), c),
-        None => (None, wanted),
-    };
-    let pair = |sys: Option<&str>, val: Option<&str>| {
-        system.is_none_or(|s| sys.unwrap_or_default() == s) && (code.is_empty() || val == Some(code))
-    };
-    match value {
-        Value::String(s) => system.is_none_or(str::is_empty) && s == code,
-        Value::Object(map) => {
-            let get = |k: &str| map.get(k).and_then(Value::as_str);
-            if let Some(codings) = map.get("coding").and_then(Value::as_array) {
-                return codings.iter().any(|c| token_matches(c, wanted));
-            }
-            if map.contains_key("value") {
-                return pair(get("system"), get("value"));
-            }
-            pair(get("system"), get("code"))
+/// A token `system|code`, `code`, `|code` or `system|` against a value's system (none for a
+/// plain code) and code.
+fn token_matches(system: Option<&str>, code: &str, wanted: &str) -> bool {
+    match wanted.split_once('|') {
+        Some((want_system, want_code)) => {
+            system.unwrap_or_default() == want_system && (want_code.is_empty() || code == want_code)
         }
-        _ => false,
+        None => code == wanted,
     }
 }
 
@@ -287,24 +385,14 @@ pub fn sort(resource_type: &str, value: &str) -> Result<Sort, FhirError> {
 }
 
 impl Sort {
-    /// The sort key of `resource` (missing values sort first).
-    pub fn key_of(&self, resource: &Map<String, Value>) -> String {
-        let first = |paths: &[&str]| {
-            let mut found = Vec::new();
-            for path in paths {
-                collect_in(resource, path, &mut found);
-                if !found.is_empty() {
-                    break;
-                }
-            }
-            found.first().and_then(|v| v.as_str()).unwrap_or_default().to_string()
-        };
+    /// The sort key of a resource with these terms (missing values sort first).
+    pub fn key_of<'a>(&self, terms: &'a Terms) -> &'a str {
         match self.key {
-            SortKey::Date => first(DATE_PATHS),
-            SortKey::LastUpdated => first(&["meta.lastUpdated"]),
-            SortKey::Id => first(&["id"]),
-            SortKey::Family => fold(&first(&["name.family"])),
-            SortKey::Birthdate => first(&["birthDate"]),
+            SortKey::Date => &terms.date,
+            SortKey::LastUpdated => &terms.last_updated,
+            SortKey::Id => &terms.id,
+            SortKey::Family => &terms.family,
+            SortKey::Birthdate => &terms.birthdate,
         }
     }
 
@@ -325,8 +413,13 @@ mod tests {
         }
     }
 
+    fn terms(resource: &Value) -> Terms {
+        let r = object(resource.clone());
+        Terms::of(&r, r.get("id").and_then(Value::as_str).unwrap_or_default(), "2026-01-02T03:04:05.000Z")
+    }
+
     fn hit(kind: &str, name: &str, value: &str, resource: &Value) -> bool {
-        filter(kind, name, value).unwrap().unwrap().matches(&object(resource.clone()))
+        filter(kind, name, value).unwrap().unwrap().matches(&terms(resource))
     }
 
     #[test]
@@ -376,6 +469,15 @@ mod tests {
         assert!(hit("Observation", "date", "gt2021-03-03", &o));
         assert!(!hit("Observation", "date", "lt2021", &o));
         assert!(hit("Observation", "date", "ge2021-03-04T09:00:00", &o));
+        assert!(hit("Observation", "_lastUpdated", "ge2026-01", &o), "the ledger's time, not meta");
+        assert!(!hit("Observation", "_lastUpdated", "lt2026", &o));
+        let coded = json!({"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}], "text": "HbA1c"}});
+        assert!(hit("Observation", "code", "http://loinc.org|4548-4", &coded));
+        assert!(hit("Observation", "code", "4548-4", &coded));
+        assert!(hit("Observation", "code", "http://loinc.org|", &coded));
+        assert!(!hit("Observation", "code", "http://snomed.info/sct|4548-4", &coded));
+        assert!(!hit("Observation", "code", "|4548-4", &coded), "|code wants no system");
+        assert!(!hit("Observation", "code", "HbA1c", &coded), "text is not a code");
         let c = json!({"resourceType": "Condition", "clinicalStatus": {"coding": [{"code": "active"}]}, "onsetDateTime": "2019"});
         assert!(hit("Condition", "status", "active", &c));
         assert!(hit("Condition", "date", "2019", &c));
@@ -384,12 +486,14 @@ mod tests {
 
     #[test]
     fn sorting() {
-        let a = object(json!({"id": "a", "effectiveDateTime": "2020-01-01", "meta": {"lastUpdated": "2026-01-02"}}));
-        let b = object(json!({"id": "b", "issued": "2021-01-01T00:00:00Z", "meta": {"lastUpdated": "2026-01-01"}}));
+        let a = object(json!({"resourceType": "Observation", "effectiveDateTime": "2020-01-01"}));
+        let b = object(json!({"resourceType": "Observation", "issued": "2021-01-01T00:00:00Z"}));
+        let (a, b) = (Terms::of(&a, "a", "2026-01-02"), Terms::of(&b, "b", "2026-01-01"));
         let s = sort("Observation", "date").unwrap();
         assert!(s.key_of(&a) < s.key_of(&b));
         let s = sort("Observation", "-_lastUpdated").unwrap();
         assert!(s.descending() && s.key_of(&a) > s.key_of(&b));
+        assert!(sort("Observation", "_id").unwrap().key_of(&a) < sort("Observation", "_id").unwrap().key_of(&b));
         assert!(sort("Observation", "family").is_err());
         assert!(sort("Patient", "family").is_ok());
     }

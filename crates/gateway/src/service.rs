@@ -29,8 +29,8 @@ const UPLOADS_IN_FLIGHT: usize = 2;
 /// Ciphertexts per upload batch, and their largest total (the node's limits are 1024 and 32 MiB).
 const UPLOAD_BATCH_ITEMS: usize = 256;
 const UPLOAD_BATCH_BYTES: usize = 16 * 1024 * 1024;
-/// Most charts a search without `patient` looks through (those this gateway has seen).
-pub const SEARCH_CHARTS_MAX: usize = 1000;
+/// Most charts a search without `patient` looks through (the ledger lists them 1,000 a page).
+pub const SEARCH_CHARTS_MAX: usize = 100_000;
 
 /// A resource as the gateway returns it, with its version and ledger time.
 #[derive(Clone, Debug)]
@@ -65,8 +65,6 @@ pub struct Search {
     pub resource_type: Option<String>,
     pub patient: Option<MemberId>,
     pub ids: Vec<String>,
-    /// `code` tokens: `system|code`, `code`, or `system|`.
-    pub codes: Vec<String>,
 }
 
 pub struct Gateway {
@@ -75,6 +73,8 @@ pub struct Gateway {
     /// An admin of the member's organisation, when the gateway may enrol patients in its custody.
     pub custodian: Option<Identity>,
     pub cache: Cache,
+    /// What searches run on: see [`crate::index`].
+    pub index: crate::index::Index,
     pub purpose: PurposeOfUse,
 }
 
@@ -86,20 +86,6 @@ pub fn rfc3339(t: Timestamp) -> String {
 pub fn patient_param(value: &str) -> FhirResult<MemberId> {
     let id = value.strip_prefix("Patient/").unwrap_or(value);
     id.parse().map_err(|_| FhirError::not_found("no such patient (patient ids are 32 hex digits)"))
-}
-
-/// Whether a resource carries any coding matching a `code` search token.
-pub fn matches_code(resource: &Map<String, Value>, token: &str) -> bool {
-    let (system, code) = match token.split_once('|') {
-        Some((s, c)) => (Some(s), c),
-        None => (None, token),
-    };
-    let codings = resource.get("code").and_then(|c| c.get("coding")).and_then(Value::as_array);
-    codings.into_iter().flatten().any(|coding| {
-        let sys_ok = system.is_none_or(|s| coding.get("system").and_then(Value::as_str).unwrap_or_default() == s);
-        let code_ok = code.is_empty() || coding.get("code").and_then(Value::as_str) == Some(code);
-        sys_ok && code_ok
-    })
 }
 
 fn parse_json(text: &str) -> FhirResult<Map<String, Value>> {
@@ -445,7 +431,7 @@ impl Gateway {
     /// Reads ledger entries: one batch of audited accesses; the allowed ones come from the cache
     /// when it holds that version, otherwise they are fetched and decrypted. Denied ones are
     /// evicted from the cache.
-    async fn read_entries(&self, entries: &[RecordEntry]) -> FhirResult<Vec<FhirResult<Stored>>> {
+    pub(crate) async fn read_entries(&self, entries: &[RecordEntry]) -> FhirResult<Vec<FhirResult<Stored>>> {
         let accesses = entries
             .iter()
             .map(|e| {
@@ -467,6 +453,7 @@ impl Gateway {
             Err(e) => {
                 if matches!(e, SdkError::Denied(_)) {
                     self.cache.remove(&entry.record);
+                    self.index.remove(&entry.record);
                 }
                 Err(e.into())
             }
@@ -540,89 +527,10 @@ impl Gateway {
         })
     }
 
-    /// `GET /{type}?...` and `GET /Patient/{id}/$everything`: the patients' record lists from the
-    /// ledger; records whose cached type cannot match are skipped, the rest read (audited).
-    pub async fn search(&self, search: &Search) -> FhirResult<Vec<Stored>> {
-        let patients = match search.patient {
-            Some(p) => vec![p],
-            // Every chart the member may look in, as the ledger lists them (grants, delegations,
-            // care teams), and those this gateway has seen.
-            None => {
-                let teams: Vec<MemberId> = self.session.home.teams().unwrap_or_default().into_values().collect();
-                let mut charts = self.session.readable_charts(&self.me, &teams, SEARCH_CHARTS_MAX).await?;
-                charts.extend(self.cache.patients());
-                charts.sort_unstable();
-                charts.dedup();
-                charts.truncate(SEARCH_CHARTS_MAX);
-                // And the organisation's directory (staff): resources that name no patient.
-                let directory = self.patientless_owner();
-                if !charts.contains(&directory) {
-                    charts.push(directory);
-                }
-                charts
-            }
-        };
-        let directory = (self.me.role != Role::Patient).then(|| self.session.directory_of(&self.me));
-        let mut candidates = Vec::new();
-        for patient in patients {
-            let listed = if Some(patient) == directory {
-                self.session.directory_records(&self.me).await
-            } else {
-                let contact = match self.session.contact_of(&self.me, &patient).await {
-                    Ok(c) => c,
-                    Err(SdkError::NotFound(_)) => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                self.session.list(&self.me, &contact).await
-            };
-            let listed = match listed {
-                Ok(entries) => self.without_unreadable_sensitive(patient, entries).await,
-                Err(e) => Err(e),
-            };
-            let entries = match listed {
-                Ok(entries) => entries,
-                // A chart this member may no longer list: nothing to show from it.
-                Err(SdkError::Denied(_)) if search.patient.is_none() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for entry in entries {
-                let cached = self.cache.get(&entry.record).filter(|c| c.version == entry.version);
-                let type_may_match = match (&cached, &search.resource_type) {
-                    (Some(c), Some(t)) => c.resource_type == *t,
-                    _ => true,
-                };
-                let id_may_match = search.ids.is_empty()
-                    || search.ids.iter().any(|id| *id == entry.record.to_hex() || *id == entry.patient.to_hex());
-                if type_may_match && id_may_match {
-                    candidates.push(entry);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for read in self.read_entries(&candidates).await? {
-            let stored = match read {
-                Ok(s) => s,
-                Err(e) if e.status == 403 || e.status == 415 => continue,
-                Err(e) => return Err(e),
-            };
-            if is_deleted(&stored.resource) {
-                continue;
-            }
-            let type_ok = search.resource_type.as_deref().is_none_or(|t| stored.resource_type() == t);
-            let id_ok = search.ids.is_empty() || search.ids.iter().any(|id| id == stored.id());
-            let code_ok = search.codes.is_empty() || search.codes.iter().any(|c| matches_code(&stored.resource, c));
-            if type_ok && id_ok && code_ok {
-                out.push(stored);
-            }
-        }
-        out.sort_by(|a, b| (a.resource_type(), a.id()).cmp(&(b.resource_type(), b.id())));
-        Ok(out)
-    }
-
     /// `entries` of `patient`'s chart less the sensitive ones (outside chart-wide grants) this
     /// member has no way to read: asking for them would only fill the patient's trail with
     /// denials (and use up the signer's denial budget).
-    async fn without_unreadable_sensitive(
+    pub(crate) async fn without_unreadable_sensitive(
         &self,
         patient: MemberId,
         entries: Vec<RecordEntry>,

@@ -247,4 +247,15 @@ pub struct ChartsPage {
     pub charts: Vec<MemberId>,
     /// Continue after this patient (`after=`) for more.
     pub next: Option<MemberId>,
+    /// For each of `charts`, the height at which its record list last changed (0: never), or
+    /// null where the signer may not list it now (a grant that ended).
+    #[serde(default)]
+    pub heads: Vec<Option<u64>>,
+}
+
+/// `GET /v1/patients/{id}/records/head`: when a chart's record list last changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordsHead {
+    /// The height of the last version registered or record erased in the chart (0: none yet).
+    pub height: u64,
 }

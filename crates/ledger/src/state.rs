@@ -145,6 +145,13 @@ pub mod keys {
     pub const ORG_COUNT: &[u8] = b"v/orgs";
     /// Governance proposals, by id.
     pub const PROPOSAL: &[u8] = b"gp/";
+    /// The height at which a chart's (or a directory's) record list last changed: a version
+    /// registered or a record erased. Lets a reader's client tell which charts to list again.
+    pub const RECORDS_HEAD: &[u8] = b"rh/";
+
+    pub fn records_head(owner: &MemberId) -> Vec<u8> {
+        key(RECORDS_HEAD, &[owner.as_bytes()])
+    }
 
     pub fn validator(index: u32) -> Vec<u8> {
         key(VALIDATOR, &[&index.to_be_bytes()])

@@ -376,6 +376,14 @@ impl Client {
         self.get_json(&format!("/v1/members/{of}/charts{after}"), Some(me)).await
     }
 
+    /// The height at which `patient`'s record list (or a directory's) last changed, 0 for never
+    /// (`GET /v1/patients/{id}/records/head`; for those who may list it).
+    pub async fn records_head(&self, me: &Identity, patient: &MemberId) -> Result<u64> {
+        let head: medledger_ledger::api::RecordsHead =
+            self.get_json(&format!("/v1/patients/{patient}/records/head"), Some(me)).await?;
+        Ok(head.height)
+    }
+
     /// A break-glass note, for the patient or an auditor it was written for.
     pub async fn break_glass_note(&self, me: &Identity, tx: &TxId) -> Result<medledger_ledger::api::BreakGlassNote> {
         self.get_json(&format!("/v1/tx/{tx}/note"), Some(me)).await

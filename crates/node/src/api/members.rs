@@ -124,7 +124,8 @@ pub(super) async fn charts(
         .map(|(key, _)| Ok(MemberId::new(key[prefix.len()..].try_into().map_err(ApiError::internal)?)))
         .collect::<ApiResult<Vec<MemberId>>>()?;
     let next = charts.last().copied().filter(|_| full);
-    Ok(Json(medledger_ledger::api::ChartsPage { charts, next }))
+    let heads = charts.iter().map(|patient| super::records::records_head(&view, &me, patient)).collect();
+    Ok(Json(medledger_ledger::api::ChartsPage { charts, next, heads }))
 }
 
 #[derive(Deserialize)]

@@ -177,6 +177,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(records::record))
         .routes(routes!(records::record_version))
         .routes(routes!(records::patient_records))
+        .routes(routes!(records::patient_records_head))
         .routes(routes!(audit::audit))
         .routes(routes!(blobs::put_blob).layer(DefaultBodyLimit::max(BLOB_UPLOAD_MAX)))
         .routes(routes!(blobs::put_blobs).layer(DefaultBodyLimit::max(BLOB_BATCH_BYTES_MAX)))

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use medledger_ledger::api::BreakGlassNote;
-use medledger_ledger::state::{ChartEntry, RecordEntry, keys, read};
+use medledger_ledger::state::{ChartEntry, MemberEntry, RecordEntry, keys, read};
 use medledger_ledger::{KeyHolder, Sidecar, StateView, TxKind};
 use medledger_types::limits::PAGE_ITEMS_MAX;
 use medledger_types::{MemberId, RecordId, Role, Timestamp, TxId};
@@ -105,31 +105,8 @@ pub(super) async fn patient_records(
     Signed(me): Signed,
 ) -> ApiResult<(NextPage, Json<Vec<RecordEntry>>)> {
     let patient: MemberId = parse(&id, "patient id")?;
-    // The patient, their delegates and members holding a chart-wide grant see the list (its
-    // entries carry no plaintext: metadata is encrypted); an auditor within the window of a
-    // committed chart review (itself an event in the patient's trail); no admin (DESIGN §3: no
-    // clinical view); anyone else is refused.
-    let holder = || {
-        view(&state)
-            .ok()
-            .and_then(|v| read::<ChartEntry>(&v, &keys::chart(&patient)))
-            .is_some_and(|chart| chart.holders.contains(&me.id) || chart.is_delegate(&me.id))
-    };
-    let reviewing = || {
-        let now = Timestamp::new(crate::app::wall_clock_ms());
-        view(&state)
-            .ok()
-            .and_then(|v| read::<Timestamp>(&v, &keys::chart_review(&patient, &me.id)))
-            .is_some_and(|until| now < until)
-    };
-    let directory = || view(&state).is_ok_and(|v| medledger_ledger::serve::is_directory_staff(&v, &me, &patient));
-    let allowed = match me.role {
-        _ if directory() => true,
-        Role::Admin => false,
-        Role::Auditor => reviewing(),
-        _ => me.id == patient || holder(),
-    };
-    if !allowed {
+    let view = view(&state)?;
+    if !may_list(&view, &me, &patient) {
         return Err(ApiError::denied(
             "only the patient, their delegates and chart-wide grantees, and auditors under a committed chart review \
              list records",
@@ -139,7 +116,6 @@ pub(super) async fn patient_records(
     let after = page.after.as_deref().map(|a| parse::<RecordId>(a, "cursor")).transpose()?;
     let after_key = after.map(|r| keys::patient_record(&patient, &r));
     let limit = page_limit(page.limit)?;
-    let view = view(&state)?;
     let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
     let full = rows.len() == limit;
     let mut records = Vec::with_capacity(rows.len());
@@ -152,6 +128,54 @@ pub(super) async fn patient_records(
         }
     }
     Ok((NextPage(last.filter(|_| full).map(|r| r.to_hex())), Json(records)))
+}
+
+/// Whether `me` may list `patient`'s records (or a directory's): the patient, their delegates and
+/// members holding a chart-wide grant (the list carries no plaintext: metadata is encrypted); an
+/// auditor within the window of a committed chart review (itself an event in the patient's
+/// trail); a directory's staff; no admin otherwise (DESIGN §3: no clinical view).
+pub(super) fn may_list(view: &impl StateView, me: &MemberEntry, patient: &MemberId) -> bool {
+    let holder = || {
+        read::<ChartEntry>(view, &keys::chart(patient))
+            .is_some_and(|chart| chart.holders.contains(&me.id) || chart.is_delegate(&me.id))
+    };
+    let reviewing = || {
+        let now = Timestamp::new(crate::app::wall_clock_ms());
+        read::<Timestamp>(view, &keys::chart_review(patient, &me.id)).is_some_and(|until| now < until)
+    };
+    match me.role {
+        _ if medledger_ledger::serve::is_directory_staff(view, me, patient) => true,
+        Role::Admin => false,
+        Role::Auditor => reviewing(),
+        _ => me.id == *patient || holder(),
+    }
+}
+
+/// The height at which a chart's record list last changed (0: never), for those who may list it.
+pub(super) fn records_head(view: &impl StateView, me: &MemberEntry, patient: &MemberId) -> Option<u64> {
+    may_list(view, me, patient).then(|| read::<u64>(view, &keys::records_head(patient)).unwrap_or(0))
+}
+
+/// When a chart's (or a directory's) record list last changed: a client holding a copy lists the
+/// chart again only when this moved.
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{id}/records/head",
+    tag = "records",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient (or directory) id (32 hex).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The height of the list's last change (0: none yet).", body = medledger_ledger::api::RecordsHead), Problems)
+)]
+pub(super) async fn patient_records_head(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<medledger_ledger::api::RecordsHead>> {
+    let patient: MemberId = parse(&id, "patient id")?;
+    let view = view(&state)?;
+    let height = records_head(&view, &me, &patient)
+        .ok_or_else(|| ApiError::denied("only those who may list the records see when the list changed"))?;
+    Ok(Json(medledger_ledger::api::RecordsHead { height }))
 }
 
 /// A break-glass note, for one of its readers.

@@ -326,33 +326,48 @@ impl Session {
     /// grant on or been a delegate of, and those of the care teams in `teams` they belong to; at
     /// most `limit`, in no particular order. Each read is still the ledger's decision.
     pub async fn readable_charts(&self, me: &Identity, teams: &[MemberId], limit: usize) -> Result<Vec<MemberId>> {
+        Ok(self.chart_heads(me, teams, limit).await?.into_iter().map(|(chart, _)| chart).collect())
+    }
+
+    /// As [`Session::readable_charts`], each with the height at which its record list last
+    /// changed, or `None` where `me` may not list it now (a grant that ended, a care team's
+    /// chart): a client keeping a copy lists a chart again only when its head moved.
+    pub async fn chart_heads(
+        &self,
+        me: &Identity,
+        teams: &[MemberId],
+        limit: usize,
+    ) -> Result<Vec<(MemberId, Option<u64>)>> {
         let mut charts = Vec::new();
         if me.role == medledger_types::Role::Patient {
-            charts.push(me.member);
+            charts.push((me.member, Some(self.client.records_head(me, &me.member).await?)));
         }
-        charts.extend(self.charts_of(me, &me.member, limit).await?);
+        charts.extend(self.heads_of(me, &me.member, limit).await?);
         for team in teams {
-            match self.charts_of(me, team, limit).await {
+            match self.heads_of(me, team, limit).await {
                 Ok(more) => charts.extend(more),
                 // A team this member has left, or has never been in.
                 Err(SdkError::Denied(_) | SdkError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
         }
-        charts.sort_unstable();
-        charts.dedup();
+        // A chart reached twice (own grant and a team's) keeps the head it has one for.
+        charts.sort_unstable_by_key(|(chart, head)| (*chart, head.is_none()));
+        charts.dedup_by_key(|(chart, _)| *chart);
         charts.truncate(limit);
         Ok(charts)
     }
 
     /// The charts `of` (`me`, or a care team of theirs) has held a grant on or been a delegate
-    /// of, at most `limit`, in id order.
-    pub async fn charts_of(&self, me: &Identity, of: &MemberId, limit: usize) -> Result<Vec<MemberId>> {
+    /// of, at most `limit`, in id order, with their heads (see [`Session::chart_heads`]).
+    async fn heads_of(&self, me: &Identity, of: &MemberId, limit: usize) -> Result<Vec<(MemberId, Option<u64>)>> {
         let mut charts = Vec::new();
         let mut after = None;
         while charts.len() < limit {
             let page = self.client.reader_charts(me, of, after.as_ref()).await?;
-            charts.extend(page.charts.into_iter().filter(|c| c != of));
+            // A validator older than the heads: every chart is listed again.
+            let heads = page.heads.iter().copied().chain(std::iter::repeat(Some(u64::MAX)));
+            charts.extend(page.charts.into_iter().zip(heads).filter(|(c, _)| c != of));
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,

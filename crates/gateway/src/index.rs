@@ -1,0 +1,321 @@
+//! The gateway's search index: for each record of the charts the member may list now (and of the
+//! organisation's directory), its ledger entry and the [`Terms`] its search parameters look at.
+//!
+//! It is built from the ledger incrementally. Each search asks the ledger which charts the member
+//! may list and when each one's record list last changed (its head: one request per 1,000
+//! charts); only a chart whose head moved is listed again, and only a version not seen before is
+//! read (an audited access, decrypted into the encrypted cache). A search then filters, sorts and
+//! counts in memory, and only the page it returns is read again, audited, so the ledger decides
+//! every resource that leaves (a grant revoked since the index saw it: the read is denied, the
+//! resource is dropped from the page and from the index). A chart the member may no longer list
+//! leaves the index at the next search.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use medledger_ledger::state::RecordEntry;
+use medledger_sdk::SdkError;
+use medledger_types::{MemberId, RecordId, Role};
+use serde_json::{Map, Value};
+
+use crate::fhir::{self, FhirError};
+use crate::params::{Filter, Sort, Terms};
+use crate::service::{FhirResult, Gateway, SEARCH_CHARTS_MAX, Search, Stored, is_deleted, rfc3339};
+
+/// Charts listed at once while the index catches up.
+const LISTS_IN_FLIGHT: usize = 8;
+/// Records read (audited) per batch while the index catches up.
+const READ_BATCH: usize = 512;
+
+/// One record in the index, at its current version.
+#[derive(Debug)]
+pub struct Indexed {
+    pub entry: RecordEntry,
+    pub resource_type: Box<str>,
+    pub terms: Terms,
+    /// Deleted through the API (a version marked entered in error): found by no search.
+    pub deleted: bool,
+}
+
+impl Indexed {
+    /// From the resource's text as stored in the record.
+    pub fn new(entry: RecordEntry, resource: &Map<String, Value>) -> Indexed {
+        let resource_type = fhir::resource_type(resource);
+        let id = if resource_type == "Patient" { entry.patient.to_hex() } else { entry.record.to_hex() };
+        Indexed {
+            resource_type: resource_type.into(),
+            terms: Terms::of(resource, &id, &rfc3339(entry.created_at)),
+            deleted: is_deleted(resource),
+            entry,
+        }
+    }
+
+    /// The resource's FHIR id: its record's, a Patient's its patient's.
+    pub fn id(&self) -> &str {
+        self.terms.id()
+    }
+}
+
+/// One chart as the index last listed it.
+#[derive(Default)]
+struct Chart {
+    head: u64,
+    records: HashSet<RecordId>,
+    /// Versions the member was refused (a sensitive record, a grant narrower than the chart):
+    /// not asked again until they change.
+    refused: HashSet<(RecordId, u32)>,
+}
+
+#[derive(Default)]
+struct State {
+    records: HashMap<RecordId, Arc<Indexed>>,
+    charts: HashMap<MemberId, Chart>,
+}
+
+#[derive(Default)]
+pub struct Index {
+    state: RwLock<State>,
+    /// One catch-up at a time; searches arriving meanwhile wait for it and find it done.
+    catching_up: tokio::sync::Mutex<()>,
+}
+
+impl Index {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A version this gateway wrote or read: indexed at once (its chart's head moved, so the
+    /// next search lists the chart again and finds it here).
+    pub fn put(&self, indexed: Indexed) {
+        let mut state = self.write();
+        let (record, chart) = (indexed.entry.record, indexed.entry.patient);
+        if let Some(chart) = state.charts.get_mut(&chart) {
+            chart.records.insert(record);
+        }
+        state.records.insert(record, Arc::new(indexed));
+    }
+
+    /// A record the member was refused, or that is gone.
+    pub fn remove(&self, record: &RecordId) {
+        let mut state = self.write();
+        if let Some(gone) = state.records.remove(record)
+            && let Some(chart) = state.charts.get_mut(&gone.entry.patient)
+        {
+            chart.records.remove(record);
+        }
+    }
+
+    /// How many records are indexed.
+    pub fn len(&self) -> usize {
+        self.read().records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn forget_chart(&self, chart: &MemberId) {
+        let mut state = self.write();
+        if let Some(gone) = state.charts.remove(chart) {
+            for record in gone.records {
+                state.records.remove(&record);
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Brings the index up to date with the ledger for `only` (one chart) or every chart the
+    /// member may list, and returns the charts a search may look in.
+    async fn catch_up(&self, only: Option<MemberId>) -> FhirResult<HashSet<MemberId>> {
+        let _one = self.index.catching_up.lock().await;
+        let client = &self.session.client;
+        let head_of = |chart: MemberId| async move {
+            match client.records_head(&self.me, &chart).await {
+                Ok(head) => Ok(Some(head)),
+                Err(SdkError::Denied(_) | SdkError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let heads: Vec<(MemberId, Option<u64>)> = match only {
+            Some(chart) => vec![(chart, head_of(chart).await?)],
+            None => {
+                let teams: Vec<MemberId> = self.session.home.teams().unwrap_or_default().into_values().collect();
+                let mut heads = self.session.chart_heads(&self.me, &teams, SEARCH_CHARTS_MAX).await?;
+                if self.me.role != Role::Patient {
+                    let directory = self.patientless_owner();
+                    heads.push((directory, head_of(directory).await?));
+                }
+                heads
+            }
+        };
+        let mut stale = Vec::new();
+        let mut scope = HashSet::new();
+        for (chart, head) in heads {
+            match head {
+                None => self.index.forget_chart(&chart),
+                Some(head) => {
+                    scope.insert(chart);
+                    if self.index.read().charts.get(&chart).is_none_or(|c| c.head != head) {
+                        stale.push((chart, head));
+                    }
+                }
+            }
+        }
+        let listed: Vec<_> = futures::stream::iter(stale)
+            .map(|(chart, head)| async move { (chart, head, self.list_chart(chart).await) })
+            .buffer_unordered(LISTS_IN_FLIGHT)
+            .collect()
+            .await;
+        for (chart, head, entries) in listed {
+            let entries = match entries {
+                Ok(entries) => entries,
+                // Refused since the head was read (a grant that just ended).
+                Err(SdkError::Denied(_)) => {
+                    self.index.forget_chart(&chart);
+                    scope.remove(&chart);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.index_chart(chart, head, entries).await?;
+        }
+        Ok(scope)
+    }
+
+    /// Every record entry of a chart (or of the directory), all pages.
+    async fn list_chart(&self, chart: MemberId) -> medledger_sdk::Result<Vec<RecordEntry>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (page, next) = self.session.client.patient_records_page(&self.me, &chart, after.as_deref()).await?;
+            out.extend(page);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Makes the index hold exactly `entries` for `chart`: versions indexed already stay, those
+    /// in the encrypted cache are indexed from it, the rest are read (audited) in batches.
+    async fn index_chart(&self, chart: MemberId, head: u64, entries: Vec<RecordEntry>) -> FhirResult<()> {
+        let entries = self.without_unreadable_sensitive(chart, entries).await?;
+        let refused = self.index.read().charts.get(&chart).map(|c| c.refused.clone()).unwrap_or_default();
+        let mut ready = Vec::new();
+        let mut unread = Vec::new();
+        {
+            let state = self.index.read();
+            for entry in entries {
+                if refused.contains(&(entry.record, entry.version)) {
+                    continue;
+                }
+                match state.records.get(&entry.record) {
+                    Some(known) if known.entry.version == entry.version => ready.push(Arc::clone(known)),
+                    _ => match self.cache.get(&entry.record).filter(|c| c.version == entry.version) {
+                        Some(cached) => match serde_json::from_str::<Map<String, Value>>(&cached.resource) {
+                            Ok(resource) => ready.push(Arc::new(Indexed::new(entry, &resource))),
+                            Err(_) => unread.push(entry),
+                        },
+                        None => unread.push(entry),
+                    },
+                }
+            }
+        }
+        let mut now_refused = HashSet::new();
+        for batch in unread.chunks(READ_BATCH) {
+            for (entry, read) in batch.iter().zip(self.read_entries(batch).await?) {
+                match read {
+                    Ok(stored) => ready.push(Arc::new(Indexed::new(entry.clone(), &stored.resource))),
+                    // Not this member's to read (or not a FHIR resource): left out until it changes.
+                    Err(e) if matches!(e.status, 403 | 404 | 410 | 415) => {
+                        now_refused.insert((entry.record, entry.version));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let mut state = self.index.write();
+        let previous = state.charts.remove(&chart).unwrap_or_default();
+        for record in &previous.records {
+            state.records.remove(record);
+        }
+        let mut kept = Chart { head, refused: now_refused, ..Chart::default() };
+        kept.refused.extend(refused.into_iter().filter(|(r, _)| ready.iter().all(|i| i.entry.record != *r)));
+        for indexed in ready {
+            kept.records.insert(indexed.entry.record);
+            state.records.insert(indexed.entry.record, indexed);
+        }
+        state.charts.insert(chart, kept);
+        Ok(())
+    }
+
+    /// The records a search matches, from the index (caught up with the ledger first), sorted
+    /// (by `sort`, else by type and id). Nothing is read: see [`Gateway::read_hits`].
+    pub async fn find(
+        &self,
+        search: &Search,
+        filters: &[Filter],
+        sort: Option<&Sort>,
+    ) -> FhirResult<Vec<Arc<Indexed>>> {
+        let scope = self.catch_up(search.patient).await?;
+        if let Some(patient) = search.patient
+            && !scope.contains(&patient)
+        {
+            return Err(FhirError::forbidden("this member may not list that patient's records"));
+        }
+        let mut hits: Vec<Arc<Indexed>> = {
+            let state = self.index.read();
+            state
+                .records
+                .values()
+                .filter(|i| {
+                    !i.deleted
+                        && scope.contains(&i.entry.patient)
+                        && search.resource_type.as_deref().is_none_or(|t| *i.resource_type == *t)
+                        && (search.ids.is_empty() || search.ids.iter().any(|id| id == i.id()))
+                        && filters.iter().all(|f| f.matches(&i.terms))
+                })
+                .cloned()
+                .collect()
+        };
+        match sort {
+            Some(sort) => {
+                hits.sort_by(|a, b| sort.key_of(&a.terms).cmp(sort.key_of(&b.terms)));
+                if sort.descending() {
+                    hits.reverse();
+                }
+            }
+            None => hits.sort_by(|a, b| (&*a.resource_type, a.id()).cmp(&(&*b.resource_type, b.id()))),
+        }
+        Ok(hits)
+    }
+
+    /// Reads `hits` (one batch of audited accesses, served from the cache where it holds the
+    /// version); those the ledger refuses now, or deleted meanwhile, are left out.
+    pub async fn read_hits(&self, hits: &[Arc<Indexed>]) -> FhirResult<Vec<Stored>> {
+        let entries: Vec<RecordEntry> = hits.iter().map(|h| h.entry.clone()).collect();
+        let mut out = Vec::with_capacity(hits.len());
+        for (entry, read) in entries.iter().zip(self.read_entries(&entries).await?) {
+            match read {
+                Ok(stored) if !is_deleted(&stored.resource) => out.push(stored),
+                Ok(_) => {}
+                Err(e) if matches!(e.status, 403 | 404 | 410 | 415) => self.index.remove(&entry.record),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every resource a search matches, read (audited): for `$everything`-like uses that return
+    /// them all (an export, `_revinclude`).
+    pub async fn search(&self, search: &Search) -> FhirResult<Vec<Stored>> {
+        let hits = self.find(search, &[], None).await?;
+        self.read_hits(&hits).await
+    }
+}
