@@ -8,77 +8,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use medledger_sdk::{RecordMetadata, Session};
 use medledger_types::RecordId;
 
-use common::{BIN, PASS, cli};
-
-struct Network {
-    _root: tempfile::TempDir,
-    home: PathBuf,
-    nodes: Vec<Child>,
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            let _ = node.kill();
-            let _ = node.wait();
-        }
-    }
-}
-
-fn start(validators: usize, base_port: u16, extra_init: &[&str]) -> Network {
-    let root = tempfile::tempdir().unwrap();
-    let (dir, home) = (root.path().join("net"), root.path().join("home"));
-    let (n, port) = (validators.to_string(), base_port.to_string());
-    let mut args = vec!["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n];
-    args.extend_from_slice(extra_init);
-    cli(&home, &args);
-    let mut nodes = Vec::new();
-    for k in 0..validators {
-        let log = std::fs::File::create(dir.join(format!("validator-{k}")).join("node.log")).unwrap();
-        nodes.push(
-            Command::new(BIN)
-                .args(["node", "--dir", dir.to_str().unwrap(), "--validator", &k.to_string()])
-                .env("MEDLEDGER_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        while std::net::TcpStream::connect(("127.0.0.1", base_port + k as u16)).is_err() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    cli(&home, &["id", "create", "drbob", "--role", "doctor", "--as", "org1-admin"]);
-    Network { _root: root, home, nodes }
-}
-
-fn carebundle(patients: usize, out: &Path) -> usize {
-    let scripts = Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
-        .output()
-        .expect("python3");
-    let bin = Path::new(String::from_utf8_lossy(&scripts.stdout).trim()).join("carebundle");
-    let run = Command::new(bin)
-        .args(["generate", "--profile", "type2_diabetes", "--count", &patients.to_string(), "--seed", "42", "--out"])
-        .arg(out)
-        .output()
-        .expect("carebundle (pip install carebundle==0.5.0)");
-    assert!(run.status.success());
-    std::fs::read_dir(out)
-        .unwrap()
-        .map(|f| {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
-            v["entry"].as_array().map_or(0, Vec::len)
-        })
-        .sum()
-}
+use common::{Network, PASS, carebundle, cli, start};
 
 fn main() {
     let patients: usize = std::env::var("MEDLEDGER_BENCH_PATIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);

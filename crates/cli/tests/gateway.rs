@@ -801,8 +801,12 @@ fn a_search_reads_only_the_page_it_returns() {
     let (_, counted) = gw.request("GET", "/Observation?_summary=count", None);
     assert_eq!(counted["total"], 5, "{counted}");
     assert_eq!(reads(), after_first + 2, "a count reads nothing");
+    // Another member's write shows at the next search after `FRESH_FOR` (a second), or at once
+    // when the client asks with `Cache-Control: no-cache`, as HAPI FHIR reads it.
     put(6.0);
-    let (_, found) = gw.request("GET", "/Observation?_count=1&_sort=-_lastUpdated", None);
+    let fresh = [("Cache-Control", "no-cache")];
+    let (_, _, found) = gw.request_full("GET", "/Observation?_count=1&_sort=-_lastUpdated", &fresh, None);
+    let found: Value = serde_json::from_str(&found).unwrap();
     assert_eq!(
         (found["total"].as_u64(), &found["entry"][0]["resource"]["valueQuantity"]["value"]),
         (Some(6), &json!(6.0)),
@@ -811,7 +815,8 @@ fn a_search_reads_only_the_page_it_returns() {
     assert_eq!(reads(), after_first + 2 + 1 + 1, "the new record is read once into the index, then as the page");
     net.ok(&["revoke", "--as", "alice", "--from", "drbob", "--all"]);
     let before = reads();
-    let (status, none) = gw.request("GET", "/Observation", None);
+    let (status, _, none) = gw.request_full("GET", "/Observation", &fresh, None);
+    let none: Value = serde_json::from_str(&none).unwrap();
     assert_eq!((status, none["total"].as_u64()), (200, Some(0)), "{none}");
     assert_eq!(reads(), before, "a chart the member may no longer list is not read");
 }

@@ -595,7 +595,8 @@ async fn conditional_matches(
     pairs: &[(String, String)],
     what: &str,
 ) -> Result<Vec<std::sync::Arc<crate::index::Indexed>>, FhirError> {
-    let found = run_search(app, kind, pairs).await?;
+    // Whether a match exists decides a write: the index catches up whatever the time.
+    let found = run_search(app, kind, pairs, true).await?;
     if found.applied.is_empty() {
         return Err(FhirError::invalid(format!(
             "{what} names no search parameter of {kind} (supported: {})",
@@ -664,7 +665,7 @@ async fn search(
         into.push(crate::include::Spec::parse(v)?);
         asked.push((k.clone(), v.clone()));
     }
-    let found = run_search(&app, &kind, &pairs).await?;
+    let found = run_search(&app, &kind, &pairs, no_cache(&headers)).await?;
     let path = format!("{}/{kind}", app.base);
     if found.summary_count {
         // A count returns no resource: nothing is read.
@@ -694,10 +695,21 @@ struct Found {
     summary_count: bool,
 }
 
+/// `Cache-Control: no-cache` (as HAPI FHIR reads it): the search's index catches up with the
+/// ledger first, whatever the time since the last catch-up.
+fn no_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+}
+
 /// A search of `kind` with these parameters over every chart the member may read (see
 /// [`params`]); parameters the type does not have are left out of `applied`.
-async fn run_search(app: &App, kind: &str, pairs: &[(String, String)]) -> Result<Found, FhirError> {
-    let mut s = Search { resource_type: Some(kind.to_string()), ..Search::default() };
+async fn run_search(app: &App, kind: &str, pairs: &[(String, String)], fresh: bool) -> Result<Found, FhirError> {
+    let mut s = Search { resource_type: Some(kind.to_string()), fresh, ..Search::default() };
     let (mut count, mut offset) = (fhir::PAGE_DEFAULT, 0usize);
     let (mut filters, mut sort, mut summary_count) = (Vec::new(), None, false);
     let mut applied = Vec::new();
@@ -831,7 +843,8 @@ async fn operation(
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok());
     let (count, offset) = (get("_count").unwrap_or(fhir::PAGE_MAX), get("_offset").unwrap_or(0));
     let count = count.clamp(1, fhir::PAGE_MAX);
-    let hits = match app.gateway.find(&Search { patient: Some(patient), ..Search::default() }, &[], None).await {
+    let search = Search { patient: Some(patient), fresh: no_cache(&headers), ..Search::default() };
+    let hits = match app.gateway.find(&search, &[], None).await {
         Ok(hits) => hits,
         // Not a chart this member may list: the Patient read answers (404 unknown, 403 denied, audited).
         Err(e) if e.status == 403 => {

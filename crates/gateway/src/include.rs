@@ -1,6 +1,7 @@
 //! `_include` and `_revinclude` (FHIR R4 search): the resources a page of matches references,
 //! and those that reference it, added to the searchset with `search.mode` `include`. Each is an
-//! audited read like any other; one the member may not read is left out.
+//! audited read like any other; one the member may not read is left out. Which resources refer
+//! to the page is found in the index's local copies, so only those are read.
 
 use std::collections::HashSet;
 
@@ -129,8 +130,22 @@ pub async fn included(
                 vec![None]
             };
         for patient in patients {
+            // Which resources refer to the page is looked up in the index's local copies; only
+            // those are read (audited), not every resource of the source type.
             let search = Search { resource_type: Some(spec.source.clone()), patient, ..Search::default() };
-            for candidate in gateway.search(&search).await? {
+            let referring: Vec<_> = gateway
+                .find(&search, &[], None)
+                .await?
+                .into_iter()
+                .filter(|hit| !seen.contains(&(hit.resource_type.to_string(), hit.id().to_string())))
+                .filter(|hit| {
+                    gateway
+                        .local_resource(hit)
+                        .is_none_or(|r| references(&r, &spec.param).iter().any(|t| targets.contains(t)))
+                })
+                .take(INCLUDED_MAX.saturating_sub(out.len()))
+                .collect();
+            for candidate in gateway.read_hits(&referring).await? {
                 if out.len() >= INCLUDED_MAX {
                     return Ok(out);
                 }

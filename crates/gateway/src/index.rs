@@ -23,6 +23,10 @@ use crate::fhir::{self, FhirError};
 use crate::params::{Filter, Sort, Terms};
 use crate::service::{FhirResult, Gateway, SEARCH_CHARTS_MAX, Search, Stored, is_deleted, rfc3339};
 
+/// How long a catch-up over every chart stands: a search within it does not ask the ledger again
+/// (each ask is a few signed requests, and a signer's requests are limited per signature window),
+/// so others' writes show at most this late; this gateway's own show at once.
+pub const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// Charts listed at once while the index catches up.
 const LISTS_IN_FLIGHT: usize = 8;
 /// Records read (audited) per batch while the index catches up.
@@ -76,8 +80,11 @@ struct State {
 #[derive(Default)]
 pub struct Index {
     state: RwLock<State>,
-    /// One catch-up at a time; searches arriving meanwhile wait for it and find it done.
-    catching_up: tokio::sync::Mutex<()>,
+    /// One catch-up at a time; searches arriving meanwhile wait for it and find it done. Holds
+    /// when the last catch-up over every chart was, and the charts it found listable.
+    catching_up: tokio::sync::Mutex<Option<(std::time::Instant, HashSet<MemberId>)>>,
+    /// This gateway wrote since the last catch-up: the next search catches up whatever the time.
+    wrote: std::sync::atomic::AtomicBool,
 }
 
 impl Index {
@@ -98,6 +105,11 @@ impl Index {
             chart.records.insert(record);
         }
         state.records.insert(record, Arc::new(indexed));
+    }
+
+    /// This gateway wrote a version: the next search catches up with the ledger first.
+    pub fn wrote(&self) {
+        self.wrote.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// A record the member was refused, or that is gone.
@@ -132,8 +144,18 @@ impl Index {
 impl Gateway {
     /// Brings the index up to date with the ledger for `only` (one chart) or every chart the
     /// member may list, and returns the charts a search may look in.
-    async fn catch_up(&self, only: Option<MemberId>) -> FhirResult<HashSet<MemberId>> {
-        let _one = self.index.catching_up.lock().await;
+    async fn catch_up(&self, only: Option<MemberId>, fresh: bool) -> FhirResult<HashSet<MemberId>> {
+        let mut last = self.index.catching_up.lock().await;
+        let wrote = self.index.wrote.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if only.is_none()
+            && !wrote
+            && !fresh
+            && let Some((at, scope)) = last.as_ref()
+            && at.elapsed() < FRESH_FOR
+        {
+            return Ok(scope.clone());
+        }
+        let started = std::time::Instant::now();
         let client = &self.session.client;
         let head_of = |chart: MemberId| async move {
             match client.records_head(&self.me, &chart).await {
@@ -184,6 +206,9 @@ impl Gateway {
                 Err(e) => return Err(e.into()),
             };
             self.index_chart(chart, head, entries).await?;
+        }
+        if only.is_none() {
+            *last = Some((started, scope.clone()));
         }
         Ok(scope)
     }
@@ -263,7 +288,7 @@ impl Gateway {
         filters: &[Filter],
         sort: Option<&Sort>,
     ) -> FhirResult<Vec<Arc<Indexed>>> {
-        let scope = self.catch_up(search.patient).await?;
+        let scope = self.catch_up(search.patient, search.fresh).await?;
         if let Some(patient) = search.patient
             && !scope.contains(&patient)
         {
@@ -310,6 +335,14 @@ impl Gateway {
             }
         }
         Ok(out)
+    }
+
+    /// The resource behind `hit` as this gateway's encrypted cache holds it (the member read or
+    /// wrote that version before), for lookups that return nothing by themselves; `None` when
+    /// the cache does not hold that version.
+    pub fn local_resource(&self, hit: &Indexed) -> Option<Map<String, Value>> {
+        let cached = self.cache.get(&hit.entry.record).filter(|c| c.version == hit.entry.version)?;
+        serde_json::from_str(&cached.resource).ok()
     }
 
     /// Every resource a search matches, read (audited): for `$everything`-like uses that return
