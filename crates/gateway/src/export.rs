@@ -4,7 +4,7 @@
 //!
 //! Each resource is an audited read (the same RecordAccess as any read), so an export is in each
 //! patient's trail resource by resource. Charts are read one at a time and written out as they
-//! come: memory holds one chart. Resources deleted through the API are left out, as a search
+//! come: memory holds a few charts. Resources deleted through the API are left out, as a search
 //! leaves them.
 
 use std::collections::BTreeMap;
@@ -18,6 +18,8 @@ use crate::service::{Gateway, Search};
 
 /// Most charts one export reads.
 pub const EXPORT_CHARTS_MAX: usize = 10_000;
+/// Charts read at once: memory holds at most this many charts' resources.
+const CHARTS_IN_FLIGHT: usize = 4;
 
 /// One NDJSON file of an export.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -66,21 +68,31 @@ async fn export_into(
     dir: &Path,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<Output>, FhirError> {
+    use futures::StreamExt;
     let mut files: BTreeMap<String, (std::io::BufWriter<std::fs::File>, usize)> = BTreeMap::new();
     let total = request.patients.len().min(EXPORT_CHARTS_MAX);
-    for (done, patient) in request.patients.iter().take(EXPORT_CHARTS_MAX).enumerate() {
-        let search = Search { patient: Some(*patient), ..Search::default() };
-        let found = match gateway.search(&search).await {
-            Ok(found) => found,
-            // A chart this member may no longer read: nothing of it.
-            Err(e) if !request.strict && (e.status == 403 || e.status == 404) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        for stored in found {
+    // A few charts read at once (each one batch of audited accesses), written out in order.
+    let mut charts = futures::stream::iter(request.patients.iter().take(EXPORT_CHARTS_MAX).copied())
+        .map(|patient| async move {
+            let search = Search { patient: Some(patient), ..Search::default() };
+            let hits = match gateway.find(&search, &[], None, usize::MAX).await {
+                Ok(hits) => hits,
+                // A chart this member may no longer read: nothing of it.
+                Err(e) if !request.strict && (e.status == 403 || e.status == 404) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            // Only the types asked for are read (each read is an event in the patient's trail).
+            let wanted: Vec<_> = hits
+                .into_iter()
+                .filter(|h| request.types.as_ref().is_none_or(|t| t.iter().any(|k| **k == *h.resource_type)))
+                .collect();
+            gateway.read_hits(&wanted).await
+        })
+        .buffered(CHARTS_IN_FLIGHT);
+    let mut done = 0;
+    while let Some(found) = charts.next().await {
+        for stored in found? {
             let kind = stored.resource_type().to_string();
-            if request.types.as_ref().is_some_and(|t| !t.contains(&kind)) {
-                continue;
-            }
             if !files.contains_key(&kind) {
                 let file = open_private(&dir.join(format!("{kind}.ndjson"))).map_err(io)?;
                 files.insert(kind.clone(), (std::io::BufWriter::new(file), 0));
@@ -90,7 +102,8 @@ async fn export_into(
             writer.write_all(line.as_bytes()).and_then(|()| writer.write_all(b"\n")).map_err(io)?;
             *count += 1;
         }
-        progress(done + 1, total);
+        done += 1;
+        progress(done, total);
     }
     let mut outputs = Vec::with_capacity(files.len());
     for (kind, (mut writer, count)) in files {

@@ -745,7 +745,9 @@ async fn run_search(app: &App, kind: &str, pairs: &[(String, String)], fresh: bo
             }
         }
     }
-    let hits = app.gateway.find(&s, &filters, sort.as_ref()).await?;
+    // Only the page needs an order (a count none).
+    let sorted = if summary_count { 0 } else { offset.saturating_add(count.clamp(1, fhir::PAGE_MAX)) };
+    let hits = app.gateway.find(&s, &filters, sort.as_ref(), sorted).await?;
     Ok(Found { hits, applied, count, offset, summary_count })
 }
 
@@ -844,7 +846,7 @@ async fn operation(
     let (count, offset) = (get("_count").unwrap_or(fhir::PAGE_MAX), get("_offset").unwrap_or(0));
     let count = count.clamp(1, fhir::PAGE_MAX);
     let search = Search { patient: Some(patient), fresh: no_cache(&headers), ..Search::default() };
-    let hits = match app.gateway.find(&search, &[], None).await {
+    let hits = match app.gateway.find(&search, &[], None, offset.saturating_add(count)).await {
         Ok(hits) => hits,
         // Not a chart this member may list: the Patient read answers (404 unknown, 403 denied, audited).
         Err(e) if e.status == 403 => {

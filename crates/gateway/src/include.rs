@@ -134,7 +134,7 @@ pub async fn included(
             // those are read (audited), not every resource of the source type.
             let search = Search { resource_type: Some(spec.source.clone()), patient, ..Search::default() };
             let referring: Vec<_> = gateway
-                .find(&search, &[], None)
+                .find(&search, &[], None, 0)
                 .await?
                 .into_iter()
                 .filter(|hit| !seen.contains(&(hit.resource_type.to_string(), hit.id().to_string())))

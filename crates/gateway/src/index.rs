@@ -280,13 +280,15 @@ impl Gateway {
         Ok(())
     }
 
-    /// The records a search matches, from the index (caught up with the ledger first), sorted
-    /// (by `sort`, else by type and id). Nothing is read: see [`Gateway::read_hits`].
+    /// The records a search matches, from the index (caught up with the ledger first), the
+    /// first `sorted` of them in order (by `sort`, else by type and id; the rest in no order: a
+    /// page needs only its own, and a count none). Nothing is read: see [`Gateway::read_hits`].
     pub async fn find(
         &self,
         search: &Search,
         filters: &[Filter],
         sort: Option<&Sort>,
+        sorted: usize,
     ) -> FhirResult<Vec<Arc<Indexed>>> {
         let scope = self.catch_up(search.patient, search.fresh).await?;
         if let Some(patient) = search.patient
@@ -300,24 +302,25 @@ impl Gateway {
                 .records
                 .values()
                 .filter(|i| {
-                    !i.deleted
+                    search.resource_type.as_deref().is_none_or(|t| *i.resource_type == *t)
+                        && !i.deleted
                         && scope.contains(&i.entry.patient)
-                        && search.resource_type.as_deref().is_none_or(|t| *i.resource_type == *t)
                         && (search.ids.is_empty() || search.ids.iter().any(|id| id == i.id()))
                         && filters.iter().all(|f| f.matches(&i.terms))
                 })
                 .cloned()
                 .collect()
         };
-        match sort {
-            Some(sort) => {
-                hits.sort_by(|a, b| sort.key_of(&a.terms).cmp(sort.key_of(&b.terms)));
-                if sort.descending() {
-                    hits.reverse();
-                }
-            }
-            None => hits.sort_by(|a, b| (&*a.resource_type, a.id()).cmp(&(&*b.resource_type, b.id()))),
+        let order = |a: &Arc<Indexed>, b: &Arc<Indexed>| match sort {
+            Some(sort) if sort.descending() => sort.key_of(&b.terms).cmp(sort.key_of(&a.terms)),
+            Some(sort) => sort.key_of(&a.terms).cmp(sort.key_of(&b.terms)),
+            None => (&*a.resource_type, a.id()).cmp(&(&*b.resource_type, b.id())),
+        };
+        let sorted = sorted.min(hits.len());
+        if sorted < hits.len() {
+            hits.select_nth_unstable_by(sorted, order);
         }
+        hits[..sorted].sort_by(order);
         Ok(hits)
     }
 
@@ -348,7 +351,7 @@ impl Gateway {
     /// Every resource a search matches, read (audited): for `$everything`-like uses that return
     /// them all (an export, `_revinclude`).
     pub async fn search(&self, search: &Search) -> FhirResult<Vec<Stored>> {
-        let hits = self.find(search, &[], None).await?;
+        let hits = self.find(search, &[], None, usize::MAX).await?;
         self.read_hits(&hits).await
     }
 }
