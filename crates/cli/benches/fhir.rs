@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Network, PASS, cli, start};
+use common::{BIN, Network, PASS, cli, ms, percentile, start};
 
 /// A running `medledger gateway`, killed on drop.
 struct Gateway {
@@ -106,14 +106,6 @@ impl Gateway {
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// Two carebundle runs at once (seeds 42 and 43), `patients` in all.

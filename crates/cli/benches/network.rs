@@ -17,8 +17,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,75 +25,14 @@ use medledger_ledger::{RecordAccess, Transaction, TxBody, TxKind};
 use medledger_sdk::{Client, Home, Identity, Session};
 use medledger_types::{Nonce, PurposeOfUse, TxId};
 
-use common::{BIN, PASS, cli};
+use common::{Network, PASS, cli, ms, percentile};
 
 const SIGNERS: usize = 32;
 const SWEEP_SECONDS: f64 = 3.0;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-struct Network {
-    _root: tempfile::TempDir,
-    dir: PathBuf,
-    home: PathBuf,
-    nodes: Vec<Child>,
-    apis: Vec<String>,
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            let _ = node.kill();
-            let _ = node.wait();
-        }
-    }
-}
-
 impl Network {
     fn start(validators: usize, base_port: u16) -> Self {
         Self::start_with(validators, base_port, &[])
-    }
-
-    fn start_with(validators: usize, base_port: u16, extra_init: &[&str]) -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let (dir, home) = (root.path().join("net"), root.path().join("home"));
-        let (n, port) = (validators.to_string(), base_port.to_string());
-        let mut args = vec!["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n];
-        args.extend_from_slice(extra_init);
-        cli(&home, &args);
-        let mut net = Network { _root: root, dir, home, nodes: Vec::new(), apis: Vec::new() };
-        for k in 0..validators {
-            net.apis.push(format!("http://127.0.0.1:{}", base_port as usize + k));
-            let child = net.spawn(k);
-            net.nodes.push(child);
-        }
-        net
-    }
-
-    fn spawn(&self, k: usize) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("validator-{k}")).join("node.log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["node", "--dir", self.dir.to_str().unwrap(), "--validator", &k.to_string()])
-            .env("MEDLEDGER_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let api = self.apis[k].trim_start_matches("http://");
-        while std::net::TcpStream::connect(api).is_err() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
     }
 
     fn status(&self, rt: &tokio::runtime::Runtime, k: usize) -> serde_json::Value {

@@ -21,11 +21,14 @@ pub fn cli(home: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Validator processes on 127.0.0.1 and a home with the walkthrough's admin and `drbob`; killed on drop.
+/// Validator processes on 127.0.0.1 (their folder `dir`, API addresses `apis`) and a home for the
+/// clients; killed on drop.
 pub struct Network {
     _root: tempfile::TempDir,
+    pub dir: PathBuf,
     pub home: PathBuf,
-    nodes: Vec<Child>,
+    pub nodes: Vec<Child>,
+    pub apis: Vec<String>,
 }
 
 impl Drop for Network {
@@ -37,32 +40,61 @@ impl Drop for Network {
     }
 }
 
-/// Initialises and starts `validators` validators on ports from `base_port`.
-pub fn start(validators: usize, base_port: u16, extra_init: &[&str]) -> Network {
-    let root = tempfile::tempdir().unwrap();
-    let (dir, home) = (root.path().join("net"), root.path().join("home"));
-    let (n, port) = (validators.to_string(), base_port.to_string());
-    let mut args = vec!["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n];
-    args.extend_from_slice(extra_init);
-    cli(&home, &args);
-    let mut nodes = Vec::new();
-    for k in 0..validators {
-        let log = std::fs::File::create(dir.join(format!("validator-{k}")).join("node.log")).unwrap();
-        nodes.push(
-            Command::new(BIN)
-                .args(["node", "--dir", dir.to_str().unwrap(), "--validator", &k.to_string()])
-                .env("MEDLEDGER_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        while std::net::TcpStream::connect(("127.0.0.1", base_port + k as u16)).is_err() {
+impl Network {
+    /// Initialises `validators` validators on ports from `base_port` (`medledger init` with
+    /// `extra_init`) and starts them.
+    pub fn start_with(validators: usize, base_port: u16, extra_init: &[&str]) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, home) = (root.path().join("net"), root.path().join("home"));
+        let (n, port) = (validators.to_string(), base_port.to_string());
+        let mut args = vec!["init", "--dir", dir.to_str().unwrap(), "--base-port", &port, "--validators", &n];
+        args.extend_from_slice(extra_init);
+        cli(&home, &args);
+        let mut net = Network { _root: root, dir, home, nodes: Vec::new(), apis: Vec::new() };
+        for k in 0..validators {
+            net.apis.push(format!("http://127.0.0.1:{}", base_port as usize + k));
+            let child = net.spawn(k);
+            net.nodes.push(child);
+        }
+        net
+    }
+
+    /// Starts validator `k` (its log appended to `validator-K/node.log`) and waits for its API.
+    pub fn spawn(&self, k: usize) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("validator-{k}")).join("node.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "--dir", self.dir.to_str().unwrap(), "--validator", &k.to_string()])
+            .env("MEDLEDGER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let api = self.apis[k].trim_start_matches("http://");
+        while std::net::TcpStream::connect(api).is_err() {
             std::thread::sleep(Duration::from_millis(20));
         }
+        child
     }
-    cli(&home, &["id", "create", "drbob", "--role", "doctor", "--as", "org1-admin"]);
-    Network { _root: root, home, nodes }
+}
+
+/// A network of `validators` with the walkthrough's admin and `drbob`, a doctor.
+pub fn start(validators: usize, base_port: u16, extra_init: &[&str]) -> Network {
+    let net = Network::start_with(validators, base_port, extra_init);
+    cli(&net.home, &["id", "create", "drbob", "--role", "doctor", "--as", "org1-admin"]);
+    net
+}
+
+/// The `p`-quantile of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// Generates `patients` type 2 diabetes patients (seed 42) as transaction Bundles in `out`;

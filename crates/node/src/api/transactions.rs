@@ -108,20 +108,34 @@ pub(super) struct WaitQuery {
 }
 
 fn lookup_status(state: &ApiState, id: &TxId) -> ApiResult<TxStatus> {
+    if let Some(committed) = committed_status(state, id)? {
+        return Ok(committed);
+    }
+    if state.app.has_pending(id) {
+        return Ok(TxStatus::Pending);
+    }
+    // A block commits its transactions before it takes them out of the mempool: one committed
+    // between the two looks above is committed now (seen: a wait answered "unknown", and the
+    // client called a committed transaction dropped, under many waits at once).
+    Ok(committed_status(state, id)?.unwrap_or(TxStatus::Unknown))
+}
+
+/// The transaction's committed status, if it is committed.
+fn committed_status(state: &ApiState, id: &TxId) -> ApiResult<Option<TxStatus>> {
     let entry: Option<TxResultEntry> = read(&view(state)?, &keys::tx_result(id));
     // A result entry is written for every valid transaction except a stale replay; the tx index
     // says whether this very transaction is the one committed.
     if let Some(entry) = entry
         && state.app.inner().db.tx_location(id).map_err(ApiError::internal)?.is_some()
     {
-        return Ok(TxStatus::Committed {
+        return Ok(Some(TxStatus::Committed {
             height: entry.height,
             index: entry.index,
             time: entry.time,
             outcome: entry.outcome,
-        });
+        }));
     }
-    if state.app.has_pending(id) { Ok(TxStatus::Pending) } else { Ok(TxStatus::Unknown) }
+    Ok(None)
 }
 
 #[utoipa::path(
