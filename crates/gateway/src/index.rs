@@ -74,7 +74,26 @@ struct Chart {
 #[derive(Default)]
 struct State {
     records: HashMap<RecordId, Arc<Indexed>>,
+    /// The same records by resource type: a search of one type looks at that type's only.
+    by_type: HashMap<Box<str>, HashMap<RecordId, Arc<Indexed>>>,
     charts: HashMap<MemberId, Chart>,
+}
+
+impl State {
+    fn insert(&mut self, indexed: Arc<Indexed>) {
+        let record = indexed.entry.record;
+        self.remove(&record);
+        self.by_type.entry(indexed.resource_type.clone()).or_default().insert(record, Arc::clone(&indexed));
+        self.records.insert(record, indexed);
+    }
+
+    fn remove(&mut self, record: &RecordId) -> Option<Arc<Indexed>> {
+        let gone = self.records.remove(record)?;
+        if let Some(of_type) = self.by_type.get_mut(&gone.resource_type) {
+            of_type.remove(record);
+        }
+        Some(gone)
+    }
 }
 
 #[derive(Default)]
@@ -104,7 +123,7 @@ impl Index {
         if let Some(chart) = state.charts.get_mut(&chart) {
             chart.records.insert(record);
         }
-        state.records.insert(record, Arc::new(indexed));
+        state.insert(Arc::new(indexed));
     }
 
     /// This gateway wrote a version: the next search catches up with the ledger first.
@@ -115,7 +134,7 @@ impl Index {
     /// A record the member was refused, or that is gone.
     pub fn remove(&self, record: &RecordId) {
         let mut state = self.write();
-        if let Some(gone) = state.records.remove(record)
+        if let Some(gone) = state.remove(record)
             && let Some(chart) = state.charts.get_mut(&gone.entry.patient)
         {
             chart.records.remove(record);
@@ -135,7 +154,7 @@ impl Index {
         let mut state = self.write();
         if let Some(gone) = state.charts.remove(chart) {
             for record in gone.records {
-                state.records.remove(&record);
+                state.remove(&record);
             }
         }
     }
@@ -268,13 +287,13 @@ impl Gateway {
         let mut state = self.index.write();
         let previous = state.charts.remove(&chart).unwrap_or_default();
         for record in &previous.records {
-            state.records.remove(record);
+            state.remove(record);
         }
         let mut kept = Chart { head, refused: now_refused, ..Chart::default() };
         kept.refused.extend(refused.into_iter().filter(|(r, _)| ready.iter().all(|i| i.entry.record != *r)));
         for indexed in ready {
             kept.records.insert(indexed.entry.record);
-            state.records.insert(indexed.entry.record, indexed);
+            state.insert(indexed);
         }
         state.charts.insert(chart, kept);
         Ok(())
@@ -298,9 +317,11 @@ impl Gateway {
         }
         let mut hits: Vec<Arc<Indexed>> = {
             let state = self.index.read();
-            state
-                .records
-                .values()
+            let candidates: Box<dyn Iterator<Item = &Arc<Indexed>>> = match search.resource_type.as_deref() {
+                Some(kind) => Box::new(state.by_type.get(kind).into_iter().flat_map(HashMap::values)),
+                None => Box::new(state.records.values()),
+            };
+            candidates
                 .filter(|i| {
                     search.resource_type.as_deref().is_none_or(|t| *i.resource_type == *t)
                         && !i.deleted
