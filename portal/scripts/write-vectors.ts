@@ -123,6 +123,8 @@ const bodies: TxBody[] = [
     ],
   }, toHex(seed(25))),
   body(5, { type: "break_glass", patient, reason: "mass-casualty", duration_ms: 900_000 }),
+  body(7, { type: "grant", patient, grantee: member, scope: "sensitive", write: false, expires_at: 1_800_000_000_000, chart_epoch: null, new_chart: null }),
+  body(8, { type: "revoke", patient, grantee: member, scope: "sensitive", new_chart: null }),
   body(6, { type: "erase", record }),
 ];
 const transactions = bodies.map((b) => {

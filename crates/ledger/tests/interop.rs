@@ -142,6 +142,25 @@ fn sample_transactions(chain_id: ChainId, signer: MemberId) -> Vec<TxBody> {
             }),
             None,
         ),
+        // The patient's grant on sensitive records (no sidecar), and its revocation.
+        body(
+            8,
+            TxKind::Grant(Grant {
+                patient,
+                grantee: signer,
+                scope: GrantScope::Sensitive,
+                write: false,
+                expires_at: Some(Timestamp::new(1_800_000_000_000)),
+                chart_epoch: None,
+                new_chart: None,
+            }),
+            None,
+        ),
+        body(
+            9,
+            TxKind::Revoke(Revoke { patient, grantee: signer, scope: GrantScope::Sensitive, new_chart: None }),
+            None,
+        ),
     ]
 }
 

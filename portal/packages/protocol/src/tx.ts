@@ -21,7 +21,8 @@ export type PurposeOfUse = (typeof PURPOSES)[number];
 export const EMERGENCY_REASONS = ["unconscious", "life-threatening", "unable-to-consent", "mass-casualty"] as const;
 export type EmergencyReason = (typeof EMERGENCY_REASONS)[number];
 
-export type GrantScope = "all" | { record: RecordId };
+/** One record, the whole chart, or the chart's sensitive records (outside chart-wide grants). */
+export type GrantScope = "all" | "sensitive" | { record: RecordId };
 
 export interface NewChartEpoch {
   /** The JSON form of an `EncryptionKey`: `{"suite": "xwing", "bytes": "<hex>"}`. */
@@ -84,6 +85,8 @@ function indexIn<T>(list: readonly T[], value: T, what: string): number {
 function writeScope(w: Writer, scope: GrantScope): void {
   if (scope === "all") {
     w.u8(1);
+  } else if (scope === "sensitive") {
+    w.u8(2);
   } else {
     w.u8(0);
     writeId16(w, scope.record, "record");
