@@ -595,8 +595,7 @@ async fn conditional_matches(
     pairs: &[(String, String)],
     what: &str,
 ) -> Result<Vec<std::sync::Arc<crate::index::Indexed>>, FhirError> {
-    // Whether a match exists decides a write: the index catches up whatever the time.
-    let found = run_search(app, kind, pairs, true).await?;
+    let found = run_search(app, kind, pairs, false).await?;
     if found.applied.is_empty() {
         return Err(FhirError::invalid(format!(
             "{what} names no search parameter of {kind} (supported: {})",
@@ -695,8 +694,8 @@ struct Found {
     summary_count: bool,
 }
 
-/// `Cache-Control: no-cache` (as HAPI FHIR reads it): the search's index catches up with the
-/// ledger first, whatever the time since the last catch-up.
+/// `Cache-Control: no-cache` (as HAPI FHIR reads it): the index lists every chart again before
+/// the search, not only those whose head moved since it last looked.
 fn no_cache(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CACHE_CONTROL)

@@ -23,10 +23,6 @@ use crate::fhir::{self, FhirError};
 use crate::params::{Filter, Sort, Terms};
 use crate::service::{FhirResult, Gateway, SEARCH_CHARTS_MAX, Search, Stored, is_deleted, rfc3339};
 
-/// How long a catch-up over every chart stands: a search within it does not ask the ledger again
-/// (each ask is a few signed requests, and a signer's requests are limited per signature window),
-/// so others' writes show at most this late; this gateway's own show at once.
-pub const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// Charts listed at once while the index catches up.
 const LISTS_IN_FLIGHT: usize = 8;
 /// Records read (audited) per batch while the index catches up.
@@ -96,14 +92,18 @@ impl State {
     }
 }
 
+/// The last catch-up over every chart: the height the next one asks `since`, and the charts it
+/// found the member may list.
+struct Look {
+    as_of: Option<u64>,
+    scope: HashSet<MemberId>,
+}
+
 #[derive(Default)]
 pub struct Index {
     state: RwLock<State>,
-    /// One catch-up at a time; searches arriving meanwhile wait for it and find it done. Holds
-    /// when the last catch-up over every chart was, and the charts it found listable.
-    catching_up: tokio::sync::Mutex<Option<(std::time::Instant, HashSet<MemberId>)>>,
-    /// This gateway wrote since the last catch-up: the next search catches up whatever the time.
-    wrote: std::sync::atomic::AtomicBool,
+    /// One catch-up at a time; searches arriving meanwhile wait for it, then ask only what moved.
+    catching_up: tokio::sync::Mutex<Option<Look>>,
 }
 
 impl Index {
@@ -124,11 +124,6 @@ impl Index {
             chart.records.insert(record);
         }
         state.insert(Arc::new(indexed));
-    }
-
-    /// This gateway wrote a version: the next search catches up with the ledger first.
-    pub fn wrote(&self) {
-        self.wrote.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// A record the member was refused, or that is gone.
@@ -165,16 +160,6 @@ impl Gateway {
     /// member may list, and returns the charts a search may look in.
     async fn catch_up(&self, only: Option<MemberId>, fresh: bool) -> FhirResult<HashSet<MemberId>> {
         let mut last = self.index.catching_up.lock().await;
-        let wrote = self.index.wrote.swap(false, std::sync::atomic::Ordering::SeqCst);
-        if only.is_none()
-            && !wrote
-            && !fresh
-            && let Some((at, scope)) = last.as_ref()
-            && at.elapsed() < FRESH_FOR
-        {
-            return Ok(scope.clone());
-        }
-        let started = std::time::Instant::now();
         let client = &self.session.client;
         let head_of = |chart: MemberId| async move {
             match client.records_head(&self.me, &chart).await {
@@ -183,23 +168,34 @@ impl Gateway {
                 Err(e) => Err(e),
             }
         };
-        let heads: Vec<(MemberId, Option<u64>)> = match only {
-            Some(chart) => vec![(chart, head_of(chart).await?)],
+        // Since the last look over every chart, only the charts whose head moved (one page, as a
+        // rule); the first look, or one asked fresh, lists them all.
+        let since = last.as_ref().filter(|_| !fresh).and_then(|l| l.as_of);
+        let (heads, as_of, mut scope) = match only {
+            Some(chart) => (vec![(chart, head_of(chart).await?)], None, HashSet::new()),
             None => {
                 let teams: Vec<MemberId> = self.session.home.teams().unwrap_or_default().into_values().collect();
-                let mut heads = self.session.chart_heads(&self.me, &teams, SEARCH_CHARTS_MAX).await?;
+                let found = self.session.chart_heads(&self.me, &teams, SEARCH_CHARTS_MAX, since).await?;
+                let mut heads = found.charts;
                 if self.me.role != Role::Patient {
                     let directory = self.patientless_owner();
                     heads.push((directory, head_of(directory).await?));
                 }
-                heads
+                let scope = match (since, last.as_ref()) {
+                    (Some(_), Some(previous)) => previous.scope.clone(),
+                    _ => HashSet::new(),
+                };
+                (heads, found.as_of, scope)
             }
         };
         let mut stale = Vec::new();
-        let mut scope = HashSet::new();
+
         for (chart, head) in heads {
             match head {
-                None => self.index.forget_chart(&chart),
+                None => {
+                    self.index.forget_chart(&chart);
+                    scope.remove(&chart);
+                }
                 Some(head) => {
                     scope.insert(chart);
                     if self.index.read().charts.get(&chart).is_none_or(|c| c.head != head) {
@@ -227,7 +223,7 @@ impl Gateway {
             self.index_chart(chart, head, entries).await?;
         }
         if only.is_none() {
-            *last = Some((started, scope.clone()));
+            *last = Some(Look { as_of, scope: scope.clone() });
         }
         Ok(scope)
     }

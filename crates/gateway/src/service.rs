@@ -65,8 +65,7 @@ pub struct Search {
     pub resource_type: Option<String>,
     pub patient: Option<MemberId>,
     pub ids: Vec<String>,
-    /// Catch up with the ledger whatever the time (`Cache-Control: no-cache`, a conditional
-    /// create or update): see [`crate::index::FRESH_FOR`].
+    /// List every chart again, not only those whose head moved (`Cache-Control: no-cache`).
     pub fresh: bool,
 }
 
@@ -161,7 +160,6 @@ impl Gateway {
         } else {
             self.session.append_version(&self.me, record, Some(version - 1), text.as_bytes()).await?
         };
-        self.index.wrote();
         self.remember(record, *chart, version, resource, &text);
         let mut returned = resource.clone();
         set_last_updated(&mut returned, committed.time);
@@ -764,7 +762,6 @@ impl Gateway {
             let p = &planned[i];
             results[i] = Some(match c {
                 Ok(c) => {
-                    self.index.wrote();
                     self.remember(p.record, p.patient, 1, &p.resource, &texts[i]);
                     let mut returned = p.resource.clone();
                     set_last_updated(&mut returned, c.time);

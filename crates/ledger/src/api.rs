@@ -251,6 +251,9 @@ pub struct ChartsPage {
     /// null where the signer may not list it now (a grant that ended).
     #[serde(default)]
     pub heads: Vec<Option<u64>>,
+    /// The committed height the page is at least as new as: the `since` of the next look.
+    #[serde(default)]
+    pub as_of: Option<u64>,
 }
 
 /// `GET /v1/patients/{id}/records/head`: when a chart's record list last changed.

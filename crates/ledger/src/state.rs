@@ -145,8 +145,9 @@ pub mod keys {
     pub const ORG_COUNT: &[u8] = b"v/orgs";
     /// Governance proposals, by id.
     pub const PROPOSAL: &[u8] = b"gp/";
-    /// The height at which a chart's (or a directory's) record list last changed: a version
-    /// registered or a record erased. Lets a reader's client tell which charts to list again.
+    /// The height at which a chart's (or a directory's) record list or readers last changed: a
+    /// version registered, a record erased, the chart entry written (grants, revocations,
+    /// delegates). Lets a reader's client tell which charts to list again, or to drop.
     pub const RECORDS_HEAD: &[u8] = b"rh/";
 
     pub fn records_head(owner: &MemberId) -> Vec<u8> {

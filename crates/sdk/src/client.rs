@@ -371,9 +371,13 @@ impl Client {
         me: &Identity,
         of: &MemberId,
         after: Option<&MemberId>,
+        since: Option<u64>,
     ) -> Result<medledger_ledger::api::ChartsPage> {
-        let after = after.map(|m| format!("?after={m}")).unwrap_or_default();
-        self.get_json(&format!("/v1/members/{of}/charts{after}"), Some(me)).await
+        let mut query: Vec<String> = Vec::new();
+        query.extend(after.map(|m| format!("after={m}")));
+        query.extend(since.map(|h| format!("since={h}")));
+        let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+        self.get_json(&format!("/v1/members/{of}/charts{query}"), Some(me)).await
     }
 
     /// The height at which `patient`'s record list (or a directory's) last changed, 0 for never

@@ -16,7 +16,7 @@ pub use custody::{CLAIM_FILE_BYTES_MAX, Custody};
 pub use error::{Result, SdkError};
 pub use home::{ClientConfig, Contact, Home, Identity, check_alias};
 pub use ops::{
-    Committed, ENROLMENT_REQUEST_BYTES_MAX, EnrolmentRequest, Opened, RECORD_PLAINTEXT_MAX, RecordKeys, RecordMetadata,
-    RecoveryRequest, SENSITIVE_LABELS, Sealed, Session, describe, is_sensitive,
+    ChartHeads, Committed, ENROLMENT_REQUEST_BYTES_MAX, EnrolmentRequest, Opened, RECORD_PLAINTEXT_MAX, RecordKeys,
+    RecordMetadata, RecoveryRequest, SENSITIVE_LABELS, Sealed, Session, describe, is_sensitive,
 };
 pub use release::Release;

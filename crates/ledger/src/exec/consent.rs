@@ -64,7 +64,7 @@ impl Run<'_, '_> {
             teams: chart.teams.clone(),
             sensitive: chart.sensitive.clone(),
         };
-        self.state.put(keys::chart(patient), &next);
+        self.put_chart(patient, &next);
         for member in &new_chart.recipients {
             self.put_envelope(subject, KeyHolder::Member { member: *member });
         }
@@ -147,7 +147,7 @@ impl Run<'_, '_> {
                     }
                     chart.holders.insert(at, g.grantee);
                 }
-                self.state.put(keys::chart(&g.patient), &chart);
+                self.put_chart(&g.patient, &chart);
                 self.put_envelope(KeySubject::Chart { patient: g.patient, epoch: chart.epoch }, holder);
             }
             GrantScope::Sensitive => return Err(Rejection::EnvelopeMissing),
@@ -195,7 +195,7 @@ impl Run<'_, '_> {
             sensitive.insert(at, g.grantee);
         }
         chart.sensitive = Trailing(Some(sensitive));
-        self.state.put(keys::chart(&g.patient), &chart);
+        self.put_chart(&g.patient, &chart);
         Ok(self.grant_entry_put(g))
     }
 
@@ -257,7 +257,7 @@ impl Run<'_, '_> {
                         return Err(Rejection::NewChartRequired);
                     }
                     chart.teams.remove(at);
-                    self.state.put(keys::chart(&r.patient), &chart);
+                    self.put_chart(&r.patient, &chart);
                 } else {
                     self.next_chart_epoch(&r.patient, &chart, Some(&r.grantee), None, r.new_chart.as_ref(), false)?;
                     // The treatment relationship ends: so do the member's reads as an author.
@@ -279,7 +279,7 @@ impl Run<'_, '_> {
                 let mut sensitive = chart.sensitive.0.take().unwrap_or_default();
                 sensitive.retain(|m| *m != r.grantee);
                 chart.sensitive = Trailing((!sensitive.is_empty()).then_some(sensitive));
-                self.state.put(keys::chart(&r.patient), &chart);
+                self.put_chart(&r.patient, &chart);
                 self.state.delete(grant_key);
             }
         }
@@ -307,7 +307,7 @@ impl Run<'_, '_> {
                 return Err(Rejection::StaleChartEpoch);
             }
             chart.delegates.insert(at, d.delegate);
-            self.state.put(keys::chart(&d.patient), &chart);
+            self.put_chart(&d.patient, &chart);
             self.state.put(keys::reader_chart(&d.delegate, &d.patient), &PRESENT);
             self.put_envelope(
                 KeySubject::Chart { patient: d.patient, epoch: chart.epoch },

@@ -109,7 +109,7 @@ impl Run<'_, '_> {
                 teams: vec![],
                 sensitive: Default::default(),
             };
-            self.state.put(keys::chart(&e.member), &chart);
+            self.put_chart(&e.member, &chart);
             self.put_envelope(
                 KeySubject::Chart { patient: e.member, epoch: 0 },
                 KeyHolder::Member { member: e.member },

@@ -196,7 +196,7 @@ impl Run<'_, '_> {
         if first {
             self.state.put(keys::patient_record(&r.patient, &r.record), &PRESENT);
         }
-        self.state.put(keys::records_head(&r.patient), &self.ctx.height.get());
+        self.moved_head(&r.patient);
         let subject = KeySubject::Record { record: r.record, version: r.version };
         for holder in &r.recipients {
             self.put_envelope(subject, *holder);
@@ -325,7 +325,7 @@ impl Run<'_, '_> {
             self.state.delete(keys::record_version(&e.record, version));
         }
         self.state.delete(keys::patient_record(&entry.patient, &e.record));
-        self.state.put(keys::records_head(&entry.patient), &self.ctx.height.get());
+        self.moved_head(&entry.patient);
         self.state.put(keys::erased(&e.record), &tombstone);
         Ok(self.audit(entry.patient, AuditAction::Erase { record: e.record, versions: entry.version }, None))
     }

@@ -80,6 +80,18 @@ impl Run<'_, '_> {
         Some((patient, event))
     }
 
+    /// Writes a patient's chart entry: who may list and read the chart changed, so its head
+    /// moves too (a reader's client lists it again, or drops it: see [`keys::RECORDS_HEAD`]).
+    pub(super) fn put_chart(&mut self, patient: &MemberId, chart: &ChartEntry) {
+        self.state.put(keys::chart(patient), chart);
+        self.moved_head(patient);
+    }
+
+    /// The chart's (or directory's) record list or readers changed at this height.
+    pub(super) fn moved_head(&mut self, owner: &MemberId) {
+        self.state.put(keys::records_head(owner), &self.ctx.height.get());
+    }
+
     pub(super) fn put_envelope(&mut self, subject: KeySubject, holder: KeyHolder) {
         let sidecar = self.sidecar.map(|s| s.digest).expect("envelopes come from a checked sidecar");
         self.state.put(keys::envelope(&subject, &holder), &EnvelopeRef { sidecar, tx: self.tx_id });

@@ -87,6 +87,7 @@ pub(super) struct NonceResponse {
 pub(super) struct ChartsQuery {
     after: Option<String>,
     limit: Option<usize>,
+    since: Option<u64>,
 }
 
 /// The charts a member (or a care team they belong to) has held a grant on or been a delegate
@@ -96,7 +97,7 @@ pub(super) struct ChartsQuery {
     get,
     path = "/v1/members/{id}/charts",
     tag = "members",
-    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "The signer's own member id, or a care team they belong to."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Patient id to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000).")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "The signer's own member id, or a care team they belong to."), ("after" = Option<String>, Query, pattern = "^[0-9a-f]{32}$", description = "Patient id to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000)."), ("since" = Option<u64>, Query, description = "Only the charts whose head (records or readers) moved after this height (a page's `as_of`).")),
     security(("rfc9421" = [])),
     responses((status = 200, description = "Patients' ids in id order; `next` continues the list.", body = medledger_ledger::api::ChartsPage), Problems)
 )]
@@ -107,6 +108,9 @@ pub(super) async fn charts(
     Signed(me): Signed,
 ) -> ApiResult<Json<medledger_ledger::api::ChartsPage>> {
     let id: MemberId = parse(&id, "member id")?;
+    // Read before the view, so the view is at least this new: a change after `as_of` is seen
+    // by the next `since=as_of` (perhaps twice, never missed).
+    let as_of = state.app.last_applied().height.get();
     let view = view(&state)?;
     let own = id == me.id
         || read::<medledger_ledger::state::TeamEntry>(&view, &keys::team(&id)).is_some_and(|t| t.has(&me.id));
@@ -119,13 +123,22 @@ pub(super) async fn charts(
     let after_key = after.map(|p| keys::reader_chart(&id, &p));
     let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
     let full = rows.len() == limit;
-    let charts = rows
+    let scanned = rows
         .into_iter()
         .map(|(key, _)| Ok(MemberId::new(key[prefix.len()..].try_into().map_err(ApiError::internal)?)))
         .collect::<ApiResult<Vec<MemberId>>>()?;
-    let next = charts.last().copied().filter(|_| full);
-    let heads = charts.iter().map(|patient| super::records::records_head(&view, &me, patient)).collect();
-    Ok(Json(medledger_ledger::api::ChartsPage { charts, next, heads }))
+    let next = scanned.last().copied().filter(|_| full);
+    let (mut charts, mut heads) = (Vec::with_capacity(scanned.len()), Vec::with_capacity(scanned.len()));
+    for patient in scanned {
+        let moved_at = read::<u64>(&view, &keys::records_head(&patient)).unwrap_or(0);
+        // Since a height: only the charts whose head moved after it (listable or not any more).
+        if query.since.is_some_and(|since| moved_at <= since) {
+            continue;
+        }
+        charts.push(patient);
+        heads.push(super::records::may_list(&view, &me, &patient).then_some(moved_at));
+    }
+    Ok(Json(medledger_ledger::api::ChartsPage { charts, next, heads, as_of: Some(as_of) }))
 }
 
 #[derive(Deserialize)]

@@ -326,54 +326,76 @@ impl Session {
     /// grant on or been a delegate of, and those of the care teams in `teams` they belong to; at
     /// most `limit`, in no particular order. Each read is still the ledger's decision.
     pub async fn readable_charts(&self, me: &Identity, teams: &[MemberId], limit: usize) -> Result<Vec<MemberId>> {
-        Ok(self.chart_heads(me, teams, limit).await?.into_iter().map(|(chart, _)| chart).collect())
+        Ok(self.chart_heads(me, teams, limit, None).await?.charts.into_iter().map(|(chart, _)| chart).collect())
     }
 
-    /// As [`Session::readable_charts`], each with the height at which its record list last
-    /// changed, or `None` where `me` may not list it now (a grant that ended, a care team's
-    /// chart): a client keeping a copy lists a chart again only when its head moved.
+    /// As [`Session::readable_charts`], each with the height at which its records or readers
+    /// last changed (its head), or `None` where `me` may not list it now (a grant that ended, a
+    /// care team's chart): a client keeping a copy lists a chart again only when its head moved.
+    /// With `since` (an earlier answer's `as_of`), only the charts whose head moved after it
+    /// (the patient's own chart always).
     pub async fn chart_heads(
         &self,
         me: &Identity,
         teams: &[MemberId],
         limit: usize,
-    ) -> Result<Vec<(MemberId, Option<u64>)>> {
-        let mut charts = Vec::new();
+        since: Option<u64>,
+    ) -> Result<ChartHeads> {
+        let mut heads = ChartHeads { charts: Vec::new(), as_of: Some(u64::MAX) };
         if me.role == medledger_types::Role::Patient {
-            charts.push((me.member, Some(self.client.records_head(me, &me.member).await?)));
+            heads.charts.push((me.member, Some(self.client.records_head(me, &me.member).await?)));
         }
-        charts.extend(self.heads_of(me, &me.member, limit).await?);
+        self.heads_of(me, &me.member, limit, since, &mut heads).await?;
         for team in teams {
-            match self.heads_of(me, team, limit).await {
-                Ok(more) => charts.extend(more),
+            match self.heads_of(me, team, limit, since, &mut heads).await {
+                Ok(()) => {}
                 // A team this member has left, or has never been in.
                 Err(SdkError::Denied(_) | SdkError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
         }
         // A chart reached twice (own grant and a team's) keeps the head it has one for.
-        charts.sort_unstable_by_key(|(chart, head)| (*chart, head.is_none()));
-        charts.dedup_by_key(|(chart, _)| *chart);
-        charts.truncate(limit);
-        Ok(charts)
+        heads.charts.sort_unstable_by_key(|(chart, head)| (*chart, head.is_none()));
+        heads.charts.dedup_by_key(|(chart, _)| *chart);
+        heads.charts.truncate(limit);
+        Ok(heads)
     }
 
     /// The charts `of` (`me`, or a care team of theirs) has held a grant on or been a delegate
-    /// of, at most `limit`, in id order, with their heads (see [`Session::chart_heads`]).
-    async fn heads_of(&self, me: &Identity, of: &MemberId, limit: usize) -> Result<Vec<(MemberId, Option<u64>)>> {
-        let mut charts = Vec::new();
+    /// of (whose head moved after `since`), at most `limit`, with their heads, into `out`.
+    async fn heads_of(
+        &self,
+        me: &Identity,
+        of: &MemberId,
+        limit: usize,
+        since: Option<u64>,
+        out: &mut ChartHeads,
+    ) -> Result<()> {
         let mut after = None;
-        while charts.len() < limit {
-            let page = self.client.reader_charts(me, of, after.as_ref()).await?;
+        let mut taken = 0;
+        while taken < limit {
+            let page = self.client.reader_charts(me, of, after.as_ref(), since).await?;
+            // The earliest page bounds what the next look may skip.
+            out.as_of = out.as_of.zip(page.as_of).map(|(a, b)| a.min(b));
             // A validator older than the heads: every chart is listed again.
             let heads = page.heads.iter().copied().chain(std::iter::repeat(Some(u64::MAX)));
-            charts.extend(page.charts.into_iter().zip(heads).filter(|(c, _)| c != of));
+            for (chart, head) in page.charts.into_iter().zip(heads).filter(|(c, _)| c != of) {
+                out.charts.push((chart, head));
+                taken += 1;
+            }
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
             }
         }
-        charts.truncate(limit);
-        Ok(charts)
+        Ok(())
     }
+}
+
+/// What [`Session::chart_heads`] found: each chart and its head (`None`: not listable now), and
+/// the height to ask `since` next time (`None` from a validator that does not say).
+#[derive(Clone, Debug, Default)]
+pub struct ChartHeads {
+    pub charts: Vec<(MemberId, Option<u64>)>,
+    pub as_of: Option<u64>,
 }

@@ -35,6 +35,7 @@ use crate::client::{COMMIT_TIMEOUT, Client};
 use crate::error::{Result, SdkError};
 use crate::home::{Home, Identity};
 
+pub use consent::ChartHeads;
 pub use identity::{ENROLMENT_REQUEST_BYTES_MAX, EnrolmentRequest, RecoveryRequest};
 pub use records::{
     Opened, RECORD_PLAINTEXT_MAX, RecordKeys, RecordMetadata, SENSITIVE_LABELS, Sealed, describe, is_sensitive,
