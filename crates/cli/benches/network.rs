@@ -9,6 +9,9 @@
 //! two networks of the same size side by side, N reads of a 4 KiB record on each, interleaved so
 //! both see the same machine.
 //!
+//! `MEDLEDGER_BENCH_AUDIT=N` measures the first page of a patient's audit trail (what the patient
+//! sees first) at 100 events and at N (issue 17, P7: 10 000), on one validator.
+//!
 //! `MEDLEDGER_BENCH_ERASE=N` measures erasure on 4 validators after N records: the erasure's
 //! commit, and the time until it is carried out everywhere (ciphertext gone from the store, every
 //! validator's share key replaced, which follows the janitor's scan of its chain log). The erasures
@@ -345,6 +348,9 @@ fn main() {
     if let Some(reads) = std::env::var("MEDLEDGER_BENCH_READS").ok().and_then(|v| v.parse().ok()) {
         return read_path(&rt, &[1, 4], reads);
     }
+    if let Some(events) = std::env::var("MEDLEDGER_BENCH_AUDIT").ok().and_then(|v| v.parse().ok()) {
+        return audit_trail(&rt, events);
+    }
     let mut sweeps = Vec::new();
     let mut catch_up = None;
     println!("| validators | measurement | p50 | p99 | n |\n|---|---|---|---|---|");
@@ -435,5 +441,51 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for (v, rate, tps, p50, p99, n, offered) in sweeps {
         println!("| {v} | {rate} | {tps:.0} | {} | {} | {n} / {offered} |", ms(p50), ms(p99));
+    }
+}
+
+/// The first page of a patient's audit trail (`GET /v1/patients/{id}/audit`, signed by the
+/// patient) when the trail holds 100 events and `events`: the events are the patient's own reads of
+/// one record (each an audited RecordAccess, committed in batches).
+fn audit_trail(rt: &tokio::runtime::Runtime, events: usize) {
+    let net = Network::start(1, 28_600);
+    let session = Session::open(&net.home, None).unwrap();
+    let home = Home::open(&net.home).unwrap();
+    println!("| events in the trail | first page (events) | p50 | p99 | n |\n|---|---|---|---|---|");
+    for (k, total) in [100usize, events.max(100)].into_iter().enumerate() {
+        let alias = format!("trail{k}");
+        cli(&net.home, &["id", "create", &alias, "--role", "patient", "--as", "org1-admin"]);
+        let me = home.load_identity(&alias, PASS.as_bytes()).unwrap();
+        // The write is the trail's first event; the reads make up the rest.
+        let (record, _) = rt.block_on(session.put_record(&me, &me.contact(), b"one record")).unwrap();
+        let mut left = total - 1;
+        while left > 0 {
+            let batch = left.min(500);
+            let reads = (0..batch)
+                .map(|_| {
+                    let kind = TxKind::RecordAccess(RecordAccess { record, version: 1, purpose: PurposeOfUse::Patrqt });
+                    (&me, kind, None)
+                })
+                .collect();
+            for result in rt.block_on(session.transact_batch(reads)).unwrap() {
+                result.unwrap();
+            }
+            left -= batch;
+        }
+        let mut times = Vec::new();
+        let mut shown = 0;
+        for _ in 0..50 {
+            let started = Instant::now();
+            let (page, _) = rt.block_on(session.client.audit_page(&me, &me.member, None)).unwrap();
+            times.push(started.elapsed());
+            shown = page.len();
+        }
+        times.sort();
+        println!(
+            "| {total} | {shown} | {} | {} | {} |",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99)),
+            times.len()
+        );
     }
 }
