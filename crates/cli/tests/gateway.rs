@@ -840,6 +840,13 @@ fn a_search_reads_only_the_page_it_returns() {
     let (status, _, again) = gw.request_full("GET", "/Observation", &[("Cache-Control", "no-cache")], None);
     assert_eq!(status, 200, "{again}");
     assert_eq!(serde_json::from_str::<Value>(&again).unwrap()["total"], 0);
+    // The patient's own gateway searches her own chart, and sees her next record at once.
+    let own = Gateway::start(&net, "alice", &[]);
+    let (status, mine) = own.request("GET", "/Observation?_summary=count", None);
+    assert_eq!((status, mine["total"].as_u64()), (200, Some(6)), "{mine}");
+    put(7.0);
+    let (_, mine) = own.request("GET", "/Observation?_summary=count", None);
+    assert_eq!(mine["total"], 7, "{mine}");
 }
 
 /// Issue 15, finding 2: resources that name no patient (Practitioner, Organization, Location,
