@@ -75,18 +75,19 @@ async fn export_into(
     let mut charts = futures::stream::iter(request.patients.iter().take(EXPORT_CHARTS_MAX).copied())
         .map(|patient| async move {
             let search = Search { patient: Some(patient), ..Search::default() };
-            let hits = match gateway.find(&search, &[], None, usize::MAX).await {
-                Ok(hits) => hits,
+            let found = match gateway.find(&search, &[], None, usize::MAX).await {
+                Ok(found) => found,
                 // A chart this member may no longer read: nothing of it.
                 Err(e) if !request.strict && (e.status == 403 || e.status == 404) => return Ok(Vec::new()),
                 Err(e) => return Err(e),
             };
             // Only the types asked for are read (each read is an event in the patient's trail).
-            let wanted: Vec<_> = hits
+            let wanted: Vec<_> = found
+                .hits
                 .into_iter()
                 .filter(|h| request.types.as_ref().is_none_or(|t| t.iter().any(|k| **k == *h.resource_type)))
                 .collect();
-            gateway.read_hits(&wanted).await
+            gateway.read_hits(&wanted, &found.just_read).await
         })
         .buffered(CHARTS_IN_FLIGHT);
     let mut done = 0;

@@ -415,11 +415,11 @@ async fn create(
     };
     if let Some(pairs) = criteria {
         let matches = conditional_matches(&app, &kind, &pairs, "If-None-Exist").await?;
-        match matches.len() {
+        match matches.hits.len() {
             0 => {}
             1 => {
                 // The one match, as the ledger lets this member read it now (audited).
-                if let Some(found) = app.gateway.read_hits(&matches).await?.first() {
+                if let Some(found) = app.gateway.read_hits(&matches.hits, &matches.just_read).await?.first() {
                     return Ok(respond_as(&app, StatusCode::OK, found, prefer_return(&headers)));
                 }
             }
@@ -558,7 +558,7 @@ async fn conditional_update(
     }
     let expected = if_match(&headers)?;
     let (mut resource, _large) = body_resource(&app, &body).await?;
-    match conditional_matches(&app, &kind, &pairs, "The conditional update").await?.as_slice() {
+    match conditional_matches(&app, &kind, &pairs, "The conditional update").await?.hits.as_slice() {
         [] => {
             if resource.get("id").is_some() {
                 return Err(FhirError::invalid(
@@ -594,7 +594,7 @@ async fn conditional_matches(
     kind: &str,
     pairs: &[(String, String)],
     what: &str,
-) -> Result<Vec<std::sync::Arc<crate::index::Indexed>>, FhirError> {
+) -> Result<crate::index::Found, FhirError> {
     let found = run_search(app, kind, pairs, false).await?;
     if found.applied.is_empty() {
         return Err(FhirError::invalid(format!(
@@ -602,7 +602,7 @@ async fn conditional_matches(
             params::supported(kind).join(", ")
         )));
     }
-    Ok(found.hits)
+    Ok(crate::index::Found { hits: found.hits, just_read: found.just_read })
 }
 
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
@@ -677,7 +677,7 @@ async fn search(
     }
     let count = found.count.clamp(1, fhir::PAGE_MAX);
     let window: Vec<_> = found.hits.iter().skip(found.offset).take(count).cloned().collect();
-    let page = app.gateway.read_hits(&window).await?;
+    let page = app.gateway.read_hits(&window, &found.just_read).await?;
     let included = crate::include::included(&app.gateway, &kind, &page, &specs.0, &specs.1).await?;
     let mut applied = found.applied;
     applied.extend(asked);
@@ -685,9 +685,11 @@ async fn search(
     Ok(fhir_json(StatusCode::OK, &bundle))
 }
 
-/// What a search found (from the index, nothing read yet), and how it was asked.
-struct Found {
+/// What a search found (from the index, nothing read yet but what its catch-up read), and how
+/// it was asked.
+struct Searched {
     hits: Vec<std::sync::Arc<crate::index::Indexed>>,
+    just_read: crate::index::JustRead,
     applied: Vec<(String, String)>,
     count: usize,
     offset: usize,
@@ -707,7 +709,7 @@ fn no_cache(headers: &HeaderMap) -> bool {
 
 /// A search of `kind` with these parameters over every chart the member may read (see
 /// [`params`]); parameters the type does not have are left out of `applied`.
-async fn run_search(app: &App, kind: &str, pairs: &[(String, String)], fresh: bool) -> Result<Found, FhirError> {
+async fn run_search(app: &App, kind: &str, pairs: &[(String, String)], fresh: bool) -> Result<Searched, FhirError> {
     let mut s = Search { resource_type: Some(kind.to_string()), fresh, ..Search::default() };
     let (mut count, mut offset) = (fhir::PAGE_DEFAULT, 0usize);
     let (mut filters, mut sort, mut summary_count) = (Vec::new(), None, false);
@@ -746,8 +748,8 @@ async fn run_search(app: &App, kind: &str, pairs: &[(String, String)], fresh: bo
     }
     // Only the page needs an order (a count none).
     let sorted = if summary_count { 0 } else { offset.saturating_add(count.clamp(1, fhir::PAGE_MAX)) };
-    let hits = app.gateway.find(&s, &filters, sort.as_ref(), sorted).await?;
-    Ok(Found { hits, applied, count, offset, summary_count })
+    let found = app.gateway.find(&s, &filters, sort.as_ref(), sorted).await?;
+    Ok(Searched { hits: found.hits, just_read: found.just_read, applied, count, offset, summary_count })
 }
 
 /// The applied parameters as a query string (each value percent-encoded), ending in `&` when not empty.
@@ -845,8 +847,8 @@ async fn operation(
     let (count, offset) = (get("_count").unwrap_or(fhir::PAGE_MAX), get("_offset").unwrap_or(0));
     let count = count.clamp(1, fhir::PAGE_MAX);
     let search = Search { patient: Some(patient), fresh: no_cache(&headers), ..Search::default() };
-    let hits = match app.gateway.find(&search, &[], None, offset.saturating_add(count)).await {
-        Ok(hits) => hits,
+    let found = match app.gateway.find(&search, &[], None, offset.saturating_add(count)).await {
+        Ok(found) => found,
         // Not a chart this member may list: the Patient read answers (404 unknown, 403 denied, audited).
         Err(e) if e.status == 403 => {
             app.gateway.read("Patient", &id).await?;
@@ -854,14 +856,14 @@ async fn operation(
         }
         Err(e) => return Err(e),
     };
-    if hits.is_empty() {
+    if found.hits.is_empty() {
         // Nothing this member may read (or no such chart): FHIR answers 404 for an unknown patient.
         app.gateway.read("Patient", &id).await?;
     }
-    let window: Vec<_> = hits.iter().skip(offset).take(count).cloned().collect();
-    let page = app.gateway.read_hits(&window).await?;
+    let window: Vec<_> = found.hits.iter().skip(offset).take(count).cloned().collect();
+    let page = app.gateway.read_hits(&window, &found.just_read).await?;
     let path = format!("{}/Patient/{id}/$everything", app.base);
-    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &[], page, hits.len(), count, offset, Vec::new())))
+    Ok(fhir_json(StatusCode::OK, &searchset(&app, &path, &[], page, found.hits.len(), count, offset, Vec::new())))
 }
 
 async fn transaction(State(app): State<Shared>, body: Bytes) -> Result<Response, FhirError> {

@@ -133,9 +133,9 @@ pub async fn included(
             // Which resources refer to the page is looked up in the index's local copies; only
             // those are read (audited), not every resource of the source type.
             let search = Search { resource_type: Some(spec.source.clone()), patient, ..Search::default() };
-            let referring: Vec<_> = gateway
-                .find(&search, &[], None, 0)
-                .await?
+            let found = gateway.find(&search, &[], None, 0).await?;
+            let referring: Vec<_> = found
+                .hits
                 .into_iter()
                 .filter(|hit| !seen.contains(&(hit.resource_type.to_string(), hit.id().to_string())))
                 .filter(|hit| {
@@ -145,7 +145,7 @@ pub async fn included(
                 })
                 .take(INCLUDED_MAX.saturating_sub(out.len()))
                 .collect();
-            for candidate in gateway.read_hits(&referring).await? {
+            for candidate in gateway.read_hits(&referring, &found.just_read).await? {
                 if out.len() >= INCLUDED_MAX {
                     return Ok(out);
                 }

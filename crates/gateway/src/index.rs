@@ -92,6 +92,16 @@ impl State {
     }
 }
 
+/// The versions a search's catch-up read (audited) for this very request.
+#[derive(Debug, Default)]
+pub struct JustRead(HashSet<(RecordId, u32)>);
+
+/// What a search matches (see [`Gateway::find`]), and what its catch-up read meanwhile.
+pub struct Found {
+    pub hits: Vec<Arc<Indexed>>,
+    pub just_read: JustRead,
+}
+
 /// The last catch-up over every chart: the height the next one asks `since`, and the charts it
 /// found the member may list.
 struct Look {
@@ -158,7 +168,7 @@ impl Index {
 impl Gateway {
     /// Brings the index up to date with the ledger for `only` (one chart) or every chart the
     /// member may list, and returns the charts a search may look in.
-    async fn catch_up(&self, only: Option<MemberId>, fresh: bool) -> FhirResult<HashSet<MemberId>> {
+    async fn catch_up(&self, only: Option<MemberId>, fresh: bool) -> FhirResult<(HashSet<MemberId>, JustRead)> {
         let mut last = self.index.catching_up.lock().await;
         let client = &self.session.client;
         let head_of = |chart: MemberId| async move {
@@ -189,7 +199,7 @@ impl Gateway {
             }
         };
         let mut stale = Vec::new();
-
+        let mut just_read = JustRead::default();
         for (chart, head) in heads {
             match head {
                 None => {
@@ -220,12 +230,12 @@ impl Gateway {
                 }
                 Err(e) => return Err(e.into()),
             };
-            self.index_chart(chart, head, entries).await?;
+            self.index_chart(chart, head, entries, &mut just_read).await?;
         }
         if only.is_none() {
             *last = Some(Look { as_of, scope: scope.clone() });
         }
-        Ok(scope)
+        Ok((scope, just_read))
     }
 
     /// Every record entry of a chart (or of the directory), all pages.
@@ -244,7 +254,13 @@ impl Gateway {
 
     /// Makes the index hold exactly `entries` for `chart`: versions indexed already stay, those
     /// in the encrypted cache are indexed from it, the rest are read (audited) in batches.
-    async fn index_chart(&self, chart: MemberId, head: u64, entries: Vec<RecordEntry>) -> FhirResult<()> {
+    async fn index_chart(
+        &self,
+        chart: MemberId,
+        head: u64,
+        entries: Vec<RecordEntry>,
+        just_read: &mut JustRead,
+    ) -> FhirResult<()> {
         let entries = self.without_unreadable_sensitive(chart, entries).await?;
         let refused = self.index.read().charts.get(&chart).map(|c| c.refused.clone()).unwrap_or_default();
         let mut ready = Vec::new();
@@ -271,7 +287,10 @@ impl Gateway {
         for batch in unread.chunks(READ_BATCH) {
             for (entry, read) in batch.iter().zip(self.read_entries(batch).await?) {
                 match read {
-                    Ok(stored) => ready.push(Arc::new(Indexed::new(entry.clone(), &stored.resource))),
+                    Ok(stored) => {
+                        just_read.0.insert((entry.record, entry.version));
+                        ready.push(Arc::new(Indexed::new(entry.clone(), &stored.resource)));
+                    }
                     // Not this member's to read (or not a FHIR resource): left out until it changes.
                     Err(e) if matches!(e.status, 403 | 404 | 410 | 415) => {
                         now_refused.insert((entry.record, entry.version));
@@ -304,8 +323,8 @@ impl Gateway {
         filters: &[Filter],
         sort: Option<&Sort>,
         sorted: usize,
-    ) -> FhirResult<Vec<Arc<Indexed>>> {
-        let scope = self.catch_up(search.patient, search.fresh).await?;
+    ) -> FhirResult<Found> {
+        let (scope, just_read) = self.catch_up(search.patient, search.fresh).await?;
         if let Some(patient) = search.patient
             && !scope.contains(&patient)
         {
@@ -338,15 +357,29 @@ impl Gateway {
             hits.select_nth_unstable_by(sorted, order);
         }
         hits[..sorted].sort_by(order);
-        Ok(hits)
+        Ok(Found { hits, just_read })
     }
 
     /// Reads `hits` (one batch of audited accesses, served from the cache where it holds the
-    /// version); those the ledger refuses now, or deleted meanwhile, are left out.
-    pub async fn read_hits(&self, hits: &[Arc<Indexed>]) -> FhirResult<Vec<Stored>> {
-        let entries: Vec<RecordEntry> = hits.iter().map(|h| h.entry.clone()).collect();
+    /// version); those the ledger refuses now, or deleted meanwhile, are left out. A version the
+    /// same search's catch-up read (`just_read`: an audited access committed moments ago, for this
+    /// request) is not read again: one audit event per resource returned.
+    pub async fn read_hits(&self, hits: &[Arc<Indexed>], just_read: &JustRead) -> FhirResult<Vec<Stored>> {
+        let cached = |h: &Arc<Indexed>| {
+            just_read
+                .0
+                .contains(&(h.entry.record, h.entry.version))
+                .then(|| self.cache.get(&h.entry.record).filter(|c| c.version == h.entry.version))
+                .flatten()
+        };
+        let entries: Vec<RecordEntry> = hits.iter().filter(|h| cached(h).is_none()).map(|h| h.entry.clone()).collect();
+        let mut reads = self.read_entries(&entries).await?.into_iter();
         let mut out = Vec::with_capacity(hits.len());
-        for (entry, read) in entries.iter().zip(self.read_entries(&entries).await?) {
+        for hit in hits {
+            let (entry, read) = match cached(hit) {
+                Some(c) => (&hit.entry, self.stored(&hit.entry, &c.resource)),
+                None => (&hit.entry, reads.next().unwrap_or_else(|| Err(FhirError::not_found("not read")))),
+            };
             match read {
                 Ok(stored) if !is_deleted(&stored.resource) => out.push(stored),
                 Ok(_) => {}
@@ -368,7 +401,7 @@ impl Gateway {
     /// Every resource a search matches, read (audited): for `$everything`-like uses that return
     /// them all (an export, `_revinclude`).
     pub async fn search(&self, search: &Search) -> FhirResult<Vec<Stored>> {
-        let hits = self.find(search, &[], None, usize::MAX).await?;
-        self.read_hits(&hits).await
+        let found = self.find(search, &[], None, usize::MAX).await?;
+        self.read_hits(&found.hits, &found.just_read).await
     }
 }

@@ -478,7 +478,12 @@ impl Gateway {
                 text
             }
         };
-        let mut resource = parse_json(&text)?;
+        self.stored(entry, &text)
+    }
+
+    /// `entry`'s resource as the gateway returns it, from its stored text.
+    pub(crate) fn stored(&self, entry: &RecordEntry, text: &str) -> FhirResult<Stored> {
+        let mut resource = parse_json(text)?;
         set_id(&mut resource, entry);
         set_meta(&mut resource, entry.version);
         set_last_updated(&mut resource, entry.created_at);
