@@ -120,26 +120,40 @@ pub(super) async fn charts(
     let after = query.after.as_deref().map(|a| parse::<MemberId>(a, "patient id")).transpose()?;
     let limit = page_limit(query.limit)?;
     let prefix = keys::reader_charts(&id);
-    let after_key = after.map(|p| keys::reader_chart(&id, &p));
-    let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
-    let full = rows.len() == limit;
-    let scanned = rows
-        .into_iter()
-        .map(|(key, _)| Ok(MemberId::new(key[prefix.len()..].try_into().map_err(ApiError::internal)?)))
-        .collect::<ApiResult<Vec<MemberId>>>()?;
-    let next = scanned.last().copied().filter(|_| full);
-    let (mut charts, mut heads) = (Vec::with_capacity(scanned.len()), Vec::with_capacity(scanned.len()));
-    for patient in scanned {
-        let moved_at = read::<u64>(&view, &keys::records_head(&patient)).unwrap_or(0);
-        // Since a height: only the charts whose head moved after it (listable or not any more).
-        if query.since.is_some_and(|since| moved_at <= since) {
-            continue;
+    let (mut charts, mut heads) = (Vec::new(), Vec::new());
+    let mut after_key = after.map(|p| keys::reader_chart(&id, &p));
+    let mut scanned = 0usize;
+    // With `since` most charts are left out: the scan goes on past a page's worth of rows (up to
+    // a bound), so a member who has read many charts still learns what moved in one request.
+    let budget = if query.since.is_some() { SINCE_SCAN_ROWS_MAX } else { limit };
+    let next = loop {
+        let rows = view.scan(&prefix, after_key.as_deref(), limit).map_err(ApiError::internal)?;
+        let full = rows.len() == limit;
+        let mut last = None;
+        for (key, _) in rows {
+            let patient = MemberId::new(key[prefix.len()..].try_into().map_err(ApiError::internal)?);
+            last = Some(patient);
+            scanned += 1;
+            let moved_at = read::<u64>(&view, &keys::records_head(&patient)).unwrap_or(0);
+            // Since a height: only the charts whose head moved after it (listable or not any more).
+            if query.since.is_some_and(|since| moved_at <= since) {
+                continue;
+            }
+            charts.push(patient);
+            heads.push(super::records::may_list(&view, &me, &patient).then_some(moved_at));
         }
-        charts.push(patient);
-        heads.push(super::records::may_list(&view, &me, &patient).then_some(moved_at));
-    }
+        match last.filter(|_| full) {
+            Some(last) if charts.len() < limit && scanned < budget => {
+                after_key = Some(keys::reader_chart(&id, &last));
+            }
+            more => break more,
+        }
+    };
     Ok(Json(medledger_ledger::api::ChartsPage { charts, next, heads, as_of: Some(as_of) }))
 }
+
+/// Most reader-chart rows one `since=` request looks through.
+const SINCE_SCAN_ROWS_MAX: usize = 50_000;
 
 #[derive(Deserialize)]
 pub(super) struct StaffQuery {
