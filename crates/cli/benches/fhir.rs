@@ -55,8 +55,9 @@ impl Gateway {
         Gateway { addr, token, child }
     }
 
-    /// `GET path` with the gateway's token (and `extra` header lines); the status and the body.
-    fn get_with(&self, path: &str, extra: &str) -> (u16, String) {
+    /// `GET path` with the gateway's token (and `extra` header lines): the status, the response
+    /// head and the body.
+    fn exchange(&self, path: &str, extra: &str) -> (u16, String, String) {
         let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
         write!(
             stream,
@@ -69,11 +70,12 @@ impl Gateway {
         let reply = String::from_utf8_lossy(&reply).into_owned();
         let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
         let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
-        (status, body.to_string())
+        (status, head.to_string(), body.to_string())
     }
 
     fn get(&self, path: &str) -> (u16, String) {
-        self.get_with(path, "")
+        let (status, _, body) = self.exchange(path, "");
+        (status, body)
     }
 
     fn json(&self, path: &str) -> serde_json::Value {
@@ -81,22 +83,15 @@ impl Gateway {
     }
 
     fn json_with(&self, path: &str, extra: &str) -> serde_json::Value {
-        let (status, body) = self.get_with(path, extra);
+        let (status, _, body) = self.exchange(path, extra);
         assert_eq!(status, 200, "{path}: {body}");
         serde_json::from_str(&body).unwrap()
     }
 
+    /// Header `name` of the answer to an asynchronous request (`Prefer: respond-async`).
     fn header(&self, path: &str, name: &str) -> Option<String> {
-        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nPrefer: respond-async\r\nAccept: application/fhir+json\r\nConnection: close\r\n\r\n",
-            self.addr, self.token
-        )
-        .unwrap();
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).unwrap();
-        reply.split("\r\n\r\n").next().unwrap().lines().find_map(|l| {
+        let (_, head, _) = self.exchange(path, "Prefer: respond-async\r\n");
+        head.lines().find_map(|l| {
             l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string())
         })
     }
