@@ -17,6 +17,10 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptio
 
 /// Retries of a failed S3 request, and the longest they may take together.
 const S3_RETRIES: usize = 3;
+/// Attempts of one blob PUT that fails in transport, and the pause before the next (times the
+/// attempt number).
+const PUT_ATTEMPTS: u32 = 3;
+const PUT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 const S3_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// Longest to open a connection to the S3 endpoint, and to complete one request (64 MiB at most).
 const S3_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -128,14 +132,25 @@ impl Blobs {
             return Err(BlobError::Integrity);
         }
         let path = Self::path(digest);
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.store.put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts).await {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-            // Some S3 servers lack create-if-absent; content addressing makes an overwrite harmless.
-            Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
-                self.store.put(&path, PutPayload::from_bytes(bytes)).await.map(|_| ()).map_err(store_err)
+        let mut attempt = 1;
+        loop {
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match self.store.put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts).await {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => return Ok(()),
+                // Some S3 servers lack create-if-absent; content addressing makes an overwrite harmless.
+                Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+                    return self.store.put(&path, PutPayload::from_bytes(bytes)).await.map(|_| ()).map_err(store_err);
+                }
+                // object_store does not retry a conditional PUT that failed in transport (a reset
+                // connection, one refused while the server restarts): it cannot know the request
+                // is idempotent. Content addressing makes it so: sent again, it is created, or is
+                // there already. (Seen: "error sending request" on a test's first PUT.)
+                Err(object_store::Error::Generic { .. }) if attempt < PUT_ATTEMPTS => {
+                    tokio::time::sleep(PUT_RETRY_PAUSE * attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(store_err(e)),
             }
-            Err(e) => Err(store_err(e)),
         }
     }
 
