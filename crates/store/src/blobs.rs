@@ -184,3 +184,96 @@ impl Blobs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, PutMultipartOptions, PutResult,
+    };
+
+    use super::*;
+
+    /// An in-memory store whose first `failing` PUTs fail in transport, after storing nothing.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: InMemory,
+        failing: AtomicUsize,
+        puts: AtomicUsize,
+    }
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Flaky")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Flaky {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.puts.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) > 0 {
+                self.failing.fetch_sub(1, Ordering::SeqCst);
+                let source = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "error sending request").into();
+                return Err(object_store::Error::Generic { store: "Flaky", source });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn flaky(failing: usize) -> (Arc<Flaky>, Blobs) {
+        let store =
+            Arc::new(Flaky { inner: InMemory::new(), failing: AtomicUsize::new(failing), puts: AtomicUsize::new(0) });
+        let blobs = Blobs { store: Arc::clone(&store) as Arc<dyn ObjectStore>, max_bytes: 1 << 20 };
+        (store, blobs)
+    }
+
+    /// A PUT that fails in transport is sent again (object_store does not retry a conditional
+    /// PUT); one that keeps failing is an error after the last attempt.
+    #[tokio::test]
+    async fn a_put_lost_in_transport_is_sent_again() {
+        let data = Bytes::from_static(b"ciphertext");
+        let digest = Digest::new(medledger_crypto::sha256(&data));
+        let (store, blobs) = flaky(2);
+        blobs.put(&digest, data.clone()).await.unwrap();
+        assert_eq!(store.puts.load(Ordering::SeqCst), 3, "two lost, the third stored");
+        assert_eq!(blobs.get(&digest).await.unwrap(), data);
+        let (store, blobs) = flaky(usize::MAX);
+        assert!(matches!(blobs.put(&digest, data).await, Err(BlobError::Store(_))));
+        assert_eq!(store.puts.load(Ordering::SeqCst), PUT_ATTEMPTS as usize, "no more than the attempts");
+    }
+}
