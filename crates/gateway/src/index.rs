@@ -62,9 +62,8 @@ impl Indexed {
 struct Chart {
     head: u64,
     records: HashSet<RecordId>,
-    /// Versions the member was refused (a sensitive record, a grant narrower than the chart):
-    /// not asked again until they change.
-    refused: HashSet<(RecordId, u32)>,
+    /// Versions that are not FHIR resources (a PDF, a file): not read again.
+    not_fhir: HashSet<(RecordId, u32)>,
 }
 
 #[derive(Default)]
@@ -262,13 +261,13 @@ impl Gateway {
         just_read: &mut JustRead,
     ) -> FhirResult<()> {
         let entries = self.without_unreadable_sensitive(chart, entries).await?;
-        let refused = self.index.read().charts.get(&chart).map(|c| c.refused.clone()).unwrap_or_default();
+        let not_fhir = self.index.read().charts.get(&chart).map(|c| c.not_fhir.clone()).unwrap_or_default();
         let mut ready = Vec::new();
         let mut unread = Vec::new();
         {
             let state = self.index.read();
             for entry in entries {
-                if refused.contains(&(entry.record, entry.version)) {
+                if not_fhir.contains(&(entry.record, entry.version)) {
                     continue;
                 }
                 match state.records.get(&entry.record) {
@@ -283,7 +282,7 @@ impl Gateway {
                 }
             }
         }
-        let mut now_refused = HashSet::new();
+        let mut now_not_fhir = HashSet::new();
         for batch in unread.chunks(READ_BATCH) {
             for (entry, read) in batch.iter().zip(self.read_entries(batch).await?) {
                 match read {
@@ -291,10 +290,13 @@ impl Gateway {
                         just_read.0.insert((entry.record, entry.version));
                         ready.push(Arc::new(Indexed::new(entry.clone(), &stored.resource)));
                     }
-                    // Not this member's to read (or not a FHIR resource): left out until it changes.
-                    Err(e) if matches!(e.status, 403 | 404 | 410 | 415) => {
-                        now_refused.insert((entry.record, entry.version));
+                    // Not a FHIR resource (a PDF, a file): that version is never indexed, nor read again.
+                    Err(e) if e.status == 415 => {
+                        now_not_fhir.insert((entry.record, entry.version));
                     }
+                    // Not this member's to read now: left out, asked again when the chart's head
+                    // moves (a grant given, a reader changed).
+                    Err(e) if matches!(e.status, 403 | 404 | 410) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -304,8 +306,8 @@ impl Gateway {
         for record in &previous.records {
             state.remove(record);
         }
-        let mut kept = Chart { head, refused: now_refused, ..Chart::default() };
-        kept.refused.extend(refused.into_iter().filter(|(r, _)| ready.iter().all(|i| i.entry.record != *r)));
+        let mut kept = Chart { head, not_fhir: now_not_fhir, ..Chart::default() };
+        kept.not_fhir.extend(not_fhir.into_iter().filter(|(r, _)| ready.iter().all(|i| i.entry.record != *r)));
         for indexed in ready {
             kept.records.insert(indexed.entry.record);
             state.insert(indexed);
