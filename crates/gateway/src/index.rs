@@ -124,17 +124,6 @@ impl Index {
         self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A version this gateway wrote or read: indexed at once (its chart's head moved, so the
-    /// next search lists the chart again and finds it here).
-    pub fn put(&self, indexed: Indexed) {
-        let mut state = self.write();
-        let (record, chart) = (indexed.entry.record, indexed.entry.patient);
-        if let Some(chart) = state.charts.get_mut(&chart) {
-            chart.records.insert(record);
-        }
-        state.insert(Arc::new(indexed));
-    }
-
     /// A record the member was refused, or that is gone.
     pub fn remove(&self, record: &RecordId) {
         let mut state = self.write();
@@ -143,15 +132,6 @@ impl Index {
         {
             chart.records.remove(record);
         }
-    }
-
-    /// How many records are indexed.
-    pub fn len(&self) -> usize {
-        self.read().records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn forget_chart(&self, chart: &MemberId) {
