@@ -779,11 +779,58 @@ fn a_search_covers_every_chart_the_member_may_read() {
     let file = net.file("obs2.json", observation(&paul, "2345-7", 2.0).to_string().as_bytes());
     net.ok(&["record", "put", "--as", "paul", "--patient", "paul", file.to_str().unwrap()]);
     assert_eq!(since(as_of), std::slice::from_ref(&paul));
+
+    // The same charts' record entries in one list, paged by entries (a page may stop within a
+    // chart and the next goes on there): what a gateway asks instead of a request per chart.
+    let records_path = format!("/v1/members/{}/records", net.id_of("drbob"));
+    let entries = |query: &str| {
+        let mut out: Vec<(String, Option<u64>, Vec<String>)> = Vec::new();
+        let mut after = String::new();
+        let mut pages = 0;
+        loop {
+            let (status, body) = common::api_get(&net, 0, Some("drbob"), &format!("{records_path}?{query}{after}"));
+            assert_eq!(status, 200, "{body}");
+            let page: Value = serde_json::from_str(&body).unwrap();
+            pages += 1;
+            for chart in page["charts"].as_array().unwrap() {
+                let patient = chart["patient"].as_str().unwrap().to_string();
+                let records =
+                    chart["records"].as_array().unwrap().iter().map(|r| r["record"].as_str().unwrap().to_string());
+                match out.last_mut() {
+                    Some(last) if last.0 == patient => last.2.extend(records),
+                    _ => out.push((patient, chart["head"].as_u64(), records.collect())),
+                }
+            }
+            match page["next"].as_str() {
+                Some(next) => after = format!("&after={next}"),
+                None => return (out, pages, page["as_of"].as_u64().unwrap()),
+            }
+        }
+    };
+    let (whole, pages, records_as_of) = entries("limit=1000");
+    let (one_by_one, small_pages, _) = entries("limit=1");
+    assert_eq!((pages, whole.len()), (1, 2), "{whole:?}");
+    assert_eq!(whole, one_by_one, "pages of one entry give the same list");
+    assert!(small_pages >= 3, "paul's chart ({:?}) was cut within", whole);
+    for (patient, head, records) in &whole {
+        assert!(head.is_some_and(|h| h > 0), "{patient}");
+        let listed = listed_records(&net, patient);
+        assert_eq!(records.len(), listed.lines().count(), "the chart's whole record list: {listed}");
+        assert!(records.iter().all(|r| listed.contains(r.as_str())), "{records:?} {listed}");
+    }
+    assert!(entries(&format!("since={records_as_of}&")).0.is_empty(), "nothing moved since");
+    let (status, _) = common::api_get(&net, 0, Some("nina"), &records_path);
+    assert_eq!(status, 403, "a member's record lists are their own");
+    let (status, _) = common::api_get(&net, 0, Some("drbob"), &format!("{records_path}?after=xyz"));
+    assert_eq!(status, 400, "a malformed cursor");
+
     // A revocation moves the head too, and the chart comes back null: no longer listable.
     net.ok(&["revoke", "--as", "paul", "--from", "drbob", "--all"]);
     let (_, body) = common::api_get(&net, 0, Some("drbob"), &format!("{charts_path}?since={as_of}"));
     let page: Value = serde_json::from_str(&body).unwrap();
     assert_eq!((page["charts"][0].as_str(), page["heads"][0].is_null()), (Some(paul.as_str()), true), "{page}");
+    let (moved, _, _) = entries(&format!("since={records_as_of}&"));
+    assert_eq!(moved, vec![(paul.clone(), None, Vec::new())], "paul's chart, without its entries");
 }
 
 /// Issue 15, finding 4 (at scale): a search runs on the gateway's index, caught up with the ledger

@@ -407,3 +407,44 @@ fn an_export_imported_into_a_fresh_network_reproduces_the_charts() {
         assert_eq!(kinds(&everything), kinds(&original), "the same chart");
     }
 }
+
+/// Issue 15 (at scale): a gateway's first look over the charts a member may read asks for their
+/// record entries a page (a thousand entries) per signed request, not one request per chart, so
+/// the importer of a cohort larger than their signed-request budget (requests within the
+/// signature window) still indexes it all. Seen failing on the old look (one listing per chart):
+/// with a budget of 20 and 30 charts, the validator refused the signer's requests (429).
+#[test]
+fn the_first_look_over_many_charts_stays_within_the_signers_request_budget() {
+    let mut net = Net::start();
+    net.cast();
+    let cohort = net.root.path().join("cohort");
+    let generated = Command::new(common::python_tool("carebundle"))
+        .args(["generate", "--profile", "mixed", "--count", "30", "--seed", "31", "--out"])
+        .arg(&cohort)
+        .output()
+        .expect("carebundle (scripts/test installs it from PyPI)");
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let imported = import(&net, &cohort, &[]);
+    assert_eq!(
+        (imported["resources_failed"].as_u64(), imported["patients_enrolled"].as_u64()),
+        (Some(0), Some(30)),
+        "{imported}"
+    );
+    // The validator again, with a budget of 20 signed requests per signer and window.
+    net.kill9();
+    let config = net.dir.join("validator-0").join("validator.json");
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(file["signer_requests_per_window"], 4096, "the default is written by init");
+    file["signer_requests_per_window"] = 20.into();
+    std::fs::write(&config, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+    net.start_node();
+    let gw = Gateway::start(&net, "drbob", &[]);
+    let (status, patients) = gw.request("GET", "/Patient?_summary=count", None);
+    assert_eq!((status, patients["total"].as_u64()), (200, Some(30)), "{patients}");
+    let (status, conditions) = gw.request("GET", "/Condition?_summary=count", None);
+    assert_eq!(status, 200, "{conditions}");
+    assert!(conditions["total"].as_u64().is_some_and(|n| n > 0), "{conditions}");
+    let (_, metrics) = common::http_get(&net.apis[0], "/metrics");
+    let refused = metrics.lines().find(|l| l.starts_with("medledger_signer_busy_refusals_total")).expect("counter");
+    assert_eq!(refused.rsplit(' ').next(), Some("0"), "no request was refused as the signer's: {refused}");
+}

@@ -7,14 +7,15 @@
 //! come: memory holds a few charts. Resources deleted through the API are left out, as a search
 //! leaves them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use medledger_types::MemberId;
 
 use crate::fhir::FhirError;
-use crate::service::{Gateway, Search};
+use crate::index::JustRead;
+use crate::service::{Gateway, Search, Stored};
 
 /// Most charts one export reads.
 pub const EXPORT_CHARTS_MAX: usize = 10_000;
@@ -71,24 +72,13 @@ async fn export_into(
     use futures::StreamExt;
     let mut files: BTreeMap<String, (std::io::BufWriter<std::fs::File>, usize)> = BTreeMap::new();
     let total = request.patients.len().min(EXPORT_CHARTS_MAX);
+    // Many charts: one look over all of them first (their entries a thousand per request, not
+    // a request per chart), then each chart from the index.
+    let many = if request.patients.len() > 1 { Some(gateway.look_over_all().await?) } else { None };
+    let many = many.as_ref();
     // A few charts read at once (each one batch of audited accesses), written out in order.
     let mut charts = futures::stream::iter(request.patients.iter().take(EXPORT_CHARTS_MAX).copied())
-        .map(|patient| async move {
-            let search = Search { patient: Some(patient), ..Search::default() };
-            let found = match gateway.find(&search, &[], None, usize::MAX).await {
-                Ok(found) => found,
-                // A chart this member may no longer read: nothing of it.
-                Err(e) if !request.strict && (e.status == 403 || e.status == 404) => return Ok(Vec::new()),
-                Err(e) => return Err(e),
-            };
-            // Only the types asked for are read (each read is an event in the patient's trail).
-            let wanted: Vec<_> = found
-                .hits
-                .into_iter()
-                .filter(|h| request.types.as_ref().is_none_or(|t| t.iter().any(|k| **k == *h.resource_type)))
-                .collect();
-            gateway.read_hits(&wanted, &found.just_read).await
-        })
+        .map(|patient| export_chart(gateway, request, many, patient))
         .buffered(CHARTS_IN_FLIGHT);
     let mut done = 0;
     while let Some(found) = charts.next().await {
@@ -113,6 +103,43 @@ async fn export_into(
         outputs.push(Output { file: format!("{kind}.ndjson"), resource_type: kind, count });
     }
     Ok(outputs)
+}
+
+/// One chart's resources of the types asked for, read (audited): from the index after a look
+/// over all charts (`many`), else by a search of that chart.
+async fn export_chart(
+    gateway: &Gateway,
+    request: &Request,
+    many: Option<&(HashSet<MemberId>, JustRead)>,
+    patient: MemberId,
+) -> Result<Vec<Stored>, FhirError> {
+    // What this chart's own search read already, when it had one.
+    let (hits, searched) = match many {
+        Some((scope, _)) if !scope.contains(&patient) => {
+            if request.strict {
+                return Err(FhirError::forbidden("this member may not list that patient's records"));
+            }
+            return Ok(Vec::new());
+        }
+        Some(_) => (gateway.chart_hits(&patient), None),
+        None => {
+            let search = Search { patient: Some(patient), ..Search::default() };
+            match gateway.find(&search, &[], None, usize::MAX).await {
+                Ok(found) => (found.hits, Some(found.just_read)),
+                // A chart this member may no longer read: nothing of it.
+                Err(e) if !request.strict && (e.status == 403 || e.status == 404) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    // Only the types asked for are read (each read is an event in the patient's trail).
+    let wanted: Vec<_> = hits
+        .into_iter()
+        .filter(|h| request.types.as_ref().is_none_or(|t| t.iter().any(|k| **k == *h.resource_type)))
+        .collect();
+    let none = JustRead::default();
+    let just_read = searched.as_ref().or(many.map(|(_, j)| j)).unwrap_or(&none);
+    gateway.read_hits(&wanted, just_read).await
 }
 
 /// Every chart the member may read (see [`medledger_sdk::Session::readable_charts`]).

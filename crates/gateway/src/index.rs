@@ -1,9 +1,9 @@
 //! The gateway's search index: for each record of the charts the member may list now (and of the
 //! organisation's directory), its ledger entry and the [`Terms`] its search parameters look at.
 //!
-//! It is built from the ledger incrementally. Each search asks the ledger which charts the member
-//! may list and when each one's record list last changed (its head: one request per 1,000
-//! charts); only a chart whose head moved is listed again, and only a version not seen before is
+//! It is built from the ledger incrementally. Each search asks the ledger which charts moved
+//! (their records or readers) since its last look, with those charts' record entries, a thousand
+//! entries per request (`GET /v1/members/{id}/records?since=`); only a version not seen before is
 //! read (an audited access, decrypted into the encrypted cache). A search then filters, sorts and
 //! counts in memory, and only the page it returns is read again, audited, so the ledger decides
 //! every resource that leaves (a grant revoked since the index saw it: the read is denied, the
@@ -23,8 +23,11 @@ use crate::fhir::{self, FhirError};
 use crate::params::{Filter, Sort, Terms};
 use crate::service::{FhirResult, Gateway, SEARCH_CHARTS_MAX, Search, Stored, is_deleted, rfc3339};
 
-/// Charts listed at once while the index catches up.
+/// Charts listed (or indexed) at once while the index catches up.
 const LISTS_IN_FLIGHT: usize = 8;
+/// Most charts a fresh look lists one request each; with more to list, it lists every chart's
+/// entries in pages instead.
+const LISTED_ONE_BY_ONE_MAX: usize = 64;
 /// Records read (audited) per batch while the index catches up.
 const READ_BATCH: usize = 512;
 
@@ -149,36 +152,80 @@ impl Gateway {
     /// member may list, and returns the charts a search may look in.
     async fn catch_up(&self, only: Option<MemberId>, fresh: bool) -> FhirResult<(HashSet<MemberId>, JustRead)> {
         let mut last = self.index.catching_up.lock().await;
-        let client = &self.session.client;
-        let head_of = |chart: MemberId| async move {
-            match client.records_head(&self.me, &chart).await {
-                Ok(head) => Ok(Some(head)),
-                Err(SdkError::Denied(_) | SdkError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
-        // Since the last look over every chart, only the charts whose head moved (one page, as a
-        // rule); the first look, or one asked fresh, lists them all.
-        let since = last.as_ref().filter(|_| !fresh).and_then(|l| l.as_of);
-        let (heads, as_of, mut scope) = match only {
-            Some(chart) => (vec![(chart, head_of(chart).await?)], None, HashSet::new()),
-            None => {
-                let teams: Vec<MemberId> = self.session.home.teams().unwrap_or_default().into_values().collect();
-                let found = self.session.chart_heads(&self.me, &teams, SEARCH_CHARTS_MAX, since).await?;
-                let mut heads = found.charts;
-                if self.me.role != Role::Patient {
-                    let directory = self.patientless_owner();
-                    heads.push((directory, head_of(directory).await?));
-                }
-                let scope = match (since, last.as_ref()) {
-                    (Some(_), Some(previous)) => previous.scope.clone(),
-                    _ => HashSet::new(),
-                };
-                (heads, found.as_of, scope)
-            }
-        };
-        let mut stale = Vec::new();
         let mut just_read = JustRead::default();
+        if let Some(chart) = only {
+            let mut scope = HashSet::new();
+            let head = self.head_of(chart).await?;
+            self.catch_up_charts(vec![(chart, head)], &mut scope, &mut just_read).await?;
+            return Ok((scope, just_read));
+        }
+        // One chart outside the member's chart list: a patient's own, or the directory.
+        let own = if self.me.role == Role::Patient { self.me.member } else { self.patientless_owner() };
+        let own_head = self.head_of(own).await?;
+        // (What the last look holds is not borrowed across an await: the future stays `Send`.)
+        let since_last = match last.as_ref() {
+            Some(_) if fresh => None,
+            Some(previous) => Some(previous.as_of),
+            None => None,
+        };
+        let (mut scope, as_of) = match (last.is_some(), since_last) {
+            // Fresh (`Cache-Control: no-cache`): every chart's head asked again, and the charts
+            // whose head is not the index's listed again (one request each: few, as a rule).
+            (true, None) => {
+                let teams: Vec<MemberId> = self.session.home.teams().unwrap_or_default().into_values().collect();
+                let found = self.session.chart_heads(&self.me, &teams, SEARCH_CHARTS_MAX, None).await?;
+                let stale = {
+                    let state = self.index.read();
+                    found
+                        .charts
+                        .iter()
+                        .filter(|(c, h)| h.is_some_and(|h| state.charts.get(c).is_none_or(|k| k.head != h)))
+                        .count()
+                };
+                if stale > LISTED_ONE_BY_ONE_MAX {
+                    self.bulk_look(None, &mut just_read).await?
+                } else {
+                    let mut scope = HashSet::new();
+                    self.catch_up_charts(found.charts, &mut scope, &mut just_read).await?;
+                    (scope, found.as_of)
+                }
+            }
+            // Since the last look, only the charts whose head moved (one page, as a rule).
+            (_, Some(since)) => {
+                let (moved, as_of) = self.bulk_look(since, &mut just_read).await?;
+                let mut scope = last.take().map(|l| l.scope).unwrap_or_default();
+                scope.extend(moved);
+                // A chart the member may no longer list has left the index (see `bulk_look`).
+                scope.retain(|c| self.index.read().charts.contains_key(c));
+                (scope, as_of)
+            }
+            // The first look: every chart's entries, paged by entries.
+            (false, None) => self.bulk_look(None, &mut just_read).await?,
+        };
+        self.catch_up_charts(vec![(own, own_head)], &mut scope, &mut just_read).await?;
+        *last = Some(Look { as_of, scope: scope.clone() });
+        Ok((scope, just_read))
+    }
+
+    /// A chart's head, `None` when the member may not list it.
+    async fn head_of(&self, chart: MemberId) -> FhirResult<Option<u64>> {
+        match self.session.client.records_head(&self.me, &chart).await {
+            Ok(head) => Ok(Some(head)),
+            Err(SdkError::Denied(_) | SdkError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Lists again (one request each, a few at once) those of `heads` whose head is not the
+    /// index's, and indexes them; a chart the member may not list leaves the index. `scope`
+    /// gains the charts listable.
+    async fn catch_up_charts(
+        &self,
+        heads: Vec<(MemberId, Option<u64>)>,
+        scope: &mut HashSet<MemberId>,
+        just_read: &mut JustRead,
+    ) -> FhirResult<()> {
+        let mut stale = Vec::new();
         for (chart, head) in heads {
             match head {
                 None => {
@@ -194,39 +241,128 @@ impl Gateway {
             }
         }
         let listed: Vec<_> = futures::stream::iter(stale)
-            .map(|(chart, head)| async move { (chart, head, self.list_chart(chart).await) })
+            .map(|(chart, head)| self.list_chart(chart, head))
             .buffer_unordered(LISTS_IN_FLIGHT)
             .collect()
             .await;
         for (chart, head, entries) in listed {
-            let entries = match entries {
-                Ok(entries) => entries,
+            match entries {
+                Ok(entries) => self.index_chart(chart, head, entries, just_read).await?,
                 // Refused since the head was read (a grant that just ended).
                 Err(SdkError::Denied(_)) => {
                     self.index.forget_chart(&chart);
                     scope.remove(&chart);
-                    continue;
                 }
                 Err(e) => return Err(e.into()),
-            };
-            self.index_chart(chart, head, entries, &mut just_read).await?;
+            }
         }
-        if only.is_none() {
-            *last = Some(Look { as_of, scope: scope.clone() });
-        }
-        Ok((scope, just_read))
+        Ok(())
     }
 
-    /// Every record entry of a chart (or of the directory), all pages.
-    async fn list_chart(&self, chart: MemberId) -> medledger_sdk::Result<Vec<RecordEntry>> {
+    /// Catches the index up with every chart in the member's chart list and their care teams'
+    /// (with `since`, those whose head moved after it) from their record entries, a page of a
+    /// thousand entries per request: each chart is indexed as soon as its entries are all in,
+    /// so a look cut short (a validator gone, the signer's request budget spent) keeps what it
+    /// did and the next one skips it. Returns the charts found listable and the height to ask
+    /// `since` next time.
+    async fn bulk_look(
+        &self,
+        since: Option<u64>,
+        just_read: &mut JustRead,
+    ) -> FhirResult<(HashSet<MemberId>, Option<u64>)> {
+        let teams: Vec<MemberId> = self.session.home.teams().unwrap_or_default().into_values().collect();
+        let mut scope = HashSet::new();
+        let mut as_of = u64::MAX;
+        for (n, of) in std::iter::once(self.me.member).chain(teams).enumerate() {
+            let mut after: Option<String> = None;
+            // A chart whose entries go on in the next page.
+            let mut open: Option<(MemberId, u64, Vec<RecordEntry>)> = None;
+            loop {
+                let page = match self.session.client.reader_chart_records(&self.me, &of, after.as_deref(), since).await
+                {
+                    Ok(page) => page,
+                    // A team this member has left (or a validator without the bulk list: the
+                    // team's charts are not searched).
+                    Err(SdkError::Denied(_) | SdkError::NotFound(_)) if n > 0 => break,
+                    Err(e) => return Err(e.into()),
+                };
+                as_of = as_of.min(page.as_of);
+                let mut complete = Vec::new();
+                for chart in page.charts {
+                    let Some(head) = chart.head else {
+                        if chart.patient != of {
+                            self.index.forget_chart(&chart.patient);
+                        }
+                        continue;
+                    };
+                    let mut entries = match open.take() {
+                        Some((patient, _, entries)) if patient == chart.patient => entries,
+                        _ => Vec::new(),
+                    };
+                    entries.extend(chart.records);
+                    if chart.partial {
+                        open = Some((chart.patient, head, entries));
+                    } else if chart.patient != of {
+                        scope.insert(chart.patient);
+                        if self.index.read().charts.get(&chart.patient).is_none_or(|c| c.head != head) {
+                            complete.push((chart.patient, head, entries));
+                        }
+                    }
+                }
+                // The charts a page completed, a few indexed at once.
+                let mut indexing = futures::stream::iter(complete)
+                    .map(|(chart, head, entries)| self.index_listed(chart, head, entries))
+                    .buffer_unordered(LISTS_IN_FLIGHT);
+                while let Some(read) = indexing.next().await {
+                    just_read.0.extend(read?.0);
+                }
+                match page.next {
+                    Some(next) if scope.len() < SEARCH_CHARTS_MAX => after = Some(next),
+                    _ => break,
+                }
+            }
+        }
+        // With `since`, the charts that did not move keep their place (the caller's scope).
+        if since.is_none() {
+            // (A patient's own chart and the directory are outside the list: see `catch_up`.)
+            let outside = [self.me.member, self.patientless_owner()];
+            let gone: Vec<MemberId> = self
+                .index
+                .read()
+                .charts
+                .keys()
+                .filter(|c| !scope.contains(c) && !outside.contains(c))
+                .copied()
+                .collect();
+            for chart in gone {
+                self.index.forget_chart(&chart);
+            }
+        }
+        Ok((scope, (as_of != u64::MAX).then_some(as_of)))
+    }
+
+    /// [`Gateway::index_chart`], returning what it read.
+    async fn index_listed(&self, chart: MemberId, head: u64, entries: Vec<RecordEntry>) -> FhirResult<JustRead> {
+        let mut read = JustRead::default();
+        self.index_chart(chart, head, entries, &mut read).await?;
+        Ok(read)
+    }
+
+    /// Every record entry of a chart (or of the directory), all pages; with the chart and its
+    /// head as given.
+    async fn list_chart(&self, chart: MemberId, head: u64) -> (MemberId, u64, medledger_sdk::Result<Vec<RecordEntry>>) {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let (page, next) = self.session.client.patient_records_page(&self.me, &chart, after.as_deref()).await?;
-            out.extend(page);
-            match next {
-                Some(next) => after = Some(next),
-                None => return Ok(out),
+            match self.session.client.patient_records_page(&self.me, &chart, after.as_deref()).await {
+                Ok((page, next)) => {
+                    out.extend(page);
+                    match next {
+                        Some(next) => after = Some(next),
+                        None => return (chart, head, Ok(out)),
+                    }
+                }
+                Err(e) => return (chart, head, Err(e)),
             }
         }
     }
@@ -340,6 +476,28 @@ impl Gateway {
         }
         hits[..sorted].sort_by(order);
         Ok(Found { hits, just_read })
+    }
+
+    /// Catches the index up with every chart the member may list (as a search does) and returns
+    /// them, for work over many charts: see [`Gateway::chart_hits`].
+    pub async fn look_over_all(&self) -> FhirResult<(HashSet<MemberId>, JustRead)> {
+        self.catch_up(None, false).await
+    }
+
+    /// The records of `chart` the index holds (deleted ones left out), by type and id; nothing
+    /// is asked of the ledger ([`Gateway::look_over_all`] first).
+    pub fn chart_hits(&self, chart: &MemberId) -> Vec<Arc<Indexed>> {
+        let state = self.index.read();
+        let mut hits: Vec<Arc<Indexed>> = state
+            .charts
+            .get(chart)
+            .into_iter()
+            .flat_map(|c| c.records.iter().filter_map(|r| state.records.get(r)))
+            .filter(|i| !i.deleted)
+            .cloned()
+            .collect();
+        hits.sort_by(|a, b| (&*a.resource_type, a.id()).cmp(&(&*b.resource_type, b.id())));
+        hits
     }
 
     /// Reads `hits` (one batch of audited accesses, served from the cache where it holds the

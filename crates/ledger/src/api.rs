@@ -256,6 +256,32 @@ pub struct ChartsPage {
     pub as_of: Option<u64>,
 }
 
+/// `GET /v1/members/{id}/records`: the record entries of the charts in a member's chart list
+/// (with `since`, of those whose head moved), paged by entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChartRecordsPage {
+    /// Charts in id order; the first may go on from the page before (the same patient).
+    pub charts: Vec<ChartRecords>,
+    /// Continue after this (`after=`): a patient id, or a patient id and a record id when the
+    /// last chart goes on in the next page.
+    pub next: Option<String>,
+    /// The committed height the page is at least as new as: the `since` of the next look.
+    pub as_of: u64,
+}
+
+/// One chart of a [`ChartRecordsPage`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChartRecords {
+    pub patient: MemberId,
+    /// The height at which its records or readers last changed (0: never), or null where the
+    /// signer may not list it now (then `records` is empty).
+    pub head: Option<u64>,
+    /// Its record entries in record id order (part of them when `partial`).
+    pub records: Vec<RecordEntry>,
+    /// The chart's entries go on in the next page.
+    pub partial: bool,
+}
+
 /// `GET /v1/patients/{id}/records/head`: when a chart's record list last changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordsHead {

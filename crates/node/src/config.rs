@@ -46,6 +46,10 @@ pub struct ValidatorFile {
     /// Requests one client address may send in a burst above the sustained rate.
     #[serde(default = "default_burst")]
     pub api_request_burst: u32,
+    /// Most signed requests one member may have within the signature window (a minute); over
+    /// it, 429 with `Retry-After` until the oldest leaves the window.
+    #[serde(default = "default_signer_requests")]
+    pub signer_requests_per_window: usize,
     /// HTTPS for the API (`medledger init --tls`); absent: plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::TlsFiles>,
@@ -63,6 +67,10 @@ pub struct ValidatorFile {
 
 fn default_rate() -> u32 {
     crate::ratelimit::REQUESTS_PER_SECOND_DEFAULT
+}
+
+fn default_signer_requests() -> usize {
+    crate::replay::NONCES_PER_SIGNER_MAX
 }
 
 fn default_burst() -> u32 {
@@ -191,6 +199,7 @@ fn fresh_validator(
         archive_retention_blocks: default_archive_retention(),
         api_requests_per_second: default_rate(),
         api_request_burst: default_burst(),
+        signer_requests_per_window: default_signer_requests(),
         tls: None,
         share_secret: share.as_ref().map(|key| hex::encode(&*key.to_bytes())),
         api_authorities: Vec::new(),
@@ -253,6 +262,7 @@ pub fn write_network(dir: &Path, plan: NetworkPlan) -> Result<Genesis, ConfigErr
             archive_retention_blocks: default_archive_retention(),
             api_requests_per_second: default_rate(),
             api_request_burst: default_burst(),
+            signer_requests_per_window: default_signer_requests(),
             tls: None,
             share_secret: share_keys.get(k).map(|key| hex::encode(&*key.to_bytes())),
             api_authorities: Vec::new(),

@@ -31,6 +31,8 @@ pub struct NodeMetrics {
     pub shares_released: Counter,
     /// Erasures this validator has carried out (ciphertext, sidecars and shares deleted).
     pub erasures: Counter,
+    /// Signed requests refused because their signer had too many within the signature window.
+    pub signer_busy: Counter,
 }
 
 impl Default for NodeMetrics {
@@ -45,6 +47,7 @@ impl Default for NodeMetrics {
             storage_errors: Counter::default(),
             shares_released: Counter::default(),
             erasures: Counter::default(),
+            signer_busy: Counter::default(),
         }
     }
 }
@@ -81,6 +84,11 @@ impl NodeMetrics {
                 "erasures",
                 "erasures carried out (ciphertext, sidecars and shares deleted)",
                 self.erasures.clone(),
+            )),
+            Box::new(context.register(
+                "signer_busy_refusals",
+                "signed requests refused: their signer had too many within the signature window",
+                self.signer_busy.clone(),
             )),
         ]
     }

@@ -49,17 +49,13 @@ pub async fn limit(State(limiter): State<Option<Arc<RequestLimiter>>>, request: 
     if let (Some(limiter), Some(peer)) = (limiter, peer)
         && let Err(wait) = limiter.check(peer)
     {
-        let seconds = wait.as_secs().max(1);
-        let mut response = crate::api::ApiError::new(
+        return crate::api::ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
             "too many requests from this client; retry later",
         )
+        .retry_after(wait.as_secs())
         .into_response();
-        if let Ok(v) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-        }
-        return response;
     }
     next.run(request).await
 }

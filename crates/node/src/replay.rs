@@ -8,8 +8,9 @@ use medledger_types::limits::REQUEST_SKEW_MS_MAX;
 
 /// Most nonces remembered at once; beyond it, and with none expired, requests wait (503).
 pub const NONCES_MAX: usize = 200_000;
-/// Most live nonces of one signer (requests within the signature window): beyond it that signer's
-/// requests are refused (429) until some expire, so no one member can fill the cache for all.
+/// Most live nonces of one signer (requests within the signature window) by default: beyond it
+/// that signer's requests are refused (429, `Retry-After`) until some expire, so no one member can
+/// fill the cache for all.
 pub const NONCES_PER_SIGNER_MAX: usize = 4_096;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -18,14 +19,22 @@ pub enum Refused {
     Replayed,
     /// The cache is full of live nonces: a flood; the client retries later.
     Busy,
-    /// This signer has [`NONCES_PER_SIGNER_MAX`] live nonces: it retries later.
-    SignerBusy,
+    /// This signer has [`NONCES_PER_SIGNER_MAX`] live nonces: it retries after this many
+    /// milliseconds (when its oldest one expires).
+    SignerBusy { retry_after_ms: u64 },
 }
 
-#[derive(Default)]
 pub struct Nonces {
     /// (member, nonce) → when it can be forgotten (ms): its signature is stale by then.
     seen: Mutex<Seen>,
+    /// Most live nonces of one signer (`signer_requests_per_window` in validator.json).
+    per_signer_max: usize,
+}
+
+impl Default for Nonces {
+    fn default() -> Self {
+        Nonces::new(NONCES_PER_SIGNER_MAX)
+    }
 }
 
 #[derive(Default)]
@@ -50,6 +59,11 @@ impl Seen {
 }
 
 impl Nonces {
+    /// A cache that admits at most `per_signer_max` live requests of one signer.
+    pub fn new(per_signer_max: usize) -> Nonces {
+        Nonces { seen: Mutex::default(), per_signer_max: per_signer_max.clamp(1, NONCES_MAX) }
+    }
+
     /// Admits a request signed at `created_ms` with `nonce`, once.
     pub fn admit(&self, signer: &str, nonce: &str, created_ms: u64, now_ms: u64) -> Result<(), Refused> {
         let mut seen = self.seen.lock().expect("nonce lock");
@@ -57,10 +71,11 @@ impl Nonces {
             return Err(Refused::Replayed);
         }
         let mine = |seen: &Seen| seen.per_signer.get(signer).copied().unwrap_or(0);
-        if seen.nonces.len() >= NONCES_MAX || mine(&seen) >= NONCES_PER_SIGNER_MAX {
+        if seen.nonces.len() >= NONCES_MAX || mine(&seen) >= self.per_signer_max {
             seen.prune(now_ms);
-            if mine(&seen) >= NONCES_PER_SIGNER_MAX {
-                return Err(Refused::SignerBusy);
+            if mine(&seen) >= self.per_signer_max {
+                let oldest = seen.nonces.iter().filter(|((s, _), _)| s == signer).map(|(_, at)| *at).min();
+                return Err(Refused::SignerBusy { retry_after_ms: oldest.unwrap_or(now_ms).saturating_sub(now_ms) });
             }
             if seen.nonces.len() >= NONCES_MAX {
                 return Err(Refused::Busy);
@@ -105,7 +120,12 @@ mod tests {
         for i in 0..NONCES_PER_SIGNER_MAX {
             nonces.admit("mallory", &format!("n{i}"), 1_000, 1_000).unwrap();
         }
-        assert_eq!(nonces.admit("mallory", "one more", 1_000, 1_000), Err(Refused::SignerBusy));
+        // She is told when her oldest request leaves the window (the signature window from then).
+        let wait = REQUEST_SKEW_MS_MAX - 500;
+        assert_eq!(
+            nonces.admit("mallory", "one more", 1_500, 1_500),
+            Err(Refused::SignerBusy { retry_after_ms: wait })
+        );
         assert_eq!(nonces.admit("mallory", "n7", 1_000, 1_000), Err(Refused::Replayed), "replays stay replays");
         for member in ["alice", "bob"] {
             assert_eq!(nonces.admit(member, "n1", 1_000, 1_000), Ok(()), "{member} is refused because of mallory");

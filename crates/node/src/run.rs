@@ -80,7 +80,7 @@ pub fn run_validator(dir: &Path, index: u32) -> anyhow::Result<()> {
         let ops = crate::api::Ops {
             metrics: Some(std::sync::Arc::new(move || registry.encode())),
             consensus_running: Default::default(),
-            nonces: Default::default(),
+            nonces: std::sync::Arc::new(crate::replay::Nonces::new(file.signer_requests_per_window)),
             limiter: crate::ratelimit::RequestLimiter::new(file.api_requests_per_second, file.api_request_burst),
             authorities: std::sync::Arc::new(authorities),
         };

@@ -92,7 +92,12 @@ impl Client {
         signer: Option<&Identity>,
     ) -> Result<(Bytes, Option<String>)> {
         let mut last = None;
-        for &node in nodes {
+        // Time spent waiting as validators asked (429 with `Retry-After`), over all attempts.
+        let mut waited = Duration::ZERO;
+        // An index, not an iterator held across the awaits: the future stays `Send` for callers
+        // that spawn it (an iterator of `&&str` made it not general enough).
+        let mut at = 0;
+        while let Some(&node) = nodes.get(at) {
             let url = format!("{}{}", node.trim_end_matches('/'), path);
             // Signed as the client library will send it (normalized), so the node rebuilds the same base.
             let url = reqwest::Url::parse(&url).map(String::from).unwrap_or(url);
@@ -117,11 +122,17 @@ impl Client {
                 Ok(r) => r,
                 Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
                     last = Some(SdkError::Other(format!("validator {node} unreachable")));
+                    at += 1;
                     continue;
                 }
                 Err(e) => return Err(SdkError::other(e)),
             };
             let status = response.status();
+            let response_retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
             if let Some(len) = response.content_length()
                 && len as usize > RESPONSE_BYTES_MAX
             {
@@ -138,8 +149,19 @@ impl Client {
                 return Ok((bytes, next));
             }
             let error = problem_error(status, &bytes);
+            // Over a limit (this signer's live requests, this client's rate, a full mempool):
+            // the same validator again once it said to (a new signature: a fresh request), as
+            // long as the waits stay within a bound.
+            if let Some(wait) = retry_after(status, response_retry_after)
+                && waited + wait <= RETRY_WAIT_MAX
+            {
+                waited += wait;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 last = Some(error);
+                at += 1;
                 continue;
             }
             return Err(error);
@@ -380,6 +402,23 @@ impl Client {
         self.get_json(&format!("/v1/members/{of}/charts{query}"), Some(me)).await
     }
 
+    /// A page of the record entries of the charts `of` (the signer, or a care team of theirs)
+    /// holds or held a grant on, or with `since` of those whose head moved after it, paged by
+    /// entries (`GET /v1/members/{id}/records`; `after` is a page's `next`).
+    pub async fn reader_chart_records(
+        &self,
+        me: &Identity,
+        of: &MemberId,
+        after: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<medledger_ledger::api::ChartRecordsPage> {
+        let mut query: Vec<String> = Vec::new();
+        query.extend(after.filter(|a| a.bytes().all(|b| b.is_ascii_hexdigit())).map(|a| format!("after={a}")));
+        query.extend(since.map(|h| format!("since={h}")));
+        let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+        self.get_json(&format!("/v1/members/{of}/records{query}"), Some(me)).await
+    }
+
     /// The height at which `patient`'s record list (or a directory's) last changed, 0 for never
     /// (`GET /v1/patients/{id}/records/head`; for those who may list it).
     pub async fn records_head(&self, me: &Identity, patient: &MemberId) -> Result<u64> {
@@ -495,6 +534,17 @@ impl Client {
             }
         }
     }
+}
+
+/// Most time one request spends waiting as validators ask (`Retry-After`): a signer's live
+/// requests leave the node's window within a minute.
+const RETRY_WAIT_MAX: Duration = Duration::from_secs(75);
+
+/// How long to wait before sending again, for an answer that says to (429 or 503 with
+/// `Retry-After` in seconds; at most a minute at a time).
+fn retry_after(status: StatusCode, seconds: Option<u64>) -> Option<Duration> {
+    let limited = status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+    seconds.filter(|_| limited).map(|s| Duration::from_secs(s.clamp(1, 60)))
 }
 
 /// Maps a problem response to an error.

@@ -124,12 +124,18 @@ pub(crate) fn admit_nonce(state: &ApiState, signed: &httpsig::SignedBy, uri: &Ur
                 tracing::warn!(route = %route_of(uri), "replayed request refused");
                 ApiError::unauthenticated("replayed request: this nonce was used before")
             }
-            Refused::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests; retry later"),
-            Refused::SignerBusy => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "signer-busy",
-                "too many requests by this signer within the signature window; retry later",
-            ),
+            Refused::Busy => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many requests; retry later").retry_after(1)
+            }
+            Refused::SignerBusy { retry_after_ms } => {
+                state.app.inner().metrics.signer_busy.inc();
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "signer-busy",
+                    "too many requests by this signer within the signature window; retry later",
+                )
+                .retry_after(retry_after_ms.div_ceil(1_000))
+            }
         }
     })
 }

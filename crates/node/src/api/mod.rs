@@ -171,6 +171,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(members::member))
         .routes(routes!(members::nonce))
         .routes(routes!(members::charts))
+        .routes(routes!(members::chart_records))
         .routes(routes!(charts::chart))
         .routes(routes!(charts::chart_envelope))
         .routes(routes!(charts::grant_all))
@@ -317,12 +318,19 @@ pub struct ApiError {
     status: StatusCode,
     kind: String,
     title: String,
+    /// Seconds to wait before trying again (`Retry-After`), for a 429 or 503.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &str, title: impl Into<String>) -> Self {
         let kind = if code.starts_with("urn:") { code.to_string() } else { format!("urn:medledger:problem:{code}") };
-        Self { status, kind, title: title.into() }
+        Self { status, kind, title: title.into(), retry_after: None }
+    }
+    /// With `Retry-After: seconds` (at least one).
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
     pub(crate) fn bad(title: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", title)
@@ -345,7 +353,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = Problem { kind: self.kind, title: self.title, status: self.status.as_u16(), detail: None };
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], Json(problem)).into_response()
+        let mut response =
+            (self.status, [(header::CONTENT_TYPE, "application/problem+json")], Json(problem)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -21,9 +21,11 @@ use crate::forward::{BATCH_TXS_MAX, HEADER_FORWARDED};
 
 fn submit_error(e: crate::app::SubmitError) -> ApiError {
     match e {
-        crate::app::SubmitError::Full => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+        crate::app::SubmitError::Full => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()).retry_after(1)
+        }
         crate::app::SubmitError::SignerFull => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "signer-busy", e.to_string())
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "signer-busy", e.to_string()).retry_after(1)
         }
         crate::app::SubmitError::Storage(_) => ApiError::internal(e),
         other => ApiError::bad(other.to_string()),
