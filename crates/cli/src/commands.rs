@@ -554,6 +554,7 @@ pub fn run(command: Command, home_dir: &Path, node: Option<String>, json: bool) 
         Command::Init(_)
         | Command::Genesis(_)
         | Command::Up { .. }
+        | Command::Portal { .. }
         | Command::Node { .. }
         | Command::Verify { .. }
         | Command::Id(IdCommand::List) => {

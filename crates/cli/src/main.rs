@@ -41,10 +41,21 @@ enum Command {
     /// host installs it (`install`).
     #[command(subcommand)]
     Genesis(GenesisCommand),
-    /// Run every validator of DIR (initialising DIR with the defaults if it is empty).
+    /// Run every validator of DIR (initialising DIR with the defaults if it is empty), and the
+    /// web portal.
     Up {
         #[arg(long)]
         dir: PathBuf,
+        /// Where the web portal listens ("off": no portal).
+        #[arg(long, default_value = "127.0.0.1:7480")]
+        portal: String,
+    },
+    /// Serve the web portal (a browser client: keys, encryption and signatures stay in the
+    /// browser) for this home's network, forwarding its requests to the validators.
+    Portal {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7480")]
+        listen: String,
     },
     /// Run one validator of DIR (for multi-host deployments).
     Node {
@@ -659,7 +670,8 @@ fn main() {
     let home = cli.home.clone().unwrap_or_else(default_home);
     let result = match cli.command {
         Command::Node { dir, validator } => network::node(&dir, validator).map_err(|e| SdkError::Other(e.to_string())),
-        Command::Up { dir } => network::up(&dir, &home),
+        Command::Up { dir, portal } => network::up(&dir, &home, &portal),
+        Command::Portal { listen } => network::portal(&home, &listen),
         Command::Init(args) => network::init(&args, &home, cli.json),
         Command::Genesis(command) => ceremony::run(command, &home, cli.json),
         Command::Verify { dir } => network::verify(dir, &home, cli.json),

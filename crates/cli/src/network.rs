@@ -149,8 +149,16 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes).map_err(other)
 }
 
-/// Runs every validator of `dir` as a child process, restarting any that dies, until Ctrl-C.
-pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
+/// Runs every validator of `dir` as a child process, restarting any that dies, and the web
+/// portal on `portal` (unless "off"), until Ctrl-C.
+pub fn up(dir: &Path, home_dir: &Path, portal: &str) -> Result<()> {
+    let portal_addr = match portal {
+        "off" => None,
+        addr => Some(
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|_| SdkError::Usage("--portal takes ADDRESS:PORT (e.g. 127.0.0.1:7480) or off".into()))?,
+        ),
+    };
     if !genesis_path(dir).exists() {
         let defaults = InitArgs {
             dir: dir.to_path_buf(),
@@ -194,6 +202,17 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
         urls.join(" "),
         dir.display()
     );
+    if let Some(addr) = portal_addr {
+        let config = medledger_portal::PortalConfig { chain_id: genesis.chain_id().to_hex(), validators: urls.clone() };
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|e| SdkError::Usage(format!("cannot listen on {addr}: {e}")))?;
+        println!("{}", portal_banner(&listener, &config)?);
+        std::thread::spawn(move || {
+            if let Err(e) = serve_portal(listener, config) {
+                eprintln!("the web portal stopped: {e}");
+            }
+        });
+    }
     let mut restarts: Vec<Instant> = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(200));
@@ -209,6 +228,42 @@ pub fn up(dir: &Path, home_dir: &Path) -> Result<()> {
             }
         }
     }
+}
+
+/// `medledger portal`: serves the web portal for the network in this home's client config.
+pub fn portal(home_dir: &Path, listen: &str) -> Result<()> {
+    let addr: std::net::SocketAddr =
+        listen.parse().map_err(|_| SdkError::Usage("--listen takes ADDRESS:PORT, e.g. 127.0.0.1:7480".into()))?;
+    let config = medledger_sdk::Home::open(home_dir)?.config()?;
+    if config.ca_pem.is_some() {
+        return Err(SdkError::Usage(
+            "the portal forwards to validators over plain HTTP only for now (this network serves HTTPS)".into(),
+        ));
+    }
+    let portal = medledger_portal::PortalConfig { chain_id: config.chain_id.to_hex(), validators: config.nodes };
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| SdkError::Usage(format!("cannot listen on {addr}: {e}")))?;
+    println!("{}", portal_banner(&listener, &portal)?);
+    serve_portal(listener, portal)
+}
+
+fn portal_banner(listener: &std::net::TcpListener, config: &medledger_portal::PortalConfig) -> Result<String> {
+    let bound = listener.local_addr().map_err(other)?;
+    Ok(format!(
+        "web portal at http://{bound}/ for {} validator(s); its script's SHA-256: {}",
+        config.validators.len(),
+        medledger_portal::bundle_sha256()
+    ))
+}
+
+/// Serves the portal on `listener` (blocking the calling thread).
+fn serve_portal(listener: std::net::TcpListener, config: medledger_portal::PortalConfig) -> Result<()> {
+    listener.set_nonblocking(true).map_err(other)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(other)?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(other)?;
+        medledger_portal::serve(listener, config).await.map_err(other)
+    })
 }
 
 /// Waits until every API address accepts connections (or a validator exits).

@@ -12,3 +12,4 @@ export * from "./wrap.js";
 export * from "./threshold.js";
 export * from "./evidence.js";
 export * from "./keystore.js";
+export * from "./client.js";

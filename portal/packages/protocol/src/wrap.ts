@@ -91,26 +91,50 @@ export function decodeEnvelope(bytes: Bytes): Envelope {
   return { suite, encapsulatedKey: enc, ciphertext };
 }
 
-/** What an envelope is bound to. */
+/** What an envelope of the ledger's key hierarchy is bound to. */
 export interface WrapContext {
   chainId: Bytes;
   subject: KeySubject;
   holder: KeyHolder;
 }
 
-export function wrapInfo(suite: KemSuite, ctx: WrapContext): Bytes {
-  if (ctx.chainId.length !== 32) throw new Error("a chain id is 32 bytes");
-  const version = new Uint8Array(8);
-  new DataView(version.buffer).setBigUint64(0, BigInt(subjectVersion(ctx.subject)));
-  return concat(utf8(INFO_LABEL), Uint8Array.of(suite), ctx.chainId, subjectContextId(ctx.subject), version);
+/**
+ * A binding given by its hashes: the subject's and the recipient's context ids (32 bytes each)
+ * and the version, for what is not a key-hierarchy envelope (a validator's released share).
+ */
+export interface RawBinding {
+  chainId: Bytes;
+  subjectId: Bytes;
+  version: number;
+  recipientId: Bytes;
 }
 
-export function wrapAad(ctx: WrapContext): Bytes {
-  return holderContextId(ctx.holder);
+export type Binding = WrapContext | RawBinding;
+
+function raw(ctx: Binding): RawBinding {
+  if ("subjectId" in ctx) return ctx;
+  return {
+    chainId: ctx.chainId,
+    subjectId: subjectContextId(ctx.subject),
+    version: subjectVersion(ctx.subject),
+    recipientId: holderContextId(ctx.holder),
+  };
+}
+
+export function wrapInfo(suite: KemSuite, ctx: Binding): Bytes {
+  const b = raw(ctx);
+  if (b.chainId.length !== 32) throw new Error("a chain id is 32 bytes");
+  const version = new Uint8Array(8);
+  new DataView(version.buffer).setBigUint64(0, BigInt(b.version));
+  return concat(utf8(INFO_LABEL), Uint8Array.of(suite), b.chainId, b.subjectId, version);
+}
+
+export function wrapAad(ctx: Binding): Bytes {
+  return raw(ctx).recipientId;
 }
 
 /** Seals `secret` for `recipient`, bound to `ctx`. */
-export async function seal(recipient: EncryptionKey, secret: Bytes, ctx: WrapContext): Promise<Envelope> {
+export async function seal(recipient: EncryptionKey, secret: Bytes, ctx: Binding): Promise<Envelope> {
   if (secret.length > MAX_WRAPPED_SECRET_BYTES) throw new Error("wrapped secret too long");
   if (recipient.bytes.length !== SIZES[recipient.suite].publicKey) throw new Error("encryption key: wrong length");
   const suite = cipherSuite(recipient.suite);
@@ -157,7 +181,7 @@ export class DecryptionKey {
   }
 
   /** Opens `envelope`, checking it was made for `ctx`; throws on any mismatch or alteration. */
-  async open(envelope: Envelope, ctx: WrapContext): Promise<Bytes> {
+  async open(envelope: Envelope, ctx: Binding): Promise<Bytes> {
     if (envelope.suite !== this.suite) throw new Error("the envelope is of another suite than the key");
     if (envelope.encapsulatedKey.length !== SIZES[this.suite].enc) throw new Error("envelope: wrong length");
     const suite = cipherSuite(this.suite);

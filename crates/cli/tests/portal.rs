@@ -1,0 +1,220 @@
+//! The portal's TypeScript client (portal/packages/protocol) against real validator processes, as
+//! a second implementation of the read path: a record the CLI wrote is read by the TypeScript
+//! code, its RecordAccess signed in TypeScript and committed by every validator, the key path
+//! (direct, through the chart key, through a per-record grant) and the validators' released shares
+//! opened and the payload decrypted in TypeScript. What the ledger refuses it is refused, and
+//! audited, as the CLI is. `scripts/test` builds portal/dist/ before the Rust tests.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::Net;
+use serde_json::Value;
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+fn reader_script() -> PathBuf {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../portal/dist/scripts/read-record.js");
+    assert!(
+        script.exists(),
+        "{} is missing: run `npm --prefix portal ci && npm --prefix portal run build`",
+        script.display()
+    );
+    script
+}
+
+/// `read-record.js HOME ALIAS RECORD`: its exit code, stdout (one JSON line) and stderr.
+fn ts_read(net: &Net, alias: &str, record: &str) -> (i32, String, String) {
+    let out = Command::new("node")
+        .arg(reader_script())
+        .arg(&net.home)
+        .args([alias, record])
+        .env("MEDLEDGER_PASSPHRASE", PASSPHRASE)
+        .output()
+        .expect("node (scripts/test installs it with npm)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn plaintext_of(stdout: &str) -> (Value, Vec<u8>) {
+    let read: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let bytes = hex::decode(read["plaintext"].as_str().unwrap()).unwrap();
+    (read, bytes)
+}
+
+fn trail(net: &Net) -> Vec<Value> {
+    net.ok(&["--json", "audit", "--as", "alice", "--patient", "alice"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// DESIGN §11 and issue 16 (browser client library): on four validators with threshold release,
+/// what the CLI wrote the TypeScript client reads, for the patient, a chart-wide grantee and a
+/// per-record grantee; each read is a committed access in the patient's trail (the TypeScript-
+/// signed RecordAccess verified by every validator); someone without a grant, or after a
+/// revocation, is refused, the refusal audited, and no byte of the record reaches them.
+#[test]
+fn the_typescript_client_reads_what_the_cli_wrote_and_is_refused_what_the_ledger_refuses() {
+    let net = Net::start_n(4);
+    net.cast();
+    let marker = "PORTAL-INTEROP-7c1e";
+    let observation = serde_json::json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}], "text": marker},
+        "subject": {"reference": format!("Patient/{}", net.id_of("alice"))},
+        "valueQuantity": {"value": 6.1, "unit": "%"}
+    })
+    .to_string();
+    let file = net.file("obs.json", observation.as_bytes());
+    let record =
+        net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]).trim().to_string();
+    let reads = |who: &str| {
+        let id = net.id_of(who);
+        trail(&net)
+            .iter()
+            .filter(|e| e["action"]["type"] == "read" && (e["actor"] == id.as_str() || e["actor_name"] == who))
+            .count()
+    };
+
+    // The patient: the record's key is wrapped for her directly.
+    let (code, out, err) = ts_read(&net, "alice", &record);
+    assert_eq!(code, 0, "{err}");
+    let (read, bytes) = plaintext_of(&out);
+    assert_eq!(bytes, observation.as_bytes(), "the CLI's plaintext, byte for byte");
+    assert_eq!((read["record"].as_str(), read["version"].as_u64()), (Some(record.as_str()), Some(1)));
+    assert_eq!(read["metadata"]["resource_type"], "Observation", "the encrypted metadata opens: {read}");
+    assert_eq!(reads("alice"), 1, "the TypeScript read is a committed access in her trail");
+    // Every validator committed it: the same block on all four.
+    let height = read["height"].as_u64().unwrap();
+    for api in &net.apis {
+        let (status, block) = common::http_get(api, &format!("/v1/blocks/{height}"));
+        assert_eq!(status, 200, "{api}: {block}");
+        assert!(block.contains(read["access"].as_str().unwrap()), "{api} holds the access: {block}");
+    }
+
+    // A doctor through a chart-wide grant: the chart key, then the chart's envelope of the record.
+    let (code, _, err) = ts_read(&net, "drbob", &record);
+    assert_eq!(code, 3, "no grant yet: denied ({err})");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(!err.contains(marker));
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all"]);
+    let (code, out, err) = ts_read(&net, "drbob", &record);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(plaintext_of(&out).1, observation.as_bytes());
+    // A nurse through a per-record grant (the record's key re-wrapped for her).
+    net.ok(&["grant", "--as", "alice", "--to", "nina", "--record", &record]);
+    let (code, out, err) = ts_read(&net, "nina", &record);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(plaintext_of(&out).1, observation.as_bytes());
+
+    // Revoked: refused, and the refusal is an event in the patient's trail.
+    net.ok(&["revoke", "--as", "alice", "--from", "drbob", "--all"]);
+    let denials_before = trail(&net).iter().filter(|e| e.to_string().contains("denied")).count();
+    let (code, out, err) = ts_read(&net, "drbob", &record);
+    assert_eq!((code, out.as_str()), (3, ""), "{err}");
+    assert!(!err.contains(marker));
+    let denials = trail(&net).iter().filter(|e| e.to_string().contains("denied")).count();
+    assert_eq!(denials, denials_before + 1, "the refused TypeScript access is audited");
+    // Someone who never had a grant: the same.
+    let (code, _, _) = ts_read(&net, "drcarol", &record);
+    assert_eq!(code, 3);
+    // And the CLI still reads what the TypeScript client read.
+    let out_file = net.root.path().join("back.json");
+    net.ok(&["record", "get", "--as", "nina", &record, "-o", out_file.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out_file).unwrap(), observation.as_bytes());
+}
+
+/// The portal process (`medledger portal`), killed when dropped.
+struct Portal {
+    url: String,
+    child: std::process::Child,
+}
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_portal(net: &Net) -> Portal {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(common::BIN)
+        .args(["portal", "--listen", "127.0.0.1:0"])
+        .env("MEDLEDGER_HOME", &net.home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn the portal");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the portal's banner");
+    // "web portal at http://127.0.0.1:PORT/ for N validator(s); its script's SHA-256: HEX"
+    let url =
+        line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("{line:?}")).to_string();
+    let sha = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(sha, medledger_portal::bundle_sha256(), "the banner pins the script served");
+    Portal { url, child }
+}
+
+/// Issue 16 (the first stories in a real browser): the portal served by `medledger portal`, in
+/// Debian's Chromium driven by playwright-core (portal/e2e/walkthrough.test.ts, node:test): the
+/// patient signs in with her key file and passphrase (opened in the browser), reads her record
+/// decrypted in the browser at 360 px and by keyboard, signs out (keys wiped); a doctor with a
+/// grant reads it; a nurse without one is refused; a wrong passphrase opens nothing; the page has
+/// a strict CSP and integrity-pinned script, no serious accessibility violation (axe-core), and no
+/// request the browser sent carries plaintext, a key, the passphrase or an alias.
+#[test]
+fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
+    let net = Net::start_n(4);
+    net.cast();
+    let marker = "PORTAL-BROWSER-5d2a";
+    let alice = net.id_of("alice");
+    let observation = serde_json::json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}], "text": format!("HbA1c {marker}")},
+        "subject": {"reference": format!("Patient/{alice}")},
+        "effectiveDateTime": "2026-11-02T09:30:00Z",
+        "valueQuantity": {"value": 6.1, "unit": "%"}
+    });
+    let file = net.file("obs.json", observation.to_string().as_bytes());
+    let record =
+        net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]).trim().to_string();
+    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all"]);
+    let portal = start_portal(&net);
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/portal-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let suite = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../portal/dist/e2e/walkthrough.test.js");
+    assert!(suite.exists(), "{} is missing: run `npm --prefix portal run build`", suite.display());
+    let run = Command::new("node")
+        .args(["--test", "--test-reporter=spec"])
+        .arg(&suite)
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../portal"))
+        .env("MEDLEDGER_PORTAL_URL", &portal.url)
+        .env("MEDLEDGER_E2E_HOME", &net.home)
+        .env("MEDLEDGER_E2E_PATIENT", &alice)
+        .env("MEDLEDGER_E2E_RECORD", &record)
+        .env("MEDLEDGER_E2E_MARKER", marker)
+        .env("MEDLEDGER_E2E_SHOTS", &shots)
+        .env("MEDLEDGER_PASSPHRASE", PASSPHRASE)
+        .output()
+        .expect("node");
+    let report = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "the browser tests failed:\n{report}");
+    assert!(report.contains("ℹ pass 5") && report.contains("ℹ fail 0"), "{report}");
+    // What the browser did is in the patient's trail: her read and drbob's.
+    let readers: Vec<String> = trail(&net)
+        .iter()
+        .filter(|e| e["action"]["type"] == "read")
+        .map(|e| e["actor"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(readers.contains(&alice) && readers.contains(&net.id_of("drbob")), "{readers:?}");
+}

@@ -1,0 +1,172 @@
+// The portal in a real browser (Debian's Chromium, driven by playwright-core) against real
+// validators: started by crates/cli/tests/portal.rs, which makes the network, writes the record
+// and passes what the test needs in the environment:
+//   MEDLEDGER_PORTAL_URL   the portal's URL (`medledger portal`)
+//   MEDLEDGER_E2E_HOME     the CLI home whose identities/ALIAS.key files the users sign in with
+//   MEDLEDGER_E2E_PATIENT  alice's member id; MEDLEDGER_E2E_RECORD the record the CLI wrote
+//   MEDLEDGER_E2E_MARKER   a word in the record's plaintext; MEDLEDGER_PASSPHRASE the keystores'
+//   MEDLEDGER_E2E_SHOTS    where screenshots go
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+
+import { type Browser, type Page, type Request, chromium } from "playwright-core";
+
+const env = (name: string): string => {
+  const value = process.env[name];
+  assert.ok(value, `${name} is not set (this test is started by crates/cli/tests/portal.rs)`);
+  return value;
+};
+const url = env("MEDLEDGER_PORTAL_URL");
+const home = env("MEDLEDGER_E2E_HOME");
+const patient = env("MEDLEDGER_E2E_PATIENT");
+const record = env("MEDLEDGER_E2E_RECORD");
+const marker = env("MEDLEDGER_E2E_MARKER");
+const passphrase = env("MEDLEDGER_PASSPHRASE");
+const shots = env("MEDLEDGER_E2E_SHOTS");
+const keyFile = (alias: string) => join(home, "identities", `${alias}.key`);
+
+let browser: Browser;
+/** Every request any page sent, as a server could read it. */
+const sent: { url: string; headers: Record<string, string>; body: string }[] = [];
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function open(width = 1024): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width, height: 800 } });
+  page.on("request", (r: Request) => {
+    sent.push({ url: r.url(), headers: r.headers(), body: r.postDataBuffer()?.toString("latin1") ?? "" });
+  });
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => {
+    if (m.type() === "error") errors.push(m.text());
+  });
+  (page as Page & { errors?: string[] }).errors = errors;
+  const response = await page.goto(url);
+  assert.equal(response?.status(), 200);
+  return page;
+}
+
+async function signIn(page: Page, alias: string): Promise<void> {
+  await page.getByLabel("Key file").setInputFiles(keyFile(alias));
+  await page.getByLabel("Passphrase").fill(passphrase);
+  await page.getByRole("button", { name: "Unlock" }).click();
+  await page.getByRole("button", { name: "Sign out" }).waitFor({ timeout: 30_000 });
+}
+
+/** axe-core on the page as it is: no serious or critical violation. */
+async function accessible(page: Page, screen: string): Promise<void> {
+  const source = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+  // Evaluated by the driver (the page's CSP forbids inline script, as it should).
+  await page.evaluate(source);
+  const result = (await page.evaluate(`axe.run(document, { resultTypes: ["violations"] })`)) as {
+    violations: { id: string; impact: string; nodes: unknown[] }[];
+  };
+  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  assert.deepEqual(bad.map((v) => `${v.id} (${v.impact}, ${v.nodes.length})`), [], `${screen}: accessibility`);
+}
+
+describe("the portal, in Chromium, on real validators", () => {
+  it("is served with a strict Content-Security-Policy and its script pinned by integrity", async () => {
+    const page = await open();
+    const response = await page.request.get(url);
+    const csp = response.headers()["content-security-policy"] ?? "";
+    assert.match(csp, /script-src 'self'/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+    const html = await response.text();
+    assert.match(html, /<script src="\/app\.js" integrity="sha256-[A-Za-z0-9+/=]+" defer><\/script>/);
+    assert.doesNotMatch(html, /<script>/, "no inline script");
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await accessible(page, "sign-in");
+    await page.close();
+  });
+
+  it("a wrong passphrase opens nothing", async () => {
+    const page = await open();
+    await page.getByLabel("Key file").setInputFiles(keyFile("alice"));
+    await page.getByLabel("Passphrase").fill("not the passphrase");
+    await page.getByRole("button", { name: "Unlock" }).click();
+    await page.getByText("wrong passphrase").waitFor({ timeout: 30_000 });
+    assert.equal(await page.getByRole("button", { name: "Sign out" }).count(), 0);
+    await page.close();
+  });
+
+  it("the patient reads her record, decrypted in the browser, at 360 px and by keyboard", async () => {
+    const page = await open(360);
+    await signIn(page, "alice");
+    await page.getByRole("heading", { name: "Your records" }).waitFor();
+    const openButton = page.getByRole("button", { name: /^Open record/ });
+    assert.equal(await openButton.count(), 1);
+    await openButton.focus();
+    await page.keyboard.press("Enter");
+    const content = page.locator(".content");
+    await content.waitFor({ timeout: 30_000 });
+    const text = await content.innerText();
+    assert.match(text, /Observation/);
+    assert.match(text, /6\.1 %/);
+    assert.ok(text.includes(marker), "the record's words, decrypted here");
+    await page.getByText(/the access is in block \d+/).waitFor();
+    const overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth");
+    assert.ok(Number(overflow) <= 0, `no sideways scrolling at 360 px (${overflow} px)`);
+    await accessible(page, "patient chart");
+    await page.screenshot({ path: join(shots, "patient-record-360.png"), fullPage: true });
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    assert.equal(await page.getByText(marker).count(), 0, "nothing of the record is left on screen");
+    assert.deepEqual((page as Page & { errors?: string[] }).errors, []);
+    await page.close();
+  });
+
+  it("a doctor with a grant opens the chart; a nurse without one is refused by the ledger", async () => {
+    const page = await open();
+    await signIn(page, "drbob");
+    await page.getByLabel(/Patient id/).fill(patient);
+    await page.getByRole("button", { name: "Open chart" }).click();
+    await page.getByRole("button", { name: /^Open record/ }).click();
+    await page.locator(".content").waitFor({ timeout: 30_000 });
+    assert.ok((await page.locator(".content").innerText()).includes(marker));
+    await accessible(page, "clinician chart");
+    await page.screenshot({ path: join(shots, "clinician-record.png"), fullPage: true });
+    await page.close();
+
+    const nurse = await open();
+    await signIn(nurse, "nina");
+    await nurse.getByLabel(/Patient id/).fill(patient);
+    await nurse.getByRole("button", { name: "Open chart" }).click();
+    await nurse.getByText(/Refused by the ledger/).waitFor({ timeout: 30_000 });
+    assert.equal(await nurse.getByText(marker).count(), 0);
+    await nurse.screenshot({ path: join(shots, "nurse-refused.png"), fullPage: true });
+    await nurse.close();
+  });
+
+  it("no request carried plaintext, a key, the passphrase or an alias", () => {
+    assert.ok(sent.some((r) => r.url.includes("/api/") && r.headers.signature), "signed requests went out");
+    const aliases = ["alice", "drbob", "nina"];
+    const secrets = [marker, passphrase, ...aliases.map((a) => JSON.parse(readFileSync(keyFile(a), "utf8")).sealed as string)];
+    for (const r of sent) {
+      const seen = `${r.url}\n${JSON.stringify(r.headers)}\n${r.body}`;
+      for (const secret of secrets) {
+        assert.ok(!seen.includes(secret), `a request to ${r.url} carries ${secret === passphrase ? "the passphrase" : secret.slice(0, 12)}`);
+      }
+      // Aliases are local names: never in a path, a query or a body (signature headers are
+      // base64 and could spell a short word by chance, so they are left out of this scan).
+      for (const alias of aliases) assert.ok(!`${r.url}\n${r.body}`.includes(alias), `a request to ${r.url} names ${alias}`);
+    }
+    assert.ok(sent.every((r) => new URL(r.url).origin === new URL(url).origin), "every request went to the portal's origin");
+    assert.ok(record.length === 32);
+  });
+});

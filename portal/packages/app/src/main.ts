@@ -1,0 +1,201 @@
+// The portal's screens. Every request that touches a patient's data is signed here and every
+// record is decrypted here (see @medledger/protocol); the server only forwards to the validators.
+//
+// This first version: sign in with a CLI key file and its passphrase, a chart's records (the
+// patient's own, or a patient's by id for staff), a record opened (its access committed on the
+// ledger first, with the purpose of use), shown as text; idle logoff.
+
+import { ApiProblem, Client, PURPOSES, type PurposeOfUse, type RecordEntry } from "@medledger/protocol";
+
+import { h, replace, shortId, when } from "./dom.js";
+import { renderContent } from "./render.js";
+import { IDLE_MINUTES_DEFAULT, type Member, unlock, watchIdle, wipe } from "./session.js";
+
+interface PortalConfig {
+  chainId: string;
+  validators: { url: string; signedAs: string }[];
+  idleMinutes?: number;
+}
+
+const main = document.getElementById("main") as HTMLElement;
+const status = document.getElementById("status") as HTMLElement;
+const who = document.getElementById("who") as HTMLElement;
+
+let config: PortalConfig;
+let client: Client;
+let member: Member | null = null;
+let idle: { stop(): void } | null = null;
+
+/** Says something to the user (an `aria-live` region: screen readers read it too). */
+function say(text: string, kind: "info" | "error" = "info"): void {
+  status.textContent = text;
+  status.className = kind;
+}
+
+function errorText(e: unknown): string {
+  if (e instanceof ApiProblem && e.denied) return `Refused by the ledger: ${e.message}`;
+  return e instanceof Error ? e.message : String(e);
+}
+
+function signOut(reason: string): void {
+  idle?.stop();
+  idle = null;
+  if (member) wipe(member.keys);
+  member = null;
+  replace(who);
+  showSignIn();
+  say(reason);
+}
+
+function showSignIn(): void {
+  const file = h("input", { id: "keyfile", type: "file", accept: ".key,application/json", required: true });
+  const passphrase = h("input", { id: "passphrase", type: "password", autocomplete: "current-password", required: true });
+  const button = h("button", { type: "submit" }, "Unlock");
+  const form = h(
+    "form",
+    { "aria-labelledby": "signin-title" },
+    h("h2", { id: "signin-title" }, "Sign in"),
+    h("p", {}, "Your keys stay on this device: the key file is opened here, with your passphrase, and nothing secret is sent."),
+    h("label", { for: "keyfile" }, "Key file"),
+    file,
+    h("label", { for: "passphrase" }, "Passphrase"),
+    passphrase,
+    button,
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const chosen = file.files?.[0];
+    if (!chosen) {
+      say("Choose your key file.", "error");
+      return;
+    }
+    button.disabled = true;
+    say("Opening your keys…");
+    void chosen
+      .text()
+      .then((text) => unlock(text, passphrase.value))
+      .then((m) => {
+        passphrase.value = "";
+        member = m;
+        idle = watchIdle(config.idleMinutes ?? IDLE_MINUTES_DEFAULT, () =>
+          signOut(`Signed out after ${config.idleMinutes ?? IDLE_MINUTES_DEFAULT} minutes without activity; your keys were wiped from memory.`),
+        );
+        const out = h("button", { type: "button", id: "signout" }, "Sign out");
+        out.addEventListener("click", () => signOut("Signed out; your keys were wiped from memory."));
+        replace(who, h("span", { title: m.member }, `${m.role} ${shortId(m.member)}`), " ", out);
+        say("");
+        showHome();
+      })
+      .catch((e: unknown) => {
+        say(errorText(e), "error");
+        button.disabled = false;
+        passphrase.focus();
+      });
+  });
+  replace(main, form);
+  file.focus();
+}
+
+function showHome(): void {
+  if (!member) return;
+  if (member.role === "patient") {
+    void showChart(member.member, "Your records");
+    return;
+  }
+  const patient = h("input", { id: "patient", pattern: "[0-9a-f]{32}", required: true, autocomplete: "off", spellcheck: "false" });
+  const form = h(
+    "form",
+    { "aria-labelledby": "open-title" },
+    h("h2", { id: "open-title" }, "Open a chart"),
+    h("label", { for: "patient" }, "Patient id (32 hexadecimal characters)"),
+    patient,
+    h("button", { type: "submit" }, "Open chart"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    void showChart(patient.value.trim().toLowerCase(), "Records");
+  });
+  replace(main, form, h("section", { id: "chart", "aria-live": "polite" }));
+  patient.focus();
+}
+
+async function showChart(patient: string, title: string): Promise<void> {
+  if (!member) return;
+  const me = member;
+  const target = document.getElementById("chart") ?? main;
+  say("Listing the records…");
+  let records: RecordEntry[];
+  try {
+    records = await client.records(me, patient);
+  } catch (e) {
+    say(errorText(e), "error");
+    return;
+  }
+  const purpose = h("select", { id: "purpose" }, ...PURPOSES.map((p) => h("option", { value: p, selected: p === "TREAT" }, p)));
+  const rows = records.map((entry) => {
+    const open = h("button", { type: "button", "data-record": entry.record }, "Open");
+    open.setAttribute("aria-label", `Open record ${shortId(entry.record)}, version ${entry.version}`);
+    open.addEventListener("click", () => void openRecord(entry, purpose.value as PurposeOfUse));
+    return h(
+      "tr",
+      {},
+      h("td", { title: entry.record }, shortId(entry.record)),
+      h("td", {}, String(entry.version)),
+      h("td", {}, when(entry.created_at)),
+      h("td", {}, open),
+    );
+  });
+  const table =
+    records.length === 0
+      ? h("p", {}, "No records in this chart yet.")
+      : h(
+          "table",
+          {},
+          h("caption", {}, `${records.length} record${records.length === 1 ? "" : "s"}; opening one is recorded in the patient's access trail.`),
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Record"), h("th", { scope: "col" }, "Version"), h("th", { scope: "col" }, "Registered"), h("th", { scope: "col" }, "Content"))),
+          h("tbody", {}, ...rows),
+        );
+  const staff = me.role !== "patient";
+  replace(
+    target,
+    h("h2", {}, title),
+    staff ? h("label", { for: "purpose" }, "Purpose of use") : null,
+    staff ? purpose : null,
+    table,
+    h("section", { id: "record", "aria-label": "The record opened", hidden: true }),
+  );
+  say("");
+}
+
+async function openRecord(entry: RecordEntry, purpose: PurposeOfUse): Promise<void> {
+  const panel = document.getElementById("record");
+  if (!member || !panel) return;
+  say("Recording the access on the ledger, then decrypting here…");
+  try {
+    const opened = await client.read(member, entry.record, purpose);
+    const title = h("h3", { tabindex: "-1" }, `Record ${shortId(entry.record)}, version ${opened.entry.version}`);
+    replace(panel, title, renderContent(opened.plaintext, opened.metadata));
+    panel.hidden = false;
+    title.focus();
+    say(`Opened; the access is in block ${opened.access.height} of the ledger.`);
+  } catch (e) {
+    say(errorText(e), "error");
+  }
+}
+
+async function start(): Promise<void> {
+  try {
+    const response = await fetch("/config.json", { cache: "no-store" });
+    config = (await response.json()) as PortalConfig;
+    client = new Client(
+      config.validators.map((v) => ({ url: new URL(v.url, window.location.href).toString(), signedAs: v.signedAs })),
+      config.chainId,
+    );
+  } catch (e) {
+    say(`The portal is not configured: ${errorText(e)}`, "error");
+    return;
+  }
+  showSignIn();
+}
+
+void start();

@@ -1,0 +1,490 @@
+// A medledger client over the validators' HTTP API, as the CLI's SDK is one: every request that
+// touches a patient's data signed (RFC 9421), transactions signed and submitted, and the read
+// path done on this device: a RecordAccess committed (the audit event) before the bytes leave a
+// validator, the data key recovered from the reader's envelopes and, under threshold release,
+// from the validators' released shares, the ciphertext checked against the ledger's digest and
+// decrypted here. No server sees a key or plaintext.
+
+import { type Bytes, equal, fromHex, utf8 } from "./bytes.js";
+import { encode } from "./borsh.js";
+import { sha256 } from "./hash.js";
+import { partsOfUrl, signRequest } from "./httpsig.js";
+import { type KeyHolder, type KeySubject, type MemberId, type RecordId, writeId16 } from "./ids.js";
+import type { IdentityKeys } from "./keystore.js";
+import { PayloadSuite, openPayload } from "./payload.js";
+import { HALF_KEY_BYTES, SHARE_BYTES, type Share, combine, decodeShare, decodeVerifier, deriveDataKey, verifyShare } from "./threshold.js";
+import { type PurposeOfUse, type TxKind, chainIdBytes, signTransaction, submitRequest } from "./tx.js";
+import { type Binding, DecryptionKey, type Envelope, kemSuite } from "./wrap.js";
+
+/** A member as this client signs for them: their id and their keys. */
+export interface Identity {
+  member: MemberId;
+  keys: IdentityKeys;
+}
+
+/** A validator's refusal, as its RFC 9457 problem says. */
+export class ApiProblem extends Error {
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    title: string,
+  ) {
+    super(title);
+  }
+
+  /** An access the ledger refused (and audited). */
+  get denied(): boolean {
+    return this.status === 401 || this.status === 403 || this.type === "urn:medledger:problem:access-denied";
+  }
+}
+
+/** A ledger entry of a record version (`GET /v1/records/{id}`, and in every record list). */
+export interface RecordEntry {
+  record: RecordId;
+  patient: MemberId;
+  author: MemberId;
+  version: number;
+  digest: string;
+  size_bytes: number;
+  sidecar: string;
+  chart_epoch: number;
+  created_at: number;
+  created_height: number;
+  threshold?: unknown;
+}
+
+interface EnvelopeJson {
+  suite: string | number;
+  encapsulated_key: string;
+  ciphertext: string;
+}
+
+interface SidecarEnvelopeJson {
+  holder: KeyHolder;
+  subject: KeySubject;
+  envelope: EnvelopeJson;
+}
+
+interface ThresholdPublicJson {
+  epoch: number;
+  validators: number[];
+  threshold: number;
+  verifier: string[];
+  emergency_threshold: number;
+  emergency_verifier: string[];
+}
+
+interface AccessBundleJson {
+  record: RecordEntry;
+  envelopes: SidecarEnvelopeJson[];
+  metadata: number[] | null;
+  threshold?: ThresholdPublicJson;
+  evidence?: string;
+}
+
+interface ReleasedShareJson {
+  validator: number;
+  epoch: number;
+  envelope: EnvelopeJson;
+  emergency: boolean;
+}
+
+/** A committed transaction. */
+export interface Committed {
+  tx: string;
+  height: number;
+  time: number;
+}
+
+/** A record read: its entry, its plaintext and its decrypted metadata (when it has some). */
+export interface Opened {
+  entry: RecordEntry;
+  access: Committed;
+  plaintext: Bytes;
+  metadata: Record<string, unknown> | null;
+}
+
+/** The nonce lane this client signs in: lane 1 keeps nonces exact as JavaScript numbers. */
+export const LANE = 1;
+const COUNTER_BITS = 52;
+/** Most time one request waits as validators ask (`Retry-After`), over all its attempts. */
+const RETRY_WAIT_MAX_MS = 75_000;
+/** How long a transaction may take to commit. */
+const COMMIT_TIMEOUT_MS = 60_000;
+/** Largest answer read from a validator. */
+const RESPONSE_BYTES_MAX = 80 * 1024 * 1024;
+
+/**
+ * Where a validator's API is reached (`url`), and, behind a proxy (the portal's origin), the
+ * base URL the validator knows itself by (`signedAs`): requests are signed for the validator's
+ * own `@authority` and path, so the proxy can forward them and nothing else can.
+ */
+export interface ValidatorAddress {
+  url: string;
+  signedAs?: string;
+}
+
+export class Client {
+  private nonces = new Map<MemberId, number>();
+  readonly validators: ValidatorAddress[];
+
+  /**
+   * `validators[i]` is the API of validator `i` (as the network's genesis orders them): a base
+   * URL or a `ValidatorAddress`. Requests go to the first that answers, released shares to each
+   * record's holders.
+   */
+  constructor(
+    validators: (string | ValidatorAddress)[],
+    readonly chainId: string,
+    private readonly fetchFn: typeof fetch = globalThis.fetch.bind(globalThis),
+    private readonly now: () => number = Date.now,
+  ) {
+    if (validators.length === 0) throw new Error("no validator to talk to");
+    this.validators = validators.map((v) => (typeof v === "string" ? { url: v } : v));
+    chainIdBytes(chainId);
+  }
+
+  /**
+   * One request to `base`, signed by `me` when given; waits and sends again (signed anew) when
+   * the validator says to (429 or 503 with `Retry-After`), within a bound. Returns the body and
+   * the next-page cursor; throws an `ApiProblem` for a refusal.
+   */
+  async send(
+    validator: ValidatorAddress,
+    method: string,
+    path: string,
+    me: Identity | null,
+    body?: Bytes,
+  ): Promise<{ bytes: Bytes; next: string | null }> {
+    // A base may carry a path (a validator behind the portal's proxy): the path is appended.
+    const join = (base: string) => new URL(`${base.replace(/\/+$/, "")}${path}`).toString();
+    const url = join(validator.url);
+    const signed = join(validator.signedAs ?? validator.url);
+    let waited = 0;
+    for (;;) {
+      const headers: Record<string, string> = {};
+      if (me) {
+        for (const [name, value] of signRequest(me.keys.signing, me.member, partsOfUrl(method, signed, body), this.now())) {
+          headers[name] = value;
+        }
+      }
+      if (body) headers["content-type"] = "application/octet-stream";
+      const response = await this.fetchFn(url, { method, headers, body: body ? new Uint8Array(body) : undefined });
+      const length = Number(response.headers.get("content-length") ?? "0");
+      if (length > RESPONSE_BYTES_MAX) throw new Error("the validator's answer is over the size limit");
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      if (response.ok) {
+        const next = response.headers.get("x-medledger-next");
+        return { bytes, next: next && /^[0-9a-f]{1,256}$/.test(next) ? next : null };
+      }
+      const retryAfter = Number(response.headers.get("retry-after"));
+      if ((response.status === 429 || response.status === 503) && retryAfter > 0) {
+        const wait = Math.min(retryAfter, 60) * 1000;
+        if (waited + wait <= RETRY_WAIT_MAX_MS) {
+          waited += wait;
+          await new Promise((resolve) => setTimeout(resolve, wait));
+          continue;
+        }
+      }
+      throw problemOf(response.status, bytes);
+    }
+  }
+
+  /** A JSON answer from the first validator that gives one (the next after one unreachable or busy). */
+  async get<T>(path: string, me: Identity | null): Promise<T> {
+    return JSON.parse(new TextDecoder().decode((await this.firstAnswer("GET", path, me)).bytes)) as T;
+  }
+
+  private async firstAnswer(method: string, path: string, me: Identity | null, body?: Bytes) {
+    let last: unknown = new Error("no validator answered");
+    for (const validator of this.validators) {
+      try {
+        return await this.send(validator, method, path, me, body);
+      } catch (e) {
+        if (e instanceof ApiProblem && e.status !== 503) throw e;
+        last = e;
+      }
+    }
+    throw last;
+  }
+
+  /** The next nonce of `me` in this client's lane. */
+  private async nextNonce(me: Identity): Promise<number> {
+    const known = this.nonces.get(me.member);
+    let counter: number;
+    if (known !== undefined) {
+      counter = known;
+    } else {
+      const { nonce } = await this.get<{ nonce: number }>(`/v1/members/${me.member}/nonce?lane=${LANE}`, me);
+      const lane = Math.floor(nonce / 2 ** COUNTER_BITS);
+      counter = lane === LANE ? nonce - LANE * 2 ** COUNTER_BITS + 1 : 1;
+    }
+    // Microseconds keep a lane's nonces increasing across restarts without coordination.
+    counter = Math.max(counter, this.now() * 1000);
+    this.nonces.set(me.member, counter + 1);
+    return LANE * 2 ** COUNTER_BITS + counter;
+  }
+
+  /** Signs `kind` for `me`, submits it and waits for its commit; a rejection is an `ApiProblem` (403 for a denial). */
+  async transact(me: Identity, kind: TxKind): Promise<Committed> {
+    const nonce = await this.nextNonce(me);
+    const tx = signTransaction({ chain_id: this.chainId, signer: me.member, nonce, kind, sidecar_digest: null }, me.keys.signing);
+    let submitted: { bytes: Bytes };
+    try {
+      submitted = await this.firstAnswer("POST", "/v1/tx", null, submitRequest(tx, null));
+    } catch (e) {
+      this.nonces.delete(me.member);
+      throw e;
+    }
+    const { tx_id } = JSON.parse(new TextDecoder().decode(submitted.bytes)) as { tx_id: string };
+    if (tx_id !== tx.id) throw new Error("the validator named another transaction than the one sent");
+    return this.wait(tx.id);
+  }
+
+  /** Waits for transaction `id` to commit (its outcome: applied, or an `ApiProblem`). */
+  async wait(id: string): Promise<Committed> {
+    const deadline = this.now() + COMMIT_TIMEOUT_MS;
+    for (;;) {
+      const left = Math.max(0, Math.min(10_000, deadline - this.now()));
+      const status = await this.get<TxStatusJson>(`/v1/tx/${id}?wait_ms=${left}`, null);
+      if (status.status === "unknown") throw new Error("the validator dropped the transaction");
+      if (status.status === "committed") {
+        const { height, time, outcome } = status;
+        if (outcome.outcome === "applied") return { tx: id, height, time };
+        const reason = JSON.stringify(outcome.reason ?? outcome);
+        throw new ApiProblem(403, "urn:medledger:problem:access-denied", `rejected: ${reason} (height ${height})`);
+      }
+      if (left === 0) throw new Error(`transaction not committed within ${COMMIT_TIMEOUT_MS / 1000}s`);
+    }
+  }
+
+  /** Every record entry of `patient`'s chart `me` may list. */
+  async records(me: Identity, patient: MemberId): Promise<RecordEntry[]> {
+    const out: RecordEntry[] = [];
+    let after = "";
+    for (;;) {
+      const page = await this.firstAnswer("GET", `/v1/patients/${patient}/records${after}`, me);
+      out.push(...(JSON.parse(new TextDecoder().decode(page.bytes)) as RecordEntry[]));
+      if (!page.next) return out;
+      after = `?after=${page.next}`;
+    }
+  }
+
+  /**
+   * Reads the current version of `record` as `me`: the access is committed on the ledger first
+   * (allowed or denied, it is an event in the patient's trail), then the key path and the
+   * ciphertext are fetched, checked and opened here.
+   */
+  async read(me: Identity, record: RecordId, purpose: PurposeOfUse = "TREAT"): Promise<Opened> {
+    const { version } = await this.get<{ version: number }>(`/v1/records/${record}/version`, me);
+    const access = await this.transact(me, { type: "record_access", record, version, purpose });
+    const bundle = await this.get<AccessBundleJson>(`/v1/access/${access.tx}/bundle`, me);
+    const entry = bundle.record;
+    if (entry.record !== record || entry.version !== version) throw new Error("the bundle is of another record or version");
+    const secret = await this.wrappedSecret(me, bundle);
+    const recordBytes = fromHex(record);
+    let dek: Bytes;
+    if (bundle.threshold) {
+      if (!secret) throw new Error("no wrapped key for this reader");
+      const kThr = await this.collectShares(me, access.tx, entry, bundle.threshold);
+      dek = deriveDataKey(secret, kThr, recordBytes, version);
+    } else {
+      if (!secret) throw new Error("no wrapped key for this reader");
+      dek = secret;
+    }
+    const ciphertext = (await this.firstAnswer("GET", `/v1/access/${access.tx}/content`, me)).bytes;
+    if (!equal(sha256(ciphertext), fromHex(entry.digest))) throw new Error("the ciphertext is not the one the ledger names");
+    const suite = bundle.threshold ? PayloadSuite.Threshold : PayloadSuite.Direct;
+    const plaintext = await openPayload(dek, ciphertext, { record: recordBytes, version, digest: fromHex(entry.digest), suite });
+    let metadata: Record<string, unknown> | null = null;
+    if (bundle.metadata) {
+      try {
+        const opened = await openPayload(dek, Uint8Array.from(bundle.metadata), { record: recordBytes, version: 0 });
+        metadata = JSON.parse(new TextDecoder().decode(opened)) as Record<string, unknown>;
+      } catch {
+        metadata = null;
+      }
+    }
+    dek.fill(0);
+    return { entry, access, plaintext, metadata };
+  }
+
+  /**
+   * What this reader's envelopes wrap for the bundle's record: its data key, or `k_env` under
+   * threshold release. Directly for the reader, through a care team's key (back one epoch per
+   * link), or through the chart key (back to the record's chart epoch).
+   */
+  private async wrappedSecret(me: Identity, bundle: AccessBundleJson): Promise<Bytes | null> {
+    const entry = bundle.record;
+    const patient = entry.patient;
+    const chainId = chainIdBytes(this.chainId);
+    const subject: KeySubject = { type: "record", record: entry.record, version: entry.version };
+    const meHolder: KeyHolder = { type: "member", member: me.member };
+    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+    const find = (holder: KeyHolder, s: KeySubject) => bundle.envelopes.find((e) => same(e.holder, holder) && same(e.subject, s));
+    const broken = () => new Error("the key path to this record is broken");
+    const openWith = (key: DecryptionKey, e: SidecarEnvelopeJson) =>
+      key.open(envelopeOf(e.envelope), { chainId, subject: e.subject, holder: e.holder });
+    const openMine = async (e: SidecarEnvelopeJson) => {
+      for (const key of [me.keys.encryption, ...me.keys.previous]) {
+        try {
+          return await openWith(key, e);
+        } catch {
+          // an earlier key, perhaps
+        }
+      }
+      throw new Error("a wrapped key does not open for this reader");
+    };
+    const downChart = async (key: DecryptionKey, epoch: number): Promise<Bytes> => {
+      while (epoch > entry.chart_epoch) {
+        const link = find({ type: "chart", patient, epoch }, { type: "chart", patient, epoch: epoch - 1 });
+        if (!link) throw broken();
+        key = await chartKey(await openWith(key, link));
+        epoch -= 1;
+      }
+      const toRecord = find({ type: "chart", patient, epoch }, subject);
+      if (!toRecord) throw broken();
+      return openWith(key, toRecord);
+    };
+    const chartOf = (holder: KeyHolder) => {
+      for (const e of bundle.envelopes) {
+        if (same(e.holder, holder) && e.subject.type === "chart" && e.subject.patient === patient) {
+          return { e, epoch: e.subject.epoch };
+        }
+      }
+      return null;
+    };
+    const direct = find(meHolder, subject);
+    if (direct) {
+      try {
+        return await openMine(direct);
+      } catch {
+        // wrapped for a key this reader no longer holds: a team or the chart may lead there
+      }
+    }
+    const teamKey = bundle.envelopes.find((e) => same(e.holder, meHolder) && e.subject.type === "team");
+    if (teamKey && teamKey.subject.type === "team") {
+      const team = teamKey.subject.team;
+      let epoch = teamKey.subject.epoch;
+      let key = await chartKey(await openMine(teamKey));
+      for (;;) {
+        const holder: KeyHolder = { type: "team", team, epoch };
+        const e = find(holder, subject);
+        if (e) return openWith(key, e);
+        const toChart = chartOf(holder);
+        if (toChart) return downChart(await chartKey(await openWith(key, toChart.e)), toChart.epoch);
+        if (epoch === 0) throw broken();
+        const link = find(holder, { type: "team", team, epoch: epoch - 1 });
+        if (!link) throw broken();
+        key = await chartKey(await openWith(key, link));
+        epoch -= 1;
+      }
+    }
+    const toChart = chartOf(meHolder);
+    if (!toChart) return null;
+    return downChart(await chartKey(await openMine(toChart.e)), toChart.epoch);
+  }
+
+  /**
+   * Asks each validator holding a share of the record's `k_thr` for it, keeps those that open
+   * for this reader and match their commitments, and combines the first `threshold` of them.
+   */
+  private async collectShares(me: Identity, access: string, entry: RecordEntry, pub: ThresholdPublicJson): Promise<Bytes> {
+    const verifier = decodeVerifier(pub.verifier.map((c) => fromHex(c)));
+    const needed = pub.threshold;
+    if (needed < 1 || needed > pub.validators.length || verifier.length !== needed) {
+      throw new Error("the record's shares do not fit the network's validators");
+    }
+    const chainId = chainIdBytes(this.chainId);
+    const asks = pub.validators.map(async (validator, i): Promise<Share> => {
+      const address = this.validators[validator];
+      if (!address) throw new Error(`validator ${validator} has no known address`);
+      const { bytes } = await this.send(address, "GET", `/v1/access/${access}/share`, me);
+      const released = JSON.parse(new TextDecoder().decode(bytes)) as ReleasedShareJson;
+      if (released.validator !== i || released.epoch !== pub.epoch || released.emergency) {
+        throw new Error("a validator released another share than asked");
+      }
+      const binding = releaseBinding(chainId, entry.record, entry.version, pub.epoch, i, me.member);
+      const opened = await me.keys.encryption.open(envelopeOf(released.envelope), binding);
+      if (opened.length !== SHARE_BYTES) throw new Error("a released share has the wrong length");
+      const share = decodeShare(opened);
+      if (share.id !== i + 1 || !verifyShare(verifier, share)) throw new Error("a released share does not match its commitments");
+      return share;
+    });
+    const shares: Share[] = [];
+    const failures: unknown[] = [];
+    await new Promise<void>((resolve) => {
+      let settled = 0;
+      for (const ask of asks) {
+        ask
+          .then((s) => shares.push(s))
+          .catch((e) => failures.push(e))
+          .finally(() => {
+            settled += 1;
+            if (shares.length >= needed || settled === asks.length) resolve();
+          });
+      }
+    });
+    if (shares.length < needed) {
+      const denied = failures.find((e) => e instanceof ApiProblem && e.denied);
+      if (denied && shares.length === 0) throw denied;
+      throw new Error(`only ${shares.length} of the ${needed} validator shares needed were released (${String(failures[0])})`);
+    }
+    const kThr = combine(shares.slice(0, needed));
+    if (kThr.length !== HALF_KEY_BYTES) throw new Error("k_thr is malformed");
+    return kThr;
+  }
+}
+
+/** `GET /v1/tx/{id}`'s answer (serde's internally tagged form). */
+type TxStatusJson =
+  | { status: "pending" }
+  | { status: "unknown" }
+  | { status: "committed"; height: number; index: number; time: number; outcome: { outcome: "applied" | "rejected"; reason?: unknown } };
+
+function problemOf(status: number, body: Bytes): ApiProblem {
+  try {
+    const problem = JSON.parse(new TextDecoder().decode(body)) as { type?: string; title?: string };
+    return new ApiProblem(status, problem.type ?? "about:blank", problem.title ?? `the validator answered ${status}`);
+  } catch {
+    return new ApiProblem(status, "about:blank", `the validator answered ${status}`);
+  }
+}
+
+function envelopeOf(json: EnvelopeJson): Envelope {
+  const suite = json.suite === "xwing" ? 1 : json.suite === "x25519" ? 2 : Number(json.suite);
+  return { suite: kemSuite(suite), encapsulatedKey: fromHex(json.encapsulated_key), ciphertext: fromHex(json.ciphertext) };
+}
+
+/** A chart's or team's key from the secret its envelope wraps: suite (1) ‖ secret key. */
+async function chartKey(secret: Bytes): Promise<DecryptionKey> {
+  if (secret.length < 1) throw new Error("empty chart key");
+  return DecryptionKey.fromBytes(kemSuite(secret[0]!), secret.subarray(1));
+}
+
+/** The binding of validator `validator`'s share of `record`/`version`, released to `reader`. */
+export function releaseBinding(
+  chainId: Bytes,
+  record: RecordId,
+  version: number,
+  epoch: number,
+  validator: number,
+  reader: MemberId,
+): Binding {
+  const subject = encode((w) => {
+    writeId16(w, record, "record");
+    w.u32(version);
+    w.u32(epoch);
+    w.u32(validator);
+  });
+  const holder = encode((w) => {
+    w.u8(1);
+    writeId16(w, reader, "reader");
+  });
+  return {
+    chainId,
+    subjectId: sha256(utf8("medledger/share-subject/v1"), subject),
+    version,
+    recipientId: sha256(utf8("medledger/share-holder/v1"), holder),
+  };
+}
