@@ -109,7 +109,7 @@ describe("the portal, in Chromium, on real validators", () => {
     const page = await open(360);
     await signIn(page, "alice");
     await page.getByRole("heading", { name: "Your records" }).waitFor();
-    const openButton = page.getByRole("button", { name: /^Open record/ });
+    const openButton = page.getByRole("button", { name: /^Open record [0-9a-f]/ });
     assert.equal(await openButton.count(), 1);
     await openButton.focus();
     await page.keyboard.press("Enter");
@@ -136,7 +136,7 @@ describe("the portal, in Chromium, on real validators", () => {
     await signIn(page, "drbob");
     await page.getByLabel(/Patient id/).fill(patient);
     await page.getByRole("button", { name: "Open chart" }).click();
-    await page.getByRole("button", { name: /^Open record/ }).click();
+    await page.getByRole("button", { name: /^Open record [0-9a-f]/ }).click();
     await page.locator(".content").waitFor({ timeout: 30_000 });
     assert.ok((await page.locator(".content").innerText()).includes(marker));
     await accessible(page, "clinician chart");
@@ -148,9 +148,37 @@ describe("the portal, in Chromium, on real validators", () => {
     await nurse.getByLabel(/Patient id/).fill(patient);
     await nurse.getByRole("button", { name: "Open chart" }).click();
     await nurse.getByText(/Refused by the ledger/).waitFor({ timeout: 30_000 });
+    // The record itself, by id: the ledger decides (and records the refusal in the patient's trail).
+    await nurse.getByLabel(/Record id/).fill(record);
+    await nurse.getByRole("button", { name: "Open this record" }).click();
+    await nurse.getByText(/Refused by the ledger: rejected/).waitFor({ timeout: 30_000 });
     assert.equal(await nurse.getByText(marker).count(), 0);
+    await accessible(nurse, "clinician refused");
     await nurse.screenshot({ path: join(shots, "nurse-refused.png"), fullPage: true });
     await nurse.close();
+  });
+
+  it("the patient's access timeline shows who read and who was refused", async () => {
+    const page = await open(360);
+    await signIn(page, "alice");
+    await page.getByRole("button", { name: "Access timeline" }).click();
+    const rows = page.locator("#timeline tbody tr");
+    await rows.first().waitFor({ timeout: 30_000 });
+    const text = await page.locator("#timeline").innerText();
+    assert.match(text, /Dr Bob \(doctor, [a-z0-9]+\)\s+Read record/, "drbob's read, named from the provider directory");
+    assert.match(text, /you\s+Read record/, "her own read");
+    assert.match(text, /Access to the whole chart given to Dr Bob/);
+    assert.match(text, /Refused/, "the nurse's refused read");
+    const plotLabel = await page.locator("svg.plot").getAttribute("aria-label");
+    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 1 refused/);
+    await page.getByLabel("Show").selectOption("denied");
+    assert.equal(await rows.count(), 1, "only the refusal");
+    assert.match(await rows.first().innerText(), /nurse .*Read record.*Refused/s);
+    const overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth");
+    assert.ok(Number(overflow) <= 0, `no sideways scrolling of the page at 360 px (${overflow} px)`);
+    await accessible(page, "access timeline");
+    await page.screenshot({ path: join(shots, "patient-timeline-360.png"), fullPage: true });
+    await page.close();
   });
 
   it("no request carried plaintext, a key, the passphrase or an alias", () => {

@@ -9,6 +9,7 @@ import { ApiProblem, Client, PURPOSES, type PurposeOfUse, type RecordEntry } fro
 
 import { h, replace, shortId, when } from "./dom.js";
 import { renderContent } from "./render.js";
+import { showTimeline } from "./timeline.js";
 import { IDLE_MINUTES_DEFAULT, type Member, unlock, watchIdle, wipe } from "./session.js";
 
 interface PortalConfig {
@@ -99,7 +100,26 @@ function showSignIn(): void {
 function showHome(): void {
   if (!member) return;
   if (member.role === "patient") {
-    void showChart(member.member, "Your records");
+    const me = member;
+    const section = h("section", { id: "chart", "aria-live": "polite" });
+    const records = h("button", { type: "button", "aria-pressed": "true" }, "Your records");
+    const timeline = h("button", { type: "button", "aria-pressed": "false" }, "Access timeline");
+    const choose = (chosen: HTMLButtonElement) => {
+      for (const b of [records, timeline]) b.setAttribute("aria-pressed", String(b === chosen));
+    };
+    records.addEventListener("click", () => {
+      choose(records);
+      void showChart(me.member, "Your records");
+    });
+    timeline.addEventListener("click", () => {
+      choose(timeline);
+      say("Reading your access trail…");
+      showTimeline(client, me, me.member, section)
+        .then(() => say(""))
+        .catch((e: unknown) => say(errorText(e), "error"));
+    });
+    replace(main, h("nav", { "aria-label": "Your chart" }, records, " ", timeline), section);
+    void showChart(me.member, "Your records");
     return;
   }
   const patient = h("input", { id: "patient", pattern: "[0-9a-f]{32}", required: true, autocomplete: "off", spellcheck: "false" });
@@ -115,7 +135,26 @@ function showHome(): void {
     event.preventDefault();
     void showChart(patient.value.trim().toLowerCase(), "Records");
   });
-  replace(main, form, h("section", { id: "chart", "aria-live": "polite" }));
+  // A record shared with this member alone (a per-record grant) is opened by its id.
+  const record = h("input", { id: "record-id", pattern: "[0-9a-f]{32}", required: true, autocomplete: "off", spellcheck: "false" });
+  const purpose = purposeSelect("record-purpose");
+  const byId = h(
+    "form",
+    { "aria-labelledby": "record-title" },
+    h("h2", { id: "record-title" }, "Open a record"),
+    h("label", { for: "record-id" }, "Record id (32 hexadecimal characters)"),
+    record,
+    h("label", { for: "record-purpose" }, "Purpose of use"),
+    purpose,
+    h("button", { type: "submit" }, "Open this record"),
+  );
+  byId.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const chart = document.getElementById("chart");
+    if (chart) replace(chart, h("section", { id: "record", "aria-label": "The record opened", hidden: true }));
+    void openRecord(record.value.trim().toLowerCase(), purpose.value as PurposeOfUse);
+  });
+  replace(main, form, byId, h("section", { id: "chart", "aria-live": "polite" }));
   patient.focus();
 }
 
@@ -131,11 +170,11 @@ async function showChart(patient: string, title: string): Promise<void> {
     say(errorText(e), "error");
     return;
   }
-  const purpose = h("select", { id: "purpose" }, ...PURPOSES.map((p) => h("option", { value: p, selected: p === "TREAT" }, p)));
+  const purpose = purposeSelect("purpose");
   const rows = records.map((entry) => {
     const open = h("button", { type: "button", "data-record": entry.record }, "Open");
     open.setAttribute("aria-label", `Open record ${shortId(entry.record)}, version ${entry.version}`);
-    open.addEventListener("click", () => void openRecord(entry, purpose.value as PurposeOfUse));
+    open.addEventListener("click", () => void openRecord(entry.record, purpose.value as PurposeOfUse));
     return h(
       "tr",
       {},
@@ -150,7 +189,7 @@ async function showChart(patient: string, title: string): Promise<void> {
       ? h("p", {}, "No records in this chart yet.")
       : h(
           "table",
-          {},
+          { id: "records" },
           h("caption", {}, `${records.length} record${records.length === 1 ? "" : "s"}; opening one is recorded in the patient's access trail.`),
           h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Record"), h("th", { scope: "col" }, "Version"), h("th", { scope: "col" }, "Registered"), h("th", { scope: "col" }, "Content"))),
           h("tbody", {}, ...rows),
@@ -167,13 +206,21 @@ async function showChart(patient: string, title: string): Promise<void> {
   say("");
 }
 
-async function openRecord(entry: RecordEntry, purpose: PurposeOfUse): Promise<void> {
+function purposeSelect(id: string): HTMLSelectElement {
+  return h("select", { id }, ...PURPOSES.map((p) => h("option", { value: p, selected: p === "TREAT" }, p)));
+}
+
+async function openRecord(record: string, purpose: PurposeOfUse): Promise<void> {
   const panel = document.getElementById("record");
   if (!member || !panel) return;
+  if (!/^[0-9a-f]{32}$/.test(record)) {
+    say("A record id is 32 hexadecimal characters.", "error");
+    return;
+  }
   say("Recording the access on the ledger, then decrypting here…");
   try {
-    const opened = await client.read(member, entry.record, purpose);
-    const title = h("h3", { tabindex: "-1" }, `Record ${shortId(entry.record)}, version ${opened.entry.version}`);
+    const opened = await client.read(member, record, purpose);
+    const title = h("h3", { tabindex: "-1" }, `Record ${shortId(record)}, version ${opened.entry.version}`);
     replace(panel, title, renderContent(opened.plaintext, opened.metadata));
     panel.hidden = false;
     title.focus();

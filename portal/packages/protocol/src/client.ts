@@ -53,6 +53,29 @@ export interface RecordEntry {
   threshold?: unknown;
 }
 
+/** One event of a patient's audit trail (`GET /v1/patients/{id}/audit`). */
+export interface AuditEvent {
+  tx: string;
+  height: number;
+  time: number;
+  actor: MemberId;
+  actor_org: string;
+  actor_role: string;
+  action: { type: string; record?: RecordId; version?: number; grantee?: MemberId; scope?: unknown; [field: string]: unknown };
+  purpose: string | null;
+  decision: { decision: "allowed" } | { decision: "denied"; reason: unknown };
+  delegate_of: MemberId | null;
+}
+
+/** An enrolled member as the ledger shows them (no secret: public keys and a staff name). */
+export interface MemberEntry {
+  id: MemberId;
+  org: string;
+  role: string;
+  display_name: string | null;
+  status: unknown;
+}
+
 interface EnvelopeJson {
   suite: string | number;
   encapsulated_key: string;
@@ -268,6 +291,24 @@ export class Client {
       if (!page.next) return out;
       after = `?after=${page.next}`;
     }
+  }
+
+  /** `patient`'s audit trail as `me` may read it (the patient, a delegate, an auditor), oldest first, at most `max` events. */
+  async audit(me: Identity, patient: MemberId, max = 10_000): Promise<AuditEvent[]> {
+    const out: AuditEvent[] = [];
+    let after = "";
+    while (out.length < max) {
+      const page = await this.firstAnswer("GET", `/v1/patients/${patient}/audit${after}`, me);
+      out.push(...(JSON.parse(new TextDecoder().decode(page.bytes)) as AuditEvent[]));
+      if (!page.next) break;
+      after = `?after=${page.next}`;
+    }
+    return out.slice(0, max);
+  }
+
+  /** A member's entry as `me` may see it (staff entries are the provider directory). */
+  async member(me: Identity, id: MemberId): Promise<MemberEntry> {
+    return this.get<MemberEntry>(`/v1/members/${id}`, me);
   }
 
   /**
