@@ -131,6 +131,22 @@ describe("the portal, in Chromium, on real validators", () => {
     await page.close();
   });
 
+  it("the patient gives a doctor access to her chart, from the staff directory", async () => {
+    const page = await open(360);
+    await signIn(page, "alice");
+    await page.getByRole("button", { name: "Who has access" }).click();
+    await page.getByText("Nobody but you can read your whole chart.").waitFor({ timeout: 30_000 });
+    const drbob = await page.locator("#grantee option", { hasText: /^Dr Bob \(doctor/ }).getAttribute("value");
+    assert.ok(drbob && /^[0-9a-f]{32}$/.test(drbob), "Dr Bob is in the staff directory");
+    await page.getByLabel(/Clinician/).selectOption(drbob);
+    await page.getByRole("button", { name: "Give access to my whole chart" }).click();
+    await page.getByText(/can now read your chart \(block \d+\)/).waitFor({ timeout: 30_000 });
+    await page.locator("#holders li", { hasText: "Dr Bob" }).waitFor();
+    await accessible(page, "who has access");
+    await page.screenshot({ path: join(shots, "patient-sharing-360.png"), fullPage: true });
+    await page.close();
+  });
+
   it("a doctor with a grant opens the chart; a nurse without one is refused by the ledger", async () => {
     const page = await open();
     await signIn(page, "drbob");
@@ -158,6 +174,23 @@ describe("the portal, in Chromium, on real validators", () => {
     await nurse.close();
   });
 
+  it("the patient takes the doctor's access back, and the doctor is refused", async () => {
+    const page = await open();
+    await signIn(page, "alice");
+    await page.getByRole("button", { name: "Who has access" }).click();
+    await page.getByRole("button", { name: /^Take access from Dr Bob/ }).click();
+    await page.getByText(/Access taken from Dr Bob/).waitFor({ timeout: 30_000 });
+    await page.getByText("Nobody but you can read your whole chart.").waitFor();
+    await page.close();
+    const doctor = await open();
+    await signIn(doctor, "drbob");
+    await doctor.getByLabel(/Record id/).fill(record);
+    await doctor.getByRole("button", { name: "Open this record" }).click();
+    await doctor.getByText(/Refused by the ledger: rejected/).waitFor({ timeout: 30_000 });
+    assert.equal(await doctor.getByText(marker).count(), 0);
+    await doctor.close();
+  });
+
   it("the patient's access timeline shows who read and who was refused", async () => {
     const page = await open(360);
     await signIn(page, "alice");
@@ -168,12 +201,14 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.match(text, /Dr Bob \(doctor, [a-z0-9]+\)\s+Read record/, "drbob's read, named from the provider directory");
     assert.match(text, /you\s+Read record/, "her own read");
     assert.match(text, /Access to the whole chart given to Dr Bob/);
-    assert.match(text, /Refused/, "the nurse's refused read");
+    assert.match(text, /Access to the whole chart taken from Dr Bob/);
+    assert.match(text, /Refused/, "the refused reads");
     const plotLabel = await page.locator("svg.plot").getAttribute("aria-label");
-    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 1 refused/);
+    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 2 refused/);
     await page.getByLabel("Show").selectOption("denied");
-    assert.equal(await rows.count(), 1, "only the refusal");
-    assert.match(await rows.first().innerText(), /nurse .*Read record.*Refused/s);
+    assert.equal(await rows.count(), 2, "only the refusals: the nurse's, then the doctor's after the revocation");
+    assert.match(await rows.nth(1).innerText(), /nurse .*Read record.*Refused/s);
+    assert.match(await rows.nth(0).innerText(), /Dr Bob .*Read record.*Refused/s);
     const overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth");
     assert.ok(Number(overflow) <= 0, `no sideways scrolling of the page at 360 px (${overflow} px)`);
     await accessible(page, "access timeline");

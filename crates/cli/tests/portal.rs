@@ -167,10 +167,13 @@ fn start_portal(net: &Net) -> Portal {
 /// Issue 16 (the first stories in a real browser): the portal served by `medledger portal`, in
 /// Debian's Chromium driven by playwright-core (portal/e2e/walkthrough.test.ts, node:test): the
 /// patient signs in with her key file and passphrase (opened in the browser), reads her record
-/// decrypted in the browser at 360 px and by keyboard, signs out (keys wiped); a doctor with a
-/// grant reads it; a nurse without one is refused; a wrong passphrase opens nothing; the page has
-/// a strict CSP and integrity-pinned script, no serious accessibility violation (axe-core), and no
-/// request the browser sent carries plaintext, a key, the passphrase or an alias.
+/// decrypted in the browser at 360 px and by keyboard, signs out (keys wiped); she gives a doctor
+/// chart-wide access from the staff directory (the chart key wrapped in the browser); the doctor
+/// reads; a nurse without a grant is refused (audited); the patient takes the access back (a new
+/// chart key epoch made in the browser) and the doctor is refused; her access timeline shows it
+/// all; a wrong passphrase opens nothing; the page has a strict CSP and integrity-pinned script,
+/// no serious accessibility violation (axe-core), and no request the browser sent carries
+/// plaintext, a key, the passphrase or an alias. The CLI then works on with what the browser made.
 #[test]
 fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
     let net = Net::start_n(4);
@@ -188,7 +191,6 @@ fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
     let file = net.file("obs.json", observation.to_string().as_bytes());
     let record =
         net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]).trim().to_string();
-    net.ok(&["grant", "--as", "alice", "--to", "drbob", "--all"]);
     let portal = start_portal(&net);
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/portal-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -209,7 +211,7 @@ fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
         .expect("node");
     let report = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "the browser tests failed:\n{report}");
-    assert!(report.contains("ℹ pass 6") && report.contains("ℹ fail 0"), "{report}");
+    assert!(report.contains("ℹ pass 8") && report.contains("ℹ fail 0"), "{report}");
     // What the browser did is in the patient's trail: her read and drbob's.
     let readers: Vec<String> = trail(&net)
         .iter()
@@ -217,4 +219,17 @@ fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
         .map(|e| e["actor"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(readers.contains(&alice) && readers.contains(&net.id_of("drbob")), "{readers:?}");
+    // The browser's grant and revocation are the ledger's: the CLI sees drbob refused, and the
+    // chart key epoch the browser made (wrapped for alice there) is the one the CLI now uses.
+    let chart: Value =
+        serde_json::from_str(&common::api_get(&net, 0, Some("alice"), &format!("/v1/charts/{alice}")).1).unwrap();
+    assert_eq!((chart["epoch"].as_u64(), chart["holders"].as_array().map(Vec::len)), (Some(1), Some(0)), "{chart}");
+    let never = net.root.path().join("never.json");
+    assert_eq!(net.cli(&["record", "get", "--as", "drbob", &record, "-o", never.to_str().unwrap()]).code, 3);
+    let note = net.file("note.txt", b"after the browser's revocation");
+    let later =
+        net.ok(&["record", "put", "--as", "alice", "--patient", "alice", note.to_str().unwrap()]).trim().to_string();
+    let out = net.root.path().join("later.txt");
+    net.ok(&["record", "get", "--as", "alice", &later, "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"after the browser's revocation");
 }

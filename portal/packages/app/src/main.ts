@@ -9,6 +9,7 @@ import { ApiProblem, Client, PURPOSES, type PurposeOfUse, type RecordEntry } fro
 
 import { h, replace, shortId, when } from "./dom.js";
 import { renderContent } from "./render.js";
+import { showSharing } from "./sharing.js";
 import { showTimeline } from "./timeline.js";
 import { IDLE_MINUTES_DEFAULT, type Member, unlock, watchIdle, wipe } from "./session.js";
 
@@ -104,9 +105,17 @@ function showHome(): void {
     const section = h("section", { id: "chart", "aria-live": "polite" });
     const records = h("button", { type: "button", "aria-pressed": "true" }, "Your records");
     const timeline = h("button", { type: "button", "aria-pressed": "false" }, "Access timeline");
+    const sharing = h("button", { type: "button", "aria-pressed": "false" }, "Who has access");
     const choose = (chosen: HTMLButtonElement) => {
-      for (const b of [records, timeline]) b.setAttribute("aria-pressed", String(b === chosen));
+      for (const b of [records, timeline, sharing]) b.setAttribute("aria-pressed", String(b === chosen));
     };
+    sharing.addEventListener("click", () => {
+      choose(sharing);
+      say("Reading who has access…");
+      showSharing(client, me, section, say, errorText)
+        .then(() => say(""))
+        .catch((e: unknown) => say(errorText(e), "error"));
+    });
     records.addEventListener("click", () => {
       choose(records);
       void showChart(me.member, "Your records");
@@ -118,7 +127,7 @@ function showHome(): void {
         .then(() => say(""))
         .catch((e: unknown) => say(errorText(e), "error"));
     });
-    replace(main, h("nav", { "aria-label": "Your chart" }, records, " ", timeline), section);
+    replace(main, h("nav", { "aria-label": "Your chart" }, records, " ", timeline, " ", sharing), section);
     void showChart(me.member, "Your records");
     return;
   }

@@ -5,7 +5,7 @@
 // from the validators' released shares, the ciphertext checked against the ledger's digest and
 // decrypted here. No server sees a key or plaintext.
 
-import { type Bytes, equal, fromHex, utf8 } from "./bytes.js";
+import { type Bytes, equal, fromHex, toHex, utf8 } from "./bytes.js";
 import { encode } from "./borsh.js";
 import { sha256 } from "./hash.js";
 import { partsOfUrl, signRequest } from "./httpsig.js";
@@ -14,7 +14,8 @@ import type { IdentityKeys } from "./keystore.js";
 import { PayloadSuite, openPayload } from "./payload.js";
 import { HALF_KEY_BYTES, SHARE_BYTES, type Share, combine, decodeShare, decodeVerifier, deriveDataKey, verifyShare } from "./threshold.js";
 import { type PurposeOfUse, type TxKind, chainIdBytes, signTransaction, submitRequest } from "./tx.js";
-import { type Binding, DecryptionKey, type Envelope, kemSuite } from "./wrap.js";
+import { type Sidecar, type SidecarEnvelope, encodeSidecar, sidecarDigest } from "./sidecar.js";
+import { type Binding, DecryptionKey, type EncryptionKey, type Envelope, KemSuite, encryptionKeyFromJson, kemSuite, seal } from "./wrap.js";
 
 /** A member as this client signs for them: their id and their keys. */
 export interface Identity {
@@ -74,6 +75,16 @@ export interface MemberEntry {
   role: string;
   display_name: string | null;
   status: unknown;
+  encryption_key?: { suite: string | number; bytes: string };
+}
+
+/** A patient's chart entry (`GET /v1/charts/{patient}`). */
+export interface ChartEntry {
+  patient: MemberId;
+  epoch: number;
+  holders: MemberId[];
+  delegates?: MemberId[];
+  teams?: MemberId[];
 }
 
 interface EnvelopeJson {
@@ -248,13 +259,18 @@ export class Client {
     return LANE * 2 ** COUNTER_BITS + counter;
   }
 
-  /** Signs `kind` for `me`, submits it and waits for its commit; a rejection is an `ApiProblem` (403 for a denial). */
-  async transact(me: Identity, kind: TxKind): Promise<Committed> {
+  /**
+   * Signs `kind` for `me` (with its sidecar, when it carries envelopes), submits it and waits for
+   * its commit; a rejection is an `ApiProblem` (403 for a denial).
+   */
+  async transact(me: Identity, kind: TxKind, sidecar: Sidecar | null = null): Promise<Committed> {
     const nonce = await this.nextNonce(me);
-    const tx = signTransaction({ chain_id: this.chainId, signer: me.member, nonce, kind, sidecar_digest: null }, me.keys.signing);
+    const carried = sidecar ? encodeSidecar(sidecar) : null;
+    const body = { chain_id: this.chainId, signer: me.member, nonce, kind, sidecar_digest: carried ? sidecarDigest(carried) : null };
+    const tx = signTransaction(body, me.keys.signing);
     let submitted: { bytes: Bytes };
     try {
-      submitted = await this.firstAnswer("POST", "/v1/tx", null, submitRequest(tx, null));
+      submitted = await this.firstAnswer("POST", "/v1/tx", null, submitRequest(tx, carried));
     } catch (e) {
       this.nonces.delete(me.member);
       throw e;
@@ -309,6 +325,132 @@ export class Client {
   /** A member's entry as `me` may see it (staff entries are the provider directory). */
   async member(me: Identity, id: MemberId): Promise<MemberEntry> {
     return this.get<MemberEntry>(`/v1/members/${id}`, me);
+  }
+
+  /** The staff directory of `role` (doctor, nurse, …): enrolled clinicians, their names and public keys. */
+  async staff(role: string, max = 5_000): Promise<MemberEntry[]> {
+    const out: MemberEntry[] = [];
+    let after = "";
+    while (out.length < max) {
+      const page = await this.get<{ members: MemberEntry[]; next: string | null }>(`/v1/staff?role=${encodeURIComponent(role)}${after}`, null);
+      out.push(...page.members);
+      if (!page.next || !/^[0-9a-f]{32}$/.test(page.next)) break;
+      after = `&after=${page.next}`;
+    }
+    return out.slice(0, max);
+  }
+
+  /**
+   * Member `id`'s encryption key as more than a third of the validators report it alike (so no
+   * f Byzantine validators can substitute a key of theirs). The CLI checks it against certified
+   * state instead; the browser's check of state proofs is not composed yet.
+   */
+  async agreedEncryptionKey(me: Identity, id: MemberId): Promise<EncryptionKey> {
+    const n = this.validators.length;
+    const needed = Math.floor((n - 1) / 3) + 1;
+    const answers = await Promise.allSettled(this.validators.map((v) => this.send(v, "GET", `/v1/members/${id}`, me)));
+    const counts = new Map<string, number>();
+    for (const a of answers) {
+      if (a.status !== "fulfilled") continue;
+      const entry = JSON.parse(new TextDecoder().decode(a.value.bytes)) as MemberEntry;
+      if (entry.id !== id || !entry.encryption_key) continue;
+      const key = JSON.stringify(entry.encryption_key);
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    for (const [key, count] of counts) {
+      if (count >= needed) return encryptionKeyFromJson(JSON.parse(key) as { suite: string | number; bytes: string });
+    }
+    const refused = answers.find((a) => a.status === "rejected" && a.reason instanceof ApiProblem);
+    if (refused?.status === "rejected" && counts.size === 0) throw refused.reason;
+    throw new Error(`fewer than ${needed} validators agree on that member's key`);
+  }
+
+  /** `patient`'s chart entry: its key epoch, its chart-wide grantees and delegates. */
+  async chart(me: Identity, patient: MemberId): Promise<ChartEntry> {
+    return this.get<ChartEntry>(`/v1/charts/${patient}`, me);
+  }
+
+  /** The current chart key of `patient`, opened with `me`'s keys: its epoch and its secret (suite ‖ key). */
+  private async chartSecret(me: Identity, patient: MemberId): Promise<{ epoch: number; secret: Bytes }> {
+    const e = await this.get<SidecarEnvelopeJson>(`/v1/charts/${patient}/envelope`, me);
+    if (e.subject.type !== "chart" || e.subject.patient !== patient) throw new Error("chart envelope of the wrong kind");
+    const chainId = chainIdBytes(this.chainId);
+    for (const key of [me.keys.encryption, ...me.keys.previous]) {
+      try {
+        return { epoch: e.subject.epoch, secret: await key.open(envelopeOf(e.envelope), { chainId, subject: e.subject, holder: e.holder }) };
+      } catch {
+        // an earlier key, perhaps
+      }
+    }
+    throw new Error("the chart key does not open for this member");
+  }
+
+  /**
+   * The patient `me` gives `grantee` access to the whole chart: the chart's current key wrapped
+   * for the grantee's enrolled key, in the grant's sidecar (until `expiresAt`, ms, when given).
+   */
+  async grantAll(me: Identity, grantee: MemberId, expiresAt: number | null = null): Promise<Committed> {
+    const key = await this.agreedEncryptionKey(me, grantee);
+    const { epoch, secret } = await this.chartSecret(me, me.member);
+    const subject: KeySubject = { type: "chart", patient: me.member, epoch };
+    const holder: KeyHolder = { type: "member", member: grantee };
+    const envelope = await seal(key, secret, { chainId: chainIdBytes(this.chainId), subject, holder });
+    secret.fill(0);
+    const kind: TxKind = {
+      type: "grant",
+      patient: me.member,
+      grantee,
+      scope: "all",
+      write: false,
+      expires_at: expiresAt,
+      chart_epoch: epoch,
+      new_chart: null,
+    };
+    return this.transact(me, kind, { envelopes: [{ holder, subject, envelope }], metadata: null });
+  }
+
+  /**
+   * The patient `me` takes chart-wide access from `grantee`: the chart moves to a fresh key epoch
+   * wrapped for the patient, each other live chart-wide grantee and each delegate, with a link
+   * back to the current key (the records so far); the revoked member never holds the new key.
+   */
+  async revokeAll(me: Identity, grantee: MemberId): Promise<Committed> {
+    const patient = me.member;
+    const chart = await this.chart(me, patient);
+    const epoch = chart.epoch + 1;
+    const recipients = new Set<MemberId>([patient]);
+    for (const holder of chart.holders.filter((m) => m !== grantee)) {
+      try {
+        const grant = await this.get<{ expires_at: number | null }>(`/v1/grants/${patient}/${holder}`, me);
+        if (grant.expires_at === null || this.now() < grant.expires_at) recipients.add(holder);
+      } catch (e) {
+        if (!(e instanceof ApiProblem && e.status === 404)) throw e;
+      }
+    }
+    for (const d of chart.delegates ?? []) recipients.add(d);
+    const sorted = [...recipients].sort();
+    const next = await DecryptionKey.generate(KemSuite.XWing);
+    const nextSecret = new Uint8Array([next.suite, ...next.exportSecret()]);
+    const current = await this.chartSecret(me, patient);
+    if (current.epoch !== chart.epoch) throw new ApiProblem(409, "urn:medledger:problem:conflict", "the chart moved on meanwhile; try again");
+    const chainId = chainIdBytes(this.chainId);
+    const subject: KeySubject = { type: "chart", patient, epoch };
+    const link: KeyHolder = { type: "chart", patient, epoch };
+    const back: KeySubject = { type: "chart", patient, epoch: current.epoch };
+    const envelopes: SidecarEnvelope[] = [
+      { holder: link, subject: back, envelope: await seal(next.publicKey, current.secret, { chainId, subject: back, holder: link }) },
+    ];
+    for (const member of sorted) {
+      const key = member === patient ? me.keys.encryption.publicKey : await this.agreedEncryptionKey(me, member);
+      const holder: KeyHolder = { type: "member", member };
+      envelopes.push({ holder, subject, envelope: await seal(key, nextSecret, { chainId, subject, holder }) });
+    }
+    current.secret.fill(0);
+    nextSecret.fill(0);
+    next.wipe();
+    const publicKey = { suite: next.publicKey.suite, bytes: toHex(next.publicKey.bytes) };
+    const kind: TxKind = { type: "revoke", patient, grantee, scope: "all", new_chart: { public_key: publicKey, recipients: sorted } };
+    return this.transact(me, kind, { envelopes, metadata: null });
   }
 
   /**

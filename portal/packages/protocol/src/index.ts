@@ -13,3 +13,4 @@ export * from "./threshold.js";
 export * from "./evidence.js";
 export * from "./keystore.js";
 export * from "./client.js";
+export * from "./sidecar.js";
