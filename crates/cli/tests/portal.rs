@@ -15,8 +15,8 @@ use serde_json::Value;
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
-fn reader_script() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../portal/dist/scripts/read-record.js");
+fn client_script() -> PathBuf {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../portal/dist/scripts/ts-client.js");
     assert!(
         script.exists(),
         "{} is missing: run `npm --prefix portal ci && npm --prefix portal run build`",
@@ -25,12 +25,18 @@ fn reader_script() -> PathBuf {
     script
 }
 
-/// `read-record.js HOME ALIAS RECORD`: its exit code, stdout (one JSON line) and stderr.
+/// `ts-client.js HOME ALIAS read RECORD`: its exit code, stdout (one JSON line) and stderr.
 fn ts_read(net: &Net, alias: &str, record: &str) -> (i32, String, String) {
+    ts_client(net, alias, &["read", record])
+}
+
+/// `ts-client.js HOME ALIAS ARGS…`.
+fn ts_client(net: &Net, alias: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new("node")
-        .arg(reader_script())
+        .arg(client_script())
         .arg(&net.home)
-        .args([alias, record])
+        .arg(alias)
+        .args(args)
         .env("MEDLEDGER_PASSPHRASE", PASSPHRASE)
         .output()
         .expect("node (scripts/test installs it with npm)");
@@ -129,6 +135,33 @@ fn the_typescript_client_reads_what_the_cli_wrote_and_is_refused_what_the_ledger
     let out_file = net.root.path().join("back.json");
     net.ok(&["record", "get", "--as", "nina", &record, "-o", out_file.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out_file).unwrap(), observation.as_bytes());
+
+    // The other way: a record the TypeScript client writes (encrypted, its key dealt to the four
+    // validators as verifiable shares, wrapped for the author and the chart key, registered with
+    // a TypeScript-made sidecar) is read by the CLI, by the patient and through a chart-wide grant.
+    let written_text = format!(
+        "{{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{{\"text\":\"{marker} from TypeScript\"}}}}"
+    );
+    let written_file = net.file("ts.json", written_text.as_bytes());
+    let (code, out, err) = ts_client(&net, "alice", &["write", &net.id_of("alice"), written_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let written: Value = serde_json::from_str(out.trim()).unwrap();
+    let ts_record = written["record"].as_str().unwrap().to_string();
+    let back = net.root.path().join("ts-back.json");
+    net.ok(&["record", "get", "--as", "alice", &ts_record, "-o", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), written_text.as_bytes(), "the CLI reads what TypeScript wrote");
+    net.ok(&["grant", "--as", "alice", "--to", "drcarol", "--all"]);
+    net.ok(&["record", "get", "--as", "drcarol", &ts_record, "-o", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), written_text.as_bytes(), "through the chart key");
+    let listed = net.ok(&["--json", "record", "list", "--as", "alice", "--patient", "alice"]);
+    assert!(listed.contains(&ts_record), "{listed}");
+    let (code, out, err) = ts_read(&net, "alice", &ts_record);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(plaintext_of(&out).0["metadata"]["resource_type"], "Observation", "its encrypted metadata: {out}");
+    // Someone without write access to the chart is refused, and nothing is registered.
+    let (code, _, err) = ts_client(&net, "drbob", &["write", &net.id_of("alice"), written_file.to_str().unwrap()]);
+    assert_ne!(code, 0, "drbob may not write into alice's chart: {err}");
+    assert_eq!(net.ok(&["--json", "record", "list", "--as", "alice", "--patient", "alice"]).lines().count(), 2);
 }
 
 /// The portal process (`medledger portal`), killed when dropped.

@@ -5,16 +5,28 @@
 // from the validators' released shares, the ciphertext checked against the ledger's digest and
 // decrypted here. No server sees a key or plaintext.
 
-import { type Bytes, equal, fromHex, toHex, utf8 } from "./bytes.js";
-import { encode } from "./borsh.js";
+import { type Bytes, equal, fromHex, randomBytes, toHex, utf8 } from "./bytes.js";
+import { type Writer, encode } from "./borsh.js";
 import { sha256 } from "./hash.js";
 import { partsOfUrl, signRequest } from "./httpsig.js";
 import { type KeyHolder, type KeySubject, type MemberId, type RecordId, writeId16 } from "./ids.js";
 import type { IdentityKeys } from "./keystore.js";
-import { PayloadSuite, openPayload } from "./payload.js";
-import { HALF_KEY_BYTES, SHARE_BYTES, type Share, combine, decodeShare, decodeVerifier, deriveDataKey, verifyShare } from "./threshold.js";
+import { PayloadSuite, openPayload, sealPayload } from "./payload.js";
+import {
+  HALF_KEY_BYTES,
+  SHARE_BYTES,
+  type Share,
+  combine,
+  decodeShare,
+  decodeVerifier,
+  deriveDataKey,
+  encodeShare,
+  randomSecret,
+  split,
+  verifyShare,
+} from "./threshold.js";
 import { type PurposeOfUse, type TxKind, chainIdBytes, signTransaction, submitRequest } from "./tx.js";
-import { type Sidecar, type SidecarEnvelope, encodeSidecar, sidecarDigest } from "./sidecar.js";
+import { type Sidecar, type SidecarEnvelope, type ThresholdShares, encodeSidecar, sidecarDigest } from "./sidecar.js";
 import { type Binding, DecryptionKey, type EncryptionKey, type Envelope, KemSuite, encryptionKeyFromJson, kemSuite, seal } from "./wrap.js";
 
 /** A member as this client signs for them: their id and their keys. */
@@ -77,6 +89,18 @@ export interface MemberEntry {
   status: unknown;
   encryption_key?: { suite: string | number; bytes: string };
 }
+
+/** The validators' share keys (`GET /v1/threshold`). */
+export interface ReleaseConfig {
+  epoch: number;
+  threshold: number;
+  emergency_threshold: number;
+  validators: number[];
+  share_keys: { suite: string | number; bytes: string }[];
+}
+
+/** Largest record (the validators' upload limit less the payload's overhead). */
+export const RECORD_PLAINTEXT_MAX = 64 * 1024 * 1024 - 64 * 1024;
 
 /** A patient's chart entry (`GET /v1/charts/{patient}`). */
 export interface ChartEntry {
@@ -454,6 +478,133 @@ export class Client {
   }
 
   /**
+   * The validators' current share keys (threshold release) as more than a third of them report
+   * alike; `null` on a network without threshold release.
+   */
+  async release(): Promise<ReleaseConfig | null> {
+    const needed = Math.floor((this.validators.length - 1) / 3) + 1;
+    const answers = await Promise.allSettled(this.validators.map((v) => this.send(v, "GET", "/v1/threshold", null)));
+    const counts = new Map<string, number>();
+    let absent = 0;
+    for (const a of answers) {
+      if (a.status === "rejected") {
+        if (a.reason instanceof ApiProblem && a.reason.status === 404) absent += 1;
+        continue;
+      }
+      const text = new TextDecoder().decode(a.value.bytes);
+      counts.set(text, (counts.get(text) ?? 0) + 1);
+    }
+    for (const [text, count] of counts) {
+      if (count >= needed) return JSON.parse(text) as ReleaseConfig;
+    }
+    if (absent >= needed) return null;
+    throw new Error(`fewer than ${needed} validators agree on the validators' share keys`);
+  }
+
+  /** `patient`'s chart entry as more than a third of the validators report it alike (its key is what a new record is wrapped for). */
+  private async agreedChart(me: Identity, patient: MemberId): Promise<ChartEntry & { public_key: { suite: string | number; bytes: string } }> {
+    const needed = Math.floor((this.validators.length - 1) / 3) + 1;
+    const answers = await Promise.allSettled(this.validators.map((v) => this.send(v, "GET", `/v1/charts/${patient}`, me)));
+    const counts = new Map<string, number>();
+    for (const a of answers) {
+      if (a.status !== "fulfilled") continue;
+      const text = new TextDecoder().decode(a.value.bytes);
+      counts.set(text, (counts.get(text) ?? 0) + 1);
+    }
+    for (const [text, count] of counts) {
+      if (count >= needed) return JSON.parse(text) as ChartEntry & { public_key: { suite: string | number; bytes: string } };
+    }
+    const refused = answers.find((a) => a.status === "rejected" && a.reason instanceof ApiProblem);
+    if (refused?.status === "rejected" && counts.size === 0) throw refused.reason;
+    throw new Error(`fewer than ${needed} validators agree on the chart's key`);
+  }
+
+  /**
+   * Writes a new record in `patient`'s chart as `me` (the patient, or a clinician with write
+   * access): encrypted here under a fresh data key (under threshold release: derived from
+   * `k_env`, which the envelopes wrap, and `k_thr`, dealt to the validators as verifiable
+   * shares), wrapped for the author and the chart's current key, the ciphertext uploaded, the
+   * registration committed. Returns the record id and the commit.
+   */
+  async writeRecord(
+    me: Identity,
+    patient: MemberId,
+    plaintext: Bytes,
+    metadata: { resource_type: string | null; content_type: string },
+  ): Promise<{ record: RecordId; committed: Committed }> {
+    if (plaintext.length > RECORD_PLAINTEXT_MAX) throw new Error("records are limited to 64 MiB");
+    const release = await this.release();
+    const chart = await this.agreedChart(me, patient);
+    if ((chart.teams ?? []).length > 0) {
+      throw new Error("this chart is shared with care teams: write to it from the CLI for now");
+    }
+    const chainId = chainIdBytes(this.chainId);
+    const recordBytes = randomBytes(16);
+    const record = toHex(recordBytes);
+    const version = 1;
+    let dek: Bytes;
+    let wrapped: Bytes;
+    let threshold: ThresholdShares | null = null;
+    if (release) {
+      const kEnv = randomSecret();
+      const kThr = randomSecret();
+      dek = deriveDataKey(kEnv, kThr, recordBytes, version);
+      const n = release.share_keys.length;
+      const thr = split(kThr, release.threshold, n);
+      const env = split(kEnv, release.emergency_threshold, n);
+      const shares: Envelope[] = [];
+      for (const [i, json] of release.share_keys.entries()) {
+        const both = new Uint8Array([...encodeShare(thr.shares[i]!), ...encodeShare(env.shares[i]!)]);
+        shares.push(await seal(encryptionKeyFromJson(json), both, shareBinding(chainId, record, version, release.epoch, i)));
+        both.fill(0);
+      }
+      threshold = {
+        epoch: release.epoch,
+        threshold: release.threshold,
+        emergency_threshold: release.emergency_threshold,
+        validators: release.validators,
+        verifier: thr.verifier,
+        emergency_verifier: env.verifier,
+        shares,
+      };
+      wrapped = kEnv;
+      kThr.fill(0);
+    } else {
+      dek = randomBytes(32);
+      wrapped = dek;
+    }
+    const suite = release ? PayloadSuite.Threshold : PayloadSuite.Direct;
+    const sealed = await sealPayload(dek, recordBytes, version, plaintext, suite);
+    const meta = utf8(JSON.stringify({ ...metadata, size_bytes: plaintext.length }));
+    const metaCt = (await sealPayload(dek, recordBytes, 0, meta)).ciphertext;
+    const subject: KeySubject = { type: "record", record, version };
+    const holders: KeyHolder[] = [
+      { type: "member", member: me.member },
+      { type: "chart", patient, epoch: chart.epoch },
+    ];
+    const keys = [me.keys.encryption.publicKey, encryptionKeyFromJson(chart.public_key)];
+    const envelopes: SidecarEnvelope[] = [];
+    for (const [i, holder] of holders.entries()) {
+      envelopes.push({ holder, subject, envelope: await seal(keys[i]!, wrapped, { chainId, subject, holder }) });
+    }
+    dek.fill(0);
+    wrapped.fill(0);
+    const digest = toHex(sealed.digest);
+    await this.firstAnswer("PUT", `/v1/blobs/${digest}`, me, sealed.ciphertext);
+    const kind: TxKind = {
+      type: "register_record",
+      record,
+      patient,
+      version,
+      digest,
+      size_bytes: sealed.ciphertext.length,
+      recipients: holders,
+    };
+    const committed = await this.transact(me, kind, { envelopes, metadata: metaCt, threshold });
+    return { record, committed };
+  }
+
+  /**
    * Reads the current version of `record` as `me`: the access is committed on the ledger first
    * (allowed or denied, it is an event in the patient's trail), then the key path and the
    * ciphertext are fetched, checked and opened here.
@@ -654,20 +805,39 @@ export function releaseBinding(
   validator: number,
   reader: MemberId,
 ): Binding {
+  return shareBindingFor(chainId, record, version, epoch, validator, (w) => {
+    w.u8(1);
+    writeId16(w, reader, "reader");
+  });
+}
+
+/** The binding of validator `validator`'s share of `record`/`version`, wrapped by the author for its share key of `epoch`. */
+export function shareBinding(chainId: Bytes, record: RecordId, version: number, epoch: number, validator: number): Binding {
+  return shareBindingFor(chainId, record, version, epoch, validator, (w) => {
+    w.u8(0);
+    w.u32(epoch);
+    w.u32(validator);
+  });
+}
+
+function shareBindingFor(
+  chainId: Bytes,
+  record: RecordId,
+  version: number,
+  epoch: number,
+  validator: number,
+  writeHolder: (w: Writer) => void,
+): Binding {
   const subject = encode((w) => {
     writeId16(w, record, "record");
     w.u32(version);
     w.u32(epoch);
     w.u32(validator);
   });
-  const holder = encode((w) => {
-    w.u8(1);
-    writeId16(w, reader, "reader");
-  });
   return {
     chainId,
     subjectId: sha256(utf8("medledger/share-subject/v1"), subject),
     version,
-    recipientId: sha256(utf8("medledger/share-holder/v1"), holder),
+    recipientId: sha256(utf8("medledger/share-holder/v1"), encode(writeHolder)),
   };
 }

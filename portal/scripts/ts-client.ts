@@ -1,0 +1,74 @@
+// The portal's TypeScript client driven from a CLI home (client.json and a sealed identity
+// keystore), as a second implementation of `medledger record get` and `record put`: the
+// transactions are signed here and committed by the validators, records encrypted and decrypted
+// here. Used by the Rust end-to-end test crates/cli/tests/portal.rs against real validators.
+//
+//   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ALIAS read RECORD [PURPOSE]
+//   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ALIAS write PATIENT FILE
+//
+// Prints one JSON line (read: {record, version, access, height, plaintext (hex), metadata};
+// write: {record, height}); on a refusal prints one line on stderr and exits 3 (denied) or 1.
+
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+import { ApiProblem, Client } from "../packages/protocol/src/client.js";
+import { type KeyFile, identityFromSecret, openKeystore } from "../packages/protocol/src/keystore.js";
+import { fromHex, toHex, utf8 } from "../packages/protocol/src/bytes.js";
+import { PURPOSES, type PurposeOfUse } from "../packages/protocol/src/tx.js";
+
+async function main(): Promise<number> {
+  const [home, alias, command, target, extra] = process.argv.slice(2);
+  const purpose = command === "read" ? (extra ?? "TREAT") : "TREAT";
+  const usage = !home || !alias || !target || !(command === "read" || (command === "write" && extra));
+  if (usage || !(PURPOSES as readonly string[]).includes(purpose)) {
+    process.stderr.write("usage: ts-client HOME ALIAS read RECORD [PURPOSE] | write PATIENT FILE\n");
+    return 2;
+  }
+  const passphrase = process.env.MEDLEDGER_PASSPHRASE;
+  if (!passphrase) {
+    process.stderr.write("MEDLEDGER_PASSPHRASE is not set\n");
+    return 2;
+  }
+  const config = JSON.parse(readFileSync(join(home, "client.json"), "utf8")) as { chain_id: string; nodes: string[] };
+  const file = JSON.parse(readFileSync(join(home, "identities", `${alias}.key`), "utf8")) as KeyFile;
+  const secret = await openKeystore(utf8(passphrase), fromHex(file.sealed));
+  const keys = await identityFromSecret(file.suite, secret);
+  secret.fill(0);
+  const client = new Client(config.nodes, config.chain_id);
+  try {
+    const me = { member: file.member, keys };
+    if (command === "write") {
+      const plaintext = readFileSync(extra!);
+      const json = (() => {
+        try {
+          return JSON.parse(plaintext.toString("utf8")) as { resourceType?: string };
+        } catch {
+          return null;
+        }
+      })();
+      const metadata = json?.resourceType
+        ? { resource_type: json.resourceType, content_type: "application/fhir+json" }
+        : { resource_type: null, content_type: "application/octet-stream" };
+      const written = await client.writeRecord(me, target, new Uint8Array(plaintext), metadata);
+      process.stdout.write(`${JSON.stringify({ record: written.record, height: written.committed.height })}\n`);
+      return 0;
+    }
+    const opened = await client.read(me, target, purpose as PurposeOfUse);
+    const out = {
+      record: opened.entry.record,
+      version: opened.entry.version,
+      access: opened.access.tx,
+      height: opened.access.height,
+      plaintext: toHex(opened.plaintext),
+      metadata: opened.metadata,
+    };
+    process.stdout.write(`${JSON.stringify(out)}\n`);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+    return e instanceof ApiProblem && e.denied ? 3 : 1;
+  }
+}
+
+process.exitCode = await main();
