@@ -30,6 +30,8 @@ const shots = env("MEDLEDGER_E2E_SHOTS");
 const keyFile = (alias: string) => join(home, "identities", `${alias}.key`);
 
 let browser: Browser;
+/** The record the doctor writes in the browser (found by the patient). */
+let written = "";
 /** Every request any page sent, as a server could read it. */
 const sent: { url: string; headers: Record<string, string>; body: string }[] = [];
 
@@ -139,6 +141,7 @@ describe("the portal, in Chromium, on real validators", () => {
     const drbob = await page.locator("#grantee option", { hasText: /^Dr Bob \(doctor/ }).getAttribute("value");
     assert.ok(drbob && /^[0-9a-f]{32}$/.test(drbob), "Dr Bob is in the staff directory");
     await page.getByLabel(/Clinician/).selectOption(drbob);
+    await page.getByLabel("They may also add records to my chart").check();
     await page.getByRole("button", { name: "Give access to my whole chart" }).click();
     await page.getByText(/can now read your chart \(block \d+\)/).waitFor({ timeout: 30_000 });
     await page.locator("#holders li", { hasText: "Dr Bob" }).waitFor();
@@ -155,6 +158,13 @@ describe("the portal, in Chromium, on real validators", () => {
     await page.getByRole("button", { name: /^Open record [0-9a-f]/ }).click();
     await page.locator(".content").waitFor({ timeout: 30_000 });
     assert.ok((await page.locator(".content").innerText()).includes(marker));
+    // The doctor adds an observation: encrypted in the browser, its key dealt to the validators.
+    await page.getByLabel("Measurement").selectOption({ label: "Heart rate (/min)" });
+    await page.getByLabel("Value").fill("72");
+    await page.getByLabel("Note (optional)").fill("resting");
+    await page.getByRole("button", { name: "Add to the chart" }).click();
+    await page.getByText(/^Added: record [0-9a-f]{8}… \(block \d+\)/).waitFor({ timeout: 30_000 });
+    assert.equal(await page.getByRole("button", { name: /^Open record [0-9a-f]/ }).count(), 2, "the chart lists it");
     await accessible(page, "clinician chart");
     await page.screenshot({ path: join(shots, "clinician-record.png"), fullPage: true });
     await page.close();
@@ -171,6 +181,41 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.equal(await nurse.getByText(marker).count(), 0);
     await accessible(nurse, "clinician refused");
     await nurse.screenshot({ path: join(shots, "nurse-refused.png"), fullPage: true });
+    await nurse.close();
+  });
+
+  it("the patient opens what the doctor wrote and shares that record only with a nurse, who reads it", async () => {
+    const page = await open(360);
+    await signIn(page, "alice");
+    await page.getByRole("heading", { name: "Your records" }).waitFor();
+    const buttons = page.locator("button[data-record]");
+    assert.equal(await buttons.count(), 2);
+    const ids = await buttons.evaluateAll((els) => els.map((e) => e.getAttribute("data-record") ?? ""));
+    written = ids.find((id) => id !== record) ?? "";
+    assert.match(written, /^[0-9a-f]{32}$/);
+    await page.locator(`button[data-record="${written}"]`).click();
+    const content = page.locator(".content");
+    await content.waitFor({ timeout: 30_000 });
+    assert.match(await content.innerText(), /Heart rate[\s\S]*72 \/min/);
+    const nina = await page.locator("#share-with option", { hasText: /\(nurse, / }).first().getAttribute("value");
+    assert.ok(nina);
+    await page.getByLabel("With").selectOption(nina);
+    await page.getByRole("button", { name: "Share this record" }).click();
+    await page.getByText(/^Shared with .*\(block \d+\)/).waitFor({ timeout: 30_000 });
+    await accessible(page, "patient record shared");
+    await page.screenshot({ path: join(shots, "patient-share-record-360.png"), fullPage: true });
+    await page.close();
+
+    const nurse = await open();
+    await signIn(nurse, "nina");
+    await nurse.getByLabel(/Record id/).fill(written);
+    await nurse.getByRole("button", { name: "Open this record" }).click();
+    await nurse.locator(".content").waitFor({ timeout: 30_000 });
+    assert.match(await nurse.locator(".content").innerText(), /72 \/min/);
+    // The record shared, not the chart: her earlier one stays closed to the nurse.
+    await nurse.getByLabel(/Record id/).fill(record);
+    await nurse.getByRole("button", { name: "Open this record" }).click();
+    await nurse.getByText(/Refused by the ledger: rejected/).waitFor({ timeout: 30_000 });
     await nurse.close();
   });
 
@@ -204,9 +249,12 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.match(text, /Access to the whole chart taken from Dr Bob/);
     assert.match(text, /Refused/, "the refused reads");
     const plotLabel = await page.locator("svg.plot").getAttribute("aria-label");
-    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 2 refused/);
+    assert.match(text, /Wrote record/, "the doctor's observation");
+    assert.match(text, /Access to one record given to nurse/, "the record shared with the nurse");
+    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 3 refused/);
     await page.getByLabel("Show").selectOption("denied");
-    assert.equal(await rows.count(), 2, "only the refusals: the nurse's, then the doctor's after the revocation");
+    assert.equal(await rows.count(), 3, "only the refusals: the nurse's two, then the doctor's after the revocation");
+    assert.match(await rows.nth(2).innerText(), /nurse .*Read record.*Refused/s);
     assert.match(await rows.nth(1).innerText(), /nurse .*Read record.*Refused/s);
     assert.match(await rows.nth(0).innerText(), /Dr Bob .*Read record.*Refused/s);
     const overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth");

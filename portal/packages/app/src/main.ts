@@ -9,7 +9,8 @@ import { ApiProblem, Client, PURPOSES, type PurposeOfUse, type RecordEntry } fro
 
 import { h, replace, shortId, when } from "./dom.js";
 import { renderContent } from "./render.js";
-import { showSharing } from "./sharing.js";
+import { MEASURES, observation } from "./observation.js";
+import { directory, showSharing, staffLabel } from "./sharing.js";
 import { showTimeline } from "./timeline.js";
 import { IDLE_MINUTES_DEFAULT, type Member, unlock, watchIdle, wipe } from "./session.js";
 
@@ -211,8 +212,93 @@ async function showChart(patient: string, title: string): Promise<void> {
     staff ? purpose : null,
     table,
     h("section", { id: "record", "aria-label": "The record opened", hidden: true }),
+    staff ? newObservationForm(patient) : null,
   );
   say("");
+}
+
+/** A clinician adds an Observation to `patient`'s chart (their grant must allow writing). */
+function newObservationForm(patient: string): HTMLFormElement {
+  const measure = h("select", { id: "measure" }, ...MEASURES.map((m, i) => h("option", { value: String(i) }, `${m.name} (${m.unit})`)));
+  const value = h("input", { id: "measure-value", type: "number", step: "any", required: true, inputmode: "decimal" });
+  const note = h("textarea", { id: "measure-note", rows: "2", maxlength: "2000" });
+  const save = h("button", { type: "submit" }, "Add to the chart");
+  const form = h(
+    "form",
+    { "aria-labelledby": "add-title", class: "add" },
+    h("h3", { id: "add-title" }, "Add an observation"),
+    h("label", { for: "measure" }, "Measurement"),
+    measure,
+    h("label", { for: "measure-value" }, "Value"),
+    value,
+    h("label", { for: "measure-note" }, "Note (optional)"),
+    note,
+    save,
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!member) return;
+    const me = member;
+    let resource: Record<string, unknown>;
+    try {
+      resource = observation(patient, MEASURES[Number(measure.value)]!, Number(value.value), note.value);
+    } catch (e) {
+      say(errorText(e), "error");
+      return;
+    }
+    save.disabled = true;
+    say("Encrypting here, then registering on the ledger…");
+    const bytes = new TextEncoder().encode(JSON.stringify(resource));
+    client
+      .writeRecord(me, patient, bytes, { resource_type: "Observation", content_type: "application/fhir+json" })
+      .then(async (written) => {
+        await showChart(patient, "Records");
+        say(`Added: record ${shortId(written.record)} (block ${written.committed.height}).`);
+      })
+      .catch((e: unknown) => {
+        save.disabled = false;
+        say(errorText(e), "error");
+      });
+  });
+  return form;
+}
+
+/** The patient shares the record just opened with one clinician (a per-record grant). */
+async function shareRecordForm(record: string): Promise<HTMLFormElement> {
+  const staff = await directory(client);
+  const select = h(
+    "select",
+    { id: "share-with", required: true },
+    h("option", { value: "" }, "Choose a clinician"),
+    ...staff.map((m) => h("option", { value: m.id }, staffLabel(m))),
+  );
+  const share = h("button", { type: "submit" }, "Share this record");
+  const form = h(
+    "form",
+    { "aria-labelledby": "share-title", class: "add" },
+    h("h3", { id: "share-title" }, "Share this record only"),
+    h("label", { for: "share-with" }, "With"),
+    select,
+    share,
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!member || !/^[0-9a-f]{32}$/.test(select.value)) {
+      say("Choose a clinician.", "error");
+      return;
+    }
+    const name = select.selectedOptions[0]?.textContent ?? "them";
+    share.disabled = true;
+    say("Wrapping this record's key for them, on this device…");
+    client
+      .grantRecord(member, record, select.value)
+      .then((done) => say(`Shared with ${name} (block ${done.height}).`))
+      .catch((e: unknown) => say(errorText(e), "error"))
+      .finally(() => {
+        share.disabled = false;
+      });
+  });
+  return form;
 }
 
 function purposeSelect(id: string): HTMLSelectElement {
@@ -230,7 +316,8 @@ async function openRecord(record: string, purpose: PurposeOfUse): Promise<void> 
   try {
     const opened = await client.read(member, record, purpose);
     const title = h("h3", { tabindex: "-1" }, `Record ${shortId(record)}, version ${opened.entry.version}`);
-    replace(panel, title, renderContent(opened.plaintext, opened.metadata));
+    const own = member.role === "patient" && opened.entry.patient === member.member;
+    replace(panel, title, renderContent(opened.plaintext, opened.metadata), own ? await shareRecordForm(record) : null);
     panel.hidden = false;
     title.focus();
     say(`Opened; the access is in block ${opened.access.height} of the ledger.`);

@@ -14,6 +14,13 @@ function label(m: MemberEntry): string {
 }
 
 /** Shows who holds chart-wide access, with a revoke button each, and the form to give access. */
+/** Every clinician of the staff directory, for choosing whom to give access. */
+export async function directory(client: Client): Promise<MemberEntry[]> {
+  return (await Promise.all(ROLES.map((r) => client.staff(r)))).flat();
+}
+
+export { label as staffLabel };
+
 export async function showSharing(
   client: Client,
   me: Identity,
@@ -21,8 +28,7 @@ export async function showSharing(
   say: (text: string, kind?: "info" | "error") => void,
   errorText: (e: unknown) => string,
 ): Promise<void> {
-  const [chart, ...directories] = await Promise.all([client.chart(me, me.member), ...ROLES.map((r) => client.staff(r))]);
-  const staff = directories.flat();
+  const [chart, staff] = await Promise.all([client.chart(me, me.member), directory(client)]);
   const byId = new Map(staff.map((m) => [m.id, m]));
   const refresh = () => showSharing(client, me, target, say, errorText);
 
@@ -63,6 +69,7 @@ export async function showSharing(
     ...candidates.map((m) => h("option", { value: m.id }, label(m))),
   );
   const until = h("input", { id: "until", type: "date" });
+  const write = h("input", { id: "may-write", type: "checkbox" });
   const give = h("button", { type: "submit" }, "Give access to my whole chart");
   const form = h(
     "form",
@@ -72,6 +79,7 @@ export async function showSharing(
     select,
     h("label", { for: "until" }, "Until (optional)"),
     until,
+    h("div", { class: "check" }, write, h("label", { for: "may-write" }, "They may also add records to my chart")),
     give,
   );
   form.addEventListener("submit", (event) => {
@@ -90,7 +98,7 @@ export async function showSharing(
     const who = byId.get(grantee);
     say("Wrapping your chart key for them, on this device…");
     client
-      .grantAll(me, grantee, expires)
+      .grantAll(me, grantee, expires, write.checked)
       .then((done) => {
         say(`${who ? label(who) : "They"} can now read your chart (block ${done.height}).`);
         return refresh();

@@ -411,9 +411,10 @@ export class Client {
 
   /**
    * The patient `me` gives `grantee` access to the whole chart: the chart's current key wrapped
-   * for the grantee's enrolled key, in the grant's sidecar (until `expiresAt`, ms, when given).
+   * for the grantee's enrolled key, in the grant's sidecar (until `expiresAt`, ms, when given;
+   * with `write`, the grantee may add records to the chart too).
    */
-  async grantAll(me: Identity, grantee: MemberId, expiresAt: number | null = null): Promise<Committed> {
+  async grantAll(me: Identity, grantee: MemberId, expiresAt: number | null = null, write = false): Promise<Committed> {
     const key = await this.agreedEncryptionKey(me, grantee);
     const { epoch, secret } = await this.chartSecret(me, me.member);
     const subject: KeySubject = { type: "chart", patient: me.member, epoch };
@@ -425,7 +426,7 @@ export class Client {
       patient: me.member,
       grantee,
       scope: "all",
-      write: false,
+      write,
       expires_at: expiresAt,
       chart_epoch: epoch,
       new_chart: null,
@@ -605,17 +606,59 @@ export class Client {
   }
 
   /**
+   * Commits a RecordAccess to the current version of `record` (the audit event), then fetches its
+   * bundle and opens what this reader's envelopes wrap for it (`null`: none of them does).
+   */
+  private async access(
+    me: Identity,
+    record: RecordId,
+    purpose: PurposeOfUse,
+  ): Promise<{ access: Committed; bundle: AccessBundleJson; secret: Bytes | null }> {
+    const { version } = await this.get<{ version: number }>(`/v1/records/${record}/version`, me);
+    const access = await this.transact(me, { type: "record_access", record, version, purpose });
+    const bundle = await this.get<AccessBundleJson>(`/v1/access/${access.tx}/bundle`, me);
+    if (bundle.record.record !== record || bundle.record.version !== version) {
+      throw new Error("the bundle is of another record or version");
+    }
+    return { access, bundle, secret: await this.wrappedSecret(me, bundle) };
+  }
+
+  /**
+   * The patient `me` shares one record with `grantee`: the patient reads the record's key like
+   * any reader (an access in their own trail, purpose PATRQT) and wraps what it opens to (under
+   * threshold release `k_env`: the grantee still needs the validators' shares at each read) for
+   * the grantee's enrolled key.
+   */
+  async grantRecord(me: Identity, record: RecordId, grantee: MemberId, expiresAt: number | null = null): Promise<Committed> {
+    const key = await this.agreedEncryptionKey(me, grantee);
+    const { bundle, secret } = await this.access(me, record, "PATRQT");
+    if (!secret) throw new ApiProblem(403, "urn:medledger:problem:access-denied", "no wrapped key for this reader");
+    const subject: KeySubject = { type: "record", record, version: bundle.record.version };
+    const holder: KeyHolder = { type: "member", member: grantee };
+    const envelope = await seal(key, secret, { chainId: chainIdBytes(this.chainId), subject, holder });
+    secret.fill(0);
+    const kind: TxKind = {
+      type: "grant",
+      patient: bundle.record.patient,
+      grantee,
+      scope: { record },
+      write: false,
+      expires_at: expiresAt,
+      chart_epoch: null,
+      new_chart: null,
+    };
+    return this.transact(me, kind, { envelopes: [{ holder, subject, envelope }], metadata: null });
+  }
+
+  /**
    * Reads the current version of `record` as `me`: the access is committed on the ledger first
    * (allowed or denied, it is an event in the patient's trail), then the key path and the
    * ciphertext are fetched, checked and opened here.
    */
   async read(me: Identity, record: RecordId, purpose: PurposeOfUse = "TREAT"): Promise<Opened> {
-    const { version } = await this.get<{ version: number }>(`/v1/records/${record}/version`, me);
-    const access = await this.transact(me, { type: "record_access", record, version, purpose });
-    const bundle = await this.get<AccessBundleJson>(`/v1/access/${access.tx}/bundle`, me);
+    const { access, bundle, secret } = await this.access(me, record, purpose);
     const entry = bundle.record;
-    if (entry.record !== record || entry.version !== version) throw new Error("the bundle is of another record or version");
-    const secret = await this.wrappedSecret(me, bundle);
+    const version = entry.version;
     const recordBytes = fromHex(record);
     let dek: Bytes;
     if (bundle.threshold) {
