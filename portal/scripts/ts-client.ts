@@ -5,24 +5,29 @@
 //
 //   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ALIAS read RECORD [PURPOSE]
 //   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ALIAS write PATIENT FILE
+//   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ALIAS request ROLE ORG [NAME]
+//       (makes ALIAS's keys: HOME/identities/ALIAS.key, and prints the enrolment request)
+//   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ADMIN approve REQUEST_FILE
 //
 // Prints one JSON line (read: {record, version, access, height, plaintext (hex), metadata};
 // write: {record, height}); on a refusal prints one line on stderr and exits 3 (denied) or 1.
 
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 import { ApiProblem, Client } from "../packages/protocol/src/client.js";
+import { type Role, requestEnrolment } from "../packages/protocol/src/enrolment.js";
 import { type KeyFile, identityFromSecret, openKeystore } from "../packages/protocol/src/keystore.js";
 import { fromHex, toHex, utf8 } from "../packages/protocol/src/bytes.js";
 import { PURPOSES, type PurposeOfUse } from "../packages/protocol/src/tx.js";
 
 async function main(): Promise<number> {
-  const [home, alias, command, target, extra] = process.argv.slice(2);
+  const [home, alias, command, target, extra, more] = process.argv.slice(2);
   const purpose = command === "read" ? (extra ?? "TREAT") : "TREAT";
-  const usage = !home || !alias || !target || !(command === "read" || (command === "write" && extra));
+  const known = command === "read" || command === "approve" || ((command === "write" || command === "request") && extra);
+  const usage = !home || !alias || !target || !known;
   if (usage || !(PURPOSES as readonly string[]).includes(purpose)) {
-    process.stderr.write("usage: ts-client HOME ALIAS read RECORD [PURPOSE] | write PATIENT FILE\n");
+    process.stderr.write("usage: ts-client HOME ALIAS read RECORD [PURPOSE] | write PATIENT FILE | request ROLE ORG [NAME] | approve FILE\n");
     return 2;
   }
   const passphrase = process.env.MEDLEDGER_PASSPHRASE;
@@ -31,6 +36,22 @@ async function main(): Promise<number> {
     return 2;
   }
   const config = JSON.parse(readFileSync(join(home, "client.json"), "utf8")) as { chain_id: string; nodes: string[] };
+  if (command === "request") {
+    const keyPath = join(home, "identities", `${alias}.key`);
+    if (existsSync(keyPath)) {
+      process.stderr.write(`${alias} exists in this home\n`);
+      return 2;
+    }
+    try {
+      const made = await requestEnrolment(config.chain_id, target as Role, extra!, more ?? null, passphrase);
+      writeFileSync(keyPath, JSON.stringify(made.keyFile), { mode: 0o600 });
+      process.stdout.write(`${JSON.stringify(made.request)}\n`);
+      return 0;
+    } catch (e) {
+      process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+      return 2;
+    }
+  }
   const file = JSON.parse(readFileSync(join(home, "identities", `${alias}.key`), "utf8")) as KeyFile;
   const secret = await openKeystore(utf8(passphrase), fromHex(file.sealed));
   const keys = await identityFromSecret(file.suite, secret);
@@ -38,6 +59,11 @@ async function main(): Promise<number> {
   const client = new Client(config.nodes, config.chain_id);
   try {
     const me = { member: file.member, keys };
+    if (command === "approve") {
+      const { enroll, committed } = await client.approveEnrolment({ ...me, org: file.org }, readFileSync(target, "utf8"));
+      process.stdout.write(`${JSON.stringify({ member: enroll.member, role: enroll.role, height: committed.height })}\n`);
+      return 0;
+    }
     if (command === "write") {
       const plaintext = readFileSync(extra!);
       const json = (() => {

@@ -266,3 +266,60 @@ fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
     net.ok(&["record", "get", "--as", "alice", &later, "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), b"after the browser's revocation");
 }
+
+/// Issue 16, enrolment by request across the two implementations: keys the TypeScript client
+/// makes on the member's device (from a recovery code, the CLI's derivation), sealed in a CLI key
+/// file, and a request signed with them, which the CLI's admin approves; the member then works
+/// with the CLI on those keys (a patient writes and reads her chart; a doctor is in the staff
+/// directory under the name asked for). A CLI-made request is approved by the TypeScript client
+/// as the admin. An altered request is refused by both, and changes nothing.
+#[test]
+fn enrolment_requests_made_in_typescript_are_approved_by_the_cli_and_the_reverse() {
+    let net = Net::start();
+    net.cast();
+    let admin = net.admin.clone();
+    // A patient's request, made in TypeScript (with her first chart key, wrapped for her).
+    let (code, out, err) = ts_client(&net, "paula", &["request", "patient", "org1"]);
+    assert_eq!(code, 0, "{err}");
+    let request: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(request["format"], "medledger-enrolment-request/v1");
+    // Altered (another role): the CLI refuses it, and nobody is enrolled.
+    let mut altered = request.clone();
+    altered["enroll"]["role"] = "doctor".into();
+    let altered_file = net.file("altered.json", altered.to_string().as_bytes());
+    let refused = net.cli(&["id", "approve", "--as", &admin, altered_file.to_str().unwrap()]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    let (code, _, err) = ts_client(&net, &admin, &["approve", altered_file.to_str().unwrap()]);
+    assert_ne!(code, 0, "the TypeScript admin refuses it too");
+    assert!(err.contains("not signed by the keys it enrols"), "{err}");
+    let paula = request["enroll"]["member"].as_str().unwrap().to_string();
+    assert_eq!(common::api_get(&net, 0, Some(&admin), &format!("/v1/members/{paula}")).0, 404, "not enrolled");
+    // As made: the CLI's admin approves it, and the keys work with the CLI.
+    let file = net.file("paula.json", out.trim().as_bytes());
+    net.ok(&["id", "approve", "--as", &admin, file.to_str().unwrap()]);
+    assert_eq!(net.id_of("paula"), paula, "the CLI opens the key file TypeScript sealed");
+    let note = net.file("note.txt", b"my own note");
+    let record =
+        net.ok(&["record", "put", "--as", "paula", "--patient", &paula, note.to_str().unwrap()]).trim().to_string();
+    let back = net.root.path().join("back.txt");
+    net.ok(&["record", "get", "--as", "paula", &record, "-o", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), b"my own note");
+    // A doctor's, with the name the provider directory shows.
+    let (code, out, err) = ts_client(&net, "drtess", &["request", "doctor", "org1", "Dr Tess Ng"]);
+    assert_eq!(code, 0, "{err}");
+    let file = net.file("tess.json", out.trim().as_bytes());
+    net.ok(&["id", "approve", "--as", &admin, file.to_str().unwrap()]);
+    let (_, staff) = common::http_get(&net.api, "/v1/staff?role=doctor");
+    assert!(staff.contains("Dr Tess Ng"), "{staff}");
+    // The reverse: a request the CLI made, approved by the TypeScript client as the admin.
+    let request_file = net.root.path().join("carl.json");
+    net.ok(&["id", "request", "carl", "--role", "nurse", "--org", "org1", "--out", request_file.to_str().unwrap()]);
+    let (code, out, err) = ts_client(&net, &admin, &["approve", request_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let approved: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (approved["member"].as_str(), approved["role"].as_str()),
+        (Some(net.id_of("carl").as_str()), Some("nurse"))
+    );
+    assert_eq!(common::api_get(&net, 0, Some("carl"), &format!("/v1/members/{}", net.id_of("carl"))).0, 200);
+}

@@ -26,6 +26,7 @@ import {
   verifyShare,
 } from "./threshold.js";
 import { type PurposeOfUse, type TxKind, chainIdBytes, signTransaction, submitRequest } from "./tx.js";
+import { type Enroll, verifyEnrolmentRequest } from "./enrolment.js";
 import { type Sidecar, type SidecarEnvelope, type ThresholdShares, encodeSidecar, sidecarDigest } from "./sidecar.js";
 import { type Binding, DecryptionKey, type EncryptionKey, type Envelope, KemSuite, encryptionKeyFromJson, kemSuite, seal } from "./wrap.js";
 
@@ -287,9 +288,9 @@ export class Client {
    * Signs `kind` for `me` (with its sidecar, when it carries envelopes), submits it and waits for
    * its commit; a rejection is an `ApiProblem` (403 for a denial).
    */
-  async transact(me: Identity, kind: TxKind, sidecar: Sidecar | null = null): Promise<Committed> {
+  async transact(me: Identity, kind: TxKind, sidecar: Sidecar | Bytes | null = null): Promise<Committed> {
     const nonce = await this.nextNonce(me);
-    const carried = sidecar ? encodeSidecar(sidecar) : null;
+    const carried = sidecar instanceof Uint8Array ? sidecar : sidecar ? encodeSidecar(sidecar) : null;
     const body = { chain_id: this.chainId, signer: me.member, nonce, kind, sidecar_digest: carried ? sidecarDigest(carried) : null };
     const tx = signTransaction(body, me.keys.signing);
     let submitted: { bytes: Bytes };
@@ -648,6 +649,19 @@ export class Client {
       new_chart: null,
     };
     return this.transact(me, kind, { envelopes: [{ holder, subject, envelope }], metadata: null });
+  }
+
+  /**
+   * An admin enrols the member of an enrolment request (its text, as the member handed it over)
+   * once it checks: for this network, signed by the keys it enrols, of the admin's organisation.
+   */
+  async approveEnrolment(admin: Identity & { org: string }, requestText: string): Promise<{ enroll: Enroll; committed: Committed }> {
+    const { enroll, sidecar } = verifyEnrolmentRequest(requestText, this.chainId);
+    if (enroll.org !== admin.org) {
+      throw new ApiProblem(403, "urn:medledger:problem:access-denied", "an admin enrols members of their own organisation only");
+    }
+    const committed = await this.transact(admin, { type: "enroll", ...enroll }, sidecar);
+    return { enroll, committed };
   }
 
   /**

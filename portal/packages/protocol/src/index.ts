@@ -14,3 +14,4 @@ export * from "./evidence.js";
 export * from "./keystore.js";
 export * from "./client.js";
 export * from "./sidecar.js";
+export * from "./enrolment.js";

@@ -1,10 +1,12 @@
 // Transactions: the JSON form the validators' API shows, their canonical (borsh) encoding, the
 // signature over it and the id, as `medledger_ledger::tx` makes them.
 //
-// The kinds a member's browser sends are encoded here; the others (enrolment, governance,
-// validators' own re-sharing steps) are refused by `encodeKind` rather than guessed at.
+// The kinds a member's browser sends are encoded here (and an admin's enrolment of a member who
+// asked); the others (governance, validators' own re-sharing steps) are refused by `writeKind`
+// rather than guessed at.
 
 import { type Bytes, concat, fromHexN, toHex, utf8 } from "./bytes.js";
+import { type Enroll, writeEnroll } from "./enrolment.js";
 import { type Writer, encode } from "./borsh.js";
 import { sha256 } from "./hash.js";
 import { type Hash32, type KeyHolder, type MemberId, type RecordId, writeHash32, writeId16, writeKeyHolder } from "./ids.js";
@@ -40,6 +42,7 @@ export interface RegisterRecord {
 }
 
 export type TxKind =
+  | ({ type: "enroll" } & Enroll)
   | ({ type: "register_record" } & RegisterRecord)
   | ({ type: "append_version" } & RegisterRecord)
   | {
@@ -67,6 +70,7 @@ export interface TxBody {
 }
 
 const KIND_INDEX: Record<TxKind["type"], number> = {
+  enroll: 0,
   register_record: 1,
   grant: 2,
   revoke: 3,
@@ -112,6 +116,9 @@ export function writeKind(w: Writer, kind: TxKind): void {
   if (index === undefined) throw new Error(`this client does not send ${(kind as { type: string }).type} transactions`);
   w.u8(index);
   switch (kind.type) {
+    case "enroll":
+      writeEnroll(w, kind);
+      return;
     case "register_record":
     case "append_version":
       writeRegister(w, kind);
