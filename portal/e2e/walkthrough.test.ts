@@ -5,7 +5,8 @@
 //   MEDLEDGER_E2E_HOME     the CLI home whose identities/ALIAS.key files the users sign in with
 //   MEDLEDGER_E2E_PATIENT  alice's member id; MEDLEDGER_E2E_RECORD the record the CLI wrote
 //   MEDLEDGER_E2E_MARKER   a word in the record's plaintext; MEDLEDGER_PASSPHRASE the keystores'
-//   MEDLEDGER_E2E_SHOTS    where screenshots go
+//   MEDLEDGER_E2E_SHOTS    where screenshots go; MEDLEDGER_E2E_ADMIN, _ORG: an admin and their
+//   organisation; MEDLEDGER_E2E_NURSE: nina's member id
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -27,6 +28,12 @@ const record = env("MEDLEDGER_E2E_RECORD");
 const marker = env("MEDLEDGER_E2E_MARKER");
 const passphrase = env("MEDLEDGER_PASSPHRASE");
 const shots = env("MEDLEDGER_E2E_SHOTS");
+const adminAlias = env("MEDLEDGER_E2E_ADMIN");
+const org = env("MEDLEDGER_E2E_ORG");
+const nurseId = env("MEDLEDGER_E2E_NURSE");
+/** The passphrase and recovery code of the member enrolled in the browser: never sent anywhere. */
+const newPassphrase = "ada's own long passphrase";
+let recoveryCode = "";
 const keyFile = (alias: string) => join(home, "identities", `${alias}.key`);
 
 let browser: Browser;
@@ -62,9 +69,9 @@ async function open(width = 1024): Promise<Page> {
   return page;
 }
 
-async function signIn(page: Page, alias: string): Promise<void> {
-  await page.getByLabel("Key file").setInputFiles(keyFile(alias));
-  await page.getByLabel("Passphrase").fill(passphrase);
+async function signIn(page: Page, alias: string, file = keyFile(alias), secret = passphrase): Promise<void> {
+  await page.getByLabel("Key file").setInputFiles(file);
+  await page.getByLabel("Passphrase", { exact: true }).fill(secret);
   await page.getByRole("button", { name: "Unlock" }).click();
   await page.getByRole("button", { name: "Sign out" }).waitFor({ timeout: 30_000 });
 }
@@ -100,11 +107,55 @@ describe("the portal, in Chromium, on real validators", () => {
   it("a wrong passphrase opens nothing", async () => {
     const page = await open();
     await page.getByLabel("Key file").setInputFiles(keyFile("alice"));
-    await page.getByLabel("Passphrase").fill("not the passphrase");
+    await page.getByLabel("Passphrase", { exact: true }).fill("not the passphrase");
     await page.getByRole("button", { name: "Unlock" }).click();
     await page.getByText("wrong passphrase").waitFor({ timeout: 30_000 });
     assert.equal(await page.getByRole("button", { name: "Sign out" }).count(), 0);
     await page.close();
+  });
+
+  it("a new nurse makes her keys in the browser, the admin approves her request in the browser, and she signs in", async () => {
+    const page = await open();
+    await page.getByLabel("I am a").selectOption("nurse");
+    await page.getByLabel(/^Organisation/).fill(org);
+    await page.getByLabel(/^Name shown to patients/).fill("Nurse Ada");
+    await page.getByLabel("New passphrase (8 characters or more)").fill(newPassphrase);
+    await page.getByLabel("The passphrase again").fill(newPassphrase);
+    await page.getByRole("button", { name: "Make my keys" }).click();
+    await page.locator("#recovery-code").waitFor({ timeout: 30_000 });
+    recoveryCode = await page.locator("#recovery-code").innerText();
+    assert.match(recoveryCode, /^([0-9a-f]{8}-){8}[0-9a-f]{8}$/);
+    const save = async (name: RegExp, to: string) => {
+      const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name }).click()]);
+      await download.saveAs(to);
+      return readFileSync(to, "utf8");
+    };
+    const adaKey = join(shots, "ada.key");
+    const adaRequest = join(shots, "ada-request.json");
+    const keyText = await save(/Download your key file/, adaKey);
+    const requestText = await save(/Download your enrolment request/, adaRequest);
+    assert.ok(!keyText.includes(newPassphrase) && !requestText.includes(newPassphrase));
+    assert.equal(JSON.parse(requestText).enroll.display_name, "Nurse Ada");
+    await accessible(page, "new member");
+    await page.screenshot({ path: join(shots, "new-member-keys.png"), fullPage: true });
+    await page.close();
+
+    const admin = await open();
+    await signIn(admin, adminAlias);
+    await admin.getByLabel("Request file").setInputFiles(adaRequest);
+    await admin.getByRole("button", { name: "Check the request" }).click();
+    await admin.getByText("Signed by its own keys").waitFor({ timeout: 30_000 });
+    await admin.getByRole("button", { name: "Approve and enrol" }).click();
+    await admin.getByText(/^Enrolled member [0-9a-f]{8}… as nurse \(block \d+\)/).waitFor({ timeout: 30_000 });
+    await accessible(admin, "admin approval");
+    await admin.screenshot({ path: join(shots, "admin-approved.png"), fullPage: true });
+    await admin.close();
+
+    const ada = await open();
+    await signIn(ada, "ada", adaKey, newPassphrase);
+    await ada.getByRole("heading", { name: "Open a chart" }).waitFor();
+    assert.match(await ada.locator("#who").innerText(), /^nurse [0-9a-f]{8}…/);
+    await ada.close();
   });
 
   it("the patient reads her record, decrypted in the browser, at 360 px and by keyboard", async () => {
@@ -197,9 +248,7 @@ describe("the portal, in Chromium, on real validators", () => {
     const content = page.locator(".content");
     await content.waitFor({ timeout: 30_000 });
     assert.match(await content.innerText(), /Heart rate[\s\S]*72 \/min/);
-    const nina = await page.locator("#share-with option", { hasText: /\(nurse, / }).first().getAttribute("value");
-    assert.ok(nina);
-    await page.getByLabel("With").selectOption(nina);
+    await page.getByLabel("With").selectOption(nurseId);
     await page.getByRole("button", { name: "Share this record" }).click();
     await page.getByText(/^Shared with .*\(block \d+\)/).waitFor({ timeout: 30_000 });
     await accessible(page, "patient record shared");
@@ -267,7 +316,8 @@ describe("the portal, in Chromium, on real validators", () => {
   it("no request carried plaintext, a key, the passphrase or an alias", () => {
     assert.ok(sent.some((r) => r.url.includes("/api/") && r.headers.signature), "signed requests went out");
     const aliases = ["alice", "drbob", "nina"];
-    const secrets = [marker, passphrase, ...aliases.map((a) => JSON.parse(readFileSync(keyFile(a), "utf8")).sealed as string)];
+    const secrets = [marker, passphrase, newPassphrase, recoveryCode, recoveryCode.replaceAll("-", "").slice(0, 64), ...aliases.map((a) => JSON.parse(readFileSync(keyFile(a), "utf8")).sealed as string)];
+    assert.ok(recoveryCode.length > 0, "the enrolment test ran first");
     for (const r of sent) {
       const seen = `${r.url}\n${JSON.stringify(r.headers)}\n${r.body}`;
       for (const secret of secrets) {

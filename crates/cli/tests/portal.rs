@@ -239,12 +239,15 @@ fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
         .env("MEDLEDGER_E2E_RECORD", &record)
         .env("MEDLEDGER_E2E_MARKER", marker)
         .env("MEDLEDGER_E2E_SHOTS", &shots)
+        .env("MEDLEDGER_E2E_ADMIN", &net.admin)
+        .env("MEDLEDGER_E2E_NURSE", net.id_of("nina"))
+        .env("MEDLEDGER_E2E_ORG", net.admin.trim_end_matches("-admin"))
         .env("MEDLEDGER_PASSPHRASE", PASSPHRASE)
         .output()
         .expect("node");
     let report = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "the browser tests failed:\n{report}");
-    assert!(report.contains("ℹ pass 9") && report.contains("ℹ fail 0"), "{report}");
+    assert!(report.contains("ℹ pass 10") && report.contains("ℹ fail 0"), "{report}");
     // What the browser did is in the patient's trail: her read and drbob's.
     let readers: Vec<String> = trail(&net)
         .iter()

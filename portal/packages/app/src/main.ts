@@ -8,6 +8,7 @@
 import { ApiProblem, Client, PURPOSES, type PurposeOfUse, type RecordEntry } from "@medledger/protocol";
 
 import { h, replace, shortId, when } from "./dom.js";
+import { approveForm, newMemberForm } from "./enrol.js";
 import { renderContent } from "./render.js";
 import { MEASURES, observation } from "./observation.js";
 import { directory, showSharing, staffLabel } from "./sharing.js";
@@ -95,12 +96,16 @@ function showSignIn(): void {
         passphrase.focus();
       });
   });
-  replace(main, form);
+  replace(main, form, newMemberForm(config.chainId, say, errorText));
   file.focus();
 }
 
 function showHome(): void {
   if (!member) return;
+  if (member.role === "admin") {
+    replace(main, approveForm(client, member, say, errorText));
+    return;
+  }
   if (member.role === "patient") {
     const me = member;
     const section = h("section", { id: "chart", "aria-live": "polite" });
