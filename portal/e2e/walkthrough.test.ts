@@ -53,8 +53,9 @@ after(async () => {
   await browser?.close();
 });
 
-async function open(width = 1024): Promise<Page> {
+async function open(width = 1024, clock = false): Promise<Page> {
   const page = await browser.newPage({ viewport: { width, height: 800 } });
+  if (clock) await page.clock.install();
   page.on("request", (r: Request) => {
     sent.push({ url: r.url(), headers: r.headers(), body: r.postDataBuffer()?.toString("latin1") ?? "" });
   });
@@ -70,7 +71,7 @@ async function open(width = 1024): Promise<Page> {
 }
 
 async function signIn(page: Page, alias: string, file = keyFile(alias), secret = passphrase): Promise<void> {
-  await page.getByLabel("Key file").setInputFiles(file);
+  await page.getByLabel("Key file", { exact: true }).setInputFiles(file);
   await page.getByLabel("Passphrase", { exact: true }).fill(secret);
   await page.getByRole("button", { name: "Unlock" }).click();
   await page.getByRole("button", { name: "Sign out" }).waitFor({ timeout: 30_000 });
@@ -106,7 +107,7 @@ describe("the portal, in Chromium, on real validators", () => {
 
   it("a wrong passphrase opens nothing", async () => {
     const page = await open();
-    await page.getByLabel("Key file").setInputFiles(keyFile("alice"));
+    await page.getByLabel("Key file", { exact: true }).setInputFiles(keyFile("alice"));
     await page.getByLabel("Passphrase", { exact: true }).fill("not the passphrase");
     await page.getByRole("button", { name: "Unlock" }).click();
     await page.getByText("wrong passphrase").waitFor({ timeout: 30_000 });
@@ -310,6 +311,49 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.ok(Number(overflow) <= 0, `no sideways scrolling of the page at 360 px (${overflow} px)`);
     await accessible(page, "access timeline");
     await page.screenshot({ path: join(shots, "patient-timeline-360.png"), fullPage: true });
+    await page.close();
+  });
+
+  it("a key file kept on this device signs in with the passphrase alone, and is forgotten on request", async () => {
+    const page = await open(360);
+    await page.getByLabel("Key file", { exact: true }).setInputFiles(keyFile("alice"));
+    await page.getByLabel("Passphrase", { exact: true }).fill(passphrase);
+    await page.getByLabel(/^Keep my key file on this device/).check();
+    await page.getByRole("button", { name: "Unlock" }).click();
+    await page.getByRole("heading", { name: "Your records" }).waitFor({ timeout: 30_000 });
+    // What IndexedDB holds: the key file as sealed, nothing else (no passphrase, no open key).
+    const kept = (await page.evaluate(`new Promise((resolve, reject) => {
+      const r = indexedDB.open("medledger");
+      r.onsuccess = () => { const g = r.result.transaction("keys").objectStore("keys").getAll(); g.onsuccess = () => resolve(g.result); g.onerror = reject; };
+      r.onerror = reject;
+    })`)) as Record<string, unknown>[];
+    assert.equal(kept.length, 1);
+    assert.deepEqual(Object.keys(kept[0]!).sort(), ["member", "org", "role", "sealed", "suite"]);
+    assert.equal(kept[0]!.sealed, JSON.parse(readFileSync(keyFile("alice"), "utf8")).sealed);
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.reload();
+    await page.getByLabel(/^Passphrase for patient /).fill(passphrase);
+    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await page.getByRole("heading", { name: "Your records" }).waitFor({ timeout: 30_000 });
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await accessible(page, "sign-in with kept keys");
+    await page.getByRole("button", { name: "Forget on this device" }).click();
+    await page.reload();
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    assert.equal(await page.getByLabel(/^Passphrase for patient /).count(), 0, "forgotten");
+    await page.close();
+  });
+
+  it("after 15 minutes without activity the keys are wiped and the member is signed out", async () => {
+    const page = await open(1024, true);
+    await signIn(page, "drbob");
+    await page.getByRole("heading", { name: "Open a chart" }).waitFor();
+    await page.clock.fastForward("14:00");
+    assert.equal(await page.getByRole("button", { name: "Sign out" }).count(), 1, "still signed in after 14 minutes");
+    await page.clock.fastForward("01:30");
+    await page.getByText(/^Signed out after 15 minutes without activity/).waitFor({ timeout: 10_000 });
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    assert.equal(await page.getByRole("button", { name: "Sign out" }).count(), 0);
     await page.close();
   });
 

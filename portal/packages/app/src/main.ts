@@ -5,9 +5,10 @@
 // patient's own, or a patient's by id for staff), a record opened (its access committed on the
 // ledger first, with the purpose of use), shown as text; idle logoff.
 
-import { ApiProblem, Client, PURPOSES, type PurposeOfUse, type RecordEntry } from "@medledger/protocol";
+import { ApiProblem, Client, type KeyFile, PURPOSES, type PurposeOfUse, type RecordEntry } from "@medledger/protocol";
 
 import { h, replace, shortId, when } from "./dom.js";
+import { forget, keep, keptKeys } from "./device.js";
 import { approveForm, newMemberForm } from "./enrol.js";
 import { renderContent } from "./render.js";
 import { MEASURES, observation } from "./observation.js";
@@ -51,9 +52,24 @@ function signOut(reason: string): void {
   say(reason);
 }
 
+/** Signs `m` in: keys in memory, the idle logoff armed, the home screen. */
+function signedIn(m: Member): void {
+  member = m;
+  const minutes = config.idleMinutes ?? IDLE_MINUTES_DEFAULT;
+  idle = watchIdle(minutes, () =>
+    signOut(`Signed out after ${minutes} minutes without activity; your keys were wiped from memory.`),
+  );
+  const out = h("button", { type: "button", id: "signout" }, "Sign out");
+  out.addEventListener("click", () => signOut("Signed out; your keys were wiped from memory."));
+  replace(who, h("span", { title: m.member }, `${m.role} ${shortId(m.member)}`), " ", out);
+  say("");
+  showHome();
+}
+
 function showSignIn(): void {
   const file = h("input", { id: "keyfile", type: "file", accept: ".key,application/json", required: true });
   const passphrase = h("input", { id: "passphrase", type: "password", autocomplete: "current-password", required: true });
+  const keepIt = h("input", { id: "keep", type: "checkbox" });
   const button = h("button", { type: "submit" }, "Unlock");
   const form = h(
     "form",
@@ -64,6 +80,7 @@ function showSignIn(): void {
     file,
     h("label", { for: "passphrase" }, "Passphrase"),
     passphrase,
+    h("div", { class: "check" }, keepIt, h("label", { for: "keep" }, "Keep my key file on this device (sealed: it opens with my passphrase only)")),
     button,
   );
   form.addEventListener("submit", (event) => {
@@ -77,18 +94,14 @@ function showSignIn(): void {
     say("Opening your keys…");
     void chosen
       .text()
-      .then((text) => unlock(text, passphrase.value))
+      .then(async (text) => {
+        const m = await unlock(text, passphrase.value);
+        if (keepIt.checked) await keep(JSON.parse(text) as KeyFile);
+        return m;
+      })
       .then((m) => {
         passphrase.value = "";
-        member = m;
-        idle = watchIdle(config.idleMinutes ?? IDLE_MINUTES_DEFAULT, () =>
-          signOut(`Signed out after ${config.idleMinutes ?? IDLE_MINUTES_DEFAULT} minutes without activity; your keys were wiped from memory.`),
-        );
-        const out = h("button", { type: "button", id: "signout" }, "Sign out");
-        out.addEventListener("click", () => signOut("Signed out; your keys were wiped from memory."));
-        replace(who, h("span", { title: m.member }, `${m.role} ${shortId(m.member)}`), " ", out);
-        say("");
-        showHome();
+        signedIn(m);
       })
       .catch((e: unknown) => {
         say(errorText(e), "error");
@@ -96,8 +109,55 @@ function showSignIn(): void {
         passphrase.focus();
       });
   });
-  replace(main, form, newMemberForm(config.chainId, say, errorText));
+  const keptSection = h("section", { id: "kept", "aria-labelledby": "kept-title", hidden: true });
+  replace(main, keptSection, form, newMemberForm(config.chainId, say, errorText));
   file.focus();
+  void keptKeys().then((files) => {
+    if (files.length === 0) return;
+    keptSection.hidden = false;
+    replace(
+      keptSection,
+      h("h2", { id: "kept-title" }, "Keys on this device"),
+      ...files.map((f, i) => keptForm(f, i)),
+    );
+    document.getElementById(`kept-pass-0`)?.focus();
+  });
+}
+
+/** Sign in with a key file kept on this device: the passphrase alone. */
+function keptForm(file: KeyFile, i: number): HTMLFormElement {
+  const pass = h("input", { id: `kept-pass-${i}`, type: "password", autocomplete: "current-password", required: true });
+  const go = h("button", { type: "submit" }, "Sign in");
+  const drop = h("button", { type: "button", class: "secondary" }, "Forget on this device");
+  const form = h(
+    "form",
+    { class: "kept" },
+    h("label", { for: `kept-pass-${i}` }, `Passphrase for ${file.role} ${shortId(file.member)}`),
+    pass,
+    go,
+    drop,
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    go.disabled = true;
+    say("Opening your keys…");
+    unlock(JSON.stringify(file), pass.value)
+      .then((m) => {
+        pass.value = "";
+        signedIn(m);
+      })
+      .catch((e: unknown) => {
+        go.disabled = false;
+        say(errorText(e), "error");
+      });
+  });
+  drop.addEventListener("click", () => {
+    void forget(file.member).then(() => {
+      form.remove();
+      say("That key file is no longer kept on this device.");
+    });
+  });
+  return form;
 }
 
 function showHome(): void {
