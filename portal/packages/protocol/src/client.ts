@@ -26,6 +26,19 @@ import {
   verifyShare,
 } from "./threshold.js";
 import { type PurposeOfUse, type TxKind, chainIdBytes, signTransaction, submitRequest } from "./tx.js";
+import {
+  type CheckedBundle,
+  type GenesisJson,
+  type ThresholdInfoJson,
+  type ProvedState,
+  chartStateKey,
+  checkAccess,
+  checkState,
+  decodeChart,
+  decodeMember,
+  memberStateKey,
+  trustedValidators,
+} from "./certified.js";
 import { type Enroll, verifyEnrolmentRequest } from "./enrolment.js";
 import { type Sidecar, type SidecarEnvelope, type ThresholdShares, encodeSidecar, sidecarDigest } from "./sidecar.js";
 import { type Binding, DecryptionKey, type EncryptionKey, type Envelope, KemSuite, encryptionKeyFromJson, kemSuite, seal } from "./wrap.js";
@@ -64,7 +77,7 @@ export interface RecordEntry {
   chart_epoch: number;
   created_at: number;
   created_height: number;
-  threshold?: unknown;
+  threshold?: ThresholdInfoJson | null;
 }
 
 /** One event of a patient's audit trail (`GET /v1/patients/{id}/audit`). */
@@ -185,6 +198,10 @@ export interface ValidatorAddress {
 
 export class Client {
   private nonces = new Map<MemberId, number>();
+  /** The genesis validators' keys, once checked. */
+  private trust: Promise<Bytes[]> | null = null;
+  /** The highest committed block this client has seen: older evidence is refused. */
+  private seen = 0n;
   readonly validators: ValidatorAddress[];
 
   /**
@@ -314,6 +331,7 @@ export class Client {
       if (status.status === "unknown") throw new Error("the validator dropped the transaction");
       if (status.status === "committed") {
         const { height, time, outcome } = status;
+        if (BigInt(height) > this.seen) this.seen = BigInt(height);
         if (outcome.outcome === "applied") return { tx: id, height, time };
         const reason = JSON.stringify(outcome.reason ?? outcome);
         throw new ApiProblem(403, "urn:medledger:problem:access-denied", `rejected: ${reason} (height ${height})`);
@@ -365,29 +383,68 @@ export class Client {
     return out.slice(0, max);
   }
 
+  /** The genesis validators' consensus keys, from a genesis that hashes to this client's chain id (fetched once). */
+  private trusted(): Promise<Bytes[]> {
+    this.trust ??= (async () => {
+      let last: unknown = new Error("no validator served the genesis");
+      for (const validator of this.validators) {
+        try {
+          const { bytes } = await this.send(validator, "GET", "/v1/genesis", null);
+          return trustedValidators(JSON.parse(new TextDecoder().decode(bytes)) as GenesisJson, this.chainId);
+        } catch (e) {
+          last = e;
+        }
+      }
+      throw last;
+    })().catch((e: unknown) => {
+      this.trust = null;
+      throw e;
+    });
+    return this.trust;
+  }
+
   /**
-   * Member `id`'s encryption key as more than a third of the validators report it alike (so no
-   * f Byzantine validators can substitute a key of theirs). The CLI checks it against certified
-   * state instead; the browser's check of state proofs is not composed yet.
+   * The certified state entries a `/proof` endpoint (`path`) serves, from the first validator
+   * whose evidence checks (a quorum's certificate, Merkle proofs, no older than what this client
+   * has seen); a refusal every validator gives is that refusal.
    */
-  async agreedEncryptionKey(me: Identity, id: MemberId): Promise<EncryptionKey> {
-    const n = this.validators.length;
-    const needed = Math.floor((n - 1) / 3) + 1;
-    const answers = await Promise.allSettled(this.validators.map((v) => this.send(v, "GET", `/v1/members/${id}`, me)));
-    const counts = new Map<string, number>();
-    for (const a of answers) {
-      if (a.status !== "fulfilled") continue;
-      const entry = JSON.parse(new TextDecoder().decode(a.value.bytes)) as MemberEntry;
-      if (entry.id !== id || !entry.encryption_key) continue;
-      const key = JSON.stringify(entry.encryption_key);
-      counts.set(key, (counts.get(key) ?? 0) + 1);
+  private async proved(me: Identity, path: string): Promise<ProvedState> {
+    const validators = await this.trusted();
+    let refused: unknown = null;
+    let last: unknown = new Error("no validator answered");
+    for (const validator of this.validators) {
+      try {
+        const { bytes } = await this.send(validator, "GET", path, me);
+        const { evidence } = JSON.parse(new TextDecoder().decode(bytes)) as { evidence: string };
+        const state = checkState(validators, this.chainId, evidence, this.seen);
+        if (state.height > this.seen) this.seen = state.height;
+        return state;
+      } catch (e) {
+        if (e instanceof ApiProblem && e.status !== 503) refused ??= e;
+        else last = e;
+      }
     }
-    for (const [key, count] of counts) {
-      if (count >= needed) return encryptionKeyFromJson(JSON.parse(key) as { suite: string | number; bytes: string });
-    }
-    const refused = answers.find((a) => a.status === "rejected" && a.reason instanceof ApiProblem);
-    if (refused?.status === "rejected" && counts.size === 0) throw refused.reason;
-    throw new Error(`fewer than ${needed} validators agree on that member's key`);
+    throw refused ?? last;
+  }
+
+  /** Member `id`'s encryption key, from certified state: what a grant or a chart key is wrapped for. */
+  async provedEncryptionKey(me: Identity, id: MemberId): Promise<EncryptionKey> {
+    const state = await this.proved(me, `/v1/members/${id}/proof`);
+    const value = state.entries.get(toHex(memberStateKey(id)));
+    if (!value) throw new Error("the validators' evidence does not show that member");
+    const member = decodeMember(value);
+    if (member.id !== id) throw new Error("the evidence shows another member");
+    return member.encryptionKey;
+  }
+
+  /** `patient`'s chart entry from certified state: the key a new record is wrapped for. */
+  async provedChart(me: Identity, patient: MemberId): Promise<ReturnType<typeof decodeChart>> {
+    const state = await this.proved(me, `/v1/charts/${patient}/proof`);
+    const value = state.entries.get(toHex(chartStateKey(patient)));
+    if (!value) throw new Error("the validators' evidence does not show that chart");
+    const chart = decodeChart(value);
+    if (chart.patient !== patient) throw new Error("the evidence shows another chart");
+    return chart;
   }
 
   /** `patient`'s chart entry: its key epoch, its chart-wide grantees and delegates. */
@@ -416,7 +473,7 @@ export class Client {
    * with `write`, the grantee may add records to the chart too).
    */
   async grantAll(me: Identity, grantee: MemberId, expiresAt: number | null = null, write = false): Promise<Committed> {
-    const key = await this.agreedEncryptionKey(me, grantee);
+    const key = await this.provedEncryptionKey(me, grantee);
     const { epoch, secret } = await this.chartSecret(me, me.member);
     const subject: KeySubject = { type: "chart", patient: me.member, epoch };
     const holder: KeyHolder = { type: "member", member: grantee };
@@ -467,7 +524,7 @@ export class Client {
       { holder: link, subject: back, envelope: await seal(next.publicKey, current.secret, { chainId, subject: back, holder: link }) },
     ];
     for (const member of sorted) {
-      const key = member === patient ? me.keys.encryption.publicKey : await this.agreedEncryptionKey(me, member);
+      const key = member === patient ? me.keys.encryption.publicKey : await this.provedEncryptionKey(me, member);
       const holder: KeyHolder = { type: "member", member };
       envelopes.push({ holder, subject, envelope: await seal(key, nextSecret, { chainId, subject, holder }) });
     }
@@ -503,24 +560,6 @@ export class Client {
     throw new Error(`fewer than ${needed} validators agree on the validators' share keys`);
   }
 
-  /** `patient`'s chart entry as more than a third of the validators report it alike (its key is what a new record is wrapped for). */
-  private async agreedChart(me: Identity, patient: MemberId): Promise<ChartEntry & { public_key: { suite: string | number; bytes: string } }> {
-    const needed = Math.floor((this.validators.length - 1) / 3) + 1;
-    const answers = await Promise.allSettled(this.validators.map((v) => this.send(v, "GET", `/v1/charts/${patient}`, me)));
-    const counts = new Map<string, number>();
-    for (const a of answers) {
-      if (a.status !== "fulfilled") continue;
-      const text = new TextDecoder().decode(a.value.bytes);
-      counts.set(text, (counts.get(text) ?? 0) + 1);
-    }
-    for (const [text, count] of counts) {
-      if (count >= needed) return JSON.parse(text) as ChartEntry & { public_key: { suite: string | number; bytes: string } };
-    }
-    const refused = answers.find((a) => a.status === "rejected" && a.reason instanceof ApiProblem);
-    if (refused?.status === "rejected" && counts.size === 0) throw refused.reason;
-    throw new Error(`fewer than ${needed} validators agree on the chart's key`);
-  }
-
   /**
    * Writes a new record in `patient`'s chart as `me` (the patient, or a clinician with write
    * access): encrypted here under a fresh data key (under threshold release: derived from
@@ -536,8 +575,8 @@ export class Client {
   ): Promise<{ record: RecordId; committed: Committed }> {
     if (plaintext.length > RECORD_PLAINTEXT_MAX) throw new Error("records are limited to 64 MiB");
     const release = await this.release();
-    const chart = await this.agreedChart(me, patient);
-    if ((chart.teams ?? []).length > 0) {
+    const chart = await this.provedChart(me, patient);
+    if (chart.teams.length > 0) {
       throw new Error("this chart is shared with care teams: write to it from the CLI for now");
     }
     const chainId = chainIdBytes(this.chainId);
@@ -584,7 +623,7 @@ export class Client {
       { type: "member", member: me.member },
       { type: "chart", patient, epoch: chart.epoch },
     ];
-    const keys = [me.keys.encryption.publicKey, encryptionKeyFromJson(chart.public_key)];
+    const keys = [me.keys.encryption.publicKey, chart.publicKey];
     const envelopes: SidecarEnvelope[] = [];
     for (const [i, holder] of holders.entries()) {
       envelopes.push({ holder, subject, envelope: await seal(keys[i]!, wrapped, { chainId, subject, holder }) });
@@ -617,11 +656,40 @@ export class Client {
   ): Promise<{ access: Committed; bundle: AccessBundleJson; secret: Bytes | null }> {
     const { version } = await this.get<{ version: number }>(`/v1/records/${record}/version`, me);
     const access = await this.transact(me, { type: "record_access", record, version, purpose });
-    const bundle = await this.get<AccessBundleJson>(`/v1/access/${access.tx}/bundle`, me);
-    if (bundle.record.record !== record || bundle.record.version !== version) {
-      throw new Error("the bundle is of another record or version");
+    const { bundle, checked } = await this.checkedBundle(me, access.tx, record, version);
+    // What is used of the bundle is what its evidence certified.
+    const certified: AccessBundleJson = { ...bundle, metadata: checked.metadata ? Array.from(checked.metadata) : null };
+    if (checked.threshold) certified.threshold = checked.threshold;
+    else delete certified.threshold;
+    return { access, bundle: certified, secret: await this.wrappedSecret(me, certified) };
+  }
+
+  /**
+   * The bundle of the allowed access `access`, from the first validator whose bundle checks
+   * against the certified state (see `checkAccess`); a refusal every validator gives is that refusal.
+   */
+  private async checkedBundle(
+    me: Identity,
+    access: string,
+    record: RecordId,
+    version: number,
+  ): Promise<{ bundle: AccessBundleJson; checked: CheckedBundle }> {
+    const validators = await this.trusted();
+    let refused: unknown = null;
+    let last: unknown = new Error("no validator answered");
+    for (const validator of this.validators) {
+      try {
+        const { bytes } = await this.send(validator, "GET", `/v1/access/${access}/bundle`, me);
+        const bundle = JSON.parse(new TextDecoder().decode(bytes)) as AccessBundleJson;
+        const checked = checkAccess(validators, this.chainId, bundle, record, version, this.seen);
+        if (checked.height > this.seen) this.seen = checked.height;
+        return { bundle, checked };
+      } catch (e) {
+        if (e instanceof ApiProblem && e.status !== 503) refused ??= e;
+        else last = e;
+      }
     }
-    return { access, bundle, secret: await this.wrappedSecret(me, bundle) };
+    throw refused ?? last;
   }
 
   /**
@@ -631,7 +699,7 @@ export class Client {
    * the grantee's enrolled key.
    */
   async grantRecord(me: Identity, record: RecordId, grantee: MemberId, expiresAt: number | null = null): Promise<Committed> {
-    const key = await this.agreedEncryptionKey(me, grantee);
+    const key = await this.provedEncryptionKey(me, grantee);
     const { bundle, secret } = await this.access(me, record, "PATRQT");
     if (!secret) throw new ApiProblem(403, "urn:medledger:problem:access-denied", "no wrapped key for this reader");
     const subject: KeySubject = { type: "record", record, version: bundle.record.version };
@@ -683,8 +751,7 @@ export class Client {
       if (!secret) throw new Error("no wrapped key for this reader");
       dek = secret;
     }
-    const ciphertext = (await this.firstAnswer("GET", `/v1/access/${access.tx}/content`, me)).bytes;
-    if (!equal(sha256(ciphertext), fromHex(entry.digest))) throw new Error("the ciphertext is not the one the ledger names");
+    const ciphertext = await this.content(me, access.tx, fromHex(entry.digest));
     const suite = bundle.threshold ? PayloadSuite.Threshold : PayloadSuite.Direct;
     const plaintext = await openPayload(dek, ciphertext, { record: recordBytes, version, digest: fromHex(entry.digest), suite });
     let metadata: Record<string, unknown> | null = null;
@@ -698,6 +765,23 @@ export class Client {
     }
     dek.fill(0);
     return { entry, access, plaintext, metadata };
+  }
+
+  /**
+   * The ciphertext an allowed access names, from the first validator that serves bytes with the
+   * certified digest (one that serves others is passed over).
+   */
+  private async content(me: Identity, access: string, digest: Bytes): Promise<Bytes> {
+    let refused: unknown = null;
+    for (const validator of this.validators) {
+      try {
+        const { bytes } = await this.send(validator, "GET", `/v1/access/${access}/content`, me);
+        if (equal(sha256(bytes), digest)) return bytes;
+      } catch (e) {
+        if (e instanceof ApiProblem && e.status !== 503) refused ??= e;
+      }
+    }
+    throw refused ?? new Error("the ciphertext is not the one the ledger names");
   }
 
   /**

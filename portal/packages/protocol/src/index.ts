@@ -15,3 +15,4 @@ export * from "./keystore.js";
 export * from "./client.js";
 export * from "./sidecar.js";
 export * from "./enrolment.js";
+export * from "./certified.js";
