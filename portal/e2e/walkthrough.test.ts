@@ -286,6 +286,37 @@ describe("the portal, in Chromium, on real validators", () => {
     await doctor.close();
   });
 
+  it("a doctor without a grant breaks the glass, reads under it, and the auditor reads the note", async () => {
+    const page = await open();
+    await signIn(page, "drcarol");
+    await page.getByLabel("Patient in need of emergency care (their id)").fill(patient);
+    await page.getByLabel("Reason").selectOption("unconscious");
+    await page.getByLabel("For how many minutes").fill("30");
+    await page.getByLabel(/^Note for the patient and the auditors/).fill("found unresponsive at home");
+    await page.getByRole("button", { name: "Open emergency access" }).click();
+    await page.getByRole("timer").getByText(/^Emergency access to [0-9a-f]{8}… open until/).waitFor({ timeout: 30_000 });
+    assert.equal(await page.getByLabel("Purpose of use").first().inputValue(), "ETREAT", "the purpose follows");
+    await page.getByLabel(/Record id/).fill(record);
+    await page.getByRole("button", { name: "Open this record" }).click();
+    await page.locator(".content").waitFor({ timeout: 30_000 });
+    assert.ok((await page.locator(".content").innerText()).includes(marker), "read through the validators' emergency shares");
+    await accessible(page, "break-glass");
+    await page.screenshot({ path: join(shots, "break-glass.png"), fullPage: true });
+    await page.close();
+
+    const auditor = await open();
+    await signIn(auditor, "audrey");
+    await auditor.getByRole("heading", { name: "Flagged for review" }).waitFor({ timeout: 30_000 });
+    const row = auditor.locator("#flagged tbody tr", { hasText: "Emergency access (break-glass) opened" });
+    assert.equal(await row.count(), 1);
+    await row.getByRole("button", { name: /^Read the note/ }).click();
+    await auditor.getByText("found unresponsive at home").waitFor({ timeout: 30_000 });
+    assert.ok((await auditor.locator("#flagged").innerText()).includes("Read record"), "the emergency read is flagged too");
+    await accessible(auditor, "auditor queue");
+    await auditor.screenshot({ path: join(shots, "auditor-flagged.png"), fullPage: true });
+    await auditor.close();
+  });
+
   it("the patient's access timeline shows who read and who was refused", async () => {
     const page = await open(360);
     await signIn(page, "alice");
@@ -300,6 +331,7 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.match(text, /Refused/, "the refused reads");
     const plotLabel = await page.locator("svg.plot").getAttribute("aria-label");
     assert.match(text, /Wrote record/, "the doctor's observation");
+    assert.match(text, /Emergency access \(break-glass\) opened\s+Allowed \(flagged\)/, "the break-glass, flagged");
     assert.match(text, /Access to one record given to nurse/, "the record shared with the nurse");
     assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 3 refused/);
     await page.getByLabel("Show").selectOption("denied");

@@ -224,6 +224,8 @@ fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
     let file = net.file("obs.json", observation.to_string().as_bytes());
     let record =
         net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]).trim().to_string();
+    let admin = net.admin.clone();
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &admin]);
     let portal = start_portal(&net);
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/portal-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -247,7 +249,7 @@ fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
         .expect("node");
     let report = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "the browser tests failed:\n{report}");
-    assert!(report.contains("ℹ pass 12") && report.contains("ℹ fail 0"), "{report}");
+    assert!(report.contains("ℹ pass 13") && report.contains("ℹ fail 0"), "{report}");
     // What the browser did is in the patient's trail: her read and drbob's.
     let readers: Vec<String> = trail(&net)
         .iter()

@@ -9,6 +9,7 @@ import { ApiProblem, Client, type KeyFile, PURPOSES, type PurposeOfUse, type Rec
 
 import { h, replace, shortId, when } from "./dom.js";
 import { forget, keep, keptKeys } from "./device.js";
+import { breakGlassForm, showFlagged } from "./emergency.js";
 import { approveForm, newMemberForm } from "./enrol.js";
 import { renderContent } from "./render.js";
 import { MEASURES, observation } from "./observation.js";
@@ -166,6 +167,15 @@ function showHome(): void {
     replace(main, approveForm(client, member, say, errorText));
     return;
   }
+  if (member.role === "auditor") {
+    const section = h("section", { id: "flagged-queue", "aria-live": "polite" });
+    replace(main, section);
+    say("Reading the flagged queue…");
+    showFlagged(client, member, section, say, errorText)
+      .then(() => say(""))
+      .catch((e: unknown) => say(errorText(e), "error"));
+    return;
+  }
   if (member.role === "patient") {
     const me = member;
     const section = h("section", { id: "chart", "aria-live": "polite" });
@@ -229,7 +239,16 @@ function showHome(): void {
     if (chart) replace(chart, h("section", { id: "record", "aria-label": "The record opened", hidden: true }));
     void openRecord(record.value.trim().toLowerCase(), purpose.value as PurposeOfUse);
   });
-  replace(main, form, byId, h("section", { id: "chart", "aria-live": "polite" }));
+  // Doctors and emergency clinicians may break the glass (the ledger refuses anyone else).
+  const emergency =
+    member.role === "doctor" || member.role === "emergency"
+      ? breakGlassForm(client, member, say, errorText, (id) => {
+          record.focus();
+          purpose.value = "ETREAT";
+          patient.value = id;
+        })
+      : null;
+  replace(main, form, byId, h("section", { id: "chart", "aria-live": "polite" }), emergency);
   patient.focus();
 }
 

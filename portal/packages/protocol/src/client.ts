@@ -25,7 +25,7 @@ import {
   split,
   verifyShare,
 } from "./threshold.js";
-import { type PurposeOfUse, type TxKind, chainIdBytes, signTransaction, submitRequest } from "./tx.js";
+import { type EmergencyReason, type PurposeOfUse, type TxKind, chainIdBytes, signTransaction, submitRequest } from "./tx.js";
 import {
   type CheckedBundle,
   type GenesisJson,
@@ -744,9 +744,11 @@ export class Client {
     const recordBytes = fromHex(record);
     let dek: Bytes;
     if (bundle.threshold) {
-      if (!secret) throw new Error("no wrapped key for this reader");
-      const kThr = await this.collectShares(me, access.tx, entry, bundle.threshold);
-      dek = deriveDataKey(secret, kThr, recordBytes, version);
+      // No envelope of its own: break-glass, where the validators release k_env's emergency shares.
+      const { kThr, kEnv } = await this.collectShares(me, access.tx, entry, bundle.threshold, !secret);
+      dek = deriveDataKey(secret ?? kEnv!, kThr, recordBytes, version);
+      kThr.fill(0);
+      kEnv?.fill(0);
     } else {
       if (!secret) throw new Error("no wrapped key for this reader");
       dek = secret;
@@ -863,30 +865,52 @@ export class Client {
   /**
    * Asks each validator holding a share of the record's `k_thr` for it, keeps those that open
    * for this reader and match their commitments, and combines the first `threshold` of them.
+   * Under break-glass (`emergency`: the reader holds no envelope) it needs `emergency_threshold`
+   * validators, each releasing its emergency share of `k_env` too, and also returns `k_env`.
    */
-  private async collectShares(me: Identity, access: string, entry: RecordEntry, pub: ThresholdPublicJson): Promise<Bytes> {
+  private async collectShares(
+    me: Identity,
+    access: string,
+    entry: RecordEntry,
+    pub: ThresholdPublicJson,
+    emergency = false,
+  ): Promise<{ kThr: Bytes; kEnv: Bytes | null }> {
     const verifier = decodeVerifier(pub.verifier.map((c) => fromHex(c)));
-    const needed = pub.threshold;
-    if (needed < 1 || needed > pub.validators.length || verifier.length !== needed) {
+    const emergencyVerifier = decodeVerifier(pub.emergency_verifier.map((c) => fromHex(c)));
+    const threshold = pub.threshold;
+    const needed = emergency ? pub.emergency_threshold : threshold;
+    if (
+      threshold < 1 ||
+      needed < threshold ||
+      needed > pub.validators.length ||
+      verifier.length !== threshold ||
+      emergencyVerifier.length !== pub.emergency_threshold
+    ) {
       throw new Error("the record's shares do not fit the network's validators");
     }
     const chainId = chainIdBytes(this.chainId);
-    const asks = pub.validators.map(async (validator, i): Promise<Share> => {
+    const asks = pub.validators.map(async (validator, i): Promise<[Share, Share | null]> => {
       const address = this.validators[validator];
       if (!address) throw new Error(`validator ${validator} has no known address`);
       const { bytes } = await this.send(address, "GET", `/v1/access/${access}/share`, me);
       const released = JSON.parse(new TextDecoder().decode(bytes)) as ReleasedShareJson;
-      if (released.validator !== i || released.epoch !== pub.epoch || released.emergency) {
+      if (released.validator !== i || released.epoch !== pub.epoch || released.emergency !== emergency) {
         throw new Error("a validator released another share than asked");
       }
       const binding = releaseBinding(chainId, entry.record, entry.version, pub.epoch, i, me.member);
       const opened = await me.keys.encryption.open(envelopeOf(released.envelope), binding);
-      if (opened.length !== SHARE_BYTES) throw new Error("a released share has the wrong length");
-      const share = decodeShare(opened);
-      if (share.id !== i + 1 || !verifyShare(verifier, share)) throw new Error("a released share does not match its commitments");
-      return share;
+      if (opened.length !== (emergency ? 2 * SHARE_BYTES : SHARE_BYTES)) throw new Error("a released share has the wrong length");
+      const check = (bytes: Bytes, v: typeof verifier) => {
+        const share = decodeShare(bytes);
+        if (share.id !== i + 1 || !verifyShare(v, share)) throw new Error("a released share does not match its commitments");
+        return share;
+      };
+      const thr = check(opened.subarray(0, SHARE_BYTES), verifier);
+      const env = emergency ? check(opened.subarray(SHARE_BYTES), emergencyVerifier) : null;
+      opened.fill(0);
+      return [thr, env];
     });
-    const shares: Share[] = [];
+    const shares: [Share, Share | null][] = [];
     const failures: unknown[] = [];
     await new Promise<void>((resolve) => {
       let settled = 0;
@@ -905,11 +929,83 @@ export class Client {
       if (denied && shares.length === 0) throw denied;
       throw new Error(`only ${shares.length} of the ${needed} validator shares needed were released (${String(failures[0])})`);
     }
-    const kThr = combine(shares.slice(0, needed));
+    const kThr = combine(shares.slice(0, threshold).map(([t]) => t));
     if (kThr.length !== HALF_KEY_BYTES) throw new Error("k_thr is malformed");
-    return kThr;
+    const kEnv = emergency ? combine(shares.slice(0, needed).map(([, e]) => e!)) : null;
+    return { kThr, kEnv };
+  }
+
+  /**
+   * Emergency access (break-glass) to `patient`'s records, for `durationMs`, with a reason; a
+   * note, when given, is encrypted here for the patient and every active auditor (their keys
+   * from certified state) and only they read it. The opening is flagged to them in any case.
+   */
+  async breakGlass(
+    me: Identity,
+    patient: MemberId,
+    reason: EmergencyReason | null,
+    durationMs: number,
+    note: string | null,
+  ): Promise<Committed> {
+    const kind: TxKind = { type: "break_glass", patient, reason, duration_ms: durationMs };
+    if (!note) return this.transact(me, kind);
+    const text = utf8(note);
+    if (text.length === 0 || text.length > BREAK_GLASS_NOTE_BYTES_MAX) throw new Error(`a note is 1 to ${BREAK_GLASS_NOTE_BYTES_MAX} bytes`);
+    // MemberStatus in JSON: "active" or "suspended".
+    const auditors = (await this.staff("auditor")).filter((a) => a.status === "active");
+    if (auditors.length === 0 || auditors.length > NOTE_READERS_MAX) throw new Error(`a note needs 1 to ${NOTE_READERS_MAX} auditors on the network`);
+    const key = randomBytes(32);
+    const idBytes = randomBytes(16);
+    const ciphertext = (await sealPayload(key, idBytes, 0, text)).ciphertext;
+    const subject: KeySubject = { type: "note", id: Array.from(idBytes) };
+    const chainId = chainIdBytes(this.chainId);
+    const envelopes: SidecarEnvelope[] = [];
+    for (const member of [patient, ...auditors.map((a) => a.id)]) {
+      const holder: KeyHolder = { type: "member", member };
+      envelopes.push({ holder, subject, envelope: await seal(await this.provedEncryptionKey(me, member), key, { chainId, subject, holder }) });
+    }
+    key.fill(0);
+    return this.transact(me, kind, { envelopes, metadata: ciphertext });
+  }
+
+  /** The note of break-glass `tx`, for the patient or an auditor it was written for. */
+  async breakGlassNote(me: Identity, tx: string): Promise<string> {
+    const note = await this.get<{ envelope: SidecarEnvelopeJson; ciphertext: number[] }>(`/v1/tx/${tx}/note`, me);
+    const subject = note.envelope.subject;
+    if (subject.type !== "note") throw new Error("a note's key is wrapped under another subject");
+    const chainId = chainIdBytes(this.chainId);
+    let key: Bytes | null = null;
+    for (const k of [me.keys.encryption, ...me.keys.previous]) {
+      try {
+        key = await k.open(envelopeOf(note.envelope.envelope), { chainId, subject, holder: note.envelope.holder });
+        break;
+      } catch {
+        // an earlier key, perhaps
+      }
+    }
+    if (!key || key.length !== 32) throw new Error("the note's key does not open for this member");
+    const text = await openPayload(key, Uint8Array.from(note.ciphertext), { record: Uint8Array.from(subject.id), version: 0 });
+    key.fill(0);
+    return new TextDecoder("utf-8", { fatal: true }).decode(text);
+  }
+
+  /** The auditors' review queue: flagged events (break-glass, emergency reads), oldest first. */
+  async flagged(me: Identity, max = 1_000): Promise<{ patient: MemberId; event: AuditEvent }[]> {
+    const out: { patient: MemberId; event: AuditEvent }[] = [];
+    let after = "";
+    while (out.length < max) {
+      const page = await this.firstAnswer("GET", `/v1/audit/flagged${after}`, me);
+      out.push(...(JSON.parse(new TextDecoder().decode(page.bytes)) as { patient: MemberId; event: AuditEvent }[]));
+      if (!page.next) break;
+      after = `?after=${page.next}`;
+    }
+    return out.slice(0, max);
   }
 }
+
+/** Longest break-glass note (bytes) and most note readers (the patient and the auditors). */
+export const BREAK_GLASS_NOTE_BYTES_MAX = 1024;
+export const NOTE_READERS_MAX = 64;
 
 /** `GET /v1/tx/{id}`'s answer (serde's internally tagged form). */
 type TxStatusJson =
