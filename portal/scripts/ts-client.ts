@@ -8,6 +8,8 @@
 //   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ALIAS request ROLE ORG [NAME]
 //       (makes ALIAS's keys: HOME/identities/ALIAS.key, and prints the enrolment request)
 //   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ADMIN approve REQUEST_FILE
+//   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ALIAS bench-read RECORD N
+//       (N reads; prints the time after each access committed: p50, p99, in ms)
 //
 // Prints one JSON line (read: {record, version, access, height, plaintext (hex), metadata};
 // write: {record, height}); on a refusal prints one line on stderr and exits 3 (denied) or 1.
@@ -15,7 +17,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { ApiProblem, Client } from "../packages/protocol/src/client.js";
+import { ApiProblem, Client, type ReadTimings } from "../packages/protocol/src/client.js";
 import { type Role, requestEnrolment } from "../packages/protocol/src/enrolment.js";
 import { type KeyFile, identityFromSecret, openKeystore } from "../packages/protocol/src/keystore.js";
 import { fromHex, toHex, utf8 } from "../packages/protocol/src/bytes.js";
@@ -24,7 +26,7 @@ import { PURPOSES, type PurposeOfUse } from "../packages/protocol/src/tx.js";
 async function main(): Promise<number> {
   const [home, alias, command, target, extra, more] = process.argv.slice(2);
   const purpose = command === "read" ? (extra ?? "TREAT") : "TREAT";
-  const known = command === "read" || command === "approve" || ((command === "write" || command === "request") && extra);
+  const known = command === "read" || command === "approve" || ((command === "write" || command === "request" || command === "bench-read") && extra);
   const usage = !home || !alias || !target || !known;
   if (usage || !(PURPOSES as readonly string[]).includes(purpose)) {
     process.stderr.write("usage: ts-client HOME ALIAS read RECORD [PURPOSE] | write PATIENT FILE | request ROLE ORG [NAME] | approve FILE\n");
@@ -59,6 +61,22 @@ async function main(): Promise<number> {
   const client = new Client(config.nodes, config.chain_id);
   try {
     const me = { member: file.member, keys };
+    if (command === "bench-read") {
+      const n = Math.min(Math.max(Number(extra), 1), 10_000);
+      const after: number[] = [];
+      const committed: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const t: ReadTimings = {};
+        await client.read(me, target, "TREAT", t);
+        committed.push(t.committedMs!);
+        after.push(t.totalMs! - t.committedMs!);
+      }
+      const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+      const ms = (x: number) => Math.round(x * 10) / 10;
+      const out = { reads: n, after_commit_p50_ms: ms(pct(after, 50)), after_commit_p99_ms: ms(pct(after, 99)), commit_p50_ms: ms(pct(committed, 50)), commit_p99_ms: ms(pct(committed, 99)) };
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return 0;
+    }
     if (command === "approve") {
       const { enroll, committed } = await client.approveEnrolment({ ...me, org: file.org }, readFileSync(target, "utf8"));
       process.stdout.write(`${JSON.stringify({ member: enroll.member, role: enroll.role, height: committed.height })}\n`);

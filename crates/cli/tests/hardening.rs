@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{Gateway, Net, ask_forger_first, forging_validator, put_forger_in_front_of_validator_0, wait_until};
+use common::{
+    Gateway, Net, ask_forger_first, forging_alices_record, forging_validator, put_forger_in_front_of_validator_0,
+    wait_until,
+};
 use medledger_sdk::{Identity, Sealed, Session, describe};
 use medledger_types::{Digest, RecordId};
 
@@ -626,10 +629,6 @@ fn the_gateway_refuses_a_web_pages_cross_site_requests() {
 /// forger is the only validator asked, and the true record is read from the others otherwise.
 #[test]
 fn a_byzantine_validator_cannot_hand_a_reader_forged_content() {
-    use medledger_crypto::payload::{self, DataKey};
-    use medledger_ledger::api::AccessBundle;
-    use medledger_ledger::{KeyHolder, KeySubject, SidecarEnvelope};
-
     let mut net = Net::start_n(4);
     net.cast();
     let text = r#"{"resourceType":"Observation","status":"final","code":{"text":"true-marker"}}"#;
@@ -637,36 +636,7 @@ fn a_byzantine_validator_cannot_hand_a_reader_forged_content() {
     let record = net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]);
     let record: RecordId = record.trim().parse().unwrap();
 
-    // The forger knows what every validator knows: alice's public key and the chain id.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let session = Session::open(&net.home, None).unwrap();
-    let alice = session.home.load_identity("alice", PASS).unwrap();
-    let alice_key = rt.block_on(session.client.member(&alice, &alice.member)).unwrap().encryption_key;
-    let chain_id = session.chain_id;
-    let forged_text = r#"{"resourceType":"Observation","status":"final","code":{"text":"FORGED"}}"#;
-    let dek = DataKey::from_bytes(&medledger_crypto::random_bytes());
-    let mut forged_ct = Vec::new();
-    payload::encrypt(&dek, record.as_bytes(), 1, forged_text.as_bytes(), &mut forged_ct).unwrap();
-    let holder = KeyHolder::Member { member: alice.member };
-    let subject = KeySubject::Record { record, version: 1 };
-    let envelope =
-        medledger_crypto::wrap::seal(&alice_key, dek.as_bytes(), &subject.wrap_context(chain_id, holder)).unwrap();
-    let forged = forging_validator(net.apis[0].clone(), move |path, body| {
-        if path.ends_with("/bundle") {
-            let mut bundle: AccessBundle = serde_json::from_slice(&body).expect("a bundle");
-            bundle.record.digest = Digest::new(medledger_crypto::sha256(&forged_ct));
-            bundle.record.size_bytes = forged_ct.len() as u64;
-            bundle.record.threshold = Default::default();
-            bundle.envelopes = vec![SidecarEnvelope { holder, subject, envelope: envelope.clone() }];
-            bundle.metadata = None;
-            bundle.threshold = None;
-            serde_json::to_vec(&bundle).unwrap()
-        } else if path.ends_with("/content") {
-            forged_ct.clone()
-        } else {
-            body
-        }
-    });
+    let forged = forging_alices_record(&net, record);
     put_forger_in_front_of_validator_0(&mut net, &forged);
     let id = record.to_string();
 

@@ -338,10 +338,7 @@ fn enrolment_requests_made_in_typescript_are_approved_by_the_cli_and_the_reverse
 /// client printed the forged content.
 #[test]
 fn a_byzantine_validator_cannot_hand_the_typescript_client_forged_content() {
-    use medledger_crypto::payload::{self, DataKey};
-    use medledger_ledger::api::AccessBundle;
-    use medledger_ledger::{KeyHolder, KeySubject, SidecarEnvelope};
-    use medledger_types::{Digest, RecordId};
+    use medledger_types::RecordId;
 
     let mut net = Net::start_n(4);
     net.cast();
@@ -349,35 +346,7 @@ fn a_byzantine_validator_cannot_hand_the_typescript_client_forged_content() {
     let file = net.file("obs.json", text.as_bytes());
     let record = net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]);
     let record: RecordId = record.trim().parse().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let session = medledger_sdk::Session::open(&net.home, None).unwrap();
-    let alice = session.home.load_identity("alice", PASSPHRASE.as_bytes()).unwrap();
-    let alice_key = rt.block_on(session.client.member(&alice, &alice.member)).unwrap().encryption_key;
-    let chain_id = session.chain_id;
-    let forged_text = r#"{"resourceType":"Observation","status":"final","code":{"text":"FORGED"}}"#;
-    let dek = DataKey::from_bytes(&medledger_crypto::random_bytes());
-    let mut forged_ct = Vec::new();
-    payload::encrypt(&dek, record.as_bytes(), 1, forged_text.as_bytes(), &mut forged_ct).unwrap();
-    let holder = KeyHolder::Member { member: alice.member };
-    let subject = KeySubject::Record { record, version: 1 };
-    let envelope =
-        medledger_crypto::wrap::seal(&alice_key, dek.as_bytes(), &subject.wrap_context(chain_id, holder)).unwrap();
-    let forged = common::forging_validator(net.apis[0].clone(), move |path, body| {
-        if path.ends_with("/bundle") {
-            let mut bundle: AccessBundle = serde_json::from_slice(&body).expect("a bundle");
-            bundle.record.digest = Digest::new(medledger_crypto::sha256(&forged_ct));
-            bundle.record.size_bytes = forged_ct.len() as u64;
-            bundle.record.threshold = Default::default();
-            bundle.envelopes = vec![SidecarEnvelope { holder, subject, envelope: envelope.clone() }];
-            bundle.metadata = None;
-            bundle.threshold = None;
-            serde_json::to_vec(&bundle).unwrap()
-        } else if path.ends_with("/content") {
-            forged_ct.clone()
-        } else {
-            body
-        }
-    });
+    let forged = common::forging_alices_record(&net, record);
     common::put_forger_in_front_of_validator_0(&mut net, &forged);
     let url = format!("http://{forged}");
     let id = record.to_string();

@@ -672,3 +672,43 @@ pub fn ask_forger_first(net: &Net, url: &str) {
     json["nodes"] = serde_json::Value::Array(nodes);
     std::fs::write(&client, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
 }
+
+/// A forger in front of validator 0 (see [`forging_validator`]) that answers any access to
+/// alice's `record` with content of its own: "FORGED", under a data key it made and wrapped for
+/// alice's public key (what every validator knows), with the digest of its own ciphertext.
+pub fn forging_alices_record(net: &Net, record: medledger_types::RecordId) -> String {
+    use medledger_crypto::payload::{self, DataKey};
+    use medledger_ledger::api::AccessBundle;
+    use medledger_ledger::{KeyHolder, KeySubject, SidecarEnvelope};
+    use medledger_types::Digest;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = medledger_sdk::Session::open(&net.home, None).unwrap();
+    let alice = session.home.load_identity("alice", b"correct horse battery staple").unwrap();
+    let alice_key = rt.block_on(session.client.member(&alice, &alice.member)).unwrap().encryption_key;
+    let chain_id = session.chain_id;
+    let forged_text = r#"{"resourceType":"Observation","status":"final","code":{"text":"FORGED"}}"#;
+    let dek = DataKey::from_bytes(&medledger_crypto::random_bytes());
+    let mut forged_ct = Vec::new();
+    payload::encrypt(&dek, record.as_bytes(), 1, forged_text.as_bytes(), &mut forged_ct).unwrap();
+    let holder = KeyHolder::Member { member: alice.member };
+    let subject = KeySubject::Record { record, version: 1 };
+    let envelope =
+        medledger_crypto::wrap::seal(&alice_key, dek.as_bytes(), &subject.wrap_context(chain_id, holder)).unwrap();
+    forging_validator(net.apis[0].clone(), move |path, body| {
+        if path.ends_with("/bundle") {
+            let mut bundle: AccessBundle = serde_json::from_slice(&body).expect("a bundle");
+            bundle.record.digest = Digest::new(medledger_crypto::sha256(&forged_ct));
+            bundle.record.size_bytes = forged_ct.len() as u64;
+            bundle.record.threshold = Default::default();
+            bundle.envelopes = vec![SidecarEnvelope { holder, subject, envelope: envelope.clone() }];
+            bundle.metadata = None;
+            bundle.threshold = None;
+            serde_json::to_vec(&bundle).unwrap()
+        } else if path.ends_with("/content") {
+            forged_ct.clone()
+        } else {
+            body
+        }
+    })
+}

@@ -83,6 +83,7 @@ pub(super) struct NonceResponse {
     nonce: u64,
 }
 
+/// A page of a member's chart list (`/charts`) or of its charts' record entries (`/records`).
 #[derive(Deserialize)]
 pub(super) struct ChartsQuery {
     after: Option<String>,
@@ -185,13 +186,6 @@ fn moved_charts(
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct ChartRecordsQuery {
-    after: Option<String>,
-    limit: Option<usize>,
-    since: Option<u64>,
-}
-
 /// The record entries of every chart in the member's (or their care team's) chart list, or with
 /// `since` of those whose head moved after it, paged by entries: what a client keeping an index
 /// of everything it may read asks, one request per thousand entries rather than one per chart.
@@ -206,7 +200,7 @@ pub(super) struct ChartRecordsQuery {
 pub(super) async fn chart_records(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-    Query(query): Query<ChartRecordsQuery>,
+    Query(query): Query<ChartsQuery>,
     Signed(me): Signed,
 ) -> ApiResult<Json<medledger_ledger::api::ChartRecordsPage>> {
     use medledger_ledger::api::{ChartRecords, ChartRecordsPage};

@@ -29,7 +29,7 @@ import { type EmergencyReason, type PurposeOfUse, type TxKind, chainIdBytes, sig
 import {
   type CheckedBundle,
   type GenesisJson,
-  type ThresholdInfoJson,
+  type RecordEntryJson,
   type ProvedState,
   chartStateKey,
   checkAccess,
@@ -66,19 +66,7 @@ export class ApiProblem extends Error {
 }
 
 /** A ledger entry of a record version (`GET /v1/records/{id}`, and in every record list). */
-export interface RecordEntry {
-  record: RecordId;
-  patient: MemberId;
-  author: MemberId;
-  version: number;
-  digest: string;
-  size_bytes: number;
-  sidecar: string;
-  chart_epoch: number;
-  created_at: number;
-  created_height: number;
-  threshold?: ThresholdInfoJson | null;
-}
+export type RecordEntry = RecordEntryJson;
 
 /** One event of a patient's audit trail (`GET /v1/patients/{id}/audit`). */
 export interface AuditEvent {
@@ -166,6 +154,12 @@ export interface Committed {
   tx: string;
   height: number;
   time: number;
+}
+
+/** Where a read's time goes: until its access committed (the audit event), and in all. */
+export interface ReadTimings {
+  committedMs?: number;
+  totalMs?: number;
 }
 
 /** A record read: its entry, its plaintext and its decrypted metadata (when it has some). */
@@ -653,9 +647,12 @@ export class Client {
     me: Identity,
     record: RecordId,
     purpose: PurposeOfUse,
+    timings?: ReadTimings,
   ): Promise<{ access: Committed; bundle: AccessBundleJson; secret: Bytes | null }> {
+    const start = performance.now();
     const { version } = await this.get<{ version: number }>(`/v1/records/${record}/version`, me);
     const access = await this.transact(me, { type: "record_access", record, version, purpose });
+    if (timings) timings.committedMs = performance.now() - start;
     const { bundle, checked } = await this.checkedBundle(me, access.tx, record, version);
     // What is used of the bundle is what its evidence certified.
     const certified: AccessBundleJson = { ...bundle, metadata: checked.metadata ? Array.from(checked.metadata) : null };
@@ -737,8 +734,9 @@ export class Client {
    * (allowed or denied, it is an event in the patient's trail), then the key path and the
    * ciphertext are fetched, checked and opened here.
    */
-  async read(me: Identity, record: RecordId, purpose: PurposeOfUse = "TREAT"): Promise<Opened> {
-    const { access, bundle, secret } = await this.access(me, record, purpose);
+  async read(me: Identity, record: RecordId, purpose: PurposeOfUse = "TREAT", timings?: ReadTimings): Promise<Opened> {
+    const start = performance.now();
+    const { access, bundle, secret } = await this.access(me, record, purpose, timings);
     const entry = bundle.record;
     const version = entry.version;
     const recordBytes = fromHex(record);
@@ -766,6 +764,7 @@ export class Client {
       }
     }
     dek.fill(0);
+    if (timings) timings.totalMs = performance.now() - start;
     return { entry, access, plaintext, metadata };
   }
 
