@@ -62,7 +62,7 @@ async function open(width = 1024, clock = false): Promise<Page> {
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => {
-    if (m.type() === "error") errors.push(m.text());
+    if (m.type() === "error") errors.push(`${m.text()} ${m.location().url}`);
   });
   (page as Page & { errors?: string[] }).errors = errors;
   const response = await page.goto(url);
@@ -150,12 +150,26 @@ describe("the portal, in Chromium, on real validators", () => {
     await admin.getByText(/^Enrolled member [0-9a-f]{8}… as nurse \(block \d+\)/).waitFor({ timeout: 30_000 });
     await accessible(admin, "admin approval");
     await admin.screenshot({ path: join(shots, "admin-approved.png"), fullPage: true });
-    await admin.close();
 
     const ada = await open();
     await signIn(ada, "ada", adaKey, newPassphrase);
     await ada.getByRole("heading", { name: "Open a chart" }).waitFor();
     assert.match(await ada.locator("#who").innerText(), /^nurse [0-9a-f]{8}…/);
+    // Suspended by the admin, she can do nothing (and is told why); reinstated, the ledger judges
+    // her like anyone (no grant here: refused, for that reason).
+    const adaId = (JSON.parse(requestText) as { enroll: { member: string } }).enroll.member;
+    await admin.getByLabel("Member id").fill(adaId);
+    await admin.getByRole("button", { name: "Suspend", exact: true }).click();
+    await admin.getByText(/suspended \(block \d+\)/).waitFor({ timeout: 30_000 });
+    await ada.getByLabel(/Record id/).fill(record);
+    await ada.getByRole("button", { name: "Open this record" }).click();
+    await ada.getByText(/suspended/).waitFor({ timeout: 30_000 });
+    await admin.getByRole("button", { name: "Reinstate" }).click();
+    await admin.getByText(/reinstated \(block \d+\)/).waitFor({ timeout: 30_000 });
+    await ada.getByRole("button", { name: "Open this record" }).click();
+    await ada.getByText(/^Refused by the ledger: rejected/).waitFor({ timeout: 30_000 });
+    assert.doesNotMatch(await ada.locator("#status").innerText(), /suspended/);
+    await admin.close();
     await ada.close();
   });
 
@@ -333,9 +347,10 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.match(text, /Wrote record/, "the doctor's observation");
     assert.match(text, /Emergency access \(break-glass\) opened\s+Allowed \(flagged\)/, "the break-glass, flagged");
     assert.match(text, /Access to one record given to nurse/, "the record shared with the nurse");
-    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 3 refused/);
+    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 4 refused/);
     await page.getByLabel("Show").selectOption("denied");
-    assert.equal(await rows.count(), 3, "only the refusals: the nurse's two, then the doctor's after the revocation");
+    assert.equal(await rows.count(), 4, "only the refusals: the new nurse's, the nurse's two, the doctor's after the revocation");
+    assert.match(await rows.nth(3).innerText(), /Nurse Ada .*Read record.*Refused/s);
     assert.match(await rows.nth(2).innerText(), /nurse .*Read record.*Refused/s);
     assert.match(await rows.nth(1).innerText(), /nurse .*Read record.*Refused/s);
     assert.match(await rows.nth(0).innerText(), /Dr Bob .*Read record.*Refused/s);
@@ -343,6 +358,29 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.ok(Number(overflow) <= 0, `no sideways scrolling of the page at 360 px (${overflow} px)`);
     await accessible(page, "access timeline");
     await page.screenshot({ path: join(shots, "patient-timeline-360.png"), fullPage: true });
+    await page.close();
+  });
+
+  it("the patient downloads her whole chart as FHIR NDJSON, then erases a record", async () => {
+    const page = await open();
+    await signIn(page, "alice");
+    await page.getByRole("button", { name: /^Download my whole chart/ }).click();
+    const link = page.getByRole("link", { name: /^Save my chart \(2 resources\)/ });
+    await link.waitFor({ timeout: 60_000 });
+    const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
+    const saved = join(shots, "my-chart.ndjson");
+    await download.saveAs(saved);
+    const resources = readFileSync(saved, "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>);
+    assert.equal(resources.length, 2);
+    assert.ok(resources.some((r) => String(r.code?.text).includes(marker)), "her CLI-written record");
+    assert.ok(resources.some((r) => r.valueQuantity?.value === 72), "the doctor's observation");
+    await page.locator(`button[data-record="${written}"]`).click();
+    await page.locator(".content").waitFor({ timeout: 30_000 });
+    await page.getByRole("button", { name: "Erase this record…" }).click();
+    await accessible(page, "erase confirmation");
+    await page.getByRole("button", { name: "Yes, erase it for good" }).click();
+    await page.getByText(/erased \(block \d+\)/).waitFor({ timeout: 30_000 });
+    assert.equal(await page.locator("button[data-record]").count(), 1, "the erased record is gone from her chart");
     await page.close();
   });
 
@@ -370,6 +408,7 @@ describe("the portal, in Chromium, on real validators", () => {
     await page.getByRole("button", { name: "Sign out" }).click();
     await accessible(page, "sign-in with kept keys");
     await page.getByRole("button", { name: "Forget on this device" }).click();
+    await page.getByText("That key file is no longer kept on this device.").waitFor();
     await page.reload();
     await page.getByRole("heading", { name: "Sign in" }).waitFor();
     assert.equal(await page.getByLabel(/^Passphrase for patient /).count(), 0, "forgotten");

@@ -147,3 +147,33 @@ export function approveForm(
   });
   return h("section", {}, form, summary);
 }
+
+/** An admin suspends a member of their organisation (who can then do nothing) or reinstates them. */
+export function suspendForm(client: Client, admin: Identity, say: Say, errorText: (e: unknown) => string): HTMLElement {
+  const member = h("input", { id: "suspend-member", pattern: "[0-9a-f]{32}", required: true, autocomplete: "off", spellcheck: "false" });
+  const suspend = h("button", { type: "button" }, "Suspend");
+  const reinstate = h("button", { type: "button", class: "secondary" }, "Reinstate");
+  const act = (suspended: boolean) => {
+    const id = member.value.trim().toLowerCase();
+    if (!/^[0-9a-f]{32}$/.test(id)) {
+      say("A member id is 32 hexadecimal characters.", "error");
+      return;
+    }
+    say(suspended ? "Suspending on the ledger…" : "Reinstating on the ledger…");
+    client
+      .transact(admin, { type: "suspend", member: id, suspended })
+      .then((done) => say(`Member ${shortId(id)} ${suspended ? "suspended" : "reinstated"} (block ${done.height}).`))
+      .catch((e: unknown) => say(errorText(e), "error"));
+  };
+  suspend.addEventListener("click", () => act(true));
+  reinstate.addEventListener("click", () => act(false));
+  return h(
+    "form",
+    { "aria-labelledby": "suspend-title", class: "add" },
+    h("h2", { id: "suspend-title" }, "Suspend or reinstate a member"),
+    h("p", {}, "A suspended member can do nothing; every attempt on a patient's chart is audited."),
+    h("label", { for: "suspend-member" }, "Member id"),
+    member,
+    h("div", { class: "buttons" }, suspend, " ", reinstate),
+  );
+}

@@ -10,7 +10,7 @@ import { ApiProblem, Client, type KeyFile, PURPOSES, type PurposeOfUse, type Rec
 import { h, replace, shortId, when } from "./dom.js";
 import { forget, keep, keptKeys } from "./device.js";
 import { breakGlassForm, showFlagged } from "./emergency.js";
-import { approveForm, newMemberForm } from "./enrol.js";
+import { approveForm, newMemberForm, suspendForm } from "./enrol.js";
 import { renderContent } from "./render.js";
 import { MEASURES, observation } from "./observation.js";
 import { directory, showSharing, staffLabel } from "./sharing.js";
@@ -164,7 +164,7 @@ function keptForm(file: KeyFile, i: number): HTMLFormElement {
 function showHome(): void {
   if (!member) return;
   if (member.role === "admin") {
-    replace(main, approveForm(client, member, say, errorText));
+    replace(main, approveForm(client, member, say, errorText), suspendForm(client, member, say, errorText));
     return;
   }
   if (member.role === "auditor") {
@@ -297,6 +297,7 @@ async function showChart(patient: string, title: string): Promise<void> {
     table,
     h("section", { id: "record", "aria-label": "The record opened", hidden: true }),
     staff ? newObservationForm(patient) : null,
+    !staff && records.length > 0 ? exportButton(records) : null,
   );
   say("");
 }
@@ -345,6 +346,83 @@ function newObservationForm(patient: string): HTMLFormElement {
       });
   });
   return form;
+}
+
+/** The patient erases a record of hers, after a confirmation that says what erasure does. */
+function eraseControls(record: string): HTMLElement {
+  const ask = h("button", { type: "button", class: "secondary" }, "Erase this record…");
+  const box = h("div", { class: "erase" }, ask);
+  ask.addEventListener("click", () => {
+    const yes = h("button", { type: "button", class: "danger" }, "Yes, erase it for good");
+    const no = h("button", { type: "button", class: "secondary" }, "Keep it");
+    replace(
+      box,
+      h(
+        "p",
+        { role: "alert" },
+        "Erasing deletes every version's ciphertext, keys and validator shares on every validator; the ledger keeps only digests and the erasure event. It cannot be undone. A legal hold placed by an auditor stops it.",
+      ),
+      yes,
+      " ",
+      no,
+    );
+    yes.focus();
+    no.addEventListener("click", () => replace(box, ask));
+    yes.addEventListener("click", () => {
+      if (!member) return;
+      yes.disabled = true;
+      say("Erasing on the ledger…");
+      client
+        .transact(member, { type: "erase", record })
+        .then(async (done) => {
+          const me = member;
+          if (me) await showChart(me.member, "Your records");
+          say(`Record ${shortId(record)} erased (block ${done.height}).`);
+        })
+        .catch((e: unknown) => {
+          yes.disabled = false;
+          say(errorText(e), "error");
+        });
+    });
+  });
+  return box;
+}
+
+/** The patient's whole chart as FHIR NDJSON (right of access): each record read, audited, here. */
+function exportButton(records: RecordEntry[]): HTMLElement {
+  const go = h("button", { type: "button", class: "secondary" }, "Download my whole chart (FHIR NDJSON)");
+  const link = h("p", { id: "export" });
+  go.addEventListener("click", () => {
+    if (!member) return;
+    const me = member;
+    go.disabled = true;
+    say(`Reading your ${records.length} records here (each read is in your access trail)…`);
+    void (async () => {
+      const lines: string[] = [];
+      let files = 0;
+      for (const entry of records) {
+        const opened = await client.read(me, entry.record, "PATRQT");
+        try {
+          const resource = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(opened.plaintext)) as { resourceType?: unknown };
+          if (typeof resource.resourceType === "string") {
+            lines.push(JSON.stringify(resource));
+            continue;
+          }
+        } catch {
+          // not a FHIR resource: counted below
+        }
+        files += 1;
+      }
+      const url = URL.createObjectURL(new Blob([lines.map((l) => `${l}\n`).join("")], { type: "application/fhir+ndjson" }));
+      replace(link, h("a", { href: url, download: "my-chart.ndjson", class: "download" }, `Save my chart (${lines.length} resources)`));
+      say(`Your chart is ready: ${lines.length} FHIR resources${files ? `, ${files} files not included (open them one by one)` : ""}.`);
+    })()
+      .catch((e: unknown) => say(errorText(e), "error"))
+      .finally(() => {
+        go.disabled = false;
+      });
+  });
+  return h("div", {}, go, link);
 }
 
 /** The patient shares the record just opened with one clinician (a per-record grant). */
@@ -401,7 +479,13 @@ async function openRecord(record: string, purpose: PurposeOfUse): Promise<void> 
     const opened = await client.read(member, record, purpose);
     const title = h("h3", { tabindex: "-1" }, `Record ${shortId(record)}, version ${opened.entry.version}`);
     const own = member.role === "patient" && opened.entry.patient === member.member;
-    replace(panel, title, renderContent(opened.plaintext, opened.metadata), own ? await shareRecordForm(record) : null);
+    replace(
+      panel,
+      title,
+      renderContent(opened.plaintext, opened.metadata),
+      own ? await shareRecordForm(record) : null,
+      own ? eraseControls(record) : null,
+    );
     panel.hidden = false;
     title.focus();
     say(`Opened; the access is in block ${opened.access.height} of the ledger.`);

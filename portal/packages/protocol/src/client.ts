@@ -239,6 +239,8 @@ export class Client {
         }
       }
       if (body) headers["content-type"] = "application/octet-stream";
+      // A validator behind the blocks this client has seen waits for them before answering.
+      if (this.seen > 0n) headers["x-medledger-min-height"] = this.seen.toString();
       const response = await this.fetchFn(url, { method, headers, body: body ? new Uint8Array(body) : undefined });
       const length = Number(response.headers.get("content-length") ?? "0");
       if (length > RESPONSE_BYTES_MAX) throw new Error("the validator's answer is over the size limit");

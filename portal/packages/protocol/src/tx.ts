@@ -58,7 +58,8 @@ export type TxKind =
   | { type: "revoke"; patient: MemberId; grantee: MemberId; scope: GrantScope; new_chart: NewChartEpoch | null }
   | { type: "record_access"; record: RecordId; version: number; purpose: PurposeOfUse }
   | { type: "break_glass"; patient: MemberId; reason: EmergencyReason | null; duration_ms: number }
-  | { type: "erase"; record: RecordId };
+  | { type: "erase"; record: RecordId }
+  | { type: "suspend"; member: MemberId; suspended: boolean };
 
 export interface TxBody {
   chain_id: Hash32;
@@ -76,6 +77,7 @@ const KIND_INDEX: Record<TxKind["type"], number> = {
   revoke: 3,
   record_access: 4,
   append_version: 5,
+  suspend: 6,
   break_glass: 7,
   erase: 9,
 };
@@ -150,6 +152,10 @@ export function writeKind(w: Writer, kind: TxKind): void {
       return;
     case "erase":
       writeId16(w, kind.record, "record");
+      return;
+    case "suspend":
+      writeId16(w, kind.member, "member");
+      w.bool(kind.suspended);
       return;
   }
 }
