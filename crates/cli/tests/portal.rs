@@ -249,7 +249,7 @@ fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
         .expect("node");
     let report = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "the browser tests failed:\n{report}");
-    assert!(report.contains("ℹ pass 14") && report.contains("ℹ fail 0"), "{report}");
+    assert!(report.contains("ℹ pass 15") && report.contains("ℹ fail 0"), "{report}");
     // What the browser did is in the patient's trail: her read and drbob's.
     let readers: Vec<String> = trail(&net)
         .iter()

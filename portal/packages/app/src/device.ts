@@ -5,6 +5,11 @@
 
 import type { KeyFile } from "@medledger/protocol";
 
+import type { PasskeyWrap } from "./passkey.js";
+
+/** A key file kept on this device, and its secrets wrapped under a passkey when the member made one. */
+export type KeptKey = KeyFile & { passkey?: PasskeyWrap };
+
 const DB = "medledger";
 const STORE = "keys";
 
@@ -36,13 +41,14 @@ function run<T>(mode: IDBTransactionMode, work: (store: IDBObjectStore) => IDBRe
 }
 
 /** The sealed key files kept on this device. */
-export function keptKeys(): Promise<KeyFile[]> {
-  return run("readonly", (s) => s.getAll() as IDBRequest<KeyFile[]>).catch(() => []);
+export function keptKeys(): Promise<KeptKey[]> {
+  return run("readonly", (s) => s.getAll() as IDBRequest<KeptKey[]>).catch(() => []);
 }
 
 /** Keeps a sealed key file on this device (replacing the member's earlier one). */
-export function keep(file: KeyFile): Promise<void> {
-  const stored: KeyFile = { member: file.member, role: file.role, org: file.org, suite: file.suite, sealed: file.sealed };
+export function keep(file: KeyFile, passkey?: PasskeyWrap): Promise<void> {
+  const stored: KeptKey = { member: file.member, role: file.role, org: file.org, suite: file.suite, sealed: file.sealed };
+  if (passkey) stored.passkey = { credential: passkey.credential, salt: passkey.salt, wrapped: passkey.wrapped };
   return run("readwrite", (s) => s.put(stored)).then(() => undefined);
 }
 

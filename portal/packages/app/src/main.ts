@@ -8,9 +8,10 @@
 import { ApiProblem, Client, type KeyFile, PURPOSES, type PurposeOfUse, type RecordEntry } from "@medledger/protocol";
 
 import { h, replace, shortId, when } from "./dom.js";
-import { forget, keep, keptKeys } from "./device.js";
+import { type KeptKey, forget, keep, keptKeys } from "./device.js";
 import { breakGlassForm, showFlagged } from "./emergency.js";
 import { approveForm, newMemberForm, suspendForm } from "./enrol.js";
+import { passkeysAvailable, registerPasskey, unlockWithPasskey } from "./passkey.js";
 import { renderContent } from "./render.js";
 import { MEASURES, observation } from "./observation.js";
 import { directory, showSharing, staffLabel } from "./sharing.js";
@@ -71,6 +72,7 @@ function showSignIn(): void {
   const file = h("input", { id: "keyfile", type: "file", accept: ".key,application/json", required: true });
   const passphrase = h("input", { id: "passphrase", type: "password", autocomplete: "current-password", required: true });
   const keepIt = h("input", { id: "keep", type: "checkbox" });
+  const withPasskey = h("input", { id: "with-passkey", type: "checkbox" });
   const button = h("button", { type: "submit" }, "Unlock");
   const form = h(
     "form",
@@ -82,6 +84,9 @@ function showSignIn(): void {
     h("label", { for: "passphrase" }, "Passphrase"),
     passphrase,
     h("div", { class: "check" }, keepIt, h("label", { for: "keep" }, "Keep my key file on this device (sealed: it opens with my passphrase only)")),
+    passkeysAvailable()
+      ? h("div", { class: "check" }, withPasskey, h("label", { for: "with-passkey" }, "…and unlock it with a passkey on this device"))
+      : null,
     button,
   );
   form.addEventListener("submit", (event) => {
@@ -97,7 +102,10 @@ function showSignIn(): void {
       .text()
       .then(async (text) => {
         const m = await unlock(text, passphrase.value);
-        if (keepIt.checked) await keep(JSON.parse(text) as KeyFile);
+        if (keepIt.checked || withPasskey.checked) {
+          const passkey = withPasskey.checked ? await registerPasskey(m.member, m.role, m.keys) : undefined;
+          await keep(JSON.parse(text) as KeyFile, passkey);
+        }
         return m;
       })
       .then((m) => {
@@ -125,8 +133,8 @@ function showSignIn(): void {
   });
 }
 
-/** Sign in with a key file kept on this device: the passphrase alone. */
-function keptForm(file: KeyFile, i: number): HTMLFormElement {
+/** Sign in with a key file kept on this device: the passphrase alone, or its passkey. */
+function keptForm(file: KeptKey, i: number): HTMLFormElement {
   const pass = h("input", { id: `kept-pass-${i}`, type: "password", autocomplete: "current-password", required: true });
   const go = h("button", { type: "submit" }, "Sign in");
   const drop = h("button", { type: "button", class: "secondary" }, "Forget on this device");
@@ -138,6 +146,17 @@ function keptForm(file: KeyFile, i: number): HTMLFormElement {
     go,
     drop,
   );
+  const wrap = file.passkey;
+  if (wrap) {
+    const withKey = h("button", { type: "button" }, "Sign in with my passkey");
+    withKey.addEventListener("click", () => {
+      say("Asking your passkey…");
+      unlockWithPasskey(file.member, file.suite, wrap)
+        .then((keys) => signedIn({ member: file.member, role: String(file.role), org: String(file.org), keys }))
+        .catch((e: unknown) => say(errorText(e), "error"));
+    });
+    form.insertBefore(withKey, form.firstChild);
+  }
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     go.disabled = true;
