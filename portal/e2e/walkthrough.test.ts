@@ -348,6 +348,10 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.match(text, /Emergency access \(break-glass\) opened\s+Allowed \(flagged\)/, "the break-glass, flagged");
     assert.match(text, /Access to one record given to nurse/, "the record shared with the nurse");
     assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 4 refused/);
+    // A receipt verified in the page: the doctor's read, in a block a quorum certified.
+    const read = rows.filter({ hasText: /Dr Bob .*Read record/ }).last();
+    await read.getByRole("button", { name: /^Verify the receipt/ }).click();
+    await read.getByText(/^Verified: block \d+, certified at \d+$/).waitFor({ timeout: 30_000 });
     await page.getByLabel("Show").selectOption("denied");
     assert.equal(await rows.count(), 4, "only the refusals: the new nurse's, the nurse's two, the doctor's after the revocation");
     assert.match(await rows.nth(3).innerText(), /Nurse Ada .*Read record.*Refused/s);

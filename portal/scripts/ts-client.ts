@@ -8,6 +8,8 @@
 //   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ALIAS request ROLE ORG [NAME]
 //       (makes ALIAS's keys: HOME/identities/ALIAS.key, and prints the enrolment request)
 //   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ADMIN approve REQUEST_FILE
+//   node dist/scripts/ts-client.js HOME - verify-receipt FILE
+//       (a receipt file checked against the genesis validators; no key needed)
 //   MEDLEDGER_PASSPHRASE=… node dist/scripts/ts-client.js HOME ALIAS bench-read RECORD N
 //       (N reads; prints the time after each access committed: p50, p99, in ms)
 //
@@ -26,11 +28,29 @@ import { PURPOSES, type PurposeOfUse } from "../packages/protocol/src/tx.js";
 async function main(): Promise<number> {
   const [home, alias, command, target, extra, more] = process.argv.slice(2);
   const purpose = command === "read" ? (extra ?? "TREAT") : "TREAT";
-  const known = command === "read" || command === "approve" || ((command === "write" || command === "request" || command === "bench-read") && extra);
+  const known =
+    command === "read" ||
+    command === "approve" ||
+    command === "verify-receipt" ||
+    ((command === "write" || command === "request" || command === "bench-read") && extra);
   const usage = !home || !alias || !target || !known;
   if (usage || !(PURPOSES as readonly string[]).includes(purpose)) {
-    process.stderr.write("usage: ts-client HOME ALIAS read RECORD [PURPOSE] | write PATIENT FILE | request ROLE ORG [NAME] | approve FILE\n");
+    process.stderr.write(
+      "usage: ts-client HOME ALIAS read RECORD [PURPOSE] | write PATIENT FILE | request ROLE ORG [NAME] | approve FILE | bench-read RECORD N | verify-receipt FILE\n",
+    );
     return 2;
+  }
+  if (command === "verify-receipt") {
+    const config = JSON.parse(readFileSync(join(home, "client.json"), "utf8")) as { chain_id: string; nodes: string[] };
+    try {
+      const checked = await new Client(config.nodes, config.chain_id).verifyReceipt(new Uint8Array(readFileSync(target)));
+      const out = { ...checked, height: Number(checked.height), time: Number(checked.time), certifiedHeight: Number(checked.certifiedHeight) };
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return 0;
+    } catch (e) {
+      process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+      return 4;
+    }
   }
   const passphrase = process.env.MEDLEDGER_PASSPHRASE;
   if (!passphrase) {

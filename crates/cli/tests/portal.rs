@@ -162,6 +162,33 @@ fn the_typescript_client_reads_what_the_cli_wrote_and_is_refused_what_the_ledger
     let (code, _, err) = ts_client(&net, "drbob", &["write", &net.id_of("alice"), written_file.to_str().unwrap()]);
     assert_ne!(code, 0, "drbob may not write into alice's chart: {err}");
     assert_eq!(net.ok(&["--json", "record", "list", "--as", "alice", "--patient", "alice"]).lines().count(), 2);
+
+    // Her trail's receipts, verified by the TypeScript implementation from the genesis (fetched
+    // and hashed to the chain id) alone: inclusion of the transaction and its outcome, the chain
+    // of headers, a quorum's certificate. A changed byte anywhere fails, as with the CLI's check.
+    let receipts = net.root.path().join("receipts");
+    net.ok(&["audit", "--as", "alice", "--patient", "alice", "--receipts", receipts.to_str().unwrap()]);
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut some = None;
+    for entry in std::fs::read_dir(&receipts).unwrap() {
+        let path = entry.unwrap().path();
+        let (code, out, err) = ts_client(&net, "-", &["verify-receipt", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {err}", path.display());
+        let checked: Value = serde_json::from_str(out.trim()).unwrap();
+        kinds.insert(checked["kind"].as_str().unwrap().to_string());
+        some = Some(path);
+    }
+    for kind in ["register_record", "grant", "record_access", "revoke"] {
+        assert!(kinds.contains(kind), "a receipt of a {kind}: {kinds:?}");
+    }
+    let bytes = std::fs::read(some.unwrap()).unwrap();
+    for offset in [bytes.len() - 1, bytes.len() / 2, 40, 100] {
+        let mut bad = bytes.clone();
+        bad[offset] ^= 0x01;
+        let bad = net.file("bad.receipt", &bad);
+        let (code, out, _) = ts_client(&net, "-", &["verify-receipt", bad.to_str().unwrap()]);
+        assert_eq!(code, 4, "byte {offset} of {} changed, yet: {out}", bytes.len());
+    }
 }
 
 /// The portal process (`medledger portal`), killed when dropped.

@@ -116,6 +116,35 @@ function plot(events: AuditEvent[]): SVGSVGElement | null {
   return svg;
 }
 
+/**
+ * A button that fetches the event's receipt and verifies it here (the transaction and its
+ * outcome in a block a quorum of the validators certified), then offers the file.
+ */
+function receiptCell(client: Client, me: Identity, patient: string, e: AuditEvent): HTMLElement {
+  const cell = h("td");
+  const verify = h("button", { type: "button", class: "secondary", "aria-label": `Verify the receipt of the event at ${when(e.time)}` }, "Verify");
+  verify.addEventListener("click", () => {
+    verify.disabled = true;
+    client
+      .receipt(me, e.tx, patient)
+      .then(({ bytes, verified }) => {
+        const url = URL.createObjectURL(new Blob([new Uint8Array(bytes)], { type: "application/octet-stream" }));
+        replace(
+          cell,
+          h("span", { class: "verified" }, `Verified: block ${verified.height}, certified at ${verified.certifiedHeight}`),
+          " ",
+          h("a", { href: url, download: `receipt-${e.tx.slice(0, 16)}.bin` }, "file"),
+        );
+      })
+      .catch((err: unknown) => {
+        verify.disabled = false;
+        replace(cell, h("span", { class: "unverified" }, `Not verified: ${err instanceof Error ? err.message : String(err)}`), " ", verify);
+      });
+  });
+  cell.append(verify);
+  return cell;
+}
+
 /** Shows `patient`'s access timeline in `target`. */
 export async function showTimeline(client: Client, me: Identity, patient: string, target: HTMLElement): Promise<void> {
   const events = (await client.audit(me, patient)).reverse();
@@ -153,6 +182,7 @@ export async function showTimeline(client: Client, me: Identity, patient: string
           h("td", {}, describe(e, name)),
           h("td", {}, e.purpose ?? ""),
           h("td", {}, denied(e) ? "Refused" : flagged(e) ? "Allowed (flagged)" : "Allowed"),
+          receiptCell(client, me, patient, e),
         ),
       ),
     );
@@ -166,7 +196,7 @@ export async function showTimeline(client: Client, me: Identity, patient: string
     h(
       "thead",
       {},
-      h("tr", {}, ...["When", "Who", "What", "Purpose", "Decision"].map((c) => h("th", { scope: "col" }, c))),
+      h("tr", {}, ...["When", "Who", "What", "Purpose", "Decision", "Receipt"].map((c) => h("th", { scope: "col" }, c))),
     ),
     body,
   );

@@ -122,6 +122,11 @@ export class Reader {
     return tag === 1 ? read(this) : null;
   }
 
+  /** How many bytes were read so far. */
+  offset(): number {
+    return this.at;
+  }
+
   /** Fails unless every byte was read (canonical decoding). */
   end(): void {
     if (this.at !== this.data.length) throw new Error("trailing bytes");

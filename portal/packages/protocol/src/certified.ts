@@ -71,23 +71,30 @@ export function trustedValidators(genesis: GenesisJson, chainId: string): Bytes[
 }
 
 /** A block header (borsh: 180 bytes): what a certificate finalizes, by its SHA-256. */
-interface Header {
+export interface Header {
   digest: Bytes;
   chainId: Bytes;
   height: bigint;
+  parent: Bytes;
+  time: bigint;
+  txRoot: Bytes;
+  resultsRoot: Bytes;
   stateRoot: Bytes;
 }
 
 const HEADER_BYTES = 32 + 8 + 32 + 8 + 32 + 32 + 32 + 4;
 
-function readHeader(r: Reader): Header {
+export function readHeader(r: Reader): Header {
   const bytes = r.fixed(HEADER_BYTES);
   const h = new Reader(bytes);
   const chainId = h.fixed(32);
   const height = h.u64();
-  h.fixed(32 + 8 + 32 + 32);
+  const parent = h.fixed(32);
+  const time = h.u64();
+  const txRoot = h.fixed(32);
+  const resultsRoot = h.fixed(32);
   const stateRoot = h.fixed(32);
-  return { digest: sha256(bytes), chainId, height, stateRoot };
+  return { digest: sha256(bytes), chainId, height, parent, time, txRoot, resultsRoot, stateRoot };
 }
 
 /** Largest state evidence accepted (as the CLI: 1 MiB). */
@@ -239,7 +246,7 @@ interface SidecarEnvelopeJson {
   envelope: { suite: string | number; encapsulated_key: string; ciphertext: string };
 }
 
-function readHolder(r: Reader): KeyHolder {
+export function readHolder(r: Reader): KeyHolder {
   switch (r.u8()) {
     case 0:
       return { type: "member", member: toHex(r.fixed(16)) };

@@ -40,6 +40,7 @@ import {
   trustedValidators,
 } from "./certified.js";
 import { type Enroll, verifyEnrolmentRequest } from "./enrolment.js";
+import { type VerifiedReceipt, verifyReceipt } from "./receipt.js";
 import { type Sidecar, type SidecarEnvelope, type ThresholdShares, encodeSidecar, sidecarDigest } from "./sidecar.js";
 import { type Binding, DecryptionKey, type EncryptionKey, type Envelope, KemSuite, encryptionKeyFromJson, kemSuite, seal } from "./wrap.js";
 
@@ -988,6 +989,23 @@ export class Client {
     const text = await openPayload(key, Uint8Array.from(note.ciphertext), { record: Uint8Array.from(subject.id), version: 0 });
     key.fill(0);
     return new TextDecoder("utf-8", { fatal: true }).decode(text);
+  }
+
+  /**
+   * The receipt of committed transaction `tx` (for an event in `patient`'s trail when `me` did not
+   * sign it), verified here against the genesis validators: its bytes and what it proves.
+   */
+  async receipt(me: Identity, tx: string, patient?: MemberId): Promise<{ bytes: Bytes; verified: VerifiedReceipt }> {
+    const query = patient ? `?patient=${patient}` : "";
+    const { bytes } = await this.firstAnswer("GET", `/v1/tx/${tx}/receipt${query}`, me);
+    const verified = await this.verifyReceipt(bytes);
+    if (verified.tx !== tx) throw new Error("the receipt is of another transaction");
+    return { bytes, verified };
+  }
+
+  /** Verifies receipt bytes (from a file, say) against the genesis validators of this client's network. */
+  async verifyReceipt(bytes: Bytes): Promise<VerifiedReceipt> {
+    return verifyReceipt(bytes, await this.trusted(), this.chainId);
   }
 
   /** The auditors' review queue: flagged events (break-glass, emergency reads), oldest first. */

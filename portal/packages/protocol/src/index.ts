@@ -16,3 +16,4 @@ export * from "./client.js";
 export * from "./sidecar.js";
 export * from "./enrolment.js";
 export * from "./certified.js";
+export * from "./receipt.js";
