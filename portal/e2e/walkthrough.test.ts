@@ -300,9 +300,13 @@ describe("the portal, in Chromium, on real validators", () => {
     await doctor.close();
   });
 
-  it("a doctor without a grant breaks the glass, reads under it, and the auditor reads the note", async () => {
+  it("a second doctor without a grant is refused, breaks the glass, reads under it, and the auditor reads the note", async () => {
     const page = await open();
     await signIn(page, "drcarol");
+    await page.getByLabel(/Record id/).fill(record);
+    await page.getByRole("button", { name: "Open this record" }).click();
+    await page.getByText(/^Refused by the ledger: rejected/).waitFor({ timeout: 30_000 });
+    assert.equal(await page.getByText(marker).count(), 0);
     await page.getByLabel("Patient in need of emergency care (their id)").fill(patient);
     await page.getByLabel("Reason").selectOption("unconscious");
     await page.getByLabel("For how many minutes").fill("30");
@@ -347,17 +351,18 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.match(text, /Wrote record/, "the doctor's observation");
     assert.match(text, /Emergency access \(break-glass\) opened\s+Allowed \(flagged\)/, "the break-glass, flagged");
     assert.match(text, /Access to one record given to nurse/, "the record shared with the nurse");
-    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 4 refused/);
+    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 5 refused/);
     // A receipt verified in the page: the doctor's read, in a block a quorum certified.
     const read = rows.filter({ hasText: /Dr Bob .*Read record/ }).last();
     await read.getByRole("button", { name: /^Verify the receipt/ }).click();
     await read.getByText(/^Verified: block \d+, certified at \d+$/).waitFor({ timeout: 30_000 });
     await page.getByLabel("Show").selectOption("denied");
-    assert.equal(await rows.count(), 4, "only the refusals: the new nurse's, the nurse's two, the doctor's after the revocation");
-    assert.match(await rows.nth(3).innerText(), /Nurse Ada .*Read record.*Refused/s);
+    assert.equal(await rows.count(), 5, "only the refusals: the new nurse's, the nurse's two, the doctor's after the revocation, the second doctor's");
+    assert.match(await rows.nth(4).innerText(), /Nurse Ada .*Read record.*Refused/s);
+    assert.match(await rows.nth(3).innerText(), /nurse .*Read record.*Refused/s);
     assert.match(await rows.nth(2).innerText(), /nurse .*Read record.*Refused/s);
-    assert.match(await rows.nth(1).innerText(), /nurse .*Read record.*Refused/s);
-    assert.match(await rows.nth(0).innerText(), /Dr Bob .*Read record.*Refused/s);
+    assert.match(await rows.nth(1).innerText(), /Dr Bob .*Read record.*Refused/s);
+    assert.match(await rows.nth(0).innerText(), /doctor [0-9a-f]{8}… .*Read record.*Refused/s, "the second doctor, before breaking the glass");
     const overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth");
     assert.ok(Number(overflow) <= 0, `no sideways scrolling of the page at 360 px (${overflow} px)`);
     await accessible(page, "access timeline");
