@@ -49,6 +49,9 @@ enum Command {
         /// Where the web portal listens ("off": no portal).
         #[arg(long, default_value = "127.0.0.1:7480")]
         portal: String,
+        /// Minutes without activity after which the portal wipes a member's keys (1 to 480).
+        #[arg(long, default_value_t = medledger_portal::IDLE_MINUTES_DEFAULT)]
+        idle_minutes: u32,
     },
     /// Serve the web portal (a browser client: keys, encryption and signatures stay in the
     /// browser) for this home's network, forwarding its requests to the validators.
@@ -56,6 +59,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7480")]
         listen: String,
+        /// Minutes without activity after which the page wipes a member's keys (1 to 480).
+        #[arg(long, default_value_t = medledger_portal::IDLE_MINUTES_DEFAULT)]
+        idle_minutes: u32,
     },
     /// Run one validator of DIR (for multi-host deployments).
     Node {
@@ -670,8 +676,8 @@ fn main() {
     let home = cli.home.clone().unwrap_or_else(default_home);
     let result = match cli.command {
         Command::Node { dir, validator } => network::node(&dir, validator).map_err(|e| SdkError::Other(e.to_string())),
-        Command::Up { dir, portal } => network::up(&dir, &home, &portal),
-        Command::Portal { listen } => network::portal(&home, &listen),
+        Command::Up { dir, portal, idle_minutes } => network::up(&dir, &home, &portal, idle_minutes),
+        Command::Portal { listen, idle_minutes } => network::portal(&home, &listen, idle_minutes),
         Command::Init(args) => network::init(&args, &home, cli.json),
         Command::Genesis(command) => ceremony::run(command, &home, cli.json),
         Command::Verify { dir } => network::verify(dir, &home, cli.json),

@@ -151,7 +151,8 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Runs every validator of `dir` as a child process, restarting any that dies, and the web
 /// portal on `portal` (unless "off"), until Ctrl-C.
-pub fn up(dir: &Path, home_dir: &Path, portal: &str) -> Result<()> {
+pub fn up(dir: &Path, home_dir: &Path, portal: &str, idle_minutes: u32) -> Result<()> {
+    check_idle(idle_minutes)?;
     let portal_addr = match portal {
         "off" => None,
         addr => Some(
@@ -203,7 +204,11 @@ pub fn up(dir: &Path, home_dir: &Path, portal: &str) -> Result<()> {
         dir.display()
     );
     if let Some(addr) = portal_addr {
-        let config = medledger_portal::PortalConfig { chain_id: genesis.chain_id().to_hex(), validators: urls.clone() };
+        let config = medledger_portal::PortalConfig {
+            chain_id: genesis.chain_id().to_hex(),
+            validators: urls.clone(),
+            idle_minutes,
+        };
         let listener =
             std::net::TcpListener::bind(addr).map_err(|e| SdkError::Usage(format!("cannot listen on {addr}: {e}")))?;
         println!("{}", portal_banner(&listener, &config)?);
@@ -231,7 +236,8 @@ pub fn up(dir: &Path, home_dir: &Path, portal: &str) -> Result<()> {
 }
 
 /// `medledger portal`: serves the web portal for the network in this home's client config.
-pub fn portal(home_dir: &Path, listen: &str) -> Result<()> {
+pub fn portal(home_dir: &Path, listen: &str, idle_minutes: u32) -> Result<()> {
+    check_idle(idle_minutes)?;
     let addr: std::net::SocketAddr =
         listen.parse().map_err(|_| SdkError::Usage("--listen takes ADDRESS:PORT, e.g. 127.0.0.1:7480".into()))?;
     let config = medledger_sdk::Home::open(home_dir)?.config()?;
@@ -240,11 +246,20 @@ pub fn portal(home_dir: &Path, listen: &str) -> Result<()> {
             "the portal forwards to validators over plain HTTP only for now (this network serves HTTPS)".into(),
         ));
     }
-    let portal = medledger_portal::PortalConfig { chain_id: config.chain_id.to_hex(), validators: config.nodes };
+    let portal =
+        medledger_portal::PortalConfig { chain_id: config.chain_id.to_hex(), validators: config.nodes, idle_minutes };
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| SdkError::Usage(format!("cannot listen on {addr}: {e}")))?;
     println!("{}", portal_banner(&listener, &portal)?);
     serve_portal(listener, portal)
+}
+
+fn check_idle(minutes: u32) -> Result<()> {
+    if (1..=medledger_portal::IDLE_MINUTES_MAX).contains(&minutes) {
+        Ok(())
+    } else {
+        Err(SdkError::Usage(format!("--idle-minutes is 1 to {}", medledger_portal::IDLE_MINUTES_MAX)))
+    }
 }
 
 fn portal_banner(listener: &std::net::TcpListener, config: &medledger_portal::PortalConfig) -> Result<String> {

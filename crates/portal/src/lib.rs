@@ -54,7 +54,14 @@ const FORWARDED_ANSWER_HEADERS: [&str; 4] = ["content-type", "x-medledger-next",
 pub struct PortalConfig {
     pub chain_id: String,
     pub validators: Vec<String>,
+    /// Minutes without activity after which the page wipes the keys and signs the member out.
+    pub idle_minutes: u32,
 }
+
+/// The idle logoff's default (HIPAA automatic logoff): 15 minutes.
+pub const IDLE_MINUTES_DEFAULT: u32 = 15;
+/// The longest idle time a portal may be configured with.
+pub const IDLE_MINUTES_MAX: u32 = 8 * 60;
 
 struct Portal {
     config: PortalConfig,
@@ -121,7 +128,11 @@ async fn config_json(State(portal): State<Arc<Portal>>) -> Response {
         .enumerate()
         .map(|(k, base)| serde_json::json!({"url": format!("/api/{k}"), "signedAs": base.trim_end_matches('/')}))
         .collect();
-    let body = serde_json::json!({"chainId": portal.config.chain_id, "validators": validators});
+    let body = serde_json::json!({
+        "chainId": portal.config.chain_id,
+        "validators": validators,
+        "idleMinutes": portal.config.idle_minutes,
+    });
     ([(header::CACHE_CONTROL, "no-cache")], axum::Json(body)).into_response()
 }
 
