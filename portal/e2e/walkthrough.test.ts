@@ -77,6 +77,15 @@ async function signIn(page: Page, alias: string, file = keyFile(alias), secret =
   await page.getByRole("button", { name: "Sign out" }).waitFor({ timeout: 30_000 });
 }
 
+/** What the portal keeps in this browser's IndexedDB (the `keys` store), read by the driver. */
+async function keptOnDevice(page: Page): Promise<Record<string, any>[]> {
+  return (await page.evaluate(`new Promise((resolve, reject) => {
+    const r = indexedDB.open("medledger");
+    r.onsuccess = () => { const g = r.result.transaction("keys").objectStore("keys").getAll(); g.onsuccess = () => resolve(g.result); g.onerror = reject; };
+    r.onerror = reject;
+  })`)) as Record<string, any>[];
+}
+
 /** axe-core on the page as it is: no serious or critical violation. */
 async function accessible(page: Page, screen: string): Promise<void> {
   const source = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
@@ -401,11 +410,7 @@ describe("the portal, in Chromium, on real validators", () => {
     await page.getByRole("button", { name: "Unlock" }).click();
     await page.getByRole("heading", { name: "Your records" }).waitFor({ timeout: 30_000 });
     // What IndexedDB holds: the key file as sealed, nothing else (no passphrase, no open key).
-    const kept = (await page.evaluate(`new Promise((resolve, reject) => {
-      const r = indexedDB.open("medledger");
-      r.onsuccess = () => { const g = r.result.transaction("keys").objectStore("keys").getAll(); g.onsuccess = () => resolve(g.result); g.onerror = reject; };
-      r.onerror = reject;
-    })`)) as Record<string, unknown>[];
+    const kept = (await keptOnDevice(page)) as Record<string, unknown>[];
     assert.equal(kept.length, 1);
     assert.deepEqual(Object.keys(kept[0]!).sort(), ["member", "org", "role", "sealed", "suite"]);
     assert.equal(kept[0]!.sealed, JSON.parse(readFileSync(keyFile("alice"), "utf8")).sealed);
@@ -450,11 +455,7 @@ describe("the portal, in Chromium, on real validators", () => {
     await page.getByLabel("…and unlock it with a passkey on this device").check();
     await page.getByRole("button", { name: "Unlock" }).click();
     await page.getByRole("heading", { name: "Your records" }).waitFor({ timeout: 30_000 });
-    const kept = (await page.evaluate(`new Promise((resolve, reject) => {
-      const r = indexedDB.open("medledger");
-      r.onsuccess = () => { const g = r.result.transaction("keys").objectStore("keys").getAll(); g.onsuccess = () => resolve(g.result); g.onerror = reject; };
-      r.onerror = reject;
-    })`)) as Record<string, any>[];
+    const kept = await keptOnDevice(page);
     assert.deepEqual(Object.keys(kept[0]!).sort(), ["member", "org", "passkey", "role", "sealed", "suite"]);
     assert.match(kept[0]!.passkey.wrapped, /^[0-9a-f]{24,}$/, "the secrets wrapped under the passkey's key, nothing in the clear");
     await page.getByRole("button", { name: "Sign out" }).click();
