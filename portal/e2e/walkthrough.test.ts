@@ -186,6 +186,7 @@ describe("the portal, in Chromium, on real validators", () => {
     const page = await open(360);
     await signIn(page, "alice");
     await page.getByRole("heading", { name: "Your records" }).waitFor();
+    assert.equal(await page.locator("#my-id").innerText(), patient, "her id, to hand to a clinician");
     const openButton = page.getByRole("button", { name: /^Open record [0-9a-f]/ });
     assert.equal(await openButton.count(), 1);
     await openButton.focus();

@@ -311,6 +311,9 @@ async function showChart(patient: string, title: string): Promise<void> {
   replace(
     target,
     h("h2", {}, title),
+    staff
+      ? null
+      : h("p", {}, "Your patient id (your clinicians open your chart with it): ", h("code", { id: "my-id" }, me.member)),
     staff ? h("label", { for: "purpose" }, "Purpose of use") : null,
     staff ? purpose : null,
     table,
