@@ -12,7 +12,7 @@ import { Reader, encode } from "./borsh.js";
 import { consensusNamespace, verifyFinalization, verifyStateProof } from "./evidence.js";
 import { sha256 } from "./hash.js";
 import { type KeyHolder, type KeySubject, writeId16, writeKeyHolder, writeKeySubject } from "./ids.js";
-import { type EncryptionKey, encryptionKeyFromJson, kemSuite, writeEncryptionKey } from "./wrap.js";
+import { type EncryptionKey, encryptionKeyFromJson, kemSuite, kemSuiteOf, writeEncryptionKey } from "./wrap.js";
 
 interface KeyJson {
   suite: string | number;
@@ -295,11 +295,12 @@ function decodeSidecar(bytes: Bytes): { envelopes: { holder: KeyHolder; subject:
 }
 
 function envelopeBytes(e: SidecarEnvelopeJson["envelope"]): Bytes {
-  const suite = e.suite === "xwing" ? 1 : e.suite === "x25519" ? 2 : Number(e.suite);
+  const suite = kemSuiteOf(e.suite);
   return encode((w) => w.u8(suite).bytes(fromHex(e.encapsulated_key)).bytes(fromHex(e.ciphertext)));
 }
 
-const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+/** Whether two key holders (or subjects) in their JSON form are the same. */
+export const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 /** What a checked access bundle gives the reader: from certified state only. */
 export interface CheckedBundle {
@@ -372,7 +373,7 @@ export function checkAccess(
     const key = new Uint8Array([...utf8("e/"), ...encode((w) => writeKeySubject(w, e.subject)), ...encode((w) => writeKeyHolder(w, e.holder))]);
     const value = new Uint8Array([...at.sidecar, ...at.tx]);
     if (!verifyStateProof(header.stateRoot, key, value, proofs[i + 1]!)) throw new Error("an envelope is not the certified one");
-    const carried = sidecar(toHex(at.sidecar)).envelopes.find((c) => same(c.holder, e.holder) && same(c.subject, e.subject));
+    const carried = sidecar(toHex(at.sidecar)).envelopes.find((c) => sameJson(c.holder, e.holder) && sameJson(c.subject, e.subject));
     if (!carried || !equal(carried.envelope, envelopeBytes(e.envelope))) throw new Error("an envelope is not the certified one");
   }
   const own = sidecar(entry.sidecar);

@@ -37,12 +37,13 @@ import {
   decodeChart,
   decodeMember,
   memberStateKey,
+  sameJson,
   trustedValidators,
 } from "./certified.js";
 import { type Enroll, verifyEnrolmentRequest } from "./enrolment.js";
 import { type VerifiedReceipt, verifyReceipt } from "./receipt.js";
 import { type Sidecar, type SidecarEnvelope, type ThresholdShares, encodeSidecar, sidecarDigest } from "./sidecar.js";
-import { type Binding, DecryptionKey, type EncryptionKey, type Envelope, KemSuite, encryptionKeyFromJson, kemSuite, seal } from "./wrap.js";
+import { type Binding, DecryptionKey, type EncryptionKey, type Envelope, KemSuite, encryptionKeyFromJson, kemSuite, kemSuiteOf, seal } from "./wrap.js";
 
 /** A member as this client signs for them: their id and their keys. */
 export interface Identity {
@@ -799,8 +800,7 @@ export class Client {
     const chainId = chainIdBytes(this.chainId);
     const subject: KeySubject = { type: "record", record: entry.record, version: entry.version };
     const meHolder: KeyHolder = { type: "member", member: me.member };
-    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-    const find = (holder: KeyHolder, s: KeySubject) => bundle.envelopes.find((e) => same(e.holder, holder) && same(e.subject, s));
+    const find = (holder: KeyHolder, s: KeySubject) => bundle.envelopes.find((e) => sameJson(e.holder, holder) && sameJson(e.subject, s));
     const broken = () => new Error("the key path to this record is broken");
     const openWith = (key: DecryptionKey, e: SidecarEnvelopeJson) =>
       key.open(envelopeOf(e.envelope), { chainId, subject: e.subject, holder: e.holder });
@@ -827,7 +827,7 @@ export class Client {
     };
     const chartOf = (holder: KeyHolder) => {
       for (const e of bundle.envelopes) {
-        if (same(e.holder, holder) && e.subject.type === "chart" && e.subject.patient === patient) {
+        if (sameJson(e.holder, holder) && e.subject.type === "chart" && e.subject.patient === patient) {
           return { e, epoch: e.subject.epoch };
         }
       }
@@ -841,7 +841,7 @@ export class Client {
         // wrapped for a key this reader no longer holds: a team or the chart may lead there
       }
     }
-    const teamKey = bundle.envelopes.find((e) => same(e.holder, meHolder) && e.subject.type === "team");
+    const teamKey = bundle.envelopes.find((e) => sameJson(e.holder, meHolder) && e.subject.type === "team");
     if (teamKey && teamKey.subject.type === "team") {
       const team = teamKey.subject.team;
       let epoch = teamKey.subject.epoch;
@@ -1042,8 +1042,7 @@ function problemOf(status: number, body: Bytes): ApiProblem {
 }
 
 function envelopeOf(json: EnvelopeJson): Envelope {
-  const suite = json.suite === "xwing" ? 1 : json.suite === "x25519" ? 2 : Number(json.suite);
-  return { suite: kemSuite(suite), encapsulatedKey: fromHex(json.encapsulated_key), ciphertext: fromHex(json.ciphertext) };
+  return { suite: kemSuiteOf(json.suite), encapsulatedKey: fromHex(json.encapsulated_key), ciphertext: fromHex(json.ciphertext) };
 }
 
 /** A chart's or team's key from the secret its envelope wraps: suite (1) ‖ secret key. */

@@ -10,7 +10,7 @@ import { type MemberId, type KeyHolder, type KeySubject, writeHash32, writeId16 
 import { type IdentityKeys, identitySecret, sealKeystore, type KeyFile } from "./keystore.js";
 import { SigningKey, verify } from "./sign.js";
 import { encodeSidecar } from "./sidecar.js";
-import { DecryptionKey, KemSuite, encryptionKeyFromJson, seal, writeEncryptionKey } from "./wrap.js";
+import { DecryptionKey, KemSuite, encryptionKeyFromJson, kemSuiteName, seal, writeEncryptionKey } from "./wrap.js";
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 
@@ -129,7 +129,7 @@ export async function requestEnrolment(
   const keys = await keysFromRecoveryCode(seed);
   seed.fill(0);
   const member = toHex(randomBytes(16));
-  const publicKey = (k: { suite: number; bytes: Bytes }): KeyJson => ({ suite: k.suite === KemSuite.XWing ? "xwing" : "x25519", bytes: toHex(k.bytes) });
+  const publicKey = (k: { suite: KemSuite; bytes: Bytes }): KeyJson => ({ suite: kemSuiteName(k.suite), bytes: toHex(k.bytes) });
   let sidecar: Bytes | null = null;
   let chartKey: KeyJson | null = null;
   if (role === "patient") {

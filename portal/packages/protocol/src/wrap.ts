@@ -61,11 +61,21 @@ export function writeEncryptionKey(w: Writer, key: EncryptionKey): void {
   w.bytes(key.bytes);
 }
 
+/** A suite by its JSON name (`"xwing"`, `"x25519"`) or its id. */
+export function kemSuiteOf(name: string | number): KemSuite {
+  if (name === "xwing" || name === KemSuite.XWing) return KemSuite.XWing;
+  if (name === "x25519" || name === KemSuite.X25519) return KemSuite.X25519;
+  throw new Error(`unknown KEM suite ${name}`);
+}
+
+/** A suite's JSON name. */
+export function kemSuiteName(suite: KemSuite): "xwing" | "x25519" {
+  return suite === KemSuite.XWing ? "xwing" : "x25519";
+}
+
 /** `EncryptionKey` in its JSON form (`{"suite": "xwing", "bytes": "<hex>"}` and the like). */
 export function encryptionKeyFromJson(json: { suite: string | number; bytes: string }): EncryptionKey {
-  const suite =
-    json.suite === "xwing" || json.suite === 1 ? KemSuite.XWing : json.suite === "x25519" || json.suite === 2 ? KemSuite.X25519 : null;
-  if (suite === null) throw new Error(`unknown KEM suite ${json.suite}`);
+  const suite = kemSuiteOf(json.suite);
   const bytes = fromHex(json.bytes);
   if (bytes.length !== SIZES[suite].publicKey) throw new Error("encryption key: wrong length for its suite");
   return { suite, bytes };
