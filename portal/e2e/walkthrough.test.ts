@@ -86,6 +86,16 @@ async function keptOnDevice(page: Page): Promise<Record<string, any>[]> {
   })`)) as Record<string, any>[];
 }
 
+/** No sideways scrolling of the page at its width (the elements sticking out named, when some do). */
+async function fitsWidth(page: Page, screen: string): Promise<void> {
+  const overflow = Number(await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth"));
+  const wide = await page.evaluate(`[...document.querySelectorAll("body *")]
+    .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className && typeof e.className === "string" ? "." + e.className : ""))
+    .slice(0, 8)`);
+  assert.ok(overflow <= 0, `${screen}: sideways scrolling of ${overflow} px (${JSON.stringify(wide)})`);
+}
+
 /** axe-core on the page as it is: no serious or critical violation. */
 async function accessible(page: Page, screen: string): Promise<void> {
   const source = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
@@ -126,12 +136,13 @@ describe("the portal, in Chromium, on real validators", () => {
 
   it("a new nurse makes her keys in the browser, the admin approves her request in the browser, and she signs in", async () => {
     const page = await open();
-    await page.getByLabel("I am a").selectOption("nurse");
-    await page.getByLabel(/^Organisation/).fill(org);
-    await page.getByLabel(/^Name shown to patients/).fill("Nurse Ada");
-    await page.getByLabel("New passphrase (8 characters or more)").fill(newPassphrase);
-    await page.getByLabel("The passphrase again").fill(newPassphrase);
-    await page.getByRole("button", { name: "Make my keys" }).click();
+    const form = page.locator("form[aria-labelledby=new-title]");
+    await form.getByLabel("I am a").selectOption("nurse");
+    await form.getByLabel(/^Organisation/).fill(org);
+    await form.getByLabel(/^Name shown to patients/).fill("Nurse Ada");
+    await form.getByLabel("New passphrase (8 characters or more)").fill(newPassphrase);
+    await form.getByLabel("The passphrase again").fill(newPassphrase);
+    await form.getByRole("button", { name: "Make my keys" }).click();
     await page.locator("#recovery-code").waitFor({ timeout: 30_000 });
     recoveryCode = await page.locator("#recovery-code").innerText();
     assert.match(recoveryCode, /^([0-9a-f]{8}-){8}[0-9a-f]{8}$/);
@@ -152,7 +163,7 @@ describe("the portal, in Chromium, on real validators", () => {
 
     const admin = await open();
     await signIn(admin, adminAlias);
-    await admin.getByLabel("Request file").setInputFiles(adaRequest);
+    await admin.getByLabel("Request file", { exact: true }).setInputFiles(adaRequest);
     await admin.getByRole("button", { name: "Check the request" }).click();
     await admin.getByText("Signed by its own keys").waitFor({ timeout: 30_000 });
     await admin.getByRole("button", { name: "Approve and enrol" }).click();
@@ -198,8 +209,7 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.match(text, /6\.1 %/);
     assert.ok(text.includes(marker), "the record's words, decrypted here");
     await page.getByText(/the access is in block \d+/).waitFor();
-    const overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth");
-    assert.ok(Number(overflow) <= 0, `no sideways scrolling at 360 px (${overflow} px)`);
+    await fitsWidth(page, "patient chart at 360 px");
     await accessible(page, "patient chart");
     await page.screenshot({ path: join(shots, "patient-record-360.png"), fullPage: true });
     await page.getByRole("button", { name: "Sign out" }).click();
@@ -217,9 +227,9 @@ describe("the portal, in Chromium, on real validators", () => {
     const drbob = await page.locator("#grantee option", { hasText: /^Dr Bob \(doctor/ }).getAttribute("value");
     assert.ok(drbob && /^[0-9a-f]{32}$/.test(drbob), "Dr Bob is in the staff directory");
     await page.getByLabel(/Clinician/).selectOption(drbob);
-    await page.getByLabel("They may also add records to my chart").check();
-    await page.getByRole("button", { name: "Give access to my whole chart" }).click();
-    await page.getByText(/can now read your chart \(block \d+\)/).waitFor({ timeout: 30_000 });
+    await page.getByLabel("They may also add records to the chart").check();
+    await page.getByRole("button", { name: "Give access to the whole chart" }).click();
+    await page.getByText(/can now read the chart \(block \d+\)/).waitFor({ timeout: 30_000 });
     await page.locator("#holders li", { hasText: "Dr Bob" }).waitFor();
     await accessible(page, "who has access");
     await page.screenshot({ path: join(shots, "patient-sharing-360.png"), fullPage: true });
@@ -373,8 +383,7 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.match(await rows.nth(2).innerText(), /nurse .*Read record.*Refused/s);
     assert.match(await rows.nth(1).innerText(), /Dr Bob .*Read record.*Refused/s);
     assert.match(await rows.nth(0).innerText(), /doctor [0-9a-f]{8}… .*Read record.*Refused/s, "the second doctor, before breaking the glass");
-    const overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth");
-    assert.ok(Number(overflow) <= 0, `no sideways scrolling of the page at 360 px (${overflow} px)`);
+    await fitsWidth(page, "access timeline at 360 px");
     await accessible(page, "access timeline");
     await page.screenshot({ path: join(shots, "patient-timeline-360.png"), fullPage: true });
     await page.close();
@@ -383,8 +392,8 @@ describe("the portal, in Chromium, on real validators", () => {
   it("the patient downloads her whole chart as FHIR NDJSON, then erases a record", async () => {
     const page = await open();
     await signIn(page, "alice");
-    await page.getByRole("button", { name: /^Download my whole chart/ }).click();
-    const link = page.getByRole("link", { name: /^Save my chart \(2 resources\)/ });
+    await page.getByRole("button", { name: /^Download the whole chart/ }).click();
+    const link = page.getByRole("link", { name: /^Save the chart \(2 resources\)/ });
     await link.waitFor({ timeout: 60_000 });
     const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
     const saved = join(shots, "my-chart.ndjson");

@@ -19,6 +19,7 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("get", "/v1/members/{id}/nonce", true),
     ("get", "/v1/members/{id}/charts", true),
     ("get", "/v1/members/{id}/records", true),
+    ("get", "/v1/members/{id}/teams", true),
     ("get", "/v1/charts/{patient}", true),
     ("get", "/v1/charts/{patient}/envelope", true),
     ("get", "/v1/grants/{patient}/{grantee}", true),

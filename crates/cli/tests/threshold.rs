@@ -874,6 +874,15 @@ fn a_care_team_reads_until_a_member_is_removed() {
         assert_eq!(net.cli(&["record", "get", "--as", "nina", record]).code, 3, "removed");
         assert_eq!(net.ok(&["record", "get", "--as", "nora", record]), text, "added after, reads through the links");
     }
+    // Each member's own list of teams: nora's names ward3 at its new epoch, nina's is empty, and
+    // nobody lists another's.
+    let teams_of =
+        |who: &str, of: &str| common::api_get(&net, 0, Some(who), &format!("/v1/members/{}/teams", net.id_of(of)));
+    let (status, body) = teams_of("nora", "nora");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, listed[0]["team"].as_str(), listed[0]["epoch"].as_u64()), (200, Some(team), Some(1)), "{body}");
+    assert_eq!(teams_of("nina", "nina"), (200, "[]".to_string()));
+    assert_eq!(teams_of("nina", "nora").0, 403);
     let listed = net.ok(&["--json", "team", "list", "--as", "drbob"]);
     let listed: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
     assert_eq!(listed["epoch"], 1, "{listed}");

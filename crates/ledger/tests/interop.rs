@@ -25,8 +25,9 @@ use medledger_crypto::threshold;
 use medledger_crypto::wrap::{self, DecryptionKey, Envelope};
 use medledger_ledger::httpsig::{self, RequestParts};
 use medledger_ledger::{
-    BreakGlass, EmergencyReason, Erase, Grant, GrantScope, KeyHolder, KeySubject, RecordAccess, RegisterRecord, Revoke,
-    Transaction, TxBody, TxKind,
+    BreakGlass, CustodyRelease, Delegate, EmergencyReason, Erase, Grant, GrantScope, KeyChange, KeyHolder, KeySubject,
+    LegalHold, NewChartEpoch, RecordAccess, Recovery, RecoveryAction, RegisterRecord, Revoke, RotateKeys, TeamAdd,
+    TeamCreate, TeamRemove, Transaction, TxBody, TxKind,
 };
 use medledger_types::{ChainId, Digest, MemberId, Nonce, PurposeOfUse, RecordId, Timestamp, decode_canonical, encode};
 use serde_json::{Value, json};
@@ -75,6 +76,10 @@ const URLS: [(&str, &str, &[u8]); 3] = [
 fn sample_transactions(chain_id: ChainId, signer: MemberId) -> Vec<TxBody> {
     let patient = MemberId::new(seed(20)[..16].try_into().unwrap());
     let record = RecordId::new(seed(21)[..16].try_into().unwrap());
+    let team = MemberId::new(seed(33)[..16].try_into().unwrap());
+    let xwing = DecryptionKey::from_bytes(KemSuite::XWing, &seed(34)).unwrap().encryption_key().clone();
+    let x25519 = DecryptionKey::from_bytes(KemSuite::X25519, &seed(35)).unwrap().encryption_key().clone();
+    let next_signing = SigningKey::from_bytes(&seed(36)).verifying_key();
     let body = |nonce: u64, kind: TxKind, sidecar: Option<[u8; 32]>| TxBody {
         chain_id,
         signer,
@@ -161,6 +166,69 @@ fn sample_transactions(chain_id: ChainId, signer: MemberId) -> Vec<TxBody> {
             TxKind::Revoke(Revoke { patient, grantee: signer, scope: GrantScope::Sensitive, new_chart: None }),
             None,
         ),
+        // What the portal's other screens send: delegates, care teams, legal holds, custody and recovery.
+        body(10, TxKind::LegalHold(LegalHold { patient, record: Some(record), hold: true }), None),
+        body(11, TxKind::LegalHold(LegalHold { patient, record: None, hold: false }), None),
+        body(
+            12,
+            TxKind::Delegate(Delegate {
+                patient,
+                delegate: signer,
+                appoint: true,
+                chart_epoch: Some(2),
+                new_chart: None,
+            }),
+            Some(seed(26)),
+        ),
+        body(
+            13,
+            TxKind::Delegate(Delegate {
+                patient,
+                delegate: signer,
+                appoint: false,
+                chart_epoch: None,
+                new_chart: Some(NewChartEpoch { public_key: xwing.clone(), recipients: vec![patient] }),
+            }),
+            Some(seed(27)),
+        ),
+        body(
+            14,
+            TxKind::TeamCreate(TeamCreate { team, public_key: xwing.clone(), members: vec![patient, signer] }),
+            Some(seed(28)),
+        ),
+        body(15, TxKind::TeamAdd(TeamAdd { team, member: signer }), Some(seed(29))),
+        body(16, TxKind::TeamRemove(TeamRemove { team, member: signer, public_key: x25519.clone() }), Some(seed(30))),
+        body(
+            17,
+            TxKind::RotateKeys(RotateKeys {
+                signing_key: next_signing,
+                encryption_key: xwing.clone(),
+                reason: KeyChange::Claim { proof: [0x5a; 16] },
+                new_chart: Some(NewChartEpoch { public_key: x25519.clone(), recipients: vec![signer, team] }),
+            }),
+            Some(seed(31)),
+        ),
+        body(
+            18,
+            TxKind::RotateKeys(RotateKeys {
+                signing_key: next_signing,
+                encryption_key: x25519.clone(),
+                reason: KeyChange::RecoveryCode,
+                new_chart: None,
+            }),
+            None,
+        ),
+        body(19, TxKind::CustodyRelease(CustodyRelease { member: patient, code_hash: Digest::new(seed(32)) }), None),
+        body(
+            20,
+            TxKind::Recovery(Recovery {
+                member: patient,
+                action: RecoveryAction::Request { signing_key: next_signing, encryption_key: xwing },
+            }),
+            None,
+        ),
+        body(21, TxKind::Recovery(Recovery { member: patient, action: RecoveryAction::Complete }), None),
+        body(22, TxKind::Recovery(Recovery { member: patient, action: RecoveryAction::Cancel }), None),
     ]
 }
 

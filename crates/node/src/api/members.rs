@@ -83,6 +83,33 @@ pub(super) struct NonceResponse {
     nonce: u64,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/members/{id}/teams",
+    tag = "members",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{32}$", description = "The signer's own member id.")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The care teams the signer belongs to (at most 64), with their key epoch, public key and members.", body = Vec<medledger_ledger::state::TeamEntry>), Problems)
+)]
+pub(super) async fn teams(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Signed(me): Signed,
+) -> ApiResult<Json<Vec<medledger_ledger::state::TeamEntry>>> {
+    let id: MemberId = parse(&id, "member id")?;
+    if id != me.id {
+        return Err(ApiError::denied("a member's care teams are listed to the member only"));
+    }
+    let view = view(&state)?;
+    let ids: Vec<MemberId> = read(&view, &keys::member_teams(&id)).unwrap_or_default();
+    let teams = ids
+        .iter()
+        .filter_map(|t| read::<medledger_ledger::state::TeamEntry>(&view, &keys::team(t)))
+        .filter(|t| t.has(&id))
+        .collect();
+    Ok(Json(teams))
+}
+
 /// A page of a member's chart list (`/charts`) or of its charts' record entries (`/records`).
 #[derive(Deserialize)]
 pub(super) struct ChartsQuery {

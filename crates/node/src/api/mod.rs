@@ -172,6 +172,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(members::nonce))
         .routes(routes!(members::charts))
         .routes(routes!(members::chart_records))
+        .routes(routes!(members::teams))
         .routes(routes!(charts::chart))
         .routes(routes!(charts::chart_envelope))
         .routes(routes!(charts::grant_all))

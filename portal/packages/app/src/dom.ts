@@ -40,3 +40,9 @@ export function shortId(id: string): string {
 export function when(ms: number): string {
   return new Date(ms).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
+
+/** A link that saves `text` as the file `name` (made here: nothing is fetched). */
+export function download(name: string, text: string, label: string, type = "application/json"): HTMLAnchorElement {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  return h("a", { href: url, download: name, class: "download" }, label);
+}

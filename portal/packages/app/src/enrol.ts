@@ -4,14 +4,10 @@
 
 import { type Client, type Identity, ROLES, type Role, requestEnrolment, verifyEnrolmentRequest } from "@medledger/protocol";
 
-import { h, replace, shortId } from "./dom.js";
+import { download, h, replace, shortId } from "./dom.js";
 
 type Say = (text: string, kind?: "info" | "error") => void;
 
-function download(name: string, text: string, label: string): HTMLAnchorElement {
-  const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
-  return h("a", { href: url, download: name, class: "download" }, label);
-}
 
 /** The form a new member fills in to make their keys and their enrolment request. */
 export function newMemberForm(chainId: string, say: Say, errorText: (e: unknown) => string): HTMLElement {

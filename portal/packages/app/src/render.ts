@@ -114,7 +114,7 @@ export function summary(resource: Json): [string, string][] {
  * A record's content as elements: a FHIR resource as a summary list (its narrative, if any, is
  * not shown: it is XHTML this portal does not render); anything else as a download.
  */
-export function renderContent(plaintext: Uint8Array, metadata: Record<string, unknown> | null): HTMLElement {
+export function renderContent(plaintext: Uint8Array, metadata: Record<string, unknown> | null, record = "record"): HTMLElement {
   const contentType = typeof metadata?.content_type === "string" ? metadata.content_type : "application/octet-stream";
   let resource: Json | null = null;
   if (metadata?.resource_type || contentType.includes("json")) {
@@ -133,6 +133,8 @@ export function renderContent(plaintext: Uint8Array, metadata: Record<string, un
     return h("div", { class: "content", "data-resource-type": str(resource.resourceType) ?? "" }, list, raw);
   }
   const blob = new Blob([new Uint8Array(plaintext)], { type: contentType });
-  const link = h("a", { href: URL.createObjectURL(blob), download: "record" }, `Download the file (${plaintext.length} bytes)`);
-  return h("div", { class: "content" }, h("p", {}, `A file (${contentType}).`), link);
+  const extension = contentType === "application/pdf" ? ".pdf" : contentType.includes("json") ? ".json" : "";
+  const kind = contentType === "application/pdf" ? "A PDF document" : `A file (${contentType})`;
+  const link = h("a", { href: URL.createObjectURL(blob), download: `${record}${extension}`, class: "download" }, `Download the file (${plaintext.length} bytes)`);
+  return h("div", { class: "content", "data-content-type": contentType }, h("p", {}, `${kind}, decrypted on this device.`), link);
 }

@@ -37,7 +37,7 @@ function matches(e: AuditEvent, filter: Filter): boolean {
     case "write":
       return e.action.type === "write";
     case "consent":
-      return e.action.type === "grant" || e.action.type === "revoke";
+      return e.action.type === "grant" || e.action.type === "revoke" || e.action.type === "delegate";
     case "denied":
       return denied(e);
     case "flagged":
@@ -66,6 +66,14 @@ export function describe(e: AuditEvent, name: (id: string) => string): string {
       return "Emergency access (break-glass) opened";
     case "erase":
       return `Erased ${record}`;
+    case "delegate":
+      return `${typeof a.delegate === "string" ? name(a.delegate) : "Someone"} ${a.appoint ? "appointed" : "dismissed"} as delegate`;
+    case "legal_hold":
+      return `Legal hold ${a.hold ? "placed on" : "lifted from"} ${record || "the whole chart"}`;
+    case "chart_review":
+      return "Record list reviewed by an auditor";
+    case "keys":
+      return `Keys: ${String(a.event).replaceAll("_", " ")}`;
     default:
       return a.type.replaceAll("_", " ");
   }

@@ -128,6 +128,11 @@ export class Reader {
   }
 
   /** Fails unless every byte was read (canonical decoding). */
+  /** Whether every byte has been read (a trailing field is absent). */
+  atEnd(): boolean {
+    return this.at === this.data.length;
+  }
+
   end(): void {
     if (this.at !== this.data.length) throw new Error("trailing bytes");
   }

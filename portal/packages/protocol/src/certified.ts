@@ -173,6 +173,7 @@ export function decodeChart(value: Bytes): {
   holders: string[];
   delegates: string[];
   teams: string[];
+  sensitive: string[];
 } {
   const r = new Reader(value);
   const patient = toHex(r.fixed(16));
@@ -183,7 +184,52 @@ export function decodeChart(value: Bytes): {
     if (n > 100_000) throw new Error("a chart entry lists too many members");
     return Array.from({ length: n }, () => toHex(r.fixed(16)));
   };
-  return { patient, epoch, publicKey, holders: ids(), delegates: ids(), teams: ids() };
+  const [holders, delegates, teams] = [ids(), ids(), ids()];
+  // Grantees of the records outside chart-wide grants: a trailing field, absent in older charts.
+  let sensitive: string[] = [];
+  if (!r.atEnd()) {
+    if (r.u8() !== 1) throw new Error("a chart entry's trailing field is malformed");
+    sensitive = ids();
+  }
+  r.end();
+  return { patient, epoch, publicKey, holders, delegates, teams, sensitive };
+}
+
+/** The state key of care team `team`'s entry. */
+export function teamStateKey(team: string): Bytes {
+  return new Uint8Array([...utf8("tm/"), ...fromHex(team)]);
+}
+
+/** The state key of `patient`'s grant to `grantee` on the whole chart (`*`) or on its sensitive records (`s`). */
+export function grantStateKey(patient: string, grantee: string, scope: "all" | "sensitive"): Bytes {
+  return new Uint8Array([...utf8("g/"), ...fromHex(patient), ...fromHex(grantee), ...utf8(scope === "all" ? "*" : "s")]);
+}
+
+/** A certified care team entry: its key epoch and public key, and its members. */
+export function decodeTeam(value: Bytes): { team: string; org: string; epoch: number; publicKey: EncryptionKey; members: string[] } {
+  const r = new Reader(value);
+  const team = toHex(r.fixed(16));
+  const org = new TextDecoder().decode(r.bytes(32));
+  const epoch = r.u32();
+  const publicKey = readKey(r);
+  const n = r.u32();
+  if (n > 10_000) throw new Error("a team entry lists too many members");
+  const members = Array.from({ length: n }, () => toHex(r.fixed(16)));
+  return { team, org, epoch, publicKey, members };
+}
+
+/** A certified grant entry, as far as a writer needs it: whether it is live at `now` (ms). */
+export function grantIsLive(value: Bytes, now: number): boolean {
+  const r = new Reader(value);
+  r.fixed(16);
+  r.fixed(16);
+  const scope = r.u8();
+  if (scope === 0) r.fixed(16);
+  else if (scope > 2) throw new Error("unknown grant scope");
+  r.bool();
+  r.u64();
+  const expires = r.option((r) => r.u64());
+  return expires === null || BigInt(now) < expires;
 }
 
 /** A record version's threshold release as its certified entry holds it. */

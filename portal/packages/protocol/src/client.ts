@@ -36,7 +36,11 @@ import {
   checkState,
   decodeChart,
   decodeMember,
+  decodeTeam,
+  grantIsLive,
+  grantStateKey,
   memberStateKey,
+  teamStateKey,
   sameJson,
   trustedValidators,
 } from "./certified.js";
@@ -106,6 +110,17 @@ export interface ReleaseConfig {
 /** Largest record (the validators' upload limit less the payload's overhead). */
 export const RECORD_PLAINTEXT_MAX = 64 * 1024 * 1024 - 64 * 1024;
 
+/** The `chart_epoch` of a record version wrapped for no chart key (outside chart-wide grants). */
+export const RESTRICTED_CHART_EPOCH = 0xffff_ffff;
+
+/** What a new record of a chart is wrapped for (see `Client.recordKeys`). */
+export interface RecordKeys {
+  chart: { epoch: number; publicKey: EncryptionKey };
+  teams: { team: MemberId; epoch: number; publicKey: EncryptionKey }[];
+  /** The patient first, then each live grantee of the records outside chart-wide grants. */
+  sensitive: { member: MemberId; key: EncryptionKey }[];
+}
+
 /** A patient's chart entry (`GET /v1/charts/{patient}`). */
 export interface ChartEntry {
   patient: MemberId;
@@ -121,7 +136,7 @@ interface EnvelopeJson {
   ciphertext: string;
 }
 
-interface SidecarEnvelopeJson {
+export interface SidecarEnvelopeJson {
   holder: KeyHolder;
   subject: KeySubject;
   envelope: EnvelopeJson;
@@ -269,7 +284,8 @@ export class Client {
     return JSON.parse(new TextDecoder().decode((await this.firstAnswer("GET", path, me)).bytes)) as T;
   }
 
-  private async firstAnswer(method: string, path: string, me: Identity | null, body?: Bytes) {
+  /** One request to the first validator that answers it (the next after one unreachable or busy). */
+  async firstAnswer(method: string, path: string, me: Identity | null, body?: Bytes) {
     let last: unknown = new Error("no validator answered");
     for (const validator of this.validators) {
       try {
@@ -406,7 +422,7 @@ export class Client {
    * whose evidence checks (a quorum's certificate, Merkle proofs, no older than what this client
    * has seen); a refusal every validator gives is that refusal.
    */
-  private async proved(me: Identity, path: string): Promise<ProvedState> {
+  async proved(me: Identity, path: string): Promise<ProvedState> {
     const validators = await this.trusted();
     let refused: unknown = null;
     let last: unknown = new Error("no validator answered");
@@ -435,14 +451,46 @@ export class Client {
     return member.encryptionKey;
   }
 
-  /** `patient`'s chart entry from certified state: the key a new record is wrapped for. */
-  async provedChart(me: Identity, patient: MemberId): Promise<ReturnType<typeof decodeChart>> {
+  /**
+   * What a new record of `patient` is wrapped for, all from certified state (no single validator
+   * can have a record wrapped for a key of its own): the chart's current key, the current key of
+   * each care team holding a live chart-wide grant (and members), and, for records outside
+   * chart-wide grants, the patient's key and each live grantee's of such records.
+   */
+  async recordKeys(me: Identity, patient: MemberId): Promise<RecordKeys> {
     const state = await this.proved(me, `/v1/charts/${patient}/proof`);
-    const value = state.entries.get(toHex(chartStateKey(patient)));
+    const proved = (key: Bytes): Bytes | null => {
+      const value = state.entries.get(toHex(key));
+      if (value === undefined) throw new Error("the validators' evidence leaves out part of the chart's keys");
+      return value;
+    };
+    const value = proved(chartStateKey(patient));
     if (!value) throw new Error("the validators' evidence does not show that chart");
     const chart = decodeChart(value);
     if (chart.patient !== patient) throw new Error("the evidence shows another chart");
-    return chart;
+    const now = this.now();
+    const teams: RecordKeys["teams"] = [];
+    for (const id of chart.teams) {
+      const grant = proved(grantStateKey(patient, id, "all"));
+      const entry = proved(teamStateKey(id));
+      if (!grant || !grantIsLive(grant, now) || !entry) continue;
+      const team = decodeTeam(entry);
+      // A dissolved team (its last member left) is not wrapped for.
+      if (team.team === id && team.members.length > 0) teams.push({ team: id, epoch: team.epoch, publicKey: team.publicKey });
+    }
+    const memberKey = (id: MemberId): EncryptionKey => {
+      const entry = proved(memberStateKey(id));
+      if (!entry) throw new Error("the validators' evidence does not show a member the chart names");
+      const member = decodeMember(entry);
+      if (member.id !== id) throw new Error("the evidence shows another member");
+      return member.encryptionKey;
+    };
+    const sensitive = [{ member: patient, key: memberKey(patient) }];
+    for (const id of chart.sensitive) {
+      const grant = proved(grantStateKey(patient, id, "sensitive"));
+      if (grant && grantIsLive(grant, now)) sensitive.push({ member: id, key: memberKey(id) });
+    }
+    return { chart: { epoch: chart.epoch, publicKey: chart.publicKey }, teams, sensitive };
   }
 
   /** `patient`'s chart entry: its key epoch, its chart-wide grantees and delegates. */
@@ -451,87 +499,28 @@ export class Client {
   }
 
   /** The current chart key of `patient`, opened with `me`'s keys: its epoch and its secret (suite ‖ key). */
-  private async chartSecret(me: Identity, patient: MemberId): Promise<{ epoch: number; secret: Bytes }> {
+  async chartSecret(me: Identity, patient: MemberId): Promise<{ epoch: number; secret: Bytes }> {
     const e = await this.get<SidecarEnvelopeJson>(`/v1/charts/${patient}/envelope`, me);
     if (e.subject.type !== "chart" || e.subject.patient !== patient) throw new Error("chart envelope of the wrong kind");
+    return { epoch: e.subject.epoch, secret: await this.openMine(me, e) };
+  }
+
+  /** Opens an envelope wrapped for `me`, with their current key or an earlier one they keep. */
+  async openMine(me: Identity, e: SidecarEnvelopeJson): Promise<Bytes> {
     const chainId = chainIdBytes(this.chainId);
     for (const key of [me.keys.encryption, ...me.keys.previous]) {
       try {
-        return { epoch: e.subject.epoch, secret: await key.open(envelopeOf(e.envelope), { chainId, subject: e.subject, holder: e.holder }) };
+        return await key.open(envelopeOf(e.envelope), { chainId, subject: e.subject, holder: e.holder });
       } catch {
         // an earlier key, perhaps
       }
     }
-    throw new Error("the chart key does not open for this member");
+    throw new Error("the envelope does not open with this member's keys");
   }
 
-  /**
-   * The patient `me` gives `grantee` access to the whole chart: the chart's current key wrapped
-   * for the grantee's enrolled key, in the grant's sidecar (until `expiresAt`, ms, when given;
-   * with `write`, the grantee may add records to the chart too).
-   */
-  async grantAll(me: Identity, grantee: MemberId, expiresAt: number | null = null, write = false): Promise<Committed> {
-    const key = await this.provedEncryptionKey(me, grantee);
-    const { epoch, secret } = await this.chartSecret(me, me.member);
-    const subject: KeySubject = { type: "chart", patient: me.member, epoch };
-    const holder: KeyHolder = { type: "member", member: grantee };
-    const envelope = await seal(key, secret, { chainId: chainIdBytes(this.chainId), subject, holder });
-    secret.fill(0);
-    const kind: TxKind = {
-      type: "grant",
-      patient: me.member,
-      grantee,
-      scope: "all",
-      write,
-      expires_at: expiresAt,
-      chart_epoch: epoch,
-      new_chart: null,
-    };
-    return this.transact(me, kind, { envelopes: [{ holder, subject, envelope }], metadata: null });
-  }
-
-  /**
-   * The patient `me` takes chart-wide access from `grantee`: the chart moves to a fresh key epoch
-   * wrapped for the patient, each other live chart-wide grantee and each delegate, with a link
-   * back to the current key (the records so far); the revoked member never holds the new key.
-   */
-  async revokeAll(me: Identity, grantee: MemberId): Promise<Committed> {
-    const patient = me.member;
-    const chart = await this.chart(me, patient);
-    const epoch = chart.epoch + 1;
-    const recipients = new Set<MemberId>([patient]);
-    for (const holder of chart.holders.filter((m) => m !== grantee)) {
-      try {
-        const grant = await this.get<{ expires_at: number | null }>(`/v1/grants/${patient}/${holder}`, me);
-        if (grant.expires_at === null || this.now() < grant.expires_at) recipients.add(holder);
-      } catch (e) {
-        if (!(e instanceof ApiProblem && e.status === 404)) throw e;
-      }
-    }
-    for (const d of chart.delegates ?? []) recipients.add(d);
-    const sorted = [...recipients].sort();
-    const next = await DecryptionKey.generate(KemSuite.XWing);
-    const nextSecret = new Uint8Array([next.suite, ...next.exportSecret()]);
-    const current = await this.chartSecret(me, patient);
-    if (current.epoch !== chart.epoch) throw new ApiProblem(409, "urn:medledger:problem:conflict", "the chart moved on meanwhile; try again");
-    const chainId = chainIdBytes(this.chainId);
-    const subject: KeySubject = { type: "chart", patient, epoch };
-    const link: KeyHolder = { type: "chart", patient, epoch };
-    const back: KeySubject = { type: "chart", patient, epoch: current.epoch };
-    const envelopes: SidecarEnvelope[] = [
-      { holder: link, subject: back, envelope: await seal(next.publicKey, current.secret, { chainId, subject: back, holder: link }) },
-    ];
-    for (const member of sorted) {
-      const key = member === patient ? me.keys.encryption.publicKey : await this.provedEncryptionKey(me, member);
-      const holder: KeyHolder = { type: "member", member };
-      envelopes.push({ holder, subject, envelope: await seal(key, nextSecret, { chainId, subject, holder }) });
-    }
-    current.secret.fill(0);
-    nextSecret.fill(0);
-    next.wipe();
-    const publicKey = { suite: next.publicKey.suite, bytes: toHex(next.publicKey.bytes) };
-    const kind: TxKind = { type: "revoke", patient, grantee, scope: "all", new_chart: { public_key: publicKey, recipients: sorted } };
-    return this.transact(me, kind, { envelopes, metadata: null });
+  /** `secret` wrapped for `key`, bound to this network, `holder` and `subject`. */
+  async sealFor(key: EncryptionKey, holder: KeyHolder, subject: KeySubject, secret: Bytes): Promise<SidecarEnvelope> {
+    return { holder, subject, envelope: await seal(key, secret, { chainId: chainIdBytes(this.chainId), subject, holder }) };
   }
 
   /**
@@ -559,10 +548,13 @@ export class Client {
   }
 
   /**
-   * Writes a new record in `patient`'s chart as `me` (the patient, or a clinician with write
-   * access): encrypted here under a fresh data key (under threshold release: derived from
-   * `k_env`, which the envelopes wrap, and `k_thr`, dealt to the validators as verifiable
-   * shares), wrapped for the author and the chart's current key, the ciphertext uploaded, the
+   * Writes a record in `patient`'s chart as `me` (the patient, or a clinician with write access):
+   * a new one, or with `options.record` the next version of that record (refused as a conflict
+   * when another version was written first). Encrypted here under a fresh data key (under
+   * threshold release: derived from `k_env`, which the envelopes wrap, and `k_thr`, dealt to the
+   * validators as verifiable shares), wrapped for the author and for what `recordKeys` names
+   * (the chart key and the care teams holding it; a sensitive record, or a version of one, for
+   * the patient and the grantees of sensitive records only), the ciphertext uploaded, the
    * registration committed. Returns the record id and the commit.
    */
   async writeRecord(
@@ -570,17 +562,23 @@ export class Client {
     patient: MemberId,
     plaintext: Bytes,
     metadata: { resource_type: string | null; content_type: string },
-  ): Promise<{ record: RecordId; committed: Committed }> {
+    options: { record?: RecordId; sensitive?: boolean } = {},
+  ): Promise<{ record: RecordId; version: number; committed: Committed }> {
     if (plaintext.length > RECORD_PLAINTEXT_MAX) throw new Error("records are limited to 64 MiB");
-    const release = await this.release();
-    const chart = await this.provedChart(me, patient);
-    if (chart.teams.length > 0) {
-      throw new Error("this chart is shared with care teams: write to it from the CLI for now");
+    let version = 1;
+    let sensitive = options.sensitive ?? false;
+    if (options.record) {
+      const entry = await this.get<RecordEntry>(`/v1/records/${options.record}`, me);
+      if (entry.patient !== patient) throw new Error("that record is in another patient's chart");
+      version = entry.version + 1;
+      // A sensitive record stays so (the ledger lets only the patient lift it).
+      sensitive ||= entry.chart_epoch === RESTRICTED_CHART_EPOCH;
     }
+    const release = await this.release();
+    const keys = await this.recordKeys(me, patient);
     const chainId = chainIdBytes(this.chainId);
-    const recordBytes = randomBytes(16);
-    const record = toHex(recordBytes);
-    const version = 1;
+    const record = options.record ?? toHex(randomBytes(16));
+    const recordBytes = fromHex(record);
     let dek: Bytes;
     let wrapped: Bytes;
     let threshold: ThresholdShares | null = null;
@@ -614,24 +612,27 @@ export class Client {
     }
     const suite = release ? PayloadSuite.Threshold : PayloadSuite.Direct;
     const sealed = await sealPayload(dek, recordBytes, version, plaintext, suite);
-    const meta = utf8(JSON.stringify({ ...metadata, size_bytes: plaintext.length }));
+    const meta = utf8(JSON.stringify({ ...metadata, size_bytes: plaintext.length, ...(sensitive ? { sensitive } : {}) }));
     const metaCt = (await sealPayload(dek, recordBytes, 0, meta)).ciphertext;
     const subject: KeySubject = { type: "record", record, version };
-    const holders: KeyHolder[] = [
-      { type: "member", member: me.member },
-      { type: "chart", patient, epoch: chart.epoch },
-    ];
-    const keys = [me.keys.encryption.publicKey, chart.publicKey];
+    const to: [KeyHolder, EncryptionKey][] = [[{ type: "member", member: me.member }, me.keys.encryption.publicKey]];
+    if (sensitive) {
+      for (const { member, key } of keys.sensitive) if (member !== me.member) to.push([{ type: "member", member }, key]);
+    } else {
+      to.push([{ type: "chart", patient, epoch: keys.chart.epoch }, keys.chart.publicKey]);
+      for (const team of keys.teams) to.push([{ type: "team", team: team.team, epoch: team.epoch }, team.publicKey]);
+    }
+    const holders = to.map(([holder]) => holder);
     const envelopes: SidecarEnvelope[] = [];
-    for (const [i, holder] of holders.entries()) {
-      envelopes.push({ holder, subject, envelope: await seal(keys[i]!, wrapped, { chainId, subject, holder }) });
+    for (const [holder, key] of to) {
+      envelopes.push({ holder, subject, envelope: await seal(key, wrapped, { chainId, subject, holder }) });
     }
     dek.fill(0);
     wrapped.fill(0);
     const digest = toHex(sealed.digest);
     await this.firstAnswer("PUT", `/v1/blobs/${digest}`, me, sealed.ciphertext);
     const kind: TxKind = {
-      type: "register_record",
+      type: version === 1 ? "register_record" : "append_version",
       record,
       patient,
       version,
@@ -639,15 +640,22 @@ export class Client {
       size_bytes: sealed.ciphertext.length,
       recipients: holders,
     };
-    const committed = await this.transact(me, kind, { envelopes, metadata: metaCt, threshold });
-    return { record, committed };
+    try {
+      const committed = await this.transact(me, kind, { envelopes, metadata: metaCt, threshold });
+      return { record, version, committed };
+    } catch (e) {
+      if (e instanceof ApiProblem && /version_mismatch/.test(e.message)) {
+        throw new ApiProblem(409, "urn:medledger:problem:conflict", "another version of this record was written first; open it again");
+      }
+      throw e;
+    }
   }
 
   /**
    * Commits a RecordAccess to the current version of `record` (the audit event), then fetches its
    * bundle and opens what this reader's envelopes wrap for it (`null`: none of them does).
    */
-  private async access(
+  async access(
     me: Identity,
     record: RecordId,
     purpose: PurposeOfUse,
@@ -691,33 +699,6 @@ export class Client {
       }
     }
     throw refused ?? last;
-  }
-
-  /**
-   * The patient `me` shares one record with `grantee`: the patient reads the record's key like
-   * any reader (an access in their own trail, purpose PATRQT) and wraps what it opens to (under
-   * threshold release `k_env`: the grantee still needs the validators' shares at each read) for
-   * the grantee's enrolled key.
-   */
-  async grantRecord(me: Identity, record: RecordId, grantee: MemberId, expiresAt: number | null = null): Promise<Committed> {
-    const key = await this.provedEncryptionKey(me, grantee);
-    const { bundle, secret } = await this.access(me, record, "PATRQT");
-    if (!secret) throw new ApiProblem(403, "urn:medledger:problem:access-denied", "no wrapped key for this reader");
-    const subject: KeySubject = { type: "record", record, version: bundle.record.version };
-    const holder: KeyHolder = { type: "member", member: grantee };
-    const envelope = await seal(key, secret, { chainId: chainIdBytes(this.chainId), subject, holder });
-    secret.fill(0);
-    const kind: TxKind = {
-      type: "grant",
-      patient: bundle.record.patient,
-      grantee,
-      scope: { record },
-      write: false,
-      expires_at: expiresAt,
-      chart_epoch: null,
-      new_chart: null,
-    };
-    return this.transact(me, kind, { envelopes: [{ holder, subject, envelope }], metadata: null });
   }
 
   /**

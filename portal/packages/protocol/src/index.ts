@@ -17,3 +17,7 @@ export * from "./sidecar.js";
 export * from "./enrolment.js";
 export * from "./certified.js";
 export * from "./receipt.js";
+export * from "./consent.js";
+export * from "./teams.js";
+export * from "./fhir.js";
+export * from "./custody.js";

@@ -6,7 +6,7 @@
 // rather than guessed at.
 
 import { type Bytes, concat, fromHexN, toHex, utf8 } from "./bytes.js";
-import { type Enroll, writeEnroll } from "./enrolment.js";
+import { type Enroll, type KeyJson, writeEnroll } from "./enrolment.js";
 import { type Writer, encode } from "./borsh.js";
 import { sha256 } from "./hash.js";
 import { type Hash32, type KeyHolder, type MemberId, type RecordId, writeHash32, writeId16, writeKeyHolder } from "./ids.js";
@@ -59,7 +59,38 @@ export type TxKind =
   | { type: "record_access"; record: RecordId; version: number; purpose: PurposeOfUse }
   | { type: "break_glass"; patient: MemberId; reason: EmergencyReason | null; duration_ms: number }
   | { type: "erase"; record: RecordId }
-  | { type: "suspend"; member: MemberId; suspended: boolean };
+  | { type: "suspend"; member: MemberId; suspended: boolean }
+  | { type: "legal_hold"; patient: MemberId; record: RecordId | null; hold: boolean }
+  | {
+      type: "delegate";
+      patient: MemberId;
+      delegate: MemberId;
+      appoint: boolean;
+      chart_epoch: number | null;
+      new_chart: NewChartEpoch | null;
+    }
+  | { type: "team_create"; team: MemberId; public_key: KeyJson; members: MemberId[] }
+  | { type: "team_add"; team: MemberId; member: MemberId }
+  | { type: "team_remove"; team: MemberId; member: MemberId; public_key: KeyJson }
+  | {
+      type: "rotate_keys";
+      /** Ed25519 public key, hex. */
+      signing_key: string;
+      encryption_key: KeyJson;
+      reason: KeyChange;
+      new_chart: NewChartEpoch | null;
+    }
+  | { type: "custody_release"; member: MemberId; code_hash: Hash32 }
+  | { type: "recovery"; member: MemberId; action: RecoveryAction };
+
+/** Why a member's keys change (a claim carries the proof of its one-time code: 16 bytes). */
+export type KeyChange = { type: "routine" } | { type: "recovery_code" } | { type: "claim"; proof: number[] };
+
+/** A recovery's step: the admin's request with the member's new public keys, or the member's answer. */
+export type RecoveryAction =
+  | { type: "request"; signing_key: string; encryption_key: KeyJson }
+  | { type: "cancel" }
+  | { type: "complete" };
 
 export interface TxBody {
   chain_id: Hash32;
@@ -80,7 +111,18 @@ const KIND_INDEX: Record<TxKind["type"], number> = {
   suspend: 6,
   break_glass: 7,
   erase: 9,
+  legal_hold: 10,
+  delegate: 12,
+  team_create: 13,
+  team_add: 14,
+  team_remove: 15,
+  rotate_keys: 16,
+  custody_release: 17,
+  recovery: 18,
 };
+
+const KEY_CHANGES = ["routine", "recovery_code", "claim"] as const;
+const RECOVERY_ACTIONS = ["request", "cancel", "complete"] as const;
 
 function indexIn<T>(list: readonly T[], value: T, what: string): number {
   const i = list.indexOf(value);
@@ -157,7 +199,57 @@ export function writeKind(w: Writer, kind: TxKind): void {
       writeId16(w, kind.member, "member");
       w.bool(kind.suspended);
       return;
+    case "legal_hold":
+      writeId16(w, kind.patient, "patient");
+      w.option(kind.record, (w, r) => writeId16(w, r, "record"));
+      w.bool(kind.hold);
+      return;
+    case "delegate":
+      writeId16(w, kind.patient, "patient");
+      writeId16(w, kind.delegate, "delegate");
+      w.bool(kind.appoint);
+      w.option(kind.chart_epoch, (w, e) => w.u32(e));
+      w.option(kind.new_chart, writeNewChart);
+      return;
+    case "team_create":
+      writeId16(w, kind.team, "team");
+      writeEncryptionKey(w, encryptionKeyFromJson(kind.public_key));
+      w.vec(kind.members, (w, m) => writeId16(w, m, "member"));
+      return;
+    case "team_add":
+      writeId16(w, kind.team, "team");
+      writeId16(w, kind.member, "member");
+      return;
+    case "team_remove":
+      writeId16(w, kind.team, "team");
+      writeId16(w, kind.member, "member");
+      writeEncryptionKey(w, encryptionKeyFromJson(kind.public_key));
+      return;
+    case "rotate_keys":
+      w.fixed(fromHexN(kind.signing_key, 32, "signing key"), 32);
+      writeEncryptionKey(w, encryptionKeyFromJson(kind.encryption_key));
+      w.u8(indexIn(KEY_CHANGES, kind.reason.type, "key change"));
+      if (kind.reason.type === "claim") w.fixed(proofBytes(kind.reason.proof), 16);
+      w.option(kind.new_chart, writeNewChart);
+      return;
+    case "custody_release":
+      writeId16(w, kind.member, "member");
+      writeHash32(w, kind.code_hash, "code hash");
+      return;
+    case "recovery":
+      writeId16(w, kind.member, "member");
+      w.u8(indexIn(RECOVERY_ACTIONS, kind.action.type, "recovery action"));
+      if (kind.action.type === "request") {
+        w.fixed(fromHexN(kind.action.signing_key, 32, "signing key"), 32);
+        writeEncryptionKey(w, encryptionKeyFromJson(kind.action.encryption_key));
+      }
+      return;
   }
+}
+
+function proofBytes(proof: number[]): Bytes {
+  if (proof.length !== 16 || proof.some((b) => !Number.isInteger(b) || b < 0 || b > 255)) throw new Error("a claim's proof is 16 bytes");
+  return Uint8Array.from(proof);
 }
 
 export function encodeBody(body: TxBody): Bytes {

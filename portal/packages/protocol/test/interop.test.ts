@@ -95,7 +95,9 @@ describe("Rust's vectors", () => {
 
   it("transactions encode, sign and hash to the same bytes and id", () => {
     const kinds = new Set(rust.transactions.map((v) => v.json.kind.type));
-    assert.ok(kinds.size >= 6, `kinds: ${[...kinds]}`);
+    for (const kind of ["grant", "revoke", "record_access", "register_record", "erase", "break_glass", "legal_hold", "delegate", "team_create", "team_add", "team_remove", "rotate_keys", "custody_release", "recovery"]) {
+      assert.ok(kinds.has(kind as never), `Rust wrote no ${kind} transaction`);
+    }
     for (const v of rust.transactions) {
       assert.equal(toHex(encodeBody(v.json)), v.body, v.json.kind.type);
       const signed = signTransaction(v.json, SigningKey.fromSeed(fromHex(v.seed)));
