@@ -10,17 +10,13 @@
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { type Browser, type Page, type Request, chromium } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 
-const env = (name: string): string => {
-  const value = process.env[name];
-  assert.ok(value, `${name} is not set (this test is started by crates/cli/tests/portal.rs)`);
-  return value;
-};
+import { type Sent, type WatchedPage, accessible, env, fitsWidth, launch, openPage, recordRequests, signIn as signInWith } from "./browser.js";
+
 const url = env("MEDLEDGER_PORTAL_URL");
 const home = env("MEDLEDGER_E2E_HOME");
 const patient = env("MEDLEDGER_E2E_PATIENT");
@@ -40,41 +36,22 @@ let browser: Browser;
 /** The record the doctor writes in the browser (found by the patient). */
 let written = "";
 /** Every request any page sent, as a server could read it. */
-const sent: { url: string; headers: Record<string, string>; body: string }[] = [];
+const sent: Sent[] = [];
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launch();
 });
 
 after(async () => {
   await browser?.close();
 });
 
-async function open(width = 1024, clock = false): Promise<Page> {
-  const page = await browser.newPage({ viewport: { width, height: 800 } });
-  if (clock) await page.clock.install();
-  page.on("request", (r: Request) => {
-    sent.push({ url: r.url(), headers: r.headers(), body: r.postDataBuffer()?.toString("latin1") ?? "" });
-  });
-  const errors: string[] = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("console", (m) => {
-    if (m.type() === "error") errors.push(`${m.text()} ${m.location().url}`);
-  });
-  (page as Page & { errors?: string[] }).errors = errors;
-  const response = await page.goto(url);
-  assert.equal(response?.status(), 200);
-  return page;
+function open(width = 1024, clock = false): Promise<WatchedPage> {
+  return openPage(browser, url, sent, width, clock);
 }
 
-async function signIn(page: Page, alias: string, file = keyFile(alias), secret = passphrase): Promise<void> {
-  await page.getByLabel("Key file", { exact: true }).setInputFiles(file);
-  await page.getByLabel("Passphrase", { exact: true }).fill(secret);
-  await page.getByRole("button", { name: "Unlock" }).click();
-  await page.getByRole("button", { name: "Sign out" }).waitFor({ timeout: 30_000 });
+function signIn(page: Page, alias: string, file = keyFile(alias), secret = passphrase): Promise<void> {
+  return signInWith(page, file, secret);
 }
 
 /** What the portal keeps in this browser's IndexedDB (the `keys` store), read by the driver. */
@@ -84,28 +61,6 @@ async function keptOnDevice(page: Page): Promise<Record<string, any>[]> {
     r.onsuccess = () => { const g = r.result.transaction("keys").objectStore("keys").getAll(); g.onsuccess = () => resolve(g.result); g.onerror = reject; };
     r.onerror = reject;
   })`)) as Record<string, any>[];
-}
-
-/** No sideways scrolling of the page at its width (the elements sticking out named, when some do). */
-async function fitsWidth(page: Page, screen: string): Promise<void> {
-  const overflow = Number(await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth"));
-  const wide = await page.evaluate(`[...document.querySelectorAll("body *")]
-    .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
-    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className && typeof e.className === "string" ? "." + e.className : ""))
-    .slice(0, 8)`);
-  assert.ok(overflow <= 0, `${screen}: sideways scrolling of ${overflow} px (${JSON.stringify(wide)})`);
-}
-
-/** axe-core on the page as it is: no serious or critical violation. */
-async function accessible(page: Page, screen: string): Promise<void> {
-  const source = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-  // Evaluated by the driver (the page's CSP forbids inline script, as it should).
-  await page.evaluate(source);
-  const result = (await page.evaluate(`axe.run(document, { resultTypes: ["violations"] })`)) as {
-    violations: { id: string; impact: string; nodes: unknown[] }[];
-  };
-  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
-  assert.deepEqual(bad.map((v) => `${v.id} (${v.impact}, ${v.nodes.length})`), [], `${screen}: accessibility`);
 }
 
 describe("the portal, in Chromium, on real validators", () => {
@@ -215,7 +170,7 @@ describe("the portal, in Chromium, on real validators", () => {
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.getByRole("heading", { name: "Sign in" }).waitFor();
     assert.equal(await page.getByText(marker).count(), 0, "nothing of the record is left on screen");
-    assert.deepEqual((page as Page & { errors?: string[] }).errors, []);
+    assert.deepEqual(page.errors, []);
     await page.close();
   });
 
@@ -442,9 +397,7 @@ describe("the portal, in Chromium, on real validators", () => {
   it("a passkey on this device (WebAuthn PRF) unlocks the kept keys without the passphrase", async () => {
     // Passkeys need a domain: the portal at http://localhost:PORT (a secure context).
     const page = await browser.newPage({ viewport: { width: 1024, height: 800 } });
-    page.on("request", (r: Request) => {
-      sent.push({ url: r.url(), headers: r.headers(), body: r.postDataBuffer()?.toString("latin1") ?? "" });
-    });
+    recordRequests(page, sent);
     const cdp = await page.context().newCDPSession(page);
     await cdp.send("WebAuthn.enable");
     await cdp.send("WebAuthn.addVirtualAuthenticator", {

@@ -10,4 +10,4 @@ const tests = readdirSync("packages/protocol/test").filter((f) => f.endsWith(".t
 await build({ ...common, entryPoints: tests.map((f) => `packages/protocol/test/${f}`), outdir: "dist/test" });
 await build({ ...common, entryPoints: ["scripts/write-vectors.ts", "scripts/ts-client.ts"], outdir: "dist/scripts" });
 // The browser test (started by crates/cli/tests/portal.rs against real validators).
-await build({ ...common, entryPoints: ["e2e/walkthrough.test.ts"], outdir: "dist/e2e" });
+await build({ ...common, entryPoints: ["e2e/walkthrough.test.ts", "e2e/roles.test.ts"], outdir: "dist/e2e" });

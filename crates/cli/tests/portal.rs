@@ -299,6 +299,143 @@ fn the_portal_in_a_real_browser_reads_records_decrypted_on_the_device() {
     assert_eq!(std::fs::read(&out).unwrap(), b"after the browser's revocation");
 }
 
+/// Runs one of the portal's browser suites (`portal/dist/e2e/NAME.test.js`, node:test) with
+/// `env`, and returns its report once every one of its `tests` passed.
+fn browser_suite(name: &str, tests: usize, env: &[(&str, String)]) -> String {
+    let suite = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../portal/dist/e2e/{name}.test.js"));
+    assert!(suite.exists(), "{} is missing: run `npm --prefix portal run build`", suite.display());
+    let run = Command::new("node")
+        .args(["--test", "--test-reporter=spec"])
+        .arg(&suite)
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../portal"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("node");
+    let report = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "the browser tests failed:\n{report}");
+    assert!(report.contains(&format!("ℹ pass {tests}")) && report.contains("ℹ fail 0"), "{report}");
+    report
+}
+
+/// Issue 16, every role's other stories in a real browser (portal/e2e/roles.test.ts) on four
+/// validators, then checked with the CLI: a care team a doctor makes in the browser, given a
+/// chart by the patient, reads what the doctor writes until a member is removed; a PDF and a
+/// sensitive resource uploaded and a new version written in the browser read by the CLI, the
+/// sensitive one refused to a chart-wide grantee; a delegate appointed and dismissed; a legal
+/// hold stopping an erasure until lifted; the auditor's FHIR AuditEvent export equal to
+/// `medledger audit --format fhir`; a custody release and claim; a recovery completed after the
+/// network's delay and one cancelled by the member.
+#[test]
+fn the_portal_covers_every_role_in_a_real_browser() {
+    let net = Net::start_n_with(4, &["--recovery-delay", "2s"]);
+    net.cast();
+    let admin = net.admin.clone();
+    net.ok(&["id", "create", "audrey", "--role", "auditor", "--as", &admin]);
+    net.ok(&["id", "create", "paul", "--role", "patient", "--as", &admin]);
+    let marker = "PORTAL-ROLES-71c3";
+    let alice = net.id_of("alice");
+    let observation = serde_json::json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": format!("Ferritin {marker}")},
+        "subject": {"reference": format!("Patient/{alice}")},
+        "valueQuantity": {"value": 41, "unit": "ng/mL"}
+    });
+    let file = net.file("obs.json", observation.to_string().as_bytes());
+    let record =
+        net.ok(&["record", "put", "--as", "alice", "--patient", "alice", file.to_str().unwrap()]).trim().to_string();
+    // A patient in the organisation's custody, with a record the doctor wrote for her.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = medledger_sdk::Session::open(&net.home, None).unwrap();
+    let admin_id = session.home.load_identity(&admin, PASSPHRASE.as_bytes()).unwrap();
+    let custody = medledger_sdk::Custody::open(&session.home, &admin_id).unwrap();
+    let drbob = rt.block_on(session.resolve(&admin_id, "drbob")).unwrap();
+    let kid = rt.block_on(session.enroll_custodial(&admin_id, &custody, &drbob, 1)).unwrap().remove(0).member.to_hex();
+    let note = net.file("kid.json", common::OBSERVATION.as_bytes());
+    let kid_record =
+        net.ok(&["record", "put", "--as", "drbob", "--patient", &kid, note.to_str().unwrap()]).trim().to_string();
+    let org = admin.trim_end_matches("-admin").to_string();
+    let custody_entry = net.home.join("custody").join(&org).join(format!("{kid}.key"));
+    assert!(custody_entry.exists(), "{}", custody_entry.display());
+    let ids: serde_json::Map<String, Value> =
+        ["alice", "paul", "nina", "drcarol"].iter().map(|a| (a.to_string(), Value::from(net.id_of(a)))).collect();
+    let kid_signing_key =
+        serde_json::from_str::<Value>(&common::api_get(&net, 0, Some(&admin), &format!("/v1/members/{kid}")).1)
+            .unwrap()["signing_key"]
+            .clone();
+
+    let portal = start_portal(&net);
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/portal-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    browser_suite(
+        "roles",
+        7,
+        &[
+            ("MEDLEDGER_PORTAL_URL", portal.url.clone()),
+            ("MEDLEDGER_E2E_HOME", net.home.display().to_string()),
+            ("MEDLEDGER_PASSPHRASE", PASSPHRASE.to_string()),
+            ("MEDLEDGER_E2E_SHOTS", shots.display().to_string()),
+            ("MEDLEDGER_E2E_ADMIN", admin.clone()),
+            ("MEDLEDGER_E2E_ORG", org),
+            ("MEDLEDGER_E2E_RECORD", record.clone()),
+            ("MEDLEDGER_E2E_MARKER", marker.to_string()),
+            ("MEDLEDGER_E2E_IDS", Value::Object(ids).to_string()),
+            ("MEDLEDGER_E2E_CUSTODY", custody_entry.display().to_string()),
+            ("MEDLEDGER_E2E_KID_RECORD", kid_record),
+        ],
+    );
+    let found: Value = serde_json::from_slice(&std::fs::read(shots.join("roles-found.json")).unwrap()).unwrap();
+    let found = |k: &str| found[k].as_str().unwrap_or_else(|| panic!("{k} not found by the browser")).to_string();
+
+    // What the browser wrote, the CLI reads: the new version (65), the sensitive resource for the
+    // patient only; the PDF was erased once the hold was lifted.
+    let out = net.root.path().join("out");
+    net.ok(&["record", "get", "--as", "alice", &found("teamRecord"), "-o", out.to_str().unwrap()]);
+    let version: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(version["valueQuantity"]["value"], 65, "{version}");
+    net.ok(&["record", "get", "--as", "alice", &found("sensitive"), "-o", out.to_str().unwrap()]);
+    assert!(String::from_utf8(std::fs::read(&out).unwrap()).unwrap().contains(marker));
+    assert_eq!(net.cli(&["record", "get", "--as", "drcarol", &found("sensitive")]).code, 3);
+    let gone = net.cli(&["record", "get", "--as", "alice", &found("pdf")]);
+    assert!(gone.code != 0 && gone.stderr.contains("erased"), "{}", gone.stderr);
+    // The team the browser made is the CLI's too: the doctor lists it without the removed nurse.
+    let team: Value =
+        serde_json::from_str(&common::api_get(&net, 0, Some("drbob"), &format!("/v1/teams/{}", found("team"))).1)
+            .unwrap();
+    assert_eq!((team["epoch"].as_u64(), team["members"].as_array().map(Vec::len)), (Some(1), Some(1)), "{team}");
+
+    // The auditor's export is `medledger audit --format fhir`, event for event (the gateway names a
+    // refusal in a sentence where the browser gives its code).
+    let exported: Vec<Value> = std::fs::read_to_string(shots.join("alice-audit.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let cli: Vec<Value> = net
+        .ok(&["audit", "--as", "audrey", "--patient", &alice, "--format", "fhir"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(exported.len() > 20 && cli.len() >= exported.len(), "{} vs {}", exported.len(), cli.len());
+    let without_desc = |e: &Value| {
+        let mut e = e.clone();
+        e.as_object_mut().unwrap().remove("outcomeDesc");
+        e
+    };
+    for (browser, gateway) in exported.iter().zip(&cli) {
+        assert_eq!(without_desc(browser), without_desc(gateway));
+        assert_eq!(browser.get("outcomeDesc").is_some(), gateway.get("outcomeDesc").is_some());
+    }
+
+    // The claim replaced the custody keys; the recovered nurse's old keys sign nothing now.
+    let claimed: Value =
+        serde_json::from_str(&common::api_get(&net, 0, Some(&admin), &format!("/v1/members/{kid}")).1).unwrap();
+    assert_ne!(claimed["signing_key"], kid_signing_key, "new keys, made in the browser");
+    assert_ne!(net.cli(&["record", "get", "--as", "nina", &record]).code, 0, "her lost keys are replaced");
+    let carol = net.cli(&["record", "get", "--as", "drcarol", &record]);
+    assert_eq!(carol.code, 3, "her keys still hers (no grant: refused by policy, not by signature): {}", carol.stderr);
+}
+
 /// Issue 16, enrolment by request across the two implementations: keys the TypeScript client
 /// makes on the member's device (from a recovery code, the CLI's derivation), sealed in a CLI key
 /// file, and a request signed with them, which the CLI's admin approves; the member then works

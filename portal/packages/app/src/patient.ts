@@ -61,6 +61,9 @@ async function showLookedAfter(ctx: Ctx, target: HTMLElement): Promise<void> {
   } catch (e) {
     ctx.say(ctx.errorText(e), "error");
     return;
+  } finally {
+    // Looked for (tests, and assistive tools, can tell "none" from "not yet").
+    target.dataset.checked = "true";
   }
   if (charts.length === 0) return;
   target.hidden = false;
@@ -69,7 +72,7 @@ async function showLookedAfter(ctx: Ctx, target: HTMLElement): Promise<void> {
     target,
     h("h2", { id: "looked-after-title" }, "Charts you look after"),
     h("p", {}, "You are the delegate of these patients: what you do here is in their access timeline, under your name and theirs."),
-    ...charts.map((p) => tabs(`Patient ${shortId(p)}'s chart`, chartViews(ctx, section, p, `Records of patient ${shortId(p)}`).map(([t, f]) => [`${t} of ${shortId(p)}`, f] as [string, () => Promise<void>]), false)),
+    ...charts.map((p) => h("div", {}, h("h3", {}, `Patient ${shortId(p)}`), tabs(`Patient ${shortId(p)}'s chart`, chartViews(ctx, section, p, `Records of patient ${shortId(p)}`), false))),
     section,
   );
 }
