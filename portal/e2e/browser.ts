@@ -78,7 +78,36 @@ export async function fitsWidth(page: Page, screen: string): Promise<void> {
   assert.ok(overflow <= 0, `${screen}: sideways scrolling of ${overflow} px (${JSON.stringify(wide)})`);
 }
 
-/** axe-core on the page as it is: no serious or critical violation. */
+/**
+ * Every visible, enabled control on the page is reached by the Tab key alone (a screen works by
+ * keyboard): the controls are counted, then Tab is pressed from the top until each was focused.
+ */
+export async function keyboardReachable(page: Page, screen: string): Promise<void> {
+  const count = Number(
+    await page.evaluate(`(() => {
+      const visible = (e) => e.checkVisibility({ contentVisibilityAuto: true, opacityProperty: true, visibilityProperty: true });
+      const all = [...document.querySelectorAll("a[href], button, input, select, textarea, summary, [tabindex]:not([tabindex='-1'])")]
+        .filter((e) => !e.disabled && visible(e));
+      document.querySelectorAll("[data-kb]").forEach((e) => e.removeAttribute("data-kb"));
+      all.forEach((e, i) => e.setAttribute("data-kb", String(i)));
+      if (document.activeElement instanceof HTMLElement) document.activeElement.blur();
+      return all.length;
+    })()`),
+  );
+  const seen = new Set<string>();
+  // From wherever the focus navigation starts (after the last control used): once round, and then some.
+  for (let i = 0; i < 2 * count + 5 && seen.size < count; i++) {
+    await page.keyboard.press("Tab");
+    const k = (await page.evaluate(`document.activeElement?.getAttribute("data-kb") ?? ""`)) as string;
+    if (k) seen.add(k);
+  }
+  const missed = (await page.evaluate(`[...document.querySelectorAll("[data-kb]")]
+    .filter((e) => !${JSON.stringify([...seen])}.includes(e.getAttribute("data-kb")))
+    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + " " + (e.getAttribute("aria-label") ?? e.textContent ?? "").trim().slice(0, 40))`)) as string[];
+  assert.deepEqual(missed, [], `${screen}: controls the keyboard never reaches`);
+}
+
+/** axe-core on the page as it is: no serious or critical violation; every control reached by keyboard. */
 export async function accessible(page: Page, screen: string): Promise<void> {
   const source = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
   // Evaluated by the driver (the page's CSP forbids inline script, as it should).
@@ -88,6 +117,7 @@ export async function accessible(page: Page, screen: string): Promise<void> {
   };
   const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
   assert.deepEqual(bad.map((v) => `${v.id} (${v.impact}, ${v.nodes.length})`), [], `${screen}: accessibility`);
+  await keyboardReachable(page, screen);
 }
 
 /** Every screen's checks at once: accessible, no sideways scrolling, a screenshot saved. */

@@ -326,13 +326,14 @@ describe("the portal, in Chromium, on real validators", () => {
     assert.match(text, /Wrote record/, "the doctor's observation");
     assert.match(text, /Emergency access \(break-glass\) opened\s+Allowed \(flagged\)/, "the break-glass, flagged");
     assert.match(text, /Access to one record given to nurse/, "the record shared with the nurse");
-    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 5 refused/);
+    assert.match(plotLabel ?? "", /Reads per day .*: \d+ in all, 6 refused/, text);
     // A receipt verified in the page: the doctor's read, in a block a quorum certified.
     const read = rows.filter({ hasText: /Dr Bob .*Read record/ }).last();
     await read.getByRole("button", { name: /^Verify the receipt/ }).click();
     await read.getByText(/^Verified: block \d+, certified at \d+$/).waitFor({ timeout: 30_000 });
     await page.getByLabel("Show").selectOption("denied");
-    assert.equal(await rows.count(), 5, "only the refusals: the new nurse's, the nurse's two, the doctor's after the revocation, the second doctor's");
+    assert.equal(await rows.count(), 6, "only the refusals: the new nurse's two (suspended, then without a grant), the nurse's two, the doctor's after the revocation, the second doctor's");
+    assert.match(await rows.nth(5).innerText(), /Nurse Ada .*Read record.*Refused/s, "suspended: refused by the ledger, and on her record");
     assert.match(await rows.nth(4).innerText(), /Nurse Ada .*Read record.*Refused/s);
     assert.match(await rows.nth(3).innerText(), /nurse .*Read record.*Refused/s);
     assert.match(await rows.nth(2).innerText(), /nurse .*Read record.*Refused/s);
