@@ -329,6 +329,36 @@ fn an_organisation_joins_with_its_validator_and_leaves() {
         let run = net.cli(&["receipt", "verify", bad.to_str().unwrap(), "--genesis", genesis.to_str().unwrap()]);
         assert_eq!(run.code, 4, "byte {offset} of {}: {}", latest.len(), run.stdout);
     }
+    // The browser's client follows the same history (portal/packages/protocol/src/epochs.ts): a
+    // read in epoch 2, its evidence certified by epoch 2's set through two links from genesis,
+    // the shares of validator 4 (which joined) asked at the address governance gives it; the
+    // receipt verifies, and a changed byte of its history does not.
+    let (code, out, err) = common::ts_read(&net, "drbob", &r4);
+    assert_eq!(code, 0, "{err}");
+    let read: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(hex::decode(read["plaintext"].as_str().unwrap()).unwrap(), t4.as_bytes());
+    let latest_file = net.file("latest.receipt", &latest);
+    let (code, out, err) = common::ts_client(&net, "-", &["verify-receipt", latest_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap()["epoch"], 2, "{out}");
+    let mut bad = latest.clone();
+    let at = latest.len() - 2_000;
+    bad[at] ^= 0x01;
+    let bad = net.file("bad.receipt", &bad);
+    assert_eq!(
+        common::ts_client(&net, "-", &["verify-receipt", bad.to_str().unwrap()]).0,
+        4,
+        "a changed byte of the history"
+    );
+    // The portal forwards to the validator that joined once the validators it knows agree on its
+    // address, and to no index the network does not have.
+    let portal = common::start_portal(&net);
+    let base = portal.url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let (status, body) = common::http_get(&base, "/api/4/v1/status");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["validator"], 4, "{body}");
+    assert_eq!(common::http_get(&base, "/api/7/v1/status").0, 404);
+
     // Every validator's files verify offline: each block's certificate against its epoch's set.
     let verified = net.ok(&["verify", "--dir", net.dir.to_str().unwrap()]);
     assert_eq!(verified.lines().filter(|l| l.contains("chain ok")).count(), 5, "{verified}");

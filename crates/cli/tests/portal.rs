@@ -10,42 +10,10 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::Net;
+use common::{Net, start_portal, ts_client, ts_read};
 use serde_json::Value;
 
 const PASSPHRASE: &str = "correct horse battery staple";
-
-fn client_script() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../portal/dist/scripts/ts-client.js");
-    assert!(
-        script.exists(),
-        "{} is missing: run `npm --prefix portal ci && npm --prefix portal run build`",
-        script.display()
-    );
-    script
-}
-
-/// `ts-client.js HOME ALIAS read RECORD`: its exit code, stdout (one JSON line) and stderr.
-fn ts_read(net: &Net, alias: &str, record: &str) -> (i32, String, String) {
-    ts_client(net, alias, &["read", record])
-}
-
-/// `ts-client.js HOME ALIAS ARGS…`.
-fn ts_client(net: &Net, alias: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("node")
-        .arg(client_script())
-        .arg(&net.home)
-        .arg(alias)
-        .args(args)
-        .env("MEDLEDGER_PASSPHRASE", PASSPHRASE)
-        .output()
-        .expect("node (scripts/test installs it with npm)");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn plaintext_of(stdout: &str) -> (Value, Vec<u8>) {
     let read: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
@@ -192,38 +160,6 @@ fn the_typescript_client_reads_what_the_cli_wrote_and_is_refused_what_the_ledger
 }
 
 /// The portal process (`medledger portal`), killed when dropped.
-struct Portal {
-    url: String,
-    child: std::process::Child,
-}
-
-impl Drop for Portal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_portal(net: &Net) -> Portal {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(common::BIN)
-        .args(["portal", "--listen", "127.0.0.1:0"])
-        .env("MEDLEDGER_HOME", &net.home)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn the portal");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the portal's banner");
-    // "web portal at http://127.0.0.1:PORT/ for N validator(s); its script's SHA-256: HEX"
-    let url =
-        line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("{line:?}")).to_string();
-    let sha = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert_eq!(sha, medledger_portal::bundle_sha256(), "the banner pins the script served");
-    Portal { url, child }
-}
-
 /// Issue 16 (the first stories in a real browser): the portal served by `medledger portal`, in
 /// Debian's Chromium driven by playwright-core (portal/e2e/walkthrough.test.ts, node:test): the
 /// patient signs in with her key file and passphrase (opened in the browser), reads her record

@@ -11,11 +11,15 @@
 //!
 //! The browser signs each request for the validator's own `@authority` and path
 //! (`/config.json` names them); `/api/{k}/…` forwards it unchanged to validator `k`, whose
-//! signature check then holds as if the browser had called it directly.
+//! signature check then holds as if the browser had called it directly. A validator that joined
+//! the network after the portal started (a stable index past those configured) is forwarded to
+//! once more than a third of the configured validators name the same API address for it in
+//! their governance status: no single validator can point the portal at a host of its choosing.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -66,7 +70,18 @@ pub const IDLE_MINUTES_MAX: u32 = 8 * 60;
 struct Portal {
     config: PortalConfig,
     http: reqwest::Client,
+    /// Validators that joined since the portal started: their base URL (or none, when the
+    /// configured validators did not agree on one), and when that was learned.
+    joined: Mutex<HashMap<usize, (Option<String>, Instant)>>,
 }
+
+/// Highest stable validator index looked up (the ledger allows fewer validators than this ever).
+const JOINED_INDEX_MAX: usize = 1024;
+/// How long a joined validator's address is kept (an agreement), or its absence (none).
+const JOINED_TTL: Duration = Duration::from_secs(300);
+const JOINED_MISS_TTL: Duration = Duration::from_secs(5);
+/// How long the governance status of one configured validator may take.
+const GOVERNANCE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SHA-256 (hex) of the portal's script, as served: what an organisation pins.
 pub fn bundle_sha256() -> String {
@@ -80,7 +95,7 @@ pub fn router(config: PortalConfig) -> Router {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("an HTTP client with no TLS setting to fail");
-    let portal = Arc::new(Portal { config, http });
+    let portal = Arc::new(Portal { config, http, joined: Mutex::default() });
     Router::new()
         .route("/", get(|| async { page("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/app.js", get(|| async { page("text/javascript; charset=utf-8", APP_JS) }))
@@ -141,13 +156,56 @@ fn problem(status: StatusCode, title: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
 }
 
+/// Validator `k`'s API base URL: a configured one's, or that of one that joined since, which more
+/// than a third of the configured validators give alike (looked up again after a while).
+async fn base_of(portal: &Portal, k: usize) -> Option<String> {
+    if let Some(base) = portal.config.validators.get(k) {
+        return Some(base.clone());
+    }
+    if k > JOINED_INDEX_MAX {
+        return None;
+    }
+    if let Some((base, at)) = portal.joined.lock().expect("joined lock").get(&k).cloned() {
+        let ttl = if base.is_some() { JOINED_TTL } else { JOINED_MISS_TTL };
+        if at.elapsed() < ttl {
+            return base;
+        }
+    }
+    let asks = portal.config.validators.iter().map(|base| async move {
+        let url = format!("{}/v1/governance", base.trim_end_matches('/'));
+        let answer = portal.http.get(url).timeout(GOVERNANCE_TIMEOUT).send().await.ok()?;
+        let status: serde_json::Value = answer.json().await.ok()?;
+        let named = status["epochs"]
+            .as_array()?
+            .iter()
+            .filter_map(|epoch| epoch["validators"].as_array())
+            .flatten()
+            .find_map(|v| {
+                (v["index"].as_u64() == Some(k as u64)).then(|| v["api_address"].as_str().map(str::to_string)).flatten()
+            });
+        named.filter(|api| {
+            !api.is_empty() && api.len() <= 255 && api.chars().all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+        })
+    });
+    let answers = futures::future::join_all(asks).await;
+    let mut votes: HashMap<String, usize> = HashMap::new();
+    for api in answers.into_iter().flatten() {
+        *votes.entry(api).or_default() += 1;
+    }
+    let needed = (portal.config.validators.len() - 1) / 3 + 1;
+    let scheme = portal.config.validators[0].split("://").next().unwrap_or("http").to_string();
+    let base = votes.into_iter().find(|(_, n)| *n >= needed).map(|(api, _)| format!("{scheme}://{api}"));
+    portal.joined.lock().expect("joined lock").insert(k, (base.clone(), Instant::now()));
+    base
+}
+
 /// `ANY /api/{k}/{path}`: the request, as the browser signed it, to validator `k`'s `/{path}`.
 async fn forward(
     State(portal): State<Arc<Portal>>,
     Path((validator, path)): Path<(usize, String)>,
     request: Request,
 ) -> Response {
-    let Some(base) = portal.config.validators.get(validator) else {
+    let Some(base) = base_of(&portal, validator).await else {
         return problem(StatusCode::NOT_FOUND, "no such validator");
     };
     // Only the validators' API: no other path of theirs, nowhere else.

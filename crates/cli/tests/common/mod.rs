@@ -712,3 +712,70 @@ pub fn forging_alices_record(net: &Net, record: medledger_types::RecordId) -> St
         }
     })
 }
+
+// The portal's TypeScript client (portal/dist/scripts/ts-client.js) and server (`medledger
+// portal`), for the tests that drive the browser's code against real validators.
+
+pub fn client_script() -> PathBuf {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../portal/dist/scripts/ts-client.js");
+    assert!(
+        script.exists(),
+        "{} is missing: run `npm --prefix portal ci && npm --prefix portal run build`",
+        script.display()
+    );
+    script
+}
+
+/// `ts-client.js HOME ALIAS read RECORD`: its exit code, stdout (one JSON line) and stderr.
+pub fn ts_read(net: &Net, alias: &str, record: &str) -> (i32, String, String) {
+    ts_client(net, alias, &["read", record])
+}
+
+/// `ts-client.js HOME ALIAS ARGS…`.
+pub fn ts_client(net: &Net, alias: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("node")
+        .arg(client_script())
+        .arg(&net.home)
+        .arg(alias)
+        .args(args)
+        .env("MEDLEDGER_PASSPHRASE", "correct horse battery staple")
+        .output()
+        .expect("node (scripts/test installs it with npm)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub struct Portal {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_portal(net: &Net) -> Portal {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args(["portal", "--listen", "127.0.0.1:0"])
+        .env("MEDLEDGER_HOME", &net.home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn the portal");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the portal's banner");
+    // "web portal at http://127.0.0.1:PORT/ for N validator(s); its script's SHA-256: HEX"
+    let url =
+        line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("{line:?}")).to_string();
+    let sha = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(sha, medledger_portal::bundle_sha256(), "the banner pins the script served");
+    Portal { url, child }
+}

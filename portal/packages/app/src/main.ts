@@ -204,9 +204,15 @@ async function start(): Promise<void> {
   try {
     const response = await fetch("/config.json", { cache: "no-store" });
     config = (await response.json()) as PortalConfig;
+    const scheme = new URL(config.validators[0]?.signedAs ?? window.location.href).protocol;
     client = new Client(
       config.validators.map((v) => ({ url: new URL(v.url, window.location.href).toString(), signedAs: v.signedAs })),
       config.chainId,
+      undefined,
+      undefined,
+      // A validator that joined after the portal started: through the portal too, which forwards
+      // to it once the validators it knows agree on its address.
+      (k, api) => ({ url: new URL(`/api/${k}`, window.location.href).toString(), signedAs: `${scheme}//${api}` }),
     );
   } catch (e) {
     say(`The portal is not configured: ${errorText(e)}`, "error");

@@ -122,6 +122,11 @@ export class Reader {
     return tag === 1 ? read(this) : null;
   }
 
+  /** The bytes from `start` to `end` of the input (a part already read, as it was encoded). */
+  slice(start: number, end: number): Bytes {
+    return this.data.subarray(start, end);
+  }
+
   /** How many bytes were read so far. */
   offset(): number {
     return this.at;

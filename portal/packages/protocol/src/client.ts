@@ -214,6 +214,9 @@ export class Client {
   /** The highest committed block this client has seen: older evidence is refused. */
   private seen = 0n;
   readonly validators: ValidatorAddress[];
+  /** Validators that joined after those configured, by stable index, once looked up. */
+  private joinedAt = new Map<number, ValidatorAddress>();
+  private readonly joined: (index: number, apiAddress: string) => ValidatorAddress;
 
   /**
    * `validators[i]` is the API of validator `i` (as the network's genesis orders them): a base
@@ -225,10 +228,36 @@ export class Client {
     readonly chainId: string,
     private readonly fetchFn: typeof fetch = globalThis.fetch.bind(globalThis),
     private readonly now: () => number = Date.now,
+    joined?: (index: number, apiAddress: string) => ValidatorAddress,
   ) {
     if (validators.length === 0) throw new Error("no validator to talk to");
     this.validators = validators.map((v) => (typeof v === "string" ? { url: v } : v));
     chainIdBytes(chainId);
+    // By default a validator that joined is asked directly, with the configured ones' scheme.
+    const scheme = new URL(this.validators[0]!.signedAs ?? this.validators[0]!.url).protocol;
+    this.joined = joined ?? ((_, api) => ({ url: `${scheme}//${api}` }));
+  }
+
+  /**
+   * Where validator `index` (its stable index) is asked: one this client was configured with, or
+   * one that joined since, by the API address the network's governance status gives it (any
+   * validator's say: the shares a wrong address could give are checked against the record's
+   * certified commitments, and its evidence against the validator-set history).
+   */
+  async addressOf(index: number): Promise<ValidatorAddress> {
+    const known = this.validators[index] ?? this.joinedAt.get(index);
+    if (known) return known;
+    const status = await this.get<{ epochs?: { validators?: { index?: number; api_address?: string }[] }[] }>("/v1/governance", null);
+    for (const epoch of status.epochs ?? []) {
+      for (const v of epoch.validators ?? []) {
+        if (v.index === index && typeof v.api_address === "string" && /^[A-Za-z0-9.:[\]-]{1,255}$/.test(v.api_address)) {
+          const address = this.joined(index, v.api_address);
+          this.joinedAt.set(index, address);
+          return address;
+        }
+      }
+    }
+    throw new Error(`validator ${index} has no known address`);
   }
 
   /**
@@ -880,8 +909,7 @@ export class Client {
     }
     const chainId = chainIdBytes(this.chainId);
     const asks = pub.validators.map(async (validator, i): Promise<[Share, Share | null]> => {
-      const address = this.validators[validator];
-      if (!address) throw new Error(`validator ${validator} has no known address`);
+      const address = await this.addressOf(validator);
       const { bytes } = await this.send(address, "GET", `/v1/access/${access}/share`, me);
       const released = JSON.parse(new TextDecoder().decode(bytes)) as ReleasedShareJson;
       if (released.validator !== i || released.epoch !== pub.epoch || released.emergency !== emergency) {

@@ -21,3 +21,4 @@ export * from "./consent.js";
 export * from "./teams.js";
 export * from "./fhir.js";
 export * from "./custody.js";
+export * from "./epochs.js";

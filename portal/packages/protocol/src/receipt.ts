@@ -11,7 +11,7 @@
 import { type Bytes, equal, fromHex, toHex, utf8 } from "./bytes.js";
 import { Reader } from "./borsh.js";
 import { type Header, readHeader, readHolder } from "./certified.js";
-import { consensusNamespace, verifyFinalization } from "./evidence.js";
+import { certifiedThrough, readLinks } from "./epochs.js";
 import { sha256 } from "./hash.js";
 
 export const RECEIPT_MAGIC = utf8("medledger/receipt/v1\n");
@@ -48,6 +48,8 @@ export interface VerifiedReceipt {
   certifiedHeight: bigint;
   /** Applied, or the index of the ledger's rejection. */
   applied: boolean;
+  /** The validator-set epoch whose validators certified it (0: genesis). */
+  epoch: number;
 }
 
 function key(r: Reader): void {
@@ -196,7 +198,7 @@ export function verifyReceipt(bytes: Bytes, validators: Bytes[], chainId: string
   if (count === 0 || count > HEADERS_MAX) throw new Error("the receipt's headers are over their limits");
   const headers: Header[] = Array.from({ length: count }, () => readHeader(r));
   const certificate = r.bytes(64 * 1024);
-  if (r.u32() !== 0) throw new Error("the receipt follows validator-set changes, which the browser does not check yet");
+  const links = readLinks(r);
   r.end();
   const chain = fromHex(chainId);
   if (!equal(txChain, chain) || headers.some((h) => !equal(h.chainId, chain))) throw new Error("the receipt is of another network");
@@ -215,10 +217,9 @@ export function verifyReceipt(bytes: Bytes, validators: Bytes[], chainId: string
   ) {
     throw new Error("the outcome is not the block's");
   }
-  if (!verifyFinalization(consensusNamespace(chain), 0, validators, last.digest, certificate)) {
-    throw new Error("the block is not certified by a quorum of the validators");
-  }
+  const { epoch } = certifiedThrough(validators, chainId, links, last, certificate);
   return {
+    epoch,
     tx: toHex(sha256(txBytes)),
     kind: KINDS[index]!,
     signer,
