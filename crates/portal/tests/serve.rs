@@ -8,8 +8,13 @@ use medledger_portal::{APP_JS, PortalConfig, bundle_sha256};
 /// A stand-in validator: answers `GET /v1/echo?x` with the request's signature headers and
 /// path, and everything else with 404; its address.
 async fn validator() -> SocketAddr {
+    validator_naming(serde_json::json!({"epochs": []})).await
+}
+
+/// A stand-in validator whose `GET /v1/governance` answers `governance`.
+async fn validator_naming(governance: serde_json::Value) -> SocketAddr {
     use axum::routing::get;
-    let app = axum::Router::new().route(
+    let app = axum::Router::new().route("/v1/governance", get(move || async move { axum::Json(governance) })).route(
         "/v1/echo",
         get(|headers: axum::http::HeaderMap, uri: axum::http::Uri| async move {
             let pick = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
@@ -106,4 +111,35 @@ async fn a_validator_that_does_not_answer_is_a_502_problem() {
     assert_eq!(answer.headers()["content-type"], "application/problem+json");
     let problem: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(problem["status"], 502);
+}
+
+/// A validator that joined after the portal started is forwarded to only when more than a third
+/// of the validators the portal knows name the same address for it: one Byzantine validator
+/// naming a host of its choosing gets the portal to send nothing there.
+#[tokio::test]
+async fn a_joined_validator_is_reached_only_at_an_address_enough_validators_agree_on() {
+    let http = reqwest::Client::new();
+    let joined = validator().await;
+    let naming = |addr: SocketAddr| serde_json::json!({"epochs": [{"validators": [{"index": 4, "api_address": addr.to_string()}]}]});
+    let silent = serde_json::json!({"epochs": [{"validators": [{"index": 0, "api_address": "127.0.0.1:1"}]}]});
+    // One of four names it (f + 1 = 2 are needed): refused, whoever it names.
+    let mut alone = vec![validator_naming(naming(joined)).await];
+    for _ in 0..3 {
+        alone.push(validator_naming(silent.clone()).await);
+    }
+    let base = portal(alone.iter().map(|a| format!("http://{a}")).collect()).await;
+    let refused = http.get(format!("{base}/api/4/v1/echo")).send().await.unwrap();
+    assert_eq!(refused.status(), 404, "one validator's word");
+    // Two of four agree: forwarded there; an index nobody names stays unknown.
+    let mut two = vec![validator_naming(naming(joined)).await, validator_naming(naming(joined)).await];
+    for _ in 0..2 {
+        two.push(validator_naming(silent.clone()).await);
+    }
+    let base = portal(two.iter().map(|a| format!("http://{a}")).collect()).await;
+    let forwarded = http.get(format!("{base}/api/4/v1/echo")).send().await.unwrap();
+    assert_eq!(forwarded.status(), 200);
+    let echoed: serde_json::Value = forwarded.json().await.unwrap();
+    assert_eq!(echoed["host"], joined.to_string(), "sent to the validator they named");
+    assert_eq!(http.get(format!("{base}/api/5/v1/echo")).send().await.unwrap().status(), 404);
+    assert_eq!(http.get(format!("{base}/api/99999/v1/echo")).send().await.unwrap().status(), 404);
 }
