@@ -5,7 +5,7 @@
 //! The same code runs in the browser; this runs it under Node (`portal/dist/scripts/ts-client.js`).
 //!
 //! `cargo bench -p medledger-cli --bench portal` (`npm --prefix portal run build` first);
-//! `MEDLEDGER_BENCH_PORTAL_READS` (default 100).
+//! `MEDLEDGER_BENCH_PORTAL_READS` (default 300).
 
 mod common;
 
@@ -20,7 +20,7 @@ fn main() {
         "{} is missing: run `npm --prefix portal ci && npm --prefix portal run build`",
         script.display()
     );
-    let reads: usize = std::env::var("MEDLEDGER_BENCH_PORTAL_READS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let reads: usize = std::env::var("MEDLEDGER_BENCH_PORTAL_READS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     let net = common::start(4, 23400, &[]);
     cli(&net.home, &["id", "create", "alice", "--role", "patient", "--as", "org1-admin"]);
     let file = net.home.join("record.bin");
@@ -44,9 +44,18 @@ fn main() {
         figures["after_commit_p50_ms"], figures["after_commit_p99_ms"]
     );
     println!(
+        "| … of which the bundle fetched and checked (certificate, proofs) | {} ms | {} ms |",
+        figures["bundle_p50_ms"], figures["bundle_p99_ms"]
+    );
+    println!(
+        "| … of which envelopes opened, shares collected, ciphertext fetched (together) | {} ms | {} ms |",
+        figures["keys_p50_ms"], figures["keys_p99_ms"]
+    );
+    println!(
         "| the access's commit (signed, submitted, finalized) | {} ms | {} ms |",
         figures["commit_p50_ms"], figures["commit_p99_ms"]
     );
+    println!("The session's first read, after its commit: {} ms.", figures["first_after_commit_ms"]);
 }
 
 fn node_version() -> String {

@@ -175,7 +175,12 @@ export interface Committed {
 
 /** Where a read's time goes: until its access committed (the audit event), and in all. */
 export interface ReadTimings {
+  /** From the start to the access's commit. */
   committedMs?: number;
+  /** The bundle fetched and checked against its evidence. */
+  bundleMs?: number;
+  /** Envelopes opened, shares collected and ciphertext fetched (together). */
+  keysMs?: number;
   totalMs?: number;
 }
 
@@ -697,16 +702,50 @@ export class Client {
     purpose: PurposeOfUse,
     timings?: ReadTimings,
   ): Promise<{ access: Committed; bundle: AccessBundleJson; secret: Bytes | null }> {
+    const { access, bundle } = await this.accessBundle(me, record, purpose, timings);
+    return { access, bundle, secret: await this.wrappedSecret(me, bundle) };
+  }
+
+  /** The access committed, then its bundle as its evidence certified it. */
+  private async accessBundle(
+    me: Identity,
+    record: RecordId,
+    purpose: PurposeOfUse,
+    timings?: ReadTimings,
+  ): Promise<{ access: Committed; bundle: AccessBundleJson }> {
+    const { access, version } = await this.commitAccess(me, record, purpose, timings);
+    return { access, bundle: await this.certifiedBundle(me, access, record, version, timings) };
+  }
+
+  /** Commits a RecordAccess to the current version of `record`: the audit event, allowed or denied. */
+  private async commitAccess(
+    me: Identity,
+    record: RecordId,
+    purpose: PurposeOfUse,
+    timings?: ReadTimings,
+  ): Promise<{ access: Committed; version: number }> {
     const start = performance.now();
     const { version } = await this.get<{ version: number }>(`/v1/records/${record}/version`, me);
     const access = await this.transact(me, { type: "record_access", record, version, purpose });
     if (timings) timings.committedMs = performance.now() - start;
+    return { access, version };
+  }
+
+  /** The bundle of a committed access, as its evidence certified it (metadata and threshold from certified state). */
+  private async certifiedBundle(
+    me: Identity,
+    access: Committed,
+    record: RecordId,
+    version: number,
+    timings?: ReadTimings,
+  ): Promise<AccessBundleJson> {
+    const start = performance.now();
     const { bundle, checked } = await this.checkedBundle(me, access.tx, record, version);
-    // What is used of the bundle is what its evidence certified.
+    if (timings) timings.bundleMs = performance.now() - start;
     const certified: AccessBundleJson = { ...bundle, metadata: checked.metadata ? Array.from(checked.metadata) : null };
     if (checked.threshold) certified.threshold = checked.threshold;
     else delete certified.threshold;
-    return { access, bundle: certified, secret: await this.wrappedSecret(me, certified) };
+    return certified;
   }
 
   /**
@@ -757,22 +796,45 @@ export class Client {
    */
   async read(me: Identity, record: RecordId, purpose: PurposeOfUse = "TREAT", timings?: ReadTimings): Promise<Opened> {
     const start = performance.now();
-    const { access, bundle, secret } = await this.access(me, record, purpose, timings);
+    const committed = await this.commitAccess(me, record, purpose, timings);
+    const access = committed.access;
+    // Once the access is committed, the validators' shares and the ciphertext are asked for
+    // while the bundle is fetched and checked: nothing asked is used before it is checked
+    // against the certified bundle (the shares against its commitments, the bytes against the
+    // ledger's digest).
+    const early = this.prefetch(me, access.tx);
+    const bundle = await this.certifiedBundle(me, access, record, committed.version, timings);
     const entry = bundle.record;
     const version = entry.version;
     const recordBytes = fromHex(record);
+    // Then the envelopes are opened and the shares combined at the same time. Without an
+    // envelope of its own the reader is under break-glass, where the validators release
+    // k_env's emergency shares too.
+    const parallel = performance.now();
+    const own = bundle.envelopes.length > 0;
+    const threshold = bundle.threshold;
+    const [secret, shares, ciphertext] = await Promise.all([
+      this.wrappedSecret(me, bundle),
+      threshold ? this.collectShares(me, access.tx, entry, threshold, !own, early.shares) : Promise.resolve(null),
+      this.content(me, access.tx, fromHex(entry.digest), early.content),
+    ]);
+    if (timings) timings.keysMs = performance.now() - parallel;
     let dek: Bytes;
-    if (bundle.threshold) {
-      // No envelope of its own: break-glass, where the validators release k_env's emergency shares.
-      const { kThr, kEnv } = await this.collectShares(me, access.tx, entry, bundle.threshold, !secret);
+    if (threshold) {
+      let { kThr, kEnv } = shares!;
+      if (own && !secret) {
+        // Envelopes, none of which opens for this reader: the emergency shares, if the ledger allows.
+        kThr.fill(0);
+        ({ kThr, kEnv } = await this.collectShares(me, access.tx, entry, threshold, true));
+      }
       dek = deriveDataKey(secret ?? kEnv!, kThr, recordBytes, version);
       kThr.fill(0);
       kEnv?.fill(0);
+      secret?.fill(0);
     } else {
       if (!secret) throw new Error("no wrapped key for this reader");
       dek = secret;
     }
-    const ciphertext = await this.content(me, access.tx, fromHex(entry.digest));
     const suite = bundle.threshold ? PayloadSuite.Threshold : PayloadSuite.Direct;
     const plaintext = await openPayload(dek, ciphertext, { record: recordBytes, version, digest: fromHex(entry.digest), suite });
     let metadata: Record<string, unknown> | null = null;
@@ -790,10 +852,33 @@ export class Client {
   }
 
   /**
+   * Asks, as soon as an access is committed, for what its read will need: the ciphertext from the
+   * first validator, and each configured validator's released share (by stable index). Nothing
+   * here is believed: `content` and `collectShares` check what they use.
+   */
+  private prefetch(me: Identity, access: string): { content: Promise<Bytes>; shares: Map<number, Promise<Bytes>> } {
+    const quiet = <T>(p: Promise<T>): Promise<T> => {
+      // Handled later, or never (a validator that holds no share): no unhandled rejection.
+      p.catch(() => undefined);
+      return p;
+    };
+    const content = quiet(this.send(this.validators[0]!, "GET", `/v1/access/${access}/content`, me).then((a) => a.bytes));
+    const shares = new Map<number, Promise<Bytes>>();
+    for (const [index, address] of this.validators.entries()) {
+      shares.set(index, quiet(this.send(address, "GET", `/v1/access/${access}/share`, me).then((a) => a.bytes)));
+    }
+    return { content, shares };
+  }
+
+  /**
    * The ciphertext an allowed access names, from the first validator that serves bytes with the
    * certified digest (one that serves others is passed over).
    */
-  private async content(me: Identity, access: string, digest: Bytes): Promise<Bytes> {
+  private async content(me: Identity, access: string, digest: Bytes, early?: Promise<Bytes>): Promise<Bytes> {
+    if (early) {
+      const bytes = await early.catch(() => null);
+      if (bytes && equal(sha256(bytes), digest)) return bytes;
+    }
     let refused: unknown = null;
     for (const validator of this.validators) {
       try {
@@ -893,6 +978,7 @@ export class Client {
     entry: RecordEntry,
     pub: ThresholdPublicJson,
     emergency = false,
+    early?: Map<number, Promise<Bytes>>,
   ): Promise<{ kThr: Bytes; kEnv: Bytes | null }> {
     const verifier = decodeVerifier(pub.verifier.map((c) => fromHex(c)));
     const emergencyVerifier = decodeVerifier(pub.emergency_verifier.map((c) => fromHex(c)));
@@ -908,15 +994,33 @@ export class Client {
       throw new Error("the record's shares do not fit the network's validators");
     }
     const chainId = chainIdBytes(this.chainId);
+    const shares: [Share, Share | null][] = [];
+    // Every holder is asked at once, but only as many released shares are opened (a KEM
+    // decapsulation each, the costly step here) as are still needed: the others wait, and are
+    // opened only if one of those fails its check.
+    let opening = 0;
+    const waiting: (() => void)[] = [];
+    const enough = new Error("enough shares");
     const asks = pub.validators.map(async (validator, i): Promise<[Share, Share | null]> => {
-      const address = await this.addressOf(validator);
-      const { bytes } = await this.send(address, "GET", `/v1/access/${access}/share`, me);
+      const asked = early?.get(validator);
+      const bytes = asked ? await asked : (await this.send(await this.addressOf(validator), "GET", `/v1/access/${access}/share`, me)).bytes;
       const released = JSON.parse(new TextDecoder().decode(bytes)) as ReleasedShareJson;
       if (released.validator !== i || released.epoch !== pub.epoch || released.emergency !== emergency) {
         throw new Error("a validator released another share than asked");
       }
+      while (shares.length + opening >= needed) {
+        if (shares.length >= needed) throw enough;
+        await new Promise<void>((wake) => waiting.push(wake));
+      }
+      opening += 1;
       const binding = releaseBinding(chainId, entry.record, entry.version, pub.epoch, i, me.member);
-      const opened = await me.keys.encryption.open(envelopeOf(released.envelope), binding);
+      let opened: Bytes;
+      try {
+        opened = await me.keys.encryption.open(envelopeOf(released.envelope), binding);
+      } finally {
+        // (A waiting share is woken once this ask settles, checked or failed: see below.)
+        opening -= 1;
+      }
       if (opened.length !== (emergency ? 2 * SHARE_BYTES : SHARE_BYTES)) throw new Error("a released share has the wrong length");
       const check = (bytes: Bytes, v: typeof verifier) => {
         const share = decodeShare(bytes);
@@ -928,20 +1032,25 @@ export class Client {
       opened.fill(0);
       return [thr, env];
     });
-    const shares: [Share, Share | null][] = [];
     const failures: unknown[] = [];
     await new Promise<void>((resolve) => {
       let settled = 0;
       for (const ask of asks) {
         ask
           .then((s) => shares.push(s))
-          .catch((e) => failures.push(e))
+          .catch((e) => {
+            if (e !== enough) failures.push(e);
+          })
           .finally(() => {
             settled += 1;
             if (shares.length >= needed || settled === asks.length) resolve();
+            // A share that waited is opened now if this one failed, or let go.
+            waiting.shift()?.();
           });
       }
     });
+    // Those still waiting give up (enough were opened).
+    for (const wake of waiting.splice(0)) wake();
     if (shares.length < needed) {
       const denied = failures.find((e) => e instanceof ApiProblem && e.denied);
       if (denied && shares.length === 0) throw denied;
