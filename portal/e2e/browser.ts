@@ -107,7 +107,10 @@ export async function keyboardReachable(page: Page, screen: string): Promise<voi
   assert.deepEqual(missed, [], `${screen}: controls the keyboard never reaches`);
 }
 
-/** axe-core on the page as it is: no serious or critical violation; every control reached by keyboard. */
+/**
+ * axe-core on the page as it is: no serious or critical violation; every control reached by
+ * keyboard; nothing scrolling sideways at 360 px.
+ */
 export async function accessible(page: Page, screen: string): Promise<void> {
   const source = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
   // Evaluated by the driver (the page's CSP forbids inline script, as it should).
@@ -118,6 +121,13 @@ export async function accessible(page: Page, screen: string): Promise<void> {
   const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
   assert.deepEqual(bad.map((v) => `${v.id} (${v.impact}, ${v.nodes.length})`), [], `${screen}: accessibility`);
   await keyboardReachable(page, screen);
+  // And at a phone's width: nothing scrolls sideways.
+  const size = page.viewportSize();
+  if (size && size.width !== 360) {
+    await page.setViewportSize({ width: 360, height: size.height });
+    await fitsWidth(page, `${screen} at 360 px`);
+    await page.setViewportSize(size);
+  }
 }
 
 /** Every screen's checks at once: accessible, no sideways scrolling, a screenshot saved. */

@@ -208,6 +208,44 @@ describe("every role in the portal, on real validators", () => {
     await nurse.close();
   });
 
+  it("the patient sees every grant with its term, shares one record and takes it back; the doctor finds her among his patients", async () => {
+    const doctor = await as("drbob");
+    const mine = doctor.locator(`#my-patients button[data-patient="${alice}"]`);
+    await mine.waitFor({ timeout: 30_000 });
+    await mine.click();
+    await doctor.locator(`#chart button[data-record="${record}"]`).waitFor({ timeout: 30_000 });
+    await doctor.close();
+
+    const patient = await as("alice", 360);
+    await patient.locator(`button[data-record="${found.afterRemoval}"]`).click();
+    await patient.getByLabel("With", { exact: true }).selectOption(ids.drcarol!);
+    await patient.getByRole("button", { name: "Share this record" }).click();
+    await patient.getByText(/^Shared with .*\(block \d+\)/).waitFor({ timeout: 30_000 });
+    const other = await as("drcarol");
+    assert.match(await openById(other, found.afterRemoval!), /66 \/min/, "the record shared with her");
+    assert.match(await openById(other, record), /^Refused by the ledger/, "and nothing else");
+    // A chart-wide grant with an end date: shown with its term.
+    await patient.getByRole("button", { name: "Who has access" }).click();
+    const until = new Date(Date.now() + 30 * 86_400_000).toISOString().slice(0, 10);
+    await patient.getByLabel(/^Clinician/).selectOption(ids.drcarol!);
+    await patient.getByLabel("Until (optional)").fill(until);
+    await patient.getByRole("button", { name: "Give access to the whole chart" }).click();
+    await patient.getByText(/can now read the chart \(block \d+\)/).waitFor({ timeout: 30_000 });
+    assert.match(await patient.locator("#holders").innerText(), /doctor .*\(until /);
+    const shared = await patient.locator("#record-grants").innerText();
+    assert.ok(shared.includes(`Record ${found.afterRemoval!.slice(0, 8)}`), shared);
+    await checkScreen(patient, "every grant", join(shots, "patient-grants-360.png"));
+    // Both taken back: the record, then the chart.
+    await patient.getByRole("button", { name: new RegExp(`^Take record ${found.afterRemoval!.slice(0, 8)}… back from`) }).click();
+    await patient.getByText(/taken back from .*\(block \d+\)/).waitFor({ timeout: 30_000 });
+    assert.ok(!(await patient.locator("#record-grants").innerText()).includes(`Record ${found.afterRemoval!.slice(0, 8)}… with doctor`));
+    await patient.getByRole("button", { name: /^Take access from doctor/ }).click();
+    await patient.getByText(/Access taken from doctor/).waitFor({ timeout: 30_000 });
+    await patient.close();
+    assert.match(await openById(other, found.afterRemoval!), /^Refused by the ledger/, "taken back");
+    await other.close();
+  });
+
   it("the patient appoints a delegate, who reads her chart and sees who has access; dismissed, he is refused", async () => {
     const patient = await as("alice", 360);
     await patient.getByRole("button", { name: "Who has access" }).click();

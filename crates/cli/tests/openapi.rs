@@ -23,6 +23,7 @@ const OPERATIONS: &[(&str, &str, bool)] = &[
     ("get", "/v1/charts/{patient}", true),
     ("get", "/v1/charts/{patient}/envelope", true),
     ("get", "/v1/grants/{patient}/{grantee}", true),
+    ("get", "/v1/charts/{patient}/grants", true),
     ("get", "/v1/records/{id}", true),
     ("get", "/v1/records/{id}/version", true),
     ("get", "/v1/patients/{id}/records", true),

@@ -305,7 +305,7 @@ fn the_portal_covers_every_role_in_a_real_browser() {
     std::fs::create_dir_all(&shots).unwrap();
     browser_suite(
         "roles",
-        7,
+        8,
         &[
             ("MEDLEDGER_PORTAL_URL", portal.url.clone()),
             ("MEDLEDGER_E2E_HOME", net.home.display().to_string()),

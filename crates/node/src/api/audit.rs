@@ -43,7 +43,7 @@ pub(super) async fn audit(
 }
 
 /// A page cursor of a state scan (a key, hex), bounded.
-fn cursor(after: Option<&str>) -> ApiResult<Option<Vec<u8>>> {
+pub(super) fn cursor(after: Option<&str>) -> ApiResult<Option<Vec<u8>>> {
     match after {
         Some(cursor) if cursor.len() <= 256 => {
             Ok(Some(hex::decode(cursor).map_err(|_| ApiError::bad("malformed cursor"))?))

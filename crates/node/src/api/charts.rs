@@ -282,3 +282,34 @@ pub(super) async fn grant_all(
     }
     read(&view, &keys::grant(&patient, &grantee, &scope)).map(Json).ok_or(ApiError::not_found("grant"))
 }
+
+/// Every grant a patient has given (chart-wide, on sensitive records, on single records; live or
+/// expired: each says when it ends), for the patient and their delegates: who manages the consent.
+#[utoipa::path(
+    get,
+    path = "/v1/charts/{patient}/grants",
+    tag = "records",
+    params(("patient" = String, Path, pattern = "^[0-9a-f]{32}$", description = "Patient member id (32 hex)."), ("after" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,128}$", description = "Grant key (hex) to continue after."), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (1 to 1000; default 1000).")),
+    security(("rfc9421" = [])),
+    responses((status = 200, description = "The patient's grants, a page, by grantee.", body = Vec<GrantEntry>), Problems)
+)]
+pub(super) async fn patient_grants(
+    State(state): State<ApiState>,
+    Path(patient): Path<String>,
+    Query(page): Query<super::records::Page>,
+    Signed(me): Signed,
+) -> ApiResult<(super::NextPage, Json<Vec<GrantEntry>>)> {
+    let patient: MemberId = parse(&patient, "patient id")?;
+    let view = view(&state)?;
+    let manages =
+        me.id == patient || read::<ChartEntry>(&view, &keys::chart(&patient)).is_some_and(|c| c.is_delegate(&me.id));
+    if !manages {
+        return Err(ApiError::denied("a patient's grants are listed to the patient and their delegates"));
+    }
+    let after = super::audit::cursor(page.after.as_deref())?;
+    let limit = super::records::page_limit(page.limit)?;
+    let rows = view.scan(&keys::grants_of(&patient), after.as_deref(), limit).map_err(ApiError::internal)?;
+    let next = super::NextPage::after(&rows, limit);
+    let grants = rows.into_iter().filter_map(|(_, v)| borsh::from_slice::<GrantEntry>(&v).ok()).collect();
+    Ok((next, Json(grants)))
+}

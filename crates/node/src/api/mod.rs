@@ -176,6 +176,7 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(charts::chart))
         .routes(routes!(charts::chart_envelope))
         .routes(routes!(charts::grant_all))
+        .routes(routes!(charts::patient_grants))
         .routes(routes!(records::record))
         .routes(routes!(records::record_version))
         .routes(routes!(records::patient_records))

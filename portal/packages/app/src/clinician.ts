@@ -2,11 +2,11 @@
 // opened by its id (shared with this clinician alone) with a purpose of use, break-glass for
 // doctors and emergency clinicians, and their care teams.
 
-import type { PurposeOfUse } from "@medledger/protocol";
+import { type PurposeOfUse, myTeams } from "@medledger/protocol";
 
 import { openRecord, purposeSelect, showChart } from "./chart.js";
 import { type Ctx, idOf } from "./context.js";
-import { h, replace } from "./dom.js";
+import { h, replace, shortId } from "./dom.js";
 import { breakGlassForm } from "./emergency.js";
 import { showTeams } from "./teams.js";
 
@@ -84,6 +84,47 @@ function showCharts(ctx: Ctx, view: HTMLElement): void {
           patient.value = id;
         })
       : null;
-  replace(view, form, byId, chart, emergency);
+  const mine = h("section", { id: "my-patients", "aria-labelledby": "my-patients-title" });
+  replace(view, mine, form, byId, chart, emergency);
   patient.focus();
+  void showMyPatients(ctx, mine, chart);
+}
+
+/**
+ * The charts this clinician (or a care team of theirs) holds or held a grant on: each opened with
+ * a click (whether it still may be read is the ledger's decision at each read).
+ */
+async function showMyPatients(ctx: Ctx, target: HTMLElement, chart: HTMLElement): Promise<void> {
+  let charts: string[];
+  try {
+    const teams = await myTeams(ctx.client, ctx.me);
+    const lists = await Promise.all(
+      [ctx.me.member, ...teams.map((t) => t.team)].map((id) =>
+        ctx.client.get<{ charts: string[] }>(`/v1/members/${id}/charts?limit=100`, ctx.me).then((p) => p.charts),
+      ),
+    );
+    charts = [...new Set(lists.flat())].sort();
+  } catch (e) {
+    ctx.say(ctx.errorText(e), "error");
+    return;
+  }
+  const title = h("h2", { id: "my-patients-title" }, "Your patients");
+  if (charts.length === 0) {
+    replace(target, title, h("p", {}, "No patient has given you (or a care team of yours) access yet."));
+    return;
+  }
+  replace(
+    target,
+    title,
+    h(
+      "ul",
+      { class: "patients" },
+      ...charts.map((p) => {
+        const open = h("button", { type: "button", class: "secondary", "data-patient": p }, `Patient ${shortId(p)}`);
+        open.setAttribute("aria-label", `Open the chart of patient ${shortId(p)}`);
+        open.addEventListener("click", () => void showChart(ctx, chart, p, `Records of patient ${shortId(p)}`, false));
+        return h("li", {}, open);
+      }),
+    ),
+  );
 }

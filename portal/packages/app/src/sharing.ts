@@ -6,10 +6,20 @@
 // the others receive and the clinician never does. A delegate sees this screen for the charts
 // they look after, and may do all of it but appoint or dismiss delegates.
 
-import { type Client, type MemberEntry, appointDelegate, dismissDelegate, grantChart, revokeChart } from "@medledger/protocol";
+import {
+  type Client,
+  type GrantEntry,
+  type MemberEntry,
+  appointDelegate,
+  dismissDelegate,
+  grantChart,
+  listGrants,
+  revokeChart,
+  revokeRecord,
+} from "@medledger/protocol";
 
 import { type Ctx, act, idOf } from "./context.js";
-import { h, replace, shortId } from "./dom.js";
+import { h, replace, shortId, when } from "./dom.js";
 
 const ROLES = ["doctor", "nurse", "emergency"] as const;
 
@@ -32,7 +42,13 @@ function listOf(id: string, ids: string[], empty: string, item: (id: string) => 
 /** Shows who holds access to `patient`'s chart (the member's own, or one they look after), and the forms to change it. */
 export async function showSharing(ctx: Ctx, target: HTMLElement, patient: string): Promise<void> {
   const { client, me } = ctx;
-  const [chart, staff] = await Promise.all([client.chart(me, patient), directory(client)]);
+  const [chart, staff, grants] = await Promise.all([client.chart(me, patient), directory(client), listGrants(client, me, patient)]);
+  const now = Date.now();
+  /** Until when a grant runs, in words (or that it ended). */
+  const term = (g: GrantEntry | undefined) =>
+    !g || g.expires_at === null ? "" : g.expires_at <= now ? ` (ended ${when(g.expires_at)})` : ` (until ${when(g.expires_at)})`;
+  const chartWide = new Map(grants.filter((g) => g.scope === "all").map((g) => [g.grantee, g]));
+  const perRecord = grants.filter((g) => typeof g.scope === "object");
   const byId = new Map(staff.map((m) => [m.id, m]));
   const refresh = () => showSharing(ctx, target, patient);
   const self = patient === me.member;
@@ -50,8 +66,36 @@ export async function showSharing(ctx: Ctx, target: HTMLElement, patient: string
     return revoke;
   };
   const holders = chart.holders.filter((m) => m !== patient);
-  const members = listOf("holders", holders, "Nobody but you can read your whole chart.", (id) => [h("span", { title: id }, nameOf(id)), " ", takeBack(id, nameOf(id))]);
-  const teams = listOf("teams", chart.teams ?? [], "No care team holds access.", (id) => [h("span", { title: id }, `Care team ${shortId(id)}`), " ", takeBack(id, `care team ${shortId(id)}`)]);
+  const members = listOf("holders", holders, "Nobody but you can read your whole chart.", (id) => [
+    h("span", { title: id }, `${nameOf(id)}${chartWide.get(id)?.write ? ", may add records" : ""}${term(chartWide.get(id))}`),
+    " ",
+    takeBack(id, nameOf(id)),
+  ]);
+  const teams = listOf("teams", chart.teams ?? [], "No care team holds access.", (id) => [
+    h("span", { title: id }, `Care team ${shortId(id)}${term(chartWide.get(id))}`),
+    " ",
+    takeBack(id, `care team ${shortId(id)}`),
+  ]);
+  const records =
+    perRecord.length === 0
+      ? h("p", { id: "record-grants" }, "No record is shared on its own.")
+      : h(
+          "ul",
+          { id: "record-grants" },
+          ...perRecord.map((g) => {
+            const record = (g.scope as { record: string }).record;
+            const who = chart.teams?.includes(g.grantee) ? `care team ${shortId(g.grantee)}` : nameOf(g.grantee);
+            const revoke = h("button", { type: "button", "aria-label": `Take record ${shortId(record)} back from ${who}` }, "Take back");
+            revoke.addEventListener("click", () =>
+              act(ctx, revoke, "Taking the record back on the ledger…", async () => {
+                const done = await revokeRecord(client, me, patient, g.grantee, record);
+                await refresh();
+                return `Record ${shortId(record)} taken back from ${who} (block ${done.height}).`;
+              }),
+            );
+            return h("li", {}, h("span", { title: `${record} → ${g.grantee}` }, `Record ${shortId(record)} with ${who}${term(g)}`), " ", revoke);
+          }),
+        );
   const delegates = listOf("delegates", chart.delegates ?? [], self ? "You have no delegate." : "No other delegate.", (id) => {
     const name = `patient ${shortId(id)}`;
     if (!self) return [h("span", { title: id }, id === me.member ? "you" : name)];
@@ -118,6 +162,8 @@ export async function showSharing(ctx: Ctx, target: HTMLElement, patient: string
     members,
     h("h3", {}, "Care teams"),
     teams,
+    h("h3", {}, "Records shared on their own"),
+    records,
     form,
     h("h3", {}, "Delegates"),
     h("p", {}, "A delegate (a guardian, a proxy: another patient) acts for the patient: reads, grants, revokes and sees the access timeline."),

@@ -185,3 +185,32 @@ export async function dismissDelegate(client: Client, me: Identity, delegate: Me
   const kind: TxKind = { type: "delegate", patient: me.member, delegate, appoint: false, chart_epoch: null, new_chart: newChart };
   return client.transact(me, kind, { envelopes, metadata: null });
 }
+
+/** A grant as the ledger keeps it (`GET /v1/charts/{patient}/grants`). */
+export interface GrantEntry {
+  patient: MemberId;
+  grantee: MemberId;
+  scope: "all" | "sensitive" | { record: RecordId };
+  write: boolean;
+  granted_at: number;
+  expires_at: number | null;
+  tx: string;
+}
+
+/** Every grant of `patient`'s (live or expired), for the patient or a delegate: at most `max`. */
+export async function listGrants(client: Client, me: Identity, patient: MemberId, max = 10_000): Promise<GrantEntry[]> {
+  const out: GrantEntry[] = [];
+  let after = "";
+  while (out.length < max) {
+    const page = await client.firstAnswer("GET", `/v1/charts/${patient}/grants${after}`, me);
+    out.push(...(JSON.parse(new TextDecoder().decode(page.bytes)) as GrantEntry[]));
+    if (!page.next) break;
+    after = `?after=${page.next}`;
+  }
+  return out.slice(0, max);
+}
+
+/** `me` (the patient or a delegate) takes back `grantee`'s grant on one record. */
+export function revokeRecord(client: Client, me: Identity, patient: MemberId, grantee: MemberId, record: RecordId): Promise<Committed> {
+  return client.transact(me, { type: "revoke", patient, grantee, scope: { record }, new_chart: null });
+}
