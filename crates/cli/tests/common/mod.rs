@@ -222,6 +222,16 @@ impl Net {
         self.ok(&["id", "create", "nina", "--role", "nurse", "--as", admin]);
     }
 
+    /// Validator `k`'s resident memory (VmRSS, KiB), while it runs.
+    pub fn resident_kib(&self, k: usize) -> Option<u64> {
+        let pid = self.nodes[k].as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// The member id (32 hex) of a local identity.
     pub fn id_of(&self, alias: &str) -> String {
         let home = medledger_sdk::Home::open(&self.home).unwrap();

@@ -40,18 +40,25 @@ const HANDSHAKE_SYNCHRONY_BOUND: Duration = Duration::from_secs(5);
 /// Oldest handshake message accepted.
 const HANDSHAKE_AGE_MAX: Duration = Duration::from_secs(10);
 
-/// Messages per second each peer may send us (and we may send each peer) on `channel`.
+/// Messages per second each peer may send us (and we may send each peer) on `channel`, and how
+/// many may come at once.
 ///
 /// Votes and certificates flow a few per view; a lone validator or a small LAN cluster runs
-/// hundreds of views per second, so the limits leave room for that. Block gossip and backfill are
+/// hundreds of views per second, so the rates leave room for that. Block gossip and backfill are
 /// bounded lower because each message can be a whole block.
+///
+/// The burst is set apart from the rate because the p2p layer preallocates every channel's
+/// mailbox (and the router's) at peers × burst slots: at the rate's default burst (a second's
+/// worth) an idle validator of four held 400 MiB of empty mailbox slots. A burst of a few views'
+/// messages is what consensus sends at once; the rate over a second is unchanged.
 pub fn channel_quota(channel: u64) -> Quota {
-    let per_second = match channel {
-        CHANNEL_VOTES | CHANNEL_CERTIFICATES => 10_000,
-        CHANNEL_BLOCKS => 1_000,
-        _ => 500,
+    let (per_second, burst) = match channel {
+        CHANNEL_VOTES | CHANNEL_CERTIFICATES => (10_000, 256),
+        CHANNEL_BLOCKS => (1_000, 32),
+        _ => (500, 64),
     };
     Quota::per_second(NonZeroU32::new(per_second).expect("quotas are not zero"))
+        .allow_burst(NonZeroU32::new(burst).expect("bursts are not zero"))
 }
 
 /// The largest message any channel carries for a set of `validators`: a whole block with its
