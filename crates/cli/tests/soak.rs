@@ -1,6 +1,9 @@
 //! Mixed load with validator restarts on four real validator processes. In CI it runs for 40 s;
 //! the long soak is the same test with a longer duration:
 //! `MEDLEDGER_SOAK_SECS=1800 cargo test --release -p medledger-cli --test soak -- --nocapture`.
+//! The validators' resident memory is sampled each cycle; a soak of 15 minutes or more checks
+//! (issue 17, P8) that the largest resident size in its last 5 minutes is within 10 % of the
+//! largest between its 5th and 10th minutes (restarts included: a leak shows as growth across them).
 
 mod common;
 
@@ -28,6 +31,8 @@ fn mixed_load_with_restarts_loses_nothing_and_converges() {
     let file = root.join("soak.json");
     std::fs::write(&file, OBSERVATION).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    // (seconds since the load began, the largest validator's resident KiB then)
+    let resident = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let run = |args: &[&str]| {
         std::process::Command::new(common::BIN)
@@ -59,8 +64,15 @@ fn mixed_load_with_restarts_loses_nothing_and_converges() {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let mut victim = 0;
         let mut restarts = 0;
+        let started = Instant::now();
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_secs(3));
+            {
+                let n = net.lock().unwrap();
+                let at = started.elapsed().as_secs();
+                let largest = (0..4).filter_map(|k| n.resident_kib(k)).max().unwrap_or(0);
+                resident.lock().unwrap().push((at, largest));
+            }
             net.lock().unwrap().kill9_validator(victim);
             std::thread::sleep(Duration::from_secs(2));
             net.lock().unwrap().start_validator(victim);
@@ -91,5 +103,18 @@ fn mixed_load_with_restarts_loses_nothing_and_converges() {
         }
     }
     println!("soak: {} records acknowledged, all present on all 4 validators", records.len());
+    let samples = resident.lock().unwrap().clone();
+    let largest_in =
+        |from: u64, to: u64| samples.iter().filter(|(at, _)| (from..to).contains(at)).map(|(_, kib)| *kib).max();
+    println!(
+        "soak: largest validator resident memory, first minute {:?} KiB, whole run {:?} KiB",
+        largest_in(0, 60),
+        largest_in(0, u64::MAX)
+    );
+    if seconds >= 900 {
+        let (baseline, last) = (largest_in(300, 600).unwrap(), largest_in(seconds - 300, seconds + 60).unwrap());
+        println!("soak: resident memory, minutes 5-10: {baseline} KiB; last 5 minutes: {last} KiB");
+        assert!(last * 10 <= baseline * 11, "resident memory grew more than 10 %: {baseline} -> {last} KiB");
+    }
     assert_eq!(net.ok(&["verify"]).matches("chain ok").count(), 4);
 }
