@@ -226,8 +226,7 @@ export function writeKind(w: Writer, kind: TxKind): void {
       writeEncryptionKey(w, encryptionKeyFromJson(kind.public_key));
       return;
     case "rotate_keys":
-      w.fixed(fromHexN(kind.signing_key, 32, "signing key"), 32);
-      writeEncryptionKey(w, encryptionKeyFromJson(kind.encryption_key));
+      writeMemberKeys(w, kind.signing_key, kind.encryption_key);
       w.u8(indexIn(KEY_CHANGES, kind.reason.type, "key change"));
       if (kind.reason.type === "claim") w.fixed(proofBytes(kind.reason.proof), 16);
       w.option(kind.new_chart, writeNewChart);
@@ -239,12 +238,15 @@ export function writeKind(w: Writer, kind: TxKind): void {
     case "recovery":
       writeId16(w, kind.member, "member");
       w.u8(indexIn(RECOVERY_ACTIONS, kind.action.type, "recovery action"));
-      if (kind.action.type === "request") {
-        w.fixed(fromHexN(kind.action.signing_key, 32, "signing key"), 32);
-        writeEncryptionKey(w, encryptionKeyFromJson(kind.action.encryption_key));
-      }
+      if (kind.action.type === "request") writeMemberKeys(w, kind.action.signing_key, kind.action.encryption_key);
       return;
   }
+}
+
+/** A member's public keys: the Ed25519 key (hex) and the encryption key. */
+function writeMemberKeys(w: Writer, signingKey: string, encryptionKey: KeyJson): void {
+  w.fixed(fromHexN(signingKey, 32, "signing key"), 32);
+  writeEncryptionKey(w, encryptionKeyFromJson(encryptionKey));
 }
 
 function proofBytes(proof: number[]): Bytes {
