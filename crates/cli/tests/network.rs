@@ -252,14 +252,20 @@ async fn tls_network_serves_https_and_trusts_only_its_ca() {
     ]);
     let got = net.ok(&["--node", &nodes[1], "record", "get", "--as", "alice", put.trim()]);
     assert!(got.contains("tls"), "{got}");
+    // Each validator polls its peers' status over TLS every 2 s (its first round may have found
+    // them still starting): each comes to see the other three up.
     for node in &nodes {
         let trusting = medledger_sdk::Client::with_ca(vec![node.clone()], Some(&ca)).unwrap();
-        let status = trusting.status().await.unwrap();
-        assert_eq!(
-            status["peers"].as_array().map(|p| p.iter().filter(|x| x["up"] == true).count()),
-            Some(3),
-            "{status}"
-        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = trusting.status().await.unwrap();
+            let up = status["peers"].as_array().map(|p| p.iter().filter(|x| x["up"] == true).count());
+            if up == Some(3) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     // A client that does not trust the network's CA, and plain HTTP, get nothing.
     let untrusting = medledger_sdk::Client::new(vec![nodes[0].clone()]).unwrap();
