@@ -556,7 +556,7 @@ export class Client {
         // an earlier key, perhaps
       }
     }
-    throw new Error("the envelope does not open with this member's keys");
+    throw new Error("a wrapped key does not open for this reader");
   }
 
   /** `secret` wrapped for `key`, bound to this network, `holder` and `subject`. */
@@ -906,16 +906,7 @@ export class Client {
     const broken = () => new Error("the key path to this record is broken");
     const openWith = (key: DecryptionKey, e: SidecarEnvelopeJson) =>
       key.open(envelopeOf(e.envelope), { chainId, subject: e.subject, holder: e.holder });
-    const openMine = async (e: SidecarEnvelopeJson) => {
-      for (const key of [me.keys.encryption, ...me.keys.previous]) {
-        try {
-          return await openWith(key, e);
-        } catch {
-          // an earlier key, perhaps
-        }
-      }
-      throw new Error("a wrapped key does not open for this reader");
-    };
+    const openMine = (e: SidecarEnvelopeJson) => this.openMine(me, e);
     const downChart = async (key: DecryptionKey, epoch: number): Promise<Bytes> => {
       while (epoch > entry.chart_epoch) {
         const link = find({ type: "chart", patient, epoch }, { type: "chart", patient, epoch: epoch - 1 });
